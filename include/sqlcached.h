@@ -1,0 +1,197 @@
+/*
+ * sqlcached.h - public API of libsqlcached, a persistent cache.
+ *
+ * SQLite is the source of truth; an in-memory tier sits in front of it.
+ * A process opens one store (sqlcached_t) on a database file and calls it
+ * from any number of threads: every call is thread-safe.
+ *
+ * Conventions:
+ *   - Calls the caller must branch on return sqlcached_status_t, 0 = OK.
+ *   - Keys and values are byte strings (pointer + length), never
+ *     NUL-terminated requirements.
+ *   - Times are Unix epoch milliseconds (int64_t). 0 means "none" for an
+ *     expiry time.
+ *   - A result returned through an out-pointer is owned by the caller and is
+ *     freed with the matching *_release / *_free call named in its comment.
+ *   - Nothing here knows about HTTP.
+ */
+#ifndef SQLCACHED_H
+#define SQLCACHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * Types
+ * ------------------------------------------------------------------------ */
+
+typedef struct sqlcached sqlcached_t; /* an open store (opaque) */
+
+typedef enum sqlcached_status {
+    SQLCACHED_OK = 0,
+    SQLCACHED_NOT_FOUND,           /* key / item / order / lease absent */
+    SQLCACHED_INVALID_ARGUMENT,    /* a size or range check failed */
+    SQLCACHED_PRECONDITION_FAILED, /* conditional write: version mismatch */
+    SQLCACHED_CONFLICT,            /* optimistic retries exhausted */
+    SQLCACHED_NOT_INTEGER,         /* incr on a non-integer or overflow */
+    SQLCACHED_SOLD_OUT,            /* flash sale: no stock left */
+    SQLCACHED_ALREADY_ORDERED,     /* flash sale: one order per user */
+    SQLCACHED_LEASE_HELD,          /* lease held by another owner */
+    SQLCACHED_NOT_OWNER,           /* renew/release by a non-holder */
+    SQLCACHED_STORAGE_FULL,        /* the disk or database is full */
+    SQLCACHED_UNAVAILABLE,         /* database busy/locked, try again */
+    SQLCACHED_NOMEM,               /* allocation failed */
+    SQLCACHED_INTERNAL,            /* unexpected database error */
+    SQLCACHED_STATUS_COUNT
+} sqlcached_status_t;
+
+typedef enum sqlcached_durability {
+    SQLCACHED_DURABILITY_FULL = 0, /* fsync every commit (synchronous=FULL) */
+    SQLCACHED_DURABILITY_NORMAL    /* survive a process crash, not power loss */
+} sqlcached_durability_t;
+
+/* Options for sqlcached_open(). Fill with sqlcached_options_init(), then set
+ * what differs from the defaults. */
+typedef struct sqlcached_options {
+    const char *path;                   /* database file; default "sqlcached.db" */
+    sqlcached_durability_t durability;  /* default FULL */
+    int busy_timeout_ms;                /* wait for a lock held by another process; default 5000 */
+    unsigned max_batch;                 /* group commit: most writes per transaction; default 256 */
+    int purge_interval_ms;              /* background purge of expired rows; default 1000, < 0 = off */
+    /* Clock for expiry decisions; NULL = the wall clock (CLOCK_REALTIME).
+     * Tests inject a fake clock here. */
+    int64_t (*clock_ms)(void *arg);
+    void *clock_arg;
+} sqlcached_options_t;
+
+/* A value read from the store. Immutable and reference counted: release it
+ * with sqlcached_value_release() once done (safe from any thread). */
+typedef struct sqlcached_value {
+    const void *data;         /* value bytes (not NUL-terminated) */
+    size_t len;               /* number of value bytes */
+    const char *content_type; /* NUL-terminated */
+    int64_t version;          /* version of the write that stored it */
+    int64_t expires_at;       /* ms, 0 = never */
+    int from_cache;           /* 1 if served from the memory tier */
+} sqlcached_value_t;
+
+typedef enum sqlcached_put_condition {
+    SQLCACHED_PUT_ALWAYS = 0,
+    SQLCACHED_PUT_IF_VERSION, /* only if the current version == if_version */
+    SQLCACHED_PUT_IF_PRESENT, /* only if the key exists (If-Match: *) */
+    SQLCACHED_PUT_IF_ABSENT   /* only if the key is absent (SET NX) */
+} sqlcached_put_condition_t;
+
+typedef struct sqlcached_put_options {
+    const char *content_type;  /* NULL = "application/octet-stream" */
+    int64_t ttl_ms;            /* > 0: expire after this long; 0 = never */
+    sqlcached_put_condition_t condition;
+    int64_t if_version;        /* with SQLCACHED_PUT_IF_VERSION */
+} sqlcached_put_options_t;
+
+typedef struct sqlcached_write_result {
+    int64_t version;    /* version assigned to this write */
+    int64_t expires_at; /* ms, 0 = never */
+    int created;        /* 1 if the key was absent before */
+} sqlcached_write_result_t;
+
+/* A page of keys from sqlcached_kv_list(). Free with sqlcached_keys_free(). */
+typedef struct sqlcached_keys {
+    size_t count;
+    const void **keys;  /* count key byte strings */
+    size_t *lens;       /* their lengths */
+    int has_more;       /* 1 if another page follows the last key */
+} sqlcached_keys_t;
+
+/* Key and value limits. */
+#define SQLCACHED_KEY_MAX 512
+#define SQLCACHED_CONTENT_TYPE_MAX 255
+#define SQLCACHED_LIST_LIMIT_MAX 1000
+/* Longest TTL accepted (2^31-1 seconds, about 68 years). */
+#define SQLCACHED_TTL_MAX_MS (2147483647LL * 1000)
+
+/* ------------------------------------------------------------------------
+ * Opening and closing
+ * ------------------------------------------------------------------------ */
+
+/* Fill opts with the defaults. Cannot fail. */
+void sqlcached_options_init(sqlcached_options_t *opts);
+
+/* Open (creating if needed) the store at opts->path, apply pending schema
+ * migrations, and start the writer and maintenance threads.
+ * Returns SQLCACHED_OK and *out on success. On failure *out is NULL and, if
+ * err is not NULL, a message is written to err (at most errlen bytes). */
+sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts,
+                                  sqlcached_t **out, char *err, size_t errlen);
+
+/* Stop the background threads and close every connection. Calls in flight
+ * on other threads must have returned. NULL is allowed. */
+void sqlcached_close(sqlcached_t *db);
+
+/* Stable snake_case name of a status ("not_found", ...). Cannot fail. */
+const char *sqlcached_status_name(sqlcached_status_t status);
+
+/* Library version string, e.g. "0.1.0". */
+const char *sqlcached_version(void);
+
+/* The current time in ms as the store sees it (its clock). */
+int64_t sqlcached_now_ms(const sqlcached_t *db);
+
+/* ------------------------------------------------------------------------
+ * Key-value store
+ *
+ * A key is 1..SQLCACHED_KEY_MAX bytes (else SQLCACHED_INVALID_ARGUMENT).
+ * Every write takes the next value of one store-wide persisted counter as
+ * its version: versions never repeat, across deletes and restarts.
+ * Expired keys behave exactly as absent keys.
+ * ------------------------------------------------------------------------ */
+
+/* Read a key. On SQLCACHED_OK *out is a new reference the caller releases
+ * with sqlcached_value_release(). Absent or expired: SQLCACHED_NOT_FOUND. */
+sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t klen,
+                                    sqlcached_value_t **out);
+
+/* Drop a reference returned by sqlcached_kv_get(). NULL is allowed. */
+void sqlcached_value_release(sqlcached_value_t *value);
+
+/* Store a value (copied). opts may be NULL (unconditional, no TTL, default
+ * content type). A failed condition returns SQLCACHED_PRECONDITION_FAILED
+ * and changes nothing. result may be NULL. */
+sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t klen,
+                                    const void *value, size_t vlen,
+                                    const sqlcached_put_options_t *opts,
+                                    sqlcached_write_result_t *result);
+
+/* Delete a key. if_version < 0: unconditional; otherwise only when the
+ * current version equals it (else SQLCACHED_PRECONDITION_FAILED).
+ * Absent: SQLCACHED_NOT_FOUND. */
+sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
+                                       int64_t if_version);
+
+/* Atomically add `by` to a base-10 int64 value (absent counts as 0, and is
+ * created as text/plain without expiry; an existing key keeps its content
+ * type and expiry). Non-integer value or overflow: SQLCACHED_NOT_INTEGER.
+ * value_out and version_out may be NULL. */
+sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen,
+                                     int64_t by, int64_t *value_out,
+                                     int64_t *version_out);
+
+/* List live keys starting with prefix, in byte order, strictly after `after`
+ * (NULL/0 = from the start), at most `limit` (1..SQLCACHED_LIST_LIMIT_MAX).
+ * On SQLCACHED_OK *out is owned by the caller: sqlcached_keys_free(). */
+sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t plen,
+                                     const void *after, size_t alen, unsigned limit,
+                                     sqlcached_keys_t **out);
+
+/* Free a page from sqlcached_kv_list(). NULL is allowed. */
+void sqlcached_keys_free(sqlcached_keys_t *keys);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SQLCACHED_H */

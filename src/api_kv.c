@@ -1,0 +1,334 @@
+/*
+ * api_kv.c - HTTP handlers of the key-value store (/v1/kv...).
+ *
+ * Keys come from the path segment after percent-decoding: 1..512 bytes of
+ * UTF-8 without NUL (so every key can be listed as a JSON string).
+ * Versions are exposed as strong ETags, "<version>". Preconditions:
+ *   PUT/DELETE If-Match: "<v>" or *   (one tag; several are refused)
+ *   PUT If-None-Match: *              (write only if absent)
+ *   GET If-None-Match: "<v>", ... or * (304 when one matches)
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+
+#define MAX_ETAGS 16
+
+typedef struct etag_list {
+    bool star;
+    int count;
+    int64_t versions[MAX_ETAGS];
+} etag_list_t;
+
+/* Parse a whole decimal string of digits into 1..max; false otherwise. */
+static bool parse_positive(const char *s, size_t n, int64_t max, int64_t *out)
+{
+    if (n == 0 || n > 19)
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < 1 || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* One entity tag: "123", W/"123" (weak) or 123. */
+static bool parse_etag(const char *s, size_t n, int64_t *version, bool *weak)
+{
+    *weak = n >= 2 && s[0] == 'W' && s[1] == '/';
+    if (*weak)
+        s += 2, n -= 2;
+    if (n >= 2 && s[0] == '"' && s[n - 1] == '"')
+        s += 1, n -= 2;
+    return parse_positive(s, n, INT64_MAX, version);
+}
+
+/* Parse an If-Match / If-None-Match value; false if malformed. */
+static bool parse_etag_list(const char *h, bool allow_weak, etag_list_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *p = h;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        bool weak;
+        if (n == 1 && p[0] == '*') {
+            out->star = true;
+        } else if (out->count < MAX_ETAGS &&
+                   parse_etag(p, n, &out->versions[out->count], &weak)) {
+            if (weak && !allow_weak)
+                return false;
+            out->count++;
+        } else {
+            return false;
+        }
+        p += n;
+    }
+    return out->star || out->count > 0;
+}
+
+static bool etag_matches(const etag_list_t *l, int64_t version)
+{
+    if (l->star)
+        return true;
+    for (int i = 0; i < l->count; i++)
+        if (l->versions[i] == version)
+            return true;
+    return false;
+}
+
+static json_t *key_json(const http_param_t *key)
+{
+    return json_stringn(key->data, key->len);
+}
+
+static json_t *time_or_null(int64_t ms)
+{
+    return ms > 0 ? json_integer(ms) : json_null();
+}
+
+/* ------------------------------------------------------------------------
+ * GET /v1/kv/{key}
+ * ------------------------------------------------------------------------ */
+
+enum MHD_Result api_kv_get(http_request_t *req)
+{
+    if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
+        return MHD_YES;
+    const char *inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    etag_list_t tags;
+    if (inm && !parse_etag_list(inm, true, &tags))
+        return http_reply_problem(req, "invalid_argument", "malformed If-None-Match");
+    sqlcached_value_t *v = NULL;
+    sqlcached_status_t st = sqlcached_kv_get(req->db, req->params[0].data, req->params[0].len, &v);
+    if (st == SQLCACHED_NOT_FOUND)
+        return http_reply_problem(req, "not_found", "no such key");
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "cannot read the key");
+    if (inm && etag_matches(&tags, v->version)) {
+        int64_t version = v->version;
+        sqlcached_value_release(v);
+        return http_reply_empty(req, MHD_HTTP_NOT_MODIFIED, version);
+    }
+    return http_reply_value(req, v);
+}
+
+/* ------------------------------------------------------------------------
+ * PUT /v1/kv/{key}
+ * ------------------------------------------------------------------------ */
+
+/* Read ?ttl= into ms; false after replying 400. */
+static bool put_ttl(http_request_t *req, int64_t *ttl_ms)
+{
+    char *raw;
+    size_t n;
+    int rc = http_query(req, "ttl", &raw, &n);
+    *ttl_ms = 0;
+    int64_t secs = 0;
+    bool ok = rc == 0 || (rc == 1 && parse_positive(raw, n, SQLCACHED_TTL_MAX_MS / 1000, &secs));
+    free(raw);
+    if (!ok) {
+        http_reply_problem(req, "invalid_argument",
+                           "ttl must be a positive whole number of seconds, at most %lld",
+                           (long long)(SQLCACHED_TTL_MAX_MS / 1000));
+        return false;
+    }
+    *ttl_ms = secs * 1000;
+    return true;
+}
+
+/* Read If-Match / If-None-Match into the put condition; false after 400. */
+static bool put_condition(http_request_t *req, sqlcached_put_options_t *o)
+{
+    const char *im = http_header(req, MHD_HTTP_HEADER_IF_MATCH);
+    const char *inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    etag_list_t tags;
+    if (im && inm)
+        return http_reply_problem(req, "invalid_argument",
+                                  "use If-Match or If-None-Match, not both"), false;
+    if (im) {
+        if (!parse_etag_list(im, false, &tags) || (tags.star && tags.count) || tags.count > 1)
+            return http_reply_problem(req, "invalid_argument",
+                                      "If-Match must be * or one strong entity tag \"<version>\""),
+                   false;
+        o->condition = tags.star ? SQLCACHED_PUT_IF_PRESENT : SQLCACHED_PUT_IF_VERSION;
+        o->if_version = tags.star ? 0 : tags.versions[0];
+    } else if (inm) {
+        if (strcmp(inm, "*") != 0)
+            return http_reply_problem(req, "invalid_argument",
+                                      "If-None-Match on PUT must be *"), false;
+        o->condition = SQLCACHED_PUT_IF_ABSENT;
+    }
+    return true;
+}
+
+enum MHD_Result api_kv_put(http_request_t *req)
+{
+    if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
+        return MHD_YES;
+    sqlcached_put_options_t o = {0};
+    if (!put_ttl(req, &o.ttl_ms) || !put_condition(req, &o))
+        return MHD_YES;
+    o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+    sqlcached_write_result_t res;
+    const http_param_t *key = &req->params[0];
+    sqlcached_status_t st =
+        sqlcached_kv_put(req->db, key->data, key->len, req->body, req->body_len, &o, &res);
+    if (st == SQLCACHED_PRECONDITION_FAILED)
+        return http_reply_problem(req, "precondition_failed",
+                                  o.condition == SQLCACHED_PUT_IF_ABSENT
+                                      ? "the key already exists"
+                                      : "the key is absent or its version differs");
+    if (st == SQLCACHED_INVALID_ARGUMENT) /* key and ttl were checked above */
+        return http_reply_problem(req, "invalid_argument",
+                                  "Content-Type must be 1 to %d printable ASCII characters",
+                                  SQLCACHED_CONTENT_TYPE_MAX);
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "the value was not stored");
+    json_t *body = json_pack("{s:o, s:I, s:o}", "key", key_json(key), "version",
+                             (json_int_t)res.version, "expires_at", time_or_null(res.expires_at));
+    return http_reply_json_etag(req, res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK, body,
+                                res.version);
+}
+
+/* ------------------------------------------------------------------------
+ * DELETE /v1/kv/{key}
+ * ------------------------------------------------------------------------ */
+
+enum MHD_Result api_kv_delete(http_request_t *req)
+{
+    if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
+        return MHD_YES;
+    sqlcached_put_options_t o = {0};
+    if (http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH))
+        return http_reply_problem(req, "invalid_argument", "DELETE supports If-Match only");
+    if (!put_condition(req, &o))
+        return MHD_YES;
+    int64_t if_version = o.condition == SQLCACHED_PUT_IF_VERSION ? o.if_version : -1;
+    const http_param_t *key = &req->params[0];
+    sqlcached_status_t st = sqlcached_kv_delete(req->db, key->data, key->len, if_version);
+    if (st == SQLCACHED_NOT_FOUND)
+        return http_reply_problem(req, "not_found", "no such key");
+    if (st == SQLCACHED_PRECONDITION_FAILED)
+        return http_reply_problem(req, "precondition_failed", "the key's version differs");
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "the key was not deleted");
+    return http_reply_empty(req, MHD_HTTP_NO_CONTENT, -1);
+}
+
+/* ------------------------------------------------------------------------
+ * POST /v1/kv/{key}/incr   body {"by": N} (optional)
+ * ------------------------------------------------------------------------ */
+
+enum MHD_Result api_kv_incr(http_request_t *req)
+{
+    if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
+        return MHD_YES;
+    json_t *body = http_body_object(req, true);
+    if (!body)
+        return MHD_YES;
+    json_t *by = json_object_get(body, "by");
+    int64_t n = 1;
+    if (by && !json_is_integer(by)) {
+        json_decref(body);
+        return http_reply_problem(req, "invalid_argument", "by must be a 64-bit integer");
+    }
+    if (by)
+        n = json_integer_value(by);
+    json_decref(body);
+    const http_param_t *key = &req->params[0];
+    int64_t value, version;
+    sqlcached_status_t st = sqlcached_kv_incr(req->db, key->data, key->len, n, &value, &version);
+    if (st == SQLCACHED_NOT_INTEGER)
+        return http_reply_problem(req, "not_integer",
+                                  "the value is not a base-10 64-bit integer, or would overflow");
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "the value was not changed");
+    json_t *out = json_pack("{s:o, s:I, s:I}", "key", key_json(key), "value", (json_int_t)value,
+                            "version", (json_int_t)version);
+    return http_reply_json_etag(req, MHD_HTTP_OK, out, version);
+}
+
+/* ------------------------------------------------------------------------
+ * GET /v1/kv?prefix=P&limit=N&after=K
+ * ------------------------------------------------------------------------ */
+
+static bool list_limit(http_request_t *req, unsigned *limit)
+{
+    char *raw;
+    size_t n;
+    int rc = http_query(req, "limit", &raw, &n);
+    int64_t v = 100;
+    bool ok = rc == 0 || (rc == 1 && parse_positive(raw, n, SQLCACHED_LIST_LIMIT_MAX, &v));
+    free(raw);
+    if (!ok)
+        http_reply_problem(req, "invalid_argument", "limit must be a whole number from 1 to %d",
+                           SQLCACHED_LIST_LIMIT_MAX);
+    *limit = (unsigned)v;
+    return ok;
+}
+
+/* Read a key-like query argument (prefix, after); false after replying. */
+static bool list_arg(http_request_t *req, const char *name, char **out, size_t *len)
+{
+    int rc = http_query(req, name, out, len);
+    if (rc < 0 || *len > SQLCACHED_KEY_MAX) {
+        free(*out);
+        *out = NULL;
+        http_reply_problem(req, "invalid_argument", "%s must be percent-encoded, at most %d bytes",
+                           name, SQLCACHED_KEY_MAX);
+        return false;
+    }
+    return true;
+}
+
+static json_t *page_json(const sqlcached_keys_t *page)
+{
+    json_t *keys = json_array();
+    json_t *next = json_null();
+    for (size_t i = 0; keys && i < page->count; i++) {
+        json_t *k = json_stringn(page->keys[i], page->lens[i]);
+        if (k)
+            json_array_append_new(keys, k); /* non-UTF-8 keys (library use) are skipped */
+    }
+    if (page->has_more && page->count > 0) {
+        json_decref(next);
+        next = json_stringn(page->keys[page->count - 1], page->lens[page->count - 1]);
+    }
+    return json_pack("{s:o, s:o}", "keys", keys, "next", next ? next : json_null());
+}
+
+enum MHD_Result api_kv_list(http_request_t *req)
+{
+    char *prefix = NULL, *after = NULL;
+    size_t plen = 0, alen = 0;
+    unsigned limit;
+    if (!list_limit(req, &limit) || !list_arg(req, "prefix", &prefix, &plen) ||
+        !list_arg(req, "after", &after, &alen)) {
+        free(prefix);
+        return MHD_YES;
+    }
+    sqlcached_keys_t *page = NULL;
+    sqlcached_status_t st = sqlcached_kv_list(req->db, prefix, plen, after, alen, limit, &page);
+    free(prefix);
+    free(after);
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "cannot list keys");
+    json_t *body = page_json(page);
+    sqlcached_keys_free(page);
+    return http_reply_json(req, MHD_HTTP_OK, body);
+}

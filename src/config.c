@@ -1,0 +1,254 @@
+/*
+ * config.c - command line and environment parsing for the daemon.
+ *
+ * Every value is validated here so that a bad flag is a clear message and a
+ * non-zero exit at start-up, never a surprise at run time.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdbool.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define MAX_BODY_LIMIT ((size_t)1 << 30)
+
+void config_defaults(config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
+    cfg->listen_port = 8080;
+    cfg->db_path = "sqlcached.db";
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = n > 0 ? (unsigned)n : 2;
+    cfg->max_body = 1024 * 1024;
+    cfg->durability = SQLCACHED_DURABILITY_FULL;
+    cfg->log_level = LOG_INFO;
+    cfg->max_connections = 10000;
+    cfg->connection_timeout_s = 60;
+}
+
+const char *config_usage(void)
+{
+    return "Usage: sqlcached [OPTION]...\n"
+           "A persistent cache: SQLite source of truth, in-memory tier, HTTP/JSON API.\n"
+           "\n"
+           "  --listen HOST:PORT     address to serve on (default 127.0.0.1:8080)\n"
+           "  --db PATH              database file (default ./sqlcached.db)\n"
+           "  --threads N            worker threads (default: number of CPUs)\n"
+           "  --max-body BYTES       largest request body, e.g. 1M (default 1 MiB)\n"
+           "  --auth-token TOKEN     require 'Authorization: Bearer TOKEN' on /v1/...\n"
+           "                         (or env SQLCACHED_AUTH_TOKEN)\n"
+           "  --durability MODE      full (fsync each commit, default) or normal\n"
+           "  --max-connections N    concurrent connections (default 10000)\n"
+           "  --timeout SECONDS      idle connection timeout (default 60)\n"
+           "  --log-level LEVEL      error, warn, info (default) or debug\n"
+           "  -h, --help             show this help and exit\n"
+           "  -V, --version          show the version and exit\n";
+}
+
+int config_parse_size(const char *s, size_t *out)
+{
+    if (!s || !isdigit((unsigned char)s[0]))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    unsigned long long mult = 1;
+    const char *units[][2] = {{"", "1"}, {"K", "K"}, {"KB", "K"}, {"KiB", "K"},
+                              {"M", "M"}, {"MB", "M"}, {"MiB", "M"},
+                              {"G", "G"}, {"GB", "G"}, {"GiB", "G"}, {"B", "1"}};
+    size_t i;
+    for (i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcasecmp(end, units[i][0]) == 0)
+            break;
+    if (i == sizeof units / sizeof units[0])
+        return -1;
+    switch (units[i][1][0]) {
+    case 'K': mult = 1ULL << 10; break;
+    case 'M': mult = 1ULL << 20; break;
+    case 'G': mult = 1ULL << 30; break;
+    default: break;
+    }
+    if (n > SIZE_MAX / mult)
+        return -1;
+    *out = (size_t)(n * mult);
+    return 0;
+}
+
+static int parse_port(const char *s, uint16_t *port)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > 65535)
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return -1;
+        h = s + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s)))
+            return -1;
+        hl = (size_t)(colon - s);
+    }
+    if (hl >= hostlen || parse_port(colon + 1, port) != 0)
+        return -1;
+    if (hl == 0)
+        snprintf(host, hostlen, "127.0.0.1");
+    else
+        snprintf(host, hostlen, "%.*s", (int)hl, h);
+    return 0;
+}
+
+/* A bearer token: 1..4096 printable ASCII characters, no spaces. */
+static bool token_ok(const char *t)
+{
+    size_t n = strlen(t);
+    if (n == 0 || n > 4096)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (t[i] <= 0x20 || t[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || !isdigit((unsigned char)s[0]) || v < min || v > max)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABILITY,
+       OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT };
+
+static const struct option long_options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"db", required_argument, NULL, OPT_DB},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"max-body", required_argument, NULL, OPT_MAX_BODY},
+    {"auth-token", required_argument, NULL, OPT_AUTH},
+    {"durability", required_argument, NULL, OPT_DURABILITY},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Apply one option; 0 or -1 with a message in err. */
+static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size_t errlen)
+{
+    int level;
+    switch (opt) {
+    case OPT_LISTEN:
+        if (config_parse_listen(arg, cfg->listen_host, sizeof cfg->listen_host,
+                                &cfg->listen_port) != 0)
+            return snprintf(err, errlen, "--listen: expected HOST:PORT, got '%s'", arg), -1;
+        return 0;
+    case OPT_DB:
+        if (!*arg)
+            return snprintf(err, errlen, "--db: the path is empty"), -1;
+        cfg->db_path = arg;
+        return 0;
+    case OPT_THREADS:
+        if (parse_uint(arg, 1, 1024, &cfg->threads) != 0)
+            return snprintf(err, errlen, "--threads: expected 1 to 1024, got '%s'", arg), -1;
+        return 0;
+    case OPT_MAX_BODY:
+        if (config_parse_size(arg, &cfg->max_body) != 0 || cfg->max_body == 0 ||
+            cfg->max_body > MAX_BODY_LIMIT)
+            return snprintf(err, errlen, "--max-body: expected a size from 1 byte to 1G, got '%s'",
+                            arg), -1;
+        return 0;
+    case OPT_AUTH:
+        if (!token_ok(arg))
+            return snprintf(err, errlen, "--auth-token: expected 1 to 4096 printable ASCII "
+                            "characters without spaces"), -1;
+        cfg->auth_token = arg;
+        return 0;
+    case OPT_DURABILITY:
+        if (strcmp(arg, "full") == 0)
+            cfg->durability = SQLCACHED_DURABILITY_FULL;
+        else if (strcmp(arg, "normal") == 0)
+            cfg->durability = SQLCACHED_DURABILITY_NORMAL;
+        else
+            return snprintf(err, errlen, "--durability: expected full or normal, got '%s'", arg), -1;
+        return 0;
+    case OPT_LOG_LEVEL:
+        if ((level = log_level_from_name(arg)) < 0)
+            return snprintf(err, errlen, "--log-level: expected error, warn, info or debug, got '%s'",
+                            arg), -1;
+        cfg->log_level = level;
+        return 0;
+    case OPT_MAX_CONN:
+        if (parse_uint(arg, 1, 1000000, &cfg->max_connections) != 0)
+            return snprintf(err, errlen, "--max-connections: expected 1 to 1000000, got '%s'", arg), -1;
+        return 0;
+    case OPT_TIMEOUT:
+        if (parse_uint(arg, 1, 86400, &cfg->connection_timeout_s) != 0)
+            return snprintf(err, errlen, "--timeout: expected 1 to 86400 seconds, got '%s'", arg), -1;
+        return 0;
+    default:
+        return snprintf(err, errlen, "unknown option"), -1;
+    }
+}
+
+config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    const char *env_token = getenv("SQLCACHED_AUTH_TOKEN");
+    if (env_token && apply_option(cfg, OPT_AUTH, env_token, err, errlen) != 0) {
+        snprintf(err, errlen, "SQLCACHED_AUTH_TOKEN: expected 1 to 4096 printable ASCII "
+                 "characters without spaces (unset it to disable auth)");
+        return CONFIG_ERROR;
+    }
+    opterr = 0;
+    optind = 1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":hV", long_options, NULL)) != -1) {
+        if (opt == 'h')
+            return CONFIG_HELP;
+        if (opt == 'V')
+            return CONFIG_VERSION;
+        if (opt == '?' || opt == ':') {
+            const char *bad = argv[optind - 1];
+            snprintf(err, errlen, opt == ':' ? "option %s needs a value" : "unknown option %s",
+                     bad);
+            return CONFIG_USAGE;
+        }
+        if (apply_option(cfg, opt, optarg, err, errlen) != 0)
+            return CONFIG_ERROR;
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "unexpected argument '%s'", argv[optind]);
+        return CONFIG_USAGE;
+    }
+    return CONFIG_OK;
+}

@@ -1,0 +1,691 @@
+/*
+ * http.c - libmicrohttpd daemon, routing, request bodies, auth and replies.
+ *
+ * Request life cycle (MHD calls on_request several times per request):
+ *   1st call: allocate the http_request_t (freed in on_completed), check the
+ *             bearer token for /v1/..., resolve the route (404, or 405 with
+ *             Allow), reject a declared Content-Length above max_body (413).
+ *             Rejections are answered before any body is read.
+ *   next calls: append upload data to the body; past max_body the rest is
+ *             discarded and the request gets 413 (nothing is stored).
+ *   last call: run the route's handler, which queues exactly one reply.
+ *
+ * URLs: MHD is told not to unescape (identity unescape callback), so path
+ * segments arrive raw and are percent-decoded here strictly: %2F inside a
+ * key stays inside the key, and a bad escape is a 400.
+ *
+ * Outcome -> HTTP status: one table, `problems`, keyed by the contract's
+ * problem codes. Library statuses map to codes by sqlcached_status_name().
+ *
+ * Shutdown: http_stop() quiesces the listen socket, waits (bounded) for the
+ * requests in flight to complete, then stops MHD.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "log.h"
+
+#define DRAIN_WAIT_MS 10000
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    http_config_t cfg;
+    char *auth_token;
+    sqlcached_t *db;
+    atomic_int in_flight;
+    uint16_t port;
+};
+
+/* ------------------------------------------------------------------------
+ * The routing table
+ * ------------------------------------------------------------------------ */
+
+const http_route_t http_routes[] = {
+    {"GET", "/healthz", api_health, "healthz"},
+    {"GET", "/v1/kv", api_kv_list, "kv_list"},
+    {"GET", "/v1/kv/{key}", api_kv_get, "kv_get"},
+    {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
+    {"DELETE", "/v1/kv/{key}", api_kv_delete, "kv_delete"},
+    {"POST", "/v1/kv/{key}/incr", api_kv_incr, "kv_incr"},
+};
+const size_t http_route_count = sizeof http_routes / sizeof http_routes[0];
+
+/* ------------------------------------------------------------------------
+ * Problems: the one table from outcome to HTTP status
+ * ------------------------------------------------------------------------ */
+
+typedef struct problem {
+    const char *code;
+    unsigned status;
+    const char *title;
+} problem_t;
+
+static const problem_t problems[] = {
+    {"invalid_json", 400, "Request body is not valid JSON"},
+    {"invalid_argument", 400, "Invalid argument"},
+    {"unauthorized", 401, "Missing or invalid bearer token"},
+    {"not_found", 404, "Not found"},
+    {"method_not_allowed", 405, "Method not allowed"},
+    {"precondition_failed", 412, "Precondition failed"},
+    {"payload_too_large", 413, "Request body too large"},
+    {"conflict", 409, "Conflict"},
+    {"not_integer", 409, "Value is not a 64-bit integer"},
+    {"sold_out", 409, "Sold out"},
+    {"already_ordered", 409, "User already holds an order for this item"},
+    {"lease_held", 409, "Lease held by another owner"},
+    {"not_owner", 409, "Caller does not hold the lease"},
+    {"storage_full", 507, "Storage full"},
+    {"unavailable", 503, "Service unavailable, retry later"},
+    {"internal", 500, "Internal error"},
+};
+
+static const char *allow_header(const http_request_t *req);
+
+static const problem_t *problem_for(const char *code)
+{
+    for (size_t i = 0; i < sizeof problems / sizeof problems[0]; i++)
+        if (strcmp(problems[i].code, code) == 0)
+            return &problems[i];
+    return &problems[sizeof problems / sizeof problems[0] - 1];
+}
+
+/* ------------------------------------------------------------------------
+ * Replies
+ * ------------------------------------------------------------------------ */
+
+static enum MHD_Result queue(http_request_t *req, unsigned status, struct MHD_Response *resp)
+{
+    if (!resp)
+        return MHD_NO;
+    enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
+    MHD_destroy_response(resp);
+    req->replied = true;
+    req->status = (int)status;
+    return r;
+}
+
+static void add_etag(struct MHD_Response *resp, int64_t etag)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "\"%lld\"", (long long)etag);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, buf);
+}
+
+/* A response holding `text` (taken over; freed by MHD with free()). */
+static struct MHD_Response *text_response(char *text, const char *content_type)
+{
+    if (!text)
+        return NULL;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return NULL;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    return resp;
+}
+
+enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
+                                     int64_t etag)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    struct MHD_Response *resp = text_response(text, "application/json");
+    if (!resp)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    if (etag >= 0)
+        add_etag(resp, etag);
+    return queue(req, status, resp);
+}
+
+enum MHD_Result http_reply_json(http_request_t *req, unsigned status, json_t *obj)
+{
+    return http_reply_json_etag(req, status, obj, -1);
+}
+
+enum MHD_Result http_reply_empty(http_request_t *req, unsigned status, int64_t etag)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    if (etag >= 0)
+        add_etag(resp, etag);
+    return queue(req, status, resp);
+}
+
+static char *problem_text(const problem_t *p, const char *detail)
+{
+    char type[80];
+    snprintf(type, sizeof type, "urn:sqlcached:problem:%s", p->code);
+    json_t *obj = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", p->title,
+                            "status", (int)p->status, "detail", detail, "code", p->code);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    return text;
+}
+
+static void add_problem_headers(http_request_t *req, const problem_t *p,
+                                struct MHD_Response *resp)
+{
+    if (p->status == 401)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (p->status == 503)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (p->status == 405 && req->route)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow_header(req));
+}
+
+enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (!http_utf8_ok(detail, strlen(detail)))
+        snprintf(detail, sizeof detail, "%s", "request rejected");
+    const problem_t *p = problem_for(code);
+    struct MHD_Response *resp = text_response(problem_text(p, detail), "application/problem+json");
+    if (!resp)
+        return MHD_NO;
+    add_problem_headers(req, p, resp);
+    return queue(req, p->status, resp);
+}
+
+enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail)
+{
+    if (st == SQLCACHED_INTERNAL)
+        log_error("http", "%s %s: internal error", req->method, req->route ? req->route->name : "?");
+    return http_reply_problem(req, sqlcached_status_name(st), "%s", detail);
+}
+
+static void release_value(void *cls)
+{
+    sqlcached_value_release(cls);
+}
+
+enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        value->len, (void *)value->data, release_value, value);
+    if (!resp) {
+        sqlcached_value_release(value);
+        return http_reply_problem(req, "unavailable", "out of memory");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, value->content_type);
+    add_etag(resp, value->version);
+    MHD_add_response_header(resp, "X-Cache", value->from_cache ? "HIT" : "MISS");
+    return queue(req, MHD_HTTP_OK, resp);
+}
+
+/* ------------------------------------------------------------------------
+ * Request helpers
+ * ------------------------------------------------------------------------ */
+
+const char *http_header(const http_request_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+char *http_percent_decode(const char *s, size_t n, bool plus_is_space, size_t *outlen, bool *bad)
+{
+    *bad = false;
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                free(out);
+                *bad = true;
+                return NULL;
+            }
+            out[j++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[j++] = plus_is_space && s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    out[j] = '\0';
+    *outlen = j;
+    return out;
+}
+
+bool http_utf8_ok(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        size_t len;
+        uint32_t cp;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            len = 2, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            len = 4, cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+bool http_token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t n = la > lb ? la : lb;
+    volatile unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ca = i < la ? (unsigned char)a[i] : 0;
+        unsigned char cb = i < lb ? (unsigned char)b[i] : 0;
+        diff |= ca ^ cb;
+    }
+    return diff == 0;
+}
+
+int http_query(const http_request_t *req, const char *name, char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    const char *raw = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+    if (!raw) {
+        /* "?name" without "=" is present with an empty value */
+        if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name,
+                                          strlen(name), NULL, NULL) != MHD_YES)
+            return 0;
+        raw = "";
+    }
+    bool bad;
+    *out = http_percent_decode(raw, strlen(raw), true, len, &bad);
+    if (!*out)
+        return -1;
+    return 1;
+}
+
+json_t *http_body_object(http_request_t *req, bool allow_empty)
+{
+    if (req->body_len == 0 && allow_empty)
+        return json_object();
+    json_error_t err;
+    json_t *obj = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
+                             &err);
+    if (!obj) {
+        http_reply_problem(req, "invalid_json", "invalid JSON at line %d column %d: %s",
+                           err.line, err.column, err.text);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        http_reply_problem(req, "invalid_argument", "the request body must be a JSON object");
+        return NULL;
+    }
+    return obj;
+}
+
+bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
+{
+    const http_param_t *p = &req->params[idx];
+    if (p->len == 0 || p->len > max) {
+        http_reply_problem(req, "invalid_argument", "%s must be 1 to %zu bytes, got %zu", what,
+                           max, p->len);
+        return false;
+    }
+    if (!http_utf8_ok(p->data, p->len)) {
+        http_reply_problem(req, "invalid_argument", "%s must be valid UTF-8 without NUL", what);
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Routing
+ * ------------------------------------------------------------------------ */
+
+/* Match a raw path against a pattern; on success fill decoded params.
+ * Returns 1 on match, 0 on no match, -1 on a bad escape in a parameter. */
+static int match_route(const char *pattern, const char *path, http_param_t *params)
+{
+    int np = 0;
+    while (*pattern && *path) {
+        if (*pattern != '/' || *path != '/')
+            return 0;
+        pattern++, path++;
+        const char *pend = strchr(pattern, '/');
+        const char *send = strchr(path, '/');
+        size_t plen = pend ? (size_t)(pend - pattern) : strlen(pattern);
+        size_t slen = send ? (size_t)(send - path) : strlen(path);
+        if (plen > 0 && pattern[0] == '{') {
+            if (np == HTTP_MAX_PARAMS)
+                return 0;
+            params[np].data = (char *)path; /* raw for now */
+            params[np].len = slen;
+            np++;
+        } else if (plen != slen || memcmp(pattern, path, plen) != 0) {
+            return 0;
+        }
+        pattern += plen, path += slen;
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+static void free_params(http_request_t *req)
+{
+    for (int i = 0; i < HTTP_MAX_PARAMS; i++) {
+        free(req->params[i].data);
+        req->params[i] = (http_param_t){NULL, 0};
+    }
+}
+
+/* Decode the raw params that match_route left in place. */
+static int decode_params(http_request_t *req, http_param_t *raw)
+{
+    for (int i = 0; i < HTTP_MAX_PARAMS && raw[i].data; i++) {
+        bool bad;
+        req->params[i].data = http_percent_decode(raw[i].data, raw[i].len, false,
+                                                  &req->params[i].len, &bad);
+        if (!req->params[i].data)
+            return bad ? -1 : -2;
+    }
+    return 0;
+}
+
+/* Find the route; sets req->route to a same-path route when only the
+ * method differs (so 405 can list Allow). Returns 200, 404, 405, 400. */
+static int route_request(http_request_t *req, const char *path)
+{
+    const http_route_t *path_match = NULL;
+    for (size_t i = 0; i < http_route_count; i++) {
+        http_param_t raw[HTTP_MAX_PARAMS] = {{0}};
+        if (match_route(http_routes[i].pattern, path, raw) != 1)
+            continue;
+        if (!path_match)
+            path_match = &http_routes[i];
+        if (strcmp(http_routes[i].method, req->method) != 0)
+            continue;
+        req->route = &http_routes[i];
+        int rc = decode_params(req, raw);
+        return rc == 0 ? 200 : rc == -1 ? 400 : 503;
+    }
+    req->route = path_match;
+    return path_match ? 405 : 404;
+}
+
+static const char *allow_header(const http_request_t *req)
+{
+    static _Thread_local char allow[64];
+    allow[0] = '\0';
+    for (size_t i = 0; i < http_route_count; i++) {
+        if (strcmp(http_routes[i].pattern, req->route->pattern) != 0)
+            continue;
+        size_t n = strlen(allow);
+        snprintf(allow + n, sizeof allow - n, "%s%s", n ? ", " : "", http_routes[i].method);
+    }
+    return allow;
+}
+
+/* ------------------------------------------------------------------------
+ * MHD callbacks
+ * ------------------------------------------------------------------------ */
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static bool authorized(http_server_t *srv, http_request_t *req)
+{
+    if (!srv->auth_token)
+        return true;
+    const char *h = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    return http_token_equal(h + 7, srv->auth_token);
+}
+
+static bool declared_too_large(http_server_t *srv, http_request_t *req)
+{
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return false;
+    char *end;
+    unsigned long long n = strtoull(cl, &end, 10);
+    return *end == '\0' && n > srv->cfg.max_body;
+}
+
+/* First call for a request: checks that need no body. Returns MHD_YES with
+ * nothing queued to go on reading the body. */
+static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, const char *url)
+{
+    if (strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/v1") == 0) {
+        if (!authorized(srv, req))
+            return http_reply_problem(req, "unauthorized", "a valid bearer token is required");
+    }
+    switch (route_request(req, url)) {
+    case 404:
+        return http_reply_problem(req, "not_found", "no route for this path");
+    case 405:
+        return http_reply_problem(req, "method_not_allowed", "%s is not allowed here",
+                                  req->method);
+    case 400:
+        return http_reply_problem(req, "invalid_argument", "bad percent-encoding in the path");
+    case 503:
+        return http_reply_problem(req, "unavailable", "out of memory");
+    default:
+        break;
+    }
+    if (declared_too_large(srv, req))
+        return http_reply_problem(req, "payload_too_large", "the body is over %zu bytes",
+                                  srv->cfg.max_body);
+    return MHD_YES;
+}
+
+static bool append_body(http_server_t *srv, http_request_t *req, const char *data, size_t n)
+{
+    if (req->body_too_large || req->body_len + n > srv->cfg.max_body) {
+        req->body_too_large = true;
+        return true;
+    }
+    if (req->body_len + n + 1 > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 1024;
+        while (cap < req->body_len + n + 1)
+            cap *= 2;
+        char *grown = realloc(req->body, cap);
+        if (!grown)
+            return false;
+        req->body = grown;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, n);
+    req->body_len += n;
+    req->body[req->body_len] = '\0';
+    return true;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    http_server_t *srv = cls;
+    http_request_t *req = *con_cls;
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->conn = conn;
+        req->db = srv->db;
+        req->method = method;
+        req->started_ns = mono_ns();
+        *con_cls = req;
+        atomic_fetch_add(&srv->in_flight, 1);
+        return on_first_call(srv, req, url);
+    }
+    if (req->replied)
+        return MHD_YES; /* rejected early; MHD drops the body */
+    if (*upload_data_size > 0) {
+        bool ok = append_body(srv, req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return ok ? MHD_YES : MHD_NO;
+    }
+    if (req->body_too_large)
+        return http_reply_problem(req, "payload_too_large", "the body is over %zu bytes",
+                                  srv->cfg.max_body);
+    return req->route->handler(req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    http_server_t *srv = cls;
+    http_request_t *req = *con_cls;
+    if (!req)
+        return;
+    free_params(req);
+    free(req->body);
+    free(req);
+    *con_cls = NULL;
+    atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+/* Keep URLs raw: routing decodes each path segment itself. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+/* ------------------------------------------------------------------------
+ * Start and stop
+ * ------------------------------------------------------------------------ */
+
+static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, char *err,
+                   size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char service[8];
+    snprintf(service, sizeof service, "%u", port);
+    int rc = getaddrinfo(host, service, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static uint16_t bound_port(struct MHD_Daemon *d)
+{
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    return info ? info->port : 0;
+}
+
+http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, size_t errlen)
+{
+    http_server_t *srv = calloc(1, sizeof *srv);
+    struct sockaddr_storage ss;
+    if (!srv || resolve(cfg->host, cfg->port, &ss, err, errlen) != 0)
+        goto fail;
+    srv->cfg = *cfg;
+    srv->db = db;
+    if (cfg->auth_token && !(srv->auth_token = strdup(cfg->auth_token)))
+        goto fail;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv->daemon = MHD_start_daemon(
+        flags, cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(cfg->connection_timeout_s ? cfg->connection_timeout_s : 60),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
+        MHD_OPTION_END);
+    if (!srv->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%u (address in use or not permitted)",
+                 cfg->host, cfg->port);
+        goto fail;
+    }
+    srv->port = bound_port(srv->daemon);
+    return srv;
+fail:
+    if (srv && !err[0])
+        snprintf(err, errlen, "out of memory");
+    if (srv)
+        free(srv->auth_token);
+    free(srv);
+    return NULL;
+}
+
+uint16_t http_port(const http_server_t *srv)
+{
+    return srv->port;
+}
+
+void http_stop(http_server_t *srv)
+{
+    if (!srv)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    for (int waited = 0; atomic_load(&srv->in_flight) > 0 && waited < DRAIN_WAIT_MS; waited += 10)
+        usleep(10000);
+    if (atomic_load(&srv->in_flight) > 0)
+        log_warn("http", "stopping with %d requests still in flight", atomic_load(&srv->in_flight));
+    MHD_stop_daemon(srv->daemon);
+    free(srv->auth_token);
+    free(srv);
+}

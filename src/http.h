@@ -1,0 +1,130 @@
+/*
+ * http.h - the HTTP front: libmicrohttpd daemon, routing, bodies, auth,
+ * and the replies handlers send (JSON, problem+json, raw values).
+ *
+ * http.c is the only place that turns library outcomes into HTTP statuses
+ * (one table, keyed by the problem code). Handlers (api_*.c) parse the
+ * request, call the library and reply with one of the http_reply_* calls;
+ * each handler must queue exactly one reply and return its result.
+ */
+#ifndef SQLCACHED_HTTP_H
+#define SQLCACHED_HTTP_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sqlcached.h"
+
+#define HTTP_MAX_PARAMS 4
+
+typedef struct http_server http_server_t;
+
+typedef struct http_config {
+    const char *host;          /* numeric address or name to bind */
+    uint16_t port;             /* 0 = any free port (see http_port) */
+    unsigned threads;          /* worker threads in MHD's pool */
+    size_t max_body;           /* larger request bodies get 413 */
+    const char *auth_token;    /* NULL = no auth on /v1/... */
+    unsigned max_connections;  /* 0 = MHD's default */
+    unsigned connection_timeout_s; /* idle timeout per connection */
+} http_config_t;
+
+/* A decoded path parameter ({key}, {id}, ...). */
+typedef struct http_param {
+    char *data; /* owned by the request, NUL-terminated for convenience */
+    size_t len;
+} http_param_t;
+
+typedef struct http_request {
+    struct MHD_Connection *conn;
+    sqlcached_t *db;
+    const char *method;
+    const struct http_route *route;
+    http_param_t params[HTTP_MAX_PARAMS];
+    char *body;     /* request body (NUL-terminated), owned by the request */
+    size_t body_len;
+    size_t body_cap;
+    bool body_too_large;
+    bool replied;   /* a reply was queued */
+    int status;     /* HTTP status of the reply */
+    int64_t started_ns;
+} http_request_t;
+
+typedef enum MHD_Result (*http_handler_fn)(http_request_t *req);
+
+typedef struct http_route {
+    const char *method;  /* "GET", "PUT", "POST", "DELETE" */
+    const char *pattern; /* "/v1/kv/{key}/incr": {name} matches one segment */
+    http_handler_fn handler;
+    const char *name;    /* metrics label, e.g. "kv_get" */
+} http_route_t;
+
+/* The routing table (http.c) and its length. */
+extern const http_route_t http_routes[];
+extern const size_t http_route_count;
+
+/* Start serving. NULL on failure with a message in err. */
+http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, size_t errlen);
+
+/* The bound port (useful with port 0). */
+uint16_t http_port(const http_server_t *srv);
+
+/* Stop accepting, let in-flight requests finish (bounded wait), stop. */
+void http_stop(http_server_t *srv);
+
+/* --- replies (each queues the response; returns MHD's result) --------- */
+
+/* 2xx JSON reply; takes ownership of obj (freed even on failure). */
+enum MHD_Result http_reply_json(http_request_t *req, unsigned status, json_t *obj);
+
+/* Empty reply (204, 304...), with an optional ETag version (< 0: none). */
+enum MHD_Result http_reply_empty(http_request_t *req, unsigned status, int64_t etag);
+
+/* problem+json for one of the contract's codes ("invalid_json", ...);
+ * the HTTP status comes from the table in http.c. */
+enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* problem+json for a library outcome (not SQLCACHED_OK). */
+enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail);
+
+/* A stored value verbatim; takes ownership of the reference. */
+enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value);
+
+/* http_reply_json with an ETag header for `etag` (< 0: none). */
+enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
+                                     int64_t etag);
+
+/* --- request helpers ------------------------------------------------- */
+
+/* A request header or NULL. */
+const char *http_header(const http_request_t *req, const char *name);
+
+/* A query argument, percent-decoded ('+' is a space) into a new buffer the
+ * caller frees. Returns 1 if present, 0 if absent, -1 if badly encoded. */
+int http_query(const http_request_t *req, const char *name, char **out, size_t *len);
+
+/* Parse the body as a JSON object. An empty body gives an empty object
+ * when allow_empty. On failure replies 400 (invalid_json or
+ * invalid_argument) and returns NULL. The caller owns the result. */
+json_t *http_body_object(http_request_t *req, bool allow_empty);
+
+/* Decode %XX escapes of s[0..n) into a new buffer (NUL-terminated, caller
+ * frees). plus_is_space for query strings. NULL when badly encoded or out
+ * of memory (*bad tells which). */
+char *http_percent_decode(const char *s, size_t n, bool plus_is_space, size_t *outlen, bool *bad);
+
+/* True if the bytes are valid UTF-8 without NUL. */
+bool http_utf8_ok(const char *s, size_t n);
+
+/* Constant-time comparison of two byte strings of possibly different length. */
+bool http_token_equal(const char *a, const char *b);
+
+/* Check path parameter idx as a text identifier of 1..max bytes (UTF-8,
+ * no NUL); on failure replies 400 naming `what` and returns false. */
+bool http_param_text(http_request_t *req, int idx, size_t max, const char *what);
+
+#endif

@@ -1,0 +1,508 @@
+/*
+ * kv.c - the key-value calls of the public API over the SQLite store.
+ *
+ * Reads run on a pooled reader connection; writes are functions run by the
+ * store's writer thread inside a group transaction (store_write), each one
+ * reading the current row, checking its condition, taking the next version
+ * from the store-wide counter and writing, all in the same transaction.
+ *
+ * Expiry: a row whose expires_at <= now is treated as absent by every call;
+ * writes overwrite it as if it were not there, and the maintenance thread
+ * purges such rows in slices (kv_purge_expired).
+ *
+ * Values returned to callers are one allocation (header + content type +
+ * bytes) with an atomic reference count, released by sqlcached_value_release.
+ */
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "log.h"
+
+static const char SQL_GET[] =
+    "SELECT value, content_type, version, expires_at FROM kv WHERE key = ?1";
+static const char SQL_GET_META[] =
+    "SELECT version, expires_at FROM kv WHERE key = ?1";
+static const char SQL_UPSERT[] =
+    "INSERT INTO kv (key, value, content_type, version, expires_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+    "content_type = excluded.content_type, version = excluded.version, "
+    "expires_at = excluded.expires_at";
+static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = ?1";
+static const char SQL_LIST[] =
+    "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?3 "
+    "AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key LIMIT ?5";
+static const char SQL_PURGE[] =
+    "DELETE FROM kv WHERE rowid IN "
+    "(SELECT rowid FROM kv WHERE expires_at <= ?1 LIMIT ?2)";
+
+static const char DEFAULT_CONTENT_TYPE[] = "application/octet-stream";
+static const char COUNTER_CONTENT_TYPE[] = "text/plain; charset=utf-8";
+
+/* ------------------------------------------------------------------------
+ * Values
+ * ------------------------------------------------------------------------ */
+
+typedef struct kv_value {
+    sqlcached_value_t pub; /* first: the public view */
+    atomic_int refs;
+    char bytes[];          /* content type NUL, then the value bytes */
+} kv_value_t;
+
+/* A new value with one reference; NULL on allocation failure. */
+static kv_value_t *value_new(const void *data, size_t len, const char *ct, size_t ctlen)
+{
+    kv_value_t *v = malloc(sizeof *v + ctlen + 1 + len);
+    if (!v)
+        return NULL;
+    memcpy(v->bytes, ct, ctlen);
+    v->bytes[ctlen] = '\0';
+    if (len)
+        memcpy(v->bytes + ctlen + 1, data, len);
+    v->pub.content_type = v->bytes;
+    v->pub.data = v->bytes + ctlen + 1;
+    v->pub.len = len;
+    v->pub.version = 0;
+    v->pub.expires_at = 0;
+    v->pub.from_cache = 0;
+    atomic_init(&v->refs, 1);
+    return v;
+}
+
+void sqlcached_value_release(sqlcached_value_t *value)
+{
+    if (!value)
+        return;
+    kv_value_t *v = (kv_value_t *)value;
+    if (atomic_fetch_sub(&v->refs, 1) == 1)
+        free(v);
+}
+
+static bool key_ok(const void *key, size_t klen)
+{
+    return key && klen >= 1 && klen <= SQLCACHED_KEY_MAX;
+}
+
+static bool is_live(sqlite3_stmt *st, int expires_col, int64_t now)
+{
+    if (sqlite3_column_type(st, expires_col) == SQLITE_NULL)
+        return true;
+    return sqlite3_column_int64(st, expires_col) > now;
+}
+
+/* ------------------------------------------------------------------------
+ * Reads
+ * ------------------------------------------------------------------------ */
+
+static sqlcached_status_t read_row(store_conn_t *r, const void *key, size_t klen,
+                                   int64_t now, kv_value_t **out)
+{
+    sqlite3_stmt *st = store_stmt(r, SQL_GET);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    store_bind_bytes(st, 1, key, klen);
+    int rc = sqlite3_step(st);
+    sqlcached_status_t status = SQLCACHED_NOT_FOUND;
+    if (rc == SQLITE_ROW && is_live(st, 3, now)) {
+        const void *data = sqlite3_column_blob(st, 0);
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        const char *ct = (const char *)sqlite3_column_text(st, 1);
+        size_t ctlen = (size_t)sqlite3_column_bytes(st, 1);
+        kv_value_t *v = ct ? value_new(data, len, ct, ctlen) : NULL;
+        status = v ? SQLCACHED_OK : SQLCACHED_NOMEM;
+        if (v) {
+            v->pub.version = sqlite3_column_int64(st, 2);
+            v->pub.expires_at = sqlite3_column_int64(st, 3);
+            *out = v;
+        }
+    } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        status = store_status(rc);
+    }
+    sqlite3_reset(st);
+    return status;
+}
+
+sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t klen,
+                                    sqlcached_value_t **out)
+{
+    *out = NULL;
+    if (!key_ok(key, klen))
+        return SQLCACHED_INVALID_ARGUMENT;
+    store_conn_t *r = store_reader_acquire(db->store);
+    if (!r)
+        return SQLCACHED_UNAVAILABLE;
+    kv_value_t *v = NULL;
+    sqlcached_status_t status = read_row(r, key, klen, engine_now(db), &v);
+    store_reader_release(db->store, r);
+    if (status == SQLCACHED_OK)
+        *out = &v->pub;
+    return status;
+}
+
+/* ------------------------------------------------------------------------
+ * Writes (run by the writer thread)
+ * ------------------------------------------------------------------------ */
+
+/* The live row's version, or 0 when absent or expired. */
+static sqlcached_status_t current_version(store_conn_t *w, const void *key, size_t klen,
+                                          int64_t now, int64_t *version)
+{
+    sqlite3_stmt *st = store_stmt(w, SQL_GET_META);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    store_bind_bytes(st, 1, key, klen);
+    int rc = sqlite3_step(st);
+    *version = 0;
+    if (rc == SQLITE_ROW && is_live(st, 1, now))
+        *version = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+}
+
+static sqlcached_status_t upsert(store_conn_t *w, const void *key, size_t klen,
+                                 const void *val, size_t vlen, const char *ct,
+                                 int64_t version, int64_t expires_at)
+{
+    sqlite3_stmt *st = store_stmt(w, SQL_UPSERT);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    store_bind_bytes(st, 1, key, klen);
+    store_bind_bytes(st, 2, val, vlen);
+    sqlite3_bind_text(st, 3, ct, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, version);
+    if (expires_at > 0)
+        sqlite3_bind_int64(st, 5, expires_at);
+    else
+        sqlite3_bind_null(st, 5);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+}
+
+typedef struct put_job {
+    const void *key, *val;
+    size_t klen, vlen;
+    const char *content_type;
+    sqlcached_put_condition_t condition;
+    int64_t if_version, expires_at, now;
+    sqlcached_write_result_t result;
+} put_job_t;
+
+static bool condition_holds(const put_job_t *p, int64_t current)
+{
+    switch (p->condition) {
+    case SQLCACHED_PUT_IF_VERSION:
+        return current != 0 && current == p->if_version;
+    case SQLCACHED_PUT_IF_PRESENT:
+        return current != 0;
+    case SQLCACHED_PUT_IF_ABSENT:
+        return current == 0;
+    default:
+        return true;
+    }
+}
+
+static sqlcached_status_t do_put(store_conn_t *w, void *arg)
+{
+    put_job_t *p = arg;
+    int64_t current, version;
+    sqlcached_status_t st = current_version(w, p->key, p->klen, p->now, &current);
+    if (st != SQLCACHED_OK)
+        return st;
+    if (!condition_holds(p, current))
+        return SQLCACHED_PRECONDITION_FAILED;
+    st = store_counter_next(w, "version", &version);
+    if (st == SQLCACHED_OK)
+        st = upsert(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
+                    p->expires_at);
+    if (st == SQLCACHED_OK)
+        p->result = (sqlcached_write_result_t){version, p->expires_at, current == 0};
+    return st;
+}
+
+static bool content_type_ok(const char *ct)
+{
+    size_t n = strlen(ct);
+    if (n == 0 || n > SQLCACHED_CONTENT_TYPE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)ct[i] < 0x20 || (unsigned char)ct[i] > 0x7e)
+            return false;
+    return true;
+}
+
+sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t klen,
+                                    const void *value, size_t vlen,
+                                    const sqlcached_put_options_t *opts,
+                                    sqlcached_write_result_t *result)
+{
+    static const sqlcached_put_options_t none = {0};
+    if (!opts)
+        opts = &none;
+    const char *ct = opts->content_type ? opts->content_type : DEFAULT_CONTENT_TYPE;
+    if (!key_ok(key, klen) || (vlen && !value) || !content_type_ok(ct) ||
+        opts->ttl_ms < 0 || opts->ttl_ms > SQLCACHED_TTL_MAX_MS ||
+        vlen > (size_t)INT32_MAX)
+        return SQLCACHED_INVALID_ARGUMENT;
+    put_job_t job = {
+        .key = key, .klen = klen, .val = value, .vlen = vlen, .content_type = ct,
+        .condition = opts->condition, .if_version = opts->if_version,
+        .now = engine_now(db),
+    };
+    job.expires_at = opts->ttl_ms > 0 ? job.now + opts->ttl_ms : 0;
+    sqlcached_status_t st = store_write(db->store, do_put, &job);
+    if (st == SQLCACHED_OK && result)
+        *result = job.result;
+    return st;
+}
+
+typedef struct delete_job {
+    const void *key;
+    size_t klen;
+    int64_t if_version, now;
+} delete_job_t;
+
+static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
+{
+    delete_job_t *d = arg;
+    int64_t current, version;
+    sqlcached_status_t st = current_version(w, d->key, d->klen, d->now, &current);
+    if (st != SQLCACHED_OK)
+        return st;
+    if (current == 0)
+        return SQLCACHED_NOT_FOUND;
+    if (d->if_version >= 0 && current != d->if_version)
+        return SQLCACHED_PRECONDITION_FAILED;
+    /* A delete is a write too: it advances the counter like any other. */
+    st = store_counter_next(w, "version", &version);
+    if (st != SQLCACHED_OK)
+        return st;
+    sqlite3_stmt *stmt = store_stmt(w, SQL_DELETE);
+    if (!stmt)
+        return SQLCACHED_INTERNAL;
+    store_bind_bytes(stmt, 1, d->key, d->klen);
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+}
+
+sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
+                                       int64_t if_version)
+{
+    if (!key_ok(key, klen))
+        return SQLCACHED_INVALID_ARGUMENT;
+    delete_job_t job = {key, klen, if_version, engine_now(db)};
+    return store_write(db->store, do_delete, &job);
+}
+
+/* Parse a whole buffer as a base-10 int64: -?(0|[1-9][0-9]*). */
+static bool parse_int64(const unsigned char *p, size_t n, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = n > 0 && p[0] == '-';
+    i = neg ? 1 : 0;
+    if (i == n || n > 20 || (p[i] == '0' && n - i > 1))
+        return false;
+    int64_t v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        int d = p[i] - '0';
+        if (__builtin_mul_overflow(v, 10, &v) ||
+            (neg ? __builtin_sub_overflow(v, d, &v) : __builtin_add_overflow(v, d, &v)))
+            return false;
+    }
+    *out = v;
+    return true;
+}
+
+typedef struct incr_job {
+    const void *key;
+    size_t klen;
+    int64_t by, now;
+    int64_t value, version;
+} incr_job_t;
+
+static sqlcached_status_t incr_apply(store_conn_t *w, incr_job_t *j, sqlite3_stmt *row)
+{
+    int64_t current = 0, expires_at = 0;
+    const char *ct = COUNTER_CONTENT_TYPE;
+    if (row) {
+        const unsigned char *p = sqlite3_column_blob(row, 0);
+        if (!parse_int64(p, (size_t)sqlite3_column_bytes(row, 0), &current))
+            return SQLCACHED_NOT_INTEGER;
+        ct = (const char *)sqlite3_column_text(row, 1);
+        expires_at = sqlite3_column_int64(row, 3);
+    }
+    if (__builtin_add_overflow(current, j->by, &j->value))
+        return SQLCACHED_NOT_INTEGER;
+    char text[24];
+    int n = snprintf(text, sizeof text, "%" PRId64, j->value);
+    char ctcopy[SQLCACHED_CONTENT_TYPE_MAX + 1];
+    snprintf(ctcopy, sizeof ctcopy, "%s", ct ? ct : COUNTER_CONTENT_TYPE);
+    sqlite3_reset(row); /* done with the row before writing */
+    sqlcached_status_t st = store_counter_next(w, "version", &j->version);
+    if (st == SQLCACHED_OK)
+        st = upsert(w, j->key, j->klen, text, (size_t)n, ctcopy, j->version, expires_at);
+    return st;
+}
+
+static sqlcached_status_t do_incr(store_conn_t *w, void *arg)
+{
+    incr_job_t *j = arg;
+    sqlite3_stmt *st = store_stmt(w, SQL_GET);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    store_bind_bytes(st, 1, j->key, j->klen);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        sqlite3_reset(st);
+        return store_status(rc);
+    }
+    bool live = rc == SQLITE_ROW && is_live(st, 3, j->now);
+    sqlcached_status_t status = incr_apply(w, j, live ? st : NULL);
+    sqlite3_reset(st);
+    return status;
+}
+
+sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen,
+                                     int64_t by, int64_t *value_out, int64_t *version_out)
+{
+    if (!key_ok(key, klen))
+        return SQLCACHED_INVALID_ARGUMENT;
+    incr_job_t job = {.key = key, .klen = klen, .by = by, .now = engine_now(db)};
+    sqlcached_status_t st = store_write(db->store, do_incr, &job);
+    if (st == SQLCACHED_OK) {
+        if (value_out)
+            *value_out = job.value;
+        if (version_out)
+            *version_out = job.version;
+    }
+    return st;
+}
+
+typedef struct purge_job {
+    int64_t now;
+    int max_rows;
+    int purged;
+} purge_job_t;
+
+static sqlcached_status_t do_purge(store_conn_t *w, void *arg)
+{
+    purge_job_t *p = arg;
+    sqlite3_stmt *st = store_stmt(w, SQL_PURGE);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_int64(st, 1, p->now);
+    sqlite3_bind_int(st, 2, p->max_rows);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return store_status(rc);
+    p->purged = sqlite3_changes(store_conn_db(w));
+    return SQLCACHED_OK;
+}
+
+int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
+{
+    purge_job_t job = {now, max_rows, 0};
+    sqlcached_status_t st = store_write(db->store, do_purge, &job);
+    if (st != SQLCACHED_OK) {
+        log_warn("kv", "purge of expired keys failed: %s", sqlcached_status_name(st));
+        return -1;
+    }
+    if (job.purged)
+        log_debug("kv", "purged %d expired keys", job.purged);
+    return job.purged;
+}
+
+/* ------------------------------------------------------------------------
+ * Listing
+ * ------------------------------------------------------------------------ */
+
+void sqlcached_keys_free(sqlcached_keys_t *keys)
+{
+    if (!keys)
+        return;
+    for (size_t i = 0; i < keys->count; i++)
+        free((void *)keys->keys[i]);
+    free(keys->keys);
+    free(keys->lens);
+    free(keys);
+}
+
+/* Append the current row's key to the page; false on allocation failure. */
+static bool page_append(sqlcached_keys_t *page, sqlite3_stmt *st)
+{
+    size_t n = (size_t)sqlite3_column_bytes(st, 0);
+    const void *p = sqlite3_column_blob(st, 0);
+    void *copy = malloc(n ? n : 1);
+    if (!copy)
+        return false;
+    if (n)
+        memcpy(copy, p, n);
+    page->keys[page->count] = copy;
+    page->lens[page->count] = n;
+    page->count++;
+    return true;
+}
+
+static sqlcached_status_t list_rows(sqlite3_stmt *st, unsigned limit, sqlcached_keys_t *page)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (page->count == limit) {
+            page->has_more = 1;
+            return SQLCACHED_OK;
+        }
+        if (!page_append(page, st))
+            return SQLCACHED_NOMEM;
+    }
+    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+}
+
+sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t plen,
+                                     const void *after, size_t alen, unsigned limit,
+                                     sqlcached_keys_t **out)
+{
+    *out = NULL;
+    if (limit < 1 || limit > SQLCACHED_LIST_LIMIT_MAX || (plen && !prefix) ||
+        (alen && !after) || plen > SQLCACHED_KEY_MAX || alen > SQLCACHED_KEY_MAX)
+        return SQLCACHED_INVALID_ARGUMENT;
+    /* Every key of the prefix sorts below prefix + 0xFF..., and 513 bytes of
+     * 0xFF sort above every key when the prefix is empty. */
+    unsigned char upper[SQLCACHED_KEY_MAX * 2 + 1];
+    memcpy(upper, prefix, plen);
+    memset(upper + plen, 0xff, SQLCACHED_KEY_MAX + 1);
+    sqlcached_keys_t *page = calloc(1, sizeof *page);
+    if (page) {
+        page->keys = calloc(limit, sizeof *page->keys);
+        page->lens = calloc(limit, sizeof *page->lens);
+    }
+    store_conn_t *r = page && page->keys && page->lens ? store_reader_acquire(db->store) : NULL;
+    sqlite3_stmt *st = r ? store_stmt(r, SQL_LIST) : NULL;
+    sqlcached_status_t status = !page || !page->keys || !page->lens ? SQLCACHED_NOMEM
+                                : !st ? SQLCACHED_UNAVAILABLE : SQLCACHED_OK;
+    if (status == SQLCACHED_OK) {
+        store_bind_bytes(st, 1, prefix, plen);
+        store_bind_bytes(st, 2, upper, plen + SQLCACHED_KEY_MAX + 1);
+        store_bind_bytes(st, 3, after, alen);
+        sqlite3_bind_int64(st, 4, engine_now(db));
+        sqlite3_bind_int(st, 5, (int)limit + 1);
+        status = list_rows(st, limit, page);
+        sqlite3_reset(st);
+    }
+    if (r)
+        store_reader_release(db->store, r);
+    if (status != SQLCACHED_OK) {
+        sqlcached_keys_free(page);
+        return status;
+    }
+    *out = page;
+    return SQLCACHED_OK;
+}

@@ -1,0 +1,584 @@
+/*
+ * store.c - SQLite connections, migrations and group commit (see store.h).
+ *
+ * Data structures:
+ *   - store_conn_t: one sqlite3 handle plus a small cache of prepared
+ *     statements keyed by the address of their static SQL text.
+ *   - the writer: one connection owned by writer_main(); a FIFO of
+ *     write_job_t that callers push (each job lives on its caller's stack
+ *     until the job is marked done).
+ *   - the reader pool: a free list of reader connections.
+ *
+ * Locking: `lock` guards the job queue and the stop flag; each job has its
+ * own condition variable on which its caller waits. `pool_lock` guards the
+ * reader free list. The writer connection is touched only by the writer
+ * thread (and by store_open/store_close when the thread is not running).
+ *
+ * Group commit: the writer takes every job queued (up to max_batch), opens
+ * one transaction, runs each job inside SAVEPOINT w, commits once, then wakes
+ * the callers. If SQLite drops the transaction mid-batch (SQLITE_FULL can do
+ * that), or the commit fails, every job of the batch reports the error:
+ * nothing half-written is ever acknowledged.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+/* ------------------------------------------------------------------------
+ * Connections and their statement cache
+ * ------------------------------------------------------------------------ */
+
+typedef struct cached_stmt {
+    const char *sql;
+    sqlite3_stmt *stmt;
+} cached_stmt_t;
+
+struct store_conn {
+    sqlite3 *db;
+    cached_stmt_t *stmts;
+    size_t nstmts, capstmts;
+    store_conn_t *next_free; /* reader pool link */
+    store_conn_t *next_all;  /* every reader, for closing */
+};
+
+typedef struct write_job {
+    store_write_fn fn;
+    void *arg;
+    sqlcached_status_t status;
+    bool done;
+    pthread_cond_t cond;
+    struct write_job *next;
+} write_job_t;
+
+struct store {
+    store_config_t cfg;
+    char *path;
+    store_conn_t *writer;
+
+    pthread_t writer_thread;
+    bool writer_started;
+    pthread_mutex_t lock;
+    pthread_cond_t queue_cond;
+    write_job_t *head, *tail;
+    bool stopping;
+    store_stats_t stats; /* under lock */
+
+    pthread_mutex_t pool_lock;
+    store_conn_t *free_readers;
+    store_conn_t *all_readers;
+};
+
+static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
+static const char SQL_COMMIT[] = "COMMIT";
+static const char SQL_ROLLBACK[] = "ROLLBACK";
+static const char SQL_SAVEPOINT[] = "SAVEPOINT w";
+static const char SQL_RELEASE[] = "RELEASE w";
+static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO w";
+static const char SQL_COUNTER_NEXT[] =
+    "UPDATE meta SET value = value + 1 WHERE name = ?1 RETURNING value";
+
+sqlcached_status_t store_status(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return SQLCACHED_OK;
+    case SQLITE_FULL:
+        return SQLCACHED_STORAGE_FULL;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return SQLCACHED_UNAVAILABLE;
+    case SQLITE_NOMEM:
+        return SQLCACHED_NOMEM;
+    default:
+        return SQLCACHED_INTERNAL;
+    }
+}
+
+int store_bind_bytes(sqlite3_stmt *st, int idx, const void *p, size_t n)
+{
+    /* sqlite3_bind_blob(NULL, 0) would bind NULL, not an empty blob. */
+    if (n == 0)
+        return sqlite3_bind_zeroblob(st, idx, 0);
+    return sqlite3_bind_blob(st, idx, p, (int)n, SQLITE_TRANSIENT);
+}
+
+sqlite3 *store_conn_db(store_conn_t *c)
+{
+    return c->db;
+}
+
+sqlite3_stmt *store_stmt(store_conn_t *c, const char *sql)
+{
+    for (size_t i = 0; i < c->nstmts; i++) {
+        if (c->stmts[i].sql == sql) {
+            sqlite3_stmt *st = c->stmts[i].stmt;
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return st;
+        }
+    }
+    if (c->nstmts == c->capstmts) {
+        size_t cap = c->capstmts ? c->capstmts * 2 : 16;
+        cached_stmt_t *grown = realloc(c->stmts, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        c->stmts = grown;
+        c->capstmts = cap;
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK) {
+        log_error("store", "prepare failed: %s (%s)", sqlite3_errmsg(c->db), sql);
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    c->stmts[c->nstmts++] = (cached_stmt_t){sql, st};
+    return st;
+}
+
+/* Run a statement that returns no rows. */
+static int exec_stmt(store_conn_t *c, const char *sql)
+{
+    sqlite3_stmt *st = store_stmt(c, sql);
+    if (!st)
+        return sqlite3_errcode(c->db) ? sqlite3_errcode(c->db) : SQLITE_ERROR;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+static void conn_close(store_conn_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nstmts; i++)
+        sqlite3_finalize(c->stmts[i].stmt);
+    free(c->stmts);
+    if (sqlite3_close(c->db) != SQLITE_OK)
+        log_error("store", "close: %s", sqlite3_errmsg(c->db));
+    free(c);
+}
+
+/* Run one pragma-like statement that is static text (no input). */
+static int exec_static(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            ;
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static store_conn_t *conn_open(const store_t *s, int flags, char *err, size_t errlen)
+{
+    store_conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int rc = sqlite3_open_v2(s->path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open database %s: %s", s->path,
+                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(c->db, 1);
+    rc = sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms);
+    if (rc == SQLITE_OK)
+        rc = exec_static(c->db, "PRAGMA foreign_keys = ON");
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot configure database %s: %s", s->path,
+                 sqlite3_errmsg(c->db));
+        goto fail;
+    }
+    return c;
+fail:
+    sqlite3_close(c->db);
+    free(c);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Migrations
+ * ------------------------------------------------------------------------ */
+
+/* Execute every statement of a static multi-statement script. */
+static int exec_script(sqlite3 *db, const char *sql)
+{
+    const char *tail = sql;
+    while (tail && *tail) {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(db, tail, -1, &st, &tail);
+        if (rc != SQLITE_OK)
+            return rc;
+        if (!st) /* whitespace or a comment */
+            continue;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            ;
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+static int applied_version(sqlite3 *db, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *out = sqlite3_column_int(st, 0);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int record_migration(sqlite3 *db, const store_migration_t *m)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO schema_migrations (version, name, applied_at) "
+                                "VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int(st, 1, m->version);
+        sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int apply_one(sqlite3 *db, const store_migration_t *m)
+{
+    int rc = exec_static(db, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = exec_script(db, m->sql);
+    if (rc == SQLITE_OK)
+        rc = record_migration(db, m);
+    if (rc == SQLITE_OK)
+        rc = exec_static(db, "COMMIT");
+    if (rc != SQLITE_OK && !sqlite3_get_autocommit(db))
+        exec_static(db, "ROLLBACK");
+    return rc;
+}
+
+static int migrate(store_t *s, char *err, size_t errlen)
+{
+    sqlite3 *db = s->writer->db;
+    int current = 0;
+    int rc = exec_static(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                             " version INTEGER PRIMARY KEY,"
+                             " name TEXT NOT NULL,"
+                             " applied_at INTEGER NOT NULL)");
+    if (rc == SQLITE_OK)
+        rc = applied_version(db, &current);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s is not a usable sqlcached database: %s", s->path,
+                 sqlite3_errmsg(db));
+        return -1;
+    }
+    int latest = store_migrations[store_migration_count - 1].version;
+    if (current > latest) {
+        snprintf(err, errlen, "%s has schema version %d, newer than this sqlcached (%d)",
+                 s->path, current, latest);
+        return -1;
+    }
+    for (int i = 0; i < store_migration_count; i++) {
+        const store_migration_t *m = &store_migrations[i];
+        if (m->version <= current)
+            continue;
+        rc = apply_one(db, m);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "migration %s failed: %s", m->name, sqlite3_errmsg(db));
+            return -1;
+        }
+        log_info("store", "applied migration %s", m->name);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The writer thread
+ * ------------------------------------------------------------------------ */
+
+sqlcached_status_t store_counter_next(store_conn_t *w, const char *name, int64_t *out)
+{
+    sqlite3_stmt *st = store_stmt(w, SQL_COUNTER_NEXT);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        return SQLCACHED_OK;
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        log_error("store", "counter %s is missing from meta", name);
+        return SQLCACHED_INTERNAL;
+    }
+    return store_status(rc);
+}
+
+/* Take up to max_batch jobs off the queue, waiting for at least one.
+ * Returns NULL when stopping and the queue is empty. */
+static write_job_t *take_batch(store_t *s)
+{
+    pthread_mutex_lock(&s->lock);
+    while (!s->head && !s->stopping)
+        pthread_cond_wait(&s->queue_cond, &s->lock);
+    write_job_t *batch = s->head;
+    write_job_t *last = batch;
+    for (unsigned n = 1; last && last->next && n < s->cfg.max_batch; n++)
+        last = last->next;
+    if (last) {
+        s->head = last->next;
+        if (!s->head)
+            s->tail = NULL;
+        last->next = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return batch;
+}
+
+/* Run one job inside its savepoint. */
+static void run_job(store_conn_t *w, write_job_t *job)
+{
+    int rc = exec_stmt(w, SQL_SAVEPOINT);
+    if (rc != SQLITE_OK) {
+        job->status = store_status(rc);
+        return;
+    }
+    job->status = job->fn(w, job->arg);
+    if (sqlite3_get_autocommit(w->db))
+        return; /* SQLite rolled the whole transaction back */
+    if (job->status != SQLCACHED_OK)
+        exec_stmt(w, SQL_ROLLBACK_TO);
+    rc = exec_stmt(w, SQL_RELEASE);
+    if (rc != SQLITE_OK && job->status == SQLCACHED_OK)
+        job->status = store_status(rc);
+}
+
+/* Mark every job of the batch that thought it succeeded as failed. */
+static void fail_batch(write_job_t *batch, sqlcached_status_t st)
+{
+    for (write_job_t *j = batch; j; j = j->next)
+        if (j->status == SQLCACHED_OK)
+            j->status = st;
+}
+
+static void run_batch(store_t *s, write_job_t *batch)
+{
+    store_conn_t *w = s->writer;
+    unsigned n = 0;
+    for (write_job_t *j = batch; j; j = j->next)
+        j->status = SQLCACHED_OK, n++;
+    int rc = exec_stmt(w, SQL_BEGIN);
+    if (rc == SQLITE_OK) {
+        bool lost = false;
+        for (write_job_t *j = batch; j && !lost; j = j->next) {
+            run_job(w, j);
+            lost = sqlite3_get_autocommit(w->db) != 0;
+            if (lost) {
+                rc = sqlite3_extended_errcode(w->db);
+                for (write_job_t *k = j->next; k; k = k->next)
+                    k->status = store_status(rc ? rc : SQLITE_ERROR);
+            }
+        }
+        if (!lost)
+            rc = exec_stmt(w, SQL_COMMIT);
+        else if (rc == SQLITE_OK)
+            rc = SQLITE_ERROR;
+    }
+    if (rc != SQLITE_OK) {
+        log_warn("store", "write transaction failed: %s", sqlite3_errstr(rc));
+        if (!sqlite3_get_autocommit(w->db))
+            exec_stmt(w, SQL_ROLLBACK);
+        fail_batch(batch, store_status(rc));
+    }
+    pthread_mutex_lock(&s->lock);
+    if (rc == SQLITE_OK) {
+        s->stats.write_transactions++;
+        s->stats.writes_committed += n;
+    } else {
+        s->stats.write_errors++;
+    }
+    for (write_job_t *j = batch, *next; j; j = next) {
+        next = j->next;
+        j->done = true;
+        pthread_cond_signal(&j->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *writer_main(void *arg)
+{
+    store_t *s = arg;
+    write_job_t *batch;
+    while ((batch = take_batch(s)) != NULL)
+        run_batch(s, batch);
+    return NULL;
+}
+
+sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg)
+{
+    write_job_t job = {.fn = fn, .arg = arg, .status = SQLCACHED_INTERNAL};
+    if (pthread_cond_init(&job.cond, NULL) != 0)
+        return SQLCACHED_NOMEM;
+    pthread_mutex_lock(&s->lock);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->lock);
+        pthread_cond_destroy(&job.cond);
+        return SQLCACHED_UNAVAILABLE;
+    }
+    if (s->tail)
+        s->tail->next = &job;
+    else
+        s->head = &job;
+    s->tail = &job;
+    pthread_cond_signal(&s->queue_cond);
+    while (!job.done)
+        pthread_cond_wait(&job.cond, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    pthread_cond_destroy(&job.cond);
+    return job.status;
+}
+
+/* ------------------------------------------------------------------------
+ * Reader pool
+ * ------------------------------------------------------------------------ */
+
+store_conn_t *store_reader_acquire(store_t *s)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    store_conn_t *c = s->free_readers;
+    if (c)
+        s->free_readers = c->next_free;
+    pthread_mutex_unlock(&s->pool_lock);
+    if (c)
+        return c;
+    char err[256];
+    c = conn_open(s, SQLITE_OPEN_READWRITE, err, sizeof err);
+    if (!c) {
+        log_error("store", "%s", err);
+        return NULL;
+    }
+    if (exec_static(c->db, "PRAGMA query_only = 1") != SQLITE_OK) {
+        log_error("store", "reader setup: %s", sqlite3_errmsg(c->db));
+        conn_close(c);
+        return NULL;
+    }
+    pthread_mutex_lock(&s->pool_lock);
+    c->next_all = s->all_readers;
+    s->all_readers = c;
+    pthread_mutex_unlock(&s->pool_lock);
+    return c;
+}
+
+void store_reader_release(store_t *s, store_conn_t *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->pool_lock);
+    c->next_free = s->free_readers;
+    s->free_readers = c;
+    pthread_mutex_unlock(&s->pool_lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Open and close
+ * ------------------------------------------------------------------------ */
+
+static int configure_writer(store_t *s, char *err, size_t errlen)
+{
+    sqlite3 *db = s->writer->db;
+    int rc = exec_static(db, "PRAGMA journal_mode = WAL");
+    if (rc == SQLITE_OK)
+        rc = exec_static(db, s->cfg.durability == SQLCACHED_DURABILITY_NORMAL
+                                 ? "PRAGMA synchronous = NORMAL"
+                                 : "PRAGMA synchronous = FULL");
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot configure %s: %s", s->path, sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
+
+store_t *store_open(const store_config_t *cfg, char *err, size_t errlen)
+{
+    store_t *s = calloc(1, sizeof *s);
+    if (!s || !(s->path = strdup(cfg->path))) {
+        snprintf(err, errlen, "out of memory");
+        free(s);
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->cfg.path = s->path;
+    if (s->cfg.max_batch == 0)
+        s->cfg.max_batch = 256;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_cond_init(&s->queue_cond, NULL);
+    s->writer = conn_open(s, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen);
+    if (!s->writer || configure_writer(s, err, errlen) != 0 || migrate(s, err, errlen) != 0)
+        goto fail;
+    if (pthread_create(&s->writer_thread, NULL, writer_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the writer thread: %s", strerror(errno));
+        goto fail;
+    }
+    s->writer_started = true;
+    return s;
+fail:
+    store_close(s);
+    return NULL;
+}
+
+void store_close(store_t *s)
+{
+    if (!s)
+        return;
+    if (s->writer_started) {
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        pthread_cond_signal(&s->queue_cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->writer_thread, NULL);
+    }
+    for (store_conn_t *c = s->all_readers, *next; c; c = next) {
+        next = c->next_all;
+        conn_close(c);
+    }
+    if (s->writer) /* the last connection to close checkpoints the WAL */
+        conn_close(s->writer);
+    pthread_cond_destroy(&s->queue_cond);
+    pthread_mutex_destroy(&s->pool_lock);
+    pthread_mutex_destroy(&s->lock);
+    free(s->path);
+    free(s);
+}
+
+void store_stats(store_t *s, store_stats_t *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->lock);
+}

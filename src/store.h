@@ -1,0 +1,95 @@
+/*
+ * store.h - the SQLite layer: connections, migrations, group-committed writes.
+ *
+ * One writer connection is owned by a writer thread. Callers hand it a write
+ * function through store_write(); the thread runs every write queued at that
+ * moment in one transaction (group commit), each inside its own SAVEPOINT so
+ * a write that fails its condition is rolled back without touching its
+ * neighbours, then commits once and wakes the callers. store_write() returns
+ * only after the commit is durable (per the durability mode).
+ *
+ * Reads run on reader connections from a pool: a thread acquires one, runs
+ * its statements, releases it. The pool grows to the number of threads that
+ * read at once (one reader per worker thread).
+ *
+ * Statements are prepared once per connection and cached by the address of
+ * their SQL text (always a static string): store_stmt(). Never build SQL
+ * from input; bind parameters.
+ */
+#ifndef SQLCACHED_STORE_H
+#define SQLCACHED_STORE_H
+
+#include <sqlite3.h>
+#include <stdint.h>
+
+#include "sqlcached.h"
+
+typedef struct store store_t;
+typedef struct store_conn store_conn_t;
+
+typedef struct store_config {
+    const char *path;
+    sqlcached_durability_t durability;
+    int busy_timeout_ms;
+    unsigned max_batch;
+} store_config_t;
+
+/* A write run by the writer thread inside a transaction and a savepoint.
+ * Return SQLCACHED_OK to keep its changes; any other status rolls back this
+ * write only and is returned by store_write(). */
+typedef sqlcached_status_t (*store_write_fn)(store_conn_t *w, void *arg);
+
+typedef struct store_stats {
+    uint64_t write_transactions; /* committed transactions */
+    uint64_t writes_committed;   /* writes inside them (rows per txn = ratio) */
+    uint64_t write_errors;       /* transactions that failed to begin or commit */
+} store_stats_t;
+
+/* Open or create the database, set WAL and the durability mode, apply the
+ * pending migrations, start the writer thread. NULL on failure with a
+ * message in err. */
+store_t *store_open(const store_config_t *cfg, char *err, size_t errlen);
+
+/* Drain and stop the writer, close every connection. NULL is allowed. */
+void store_close(store_t *s);
+
+/* Run fn(w, arg) in the next group transaction and wait for its commit.
+ * Returns fn's status, or the error that prevented the commit (then nothing
+ * of fn's work is stored). */
+sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg);
+
+/* Take the next value of the persisted store-wide counter `name` (a row of
+ * the meta table), inside a write. */
+sqlcached_status_t store_counter_next(store_conn_t *w, const char *name, int64_t *out);
+
+/* Borrow a reader connection (NULL when none can be opened); give it back
+ * with store_reader_release(). */
+store_conn_t *store_reader_acquire(store_t *s);
+void store_reader_release(store_t *s, store_conn_t *c);
+
+/* The prepared statement for the static SQL text `sql` on this connection,
+ * reset with its bindings cleared; NULL if it fails to prepare (logged).
+ * The connection owns it: do not finalize. */
+sqlite3_stmt *store_stmt(store_conn_t *c, const char *sql);
+
+/* The connection's sqlite3 handle (for sqlite3_changes and errmsg). */
+sqlite3 *store_conn_db(store_conn_t *c);
+
+/* Map an SQLite result code to a library status. */
+sqlcached_status_t store_status(int sqlite_rc);
+
+/* Bind a byte string as a BLOB, including the empty one. */
+int store_bind_bytes(sqlite3_stmt *st, int idx, const void *p, size_t n);
+
+void store_stats(store_t *s, store_stats_t *out);
+
+/* Embedded migrations (generated from sql/ at build time). */
+typedef struct store_migration {
+    int version;
+    const char *name;
+    const char *sql;
+} store_migration_t;
+extern const store_migration_t store_migrations[];
+extern const int store_migration_count;
+
+#endif

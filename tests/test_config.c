@@ -1,0 +1,161 @@
+/*
+ * test_config.c - tests of src/config.c: flags, environment, parsers.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "log.h"
+
+static config_result_t parse(config_t *cfg, char **argv, char *err)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    config_defaults(cfg);
+    return config_parse(cfg, argc, argv, err, 256);
+}
+
+static void test_config_defaults(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256];
+    unsetenv("SQLCACHED_AUTH_TOKEN");
+    char *argv[] = {"sqlcached", NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
+    assert_string_equal(cfg.listen_host, "127.0.0.1");
+    assert_int_equal(cfg.listen_port, 8080);
+    assert_string_equal(cfg.db_path, "sqlcached.db");
+    assert_int_equal(cfg.max_body, 1024 * 1024);
+    assert_null(cfg.auth_token);
+    assert_int_equal(cfg.durability, SQLCACHED_DURABILITY_FULL);
+    assert_true(cfg.threads >= 1);
+}
+
+static void test_config_flags(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256];
+    char *argv[] = {"sqlcached", "--listen", "0.0.0.0:9000", "--db", "/tmp/x.db",
+                    "--threads", "4", "--max-body=64KiB", "--auth-token", "s3cret",
+                    "--durability", "normal", "--log-level", "debug", NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
+    assert_string_equal(cfg.listen_host, "0.0.0.0");
+    assert_int_equal(cfg.listen_port, 9000);
+    assert_string_equal(cfg.db_path, "/tmp/x.db");
+    assert_int_equal(cfg.threads, 4);
+    assert_int_equal(cfg.max_body, 64 * 1024);
+    assert_string_equal(cfg.auth_token, "s3cret");
+    assert_int_equal(cfg.durability, SQLCACHED_DURABILITY_NORMAL);
+    assert_int_equal(cfg.log_level, LOG_DEBUG);
+}
+
+static void test_config_env_token_and_flag_wins(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256];
+    setenv("SQLCACHED_AUTH_TOKEN", "from-env", 1);
+    char *argv1[] = {"sqlcached", NULL};
+    assert_int_equal(parse(&cfg, argv1, err), CONFIG_OK);
+    assert_string_equal(cfg.auth_token, "from-env");
+    char *argv2[] = {"sqlcached", "--auth-token", "from-flag", NULL};
+    assert_int_equal(parse(&cfg, argv2, err), CONFIG_OK);
+    assert_string_equal(cfg.auth_token, "from-flag");
+    setenv("SQLCACHED_AUTH_TOKEN", "", 1);
+    assert_int_equal(parse(&cfg, argv1, err), CONFIG_ERROR);
+    unsetenv("SQLCACHED_AUTH_TOKEN");
+}
+
+static void test_config_rejects_bad_values(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256];
+    const char *bad[][2] = {
+        {"--listen", "nope"}, {"--listen", "127.0.0.1:99999"}, {"--listen", "1.2.3.4:x"},
+        {"--threads", "0"}, {"--threads", "-1"}, {"--threads", "many"},
+        {"--max-body", "0"}, {"--max-body", "1T"}, {"--max-body", "-5"},
+        {"--durability", "sometimes"}, {"--log-level", "loud"}, {"--auth-token", ""},
+        {"--auth-token", "has space"}, {"--db", ""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {"sqlcached", (char *)bad[i][0], (char *)bad[i][1], NULL};
+        err[0] = '\0';
+        assert_int_equal(parse(&cfg, argv, err), CONFIG_ERROR);
+        assert_non_null(strstr(err, bad[i][0]));
+    }
+}
+
+static void test_config_usage_errors(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256];
+    char *unknown[] = {"sqlcached", "--frobnicate", NULL};
+    assert_int_equal(parse(&cfg, unknown, err), CONFIG_USAGE);
+    assert_non_null(strstr(err, "--frobnicate"));
+    char *missing[] = {"sqlcached", "--db", NULL};
+    assert_int_equal(parse(&cfg, missing, err), CONFIG_USAGE);
+    char *extra[] = {"sqlcached", "stray", NULL};
+    assert_int_equal(parse(&cfg, extra, err), CONFIG_USAGE);
+    char *help[] = {"sqlcached", "--help", NULL};
+    assert_int_equal(parse(&cfg, help, err), CONFIG_HELP);
+    char *version[] = {"sqlcached", "-V", NULL};
+    assert_int_equal(parse(&cfg, version, err), CONFIG_VERSION);
+}
+
+static void test_config_parse_size(void **state)
+{
+    (void)state;
+    size_t n;
+    assert_int_equal(config_parse_size("1048576", &n), 0);
+    assert_int_equal(n, 1048576);
+    assert_int_equal(config_parse_size("64MB", &n), 0);
+    assert_int_equal(n, 64u << 20);
+    assert_int_equal(config_parse_size("1g", &n), 0);
+    assert_int_equal(n, 1u << 30);
+    assert_int_equal(config_parse_size("2KiB", &n), 0);
+    assert_int_equal(n, 2048);
+    assert_int_equal(config_parse_size("", &n), -1);
+    assert_int_equal(config_parse_size("MB", &n), -1);
+    assert_int_equal(config_parse_size("12 MB", &n), -1);
+    assert_int_equal(config_parse_size("99999999999999999999999", &n), -1);
+    assert_int_equal(config_parse_size("18446744073709551615G", &n), -1);
+}
+
+static void test_config_parse_listen(void **state)
+{
+    (void)state;
+    char host[64];
+    uint16_t port;
+    assert_int_equal(config_parse_listen("[::1]:8081", host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 8081);
+    assert_int_equal(config_parse_listen(":0", host, sizeof host, &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 0);
+    assert_int_equal(config_parse_listen("::1:80", host, sizeof host, &port), -1);
+    assert_int_equal(config_parse_listen("host", host, sizeof host, &port), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_config_flags),
+        cmocka_unit_test(test_config_env_token_and_flag_wins),
+        cmocka_unit_test(test_config_rejects_bad_values),
+        cmocka_unit_test(test_config_usage_errors),
+        cmocka_unit_test(test_config_parse_size),
+        cmocka_unit_test(test_config_parse_listen),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,465 @@
+/*
+ * test_kv.c - tests of src/kv.c through the public API (include/sqlcached.h).
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    char *dir;
+    testutil_clock_t clock;
+    sqlcached_t *db;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    f->dir = testutil_mkdtemp();
+    f->clock.now = 1700000000000LL;
+    f->db = testutil_open(f->dir, "kv.db", &f->clock);
+    *state = f;
+    return f->db ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    testutil_rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static sqlcached_status_t put(sqlcached_t *db, const char *k, const char *v,
+                              sqlcached_write_result_t *r)
+{
+    return sqlcached_kv_put(db, k, strlen(k), v, strlen(v), NULL, r);
+}
+
+static sqlcached_status_t put_cond(sqlcached_t *db, const char *k, const char *v,
+                                   sqlcached_put_condition_t c, int64_t ver)
+{
+    sqlcached_put_options_t o = {.condition = c, .if_version = ver};
+    return sqlcached_kv_put(db, k, strlen(k), v, strlen(v), &o, NULL);
+}
+
+/* The value of k as a malloc'd string, or NULL if absent. */
+static char *get_str(sqlcached_t *db, const char *k, int64_t *version)
+{
+    sqlcached_value_t *v = NULL;
+    if (sqlcached_kv_get(db, k, strlen(k), &v) != SQLCACHED_OK)
+        return NULL;
+    char *s = strndup(v->data, v->len);
+    if (version)
+        *version = v->version;
+    sqlcached_value_release(v);
+    return s;
+}
+
+static void assert_value(sqlcached_t *db, const char *k, const char *expected)
+{
+    char *s = get_str(db, k, NULL);
+    assert_non_null(s);
+    assert_string_equal(s, expected);
+    free(s);
+}
+
+static void test_kv_put_then_get(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_write_result_t r1, r2;
+    assert_int_equal(put(f->db, "a", "hello", &r1), SQLCACHED_OK);
+    assert_true(r1.created);
+    assert_true(r1.version > 0);
+    assert_int_equal(r1.expires_at, 0);
+    sqlcached_value_t *v = NULL;
+    assert_int_equal(sqlcached_kv_get(f->db, "a", 1, &v), SQLCACHED_OK);
+    assert_int_equal(v->len, 5);
+    assert_memory_equal(v->data, "hello", 5);
+    assert_string_equal(v->content_type, "application/octet-stream");
+    assert_int_equal(v->version, r1.version);
+    sqlcached_value_release(v);
+    assert_int_equal(put(f->db, "a", "world", &r2), SQLCACHED_OK);
+    assert_false(r2.created);
+    assert_true(r2.version > r1.version);
+    assert_value(f->db, "a", "world");
+}
+
+static void test_kv_absent_is_not_found(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_value_t *v = (sqlcached_value_t *)1;
+    assert_int_equal(sqlcached_kv_get(f->db, "nope", 4, &v), SQLCACHED_NOT_FOUND);
+    assert_null(v);
+}
+
+static void test_kv_binary_value_and_content_type(void **state)
+{
+    fixture_t *f = *state;
+    const unsigned char bytes[] = {0, 1, 2, 255, 0, 10};
+    sqlcached_put_options_t o = {.content_type = "image/x-test"};
+    assert_int_equal(sqlcached_kv_put(f->db, "bin", 3, bytes, sizeof bytes, &o, NULL),
+                     SQLCACHED_OK);
+    sqlcached_value_t *v = NULL;
+    assert_int_equal(sqlcached_kv_get(f->db, "bin", 3, &v), SQLCACHED_OK);
+    assert_int_equal(v->len, sizeof bytes);
+    assert_memory_equal(v->data, bytes, sizeof bytes);
+    assert_string_equal(v->content_type, "image/x-test");
+    sqlcached_value_release(v);
+    /* An empty value is a value. */
+    assert_int_equal(sqlcached_kv_put(f->db, "empty", 5, NULL, 0, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_get(f->db, "empty", 5, &v), SQLCACHED_OK);
+    assert_int_equal(v->len, 0);
+    sqlcached_value_release(v);
+}
+
+static void test_kv_rejects_bad_keys_and_options(void **state)
+{
+    fixture_t *f = *state;
+    char big[SQLCACHED_KEY_MAX + 1];
+    memset(big, 'k', sizeof big);
+    assert_int_equal(sqlcached_kv_put(f->db, big, 0, "v", 1, NULL, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_put(f->db, big, sizeof big, "v", 1, NULL, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_put(f->db, big, SQLCACHED_KEY_MAX, "v", 1, NULL, NULL),
+                     SQLCACHED_OK);
+    sqlcached_put_options_t o = {.ttl_ms = -1};
+    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "v", 1, &o, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    o = (sqlcached_put_options_t){.content_type = "bad\ntype"};
+    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "v", 1, &o, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    sqlcached_value_t *v;
+    assert_int_equal(sqlcached_kv_get(f->db, big, sizeof big, &v), SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_delete(f->db, big, 0, -1), SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_incr(f->db, big, sizeof big, 1, NULL, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    /* Nothing was stored by the rejected calls. */
+    assert_int_equal(sqlcached_kv_get(f->db, "k", 1, &v), SQLCACHED_NOT_FOUND);
+}
+
+static void test_kv_conditional_put(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_write_result_t r;
+    /* If-Match on an absent key fails. */
+    assert_int_equal(put_cond(f->db, "c", "x", SQLCACHED_PUT_IF_VERSION, 1),
+                     SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(put_cond(f->db, "c", "x", SQLCACHED_PUT_IF_PRESENT, 0),
+                     SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(put_cond(f->db, "c", "v1", SQLCACHED_PUT_IF_ABSENT, 0), SQLCACHED_OK);
+    assert_int_equal(put_cond(f->db, "c", "v2", SQLCACHED_PUT_IF_ABSENT, 0),
+                     SQLCACHED_PRECONDITION_FAILED);
+    int64_t ver;
+    free(get_str(f->db, "c", &ver));
+    assert_int_equal(put_cond(f->db, "c", "v2", SQLCACHED_PUT_IF_VERSION, ver + 1),
+                     SQLCACHED_PRECONDITION_FAILED);
+    assert_value(f->db, "c", "v1");
+    sqlcached_put_options_t o = {.condition = SQLCACHED_PUT_IF_VERSION, .if_version = ver};
+    assert_int_equal(sqlcached_kv_put(f->db, "c", 1, "v3", 2, &o, &r), SQLCACHED_OK);
+    assert_true(r.version > ver);
+    assert_int_equal(put_cond(f->db, "c", "v4", SQLCACHED_PUT_IF_PRESENT, 0), SQLCACHED_OK);
+    assert_value(f->db, "c", "v4");
+}
+
+static void test_kv_delete(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_write_result_t r;
+    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, -1), SQLCACHED_NOT_FOUND);
+    assert_int_equal(put(f->db, "d", "x", &r), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, r.version + 1),
+                     SQLCACHED_PRECONDITION_FAILED);
+    assert_value(f->db, "d", "x");
+    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, r.version), SQLCACHED_OK);
+    assert_null(get_str(f->db, "d", NULL));
+    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, -1), SQLCACHED_NOT_FOUND);
+}
+
+static void test_kv_versions_never_reused(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_write_result_t r1, r2, r3;
+    assert_int_equal(put(f->db, "v", "1", &r1), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_delete(f->db, "v", 1, -1), SQLCACHED_OK);
+    assert_int_equal(put(f->db, "v", "1", &r2), SQLCACHED_OK);
+    assert_true(r2.created);
+    assert_true(r2.version > r1.version);
+    sqlcached_close(f->db);
+    f->db = testutil_open(f->dir, "kv.db", &f->clock);
+    assert_non_null(f->db);
+    int64_t ver;
+    free(get_str(f->db, "v", &ver));
+    assert_int_equal(ver, r2.version); /* persisted with its version */
+    assert_int_equal(put(f->db, "other", "x", &r3), SQLCACHED_OK);
+    assert_true(r3.version > r2.version);
+}
+
+static void test_kv_ttl_expires(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_put_options_t o = {.ttl_ms = 10000};
+    sqlcached_write_result_t r;
+    assert_int_equal(sqlcached_kv_put(f->db, "t", 1, "x", 1, &o, &r), SQLCACHED_OK);
+    assert_int_equal(r.expires_at, f->clock.now + 10000);
+    f->clock.now += 9999;
+    assert_value(f->db, "t", "x");
+    f->clock.now += 1;
+    assert_null(get_str(f->db, "t", NULL));
+    /* Expired behaves as absent for every call. */
+    assert_int_equal(sqlcached_kv_delete(f->db, "t", 1, -1), SQLCACHED_NOT_FOUND);
+    assert_int_equal(put_cond(f->db, "t", "y", SQLCACHED_PUT_IF_PRESENT, 0),
+                     SQLCACHED_PRECONDITION_FAILED);
+    int64_t value;
+    assert_int_equal(sqlcached_kv_incr(f->db, "t", 1, 5, &value, NULL), SQLCACHED_OK);
+    assert_int_equal(value, 5);
+    assert_value(f->db, "t", "5");
+}
+
+static void test_kv_put_without_ttl_clears_expiry(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_put_options_t o = {.ttl_ms = 1000};
+    assert_int_equal(sqlcached_kv_put(f->db, "p", 1, "x", 1, &o, NULL), SQLCACHED_OK);
+    assert_int_equal(put(f->db, "p", "y", NULL), SQLCACHED_OK);
+    f->clock.now += 5000;
+    assert_value(f->db, "p", "y");
+}
+
+static void test_kv_purge_removes_expired_rows(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_put_options_t o = {.ttl_ms = 1000};
+    for (int i = 0; i < 30; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "e%d", i);
+        assert_int_equal(sqlcached_kv_put(f->db, k, strlen(k), "x", 1, &o, NULL), SQLCACHED_OK);
+    }
+    assert_int_equal(put(f->db, "keep", "x", NULL), SQLCACHED_OK);
+    assert_int_equal(kv_purge_expired(f->db, f->clock.now, 100), 0);
+    f->clock.now += 1000;
+    assert_int_equal(kv_purge_expired(f->db, f->clock.now, 20), 20);
+    assert_int_equal(kv_purge_expired(f->db, f->clock.now, 20), 10);
+    assert_int_equal(kv_purge_expired(f->db, f->clock.now, 20), 0);
+    assert_value(f->db, "keep", "x");
+}
+
+static void test_kv_incr(void **state)
+{
+    fixture_t *f = *state;
+    int64_t value, version, v2;
+    assert_int_equal(sqlcached_kv_incr(f->db, "n", 1, 1, &value, &version), SQLCACHED_OK);
+    assert_int_equal(value, 1);
+    assert_int_equal(sqlcached_kv_incr(f->db, "n", 1, -10, &value, &v2), SQLCACHED_OK);
+    assert_int_equal(value, -9);
+    assert_true(v2 > version);
+    assert_value(f->db, "n", "-9");
+    sqlcached_value_t *v;
+    assert_int_equal(sqlcached_kv_get(f->db, "n", 1, &v), SQLCACHED_OK);
+    assert_string_equal(v->content_type, "text/plain; charset=utf-8");
+    sqlcached_value_release(v);
+}
+
+static void test_kv_incr_keeps_content_type_and_ttl(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_put_options_t o = {.ttl_ms = 5000, .content_type = "application/json"};
+    sqlcached_write_result_t r;
+    assert_int_equal(sqlcached_kv_put(f->db, "j", 1, "41", 2, &o, &r), SQLCACHED_OK);
+    int64_t value;
+    assert_int_equal(sqlcached_kv_incr(f->db, "j", 1, 1, &value, NULL), SQLCACHED_OK);
+    assert_int_equal(value, 42);
+    sqlcached_value_t *v;
+    assert_int_equal(sqlcached_kv_get(f->db, "j", 1, &v), SQLCACHED_OK);
+    assert_string_equal(v->content_type, "application/json");
+    assert_int_equal(v->expires_at, r.expires_at);
+    sqlcached_value_release(v);
+}
+
+static void test_kv_incr_rejects_non_integers(void **state)
+{
+    fixture_t *f = *state;
+    const char *bad[] = {"abc", "", " 1", "1 ", "+1", "1.5", "--1", "-", "01",
+                         "99999999999999999999", "9223372036854775808"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(put(f->db, "b", bad[i], NULL), SQLCACHED_OK);
+        assert_int_equal(sqlcached_kv_incr(f->db, "b", 1, 1, NULL, NULL), SQLCACHED_NOT_INTEGER);
+        assert_value(f->db, "b", bad[i]); /* unchanged */
+    }
+    assert_int_equal(put(f->db, "b", "9223372036854775807", NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_incr(f->db, "b", 1, 1, NULL, NULL), SQLCACHED_NOT_INTEGER);
+    assert_int_equal(put(f->db, "b", "-9223372036854775808", NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_incr(f->db, "b", 1, -1, NULL, NULL), SQLCACHED_NOT_INTEGER);
+    int64_t value;
+    assert_int_equal(sqlcached_kv_incr(f->db, "b", 1, 1, &value, NULL), SQLCACHED_OK);
+    assert_int_equal(value, INT64_MIN + 1);
+    assert_int_equal(put(f->db, "b", "0", NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_incr(f->db, "b", 1, 0, &value, NULL), SQLCACHED_OK);
+    assert_int_equal(value, 0);
+}
+
+/* Collect every key of a listing, page by page. */
+static int list_all(sqlcached_t *db, const char *prefix, unsigned limit, char out[][16],
+                    int *pages)
+{
+    char after[SQLCACHED_KEY_MAX] = "";
+    size_t alen = 0;
+    int n = 0;
+    *pages = 0;
+    for (int guard = 0; guard < 100; guard++) {
+        sqlcached_keys_t *page = NULL;
+        assert_int_equal(sqlcached_kv_list(db, prefix, strlen(prefix), after, alen, limit, &page),
+                         SQLCACHED_OK);
+        (*pages)++;
+        for (size_t i = 0; i < page->count; i++, n++)
+            snprintf(out[n], 16, "%.*s", (int)page->lens[i], (const char *)page->keys[i]);
+        int more = page->has_more;
+        if (page->count) {
+            alen = page->lens[page->count - 1];
+            memcpy(after, page->keys[page->count - 1], alen);
+        }
+        sqlcached_keys_free(page);
+        if (!more)
+            break;
+    }
+    return n;
+}
+
+static void test_kv_list_pages_in_byte_order(void **state)
+{
+    fixture_t *f = *state;
+    const char *keys[] = {"user:3", "user:1", "user:10", "user:2", "other", "usez", "user"};
+    for (size_t i = 0; i < 7; i++)
+        assert_int_equal(put(f->db, keys[i], "x", NULL), SQLCACHED_OK);
+    char out[16][16];
+    int pages;
+    int n = list_all(f->db, "user:", 2, out, &pages);
+    assert_int_equal(n, 4);
+    assert_int_equal(pages, 2);
+    assert_string_equal(out[0], "user:1");
+    assert_string_equal(out[1], "user:10");
+    assert_string_equal(out[2], "user:2");
+    assert_string_equal(out[3], "user:3");
+    n = list_all(f->db, "", 1000, out, &pages);
+    assert_int_equal(n, 7);
+    assert_string_equal(out[0], "other");
+    assert_string_equal(out[6], "usez");
+}
+
+static void test_kv_list_skips_expired_and_checks_limit(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_put_options_t o = {.ttl_ms = 100};
+    assert_int_equal(sqlcached_kv_put(f->db, "a1", 2, "x", 1, &o, NULL), SQLCACHED_OK);
+    assert_int_equal(put(f->db, "a2", "x", NULL), SQLCACHED_OK);
+    f->clock.now += 100;
+    char out[4][16];
+    int pages;
+    assert_int_equal(list_all(f->db, "a", 10, out, &pages), 1);
+    assert_string_equal(out[0], "a2");
+    sqlcached_keys_t *page;
+    assert_int_equal(sqlcached_kv_list(f->db, "", 0, NULL, 0, 0, &page),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_list(f->db, "", 0, NULL, 0, SQLCACHED_LIST_LIMIT_MAX + 1, &page),
+                     SQLCACHED_INVALID_ARGUMENT);
+}
+
+static void test_kv_list_prefix_of_high_bytes(void **state)
+{
+    fixture_t *f = *state;
+    const char k1[] = "\xff\xff" "a", k2[] = "\xff\xff", k3[] = "\xfe";
+    assert_int_equal(sqlcached_kv_put(f->db, k1, 3, "x", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_put(f->db, k2, 2, "x", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_put(f->db, k3, 1, "x", 1, NULL, NULL), SQLCACHED_OK);
+    sqlcached_keys_t *page;
+    assert_int_equal(sqlcached_kv_list(f->db, k2, 2, NULL, 0, 10, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 2);
+    assert_int_equal(page->lens[0], 2);
+    assert_int_equal(page->lens[1], 3);
+    sqlcached_keys_free(page);
+}
+
+typedef struct writer_arg {
+    sqlcached_t *db;
+    int id;
+    int64_t versions[100];
+} writer_arg_t;
+
+static void *concurrent_writer(void *p)
+{
+    writer_arg_t *a = p;
+    char k[32];
+    for (int i = 0; i < 100; i++) {
+        sqlcached_write_result_t r = {0};
+        snprintf(k, sizeof k, "w%d-%d", a->id, i % 10);
+        if (sqlcached_kv_put(a->db, k, strlen(k), "v", 1, NULL, &r) != SQLCACHED_OK)
+            r.version = -1;
+        a->versions[i] = r.version;
+    }
+    return NULL;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_kv_concurrent_writes_get_unique_versions(void **state)
+{
+    fixture_t *f = *state;
+    enum { T = 8 };
+    writer_arg_t args[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+        args[i].db = f->db;
+        args[i].id = i;
+        assert_int_equal(pthread_create(&th[i], NULL, concurrent_writer, &args[i]), 0);
+    }
+    int64_t all[T * 100];
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        memcpy(all + i * 100, args[i].versions, sizeof args[i].versions);
+        for (int j = 1; j < 100; j++) /* each thread sees its versions grow */
+            assert_true(args[i].versions[j] > args[i].versions[j - 1]);
+    }
+    qsort(all, T * 100, sizeof all[0], cmp64);
+    assert_true(all[0] > 0);
+    for (int i = 1; i < T * 100; i++)
+        assert_true(all[i] > all[i - 1]);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_kv_put_then_get),
+        T(test_kv_absent_is_not_found),
+        T(test_kv_binary_value_and_content_type),
+        T(test_kv_rejects_bad_keys_and_options),
+        T(test_kv_conditional_put),
+        T(test_kv_delete),
+        T(test_kv_versions_never_reused),
+        T(test_kv_ttl_expires),
+        T(test_kv_put_without_ttl_clears_expiry),
+        T(test_kv_purge_removes_expired_rows),
+        T(test_kv_incr),
+        T(test_kv_incr_keeps_content_type_and_ttl),
+        T(test_kv_incr_rejects_non_integers),
+        T(test_kv_list_pages_in_byte_order),
+        T(test_kv_list_skips_expired_and_checks_limit),
+        T(test_kv_list_prefix_of_high_bytes),
+        T(test_kv_concurrent_writes_get_unique_versions),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

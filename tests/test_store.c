@@ -1,0 +1,305 @@
+/*
+ * test_store.c - tests of src/store.c: migrations, counters, group commit.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "store.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    char *dir;
+    char *path;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    f->dir = testutil_mkdtemp();
+    f->path = testutil_path(f->dir, "store.db");
+    *state = f;
+    return f->dir && f->path ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    free(f->path);
+    testutil_rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static store_t *open_store(fixture_t *f)
+{
+    char err[256] = "";
+    store_config_t cfg = {.path = f->path, .durability = SQLCACHED_DURABILITY_NORMAL,
+                          .busy_timeout_ms = 1000, .max_batch = 64};
+    store_t *s = store_open(&cfg, err, sizeof err);
+    if (!s)
+        fprintf(stderr, "store_open: %s\n", err);
+    return s;
+}
+
+static int query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_store_applies_and_records_migrations(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s = open_store(f);
+    assert_non_null(s);
+    store_close(s);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM schema_migrations"),
+                     store_migration_count);
+    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), 0);
+    /* Reopening applies nothing twice. */
+    s = open_store(f);
+    assert_non_null(s);
+    store_close(s);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM schema_migrations"),
+                     store_migration_count);
+}
+
+static void test_store_uses_wal(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s = open_store(f);
+    assert_non_null(s);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    store_close(s);
+}
+
+static void test_store_refuses_newer_schema(void **state)
+{
+    fixture_t *f = *state;
+    store_close(open_store(f));
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (9999, 'future', 0)",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char err[256] = "";
+    store_config_t cfg = {.path = f->path, .busy_timeout_ms = 100};
+    assert_null(store_open(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "newer"));
+}
+
+static void test_store_refuses_non_database(void **state)
+{
+    fixture_t *f = *state;
+    FILE *fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    fputs("this is not a database, just text that is long enough to have a header\n", fp);
+    fclose(fp);
+    char err[256] = "";
+    store_config_t cfg = {.path = f->path, .busy_timeout_ms = 100};
+    assert_null(store_open(&cfg, err, sizeof err));
+    assert_true(strlen(err) > 0);
+}
+
+static void test_store_refuses_unwritable_path(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    store_config_t cfg = {.path = "/nonexistent-dir/sub/x.db", .busy_timeout_ms = 100};
+    assert_null(store_open(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "cannot open"));
+}
+
+static sqlcached_status_t take_version(store_conn_t *w, void *arg)
+{
+    return store_counter_next(w, "version", arg);
+}
+
+static void test_store_counter_grows_across_restarts(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s = open_store(f);
+    int64_t a = 0, b = 0, c = 0;
+    assert_int_equal(store_write(s, take_version, &a), SQLCACHED_OK);
+    assert_int_equal(store_write(s, take_version, &b), SQLCACHED_OK);
+    assert_true(b > a && a > 0);
+    store_close(s);
+    s = open_store(f);
+    assert_int_equal(store_write(s, take_version, &c), SQLCACHED_OK);
+    assert_true(c > b);
+    store_close(s);
+}
+
+static sqlcached_status_t missing_counter(store_conn_t *w, void *arg)
+{
+    return store_counter_next(w, "no-such-counter", arg);
+}
+
+static void test_store_missing_counter_is_internal(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s = open_store(f);
+    int64_t v;
+    assert_int_equal(store_write(s, missing_counter, &v), SQLCACHED_INTERNAL);
+    store_close(s);
+}
+
+/* --- group commit: one transaction, a failing write rolled back alone --- */
+
+typedef struct batch_ctx {
+    store_t *s;
+    atomic_int submitted;
+    atomic_int release_writer;
+} batch_ctx_t;
+
+static const char SQL_INSERT_META[] = "INSERT INTO meta (name, value) VALUES (?1, 1)";
+
+typedef struct insert_arg {
+    batch_ctx_t *ctx;
+    const char *name;
+    sqlcached_status_t result; /* what the job returns after inserting */
+    sqlcached_status_t got;
+} insert_arg_t;
+
+static sqlcached_status_t insert_then(store_conn_t *w, void *arg)
+{
+    insert_arg_t *a = arg;
+    sqlite3_stmt *st = store_stmt(w, SQL_INSERT_META);
+    sqlite3_bind_text(st, 1, a->name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return store_status(rc);
+    return a->result;
+}
+
+static sqlcached_status_t block_writer(store_conn_t *w, void *arg)
+{
+    (void)w;
+    batch_ctx_t *ctx = arg;
+    for (int i = 0; i < 500 && !atomic_load(&ctx->release_writer); i++)
+        usleep(2000);
+    return SQLCACHED_OK;
+}
+
+static void *submit(void *arg)
+{
+    insert_arg_t *a = arg;
+    atomic_fetch_add(&a->ctx->submitted, 1);
+    a->got = store_write(a->ctx->s, insert_then, a);
+    return NULL;
+}
+
+static void *blocker(void *arg)
+{
+    batch_ctx_t *ctx = arg;
+    store_write(ctx->s, block_writer, ctx);
+    return NULL;
+}
+
+static void test_store_group_commit_isolates_failures(void **state)
+{
+    fixture_t *f = *state;
+    batch_ctx_t ctx = {.s = open_store(f)};
+    assert_non_null(ctx.s);
+    store_stats_t before, after;
+    pthread_t tb, t[3];
+    insert_arg_t args[3] = {
+        {&ctx, "b", SQLCACHED_OK, 0},
+        {&ctx, "c", SQLCACHED_PRECONDITION_FAILED, 0},
+        {&ctx, "d", SQLCACHED_OK, 0},
+    };
+    assert_int_equal(pthread_create(&tb, NULL, blocker, &ctx), 0);
+    usleep(20000); /* the blocker occupies the writer */
+    store_stats(ctx.s, &before);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, submit, &args[i]), 0);
+    for (int i = 0; i < 500 && atomic_load(&ctx.submitted) < 3; i++)
+        usleep(1000);
+    usleep(50000); /* let them queue behind the blocker */
+    atomic_store(&ctx.release_writer, 1);
+    pthread_join(tb, NULL);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    store_stats(ctx.s, &after);
+    store_close(ctx.s);
+    assert_int_equal(args[0].got, SQLCACHED_OK);
+    assert_int_equal(args[1].got, SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(args[2].got, SQLCACHED_OK);
+    /* The three queued writes shared one transaction. */
+    assert_int_equal(after.write_transactions - before.write_transactions, 2);
+    assert_int_equal(after.writes_committed - before.writes_committed, 4);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM meta WHERE name IN ('b','d')"), 2);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM meta WHERE name = 'c'"), 0);
+}
+
+static void test_store_status_maps_sqlite_errors(void **state)
+{
+    (void)state;
+    assert_int_equal(store_status(SQLITE_OK), SQLCACHED_OK);
+    assert_int_equal(store_status(SQLITE_FULL), SQLCACHED_STORAGE_FULL);
+    assert_int_equal(store_status(SQLITE_BUSY), SQLCACHED_UNAVAILABLE);
+    assert_int_equal(store_status(SQLITE_BUSY_SNAPSHOT), SQLCACHED_UNAVAILABLE);
+    assert_int_equal(store_status(SQLITE_LOCKED), SQLCACHED_UNAVAILABLE);
+    assert_int_equal(store_status(SQLITE_NOMEM), SQLCACHED_NOMEM);
+    assert_int_equal(store_status(SQLITE_CORRUPT), SQLCACHED_INTERNAL);
+}
+
+static void test_store_readers_are_pooled(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s = open_store(f);
+    store_conn_t *a = store_reader_acquire(s);
+    store_conn_t *b = store_reader_acquire(s);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b);
+    store_reader_release(s, a);
+    assert_ptr_equal(store_reader_acquire(s), a);
+    /* Readers cannot write. */
+    assert_int_not_equal(sqlite3_exec(store_conn_db(a), "DELETE FROM meta", NULL, NULL, NULL),
+                         SQLITE_OK);
+    store_reader_release(s, a);
+    store_reader_release(s, b);
+    store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_store_applies_and_records_migrations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_uses_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_refuses_newer_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_refuses_non_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_refuses_unwritable_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_counter_grows_across_restarts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_missing_counter_is_internal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_group_commit_isolates_failures, setup, teardown),
+        cmocka_unit_test(test_store_status_maps_sqlite_errors),
+        cmocka_unit_test_setup_teardown(test_store_readers_are_pooled, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

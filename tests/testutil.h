@@ -1,0 +1,32 @@
+/*
+ * testutil.h - helpers shared by the tests: temporary directories and a
+ * controllable clock for expiry tests.
+ */
+#ifndef SQLCACHED_TESTUTIL_H
+#define SQLCACHED_TESTUTIL_H
+
+#include <stdint.h>
+
+#include "sqlcached.h"
+
+/* Make a fresh temporary directory; returns its path (static buffer per
+ * call site is not needed: the result is malloc'd, free it with
+ * testutil_rmdir). NULL on failure. */
+char *testutil_mkdtemp(void);
+
+/* Remove the directory and the files in it, then free the path. */
+void testutil_rmdir(char *dir);
+
+/* A path inside dir (malloc'd). */
+char *testutil_path(const char *dir, const char *name);
+
+/* A fake clock for sqlcached_options_t.clock_ms. */
+typedef struct testutil_clock {
+    int64_t now;
+} testutil_clock_t;
+int64_t testutil_clock_read(void *arg);
+
+/* Open a store in dir/name with the fake clock (NULL = wall clock). */
+sqlcached_t *testutil_open(const char *dir, const char *name, testutil_clock_t *clock);
+
+#endif
