@@ -1,0 +1,272 @@
+/*
+ * daemon.c - see daemon.h.
+ */
+#include "daemon.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int wait_scale(void)
+{
+    const char *w = getenv("SQLCACHED_WRAPPER");
+    return w && *w ? 20 : 1;
+}
+
+/* A port that was free a moment ago (bind to 0, read it, close). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static void print_log(const daemon_t *d)
+{
+    FILE *f = fopen(d->log_path, "r");
+    if (!f)
+        return;
+    char line[1024];
+    fprintf(stderr, "--- daemon log %s ---\n", d->log_path);
+    while (fgets(line, sizeof line, f))
+        fputs(line, stderr);
+    fclose(f);
+}
+
+static void exec_daemon(const daemon_t *d)
+{
+    char *argv[96];
+    int n = 0;
+    char *wrapper = getenv("SQLCACHED_WRAPPER") ? strdup(getenv("SQLCACHED_WRAPPER")) : NULL;
+    for (char *tok = wrapper ? strtok(wrapper, " ") : NULL; tok && n < 40; tok = strtok(NULL, " "))
+        argv[n++] = tok;
+    const char *bin = getenv("SQLCACHED_BIN");
+    argv[n++] = (char *)(bin ? bin : "src/sqlcached");
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", d->port);
+    argv[n++] = "--listen";
+    argv[n++] = listen;
+    argv[n++] = "--db";
+    argv[n++] = (char *)d->db_path;
+    for (int i = 0; i < d->nargs; i++)
+        argv[n++] = d->args[i];
+    argv[n] = NULL;
+    int fd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
+    }
+    execvp(argv[0], argv);
+    _exit(127);
+}
+
+static int healthy(const daemon_t *d)
+{
+    client_resp_t r;
+    int ok = client_request(d, "GET", "/healthz", NULL, NULL, 0, &r) == 0 && r.status == 200;
+    client_resp_free(&r);
+    return ok;
+}
+
+static int launch(daemon_t *d)
+{
+    d->port = free_port();
+    if (d->port < 0)
+        return -1;
+    snprintf(d->base_url, sizeof d->base_url, "http://127.0.0.1:%d", d->port);
+    d->pid = fork();
+    if (d->pid < 0)
+        return -1;
+    if (d->pid == 0)
+        exec_daemon(d);
+    for (int i = 0; i < 500 * wait_scale(); i++) { /* up to 10 s (x20 under a wrapper) */
+        int status;
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            d->pid = 0;
+            print_log(d);
+            return -1;
+        }
+        if (healthy(d))
+            return 0;
+        usleep(20000);
+    }
+    print_log(d);
+    daemon_kill(d);
+    return -1;
+}
+
+int daemon_start(daemon_t *d, const char *dir, const char *const extra_args[])
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "%s", dir);
+    snprintf(d->db_path, sizeof d->db_path, "%s/sqlcached.db", dir);
+    snprintf(d->log_path, sizeof d->log_path, "%s/daemon.log", dir);
+    for (int i = 0; extra_args && extra_args[i] && i < 47; i++)
+        d->args[d->nargs++] = strdup(extra_args[i]);
+    return launch(d);
+}
+
+int daemon_restart(daemon_t *d)
+{
+    return launch(d);
+}
+
+int daemon_stop(daemon_t *d)
+{
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, SIGTERM);
+    for (int i = 0; i < 1500 * wait_scale(); i++) { /* up to 30 s */
+        int status;
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+        if (r == d->pid) {
+            d->pid = 0;
+            if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                return 0;
+            print_log(d);
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        usleep(20000);
+    }
+    print_log(d);
+    daemon_kill(d);
+    return -1;
+}
+
+void daemon_kill(daemon_t *d)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+    d->pid = 0;
+}
+
+void daemon_free(daemon_t *d)
+{
+    for (int i = 0; i < d->nargs; i++)
+        free(d->args[i]);
+    d->nargs = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Client
+ * ------------------------------------------------------------------------ */
+
+typedef struct buf {
+    char *p;
+    size_t n;
+} buf_t;
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    buf_t *b = userdata;
+    size_t add = size * nmemb;
+    char *grown = realloc(b->p, b->n + add + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + b->n, ptr, add);
+    b->p = grown;
+    b->n += add;
+    b->p[b->n] = '\0';
+    return add;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    buf_t *b = userdata;
+    if (nmemb * size >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
+        b->n = 0; /* a new response (after 100 Continue): keep only the last */
+    return on_data(ptr, size, nmemb, userdata);
+}
+
+int client_request(const daemon_t *d, const char *method, const char *path,
+                   const char *const headers[], const void *body, size_t body_len,
+                   client_resp_t *out)
+{
+    memset(out, 0, sizeof *out);
+    CURL *c = curl_easy_init();
+    if (!c)
+        return -1;
+    char url[8192];
+    snprintf(url, sizeof url, "%s%s", d->base_url, path);
+    buf_t b = {0}, h = {0};
+    struct curl_slist *hl = NULL;
+    for (int i = 0; headers && headers[i]; i++)
+        hl = curl_slist_append(hl, headers[i]);
+    hl = curl_slist_append(hl, "Expect:");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L * wait_scale());
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    out->body = b.p ? b.p : strdup("");
+    out->body_len = b.n;
+    out->headers = h.p ? h.p : strdup("");
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+char *client_header(const client_resp_t *r, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *line = r->headers; line && *line;) {
+        const char *eol = strstr(line, "\r\n");
+        if (!eol)
+            break;
+        if ((size_t)(eol - line) > n && strncasecmp(line, name, n) == 0 && line[n] == ':') {
+            const char *v = line + n + 1;
+            while (*v == ' ')
+                v++;
+            return strndup(v, (size_t)(eol - v));
+        }
+        line = eol + 2;
+    }
+    return NULL;
+}
+
+json_t *client_json(const client_resp_t *r)
+{
+    return json_loadb(r->body, r->body_len, 0, NULL);
+}
+
+void client_resp_free(client_resp_t *r)
+{
+    free(r->body);
+    free(r->headers);
+    memset(r, 0, sizeof *r);
+}

@@ -1,1 +1,67 @@
-/* placeholder: filled by the HTTP integration tests */
+/*
+ * daemon.h - test harness: run the real sqlcached daemon on a free loopback
+ * port with a temporary database, and talk to it over real HTTP (libcurl).
+ *
+ * The binary is $SQLCACHED_BIN (set by `make check`); $SQLCACHED_WRAPPER, if
+ * set, is a command prefix (e.g. "valgrind --error-exitcode=1") and
+ * lengthens every wait. Every wait is bounded.
+ */
+#ifndef SQLCACHED_TEST_DAEMON_H
+#define SQLCACHED_TEST_DAEMON_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct daemon {
+    pid_t pid;
+    int port;
+    char dir[256];     /* directory of the database and the log */
+    char db_path[512];
+    char log_path[512];
+    char base_url[64]; /* "http://127.0.0.1:PORT" */
+    char *args[48];    /* extra flags given at start (kept for restarts) */
+    int nargs;
+} daemon_t;
+
+/* Start the daemon with its database in dir (created by the caller) and
+ * extra flags (NULL-terminated list, may be NULL); waits until /healthz
+ * answers. Returns 0, or -1 (the log is printed). */
+int daemon_start(daemon_t *d, const char *dir, const char *const extra_args[]);
+
+/* Start again with the same directory and flags (after a stop or kill);
+ * a fresh port is picked. */
+int daemon_restart(daemon_t *d);
+
+/* SIGTERM, wait for exit; returns the exit status (0 = clean), -1 on
+ * timeout (then SIGKILL). */
+int daemon_stop(daemon_t *d);
+
+/* SIGKILL and reap. */
+void daemon_kill(daemon_t *d);
+
+/* Free the argument copies. */
+void daemon_free(daemon_t *d);
+
+typedef struct client_resp {
+    long status;
+    char *body;      /* NUL-terminated */
+    size_t body_len;
+    char *headers;   /* raw header block of the final response */
+} client_resp_t;
+
+/* One request. headers: NULL-terminated list of "Name: value" (may be
+ * NULL). body may be NULL (no body). Returns 0 when a response arrived. */
+int client_request(const daemon_t *d, const char *method, const char *path,
+                   const char *const headers[], const void *body, size_t body_len,
+                   client_resp_t *out);
+
+/* A header's value (malloc'd, caller frees) or NULL. Case-insensitive. */
+char *client_header(const client_resp_t *r, const char *name);
+
+/* The body parsed as JSON (caller decrefs) or NULL. */
+json_t *client_json(const client_resp_t *r);
+
+void client_resp_free(client_resp_t *r);
+
+#endif
