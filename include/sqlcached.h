@@ -79,18 +79,34 @@ typedef struct sqlcached_value {
     int from_cache;           /* 1 if served from the memory tier */
 } sqlcached_value_t;
 
-typedef enum sqlcached_put_condition {
-    SQLCACHED_PUT_ALWAYS = 0,
-    SQLCACHED_PUT_IF_VERSION, /* only if the current version == if_version */
-    SQLCACHED_PUT_IF_PRESENT, /* only if the key exists (If-Match: *) */
-    SQLCACHED_PUT_IF_ABSENT   /* only if the key is absent (SET NX) */
-} sqlcached_put_condition_t;
+/* One precondition on the current version of a key (HTTP If-Match /
+ * If-None-Match). The versions array is borrowed for the call. */
+typedef enum sqlcached_match_kind {
+    SQLCACHED_MATCH_NONE = 0, /* no condition */
+    SQLCACHED_MATCH_ANY,      /* "*": the key exists */
+    SQLCACHED_MATCH_VERSIONS  /* the key exists with one of versions[] */
+} sqlcached_match_kind_t;
+
+typedef struct sqlcached_match {
+    sqlcached_match_kind_t kind;
+    const int64_t *versions;
+    size_t count;
+} sqlcached_match_t;
+
+/* Both must hold for a write to happen (else SQLCACHED_PRECONDITION_FAILED):
+ * if_match matches the current version, and if_none_match does not (so
+ * if_none_match ANY means "only if absent", SET NX). An absent or expired
+ * key has no version: it fails every if_match and passes every
+ * if_none_match. */
+typedef struct sqlcached_preconditions {
+    sqlcached_match_t if_match;
+    sqlcached_match_t if_none_match;
+} sqlcached_preconditions_t;
 
 typedef struct sqlcached_put_options {
     const char *content_type;  /* NULL = "application/octet-stream" */
     int64_t ttl_ms;            /* > 0: expire after this long; 0 = never */
-    sqlcached_put_condition_t condition;
-    int64_t if_version;        /* with SQLCACHED_PUT_IF_VERSION */
+    sqlcached_preconditions_t pre;
 } sqlcached_put_options_t;
 
 typedef struct sqlcached_write_result {
@@ -166,11 +182,11 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
                                     const sqlcached_put_options_t *opts,
                                     sqlcached_write_result_t *result);
 
-/* Delete a key. if_version < 0: unconditional; otherwise only when the
- * current version equals it (else SQLCACHED_PRECONDITION_FAILED).
- * Absent: SQLCACHED_NOT_FOUND. */
+/* Delete a key. pre may be NULL (unconditional); a failed precondition is
+ * SQLCACHED_PRECONDITION_FAILED, checked before existence, so If-Match on an
+ * absent key fails that way. Absent: SQLCACHED_NOT_FOUND. */
 sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
-                                       int64_t if_version);
+                                       const sqlcached_preconditions_t *pre);
 
 /* Atomically add `by` to a base-10 int64 value (absent counts as 0, and is
  * created as text/plain without expiry; an existing key keeps its content

@@ -3,10 +3,11 @@
  *
  * Keys come from the path segment after percent-decoding: 1..512 bytes of
  * UTF-8 without NUL (so every key can be listed as a JSON string).
- * Versions are exposed as strong ETags, "<version>". Preconditions:
- *   PUT/DELETE If-Match: "<v>" or *   (one tag; several are refused)
- *   PUT If-None-Match: *              (write only if absent)
- *   GET If-None-Match: "<v>", ... or * (304 when one matches)
+ * Versions are exposed as strong ETags, "<version>". Preconditions
+ * (RFC 9110), evaluated by the library inside the write's transaction:
+ *   PUT/DELETE If-Match: * or "<v>", ...   (weak tags never match)
+ *   PUT/DELETE If-None-Match: * or "<v>", ... (If-None-Match: * = SET NX)
+ *   GET If-None-Match: * or "<v>", ...     (304 when one matches, weakly)
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,9 +18,9 @@
 
 #define MAX_ETAGS 16
 
+/* A parsed If-Match / If-None-Match header, as a library match. */
 typedef struct etag_list {
-    bool star;
-    int count;
+    sqlcached_match_t match;
     int64_t versions[MAX_ETAGS];
 } etag_list_t;
 
@@ -51,44 +52,76 @@ static bool parse_etag(const char *s, size_t n, int64_t *version, bool *weak)
     return parse_positive(s, n, INT64_MAX, version);
 }
 
-/* Parse an If-Match / If-None-Match value; false if malformed. */
-static bool parse_etag_list(const char *h, bool allow_weak, etag_list_t *out)
+/* Parse an If-Match / If-None-Match value ("*" or a list of entity tags);
+ * false if malformed. Weak tags count as their version when weak_matches
+ * (If-None-Match uses weak comparison), and never match otherwise. */
+static bool parse_etag_list(const char *h, bool weak_matches, etag_list_t *out)
 {
     memset(out, 0, sizeof *out);
-    const char *p = h;
-    while (*p) {
+    out->match.versions = out->versions;
+    size_t count = 0;
+    bool star = false;
+    for (const char *p = h; *p;) {
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
         if (!*p)
             break;
         const char *end = strchr(p, ',');
         size_t n = end ? (size_t)(end - p) : strlen(p);
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
+        size_t len = n;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
         bool weak;
-        if (n == 1 && p[0] == '*') {
-            out->star = true;
-        } else if (out->count < MAX_ETAGS &&
-                   parse_etag(p, n, &out->versions[out->count], &weak)) {
-            if (weak && !allow_weak)
-                return false;
-            out->count++;
-        } else {
+        if (len == 1 && p[0] == '*')
+            star = true;
+        else if (count == MAX_ETAGS || !parse_etag(p, len, &out->versions[count], &weak))
             return false;
-        }
+        else if (weak && !weak_matches)
+            out->versions[count++] = -1; /* no version is negative: never matches */
+        else
+            count++;
         p += n;
     }
-    return out->star || out->count > 0;
+    if (star && count)
+        return false;
+    out->match.kind = star ? SQLCACHED_MATCH_ANY : SQLCACHED_MATCH_VERSIONS;
+    out->match.count = count;
+    return star || count > 0;
 }
 
 static bool etag_matches(const etag_list_t *l, int64_t version)
 {
-    if (l->star)
+    if (l->match.kind == SQLCACHED_MATCH_ANY)
         return true;
-    for (int i = 0; i < l->count; i++)
+    for (size_t i = 0; i < l->match.count; i++)
         if (l->versions[i] == version)
             return true;
     return false;
+}
+
+/* Read If-Match and If-None-Match of a write into pre (pointing into the
+ * two lists); false after replying 400. */
+static bool read_preconditions(http_request_t *req, etag_list_t *im, etag_list_t *inm,
+                               sqlcached_preconditions_t *pre)
+{
+    const char *h_im = http_header(req, MHD_HTTP_HEADER_IF_MATCH);
+    const char *h_inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    memset(pre, 0, sizeof *pre);
+    if (h_im && !parse_etag_list(h_im, false, im)) {
+        http_reply_problem(req, "invalid_argument",
+                           "If-Match must be * or a list of entity tags like \"42\"");
+        return false;
+    }
+    if (h_inm && !parse_etag_list(h_inm, true, inm)) {
+        http_reply_problem(req, "invalid_argument",
+                           "If-None-Match must be * or a list of entity tags like \"42\"");
+        return false;
+    }
+    if (h_im)
+        pre->if_match = im->match;
+    if (h_inm)
+        pre->if_none_match = inm->match;
+    return true;
 }
 
 static json_t *key_json(const http_param_t *key)
@@ -119,11 +152,8 @@ enum MHD_Result api_kv_get(http_request_t *req)
         return http_reply_problem(req, "not_found", "no such key");
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "cannot read the key");
-    if (inm && etag_matches(&tags, v->version)) {
-        int64_t version = v->version;
-        sqlcached_value_release(v);
-        return http_reply_empty(req, MHD_HTTP_NOT_MODIFIED, version);
-    }
+    if (inm && etag_matches(&tags, v->version))
+        return http_reply_not_modified(req, v);
     return http_reply_value(req, v);
 }
 
@@ -151,37 +181,13 @@ static bool put_ttl(http_request_t *req, int64_t *ttl_ms)
     return true;
 }
 
-/* Read If-Match / If-None-Match into the put condition; false after 400. */
-static bool put_condition(http_request_t *req, sqlcached_put_options_t *o)
-{
-    const char *im = http_header(req, MHD_HTTP_HEADER_IF_MATCH);
-    const char *inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    etag_list_t tags;
-    if (im && inm)
-        return http_reply_problem(req, "invalid_argument",
-                                  "use If-Match or If-None-Match, not both"), false;
-    if (im) {
-        if (!parse_etag_list(im, false, &tags) || (tags.star && tags.count) || tags.count > 1)
-            return http_reply_problem(req, "invalid_argument",
-                                      "If-Match must be * or one strong entity tag \"<version>\""),
-                   false;
-        o->condition = tags.star ? SQLCACHED_PUT_IF_PRESENT : SQLCACHED_PUT_IF_VERSION;
-        o->if_version = tags.star ? 0 : tags.versions[0];
-    } else if (inm) {
-        if (strcmp(inm, "*") != 0)
-            return http_reply_problem(req, "invalid_argument",
-                                      "If-None-Match on PUT must be *"), false;
-        o->condition = SQLCACHED_PUT_IF_ABSENT;
-    }
-    return true;
-}
-
 enum MHD_Result api_kv_put(http_request_t *req)
 {
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
     sqlcached_put_options_t o = {0};
-    if (!put_ttl(req, &o.ttl_ms) || !put_condition(req, &o))
+    etag_list_t im, inm;
+    if (!put_ttl(req, &o.ttl_ms) || !read_preconditions(req, &im, &inm, &o.pre))
         return MHD_YES;
     o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
     sqlcached_write_result_t res;
@@ -190,9 +196,8 @@ enum MHD_Result api_kv_put(http_request_t *req)
         sqlcached_kv_put(req->db, key->data, key->len, req->body, req->body_len, &o, &res);
     if (st == SQLCACHED_PRECONDITION_FAILED)
         return http_reply_problem(req, "precondition_failed",
-                                  o.condition == SQLCACHED_PUT_IF_ABSENT
-                                      ? "the key already exists"
-                                      : "the key is absent or its version differs");
+                                  "If-Match or If-None-Match does not hold for the key's "
+                                  "current version");
     if (st == SQLCACHED_INVALID_ARGUMENT) /* key and ttl were checked above */
         return http_reply_problem(req, "invalid_argument",
                                   "Content-Type must be 1 to %d printable ASCII characters",
@@ -213,18 +218,18 @@ enum MHD_Result api_kv_delete(http_request_t *req)
 {
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
-    sqlcached_put_options_t o = {0};
-    if (http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH))
-        return http_reply_problem(req, "invalid_argument", "DELETE supports If-Match only");
-    if (!put_condition(req, &o))
+    sqlcached_preconditions_t pre;
+    etag_list_t im, inm;
+    if (!read_preconditions(req, &im, &inm, &pre))
         return MHD_YES;
-    int64_t if_version = o.condition == SQLCACHED_PUT_IF_VERSION ? o.if_version : -1;
     const http_param_t *key = &req->params[0];
-    sqlcached_status_t st = sqlcached_kv_delete(req->db, key->data, key->len, if_version);
+    sqlcached_status_t st = sqlcached_kv_delete(req->db, key->data, key->len, &pre);
     if (st == SQLCACHED_NOT_FOUND)
         return http_reply_problem(req, "not_found", "no such key");
     if (st == SQLCACHED_PRECONDITION_FAILED)
-        return http_reply_problem(req, "precondition_failed", "the key's version differs");
+        return http_reply_problem(req, "precondition_failed",
+                                  "If-Match or If-None-Match does not hold for the key's "
+                                  "current version");
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "the key was not deleted");
     return http_reply_empty(req, MHD_HTTP_NO_CONTENT, -1);
@@ -238,18 +243,13 @@ enum MHD_Result api_kv_incr(http_request_t *req)
 {
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
-    json_t *body = http_body_object(req, true);
-    if (!body)
-        return MHD_YES;
-    json_t *by = json_object_get(body, "by");
-    int64_t n = 1;
-    if (by && !json_is_integer(by)) {
-        json_decref(body);
-        return http_reply_problem(req, "invalid_argument", "by must be a 64-bit integer");
-    }
-    if (by)
-        n = json_integer_value(by);
+    static const char *const members[] = {"by", NULL};
+    json_t *body = http_body_object(req, true, members);
+    int64_t n;
+    bool ok = body && http_json_int(req, body, "by", true, 1, INT64_MIN, INT64_MAX, &n);
     json_decref(body);
+    if (!ok)
+        return MHD_YES;
     const http_param_t *key = &req->params[0];
     int64_t value, version;
     sqlcached_status_t st = sqlcached_kv_incr(req->db, key->data, key->len, n, &value, &version);

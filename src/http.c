@@ -215,6 +215,17 @@ static void release_value(void *cls)
     sqlcached_value_release(cls);
 }
 
+enum MHD_Result http_reply_not_modified(http_request_t *req, sqlcached_value_t *value)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (resp) {
+        add_etag(resp, value->version);
+        MHD_add_response_header(resp, "X-Cache", value->from_cache ? "HIT" : "MISS");
+    }
+    sqlcached_value_release(value);
+    return queue(req, MHD_HTTP_NOT_MODIFIED, resp);
+}
+
 enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
@@ -345,7 +356,29 @@ int http_query(const http_request_t *req, const char *name, char **out, size_t *
     return 1;
 }
 
-json_t *http_body_object(http_request_t *req, bool allow_empty)
+/* Parse errors that mean "JSON, but not acceptable" rather than "not JSON". */
+static bool shape_error(enum json_error_code code)
+{
+    return code == json_error_duplicate_key || code == json_error_numeric_overflow ||
+           code == json_error_null_character || code == json_error_null_byte_in_key ||
+           code == json_error_stack_overflow;
+}
+
+static const char *unknown_member(json_t *obj, const char *const members[])
+{
+    const char *name;
+    json_t *value;
+    json_object_foreach(obj, name, value) {
+        bool known = false;
+        for (int i = 0; members && members[i] && !known; i++)
+            known = strcmp(name, members[i]) == 0;
+        if (!known)
+            return name;
+    }
+    return NULL;
+}
+
+json_t *http_body_object(http_request_t *req, bool allow_empty, const char *const members[])
 {
     if (req->body_len == 0 && allow_empty)
         return json_object();
@@ -353,16 +386,55 @@ json_t *http_body_object(http_request_t *req, bool allow_empty)
     json_t *obj = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
                              &err);
     if (!obj) {
-        http_reply_problem(req, "invalid_json", "invalid JSON at line %d column %d: %s",
-                           err.line, err.column, err.text);
+        enum json_error_code code = json_error_code(&err);
+        if (code == json_error_out_of_memory)
+            http_reply_problem(req, "unavailable", "out of memory");
+        else
+            http_reply_problem(req, shape_error(code) ? "invalid_argument" : "invalid_json",
+                               "line %d, column %d: %s", err.line, err.column, err.text);
         return NULL;
     }
-    if (!json_is_object(obj)) {
+    const char *unknown = json_is_object(obj) ? unknown_member(obj, members) : NULL;
+    if (!json_is_object(obj) || unknown) {
+        if (unknown)
+            http_reply_problem(req, "invalid_argument", "unknown member \"%s\"", unknown);
+        else
+            http_reply_problem(req, "invalid_argument", "the body must be a JSON object");
         json_decref(obj);
-        http_reply_problem(req, "invalid_argument", "the request body must be a JSON object");
         return NULL;
     }
     return obj;
+}
+
+bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
+                   int64_t dflt, int64_t min, int64_t max, int64_t *out)
+{
+    json_t *v = json_object_get(obj, name);
+    if (!v && optional) {
+        *out = dflt;
+        return true;
+    }
+    if (!v || !json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        http_reply_problem(req, "invalid_argument", "\"%s\" must be an integer from %lld to %lld",
+                           name, (long long)min, (long long)max);
+        return false;
+    }
+    *out = json_integer_value(v);
+    return true;
+}
+
+bool http_json_string(http_request_t *req, json_t *obj, const char *name, size_t max,
+                      const char **out, size_t *len)
+{
+    json_t *v = json_object_get(obj, name);
+    if (!v || !json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max) {
+        http_reply_problem(req, "invalid_argument", "\"%s\" must be a string of 1 to %zu bytes",
+                           name, max);
+        return false;
+    }
+    *out = json_string_value(v);
+    *len = json_string_length(v);
+    return true;
 }
 
 bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)

@@ -91,6 +91,9 @@ enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const 
 /* problem+json for a library outcome (not SQLCACHED_OK). */
 enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail);
 
+/* 304 Not Modified for a value (ETag, X-Cache); takes the reference. */
+enum MHD_Result http_reply_not_modified(http_request_t *req, sqlcached_value_t *value);
+
 /* A stored value verbatim; takes ownership of the reference. */
 enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value);
 
@@ -107,10 +110,24 @@ const char *http_header(const http_request_t *req, const char *name);
  * caller frees. Returns 1 if present, 0 if absent, -1 if badly encoded. */
 int http_query(const http_request_t *req, const char *name, char **out, size_t *len);
 
-/* Parse the body as a JSON object. An empty body gives an empty object
- * when allow_empty. On failure replies 400 (invalid_json or
- * invalid_argument) and returns NULL. The caller owns the result. */
-json_t *http_body_object(http_request_t *req, bool allow_empty);
+/* Parse the body as a JSON object whose members are all among `members`
+ * (NULL-terminated). An empty body gives an empty object when allow_empty.
+ * On failure replies 400 and returns NULL: invalid_json for a body that is
+ * not JSON text, invalid_argument for valid JSON of the wrong shape (not an
+ * object, unknown or duplicate member, NUL in a string, number out of
+ * range). The caller owns the result. */
+json_t *http_body_object(http_request_t *req, bool allow_empty, const char *const members[]);
+
+/* Member `name` of obj as an int64 in [min, max]; absent gives `dflt` when
+ * optional. On failure replies 400 invalid_argument and returns false. */
+bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
+                   int64_t dflt, int64_t min, int64_t max, int64_t *out);
+
+/* Member `name` of obj as a string of 1..max bytes of UTF-8 (jansson
+ * guarantees UTF-8; NUL is refused at parse time). The pointer is borrowed
+ * from obj. On failure replies 400 invalid_argument and returns false. */
+bool http_json_string(http_request_t *req, json_t *obj, const char *name, size_t max,
+                      const char **out, size_t *len);
 
 /* Decode %XX escapes of s[0..n) into a new buffer (NUL-terminated, caller
  * frees). plus_is_space for query strings. NULL when badly encoded or out

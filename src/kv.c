@@ -188,23 +188,44 @@ typedef struct put_job {
     const void *key, *val;
     size_t klen, vlen;
     const char *content_type;
-    sqlcached_put_condition_t condition;
-    int64_t if_version, expires_at, now;
+    const sqlcached_preconditions_t *pre;
+    int64_t expires_at, now;
     sqlcached_write_result_t result;
 } put_job_t;
 
-static bool condition_holds(const put_job_t *p, int64_t current)
+/* Does `current` (0 = absent) match m? A match of kind NONE is never asked. */
+static bool matches(const sqlcached_match_t *m, int64_t current)
 {
-    switch (p->condition) {
-    case SQLCACHED_PUT_IF_VERSION:
-        return current != 0 && current == p->if_version;
-    case SQLCACHED_PUT_IF_PRESENT:
-        return current != 0;
-    case SQLCACHED_PUT_IF_ABSENT:
-        return current == 0;
-    default:
+    if (current == 0)
+        return false;
+    if (m->kind == SQLCACHED_MATCH_ANY)
         return true;
-    }
+    for (size_t i = 0; i < m->count; i++)
+        if (m->versions[i] == current)
+            return true;
+    return false;
+}
+
+static bool preconditions_hold(const sqlcached_preconditions_t *pre, int64_t current)
+{
+    if (!pre)
+        return true;
+    if (pre->if_match.kind != SQLCACHED_MATCH_NONE && !matches(&pre->if_match, current))
+        return false;
+    if (pre->if_none_match.kind != SQLCACHED_MATCH_NONE && matches(&pre->if_none_match, current))
+        return false;
+    return true;
+}
+
+static bool match_ok(const sqlcached_match_t *m)
+{
+    return m->kind <= SQLCACHED_MATCH_VERSIONS &&
+           (m->kind != SQLCACHED_MATCH_VERSIONS || (m->versions && m->count > 0));
+}
+
+static bool preconditions_ok(const sqlcached_preconditions_t *pre)
+{
+    return !pre || (match_ok(&pre->if_match) && match_ok(&pre->if_none_match));
 }
 
 static sqlcached_status_t do_put(store_conn_t *w, void *arg)
@@ -214,7 +235,7 @@ static sqlcached_status_t do_put(store_conn_t *w, void *arg)
     sqlcached_status_t st = current_version(w, p->key, p->klen, p->now, &current);
     if (st != SQLCACHED_OK)
         return st;
-    if (!condition_holds(p, current))
+    if (!preconditions_hold(p->pre, current))
         return SQLCACHED_PRECONDITION_FAILED;
     st = store_counter_next(w, "version", &version);
     if (st == SQLCACHED_OK)
@@ -246,13 +267,13 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
         opts = &none;
     const char *ct = opts->content_type ? opts->content_type : DEFAULT_CONTENT_TYPE;
     if (!key_ok(key, klen) || (vlen && !value) || !content_type_ok(ct) ||
+        !preconditions_ok(&opts->pre) ||
         opts->ttl_ms < 0 || opts->ttl_ms > SQLCACHED_TTL_MAX_MS ||
         vlen > (size_t)INT32_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
     put_job_t job = {
         .key = key, .klen = klen, .val = value, .vlen = vlen, .content_type = ct,
-        .condition = opts->condition, .if_version = opts->if_version,
-        .now = engine_now(db),
+        .pre = &opts->pre, .now = engine_now(db),
     };
     job.expires_at = opts->ttl_ms > 0 ? job.now + opts->ttl_ms : 0;
     sqlcached_status_t st = store_write(db->store, do_put, &job);
@@ -264,7 +285,8 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
 typedef struct delete_job {
     const void *key;
     size_t klen;
-    int64_t if_version, now;
+    const sqlcached_preconditions_t *pre;
+    int64_t now;
 } delete_job_t;
 
 static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
@@ -274,10 +296,10 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
     sqlcached_status_t st = current_version(w, d->key, d->klen, d->now, &current);
     if (st != SQLCACHED_OK)
         return st;
+    if (!preconditions_hold(d->pre, current))
+        return SQLCACHED_PRECONDITION_FAILED;
     if (current == 0)
         return SQLCACHED_NOT_FOUND;
-    if (d->if_version >= 0 && current != d->if_version)
-        return SQLCACHED_PRECONDITION_FAILED;
     /* A delete is a write too: it advances the counter like any other. */
     st = store_counter_next(w, "version", &version);
     if (st != SQLCACHED_OK)
@@ -292,11 +314,11 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
 }
 
 sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
-                                       int64_t if_version)
+                                       const sqlcached_preconditions_t *pre)
 {
-    if (!key_ok(key, klen))
+    if (!key_ok(key, klen) || !preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
-    delete_job_t job = {key, klen, if_version, engine_now(db)};
+    delete_job_t job = {key, klen, pre, engine_now(db)};
     return store_write(db->store, do_delete, &job);
 }
 
@@ -306,8 +328,8 @@ static bool parse_int64(const unsigned char *p, size_t n, int64_t *out)
     size_t i = 0;
     bool neg = n > 0 && p[0] == '-';
     i = neg ? 1 : 0;
-    if (i == n || n > 20 || (p[i] == '0' && n - i > 1))
-        return false;
+    if (i == n || n > 20 || (p[i] == '0' && (n - i > 1 || neg)))
+        return false; /* empty, too long, leading zero or -0 */
     int64_t v = 0;
     for (; i < n; i++) {
         if (p[i] < '0' || p[i] > '9')

@@ -45,11 +45,34 @@ static sqlcached_status_t put(sqlcached_t *db, const char *k, const char *v,
     return sqlcached_kv_put(db, k, strlen(k), v, strlen(v), NULL, r);
 }
 
-static sqlcached_status_t put_cond(sqlcached_t *db, const char *k, const char *v,
-                                   sqlcached_put_condition_t c, int64_t ver)
+enum cond { IF_VERSION, IF_PRESENT, IF_ABSENT, IF_NOT_VERSION };
+
+/* A precondition of one kind; ver is used by the version kinds. */
+static sqlcached_preconditions_t cond(enum cond c, const int64_t *ver)
 {
-    sqlcached_put_options_t o = {.condition = c, .if_version = ver};
+    sqlcached_preconditions_t p = {{0}, {0}};
+    sqlcached_match_t one = {SQLCACHED_MATCH_VERSIONS, ver, 1};
+    sqlcached_match_t any = {SQLCACHED_MATCH_ANY, NULL, 0};
+    switch (c) {
+    case IF_VERSION: p.if_match = one; break;
+    case IF_PRESENT: p.if_match = any; break;
+    case IF_ABSENT: p.if_none_match = any; break;
+    case IF_NOT_VERSION: p.if_none_match = one; break;
+    }
+    return p;
+}
+
+static sqlcached_status_t put_cond(sqlcached_t *db, const char *k, const char *v, enum cond c,
+                                   int64_t ver)
+{
+    sqlcached_put_options_t o = {.pre = cond(c, &ver)};
     return sqlcached_kv_put(db, k, strlen(k), v, strlen(v), &o, NULL);
+}
+
+static sqlcached_status_t delete_if(sqlcached_t *db, const char *k, int64_t ver)
+{
+    sqlcached_preconditions_t p = cond(IF_VERSION, &ver);
+    return sqlcached_kv_delete(db, k, strlen(k), &p);
 }
 
 /* The value of k as a malloc'd string, or NULL if absent. */
@@ -141,7 +164,7 @@ static void test_kv_rejects_bad_keys_and_options(void **state)
                      SQLCACHED_INVALID_ARGUMENT);
     sqlcached_value_t *v;
     assert_int_equal(sqlcached_kv_get(f->db, big, sizeof big, &v), SQLCACHED_INVALID_ARGUMENT);
-    assert_int_equal(sqlcached_kv_delete(f->db, big, 0, -1), SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_delete(f->db, big, 0, NULL), SQLCACHED_INVALID_ARGUMENT);
     assert_int_equal(sqlcached_kv_incr(f->db, big, sizeof big, 1, NULL, NULL),
                      SQLCACHED_INVALID_ARGUMENT);
     /* Nothing was stored by the rejected calls. */
@@ -153,37 +176,59 @@ static void test_kv_conditional_put(void **state)
     fixture_t *f = *state;
     sqlcached_write_result_t r;
     /* If-Match on an absent key fails. */
-    assert_int_equal(put_cond(f->db, "c", "x", SQLCACHED_PUT_IF_VERSION, 1),
+    assert_int_equal(put_cond(f->db, "c", "x", IF_VERSION, 1),
                      SQLCACHED_PRECONDITION_FAILED);
-    assert_int_equal(put_cond(f->db, "c", "x", SQLCACHED_PUT_IF_PRESENT, 0),
+    assert_int_equal(put_cond(f->db, "c", "x", IF_PRESENT, 0),
                      SQLCACHED_PRECONDITION_FAILED);
-    assert_int_equal(put_cond(f->db, "c", "v1", SQLCACHED_PUT_IF_ABSENT, 0), SQLCACHED_OK);
-    assert_int_equal(put_cond(f->db, "c", "v2", SQLCACHED_PUT_IF_ABSENT, 0),
+    assert_int_equal(put_cond(f->db, "c", "v1", IF_ABSENT, 0), SQLCACHED_OK);
+    assert_int_equal(put_cond(f->db, "c", "v2", IF_ABSENT, 0),
                      SQLCACHED_PRECONDITION_FAILED);
     int64_t ver;
     free(get_str(f->db, "c", &ver));
-    assert_int_equal(put_cond(f->db, "c", "v2", SQLCACHED_PUT_IF_VERSION, ver + 1),
+    assert_int_equal(put_cond(f->db, "c", "v2", IF_VERSION, ver + 1),
                      SQLCACHED_PRECONDITION_FAILED);
     assert_value(f->db, "c", "v1");
-    sqlcached_put_options_t o = {.condition = SQLCACHED_PUT_IF_VERSION, .if_version = ver};
+    sqlcached_put_options_t o = {.pre = cond(IF_VERSION, &ver)};
     assert_int_equal(sqlcached_kv_put(f->db, "c", 1, "v3", 2, &o, &r), SQLCACHED_OK);
     assert_true(r.version > ver);
-    assert_int_equal(put_cond(f->db, "c", "v4", SQLCACHED_PUT_IF_PRESENT, 0), SQLCACHED_OK);
+    assert_int_equal(put_cond(f->db, "c", "v4", IF_PRESENT, 0), SQLCACHED_OK);
     assert_value(f->db, "c", "v4");
+    /* If-None-Match with versions: write unless the current one is listed. */
+    int64_t cur;
+    free(get_str(f->db, "c", &cur));
+    assert_int_equal(put_cond(f->db, "c", "v5", IF_NOT_VERSION, cur),
+                     SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(put_cond(f->db, "c", "v5", IF_NOT_VERSION, cur - 1), SQLCACHED_OK);
+    /* A list: any listed version matches; both headers must hold. */
+    free(get_str(f->db, "c", &cur));
+    int64_t list[] = {cur - 100, cur};
+    sqlcached_put_options_t both = {
+        .pre = {.if_match = {SQLCACHED_MATCH_VERSIONS, list, 2},
+                .if_none_match = {SQLCACHED_MATCH_VERSIONS, list, 1}}};
+    assert_int_equal(sqlcached_kv_put(f->db, "c", 1, "v6", 2, &both, NULL), SQLCACHED_OK);
+    both.pre.if_none_match = (sqlcached_match_t){SQLCACHED_MATCH_ANY, NULL, 0};
+    assert_int_equal(sqlcached_kv_put(f->db, "c", 1, "v7", 2, &both, NULL),
+                     SQLCACHED_PRECONDITION_FAILED);
+    assert_value(f->db, "c", "v6");
+    /* A VERSIONS match without versions is a caller error. */
+    both.pre.if_match = (sqlcached_match_t){SQLCACHED_MATCH_VERSIONS, NULL, 0};
+    assert_int_equal(sqlcached_kv_put(f->db, "c", 1, "v8", 2, &both, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
 }
 
 static void test_kv_delete(void **state)
 {
     fixture_t *f = *state;
     sqlcached_write_result_t r;
-    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, -1), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, NULL), SQLCACHED_NOT_FOUND);
+    /* If-Match on an absent key is a failed precondition, not "absent". */
+    assert_int_equal(delete_if(f->db, "d", 1), SQLCACHED_PRECONDITION_FAILED);
     assert_int_equal(put(f->db, "d", "x", &r), SQLCACHED_OK);
-    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, r.version + 1),
-                     SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(delete_if(f->db, "d", r.version + 1), SQLCACHED_PRECONDITION_FAILED);
     assert_value(f->db, "d", "x");
-    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, r.version), SQLCACHED_OK);
+    assert_int_equal(delete_if(f->db, "d", r.version), SQLCACHED_OK);
     assert_null(get_str(f->db, "d", NULL));
-    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, -1), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_kv_delete(f->db, "d", 1, NULL), SQLCACHED_NOT_FOUND);
 }
 
 static void test_kv_versions_never_reused(void **state)
@@ -191,7 +236,7 @@ static void test_kv_versions_never_reused(void **state)
     fixture_t *f = *state;
     sqlcached_write_result_t r1, r2, r3;
     assert_int_equal(put(f->db, "v", "1", &r1), SQLCACHED_OK);
-    assert_int_equal(sqlcached_kv_delete(f->db, "v", 1, -1), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_delete(f->db, "v", 1, NULL), SQLCACHED_OK);
     assert_int_equal(put(f->db, "v", "1", &r2), SQLCACHED_OK);
     assert_true(r2.created);
     assert_true(r2.version > r1.version);
@@ -217,8 +262,8 @@ static void test_kv_ttl_expires(void **state)
     f->clock.now += 1;
     assert_null(get_str(f->db, "t", NULL));
     /* Expired behaves as absent for every call. */
-    assert_int_equal(sqlcached_kv_delete(f->db, "t", 1, -1), SQLCACHED_NOT_FOUND);
-    assert_int_equal(put_cond(f->db, "t", "y", SQLCACHED_PUT_IF_PRESENT, 0),
+    assert_int_equal(sqlcached_kv_delete(f->db, "t", 1, NULL), SQLCACHED_NOT_FOUND);
+    assert_int_equal(put_cond(f->db, "t", "y", IF_PRESENT, 0),
                      SQLCACHED_PRECONDITION_FAILED);
     int64_t value;
     assert_int_equal(sqlcached_kv_incr(f->db, "t", 1, 5, &value, NULL), SQLCACHED_OK);
@@ -289,7 +334,7 @@ static void test_kv_incr_keeps_content_type_and_ttl(void **state)
 static void test_kv_incr_rejects_non_integers(void **state)
 {
     fixture_t *f = *state;
-    const char *bad[] = {"abc", "", " 1", "1 ", "+1", "1.5", "--1", "-", "01",
+    const char *bad[] = {"abc", "", " 1", "1 ", "+1", "1.5", "--1", "-", "01", "-0",
                          "99999999999999999999", "9223372036854775808"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(put(f->db, "b", bad[i], NULL), SQLCACHED_OK);
