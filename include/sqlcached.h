@@ -206,6 +206,28 @@ sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t
 /* Free a page from sqlcached_kv_list(). NULL is allowed. */
 void sqlcached_keys_free(sqlcached_keys_t *keys);
 
+/* ------------------------------------------------------------------------
+ * Statistics
+ * ------------------------------------------------------------------------ */
+
+/* A snapshot of the store's counters (monotonic since open) and gauges. */
+typedef struct sqlcached_stats {
+    /* memory tier */
+    uint64_t cache_hits, cache_misses, cache_evictions, cache_expirations;
+    uint64_t cache_entries, cache_memory_bytes, cache_memory_limit;
+    uint64_t cache_singleflight_waits, cache_negative_hits, cache_bloom_skips;
+    const char *cache_policy; /* static string, e.g. "allkeys-lfu" */
+    /* SQLite writer: group commit = writes_committed / write_transactions */
+    uint64_t write_transactions, writes_committed, write_errors;
+    /* flash sale */
+    uint64_t seckill_orders, seckill_sold_out, seckill_already_ordered, seckill_conflicts;
+    /* leases */
+    uint64_t lease_acquisitions, lease_waiters;
+} sqlcached_stats_t;
+
+/* Fill out with the current figures. Cannot fail. */
+void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out);
+
 #ifdef __cplusplus
 }
 #endif

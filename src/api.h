@@ -10,6 +10,8 @@
 
 /* api_ops.c */
 enum MHD_Result api_health(http_request_t *req);
+enum MHD_Result api_metrics(http_request_t *req);
+enum MHD_Result api_stats(http_request_t *req);
 
 /* api_kv.c */
 enum MHD_Result api_kv_get(http_request_t *req);

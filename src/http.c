@@ -34,6 +34,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "metrics.h"
 
 #define DRAIN_WAIT_MS 10000
 
@@ -42,6 +43,7 @@ struct http_server {
     http_config_t cfg;
     char *auth_token;
     sqlcached_t *db;
+    metrics_t *metrics;
     atomic_int in_flight;
     uint16_t port;
 };
@@ -52,6 +54,8 @@ struct http_server {
 
 const http_route_t http_routes[] = {
     {"GET", "/healthz", api_health, "healthz"},
+    {"GET", "/metrics", api_metrics, "metrics"},
+    {"GET", "/v1/stats", api_stats, "stats"},
     {"GET", "/v1/kv", api_kv_list, "kv_list"},
     {"GET", "/v1/kv/{key}", api_kv_get, "kv_get"},
     {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
@@ -136,10 +140,18 @@ static struct MHD_Response *text_response(char *text, const char *content_type)
     return resp;
 }
 
+enum MHD_Result http_reply_text(http_request_t *req, char *text, const char *content_type)
+{
+    struct MHD_Response *resp = text_response(text, content_type);
+    if (!resp)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    return queue(req, MHD_HTTP_OK, resp);
+}
+
 enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
                                      int64_t etag)
 {
-    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(obj);
     struct MHD_Response *resp = text_response(text, "application/json");
     if (!resp)
@@ -170,7 +182,7 @@ static char *problem_text(const problem_t *p, const char *detail)
     snprintf(type, sizeof type, "urn:sqlcached:problem:%s", p->code);
     json_t *obj = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", p->title,
                             "status", (int)p->status, "detail", detail, "code", p->code);
-    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(obj);
     return text;
 }
@@ -573,11 +585,12 @@ static bool declared_too_large(http_server_t *srv, http_request_t *req)
  * nothing queued to go on reading the body. */
 static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, const char *url)
 {
+    int routed = route_request(req, url); /* first, so metrics know the route */
     if (strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/v1") == 0) {
         if (!authorized(srv, req))
             return http_reply_problem(req, "unauthorized", "a valid bearer token is required");
     }
-    switch (route_request(req, url)) {
+    switch (routed) {
     case 404:
         return http_reply_problem(req, "not_found", "no route for this path");
     case 405:
@@ -632,6 +645,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         req->conn = conn;
         req->db = srv->db;
+        req->metrics = srv->metrics;
         req->method = method;
         req->started_ns = mono_ns();
         *con_cls = req;
@@ -660,6 +674,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_request_t *req = *con_cls;
     if (!req)
         return;
+    if (req->replied)
+        metrics_observe(srv->metrics, req->route, req->method, (unsigned)req->status,
+                        (double)(mono_ns() - req->started_ns) / 1e9);
     free_params(req);
     free(req->body);
     free(req);
@@ -711,6 +728,8 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
         goto fail;
     srv->cfg = *cfg;
     srv->db = db;
+    if (!(srv->metrics = metrics_create(http_routes, http_route_count)))
+        goto fail;
     if (cfg->auth_token && !(srv->auth_token = strdup(cfg->auth_token)))
         goto fail;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
@@ -735,8 +754,10 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
 fail:
     if (srv && !err[0])
         snprintf(err, errlen, "out of memory");
-    if (srv)
+    if (srv) {
         free(srv->auth_token);
+        metrics_destroy(srv->metrics);
+    }
     free(srv);
     return NULL;
 }
@@ -758,6 +779,7 @@ void http_stop(http_server_t *srv)
     if (atomic_load(&srv->in_flight) > 0)
         log_warn("http", "stopping with %d requests still in flight", atomic_load(&srv->in_flight));
     MHD_stop_daemon(srv->daemon);
+    metrics_destroy(srv->metrics);
     free(srv->auth_token);
     free(srv);
 }

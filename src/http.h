@@ -38,9 +38,12 @@ typedef struct http_param {
     size_t len;
 } http_param_t;
 
+struct metrics;
+
 typedef struct http_request {
     struct MHD_Connection *conn;
     sqlcached_t *db;
+    struct metrics *metrics; /* the server's, for /metrics and /v1/stats */
     const char *method;
     const struct http_route *route;
     http_param_t params[HTTP_MAX_PARAMS];
@@ -76,6 +79,9 @@ uint16_t http_port(const http_server_t *srv);
 void http_stop(http_server_t *srv);
 
 /* --- replies (each queues the response; returns MHD's result) --------- */
+
+/* 200 with a text body (taken over, freed with free()) of this type. */
+enum MHD_Result http_reply_text(http_request_t *req, char *text, const char *content_type);
 
 /* 2xx JSON reply; takes ownership of obj (freed even on failure). */
 enum MHD_Result http_reply_json(http_request_t *req, unsigned status, json_t *obj);

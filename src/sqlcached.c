@@ -188,3 +188,14 @@ void sqlcached_close(sqlcached_t *db)
     free(db->path);
     free(db);
 }
+
+void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->cache_policy = "noeviction";
+    store_stats_t st;
+    store_stats(db->store, &st);
+    out->write_transactions = st.write_transactions;
+    out->writes_committed = st.writes_committed;
+    out->write_errors = st.write_errors;
+}

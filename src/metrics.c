@@ -1,0 +1,350 @@
+/*
+ * metrics.c - request counters, latency histograms and their rendering.
+ *
+ * Layout: one flat array of atomic counters indexed by
+ * (route, method, status), where route nroutes means "other", and per route
+ * a histogram (bucket counts, count, sum in ns). Each slot is updated with
+ * relaxed atomic adds; readers see each counter monotonic.
+ *
+ * Rendering writes into a growing text buffer (Prometheus) or builds a
+ * jansson document (JSON); both list only label sets seen so far, except
+ * the seckill rejection reasons, present from start as the spec says.
+ */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const methods[] = {"GET", "PUT", "POST", "DELETE", "HEAD",
+                                      "OPTIONS", "PATCH", "OTHER"};
+#define NMETHODS (sizeof methods / sizeof methods[0])
+
+static const unsigned statuses[] = {200, 201, 204, 304, 400, 401, 404, 405,
+                                    409, 412, 413, 500, 503, 507};
+#define NSTATUSES (sizeof statuses / sizeof statuses[0])
+
+static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define NBUCKETS (sizeof buckets / sizeof buckets[0])
+
+typedef struct histogram {
+    atomic_uint_fast64_t le[NBUCKETS]; /* non-cumulative; summed on render */
+    atomic_uint_fast64_t count;
+    atomic_uint_fast64_t sum_ns;
+} histogram_t;
+
+struct metrics {
+    const http_route_t *routes;
+    size_t nroutes;
+    atomic_uint_fast64_t *counts; /* (nroutes + 1) * NMETHODS * NSTATUSES */
+    histogram_t *hist;            /* nroutes + 1, used at canonical indexes */
+    size_t *canonical;            /* route -> first route of the same pattern */
+};
+
+metrics_t *metrics_create(const http_route_t *routes, size_t nroutes)
+{
+    metrics_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->routes = routes;
+    m->nroutes = nroutes;
+    m->counts = calloc((nroutes + 1) * NMETHODS * NSTATUSES, sizeof *m->counts);
+    m->hist = calloc(nroutes + 1, sizeof *m->hist);
+    m->canonical = calloc(nroutes + 1, sizeof *m->canonical);
+    if (!m->counts || !m->hist || !m->canonical) {
+        metrics_destroy(m);
+        return NULL;
+    }
+    /* Routes sharing a pattern (GET and PUT /v1/kv/{key}) share a histogram,
+     * whose only label is the pattern. */
+    for (size_t r = 0; r <= nroutes; r++) {
+        m->canonical[r] = r;
+        for (size_t q = 0; q < r && r < nroutes; q++)
+            if (strcmp(routes[q].pattern, routes[r].pattern) == 0) {
+                m->canonical[r] = q;
+                break;
+            }
+    }
+    return m;
+}
+
+void metrics_destroy(metrics_t *m)
+{
+    if (!m)
+        return;
+    free(m->counts);
+    free(m->hist);
+    free(m->canonical);
+    free(m);
+}
+
+static size_t method_index(const char *method)
+{
+    for (size_t i = 0; i < NMETHODS - 1; i++)
+        if (strcmp(methods[i], method) == 0)
+            return i;
+    return NMETHODS - 1;
+}
+
+static int status_index(unsigned status)
+{
+    for (size_t i = 0; i < NSTATUSES; i++)
+        if (statuses[i] == status)
+            return (int)i;
+    return -1;
+}
+
+static const char *route_label(const metrics_t *m, size_t r)
+{
+    return r < m->nroutes ? m->routes[r].pattern : "other";
+}
+
+void metrics_observe(metrics_t *m, const http_route_t *route, const char *method,
+                     unsigned status, double seconds)
+{
+    size_t r = route ? (size_t)(route - m->routes) : m->nroutes;
+    int s = status_index(status);
+    if (r > m->nroutes || s < 0)
+        return;
+    size_t slot = (r * NMETHODS + method_index(method)) * NSTATUSES + (size_t)s;
+    atomic_fetch_add_explicit(&m->counts[slot], 1, memory_order_relaxed);
+    histogram_t *h = &m->hist[m->canonical[r]];
+    size_t b = 0;
+    while (b < NBUCKETS && seconds > buckets[b])
+        b++;
+    if (b < NBUCKETS)
+        atomic_fetch_add_explicit(&h->le[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, (uint_fast64_t)(seconds * 1e9), memory_order_relaxed);
+}
+
+static uint64_t load(const atomic_uint_fast64_t *a)
+{
+    return atomic_load_explicit(a, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------
+ * Prometheus text
+ * ------------------------------------------------------------------------ */
+
+typedef struct text {
+    char *p;
+    size_t len, cap;
+    int failed;
+} text_t;
+
+__attribute__((format(printf, 2, 3))) static void put(text_t *t, const char *fmt, ...)
+{
+    if (t->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = 1;
+            return;
+        }
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap * 2 + (size_t)n;
+        char *grown = realloc(t->p, cap);
+        if (!grown) {
+            t->failed = 1;
+            return;
+        }
+        t->p = grown;
+        t->cap = cap;
+    }
+}
+
+static void family(text_t *t, const char *name, const char *type, const char *help)
+{
+    put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void scalar(text_t *t, const char *name, const char *type, const char *help, uint64_t v)
+{
+    family(t, name, type, help);
+    put(t, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void render_requests(text_t *t, const metrics_t *m)
+{
+    family(t, "sqlcached_http_requests_total", "counter", "HTTP requests answered.");
+    for (size_t r = 0; r <= m->nroutes; r++)
+        for (size_t mi = 0; mi < NMETHODS; mi++)
+            for (size_t s = 0; s < NSTATUSES; s++) {
+                uint64_t v = load(&m->counts[(r * NMETHODS + mi) * NSTATUSES + s]);
+                if (v)
+                    put(t, "sqlcached_http_requests_total{route=\"%s\",method=\"%s\","
+                           "status=\"%u\"} %llu\n",
+                        route_label(m, r), methods[mi], statuses[s], (unsigned long long)v);
+            }
+}
+
+static void render_histograms(text_t *t, const metrics_t *m)
+{
+    const char *name = "sqlcached_http_request_duration_seconds";
+    family(t, name, "histogram", "HTTP request latency, from first byte to the answer queued.");
+    for (size_t r = 0; r <= m->nroutes; r++) {
+        const histogram_t *h = &m->hist[r];
+        uint64_t count = load(&h->count);
+        if (!count || m->canonical[r] != r)
+            continue;
+        uint64_t cum = 0;
+        for (size_t b = 0; b < NBUCKETS; b++) {
+            cum += load(&h->le[b]);
+            put(t, "%s_bucket{route=\"%s\",le=\"%g\"} %llu\n", name, route_label(m, r),
+                buckets[b], (unsigned long long)cum);
+        }
+        put(t, "%s_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, route_label(m, r),
+            (unsigned long long)count);
+        put(t, "%s_sum{route=\"%s\"} %.9f\n", name, route_label(m, r), load(&h->sum_ns) / 1e9);
+        put(t, "%s_count{route=\"%s\"} %llu\n", name, route_label(m, r),
+            (unsigned long long)count);
+    }
+}
+
+static void render_library(text_t *t, const sqlcached_stats_t *s)
+{
+    scalar(t, "sqlcached_cache_hits_total", "counter", "Memory-tier lookups that found the entry.",
+           s->cache_hits);
+    scalar(t, "sqlcached_cache_misses_total", "counter", "Memory-tier lookups that missed.",
+           s->cache_misses);
+    scalar(t, "sqlcached_cache_evictions_total", "counter", "Entries evicted to stay under the limit.",
+           s->cache_evictions);
+    scalar(t, "sqlcached_cache_expirations_total", "counter", "Entries removed because their TTL ran out.",
+           s->cache_expirations);
+    scalar(t, "sqlcached_cache_entries", "gauge", "Entries in the memory tier.", s->cache_entries);
+    scalar(t, "sqlcached_cache_memory_bytes", "gauge", "Bytes used by the memory tier.",
+           s->cache_memory_bytes);
+    scalar(t, "sqlcached_cache_memory_limit_bytes", "gauge", "Memory limit of the memory tier.",
+           s->cache_memory_limit);
+    scalar(t, "sqlcached_cache_singleflight_waits_total", "counter",
+           "Reads that waited for another reader's load of the same key.",
+           s->cache_singleflight_waits);
+    scalar(t, "sqlcached_cache_negative_hits_total", "counter",
+           "Reads answered absent from a negative entry.", s->cache_negative_hits);
+    scalar(t, "sqlcached_cache_bloom_skips_total", "counter",
+           "Reads of never-written keys answered without SQLite.", s->cache_bloom_skips);
+    scalar(t, "sqlcached_sqlite_write_transactions_total", "counter",
+           "SQLite write transactions committed (group commit).", s->write_transactions);
+    scalar(t, "sqlcached_sqlite_writes_total", "counter",
+           "Writes committed inside those transactions.", s->writes_committed);
+    scalar(t, "sqlcached_sqlite_write_errors_total", "counter",
+           "Write transactions that failed to begin or commit.", s->write_errors);
+    scalar(t, "sqlcached_seckill_orders_total", "counter", "Orders placed.", s->seckill_orders);
+    family(t, "sqlcached_seckill_rejections_total", "counter", "Orders refused, by reason.");
+    put(t, "sqlcached_seckill_rejections_total{reason=\"sold_out\"} %llu\n",
+        (unsigned long long)s->seckill_sold_out);
+    put(t, "sqlcached_seckill_rejections_total{reason=\"already_ordered\"} %llu\n",
+        (unsigned long long)s->seckill_already_ordered);
+    put(t, "sqlcached_seckill_rejections_total{reason=\"unavailable\"} %llu\n",
+        (unsigned long long)s->seckill_conflicts);
+    scalar(t, "sqlcached_lease_acquisitions_total", "counter",
+           "Leases granted to a new holder.", s->lease_acquisitions);
+    scalar(t, "sqlcached_lease_waiters", "gauge", "Acquirers waiting for a lease.",
+           s->lease_waiters);
+}
+
+char *metrics_prometheus(const metrics_t *m, const sqlcached_stats_t *lib)
+{
+    text_t t = {malloc(8192), 0, 8192, 0};
+    if (!t.p)
+        return NULL;
+    render_requests(&t, m);
+    render_histograms(&t, m);
+    render_library(&t, lib);
+    if (t.failed) {
+        free(t.p);
+        return NULL;
+    }
+    return t.p;
+}
+
+/* ------------------------------------------------------------------------
+ * JSON
+ * ------------------------------------------------------------------------ */
+
+static json_t *json_requests(const metrics_t *m)
+{
+    json_t *arr = json_array();
+    for (size_t r = 0; arr && r <= m->nroutes; r++)
+        for (size_t mi = 0; mi < NMETHODS; mi++)
+            for (size_t s = 0; s < NSTATUSES; s++) {
+                uint64_t v = load(&m->counts[(r * NMETHODS + mi) * NSTATUSES + s]);
+                if (v)
+                    json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:I}", "route",
+                                                         route_label(m, r), "method", methods[mi],
+                                                         "status", (int)statuses[s], "count",
+                                                         (json_int_t)v));
+            }
+    return arr;
+}
+
+static json_t *json_histograms(const metrics_t *m)
+{
+    json_t *arr = json_array();
+    for (size_t r = 0; arr && r <= m->nroutes; r++) {
+        const histogram_t *h = &m->hist[r];
+        uint64_t count = load(&h->count), cum = 0;
+        if (!count || m->canonical[r] != r)
+            continue;
+        json_t *bs = json_array();
+        for (size_t b = 0; bs && b < NBUCKETS; b++) {
+            cum += load(&h->le[b]);
+            json_array_append_new(bs, json_pack("{s:f, s:I}", "le", buckets[b], "count",
+                                                (json_int_t)cum));
+        }
+        json_array_append_new(arr, json_pack("{s:s, s:I, s:f, s:o}", "route", route_label(m, r),
+                                             "count", (json_int_t)count, "sum",
+                                             load(&h->sum_ns) / 1e9, "buckets", bs));
+    }
+    return arr;
+}
+
+static json_t *json_library(const sqlcached_stats_t *s)
+{
+    uint64_t lookups = s->cache_hits + s->cache_misses;
+    json_t *cache = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}",
+        "hits", (json_int_t)s->cache_hits, "misses", (json_int_t)s->cache_misses,
+        "evictions", (json_int_t)s->cache_evictions, "expirations",
+        (json_int_t)s->cache_expirations, "entries", (json_int_t)s->cache_entries,
+        "memory_bytes", (json_int_t)s->cache_memory_bytes, "memory_limit_bytes",
+        (json_int_t)s->cache_memory_limit, "singleflight_waits",
+        (json_int_t)s->cache_singleflight_waits, "negative_hits",
+        (json_int_t)s->cache_negative_hits, "bloom_skips", (json_int_t)s->cache_bloom_skips,
+        "hit_ratio", lookups ? (double)s->cache_hits / (double)lookups : 0.0, "policy",
+        s->cache_policy ? s->cache_policy : "noeviction");
+    json_t *seckill = json_pack(
+        "{s:I, s:{s:I, s:I, s:I}}", "orders", (json_int_t)s->seckill_orders, "rejections",
+        "sold_out", (json_int_t)s->seckill_sold_out, "already_ordered",
+        (json_int_t)s->seckill_already_ordered, "unavailable", (json_int_t)s->seckill_conflicts);
+    json_t *sqlite = json_pack("{s:I, s:I, s:I}", "write_transactions",
+                               (json_int_t)s->write_transactions, "writes",
+                               (json_int_t)s->writes_committed, "write_errors",
+                               (json_int_t)s->write_errors);
+    json_t *leases = json_pack("{s:I, s:I}", "acquisitions", (json_int_t)s->lease_acquisitions,
+                               "waiters", (json_int_t)s->lease_waiters);
+    return json_pack("{s:o, s:o, s:o, s:o}", "cache", cache, "seckill", seckill, "sqlite", sqlite,
+                     "leases", leases);
+}
+
+json_t *metrics_json(const metrics_t *m, const sqlcached_stats_t *lib)
+{
+    json_t *doc = json_library(lib);
+    if (doc) {
+        json_object_set_new(doc, "requests", json_requests(m));
+        json_object_set_new(doc, "request_duration_seconds", json_histograms(m));
+    }
+    return doc;
+}
