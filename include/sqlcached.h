@@ -207,6 +207,22 @@ sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t
 void sqlcached_keys_free(sqlcached_keys_t *keys);
 
 /* ------------------------------------------------------------------------
+ * Backup and restore
+ * ------------------------------------------------------------------------ */
+
+/* Copy the whole store as of one moment into dest_path (through
+ * "<dest_path>.tmp" and a rename), while reads and writes go on.
+ * On failure a message goes to err (may be NULL). */
+sqlcached_status_t sqlcached_backup(sqlcached_t *db, const char *dest_path, char *err,
+                                    size_t errlen);
+
+/* Replace the database at db_path with the backup at backup_path, after
+ * checking the backup is an intact sqlcached database. No process may have
+ * db_path open. On failure a message goes to err (may be NULL). */
+sqlcached_status_t sqlcached_restore(const char *backup_path, const char *db_path, char *err,
+                                     size_t errlen);
+
+/* ------------------------------------------------------------------------
  * Statistics
  * ------------------------------------------------------------------------ */
 

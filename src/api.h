@@ -13,6 +13,10 @@ enum MHD_Result api_health(http_request_t *req);
 enum MHD_Result api_metrics(http_request_t *req);
 enum MHD_Result api_stats(http_request_t *req);
 
+/* api_admin.c */
+enum MHD_Result api_admin_config(http_request_t *req);
+enum MHD_Result api_admin_backup(http_request_t *req);
+
 /* api_kv.c */
 enum MHD_Result api_kv_get(http_request_t *req);
 enum MHD_Result api_kv_put(http_request_t *req);

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "log.h"
 
 #define MAX_BODY_LIMIT ((size_t)1 << 30)
@@ -49,6 +51,11 @@ const char *config_usage(void)
            "  --max-connections N    concurrent connections (default 10000)\n"
            "  --timeout SECONDS      idle connection timeout (default 60)\n"
            "  --log-level LEVEL      error, warn, info (default) or debug\n"
+           "  --access-log PATH      log one line per request (- = stderr)\n"
+           "  --backup-dir DIR       allow POST /v1/admin/backup into DIR\n"
+           "  --admin-token TOKEN    token for /v1/admin/... (or env SQLCACHED_ADMIN_TOKEN)\n"
+           "  --config FILE          read 'key = value' settings (flags win)\n"
+           "  --restore FILE         copy a backup into --db, then exit\n"
            "  -h, --help             show this help and exit\n"
            "  -V, --version          show the version and exit\n";
 }
@@ -146,7 +153,8 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 }
 
 enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABILITY,
-       OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT };
+       OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT, OPT_ACCESS_LOG, OPT_BACKUP_DIR, OPT_ADMIN,
+       OPT_CONFIG, OPT_RESTORE };
 
 static const struct option long_options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -158,6 +166,11 @@ static const struct option long_options[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"max-connections", required_argument, NULL, OPT_MAX_CONN},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
+    {"backup-dir", required_argument, NULL, OPT_BACKUP_DIR},
+    {"admin-token", required_argument, NULL, OPT_ADMIN},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"restore", required_argument, NULL, OPT_RESTORE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -216,19 +229,140 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         if (parse_uint(arg, 1, 86400, &cfg->connection_timeout_s) != 0)
             return snprintf(err, errlen, "--timeout: expected 1 to 86400 seconds, got '%s'", arg), -1;
         return 0;
+    case OPT_ACCESS_LOG:
+        if (!*arg)
+            return snprintf(err, errlen, "--access-log: expected a path or -"), -1;
+        cfg->access_log = arg;
+        return 0;
+    case OPT_BACKUP_DIR:
+        if (!*arg)
+            return snprintf(err, errlen, "--backup-dir: the path is empty"), -1;
+        cfg->backup_dir = arg;
+        return 0;
+    case OPT_ADMIN:
+        if (!token_ok(arg))
+            return snprintf(err, errlen, "--admin-token: expected 1 to 4096 printable ASCII "
+                            "characters without spaces"), -1;
+        cfg->admin_token = arg;
+        return 0;
+    case OPT_CONFIG:
+        cfg->config_path = arg;
+        return 0;
+    case OPT_RESTORE:
+        if (!*arg)
+            return snprintf(err, errlen, "--restore: the path is empty"), -1;
+        cfg->restore_from = arg;
+        return 0;
     default:
         return snprintf(err, errlen, "unknown option"), -1;
     }
 }
 
+void config_free(config_t *cfg)
+{
+    for (int i = 0; i < cfg->nowned; i++)
+        free(cfg->owned[i]);
+    cfg->nowned = 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+static int option_by_name(const char *name)
+{
+    for (const struct option *o = long_options; o->name; o++)
+        if (strcmp(o->name, name) == 0 && o->has_arg == required_argument &&
+            o->val != OPT_CONFIG && o->val != OPT_RESTORE)
+            return o->val;
+    return -1;
+}
+
+/* Apply one "key = value" line; 0, or -1 with a message. */
+static int apply_line(config_t *cfg, char *line, char *err, size_t errlen)
+{
+    char *eq = strchr(line, '=');
+    if (!eq)
+        return snprintf(err, errlen, "expected 'key = value'"), -1;
+    *eq = '\0';
+    char *key = trim(line), *value = trim(eq + 1);
+    size_t n = strlen(value);
+    if (n >= 2 && value[0] == '"' && value[n - 1] == '"') {
+        value[n - 1] = '\0';
+        value++;
+    }
+    int opt = option_by_name(key);
+    if (opt < 0)
+        return snprintf(err, errlen, "unknown setting '%s'", key), -1;
+    if (cfg->nowned == (int)(sizeof cfg->owned / sizeof cfg->owned[0]))
+        return snprintf(err, errlen, "too many settings"), -1;
+    char *copy = strdup(value);
+    if (!copy)
+        return snprintf(err, errlen, "out of memory"), -1;
+    cfg->owned[cfg->nowned++] = copy;
+    return apply_option(cfg, opt, copy, err, errlen);
+}
+
+/* Read the config file; 0, or -1 with "FILE:LINE: message". */
+static int load_file(config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return snprintf(err, errlen, "--config: cannot read %s: %s", path, strerror(errno)), -1;
+    char line[8192], msg[512];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *text = trim(line);
+        if (*text == '\0' || *text == '#')
+            continue;
+        if ((rc = apply_line(cfg, text, msg, sizeof msg)) != 0)
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
+    }
+    fclose(f);
+    return rc;
+}
+
+/* The value of --config in argv, if any (before the full parse). */
+static const char *find_config_flag(int argc, char **argv)
+{
+    const char *found = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            found = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            found = argv[i] + 9;
+    }
+    return found;
+}
+
+static int apply_env(config_t *cfg, const char *name, int opt, char *err, size_t errlen)
+{
+    const char *v = getenv(name);
+    if (v && apply_option(cfg, opt, v, err, errlen) != 0) {
+        snprintf(err, errlen, "%s: expected 1 to 4096 printable ASCII characters without "
+                 "spaces (unset it to disable)", name);
+        return -1;
+    }
+    return 0;
+}
+
 config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, size_t errlen)
 {
-    const char *env_token = getenv("SQLCACHED_AUTH_TOKEN");
-    if (env_token && apply_option(cfg, OPT_AUTH, env_token, err, errlen) != 0) {
-        snprintf(err, errlen, "SQLCACHED_AUTH_TOKEN: expected 1 to 4096 printable ASCII "
-                 "characters without spaces (unset it to disable auth)");
+    const char *file = find_config_flag(argc, argv);
+    if (file && load_file(cfg, file, err, errlen) != 0)
         return CONFIG_ERROR;
-    }
+    if (apply_env(cfg, "SQLCACHED_AUTH_TOKEN", OPT_AUTH, err, errlen) != 0 ||
+        apply_env(cfg, "SQLCACHED_ADMIN_TOKEN", OPT_ADMIN, err, errlen) != 0)
+        return CONFIG_ERROR;
     opterr = 0;
     optind = 1;
     int opt;
@@ -251,4 +385,29 @@ config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, si
         return CONFIG_USAGE;
     }
     return CONFIG_OK;
+}
+
+static json_t *opt_string(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+json_t *config_json(const config_t *cfg)
+{
+    char listen[300];
+    snprintf(listen, sizeof listen, strchr(cfg->listen_host, ':') ? "[%s]:%u" : "%s:%u",
+             cfg->listen_host, cfg->listen_port);
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    return json_pack("{s:s, s:s, s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o}",
+                     "listen", listen, "db", cfg->db_path, "threads", (int)cfg->threads,
+                     "max_body", (json_int_t)cfg->max_body,
+                     "auth_token", cfg->auth_token ? json_string("***") : json_null(),
+                     "durability", cfg->durability == SQLCACHED_DURABILITY_FULL ? "full" : "normal",
+                     "log_level", levels[cfg->log_level & 3],
+                     "max_connections", (int)cfg->max_connections,
+                     "timeout", (int)cfg->connection_timeout_s,
+                     "access_log", opt_string(cfg->access_log),
+                     "backup_dir", opt_string(cfg->backup_dir),
+                     "admin_token", cfg->admin_token ? json_string("***") : json_null(),
+                     "config", opt_string(cfg->config_path));
 }

@@ -24,6 +24,13 @@ typedef struct config {
     int log_level;
     unsigned max_connections;
     unsigned connection_timeout_s;
+    const char *config_path;  /* --config FILE, NULL = none */
+    const char *access_log;   /* --access-log PATH or "-" (stderr), NULL = off */
+    const char *backup_dir;   /* --backup-dir DIR, NULL = backups disabled */
+    const char *admin_token;  /* --admin-token, NULL = /v1/admin uses auth_token */
+    const char *restore_from; /* --restore FILE: restore into --db and exit */
+    char *owned[64];          /* strings read from the config file */
+    int nowned;
 } config_t;
 
 typedef enum config_result {
@@ -36,7 +43,17 @@ typedef enum config_result {
 
 void config_defaults(config_t *cfg);
 
-/* Apply the environment (SQLCACHED_AUTH_TOKEN) then argv; the last
+/* Free the strings config_parse read from a config file. */
+void config_free(config_t *cfg);
+
+/* The effective settings as a JSON object, secrets masked ("***"). The
+ * caller owns the result; NULL on ENOMEM. */
+struct json_t;
+struct json_t *config_json(const config_t *cfg);
+
+/* Apply, in order of precedence: the config file named by --config (lines
+ * "key = value" mirroring the long flags), the environment
+ * (SQLCACHED_AUTH_TOKEN, SQLCACHED_ADMIN_TOKEN), then argv; the last
  * occurrence of a flag wins. */
 config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 

@@ -23,6 +23,8 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -44,6 +46,8 @@ struct http_server {
     char *auth_token;
     sqlcached_t *db;
     metrics_t *metrics;
+    FILE *access_log;
+    pthread_mutex_t log_lock;
     atomic_int in_flight;
     uint16_t port;
 };
@@ -56,6 +60,8 @@ const http_route_t http_routes[] = {
     {"GET", "/healthz", api_health, "healthz"},
     {"GET", "/metrics", api_metrics, "metrics"},
     {"GET", "/v1/stats", api_stats, "stats"},
+    {"GET", "/v1/admin/config", api_admin_config, "admin_config"},
+    {"POST", "/v1/admin/backup", api_admin_backup, "admin_backup"},
     {"GET", "/v1/kv", api_kv_list, "kv_list"},
     {"GET", "/v1/kv/{key}", api_kv_get, "kv_get"},
     {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
@@ -107,8 +113,10 @@ static const problem_t *problem_for(const char *code)
  * Replies
  * ------------------------------------------------------------------------ */
 
-static enum MHD_Result queue(http_request_t *req, unsigned status, struct MHD_Response *resp)
+static enum MHD_Result queue(http_request_t *req, unsigned status, struct MHD_Response *resp,
+                             size_t bytes)
 {
+    req->reply_bytes = bytes;
     if (!resp)
         return MHD_NO;
     enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
@@ -125,13 +133,15 @@ static void add_etag(struct MHD_Response *resp, int64_t etag)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, buf);
 }
 
-/* A response holding `text` (taken over; freed by MHD with free()). */
-static struct MHD_Response *text_response(char *text, const char *content_type)
+/* A response holding `text` (taken over; freed by MHD with free()); its
+ * length goes to *len. */
+static struct MHD_Response *text_response(char *text, const char *content_type, size_t *len)
 {
     if (!text)
         return NULL;
+    *len = strlen(text);
     struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        MHD_create_response_from_buffer(*len, text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(text);
         return NULL;
@@ -142,10 +152,11 @@ static struct MHD_Response *text_response(char *text, const char *content_type)
 
 enum MHD_Result http_reply_text(http_request_t *req, char *text, const char *content_type)
 {
-    struct MHD_Response *resp = text_response(text, content_type);
+    size_t len = 0;
+    struct MHD_Response *resp = text_response(text, content_type, &len);
     if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
-    return queue(req, MHD_HTTP_OK, resp);
+    return queue(req, MHD_HTTP_OK, resp, len);
 }
 
 enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
@@ -153,12 +164,13 @@ enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_
 {
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(obj);
-    struct MHD_Response *resp = text_response(text, "application/json");
+    size_t len = 0;
+    struct MHD_Response *resp = text_response(text, "application/json", &len);
     if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
     if (etag >= 0)
         add_etag(resp, etag);
-    return queue(req, status, resp);
+    return queue(req, status, resp, len);
 }
 
 enum MHD_Result http_reply_json(http_request_t *req, unsigned status, json_t *obj)
@@ -173,7 +185,7 @@ enum MHD_Result http_reply_empty(http_request_t *req, unsigned status, int64_t e
         return MHD_NO;
     if (etag >= 0)
         add_etag(resp, etag);
-    return queue(req, status, resp);
+    return queue(req, status, resp, 0);
 }
 
 static char *problem_text(const problem_t *p, const char *detail)
@@ -208,11 +220,13 @@ enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const 
     if (!http_utf8_ok(detail, strlen(detail)))
         snprintf(detail, sizeof detail, "%s", "request rejected");
     const problem_t *p = problem_for(code);
-    struct MHD_Response *resp = text_response(problem_text(p, detail), "application/problem+json");
+    size_t len = 0;
+    struct MHD_Response *resp =
+        text_response(problem_text(p, detail), "application/problem+json", &len);
     if (!resp)
         return MHD_NO;
     add_problem_headers(req, p, resp);
-    return queue(req, p->status, resp);
+    return queue(req, p->status, resp, len);
 }
 
 enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail)
@@ -235,7 +249,7 @@ enum MHD_Result http_reply_not_modified(http_request_t *req, sqlcached_value_t *
         MHD_add_response_header(resp, "X-Cache", value->from_cache ? "HIT" : "MISS");
     }
     sqlcached_value_release(value);
-    return queue(req, MHD_HTTP_NOT_MODIFIED, resp);
+    return queue(req, MHD_HTTP_NOT_MODIFIED, resp, 0);
 }
 
 enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
@@ -249,7 +263,7 @@ enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, value->content_type);
     add_etag(resp, value->version);
     MHD_add_response_header(resp, "X-Cache", value->from_cache ? "HIT" : "MISS");
-    return queue(req, MHD_HTTP_OK, resp);
+    return queue(req, MHD_HTTP_OK, resp, value->len);
 }
 
 /* ------------------------------------------------------------------------
@@ -561,14 +575,19 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static bool authorized(http_server_t *srv, http_request_t *req)
+/* /v1/admin/... takes the admin token when one is set; the rest of /v1/...
+ * (and admin without an admin token) the auth token, when set. */
+static bool authorized(http_server_t *srv, http_request_t *req, const char *url)
 {
-    if (!srv->auth_token)
+    const char *token = srv->auth_token;
+    if (srv->cfg.admin_token && strncmp(url, "/v1/admin/", 10) == 0)
+        token = srv->cfg.admin_token;
+    if (!token)
         return true;
     const char *h = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return false;
-    return http_token_equal(h + 7, srv->auth_token);
+    return http_token_equal(h + 7, token);
 }
 
 static bool declared_too_large(http_server_t *srv, http_request_t *req)
@@ -587,7 +606,7 @@ static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, co
 {
     int routed = route_request(req, url); /* first, so metrics know the route */
     if (strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/v1") == 0) {
-        if (!authorized(srv, req))
+        if (!authorized(srv, req, url))
             return http_reply_problem(req, "unauthorized", "a valid bearer token is required");
     }
     switch (routed) {
@@ -646,6 +665,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->conn = conn;
         req->db = srv->db;
         req->metrics = srv->metrics;
+        req->cfg = &srv->cfg;
+        if (srv->access_log && !(req->url = strdup(url))) {
+            free(req);
+            return MHD_NO;
+        }
         req->method = method;
         req->started_ns = mono_ns();
         *con_cls = req;
@@ -665,10 +689,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return req->route->handler(req);
 }
 
+/* One line in Common Log Format: host - - [time] "METHOD path" status bytes.
+ * The query string is left out (it may carry data the operator did not
+ * mean to log); headers (and so tokens) never appear. */
+static void log_access(http_server_t *srv, const http_request_t *req, struct MHD_Connection *conn)
+{
+    char host[INET6_ADDRSTRLEN] = "-";
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        const void *addr = sa->sa_family == AF_INET6
+                               ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                               : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+        inet_ntop(sa->sa_family, addr, host, sizeof host);
+    }
+    char stamp[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(stamp, sizeof stamp, "%d/%b/%Y:%H:%M:%S +0000", gmtime_r(&now, &tm));
+    pthread_mutex_lock(&srv->log_lock);
+    fprintf(srv->access_log, "%s - - [%s] \"%s %s\" %d %zu\n", host, stamp, req->method,
+            req->url ? req->url : "-", req->replied ? req->status : 0, req->reply_bytes);
+    fflush(srv->access_log);
+    pthread_mutex_unlock(&srv->log_lock);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     (void)toe;
     http_server_t *srv = cls;
     http_request_t *req = *con_cls;
@@ -677,6 +726,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req->replied)
         metrics_observe(srv->metrics, req->route, req->method, (unsigned)req->status,
                         (double)(mono_ns() - req->started_ns) / 1e9);
+    if (srv->access_log)
+        log_access(srv, req, conn);
+    free(req->url);
     free_params(req);
     free(req->body);
     free(req);
@@ -720,6 +772,13 @@ static uint16_t bound_port(struct MHD_Daemon *d)
     return info ? info->port : 0;
 }
 
+static void close_access_log(http_server_t *srv)
+{
+    if (srv->access_log && srv->access_log != stderr)
+        fclose(srv->access_log);
+    srv->access_log = NULL;
+}
+
 http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, size_t errlen)
 {
     http_server_t *srv = calloc(1, sizeof *srv);
@@ -730,6 +789,15 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
     srv->db = db;
     if (!(srv->metrics = metrics_create(http_routes, http_route_count)))
         goto fail;
+    pthread_mutex_init(&srv->log_lock, NULL);
+    if (cfg->access_log) {
+        srv->access_log = strcmp(cfg->access_log, "-") == 0 ? stderr : fopen(cfg->access_log, "a");
+        if (!srv->access_log) {
+            snprintf(err, errlen, "cannot open the access log %s: %s", cfg->access_log,
+                     strerror(errno));
+            goto fail;
+        }
+    }
     if (cfg->auth_token && !(srv->auth_token = strdup(cfg->auth_token)))
         goto fail;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
@@ -757,6 +825,7 @@ fail:
     if (srv) {
         free(srv->auth_token);
         metrics_destroy(srv->metrics);
+        close_access_log(srv);
     }
     free(srv);
     return NULL;
@@ -780,6 +849,7 @@ void http_stop(http_server_t *srv)
         log_warn("http", "stopping with %d requests still in flight", atomic_load(&srv->in_flight));
     MHD_stop_daemon(srv->daemon);
     metrics_destroy(srv->metrics);
+    close_access_log(srv);
     free(srv->auth_token);
     free(srv);
 }

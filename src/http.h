@@ -30,6 +30,10 @@ typedef struct http_config {
     const char *auth_token;    /* NULL = no auth on /v1/... */
     unsigned max_connections;  /* 0 = MHD's default */
     unsigned connection_timeout_s; /* idle timeout per connection */
+    const char *admin_token;   /* NULL = /v1/admin/... takes auth_token */
+    const char *backup_dir;    /* NULL = backups disabled */
+    const char *access_log;    /* path, "-" = stderr, NULL = off */
+    const json_t *settings;    /* effective configuration, secrets masked */
 } http_config_t;
 
 /* A decoded path parameter ({key}, {id}, ...). */
@@ -44,6 +48,7 @@ typedef struct http_request {
     struct MHD_Connection *conn;
     sqlcached_t *db;
     struct metrics *metrics; /* the server's, for /metrics and /v1/stats */
+    const http_config_t *cfg; /* the server's configuration */
     const char *method;
     const struct http_route *route;
     http_param_t params[HTTP_MAX_PARAMS];
@@ -53,6 +58,8 @@ typedef struct http_request {
     bool body_too_large;
     bool replied;   /* a reply was queued */
     int status;     /* HTTP status of the reply */
+    size_t reply_bytes; /* body size of the reply, for the access log */
+    char *url;      /* raw path, kept only for the access log */
     int64_t started_ns;
 } http_request_t;
 

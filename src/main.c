@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "http.h"
@@ -27,15 +28,19 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         log_error("main", "%s", err);
         return 1;
     }
+    json_t *settings = config_json(cfg);
     http_config_t hc = {
         .host = cfg->listen_host, .port = cfg->listen_port, .threads = cfg->threads,
         .max_body = cfg->max_body, .auth_token = cfg->auth_token,
         .max_connections = cfg->max_connections,
         .connection_timeout_s = cfg->connection_timeout_s,
+        .admin_token = cfg->admin_token, .backup_dir = cfg->backup_dir,
+        .access_log = cfg->access_log, .settings = settings,
     };
     http_server_t *srv = http_start(&hc, db, err, sizeof err);
     if (!srv) {
         log_error("main", "%s", err);
+        json_decref(settings);
         sqlcached_close(db);
         return 1;
     }
@@ -46,8 +51,33 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     sigwait(stop_signals, &sig);
     log_info("main", "signal %d: stopping", sig);
     http_stop(srv);
+    json_decref(settings);
     sqlcached_close(db);
     log_info("main", "stopped");
+    return 0;
+}
+
+static int run(const config_t *cfg);
+
+/* --restore FILE: copy a backup into --db and exit. */
+static int restore(const config_t *cfg)
+{
+    char err[512] = "";
+    if (sqlcached_restore(cfg->restore_from, cfg->db_path, err, sizeof err) != SQLCACHED_OK) {
+        log_error("main", "restore from %s failed: %s", cfg->restore_from, err);
+        return 1;
+    }
+    log_info("main", "restored %s from %s", cfg->db_path, cfg->restore_from);
+    return 0;
+}
+
+/* Settings that need the file system, checked before anything starts. */
+static int check_paths(const config_t *cfg)
+{
+    if (cfg->backup_dir && access(cfg->backup_dir, W_OK | X_OK) != 0) {
+        log_error("main", "--backup-dir %s is not a writable directory", cfg->backup_dir);
+        return -1;
+    }
     return 0;
 }
 
@@ -56,28 +86,45 @@ int main(int argc, char **argv)
     config_t cfg;
     char err[512] = "";
     config_defaults(&cfg);
+    int rc = -1;
     switch (config_parse(&cfg, argc, argv, err, sizeof err)) {
     case CONFIG_HELP:
         fputs(config_usage(), stdout);
-        return 0;
+        rc = 0;
+        break;
     case CONFIG_VERSION:
         printf("sqlcached %s\n", sqlcached_version());
-        return 0;
+        rc = 0;
+        break;
     case CONFIG_ERROR:
         fprintf(stderr, "sqlcached: %s\n", err);
-        return 1;
+        rc = 1;
+        break;
     case CONFIG_USAGE:
         fprintf(stderr, "sqlcached: %s\nTry 'sqlcached --help'.\n", err);
-        return 2;
+        rc = 2;
+        break;
     case CONFIG_OK:
         break;
     }
-    log_set_level((log_level_t)cfg.log_level);
+    if (rc < 0)
+        rc = run(&cfg);
+    config_free(&cfg);
+    return rc;
+}
+
+static int run(const config_t *cfg)
+{
+    log_set_level((log_level_t)cfg->log_level);
+    if (cfg->restore_from)
+        return restore(cfg);
+    if (check_paths(cfg) != 0)
+        return 1;
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL); /* inherited by every thread */
     signal(SIGPIPE, SIG_IGN);
-    return serve(&cfg, &stop_signals);
+    return serve(cfg, &stop_signals);
 }

@@ -8,6 +8,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -146,6 +150,65 @@ static void test_config_parse_listen(void **state)
     assert_int_equal(config_parse_listen("host", host, sizeof host, &port), -1);
 }
 
+static void test_config_file_then_env_then_flags(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sqlcached-conf-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "# comment\n\n  listen = 127.0.0.1:9100 \nthreads=3\n"
+                       "db = \"/tmp/from file.db\"\nauth-token = filetok\n"
+                       "durability = normal\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    config_t cfg;
+    char err[256];
+    setenv("SQLCACHED_AUTH_TOKEN", "envtok", 1);
+    char *argv[] = {"sqlcached", "--config", path, "--threads", "5", NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
+    assert_int_equal(cfg.listen_port, 9100);
+    assert_int_equal(cfg.threads, 5);                  /* flag beats file */
+    assert_string_equal(cfg.db_path, "/tmp/from file.db"); /* quotes stripped */
+    assert_string_equal(cfg.auth_token, "envtok");     /* env beats file */
+    assert_int_equal(cfg.durability, SQLCACHED_DURABILITY_NORMAL);
+    json_t *j = config_json(&cfg);
+    assert_string_equal(json_string_value(json_object_get(j, "auth_token")), "***");
+    char *dump = json_dumps(j, 0);
+    assert_null(strstr(dump, "envtok"));
+    free(dump);
+    json_decref(j);
+    config_free(&cfg);
+    unsetenv("SQLCACHED_AUTH_TOKEN");
+    unlink(path);
+}
+
+static void test_config_file_errors_name_the_line(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sqlcached-conf-XXXXXX";
+    int fd = mkstemp(path);
+    const char *text = "threads = 2\nthreads = zero\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    config_t cfg;
+    char err[256] = "";
+    char *argv[] = {"sqlcached", "--config", path, NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_ERROR);
+    assert_non_null(strstr(err, ":2: --threads"));
+    config_free(&cfg);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *unknown = "colour = blue\n";
+    assert_int_equal(write(fd, unknown, strlen(unknown)), (ssize_t)strlen(unknown));
+    close(fd);
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_ERROR);
+    assert_non_null(strstr(err, "unknown setting 'colour'"));
+    config_free(&cfg);
+    unlink(path);
+    char *missing[] = {"sqlcached", "--config", "/nonexistent/sqlcached.conf", NULL};
+    assert_int_equal(parse(&cfg, missing, err), CONFIG_ERROR);
+    assert_non_null(strstr(err, "cannot read"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +219,8 @@ int main(void)
         cmocka_unit_test(test_config_usage_errors),
         cmocka_unit_test(test_config_parse_size),
         cmocka_unit_test(test_config_parse_listen),
+        cmocka_unit_test(test_config_file_then_env_then_flags),
+        cmocka_unit_test(test_config_file_errors_name_the_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
