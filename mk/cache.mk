@@ -5,8 +5,8 @@
 #   make -f mk/cache.mk SAN=1 check          # with ASan + UBSan
 #   make -f mk/cache.mk valgrind   # run the tests under valgrind
 #
-# Sources for the autotools build: CACHE_SOURCES (library), tools/sim.c
-# (sqlcached-sim), tools/cachebench.c, tests/test_cache.c, tests/test_bloom.c.
+# Sources for the autotools build: CACHE_SOURCES (library), tools/sim.c +
+# tools/sim_core.c (sqlcached-sim, -lz; test_cache uses sim_core.c too), tools/cachebench.c, tests/test_cache.c, tests/test_bloom.c.
 
 CC      ?= cc
 CFLAGS  ?= -O2
@@ -32,13 +32,16 @@ $(B)/%.o: src/%.c $(CACHE_HEADERS)
 	@mkdir -p $(B)
 	$(CC) $(CFLAGS) -Isrc -c -o $@ $<
 
-$(B)/sqlcached-sim: tools/sim.c $(CACHE_OBJECTS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Isrc -o $@ $^ $(LDLIBS) -lz
+$(B)/sqlcached-sim: tools/sim.c tools/sim_core.c tools/sim.h $(CACHE_OBJECTS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Isrc -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lz
 
 $(B)/cachebench: tools/cachebench.c $(CACHE_OBJECTS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Isrc -o $@ $^ $(LDLIBS)
 
-$(B)/test_%: tests/test_%.c $(CACHE_OBJECTS)
+$(B)/test_cache: tests/test_cache.c tools/sim_core.c tools/sim.h $(CACHE_OBJECTS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Isrc -Itools -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka -lz
+
+$(B)/test_bloom: tests/test_bloom.c $(CACHE_OBJECTS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Isrc -o $@ $^ $(LDLIBS) -lcmocka
 
 check: $(TESTS)

@@ -8,10 +8,11 @@
  */
 #include "sketch.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define ENTRIES_PER_WORD 16
+#define ENTRIES_PER_WORD 4
 
 static const uint64_t row_seed[SKETCH_ROWS] = {
     0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full,
@@ -20,9 +21,10 @@ static const uint64_t row_seed[SKETCH_ROWS] = {
 
 static uint64_t remix(uint64_t h, int row)
 {
-    h ^= row_seed[row];
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
+    h = (h ^ row_seed[row]) * 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 29;
     return h;
 }
 
@@ -77,23 +79,19 @@ static void halve(sketch_t *s)
 
 void sketch_increment(sketch_t *s, uint64_t hash)
 {
-    uint64_t *w[SKETCH_ROWS];
-    unsigned sh[SKETCH_ROWS], v[SKETCH_ROWS], min = 15;
+    bool added = false;
 
     if (s->words == NULL)
         return;
     for (int r = 0; r < SKETCH_ROWS; r++) {
-        w[r] = counter_at(s, hash, r, &sh[r]);
-        v[r] = (unsigned)(*w[r] >> sh[r]) & 15;
-        if (v[r] < min)
-            min = v[r];
+        unsigned sh;
+        uint64_t *w = counter_at(s, hash, r, &sh);
+        if (((*w >> sh) & 15) != 15) {
+            *w += 1ull << sh;
+            added = true;
+        }
     }
-    if (min == 15)
-        return;
-    for (int r = 0; r < SKETCH_ROWS; r++)
-        if (v[r] == min)
-            *w[r] += 1ull << sh[r];
-    if (++s->additions >= s->sample_size)
+    if (added && ++s->additions >= s->sample_size)
         halve(s);
 }
 
