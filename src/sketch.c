@@ -102,7 +102,8 @@ unsigned sketch_frequency(const sketch_t *s, uint64_t hash)
     if (s->words == NULL)
         return 0;
     for (int r = 0; r < SKETCH_ROWS; r++) {
-        unsigned v = (unsigned)(*counter_at(s, hash, r, &sh) >> sh) & 15;
+        const uint64_t *w = counter_at(s, hash, r, &sh);
+        unsigned v = (unsigned)(*w >> sh) & 15;
         if (v < min)
             min = v;
     }
