@@ -1,0 +1,213 @@
+/*
+ * cache_int.h - internals shared by cache.c (table, entries, read path) and
+ * cache_policy.c (eviction). Not part of the public API.
+ *
+ * Memory layout of one entry, chosen to keep the per-entry overhead small:
+ *
+ *   cache_value_t (one malloc): 20-byte header | key | value | [heap slot
+ *   index, 4 bytes, only when the entry has a TTL] | [content type + NUL,
+ *   only when it could not be interned]
+ *
+ *   struct slot (16 bytes, in per-shard pages): value pointer and the two
+ *   32-bit links of the entry's policy list. Links are slot indices; the
+ *   top 8 bits of `next` hold the list the entry is in.
+ *
+ *   hash table: 4 bytes per bucket (24-bit slot index + 8-bit hash tag),
+ *   open addressing with linear probing, load kept within 0.55..0.9.
+ *
+ *   TTL heap: for entries with a TTL only, (expires_at, slot) pairs in a
+ *   binary min-heap; the value remembers its heap position.
+ *
+ * Every field of a shard is protected by the shard's mutex. The immutable
+ * parts of a value (lengths, version, key, data, content type) are read
+ * without locks by whoever holds a reference; the mutable heap position is
+ * only touched under the lock while the entry is in the table.
+ */
+#ifndef SQLCACHED_CACHE_INT_H
+#define SQLCACHED_CACHE_INT_H
+
+#include "cache.h"
+#include "sketch.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+/* ---- values ------------------------------------------------------------ */
+
+#define VAL_NEGATIVE   0x01u /* negative entry: the key is absent */
+#define VAL_TTL        0x02u /* a heap position follows the value bytes */
+#define VAL_CTYPE_INL  0x04u /* the content type string follows */
+
+struct cache_value {
+    atomic_uint refs;
+    uint32_t vlen;
+    uint32_t ver_lo, ver_hi; /* split so the header stays 4-aligned, 20 B */
+    uint16_t klen;
+    uint8_t ctype;           /* interned content type index, 0 = "" */
+    uint8_t flags;           /* VAL_*, immutable */
+    unsigned char bytes[];   /* key, value, then the optional trailers */
+};
+
+static inline const unsigned char *val_key(const cache_value_t *v)
+{
+    return v->bytes;
+}
+
+/* Heap position trailer (VAL_TTL only). Unaligned, so memcpy. */
+static inline uint32_t val_heap_pos(const cache_value_t *v)
+{
+    uint32_t pos;
+    __builtin_memcpy(&pos, v->bytes + v->klen + v->vlen, sizeof(pos));
+    return pos;
+}
+
+static inline void val_set_heap_pos(cache_value_t *v, uint32_t pos)
+{
+    __builtin_memcpy(v->bytes + v->klen + v->vlen, &pos, sizeof(pos));
+}
+
+/* ---- slots and lists ----------------------------------------------------- */
+
+#define IDX_BITS     24
+#define IDX_MASK     ((1u << IDX_BITS) - 1)
+#define MAX_SLOTS    IDX_MASK
+#define PAGE_SHIFT   6
+#define PAGE_SLOTS   (1u << PAGE_SHIFT)
+
+/* Lists. Slot indices 0..NLISTS-1 are their sentinels (circular lists). For
+ * the LRU-ordered policies list 0 holds entries (volatile-lru: only those
+ * with a TTL; list 1 the rest). allkeys-lfu uses all three as W-TinyLFU's
+ * window, probation and protected segments. */
+#define NLISTS        3
+#define LIST_WINDOW    0
+#define LIST_PROBATION 1
+#define LIST_PROTECTED 2
+#define FIRST_SLOT     NLISTS
+
+struct slot {
+    cache_value_t *val;  /* NULL when free */
+    uint32_t prev;       /* slot index */
+    uint32_t next;       /* slot index | list << IDX_BITS */
+};
+
+/* ---- single-flight ------------------------------------------------------ */
+
+struct cache_load {
+    struct cache_load *next; /* shard's in-flight list */
+    uint64_t hash;
+    unsigned refs;           /* owner + waiters, under the shard lock */
+    bool done;               /* finished or abandoned */
+    bool stale;              /* invalidated since it began */
+    bool leader;             /* waiters wait for it (not a timeout loader) */
+    uint32_t klen;
+    unsigned char key[];
+};
+
+/* ---- shard ---------------------------------------------------------------- */
+
+/* W-TinyLFU adaptive window (hill climber) state. */
+struct climber {
+    uint64_t hits, misses;   /* in the current sample */
+    double prev_rate;
+    double step;             /* signed, in weight units */
+    uint64_t sample;         /* requests per sample */
+};
+
+struct shard {
+    pthread_mutex_t lock;
+    pthread_cond_t loaded;   /* broadcast when a load ends */
+
+    uint32_t *table;         /* buckets: 0 empty, else slot | tag << 24 */
+    uint32_t tcap;
+    uint32_t count;          /* live entries */
+
+    struct slot **pages;
+    uint32_t npages;
+    uint32_t free_slot;      /* free list through .next; 0 = none */
+    uint32_t next_unused;    /* first never-used slot */
+
+    int64_t *hexp;           /* TTL heap */
+    uint32_t *hslot;
+    uint32_t hcount, hcap;
+
+    size_t mem;              /* accounted bytes */
+    size_t entry_bytes;      /* sum of entry charges (part of mem) */
+    size_t vol_bytes;        /* charges of entries with a TTL */
+    size_t limit;            /* bytes; 0 = none */
+    size_t max_entries;      /* 0 = none */
+
+    uint64_t seg_weight[NLISTS]; /* LFU: weight per segment */
+    double window_frac;      /* LFU: window share of the capacity */
+    sketch_t sketch;
+    struct climber climb;
+    uint64_t rng;
+
+    struct cache_load *inflight;
+
+    uint64_t hits, misses, negative_hits, evictions, expirations, rejected;
+    uint64_t sf_waits, sf_timeouts, fills_dropped;
+};
+
+struct cache {
+    cache_config_t cfg;
+    unsigned nshards;
+    atomic_uint expire_cursor;
+    struct shard shards[];
+};
+
+/* ---- helpers shared by cache.c and cache_policy.c ------------------------ */
+
+static inline struct slot *slot_at(const struct shard *s, uint32_t idx)
+{
+    return &s->pages[idx >> PAGE_SHIFT][idx & (PAGE_SLOTS - 1)];
+}
+
+static inline unsigned slot_list(const struct slot *sl)
+{
+    return sl->next >> IDX_BITS;
+}
+
+/* Bytes an allocation of n bytes costs: glibc's chunk (8-byte header,
+ * 16-byte granularity, 32-byte minimum). */
+static inline size_t alloc_cost(size_t n)
+{
+    size_t c = (n + 8 + 15) & ~(size_t)15;
+    return c < 32 ? 32 : c;
+}
+
+size_t entry_charge(const cache_value_t *v);
+uint64_t entry_weight(const struct shard *s, const cache_value_t *v);
+uint64_t shard_capacity(const struct shard *s);
+uint64_t key_hash(const cache_t *c, const void *key, size_t klen);
+uint64_t slot_hash(const cache_t *c, const struct shard *s, uint32_t idx);
+uint64_t rng_next(uint64_t *state);
+
+/* Removes the entry in slot idx from the table, its list and the heap and
+ * drops the table's reference. Caller holds the lock. */
+void do_unlink_entry(cache_t *c, struct shard *s, uint32_t idx);
+
+/* policy (cache_policy.c); the caller holds the shard lock */
+void policy_init(cache_t *c, struct shard *s);
+void policy_record(cache_t *c, struct shard *s, uint64_t hash);
+void policy_insert(cache_t *c, struct shard *s, uint32_t idx);
+void policy_hit(cache_t *c, struct shard *s, uint32_t idx);
+void policy_unlink(struct shard *s, uint32_t idx);
+/* Whether evicting can free need_bytes and need_entries for a new entry. */
+bool policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
+                        size_t need_entries);
+/* Bytes the policy's structures grow by on one more insert, and the
+ * allocation doing it (0 or -1). */
+size_t policy_growth_bytes(const cache_t *c, const struct shard *s);
+int policy_reserve(const cache_t *c, struct shard *s);
+/* Evicts until the shard is within its limits. Returns false if that is
+ * impossible without evicting `newest` (left in place for the caller to
+ * remove). W-TinyLFU may evict `newest` itself like any other entry. */
+bool do_evict(cache_t *c, struct shard *s, uint32_t newest);
+
+void list_init(struct shard *s);
+void list_push_front(struct shard *s, unsigned list, uint32_t idx);
+void list_remove(struct shard *s, uint32_t idx);
+uint32_t list_back(const struct shard *s, unsigned list);
+
+#endif
