@@ -62,6 +62,17 @@ typedef struct sqlcached_options {
     int busy_timeout_ms;                /* wait for a lock held by another process; default 5000 */
     unsigned max_batch;                 /* group commit: most writes per transaction; default 256 */
     int purge_interval_ms;              /* background purge of expired rows; default 1000, < 0 = off */
+    /* Memory tier (see docs/architecture.md). */
+    size_t cache_memory;                /* bytes; default 64 MiB; 0 = no memory tier */
+    const char *cache_policy;           /* Redis name; NULL = "allkeys-lfu" */
+    int64_t negative_ttl_ms;            /* absent keys remembered this long; default 5000 */
+    unsigned ttl_jitter_percent;        /* spread TTLs by +-N% (0..50); default 0 */
+    int bloom_filter;                   /* 1 = skip SQLite for never-written keys; default 1 */
+    int testing_disable_fill_guard;     /* tests only: allow stale fills */
+    /* tests only: called by a reader between its SQLite read and its fill
+     * of the memory tier (the window of the stale-fill race). */
+    void (*testing_before_fill)(void *arg);
+    void *testing_arg;
     /* Clock for expiry decisions; NULL = the wall clock (CLOCK_REALTIME).
      * Tests inject a fake clock here. */
     int64_t (*clock_ms)(void *arg);
@@ -75,7 +86,6 @@ typedef struct sqlcached_value {
     size_t len;               /* number of value bytes */
     const char *content_type; /* NUL-terminated */
     int64_t version;          /* version of the write that stored it */
-    int64_t expires_at;       /* ms, 0 = never */
     int from_cache;           /* 1 if served from the memory tier */
 } sqlcached_value_t;
 
@@ -232,6 +242,8 @@ typedef struct sqlcached_stats {
     uint64_t cache_hits, cache_misses, cache_evictions, cache_expirations;
     uint64_t cache_entries, cache_memory_bytes, cache_memory_limit;
     uint64_t cache_singleflight_waits, cache_negative_hits, cache_bloom_skips;
+    uint64_t cache_fills_dropped; /* fills refused by the stale-fill guard */
+    uint64_t sqlite_reads;        /* key reads that went to SQLite */
     const char *cache_policy; /* static string, e.g. "allkeys-lfu" */
     /* SQLite writer: group commit = writes_committed / write_transactions */
     uint64_t write_transactions, writes_committed, write_errors;

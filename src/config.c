@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "cache.h"
 #include "log.h"
 
 #define MAX_BODY_LIMIT ((size_t)1 << 30)
@@ -34,6 +35,9 @@ void config_defaults(config_t *cfg)
     cfg->log_level = LOG_INFO;
     cfg->max_connections = 10000;
     cfg->connection_timeout_s = 60;
+    cfg->cache_memory = 64u << 20;
+    cfg->policy = "allkeys-lfu";
+    cfg->negative_ttl_ms = 5000;
 }
 
 const char *config_usage(void)
@@ -50,6 +54,12 @@ const char *config_usage(void)
            "  --durability MODE      full (fsync each commit, default) or normal\n"
            "  --max-connections N    concurrent connections (default 10000)\n"
            "  --timeout SECONDS      idle connection timeout (default 60)\n"
+           "  --cache-memory BYTES   memory tier limit, e.g. 256MB (default 64MiB; 0 = off)\n"
+           "  --policy NAME          eviction: allkeys-lfu (default), allkeys-lru,\n"
+           "                         volatile-lru, volatile-lfu, allkeys-random,\n"
+           "                         volatile-random, volatile-ttl, noeviction\n"
+           "  --negative-ttl SECONDS remember absent keys this long (default 5)\n"
+           "  --ttl-jitter PERCENT   spread TTLs by +-PERCENT, 0 to 50 (default 0)\n"
            "  --log-level LEVEL      error, warn, info (default) or debug\n"
            "  --access-log PATH      log one line per request (- = stderr)\n"
            "  --backup-dir DIR       allow POST /v1/admin/backup into DIR\n"
@@ -154,7 +164,8 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 
 enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABILITY,
        OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT, OPT_ACCESS_LOG, OPT_BACKUP_DIR, OPT_ADMIN,
-       OPT_CONFIG, OPT_RESTORE };
+       OPT_CONFIG, OPT_RESTORE, OPT_CACHE_MEMORY, OPT_POLICY, OPT_NEGATIVE_TTL,
+       OPT_TTL_JITTER };
 
 static const struct option long_options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -171,6 +182,10 @@ static const struct option long_options[] = {
     {"admin-token", required_argument, NULL, OPT_ADMIN},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"restore", required_argument, NULL, OPT_RESTORE},
+    {"cache-memory", required_argument, NULL, OPT_CACHE_MEMORY},
+    {"policy", required_argument, NULL, OPT_POLICY},
+    {"negative-ttl", required_argument, NULL, OPT_NEGATIVE_TTL},
+    {"ttl-jitter", required_argument, NULL, OPT_TTL_JITTER},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -180,6 +195,7 @@ static const struct option long_options[] = {
 static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size_t errlen)
 {
     int level;
+    unsigned secs;
     switch (opt) {
     case OPT_LISTEN:
         if (config_parse_listen(arg, cfg->listen_host, sizeof cfg->listen_host,
@@ -247,6 +263,27 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         return 0;
     case OPT_CONFIG:
         cfg->config_path = arg;
+        return 0;
+    case OPT_CACHE_MEMORY:
+        if (config_parse_size(arg, &cfg->cache_memory) != 0)
+            return snprintf(err, errlen, "--cache-memory: expected a size like 64MB, got '%s'",
+                            arg), -1;
+        return 0;
+    case OPT_POLICY:
+        if (cache_policy_from_name(arg) == CACHE_POLICY_INVALID)
+            return snprintf(err, errlen, "--policy: unknown eviction policy '%s'", arg), -1;
+        cfg->policy = arg;
+        return 0;
+    case OPT_NEGATIVE_TTL:
+        if (parse_uint(arg, 1, 86400, &secs) != 0)
+            return snprintf(err, errlen, "--negative-ttl: expected 1 to 86400 seconds, got '%s'",
+                            arg), -1;
+        cfg->negative_ttl_ms = (int64_t)secs * 1000;
+        return 0;
+    case OPT_TTL_JITTER:
+        if (parse_uint(arg, 0, 50, &cfg->ttl_jitter) != 0)
+            return snprintf(err, errlen, "--ttl-jitter: expected 0 to 50 percent, got '%s'",
+                            arg), -1;
         return 0;
     case OPT_RESTORE:
         if (!*arg)
@@ -398,7 +435,7 @@ json_t *config_json(const config_t *cfg)
     snprintf(listen, sizeof listen, strchr(cfg->listen_host, ':') ? "[%s]:%u" : "%s:%u",
              cfg->listen_host, cfg->listen_port);
     static const char *const levels[] = {"error", "warn", "info", "debug"};
-    return json_pack("{s:s, s:s, s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o}",
+    json_t *doc = json_pack("{s:s, s:s, s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o}",
                      "listen", listen, "db", cfg->db_path, "threads", (int)cfg->threads,
                      "max_body", (json_int_t)cfg->max_body,
                      "auth_token", cfg->auth_token ? json_string("***") : json_null(),
@@ -410,4 +447,13 @@ json_t *config_json(const config_t *cfg)
                      "backup_dir", opt_string(cfg->backup_dir),
                      "admin_token", cfg->admin_token ? json_string("***") : json_null(),
                      "config", opt_string(cfg->config_path));
+    if (doc && json_object_update_new(doc, json_pack("{s:I, s:s, s:I, s:i}", "cache_memory",
+                                                      (json_int_t)cfg->cache_memory, "policy",
+                                                      cfg->policy, "negative_ttl",
+                                                      (json_int_t)(cfg->negative_ttl_ms / 1000),
+                                                      "ttl_jitter", (int)cfg->ttl_jitter)) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
 }

@@ -29,6 +29,10 @@ typedef struct config {
     const char *backup_dir;   /* --backup-dir DIR, NULL = backups disabled */
     const char *admin_token;  /* --admin-token, NULL = /v1/admin uses auth_token */
     const char *restore_from; /* --restore FILE: restore into --db and exit */
+    size_t cache_memory;      /* --cache-memory, 0 = no memory tier */
+    const char *policy;       /* --policy, Redis eviction policy name */
+    int64_t negative_ttl_ms;  /* --negative-ttl seconds, in ms */
+    unsigned ttl_jitter;      /* --ttl-jitter percent */
     char *owned[64];          /* strings read from the config file */
     int nowned;
 } config_t;

@@ -12,6 +12,10 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+#include <stdatomic.h>
+
+#include "bloom.h"
+#include "cache.h"
 #include "sqlcached.h"
 #include "store.h"
 
@@ -19,6 +23,11 @@ struct sqlcached {
     sqlcached_options_t opts;
     char *path; /* owned copy of opts.path */
     store_t *store;
+    cache_t *cache;     /* NULL when cache_memory is 0 */
+    bloom_t *bloom;     /* NULL when bloom_filter is 0 */
+    atomic_uint_fast64_t bloom_skips;
+    atomic_uint_fast64_t sqlite_reads;
+    atomic_uint_fast64_t jitter_rng;
 
     /* maintenance thread: purges expired rows every purge_interval_ms */
     pthread_t maintenance;
@@ -33,5 +42,8 @@ int64_t engine_now(const sqlcached_t *db);
 
 /* kv.c: delete up to `max_rows` expired rows; returns how many went, or -1. */
 int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows);
+
+/* kv.c: (re)fill the bloom filter from every key in SQLite; 0 or -1. */
+int kv_bloom_rebuild(sqlcached_t *db);
 
 #endif

@@ -10,8 +10,22 @@
  * writes overwrite it as if it were not there, and the maintenance thread
  * purges such rows in slices (kv_purge_expired).
  *
- * Values returned to callers are one allocation (header + content type +
- * bytes) with an atomic reference count, released by sqlcached_value_release.
+ * Memory tier (cache.c), when configured:
+ *   read:  bloom filter says never written -> absent, no SQLite;
+ *          cache_fetch: HIT -> answer from the cached bytes (no copy);
+ *          NEGATIVE -> absent; LEAD -> this thread is the key's single
+ *          loader: read SQLite, cache_load_finish (the fill guard drops the
+ *          fill if a write invalidated the key meanwhile), answer.
+ *   write: commit (store_write), then bloom_add (after the commit, see
+ *          bloom.h), then cache_invalidate, then return to the caller. So
+ *          once a write is acknowledged no reader can get an older value:
+ *          the cached copy is gone and a fill that read before the commit
+ *          is dropped by the guard.
+ *
+ * Values returned to callers are one allocation with an atomic reference
+ * count, released by sqlcached_value_release: either header + content type +
+ * bytes read from SQLite, or a header that holds a reference on a cached
+ * value and points into it.
  */
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -51,7 +65,8 @@ static const char COUNTER_CONTENT_TYPE[] = "text/plain; charset=utf-8";
 typedef struct kv_value {
     sqlcached_value_t pub; /* first: the public view */
     atomic_int refs;
-    char bytes[];          /* content type NUL, then the value bytes */
+    cache_value_t *cached; /* non-NULL: pub points into this reference */
+    char bytes[];          /* else: content type NUL, then the value bytes */
 } kv_value_t;
 
 /* A new value with one reference; NULL on allocation failure. */
@@ -64,12 +79,28 @@ static kv_value_t *value_new(const void *data, size_t len, const char *ct, size_
     v->bytes[ctlen] = '\0';
     if (len)
         memcpy(v->bytes + ctlen + 1, data, len);
-    v->pub.content_type = v->bytes;
-    v->pub.data = v->bytes + ctlen + 1;
-    v->pub.len = len;
-    v->pub.version = 0;
-    v->pub.expires_at = 0;
-    v->pub.from_cache = 0;
+    v->pub = (sqlcached_value_t){.content_type = v->bytes, .data = v->bytes + ctlen + 1,
+                                 .len = len};
+    v->cached = NULL;
+    atomic_init(&v->refs, 1);
+    return v;
+}
+
+/* Wrap a cached value (taking over its reference); NULL on ENOMEM, and
+ * then the reference is released. */
+static kv_value_t *value_from_cache(cache_value_t *cv)
+{
+    kv_value_t *v = malloc(sizeof *v);
+    if (!v) {
+        cache_value_release(cv);
+        return NULL;
+    }
+    v->pub = (sqlcached_value_t){
+        .data = cache_value_data(cv), .len = cache_value_len(cv),
+        .content_type = cache_value_content_type(cv), .version = cache_value_version(cv),
+        .from_cache = 1,
+    };
+    v->cached = cv;
     atomic_init(&v->refs, 1);
     return v;
 }
@@ -79,8 +110,10 @@ void sqlcached_value_release(sqlcached_value_t *value)
     if (!value)
         return;
     kv_value_t *v = (kv_value_t *)value;
-    if (atomic_fetch_sub(&v->refs, 1) == 1)
+    if (atomic_fetch_sub(&v->refs, 1) == 1) {
+        cache_value_release(v->cached);
         free(v);
+    }
 }
 
 static bool key_ok(const void *key, size_t klen)
@@ -99,8 +132,10 @@ static bool is_live(sqlite3_stmt *st, int expires_col, int64_t now)
  * Reads
  * ------------------------------------------------------------------------ */
 
+/* Read the live row of key; on OK *out is a new value and *expires_at its
+ * expiry (0 = none). */
 static sqlcached_status_t read_row(store_conn_t *r, const void *key, size_t klen,
-                                   int64_t now, kv_value_t **out)
+                                   int64_t now, kv_value_t **out, int64_t *expires_at)
 {
     sqlite3_stmt *st = store_stmt(r, SQL_GET);
     if (!st)
@@ -117,7 +152,7 @@ static sqlcached_status_t read_row(store_conn_t *r, const void *key, size_t klen
         status = v ? SQLCACHED_OK : SQLCACHED_NOMEM;
         if (v) {
             v->pub.version = sqlite3_column_int64(st, 2);
-            v->pub.expires_at = sqlite3_column_int64(st, 3);
+            *expires_at = sqlite3_column_int64(st, 3);
             *out = v;
         }
     } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
@@ -127,21 +162,84 @@ static sqlcached_status_t read_row(store_conn_t *r, const void *key, size_t klen
     return status;
 }
 
+/* The row from SQLite on a pooled reader connection. */
+static sqlcached_status_t load_row(sqlcached_t *db, const void *key, size_t klen, int64_t now,
+                                   kv_value_t **out, int64_t *expires_at)
+{
+    store_conn_t *r = store_reader_acquire(db->store);
+    if (!r)
+        return SQLCACHED_UNAVAILABLE;
+    atomic_fetch_add_explicit(&db->sqlite_reads, 1, memory_order_relaxed);
+    sqlcached_status_t status = read_row(r, key, klen, now, out, expires_at);
+    store_reader_release(db->store, r);
+    return status;
+}
+
+/* A miss this thread leads: read SQLite, fill the tier (guarded), answer. */
+static sqlcached_status_t load_and_fill(sqlcached_t *db, cache_load_t *load, const void *key,
+                                        size_t klen, int64_t now, kv_value_t **out)
+{
+    int64_t expires_at = 0;
+    sqlcached_status_t status = load_row(db, key, klen, now, out, &expires_at);
+    if (status == SQLCACHED_OK) {
+        cache_fill_t fill = {(*out)->pub.data, (*out)->pub.len, (*out)->pub.content_type,
+                             (*out)->pub.version, expires_at};
+        cache_load_finish(db->cache, load, &fill, now);
+    } else if (status == SQLCACHED_NOT_FOUND) {
+        cache_load_finish(db->cache, load, NULL, now); /* negative entry */
+    } else {
+        cache_load_abandon(db->cache, load);
+    }
+    return status;
+}
+
+static sqlcached_status_t get_through_cache(sqlcached_t *db, const void *key, size_t klen,
+                                            int64_t now, kv_value_t **out)
+{
+    cache_value_t *cv = NULL;
+    cache_load_t *load = NULL;
+    int64_t expires_at;
+    switch (cache_fetch(db->cache, key, klen, now, &cv, &load)) {
+    case CACHE_HIT:
+        *out = value_from_cache(cv);
+        return *out ? SQLCACHED_OK : SQLCACHED_NOMEM;
+    case CACHE_NEGATIVE:
+        return SQLCACHED_NOT_FOUND;
+    case CACHE_LEAD:
+        return load_and_fill(db, load, key, klen, now, out);
+    default: /* the tier could not help (memory): read SQLite directly */
+        return load_row(db, key, klen, now, out, &expires_at);
+    }
+}
+
 sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t klen,
                                     sqlcached_value_t **out)
 {
     *out = NULL;
     if (!key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
-    store_conn_t *r = store_reader_acquire(db->store);
-    if (!r)
-        return SQLCACHED_UNAVAILABLE;
+    if (db->bloom && !bloom_may_contain(db->bloom, key, klen)) {
+        atomic_fetch_add_explicit(&db->bloom_skips, 1, memory_order_relaxed);
+        return SQLCACHED_NOT_FOUND;
+    }
+    int64_t now = engine_now(db), expires_at;
     kv_value_t *v = NULL;
-    sqlcached_status_t status = read_row(r, key, klen, engine_now(db), &v);
-    store_reader_release(db->store, r);
+    sqlcached_status_t status = db->cache ? get_through_cache(db, key, klen, now, &v)
+                                          : load_row(db, key, klen, now, &v, &expires_at);
     if (status == SQLCACHED_OK)
         *out = &v->pub;
     return status;
+}
+
+/* After a committed write of key: make it visible to every later read. */
+static void after_commit(sqlcached_t *db, const void *key, size_t klen, bool exists)
+{
+    if (db->bloom && exists)
+        bloom_add(db->bloom, key, klen);
+    else if (db->bloom)
+        bloom_note_delete(db->bloom);
+    if (db->cache)
+        cache_invalidate(db->cache, key, klen);
 }
 
 /* ------------------------------------------------------------------------
@@ -257,6 +355,16 @@ static bool content_type_ok(const char *ct)
     return true;
 }
 
+/* The TTL spread by +-ttl_jitter_percent (against expiry avalanches). */
+static int64_t jitter_ttl(sqlcached_t *db, int64_t ttl_ms)
+{
+    if (!db->opts.ttl_jitter_percent)
+        return ttl_ms;
+    uint64_t rng = atomic_fetch_add(&db->jitter_rng, 0x9e3779b97f4a7c15ULL) | 1;
+    int64_t t = cache_jitter_ttl(ttl_ms, db->opts.ttl_jitter_percent, &rng);
+    return t > 0 ? t : 1;
+}
+
 sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t klen,
                                     const void *value, size_t vlen,
                                     const sqlcached_put_options_t *opts,
@@ -275,10 +383,13 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
         .key = key, .klen = klen, .val = value, .vlen = vlen, .content_type = ct,
         .pre = &opts->pre, .now = engine_now(db),
     };
-    job.expires_at = opts->ttl_ms > 0 ? job.now + opts->ttl_ms : 0;
+    job.expires_at = opts->ttl_ms > 0 ? job.now + jitter_ttl(db, opts->ttl_ms) : 0;
     sqlcached_status_t st = store_write(db->store, do_put, &job);
-    if (st == SQLCACHED_OK && result)
-        *result = job.result;
+    if (st == SQLCACHED_OK) {
+        after_commit(db, key, klen, true);
+        if (result)
+            *result = job.result;
+    }
     return st;
 }
 
@@ -319,7 +430,10 @@ sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t 
     if (!key_ok(key, klen) || !preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
     delete_job_t job = {key, klen, pre, engine_now(db)};
-    return store_write(db->store, do_delete, &job);
+    sqlcached_status_t st = store_write(db->store, do_delete, &job);
+    if (st == SQLCACHED_OK)
+        after_commit(db, key, klen, false);
+    return st;
 }
 
 /* Parse a whole buffer as a base-10 int64: -?(0|[1-9][0-9]*). */
@@ -400,6 +514,7 @@ sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t kl
     incr_job_t job = {.key = key, .klen = klen, .by = by, .now = engine_now(db)};
     sqlcached_status_t st = store_write(db->store, do_incr, &job);
     if (st == SQLCACHED_OK) {
+        after_commit(db, key, klen, true);
         if (value_out)
             *value_out = job.value;
         if (version_out)
@@ -441,6 +556,35 @@ int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
     if (job.purged)
         log_debug("kv", "purged %d expired keys", job.purged);
     return job.purged;
+}
+
+static const char SQL_ALL_KEYS[] = "SELECT key FROM kv";
+
+/* Rebuild the bloom filter from every key in SQLite (see bloom.h). */
+int kv_bloom_rebuild(sqlcached_t *db)
+{
+    if (!db->bloom)
+        return 0;
+    store_conn_t *r = store_reader_acquire(db->store);
+    sqlite3_stmt *st = r ? store_stmt(r, SQL_ALL_KEYS) : NULL;
+    int rc = SQLITE_ERROR;
+    if (st) {
+        bloom_rebuild_begin(db->bloom);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            bloom_rebuild_add(db->bloom, sqlite3_column_blob(st, 0),
+                              (size_t)sqlite3_column_bytes(st, 0));
+        /* A failed scan does not switch arrays: the live one stays (adds
+         * keep going to both), and the next rebuild starts over. */
+        if (rc == SQLITE_DONE)
+            bloom_rebuild_end(db->bloom);
+        sqlite3_reset(st);
+    }
+    store_reader_release(db->store, r);
+    if (rc != SQLITE_DONE) {
+        log_warn("kv", "bloom filter rebuild failed: %s", sqlite3_errstr(rc));
+        return -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------

@@ -23,6 +23,10 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     sqlcached_options_init(&opts);
     opts.path = cfg->db_path;
     opts.durability = cfg->durability;
+    opts.cache_memory = cfg->cache_memory;
+    opts.cache_policy = cfg->policy;
+    opts.negative_ttl_ms = cfg->negative_ttl_ms;
+    opts.ttl_jitter_percent = cfg->ttl_jitter;
     sqlcached_t *db = NULL;
     if (sqlcached_open(&opts, &db, err, sizeof err) != SQLCACHED_OK) {
         log_error("main", "%s", err);
@@ -44,9 +48,10 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         sqlcached_close(db);
         return 1;
     }
-    log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads%s",
+    log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "
+             "memory tier %zu bytes (%s)%s",
              sqlcached_version(), cfg->listen_host, http_port(srv), cfg->db_path, cfg->threads,
-             cfg->auth_token ? ", auth required" : "");
+             cfg->cache_memory, cfg->policy, cfg->auth_token ? ", auth required" : "");
     int sig = 0;
     sigwait(stop_signals, &sig);
     log_info("main", "signal %d: stopping", sig);

@@ -1,11 +1,12 @@
 /*
- * sqlcached.c - opening and closing a store, its clock, and the maintenance
- * thread that purges expired rows in the background.
+ * sqlcached.c - opening and closing a store (SQLite, memory tier, bloom
+ * filter), its clock, its statistics, and the maintenance thread.
  *
- * The maintenance thread sleeps on a condition variable for
- * purge_interval_ms between rounds so that sqlcached_close() can wake it at
- * once. Each round does bounded work (kv_purge_expired in slices) so it never
- * holds the writer long.
+ * The maintenance thread ticks every MAINT_TICK_MS on a condition variable
+ * (so sqlcached_close() wakes it at once) and does bounded work per tick:
+ * active expiry of the memory tier every tick, a purge of expired rows in
+ * SQLite every purge_interval_ms, and a rebuild of the bloom filter when
+ * deletes have left too many stale bits in it.
  */
 #include <build_config.h>
 
@@ -21,6 +22,11 @@
 
 #define PURGE_SLICE_ROWS 500
 #define PURGE_MAX_SLICES 20
+#define MAINT_TICK_MS 100
+#define EXPIRE_WORK_PER_TICK 2000
+#define BLOOM_MIN_CAPACITY (1u << 20)
+#define BLOOM_FP_RATE 0.01
+#define BLOOM_STALE_REBUILD 0.25
 
 static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_OK] = "ok",
@@ -59,6 +65,11 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->busy_timeout_ms = 5000;
     opts->max_batch = 256;
     opts->purge_interval_ms = 1000;
+    opts->cache_memory = 64u << 20;
+    opts->cache_policy = NULL;
+    opts->negative_ttl_ms = 5000;
+    opts->ttl_jitter_percent = 0;
+    opts->bloom_filter = 1;
 }
 
 static int64_t wall_clock_ms(void)
@@ -80,22 +91,35 @@ int64_t sqlcached_now_ms(const sqlcached_t *db)
     return engine_now(db);
 }
 
-static void maintenance_round(sqlcached_t *db)
+static void purge_rows(sqlcached_t *db, int64_t now)
 {
-    int64_t now = engine_now(db);
     for (int i = 0; i < PURGE_MAX_SLICES; i++)
         if (kv_purge_expired(db, now, PURGE_SLICE_ROWS) < PURGE_SLICE_ROWS)
             break;
 }
 
+static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
+{
+    int64_t now = engine_now(db);
+    if (db->cache)
+        cache_expire_cycle(db->cache, now, EXPIRE_WORK_PER_TICK);
+    if (now - *last_purge >= db->opts.purge_interval_ms || now < *last_purge) {
+        purge_rows(db, now);
+        *last_purge = now;
+    }
+    if (db->bloom && bloom_stale_ratio(db->bloom) > BLOOM_STALE_REBUILD)
+        kv_bloom_rebuild(db);
+}
+
 static void *maintenance_main(void *arg)
 {
     sqlcached_t *db = arg;
+    int64_t last_purge = engine_now(db);
     pthread_mutex_lock(&db->maint_lock);
     while (!db->stopping) {
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
-        long long ns = until.tv_nsec + (long long)db->opts.purge_interval_ms * 1000000LL;
+        long long ns = until.tv_nsec + (long long)MAINT_TICK_MS * 1000000LL;
         until.tv_sec += ns / 1000000000LL;
         until.tv_nsec = ns % 1000000000LL;
         int rc = 0;
@@ -104,7 +128,7 @@ static void *maintenance_main(void *arg)
         if (db->stopping)
             break;
         pthread_mutex_unlock(&db->maint_lock);
-        maintenance_round(db);
+        maintenance_tick(db, &last_purge);
         pthread_mutex_lock(&db->maint_lock);
     }
     pthread_mutex_unlock(&db->maint_lock);
@@ -131,6 +155,73 @@ static int start_maintenance(sqlcached_t *db, char *err, size_t errlen)
         return -1;
     }
     db->maintenance_started = true;
+    return 0;
+}
+
+static void before_fill(void *arg, cache_load_t *load)
+{
+    (void)load;
+    sqlcached_t *db = arg;
+    db->opts.testing_before_fill(db->opts.testing_arg);
+}
+
+static int open_cache(sqlcached_t *db, char *err, size_t errlen)
+{
+    cache_config_t cc;
+    cache_config_init(&cc);
+    cc.memory_limit = db->opts.cache_memory;
+    if (db->opts.cache_policy) {
+        cc.policy = cache_policy_from_name(db->opts.cache_policy);
+        if (cc.policy == CACHE_POLICY_INVALID) {
+            snprintf(err, errlen, "unknown eviction policy '%s'", db->opts.cache_policy);
+            return -1;
+        }
+    }
+    if (db->opts.negative_ttl_ms > 0)
+        cc.negative_ttl_ms = db->opts.negative_ttl_ms;
+    cc.disable_fill_guard = db->opts.testing_disable_fill_guard;
+    if (db->opts.testing_before_fill) {
+        cc.on_fill = before_fill;
+        cc.on_fill_arg = db;
+    }
+    if (!(db->cache = cache_create(&cc))) {
+        snprintf(err, errlen, "cannot create the memory tier (%zu bytes)", cc.memory_limit);
+        return -1;
+    }
+    return 0;
+}
+
+static long long count_keys(sqlcached_t *db)
+{
+    store_conn_t *r = store_reader_acquire(db->store);
+    static const char SQL_COUNT[] = "SELECT COUNT(*) FROM kv";
+    sqlite3_stmt *st = r ? store_stmt(r, SQL_COUNT) : NULL;
+    long long n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    if (st)
+        sqlite3_reset(st);
+    store_reader_release(db->store, r);
+    return n;
+}
+
+/* The memory tier and the bloom filter, filled from SQLite. */
+static int open_memory_tier(sqlcached_t *db, char *err, size_t errlen)
+{
+    if (db->opts.ttl_jitter_percent > 50) {
+        snprintf(err, errlen, "TTL jitter must be 0 to 50 percent");
+        return -1;
+    }
+    atomic_init(&db->jitter_rng, (uint64_t)engine_now(db) | 1);
+    if (db->opts.cache_memory && open_cache(db, err, errlen) != 0)
+        return -1;
+    if (!db->opts.bloom_filter)
+        return 0;
+    long long keys = count_keys(db);
+    size_t capacity = keys > BLOOM_MIN_CAPACITY / 2 ? (size_t)keys * 2 : BLOOM_MIN_CAPACITY;
+    if (keys < 0 || !(db->bloom = bloom_create(capacity, BLOOM_FP_RATE)) ||
+        kv_bloom_rebuild(db) != 0) {
+        snprintf(err, errlen, "cannot build the bloom filter of keys");
+        return -1;
+    }
     return 0;
 }
 
@@ -163,7 +254,8 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         .max_batch = opts->max_batch,
     };
     db->store = store_open(&cfg, err, errlen);
-    if (!db->store || start_maintenance(db, err, errlen) != 0) {
+    if (!db->store || open_memory_tier(db, err, errlen) != 0 ||
+        start_maintenance(db, err, errlen) != 0) {
         sqlcached_close(db);
         return SQLCACHED_INTERNAL;
     }
@@ -185,6 +277,8 @@ void sqlcached_close(sqlcached_t *db)
         pthread_mutex_destroy(&db->maint_lock);
     }
     store_close(db->store);
+    cache_destroy(db->cache);
+    bloom_destroy(db->bloom);
     free(db->path);
     free(db);
 }
@@ -192,7 +286,23 @@ void sqlcached_close(sqlcached_t *db)
 void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    out->cache_policy = "noeviction";
+    out->cache_policy = db->opts.cache_policy ? db->opts.cache_policy : "allkeys-lfu";
+    if (db->cache) {
+        cache_stats_t cs;
+        cache_stats(db->cache, &cs);
+        out->cache_hits = cs.hits;
+        out->cache_misses = cs.misses;
+        out->cache_evictions = cs.evictions;
+        out->cache_expirations = cs.expirations;
+        out->cache_entries = cs.entries;
+        out->cache_memory_bytes = cs.memory;
+        out->cache_memory_limit = cs.memory_limit;
+        out->cache_singleflight_waits = cs.sf_waits;
+        out->cache_negative_hits = cs.negative_hits;
+        out->cache_fills_dropped = cs.fills_dropped;
+    }
+    out->sqlite_reads = atomic_load_explicit(&db->sqlite_reads, memory_order_relaxed);
+    out->cache_bloom_skips = atomic_load_explicit(&db->bloom_skips, memory_order_relaxed);
     store_stats_t st;
     store_stats(db->store, &st);
     out->write_transactions = st.write_transactions;

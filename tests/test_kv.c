@@ -327,8 +327,11 @@ static void test_kv_incr_keeps_content_type_and_ttl(void **state)
     sqlcached_value_t *v;
     assert_int_equal(sqlcached_kv_get(f->db, "j", 1, &v), SQLCACHED_OK);
     assert_string_equal(v->content_type, "application/json");
-    assert_int_equal(v->expires_at, r.expires_at);
     sqlcached_value_release(v);
+    f->clock.now = r.expires_at - 1;
+    assert_value(f->db, "j", "42");
+    f->clock.now = r.expires_at; /* the TTL of the PUT still applies */
+    assert_null(get_str(f->db, "j", NULL));
 }
 
 static void test_kv_incr_rejects_non_integers(void **state)

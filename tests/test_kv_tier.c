@@ -1,0 +1,399 @@
+/*
+ * test_kv_tier.c - the key-value read and write paths through the memory
+ * tier (src/kv.c with src/cache.c and src/bloom.c): hits, negative entries
+ * and the bloom filter invalidated by writes, single-flight, the stale-fill
+ * race (deterministic, and under concurrency), and memory never above the
+ * limit.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "sqlcached.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    char *dir;
+    sqlcached_t *db;
+    /* the race seam */
+    int race_armed;
+    int64_t race_version;
+} fixture_t;
+
+static sqlcached_t *open_with(fixture_t *f, void (*tweak)(sqlcached_options_t *, fixture_t *))
+{
+    char *path = testutil_path(f->dir, "tier.db");
+    sqlcached_options_t o;
+    sqlcached_options_init(&o);
+    o.path = path;
+    o.durability = SQLCACHED_DURABILITY_NORMAL;
+    if (tweak)
+        tweak(&o, f);
+    sqlcached_t *db = NULL;
+    char err[256];
+    if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK)
+        fprintf(stderr, "open: %s\n", err);
+    free(path);
+    return db;
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    f->dir = testutil_mkdtemp();
+    f->db = open_with(f, NULL);
+    *state = f;
+    return f->db ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    testutil_rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static sqlcached_stats_t stats(sqlcached_t *db)
+{
+    sqlcached_stats_t s;
+    sqlcached_stats(db, &s);
+    return s;
+}
+
+static void put(sqlcached_t *db, const char *k, const char *v, int64_t *version)
+{
+    sqlcached_write_result_t r;
+    assert_int_equal(sqlcached_kv_put(db, k, strlen(k), v, strlen(v), NULL, &r), SQLCACHED_OK);
+    if (version)
+        *version = r.version;
+}
+
+/* GET k: returns the version (0 when absent) and whether it was a hit. */
+static int64_t get(sqlcached_t *db, const char *k, int *hit)
+{
+    sqlcached_value_t *v = NULL;
+    sqlcached_status_t st = sqlcached_kv_get(db, k, strlen(k), &v);
+    if (st == SQLCACHED_NOT_FOUND)
+        return 0;
+    assert_int_equal(st, SQLCACHED_OK);
+    int64_t ver = v->version;
+    if (hit)
+        *hit = v->from_cache;
+    sqlcached_value_release(v);
+    return ver;
+}
+
+static void test_kv_tier_second_read_is_a_hit(void **state)
+{
+    fixture_t *f = *state;
+    int64_t ver;
+    int hit = -1;
+    put(f->db, "k", "v1", &ver);
+    uint64_t reads = stats(f->db).sqlite_reads;
+    assert_int_equal(get(f->db, "k", &hit), ver);
+    assert_int_equal(hit, 0);
+    assert_int_equal(get(f->db, "k", &hit), ver);
+    assert_int_equal(hit, 1);
+    assert_int_equal(stats(f->db).sqlite_reads, reads + 1);
+    assert_true(stats(f->db).cache_hits >= 1);
+    /* A write invalidates: the next read goes to SQLite and sees it. */
+    int64_t ver2;
+    put(f->db, "k", "v2", &ver2);
+    assert_int_equal(get(f->db, "k", &hit), ver2);
+    assert_int_equal(hit, 0);
+}
+
+static void test_kv_tier_bloom_skips_never_written_keys(void **state)
+{
+    fixture_t *f = *state;
+    uint64_t reads = stats(f->db).sqlite_reads;
+    assert_int_equal(get(f->db, "never", NULL), 0);
+    assert_int_equal(stats(f->db).cache_bloom_skips, 1);
+    assert_int_equal(stats(f->db).sqlite_reads, reads);
+    int64_t ver;
+    put(f->db, "never", "now", &ver);
+    assert_int_equal(get(f->db, "never", NULL), ver);
+}
+
+static void test_kv_tier_negative_entry_invalidated_by_put(void **state)
+{
+    fixture_t *f = *state;
+    int64_t ver;
+    put(f->db, "gone", "x", &ver);
+    assert_int_equal(sqlcached_kv_delete(f->db, "gone", 4, NULL), SQLCACHED_OK);
+    /* the bloom still says "maybe": the first read goes to SQLite and
+     * leaves a negative entry; the second is answered by it */
+    assert_int_equal(get(f->db, "gone", NULL), 0);
+    uint64_t reads = stats(f->db).sqlite_reads;
+    assert_int_equal(get(f->db, "gone", NULL), 0);
+    assert_int_equal(stats(f->db).sqlite_reads, reads);
+    assert_true(stats(f->db).cache_negative_hits >= 1);
+    put(f->db, "gone", "back", &ver);
+    assert_int_equal(get(f->db, "gone", NULL), ver);
+}
+
+static void test_kv_tier_bloom_survives_restart(void **state)
+{
+    fixture_t *f = *state;
+    int64_t ver;
+    put(f->db, "persisted", "x", &ver);
+    sqlcached_close(f->db);
+    f->db = open_with(f, NULL);
+    assert_non_null(f->db);
+    assert_int_equal(get(f->db, "persisted", NULL), ver); /* rebuilt from SQLite */
+    assert_int_equal(get(f->db, "other", NULL), 0);
+}
+
+/* --- single-flight ------------------------------------------------------ */
+
+typedef struct sf_arg {
+    sqlcached_t *db;
+    pthread_barrier_t *start;
+    int64_t got;
+} sf_arg_t;
+
+static void *sf_reader(void *p)
+{
+    sf_arg_t *a = p;
+    pthread_barrier_wait(a->start);
+    sqlcached_value_t *v = NULL;
+    a->got = sqlcached_kv_get(a->db, "hot", 3, &v) == SQLCACHED_OK ? v->version : -1;
+    sqlcached_value_release(v);
+    return NULL;
+}
+
+static void slow_fill(void *arg)
+{
+    (void)arg;
+    usleep(50000); /* keep the leader loading while the others arrive */
+}
+
+static void with_slow_fill(sqlcached_options_t *o, fixture_t *f)
+{
+    (void)f;
+    o->testing_before_fill = slow_fill;
+}
+
+static void test_kv_tier_single_flight_one_sqlite_read(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    f->db = open_with(f, with_slow_fill);
+    int64_t ver;
+    put(f->db, "hot", "value", &ver);
+    enum { N = 16 };
+    pthread_t th[N];
+    sf_arg_t args[N];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, N);
+    uint64_t reads = stats(f->db).sqlite_reads;
+    for (int i = 0; i < N; i++) {
+        args[i] = (sf_arg_t){f->db, &start, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, sf_reader, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].got, ver);
+    }
+    pthread_barrier_destroy(&start);
+    assert_int_equal(stats(f->db).sqlite_reads - reads, 1);
+    assert_true(stats(f->db).cache_singleflight_waits >= 1);
+}
+
+/* --- the stale-fill race ------------------------------------------------ */
+
+/* Runs inside the reader, after it read the old row and before it fills:
+ * a writer commits a new version and invalidates, exactly there. */
+static void write_in_the_window(void *arg)
+{
+    fixture_t *f = arg;
+    if (!f->race_armed)
+        return;
+    f->race_armed = 0;
+    sqlcached_write_result_t r;
+    assert_int_equal(sqlcached_kv_put(f->db, "race", 4, "new", 3, NULL, &r), SQLCACHED_OK);
+    f->race_version = r.version;
+}
+
+static void with_race_hook(sqlcached_options_t *o, fixture_t *f)
+{
+    o->testing_before_fill = write_in_the_window;
+    o->testing_arg = f;
+}
+
+static void with_race_hook_no_guard(sqlcached_options_t *o, fixture_t *f)
+{
+    with_race_hook(o, f);
+    o->testing_disable_fill_guard = 1;
+}
+
+/* Returns the version a read sees after the race played out. */
+static int64_t play_race(fixture_t *f, void (*tweak)(sqlcached_options_t *, fixture_t *))
+{
+    sqlcached_close(f->db);
+    f->db = open_with(f, tweak);
+    int64_t old;
+    put(f->db, "race", "old", &old);
+    f->race_armed = 1;
+    assert_int_equal(get(f->db, "race", NULL), old); /* began before the write */
+    assert_true(f->race_version > old);
+    return get(f->db, "race", NULL);
+}
+
+static void test_kv_tier_fill_guard_drops_stale_fill(void **state)
+{
+    fixture_t *f = *state;
+    int64_t seen = play_race(f, with_race_hook);
+    assert_int_equal(seen, f->race_version);
+    assert_true(stats(f->db).cache_fills_dropped >= 1);
+}
+
+static void test_kv_tier_race_is_real_without_the_guard(void **state)
+{
+    fixture_t *f = *state;
+    int64_t seen = play_race(f, with_race_hook_no_guard);
+    /* Without the guard the old value was cached after the write: stale. */
+    assert_true(seen < f->race_version);
+}
+
+/* --- concurrent stress: no read older than the last acknowledged write --- */
+
+enum { KEYS = 4, WRITERS = 2, READERS = 4, ROUNDS = 1500 };
+
+typedef struct stress {
+    sqlcached_t *db;
+    atomic_llong acked[KEYS]; /* newest acknowledged version per key */
+    atomic_int violations;
+    atomic_int stop;
+} stress_t;
+
+static void *stress_writer(void *p)
+{
+    stress_t *s = p;
+    char k[8];
+    for (int i = 0; i < ROUNDS; i++) {
+        int key = i % KEYS;
+        snprintf(k, sizeof k, "s%d", key);
+        sqlcached_write_result_t r;
+        if (sqlcached_kv_put(s->db, k, strlen(k), "v", 1, NULL, &r) != SQLCACHED_OK)
+            continue;
+        long long cur = atomic_load(&s->acked[key]);
+        while (cur < r.version && !atomic_compare_exchange_weak(&s->acked[key], &cur, r.version))
+            ;
+    }
+    return NULL;
+}
+
+static void *stress_reader(void *p)
+{
+    stress_t *s = p;
+    char k[8];
+    for (int i = 0; !atomic_load(&s->stop); i++) {
+        int key = i % KEYS;
+        snprintf(k, sizeof k, "s%d", key);
+        long long floor = atomic_load(&s->acked[key]); /* acked before this read began */
+        sqlcached_value_t *v = NULL;
+        if (sqlcached_kv_get(s->db, k, strlen(k), &v) == SQLCACHED_OK) {
+            if (v->version < floor)
+                atomic_fetch_add(&s->violations, 1);
+            sqlcached_value_release(v);
+        } else if (floor > 0) {
+            atomic_fetch_add(&s->violations, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_kv_tier_no_stale_read_under_concurrency(void **state)
+{
+    fixture_t *f = *state;
+    static stress_t s;
+    memset(&s, 0, sizeof s);
+    s.db = f->db;
+    pthread_t w[WRITERS], r[READERS];
+    for (int i = 0; i < READERS; i++)
+        assert_int_equal(pthread_create(&r[i], NULL, stress_reader, &s), 0);
+    for (int i = 0; i < WRITERS; i++)
+        assert_int_equal(pthread_create(&w[i], NULL, stress_writer, &s), 0);
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(w[i], NULL);
+    atomic_store(&s.stop, 1);
+    for (int i = 0; i < READERS; i++)
+        pthread_join(r[i], NULL);
+    assert_int_equal(atomic_load(&s.violations), 0);
+    assert_true(stats(f->db).cache_hits > 0);
+}
+
+/* --- memory limit --------------------------------------------------------- */
+
+static void with_small_tier(sqlcached_options_t *o, fixture_t *f)
+{
+    (void)f;
+    o->cache_memory = 256 * 1024;
+    o->cache_policy = "allkeys-lru";
+}
+
+static void test_kv_tier_memory_stays_under_the_limit(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    f->db = open_with(f, with_small_tier);
+    char k[32], v[1000];
+    memset(v, 'x', sizeof v);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof k, "big%d", i);
+        assert_int_equal(sqlcached_kv_put(f->db, k, strlen(k), v, sizeof v, NULL, NULL),
+                         SQLCACHED_OK);
+        sqlcached_value_t *got = NULL;
+        assert_int_equal(sqlcached_kv_get(f->db, k, strlen(k), &got), SQLCACHED_OK);
+        sqlcached_value_release(got);
+        sqlcached_stats_t st = stats(f->db);
+        assert_true(st.cache_memory_bytes <= st.cache_memory_limit);
+    }
+    sqlcached_stats_t st = stats(f->db);
+    assert_true(st.cache_evictions > 0);
+    assert_string_equal(st.cache_policy, "allkeys-lru");
+    /* evicted from memory, never lost: every key is still readable */
+    snprintf(k, sizeof k, "big%d", 0);
+    assert_true(get(f->db, k, NULL) > 0);
+}
+
+static void with_bad_policy(sqlcached_options_t *o, fixture_t *f)
+{
+    (void)f;
+    o->cache_policy = "mostly-lucky";
+}
+
+static void test_kv_tier_rejects_unknown_policy(void **state)
+{
+    fixture_t *f = *state;
+    assert_null(open_with(f, with_bad_policy));
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_kv_tier_second_read_is_a_hit),
+        T(test_kv_tier_bloom_skips_never_written_keys),
+        T(test_kv_tier_negative_entry_invalidated_by_put),
+        T(test_kv_tier_bloom_survives_restart),
+        T(test_kv_tier_single_flight_one_sqlite_read),
+        T(test_kv_tier_fill_guard_drops_stale_fill),
+        T(test_kv_tier_race_is_real_without_the_guard),
+        T(test_kv_tier_no_stale_read_under_concurrency),
+        T(test_kv_tier_memory_stays_under_the_limit),
+        T(test_kv_tier_rejects_unknown_policy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
