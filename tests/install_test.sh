@@ -1,0 +1,50 @@
+#!/bin/sh
+# Install into a temporary DESTDIR, then build a tiny program against the
+# installed library through pkg-config and run it: the embedded use case
+# (open a store in-process, put, get). Also checks the installed files.
+set -eu
+builddir=${SQLCACHED_BUILDDIR:?}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sqlcached-install-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+make -s -C "$builddir" install DESTDIR="$tmp/root" >"$tmp/install.log" 2>&1 || {
+    cat "$tmp/install.log"; exit 1; }
+prefix=$(sed -n 's/^prefix=//p' "$builddir/sqlcached.pc")
+libdir=$(sed -n 's/^libdir=//p' "$builddir/sqlcached.pc" | sed "s|\${exec_prefix}|$prefix|; s|\${prefix}|$prefix|")
+root="$tmp/root"
+for f in "$prefix/bin/sqlcached" "$prefix/bin/sqlcached-sim" "$prefix/include/sqlcached.h" \
+         "$prefix/share/man/man1/sqlcached.1" "$prefix/lib/systemd/system/sqlcached.service" \
+         "$prefix/etc/sqlcached.conf" "$libdir/pkgconfig/sqlcached.pc"; do
+    [ -e "$root$f" ] || { echo "install_test: missing $f"; exit 1; }
+done
+grep -q "ProtectSystem=strict" "$root$prefix/lib/systemd/system/sqlcached.service"
+cat > "$tmp/embed.c" <<'C'
+#include <sqlcached.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+    sqlcached_options_t o;
+    sqlcached_options_init(&o);
+    o.path = argv[argc - 1];
+    sqlcached_t *db;
+    char err[256];
+    if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK) {
+        fprintf(stderr, "open: %s\n", err);
+        return 1;
+    }
+    sqlcached_value_t *v = NULL;
+    int ok = sqlcached_kv_put(db, "k", 1, "embedded", 8, NULL, NULL) == SQLCACHED_OK &&
+             sqlcached_kv_get(db, "k", 1, &v) == SQLCACHED_OK && v->len == 8 &&
+             memcmp(v->data, "embedded", 8) == 0;
+    sqlcached_value_release(v);
+    sqlcached_close(db);
+    puts(ok ? "embedded ok" : "embedded FAILED");
+    return ok ? 0 : 1;
+}
+C
+export PKG_CONFIG_PATH="$root$libdir/pkgconfig"
+export PKG_CONFIG_SYSROOT_DIR="$root"
+cflags=$(pkg-config --cflags sqlcached)
+libs=$(pkg-config --libs sqlcached)
+cc -std=c11 $cflags -o "$tmp/embed" "$tmp/embed.c" $libs
+LD_LIBRARY_PATH="$root$libdir" "$tmp/embed" "$tmp/embed.db"
