@@ -41,15 +41,16 @@ static bool parse_positive(const char *s, size_t n, int64_t max, int64_t *out)
     return true;
 }
 
-/* One entity tag: "123", W/"123" (weak) or 123. */
+/* One entity tag: "123" or W/"123" (weak). The quotes are part of the
+ * syntax (RFC 9110 8.8.3): a bare 123 is malformed. */
 static bool parse_etag(const char *s, size_t n, int64_t *version, bool *weak)
 {
     *weak = n >= 2 && s[0] == 'W' && s[1] == '/';
     if (*weak)
         s += 2, n -= 2;
-    if (n >= 2 && s[0] == '"' && s[n - 1] == '"')
-        s += 1, n -= 2;
-    return parse_positive(s, n, INT64_MAX, version);
+    if (n < 2 || s[0] != '"' || s[n - 1] != '"')
+        return false;
+    return parse_positive(s + 1, n - 2, INT64_MAX, version);
 }
 
 /* Parse an If-Match / If-None-Match value ("*" or a list of entity tags);
@@ -190,6 +191,8 @@ enum MHD_Result api_kv_put(http_request_t *req)
     if (!put_ttl(req, &o.ttl_ms) || !read_preconditions(req, &im, &inm, &o.pre))
         return MHD_YES;
     o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (o.content_type && !o.content_type[0])
+        o.content_type = NULL; /* empty: the default, as when absent */
     sqlcached_write_result_t res;
     const http_param_t *key = &req->params[0];
     sqlcached_status_t st =

@@ -409,8 +409,9 @@ json_t *http_body_object(http_request_t *req, bool allow_empty, const char *cons
     if (req->body_len == 0 && allow_empty)
         return json_object();
     json_error_t err;
-    json_t *obj = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
-                             &err);
+    /* JSON_DECODE_ANY: a scalar ("1") is JSON of the wrong shape, not invalid JSON */
+    json_t *obj = json_loadb(req->body ? req->body : "", req->body_len,
+                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!obj) {
         enum json_error_code code = json_error_code(&err);
         if (code == json_error_out_of_memory)
