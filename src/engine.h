@@ -25,6 +25,7 @@ struct sqlcached {
     store_t *store;
     cache_t *cache;     /* NULL when cache_memory is 0 */
     bloom_t *bloom;     /* NULL when bloom_filter is 0 */
+    atomic_bool bloom_ready; /* set once the first build from SQLite is done */
     atomic_uint_fast64_t bloom_skips;
     atomic_uint_fast64_t sqlite_reads;
     atomic_uint_fast64_t jitter_rng;

@@ -6,7 +6,10 @@
  * (so sqlcached_close() wakes it at once) and does bounded work per tick:
  * active expiry of the memory tier every tick, a purge of expired rows in
  * SQLite every purge_interval_ms, and a rebuild of the bloom filter when
- * deletes have left too many stale bits in it.
+ * deletes have left too many stale bits in it. Its first job is the initial
+ * build of the bloom filter from SQLite, so that opening a large store does
+ * not wait for a scan of every key: until that build is done the filter is
+ * fed by writes but not consulted.
  */
 #include <build_config.h>
 
@@ -103,7 +106,8 @@ static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
     int64_t now = engine_now(db);
     if (db->cache)
         cache_expire_cycle(db->cache, now, EXPIRE_WORK_PER_TICK);
-    if (now - *last_purge >= db->opts.purge_interval_ms || now < *last_purge) {
+    if (db->opts.purge_interval_ms > 0 &&
+        (now - *last_purge >= db->opts.purge_interval_ms || now < *last_purge)) {
         purge_rows(db, now);
         *last_purge = now;
     }
@@ -115,6 +119,8 @@ static void *maintenance_main(void *arg)
 {
     sqlcached_t *db = arg;
     int64_t last_purge = engine_now(db);
+    if (db->bloom && kv_bloom_rebuild(db) == 0)
+        atomic_store_explicit(&db->bloom_ready, true, memory_order_release);
     pthread_mutex_lock(&db->maint_lock);
     while (!db->stopping) {
         struct timespec until;
@@ -146,8 +152,6 @@ static int start_maintenance(sqlcached_t *db, char *err, size_t errlen)
     }
     pthread_condattr_destroy(&attr);
     pthread_mutex_init(&db->maint_lock, NULL);
-    if (db->opts.purge_interval_ms < 0)
-        return 0;
     if (db->opts.purge_interval_ms == 0)
         db->opts.purge_interval_ms = 1000;
     if (pthread_create(&db->maintenance, NULL, maintenance_main, db) != 0) {
@@ -191,10 +195,11 @@ static int open_cache(sqlcached_t *db, char *err, size_t errlen)
     return 0;
 }
 
+/* An upper bound of the number of keys, without a scan. */
 static long long count_keys(sqlcached_t *db)
 {
     store_conn_t *r = store_reader_acquire(db->store);
-    static const char SQL_COUNT[] = "SELECT COUNT(*) FROM kv";
+    static const char SQL_COUNT[] = "SELECT COALESCE(MAX(rowid), 0) FROM kv";
     sqlite3_stmt *st = r ? store_stmt(r, SQL_COUNT) : NULL;
     long long n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     if (st)
@@ -203,7 +208,8 @@ static long long count_keys(sqlcached_t *db)
     return n;
 }
 
-/* The memory tier and the bloom filter, filled from SQLite. */
+/* The memory tier (empty) and the bloom filter (built by the maintenance
+ * thread; writes feed it from now on, see bloom.h). */
 static int open_memory_tier(sqlcached_t *db, char *err, size_t errlen)
 {
     if (db->opts.ttl_jitter_percent > 50) {
@@ -217,8 +223,7 @@ static int open_memory_tier(sqlcached_t *db, char *err, size_t errlen)
         return 0;
     long long keys = count_keys(db);
     size_t capacity = keys > BLOOM_MIN_CAPACITY / 2 ? (size_t)keys * 2 : BLOOM_MIN_CAPACITY;
-    if (keys < 0 || !(db->bloom = bloom_create(capacity, BLOOM_FP_RATE)) ||
-        kv_bloom_rebuild(db) != 0) {
+    if (keys < 0 || !(db->bloom = bloom_create(capacity, BLOOM_FP_RATE))) {
         snprintf(err, errlen, "cannot build the bloom filter of keys");
         return -1;
     }
