@@ -8,7 +8,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,13 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int wait_scale(void)
 {
@@ -167,6 +177,85 @@ void daemon_free(daemon_t *d)
     for (int i = 0; i < d->nargs; i++)
         free(d->args[i]);
     d->nargs = 0;
+}
+
+/* Read what the child writes to fd until EOF or the deadline; false on
+ * timeout. */
+static bool drain_output(int fd, int64_t deadline_ms, char *out, size_t outlen, size_t *n)
+{
+    for (;;) {
+        int64_t left = deadline_ms - now_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int rc = poll(&p, 1, (int)left);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            return false;
+        char buf[4096];
+        ssize_t got = read(fd, buf, sizeof buf);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return true; /* EOF (or error): the child closed its output */
+        size_t keep = (size_t)got;
+        if (*n + keep >= outlen)
+            keep = outlen - 1 - *n;
+        memcpy(out + *n, buf, keep);
+        *n += keep;
+        out[*n] = '\0';
+    }
+}
+
+int daemon_run(const char *const args[], int timeout_ms, char *out, size_t outlen)
+{
+    if (outlen == 0)
+        return -1;
+    out[0] = '\0';
+    const char *bin = getenv("SQLCACHED_BIN") ? getenv("SQLCACHED_BIN") : "src/sqlcached";
+    char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)bin;
+    for (int i = 0; args && args[i] && n < 63; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        execv(bin, argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    int64_t deadline = now_ms() + timeout_ms;
+    bool done = drain_output(fds[0], deadline, out, outlen, &got);
+    close(fds[0]);
+    int status = 0;
+    while (done && waitpid(pid, &status, WNOHANG) == 0) {
+        if (now_ms() >= deadline) {
+            done = false;
+            break;
+        }
+        usleep(5000);
+    }
+    if (!done) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* ------------------------------------------------------------------------

@@ -43,6 +43,15 @@ void daemon_kill(daemon_t *d);
 /* Free the argument copies. */
 void daemon_free(daemon_t *d);
 
+/* Run $SQLCACHED_BIN once with args (NULL-terminated, may be NULL), without
+ * $SQLCACHED_WRAPPER, and wait for it to exit, at most timeout_ms (then
+ * SIGKILL). Its stdout and stderr are captured into out (NUL-terminated,
+ * truncated to outlen). Returns the exit status, 128 + N if signal N ended
+ * it, or -1 if it could not be started or did not exit in time. For
+ * checking start-up errors: pass "--listen 127.0.0.1:0" so that a run that
+ * unexpectedly starts serving never takes a fixed port. */
+int daemon_run(const char *const args[], int timeout_ms, char *out, size_t outlen);
+
 typedef struct client_resp {
     long status;
     char *body;      /* NUL-terminated */
