@@ -56,19 +56,19 @@
 
 static uint32_t next_of(const struct slot *sl)
 {
-    return sl->next & IDX_MASK;
+    return slot_next(sl);
 }
 
 static void set_next(struct slot *sl, uint32_t idx, unsigned list)
 {
-    sl->next = idx | (uint32_t)list << IDX_BITS;
+    slot_set_next(sl, idx, list);
 }
 
 void list_init(struct shard *s)
 {
     for (unsigned l = 0; l < NLISTS; l++) {
         struct slot *head = slot_at(s, l);
-        head->prev = l;
+        slot_set_prev(head, l);
         set_next(head, l, l);
     }
 }
@@ -78,31 +78,31 @@ void list_push_front(struct shard *s, unsigned list, uint32_t idx)
     struct slot *head = slot_at(s, list), *sl = slot_at(s, idx);
     uint32_t first = next_of(head);
 
-    sl->prev = list;
+    slot_set_prev(sl, list);
     set_next(sl, first, list);
-    slot_at(s, first)->prev = idx;
+    slot_set_prev(slot_at(s, first), idx);
     set_next(head, idx, list);
 }
 
 void list_remove(struct shard *s, uint32_t idx)
 {
-    struct slot *sl = slot_at(s, idx), *p = slot_at(s, sl->prev);
+    struct slot *sl = slot_at(s, idx), *p = slot_at(s, slot_prev(sl));
     uint32_t n = next_of(sl);
 
     set_next(p, n, slot_list(p));
-    slot_at(s, n)->prev = sl->prev;
+    slot_set_prev(slot_at(s, n), slot_prev(sl));
 }
 
 /* Returns the least recent entry of a list, or 0 when it is empty. */
 uint32_t list_back(const struct shard *s, unsigned list)
 {
-    uint32_t idx = slot_at(s, list)->prev;
+    uint32_t idx = slot_prev(slot_at(s, list));
     return idx == list ? 0 : idx;
 }
 
 static uint64_t weight_of(const struct shard *s, uint32_t idx)
 {
-    return entry_weight(s, slot_at(s, idx)->val);
+    return entry_weight(s, slot_val(slot_at(s, idx)));
 }
 
 /* Moves idx to the front of `list`, keeping the segment weights. */
@@ -207,7 +207,7 @@ void policy_record(cache_t *c, struct shard *s, uint64_t hash)
 
 void policy_insert(cache_t *c, struct shard *s, uint32_t idx)
 {
-    const cache_value_t *v = slot_at(s, idx)->val;
+    const cache_value_t *v = slot_val(slot_at(s, idx));
     unsigned list = 0;
 
     if (c->cfg.policy == CACHE_POLICY_VOLATILE_LRU && !(v->flags & VAL_TTL))
@@ -254,7 +254,7 @@ void policy_unlink(struct shard *s, uint32_t idx)
 {
     struct slot *sl = slot_at(s, idx);
 
-    s->seg_weight[slot_list(sl)] -= entry_weight(s, sl->val);
+    s->seg_weight[slot_list(sl)] -= entry_weight(s, slot_val(sl));
     list_remove(s, idx);
 }
 
@@ -403,7 +403,7 @@ static uint32_t main_victim(const struct shard *s, uint32_t cand)
     uint32_t idx = list_back(s, LIST_PROBATION);
 
     if (idx == cand)
-        idx = slot_at(s, idx)->prev;
+        idx = slot_prev(slot_at(s, idx));
     if (idx >= FIRST_SLOT)
         return idx;
     return list_back(s, LIST_PROTECTED);
