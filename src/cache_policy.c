@@ -29,7 +29,7 @@
  * increments, so frequency ages. A hit in probation promotes to protected;
  * protected overflow demotes to probation.
  *
- * The window size adapts (hill climbing): every sample of 5 x capacity
+ * The window size adapts (hill climbing): every sample of 10 x capacity
  * requests the hit ratio is compared with the previous sample's; if it
  * improved, the window keeps moving the same way, otherwise the direction
  * reverses. Steps start at 6.25% of the capacity and decay by 2% per
@@ -48,7 +48,7 @@
 #define WINDOW_MAX       0.80
 #define CLIMB_STEP       0.0625
 #define CLIMB_DECAY      0.98
-#define CLIMB_SAMPLE     5    /* requests per sample, times capacity */
+#define CLIMB_SAMPLE     10   /* requests per sample, times capacity */
 
 /* ======================================================================
  * Lists
@@ -146,22 +146,16 @@ static size_t sketch_wanted(const cache_t *c, const struct shard *s)
     if (!uses_sketch(c) || s->count + 1 <= s->sketch.capacity ||
         s->max_entries != 0)
         return 0;
-    return (size_t)s->sketch.capacity * 2;
+    return (size_t)s->sketch.capacity + s->sketch.capacity / 4 + 1;
 }
 
 size_t policy_growth_bytes(const cache_t *c, const struct shard *s)
 {
     size_t want = sketch_wanted(c, s);
-    sketch_t probe = {0};
 
     if (want == 0)
         return 0;
-    /* size of a sketch for `want` entries, without allocating it */
-    probe.words = (uint64_t *)1;
-    probe.mask = 15;
-    while ((size_t)(probe.mask + 1) * 16 < want)
-        probe.mask = probe.mask * 2 + 1;
-    return sketch_bytes(&probe) - sketch_bytes(&s->sketch);
+    return sketch_bytes_for(want) - sketch_bytes(&s->sketch);
 }
 
 int policy_reserve(const cache_t *c, struct shard *s)

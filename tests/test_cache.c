@@ -166,6 +166,25 @@ static void test_cache_slot_packing_round_trips(void **state)
     assert_false(ptr_packable((void *)((uintptr_t)1 << 50)));
 }
 
+/* The sketch is sized to what it is asked for, not rounded up to a power
+ * of two, and still counts: a key seen n times estimates at least n. */
+static void test_cache_sketch_exact_width_counts(void **state)
+{
+    sketch_t sk = {0};
+
+    (void)state;
+    assert_int_equal(sketch_reset(&sk, 5000), 0);
+    assert_int_equal(sketch_bytes(&sk), sketch_bytes_for(5000));
+    assert_int_equal(sketch_bytes(&sk), 5000 / 4 * SKETCH_ROWS * 8);
+    for (uint64_t k = 1; k <= 2000; k++)
+        for (uint64_t n = 0; n < k % 7; n++)
+            sketch_increment(&sk, k * 0x9e3779b97f4a7c15ull);
+    for (uint64_t k = 1; k <= 2000; k++)
+        assert_true(sketch_frequency(&sk, k * 0x9e3779b97f4a7c15ull) >=
+                    k % 7);
+    sketch_free(&sk);
+}
+
 static void test_cache_lru_evicts_least_recent(void **state)
 {
     cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 3, 0);
@@ -812,6 +831,7 @@ int main(void)
         cmocka_unit_test(test_cache_value_fields_and_lifetime),
         cmocka_unit_test(test_cache_lower_version_never_replaces),
         cmocka_unit_test(test_cache_slot_packing_round_trips),
+        cmocka_unit_test(test_cache_sketch_exact_width_counts),
         cmocka_unit_test(test_cache_lru_evicts_least_recent),
         cmocka_unit_test(test_cache_noeviction_refuses_when_full),
         cmocka_unit_test(test_cache_volatile_lru_spares_keys_without_ttl),
