@@ -5,7 +5,7 @@
  *
  * Data structure (details in cache_int.h): keys hash to one of `nshards`
  * shards; each shard has its own mutex, a Robin Hood hash table of 32-bit
- * buckets pointing into an array of 16-byte slots, the policy lists threaded
+ * buckets pointing into an array of 12-byte slots, the policy lists threaded
  * through the slots, and a min-heap of the entries that have a TTL. An entry
  * is one malloc'd cache_value_t holding header, key and value; the table
  * owns one reference and readers take more, so a value evicted while an
@@ -154,6 +154,10 @@ static cache_value_t *value_new(const void *key, size_t klen,
     if (vlen > UINT32_MAX)
         return NULL;
     v = malloc(sizeof(*v) + klen + vlen + ttl_len + ctl);
+    if (v != NULL && !ptr_packable(v)) { /* see struct slot */
+        free(v);
+        return NULL;
+    }
     if (v == NULL)
         return NULL;
     atomic_init(&v->refs, 1);
@@ -297,7 +301,7 @@ static uint32_t slot_take(struct shard *s)
     uint32_t idx = s->free_slot;
 
     if (idx != 0) {
-        s->free_slot = slot_at(s, idx)->next;
+        s->free_slot = slot_next(slot_at(s, idx));
         return idx;
     }
     return s->next_unused++;
@@ -307,8 +311,8 @@ static void slot_put(struct shard *s, uint32_t idx)
 {
     struct slot *sl = slot_at(s, idx);
 
-    sl->val = NULL;
-    sl->next = s->free_slot;
+    slot_set_val(sl, NULL);
+    slot_set_next(sl, s->free_slot, 0);
     s->free_slot = idx;
 }
 
@@ -337,7 +341,7 @@ static uint32_t table_find(const struct shard *s, const void *key,
         uint32_t b = s->table[i];
         if (b == 0 || (b >> IDX_BITS) < dist)
             return UINT32_MAX;
-        if (value_is(slot_at(s, b & IDX_MASK)->val, key, klen))
+        if (value_is(slot_val(slot_at(s, b & IDX_MASK)), key, klen))
             return i;
         if (++i == s->tcap)
             i = 0;
@@ -391,7 +395,7 @@ static void table_delete(struct shard *s, uint32_t i)
 
 uint64_t slot_hash(const cache_t *c, const struct shard *s, uint32_t idx)
 {
-    const cache_value_t *v = slot_at(s, idx)->val;
+    const cache_value_t *v = slot_val(slot_at(s, idx));
     return key_hash(c, val_key(v), v->klen);
 }
 
@@ -419,13 +423,13 @@ static int table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
 
 static uint32_t grown_cap(uint32_t n)
 {
-    uint64_t cap = ((uint64_t)n * 16 / 10 + 15) & ~(uint64_t)15;
+    uint64_t cap = ((uint64_t)n * 13 / 10 + 15) & ~(uint64_t)15;
     return cap < 64 ? 64 : (uint32_t)cap;
 }
 
 static bool table_needs_growth(const struct shard *s)
 {
-    return (uint64_t)(s->count + 1) * 10 > (uint64_t)s->tcap * 9;
+    return (uint64_t)(s->count + 1) * 100 > (uint64_t)s->tcap * 93;
 }
 
 /* ======================================================================
@@ -436,7 +440,7 @@ static void heap_set(struct shard *s, uint32_t pos, int64_t exp, uint32_t idx)
 {
     s->hexp[pos] = exp;
     s->hslot[pos] = idx;
-    val_set_heap_pos(slot_at(s, idx)->val, pos);
+    val_set_heap_pos(slot_val(slot_at(s, idx)), pos);
 }
 
 static void heap_up(struct shard *s, uint32_t pos)
@@ -566,7 +570,7 @@ static uint32_t do_link_entry(cache_t *c, struct shard *s, cache_value_t *v,
     uint32_t idx = slot_take(s);
     size_t charge = entry_charge(v);
 
-    slot_at(s, idx)->val = v;
+    slot_set_val(slot_at(s, idx), v);
     if (!table_place(s->table, s->tcap, idx, h)) {
         /* pathological probe length: grow once and retry */
         if (table_resize(c, s, grown_cap(s->tcap)) != 0 ||
@@ -605,7 +609,7 @@ static void maybe_shrink(const cache_t *c, struct shard *s)
 
 void do_unlink_entry(cache_t *c, struct shard *s, uint32_t idx)
 {
-    cache_value_t *v = slot_at(s, idx)->val;
+    cache_value_t *v = slot_val(slot_at(s, idx));
     size_t charge = entry_charge(v);
 
     table_delete(s, table_find_slot(s, slot_hash(c, s, idx), idx));
@@ -633,7 +637,7 @@ static uint32_t do_lookup(cache_t *c, struct shard *s, const void *key,
     if (b == UINT32_MAX)
         return 0;
     idx = s->table[b] & IDX_MASK;
-    exp = entry_expiry(s, slot_at(s, idx)->val);
+    exp = entry_expiry(s, slot_val(slot_at(s, idx)));
     if (exp != 0 && exp <= now_ms) {
         do_unlink_entry(c, s, idx);
         s->expirations++;
@@ -690,7 +694,7 @@ static cache_outcome_t do_store(cache_t *c, struct shard *s,
     cache_outcome_t r;
 
     if (idx != 0) {
-        const cache_value_t *old = slot_at(s, idx)->val;
+        const cache_value_t *old = slot_val(slot_at(s, idx));
         if (((v->flags & VAL_NEGATIVE) && !(old->flags & VAL_NEGATIVE)) ||
             cache_value_version(old) > cache_value_version(v))
             return CACHE_OLDER;
@@ -707,7 +711,7 @@ static cache_outcome_t do_store(cache_t *c, struct shard *s,
     idx = do_link_entry(c, s, v, h, expires_at);
     if (idx == 0)
         return CACHE_NOMEM;
-    if (!do_evict(c, s, idx) && slot_at(s, idx)->val == v) {
+    if (!do_evict(c, s, idx) && slot_val(slot_at(s, idx)) == v) {
         cache_value_retain(v);       /* the caller keeps its reference */
         do_unlink_entry(c, s, idx);  /* drops the table's */
         s->rejected++;
@@ -813,7 +817,7 @@ static cache_outcome_t do_read(cache_t *c, struct shard *s, const void *key,
     if (idx == 0)
         return CACHE_MISS;
     policy_hit(c, s, idx);
-    v = slot_at(s, idx)->val;
+    v = slot_val(slot_at(s, idx));
     if (v->flags & VAL_NEGATIVE) {
         s->negative_hits++;
         return CACHE_NEGATIVE;
@@ -1079,7 +1083,7 @@ static int shard_init(cache_t *c, struct shard *s, unsigned i)
 static void shard_free(struct shard *s)
 {
     for (uint32_t idx = FIRST_SLOT; idx < s->next_unused; idx++)
-        cache_value_release(slot_at(s, idx)->val);
+        cache_value_release(slot_val(slot_at(s, idx)));
     for (uint32_t p = 0; p < s->npages; p++)
         free(s->pages[p]);
     free(s->pages);

@@ -8,9 +8,9 @@
  *   index, 4 bytes, only when the entry has a TTL] | [content type + NUL,
  *   only when it could not be interned]
  *
- *   struct slot (16 bytes, in per-shard pages): value pointer and the two
- *   32-bit links of the entry's policy list. Links are slot indices; the
- *   top 8 bits of `next` hold the list the entry is in.
+ *   struct slot (12 bytes, in per-shard pages of 256): the value pointer
+ *   compressed to 46 bits, the two 24-bit links of the entry's policy list
+ *   (slot indices) and the list the entry is in (2 bits).
  *
  *   hash table: 4 bytes per bucket (24-bit slot index + 8-bit hash tag),
  *   open addressing with linear probing, load kept within 0.55..0.9.
@@ -72,7 +72,7 @@ static inline void val_set_heap_pos(cache_value_t *v, uint32_t pos)
 #define IDX_BITS     24
 #define IDX_MASK     ((1u << IDX_BITS) - 1)
 #define MAX_SLOTS    IDX_MASK
-#define PAGE_SHIFT   6
+#define PAGE_SHIFT   8
 #define PAGE_SLOTS   (1u << PAGE_SHIFT)
 
 /* Lists. Slot indices 0..NLISTS-1 are their sentinels (circular lists). For
@@ -85,11 +85,70 @@ static inline void val_set_heap_pos(cache_value_t *v, uint32_t pos)
 #define LIST_PROTECTED 2
 #define FIRST_SLOT     NLISTS
 
+/* A slot is 12 bytes: three 32-bit words holding the two 24-bit links, the
+ * list (2 bits) and the value pointer compressed to 46 bits (malloc
+ * returns 16-byte aligned addresses, and user addresses on the 64-bit
+ * targets we run on are below 2^48, so pointer >> 4 fits; value_new()
+ * refuses, as out of memory, a pointer that would not).
+ *   w[0] = prev | ptr bits 0..7 << 24
+ *   w[1] = next | list << 24 | ptr bits 8..13 << 26
+ *   w[2] = ptr bits 14..45
+ */
 struct slot {
-    cache_value_t *val;  /* NULL when free */
-    uint32_t prev;       /* slot index */
-    uint32_t next;       /* slot index | list << IDX_BITS */
+    uint32_t w[3];
 };
+
+#define PTR_SHIFT 4
+#define PTR_BITS  46
+
+static inline bool ptr_packable(const void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    return (u & ((1u << PTR_SHIFT) - 1)) == 0 &&
+           (uint64_t)u >> (PTR_SHIFT + PTR_BITS) == 0;
+}
+
+static inline cache_value_t *slot_val(const struct slot *sl)
+{
+    uint64_t c = (uint64_t)(sl->w[0] >> 24) |
+                 (uint64_t)(sl->w[1] >> 26) << 8 |
+                 (uint64_t)sl->w[2] << 14;
+    return (cache_value_t *)(uintptr_t)(c << PTR_SHIFT);
+}
+
+static inline void slot_set_val(struct slot *sl, const cache_value_t *v)
+{
+    uint64_t c = (uint64_t)(uintptr_t)v >> PTR_SHIFT;
+
+    sl->w[0] = (sl->w[0] & IDX_MASK) | (uint32_t)(c & 0xff) << 24;
+    sl->w[1] = (sl->w[1] & 0x03ffffffu) | (uint32_t)(c >> 8 & 0x3f) << 26;
+    sl->w[2] = (uint32_t)(c >> 14);
+}
+
+static inline uint32_t slot_prev(const struct slot *sl)
+{
+    return sl->w[0] & IDX_MASK;
+}
+
+static inline void slot_set_prev(struct slot *sl, uint32_t idx)
+{
+    sl->w[0] = (sl->w[0] & ~IDX_MASK) | idx;
+}
+
+static inline uint32_t slot_next(const struct slot *sl)
+{
+    return sl->w[1] & IDX_MASK;
+}
+
+static inline unsigned slot_list(const struct slot *sl)
+{
+    return sl->w[1] >> IDX_BITS & 3;
+}
+
+static inline void slot_set_next(struct slot *sl, uint32_t idx, unsigned list)
+{
+    sl->w[1] = (sl->w[1] & 0xfc000000u) | idx | (uint32_t)list << IDX_BITS;
+}
 
 /* ---- single-flight ------------------------------------------------------ */
 
@@ -161,11 +220,6 @@ struct cache {
 static inline struct slot *slot_at(const struct shard *s, uint32_t idx)
 {
     return &s->pages[idx >> PAGE_SHIFT][idx & (PAGE_SLOTS - 1)];
-}
-
-static inline unsigned slot_list(const struct slot *sl)
-{
-    return sl->next >> IDX_BITS;
 }
 
 /* Bytes an allocation of n bytes costs: glibc's chunk (8-byte header,

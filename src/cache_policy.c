@@ -29,7 +29,7 @@
  * increments, so frequency ages. A hit in probation promotes to protected;
  * protected overflow demotes to probation.
  *
- * The window size adapts (hill climbing): every sample of 5 x capacity
+ * The window size adapts (hill climbing): every sample of 10 x capacity
  * requests the hit ratio is compared with the previous sample's; if it
  * improved, the window keeps moving the same way, otherwise the direction
  * reverses. Steps start at 6.25% of the capacity and decay by 2% per
@@ -48,7 +48,7 @@
 #define WINDOW_MAX       0.80
 #define CLIMB_STEP       0.0625
 #define CLIMB_DECAY      0.98
-#define CLIMB_SAMPLE     5    /* requests per sample, times capacity */
+#define CLIMB_SAMPLE     10   /* requests per sample, times capacity */
 
 /* ======================================================================
  * Lists
@@ -56,19 +56,19 @@
 
 static uint32_t next_of(const struct slot *sl)
 {
-    return sl->next & IDX_MASK;
+    return slot_next(sl);
 }
 
 static void set_next(struct slot *sl, uint32_t idx, unsigned list)
 {
-    sl->next = idx | (uint32_t)list << IDX_BITS;
+    slot_set_next(sl, idx, list);
 }
 
 void list_init(struct shard *s)
 {
     for (unsigned l = 0; l < NLISTS; l++) {
         struct slot *head = slot_at(s, l);
-        head->prev = l;
+        slot_set_prev(head, l);
         set_next(head, l, l);
     }
 }
@@ -78,31 +78,31 @@ void list_push_front(struct shard *s, unsigned list, uint32_t idx)
     struct slot *head = slot_at(s, list), *sl = slot_at(s, idx);
     uint32_t first = next_of(head);
 
-    sl->prev = list;
+    slot_set_prev(sl, list);
     set_next(sl, first, list);
-    slot_at(s, first)->prev = idx;
+    slot_set_prev(slot_at(s, first), idx);
     set_next(head, idx, list);
 }
 
 void list_remove(struct shard *s, uint32_t idx)
 {
-    struct slot *sl = slot_at(s, idx), *p = slot_at(s, sl->prev);
+    struct slot *sl = slot_at(s, idx), *p = slot_at(s, slot_prev(sl));
     uint32_t n = next_of(sl);
 
     set_next(p, n, slot_list(p));
-    slot_at(s, n)->prev = sl->prev;
+    slot_set_prev(slot_at(s, n), slot_prev(sl));
 }
 
 /* Returns the least recent entry of a list, or 0 when it is empty. */
 uint32_t list_back(const struct shard *s, unsigned list)
 {
-    uint32_t idx = slot_at(s, list)->prev;
+    uint32_t idx = slot_prev(slot_at(s, list));
     return idx == list ? 0 : idx;
 }
 
 static uint64_t weight_of(const struct shard *s, uint32_t idx)
 {
-    return entry_weight(s, slot_at(s, idx)->val);
+    return entry_weight(s, slot_val(slot_at(s, idx)));
 }
 
 /* Moves idx to the front of `list`, keeping the segment weights. */
@@ -146,22 +146,16 @@ static size_t sketch_wanted(const cache_t *c, const struct shard *s)
     if (!uses_sketch(c) || s->count + 1 <= s->sketch.capacity ||
         s->max_entries != 0)
         return 0;
-    return (size_t)s->sketch.capacity * 2;
+    return (size_t)s->sketch.capacity + s->sketch.capacity / 4 + 1;
 }
 
 size_t policy_growth_bytes(const cache_t *c, const struct shard *s)
 {
     size_t want = sketch_wanted(c, s);
-    sketch_t probe = {0};
 
     if (want == 0)
         return 0;
-    /* size of a sketch for `want` entries, without allocating it */
-    probe.words = (uint64_t *)1;
-    probe.mask = 15;
-    while ((size_t)(probe.mask + 1) * 16 < want)
-        probe.mask = probe.mask * 2 + 1;
-    return sketch_bytes(&probe) - sketch_bytes(&s->sketch);
+    return sketch_bytes_for(want) - sketch_bytes(&s->sketch);
 }
 
 int policy_reserve(const cache_t *c, struct shard *s)
@@ -207,7 +201,7 @@ void policy_record(cache_t *c, struct shard *s, uint64_t hash)
 
 void policy_insert(cache_t *c, struct shard *s, uint32_t idx)
 {
-    const cache_value_t *v = slot_at(s, idx)->val;
+    const cache_value_t *v = slot_val(slot_at(s, idx));
     unsigned list = 0;
 
     if (c->cfg.policy == CACHE_POLICY_VOLATILE_LRU && !(v->flags & VAL_TTL))
@@ -254,7 +248,7 @@ void policy_unlink(struct shard *s, uint32_t idx)
 {
     struct slot *sl = slot_at(s, idx);
 
-    s->seg_weight[slot_list(sl)] -= entry_weight(s, sl->val);
+    s->seg_weight[slot_list(sl)] -= entry_weight(s, slot_val(sl));
     list_remove(s, idx);
 }
 
@@ -403,7 +397,7 @@ static uint32_t main_victim(const struct shard *s, uint32_t cand)
     uint32_t idx = list_back(s, LIST_PROBATION);
 
     if (idx == cand)
-        idx = slot_at(s, idx)->prev;
+        idx = slot_prev(slot_at(s, idx));
     if (idx >= FIRST_SLOT)
         return idx;
     return list_back(s, LIST_PROTECTED);

@@ -1,10 +1,12 @@
 /*
  * sketch.c - aging count-min sketch (see sketch.h).
  *
- * Layout: SKETCH_ROWS rows of (mask + 1) 64-bit words, each word holding 16
+ * Layout: SKETCH_ROWS rows of `width` 64-bit words, each word holding 16
  * counters of 4 bits. Row r picks a word and a nibble from its own remix of
  * the key hash. Width: one word per row for every four expected entries
- * gives 16 counters per entry in total (2 bytes per entry).
+ * gives 16 counters per entry in total (8 bytes per entry). The width is
+ * not rounded to a power of two (rows index by multiply-shift), so the
+ * table is never up to twice the size it was asked for.
  */
 #include "sketch.h"
 
@@ -28,25 +30,32 @@ static uint64_t remix(uint64_t h, int row)
     return h;
 }
 
-static uint32_t ceil_pow2(size_t n)
+static uint32_t width_for(size_t entries)
 {
-    uint32_t p = 1;
-    while (p < n && p < (1u << 30))
-        p <<= 1;
-    return p;
+    size_t w = entries / ENTRIES_PER_WORD;
+
+    if (w < 16)
+        w = 16;
+    if (w > (1u << 30))
+        w = 1u << 30;
+    return (uint32_t)w;
+}
+
+size_t sketch_bytes_for(size_t entries)
+{
+    return (size_t)width_for(entries) * SKETCH_ROWS * sizeof(uint64_t);
 }
 
 int sketch_reset(sketch_t *s, size_t entries)
 {
-    uint32_t per_row = ceil_pow2(entries / ENTRIES_PER_WORD < 16 ? 16
-                                : entries / ENTRIES_PER_WORD);
+    uint32_t per_row = width_for(entries);
     uint64_t *words = calloc((size_t)per_row * SKETCH_ROWS, sizeof(*words));
 
     if (words == NULL)
         return -1;
     free(s->words);
     s->words = words;
-    s->mask = per_row - 1;
+    s->width = per_row;
     s->capacity = entries < 1 ? 1 : (uint32_t)entries;
     s->sample_size = 10u * s->capacity;
     s->additions = 0;
@@ -64,14 +73,15 @@ static uint64_t *counter_at(const sketch_t *s, uint64_t h, int r,
                             unsigned *shift)
 {
     uint64_t x = remix(h, r);
-    size_t word = (size_t)r * (s->mask + 1) + (x & s->mask);
+    size_t word = (size_t)r * s->width +
+                  (size_t)(((x & 0xffffffffu) * s->width) >> 32);
     *shift = (unsigned)((x >> 58) & 15) * 4;
     return &s->words[word];
 }
 
 static void halve(sketch_t *s)
 {
-    size_t n = (size_t)(s->mask + 1) * SKETCH_ROWS;
+    size_t n = (size_t)s->width * SKETCH_ROWS;
     for (size_t i = 0; i < n; i++)
         s->words[i] = (s->words[i] >> 1) & 0x7777777777777777ull;
     s->additions /= 2;
@@ -112,6 +122,6 @@ unsigned sketch_frequency(const sketch_t *s, uint64_t hash)
 
 size_t sketch_bytes(const sketch_t *s)
 {
-    return s->words ? (size_t)(s->mask + 1) * SKETCH_ROWS * sizeof(uint64_t)
+    return s->words ? (size_t)s->width * SKETCH_ROWS * sizeof(uint64_t)
                     : 0;
 }

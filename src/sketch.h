@@ -18,7 +18,7 @@
 
 typedef struct sketch {
     uint64_t *words;      /* 16 counters of 4 bits per word */
-    uint32_t mask;        /* words per row - 1 (power of two) */
+    uint32_t width;       /* words per row (any number >= 16) */
     uint32_t additions;   /* increments since the last halving */
     uint32_t sample_size; /* halve after this many increments */
     uint32_t capacity;    /* entries it was sized for */
@@ -42,5 +42,8 @@ unsigned sketch_frequency(const sketch_t *s, uint64_t hash);
 
 /* Bytes allocated for the table. */
 size_t sketch_bytes(const sketch_t *s);
+
+/* Bytes a sketch sized for `entries` would allocate. */
+size_t sketch_bytes_for(size_t entries);
 
 #endif

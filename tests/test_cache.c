@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "cache_int.h"
 #include "sim.h"
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -130,6 +131,59 @@ static void test_cache_lower_version_never_replaces(void **state)
 }
 
 /* ---- eviction order ------------------------------------------------------- */
+
+/* The packed 12-byte slot: pointer, links and list do not disturb each
+ * other, whatever order they are written in. */
+static void test_cache_slot_packing_round_trips(void **state)
+{
+    struct slot sl;
+    uintptr_t ptrs[] = {16, (uintptr_t)1 << 47, ((uintptr_t)1 << 50) - 16,
+                        (uintptr_t)0x00007f12345678f0ull,
+                        (uintptr_t)0x000055aabbccdd10ull};
+
+    (void)state;
+    assert_int_equal(sizeof(struct slot), 12);
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) {
+        cache_value_t *v = (cache_value_t *)ptrs[i];
+        memset(&sl, 0xff, sizeof(sl));
+        assert_true(ptr_packable(v));
+        slot_set_val(&sl, v);
+        slot_set_prev(&sl, 0x123456);
+        slot_set_next(&sl, 0xabcdef, 2);
+        assert_ptr_equal(slot_val(&sl), v);
+        slot_set_next(&sl, IDX_MASK, 1);
+        slot_set_prev(&sl, 0);
+        assert_ptr_equal(slot_val(&sl), v);
+        assert_int_equal(slot_prev(&sl), 0);
+        assert_int_equal(slot_next(&sl), IDX_MASK);
+        assert_int_equal(slot_list(&sl), 1);
+        slot_set_val(&sl, NULL);
+        assert_null(slot_val(&sl));
+        assert_int_equal(slot_next(&sl), IDX_MASK);
+        assert_int_equal(slot_list(&sl), 1);
+    }
+    assert_false(ptr_packable((void *)(uintptr_t)8));
+    assert_false(ptr_packable((void *)((uintptr_t)1 << 50)));
+}
+
+/* The sketch is sized to what it is asked for, not rounded up to a power
+ * of two, and still counts: a key seen n times estimates at least n. */
+static void test_cache_sketch_exact_width_counts(void **state)
+{
+    sketch_t sk = {0};
+
+    (void)state;
+    assert_int_equal(sketch_reset(&sk, 5000), 0);
+    assert_int_equal(sketch_bytes(&sk), sketch_bytes_for(5000));
+    assert_int_equal(sketch_bytes(&sk), 5000 / 4 * SKETCH_ROWS * 8);
+    for (uint64_t k = 1; k <= 2000; k++)
+        for (uint64_t n = 0; n < k % 7; n++)
+            sketch_increment(&sk, k * 0x9e3779b97f4a7c15ull);
+    for (uint64_t k = 1; k <= 2000; k++)
+        assert_true(sketch_frequency(&sk, k * 0x9e3779b97f4a7c15ull) >=
+                    k % 7);
+    sketch_free(&sk);
+}
 
 static void test_cache_lru_evicts_least_recent(void **state)
 {
@@ -776,6 +830,8 @@ int main(void)
         cmocka_unit_test(test_cache_policy_names_round_trip),
         cmocka_unit_test(test_cache_value_fields_and_lifetime),
         cmocka_unit_test(test_cache_lower_version_never_replaces),
+        cmocka_unit_test(test_cache_slot_packing_round_trips),
+        cmocka_unit_test(test_cache_sketch_exact_width_counts),
         cmocka_unit_test(test_cache_lru_evicts_least_recent),
         cmocka_unit_test(test_cache_noeviction_refuses_when_full),
         cmocka_unit_test(test_cache_volatile_lru_spares_keys_without_ttl),
