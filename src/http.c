@@ -617,6 +617,8 @@ static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, co
         return http_reply_problem(req, "method_not_allowed", "%s is not allowed here",
                                   req->method);
     case 400:
+        if (declared_too_large(srv, req))
+            break; /* the body size is checked before the path is validated: 413 */
         return http_reply_problem(req, "invalid_argument", "bad percent-encoding in the path");
     case 503:
         return http_reply_problem(req, "unavailable", "out of memory");

@@ -1131,6 +1131,8 @@ static void test_http_kv_body_too_large(void **state)
     problem_is(req(&f->d, "PUT", "/v1/kv/big:keep", chunked, body, 2048), 413,
                "payload_too_large");
     get_is(&f->d, "/v1/kv/big:keep", "small", 5);
+    /* the size is checked before the path is validated */
+    problem_is(req(&f->d, "PUT", "/v1/kv/%zz", NULL, body, 2048), 413, "payload_too_large");
     /* routing is decided before the size: 404 and 405 come first */
     problem_is(req(&f->d, "PUT", "/v1/nope", NULL, body, 2048), 404, "not_found");
     problem_is(req(&f->d, "POST", "/v1/kv/big:keep", NULL, body, 2048), 405,
