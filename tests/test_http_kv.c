@@ -367,6 +367,12 @@ static void test_http_kv_put_created_then_replaced(void **state)
     client_resp_free(&r);
     assert_true(v2 > v1);
     assert_int_equal(get_is(&f->d, "/v1/kv/put:a", "two", 3), v2);
+
+    /* unknown query parameters are ignored */
+    r = req(&f->d, "PUT", "/v1/kv/put:q?colour=blue&ttl2=0", h, "q", 1);
+    check_written(&r, 201, "put:q", 0, 0);
+    client_resp_free(&r);
+    get_is(&f->d, "/v1/kv/put:q?colour=blue", "q", 1);
 }
 
 static void test_http_kv_content_type_verbatim(void **state)
