@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+#include "seckill.h"
 #include "sqlcached.h"
 #include "store.h"
 
@@ -19,6 +20,7 @@ struct sqlcached {
     sqlcached_options_t opts;
     char *path; /* owned copy of opts.path */
     store_t *store;
+    seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
 
     /* maintenance thread: purges expired rows every purge_interval_ms */
     pthread_t maintenance;

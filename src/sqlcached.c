@@ -59,6 +59,8 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->busy_timeout_ms = 5000;
     opts->max_batch = 256;
     opts->purge_interval_ms = 1000;
+    opts->seckill_strategy = SQLCACHED_SECKILL_STOCK;
+    opts->seckill_retries = 3;
 }
 
 static int64_t wall_clock_ms(void)
@@ -148,8 +150,18 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         sqlcached_options_init(&defaults);
         opts = &defaults;
     }
+    if ((opts->seckill_strategy != SQLCACHED_SECKILL_STOCK &&
+         opts->seckill_strategy != SQLCACHED_SECKILL_VERSION) ||
+        opts->seckill_retries < 0 || opts->seckill_retries > SQLCACHED_SECKILL_RETRIES_MAX) {
+        snprintf(err, errlen, "invalid seckill strategy or retries (0 to %d)",
+                 SQLCACHED_SECKILL_RETRIES_MAX);
+        return SQLCACHED_INVALID_ARGUMENT;
+    }
     sqlcached_t *db = calloc(1, sizeof *db);
-    if (!db || !(db->path = strdup(opts->path ? opts->path : "sqlcached.db"))) {
+    if (!db || !(db->path = strdup(opts->path ? opts->path : "sqlcached.db")) ||
+        !(db->seckill = seckill_create())) {
+        if (db)
+            free(db->path);
         free(db);
         snprintf(err, errlen, "out of memory");
         return SQLCACHED_NOMEM;
@@ -185,6 +197,7 @@ void sqlcached_close(sqlcached_t *db)
         pthread_mutex_destroy(&db->maint_lock);
     }
     store_close(db->store);
+    seckill_destroy(db->seckill);
     free(db->path);
     free(db);
 }
