@@ -32,6 +32,8 @@ void config_defaults(config_t *cfg)
     cfg->log_level = LOG_INFO;
     cfg->max_connections = 10000;
     cfg->connection_timeout_s = 60;
+    cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
+    cfg->seckill_retries = 3;
 }
 
 const char *config_usage(void)
@@ -48,6 +50,10 @@ const char *config_usage(void)
            "  --durability MODE      full (fsync each commit, default) or normal\n"
            "  --max-connections N    concurrent connections (default 10000)\n"
            "  --timeout SECONDS      idle connection timeout (default 60)\n"
+           "  --seckill-strategy S   how an order takes stock: stock (guard stock > 0,\n"
+           "                         default) or version (guard on the version read,\n"
+           "                         retried; sells less under contention)\n"
+           "  --seckill-retries N    version strategy: retries per order (default 3)\n"
            "  --log-level LEVEL      error, warn, info (default) or debug\n"
            "  -h, --help             show this help and exit\n"
            "  -V, --version          show the version and exit\n";
@@ -146,7 +152,7 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 }
 
 enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABILITY,
-       OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT };
+       OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT, OPT_SECKILL_STRATEGY, OPT_SECKILL_RETRIES };
 
 static const struct option long_options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -158,6 +164,8 @@ static const struct option long_options[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"max-connections", required_argument, NULL, OPT_MAX_CONN},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"seckill-strategy", required_argument, NULL, OPT_SECKILL_STRATEGY},
+    {"seckill-retries", required_argument, NULL, OPT_SECKILL_RETRIES},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -215,6 +223,20 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
     case OPT_TIMEOUT:
         if (parse_uint(arg, 1, 86400, &cfg->connection_timeout_s) != 0)
             return snprintf(err, errlen, "--timeout: expected 1 to 86400 seconds, got '%s'", arg), -1;
+        return 0;
+    case OPT_SECKILL_STRATEGY:
+        if (strcmp(arg, "stock") == 0)
+            cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
+        else if (strcmp(arg, "version") == 0)
+            cfg->seckill_strategy = SQLCACHED_SECKILL_VERSION;
+        else
+            return snprintf(err, errlen, "--seckill-strategy: expected stock or version, got '%s'",
+                            arg), -1;
+        return 0;
+    case OPT_SECKILL_RETRIES:
+        if (parse_uint(arg, 0, SQLCACHED_SECKILL_RETRIES_MAX, &cfg->seckill_retries) != 0)
+            return snprintf(err, errlen, "--seckill-retries: expected 0 to %d, got '%s'",
+                            SQLCACHED_SECKILL_RETRIES_MAX, arg), -1;
         return 0;
     default:
         return snprintf(err, errlen, "unknown option"), -1;

@@ -24,6 +24,8 @@ typedef struct config {
     int log_level;
     unsigned max_connections;
     unsigned connection_timeout_s;
+    sqlcached_seckill_strategy_t seckill_strategy;
+    unsigned seckill_retries;
 } config_t;
 
 typedef enum config_result {

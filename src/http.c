@@ -57,6 +57,11 @@ const http_route_t http_routes[] = {
     {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
     {"DELETE", "/v1/kv/{key}", api_kv_delete, "kv_delete"},
     {"POST", "/v1/kv/{key}/incr", api_kv_incr, "kv_incr"},
+    {"GET", "/v1/items/{id}", api_items_get, "item_get"},
+    {"PUT", "/v1/items/{id}", api_items_put, "item_put"},
+    {"GET", "/v1/items/{id}/orders", api_items_orders_list, "order_list"},
+    {"POST", "/v1/items/{id}/orders", api_items_order, "order_create"},
+    {"GET", "/v1/items/{id}/orders/{user_id}", api_items_order_get, "order_get"},
 };
 const size_t http_route_count = sizeof http_routes / sizeof http_routes[0];
 
@@ -136,16 +141,32 @@ static struct MHD_Response *text_response(char *text, const char *content_type)
     return resp;
 }
 
-enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
-                                     int64_t etag)
+/* A JSON response for obj (taken over); NULL when out of memory. */
+static struct MHD_Response *json_response(json_t *obj)
 {
     char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    struct MHD_Response *resp = text_response(text, "application/json");
+    return text_response(text, "application/json");
+}
+
+enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
+                                     int64_t etag)
+{
+    struct MHD_Response *resp = json_response(obj);
     if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
     if (etag >= 0)
         add_etag(resp, etag);
+    return queue(req, status, resp);
+}
+
+enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, json_t *obj,
+                                       const char *name, const char *value)
+{
+    struct MHD_Response *resp = json_response(obj);
+    if (!resp)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    MHD_add_response_header(resp, name, value);
     return queue(req, status, resp);
 }
 
@@ -345,6 +366,26 @@ int http_query(const http_request_t *req, const char *name, char **out, size_t *
     return 1;
 }
 
+/* The problem code for a body jansson refused: syntax is invalid_json;
+ * well-formed JSON of a shape the API never accepts (duplicate member,
+ * \u0000 in a string, integer out of range, nesting too deep) is
+ * invalid_argument, as api/openapi.yaml says. */
+static const char *body_error_code(const json_error_t *err)
+{
+    switch (json_error_code(err)) {
+    case json_error_out_of_memory:
+        return "unavailable";
+    case json_error_stack_overflow:
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+    case json_error_duplicate_key:
+    case json_error_numeric_overflow:
+        return "invalid_argument";
+    default:
+        return "invalid_json";
+    }
+}
+
 json_t *http_body_object(http_request_t *req, bool allow_empty)
 {
     if (req->body_len == 0 && allow_empty)
@@ -353,7 +394,7 @@ json_t *http_body_object(http_request_t *req, bool allow_empty)
     json_t *obj = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
                              &err);
     if (!obj) {
-        http_reply_problem(req, "invalid_json", "invalid JSON at line %d column %d: %s",
+        http_reply_problem(req, body_error_code(&err), "invalid JSON at line %d column %d: %s",
                            err.line, err.column, err.text);
         return NULL;
     }

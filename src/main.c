@@ -22,6 +22,8 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     sqlcached_options_init(&opts);
     opts.path = cfg->db_path;
     opts.durability = cfg->durability;
+    opts.seckill_strategy = cfg->seckill_strategy;
+    opts.seckill_retries = (int)cfg->seckill_retries;
     sqlcached_t *db = NULL;
     if (sqlcached_open(&opts, &db, err, sizeof err) != SQLCACHED_OK) {
         log_error("main", "%s", err);
@@ -39,8 +41,10 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         sqlcached_close(db);
         return 1;
     }
-    log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads%s",
+    log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "
+             "seckill strategy %s%s",
              sqlcached_version(), cfg->listen_host, http_port(srv), cfg->db_path, cfg->threads,
+             cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version" : "stock",
              cfg->auth_token ? ", auth required" : "");
     int sig = 0;
     sigwait(stop_signals, &sig);

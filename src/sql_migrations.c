@@ -23,5 +23,35 @@ const store_migration_t store_migrations[] = {
       ");\n"
       "CREATE INDEX kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;\n"
     },
+    { 2, "002_seckill.sql",
+      "-- Flash sale: items with stock, and at most one order per user and item.\n"
+      "--\n"
+      "-- stock + sold = initial_stock always holds (initial_stock is the stock the\n"
+      "-- item was last reset to); every statement that changes stock changes sold\n"
+      "-- by the opposite amount. version takes the store-wide 'version' counter\n"
+      "-- (meta) on every change of the row, like a KV write.\n"
+      "CREATE TABLE items (\n"
+      "    id            TEXT PRIMARY KEY,\n"
+      "    name          TEXT NOT NULL,\n"
+      "    stock         INTEGER NOT NULL CHECK (stock >= 0),\n"
+      "    sold          INTEGER NOT NULL CHECK (sold >= 0),\n"
+      "    initial_stock INTEGER NOT NULL,\n"
+      "    version       INTEGER NOT NULL,\n"
+      "    CHECK (stock + sold = initial_stock)\n"
+      ");\n"
+      "\n"
+      "-- UNIQUE (item_id, user_id) is the one-order-per-user guard that no race can\n"
+      "-- pass. AUTOINCREMENT: an order id is never reused, not even after a reset\n"
+      "-- deleted the orders holding the highest ids.\n"
+      "CREATE TABLE orders (\n"
+      "    order_id   INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+      "    item_id    TEXT NOT NULL REFERENCES items (id) ON DELETE CASCADE,\n"
+      "    user_id    TEXT NOT NULL,\n"
+      "    created_at INTEGER NOT NULL,\n"
+      "    UNIQUE (item_id, user_id)\n"
+      ");\n"
+      "-- Listing an item's orders in order_id order.\n"
+      "CREATE INDEX orders_item_order ON orders (item_id, order_id);\n"
+    },
 };
-const int store_migration_count = 1;
+const int store_migration_count = 2;
