@@ -391,8 +391,10 @@ json_t *http_body_object(http_request_t *req, bool allow_empty)
     if (req->body_len == 0 && allow_empty)
         return json_object();
     json_error_t err;
-    json_t *obj = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
-                             &err);
+    /* JSON_DECODE_ANY: a scalar is JSON, just not an object (400
+     * invalid_argument below, not invalid_json). */
+    json_t *obj = json_loadb(req->body ? req->body : "", req->body_len,
+                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!obj) {
         http_reply_problem(req, body_error_code(&err), "invalid JSON at line %d column %d: %s",
                            err.line, err.column, err.text);
