@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define RATE_ROUNDS 4
+
 /* ------------------------------------------------------------------------
  * Settings, buffers, clock
  * ------------------------------------------------------------------------ */
@@ -170,9 +172,11 @@ static void segment(char *out, size_t cap, const char *s)
 typedef struct phase phase_t;
 struct phase {
     const char *name;
-    size_t total, issued, done;
+    size_t total, issued, done; /* run_phase goes on until done == total */
+    size_t cap;                 /* requests over every round (0: total) */
+    long connects;              /* new connections opened */
     double *lat_ms;
-    double started, ended;
+    double started, ended, elapsed; /* elapsed: summed over rounds */
     /* fill slot->body / path for request i; returns the method */
     const char *(*next)(bench_t *b, phase_t *ph, size_t i, char *path, size_t cap, char *body,
                         size_t bcap);
@@ -199,9 +203,12 @@ static void slot_done(bench_t *b, phase_t *ph, CURLMsg *msg);
 
 static void run_phase(bench_t *b, phase_t *ph)
 {
-    ph->lat_ms = calloc(ph->total ? ph->total : 1, sizeof *ph->lat_ms);
-    ph->started = now_ms();
-    double next_tick = ph->started;
+    size_t cap = ph->cap ? ph->cap : ph->total;
+    if (!ph->lat_ms)
+        ph->lat_ms = calloc(cap ? cap : 1, sizeof *ph->lat_ms);
+    double t0 = now_ms(), next_tick = t0;
+    if (!ph->started)
+        ph->started = t0;
     while (ph->done < ph->total) {
         for (int i = 0; i < b->s.conns && ph->issued < ph->total; i++)
             if (!b->slots[i].busy)
@@ -221,6 +228,7 @@ static void run_phase(bench_t *b, phase_t *ph)
         }
     }
     ph->ended = now_ms();
+    ph->elapsed += ph->ended - t0;
     if (ph->progress)
         ph->progress(b, ph, true);
 }
@@ -345,6 +353,9 @@ static void slot_done(bench_t *b, phase_t *ph, CURLMsg *msg)
     if (msg->data.result == CURLE_OK)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(b->multi, msg->easy_handle);
+    long nconn = 0;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_NUM_CONNECTS, &nconn);
+    ph->connects += nconn;
     if (msg->easy_handle == b->monitor.easy) {
         monitor_done(b, ph->ctx, status);
         return;
@@ -413,10 +424,12 @@ static long read_orders(bench_t *b, int64_t *by_user, long *dups, long *stranger
 static void print_latency(const char *label, phase_t *ph)
 {
     qsort(ph->lat_ms, ph->total, sizeof *ph->lat_ms, cmp_double);
-    double secs = (ph->ended - ph->started) / 1e3;
-    printf("  %-20s %8.0f req/s   p50 %.2f ms   p99 %.2f ms   (%zu requests, %.2f s)\n", label,
+    double secs = ph->elapsed / 1e3;
+    printf("  %-20s %8.0f req/s   p50 %.2f ms   p99 %.2f ms   max %.0f ms   "
+           "(%zu requests, %.2f s, %ld new connections)\n", label,
            secs > 0 ? (double)ph->total / secs : 0.0, percentile(ph->lat_ms, ph->total, 50),
-           percentile(ph->lat_ms, ph->total, 99), ph->total, secs);
+           percentile(ph->lat_ms, ph->total, 99), percentile(ph->lat_ms, ph->total, 100),
+           ph->total, secs, ph->connects);
 }
 
 static void check_sale(bench_t *b, sale_t *sa, int64_t stock, int64_t sold)
@@ -521,14 +534,19 @@ static void compare_rates(bench_t *b)
         b->failures++;
         return;
     }
+    /* alternate the two in rounds so that both meet the same machine load */
     probe_t rej = {0}, kv = {0};
-    phase_t p1 = {.name = "reject", .total = (size_t)b->s.probes, .next = reject_next,
-                  .answer = reject_answer, .ctx = &rej};
-    phase_t p2 = {.name = "kv", .total = (size_t)b->s.probes, .next = kv_next,
-                  .answer = kv_answer, .ctx = &kv};
-    run_phase(b, &p1);
-    run_phase(b, &p2);
-    printf("once sold out, over the same %d connections:\n", b->s.conns);
+    size_t n = (size_t)b->s.probes;
+    phase_t p1 = {.name = "reject", .cap = n, .next = reject_next, .answer = reject_answer,
+                  .ctx = &rej};
+    phase_t p2 = {.name = "kv", .cap = n, .next = kv_next, .answer = kv_answer, .ctx = &kv};
+    for (size_t r = 1; r <= RATE_ROUNDS; r++) {
+        p1.total = p2.total = n * r / RATE_ROUNDS;
+        run_phase(b, &p1);
+        run_phase(b, &p2);
+    }
+    printf("once sold out, over the same %d connections (%d alternating rounds):\n",
+           b->s.conns, RATE_ROUNDS);
     print_latency("rejected orders", &p1);
     print_latency("plain KV GETs", &p2);
     char what[160];
@@ -597,7 +615,7 @@ static int run_seckill(bench_t *b)
         if (sa.monitor_busy)
             curl_multi_poll(b->multi, NULL, 0, 50, NULL);
     }
-    printf("sale: %zu attempts in %.2f s\n", total, (ph.ended - ph.started) / 1e3);
+    printf("sale: %zu attempts in %.2f s\n", total, ph.elapsed / 1e3);
     printf("  201 created         %8ld\n  409 sold_out        %8ld\n"
            "  409 already_ordered %8ld\n  503 conflict        %8ld\n  other errors        %8ld\n",
            sa.created, sa.sold_out, sa.already, sa.conflict, sa.other);
