@@ -5,7 +5,8 @@
 # Usage: demo.sh SQLCACHED BENCH [bench flags...]   (default S=100 U=10000 K=2 C=64)
 # The daemon runs with its defaults except --threads (DEMO_THREADS, default
 # 16: a worker thread waits while its order is committed, so the number of
-# threads bounds the orders in flight).
+# threads bounds the orders in flight). DEMO_DAEMON_FLAGS: more daemon
+# flags, e.g. "--seckill-retries 10".
 set -e
 daemon=$1; bench=$2; shift 2
 [ $# -gt 0 ] || set -- -S 100 -U 10000 -K 2 -C 64
@@ -21,7 +22,7 @@ for strategy in stock version; do
     rm -f "$tmp"/demo.db*
     : > "$tmp/daemon.log"
     "$daemon" --listen 127.0.0.1:0 --db "$tmp/demo.db" --seckill-strategy "$strategy" \
-        --threads "${DEMO_THREADS:-16}" > "$tmp/daemon.log" 2>&1 &
+        --threads "${DEMO_THREADS:-16}" $DEMO_DAEMON_FLAGS > "$tmp/daemon.log" 2>&1 &
     pid=$!
     port=
     for _ in $(seq 100); do   # the bound port, from the start-up line (up to 10 s)
