@@ -54,6 +54,12 @@ typedef enum sqlcached_durability {
     SQLCACHED_DURABILITY_NORMAL    /* survive a process crash, not power loss */
 } sqlcached_durability_t;
 
+/* How an order takes a unit of stock (see "Flash sale" below). */
+typedef enum sqlcached_seckill_strategy {
+    SQLCACHED_SECKILL_STOCK = 0, /* decrement guarded by stock > 0 (default) */
+    SQLCACHED_SECKILL_VERSION    /* guarded by the version read before; retried */
+} sqlcached_seckill_strategy_t;
+
 /* Options for sqlcached_open(). Fill with sqlcached_options_init(), then set
  * what differs from the defaults. */
 typedef struct sqlcached_options {
@@ -77,6 +83,9 @@ typedef struct sqlcached_options {
      * Tests inject a fake clock here. */
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
+    sqlcached_seckill_strategy_t seckill_strategy; /* default SQLCACHED_SECKILL_STOCK */
+    int seckill_retries; /* version strategy: retries after the first try,
+                          * 0..SQLCACHED_SECKILL_RETRIES_MAX; default 3 */
 } sqlcached_options_t;
 
 /* A value read from the store. Immutable and reference counted: release it
@@ -255,6 +264,108 @@ typedef struct sqlcached_stats {
 
 /* Fill out with the current figures. Cannot fail. */
 void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out);
+
+/* ------------------------------------------------------------------------
+ * Flash sale (seckill)
+ *
+ * An item has a stock; an order takes one unit for one user, and a user
+ * holds at most one order per item. Invariants, under any concurrency and
+ * across crashes: stock + sold equals the stock the item was last reset to;
+ * the number of the item's orders equals sold; stock is never negative.
+ * Every change of an item (reset, order) takes the next store-wide version.
+ *
+ * Ids are NUL-terminated UTF-8 strings: item ids and user ids
+ * 1..128 bytes, names 1..256 bytes (else SQLCACHED_INVALID_ARGUMENT).
+ *
+ * Once an item is seen sold out, later orders are refused from memory
+ * without a write (a user who holds an order still gets
+ * SQLCACHED_ALREADY_ORDERED, checked on a reader connection). That state is
+ * a cache of the database, cleared by a reset and rebuilt after a restart
+ * from the first refusal; it never decides anything the database would not.
+ * ------------------------------------------------------------------------ */
+
+#define SQLCACHED_ITEM_ID_MAX 128
+#define SQLCACHED_ITEM_NAME_MAX 256
+#define SQLCACHED_USER_ID_MAX 128
+#define SQLCACHED_STOCK_MAX INT32_MAX
+#define SQLCACHED_SECKILL_RETRIES_MAX 1000
+
+typedef struct sqlcached_item {
+    char id[SQLCACHED_ITEM_ID_MAX + 1];
+    char name[SQLCACHED_ITEM_NAME_MAX + 1];
+    int64_t stock;         /* units left, >= 0 */
+    int64_t sold;          /* units sold since the last reset = its orders */
+    int64_t initial_stock; /* the stock of the last reset = stock + sold */
+    int64_t version;       /* version of the last change */
+    int from_cache;        /* 1 if served from the memory tier */
+} sqlcached_item_t;
+
+typedef struct sqlcached_order {
+    int64_t order_id;   /* store-wide, increasing, never reused */
+    char item_id[SQLCACHED_ITEM_ID_MAX + 1];
+    char user_id[SQLCACHED_USER_ID_MAX + 1];
+    int64_t created_at; /* ms */
+} sqlcached_order_t;
+
+/* A page of orders from sqlcached_order_list(). Free with
+ * sqlcached_orders_free(). */
+typedef struct sqlcached_orders {
+    size_t count;
+    sqlcached_order_t *orders; /* count orders in order_id order */
+    int has_more;              /* 1 if another page follows the last order */
+} sqlcached_orders_t;
+
+/* Counters since open (never reset): answers of sqlcached_order_place(). */
+typedef struct sqlcached_seckill_stats {
+    uint64_t orders;          /* orders placed (SQLCACHED_OK) */
+    uint64_t sold_out;        /* refused SQLCACHED_SOLD_OUT ... */
+    uint64_t sold_out_fast;   /* ... of which without a write (sold-out flag) */
+    uint64_t already_ordered; /* refused SQLCACHED_ALREADY_ORDERED */
+    uint64_t conflicts;       /* version strategy: retries exhausted,
+                               * answered SQLCACHED_UNAVAILABLE */
+    uint64_t retries;         /* version strategy: tries lost to a newer version */
+} sqlcached_seckill_stats_t;
+
+/* Create the item with `stock` units, or reset it: name and stock replaced,
+ * sold = 0, every order of the item deleted, all in one transaction.
+ * stock is 0..SQLCACHED_STOCK_MAX. On SQLCACHED_OK, *out (may be NULL)
+ * holds the item as written and *created (may be NULL) is 1 if it was new. */
+sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const char *name,
+                                      int64_t stock, sqlcached_item_t *out, int *created);
+
+/* Read an item into *out. Absent: SQLCACHED_NOT_FOUND. */
+sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached_item_t *out);
+
+/* Place user_id's order for the item (one write: insert the order, then
+ * take a unit under the store's strategy). Returns:
+ *   SQLCACHED_OK               the order exists; *out (may be NULL) holds it
+ *   SQLCACHED_ALREADY_ORDERED  the user already holds an order for the item
+ *                              (wins over sold out)
+ *   SQLCACHED_SOLD_OUT         no stock left
+ *   SQLCACHED_NOT_FOUND        no such item
+ *   SQLCACHED_UNAVAILABLE      version strategy: every try met a newer
+ *                              version (or the database was busy)
+ * Anything but OK wrote nothing. */
+sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
+                                         const char *user_id, sqlcached_order_t *out);
+
+/* Read user_id's order for the item. No such order (or item):
+ * SQLCACHED_NOT_FOUND. */
+sqlcached_status_t sqlcached_order_get(sqlcached_t *db, const char *item_id,
+                                       const char *user_id, sqlcached_order_t *out);
+
+/* The item's orders with order_id > after (0 = from the first), in order_id
+ * order, at most `limit` (1..SQLCACHED_LIST_LIMIT_MAX). No such item:
+ * SQLCACHED_NOT_FOUND. On SQLCACHED_OK *out is owned by the caller:
+ * sqlcached_orders_free(). */
+sqlcached_status_t sqlcached_order_list(sqlcached_t *db, const char *item_id, int64_t after,
+                                        unsigned limit, sqlcached_orders_t **out);
+
+/* Free a page from sqlcached_order_list(). NULL is allowed. */
+void sqlcached_orders_free(sqlcached_orders_t *orders);
+
+/* Copy the flash-sale counters into *out. Cannot fail. */
+void sqlcached_seckill_stats(sqlcached_t *db, sqlcached_seckill_stats_t *out);
 
 #ifdef __cplusplus
 }

@@ -38,6 +38,8 @@ void config_defaults(config_t *cfg)
     cfg->cache_memory = 64u << 20;
     cfg->policy = "allkeys-lfu";
     cfg->negative_ttl_ms = 5000;
+    cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
+    cfg->seckill_retries = 3;
 }
 
 const char *config_usage(void)
@@ -60,6 +62,10 @@ const char *config_usage(void)
            "                         volatile-random, volatile-ttl, noeviction\n"
            "  --negative-ttl SECONDS remember absent keys this long (default 5)\n"
            "  --ttl-jitter PERCENT   spread TTLs by +-PERCENT, 0 to 50 (default 0)\n"
+           "  --seckill-strategy S   how an order takes stock: stock (guard stock > 0,\n"
+           "                         default) or version (guard on the version read,\n"
+           "                         retried; sells less under contention)\n"
+           "  --seckill-retries N    version strategy: retries per order (default 3)\n"
            "  --log-level LEVEL      error, warn, info (default) or debug\n"
            "  --access-log PATH      log one line per request (- = stderr)\n"
            "  --backup-dir DIR       allow POST /v1/admin/backup into DIR\n"
@@ -165,7 +171,7 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABILITY,
        OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT, OPT_ACCESS_LOG, OPT_BACKUP_DIR, OPT_ADMIN,
        OPT_CONFIG, OPT_RESTORE, OPT_CACHE_MEMORY, OPT_POLICY, OPT_NEGATIVE_TTL,
-       OPT_TTL_JITTER };
+       OPT_TTL_JITTER, OPT_SECKILL_STRATEGY, OPT_SECKILL_RETRIES };
 
 static const struct option long_options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -186,6 +192,8 @@ static const struct option long_options[] = {
     {"policy", required_argument, NULL, OPT_POLICY},
     {"negative-ttl", required_argument, NULL, OPT_NEGATIVE_TTL},
     {"ttl-jitter", required_argument, NULL, OPT_TTL_JITTER},
+    {"seckill-strategy", required_argument, NULL, OPT_SECKILL_STRATEGY},
+    {"seckill-retries", required_argument, NULL, OPT_SECKILL_RETRIES},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -289,6 +297,20 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         if (!*arg)
             return snprintf(err, errlen, "--restore: the path is empty"), -1;
         cfg->restore_from = arg;
+        return 0;
+    case OPT_SECKILL_STRATEGY:
+        if (strcmp(arg, "stock") == 0)
+            cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
+        else if (strcmp(arg, "version") == 0)
+            cfg->seckill_strategy = SQLCACHED_SECKILL_VERSION;
+        else
+            return snprintf(err, errlen, "--seckill-strategy: expected stock or version, got '%s'",
+                            arg), -1;
+        return 0;
+    case OPT_SECKILL_RETRIES:
+        if (parse_uint(arg, 0, SQLCACHED_SECKILL_RETRIES_MAX, &cfg->seckill_retries) != 0)
+            return snprintf(err, errlen, "--seckill-retries: expected 0 to %d, got '%s'",
+                            SQLCACHED_SECKILL_RETRIES_MAX, arg), -1;
         return 0;
     default:
         return snprintf(err, errlen, "unknown option"), -1;
@@ -447,11 +469,14 @@ json_t *config_json(const config_t *cfg)
                      "backup_dir", opt_string(cfg->backup_dir),
                      "admin_token", cfg->admin_token ? json_string("***") : json_null(),
                      "config", opt_string(cfg->config_path));
-    if (doc && json_object_update_new(doc, json_pack("{s:I, s:s, s:I, s:i}", "cache_memory",
-                                                      (json_int_t)cfg->cache_memory, "policy",
-                                                      cfg->policy, "negative_ttl",
-                                                      (json_int_t)(cfg->negative_ttl_ms / 1000),
-                                                      "ttl_jitter", (int)cfg->ttl_jitter)) != 0) {
+    if (doc && json_object_update_new(
+                   doc, json_pack("{s:I, s:s, s:I, s:i, s:s, s:i}", "cache_memory",
+                                  (json_int_t)cfg->cache_memory, "policy", cfg->policy,
+                                  "negative_ttl", (json_int_t)(cfg->negative_ttl_ms / 1000),
+                                  "ttl_jitter", (int)cfg->ttl_jitter, "seckill_strategy",
+                                  cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version"
+                                                                                     : "stock",
+                                  "seckill_retries", (int)cfg->seckill_retries)) != 0) {
         json_decref(doc);
         return NULL;
     }

@@ -35,6 +35,8 @@ typedef struct config {
     unsigned ttl_jitter;      /* --ttl-jitter percent */
     char *owned[64];          /* strings read from the config file */
     int nowned;
+    sqlcached_seckill_strategy_t seckill_strategy;
+    unsigned seckill_retries;
 } config_t;
 
 typedef enum config_result {

@@ -16,6 +16,7 @@
 
 #include "bloom.h"
 #include "cache.h"
+#include "seckill.h"
 #include "sqlcached.h"
 #include "store.h"
 
@@ -24,11 +25,13 @@ struct sqlcached {
     char *path; /* owned copy of opts.path */
     store_t *store;
     cache_t *cache;     /* NULL when cache_memory is 0 */
+    cache_t *item_cache; /* flash-sale items; NULL when cache_memory is 0 */
     bloom_t *bloom;     /* NULL when bloom_filter is 0 */
     atomic_bool bloom_ready; /* set once the first build from SQLite is done */
     atomic_uint_fast64_t bloom_skips;
     atomic_uint_fast64_t sqlite_reads;
     atomic_uint_fast64_t jitter_rng;
+    seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
 
     /* maintenance thread: purges expired rows every purge_interval_ms */
     pthread_t maintenance;

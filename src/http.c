@@ -67,6 +67,11 @@ const http_route_t http_routes[] = {
     {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
     {"DELETE", "/v1/kv/{key}", api_kv_delete, "kv_delete"},
     {"POST", "/v1/kv/{key}/incr", api_kv_incr, "kv_incr"},
+    {"GET", "/v1/items/{id}", api_items_get, "item_get"},
+    {"PUT", "/v1/items/{id}", api_items_put, "item_put"},
+    {"GET", "/v1/items/{id}/orders", api_items_orders_list, "order_list"},
+    {"POST", "/v1/items/{id}/orders", api_items_order, "order_create"},
+    {"GET", "/v1/items/{id}/orders/{user_id}", api_items_order_get, "order_get"},
 };
 const size_t http_route_count = sizeof http_routes / sizeof http_routes[0];
 
@@ -159,17 +164,35 @@ enum MHD_Result http_reply_text(http_request_t *req, char *text, const char *con
     return queue(req, MHD_HTTP_OK, resp, len);
 }
 
-enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
-                                     int64_t etag)
+/* A JSON response for obj (taken over; freed even on failure), its body
+ * length in *len; NULL when out of memory. */
+static struct MHD_Response *json_response(json_t *obj, size_t *len)
 {
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(obj);
+    return text_response(text, "application/json", len);
+}
+
+enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
+                                     int64_t etag)
+{
     size_t len = 0;
-    struct MHD_Response *resp = text_response(text, "application/json", &len);
+    struct MHD_Response *resp = json_response(obj, &len);
     if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
     if (etag >= 0)
         add_etag(resp, etag);
+    return queue(req, status, resp, len);
+}
+
+enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, json_t *obj,
+                                       const char *name, const char *value)
+{
+    size_t len = 0;
+    struct MHD_Response *resp = json_response(obj, &len);
+    if (!resp)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    MHD_add_response_header(resp, name, value);
     return queue(req, status, resp, len);
 }
 
@@ -382,12 +405,24 @@ int http_query(const http_request_t *req, const char *name, char **out, size_t *
     return 1;
 }
 
-/* Parse errors that mean "JSON, but not acceptable" rather than "not JSON". */
-static bool shape_error(enum json_error_code code)
+/* The problem code for a body jansson refused: syntax is invalid_json;
+ * well-formed JSON of a shape the API never accepts (duplicate member,
+ * \u0000 in a string, integer out of range, nesting too deep) is
+ * invalid_argument, as api/openapi.yaml says. */
+static const char *body_error_code(const json_error_t *err)
 {
-    return code == json_error_duplicate_key || code == json_error_numeric_overflow ||
-           code == json_error_null_character || code == json_error_null_byte_in_key ||
-           code == json_error_stack_overflow;
+    switch (json_error_code(err)) {
+    case json_error_out_of_memory:
+        return "unavailable";
+    case json_error_stack_overflow:
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+    case json_error_duplicate_key:
+    case json_error_numeric_overflow:
+        return "invalid_argument";
+    default:
+        return "invalid_json";
+    }
 }
 
 static const char *unknown_member(json_t *obj, const char *const members[])
@@ -409,16 +444,13 @@ json_t *http_body_object(http_request_t *req, bool allow_empty, const char *cons
     if (req->body_len == 0 && allow_empty)
         return json_object();
     json_error_t err;
-    /* JSON_DECODE_ANY: a scalar ("1") is JSON of the wrong shape, not invalid JSON */
+    /* JSON_DECODE_ANY: a scalar is JSON, just not an object (400
+     * invalid_argument below, not invalid_json). */
     json_t *obj = json_loadb(req->body ? req->body : "", req->body_len,
                              JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!obj) {
-        enum json_error_code code = json_error_code(&err);
-        if (code == json_error_out_of_memory)
-            http_reply_problem(req, "unavailable", "out of memory");
-        else
-            http_reply_problem(req, shape_error(code) ? "invalid_argument" : "invalid_json",
-                               "line %d, column %d: %s", err.line, err.column, err.text);
+        http_reply_problem(req, body_error_code(&err), "invalid JSON at line %d column %d: %s",
+                           err.line, err.column, err.text);
         return NULL;
     }
     const char *unknown = json_is_object(obj) ? unknown_member(obj, members) : NULL;

@@ -114,6 +114,10 @@ enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value);
 enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
                                      int64_t etag);
 
+/* http_reply_json with one more response header `name: value`. */
+enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, json_t *obj,
+                                       const char *name, const char *value);
+
 /* --- request helpers ------------------------------------------------- */
 
 /* A request header or NULL. */

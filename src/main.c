@@ -27,6 +27,8 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     opts.cache_policy = cfg->policy;
     opts.negative_ttl_ms = cfg->negative_ttl_ms;
     opts.ttl_jitter_percent = cfg->ttl_jitter;
+    opts.seckill_strategy = cfg->seckill_strategy;
+    opts.seckill_retries = (int)cfg->seckill_retries;
     sqlcached_t *db = NULL;
     if (sqlcached_open(&opts, &db, err, sizeof err) != SQLCACHED_OK) {
         log_error("main", "%s", err);
@@ -49,9 +51,11 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         return 1;
     }
     log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "
-             "memory tier %zu bytes (%s)%s",
+             "memory tier %zu bytes (%s), seckill strategy %s%s",
              sqlcached_version(), cfg->listen_host, http_port(srv), cfg->db_path, cfg->threads,
-             cfg->cache_memory, cfg->policy, cfg->auth_token ? ", auth required" : "");
+             cfg->cache_memory, cfg->policy,
+             cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version" : "stock",
+             cfg->auth_token ? ", auth required" : "");
     int sig = 0;
     sigwait(stop_signals, &sig);
     log_info("main", "signal %d: stopping", sig);

@@ -30,6 +30,7 @@
 #define BLOOM_MIN_CAPACITY (1u << 20)
 #define BLOOM_FP_RATE 0.01
 #define BLOOM_STALE_REBUILD 0.25
+#define ITEM_TIER_MIN ((size_t)1 << 20)
 
 static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_OK] = "ok",
@@ -73,6 +74,8 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->negative_ttl_ms = 5000;
     opts->ttl_jitter_percent = 0;
     opts->bloom_filter = 1;
+    opts->seckill_strategy = SQLCACHED_SECKILL_STOCK;
+    opts->seckill_retries = 3;
 }
 
 static int64_t wall_clock_ms(void)
@@ -106,6 +109,8 @@ static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
     int64_t now = engine_now(db);
     if (db->cache)
         cache_expire_cycle(db->cache, now, EXPIRE_WORK_PER_TICK);
+    if (db->item_cache)
+        cache_expire_cycle(db->item_cache, now, EXPIRE_WORK_PER_TICK / 4);
     if (db->opts.purge_interval_ms > 0 &&
         (now - *last_purge >= db->opts.purge_interval_ms || now < *last_purge)) {
         purge_rows(db, now);
@@ -169,11 +174,12 @@ static void before_fill(void *arg, cache_load_t *load)
     db->opts.testing_before_fill(db->opts.testing_arg);
 }
 
+/* Two tiers out of one memory budget: KV keys, and flash-sale items (a 16th,
+ * at least 1 MiB, so item ids and KV keys never share a namespace). */
 static int open_cache(sqlcached_t *db, char *err, size_t errlen)
 {
     cache_config_t cc;
     cache_config_init(&cc);
-    cc.memory_limit = db->opts.cache_memory;
     if (db->opts.cache_policy) {
         cc.policy = cache_policy_from_name(db->opts.cache_policy);
         if (cc.policy == CACHE_POLICY_INVALID) {
@@ -188,8 +194,16 @@ static int open_cache(sqlcached_t *db, char *err, size_t errlen)
         cc.on_fill = before_fill;
         cc.on_fill_arg = db;
     }
-    if (!(db->cache = cache_create(&cc))) {
-        snprintf(err, errlen, "cannot create the memory tier (%zu bytes)", cc.memory_limit);
+    size_t total = db->opts.cache_memory;
+    size_t items = total / 16 > ITEM_TIER_MIN ? total / 16 : ITEM_TIER_MIN;
+    if (items >= total)
+        items = total / 2;
+    cc.memory_limit = total - items;
+    db->cache = cache_create(&cc);
+    cc.memory_limit = items;
+    db->item_cache = db->cache ? cache_create(&cc) : NULL;
+    if (!db->item_cache) {
+        snprintf(err, errlen, "cannot create the memory tier (%zu bytes)", total);
         return -1;
     }
     return 0;
@@ -244,8 +258,18 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         sqlcached_options_init(&defaults);
         opts = &defaults;
     }
+    if ((opts->seckill_strategy != SQLCACHED_SECKILL_STOCK &&
+         opts->seckill_strategy != SQLCACHED_SECKILL_VERSION) ||
+        opts->seckill_retries < 0 || opts->seckill_retries > SQLCACHED_SECKILL_RETRIES_MAX) {
+        snprintf(err, errlen, "invalid seckill strategy or retries (0 to %d)",
+                 SQLCACHED_SECKILL_RETRIES_MAX);
+        return SQLCACHED_INVALID_ARGUMENT;
+    }
     sqlcached_t *db = calloc(1, sizeof *db);
-    if (!db || !(db->path = strdup(opts->path ? opts->path : "sqlcached.db"))) {
+    if (!db || !(db->path = strdup(opts->path ? opts->path : "sqlcached.db")) ||
+        !(db->seckill = seckill_create())) {
+        if (db)
+            free(db->path);
         free(db);
         snprintf(err, errlen, "out of memory");
         return SQLCACHED_NOMEM;
@@ -283,30 +307,45 @@ void sqlcached_close(sqlcached_t *db)
     }
     store_close(db->store);
     cache_destroy(db->cache);
+    cache_destroy(db->item_cache);
     bloom_destroy(db->bloom);
+    seckill_destroy(db->seckill);
     free(db->path);
     free(db);
+}
+
+/* Add one tier's figures (KV keys and items are two tiers of one budget). */
+static void add_cache_stats(sqlcached_stats_t *out, cache_t *c)
+{
+    if (!c)
+        return;
+    cache_stats_t cs;
+    cache_stats(c, &cs);
+    out->cache_hits += cs.hits;
+    out->cache_misses += cs.misses;
+    out->cache_evictions += cs.evictions;
+    out->cache_expirations += cs.expirations;
+    out->cache_entries += cs.entries;
+    out->cache_memory_bytes += cs.memory;
+    out->cache_memory_limit += cs.memory_limit;
+    out->cache_singleflight_waits += cs.sf_waits;
+    out->cache_negative_hits += cs.negative_hits;
+    out->cache_fills_dropped += cs.fills_dropped;
 }
 
 void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     out->cache_policy = db->opts.cache_policy ? db->opts.cache_policy : "allkeys-lfu";
-    if (db->cache) {
-        cache_stats_t cs;
-        cache_stats(db->cache, &cs);
-        out->cache_hits = cs.hits;
-        out->cache_misses = cs.misses;
-        out->cache_evictions = cs.evictions;
-        out->cache_expirations = cs.expirations;
-        out->cache_entries = cs.entries;
-        out->cache_memory_bytes = cs.memory;
-        out->cache_memory_limit = cs.memory_limit;
-        out->cache_singleflight_waits = cs.sf_waits;
-        out->cache_negative_hits = cs.negative_hits;
-        out->cache_fills_dropped = cs.fills_dropped;
-    }
+    add_cache_stats(out, db->cache);
+    add_cache_stats(out, db->item_cache);
     out->sqlite_reads = atomic_load_explicit(&db->sqlite_reads, memory_order_relaxed);
+    sqlcached_seckill_stats_t sk;
+    sqlcached_seckill_stats(db, &sk);
+    out->seckill_orders = sk.orders;
+    out->seckill_sold_out = sk.sold_out;
+    out->seckill_already_ordered = sk.already_ordered;
+    out->seckill_conflicts = sk.conflicts;
     out->cache_bloom_skips = atomic_load_explicit(&db->bloom_skips, memory_order_relaxed);
     store_stats_t st;
     store_stats(db->store, &st);

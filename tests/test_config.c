@@ -40,6 +40,8 @@ static void test_config_defaults(void **state)
     assert_null(cfg.auth_token);
     assert_int_equal(cfg.durability, SQLCACHED_DURABILITY_FULL);
     assert_true(cfg.threads >= 1);
+    assert_int_equal(cfg.seckill_strategy, SQLCACHED_SECKILL_STOCK);
+    assert_int_equal(cfg.seckill_retries, 3);
 }
 
 static void test_config_flags(void **state)
@@ -49,7 +51,8 @@ static void test_config_flags(void **state)
     char err[256];
     char *argv[] = {"sqlcached", "--listen", "0.0.0.0:9000", "--db", "/tmp/x.db",
                     "--threads", "4", "--max-body=64KiB", "--auth-token", "s3cret",
-                    "--durability", "normal", "--log-level", "debug", NULL};
+                    "--durability", "normal", "--log-level", "debug",
+                    "--seckill-strategy", "version", "--seckill-retries", "0", NULL};
     assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
     assert_string_equal(cfg.listen_host, "0.0.0.0");
     assert_int_equal(cfg.listen_port, 9000);
@@ -59,6 +62,8 @@ static void test_config_flags(void **state)
     assert_string_equal(cfg.auth_token, "s3cret");
     assert_int_equal(cfg.durability, SQLCACHED_DURABILITY_NORMAL);
     assert_int_equal(cfg.log_level, LOG_DEBUG);
+    assert_int_equal(cfg.seckill_strategy, SQLCACHED_SECKILL_VERSION);
+    assert_int_equal(cfg.seckill_retries, 0);
 }
 
 static void test_config_env_token_and_flag_wins(void **state)
@@ -89,6 +94,8 @@ static void test_config_rejects_bad_values(void **state)
         {"--max-body", "0"}, {"--max-body", "1T"}, {"--max-body", "-5"},
         {"--durability", "sometimes"}, {"--log-level", "loud"}, {"--auth-token", ""},
         {"--auth-token", "has space"}, {"--db", ""},
+        {"--seckill-strategy", "fast"}, {"--seckill-strategy", ""},
+        {"--seckill-retries", "-1"}, {"--seckill-retries", "1001"}, {"--seckill-retries", "x"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *argv[] = {"sqlcached", (char *)bad[i][0], (char *)bad[i][1], NULL};

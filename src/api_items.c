@@ -1,0 +1,231 @@
+/*
+ * api_items.c - HTTP handlers of the flash sale (/v1/items...).
+ *
+ * Item ids and user ids come from path segments (1..128 bytes of UTF-8
+ * after percent-decoding) or, for an order, from the body's "user_id".
+ * Bodies are JSON objects with exactly the members documented in
+ * api/openapi.yaml: an unknown member, a missing one or a wrong type is 400
+ * invalid_argument. Library outcomes become problems through
+ * http_reply_problem / http_reply_status (the table in http.c).
+ *
+ * GET /v1/items/{id} answers X-Cache from the item's from_cache: the
+ * library reads through the memory tier there once the tier is wired in.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+
+#define ORDER_LIST_DEFAULT 100
+
+static json_t *item_json(const sqlcached_item_t *it)
+{
+    return json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", it->id, "name", it->name, "stock",
+                     (json_int_t)it->stock, "sold", (json_int_t)it->sold, "version",
+                     (json_int_t)it->version);
+}
+
+static json_t *order_json(const sqlcached_order_t *o)
+{
+    return json_pack("{s:I, s:s, s:s, s:I}", "order_id", (json_int_t)o->order_id, "item_id",
+                     o->item_id, "user_id", o->user_id, "created_at",
+                     (json_int_t)o->created_at);
+}
+
+/* Percent-encode s for one path segment (unreserved characters stay). */
+static void append_segment(char *out, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(out);
+    for (const unsigned char *p = (const unsigned char *)s; *p && n + 4 < cap; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = '\0';
+}
+
+/* ------------------------------------------------------------------------
+ * PUT /v1/items/{id}   body {"name": str, "stock": int}
+ * ------------------------------------------------------------------------ */
+
+enum MHD_Result api_items_put(http_request_t *req)
+{
+    static const char *const members[] = {"name", "stock", NULL};
+    if (!http_param_text(req, 0, SQLCACHED_ITEM_ID_MAX, "item id"))
+        return MHD_YES;
+    json_t *body = http_body_object(req, false, members);
+    const char *name = NULL;
+    size_t name_len;
+    int64_t stock;
+    if (!body || !http_json_string(req, body, "name", SQLCACHED_ITEM_NAME_MAX, &name, &name_len) ||
+        !http_json_int(req, body, "stock", false, 0, 0, SQLCACHED_STOCK_MAX, &stock)) {
+        json_decref(body);
+        return MHD_YES;
+    }
+    sqlcached_item_t it;
+    int created = 0;
+    sqlcached_status_t st =
+        sqlcached_item_put(req->db, req->params[0].data, name, stock, &it, &created);
+    json_decref(body);
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "the item was not written");
+    return http_reply_json(req, created ? MHD_HTTP_CREATED : MHD_HTTP_OK, item_json(&it));
+}
+
+/* ------------------------------------------------------------------------
+ * GET /v1/items/{id}
+ * ------------------------------------------------------------------------ */
+
+enum MHD_Result api_items_get(http_request_t *req)
+{
+    if (!http_param_text(req, 0, SQLCACHED_ITEM_ID_MAX, "item id"))
+        return MHD_YES;
+    sqlcached_item_t it;
+    sqlcached_status_t st = sqlcached_item_get(req->db, req->params[0].data, &it);
+    if (st == SQLCACHED_NOT_FOUND)
+        return http_reply_problem(req, "not_found", "no such item");
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "cannot read the item");
+    return http_reply_json_header(req, MHD_HTTP_OK, item_json(&it), "X-Cache",
+                                  it.from_cache ? "HIT" : "MISS");
+}
+
+/* ------------------------------------------------------------------------
+ * POST /v1/items/{id}/orders   body {"user_id": str}
+ * ------------------------------------------------------------------------ */
+
+static enum MHD_Result order_refused(http_request_t *req, sqlcached_status_t st)
+{
+    switch (st) {
+    case SQLCACHED_NOT_FOUND:
+        return http_reply_problem(req, "not_found", "no such item");
+    case SQLCACHED_ALREADY_ORDERED:
+        return http_reply_problem(req, "already_ordered",
+                                  "this user already holds an order for this item");
+    case SQLCACHED_SOLD_OUT:
+        return http_reply_problem(req, "sold_out", "no stock left");
+    case SQLCACHED_UNAVAILABLE:
+        return http_reply_problem(req, "unavailable",
+                                  "the item changed under every try; try again");
+    default:
+        return http_reply_status(req, st, "the order was not placed");
+    }
+}
+
+enum MHD_Result api_items_order(http_request_t *req)
+{
+    static const char *const members[] = {"user_id", NULL};
+    if (!http_param_text(req, 0, SQLCACHED_ITEM_ID_MAX, "item id"))
+        return MHD_YES;
+    json_t *body = http_body_object(req, false, members);
+    const char *user = NULL;
+    size_t user_len;
+    if (!body || !http_json_string(req, body, "user_id", SQLCACHED_USER_ID_MAX, &user, &user_len)) {
+        json_decref(body);
+        return MHD_YES;
+    }
+    sqlcached_order_t o;
+    sqlcached_status_t st = sqlcached_order_place(req->db, req->params[0].data, user, &o);
+    json_decref(body);
+    if (st != SQLCACHED_OK)
+        return order_refused(req, st);
+    char location[32 + 3 * (SQLCACHED_ITEM_ID_MAX + SQLCACHED_USER_ID_MAX)] = "/v1/items/";
+    append_segment(location, sizeof location, o.item_id);
+    strcat(location, "/orders/");
+    append_segment(location, sizeof location, o.user_id);
+    return http_reply_json_header(req, MHD_HTTP_CREATED, order_json(&o),
+                                  MHD_HTTP_HEADER_LOCATION, location);
+}
+
+/* ------------------------------------------------------------------------
+ * GET /v1/items/{id}/orders/{user_id}
+ * ------------------------------------------------------------------------ */
+
+enum MHD_Result api_items_order_get(http_request_t *req)
+{
+    if (!http_param_text(req, 0, SQLCACHED_ITEM_ID_MAX, "item id") ||
+        !http_param_text(req, 1, SQLCACHED_USER_ID_MAX, "user id"))
+        return MHD_YES;
+    sqlcached_order_t o;
+    sqlcached_status_t st =
+        sqlcached_order_get(req->db, req->params[0].data, req->params[1].data, &o);
+    if (st == SQLCACHED_NOT_FOUND)
+        return http_reply_problem(req, "not_found", "no order of this user for this item");
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "cannot read the order");
+    return http_reply_json(req, MHD_HTTP_OK, order_json(&o));
+}
+
+/* ------------------------------------------------------------------------
+ * GET /v1/items/{id}/orders?limit=N&after=ORDER_ID
+ * ------------------------------------------------------------------------ */
+
+/* A whole string of decimal digits, min..max; false otherwise. */
+static bool parse_digits(const char *s, size_t n, int64_t min, int64_t max, int64_t *out)
+{
+    if (n == 0 || n > 19)
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9' || __builtin_mul_overflow(v, 10, &v) ||
+            __builtin_add_overflow(v, s[i] - '0', &v))
+            return false;
+    }
+    if (v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Query argument `name` as an integer in min..max (absent: *out untouched);
+ * false after replying 400. */
+static bool query_int(http_request_t *req, const char *name, int64_t min, int64_t max,
+                      int64_t *out)
+{
+    char *raw;
+    size_t n;
+    int rc = http_query(req, name, &raw, &n);
+    bool ok = rc == 0 || (rc == 1 && parse_digits(raw, n, min, max, out));
+    free(raw);
+    if (!ok)
+        http_reply_problem(req, "invalid_argument", "%s must be a whole number from %lld to %lld",
+                           name, (long long)min, (long long)max);
+    return ok;
+}
+
+static json_t *orders_json(const sqlcached_orders_t *page)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < page->count; i++)
+        json_array_append_new(list, order_json(&page->orders[i]));
+    json_t *next = page->has_more && page->count
+                       ? json_integer(page->orders[page->count - 1].order_id)
+                       : json_null();
+    return json_pack("{s:o, s:o}", "orders", list, "next", next);
+}
+
+enum MHD_Result api_items_orders_list(http_request_t *req)
+{
+    int64_t limit = ORDER_LIST_DEFAULT, after = 0;
+    if (!http_param_text(req, 0, SQLCACHED_ITEM_ID_MAX, "item id") ||
+        !query_int(req, "limit", 1, SQLCACHED_LIST_LIMIT_MAX, &limit) ||
+        !query_int(req, "after", 0, INT64_MAX, &after))
+        return MHD_YES;
+    sqlcached_orders_t *page = NULL;
+    sqlcached_status_t st =
+        sqlcached_order_list(req->db, req->params[0].data, after, (unsigned)limit, &page);
+    if (st == SQLCACHED_NOT_FOUND)
+        return http_reply_problem(req, "not_found", "no such item");
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "cannot list the orders");
+    json_t *body = orders_json(page);
+    sqlcached_orders_free(page);
+    return http_reply_json(req, MHD_HTTP_OK, body);
+}

@@ -1,0 +1,708 @@
+/*
+ * seckill.c - flash sale: items, orders, the optimistic stock decrement and
+ * the sold-out fast path.
+ *
+ * Storage (sql/002_seckill.sql): items(id, name, stock, sold, initial_stock,
+ * version) and orders(order_id, item_id, user_id, created_at) with
+ * UNIQUE(item_id, user_id). Placing an order is one write (one savepoint in
+ * the writer's group transaction): insert the order - the unique constraint
+ * is the one-order-per-user guard, and a foreign key finds a missing item -
+ * then take one unit with a guarded UPDATE:
+ *
+ *   stock strategy:    ... WHERE id = ? AND stock > 0
+ *                      0 rows: sold out.
+ *   version strategy:  the item's version is read first on a reader
+ *                      connection, then ... WHERE id = ? AND version = ?
+ *                      0 rows: another write came first; read again and
+ *                      retry, at most `seckill_retries` times, then give up
+ *                      with SQLCACHED_UNAVAILABLE.
+ *
+ * Any refusal returns a non-OK status from the write function, so the
+ * savepoint rollback removes the inserted order (and the version taken).
+ * Because the order is inserted before stock is looked at, a user who holds
+ * an order learns SQLCACHED_ALREADY_ORDERED even when the item is sold out.
+ *
+ * Sold-out fast path. A small hash table of item_state_t, one per item seen,
+ * remembers "sold out as of version V" (sold_out_version). It is set only
+ * from a committed observation: an order that committed with stock left 0,
+ * or a refusal followed by a read on a reader connection (committed data)
+ * that saw stock 0 - so it is rebuilt lazily after a restart. An item
+ * whose flag is valid is refused without a write; whether the user holds an
+ * order is still checked on a reader connection, because already_ordered
+ * wins. Only a reset raises stock, and a reset's version is higher than any
+ * version seen before it commits, so the flag is valid while
+ *     resets_in_flight == 0 && sold_out_version >= reset_version.
+ * A reset bumps resets_in_flight before its write (the fast path is off for
+ * the item until it is answered) and records its version after the commit.
+ *
+ * Locking: the table is split in STATE_SHARDS shards, each with a mutex that
+ * guards its buckets and every field of the states in them. No lock is held
+ * across a database call. Counters are atomics.
+ *
+ * Memory tier: item reads go through db->item_cache (an instance of the
+ * memory tier of its own, so item ids and KV keys never share a namespace),
+ * with single-flight and the stale-fill guard as for KV reads; every
+ * committed change of an item (reset, order) invalidates it before the
+ * answer, so no read after an answered change sees the item older.
+ */
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+#define STATE_BUCKETS 1024
+#define STATE_SHARDS 32
+
+static const char SQL_ITEM_GET[] =
+    "SELECT id, name, stock, sold, initial_stock, version FROM items WHERE id = ?1";
+static const char SQL_ITEM_EXISTS[] = "SELECT 1 FROM items WHERE id = ?1";
+static const char SQL_ITEM_UPSERT[] =
+    "INSERT INTO items (id, name, stock, sold, initial_stock, version) "
+    "VALUES (?1, ?2, ?3, 0, ?3, ?4) "
+    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, stock = excluded.stock, "
+    "sold = 0, initial_stock = excluded.initial_stock, version = excluded.version";
+static const char SQL_ORDERS_DELETE[] = "DELETE FROM orders WHERE item_id = ?1";
+static const char SQL_ORDER_INSERT[] =
+    "INSERT INTO orders (item_id, user_id, created_at) VALUES (?1, ?2, ?3)";
+static const char SQL_TAKE_BY_STOCK[] =
+    "UPDATE items SET stock = stock - 1, sold = sold + 1, version = ?1 "
+    "WHERE id = ?2 AND stock > 0 RETURNING stock";
+static const char SQL_TAKE_BY_VERSION[] =
+    "UPDATE items SET stock = stock - 1, sold = sold + 1, version = ?1 "
+    "WHERE id = ?2 AND version = ?3 AND stock > 0 RETURNING stock";
+static const char SQL_ORDER_GET[] =
+    "SELECT order_id, item_id, user_id, created_at FROM orders "
+    "WHERE item_id = ?1 AND user_id = ?2";
+static const char SQL_ORDER_LIST[] =
+    "SELECT order_id, item_id, user_id, created_at FROM orders "
+    "WHERE item_id = ?1 AND order_id > ?2 ORDER BY order_id LIMIT ?3";
+
+/* ------------------------------------------------------------------------
+ * In-memory state: the sold-out flags and the counters
+ * ------------------------------------------------------------------------ */
+
+typedef struct item_state {
+    struct item_state *next;
+    int64_t reset_version;     /* version of the latest committed reset seen */
+    int64_t sold_out_version;  /* stock was 0 at this version; 0 = never seen */
+    unsigned resets_in_flight; /* resets between their start and their answer */
+    char id[];
+} item_state_t;
+
+struct seckill {
+    pthread_mutex_t locks[STATE_SHARDS];
+    item_state_t *buckets[STATE_BUCKETS];
+    atomic_uint_fast64_t orders, sold_out, sold_out_fast, already_ordered, conflicts,
+        retries;
+};
+
+seckill_t *seckill_create(void)
+{
+    seckill_t *sk = calloc(1, sizeof *sk);
+    if (!sk)
+        return NULL;
+    for (int i = 0; i < STATE_SHARDS; i++)
+        pthread_mutex_init(&sk->locks[i], NULL);
+    return sk;
+}
+
+void seckill_destroy(seckill_t *sk)
+{
+    if (!sk)
+        return;
+    for (int i = 0; i < STATE_BUCKETS; i++) {
+        item_state_t *st = sk->buckets[i];
+        while (st) {
+            item_state_t *next = st->next;
+            free(st);
+            st = next;
+        }
+    }
+    for (int i = 0; i < STATE_SHARDS; i++)
+        pthread_mutex_destroy(&sk->locks[i]);
+    free(sk);
+}
+
+/* FNV-1a over the id's bytes. */
+static unsigned bucket_of(const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % STATE_BUCKETS;
+}
+
+static pthread_mutex_t *lock_of(seckill_t *sk, unsigned bucket)
+{
+    return &sk->locks[bucket % STATE_SHARDS];
+}
+
+/* The state of item `id` in `bucket`, created when `create` (NULL when
+ * absent, or out of memory). Caller holds the bucket's shard lock. */
+static item_state_t *do_state_find(seckill_t *sk, unsigned bucket, const char *id, bool create)
+{
+    for (item_state_t *st = sk->buckets[bucket]; st; st = st->next)
+        if (strcmp(st->id, id) == 0)
+            return st;
+    if (!create)
+        return NULL;
+    size_t n = strlen(id);
+    item_state_t *st = calloc(1, sizeof *st + n + 1);
+    if (!st)
+        return NULL;
+    memcpy(st->id, id, n + 1);
+    st->next = sk->buckets[bucket];
+    sk->buckets[bucket] = st;
+    return st;
+}
+
+static bool do_flag_valid(const item_state_t *st)
+{
+    return st && st->resets_in_flight == 0 && st->sold_out_version > 0 &&
+           st->sold_out_version >= st->reset_version;
+}
+
+bool seckill_flag_is_set(seckill_t *sk, const char *item_id)
+{
+    unsigned b = bucket_of(item_id);
+    pthread_mutex_lock(lock_of(sk, b));
+    bool set = do_flag_valid(do_state_find(sk, b, item_id, false));
+    pthread_mutex_unlock(lock_of(sk, b));
+    return set;
+}
+
+/* Remember that the item had no stock left at `version` (committed). */
+static void flag_set(seckill_t *sk, const char *item_id, int64_t version)
+{
+    unsigned b = bucket_of(item_id);
+    pthread_mutex_lock(lock_of(sk, b));
+    item_state_t *st = do_state_find(sk, b, item_id, true);
+    if (st && version > st->sold_out_version)
+        st->sold_out_version = version;
+    pthread_mutex_unlock(lock_of(sk, b));
+}
+
+/* A reset of the item starts: the fast path is off for it until
+ * reset_end(). Returns whether the state could be marked (else there is
+ * no state, so no flag to honour, and reset_end must not unmark). */
+static bool reset_begin(seckill_t *sk, const char *item_id)
+{
+    unsigned b = bucket_of(item_id);
+    pthread_mutex_lock(lock_of(sk, b));
+    item_state_t *st = do_state_find(sk, b, item_id, true);
+    if (st)
+        st->resets_in_flight++;
+    pthread_mutex_unlock(lock_of(sk, b));
+    return st != NULL;
+}
+
+/* The reset ended; when it committed, at `version`, every sold-out
+ * observation older than it is void. */
+static void reset_end(seckill_t *sk, const char *item_id, bool begun, bool committed,
+                      int64_t version)
+{
+    unsigned b = bucket_of(item_id);
+    pthread_mutex_lock(lock_of(sk, b));
+    item_state_t *st = do_state_find(sk, b, item_id, committed);
+    if (st && committed && version > st->reset_version)
+        st->reset_version = version;
+    if (st && begun)
+        st->resets_in_flight--;
+    pthread_mutex_unlock(lock_of(sk, b));
+}
+
+void sqlcached_seckill_stats(sqlcached_t *db, sqlcached_seckill_stats_t *out)
+{
+    seckill_t *sk = db->seckill;
+    out->orders = atomic_load(&sk->orders);
+    out->sold_out = atomic_load(&sk->sold_out);
+    out->sold_out_fast = atomic_load(&sk->sold_out_fast);
+    out->already_ordered = atomic_load(&sk->already_ordered);
+    out->conflicts = atomic_load(&sk->conflicts);
+    out->retries = atomic_load(&sk->retries);
+}
+
+/* Count an answer of sqlcached_order_place(). */
+static sqlcached_status_t count_answer(seckill_t *sk, sqlcached_status_t st)
+{
+    switch (st) {
+    case SQLCACHED_OK:
+        atomic_fetch_add(&sk->orders, 1);
+        break;
+    case SQLCACHED_SOLD_OUT:
+        atomic_fetch_add(&sk->sold_out, 1);
+        break;
+    case SQLCACHED_ALREADY_ORDERED:
+        atomic_fetch_add(&sk->already_ordered, 1);
+        break;
+    default:
+        break;
+    }
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * Memory tier seam (the tier is a separate module, not wired in yet)
+ * ------------------------------------------------------------------------ */
+
+/* Drop the item from the memory tier after a committed change. */
+static void tier_invalidate(sqlcached_t *db, const char *id)
+{
+    if (db->item_cache)
+        cache_invalidate(db->item_cache, id, strlen(id));
+}
+
+/* ------------------------------------------------------------------------
+ * Validation and row copying
+ * ------------------------------------------------------------------------ */
+
+/* True for 1..max bytes of valid UTF-8 (the NUL terminator ends it). */
+static bool text_ok(const char *s, size_t max)
+{
+    if (!s)
+        return false;
+    size_t n = strnlen(s, max + 1);
+    if (n == 0 || n > max)
+        return false;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                                 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (len == 0 || i + len > n)
+            return false;
+        uint32_t cp = len == 1 ? c : c & (0x7f >> len);
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+/* Copy a text column into dst[cap] (truncating, always terminated). */
+static void copy_text(char *dst, size_t cap, sqlite3_stmt *st, int col)
+{
+    const unsigned char *s = sqlite3_column_text(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    if (!s)
+        n = 0;
+    if (n >= cap)
+        n = cap - 1;
+    if (n)
+        memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+static void item_from_row(sqlite3_stmt *st, sqlcached_item_t *out)
+{
+    copy_text(out->id, sizeof out->id, st, 0);
+    copy_text(out->name, sizeof out->name, st, 1);
+    out->stock = sqlite3_column_int64(st, 2);
+    out->sold = sqlite3_column_int64(st, 3);
+    out->initial_stock = sqlite3_column_int64(st, 4);
+    out->version = sqlite3_column_int64(st, 5);
+    out->from_cache = 0;
+}
+
+static void order_from_row(sqlite3_stmt *st, sqlcached_order_t *out)
+{
+    out->order_id = sqlite3_column_int64(st, 0);
+    copy_text(out->item_id, sizeof out->item_id, st, 1);
+    copy_text(out->user_id, sizeof out->user_id, st, 2);
+    out->created_at = sqlite3_column_int64(st, 3);
+}
+
+/* ------------------------------------------------------------------------
+ * Reads (reader connections)
+ * ------------------------------------------------------------------------ */
+
+/* One row of `sql` bound to (a, b) into *item or *order. */
+static sqlcached_status_t read_one(store_conn_t *r, const char *sql, const char *a,
+                                   const char *b, sqlcached_item_t *item,
+                                   sqlcached_order_t *order)
+{
+    sqlite3_stmt *st = store_stmt(r, sql);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+    if (b)
+        sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlcached_status_t status = SQLCACHED_NOT_FOUND;
+    if (rc == SQLITE_ROW) {
+        status = SQLCACHED_OK;
+        if (item)
+            item_from_row(st, item);
+        if (order)
+            order_from_row(st, order);
+    } else if (rc != SQLITE_DONE) {
+        status = store_status(rc);
+    }
+    sqlite3_reset(st);
+    return status;
+}
+
+/* read_one on a pooled reader connection. */
+static sqlcached_status_t read_pooled(sqlcached_t *db, const char *sql, const char *a,
+                                      const char *b, sqlcached_item_t *item,
+                                      sqlcached_order_t *order)
+{
+    store_conn_t *r = store_reader_acquire(db->store);
+    if (!r)
+        return SQLCACHED_UNAVAILABLE;
+    sqlcached_status_t st = read_one(r, sql, a, b, item, order);
+    store_reader_release(db->store, r);
+    return st;
+}
+
+/* A miss this thread leads: read SQLite, fill the tier (guarded). The
+ * cached value is the item struct itself, which holds no pointers. */
+static sqlcached_status_t item_load(sqlcached_t *db, cache_load_t *load, const char *id,
+                                    sqlcached_item_t *out)
+{
+    sqlcached_status_t st = read_pooled(db, SQL_ITEM_GET, id, NULL, out, NULL);
+    if (st == SQLCACHED_OK) {
+        cache_fill_t fill = {out, sizeof *out, NULL, out->version, 0};
+        cache_load_finish(db->item_cache, load, &fill, engine_now(db));
+    } else if (st == SQLCACHED_NOT_FOUND) {
+        cache_load_finish(db->item_cache, load, NULL, engine_now(db));
+    } else {
+        cache_load_abandon(db->item_cache, load);
+    }
+    return st;
+}
+
+sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached_item_t *out)
+{
+    if (!text_ok(id, SQLCACHED_ITEM_ID_MAX) || !out)
+        return SQLCACHED_INVALID_ARGUMENT;
+    if (!db->item_cache)
+        return read_pooled(db, SQL_ITEM_GET, id, NULL, out, NULL);
+    cache_value_t *cv = NULL;
+    cache_load_t *load = NULL;
+    switch (cache_fetch(db->item_cache, id, strlen(id), engine_now(db), &cv, &load)) {
+    case CACHE_HIT:
+        memcpy(out, cache_value_data(cv), sizeof *out);
+        cache_value_release(cv);
+        out->from_cache = 1;
+        return SQLCACHED_OK;
+    case CACHE_NEGATIVE:
+        return SQLCACHED_NOT_FOUND;
+    case CACHE_LEAD:
+        return item_load(db, load, id, out);
+    default:
+        return read_pooled(db, SQL_ITEM_GET, id, NULL, out, NULL);
+    }
+}
+
+sqlcached_status_t sqlcached_order_get(sqlcached_t *db, const char *item_id,
+                                       const char *user_id, sqlcached_order_t *out)
+{
+    if (!text_ok(item_id, SQLCACHED_ITEM_ID_MAX) || !text_ok(user_id, SQLCACHED_USER_ID_MAX) ||
+        !out)
+        return SQLCACHED_INVALID_ARGUMENT;
+    return read_pooled(db, SQL_ORDER_GET, item_id, user_id, NULL, out);
+}
+
+void sqlcached_orders_free(sqlcached_orders_t *orders)
+{
+    if (!orders)
+        return;
+    free(orders->orders);
+    free(orders);
+}
+
+static sqlcached_status_t list_rows(store_conn_t *r, const char *item_id, int64_t after,
+                                    unsigned limit, sqlcached_orders_t *page)
+{
+    sqlcached_status_t status = read_one(r, SQL_ITEM_EXISTS, item_id, NULL, NULL, NULL);
+    sqlite3_stmt *st = status == SQLCACHED_OK ? store_stmt(r, SQL_ORDER_LIST) : NULL;
+    if (status != SQLCACHED_OK || !st)
+        return status != SQLCACHED_OK ? status : SQLCACHED_INTERNAL;
+    sqlite3_bind_text(st, 1, item_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int(st, 3, (int)limit + 1);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (page->count == limit) {
+            page->has_more = 1;
+            break;
+        }
+        order_from_row(st, &page->orders[page->count++]);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+}
+
+sqlcached_status_t sqlcached_order_list(sqlcached_t *db, const char *item_id, int64_t after,
+                                        unsigned limit, sqlcached_orders_t **out)
+{
+    *out = NULL;
+    if (!text_ok(item_id, SQLCACHED_ITEM_ID_MAX) || after < 0 || limit < 1 ||
+        limit > SQLCACHED_LIST_LIMIT_MAX)
+        return SQLCACHED_INVALID_ARGUMENT;
+    sqlcached_orders_t *page = calloc(1, sizeof *page);
+    if (page && !(page->orders = calloc(limit, sizeof *page->orders))) {
+        free(page);
+        page = NULL;
+    }
+    if (!page)
+        return SQLCACHED_NOMEM;
+    store_conn_t *r = store_reader_acquire(db->store);
+    sqlcached_status_t status =
+        r ? list_rows(r, item_id, after, limit, page) : SQLCACHED_UNAVAILABLE;
+    if (r)
+        store_reader_release(db->store, r);
+    if (status != SQLCACHED_OK) {
+        sqlcached_orders_free(page);
+        return status;
+    }
+    *out = page;
+    return SQLCACHED_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Item create / reset (writer)
+ * ------------------------------------------------------------------------ */
+
+typedef struct put_job {
+    const char *id, *name;
+    int64_t stock;
+    int64_t version; /* out */
+    bool created;    /* out */
+} put_job_t;
+
+static sqlcached_status_t step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+}
+
+static sqlcached_status_t do_item_put(store_conn_t *w, void *arg)
+{
+    put_job_t *p = arg;
+    sqlcached_status_t status = read_one(w, SQL_ITEM_EXISTS, p->id, NULL, NULL, NULL);
+    if (status != SQLCACHED_OK && status != SQLCACHED_NOT_FOUND)
+        return status;
+    p->created = status == SQLCACHED_NOT_FOUND;
+    status = store_counter_next(w, "version", &p->version);
+    if (status != SQLCACHED_OK)
+        return status;
+    sqlite3_stmt *st = store_stmt(w, SQL_ITEM_UPSERT);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, p->stock);
+    sqlite3_bind_int64(st, 4, p->version);
+    status = step_done(st);
+    if (status != SQLCACHED_OK || p->created)
+        return status;
+    st = store_stmt(w, SQL_ORDERS_DELETE);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+    return step_done(st);
+}
+
+sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const char *name,
+                                      int64_t stock, sqlcached_item_t *out, int *created)
+{
+    if (!text_ok(id, SQLCACHED_ITEM_ID_MAX) || !text_ok(name, SQLCACHED_ITEM_NAME_MAX) ||
+        stock < 0 || stock > SQLCACHED_STOCK_MAX)
+        return SQLCACHED_INVALID_ARGUMENT;
+    put_job_t job = {.id = id, .name = name, .stock = stock};
+    bool begun = reset_begin(db->seckill, id);
+    sqlcached_status_t st = store_write(db->store, do_item_put, &job);
+    if (st == SQLCACHED_OK) {
+        tier_invalidate(db, id);
+        if (stock == 0) /* sold out from the start */
+            flag_set(db->seckill, id, job.version);
+    }
+    reset_end(db->seckill, id, begun, st == SQLCACHED_OK, job.version);
+    if (st != SQLCACHED_OK)
+        return st;
+    if (out) {
+        memset(out, 0, sizeof *out);
+        strcpy(out->id, id);
+        strcpy(out->name, name);
+        out->stock = out->initial_stock = stock;
+        out->version = job.version;
+    }
+    if (created)
+        *created = job.created;
+    return SQLCACHED_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Placing an order (writer)
+ * ------------------------------------------------------------------------ */
+
+typedef struct order_job {
+    const char *item_id, *user_id;
+    int64_t now;
+    bool by_version;          /* strategy of this try */
+    int64_t expected_version; /* version strategy: the version read */
+    int64_t order_id;         /* out */
+    int64_t version;          /* out: the item's new version */
+    int64_t stock_left;       /* out */
+} order_job_t;
+
+/* Insert the order: the UNIQUE constraint refuses a second order of the
+ * user, the foreign key an item that does not exist. */
+static sqlcached_status_t insert_order(store_conn_t *w, order_job_t *j)
+{
+    sqlite3_stmt *st = store_stmt(w, SQL_ORDER_INSERT);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_text(st, 1, j->item_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, j->user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, j->now);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        j->order_id = sqlite3_last_insert_rowid(store_conn_db(w));
+        return SQLCACHED_OK;
+    }
+    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+        return SQLCACHED_ALREADY_ORDERED;
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return SQLCACHED_NOT_FOUND;
+    return store_status(rc);
+}
+
+/* Take one unit under the try's guard. No row: SOLD_OUT (stock guard) or
+ * CONFLICT (version guard). */
+static sqlcached_status_t take_unit(store_conn_t *w, order_job_t *j)
+{
+    sqlite3_stmt *st = store_stmt(w, j->by_version ? SQL_TAKE_BY_VERSION : SQL_TAKE_BY_STOCK);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_int64(st, 1, j->version);
+    sqlite3_bind_text(st, 2, j->item_id, -1, SQLITE_STATIC);
+    if (j->by_version)
+        sqlite3_bind_int64(st, 3, j->expected_version);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        j->stock_left = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return SQLCACHED_OK;
+    if (rc == SQLITE_DONE)
+        return j->by_version ? SQLCACHED_CONFLICT : SQLCACHED_SOLD_OUT;
+    return store_status(rc);
+}
+
+static sqlcached_status_t do_order(store_conn_t *w, void *arg)
+{
+    order_job_t *j = arg;
+    sqlcached_status_t st = insert_order(w, j);
+    if (st == SQLCACHED_OK)
+        st = store_counter_next(w, "version", &j->version);
+    if (st == SQLCACHED_OK)
+        st = take_unit(w, j);
+    return st; /* not OK: the savepoint rollback removes the order */
+}
+
+/* The answer for an item known to have no stock: already_ordered if the
+ * user holds an order (read on a reader connection), else sold_out. */
+static sqlcached_status_t refuse_sold_out(sqlcached_t *db, const char *item_id,
+                                          const char *user_id)
+{
+    sqlcached_order_t o;
+    sqlcached_status_t st = read_pooled(db, SQL_ORDER_GET, item_id, user_id, NULL, &o);
+    if (st == SQLCACHED_OK)
+        return SQLCACHED_ALREADY_ORDERED;
+    return st == SQLCACHED_NOT_FOUND ? SQLCACHED_SOLD_OUT : st;
+}
+
+/* After the writer said sold out: confirm on committed data and set the
+ * flag, so that later orders skip the writer (this is how the flag comes
+ * back after a restart). */
+static void learn_sold_out(sqlcached_t *db, const char *item_id)
+{
+    sqlcached_item_t item;
+    if (read_pooled(db, SQL_ITEM_GET, item_id, NULL, &item, NULL) == SQLCACHED_OK &&
+        item.stock == 0)
+        flag_set(db->seckill, item_id, item.version);
+}
+
+/* One write of the order; on success the bookkeeping that follows it. */
+static sqlcached_status_t write_order(sqlcached_t *db, order_job_t *job)
+{
+    sqlcached_status_t st = store_write(db->store, do_order, job);
+    if (st == SQLCACHED_OK) {
+        tier_invalidate(db, job->item_id);
+        if (job->stock_left == 0)
+            flag_set(db->seckill, job->item_id, job->version);
+    }
+    return st;
+}
+
+static sqlcached_status_t place_by_stock(sqlcached_t *db, order_job_t *job)
+{
+    sqlcached_status_t st = write_order(db, job);
+    if (st == SQLCACHED_SOLD_OUT)
+        learn_sold_out(db, job->item_id);
+    return st;
+}
+
+/* Read the version, write guarded by it; on a newer version read again,
+ * up to seckill_retries more times. */
+static sqlcached_status_t place_by_version(sqlcached_t *db, order_job_t *job)
+{
+    job->by_version = true;
+    for (int attempt = 0; attempt <= db->opts.seckill_retries; attempt++) {
+        if (attempt > 0)
+            atomic_fetch_add(&db->seckill->retries, 1);
+        sqlcached_item_t item;
+        sqlcached_status_t st =
+            read_pooled(db, SQL_ITEM_GET, job->item_id, NULL, &item, NULL);
+        if (st != SQLCACHED_OK)
+            return st;
+        if (item.stock == 0) {
+            flag_set(db->seckill, job->item_id, item.version);
+            return refuse_sold_out(db, job->item_id, job->user_id);
+        }
+        job->expected_version = item.version;
+        st = write_order(db, job);
+        if (st != SQLCACHED_CONFLICT)
+            return st;
+    }
+    atomic_fetch_add(&db->seckill->conflicts, 1);
+    return SQLCACHED_UNAVAILABLE;
+}
+
+sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
+                                         const char *user_id, sqlcached_order_t *out)
+{
+    if (!text_ok(item_id, SQLCACHED_ITEM_ID_MAX) || !text_ok(user_id, SQLCACHED_USER_ID_MAX))
+        return SQLCACHED_INVALID_ARGUMENT;
+    seckill_t *sk = db->seckill;
+    if (seckill_flag_is_set(sk, item_id)) {
+        sqlcached_status_t st = refuse_sold_out(db, item_id, user_id);
+        if (st == SQLCACHED_SOLD_OUT)
+            atomic_fetch_add(&sk->sold_out_fast, 1);
+        return count_answer(sk, st);
+    }
+    order_job_t job = {.item_id = item_id, .user_id = user_id, .now = engine_now(db)};
+    sqlcached_status_t st = db->opts.seckill_strategy == SQLCACHED_SECKILL_VERSION
+                                ? place_by_version(db, &job)
+                                : place_by_stock(db, &job);
+    if (st == SQLCACHED_OK && out) {
+        out->order_id = job.order_id;
+        strcpy(out->item_id, item_id);
+        strcpy(out->user_id, user_id);
+        out->created_at = job.now;
+    }
+    return count_answer(sk, st);
+}

@@ -1,0 +1,27 @@
+/*
+ * seckill.h - the flash sale's in-memory state, owned by the open store.
+ *
+ * The public calls (sqlcached_item_*, sqlcached_order_*) live in seckill.c
+ * and are declared in include/sqlcached.h. This header only lets
+ * sqlcached_open() and sqlcached_close() create and destroy the state that
+ * backs the sold-out fast path and the counters.
+ */
+#ifndef SQLCACHED_SECKILL_H
+#define SQLCACHED_SECKILL_H
+
+#include <stdbool.h>
+
+typedef struct seckill seckill_t;
+
+/* The empty state: no item known sold out, counters at 0. NULL when out of
+ * memory. */
+seckill_t *seckill_create(void);
+
+/* Free the state. NULL is allowed. */
+void seckill_destroy(seckill_t *sk);
+
+/* True when the item is currently refused from memory (its sold-out flag
+ * is set and valid). For tests and diagnostics. */
+bool seckill_flag_is_set(seckill_t *sk, const char *item_id);
+
+#endif

@@ -1,0 +1,738 @@
+/*
+ * test_seckill.c - tests of src/seckill.c (items, orders, strategies, the
+ * sold-out fast path) through the public API, plus concurrent runs that
+ * check the flash-sale invariants.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    char *dir;
+    testutil_clock_t clock;
+    sqlcached_seckill_strategy_t strategy;
+    int retries;
+    sqlcached_t *db;
+} fixture_t;
+
+static sqlcached_t *open_db(fixture_t *f)
+{
+    char *path = testutil_path(f->dir, "seckill.db");
+    sqlcached_options_t o;
+    sqlcached_options_init(&o);
+    o.path = path;
+    o.durability = SQLCACHED_DURABILITY_NORMAL;
+    o.purge_interval_ms = -1;
+    o.clock_ms = testutil_clock_read;
+    o.clock_arg = &f->clock;
+    o.seckill_strategy = f->strategy;
+    o.seckill_retries = f->retries;
+    sqlcached_t *db = NULL;
+    char err[256];
+    if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK)
+        fprintf(stderr, "open %s: %s\n", path, err);
+    free(path);
+    return db;
+}
+
+static int setup_with(void **state, sqlcached_seckill_strategy_t strategy, int retries)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    f->dir = testutil_mkdtemp();
+    f->clock.now = 1700000000000LL;
+    f->strategy = strategy;
+    f->retries = retries;
+    f->db = open_db(f);
+    *state = f;
+    return f->db ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, SQLCACHED_SECKILL_STOCK, 3);
+}
+
+static int setup_version(void **state)
+{
+    return setup_with(state, SQLCACHED_SECKILL_VERSION, 3);
+}
+
+static int setup_version_no_retry(void **state)
+{
+    return setup_with(state, SQLCACHED_SECKILL_VERSION, 0);
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    testutil_rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void reopen(fixture_t *f)
+{
+    sqlcached_close(f->db);
+    f->db = open_db(f);
+    assert_non_null(f->db);
+}
+
+static sqlcached_item_t get_item(sqlcached_t *db, const char *id)
+{
+    sqlcached_item_t it;
+    assert_int_equal(sqlcached_item_get(db, id, &it), SQLCACHED_OK);
+    return it;
+}
+
+static sqlcached_status_t order(sqlcached_t *db, const char *item, const char *user)
+{
+    return sqlcached_order_place(db, item, user, NULL);
+}
+
+static size_t count_orders(sqlcached_t *db, const char *item)
+{
+    size_t n = 0;
+    int64_t after = 0;
+    for (;;) {
+        sqlcached_orders_t *page = NULL;
+        assert_int_equal(sqlcached_order_list(db, item, after, 1000, &page), SQLCACHED_OK);
+        n += page->count;
+        int more = page->has_more;
+        if (page->count)
+            after = page->orders[page->count - 1].order_id;
+        sqlcached_orders_free(page);
+        if (!more)
+            return n;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Items
+ * ------------------------------------------------------------------------ */
+
+static void test_seckill_put_creates_then_resets(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_item_t it;
+    int created = -1;
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "Sneaker", 3, &it, &created),
+                     SQLCACHED_OK);
+    assert_int_equal(created, 1);
+    assert_string_equal(it.id, "sku");
+    assert_string_equal(it.name, "Sneaker");
+    assert_int_equal(it.stock, 3);
+    assert_int_equal(it.sold, 0);
+    assert_true(it.version > 0);
+    sqlcached_item_t got = get_item(f->db, "sku");
+    assert_string_equal(got.name, "Sneaker");
+    assert_int_equal(got.stock, 3);
+    assert_int_equal(got.initial_stock, 3);
+    assert_int_equal(got.version, it.version);
+    assert_int_equal(got.from_cache, 0);
+
+    assert_int_equal(order(f->db, "sku", "u1"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "sku", "u2"), SQLCACHED_OK);
+    got = get_item(f->db, "sku");
+    assert_int_equal(got.stock, 1);
+    assert_int_equal(got.sold, 2);
+
+    sqlcached_item_t reset;
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "Boot", 10, &reset, &created),
+                     SQLCACHED_OK);
+    assert_int_equal(created, 0);
+    assert_true(reset.version > got.version);
+    got = get_item(f->db, "sku");
+    assert_string_equal(got.name, "Boot");
+    assert_int_equal(got.stock, 10);
+    assert_int_equal(got.sold, 0);
+    assert_int_equal(got.initial_stock, 10);
+    assert_int_equal(got.version, reset.version);
+    /* the reset deleted the orders: the users may order again */
+    assert_int_equal(count_orders(f->db, "sku"), 0);
+    sqlcached_order_t o;
+    assert_int_equal(sqlcached_order_get(f->db, "sku", "u1", &o), SQLCACHED_NOT_FOUND);
+    assert_int_equal(order(f->db, "sku", "u1"), SQLCACHED_OK);
+    /* NULL outputs are allowed */
+    assert_int_equal(sqlcached_item_put(f->db, "other", "x", 1, NULL, NULL), SQLCACHED_OK);
+}
+
+static void test_seckill_item_reads_go_through_the_tier(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_item_t it;
+    sqlcached_order_t o;
+    assert_int_equal(sqlcached_item_put(f->db, "tier", "Tiered", 5, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_get(f->db, "tier", &it), SQLCACHED_OK);
+    assert_int_equal(it.from_cache, 0);
+    assert_int_equal(sqlcached_item_get(f->db, "tier", &it), SQLCACHED_OK);
+    assert_int_equal(it.from_cache, 1);
+    assert_int_equal(it.stock, 5);
+    /* an order invalidates: the next read is fresh and shows it */
+    assert_int_equal(sqlcached_order_place(f->db, "tier", "u1", &o), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_get(f->db, "tier", &it), SQLCACHED_OK);
+    assert_int_equal(it.from_cache, 0);
+    assert_int_equal(it.stock, 4);
+    assert_int_equal(it.sold, 1);
+    /* so does a reset */
+    assert_int_equal(sqlcached_item_get(f->db, "tier", &it), SQLCACHED_OK);
+    assert_int_equal(it.from_cache, 1);
+    assert_int_equal(sqlcached_item_put(f->db, "tier", "Again", 9, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_get(f->db, "tier", &it), SQLCACHED_OK);
+    assert_int_equal(it.stock, 9);
+    assert_string_equal(it.name, "Again");
+    /* an absent item is remembered, and forgotten when it is created */
+    assert_int_equal(sqlcached_item_get(f->db, "later", &it), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_item_get(f->db, "later", &it), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_item_put(f->db, "later", "Now", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_get(f->db, "later", &it), SQLCACHED_OK);
+}
+
+static void test_seckill_absent_item(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_item_t it;
+    sqlcached_order_t o;
+    sqlcached_orders_t *page = (sqlcached_orders_t *)1;
+    assert_int_equal(sqlcached_item_get(f->db, "none", &it), SQLCACHED_NOT_FOUND);
+    assert_int_equal(order(f->db, "none", "u1"), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_order_get(f->db, "none", "u1", &o), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_order_list(f->db, "none", 0, 10, &page), SQLCACHED_NOT_FOUND);
+    assert_null(page);
+    /* nothing was created by the refused order */
+    assert_int_equal(sqlcached_item_get(f->db, "none", &it), SQLCACHED_NOT_FOUND);
+}
+
+static void test_seckill_rejects_bad_arguments(void **state)
+{
+    fixture_t *f = *state;
+    char id129[130], name257[258];
+    memset(id129, 'i', 129);
+    id129[129] = '\0';
+    memset(name257, 'n', 257);
+    name257[257] = '\0';
+    const sqlcached_status_t BAD = SQLCACHED_INVALID_ARGUMENT;
+    assert_int_equal(sqlcached_item_put(f->db, "", "n", 1, NULL, NULL), BAD);
+    assert_int_equal(sqlcached_item_put(f->db, NULL, "n", 1, NULL, NULL), BAD);
+    assert_int_equal(sqlcached_item_put(f->db, id129, "n", 1, NULL, NULL), BAD);
+    assert_int_equal(sqlcached_item_put(f->db, "i", "", 1, NULL, NULL), BAD);
+    assert_int_equal(sqlcached_item_put(f->db, "i", NULL, 1, NULL, NULL), BAD);
+    assert_int_equal(sqlcached_item_put(f->db, "i", name257, 1, NULL, NULL), BAD);
+    assert_int_equal(sqlcached_item_put(f->db, "i", "n", -1, NULL, NULL), BAD);
+    assert_int_equal(sqlcached_item_put(f->db, "i", "n", (int64_t)INT32_MAX + 1, NULL, NULL),
+                     BAD);
+    assert_int_equal(sqlcached_item_put(f->db, "\xff", "n", 1, NULL, NULL), BAD);
+    assert_int_equal(sqlcached_item_put(f->db, "i", "\xc0\x80", 1, NULL, NULL), BAD);
+    /* the bounds themselves are fine */
+    id129[128] = '\0';
+    name257[256] = '\0';
+    assert_int_equal(sqlcached_item_put(f->db, id129, name257, INT32_MAX, NULL, NULL),
+                     SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_put(f->db, "i", "caf\xc3\xa9", 0, NULL, NULL), SQLCACHED_OK);
+    char user129[130];
+    memset(user129, 'u', 129);
+    user129[129] = '\0';
+    assert_int_equal(order(f->db, "i", ""), BAD);
+    assert_int_equal(order(f->db, "i", NULL), BAD);
+    assert_int_equal(order(f->db, "i", user129), BAD);
+    assert_int_equal(order(f->db, "", "u"), BAD);
+    sqlcached_order_t o;
+    sqlcached_item_t it;
+    assert_int_equal(sqlcached_order_get(f->db, "i", user129, &o), BAD);
+    assert_int_equal(sqlcached_item_get(f->db, "", &it), BAD);
+    sqlcached_orders_t *page;
+    assert_int_equal(sqlcached_order_list(f->db, "i", 0, 0, &page), BAD);
+    assert_int_equal(sqlcached_order_list(f->db, "i", 0, 1001, &page), BAD);
+    assert_int_equal(sqlcached_order_list(f->db, "i", -1, 10, &page), BAD);
+    user129[128] = '\0';
+    assert_int_equal(order(f->db, id129, user129), SQLCACHED_OK);
+}
+
+/* ------------------------------------------------------------------------
+ * Orders
+ * ------------------------------------------------------------------------ */
+
+static void test_seckill_order_roundtrip(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_item_t before;
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "S", 5, &before, NULL), SQLCACHED_OK);
+    f->clock.now += 123;
+    sqlcached_order_t o;
+    assert_int_equal(sqlcached_order_place(f->db, "sku", "alice", &o), SQLCACHED_OK);
+    assert_true(o.order_id > 0);
+    assert_string_equal(o.item_id, "sku");
+    assert_string_equal(o.user_id, "alice");
+    assert_int_equal(o.created_at, f->clock.now);
+    sqlcached_item_t after = get_item(f->db, "sku");
+    assert_int_equal(after.stock, 4);
+    assert_int_equal(after.sold, 1);
+    assert_true(after.version > before.version);
+    sqlcached_order_t got;
+    assert_int_equal(sqlcached_order_get(f->db, "sku", "alice", &got), SQLCACHED_OK);
+    assert_int_equal(got.order_id, o.order_id);
+    assert_string_equal(got.user_id, "alice");
+    assert_string_equal(got.item_id, "sku");
+    assert_int_equal(got.created_at, o.created_at);
+    assert_int_equal(sqlcached_order_get(f->db, "sku", "bob", &got), SQLCACHED_NOT_FOUND);
+    /* the same user may order another item */
+    assert_int_equal(sqlcached_item_put(f->db, "sku2", "S2", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "sku2", "alice"), SQLCACHED_OK);
+}
+
+static void test_seckill_one_order_per_user(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "S", 5, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "sku", "alice"), SQLCACHED_OK);
+    sqlcached_item_t it = get_item(f->db, "sku");
+    assert_int_equal(order(f->db, "sku", "alice"), SQLCACHED_ALREADY_ORDERED);
+    sqlcached_item_t again = get_item(f->db, "sku");
+    assert_int_equal(again.stock, 4);
+    assert_int_equal(again.sold, 1);
+    assert_int_equal(again.version, it.version); /* a refusal changes nothing */
+    assert_int_equal(count_orders(f->db, "sku"), 1);
+    sqlcached_seckill_stats_t s;
+    sqlcached_seckill_stats(f->db, &s);
+    assert_int_equal(s.orders, 1);
+    assert_int_equal(s.already_ordered, 1);
+}
+
+static void test_seckill_sold_out_and_fast_path(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "S", 2, NULL, NULL), SQLCACHED_OK);
+    assert_false(seckill_flag_is_set(f->db->seckill, "sku"));
+    assert_int_equal(order(f->db, "sku", "u1"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "sku", "u2"), SQLCACHED_OK);
+    /* the order that took the last unit set the flag */
+    assert_true(seckill_flag_is_set(f->db->seckill, "sku"));
+    sqlcached_item_t it = get_item(f->db, "sku");
+    assert_int_equal(order(f->db, "sku", "u3"), SQLCACHED_SOLD_OUT);
+    /* already_ordered wins over sold_out, also on the fast path */
+    assert_int_equal(order(f->db, "sku", "u1"), SQLCACHED_ALREADY_ORDERED);
+    sqlcached_item_t after = get_item(f->db, "sku");
+    assert_int_equal(after.stock, 0);
+    assert_int_equal(after.sold, 2);
+    assert_int_equal(after.version, it.version);
+    sqlcached_seckill_stats_t s;
+    sqlcached_seckill_stats(f->db, &s);
+    assert_int_equal(s.orders, 2);
+    assert_int_equal(s.sold_out, 1);
+    assert_int_equal(s.sold_out_fast, 1);
+    assert_int_equal(s.already_ordered, 1);
+    assert_int_equal(count_orders(f->db, "sku"), 2);
+}
+
+static void test_seckill_reset_clears_sold_out(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "S", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "sku", "u1"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "sku", "u2"), SQLCACHED_SOLD_OUT);
+    assert_true(seckill_flag_is_set(f->db->seckill, "sku"));
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "S", 2, NULL, NULL), SQLCACHED_OK);
+    assert_false(seckill_flag_is_set(f->db->seckill, "sku"));
+    assert_int_equal(order(f->db, "sku", "u2"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "sku", "u1"), SQLCACHED_OK); /* its order was deleted */
+    assert_int_equal(order(f->db, "sku", "u3"), SQLCACHED_SOLD_OUT);
+    /* a reset to stock 0 is sold out at once */
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "S", 0, NULL, NULL), SQLCACHED_OK);
+    assert_true(seckill_flag_is_set(f->db->seckill, "sku"));
+    assert_int_equal(order(f->db, "sku", "u1"), SQLCACHED_SOLD_OUT);
+    sqlcached_item_t it = get_item(f->db, "sku");
+    assert_int_equal(it.stock, 0);
+    assert_int_equal(it.sold, 0);
+}
+
+static void test_seckill_flag_rebuilt_after_reopen(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put(f->db, "gone", "S", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_put(f->db, "again", "S", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "gone", "u1"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "again", "u1"), SQLCACHED_OK);
+    reopen(f);
+    /* memory is empty after a restart; the database still knows */
+    assert_false(seckill_flag_is_set(f->db->seckill, "gone"));
+    assert_int_equal(order(f->db, "gone", "u1"), SQLCACHED_ALREADY_ORDERED);
+    assert_int_equal(order(f->db, "gone", "u2"), SQLCACHED_SOLD_OUT);
+    assert_true(seckill_flag_is_set(f->db->seckill, "gone"));
+    assert_int_equal(order(f->db, "gone", "u3"), SQLCACHED_SOLD_OUT);
+    sqlcached_seckill_stats_t s;
+    sqlcached_seckill_stats(f->db, &s);
+    assert_int_equal(s.sold_out, 2);
+    assert_int_equal(s.sold_out_fast, 1);
+    /* a reset item sells again */
+    assert_int_equal(sqlcached_item_put(f->db, "again", "S", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "again", "u2"), SQLCACHED_OK);
+    sqlcached_item_t it = get_item(f->db, "gone");
+    assert_int_equal(it.stock, 0);
+    assert_int_equal(it.sold, 1);
+}
+
+static void test_seckill_list_pages(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put(f->db, "a", "A", 10, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_put(f->db, "b", "B", 10, NULL, NULL), SQLCACHED_OK);
+    char user[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(user, sizeof user, "u%d", i);
+        assert_int_equal(order(f->db, "a", user), SQLCACHED_OK);
+        assert_int_equal(order(f->db, "b", user), SQLCACHED_OK); /* interleaved ids */
+    }
+    sqlcached_orders_t *page = NULL;
+    assert_int_equal(sqlcached_order_list(f->db, "a", 0, 2, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 2);
+    assert_true(page->has_more);
+    assert_string_equal(page->orders[0].user_id, "u0");
+    assert_string_equal(page->orders[1].user_id, "u1");
+    assert_string_equal(page->orders[1].item_id, "a");
+    assert_true(page->orders[0].order_id < page->orders[1].order_id);
+    int64_t after = page->orders[1].order_id;
+    sqlcached_orders_free(page);
+    assert_int_equal(sqlcached_order_list(f->db, "a", after, 2, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 2);
+    assert_true(page->has_more);
+    assert_string_equal(page->orders[0].user_id, "u2");
+    after = page->orders[1].order_id;
+    sqlcached_orders_free(page);
+    assert_int_equal(sqlcached_order_list(f->db, "a", after, 2, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 1);
+    assert_false(page->has_more);
+    assert_string_equal(page->orders[0].user_id, "u4");
+    after = page->orders[0].order_id;
+    sqlcached_orders_free(page);
+    /* exactly `limit` left: no further page */
+    assert_int_equal(sqlcached_order_list(f->db, "b", 0, 5, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 5);
+    assert_false(page->has_more);
+    sqlcached_orders_free(page);
+    assert_int_equal(sqlcached_order_list(f->db, "a", after, 10, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 0);
+    assert_false(page->has_more);
+    sqlcached_orders_free(page);
+    sqlcached_orders_free(NULL);
+}
+
+static void test_seckill_order_ids_never_reused(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_order_t o1, o2;
+    assert_int_equal(sqlcached_item_put(f->db, "a", "A", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_order_place(f->db, "a", "u", &o1), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_put(f->db, "a", "A", 1, NULL, NULL), SQLCACHED_OK);
+    reopen(f);
+    assert_int_equal(sqlcached_order_place(f->db, "a", "u", &o2), SQLCACHED_OK);
+    assert_true(o2.order_id > o1.order_id);
+}
+
+/* ------------------------------------------------------------------------
+ * The version strategy
+ * ------------------------------------------------------------------------ */
+
+static void test_seckill_version_strategy_sequential(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put(f->db, "v", "V", 2, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "none", "u1"), SQLCACHED_NOT_FOUND);
+    assert_int_equal(order(f->db, "v", "u1"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "v", "u1"), SQLCACHED_ALREADY_ORDERED);
+    assert_int_equal(order(f->db, "v", "u2"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "v", "u3"), SQLCACHED_SOLD_OUT);
+    assert_int_equal(order(f->db, "v", "u2"), SQLCACHED_ALREADY_ORDERED);
+    sqlcached_item_t it = get_item(f->db, "v");
+    assert_int_equal(it.stock, 0);
+    assert_int_equal(it.sold, 2);
+    sqlcached_seckill_stats_t s;
+    sqlcached_seckill_stats(f->db, &s);
+    assert_int_equal(s.orders, 2);
+    assert_int_equal(s.conflicts, 0);
+    assert_int_equal(s.retries, 0);
+    /* reopened, the item's stock 0 is seen on the read before any write */
+    reopen(f);
+    assert_int_equal(order(f->db, "v", "u3"), SQLCACHED_SOLD_OUT);
+    assert_true(seckill_flag_is_set(f->db->seckill, "v"));
+    assert_int_equal(sqlcached_item_put(f->db, "v", "V", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "v", "u3"), SQLCACHED_OK);
+}
+
+/* ------------------------------------------------------------------------
+ * Concurrency: many threads, one item, more users than stock, retries
+ * ------------------------------------------------------------------------ */
+
+#define RUN_THREADS 16
+#define RUN_USERS 240
+#define RUN_TRIES 2
+#define RUN_STOCK 60
+
+typedef struct run {
+    sqlcached_t *db;
+    const char *item;
+    int stock;
+    pthread_barrier_t start;
+    pthread_mutex_t lock;
+    int64_t ok_order_id[RUN_USERS]; /* the order answered OK per user, 0 = none */
+    int ok_twice;                   /* a user answered OK twice: never allowed */
+    int counts[SQLCACHED_STATUS_COUNT];
+    volatile int done;
+    int monitor_bad; /* the monitor saw stock < 0 or stock + sold != stock */
+} run_t;
+
+typedef struct worker {
+    run_t *run;
+    int index;
+} worker_t;
+
+static void *run_worker(void *arg)
+{
+    worker_t *w = arg;
+    run_t *r = w->run;
+    /* each thread serves the users u with u % RUN_THREADS == index; every
+     * user tries RUN_TRIES times, the tries spread over the run */
+    unsigned seed = (unsigned)w->index * 7919u + 1;
+    int mine[RUN_USERS * RUN_TRIES], n = 0;
+    for (int t = 0; t < RUN_TRIES; t++)
+        for (int u = w->index; u < RUN_USERS; u += RUN_THREADS)
+            mine[n++] = u;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rand_r(&seed) % (unsigned)(i + 1));
+        int tmp = mine[i];
+        mine[i] = mine[j];
+        mine[j] = tmp;
+    }
+    pthread_barrier_wait(&r->start);
+    for (int i = 0; i < n; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "user-%d", mine[i]);
+        sqlcached_order_t o;
+        sqlcached_status_t st = sqlcached_order_place(r->db, r->item, user, &o);
+        pthread_mutex_lock(&r->lock);
+        r->counts[st]++;
+        if (st == SQLCACHED_OK) {
+            if (r->ok_order_id[mine[i]])
+                r->ok_twice++;
+            r->ok_order_id[mine[i]] = o.order_id;
+        }
+        pthread_mutex_unlock(&r->lock);
+    }
+    return NULL;
+}
+
+static void *run_monitor(void *arg)
+{
+    run_t *r = arg;
+    while (!r->done) {
+        sqlcached_item_t it;
+        if (sqlcached_item_get(r->db, r->item, &it) == SQLCACHED_OK &&
+            (it.stock < 0 || it.stock + it.sold != r->stock))
+            r->monitor_bad++;
+    }
+    return NULL;
+}
+
+/* Every order of the item, checked: no user twice; returns the count and
+ * fills by_user[u] with the order id of user-u. */
+static size_t collect_orders(run_t *r, int64_t *by_user)
+{
+    size_t n = 0;
+    int64_t after = 0;
+    for (;;) {
+        sqlcached_orders_t *page = NULL;
+        assert_int_equal(sqlcached_order_list(r->db, r->item, after, 100, &page), SQLCACHED_OK);
+        for (size_t i = 0; i < page->count; i++) {
+            int u = -1;
+            assert_int_equal(sscanf(page->orders[i].user_id, "user-%d", &u), 1);
+            assert_true(u >= 0 && u < RUN_USERS);
+            assert_int_equal(by_user[u], 0); /* no duplicate users */
+            by_user[u] = page->orders[i].order_id;
+        }
+        n += page->count;
+        int more = page->has_more;
+        if (page->count)
+            after = page->orders[page->count - 1].order_id;
+        sqlcached_orders_free(page);
+        if (!more)
+            return n;
+    }
+}
+
+/* Run the sale and check the invariants; returns the units sold. */
+static int64_t run_sale(sqlcached_t *db, bool expect_sell_out, run_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->db = db;
+    r->item = "hot";
+    r->stock = RUN_STOCK;
+    assert_int_equal(sqlcached_item_put(db, r->item, "Hot item", RUN_STOCK, NULL, NULL),
+                     SQLCACHED_OK);
+    pthread_barrier_init(&r->start, NULL, RUN_THREADS);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_t threads[RUN_THREADS], monitor;
+    worker_t workers[RUN_THREADS];
+    pthread_create(&monitor, NULL, run_monitor, r);
+    for (int i = 0; i < RUN_THREADS; i++) {
+        workers[i] = (worker_t){r, i};
+        pthread_create(&threads[i], NULL, run_worker, &workers[i]);
+    }
+    for (int i = 0; i < RUN_THREADS; i++)
+        pthread_join(threads[i], NULL);
+    r->done = 1;
+    pthread_join(monitor, NULL);
+    pthread_barrier_destroy(&r->start);
+    pthread_mutex_destroy(&r->lock);
+
+    sqlcached_item_t it = get_item(db, r->item);
+    print_message("sold %lld of %d: ok %d, sold_out %d, already_ordered %d, unavailable %d\n",
+                  (long long)it.sold, RUN_STOCK, r->counts[SQLCACHED_OK],
+                  r->counts[SQLCACHED_SOLD_OUT], r->counts[SQLCACHED_ALREADY_ORDERED],
+                  r->counts[SQLCACHED_UNAVAILABLE]);
+    int64_t by_user[RUN_USERS] = {0};
+    size_t orders = collect_orders(r, by_user);
+    assert_int_equal(r->monitor_bad, 0);
+    assert_int_equal(r->ok_twice, 0);
+    assert_true(it.stock >= 0);
+    assert_int_equal(it.stock + it.sold, RUN_STOCK);     /* stock + sold == initial */
+    assert_int_equal((int64_t)orders, it.sold);          /* orders == sold */
+    assert_int_equal(r->counts[SQLCACHED_OK], it.sold);  /* every OK is one unit */
+    for (int u = 0; u < RUN_USERS; u++)                  /* every OK order exists */
+        if (r->ok_order_id[u])
+            assert_int_equal(by_user[u], r->ok_order_id[u]);
+    int answered = 0;
+    for (int s = 0; s < SQLCACHED_STATUS_COUNT; s++)
+        answered += r->counts[s];
+    assert_int_equal(answered, RUN_USERS * RUN_TRIES);
+    assert_int_equal(r->counts[SQLCACHED_OK] + r->counts[SQLCACHED_SOLD_OUT] +
+                         r->counts[SQLCACHED_ALREADY_ORDERED] + r->counts[SQLCACHED_UNAVAILABLE],
+                     answered);
+    if (expect_sell_out) {
+        assert_int_equal(it.sold, RUN_STOCK);
+        assert_int_equal(r->counts[SQLCACHED_UNAVAILABLE], 0);
+    }
+    sqlcached_seckill_stats_t s;
+    sqlcached_seckill_stats(db, &s);
+    assert_int_equal(s.orders, (uint64_t)r->counts[SQLCACHED_OK]);
+    assert_int_equal(s.sold_out, (uint64_t)r->counts[SQLCACHED_SOLD_OUT]);
+    assert_int_equal(s.already_ordered, (uint64_t)r->counts[SQLCACHED_ALREADY_ORDERED]);
+    assert_int_equal(s.conflicts, (uint64_t)r->counts[SQLCACHED_UNAVAILABLE]);
+    return it.sold;
+}
+
+static void test_seckill_concurrent_stock_strategy(void **state)
+{
+    fixture_t *f = *state;
+    run_t *r = calloc(1, sizeof *r);
+    assert_int_equal(run_sale(f->db, true, r), RUN_STOCK);
+    /* more users than stock: once sold out, the flag answered */
+    sqlcached_seckill_stats_t s;
+    sqlcached_seckill_stats(f->db, &s);
+    assert_true(s.sold_out > 0);
+    free(r);
+}
+
+static void test_seckill_concurrent_version_strategy(void **state)
+{
+    fixture_t *f = *state;
+    run_t *r = calloc(1, sizeof *r);
+    int64_t sold = run_sale(f->db, false, r);
+    assert_true(sold > 0);
+    free(r);
+}
+
+static void test_seckill_concurrent_version_conflicts(void **state)
+{
+    fixture_t *f = *state; /* version strategy without retries */
+    run_t *r = calloc(1, sizeof *r);
+    run_sale(f->db, false, r);
+    sqlcached_seckill_stats_t s;
+    sqlcached_seckill_stats(f->db, &s);
+    /* 16 threads reading one version and writing against it: most lose */
+    assert_true(s.conflicts > 0);
+    assert_int_equal(s.retries, 0);
+    free(r);
+}
+
+/* Orders race with resets: the sold-out flag must never refuse an order
+ * that the database would take. */
+static void *reset_loop(void *arg)
+{
+    run_t *r = arg;
+    for (int i = 0; i < 20 && !r->done; i++)
+        sqlcached_item_put(r->db, r->item, "Hot item", 5, NULL, NULL);
+    return NULL;
+}
+
+static void test_seckill_resets_during_orders(void **state)
+{
+    fixture_t *f = *state;
+    run_t *r = calloc(1, sizeof *r);
+    r->db = f->db;
+    r->item = "hot";
+    assert_int_equal(sqlcached_item_put(f->db, "hot", "Hot item", 5, NULL, NULL), SQLCACHED_OK);
+    pthread_barrier_init(&r->start, NULL, RUN_THREADS);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_t threads[RUN_THREADS], resetter;
+    worker_t workers[RUN_THREADS];
+    for (int i = 0; i < RUN_THREADS; i++) {
+        workers[i] = (worker_t){r, i};
+        pthread_create(&threads[i], NULL, run_worker, &workers[i]);
+    }
+    pthread_create(&resetter, NULL, reset_loop, r);
+    for (int i = 0; i < RUN_THREADS; i++)
+        pthread_join(threads[i], NULL);
+    r->done = 1;
+    pthread_join(resetter, NULL);
+    pthread_barrier_destroy(&r->start);
+    pthread_mutex_destroy(&r->lock);
+    sqlcached_item_t it = get_item(f->db, "hot");
+    assert_int_equal(it.stock + it.sold, 5);
+    assert_int_equal(count_orders(f->db, "hot"), (size_t)it.sold);
+    /* after the last reset, new users can buy exactly what is left */
+    int64_t left = it.stock;
+    for (int i = 0; i < left; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "late-%d", i);
+        assert_int_equal(order(f->db, "hot", user), SQLCACHED_OK);
+    }
+    assert_int_equal(order(f->db, "hot", "late-x"), SQLCACHED_SOLD_OUT);
+    assert_int_equal(sqlcached_item_put(f->db, "hot", "Hot item", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "hot", "late-x"), SQLCACHED_OK);
+    free(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_seckill_put_creates_then_resets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_item_reads_go_through_the_tier, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_absent_item, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_rejects_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_order_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_one_order_per_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_sold_out_and_fast_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_reset_clears_sold_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_flag_rebuilt_after_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_list_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_order_ids_never_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_version_strategy_sequential, setup_version,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_concurrent_stock_strategy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_concurrent_version_strategy, setup_version,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_concurrent_version_conflicts,
+                                        setup_version_no_retry, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_resets_during_orders, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
