@@ -1,6 +1,7 @@
 #!/bin/sh
 # Lint api/openapi.yaml with Redocly's CLI (from the npm registry).
-# Needs npx; fails when it is missing so that CI never silently skips it.
+# Needs npx (Node 18.17 or later: the pinned 1.x release runs on Debian 12's
+# nodejs); fails when it is missing so that CI never silently skips it.
 set -e
 srcdir=${SQLCACHED_SRCDIR:-$(dirname "$0")/..}
 if ! command -v npx >/dev/null 2>&1; then
@@ -8,4 +9,4 @@ if ! command -v npx >/dev/null 2>&1; then
     exit 1
 fi
 cd "$srcdir"
-exec npx --yes @redocly/cli@2.77.0 lint --format=stylish api/openapi.yaml
+exec npx --yes @redocly/cli@1.34.5 lint --format=stylish api/openapi.yaml
