@@ -19,6 +19,7 @@ struct sqlcached {
     sqlcached_options_t opts;
     char *path; /* owned copy of opts.path */
     store_t *store;
+    struct lease_registry *leases; /* lease waiters and their timer (lease.c) */
 
     /* maintenance thread: purges expired rows every purge_interval_ms */
     pthread_t maintenance;

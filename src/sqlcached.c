@@ -4,8 +4,9 @@
  *
  * The maintenance thread sleeps on a condition variable for
  * purge_interval_ms between rounds so that sqlcached_close() can wake it at
- * once. Each round does bounded work (kv_purge_expired in slices) so it never
- * holds the writer long.
+ * once. Each round does bounded work (kv_purge_expired and lease_sweep in
+ * slices) so it never holds the writer long. The lease module runs its own
+ * timer thread for waiters (lease.c); this sweep is its backstop.
  */
 #include <build_config.h>
 
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lease.h"
 #include "log.h"
 
 #define PURGE_SLICE_ROWS 500
@@ -85,6 +87,9 @@ static void maintenance_round(sqlcached_t *db)
     int64_t now = engine_now(db);
     for (int i = 0; i < PURGE_MAX_SLICES; i++)
         if (kv_purge_expired(db, now, PURGE_SLICE_ROWS) < PURGE_SLICE_ROWS)
+            break;
+    for (int i = 0; i < PURGE_MAX_SLICES; i++)
+        if (lease_sweep(db, now, PURGE_SLICE_ROWS) < PURGE_SLICE_ROWS)
             break;
 }
 
@@ -163,7 +168,9 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         .max_batch = opts->max_batch,
     };
     db->store = store_open(&cfg, err, errlen);
-    if (!db->store || start_maintenance(db, err, errlen) != 0) {
+    if (db->store)
+        db->leases = lease_registry_create(db, err, errlen);
+    if (!db->leases || start_maintenance(db, err, errlen) != 0) {
         sqlcached_close(db);
         return SQLCACHED_INTERNAL;
     }
@@ -184,6 +191,7 @@ void sqlcached_close(sqlcached_t *db)
         pthread_cond_destroy(&db->maint_cond);
         pthread_mutex_destroy(&db->maint_lock);
     }
+    lease_registry_destroy(db->leases); /* before the store: its timer writes */
     store_close(db->store);
     free(db->path);
     free(db);
