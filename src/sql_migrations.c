@@ -23,5 +23,25 @@ const store_migration_t store_migrations[] = {
       ");\n"
       "CREATE INDEX kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;\n"
     },
+    { 3, "003_leases.sql",
+      "-- Leases (distributed locks) with fencing tokens.\n"
+      "-- One row per held lease. A row whose expires_at <= now is a free lease for\n"
+      "-- every call (lazy expiry); the background sweep deletes such rows, or hands\n"
+      "-- the lease straight to the first waiter. count is the number of re-entrant\n"
+      "-- acquisitions by the owner not yet released (a row with count 0 never\n"
+      "-- exists: the last release deletes the row or hands it over).\n"
+      "CREATE TABLE leases (\n"
+      "    name       TEXT PRIMARY KEY,\n"
+      "    owner      TEXT NOT NULL,\n"
+      "    token      INTEGER NOT NULL,\n"
+      "    count      INTEGER NOT NULL CHECK (count >= 1),\n"
+      "    expires_at INTEGER NOT NULL\n"
+      ");\n"
+      "CREATE INDEX leases_expires_at ON leases (expires_at);\n"
+      "\n"
+      "-- The store-wide fencing token counter: taken each time a lease passes to a\n"
+      "-- new holder, so tokens strictly increase across names and restarts.\n"
+      "INSERT INTO meta (name, value) VALUES ('fencing_token', 0);\n"
+    },
 };
-const int store_migration_count = 1;
+const int store_migration_count = 2;
