@@ -17,13 +17,24 @@
  * Outcome -> HTTP status: one table, `problems`, keyed by the contract's
  * problem codes. Library statuses map to codes by sqlcached_status_name().
  *
- * Shutdown: http_stop() quiesces the listen socket, waits (bounded) for the
- * requests in flight to complete, then stops MHD.
+ * Parking: a handler that must wait for an event (a lease acquirer
+ * waiting for the holder) parks its request with http_suspend() instead of
+ * blocking a worker thread; whoever produces the event calls http_resume()
+ * from any thread, and MHD calls the handler again, which answers. Parked
+ * requests are on the server's `parked` list under `park_lock`; MHD must
+ * never see a resume for a connection it has not suspended (undefined
+ * behaviour), hence the wake_pending flag for a wake that comes first.
+ *
+ * Shutdown: http_stop() quiesces the listen socket, resumes every parked
+ * request with req->aborted set (its handler answers 503 at once) and
+ * refuses new parking, waits (bounded) for the requests in flight to
+ * complete, then stops MHD (which must not hold suspended connections).
  */
 #include "http.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,6 +55,9 @@ struct http_server {
     sqlcached_t *db;
     atomic_int in_flight;
     uint16_t port;
+    pthread_mutex_t park_lock;
+    http_request_t *parked; /* suspended requests, under park_lock */
+    bool stopping;          /* under park_lock: no more parking */
 };
 
 /* ------------------------------------------------------------------------
@@ -82,8 +96,8 @@ static const problem_t problems[] = {
     {"not_integer", 409, "Value is not a 64-bit integer"},
     {"sold_out", 409, "Sold out"},
     {"already_ordered", 409, "User already holds an order for this item"},
-    {"lease_held", 409, "Lease held by another owner"},
-    {"not_owner", 409, "Caller does not hold the lease"},
+    {"lease_held", 409, "Lease held"},
+    {"not_owner", 409, "Not the lease owner"},
     {"storage_full", 507, "Storage full"},
     {"unavailable", 503, "Service unavailable, retry later"},
     {"internal", 500, "Internal error"},
@@ -164,12 +178,17 @@ enum MHD_Result http_reply_empty(http_request_t *req, unsigned status, int64_t e
     return queue(req, status, resp);
 }
 
-static char *problem_text(const problem_t *p, const char *detail)
+/* The problem object as text; extra members (owned, may be NULL) are
+ * added without overriding the standard ones. */
+static char *problem_text(const problem_t *p, const char *detail, json_t *extra)
 {
     char type[80];
     snprintf(type, sizeof type, "urn:sqlcached:problem:%s", p->code);
     json_t *obj = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", p->title,
                             "status", (int)p->status, "detail", detail, "code", p->code);
+    if (obj && extra)
+        json_object_update_missing(obj, extra);
+    json_decref(extra);
     char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
     return text;
@@ -186,21 +205,39 @@ static void add_problem_headers(http_request_t *req, const problem_t *p,
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow_header(req));
 }
 
-enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const char *fmt, ...)
+static enum MHD_Result reply_problem_v(http_request_t *req, const char *code, json_t *extra,
+                                       const char *fmt, va_list ap)
 {
     char detail[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
-    va_end(ap);
     if (!http_utf8_ok(detail, strlen(detail)))
         snprintf(detail, sizeof detail, "%s", "request rejected");
     const problem_t *p = problem_for(code);
-    struct MHD_Response *resp = text_response(problem_text(p, detail), "application/problem+json");
+    struct MHD_Response *resp =
+        text_response(problem_text(p, detail, extra), "application/problem+json");
     if (!resp)
         return MHD_NO;
     add_problem_headers(req, p, resp);
     return queue(req, p->status, resp);
+}
+
+enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result rc = reply_problem_v(req, code, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+enum MHD_Result http_reply_problem_with(http_request_t *req, const char *code, json_t *extra,
+                                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result rc = reply_problem_v(req, code, extra, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail)
@@ -353,8 +390,22 @@ json_t *http_body_object(http_request_t *req, bool allow_empty)
     json_t *obj = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
                              &err);
     if (!obj) {
-        http_reply_problem(req, "invalid_json", "invalid JSON at line %d column %d: %s",
-                           err.line, err.column, err.text);
+        /* Syntactically JSON but refused by the parser (duplicated member,
+         * integer beyond int64, \u0000, nesting too deep) is the wrong
+         * shape, not bad JSON: api/openapi.yaml, "Request bodies". */
+        switch (json_error_code(&err)) {
+        case json_error_duplicate_key:
+        case json_error_numeric_overflow:
+        case json_error_null_character:
+        case json_error_null_byte_in_key:
+        case json_error_stack_overflow:
+            http_reply_problem(req, "invalid_argument", "line %d column %d: %s", err.line,
+                               err.column, err.text);
+            break;
+        default:
+            http_reply_problem(req, "invalid_json", "invalid JSON at line %d column %d: %s",
+                               err.line, err.column, err.text);
+        }
         return NULL;
     }
     if (!json_is_object(obj)) {
@@ -467,6 +518,70 @@ static const char *allow_header(const http_request_t *req)
 }
 
 /* ------------------------------------------------------------------------
+ * Parking: suspend and resume (see the file comment)
+ * ------------------------------------------------------------------------ */
+
+static void park_unlink(http_server_t *srv, http_request_t *req)
+{
+    if (req->park_prev)
+        req->park_prev->park_next = req->park_next;
+    else
+        srv->parked = req->park_next;
+    if (req->park_next)
+        req->park_next->park_prev = req->park_prev;
+    req->park_prev = req->park_next = NULL;
+}
+
+bool http_suspend(http_request_t *req)
+{
+    http_server_t *srv = req->srv;
+    pthread_mutex_lock(&srv->park_lock);
+    bool park = !req->wake_pending && !srv->stopping;
+    req->wake_pending = false;
+    req->aborted = srv->stopping;
+    if (park) {
+        MHD_suspend_connection(req->conn);
+        req->suspended = true;
+        req->park_prev = NULL;
+        req->park_next = srv->parked;
+        if (srv->parked)
+            srv->parked->park_prev = req;
+        srv->parked = req;
+    }
+    pthread_mutex_unlock(&srv->park_lock);
+    return park;
+}
+
+void http_resume(http_request_t *req)
+{
+    http_server_t *srv = req->srv;
+    pthread_mutex_lock(&srv->park_lock);
+    if (req->suspended) {
+        req->suspended = false;
+        park_unlink(srv, req);
+        MHD_resume_connection(req->conn); /* MHD calls the handler again */
+    } else {
+        req->wake_pending = true; /* the handler has not parked yet */
+    }
+    pthread_mutex_unlock(&srv->park_lock);
+}
+
+/* Stop parking; wake every parked request with req->aborted set. */
+static void resume_all(http_server_t *srv)
+{
+    pthread_mutex_lock(&srv->park_lock);
+    srv->stopping = true;
+    while (srv->parked) {
+        http_request_t *req = srv->parked;
+        req->aborted = true;
+        req->suspended = false;
+        park_unlink(srv, req);
+        MHD_resume_connection(req->conn);
+    }
+    pthread_mutex_unlock(&srv->park_lock);
+}
+
+/* ------------------------------------------------------------------------
  * MHD callbacks
  * ------------------------------------------------------------------------ */
 
@@ -560,6 +675,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         req->conn = conn;
         req->db = srv->db;
+        req->srv = srv;
         req->method = method;
         req->started_ns = mono_ns();
         *con_cls = req;
@@ -588,6 +704,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_request_t *req = *con_cls;
     if (!req)
         return;
+    if (req->ctx && req->ctx_free)
+        req->ctx_free(req->ctx);
     free_params(req);
     free(req->body);
     free(req);
@@ -635,6 +753,8 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
 {
     http_server_t *srv = calloc(1, sizeof *srv);
     struct sockaddr_storage ss;
+    if (srv)
+        pthread_mutex_init(&srv->park_lock, NULL);
     if (!srv || resolve(cfg->host, cfg->port, &ss, err, errlen) != 0)
         goto fail;
     srv->cfg = *cfg;
@@ -663,8 +783,10 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
 fail:
     if (srv && !err[0])
         snprintf(err, errlen, "out of memory");
-    if (srv)
+    if (srv) {
         free(srv->auth_token);
+        pthread_mutex_destroy(&srv->park_lock);
+    }
     free(srv);
     return NULL;
 }
@@ -681,11 +803,13 @@ void http_stop(http_server_t *srv)
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+    resume_all(srv); /* parked requests are answered 503 now, not at their deadline */
     for (int waited = 0; atomic_load(&srv->in_flight) > 0 && waited < DRAIN_WAIT_MS; waited += 10)
         usleep(10000);
     if (atomic_load(&srv->in_flight) > 0)
         log_warn("http", "stopping with %d requests still in flight", atomic_load(&srv->in_flight));
     MHD_stop_daemon(srv->daemon);
+    pthread_mutex_destroy(&srv->park_lock);
     free(srv->auth_token);
     free(srv);
 }
