@@ -18,4 +18,10 @@ enum MHD_Result api_kv_delete(http_request_t *req);
 enum MHD_Result api_kv_incr(http_request_t *req);
 enum MHD_Result api_kv_list(http_request_t *req);
 
+/* api_lease.c */
+enum MHD_Result api_lease_get(http_request_t *req);
+enum MHD_Result api_lease_acquire(http_request_t *req);
+enum MHD_Result api_lease_renew(http_request_t *req);
+enum MHD_Result api_lease_release(http_request_t *req);
+
 #endif

@@ -71,6 +71,10 @@ const http_route_t http_routes[] = {
     {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
     {"DELETE", "/v1/kv/{key}", api_kv_delete, "kv_delete"},
     {"POST", "/v1/kv/{key}/incr", api_kv_incr, "kv_incr"},
+    {"GET", "/v1/leases/{name}", api_lease_get, "lease_get"},
+    {"POST", "/v1/leases/{name}/acquire", api_lease_acquire, "lease_acquire"},
+    {"POST", "/v1/leases/{name}/renew", api_lease_renew, "lease_renew"},
+    {"POST", "/v1/leases/{name}/release", api_lease_release, "lease_release"},
 };
 const size_t http_route_count = sizeof http_routes / sizeof http_routes[0];
 
