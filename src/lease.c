@@ -29,8 +29,10 @@
  *
  * The timer thread sleeps on `timer_cond` until the earliest waiter
  * deadline or the earliest holder expiry of a name with waiters (at most
- * TIMER_MAX_SLEEP_MS). It ends waiters whose deadline passed and hands
- * expired leases over; it never polls SQLite for waiters.
+ * TIMER_MAX_SLEEP_MS, so a jump of the store clock is noticed), and without
+ * a timeout while nobody waits. It ends waiters whose deadline passed and
+ * hands expired leases over; it never polls SQLite for waiters. Queueing a
+ * waiter, a grant going back to the queue and an earlier expiry signal it.
  *
  * Locking: `lock` guards the registry (entries, queues, the deadline list,
  * waiter state). The writer thread takes it briefly inside write
@@ -725,14 +727,16 @@ sqlcached_status_t lease_acquire_start(sqlcached_t *db, const char *name, size_t
     }
     sqlcached_status_t st = store_write(db->store, do_acquire, &job);
     finish_grants(db->leases, job.grants, st);
-    if (st != SQLCACHED_OK || job.outcome != ACQ_QUEUED) {
-        if (job.waiter && job.outcome == ACQ_QUEUED) /* queued, then the commit failed */
-            lease_wait_end(job.waiter, NULL);
-        else
-            waiter_free(job.waiter);
-        if (st != SQLCACHED_OK)
-            return st;
+    if (job.outcome == ACQ_QUEUED && st != SQLCACHED_OK) {
+        /* Queued, then the commit failed. The queueing itself stood: a
+         * later committed release may have handed the lease over already. */
+        sqlcached_status_t got = lease_wait_end(job.waiter, out);
+        return got == SQLCACHED_OK ? SQLCACHED_OK : st;
     }
+    if (job.outcome != ACQ_QUEUED)
+        waiter_free(job.waiter);
+    if (st != SQLCACHED_OK)
+        return st;
     if (out)
         *out = job.lease;
     if (job.outcome == ACQ_QUEUED)
@@ -1081,6 +1085,10 @@ static void *timer_main(void *arg)
                 notify(reg, w);
             }
             pthread_mutex_lock(&reg->lock);
+            continue;
+        }
+        if (!reg->dhead) { /* nobody waits: sleep until a waiter is queued */
+            pthread_cond_wait(&reg->timer_cond, &reg->lock);
             continue;
         }
         int64_t sleep = do_sleep_ms(reg, now_m, now_e);
