@@ -450,7 +450,7 @@ static void pump_until_sent(CURLM *m, pending_t *ps, int n)
         if (mono_ms() > until)
             fail_msg("only %d of %d waiters were sent", sent, n);
     }
-    pump(m, 200); /* let the daemon queue the last ones */
+    pump(m, 200 * (int)scale()); /* let the daemon read and queue the last ones */
 }
 
 static void pending_free(CURLM *m, pending_t *ps, int n)
