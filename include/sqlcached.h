@@ -367,6 +367,77 @@ void sqlcached_orders_free(sqlcached_orders_t *orders);
 /* Copy the flash-sale counters into *out. Cannot fail. */
 void sqlcached_seckill_stats(sqlcached_t *db, sqlcached_seckill_stats_t *out);
 
+/* ------------------------------------------------------------------------
+ * Leases (distributed locks) with fencing tokens
+ *
+ * A lease name is 1..SQLCACHED_LEASE_NAME_MAX bytes and an owner
+ * 1..SQLCACHED_LEASE_OWNER_MAX bytes, any bytes but NUL; ttl_ms is
+ * SQLCACHED_LEASE_TTL_MIN_MS..SQLCACHED_LEASE_TTL_MAX_MS and wait_ms
+ * 0..SQLCACHED_LEASE_WAIT_MAX_MS. Anything else: SQLCACHED_INVALID_ARGUMENT.
+ *
+ * A lease is live while now < expires_at; an expired lease is free for
+ * every call. Each call is one atomic write (or read). Each time a lease
+ * passes to a new holder it takes the next value of one persisted
+ * store-wide counter as its fencing token, so tokens strictly increase
+ * across names and restarts; re-entrant acquisitions and renewals keep the
+ * token. Pass the token to the resource the lease protects (see
+ * docs/leases.md).
+ *
+ * Waiting acquirers are served first come, first served: a lease that
+ * becomes free goes to the oldest waiter on its name, never to a newcomer.
+ * ------------------------------------------------------------------------ */
+
+#define SQLCACHED_LEASE_NAME_MAX 256
+#define SQLCACHED_LEASE_OWNER_MAX 128
+#define SQLCACHED_LEASE_TTL_MIN_MS 100
+#define SQLCACHED_LEASE_TTL_MAX_MS 3600000
+#define SQLCACHED_LEASE_WAIT_MAX_MS 30000
+
+/* A lease as stored. Filled by the calls below into caller-owned memory;
+ * nothing to free. */
+typedef struct sqlcached_lease {
+    char name[SQLCACHED_LEASE_NAME_MAX + 1];   /* NUL-terminated */
+    size_t name_len;
+    char owner[SQLCACHED_LEASE_OWNER_MAX + 1]; /* NUL-terminated */
+    size_t owner_len;
+    int64_t token;      /* fencing token of this holding */
+    int64_t count;      /* acquisitions not yet released (0 after the last release) */
+    int64_t expires_at; /* ms */
+} sqlcached_lease_t;
+
+/* Acquire `name` for `owner` for ttl_ms.
+ *   Free or expired: acquired with count 1 and a new token.
+ *   Live and held by `owner`: re-entrant, count + 1, same token, expiry
+ *     moved to now + ttl_ms.
+ *   Held by another owner: waits up to wait_ms (blocking the calling
+ *     thread) for it to be handed over, else SQLCACHED_LEASE_HELD.
+ * On SQLCACHED_OK *out is the lease now held; on SQLCACHED_LEASE_HELD the
+ * current holder's (retry after out->expires_at), or all zero if the lease
+ * became free just as the wait ended. out may be NULL. */
+sqlcached_status_t sqlcached_lease_acquire(sqlcached_t *db, const char *name, size_t name_len,
+                                           const char *owner, size_t owner_len,
+                                           int64_t ttl_ms, int64_t wait_ms,
+                                           sqlcached_lease_t *out);
+
+/* Extend a live lease held by `owner` to now + ttl_ms (count and token
+ * unchanged); *out is the lease. Free, expired or held by another owner:
+ * SQLCACHED_NOT_OWNER and nothing changes. out may be NULL. */
+sqlcached_status_t sqlcached_lease_renew(sqlcached_t *db, const char *name, size_t name_len,
+                                         const char *owner, size_t owner_len, int64_t ttl_ms,
+                                         sqlcached_lease_t *out);
+
+/* Release one acquisition of a live lease held by `owner`: count - 1; at 0
+ * the lease is free (or handed to the first waiter). *out is the lease
+ * with the remaining count. Free, expired or held by another owner:
+ * SQLCACHED_NOT_OWNER. out may be NULL. */
+sqlcached_status_t sqlcached_lease_release(sqlcached_t *db, const char *name, size_t name_len,
+                                           const char *owner, size_t owner_len,
+                                           sqlcached_lease_t *out);
+
+/* Read a live lease into *out. Free or expired: SQLCACHED_NOT_FOUND. */
+sqlcached_status_t sqlcached_lease_get(sqlcached_t *db, const char *name, size_t name_len,
+                                       sqlcached_lease_t *out);
+
 #ifdef __cplusplus
 }
 #endif

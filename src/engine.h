@@ -32,6 +32,7 @@ struct sqlcached {
     atomic_uint_fast64_t sqlite_reads;
     atomic_uint_fast64_t jitter_rng;
     seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
+    struct lease_registry *leases; /* lease waiters and their timer (lease.c) */
 
     /* maintenance thread: purges expired rows every purge_interval_ms */
     pthread_t maintenance;

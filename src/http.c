@@ -17,8 +17,18 @@
  * Outcome -> HTTP status: one table, `problems`, keyed by the contract's
  * problem codes. Library statuses map to codes by sqlcached_status_name().
  *
- * Shutdown: http_stop() quiesces the listen socket, waits (bounded) for the
- * requests in flight to complete, then stops MHD.
+ * Parking: a handler that must wait for an event (a lease acquirer
+ * waiting for the holder) parks its request with http_suspend() instead of
+ * blocking a worker thread; whoever produces the event calls http_resume()
+ * from any thread, and MHD calls the handler again, which answers. Parked
+ * requests are on the server's `parked` list under `park_lock`; MHD must
+ * never see a resume for a connection it has not suspended (undefined
+ * behaviour), hence the wake_pending flag for a wake that comes first.
+ *
+ * Shutdown: http_stop() quiesces the listen socket, resumes every parked
+ * request with req->aborted set (its handler answers 503 at once) and
+ * refuses new parking, waits (bounded) for the requests in flight to
+ * complete, then stops MHD (which must not hold suspended connections).
  */
 #include "http.h"
 
@@ -26,6 +36,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -50,6 +61,9 @@ struct http_server {
     pthread_mutex_t log_lock;
     atomic_int in_flight;
     uint16_t port;
+    pthread_mutex_t park_lock;
+    http_request_t *parked; /* suspended requests, under park_lock */
+    bool stopping;          /* under park_lock: no more parking */
 };
 
 /* ------------------------------------------------------------------------
@@ -72,6 +86,10 @@ const http_route_t http_routes[] = {
     {"GET", "/v1/items/{id}/orders", api_items_orders_list, "order_list"},
     {"POST", "/v1/items/{id}/orders", api_items_order, "order_create"},
     {"GET", "/v1/items/{id}/orders/{user_id}", api_items_order_get, "order_get"},
+    {"GET", "/v1/leases/{name}", api_lease_get, "lease_get"},
+    {"POST", "/v1/leases/{name}/acquire", api_lease_acquire, "lease_acquire"},
+    {"POST", "/v1/leases/{name}/renew", api_lease_renew, "lease_renew"},
+    {"POST", "/v1/leases/{name}/release", api_lease_release, "lease_release"},
 };
 const size_t http_route_count = sizeof http_routes / sizeof http_routes[0];
 
@@ -97,8 +115,8 @@ static const problem_t problems[] = {
     {"not_integer", 409, "Value is not a 64-bit integer"},
     {"sold_out", 409, "Sold out"},
     {"already_ordered", 409, "User already holds an order for this item"},
-    {"lease_held", 409, "Lease held by another owner"},
-    {"not_owner", 409, "Caller does not hold the lease"},
+    {"lease_held", 409, "Lease held"},
+    {"not_owner", 409, "Not the lease owner"},
     {"storage_full", 507, "Storage full"},
     {"unavailable", 503, "Service unavailable, retry later"},
     {"internal", 500, "Internal error"},
@@ -211,12 +229,17 @@ enum MHD_Result http_reply_empty(http_request_t *req, unsigned status, int64_t e
     return queue(req, status, resp, 0);
 }
 
-static char *problem_text(const problem_t *p, const char *detail)
+/* The problem object as text; extra members (owned, may be NULL) are
+ * added without overriding the standard ones. */
+static char *problem_text(const problem_t *p, const char *detail, json_t *extra)
 {
     char type[80];
     snprintf(type, sizeof type, "urn:sqlcached:problem:%s", p->code);
     json_t *obj = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", p->title,
                             "status", (int)p->status, "detail", detail, "code", p->code);
+    if (obj && extra)
+        json_object_update_missing(obj, extra);
+    json_decref(extra);
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(obj);
     return text;
@@ -233,23 +256,40 @@ static void add_problem_headers(http_request_t *req, const problem_t *p,
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow_header(req));
 }
 
-enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const char *fmt, ...)
+static enum MHD_Result reply_problem_v(http_request_t *req, const char *code, json_t *extra,
+                                       const char *fmt, va_list ap)
 {
     char detail[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
-    va_end(ap);
     if (!http_utf8_ok(detail, strlen(detail)))
         snprintf(detail, sizeof detail, "%s", "request rejected");
     const problem_t *p = problem_for(code);
     size_t len = 0;
     struct MHD_Response *resp =
-        text_response(problem_text(p, detail), "application/problem+json", &len);
+        text_response(problem_text(p, detail, extra), "application/problem+json", &len);
     if (!resp)
         return MHD_NO;
     add_problem_headers(req, p, resp);
     return queue(req, p->status, resp, len);
+}
+
+enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result rc = reply_problem_v(req, code, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+enum MHD_Result http_reply_problem_with(http_request_t *req, const char *code, json_t *extra,
+                                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result rc = reply_problem_v(req, code, extra, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail)
@@ -598,6 +638,70 @@ static const char *allow_header(const http_request_t *req)
 }
 
 /* ------------------------------------------------------------------------
+ * Parking: suspend and resume (see the file comment)
+ * ------------------------------------------------------------------------ */
+
+static void park_unlink(http_server_t *srv, http_request_t *req)
+{
+    if (req->park_prev)
+        req->park_prev->park_next = req->park_next;
+    else
+        srv->parked = req->park_next;
+    if (req->park_next)
+        req->park_next->park_prev = req->park_prev;
+    req->park_prev = req->park_next = NULL;
+}
+
+bool http_suspend(http_request_t *req)
+{
+    http_server_t *srv = req->srv;
+    pthread_mutex_lock(&srv->park_lock);
+    bool park = !req->wake_pending && !srv->stopping;
+    req->wake_pending = false;
+    req->aborted = srv->stopping;
+    if (park) {
+        MHD_suspend_connection(req->conn);
+        req->suspended = true;
+        req->park_prev = NULL;
+        req->park_next = srv->parked;
+        if (srv->parked)
+            srv->parked->park_prev = req;
+        srv->parked = req;
+    }
+    pthread_mutex_unlock(&srv->park_lock);
+    return park;
+}
+
+void http_resume(http_request_t *req)
+{
+    http_server_t *srv = req->srv;
+    pthread_mutex_lock(&srv->park_lock);
+    if (req->suspended) {
+        req->suspended = false;
+        park_unlink(srv, req);
+        MHD_resume_connection(req->conn); /* MHD calls the handler again */
+    } else {
+        req->wake_pending = true; /* the handler has not parked yet */
+    }
+    pthread_mutex_unlock(&srv->park_lock);
+}
+
+/* Stop parking; wake every parked request with req->aborted set. */
+static void resume_all(http_server_t *srv)
+{
+    pthread_mutex_lock(&srv->park_lock);
+    srv->stopping = true;
+    while (srv->parked) {
+        http_request_t *req = srv->parked;
+        req->aborted = true;
+        req->suspended = false;
+        park_unlink(srv, req);
+        MHD_resume_connection(req->conn);
+    }
+    pthread_mutex_unlock(&srv->park_lock);
+}
+
+/* ------------------------------------------------------------------------
  * MHD callbacks
  * ------------------------------------------------------------------------ */
 
@@ -705,6 +809,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             free(req);
             return MHD_NO;
         }
+        req->srv = srv;
         req->method = method;
         req->started_ns = mono_ns();
         *con_cls = req;
@@ -764,6 +869,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (srv->access_log)
         log_access(srv, req, conn);
     free(req->url);
+    if (req->ctx && req->ctx_free)
+        req->ctx_free(req->ctx);
     free_params(req);
     free(req->body);
     free(req);
@@ -818,6 +925,8 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
 {
     http_server_t *srv = calloc(1, sizeof *srv);
     struct sockaddr_storage ss;
+    if (srv)
+        pthread_mutex_init(&srv->park_lock, NULL);
     if (!srv || resolve(cfg->host, cfg->port, &ss, err, errlen) != 0)
         goto fail;
     srv->cfg = *cfg;
@@ -861,6 +970,7 @@ fail:
         free(srv->auth_token);
         metrics_destroy(srv->metrics);
         close_access_log(srv);
+        pthread_mutex_destroy(&srv->park_lock);
     }
     free(srv);
     return NULL;
@@ -878,6 +988,7 @@ void http_stop(http_server_t *srv)
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+    resume_all(srv); /* parked requests are answered 503 now, not at their deadline */
     for (int waited = 0; atomic_load(&srv->in_flight) > 0 && waited < DRAIN_WAIT_MS; waited += 10)
         usleep(10000);
     if (atomic_load(&srv->in_flight) > 0)
@@ -885,6 +996,7 @@ void http_stop(http_server_t *srv)
     MHD_stop_daemon(srv->daemon);
     metrics_destroy(srv->metrics);
     close_access_log(srv);
+    pthread_mutex_destroy(&srv->park_lock);
     free(srv->auth_token);
     free(srv);
 }

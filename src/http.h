@@ -61,6 +61,18 @@ typedef struct http_request {
     size_t reply_bytes; /* body size of the reply, for the access log */
     char *url;      /* raw path, kept only for the access log */
     int64_t started_ns;
+
+    /* Parking (http_suspend / http_resume), under the server's park lock. */
+    http_server_t *srv;
+    bool suspended;    /* parked: MHD_suspend_connection called, not resumed */
+    bool wake_pending; /* http_resume came before http_suspend */
+    bool aborted;      /* woken or refused because the server is stopping */
+    struct http_request *park_prev, *park_next;
+
+    /* A handler's state across calls of a parked request; ctx_free(ctx)
+     * runs when the request completes, if ctx is still set. */
+    void *ctx;
+    void (*ctx_free)(void *ctx);
 } http_request_t;
 
 typedef enum MHD_Result (*http_handler_fn)(http_request_t *req);
@@ -101,6 +113,12 @@ enum MHD_Result http_reply_empty(http_request_t *req, unsigned status, int64_t e
 enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* http_reply_problem with extra members merged into the problem object
+ * (e.g. "retry_after_ms"); takes ownership of extra, which may be NULL. */
+enum MHD_Result http_reply_problem_with(http_request_t *req, const char *code, json_t *extra,
+                                        const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* problem+json for a library outcome (not SQLCACHED_OK). */
 enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail);
 
@@ -117,6 +135,18 @@ enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_
 /* http_reply_json with one more response header `name: value`. */
 enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, json_t *obj,
                                        const char *name, const char *value);
+/* --- parking a request without holding a worker thread --------------- */
+
+/* Park the request (MHD_suspend_connection): the handler then returns
+ * MHD_YES without a reply, and MHD calls it again once someone calls
+ * http_resume(). Returns false when the request must be answered now
+ * instead: http_resume() already came (a wake that raced the park), or the
+ * server is stopping (req->aborted is then set). Call from the handler. */
+bool http_suspend(http_request_t *req);
+
+/* Wake a request parked by http_suspend(), or about to be. Any thread;
+ * the request must not have been answered yet. */
+void http_resume(http_request_t *req);
 
 /* --- request helpers ------------------------------------------------- */
 

@@ -9,7 +9,9 @@
  * deletes have left too many stale bits in it. Its first job is the initial
  * build of the bloom filter from SQLite, so that opening a large store does
  * not wait for a scan of every key: until that build is done the filter is
- * fed by writes but not consulted.
+ * fed by writes but not consulted. The purge also sweeps expired leases
+ * (lease_sweep, in slices); the lease module runs its own timer thread for
+ * waiters (lease.c), and this sweep is its backstop.
  */
 #include <build_config.h>
 
@@ -21,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lease.h"
 #include "log.h"
 
 #define PURGE_SLICE_ROWS 500
@@ -101,6 +104,9 @@ static void purge_rows(sqlcached_t *db, int64_t now)
 {
     for (int i = 0; i < PURGE_MAX_SLICES; i++)
         if (kv_purge_expired(db, now, PURGE_SLICE_ROWS) < PURGE_SLICE_ROWS)
+            break;
+    for (int i = 0; i < PURGE_MAX_SLICES; i++)
+        if (lease_sweep(db, now, PURGE_SLICE_ROWS) < PURGE_SLICE_ROWS)
             break;
 }
 
@@ -283,8 +289,9 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         .max_batch = opts->max_batch,
     };
     db->store = store_open(&cfg, err, errlen);
-    if (!db->store || open_memory_tier(db, err, errlen) != 0 ||
-        start_maintenance(db, err, errlen) != 0) {
+    if (db->store && open_memory_tier(db, err, errlen) == 0)
+        db->leases = lease_registry_create(db, err, errlen);
+    if (!db->leases || start_maintenance(db, err, errlen) != 0) {
         sqlcached_close(db);
         return SQLCACHED_INTERNAL;
     }
@@ -305,6 +312,7 @@ void sqlcached_close(sqlcached_t *db)
         pthread_cond_destroy(&db->maint_cond);
         pthread_mutex_destroy(&db->maint_lock);
     }
+    lease_registry_destroy(db->leases); /* before the store: its timer writes */
     store_close(db->store);
     cache_destroy(db->cache);
     cache_destroy(db->item_cache);
@@ -346,6 +354,7 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->seckill_sold_out = sk.sold_out;
     out->seckill_already_ordered = sk.already_ordered;
     out->seckill_conflicts = sk.conflicts;
+    lease_stats(db->leases, &out->lease_acquisitions, &out->lease_waiters);
     out->cache_bloom_skips = atomic_load_explicit(&db->bloom_skips, memory_order_relaxed);
     store_stats_t st;
     store_stats(db->store, &st);

@@ -280,6 +280,24 @@ static int apply_one(sqlite3 *db, const store_migration_t *m)
     return rc;
 }
 
+/* Is migration `version` recorded? *out = 1 or 0. */
+static int is_applied(sqlite3 *db, int version, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?1",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int(st, 1, version);
+        rc = sqlite3_step(st) == SQLITE_ROW ? SQLITE_OK : sqlite3_errcode(db);
+        *out = rc == SQLITE_OK && sqlite3_column_int(st, 0) > 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Apply, in order, every embedded migration the database has not recorded
+ * (not only those above the highest recorded: a database made by a build
+ * that had a later migration but not an earlier one still gets it). */
 static int migrate(store_t *s, char *err, size_t errlen)
 {
     sqlite3 *db = s->writer->db;
@@ -303,9 +321,11 @@ static int migrate(store_t *s, char *err, size_t errlen)
     }
     for (int i = 0; i < store_migration_count; i++) {
         const store_migration_t *m = &store_migrations[i];
-        if (m->version <= current)
+        int applied = 0;
+        if ((rc = is_applied(db, m->version, &applied)) == SQLITE_OK && applied)
             continue;
-        rc = apply_one(db, m);
+        if (rc == SQLITE_OK)
+            rc = apply_one(db, m);
         if (rc != SQLITE_OK) {
             snprintf(err, errlen, "migration %s failed: %s", m->name, sqlite3_errmsg(db));
             return -1;

@@ -96,6 +96,25 @@ static void test_store_uses_wal(void **state)
     store_close(s);
 }
 
+static void test_store_applies_a_missing_middle_migration(void **state)
+{
+    fixture_t *f = *state;
+    store_close(open_store(f));
+    /* a database that recorded 001 and 003 but never had 002 */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE orders; DROP TABLE items;"
+                                      "DELETE FROM schema_migrations WHERE version = 2",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    store_t *s = open_store(f);
+    assert_non_null(s);
+    store_close(s);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM schema_migrations"),
+                     store_migration_count);
+    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM items"), 0);
+}
+
 static void test_store_refuses_newer_schema(void **state)
 {
     fixture_t *f = *state;
@@ -293,6 +312,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_applies_and_records_migrations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_uses_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_refuses_newer_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_applies_a_missing_middle_migration, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_store_refuses_non_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_refuses_unwritable_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_counter_grows_across_restarts, setup, teardown),

@@ -20,9 +20,10 @@ void testutil_rmdir(char *dir);
 /* A path inside dir (malloc'd). */
 char *testutil_path(const char *dir, const char *name);
 
-/* A fake clock for sqlcached_options_t.clock_ms. */
+/* A fake clock for sqlcached_options_t.clock_ms. Atomic: the store's
+ * background threads (the lease timer) read it while a test moves it. */
 typedef struct testutil_clock {
-    int64_t now;
+    _Atomic int64_t now;
 } testutil_clock_t;
 int64_t testutil_clock_read(void *arg);
 
