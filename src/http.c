@@ -404,64 +404,111 @@ static const char *unknown_member(json_t *obj, const char *const members[])
     return NULL;
 }
 
-json_t *http_body_object(http_request_t *req, bool allow_empty, const char *const members[])
+static bool fail(http_error_t *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fill err (when given) and return false. */
+static bool fail(http_error_t *err, const char *code, const char *fmt, ...)
 {
-    if (req->body_len == 0 && allow_empty)
+    if (!err)
+        return false;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->detail, sizeof err->detail, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+json_t *http_parse_object(const char *body, size_t len, bool allow_empty,
+                          const char *const members[], http_error_t *err)
+{
+    if (len == 0 && allow_empty)
         return json_object();
-    json_error_t err;
+    json_error_t jerr;
     /* JSON_DECODE_ANY: a scalar ("1") is JSON of the wrong shape, not invalid JSON */
-    json_t *obj = json_loadb(req->body ? req->body : "", req->body_len,
-                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    json_t *obj = json_loadb(body ? body : "", body ? len : 0,
+                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!obj) {
-        enum json_error_code code = json_error_code(&err);
+        enum json_error_code code = json_error_code(&jerr);
         if (code == json_error_out_of_memory)
-            http_reply_problem(req, "unavailable", "out of memory");
+            fail(err, "unavailable", "out of memory");
         else
-            http_reply_problem(req, shape_error(code) ? "invalid_argument" : "invalid_json",
-                               "line %d, column %d: %s", err.line, err.column, err.text);
+            fail(err, shape_error(code) ? "invalid_argument" : "invalid_json",
+                 "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
         return NULL;
     }
     const char *unknown = json_is_object(obj) ? unknown_member(obj, members) : NULL;
     if (!json_is_object(obj) || unknown) {
         if (unknown)
-            http_reply_problem(req, "invalid_argument", "unknown member \"%s\"", unknown);
+            fail(err, "invalid_argument", "unknown member \"%s\"", unknown);
         else
-            http_reply_problem(req, "invalid_argument", "the body must be a JSON object");
+            fail(err, "invalid_argument", "the body must be a JSON object");
         json_decref(obj);
         return NULL;
     }
     return obj;
 }
 
-bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
-                   int64_t dflt, int64_t min, int64_t max, int64_t *out)
+json_t *http_body_object(http_request_t *req, bool allow_empty, const char *const members[])
+{
+    http_error_t err;
+    json_t *obj = http_parse_object(req->body, req->body_len, allow_empty, members, &err);
+    if (!obj)
+        http_reply_problem(req, err.code, "%s", err.detail);
+    return obj;
+}
+
+bool http_member_int(json_t *obj, const char *name, bool optional, int64_t dflt, int64_t min,
+                     int64_t max, int64_t *out, http_error_t *err)
 {
     json_t *v = json_object_get(obj, name);
     if (!v && optional) {
         *out = dflt;
         return true;
     }
-    if (!v || !json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        http_reply_problem(req, "invalid_argument", "\"%s\" must be an integer from %lld to %lld",
-                           name, (long long)min, (long long)max);
-        return false;
-    }
+    if (!v || !json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return fail(err, "invalid_argument", "\"%s\" must be an integer from %lld to %lld",
+                    name, (long long)min, (long long)max);
     *out = json_integer_value(v);
+    return true;
+}
+
+bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
+                   int64_t dflt, int64_t min, int64_t max, int64_t *out)
+{
+    http_error_t err;
+    if (http_member_int(obj, name, optional, dflt, min, max, out, &err))
+        return true;
+    http_reply_problem(req, err.code, "%s", err.detail);
+    return false;
+}
+
+bool http_member_string(json_t *obj, const char *name, size_t max, const char **out,
+                        size_t *len, http_error_t *err)
+{
+    json_t *v = json_object_get(obj, name);
+    if (!v || !json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max)
+        return fail(err, "invalid_argument", "\"%s\" must be a string of 1 to %zu bytes", name,
+                    max);
+    *out = json_string_value(v);
+    *len = json_string_length(v);
     return true;
 }
 
 bool http_json_string(http_request_t *req, json_t *obj, const char *name, size_t max,
                       const char **out, size_t *len)
 {
-    json_t *v = json_object_get(obj, name);
-    if (!v || !json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max) {
-        http_reply_problem(req, "invalid_argument", "\"%s\" must be a string of 1 to %zu bytes",
-                           name, max);
-        return false;
-    }
-    *out = json_string_value(v);
-    *len = json_string_length(v);
-    return true;
+    http_error_t err;
+    if (http_member_string(obj, name, max, out, len, &err))
+        return true;
+    http_reply_problem(req, err.code, "%s", err.detail);
+    return false;
+}
+
+bool http_text_ok(const char *s, size_t n, size_t max)
+{
+    return n > 0 && n <= max && http_utf8_ok(s, n);
 }
 
 bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
@@ -472,7 +519,7 @@ bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
                            max, p->len);
         return false;
     }
-    if (!http_utf8_ok(p->data, p->len)) {
+    if (!http_text_ok(p->data, p->len, max)) {
         http_reply_problem(req, "invalid_argument", "%s must be valid UTF-8 without NUL", what);
         return false;
     }
@@ -510,31 +557,30 @@ static int match_route(const char *pattern, const char *path, http_param_t *para
     return *pattern == '\0' && *path == '\0';
 }
 
-static void free_params(http_request_t *req)
+void http_match_free(http_match_t *m)
 {
     for (int i = 0; i < HTTP_MAX_PARAMS; i++) {
-        free(req->params[i].data);
-        req->params[i] = (http_param_t){NULL, 0};
+        free(m->params[i].data);
+        m->params[i] = (http_param_t){NULL, 0};
     }
 }
 
-/* Decode the raw params that match_route left in place. */
-static int decode_params(http_request_t *req, http_param_t *raw)
+/* Decode the raw params that match_route left in place into out. */
+static int decode_params(http_match_t *out, const http_param_t *raw)
 {
     for (int i = 0; i < HTTP_MAX_PARAMS && raw[i].data; i++) {
         bool bad;
-        req->params[i].data = http_percent_decode(raw[i].data, raw[i].len, false,
-                                                  &req->params[i].len, &bad);
-        if (!req->params[i].data)
-            return bad ? -1 : -2;
+        out->params[i].data = http_percent_decode(raw[i].data, raw[i].len, false,
+                                                  &out->params[i].len, &bad);
+        if (!out->params[i].data)
+            return bad ? 400 : 503;
     }
-    return 0;
+    return 200;
 }
 
-/* Find the route; sets req->route to a same-path route when only the
- * method differs (so 405 can list Allow). Returns 200, 404, 405, 400. */
-static int route_request(http_request_t *req, const char *path)
+int http_route(const char *method, const char *path, http_match_t *out)
 {
+    memset(out, 0, sizeof *out);
     const http_route_t *path_match = NULL;
     for (size_t i = 0; i < http_route_count; i++) {
         http_param_t raw[HTTP_MAX_PARAMS] = {{0}};
@@ -542,14 +588,31 @@ static int route_request(http_request_t *req, const char *path)
             continue;
         if (!path_match)
             path_match = &http_routes[i];
-        if (strcmp(http_routes[i].method, req->method) != 0)
+        if (strcmp(http_routes[i].method, method) != 0)
             continue;
-        req->route = &http_routes[i];
-        int rc = decode_params(req, raw);
-        return rc == 0 ? 200 : rc == -1 ? 400 : 503;
+        out->route = &http_routes[i];
+        return decode_params(out, raw);
     }
-    req->route = path_match;
+    out->route = path_match;
     return path_match ? 405 : 404;
+}
+
+/* Route the request; the decoded params move into req (freed with it). */
+static int route_request(http_request_t *req, const char *path)
+{
+    http_match_t m;
+    int rc = http_route(req->method, path, &m);
+    req->route = m.route;
+    memcpy(req->params, m.params, sizeof req->params);
+    return rc;
+}
+
+static void free_params(http_request_t *req)
+{
+    for (int i = 0; i < HTTP_MAX_PARAMS; i++) {
+        free(req->params[i].data);
+        req->params[i] = (http_param_t){NULL, 0};
+    }
 }
 
 static const char *allow_header(const http_request_t *req)

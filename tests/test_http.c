@@ -62,12 +62,75 @@ static void test_http_token_equal(void **state)
     assert_true(http_token_equal("", ""));
 }
 
+/* http_route: method + raw path -> route and decoded params, no MHD. */
+static void test_http_route_pure(void **state)
+{
+    (void)state;
+    http_match_t m;
+    assert_int_equal(http_route("GET", "/v1/kv/a%2Fb", &m), 200);
+    assert_string_equal(m.route->name, "kv_get");
+    assert_int_equal(m.params[0].len, 3);
+    assert_memory_equal(m.params[0].data, "a/b", 3);
+    http_match_free(&m);
+    assert_int_equal(http_route("POST", "/v1/kv/x/incr", &m), 200);
+    assert_string_equal(m.route->name, "kv_incr");
+    http_match_free(&m);
+    assert_int_equal(http_route("TRACE", "/v1/kv/x", &m), 405);
+    assert_string_equal(m.route->pattern, "/v1/kv/{key}");
+    http_match_free(&m);
+    assert_int_equal(http_route("GET", "/v1/kv/%zz", &m), 400);
+    http_match_free(&m);
+    assert_int_equal(http_route("GET", "/v1/nope", &m), 404);
+    assert_null(m.route);
+    http_match_free(&m);
+    assert_int_equal(http_route("GET", "", &m), 404);
+    http_match_free(&m);
+    assert_true(http_text_ok("k", 1, 512));
+    assert_false(http_text_ok("", 0, 512));
+    assert_false(http_text_ok("a\0b", 3, 512));
+    assert_false(http_text_ok("abc", 3, 2));
+}
+
+/* http_parse_object and the member readers, no request. */
+static void test_http_parse_object_pure(void **state)
+{
+    (void)state;
+    static const char *const members[] = {"by", "name", NULL};
+    http_error_t err;
+    json_t *o = http_parse_object("", 0, true, members, &err);
+    assert_non_null(o);
+    json_decref(o);
+    assert_null(http_parse_object("", 0, false, members, &err));
+    assert_string_equal(err.code, "invalid_json");
+    assert_null(http_parse_object("{\"by\":1,\"by\":2}", 15, false, members, &err));
+    assert_string_equal(err.code, "invalid_argument");
+    assert_null(http_parse_object("[1]", 3, false, members, &err));
+    assert_string_equal(err.code, "invalid_argument");
+    assert_null(http_parse_object("{\"x\":1}", 7, false, members, &err));
+    assert_string_equal(err.detail, "unknown member \"x\"");
+    o = http_parse_object("{\"by\":-3,\"name\":\"n\"} trailing", 20, false, members, &err);
+    assert_non_null(o);
+    int64_t by;
+    assert_true(http_member_int(o, "by", false, 0, -10, 10, &by, &err));
+    assert_int_equal(by, -3);
+    assert_false(http_member_int(o, "by", false, 0, 0, 10, &by, &err));
+    assert_string_equal(err.code, "invalid_argument");
+    const char *name;
+    size_t len;
+    assert_true(http_member_string(o, "name", 8, &name, &len, &err));
+    assert_string_equal(name, "n");
+    assert_false(http_member_string(o, "by", 8, &name, &len, &err));
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_percent_decode),
         cmocka_unit_test(test_http_utf8_validation),
         cmocka_unit_test(test_http_token_equal),
+        cmocka_unit_test(test_http_route_pure),
+        cmocka_unit_test(test_http_parse_object_pure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
