@@ -16,7 +16,8 @@
 
 #include "api.h"
 
-/* Parse a whole decimal string of digits into 1..max; false otherwise. */
+/* Parse a whole decimal string of digits into 1..max; false otherwise
+ * (19 digits can exceed INT64_MAX: checked before each step, no overflow). */
 bool api_kv_parse_positive(const char *s, size_t n, int64_t max, int64_t *out)
 {
     if (n == 0 || n > 19)
@@ -25,7 +26,10 @@ bool api_kv_parse_positive(const char *s, size_t n, int64_t max, int64_t *out)
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
             return false;
-        v = v * 10 + (s[i] - '0');
+        int digit = s[i] - '0';
+        if (v > (INT64_MAX - digit) / 10)
+            return false;
+        v = v * 10 + digit;
     }
     if (v < 1 || v > max)
         return false;

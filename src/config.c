@@ -196,6 +196,7 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
 {
     int level;
     unsigned secs;
+    size_t size;
     switch (opt) {
     case OPT_LISTEN:
         if (config_parse_listen(arg, cfg->listen_host, sizeof cfg->listen_host,
@@ -211,11 +212,11 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         if (config_parse_uint(arg, 1, 1024, &cfg->threads) != 0)
             return snprintf(err, errlen, "--threads: expected 1 to 1024, got '%s'", arg), -1;
         return 0;
-    case OPT_MAX_BODY:
-        if (config_parse_size(arg, &cfg->max_body) != 0 || cfg->max_body == 0 ||
-            cfg->max_body > MAX_BODY_LIMIT)
+    case OPT_MAX_BODY: /* a refused value leaves the setting as it was */
+        if (config_parse_size(arg, &size) != 0 || size == 0 || size > MAX_BODY_LIMIT)
             return snprintf(err, errlen, "--max-body: expected a size from 1 byte to 1G, got '%s'",
                             arg), -1;
+        cfg->max_body = size;
         return 0;
     case OPT_AUTH:
         if (!token_ok(arg))

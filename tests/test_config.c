@@ -251,6 +251,24 @@ static void test_config_parse_uint(void **state)
         assert_int_equal(config_parse_uint(bad[i], 1, 86400, &v), -1);
 }
 
+/* Regression (found by fuzz/fuzz_config.c): a refused --max-body (0, or
+ * above 1G) used to be stored before it was checked, leaving max_body 0 in
+ * the configuration after the error. */
+static void test_config_refused_max_body_keeps_the_setting(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256] = "";
+    config_defaults(&cfg);
+    const char text[] = "max-body = 0MiB\n";
+    assert_int_equal(config_parse_text(&cfg, text, strlen(text), "t.conf", err, sizeof err), -1);
+    assert_int_equal(cfg.max_body, 1024 * 1024);
+    config_free(&cfg);
+    char *argv[] = {"sqlcached", "--max-body", "2G", NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_ERROR);
+    assert_int_equal(cfg.max_body, 1024 * 1024);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -265,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_config_file_errors_name_the_line),
         cmocka_unit_test(test_config_parse_text),
         cmocka_unit_test(test_config_parse_uint),
+        cmocka_unit_test(test_config_refused_max_body_keeps_the_setting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
