@@ -40,6 +40,13 @@
 
 #define DRAIN_WAIT_MS 10000
 
+/* Per-connection memory for the request line and headers (and the read
+ * buffer): a request whose head does not fit gets 431 (or 414 for the URL)
+ * and is closed. 32 KiB is MHD's default, set here so that it is a decision:
+ * the longest legitimate head is a 512-byte key percent-encoded (1.5 KiB),
+ * prefix and after (3 KiB), a 4 KiB token and ordinary headers. */
+#define HTTP_HEADER_MEMORY (32 * 1024)
+
 struct http_server {
     struct MHD_Daemon *daemon;
     http_config_t cfg;
@@ -202,6 +209,8 @@ static char *problem_text(const problem_t *p, const char *detail)
 static void add_problem_headers(http_request_t *req, const problem_t *p,
                                 struct MHD_Response *resp)
 {
+    if (req->close_after)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (p->status == 401)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (p->status == 503)
@@ -664,10 +673,58 @@ static bool declared_too_large(http_server_t *srv, http_request_t *req)
     return *end == '\0' && n > srv->cfg.max_body;
 }
 
+/* MHD ends the URL at a NUL byte of the request line ("PUT /v1/kv/a\0b"
+ * would be served as /v1/kv/a). on_uri() measured the target up to its first
+ * NUL; the version, which MHD leaves right after the target and a space,
+ * shows how long the target really was. */
+static bool target_has_nul(const http_request_t *req, const char *url, const char *version)
+{
+    uintptr_t u = (uintptr_t)url, v = (uintptr_t)version;
+    if (!req->target_known || v <= u || v - u > HTTP_HEADER_MEMORY || version[-1] != '\0')
+        return false; /* no version, or not laid out as expected: no verdict */
+    return req->target_len + 1 < v - u;
+}
+
+typedef struct framing {
+    int content_length;
+    int transfer_encoding;
+} framing_t;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    (void)value;
+    framing_t *f = cls;
+    f->content_length += strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0;
+    f->transfer_encoding += strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0;
+    return MHD_YES;
+}
+
+/* Two Content-Lengths, or Content-Length with Transfer-Encoding: the body's
+ * end is ambiguous (a proxy in front may see another request boundary than
+ * we do: request smuggling). Returns the detail for the 400, or NULL. */
+static const char *bad_head(const http_request_t *req)
+{
+    framing_t f = {0, 0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
+    if (f.content_length > 1 || f.transfer_encoding > 1 ||
+        (f.content_length && f.transfer_encoding))
+        return "conflicting Content-Length or Transfer-Encoding";
+    return NULL;
+}
+
 /* First call for a request: checks that need no body. Returns MHD_YES with
  * nothing queued to go on reading the body. */
-static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, const char *url)
+static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, const char *url,
+                                     const char *version)
 {
+    const char *bad = target_has_nul(req, url, version) ? "NUL byte in the request target"
+                                                        : bad_head(req);
+    if (bad) {
+        req->close_after = true;
+        return http_reply_problem(req, "invalid_argument", "%s", bad);
+    }
     int routed = route_request(req, url); /* first, so metrics know the route */
     if (strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/v1") == 0) {
         if (!authorized(srv, req, url))
@@ -719,26 +776,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     http_server_t *srv = cls;
     http_request_t *req = *con_cls;
-    if (!req) {
-        req = calloc(1, sizeof *req);
-        if (!req)
+    if (!req || !req->started) {
+        if (!req && !(req = calloc(1, sizeof *req)))
             return MHD_NO;
+        *con_cls = req;
+        req->started = true;
         req->conn = conn;
         req->db = srv->db;
         req->metrics = srv->metrics;
         req->cfg = &srv->cfg;
-        if (srv->access_log && !(req->url = strdup(url))) {
-            free(req);
-            return MHD_NO;
-        }
         req->method = method;
         req->started_ns = mono_ns();
-        *con_cls = req;
         atomic_fetch_add(&srv->in_flight, 1);
-        return on_first_call(srv, req, url);
+        if (srv->access_log && !(req->url = strdup(url)))
+            return MHD_NO; /* on_completed frees req */
+        return on_first_call(srv, req, url, version);
     }
     if (req->replied)
         return MHD_YES; /* rejected early; MHD drops the body */
@@ -787,6 +841,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_request_t *req = *con_cls;
     if (!req)
         return;
+    if (!req->started) { /* created by on_uri, ended before on_request */
+        free(req);
+        *con_cls = NULL;
+        return;
+    }
     if (req->replied)
         metrics_observe(srv->metrics, req->route, req->method, (unsigned)req->status,
                         (double)(mono_ns() - req->started_ns) / 1e9);
@@ -798,6 +857,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+/* MHD's URI log callback, called with the raw request target (query
+ * included) before it is split: create the request here to note the
+ * target's length up to its first NUL (see target_has_nul). Its result is
+ * on_request's *con_cls; NULL lets on_request create the request. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    http_request_t *req = calloc(1, sizeof *req);
+    if (req) {
+        req->target_len = strlen(uri);
+        req->target_known = true;
+    }
+    return req;
 }
 
 /* Keep URLs raw: routing decodes each path segment itself. */
@@ -873,8 +948,11 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(cfg->connection_timeout_s ? cfg->connection_timeout_s : 60),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_HEADER_MEMORY,
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
         MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%u (address in use or not permitted)",

@@ -61,6 +61,10 @@ typedef struct http_request {
     size_t reply_bytes; /* body size of the reply, for the access log */
     char *url;      /* raw path, kept only for the access log */
     int64_t started_ns;
+    bool started;     /* on_request has seen it (it may be created earlier) */
+    bool target_known; /* target_len was taken from the raw request line */
+    size_t target_len; /* request target up to the first NUL, query included */
+    bool close_after; /* the reply closes the connection (framing errors) */
 } http_request_t;
 
 typedef enum MHD_Result (*http_handler_fn)(http_request_t *req);
