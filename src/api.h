@@ -18,6 +18,26 @@ enum MHD_Result api_admin_config(http_request_t *req);
 enum MHD_Result api_admin_backup(http_request_t *req);
 
 /* api_kv.c */
+
+/* A parsed If-Match / If-None-Match header, as a library match (its
+ * versions point into the struct: do not copy it while match is in use). */
+#define API_MAX_ETAGS 16
+typedef struct api_etag_list {
+    sqlcached_match_t match;
+    int64_t versions[API_MAX_ETAGS];
+} api_etag_list_t;
+
+/* Parse an If-Match / If-None-Match value: "*" or a comma-separated list of
+ * 1..16 strong ("42") or weak (W/"42") entity tags of positive versions.
+ * Weak tags count as their version when weak_matches (If-None-Match), and
+ * as -1 (never matching) otherwise. False if malformed; cannot fail
+ * otherwise. Pure (used by the handlers, the tests and fuzz/). */
+bool api_kv_parse_etags(const char *h, bool weak_matches, api_etag_list_t *out);
+
+/* A whole string of decimal digits s[0..n) as 1..max; false otherwise
+ * (empty, sign, non-digit, 0, above max or above INT64_MAX). Pure. */
+bool api_kv_parse_positive(const char *s, size_t n, int64_t max, int64_t *out);
+
 enum MHD_Result api_kv_get(http_request_t *req);
 enum MHD_Result api_kv_put(http_request_t *req);
 enum MHD_Result api_kv_delete(http_request_t *req);

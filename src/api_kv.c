@@ -16,16 +16,9 @@
 
 #include "api.h"
 
-#define MAX_ETAGS 16
-
-/* A parsed If-Match / If-None-Match header, as a library match. */
-typedef struct etag_list {
-    sqlcached_match_t match;
-    int64_t versions[MAX_ETAGS];
-} etag_list_t;
-
-/* Parse a whole decimal string of digits into 1..max; false otherwise. */
-static bool parse_positive(const char *s, size_t n, int64_t max, int64_t *out)
+/* Parse a whole decimal string of digits into 1..max; false otherwise
+ * (19 digits can exceed INT64_MAX: checked before each step, no overflow). */
+bool api_kv_parse_positive(const char *s, size_t n, int64_t max, int64_t *out)
 {
     if (n == 0 || n > 19)
         return false;
@@ -33,7 +26,10 @@ static bool parse_positive(const char *s, size_t n, int64_t max, int64_t *out)
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
             return false;
-        v = v * 10 + (s[i] - '0');
+        int digit = s[i] - '0';
+        if (v > (INT64_MAX - digit) / 10)
+            return false;
+        v = v * 10 + digit;
     }
     if (v < 1 || v > max)
         return false;
@@ -50,13 +46,10 @@ static bool parse_etag(const char *s, size_t n, int64_t *version, bool *weak)
         s += 2, n -= 2;
     if (n < 2 || s[0] != '"' || s[n - 1] != '"')
         return false;
-    return parse_positive(s + 1, n - 2, INT64_MAX, version);
+    return api_kv_parse_positive(s + 1, n - 2, INT64_MAX, version);
 }
 
-/* Parse an If-Match / If-None-Match value ("*" or a list of entity tags);
- * false if malformed. Weak tags count as their version when weak_matches
- * (If-None-Match uses weak comparison), and never match otherwise. */
-static bool parse_etag_list(const char *h, bool weak_matches, etag_list_t *out)
+bool api_kv_parse_etags(const char *h, bool weak_matches, api_etag_list_t *out)
 {
     memset(out, 0, sizeof *out);
     out->match.versions = out->versions;
@@ -75,7 +68,7 @@ static bool parse_etag_list(const char *h, bool weak_matches, etag_list_t *out)
         bool weak;
         if (len == 1 && p[0] == '*')
             star = true;
-        else if (count == MAX_ETAGS || !parse_etag(p, len, &out->versions[count], &weak))
+        else if (count == API_MAX_ETAGS || !parse_etag(p, len, &out->versions[count], &weak))
             return false;
         else if (weak && !weak_matches)
             out->versions[count++] = -1; /* no version is negative: never matches */
@@ -90,7 +83,7 @@ static bool parse_etag_list(const char *h, bool weak_matches, etag_list_t *out)
     return star || count > 0;
 }
 
-static bool etag_matches(const etag_list_t *l, int64_t version)
+static bool etag_matches(const api_etag_list_t *l, int64_t version)
 {
     if (l->match.kind == SQLCACHED_MATCH_ANY)
         return true;
@@ -102,18 +95,18 @@ static bool etag_matches(const etag_list_t *l, int64_t version)
 
 /* Read If-Match and If-None-Match of a write into pre (pointing into the
  * two lists); false after replying 400. */
-static bool read_preconditions(http_request_t *req, etag_list_t *im, etag_list_t *inm,
+static bool read_preconditions(http_request_t *req, api_etag_list_t *im, api_etag_list_t *inm,
                                sqlcached_preconditions_t *pre)
 {
     const char *h_im = http_header(req, MHD_HTTP_HEADER_IF_MATCH);
     const char *h_inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
     memset(pre, 0, sizeof *pre);
-    if (h_im && !parse_etag_list(h_im, false, im)) {
+    if (h_im && !api_kv_parse_etags(h_im, false, im)) {
         http_reply_problem(req, "invalid_argument",
                            "If-Match must be * or a list of entity tags like \"42\"");
         return false;
     }
-    if (h_inm && !parse_etag_list(h_inm, true, inm)) {
+    if (h_inm && !api_kv_parse_etags(h_inm, true, inm)) {
         http_reply_problem(req, "invalid_argument",
                            "If-None-Match must be * or a list of entity tags like \"42\"");
         return false;
@@ -144,8 +137,8 @@ enum MHD_Result api_kv_get(http_request_t *req)
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
     const char *inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    etag_list_t tags;
-    if (inm && !parse_etag_list(inm, true, &tags))
+    api_etag_list_t tags;
+    if (inm && !api_kv_parse_etags(inm, true, &tags))
         return http_reply_problem(req, "invalid_argument", "malformed If-None-Match");
     sqlcached_value_t *v = NULL;
     sqlcached_status_t st = sqlcached_kv_get(req->db, req->params[0].data, req->params[0].len, &v);
@@ -170,7 +163,8 @@ static bool put_ttl(http_request_t *req, int64_t *ttl_ms)
     int rc = http_query(req, "ttl", &raw, &n);
     *ttl_ms = 0;
     int64_t secs = 0;
-    bool ok = rc == 0 || (rc == 1 && parse_positive(raw, n, SQLCACHED_TTL_MAX_MS / 1000, &secs));
+    bool ok = rc == 0 ||
+              (rc == 1 && api_kv_parse_positive(raw, n, SQLCACHED_TTL_MAX_MS / 1000, &secs));
     free(raw);
     if (!ok) {
         http_reply_problem(req, "invalid_argument",
@@ -187,7 +181,7 @@ enum MHD_Result api_kv_put(http_request_t *req)
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
     sqlcached_put_options_t o = {0};
-    etag_list_t im, inm;
+    api_etag_list_t im, inm;
     if (!put_ttl(req, &o.ttl_ms) || !read_preconditions(req, &im, &inm, &o.pre))
         return MHD_YES;
     o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -222,7 +216,7 @@ enum MHD_Result api_kv_delete(http_request_t *req)
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
     sqlcached_preconditions_t pre;
-    etag_list_t im, inm;
+    api_etag_list_t im, inm;
     if (!read_preconditions(req, &im, &inm, &pre))
         return MHD_YES;
     const http_param_t *key = &req->params[0];
@@ -276,7 +270,7 @@ static bool list_limit(http_request_t *req, unsigned *limit)
     size_t n;
     int rc = http_query(req, "limit", &raw, &n);
     int64_t v = 100;
-    bool ok = rc == 0 || (rc == 1 && parse_positive(raw, n, SQLCACHED_LIST_LIMIT_MAX, &v));
+    bool ok = rc == 0 || (rc == 1 && api_kv_parse_positive(raw, n, SQLCACHED_LIST_LIMIT_MAX, &v));
     free(raw);
     if (!ok)
         http_reply_problem(req, "invalid_argument", "limit must be a whole number from 1 to %d",

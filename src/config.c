@@ -157,7 +157,7 @@ static bool token_ok(const char *t)
     return true;
 }
 
-static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 {
     char *end;
     errno = 0;
@@ -204,6 +204,7 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
 {
     int level;
     unsigned secs;
+    size_t size;
     switch (opt) {
     case OPT_LISTEN:
         if (config_parse_listen(arg, cfg->listen_host, sizeof cfg->listen_host,
@@ -216,14 +217,14 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         cfg->db_path = arg;
         return 0;
     case OPT_THREADS:
-        if (parse_uint(arg, 1, 1024, &cfg->threads) != 0)
+        if (config_parse_uint(arg, 1, 1024, &cfg->threads) != 0)
             return snprintf(err, errlen, "--threads: expected 1 to 1024, got '%s'", arg), -1;
         return 0;
-    case OPT_MAX_BODY:
-        if (config_parse_size(arg, &cfg->max_body) != 0 || cfg->max_body == 0 ||
-            cfg->max_body > MAX_BODY_LIMIT)
+    case OPT_MAX_BODY: /* a refused value leaves the setting as it was */
+        if (config_parse_size(arg, &size) != 0 || size == 0 || size > MAX_BODY_LIMIT)
             return snprintf(err, errlen, "--max-body: expected a size from 1 byte to 1G, got '%s'",
                             arg), -1;
+        cfg->max_body = size;
         return 0;
     case OPT_AUTH:
         if (!token_ok(arg))
@@ -246,11 +247,11 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         cfg->log_level = level;
         return 0;
     case OPT_MAX_CONN:
-        if (parse_uint(arg, 1, 1000000, &cfg->max_connections) != 0)
+        if (config_parse_uint(arg, 1, 1000000, &cfg->max_connections) != 0)
             return snprintf(err, errlen, "--max-connections: expected 1 to 1000000, got '%s'", arg), -1;
         return 0;
     case OPT_TIMEOUT:
-        if (parse_uint(arg, 1, 86400, &cfg->connection_timeout_s) != 0)
+        if (config_parse_uint(arg, 1, 86400, &cfg->connection_timeout_s) != 0)
             return snprintf(err, errlen, "--timeout: expected 1 to 86400 seconds, got '%s'", arg), -1;
         return 0;
     case OPT_ACCESS_LOG:
@@ -283,13 +284,13 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         cfg->policy = arg;
         return 0;
     case OPT_NEGATIVE_TTL:
-        if (parse_uint(arg, 1, 86400, &secs) != 0)
+        if (config_parse_uint(arg, 1, 86400, &secs) != 0)
             return snprintf(err, errlen, "--negative-ttl: expected 1 to 86400 seconds, got '%s'",
                             arg), -1;
         cfg->negative_ttl_ms = (int64_t)secs * 1000;
         return 0;
     case OPT_TTL_JITTER:
-        if (parse_uint(arg, 0, 50, &cfg->ttl_jitter) != 0)
+        if (config_parse_uint(arg, 0, 50, &cfg->ttl_jitter) != 0)
             return snprintf(err, errlen, "--ttl-jitter: expected 0 to 50 percent, got '%s'",
                             arg), -1;
         return 0;
@@ -308,7 +309,7 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
                             arg), -1;
         return 0;
     case OPT_SECKILL_RETRIES:
-        if (parse_uint(arg, 0, SQLCACHED_SECKILL_RETRIES_MAX, &cfg->seckill_retries) != 0)
+        if (config_parse_uint(arg, 0, SQLCACHED_SECKILL_RETRIES_MAX, &cfg->seckill_retries) != 0)
             return snprintf(err, errlen, "--seckill-retries: expected 0 to %d, got '%s'",
                             SQLCACHED_SECKILL_RETRIES_MAX, arg), -1;
         return 0;
@@ -368,22 +369,51 @@ static int apply_line(config_t *cfg, char *line, char *err, size_t errlen)
     return apply_option(cfg, opt, copy, err, errlen);
 }
 
-/* Read the config file; 0, or -1 with "FILE:LINE: message". */
+int config_parse_text(config_t *cfg, const char *text, size_t len, const char *name,
+                      char *err, size_t errlen)
+{
+    char line[CONFIG_LINE_MAX + 1], msg[512];
+    int lineno = 0;
+    for (size_t pos = 0; pos < len;) {
+        const char *nl = memchr(text + pos, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
+        lineno++;
+        if (n > CONFIG_LINE_MAX)
+            return snprintf(err, errlen, "%s:%d: line longer than %d bytes", name, lineno,
+                            CONFIG_LINE_MAX), -1;
+        if (memchr(text + pos, '\0', n))
+            return snprintf(err, errlen, "%s:%d: NUL byte in the line", name, lineno), -1;
+        memcpy(line, text + pos, n);
+        line[n] = '\0';
+        pos += n + (nl ? 1 : 0);
+        char *t = trim(line);
+        if (*t == '\0' || *t == '#')
+            continue;
+        if (apply_line(cfg, t, msg, sizeof msg) != 0)
+            return snprintf(err, errlen, "%s:%d: %s", name, lineno, msg), -1;
+    }
+    return 0;
+}
+
+/* Read the config file (at most CONFIG_FILE_MAX bytes) and apply it; 0, or
+ * -1 with "FILE:LINE: message". */
 static int load_file(config_t *cfg, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f)
         return snprintf(err, errlen, "--config: cannot read %s: %s", path, strerror(errno)), -1;
-    char line[8192], msg[512];
-    int lineno = 0, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        lineno++;
-        char *text = trim(line);
-        if (*text == '\0' || *text == '#')
-            continue;
-        if ((rc = apply_line(cfg, text, msg, sizeof msg)) != 0)
-            snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
-    }
+    char *text = malloc(CONFIG_FILE_MAX + 1);
+    size_t n = text ? fread(text, 1, CONFIG_FILE_MAX + 1, f) : 0;
+    int rc = -1;
+    if (!text)
+        snprintf(err, errlen, "--config: out of memory");
+    else if (ferror(f))
+        snprintf(err, errlen, "--config: cannot read %s: %s", path, strerror(errno));
+    else if (n > CONFIG_FILE_MAX)
+        snprintf(err, errlen, "--config: %s is larger than %d bytes", path, CONFIG_FILE_MAX);
+    else
+        rc = config_parse_text(cfg, text, n, path, err, errlen);
+    free(text);
     fclose(f);
     return rc;
 }

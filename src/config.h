@@ -63,6 +63,21 @@ struct json_t *config_json(const config_t *cfg);
  * occurrence of a flag wins. */
 config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
+/* The settings of a config file, text[0..len) (need not be NUL-terminated):
+ * lines "key = value" (a long flag's name, without --config and --restore),
+ * '#' comments and blank lines; the value may be in double quotes. Lines are
+ * at most CONFIG_LINE_MAX bytes and hold no NUL. `name` prefixes messages.
+ * Returns 0, or -1 with "NAME:LINE: message" in err (settings before the
+ * bad line stay applied). Strings kept in cfg are freed by config_free(). */
+#define CONFIG_LINE_MAX 8191
+#define CONFIG_FILE_MAX (1024 * 1024)
+int config_parse_text(config_t *cfg, const char *text, size_t len, const char *name,
+                      char *err, size_t errlen);
+
+/* A whole decimal number in [min, max] (durations in seconds, counts).
+ * Returns 0 and *out, or -1 when malformed or out of range. */
+int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+
 /* The --help text. */
 const char *config_usage(void);
 

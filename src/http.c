@@ -51,6 +51,13 @@
 
 #define DRAIN_WAIT_MS 10000
 
+/* Per-connection memory for the request line and headers (and the read
+ * buffer): a request whose head does not fit gets 431 (or 414 for the URL)
+ * and is closed. 32 KiB is MHD's default, set here so that it is a decision:
+ * the longest legitimate head is a 512-byte key percent-encoded (1.5 KiB),
+ * prefix and after (3 KiB), a 4 KiB token and ordinary headers. */
+#define HTTP_HEADER_MEMORY (32 * 1024)
+
 struct http_server {
     struct MHD_Daemon *daemon;
     http_config_t cfg;
@@ -248,6 +255,8 @@ static char *problem_text(const problem_t *p, const char *detail, json_t *extra)
 static void add_problem_headers(http_request_t *req, const problem_t *p,
                                 struct MHD_Response *resp)
 {
+    if (req->close_after)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (p->status == 401)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (p->status == 503)
@@ -479,61 +488,107 @@ static const char *unknown_member(json_t *obj, const char *const members[])
     return NULL;
 }
 
-json_t *http_body_object(http_request_t *req, bool allow_empty, const char *const members[])
+static bool fail(http_error_t *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fill err (when given) and return false. */
+static bool fail(http_error_t *err, const char *code, const char *fmt, ...)
 {
-    if (req->body_len == 0 && allow_empty)
+    if (!err)
+        return false;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->detail, sizeof err->detail, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+json_t *http_parse_object(const char *body, size_t len, bool allow_empty,
+                          const char *const members[], http_error_t *err)
+{
+    if (len == 0 && allow_empty)
         return json_object();
-    json_error_t err;
-    /* JSON_DECODE_ANY: a scalar is JSON, just not an object (400
-     * invalid_argument below, not invalid_json). */
-    json_t *obj = json_loadb(req->body ? req->body : "", req->body_len,
-                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    json_error_t jerr;
+    /* JSON_DECODE_ANY: a scalar ("1") is JSON of the wrong shape, not invalid JSON */
+    json_t *obj = json_loadb(body ? body : "", body ? len : 0,
+                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!obj) {
-        http_reply_problem(req, body_error_code(&err), "invalid JSON at line %d column %d: %s",
-                           err.line, err.column, err.text);
+        fail(err, body_error_code(&jerr), "line %d, column %d: %s", jerr.line, jerr.column,
+             jerr.text);
         return NULL;
     }
     const char *unknown = json_is_object(obj) ? unknown_member(obj, members) : NULL;
     if (!json_is_object(obj) || unknown) {
         if (unknown)
-            http_reply_problem(req, "invalid_argument", "unknown member \"%s\"", unknown);
+            fail(err, "invalid_argument", "unknown member \"%s\"", unknown);
         else
-            http_reply_problem(req, "invalid_argument", "the body must be a JSON object");
+            fail(err, "invalid_argument", "the body must be a JSON object");
         json_decref(obj);
         return NULL;
     }
     return obj;
 }
 
-bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
-                   int64_t dflt, int64_t min, int64_t max, int64_t *out)
+json_t *http_body_object(http_request_t *req, bool allow_empty, const char *const members[])
+{
+    http_error_t err;
+    json_t *obj = http_parse_object(req->body, req->body_len, allow_empty, members, &err);
+    if (!obj)
+        http_reply_problem(req, err.code, "%s", err.detail);
+    return obj;
+}
+
+bool http_member_int(json_t *obj, const char *name, bool optional, int64_t dflt, int64_t min,
+                     int64_t max, int64_t *out, http_error_t *err)
 {
     json_t *v = json_object_get(obj, name);
     if (!v && optional) {
         *out = dflt;
         return true;
     }
-    if (!v || !json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        http_reply_problem(req, "invalid_argument", "\"%s\" must be an integer from %lld to %lld",
-                           name, (long long)min, (long long)max);
-        return false;
-    }
+    if (!v || !json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return fail(err, "invalid_argument", "\"%s\" must be an integer from %lld to %lld",
+                    name, (long long)min, (long long)max);
     *out = json_integer_value(v);
+    return true;
+}
+
+bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
+                   int64_t dflt, int64_t min, int64_t max, int64_t *out)
+{
+    http_error_t err;
+    if (http_member_int(obj, name, optional, dflt, min, max, out, &err))
+        return true;
+    http_reply_problem(req, err.code, "%s", err.detail);
+    return false;
+}
+
+bool http_member_string(json_t *obj, const char *name, size_t max, const char **out,
+                        size_t *len, http_error_t *err)
+{
+    json_t *v = json_object_get(obj, name);
+    if (!v || !json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max)
+        return fail(err, "invalid_argument", "\"%s\" must be a string of 1 to %zu bytes", name,
+                    max);
+    *out = json_string_value(v);
+    *len = json_string_length(v);
     return true;
 }
 
 bool http_json_string(http_request_t *req, json_t *obj, const char *name, size_t max,
                       const char **out, size_t *len)
 {
-    json_t *v = json_object_get(obj, name);
-    if (!v || !json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max) {
-        http_reply_problem(req, "invalid_argument", "\"%s\" must be a string of 1 to %zu bytes",
-                           name, max);
-        return false;
-    }
-    *out = json_string_value(v);
-    *len = json_string_length(v);
-    return true;
+    http_error_t err;
+    if (http_member_string(obj, name, max, out, len, &err))
+        return true;
+    http_reply_problem(req, err.code, "%s", err.detail);
+    return false;
+}
+
+bool http_text_ok(const char *s, size_t n, size_t max)
+{
+    return n > 0 && n <= max && http_utf8_ok(s, n);
 }
 
 bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
@@ -544,7 +599,7 @@ bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
                            max, p->len);
         return false;
     }
-    if (!http_utf8_ok(p->data, p->len)) {
+    if (!http_text_ok(p->data, p->len, max)) {
         http_reply_problem(req, "invalid_argument", "%s must be valid UTF-8 without NUL", what);
         return false;
     }
@@ -582,31 +637,30 @@ static int match_route(const char *pattern, const char *path, http_param_t *para
     return *pattern == '\0' && *path == '\0';
 }
 
-static void free_params(http_request_t *req)
+void http_match_free(http_match_t *m)
 {
     for (int i = 0; i < HTTP_MAX_PARAMS; i++) {
-        free(req->params[i].data);
-        req->params[i] = (http_param_t){NULL, 0};
+        free(m->params[i].data);
+        m->params[i] = (http_param_t){NULL, 0};
     }
 }
 
-/* Decode the raw params that match_route left in place. */
-static int decode_params(http_request_t *req, http_param_t *raw)
+/* Decode the raw params that match_route left in place into out. */
+static int decode_params(http_match_t *out, const http_param_t *raw)
 {
     for (int i = 0; i < HTTP_MAX_PARAMS && raw[i].data; i++) {
         bool bad;
-        req->params[i].data = http_percent_decode(raw[i].data, raw[i].len, false,
-                                                  &req->params[i].len, &bad);
-        if (!req->params[i].data)
-            return bad ? -1 : -2;
+        out->params[i].data = http_percent_decode(raw[i].data, raw[i].len, false,
+                                                  &out->params[i].len, &bad);
+        if (!out->params[i].data)
+            return bad ? 400 : 503;
     }
-    return 0;
+    return 200;
 }
 
-/* Find the route; sets req->route to a same-path route when only the
- * method differs (so 405 can list Allow). Returns 200, 404, 405, 400. */
-static int route_request(http_request_t *req, const char *path)
+int http_route(const char *method, const char *path, http_match_t *out)
 {
+    memset(out, 0, sizeof *out);
     const http_route_t *path_match = NULL;
     for (size_t i = 0; i < http_route_count; i++) {
         http_param_t raw[HTTP_MAX_PARAMS] = {{0}};
@@ -614,14 +668,31 @@ static int route_request(http_request_t *req, const char *path)
             continue;
         if (!path_match)
             path_match = &http_routes[i];
-        if (strcmp(http_routes[i].method, req->method) != 0)
+        if (strcmp(http_routes[i].method, method) != 0)
             continue;
-        req->route = &http_routes[i];
-        int rc = decode_params(req, raw);
-        return rc == 0 ? 200 : rc == -1 ? 400 : 503;
+        out->route = &http_routes[i];
+        return decode_params(out, raw);
     }
-    req->route = path_match;
+    out->route = path_match;
     return path_match ? 405 : 404;
+}
+
+/* Route the request; the decoded params move into req (freed with it). */
+static int route_request(http_request_t *req, const char *path)
+{
+    http_match_t m;
+    int rc = http_route(req->method, path, &m);
+    req->route = m.route;
+    memcpy(req->params, m.params, sizeof req->params);
+    return rc;
+}
+
+static void free_params(http_request_t *req)
+{
+    for (int i = 0; i < HTTP_MAX_PARAMS; i++) {
+        free(req->params[i].data);
+        req->params[i] = (http_param_t){NULL, 0};
+    }
 }
 
 static const char *allow_header(const http_request_t *req)
@@ -737,10 +808,58 @@ static bool declared_too_large(http_server_t *srv, http_request_t *req)
     return *end == '\0' && n > srv->cfg.max_body;
 }
 
+/* MHD ends the URL at a NUL byte of the request line ("PUT /v1/kv/a\0b"
+ * would be served as /v1/kv/a). on_uri() measured the target up to its first
+ * NUL; the version, which MHD leaves right after the target and a space,
+ * shows how long the target really was. */
+static bool target_has_nul(const http_request_t *req, const char *url, const char *version)
+{
+    uintptr_t u = (uintptr_t)url, v = (uintptr_t)version;
+    if (!req->target_known || v <= u || v - u > HTTP_HEADER_MEMORY || version[-1] != '\0')
+        return false; /* no version, or not laid out as expected: no verdict */
+    return req->target_len + 1 < v - u;
+}
+
+typedef struct framing {
+    int content_length;
+    int transfer_encoding;
+} framing_t;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    (void)value;
+    framing_t *f = cls;
+    f->content_length += strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0;
+    f->transfer_encoding += strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0;
+    return MHD_YES;
+}
+
+/* Two Content-Lengths, or Content-Length with Transfer-Encoding: the body's
+ * end is ambiguous (a proxy in front may see another request boundary than
+ * we do: request smuggling). Returns the detail for the 400, or NULL. */
+static const char *bad_head(const http_request_t *req)
+{
+    framing_t f = {0, 0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
+    if (f.content_length > 1 || f.transfer_encoding > 1 ||
+        (f.content_length && f.transfer_encoding))
+        return "conflicting Content-Length or Transfer-Encoding";
+    return NULL;
+}
+
 /* First call for a request: checks that need no body. Returns MHD_YES with
  * nothing queued to go on reading the body. */
-static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, const char *url)
+static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, const char *url,
+                                     const char *version)
 {
+    const char *bad = target_has_nul(req, url, version) ? "NUL byte in the request target"
+                                                        : bad_head(req);
+    if (bad) {
+        req->close_after = true;
+        return http_reply_problem(req, "invalid_argument", "%s", bad);
+    }
     int routed = route_request(req, url); /* first, so metrics know the route */
     if (strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/v1") == 0) {
         if (!authorized(srv, req, url))
@@ -794,27 +913,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     http_server_t *srv = cls;
     http_request_t *req = *con_cls;
-    if (!req) {
-        req = calloc(1, sizeof *req);
-        if (!req)
+    if (!req || !req->started) {
+        if (!req && !(req = calloc(1, sizeof *req)))
             return MHD_NO;
+        *con_cls = req;
+        req->started = true;
         req->conn = conn;
         req->db = srv->db;
         req->metrics = srv->metrics;
         req->cfg = &srv->cfg;
-        if (srv->access_log && !(req->url = strdup(url))) {
-            free(req);
-            return MHD_NO;
-        }
         req->srv = srv;
         req->method = method;
         req->started_ns = mono_ns();
-        *con_cls = req;
         atomic_fetch_add(&srv->in_flight, 1);
-        return on_first_call(srv, req, url);
+        if (srv->access_log && !(req->url = strdup(url)))
+            return MHD_NO; /* on_completed frees req */
+        return on_first_call(srv, req, url, version);
     }
     if (req->replied)
         return MHD_YES; /* rejected early; MHD drops the body */
@@ -863,6 +979,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_request_t *req = *con_cls;
     if (!req)
         return;
+    if (!req->started) { /* created by on_uri, ended before on_request */
+        free(req);
+        *con_cls = NULL;
+        return;
+    }
     if (req->replied)
         metrics_observe(srv->metrics, req->route, req->method, (unsigned)req->status,
                         (double)(mono_ns() - req->started_ns) / 1e9);
@@ -876,6 +997,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+/* MHD's URI log callback, called with the raw request target (query
+ * included) before it is split: create the request here to note the
+ * target's length up to its first NUL (see target_has_nul). Its result is
+ * on_request's *con_cls; NULL lets on_request create the request. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    http_request_t *req = calloc(1, sizeof *req);
+    if (req) {
+        req->target_len = strlen(uri);
+        req->target_known = true;
+    }
+    return req;
 }
 
 /* Keep URLs raw: routing decodes each path segment itself. */
@@ -953,8 +1090,11 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(cfg->connection_timeout_s ? cfg->connection_timeout_s : 60),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_HEADER_MEMORY,
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
         MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%u (address in use or not permitted)",

@@ -73,6 +73,10 @@ typedef struct http_request {
      * runs when the request completes, if ctx is still set. */
     void *ctx;
     void (*ctx_free)(void *ctx);
+    bool started;     /* on_request has seen it (it may be created earlier) */
+    bool target_known; /* target_len was taken from the raw request line */
+    size_t target_len; /* request target up to the first NUL, query included */
+    bool close_after; /* the reply closes the connection (framing errors) */
 } http_request_t;
 
 typedef enum MHD_Result (*http_handler_fn)(http_request_t *req);
@@ -190,5 +194,47 @@ bool http_token_equal(const char *a, const char *b);
 /* Check path parameter idx as a text identifier of 1..max bytes (UTF-8,
  * no NUL); on failure replies 400 naming `what` and returns false. */
 bool http_param_text(http_request_t *req, int idx, size_t max, const char *what);
+
+/* --- pure parsing (no connection, no reply; for the handlers' wrappers
+ * above, for unit tests and for the fuzz targets in fuzz/) ------------- */
+
+/* Why a body, a member or a path was refused: one of the contract's problem
+ * codes ("invalid_json", "invalid_argument", "unavailable") and a detail. */
+typedef struct http_error {
+    const char *code;
+    char detail[256];
+} http_error_t;
+
+/* The result of routing a method and a raw path. */
+typedef struct http_match {
+    const http_route_t *route;            /* see http_route() */
+    http_param_t params[HTTP_MAX_PARAMS]; /* decoded; owned, see http_match_free() */
+} http_match_t;
+
+/* Route `method` and a raw path (no query string, not percent-decoded).
+ * Returns 200 (route and decoded params set), 404 (no route has this path),
+ * 405 (route is a same-path route with another method, for Allow), 400 (a
+ * parameter is badly percent-encoded) or 503 (out of memory). out is always
+ * initialised: release it with http_match_free() whatever the result. */
+int http_route(const char *method, const char *path, http_match_t *out);
+
+/* Free the decoded params of a match. Cannot fail; safe to call twice. */
+void http_match_free(http_match_t *m);
+
+/* True if s[0..n) is a text identifier of 1..max bytes: UTF-8, no NUL. */
+bool http_text_ok(const char *s, size_t n, size_t max);
+
+/* http_body_object() without a request: parse body[0..len) (need not be
+ * NUL-terminated) as a JSON object whose members are all among `members`.
+ * Returns a new object (caller owns it) or NULL with err filled. */
+json_t *http_parse_object(const char *body, size_t len, bool allow_empty,
+                          const char *const members[], http_error_t *err);
+
+/* http_json_int() and http_json_string() without a request: false with err
+ * filled ("invalid_argument"). The string is borrowed from obj. */
+bool http_member_int(json_t *obj, const char *name, bool optional, int64_t dflt, int64_t min,
+                     int64_t max, int64_t *out, http_error_t *err);
+bool http_member_string(json_t *obj, const char *name, size_t max, const char **out,
+                        size_t *len, http_error_t *err);
 
 #endif

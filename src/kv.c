@@ -644,7 +644,8 @@ sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t
     /* Every key of the prefix sorts below prefix + 0xFF..., and 513 bytes of
      * 0xFF sort above every key when the prefix is empty. */
     unsigned char upper[SQLCACHED_KEY_MAX * 2 + 1];
-    memcpy(upper, prefix, plen);
+    if (plen) /* prefix may be NULL when empty: memcpy(_, NULL, 0) is undefined */
+        memcpy(upper, prefix, plen);
     memset(upper + plen, 0xff, SQLCACHED_KEY_MAX + 1);
     sqlcached_keys_t *page = calloc(1, sizeof *page);
     if (page) {

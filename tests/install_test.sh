@@ -46,5 +46,7 @@ export PKG_CONFIG_PATH="$root$libdir/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR="$root"
 cflags=$(pkg-config --cflags sqlcached)
 libs=$(pkg-config --libs sqlcached)
-cc -std=c11 $cflags -o "$tmp/embed" "$tmp/embed.c" $libs
+# SAN_CFLAGS (from make check): a sanitizer build's library needs the
+# program linked with the same runtime.
+cc -std=c11 ${SAN_CFLAGS:-} $cflags -o "$tmp/embed" "$tmp/embed.c" $libs
 LD_LIBRARY_PATH="$root$libdir" "$tmp/embed" "$tmp/embed.db"

@@ -216,6 +216,66 @@ static void test_config_file_errors_name_the_line(void **state)
     assert_non_null(strstr(err, "cannot read"));
 }
 
+/* config_parse_text: the file format without a file (also what fuzz/ calls). */
+static void test_config_parse_text(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256] = "";
+    config_defaults(&cfg);
+    const char text[] = "# comment\n\n  threads = 3  \r\nmax-body = \"2K\"\ntimeout=7";
+    assert_int_equal(config_parse_text(&cfg, text, strlen(text), "t.conf", err, sizeof err), 0);
+    assert_int_equal(cfg.threads, 3);
+    assert_int_equal(cfg.max_body, 2048);
+    assert_int_equal(cfg.connection_timeout_s, 7);
+    config_free(&cfg);
+
+    config_defaults(&cfg);
+    const char nul[] = "threads = 3\nthreads\0 = 4\n";
+    assert_int_equal(config_parse_text(&cfg, nul, sizeof nul - 1, "t.conf", err, sizeof err), -1);
+    assert_string_equal(err, "t.conf:2: NUL byte in the line");
+    config_free(&cfg);
+
+    config_defaults(&cfg);
+    size_t n = CONFIG_LINE_MAX + 10;
+    char *longline = malloc(n);
+    assert_non_null(longline);
+    memset(longline, '#', n);
+    assert_int_equal(config_parse_text(&cfg, longline, n, "t.conf", err, sizeof err), -1);
+    assert_non_null(strstr(err, "t.conf:1: line longer than"));
+    free(longline);
+    config_free(&cfg);
+}
+
+static void test_config_parse_uint(void **state)
+{
+    (void)state;
+    unsigned v = 0;
+    assert_int_equal(config_parse_uint("60", 1, 86400, &v), 0);
+    assert_int_equal(v, 60);
+    const char *bad[] = {"", "0", "86401", "-1", "+5", " 5", "5s", "0x10", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(config_parse_uint(bad[i], 1, 86400, &v), -1);
+}
+
+/* Regression (found by fuzz/fuzz_config.c): a refused --max-body (0, or
+ * above 1G) used to be stored before it was checked, leaving max_body 0 in
+ * the configuration after the error. */
+static void test_config_refused_max_body_keeps_the_setting(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256] = "";
+    config_defaults(&cfg);
+    const char text[] = "max-body = 0MiB\n";
+    assert_int_equal(config_parse_text(&cfg, text, strlen(text), "t.conf", err, sizeof err), -1);
+    assert_int_equal(cfg.max_body, 1024 * 1024);
+    config_free(&cfg);
+    char *argv[] = {"sqlcached", "--max-body", "2G", NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_ERROR);
+    assert_int_equal(cfg.max_body, 1024 * 1024);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +288,9 @@ int main(void)
         cmocka_unit_test(test_config_parse_listen),
         cmocka_unit_test(test_config_file_then_env_then_flags),
         cmocka_unit_test(test_config_file_errors_name_the_line),
+        cmocka_unit_test(test_config_parse_text),
+        cmocka_unit_test(test_config_parse_uint),
+        cmocka_unit_test(test_config_refused_max_body_keeps_the_setting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
