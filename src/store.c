@@ -516,6 +516,11 @@ static int configure_writer(store_t *s, char *err, size_t errlen)
         rc = exec_static(db, s->cfg.durability == SQLCACHED_DURABILITY_NORMAL
                                  ? "PRAGMA synchronous = NORMAL"
                                  : "PRAGMA synchronous = FULL");
+    if (rc == SQLITE_OK && s->cfg.max_pages) {
+        char pragma[64]; /* an integer, not input text */
+        snprintf(pragma, sizeof pragma, "PRAGMA max_page_count = %u", s->cfg.max_pages);
+        rc = exec_static(db, pragma);
+    }
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot configure %s: %s", s->path, sqlite3_errmsg(db));
         return -1;

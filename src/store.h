@@ -32,6 +32,7 @@ typedef struct store_config {
     sqlcached_durability_t durability;
     int busy_timeout_ms;
     unsigned max_batch;
+    unsigned max_pages; /* tests only: PRAGMA max_page_count; 0 = none */
 } store_config_t;
 
 /* A write run by the writer thread inside a transaction and a savepoint.
