@@ -1,9 +1,10 @@
 /*
  * test_storage_faults.c - the daemon when storage fails, over real HTTP:
  *   - disk full: with --testing-max-pages the database cannot grow; writes
- *     answer 507 storage_full, reads go on, nothing half-written; after a
- *     restart without the cap, writes work again, every acknowledged write
- *     is there and PRAGMA integrity_check is ok;
+ *     answer 507 storage_full, reads go on, nothing half-written; deleting
+ *     frees room for a write at once; after a restart without the cap,
+ *     writes work again, every acknowledged write is there, none answered
+ *     507 is, and PRAGMA integrity_check is ok;
  *   - busy: another connection holds the write lock (BEGIN IMMEDIATE);
  *     writes answer 503 unavailable with Retry-After after --busy-timeout,
  *     concurrent writers too (no worker hangs), reads go on, and writes
@@ -139,6 +140,19 @@ static void test_storage_full_answers_507_and_recovers(void **state)
     assert_all_present(&f.c, acked, full_at);
     assert_int_equal(rel_request(&f.c, "GET", "/healthz", NULL, 0), REL_ANSWERED);
     assert_int_equal(f.c.status, 200);
+    /* nothing is latched: deleting frees pages, and a write fits again */
+    for (int i = 0; i < 4; i++) {
+        char del[64];
+        snprintf(del, sizeof del, "/v1/kv/full-%d", i);
+        assert_int_equal(rel_request(&f.c, "DELETE", del, NULL, 0), REL_ANSWERED);
+        assert_int_equal(f.c.status, 204);
+        acked[i] = false;
+    }
+    char again[VALUE_LEN];
+    value_of(0, again);
+    assert_int_equal(rel_request(&f.c, "PUT", "/v1/kv/full-0", again, VALUE_LEN), REL_ANSWERED);
+    assert_int_equal(f.c.status, 201);
+    acked[0] = true;
     /* space returns: restart without the cap */
     assert_int_equal(daemon_stop(&f.d), 0);
     assert_true(integrity_ok(f.d.db_path));
