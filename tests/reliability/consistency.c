@@ -231,7 +231,9 @@ int main(int argc, char **argv)
         bad.guard_off = true;
         bad.delay_us = 2000;
         bad.ops = r.ops / 4 > bad.clients ? r.ops / 4 : r.ops;
-        int64_t v = run_once(&bad);
+        int64_t v = 0;
+        for (int attempt = 0; attempt < 3 && v == 0; attempt++) /* a race: retry if missed */
+            v = run_once(&bad);
         if (v > 0)
             printf("consistency: the checker caught the disabled fill guard (%" PRId64
                    " violations), as it must\n", v);
