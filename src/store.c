@@ -15,8 +15,8 @@
  * thread (and by store_open/store_close when the thread is not running).
  *
  * Group commit: the writer takes every job queued (up to max_batch), opens
- * one transaction, runs each job inside SAVEPOINT w, commits once, then wakes
- * the callers. If SQLite drops the transaction mid-batch (SQLITE_FULL can do
+ * one transaction, runs each job inside SAVEPOINT w, commits once, runs the
+ * on_commit hook of each job that succeeded, then wakes the callers. If SQLite drops the transaction mid-batch (SQLITE_FULL can do
  * that), or the commit fails, every job of the batch reports the error:
  * nothing half-written is ever acknowledged.
  */
@@ -51,6 +51,7 @@ struct store_conn {
 
 typedef struct write_job {
     store_write_fn fn;
+    store_commit_fn on_commit; /* may be NULL */
     void *arg;
     sqlcached_status_t status;
     bool done;
@@ -414,6 +415,10 @@ static void run_batch(store_t *s, write_job_t *batch)
         if (!sqlite3_get_autocommit(w->db))
             exec_stmt(w, SQL_ROLLBACK);
         fail_batch(batch, store_status(rc));
+    } else {
+        for (write_job_t *j = batch; j; j = j->next)
+            if (j->status == SQLCACHED_OK && j->on_commit)
+                j->on_commit(j->arg);
     }
     pthread_mutex_lock(&s->lock);
     if (rc == SQLITE_OK) {
@@ -441,7 +446,14 @@ static void *writer_main(void *arg)
 
 sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg)
 {
-    write_job_t job = {.fn = fn, .arg = arg, .status = SQLCACHED_INTERNAL};
+    return store_write_then(s, fn, NULL, arg);
+}
+
+sqlcached_status_t store_write_then(store_t *s, store_write_fn fn, store_commit_fn on_commit,
+                                    void *arg)
+{
+    write_job_t job = {.fn = fn, .on_commit = on_commit, .arg = arg,
+                       .status = SQLCACHED_INTERNAL};
     if (pthread_cond_init(&job.cond, NULL) != 0)
         return SQLCACHED_NOMEM;
     pthread_mutex_lock(&s->lock);

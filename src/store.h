@@ -59,6 +59,18 @@ void store_close(store_t *s);
  * of fn's work is stored). */
 sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg);
 
+/* Called by the writer thread right after the commit of a write whose fn
+ * returned SQLCACHED_OK, before the writer answers any write of this batch
+ * or starts the next one. Must not block on the store. */
+typedef void (*store_commit_fn)(void *arg);
+
+/* store_write(), plus on_commit(arg) run as above. This is where a write
+ * makes itself visible to the read path (memory-tier invalidation): done
+ * there, no later write can observe the new state (say, answer 404 to a
+ * DELETE) while the memory tier still serves the old one. */
+sqlcached_status_t store_write_then(store_t *s, store_write_fn fn, store_commit_fn on_commit,
+                                    void *arg);
+
 /* Take the next value of the persisted store-wide counter `name` (a row of
  * the meta table), inside a write. */
 sqlcached_status_t store_counter_next(store_conn_t *w, const char *name, int64_t *out);

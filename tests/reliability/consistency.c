@@ -49,6 +49,7 @@ typedef struct client {
 static void record_answer(rel_client_t *c, hop_t *o)
 {
     long st = c->status;
+    o->status = (uint16_t)st;
     o->result = st >= 200 && st < 300 ? HOP_OK
                 : st == 404           ? HOP_ABSENT
                 : st == 412 || st == 409 ? HOP_OTHER

@@ -197,9 +197,10 @@ static void report_op(printer_t *p, const char *what, const hop_t *o, const hop_
             o->result == HOP_OK ? "ok" : "absent", o->version, o->value, o->invoke / 1000,
             o->complete / 1000);
     if (other)
-        fprintf(p->out, "; conflicting: client %u %s v%" PRId64 " value %" PRId64
+        fprintf(p->out, "; conflicting: client %u %s -> %s v%" PRId64 " value %" PRId64
                 " [%" PRId64 " .. %" PRId64 " us]", other->client, kind_names[other->kind],
-                other->version, other->value, other->invoke / 1000, other->complete / 1000);
+                other->result == HOP_OK ? "ok" : "absent", other->version, other->value,
+                other->invoke / 1000, other->complete / 1000);
     fputc('\n', p->out);
 }
 
@@ -289,7 +290,9 @@ static int check_versions(const hop_t *ops, size_t n, history_report_t *r, print
 
 typedef struct seen {
     int64_t maxv;
-    bool absent_since; /* saw the key absent after seeing maxv */
+    bool absent_since;  /* saw the key absent after seeing maxv */
+    const hop_t *at_max; /* the operation that showed maxv */
+    const hop_t *absent; /* the one that showed the key absent since */
 } seen_t;
 
 /* What each client saw of each key never goes back. */
@@ -315,14 +318,18 @@ static int check_clients(const hop_t *ops, size_t n, unsigned nkeys, history_rep
             if (o->version < e->maxv || (o->version == e->maxv && e->absent_since) ||
                 (o->kind != HOP_GET && o->version == e->maxv)) {
                 r->not_monotonic++;
-                report_op(p, "this client saw the key go back", o, NULL);
+                report_op(p, "this client saw the key go back, after", o, e->at_max);
+                if (e->absent_since)
+                    report_op(p, "... and after it saw the key absent", o, e->absent);
             }
             if (o->version >= e->maxv) {
                 e->maxv = o->version;
+                e->at_max = o;
                 e->absent_since = false;
             }
         } else if (absent) {
             e->absent_since = true;
+            e->absent = o;
         }
     }
     free(s);
@@ -334,8 +341,15 @@ int history_check(const hop_t *ops, size_t n, unsigned nkeys, history_report_t *
 {
     memset(r, 0, sizeof *r);
     printer_t p = {out, print};
-    for (size_t i = 0; i < n; i++)
-        r->errors += ops[i].result == HOP_ERROR;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].result != HOP_ERROR)
+            continue;
+        if (out && r->errors < 5)
+            fprintf(out, "error: client %u %s key %u -> %s %u\n", ops[i].client,
+                    kind_names[ops[i].kind], ops[i].key,
+                    ops[i].status ? "status" : "no answer", ops[i].status);
+        r->errors++;
+    }
     key_index_t *ix = build_index(ops, n, nkeys);
     if (!ix)
         return -1;

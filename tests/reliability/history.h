@@ -50,6 +50,7 @@ typedef struct hop {
     uint16_t key;
     uint8_t kind;             /* hop_kind_t */
     uint8_t result;           /* hop_result_t */
+    uint16_t status;          /* HTTP status, 0 = no answer */
 } hop_t;
 
 typedef struct history_report {
