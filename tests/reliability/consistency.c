@@ -99,8 +99,10 @@ static void one_op(rel_client_t *c, uint64_t *rng, unsigned nkeys, hop_t *o)
     o->invoke = rel_now_ns();
     rel_transport_t t = rel_request(c, method, path, payload, len);
     o->complete = rel_now_ns();
-    if (t != REL_ANSWERED)
+    if (t != REL_ANSWERED) {
         o->result = HOP_ERROR;
+        o->value = c->curl_code; /* for the error report */
+    }
     else
         record_answer(c, o);
 }

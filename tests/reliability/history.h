@@ -45,7 +45,9 @@ typedef enum hop_result {
 typedef struct hop {
     int64_t invoke, complete; /* ns */
     int64_t version;          /* written (PUT, INCR) or read (GET); 0 = none */
-    int64_t value;            /* written (PUT), resulting (INCR) or read (GET) */
+    int64_t value;            /* written (PUT), resulting (INCR) or read (GET);
+                                 for HOP_ERROR without a status, the client's
+                                 transport error code */
     uint32_t client;
     uint16_t key;
     uint8_t kind;             /* hop_kind_t */

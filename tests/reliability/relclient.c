@@ -56,8 +56,13 @@ int rel_client_init(rel_client_t *c, const char *base_url, long timeout_ms)
 {
     memset(c, 0, sizeof *c);
     c->curl = curl_easy_init();
-    if (!c->curl)
+    c->cap = 1024;
+    c->body = malloc(c->cap); /* always a buffer, even for an empty body */
+    if (!c->curl || !c->body) {
+        rel_client_free(c);
         return -1;
+    }
+    c->body[0] = '\0';
     c->timeout_ms = timeout_ms;
     rel_client_set_base(c, base_url);
     return 0;
@@ -86,8 +91,7 @@ rel_transport_t rel_request(rel_client_t *c, const char *method, const char *pat
     c->status = 0;
     c->etag = -1;
     c->retry_after = -1;
-    if (c->body)
-        c->body[0] = '\0';
+    c->body[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, url);
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
@@ -105,11 +109,10 @@ rel_transport_t rel_request(rel_client_t *c, const char *method, const char *pat
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
-    if (curl_easy_perform(h) != CURLE_OK)
+    c->curl_code = (int)curl_easy_perform(h);
+    if (c->curl_code != CURLE_OK)
         return REL_IN_DOUBT;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->status);
-    if (!c->body && !on_body("", 1, 0, c)) /* always a buffer, even empty */
-        return REL_IN_DOUBT;
     return REL_ANSWERED;
 }
 

@@ -30,6 +30,7 @@ typedef struct rel_client {
     size_t len, cap;
     int64_t etag;        /* the ETag as an integer version, -1 if none */
     int retry_after;     /* seconds, -1 if none */
+    int curl_code;       /* CURLcode of the last request (0 = answered) */
 } rel_client_t;
 
 /* 0, or -1 when libcurl cannot make a handle. */
