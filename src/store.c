@@ -16,9 +16,10 @@
  *
  * Group commit: the writer takes every job queued (up to max_batch), opens
  * one transaction, runs each job inside SAVEPOINT w, commits once, runs the
- * on_commit hook of each job that succeeded, then wakes the callers. If SQLite drops the transaction mid-batch (SQLITE_FULL can do
- * that), or the commit fails, every job of the batch reports the error:
- * nothing half-written is ever acknowledged.
+ * on_commit hook of each job that succeeded, then wakes the callers. If
+ * SQLite drops the transaction mid-batch (SQLITE_FULL can do that), or the
+ * commit fails, every job of the batch reports the error: nothing
+ * half-written is ever acknowledged.
  */
 #include "store.h"
 
