@@ -79,6 +79,10 @@ typedef struct sqlcached_options {
      * of the memory tier (the window of the stale-fill race). */
     void (*testing_before_fill)(void *arg);
     void *testing_arg;
+    /* tests only: cap the database at this many pages (PRAGMA
+     * max_page_count on the writer), so a test can fill it and see
+     * SQLCACHED_STORAGE_FULL without a small file system; 0 = no cap. */
+    unsigned testing_max_pages;
     /* Clock for expiry decisions; NULL = the wall clock (CLOCK_REALTIME).
      * Tests inject a fake clock here. */
     int64_t (*clock_ms)(void *arg);

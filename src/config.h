@@ -33,6 +33,12 @@ typedef struct config {
     const char *policy;       /* --policy, Redis eviction policy name */
     int64_t negative_ttl_ms;  /* --negative-ttl seconds, in ms */
     unsigned ttl_jitter;      /* --ttl-jitter percent */
+    unsigned busy_timeout_ms; /* --busy-timeout: wait for a lock held elsewhere */
+    /* Testing only (hidden flags, not in --help, refused in a config file):
+     * see "Testing-only flags" in docs/operations.md. */
+    unsigned testing_max_pages;          /* --testing-max-pages N */
+    int testing_disable_fill_guard;      /* --testing-disable-fill-guard */
+    unsigned testing_fill_delay_us;      /* --testing-fill-delay-us US */
     char *owned[64];          /* strings read from the config file */
     int nowned;
     sqlcached_seckill_strategy_t seckill_strategy;

@@ -16,8 +16,9 @@
  *          NEGATIVE -> absent; LEAD -> this thread is the key's single
  *          loader: read SQLite, cache_load_finish (the fill guard drops the
  *          fill if a write invalidated the key meanwhile), answer.
- *   write: commit (store_write), then bloom_add (after the commit, see
- *          bloom.h), then cache_invalidate, then return to the caller. So
+ *   write: commit (store_write_then), then, in the writer thread before
+ *          it answers any write, bloom_add (after the commit, see bloom.h)
+ *          and cache_invalidate, then return to the caller. So
  *          once a write is acknowledged no reader can get an older value:
  *          the cached copy is gone and a fill that read before the commit
  *          is dropped by the guard.
@@ -232,7 +233,10 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     return status;
 }
 
-/* After a committed write of key: make it visible to every later read. */
+/* After a committed write of key: make it visible to every later read.
+ * Run by the writer thread (store_write_then) between the commit and any
+ * answer, so no later write can reveal the new state (a DELETE's 404, a
+ * failed If-Match) while the memory tier still holds the old one. */
 static void after_commit(sqlcached_t *db, const void *key, size_t klen, bool exists)
 {
     if (db->bloom && exists)
@@ -284,6 +288,7 @@ static sqlcached_status_t upsert(store_conn_t *w, const void *key, size_t klen,
 }
 
 typedef struct put_job {
+    sqlcached_t *db;
     const void *key, *val;
     size_t klen, vlen;
     const char *content_type;
@@ -345,6 +350,12 @@ static sqlcached_status_t do_put(store_conn_t *w, void *arg)
     return st;
 }
 
+static void put_committed(void *arg)
+{
+    put_job_t *p = arg;
+    after_commit(p->db, p->key, p->klen, true);
+}
+
 static bool content_type_ok(const char *ct)
 {
     size_t n = strlen(ct);
@@ -381,13 +392,12 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
         vlen > (size_t)INT32_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
     put_job_t job = {
-        .key = key, .klen = klen, .val = value, .vlen = vlen, .content_type = ct,
+        .db = db, .key = key, .klen = klen, .val = value, .vlen = vlen, .content_type = ct,
         .pre = &opts->pre, .now = engine_now(db),
     };
     job.expires_at = opts->ttl_ms > 0 ? job.now + jitter_ttl(db, opts->ttl_ms) : 0;
-    sqlcached_status_t st = store_write(db->store, do_put, &job);
+    sqlcached_status_t st = store_write_then(db->store, do_put, put_committed, &job);
     if (st == SQLCACHED_OK) {
-        after_commit(db, key, klen, true);
         if (result)
             *result = job.result;
     }
@@ -395,6 +405,7 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
 }
 
 typedef struct delete_job {
+    sqlcached_t *db;
     const void *key;
     size_t klen;
     const sqlcached_preconditions_t *pre;
@@ -425,16 +436,19 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
     return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
 }
 
+static void delete_committed(void *arg)
+{
+    delete_job_t *d = arg;
+    after_commit(d->db, d->key, d->klen, false);
+}
+
 sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
                                        const sqlcached_preconditions_t *pre)
 {
     if (!key_ok(key, klen) || !preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
-    delete_job_t job = {key, klen, pre, engine_now(db)};
-    sqlcached_status_t st = store_write(db->store, do_delete, &job);
-    if (st == SQLCACHED_OK)
-        after_commit(db, key, klen, false);
-    return st;
+    delete_job_t job = {db, key, klen, pre, engine_now(db)};
+    return store_write_then(db->store, do_delete, delete_committed, &job);
 }
 
 /* Parse a whole buffer as a base-10 int64: -?(0|[1-9][0-9]*). */
@@ -459,6 +473,7 @@ static bool parse_int64(const unsigned char *p, size_t n, int64_t *out)
 }
 
 typedef struct incr_job {
+    sqlcached_t *db;
     const void *key;
     size_t klen;
     int64_t by, now;
@@ -507,15 +522,20 @@ static sqlcached_status_t do_incr(store_conn_t *w, void *arg)
     return status;
 }
 
+static void incr_committed(void *arg)
+{
+    incr_job_t *j = arg;
+    after_commit(j->db, j->key, j->klen, true);
+}
+
 sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen,
                                      int64_t by, int64_t *value_out, int64_t *version_out)
 {
     if (!key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
-    incr_job_t job = {.key = key, .klen = klen, .by = by, .now = engine_now(db)};
-    sqlcached_status_t st = store_write(db->store, do_incr, &job);
+    incr_job_t job = {.db = db, .key = key, .klen = klen, .by = by, .now = engine_now(db)};
+    sqlcached_status_t st = store_write_then(db->store, do_incr, incr_committed, &job);
     if (st == SQLCACHED_OK) {
-        after_commit(db, key, klen, true);
         if (value_out)
             *value_out = job.value;
         if (version_out)

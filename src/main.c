@@ -16,6 +16,13 @@
 #include "log.h"
 #include "sqlcached.h"
 
+/* --testing-fill-delay-us: widen the window between a reader's SQLite read
+ * and its fill of the memory tier (installed only when the flag is given). */
+static void testing_fill_delay(void *arg)
+{
+    usleep(*(const unsigned *)arg);
+}
+
 static int serve(const config_t *cfg, sigset_t *stop_signals)
 {
     char err[512] = "";
@@ -29,6 +36,13 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     opts.ttl_jitter_percent = cfg->ttl_jitter;
     opts.seckill_strategy = cfg->seckill_strategy;
     opts.seckill_retries = (int)cfg->seckill_retries;
+    opts.busy_timeout_ms = (int)cfg->busy_timeout_ms;
+    opts.testing_max_pages = cfg->testing_max_pages;
+    opts.testing_disable_fill_guard = cfg->testing_disable_fill_guard;
+    if (cfg->testing_fill_delay_us) {
+        opts.testing_before_fill = testing_fill_delay;
+        opts.testing_arg = (void *)&cfg->testing_fill_delay_us;
+    }
     sqlcached_t *db = NULL;
     if (sqlcached_open(&opts, &db, err, sizeof err) != SQLCACHED_OK) {
         log_error("main", "%s", err);
@@ -50,6 +64,8 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         sqlcached_close(db);
         return 1;
     }
+    if (cfg->testing_max_pages || cfg->testing_disable_fill_guard || cfg->testing_fill_delay_us)
+        log_warn("main", "testing-only flags are set: not for production use");
     log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "
              "memory tier %zu bytes (%s), seckill strategy %s%s",
              sqlcached_version(), cfg->listen_host, http_port(srv), cfg->db_path, cfg->threads,

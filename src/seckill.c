@@ -42,8 +42,9 @@
  * Memory tier: item reads go through db->item_cache (an instance of the
  * memory tier of its own, so item ids and KV keys never share a namespace),
  * with single-flight and the stale-fill guard as for KV reads; every
- * committed change of an item (reset, order) invalidates it before the
- * answer, so no read after an answered change sees the item older.
+ * committed change of an item (reset, order) invalidates it in the writer
+ * thread right after the commit (store_write_then), before any answer, so
+ * no read after an answered change sees the item older.
  */
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -474,6 +475,7 @@ sqlcached_status_t sqlcached_order_list(sqlcached_t *db, const char *item_id, in
  * ------------------------------------------------------------------------ */
 
 typedef struct put_job {
+    sqlcached_t *db;
     const char *id, *name;
     int64_t stock;
     int64_t version; /* out */
@@ -514,17 +516,25 @@ static sqlcached_status_t do_item_put(store_conn_t *w, void *arg)
     return step_done(st);
 }
 
+/* Run by the writer thread after the commit, before any answer (see
+ * store_write_then): no later write can reveal the change while the memory
+ * tier still serves the item as it was. */
+static void item_put_committed(void *arg)
+{
+    put_job_t *p = arg;
+    tier_invalidate(p->db, p->id);
+}
+
 sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const char *name,
                                       int64_t stock, sqlcached_item_t *out, int *created)
 {
     if (!text_ok(id, SQLCACHED_ITEM_ID_MAX) || !text_ok(name, SQLCACHED_ITEM_NAME_MAX) ||
         stock < 0 || stock > SQLCACHED_STOCK_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
-    put_job_t job = {.id = id, .name = name, .stock = stock};
+    put_job_t job = {.db = db, .id = id, .name = name, .stock = stock};
     bool begun = reset_begin(db->seckill, id);
-    sqlcached_status_t st = store_write(db->store, do_item_put, &job);
+    sqlcached_status_t st = store_write_then(db->store, do_item_put, item_put_committed, &job);
     if (st == SQLCACHED_OK) {
-        tier_invalidate(db, id);
         if (stock == 0) /* sold out from the start */
             flag_set(db->seckill, id, job.version);
     }
@@ -548,6 +558,7 @@ sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const cha
  * ------------------------------------------------------------------------ */
 
 typedef struct order_job {
+    sqlcached_t *db;
     const char *item_id, *user_id;
     int64_t now;
     bool by_version;          /* strategy of this try */
@@ -636,12 +647,18 @@ static void learn_sold_out(sqlcached_t *db, const char *item_id)
         flag_set(db->seckill, item_id, item.version);
 }
 
+/* Run by the writer thread after the order's commit (as item_put_committed). */
+static void order_committed(void *arg)
+{
+    order_job_t *j = arg;
+    tier_invalidate(j->db, j->item_id);
+}
+
 /* One write of the order; on success the bookkeeping that follows it. */
 static sqlcached_status_t write_order(sqlcached_t *db, order_job_t *job)
 {
-    sqlcached_status_t st = store_write(db->store, do_order, job);
+    sqlcached_status_t st = store_write_then(db->store, do_order, order_committed, job);
     if (st == SQLCACHED_OK) {
-        tier_invalidate(db, job->item_id);
         if (job->stock_left == 0)
             flag_set(db->seckill, job->item_id, job->version);
     }
@@ -694,7 +711,7 @@ sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
             atomic_fetch_add(&sk->sold_out_fast, 1);
         return count_answer(sk, st);
     }
-    order_job_t job = {.item_id = item_id, .user_id = user_id, .now = engine_now(db)};
+    order_job_t job = {.db = db, .item_id = item_id, .user_id = user_id, .now = engine_now(db)};
     sqlcached_status_t st = db->opts.seckill_strategy == SQLCACHED_SECKILL_VERSION
                                 ? place_by_version(db, &job)
                                 : place_by_stock(db, &job);

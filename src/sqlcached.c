@@ -287,6 +287,7 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         .durability = opts->durability,
         .busy_timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : 5000,
         .max_batch = opts->max_batch,
+        .max_pages = opts->testing_max_pages,
     };
     db->store = store_open(&cfg, err, errlen);
     if (db->store && open_memory_tier(db, err, errlen) == 0)

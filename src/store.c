@@ -15,10 +15,11 @@
  * thread (and by store_open/store_close when the thread is not running).
  *
  * Group commit: the writer takes every job queued (up to max_batch), opens
- * one transaction, runs each job inside SAVEPOINT w, commits once, then wakes
- * the callers. If SQLite drops the transaction mid-batch (SQLITE_FULL can do
- * that), or the commit fails, every job of the batch reports the error:
- * nothing half-written is ever acknowledged.
+ * one transaction, runs each job inside SAVEPOINT w, commits once, runs the
+ * on_commit hook of each job that succeeded, then wakes the callers. If
+ * SQLite drops the transaction mid-batch (SQLITE_FULL can do that), or the
+ * commit fails, every job of the batch reports the error: nothing
+ * half-written is ever acknowledged.
  */
 #include "store.h"
 
@@ -51,6 +52,7 @@ struct store_conn {
 
 typedef struct write_job {
     store_write_fn fn;
+    store_commit_fn on_commit; /* may be NULL */
     void *arg;
     sqlcached_status_t status;
     bool done;
@@ -434,6 +436,10 @@ static void run_batch(store_t *s, write_job_t *batch)
         if (!sqlite3_get_autocommit(w->db))
             exec_stmt(w, SQL_ROLLBACK);
         fail_batch(batch, store_status(rc));
+    } else {
+        for (write_job_t *j = batch; j; j = j->next)
+            if (j->status == SQLCACHED_OK && j->on_commit)
+                j->on_commit(j->arg);
     }
     pthread_mutex_lock(&s->lock);
     if (rc == SQLITE_OK) {
@@ -461,7 +467,14 @@ static void *writer_main(void *arg)
 
 sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg)
 {
-    write_job_t job = {.fn = fn, .arg = arg, .status = SQLCACHED_INTERNAL};
+    return store_write_then(s, fn, NULL, arg);
+}
+
+sqlcached_status_t store_write_then(store_t *s, store_write_fn fn, store_commit_fn on_commit,
+                                    void *arg)
+{
+    write_job_t job = {.fn = fn, .on_commit = on_commit, .arg = arg,
+                       .status = SQLCACHED_INTERNAL};
     if (pthread_cond_init(&job.cond, NULL) != 0)
         return SQLCACHED_NOMEM;
     pthread_mutex_lock(&s->lock);
@@ -536,6 +549,11 @@ static int configure_writer(store_t *s, char *err, size_t errlen)
         rc = exec_static(db, s->cfg.durability == SQLCACHED_DURABILITY_NORMAL
                                  ? "PRAGMA synchronous = NORMAL"
                                  : "PRAGMA synchronous = FULL");
+    if (rc == SQLITE_OK && s->cfg.max_pages) {
+        char pragma[64]; /* an integer, not input text */
+        snprintf(pragma, sizeof pragma, "PRAGMA max_page_count = %u", s->cfg.max_pages);
+        rc = exec_static(db, pragma);
+    }
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot configure %s: %s", s->path, sqlite3_errmsg(db));
         return -1;

@@ -32,6 +32,7 @@ typedef struct store_config {
     sqlcached_durability_t durability;
     int busy_timeout_ms;
     unsigned max_batch;
+    unsigned max_pages; /* tests only: PRAGMA max_page_count; 0 = none */
 } store_config_t;
 
 /* A write run by the writer thread inside a transaction and a savepoint.
@@ -57,6 +58,18 @@ void store_close(store_t *s);
  * Returns fn's status, or the error that prevented the commit (then nothing
  * of fn's work is stored). */
 sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg);
+
+/* Called by the writer thread right after the commit of a write whose fn
+ * returned SQLCACHED_OK, before the writer answers any write of this batch
+ * or starts the next one. Must not block on the store. */
+typedef void (*store_commit_fn)(void *arg);
+
+/* store_write(), plus on_commit(arg) run as above. This is where a write
+ * makes itself visible to the read path (memory-tier invalidation): done
+ * there, no later write can observe the new state (say, answer 404 to a
+ * DELETE) while the memory tier still serves the old one. */
+sqlcached_status_t store_write_then(store_t *s, store_write_fn fn, store_commit_fn on_commit,
+                                    void *arg);
 
 /* Take the next value of the persisted store-wide counter `name` (a row of
  * the meta table), inside a write. */

@@ -276,6 +276,40 @@ static void test_config_refused_max_body_keeps_the_setting(void **state)
     assert_int_equal(cfg.max_body, 1024 * 1024);
 }
 
+static void test_config_busy_timeout_and_testing_flags(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256];
+    char *defaults[] = {"sqlcached", NULL};
+    assert_int_equal(parse(&cfg, defaults, err), CONFIG_OK);
+    assert_int_equal(cfg.busy_timeout_ms, 5000);
+    assert_int_equal(cfg.testing_max_pages, 0);
+    assert_int_equal(cfg.testing_disable_fill_guard, 0);
+    assert_int_equal(cfg.testing_fill_delay_us, 0);
+    char *argv[] = {"sqlcached", "--busy-timeout", "250", "--testing-max-pages", "64",
+                    "--testing-disable-fill-guard", "--testing-fill-delay-us", "500", NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
+    assert_int_equal(cfg.busy_timeout_ms, 250);
+    assert_int_equal(cfg.testing_max_pages, 64);
+    assert_int_equal(cfg.testing_disable_fill_guard, 1);
+    assert_int_equal(cfg.testing_fill_delay_us, 500);
+    char *bad[] = {"sqlcached", "--busy-timeout", "0", NULL};
+    assert_int_equal(parse(&cfg, bad, err), CONFIG_ERROR);
+    /* testing-only flags stay out of --help and out of config files */
+    assert_null(strstr(config_usage(), "testing"));
+    char path[] = "/tmp/sqlcached-conf-XXXXXX";
+    int fd = mkstemp(path);
+    const char *text = "testing-max-pages = 10\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    char *file[] = {"sqlcached", "--config", path, NULL};
+    assert_int_equal(parse(&cfg, file, err), CONFIG_ERROR);
+    assert_non_null(strstr(err, "unknown setting 'testing-max-pages'"));
+    config_free(&cfg);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -291,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_config_parse_text),
         cmocka_unit_test(test_config_parse_uint),
         cmocka_unit_test(test_config_refused_max_body_keeps_the_setting),
+        cmocka_unit_test(test_config_busy_timeout_and_testing_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
