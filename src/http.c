@@ -48,6 +48,7 @@
 #include "api.h"
 #include "log.h"
 #include "metrics.h"
+#include "utf8.h"
 
 #define DRAIN_WAIT_MS 10000
 
@@ -387,39 +388,7 @@ char *http_percent_decode(const char *s, size_t n, bool plus_is_space, size_t *o
 
 bool http_utf8_ok(const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = p[i];
-        size_t len;
-        uint32_t cp;
-        if (c == 0)
-            return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2, cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += len;
-    }
-    return true;
+    return utf8_valid(s, n);
 }
 
 bool http_token_equal(const char *a, const char *b)

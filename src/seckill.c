@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "utf8.h"
 
 #define STATE_BUCKETS 1024
 #define STATE_SHARDS 32
@@ -265,27 +266,7 @@ static bool text_ok(const char *s, size_t max)
     if (!s)
         return false;
     size_t n = strnlen(s, max + 1);
-    if (n == 0 || n > max)
-        return false;
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        unsigned c = p[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-                                 : (c & 0xf8) == 0xf0 ? 4 : 0;
-        if (len == 0 || i + len > n)
-            return false;
-        uint32_t cp = len == 1 ? c : c & (0x7f >> len);
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += len;
-    }
-    return true;
+    return n > 0 && n <= max && utf8_valid(s, n);
 }
 
 /* Copy a text column into dst[cap] (truncating, always terminated). */
