@@ -245,7 +245,7 @@ static size_t heap_bytes(uint32_t hcap)
 static void update_mem(struct shard *s)
 {
     s->mem = s->entry_bytes + table_bytes(s->tcap) + pages_bytes(s->npages) +
-             heap_bytes(s->hcap) + sketch_bytes(&s->sketch);
+             heap_bytes(s->hcap) + policy_bytes(s);
 }
 
 uint64_t entry_weight(const struct shard *s, const cache_value_t *v)
@@ -1090,7 +1090,7 @@ static void shard_free(struct shard *s)
     free(s->table);
     free(s->hexp);
     free(s->hslot);
-    sketch_free(&s->sketch);
+    policy_free(s);
     pthread_cond_destroy(&s->loaded);
     pthread_mutex_destroy(&s->lock);
 }

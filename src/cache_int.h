@@ -165,12 +165,12 @@ struct cache_load {
 
 /* ---- shard ---------------------------------------------------------------- */
 
-/* W-TinyLFU adaptive window (hill climber) state. */
-struct climber {
-    uint64_t hits, misses;   /* in the current sample */
-    double prev_rate;
-    double step;             /* signed, in weight units */
-    uint64_t sample;         /* requests per sample */
+/* W-TinyLFU ghosts (cache_policy.c): keys that recently left the cache,
+ * which steer the window size. */
+struct ghosts {
+    uint32_t *slot;          /* direct-mapped, 0 = empty */
+    uint32_t n;              /* slots */
+    uint32_t wseq, mseq;     /* departures from the window / from main */
 };
 
 struct shard {
@@ -199,7 +199,7 @@ struct shard {
     uint64_t seg_weight[NLISTS]; /* LFU: weight per segment */
     double window_frac;      /* LFU: window share of the capacity */
     sketch_t sketch;
-    struct climber climb;
+    struct ghosts ghost;
     uint64_t rng;
 
     struct cache_load *inflight;
@@ -250,6 +250,10 @@ void policy_unlink(struct shard *s, uint32_t idx);
 /* Whether evicting can free need_bytes and need_entries for a new entry. */
 bool policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
                         size_t need_entries);
+/* Bytes allocated by the policy's structures (sketch, ghosts). */
+size_t policy_bytes(const struct shard *s);
+/* Frees them. */
+void policy_free(struct shard *s);
 /* Bytes the policy's structures grow by on one more insert, and the
  * allocation doing it (0 or -1). */
 size_t policy_growth_bytes(const cache_t *c, const struct shard *s);

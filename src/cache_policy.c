@@ -29,26 +29,31 @@
  * increments, so frequency ages. A hit in probation promotes to protected;
  * protected overflow demotes to probation.
  *
- * The window size adapts (hill climbing): every sample of 10 x capacity
- * requests the hit ratio is compared with the previous sample's; if it
- * improved, the window keeps moving the same way, otherwise the direction
- * reverses. Steps start at 6.25% of the capacity and decay by 2% per
- * sample. Caffeine also restarts the step when the hit ratio jumps by 5
- * points; on the reference traces those jumps are phase changes of the
- * workload, not effects of the window, and restarting measured worse, so
- * there is no restart. A larger window favours recency (LRU-like traces),
- * a smaller one frequency (loops, scans).
+ * The window size adapts from ghosts, as ARC balances its two lists: a
+ * small direct-mapped table (one slot per 8 expected entries, 4 bytes
+ * each: a 12-bit fingerprint, the side and a 19-bit sequence number)
+ * remembers keys that left the cache, either as a candidate rejected on
+ * leaving the window or as a victim evicted from main. When a missed key
+ * comes back and its ghost is found, the side it left from was too small:
+ * the window grows by one entry for a window ghost and shrinks by one for
+ * a main ghost. Only ghosts within the reach count: the key must have left
+ * at most max(window, 10% of capacity) departures ago on its side (and
+ * within what main could give up), so the test compares the marginal
+ * value of a little more window with that of a little more main. A loop
+ * longer than the cache never brings a ghost back within the reach, so
+ * the window stays small there; a recency-friendly phase moves it up
+ * within a few hundred misses, much faster than hill climbing on sampled
+ * hit ratios, which it replaces. The window stays within 0..80%.
  */
 #include "cache_int.h"
 
+#include <limits.h>
+#include <stdlib.h>
 
 #define VOLATILE_SAMPLES 5
 #define PROTECTED_SHARE  0.80
 #define WINDOW_INITIAL   0.01
 #define WINDOW_MAX       0.80
-#define CLIMB_STEP       0.0625
-#define CLIMB_DECAY      0.98
-#define CLIMB_SAMPLE     10   /* requests per sample, times capacity */
 
 /* ======================================================================
  * Lists
@@ -131,13 +136,130 @@ static bool is_tinylfu(const cache_t *c)
     return c->cfg.policy == CACHE_POLICY_ALLKEYS_LFU;
 }
 
+/* ======================================================================
+ * W-TinyLFU window adaptation (ghosts)
+ * ====================================================================== */
+
+/* Direct-mapped slots of the ghost table per expected entry. */
+#define GHOST_SLOTS_PER_ENTRY 0.125
+#define GHOST_MIN_SLOTS       16
+/* A ghost slot: 12-bit fingerprint | side (1 bit) | 19-bit sequence. */
+#define GHOST_SEQ_BITS        19
+#define GHOST_SEQ_MASK        ((1u << GHOST_SEQ_BITS) - 1)
+#define GHOST_SIDE_MAIN       (1u << GHOST_SEQ_BITS)
+/* Reach of a ghost: the window's size, at least this share of capacity. */
+#define GHOST_REACH_MIN       0.10
+
+static uint32_t ghost_slots_for(size_t entries)
+{
+    double n = (double)entries * GHOST_SLOTS_PER_ENTRY;
+
+    return n < GHOST_MIN_SLOTS ? GHOST_MIN_SLOTS
+           : n > (double)(1u << 30) ? 1u << 30 : (uint32_t)n;
+}
+
+static size_t ghost_bytes_for(size_t entries)
+{
+    return (size_t)ghost_slots_for(entries) * sizeof(uint32_t);
+}
+
+size_t policy_bytes(const struct shard *s)
+{
+    return sketch_bytes(&s->sketch) +
+           (size_t)s->ghost.n * sizeof(*s->ghost.slot);
+}
+
+/* Replaces the ghost table by an empty one for `entries`. 0 or -1. */
+static int ghost_reset(struct shard *s, size_t entries)
+{
+    uint32_t n = ghost_slots_for(entries);
+    uint32_t *slot = calloc(n, sizeof(*slot));
+
+    if (slot == NULL)
+        return -1;
+    free(s->ghost.slot);
+    s->ghost.slot = slot;
+    s->ghost.n = n;
+    return 0;
+}
+
+void policy_free(struct shard *s)
+{
+    free(s->ghost.slot);
+    s->ghost.slot = NULL;
+    s->ghost.n = 0;
+    sketch_free(&s->sketch);
+}
+
+static uint32_t *ghost_slot(const struct shard *s, uint64_t h)
+{
+    return &s->ghost.slot[((h & 0xffffffffu) * s->ghost.n) >> 32];
+}
+
+static uint32_t ghost_fp(uint64_t h)
+{
+    return (uint32_t)(h >> 52) << (GHOST_SEQ_BITS + 1);
+}
+
+/* Remembers a key leaving the cache: a candidate the window could not
+ * place in main, or an entry evicted from main. */
+static void ghost_add(struct shard *s, uint64_t h, bool main)
+{
+    struct ghosts *g = &s->ghost;
+    uint32_t seq = main ? ++g->mseq : ++g->wseq;
+
+    if (g->n == 0)
+        return;
+    *ghost_slot(s, h) = ghost_fp(h) | (main ? GHOST_SIDE_MAIN : 0) |
+                        (seq & GHOST_SEQ_MASK);
+}
+
+/* A missed key is being inserted: if it left recently (within the reach),
+ * the side it left from was too small by one entry. */
+static void ghost_check(struct shard *s, uint64_t h)
+{
+    struct ghosts *g = &s->ghost;
+    uint32_t *sl, e, dist;
+    double cap, win, reach;
+
+    if (g->n == 0)
+        return;
+    sl = ghost_slot(s, h);
+    e = *sl;
+    if (e == 0 || (e & ~(GHOST_SIDE_MAIN | GHOST_SEQ_MASK)) != ghost_fp(h))
+        return;
+    *sl = 0;
+    cap = (double)shard_capacity(s);
+    if (cap < 1)
+        return;
+    win = cap * s->window_frac;
+    reach = win > GHOST_REACH_MIN * cap ? win : GHOST_REACH_MIN * cap;
+    if (reach > cap - win)
+        reach = cap - win;
+    if (e & GHOST_SIDE_MAIN) {
+        dist = (g->mseq - e) & GHOST_SEQ_MASK;
+        if (dist <= reach)
+            s->window_frac -= 1.0 / cap;
+    } else {
+        dist = (g->wseq - e) & GHOST_SEQ_MASK;
+        if (dist <= reach)
+            s->window_frac += 1.0 / cap;
+    }
+    if (s->window_frac < 0)
+        s->window_frac = 0;
+    if (s->window_frac > WINDOW_MAX)
+        s->window_frac = WINDOW_MAX;
+}
+
 void policy_init(cache_t *c, struct shard *s)
 {
-    s->climb.step = CLIMB_STEP;
-    s->climb.prev_rate = 0;
+    size_t entries = s->max_entries ? s->max_entries : 64;
+
     s->window_frac = WINDOW_INITIAL;
     if (uses_sketch(c))
-        (void)sketch_reset(&s->sketch, s->max_entries ? s->max_entries : 64);
+        (void)sketch_reset(&s->sketch, entries);
+    if (is_tinylfu(c))
+        (void)ghost_reset(s, entries);
 }
 
 /* Entries the sketch would need after one more insert, or 0 if it fits. */
@@ -155,48 +277,27 @@ size_t policy_growth_bytes(const cache_t *c, const struct shard *s)
 
     if (want == 0)
         return 0;
-    return sketch_bytes_for(want) - sketch_bytes(&s->sketch);
+    return sketch_bytes_for(want) - sketch_bytes(&s->sketch) +
+           (is_tinylfu(c) ? ghost_bytes_for(want) -
+                                (size_t)s->ghost.n * sizeof(uint32_t)
+                          : 0);
 }
 
 int policy_reserve(const cache_t *c, struct shard *s)
 {
     size_t want = sketch_wanted(c, s);
 
-    return want == 0 ? 0 : sketch_reset(&s->sketch, want);
-}
-
-static void climb_adjust(struct shard *s)
-{
-    struct climber *cl = &s->climb;
-    uint64_t req = cl->hits + cl->misses;
-    double rate = (double)cl->hits / (double)req;
-    double change = rate - cl->prev_rate;
-    double amount = change >= 0 ? cl->step : -cl->step;
-
-    cl->step = amount * CLIMB_DECAY;
-    cl->prev_rate = rate;
-    cl->hits = cl->misses = 0;
-    s->window_frac += amount;
-    if (s->window_frac < 0)
-        s->window_frac = 0;
-    if (s->window_frac > WINDOW_MAX)
-        s->window_frac = WINDOW_MAX;
+    if (want == 0)
+        return 0;
+    if (is_tinylfu(c) && ghost_reset(s, want) != 0)
+        return -1;
+    return sketch_reset(&s->sketch, want);
 }
 
 void policy_record(cache_t *c, struct shard *s, uint64_t hash)
 {
-    uint64_t sample;
-
-    if (!uses_sketch(c))
-        return;
-    sketch_increment(&s->sketch, hash);
-    if (!is_tinylfu(c))
-        return;
-    s->climb.misses++; /* turned into a hit by policy_hit */
-    sample = CLIMB_SAMPLE * (uint64_t)(s->max_entries ? s->max_entries
-                                                       : s->count + 1);
-    if (s->climb.hits + s->climb.misses >= sample)
-        climb_adjust(s);
+    if (uses_sketch(c))
+        sketch_increment(&s->sketch, hash);
 }
 
 void policy_insert(cache_t *c, struct shard *s, uint32_t idx)
@@ -206,8 +307,10 @@ void policy_insert(cache_t *c, struct shard *s, uint32_t idx)
 
     if (c->cfg.policy == CACHE_POLICY_VOLATILE_LRU && !(v->flags & VAL_TTL))
         list = 1;
-    if (is_tinylfu(c))
+    if (is_tinylfu(c)) {
         list = LIST_WINDOW;
+        ghost_check(s, slot_hash(c, s, idx));
+    }
     list_push_front(s, list, idx);
     s->seg_weight[list] += entry_weight(s, v);
 }
@@ -234,8 +337,6 @@ void policy_hit(cache_t *c, struct shard *s, uint32_t idx)
         move_to(s, idx, list);
         return;
     }
-    s->climb.hits++;
-    s->climb.misses--;
     if (list == LIST_PROBATION) {
         move_to(s, idx, LIST_PROTECTED);
         protected_overflow(s);
@@ -329,7 +430,7 @@ static uint32_t volatile_lfu_victim(cache_t *c, struct shard *s,
                                     uint32_t newest)
 {
     uint32_t best = 0;
-    unsigned best_f = 16;
+    unsigned best_f = UINT_MAX;
 
     if (s->hcount == 0 || (s->hcount == 1 && s->hslot[0] == newest))
         return 0;
@@ -382,15 +483,6 @@ static void evict(cache_t *c, struct shard *s, uint32_t idx)
  * W-TinyLFU
  * ====================================================================== */
 
-static bool admit(cache_t *c, struct shard *s, uint32_t cand, uint32_t victim)
-{
-    unsigned fc = sketch_frequency(&s->sketch, slot_hash(c, s, cand));
-    unsigned fv = sketch_frequency(&s->sketch, slot_hash(c, s, victim));
-
-    /* ties keep the victim: on loops that keeps main stable */
-    return fc > fv;
-}
-
 /* Main's least recent entry other than cand, or 0. */
 static uint32_t main_victim(const struct shard *s, uint32_t cand)
 {
@@ -404,18 +496,25 @@ static uint32_t main_victim(const struct shard *s, uint32_t cand)
 }
 
 /* Moves the window's LRU entry into probation and makes room for it in
- * main by dueling with main's LRU entries. */
+ * main by dueling with main's LRU entries: the one the sketch deems less
+ * frequent is evicted (ties keep the victim: on loops that keeps main
+ * stable). Either way the loser is remembered as a ghost. */
 static void window_overflow(cache_t *c, struct shard *s)
 {
     uint32_t cand = list_back(s, LIST_WINDOW);
+    uint64_t hc = slot_hash(c, s, cand);
+    unsigned fc = sketch_frequency(&s->sketch, hc);
 
     move_to(s, cand, LIST_PROBATION);
     while (over_limit(s)) {
         uint32_t victim = main_victim(s, cand);
-        if (victim == 0 || !admit(c, s, cand, victim)) {
+        uint64_t hv = victim ? slot_hash(c, s, victim) : 0;
+        if (victim == 0 || fc <= sketch_frequency(&s->sketch, hv)) {
+            ghost_add(s, hc, false);
             evict(c, s, cand);
             return;
         }
+        ghost_add(s, hv, true);
         evict(c, s, victim);
     }
 }

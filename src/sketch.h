@@ -7,7 +7,10 @@
  * update, bumping only the minimum ones, measured worse on loop traces:
  * it lets just-seen keys outrank equally frequent older ones). After
  * sample_size increments every counter is halved, so old popularity
- * fades. Not thread-safe: the owner's lock covers
+ * fades. A doorkeeper (a bloom filter of 4 bits per entry, two bits per
+ * key) takes each key's first sighting so that keys seen once do not
+ * crowd the counters; it is cleared at each halving, and a key in it
+ * counts one more. Not thread-safe: the owner's lock covers
  * it (one sketch per cache shard).
  */
 #ifndef SQLCACHED_SKETCH_H
@@ -17,11 +20,14 @@
 #include <stdint.h>
 
 typedef struct sketch {
-    uint64_t *words;      /* 16 counters of 4 bits per word */
+    uint64_t *words;      /* 16 counters of 4 bits per word, then the
+                             doorkeeper */
     uint32_t width;       /* words per row (any number >= 16) */
     uint32_t additions;   /* increments since the last halving */
     uint32_t sample_size; /* halve after this many increments */
     uint32_t capacity;    /* entries it was sized for */
+    uint64_t *door;       /* doorkeeper bloom filter (inside words) */
+    uint32_t door_words;
 } sketch_t;
 
 #define SKETCH_ROWS 4
@@ -37,7 +43,7 @@ void sketch_free(sketch_t *s);
 /* Records one access of the key with this hash. Cannot fail. */
 void sketch_increment(sketch_t *s, uint64_t hash);
 
-/* Returns the estimated recent access count, 0..15. */
+/* Returns the estimated recent access count, 0..16. */
 unsigned sketch_frequency(const sketch_t *s, uint64_t hash);
 
 /* Bytes allocated for the table. */

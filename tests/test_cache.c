@@ -175,7 +175,10 @@ static void test_cache_sketch_exact_width_counts(void **state)
     (void)state;
     assert_int_equal(sketch_reset(&sk, 5000), 0);
     assert_int_equal(sketch_bytes(&sk), sketch_bytes_for(5000));
-    assert_int_equal(sketch_bytes(&sk), 5000 / 4 * SKETCH_ROWS * 8);
+    /* 4 counters of 4 bits per entry plus a 4-bit-per-entry doorkeeper */
+    assert_int_equal(sketch_bytes(&sk),
+                     (5000 / 16 * SKETCH_ROWS + (5000 * 4 + 63) / 64) * 8);
+    assert_true(sketch_bytes(&sk) <= 5000 * 5 / 2 + 16);
     for (uint64_t k = 1; k <= 2000; k++)
         for (uint64_t n = 0; n < k % 7; n++)
             sketch_increment(&sk, k * 0x9e3779b97f4a7c15ull);
@@ -183,6 +186,86 @@ static void test_cache_sketch_exact_width_counts(void **state)
         assert_true(sketch_frequency(&sk, k * 0x9e3779b97f4a7c15ull) >=
                     k % 7);
     sketch_free(&sk);
+}
+
+/* The doorkeeper absorbs a key's first sighting, which still counts. */
+static void test_cache_sketch_doorkeeper(void **state)
+{
+    sketch_t sk = {0};
+    uint64_t h = 0x1234567887654321ull;
+
+    (void)state;
+    assert_int_equal(sketch_reset(&sk, 1000), 0);
+    assert_int_equal(sketch_frequency(&sk, h), 0);
+    sketch_increment(&sk, h);
+    assert_int_equal(sketch_frequency(&sk, h), 1);
+    sketch_increment(&sk, h);
+    assert_int_equal(sketch_frequency(&sk, h), 2);
+    sketch_free(&sk);
+}
+
+/* Reads key k through a fill-on-miss, as a client of the tier does. */
+static void touch(cache_t *c, uint64_t k)
+{
+    cache_value_t *v;
+    cache_load_t *ld;
+    cache_outcome_t r = cache_fetch(c, &k, sizeof(k), 1, &v, &ld);
+
+    if (r == CACHE_HIT) {
+        cache_value_release(v);
+    } else {
+        cache_fill_t f = {.data = "v", .len = 1, .version = 1};
+        assert_int_equal(r, CACHE_LEAD);
+        cache_load_finish(c, ld, &f, 1);
+    }
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* The W-TinyLFU window follows the ghosts: a recency-friendly workload (a
+ * working set drifting faster than frequency can follow) grows it well
+ * past its initial 1%; a loop longer than the cache keeps it small. */
+static void test_cache_lfu_window_adapts(void **state)
+{
+    cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LFU, 1000, 0);
+    uint64_t rng = 88172645463325252ull;
+
+    (void)state;
+    for (uint64_t i = 0; i < 200000; i++)
+        touch(c, i / 4 + xorshift(&rng) % 1200);
+    assert_true(c->shards[0].window_frac >= 0.30);
+    cache_destroy(c);
+
+    c = make_cache(CACHE_POLICY_ALLKEYS_LFU, 1000, 0);
+    for (uint64_t i = 0; i < 200000; i++)
+        touch(c, i % 1500);
+    assert_true(c->shards[0].window_frac <= 0.05);
+    cache_destroy(c);
+}
+
+/* The ghost table is part of the accounted memory and grows with the
+ * sketch when only a byte limit bounds the cache. */
+static void test_cache_lfu_ghosts_accounted(void **state)
+{
+    cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LFU, 0, 64u << 20);
+    struct shard *s = &c->shards[0];
+    uint32_t n0 = s->ghost.n;
+
+    (void)state;
+    assert_true(n0 > 0);
+    for (uint64_t k = 0; k < 20000; k++)
+        touch(c, k);
+    assert_true(s->ghost.n > n0);
+    assert_true(s->ghost.n <= s->sketch.capacity / 8 + 16);
+    assert_int_equal(policy_bytes(s),
+                     sketch_bytes(&s->sketch) + s->ghost.n * sizeof(uint32_t));
+    cache_destroy(c);
 }
 
 static void test_cache_lru_evicts_least_recent(void **state)
@@ -832,6 +915,9 @@ int main(void)
         cmocka_unit_test(test_cache_lower_version_never_replaces),
         cmocka_unit_test(test_cache_slot_packing_round_trips),
         cmocka_unit_test(test_cache_sketch_exact_width_counts),
+        cmocka_unit_test(test_cache_sketch_doorkeeper),
+        cmocka_unit_test(test_cache_lfu_window_adapts),
+        cmocka_unit_test(test_cache_lfu_ghosts_accounted),
         cmocka_unit_test(test_cache_lru_evicts_least_recent),
         cmocka_unit_test(test_cache_noeviction_refuses_when_full),
         cmocka_unit_test(test_cache_volatile_lru_spares_keys_without_ttl),
