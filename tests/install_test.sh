@@ -12,7 +12,9 @@ prefix=$(sed -n 's/^prefix=//p' "$builddir/sqlcached.pc")
 libdir=$(sed -n 's/^libdir=//p' "$builddir/sqlcached.pc" | sed "s|\${exec_prefix}|$prefix|; s|\${prefix}|$prefix|")
 root="$tmp/root"
 for f in "$prefix/bin/sqlcached" "$prefix/bin/sqlcached-sim" "$prefix/include/sqlcached.h" \
-         "$prefix/share/man/man1/sqlcached.1" "$prefix/lib/systemd/system/sqlcached.service" \
+         "$prefix/share/man/man1/sqlcached.1" \
+         "$prefix/share/man/man1/sqlcached-sim.1" "$prefix/share/man/man1/sqlcached-bench.1" \
+         "$prefix/bin/sqlcached-bench" "$prefix/lib/systemd/system/sqlcached.service" \
          "$prefix/etc/sqlcached.conf" "$libdir/pkgconfig/sqlcached.pc"; do
     [ -e "$root$f" ] || { echo "install_test: missing $f"; exit 1; }
 done
