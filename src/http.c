@@ -67,6 +67,7 @@ const http_route_t http_routes[] = {
     {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
     {"DELETE", "/v1/kv/{key}", api_kv_delete, "kv_delete"},
     {"POST", "/v1/kv/{key}/incr", api_kv_incr, "kv_incr"},
+    {"GET", "/v1/items", api_items_list, "item_list"},
     {"GET", "/v1/items/{id}", api_items_get, "item_get"},
     {"PUT", "/v1/items/{id}", api_items_put, "item_put"},
     {"GET", "/v1/items/{id}/orders", api_items_orders_list, "order_list"},
