@@ -319,6 +319,14 @@ typedef struct sqlcached_orders {
     int has_more;              /* 1 if another page follows the last order */
 } sqlcached_orders_t;
 
+/* A page of items from sqlcached_item_list(). Free with
+ * sqlcached_items_free(). */
+typedef struct sqlcached_items {
+    size_t count;
+    sqlcached_item_t *items; /* count items in id byte order (from_cache 0) */
+    int has_more;            /* 1 if another page follows the last item */
+} sqlcached_items_t;
+
 /* Counters since open (never reset): answers of sqlcached_order_place(). */
 typedef struct sqlcached_seckill_stats {
     uint64_t orders;          /* orders placed (SQLCACHED_OK) */
@@ -339,6 +347,20 @@ sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const cha
 
 /* Read an item into *out. Absent: SQLCACHED_NOT_FOUND. */
 sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached_item_t *out);
+
+/* The items whose id sorts strictly after `after` (NULL or "" = from the
+ * first), in id byte order, at most `limit` (1..SQLCACHED_LIST_LIMIT_MAX),
+ * read from SQLite on a reader connection (committed data; the memory tier
+ * is not used). `after` need not be an existing id; if given it must be
+ * valid UTF-8 of at most SQLCACHED_ITEM_ID_MAX bytes, else
+ * SQLCACHED_INVALID_ARGUMENT, as for a limit out of range. On SQLCACHED_OK
+ * *out is owned by the caller: sqlcached_items_free(). Out of memory:
+ * SQLCACHED_NOMEM; no reader connection: SQLCACHED_UNAVAILABLE. */
+sqlcached_status_t sqlcached_item_list(sqlcached_t *db, const char *after, unsigned limit,
+                                       sqlcached_items_t **out);
+
+/* Free a page from sqlcached_item_list(). NULL is allowed. */
+void sqlcached_items_free(sqlcached_items_t *items);
 
 /* Place user_id's order for the item (one write: insert the order, then
  * take a unit under the store's strategy). Returns:

@@ -13,6 +13,11 @@ enum MHD_Result api_health(http_request_t *req);
 enum MHD_Result api_metrics(http_request_t *req);
 enum MHD_Result api_stats(http_request_t *req);
 
+/* api_web.c */
+enum MHD_Result api_web_dashboard(http_request_t *req);
+enum MHD_Result api_web_css(http_request_t *req);
+enum MHD_Result api_web_js(http_request_t *req);
+
 /* api_admin.c */
 enum MHD_Result api_admin_config(http_request_t *req);
 enum MHD_Result api_admin_backup(http_request_t *req);
@@ -45,6 +50,7 @@ enum MHD_Result api_kv_incr(http_request_t *req);
 enum MHD_Result api_kv_list(http_request_t *req);
 
 /* api_items.c */
+enum MHD_Result api_items_list(http_request_t *req);
 enum MHD_Result api_items_get(http_request_t *req);
 enum MHD_Result api_items_put(http_request_t *req);
 enum MHD_Result api_items_order(http_request_t *req);

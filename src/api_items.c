@@ -18,6 +18,7 @@
 #include "api.h"
 
 #define ORDER_LIST_DEFAULT 100
+#define ITEM_LIST_DEFAULT 100
 
 static json_t *item_json(const sqlcached_item_t *it)
 {
@@ -227,5 +228,55 @@ enum MHD_Result api_items_orders_list(http_request_t *req)
         return http_reply_status(req, st, "cannot list the orders");
     json_t *body = orders_json(page);
     sqlcached_orders_free(page);
+    return http_reply_json(req, MHD_HTTP_OK, body);
+}
+
+/* ------------------------------------------------------------------------
+ * GET /v1/items?limit=N&after=ID
+ * ------------------------------------------------------------------------ */
+
+/* Query argument "after": absent or empty = NULL (from the first item),
+ * else 1..SQLCACHED_ITEM_ID_MAX bytes of UTF-8 (*out is malloc'd); false
+ * after replying 400 (also for a bad percent-escape). */
+static bool query_after_id(http_request_t *req, char **out)
+{
+    size_t n;
+    int rc = http_query(req, "after", out, &n);
+    if (rc == 1 && n > 0 && n <= SQLCACHED_ITEM_ID_MAX && http_utf8_ok(*out, n))
+        return true;
+    free(*out);
+    *out = NULL;
+    if (rc == 0 || (rc == 1 && n == 0))
+        return true;
+    http_reply_problem(req, "invalid_argument",
+                       "after must be an item id: 1 to %d bytes of UTF-8, percent-encoded",
+                       SQLCACHED_ITEM_ID_MAX);
+    return false;
+}
+
+static json_t *items_json(const sqlcached_items_t *page)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < page->count; i++)
+        json_array_append_new(list, item_json(&page->items[i]));
+    json_t *next = page->has_more && page->count ? json_string(page->items[page->count - 1].id)
+                                                 : json_null();
+    return json_pack("{s:o, s:o}", "items", list, "next", next);
+}
+
+enum MHD_Result api_items_list(http_request_t *req)
+{
+    int64_t limit = ITEM_LIST_DEFAULT;
+    char *after = NULL;
+    if (!query_int(req, "limit", 1, SQLCACHED_LIST_LIMIT_MAX, &limit) ||
+        !query_after_id(req, &after))
+        return MHD_YES;
+    sqlcached_items_t *page = NULL;
+    sqlcached_status_t st = sqlcached_item_list(req->db, after, (unsigned)limit, &page);
+    free(after);
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "cannot list the items");
+    json_t *body = items_json(page);
+    sqlcached_items_free(page);
     return http_reply_json(req, MHD_HTTP_OK, body);
 }

@@ -79,6 +79,9 @@ struct http_server {
  * ------------------------------------------------------------------------ */
 
 const http_route_t http_routes[] = {
+    {"GET", "/", api_web_dashboard, "dashboard"},
+    {"GET", "/dashboard.css", api_web_css, "dashboard_css"},
+    {"GET", "/dashboard.js", api_web_js, "dashboard_js"},
     {"GET", "/healthz", api_health, "healthz"},
     {"GET", "/metrics", api_metrics, "metrics"},
     {"GET", "/v1/stats", api_stats, "stats"},
@@ -89,6 +92,7 @@ const http_route_t http_routes[] = {
     {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
     {"DELETE", "/v1/kv/{key}", api_kv_delete, "kv_delete"},
     {"POST", "/v1/kv/{key}/incr", api_kv_incr, "kv_incr"},
+    {"GET", "/v1/items", api_items_list, "item_list"},
     {"GET", "/v1/items/{id}", api_items_get, "item_get"},
     {"PUT", "/v1/items/{id}", api_items_put, "item_put"},
     {"GET", "/v1/items/{id}/orders", api_items_orders_list, "order_list"},
@@ -187,6 +191,21 @@ enum MHD_Result http_reply_text(http_request_t *req, char *text, const char *con
     struct MHD_Response *resp = text_response(text, content_type, &len);
     if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
+    return queue(req, MHD_HTTP_OK, resp, len);
+}
+
+enum MHD_Result http_reply_static(http_request_t *req, const char *body, size_t len,
+                                  const char *content_type, const char *csp)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (csp)
+        MHD_add_response_header(resp, "Content-Security-Policy", csp);
     return queue(req, MHD_HTTP_OK, resp, len);
 }
 

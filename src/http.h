@@ -106,6 +106,12 @@ void http_stop(http_server_t *srv);
 /* 200 with a text body (taken over, freed with free()) of this type. */
 enum MHD_Result http_reply_text(http_request_t *req, char *text, const char *content_type);
 
+/* 200 with a static body (never freed nor changed: an embedded file) of
+ * this type, with `Cache-Control: no-cache` and `X-Content-Type-Options:
+ * nosniff`; csp (may be NULL) is sent as `Content-Security-Policy`. */
+enum MHD_Result http_reply_static(http_request_t *req, const char *body, size_t len,
+                                  const char *content_type, const char *csp);
+
 /* 2xx JSON reply; takes ownership of obj (freed even on failure). */
 enum MHD_Result http_reply_json(http_request_t *req, unsigned status, json_t *obj);
 

@@ -74,6 +74,9 @@ static const char SQL_TAKE_BY_STOCK[] =
 static const char SQL_TAKE_BY_VERSION[] =
     "UPDATE items SET stock = stock - 1, sold = sold + 1, version = ?1 "
     "WHERE id = ?2 AND version = ?3 AND stock > 0 RETURNING stock";
+static const char SQL_ITEM_LIST[] =
+    "SELECT id, name, stock, sold, initial_stock, version FROM items "
+    "WHERE id > ?1 ORDER BY id LIMIT ?2";
 static const char SQL_ORDER_GET[] =
     "SELECT order_id, item_id, user_id, created_at FROM orders "
     "WHERE item_id = ?1 AND user_id = ?2";
@@ -445,6 +448,66 @@ sqlcached_status_t sqlcached_order_list(sqlcached_t *db, const char *item_id, in
         store_reader_release(db->store, r);
     if (status != SQLCACHED_OK) {
         sqlcached_orders_free(page);
+        return status;
+    }
+    *out = page;
+    return SQLCACHED_OK;
+}
+
+void sqlcached_items_free(sqlcached_items_t *items)
+{
+    if (!items)
+        return;
+    free(items->items);
+    free(items);
+}
+
+/* Fill the page with up to `limit` items after `after`; one more row than
+ * asked tells whether another page follows. */
+static sqlcached_status_t item_rows(store_conn_t *r, const char *after, unsigned limit,
+                                    sqlcached_items_t *page)
+{
+    sqlite3_stmt *st = store_stmt(r, SQL_ITEM_LIST);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, (int)limit + 1);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (page->count == limit) {
+            page->has_more = 1;
+            break;
+        }
+        item_from_row(st, &page->items[page->count++]);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+}
+
+sqlcached_status_t sqlcached_item_list(sqlcached_t *db, const char *after, unsigned limit,
+                                       sqlcached_items_t **out)
+{
+    if (!out)
+        return SQLCACHED_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!after)
+        after = ""; /* every id is 1 byte or more, so sorts after "" */
+    if ((after[0] && !text_ok(after, SQLCACHED_ITEM_ID_MAX)) || limit < 1 ||
+        limit > SQLCACHED_LIST_LIMIT_MAX)
+        return SQLCACHED_INVALID_ARGUMENT;
+    sqlcached_items_t *page = calloc(1, sizeof *page);
+    if (page && !(page->items = calloc(limit, sizeof *page->items))) {
+        free(page);
+        page = NULL;
+    }
+    if (!page)
+        return SQLCACHED_NOMEM;
+    store_conn_t *r = store_reader_acquire(db->store);
+    sqlcached_status_t status = r ? item_rows(r, after, limit, page) : SQLCACHED_UNAVAILABLE;
+    if (r)
+        store_reader_release(db->store, r);
+    if (status != SQLCACHED_OK) {
+        sqlcached_items_free(page);
         return status;
     }
     *out = page;

@@ -1044,7 +1044,7 @@ static void test_http_kv_key_bad_encoding(void **state)
 static void test_http_unknown_route(void **state)
 {
     fixture_t *f = *state;
-    static const char *const paths[] = {"/", "/nope", "/v1", "/v1/", "/v1/nope",
+    static const char *const paths[] = {"//", "/nope", "/v1", "/v1/", "/v1/nope",
                                         "/v1/kv/a/b", "/v1/kv/a/incr/x", "/v1/kvx",
                                         "/healthz/x", "/V1/kv/a"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {

@@ -267,6 +267,67 @@ static void test_http_seckill_item_bad_input(void **state)
     expect_item(f, "x", 2147483647, 0);
 }
 
+/* The id of the page's i-th item, checked to have the five members. */
+static const char *page_id(json_t *page, size_t i)
+{
+    json_t *it = json_array_get(json_object_get(page, "items"), i);
+    assert_non_null(it);
+    assert_int_equal(json_object_size(it), 5);
+    return jstr(it, "id");
+}
+
+static void test_http_seckill_item_list(void **state)
+{
+    fixture_t *f = *state;
+    json_t *page = expect_json(f, "GET", "/v1/items", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 0);
+    assert_true(json_is_null(json_object_get(page, "next")));
+    assert_int_equal(json_object_size(page), 2);
+    json_decref(page);
+    put_item(f, "b", 4);
+    put_item(f, "a%2Fz", 2);
+    put_item(f, "a", 3);
+    assert_int_equal(place(f, "a", "u1"), 201);
+    page = expect_json(f, "GET", "/v1/items?limit=2", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 2);
+    assert_string_equal(page_id(page, 0), "a");
+    assert_string_equal(page_id(page, 1), "a/z");
+    json_t *a = json_array_get(json_object_get(page, "items"), 0);
+    assert_string_equal(jstr(a, "name"), "Item a");
+    assert_int_equal(jint(a, "stock"), 2);
+    assert_int_equal(jint(a, "sold"), 1);
+    assert_string_equal(jstr(page, "next"), "a/z");
+    json_decref(page);
+    page = expect_json(f, "GET", "/v1/items?limit=2&after=a%2Fz", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 1);
+    assert_string_equal(page_id(page, 0), "b");
+    assert_true(json_is_null(json_object_get(page, "next")));
+    json_decref(page);
+    page = expect_json(f, "GET", "/v1/items?after=", NULL, 200); /* empty: from the first */
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 3);
+    json_decref(page);
+    expect_problem(f, "GET", "/v1/items?limit=0", NULL, 400, "invalid_argument");
+    expect_problem(f, "GET", "/v1/items?limit=1001", NULL, 400, "invalid_argument");
+    expect_problem(f, "GET", "/v1/items?limit=x", NULL, 400, "invalid_argument");
+    expect_problem(f, "GET", "/v1/items?limit=", NULL, 400, "invalid_argument");
+    expect_problem(f, "GET", "/v1/items?after=%zz", NULL, 400, "invalid_argument");
+    expect_problem(f, "GET", "/v1/items?after=%FF", NULL, 400, "invalid_argument");
+    char path[300] = "/v1/items?after=";
+    size_t n = strlen(path);
+    memset(path + n, 'i', 129);
+    path[n + 129] = '\0';
+    expect_problem(f, "GET", path, NULL, 400, "invalid_argument");
+    path[n + 128] = '\0'; /* 128 bytes is an id */
+    json_decref(expect_json(f, "GET", path, NULL, 200));
+    client_resp_t r = call(f, "PUT", "/v1/items", "{}");
+    assert_int_equal(r.status, 405);
+    char *allow = client_header(&r, "Allow");
+    assert_non_null(allow);
+    assert_string_equal(allow, "GET");
+    free(allow);
+    client_resp_free(&r);
+}
+
 static void test_http_seckill_method_not_allowed(void **state)
 {
     fixture_t *f = *state;
@@ -575,6 +636,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_http_seckill_item_put_and_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_seckill_item_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_seckill_item_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_seckill_method_not_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_seckill_order_flow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_seckill_order_bad_input, setup, teardown),

@@ -425,6 +425,72 @@ static void test_seckill_list_pages(void **state)
     sqlcached_orders_free(NULL);
 }
 
+/* Item ids in byte order (so "B" < "a" < "a\xc3\xa9" < "b"), pages split
+ * where `limit` says, `after` exclusive and not necessarily an id. */
+static void test_seckill_item_list_pages(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_items_t *page = NULL;
+    assert_int_equal(sqlcached_item_list(f->db, NULL, 10, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 0);
+    assert_false(page->has_more);
+    sqlcached_items_free(page);
+    static const char *const ids[] = {"b", "a\xc3\xa9", "B", "a"};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(sqlcached_item_put(f->db, ids[i], "N", 5 + i, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "a", "u1"), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_list(f->db, NULL, 2, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 2);
+    assert_true(page->has_more);
+    assert_string_equal(page->items[0].id, "B");
+    assert_string_equal(page->items[1].id, "a");
+    assert_int_equal(page->items[1].stock, 8 - 1);
+    assert_int_equal(page->items[1].sold, 1);
+    assert_int_equal(page->items[1].initial_stock, 8);
+    assert_string_equal(page->items[1].name, "N");
+    assert_true(page->items[1].version > page->items[0].version);
+    sqlcached_items_free(page);
+    assert_int_equal(sqlcached_item_list(f->db, "a", 2, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 2); /* exactly `limit` left: no further page */
+    assert_false(page->has_more);
+    assert_string_equal(page->items[0].id, "a\xc3\xa9");
+    assert_string_equal(page->items[1].id, "b");
+    sqlcached_items_free(page);
+    assert_int_equal(sqlcached_item_list(f->db, "aa", 1000, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 2);
+    assert_string_equal(page->items[0].id, "a\xc3\xa9");
+    sqlcached_items_free(page);
+    assert_int_equal(sqlcached_item_list(f->db, "", 1, &page), SQLCACHED_OK);
+    assert_string_equal(page->items[0].id, "B");
+    sqlcached_items_free(page);
+    assert_int_equal(sqlcached_item_list(f->db, "b", 5, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 0);
+    assert_false(page->has_more);
+    sqlcached_items_free(page);
+    sqlcached_items_free(NULL);
+}
+
+static void test_seckill_item_list_rejects_bad_arguments(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_items_t *page = (sqlcached_items_t *)&page; /* must be reset to NULL */
+    assert_int_equal(sqlcached_item_list(f->db, NULL, 0, &page), SQLCACHED_INVALID_ARGUMENT);
+    assert_null(page);
+    assert_int_equal(sqlcached_item_list(f->db, NULL, SQLCACHED_LIST_LIMIT_MAX + 1, &page),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_item_list(f->db, "\xff", 10, &page), SQLCACHED_INVALID_ARGUMENT);
+    char long_id[SQLCACHED_ITEM_ID_MAX + 2];
+    memset(long_id, 'x', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    assert_int_equal(sqlcached_item_list(f->db, long_id, 10, &page), SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_item_list(f->db, NULL, 10, NULL), SQLCACHED_INVALID_ARGUMENT);
+    long_id[SQLCACHED_ITEM_ID_MAX] = '\0'; /* the longest id is a valid `after` */
+    assert_int_equal(sqlcached_item_list(f->db, long_id, SQLCACHED_LIST_LIMIT_MAX, &page),
+                     SQLCACHED_OK);
+    assert_int_equal(page->count, 0);
+    sqlcached_items_free(page);
+}
+
 static void test_seckill_order_ids_never_reused(void **state)
 {
     fixture_t *f = *state;
@@ -724,6 +790,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seckill_reset_clears_sold_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_flag_rebuilt_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_list_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_item_list_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_item_list_rejects_bad_arguments, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_seckill_order_ids_never_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_version_strategy_sequential, setup_version,
                                         teardown),

@@ -1,0 +1,190 @@
+// Drive headless Chromium against the dashboard of a running daemon (started
+// by tests/browser_dashboard.sh, with --auth-token): put a workload through
+// the API, load GET /, give the page the token, wait (bounded) until the
+// figures it shows are the daemon's, check them, change the sale and wait
+// for the page to follow, and save a screenshot.
+//
+// Environment: SQLCACHED_URL (http://127.0.0.1:PORT), SQLCACHED_TOKEN,
+// BROWSER_WORKDIR (where `npm ci` installed playwright-core), SCREENSHOT
+// (the PNG to write), CHROMIUM (default /usr/bin/chromium).
+// Exit status 0 when every check passed, 1 otherwise.
+import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const base = process.env.SQLCACHED_URL;
+const token = process.env.SQLCACHED_TOKEN;
+const shot = process.env.SCREENSHOT;
+const workdir = process.env.BROWSER_WORKDIR;
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+if (!base || !token || !shot || !workdir) {
+  console.error('dashboard.mjs: SQLCACHED_URL, SQLCACHED_TOKEN, SCREENSHOT and BROWSER_WORKDIR are needed');
+  process.exit(1);
+}
+const { chromium } = createRequire(join(workdir, 'package.json'))('playwright-core');
+
+const TOTAL_MS = 50000;  // the whole run
+const WAIT_MS = 15000;   // one wait for the page
+const guard = setTimeout(() => {
+  console.error(`dashboard.mjs: gave up after ${TOTAL_MS} ms`);
+  process.exit(1);
+}, TOTAL_MS);
+
+function check(cond, what) {
+  if (!cond)
+    throw new Error('check failed: ' + what);
+  console.log('ok   ' + what);
+}
+
+// One API call with the token; returns [status, parsed body or null].
+async function api(method, path, body) {
+  const headers = { Authorization: 'Bearer ' + token };
+  if (body !== undefined)
+    headers['Content-Type'] = 'application/json';
+  const resp = await fetch(base + path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  const text = await resp.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch (e) { /* not JSON: a stored value */ }
+  return [resp.status, json];
+}
+
+async function expectStatus(want, method, path, body) {
+  const [status] = await api(method, path, body);
+  if (status !== want)
+    throw new Error(`${method} ${path}: got ${status}, want ${want}`);
+}
+
+// The workload: two items, orders (one refused sold out), KV writes and
+// reads, some of them served by the memory tier.
+async function workload() {
+  await expectStatus(201, 'PUT', '/v1/items/print', { name: 'Limited print', stock: 5 });
+  await expectStatus(201, 'PUT', '/v1/items/poster', { name: 'Tour poster', stock: 3 });
+  for (const u of ['ada', 'grace', 'edsger'])
+    await expectStatus(201, 'POST', '/v1/items/print/orders', { user_id: u });
+  for (const u of ['ada', 'grace', 'edsger'])
+    await expectStatus(201, 'POST', '/v1/items/poster/orders', { user_id: u });
+  await expectStatus(409, 'POST', '/v1/items/poster/orders', { user_id: 'barbara' });
+  for (let i = 1; i <= 4; i++)
+    await expectStatus(201, 'PUT', `/v1/kv/user:${i}`, { n: i });
+  for (let round = 0; round < 5; round++)
+    for (let i = 1; i <= 4; i++)
+      await expectStatus(200, 'GET', `/v1/kv/user:${i}`);
+  await expectStatus(404, 'GET', '/v1/kv/nobody');
+  await expectStatus(200, 'GET', '/v1/items/print');
+  await expectStatus(200, 'GET', '/v1/items/print');
+}
+
+// Wait until every figure the page shows is the one expected.
+async function waitFigures(page, want, what) {
+  try {
+    await page.waitForFunction((w) => {
+      const text = (sel) => (document.querySelector(sel) || {}).textContent;
+      const row = (id) => document.querySelector(`#items tbody tr[data-id="${id}"]`);
+      for (const [id, stock, sold] of w.items) {
+        const tr = row(id);
+        if (!tr || tr.querySelector('.stock').textContent !== stock ||
+            tr.querySelector('.sold').textContent !== sold)
+          return false;
+      }
+      return text('#hit-ratio') === w.hitRatio && text('#evictions') === w.evictions &&
+             /^\d+\.\d$/.test(text('#rps')) && /^\d+(\.\d)? (B|KiB|MiB|GiB)$/.test(text('#memory'));
+    }, want, { timeout: WAIT_MS, polling: 200 });
+  } catch (e) {
+    const shown = await page.evaluate(() => document.querySelector('main').innerText);
+    throw new Error(`${what}: the page did not show the expected figures in ${WAIT_MS} ms ` +
+                    `(want ${JSON.stringify(want)}); it shows:\n${shown}`);
+  }
+  console.log('ok   ' + what);
+}
+
+async function run(page) {
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content.Security.Policy|Refused to/i.test(m.text()))
+      pageErrors.push(m.text());
+  });
+
+  await workload();
+  const [st, stats] = await api('GET', '/v1/stats');
+  check(st === 200 && stats.cache.hits > 0 && stats.cache.misses > 0, 'the workload made hits and misses');
+  const hitRatio = (stats.cache.hit_ratio * 100).toFixed(1) + '%';
+
+  const resp = await page.goto(base + '/', { waitUntil: 'load', timeout: WAIT_MS });
+  const h = resp.headers();
+  check(resp.status() === 200, 'GET / answers 200 without a token');
+  check(h['content-type'] === 'text/html; charset=utf-8', 'GET / is text/html; charset=utf-8');
+  check(/default-src 'none'/.test(h['content-security-policy'] || '') &&
+        /script-src 'self'/.test(h['content-security-policy']), 'GET / has a strict Content-Security-Policy');
+  check(h['cache-control'] === 'no-cache', 'GET / has Cache-Control: no-cache');
+
+  // The daemon wants a token: the page says so and asks for it.
+  await page.waitForSelector('#auth:not([hidden])', { timeout: WAIT_MS });
+  check((await page.textContent('#status')) === 'token needed', 'the page asks for the token');
+  check((await page.textContent('#hit-ratio')) === '–', 'no figures without the token');
+  await page.fill('#token', token);
+  await page.click('#token-use');
+
+  await waitFigures(page, {
+    hitRatio, evictions: String(stats.cache.evictions),
+    items: [['print', '2', '3'], ['poster', '0', '3']],
+  }, `the page shows hit ratio ${hitRatio}, print 2 left / 3 sold, poster 0 / 3`);
+  check(await page.isHidden('#auth'), 'the token form is gone');
+  check((await page.evaluate(() => sessionStorage.getItem('sqlcached.token'))) === token,
+        'the token is kept in sessionStorage');
+  check((await page.textContent('#status')) === 'live', 'the status says live');
+  check(/^of 64\.0 MiB/.test(await page.textContent('#memory-detail')), 'memory is shown against the 64 MiB limit');
+
+  // Live: one more order shows up without reloading, and the chart of the
+  // item has a line of several samples.
+  await expectStatus(201, 'POST', '/v1/items/print/orders', { user_id: 'barbara' });
+  await waitFigures(page, {
+    hitRatio, evictions: String(stats.cache.evictions),
+    items: [['print', '1', '4'], ['poster', '0', '3']],
+  }, 'a new order shows up live: print 1 left / 4 sold');
+  await page.waitForFunction(() => {
+    const pl = document.querySelector('#items tr[data-id="print"] .chart polyline.sold');
+    return pl && pl.getAttribute('points').split(' ').length >= 3;
+  }, null, { timeout: WAIT_MS });
+  console.log('ok   the item chart has a line of several samples');
+  const rps = Number(await page.textContent('#rps'));
+  check(rps > 0, `requests/s is above 0 (${rps})`);
+  check(pageErrors.length === 0, 'no script error and no CSP violation' +
+        (pageErrors.length ? ': ' + pageErrors.join(' | ') : ''));
+}
+
+const userDataDir = mkdtempSync(join(tmpdir(), 'sqlcached-chromium-'));
+let context = null;
+let status = 0;
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    timeout: 20000,
+    viewport: { width: 1280, height: 860 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync',
+           '--no-proxy-server'],
+  });
+  const page = context.pages()[0] || await context.newPage();
+  try {
+    await run(page);
+  } finally {
+    await page.screenshot({ path: shot, fullPage: true, timeout: 10000 })
+      .then(() => console.log('screenshot: ' + shot))
+      .catch((e) => console.error('screenshot failed: ' + e.message));
+  }
+} catch (e) {
+  console.error('FAIL ' + (e && e.message ? e.message : e));
+  status = 1;
+} finally {
+  if (context)
+    await context.close().catch(() => {});
+  rmSync(userDataDir, { recursive: true, force: true });
+  clearTimeout(guard);
+}
+process.exit(status);

@@ -1,0 +1,179 @@
+/*
+ * test_http_web.c - the dashboard (src/api_web.c) over real HTTP: GET /,
+ * /dashboard.css and /dashboard.js answer the files of web/ byte for byte,
+ * with their types, Cache-Control: no-cache and a strict
+ * Content-Security-Policy; they need no token while /v1 does; and the page
+ * refers only to paths this daemon serves. (tests/browser_dashboard.sh
+ * runs the page itself in a browser.)
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "daemon.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    char *dir;
+    daemon_t d;
+} fixture_t;
+
+static int setup(void **state)
+{
+    static const char *const args[] = {"--auth-token", "web-token", "--durability", "normal",
+                                       NULL};
+    fixture_t *f = calloc(1, sizeof *f);
+    f->dir = testutil_mkdtemp();
+    *state = f;
+    return f->dir && daemon_start(&f->d, f->dir, args) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    int rc = daemon_stop(&f->d);
+    daemon_free(&f->d);
+    testutil_rmdir(f->dir);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+/* The file web/NAME of the source tree (malloc'd, NUL-terminated). */
+static char *read_web_file(const char *name, size_t *len)
+{
+    const char *srcdir = getenv("SQLCACHED_SRCDIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/web/%s", srcdir ? srcdir : ".", name);
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    buf[n] = '\0';
+    fclose(fp);
+    *len = (size_t)n;
+    return buf;
+}
+
+static client_resp_t get(const fixture_t *f, const char *path)
+{
+    client_resp_t r;
+    assert_int_equal(client_request(&f->d, "GET", path, NULL, NULL, 0, &r), 0);
+    return r;
+}
+
+static void header_is(const client_resp_t *r, const char *name, const char *want)
+{
+    char *v = client_header(r, name);
+    if (!v || strcmp(v, want) != 0)
+        fail_msg("%s: got \"%s\", want \"%s\"", name, v ? v : "(none)", want);
+    free(v);
+}
+
+/* GET path without a token answers web/file verbatim with this type. */
+static client_resp_t expect_file(const fixture_t *f, const char *path, const char *file,
+                                 const char *type)
+{
+    client_resp_t r = get(f, path);
+    assert_int_equal(r.status, 200);
+    header_is(&r, "Content-Type", type);
+    header_is(&r, "Cache-Control", "no-cache");
+    header_is(&r, "X-Content-Type-Options", "nosniff");
+    size_t len;
+    char *want = read_web_file(file, &len);
+    assert_int_equal(r.body_len, len);
+    assert_memory_equal(r.body, want, len);
+    free(want);
+    return r;
+}
+
+static void test_http_web_files_served_without_token(void **state)
+{
+    fixture_t *f = *state;
+    client_resp_t r = expect_file(f, "/", "dashboard.html", "text/html; charset=utf-8");
+    char *csp = client_header(&r, "Content-Security-Policy");
+    assert_non_null(csp);
+    assert_non_null(strstr(csp, "default-src 'none'"));
+    assert_non_null(strstr(csp, "script-src 'self'"));
+    assert_non_null(strstr(csp, "style-src 'self'"));
+    assert_non_null(strstr(csp, "connect-src 'self'"));
+    assert_null(strstr(csp, "unsafe"));
+    assert_null(strstr(csp, "http"));
+    free(csp);
+    client_resp_free(&r);
+    r = expect_file(f, "/dashboard.css", "dashboard.css", "text/css; charset=utf-8");
+    client_resp_free(&r);
+    r = expect_file(f, "/dashboard.js", "dashboard.js", "text/javascript; charset=utf-8");
+    client_resp_free(&r);
+    /* the figures themselves still need the token */
+    r = get(f, "/v1/stats");
+    assert_int_equal(r.status, 401);
+    client_resp_free(&r);
+}
+
+/* Every src= and href= of the page is a path of this daemon ("/x", not
+ * "//host" nor "scheme:"), and GET answers it 200. */
+static void test_http_web_page_refers_only_to_own_paths(void **state)
+{
+    fixture_t *f = *state;
+    size_t len;
+    char *html = read_web_file("dashboard.html", &len);
+    int refs = 0;
+    for (const char *p = html; (p = strpbrk(p, "sh")) != NULL; p++) {
+        size_t skip = strncmp(p, "src=\"", 5) == 0 ? 5 : strncmp(p, "href=\"", 6) == 0 ? 6 : 0;
+        if (!skip || (p > html && p[-1] != ' ' && p[-1] != '\n'))
+            continue;
+        const char *v = p + skip;
+        const char *end = strchr(v, '"');
+        assert_non_null(end);
+        char path[256];
+        snprintf(path, sizeof path, "%.*s", (int)(end - v), v);
+        if (path[0] != '/' || path[1] == '/')
+            fail_msg("the page refers to \"%s\", not a path of the daemon", path);
+        client_resp_t r = get(f, path);
+        if (r.status != 200)
+            fail_msg("the page refers to %s, answered %ld", path, r.status);
+        client_resp_free(&r);
+        refs++;
+    }
+    assert_true(refs >= 2); /* the style sheet and the script at least */
+    free(html);
+}
+
+static void test_http_web_methods_and_paths(void **state)
+{
+    fixture_t *f = *state;
+    client_resp_t r;
+    assert_int_equal(client_request(&f->d, "POST", "/", NULL, "x", 1, &r), 0);
+    assert_int_equal(r.status, 405);
+    header_is(&r, "Allow", "GET");
+    client_resp_free(&r);
+    static const char *const absent[] = {"/index.html", "/dashboard", "/dashboard.js/x",
+                                         "/web/dashboard.js"};
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++) {
+        r = get(f, absent[i]);
+        if (r.status != 404)
+            fail_msg("GET %s: got %ld, want 404", absent[i], r.status);
+        client_resp_free(&r);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_http_web_files_served_without_token, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_http_web_page_refers_only_to_own_paths, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_http_web_methods_and_paths, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
