@@ -263,7 +263,7 @@ typedef struct sqlcached_stats {
     /* flash sale */
     uint64_t seckill_orders, seckill_sold_out, seckill_already_ordered, seckill_conflicts;
     /* leases */
-    uint64_t lease_acquisitions, lease_waiters;
+    uint64_t lease_acquisitions, lease_waiters, leases_held;
 } sqlcached_stats_t;
 
 /* Fill out with the current figures. Cannot fail. */

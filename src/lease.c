@@ -65,6 +65,7 @@ static const char SQL_GET[] =
     "SELECT owner, token, count, expires_at FROM leases WHERE name = ?1";
 static const char SQL_GET_LIVE[] =
     "SELECT owner, token, count, expires_at FROM leases WHERE name = ?1 AND expires_at > ?2";
+static const char SQL_COUNT_LIVE[] = "SELECT COUNT(*) FROM leases WHERE expires_at > ?1";
 static const char SQL_REENTER[] =
     "UPDATE leases SET count = count + 1, expires_at = ?4 "
     "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 "
@@ -1161,6 +1162,21 @@ void lease_registry_destroy(lease_registry_t *reg)
     pthread_cond_destroy(&reg->timer_cond);
     pthread_mutex_destroy(&reg->lock);
     free(reg);
+}
+
+uint64_t lease_count_live(sqlcached_t *db, int64_t now)
+{
+    store_conn_t *r = store_reader_acquire(db->store);
+    sqlite3_stmt *st = r ? store_stmt(r, SQL_COUNT_LIVE) : NULL;
+    uint64_t n = 0;
+    if (st) {
+        sqlite3_bind_int64(st, 1, now);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            n = (uint64_t)sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+    }
+    store_reader_release(db->store, r);
+    return n;
 }
 
 void lease_stats(lease_registry_t *reg, uint64_t *grants, uint64_t *waiting)

@@ -41,6 +41,9 @@ lease_registry_t *lease_registry_create(sqlcached_t *db, char *err, size_t errle
  * allowed. */
 void lease_registry_destroy(lease_registry_t *reg);
 
+/* Live (held, not expired) leases now; 0 when it cannot be read. */
+uint64_t lease_count_live(sqlcached_t *db, int64_t now);
+
 /* Leases granted to a new holder since open, and requests waiting now. */
 void lease_stats(lease_registry_t *reg, uint64_t *grants, uint64_t *waiting);
 

@@ -253,6 +253,7 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
            "Leases granted to a new holder.", s->lease_acquisitions);
     scalar(t, "sqlcached_lease_waiters", "gauge", "Acquirers waiting for a lease.",
            s->lease_waiters);
+    scalar(t, "sqlcached_leases_held", "gauge", "Leases held (not expired).", s->leases_held);
 }
 
 char *metrics_prometheus(const metrics_t *m, const sqlcached_stats_t *lib)
@@ -329,12 +330,15 @@ static json_t *json_library(const sqlcached_stats_t *s)
         "{s:I, s:{s:I, s:I, s:I}}", "orders", (json_int_t)s->seckill_orders, "rejections",
         "sold_out", (json_int_t)s->seckill_sold_out, "already_ordered",
         (json_int_t)s->seckill_already_ordered, "unavailable", (json_int_t)s->seckill_conflicts);
-    json_t *sqlite = json_pack("{s:I, s:I, s:I}", "write_transactions",
+    double per_txn = s->write_transactions
+                         ? (double)s->writes_committed / (double)s->write_transactions : 0.0;
+    json_t *sqlite = json_pack("{s:I, s:I, s:I, s:f}", "write_transactions",
                                (json_int_t)s->write_transactions, "writes",
                                (json_int_t)s->writes_committed, "write_errors",
-                               (json_int_t)s->write_errors);
-    json_t *leases = json_pack("{s:I, s:I}", "acquisitions", (json_int_t)s->lease_acquisitions,
-                               "waiters", (json_int_t)s->lease_waiters);
+                               (json_int_t)s->write_errors, "writes_per_transaction", per_txn);
+    json_t *leases = json_pack("{s:I, s:I, s:I}", "acquisitions", (json_int_t)s->lease_acquisitions,
+                               "waiters", (json_int_t)s->lease_waiters, "held",
+                               (json_int_t)s->leases_held);
     return json_pack("{s:o, s:o, s:o, s:o}", "cache", cache, "seckill", seckill, "sqlite", sqlite,
                      "leases", leases);
 }

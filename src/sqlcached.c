@@ -356,6 +356,7 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->seckill_already_ordered = sk.already_ordered;
     out->seckill_conflicts = sk.conflicts;
     lease_stats(db->leases, &out->lease_acquisitions, &out->lease_waiters);
+    out->leases_held = lease_count_live(db, engine_now(db));
     out->cache_bloom_skips = atomic_load_explicit(&db->bloom_skips, memory_order_relaxed);
     store_stats_t st;
     store_stats(db->store, &st);
