@@ -23,6 +23,7 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "lease_example: $*" >&2; cat "$dir/daemon.log" >&2; exit 1; }
 
+: >"$dir/daemon.log" # exists before the first look at it, however late the daemon starts
 "$bin" --listen 127.0.0.1:0 --db "$dir/db" >"$dir/daemon.log" 2>&1 &
 pid=$!
 port=
