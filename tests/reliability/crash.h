@@ -1,6 +1,7 @@
 /*
  * crash.h - the crash loop's extension point: one rel_domain_t per part of
- * the API under test (the key-value store today; orders and leases next).
+ * the API under test: the key-value store (crash_kv.c) and the flash
+ * sale's orders (crash_orders.c); leases next.
  *
  * The loop (crash_loop.c) runs worker threads that call a random domain's
  * step() against the daemon while the main thread SIGKILLs it at random
@@ -18,9 +19,9 @@
  * in-doubt operation to what the daemon now holds, so the next cycle starts
  * from exact knowledge.
  *
- * Adding a domain (e.g. orders): write crash_orders.c defining
- * `const rel_domain_t rel_domain_orders = {...}` and add it to the
- * `domains[]` table at the top of crash_loop.c, and the file to
+ * Adding a domain: write crash_<name>.c defining
+ * `const rel_domain_t rel_domain_<name> = {...}`, declare it below, add it
+ * to the `domains[]` table at the top of crash_loop.c, and the file to
  * tests_test_crash_SOURCES in Makefile.am.
  */
 #ifndef SQLCACHED_CRASH_H
@@ -80,5 +81,6 @@ typedef struct rel_domain {
 } rel_domain_t;
 
 extern const rel_domain_t rel_domain_kv;
+extern const rel_domain_t rel_domain_orders;
 
 #endif

@@ -39,10 +39,11 @@
 #include "daemon.h"
 #include "testutil.h"
 
-/* The domains under test. Orders and leases: add &rel_domain_orders and
- * &rel_domain_leases here (see crash.h). */
+/* The domains under test. Leases: add &rel_domain_leases here (see
+ * crash.h). */
 static const rel_domain_t *const domains[] = {
     &rel_domain_kv,
+    &rel_domain_orders,
 };
 #define NDOMAINS (sizeof domains / sizeof domains[0])
 
