@@ -39,11 +39,11 @@
 #include "daemon.h"
 #include "testutil.h"
 
-/* The domains under test. Leases: add &rel_domain_leases here (see
- * crash.h). */
+/* The domains under test (see crash.h). */
 static const rel_domain_t *const domains[] = {
     &rel_domain_kv,
     &rel_domain_orders,
+    &rel_domain_leases,
 };
 #define NDOMAINS (sizeof domains / sizeof domains[0])
 
