@@ -22,7 +22,9 @@
  * Adding a domain: write crash_<name>.c defining
  * `const rel_domain_t rel_domain_<name> = {...}`, declare it below, add it
  * to the `domains[]` table at the top of crash_loop.c, and the file to
- * tests_test_crash_SOURCES in Makefile.am.
+ * tests_test_crash_SOURCES in Makefile.am. The loop's self-test (the WAL
+ * deleted after each kill) requires every domain to report lost writes, so
+ * a domain's checkers must notice acknowledged writes going missing.
  */
 #ifndef SQLCACHED_CRASH_H
 #define SQLCACHED_CRASH_H
