@@ -363,8 +363,11 @@ static void check_name(ls_name_t *n, int idx, rel_client_t *c, rel_report_t *r)
                      n->token, n->count, n->expires_at, t1, c->status, c->body);
         } else if (free_ && c->status == 200) {
             r->violations++;
-            rel_fail("leases", "l%d: free or expired (until %" PRId64 ", now %" PRId64
-                     "), after restart: %s", idx, n->expires_at, t0, c->body);
+            if (n->held)
+                rel_fail("leases", "l%d: expired at %" PRId64 " (now %" PRId64 "), after "
+                         "restart: %s", idx, n->expires_at, t0, c->body);
+            else
+                rel_fail("leases", "l%d: free, after restart: %s", idx, c->body);
         }
     }
     set_state(n, c->status == 200, who, token, cnt, exp);
