@@ -1,6 +1,7 @@
 /*
  * crash.h - the crash loop's extension point: one rel_domain_t per part of
- * the API under test (the key-value store today; orders and leases next).
+ * the API under test: the key-value store (crash_kv.c), the flash sale's
+ * orders (crash_orders.c) and leases (crash_leases.c).
  *
  * The loop (crash_loop.c) runs worker threads that call a random domain's
  * step() against the daemon while the main thread SIGKILLs it at random
@@ -18,10 +19,12 @@
  * in-doubt operation to what the daemon now holds, so the next cycle starts
  * from exact knowledge.
  *
- * Adding a domain (e.g. orders): write crash_orders.c defining
- * `const rel_domain_t rel_domain_orders = {...}` and add it to the
- * `domains[]` table at the top of crash_loop.c, and the file to
- * tests_test_crash_SOURCES in Makefile.am.
+ * Adding a domain: write crash_<name>.c defining
+ * `const rel_domain_t rel_domain_<name> = {...}`, declare it below, add it
+ * to the `domains[]` table at the top of crash_loop.c, and the file to
+ * tests_test_crash_SOURCES in Makefile.am. The loop's self-test (the WAL
+ * deleted after each kill) requires every domain to report lost writes, so
+ * a domain's checkers must notice acknowledged writes going missing.
  */
 #ifndef SQLCACHED_CRASH_H
 #define SQLCACHED_CRASH_H
@@ -80,5 +83,7 @@ typedef struct rel_domain {
 } rel_domain_t;
 
 extern const rel_domain_t rel_domain_kv;
+extern const rel_domain_t rel_domain_orders;
+extern const rel_domain_t rel_domain_leases;
 
 #endif

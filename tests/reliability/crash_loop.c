@@ -17,8 +17,8 @@
  * Defaults (the short form run by `make check`): 5 cycles, both modes, then
  * a self-test: 2 cycles in which the loop itself deletes the WAL after the
  * kill (what a daemon that acknowledged before its commit reached the file
- * would look like), which must be reported as lost writes; otherwise the
- * checker is broken. `--sabotage-drop-wal` runs only that.
+ * would look like), which every domain must report as lost writes;
+ * otherwise its checker is broken. `--sabotage-drop-wal` runs only that.
  * `make check-crash` runs 100 cycles per mode. Exit 0 when nothing was lost
  * and nothing violated, 1 otherwise, 77 (skip) under $SQLCACHED_WRAPPER
  * (valgrind cannot say anything useful about a process killed with -9, and
@@ -39,10 +39,11 @@
 #include "daemon.h"
 #include "testutil.h"
 
-/* The domains under test. Orders and leases: add &rel_domain_orders and
- * &rel_domain_leases here (see crash.h). */
+/* The domains under test (see crash.h). */
 static const rel_domain_t *const domains[] = {
     &rel_domain_kv,
+    &rel_domain_orders,
+    &rel_domain_leases,
 };
 #define NDOMAINS (sizeof domains / sizeof domains[0])
 
@@ -70,11 +71,16 @@ void rel_note_version(int64_t version)
         ;
 }
 
-static int fail_budget; /* findings printed per mode (they are all counted) */
+/* Findings printed per domain and mode (they are all counted); the last
+ * slot is for a name not in domains[]. */
+static int fail_budget[NDOMAINS + 1];
 
 void rel_fail(const char *domain, const char *fmt, ...)
 {
-    if (__atomic_sub_fetch(&fail_budget, 1, __ATOMIC_RELAXED) < 0)
+    size_t slot = 0;
+    while (slot < NDOMAINS && strcmp(domains[slot]->name, domain) != 0)
+        slot++;
+    if (__atomic_sub_fetch(&fail_budget[slot], 1, __ATOMIC_RELAXED) < 0)
         return;
     va_list ap;
     va_start(ap, fmt);
@@ -229,6 +235,7 @@ typedef struct params {
 typedef struct outcome {
     unsigned cycles;
     uint64_t lost, corrupt, violations;
+    uint64_t lost_by_domain[NDOMAINS];
     bool clean_stop;
 } outcome_t;
 
@@ -314,7 +321,8 @@ static void reset_shared(void)
     parked = 0;
     unexpected = 0;
     max_acked_version = 0;
-    fail_budget = 20;
+    for (size_t i = 0; i <= NDOMAINS; i++)
+        fail_budget[i] = 20;
 }
 
 /* Run every cycle in one mode. */
@@ -348,7 +356,9 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     stop_workers(wk, p->workers);
     int stop_rc = daemon_stop(&d);
     rel_report_t sum = {0};
+    uint64_t lost_by_domain[NDOMAINS];
     for (size_t i = 0; i < NDOMAINS; i++) {
+        lost_by_domain[i] = reports[i].lost;
         printf("crash: durability=%s domain=%s acked_writes=%" PRIu64 " in_doubt=%" PRIu64
                " lost_writes=%" PRIu64 " violations=%" PRIu64 "\n", mode, domains[i]->name,
                reports[i].acked, reports[i].in_doubt, reports[i].lost, reports[i].violations);
@@ -365,7 +375,8 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     rel_client_free(&mc);
     daemon_free(&d);
     testutil_rmdir(dir);
-    out = (outcome_t){done, sum.lost, corrupt, sum.violations + unexpected, stop_rc == 0};
+    out = (outcome_t){done, sum.lost, corrupt, sum.violations + unexpected, {0}, stop_rc == 0};
+    memcpy(out.lost_by_domain, lost_by_domain, sizeof lost_by_domain);
     return out;
 }
 
@@ -375,20 +386,32 @@ static int passed(const outcome_t *o, const params_t *p)
            o->clean_stop;
 }
 
-/* The checker must see the injected loss: lost writes, nothing corrupt. */
+/* The checker must see the injected loss: lost writes in every domain,
+ * nothing corrupt. */
 static int self_test(const params_t *base)
 {
     params_t p = *base;
     p.cycles = 2;
     p.drop_wal = true;
     outcome_t o = run_mode("normal", &p);
-    if (o.cycles == p.cycles && o.lost > 0 && o.corrupt == 0) {
-        printf("crash: self-test ok: the dropped WAL was reported as %" PRIu64
-               " lost writes\n", o.lost);
-        return 0;
+    int rc = o.cycles == p.cycles && o.corrupt == 0 ? 0 : 1;
+    for (size_t i = 0; i < NDOMAINS; i++) {
+        if (o.lost_by_domain[i] == 0) {
+            printf("crash: SELF-TEST FAILED: the dropped WAL went unnoticed by domain %s\n",
+                   domains[i]->name);
+            rc = 1;
+        }
     }
-    printf("crash: SELF-TEST FAILED: the dropped WAL went unnoticed\n");
-    return 1;
+    if (rc == 0) {
+        printf("crash: self-test ok: the dropped WAL was reported as %" PRIu64
+               " lost writes (", o.lost);
+        for (size_t i = 0; i < NDOMAINS; i++)
+            printf("%s%s %" PRIu64, i ? ", " : "", domains[i]->name, o.lost_by_domain[i]);
+        printf(")\n");
+    } else if (o.cycles != p.cycles || o.corrupt != 0)
+        printf("crash: SELF-TEST FAILED: %u/%u cycles, %" PRIu64 " integrity failures\n",
+               o.cycles, p.cycles, o.corrupt);
+    return rc;
 }
 
 int main(int argc, char **argv)

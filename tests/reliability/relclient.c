@@ -139,6 +139,16 @@ int rel_json_int(rel_client_t *c, const char *member, int64_t *out)
     return rc;
 }
 
+int rel_json_string(rel_client_t *c, const char *member, char *out, size_t cap)
+{
+    json_t *j = c->len ? json_loadb(c->body, c->len, 0, NULL) : NULL;
+    const char *s = json_string_value(json_object_get(j, member));
+    if (cap)
+        snprintf(out, cap, "%s", s ? s : "");
+    json_decref(j);
+    return s ? 0 : -1;
+}
+
 int64_t rel_now_ns(void)
 {
     struct timespec ts;

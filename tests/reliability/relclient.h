@@ -53,6 +53,10 @@ const char *rel_problem_code(rel_client_t *c);
 /* A JSON integer member of the last body; 0 and *out, or -1. */
 int rel_json_int(rel_client_t *c, const char *member, int64_t *out);
 
+/* A JSON string member of the last body, copied (truncated) into out; 0,
+ * or -1 (out is then ""). */
+int rel_json_string(rel_client_t *c, const char *member, char *out, size_t cap);
+
 /* Monotonic clock in ns (for invocation and completion times). */
 int64_t rel_now_ns(void);
 
