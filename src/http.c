@@ -8,7 +8,11 @@
  *             Rejections are answered before any body is read.
  *   next calls: append upload data to the body; past max_body the rest is
  *             discarded and the request gets 413 (nothing is stored).
- *   last call: run the route's handler, which queues exactly one reply.
+ *   last call: run the route's handler, which queues exactly one reply, or
+ *             parks the request (http_suspend) until its work is done
+ *             elsewhere (a PUT's group commit); when http_resume wakes it,
+ *             MHD calls on_request again and the handler's `resume`
+ *             function queues the reply.
  *
  * URLs: MHD is told not to unescape (identity unescape callback), so path
  * segments arrive raw and are percent-decoded here strictly: %2F inside a
@@ -687,7 +691,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (req->body_too_large)
         return http_reply_problem(req, "payload_too_large", "the body is over %zu bytes",
                                   srv->cfg.max_body);
+    if (req->resume) { /* back from http_suspend */
+        http_handler_fn resume = req->resume;
+        req->resume = NULL;
+        return resume(req);
+    }
     return req->route->handler(req);
+}
+
+enum MHD_Result http_suspend(http_request_t *req, http_handler_fn resume)
+{
+    req->resume = resume;
+    MHD_suspend_connection(req->conn);
+    return MHD_YES;
+}
+
+void http_resume(http_request_t *req)
+{
+    MHD_resume_connection(req->conn);
 }
 
 /* One line in Common Log Format: host - - [time] "METHOD path" status bytes.
@@ -730,6 +751,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (srv->access_log)
         log_access(srv, req, conn);
     free(req->url);
+    free(req->state);
     free_params(req);
     free(req->body);
     free(req);

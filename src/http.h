@@ -61,6 +61,8 @@ typedef struct http_request {
     size_t reply_bytes; /* body size of the reply, for the access log */
     char *url;      /* raw path, kept only for the access log */
     int64_t started_ns;
+    enum MHD_Result (*resume)(struct http_request *req); /* see http_suspend */
+    void *state;    /* a handler's state across a suspension; free()d at the end */
 } http_request_t;
 
 typedef enum MHD_Result (*http_handler_fn)(http_request_t *req);
@@ -113,6 +115,19 @@ enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value);
 /* http_reply_json with an ETag header for `etag` (< 0: none). */
 enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
                                      int64_t etag);
+
+/* --- asynchronous handlers ------------------------------------------ */
+
+/* Park the request without a reply, so that the worker thread serves other
+ * connections meanwhile (a handler that waits for a group commit). Call it
+ * from the handler before starting the work whose completion calls
+ * http_resume(), then return the MHD_YES this returns. After the resume,
+ * `resume` runs on a worker thread and must queue the reply. */
+enum MHD_Result http_suspend(http_request_t *req, http_handler_fn resume);
+
+/* Wake a suspended request; any thread, exactly once per http_suspend.
+ * The caller must not touch req afterwards. */
+void http_resume(http_request_t *req);
 
 /* --- request helpers ------------------------------------------------- */
 

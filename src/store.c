@@ -16,7 +16,9 @@
  *
  * Group commit: the writer takes every job queued (up to max_batch), opens
  * one transaction, runs each job inside SAVEPOINT w, commits once, then wakes
- * the callers. If SQLite drops the transaction mid-batch (SQLITE_FULL can do
+ * the callers that wait (store_write) and calls the completion callbacks of
+ * the others (store_write_async, whose jobs are heap-allocated and freed by
+ * the writer after their callback). If SQLite drops the transaction mid-batch (SQLITE_FULL can do
  * that), or the commit fails, every job of the batch reports the error:
  * nothing half-written is ever acknowledged.
  */
@@ -54,7 +56,9 @@ typedef struct write_job {
     void *arg;
     sqlcached_status_t status;
     bool done;
-    pthread_cond_t cond;
+    pthread_cond_t cond;   /* store_write: the caller waits on it */
+    store_done_fn on_done; /* store_write_async: called, then the job freed */
+    void *done_cls;
     struct write_job *next;
 } write_job_t;
 
@@ -415,6 +419,7 @@ static void run_batch(store_t *s, write_job_t *batch)
             exec_stmt(w, SQL_ROLLBACK);
         fail_batch(batch, store_status(rc));
     }
+    write_job_t *async_head = NULL, **async_tail = &async_head;
     pthread_mutex_lock(&s->lock);
     if (rc == SQLITE_OK) {
         s->stats.write_transactions++;
@@ -423,11 +428,22 @@ static void run_batch(store_t *s, write_job_t *batch)
         s->stats.write_errors++;
     }
     for (write_job_t *j = batch, *next; j; j = next) {
-        next = j->next;
+        next = j->next; /* a woken caller's job is gone at once */
+        if (j->on_done) {
+            j->next = NULL;
+            *async_tail = j;
+            async_tail = &j->next;
+            continue;
+        }
         j->done = true;
         pthread_cond_signal(&j->cond);
     }
     pthread_mutex_unlock(&s->lock);
+    for (write_job_t *j = async_head, *next; j; j = next) {
+        next = j->next;
+        j->on_done(j->done_cls, j->status);
+        free(j);
+    }
 }
 
 static void *writer_main(void *arg)
@@ -439,28 +455,54 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Append a job to the queue (caller holds lock); false when stopping. */
+static bool do_push_job(store_t *s, write_job_t *job)
+{
+    if (s->stopping)
+        return false;
+    if (s->tail)
+        s->tail->next = job;
+    else
+        s->head = job;
+    s->tail = job;
+    pthread_cond_signal(&s->queue_cond);
+    return true;
+}
+
 sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg)
 {
     write_job_t job = {.fn = fn, .arg = arg, .status = SQLCACHED_INTERNAL};
     if (pthread_cond_init(&job.cond, NULL) != 0)
         return SQLCACHED_NOMEM;
     pthread_mutex_lock(&s->lock);
-    if (s->stopping) {
+    if (!do_push_job(s, &job)) {
         pthread_mutex_unlock(&s->lock);
         pthread_cond_destroy(&job.cond);
         return SQLCACHED_UNAVAILABLE;
     }
-    if (s->tail)
-        s->tail->next = &job;
-    else
-        s->head = &job;
-    s->tail = &job;
-    pthread_cond_signal(&s->queue_cond);
     while (!job.done)
         pthread_cond_wait(&job.cond, &s->lock);
     pthread_mutex_unlock(&s->lock);
     pthread_cond_destroy(&job.cond);
     return job.status;
+}
+
+sqlcached_status_t store_write_async(store_t *s, store_write_fn fn, void *arg,
+                                     store_done_fn on_done, void *cls)
+{
+    write_job_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return SQLCACHED_NOMEM;
+    *job = (write_job_t){.fn = fn, .arg = arg, .status = SQLCACHED_INTERNAL,
+                         .on_done = on_done, .done_cls = cls};
+    pthread_mutex_lock(&s->lock);
+    bool queued = do_push_job(s, job);
+    pthread_mutex_unlock(&s->lock);
+    if (!queued) {
+        free(job);
+        return SQLCACHED_UNAVAILABLE;
+    }
+    return SQLCACHED_OK;
 }
 
 /* ------------------------------------------------------------------------

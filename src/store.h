@@ -58,6 +58,19 @@ void store_close(store_t *s);
  * of fn's work is stored). */
 sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg);
 
+/* Called by the writer thread once an asynchronous write has committed
+ * (status SQLCACHED_OK) or failed. It must not block for long: the next
+ * batch waits for it. */
+typedef void (*store_done_fn)(void *cls, sqlcached_status_t status);
+
+/* Queue fn(w, arg) for the next group transaction and return at once.
+ * SQLCACHED_OK: on_done(cls, status) will be called exactly once, on the
+ * writer thread, after the commit (status as store_write() would return
+ * it); arg must stay valid until then. Any other status (no memory,
+ * stopping): nothing was queued and on_done is never called. */
+sqlcached_status_t store_write_async(store_t *s, store_write_fn fn, void *arg,
+                                     store_done_fn on_done, void *cls);
+
 /* Take the next value of the persisted store-wide counter `name` (a row of
  * the meta table), inside a write. */
 sqlcached_status_t store_counter_next(store_conn_t *w, const char *name, int64_t *out);
