@@ -177,6 +177,50 @@ enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_
     return queue(req, status, resp, len);
 }
 
+enum MHD_Result http_reply_json_text(http_request_t *req, unsigned status, const char *text,
+                                     size_t len, int64_t etag)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (etag >= 0)
+        add_etag(resp, etag);
+    return queue(req, status, resp, len);
+}
+
+size_t http_json_quote(char *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t j = 0;
+    out[j++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            out[j++] = (char)c;
+            continue;
+        }
+        out[j++] = '\\';
+        switch (c) {
+        case '"': out[j++] = '"'; break;
+        case '\\': out[j++] = '\\'; break;
+        case '\b': out[j++] = 'b'; break;
+        case '\f': out[j++] = 'f'; break;
+        case '\n': out[j++] = 'n'; break;
+        case '\r': out[j++] = 'r'; break;
+        case '\t': out[j++] = 't'; break;
+        default:
+            memcpy(out + j, "u00", 3);
+            out[j + 3] = hex[c >> 4];
+            out[j + 4] = hex[c & 15];
+            j += 5;
+        }
+    }
+    out[j++] = '"';
+    return j;
+}
+
 enum MHD_Result http_reply_json(http_request_t *req, unsigned status, json_t *obj)
 {
     return http_reply_json_etag(req, status, obj, -1);
@@ -290,22 +334,16 @@ static int hexval(char c)
     return -1;
 }
 
-char *http_percent_decode(const char *s, size_t n, bool plus_is_space, size_t *outlen, bool *bad)
+bool http_percent_decode_into(char *out, const char *s, size_t n, bool plus_is_space,
+                              size_t *outlen)
 {
-    *bad = false;
-    char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%') {
             int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
             int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0) {
-                free(out);
-                *bad = true;
-                return NULL;
-            }
+            if (hi < 0 || lo < 0)
+                return false;
             out[j++] = (char)(hi * 16 + lo);
             i += 2;
         } else {
@@ -314,6 +352,20 @@ char *http_percent_decode(const char *s, size_t n, bool plus_is_space, size_t *o
     }
     out[j] = '\0';
     *outlen = j;
+    return true;
+}
+
+char *http_percent_decode(const char *s, size_t n, bool plus_is_space, size_t *outlen, bool *bad)
+{
+    *bad = false;
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    if (!http_percent_decode_into(out, s, n, plus_is_space, outlen)) {
+        free(out);
+        *bad = true;
+        return NULL;
+    }
     return out;
 }
 
@@ -487,49 +539,64 @@ bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
  * Routing
  * ------------------------------------------------------------------------ */
 
-/* Match a raw path against a pattern; on success fill decoded params.
- * Returns 1 on match, 0 on no match, -1 on a bad escape in a parameter. */
+/* Match a raw path against a pattern; on success fill the raw params
+ * (pointing into path). One pass over both strings, no allocation. A
+ * parameter matches one segment, possibly empty inside the path
+ * ("/v1/kv//incr") but not at its end ("/v1/kv/" matches no route).
+ * Returns 1 on match, 0 on no match. */
 static int match_route(const char *pattern, const char *path, http_param_t *params)
 {
     int np = 0;
-    while (*pattern && *path) {
-        if (*pattern != '/' || *path != '/')
-            return 0;
-        pattern++, path++;
-        const char *pend = strchr(pattern, '/');
-        const char *send = strchr(path, '/');
-        size_t plen = pend ? (size_t)(pend - pattern) : strlen(pattern);
-        size_t slen = send ? (size_t)(send - path) : strlen(path);
-        if (plen > 0 && pattern[0] == '{') {
-            if (np == HTTP_MAX_PARAMS)
+    for (;;) {
+        if (*pattern == '{') {
+            if (np == HTTP_MAX_PARAMS || *path == '\0')
                 return 0;
-            params[np].data = (char *)path; /* raw for now */
-            params[np].len = slen;
+            const char *seg = path;
+            while (*path && *path != '/')
+                path++;
+            params[np].data = (char *)seg; /* raw for now */
+            params[np].len = (size_t)(path - seg);
             np++;
-        } else if (plen != slen || memcmp(pattern, path, plen) != 0) {
-            return 0;
+            while (*pattern && *pattern != '/')
+                pattern++;
+            continue;
         }
-        pattern += plen, path += slen;
+        if (*pattern != *path)
+            return 0;
+        if (*pattern == '\0')
+            return 1;
+        pattern++, path++;
     }
-    return *pattern == '\0' && *path == '\0';
 }
 
 static void free_params(http_request_t *req)
 {
     for (int i = 0; i < HTTP_MAX_PARAMS; i++) {
-        free(req->params[i].data);
+        char *p = req->params[i].data;
+        if (p < req->param_buf || p >= req->param_buf + sizeof req->param_buf)
+            free(p);
         req->params[i] = (http_param_t){NULL, 0};
     }
 }
 
-/* Decode the raw params that match_route left in place. */
+/* Decode the raw params that match_route left in place: into the
+ * request's own small buffer while they fit (a decoded segment is never
+ * longer than the raw one), else into a new allocation. */
 static int decode_params(http_request_t *req, http_param_t *raw)
 {
+    size_t used = 0;
     for (int i = 0; i < HTTP_MAX_PARAMS && raw[i].data; i++) {
         bool bad;
-        req->params[i].data = http_percent_decode(raw[i].data, raw[i].len, false,
-                                                  &req->params[i].len, &bad);
-        if (!req->params[i].data)
+        http_param_t *p = &req->params[i];
+        if (raw[i].len < sizeof req->param_buf - used) {
+            p->data = req->param_buf + used;
+            if (!http_percent_decode_into(p->data, raw[i].data, raw[i].len, false, &p->len))
+                return -1;
+            used += p->len + 1;
+            continue;
+        }
+        p->data = http_percent_decode(raw[i].data, raw[i].len, false, &p->len, &bad);
+        if (!p->data)
             return bad ? -1 : -2;
     }
     return 0;

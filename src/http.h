@@ -52,6 +52,7 @@ typedef struct http_request {
     const char *method;
     const struct http_route *route;
     http_param_t params[HTTP_MAX_PARAMS];
+    char param_buf[128]; /* decoded params that fit (else params own a malloc) */
     char *body;     /* request body (NUL-terminated), owned by the request */
     size_t body_len;
     size_t body_cap;
@@ -161,6 +162,22 @@ bool http_json_string(http_request_t *req, json_t *obj, const char *name, size_t
  * frees). plus_is_space for query strings. NULL when badly encoded or out
  * of memory (*bad tells which). */
 char *http_percent_decode(const char *s, size_t n, bool plus_is_space, size_t *outlen, bool *bad);
+
+/* The same into out (room for n + 1 bytes); false when badly encoded. */
+bool http_percent_decode_into(char *out, const char *s, size_t n, bool plus_is_space,
+                              size_t *outlen);
+
+/* Write s[0..n) as a JSON string (quotes included) into out, which has
+ * room for HTTP_JSON_QUOTED_MAX(n) bytes, escaped exactly as jansson's
+ * compact dump escapes it (s is valid UTF-8, as jansson requires). Returns
+ * the length written (no NUL). */
+#define HTTP_JSON_QUOTED_MAX(n) (6 * (n) + 2)
+size_t http_json_quote(char *out, const char *s, size_t n);
+
+/* A 2xx reply with a JSON text already rendered (copied), and an ETag
+ * header for `etag` (< 0: none). */
+enum MHD_Result http_reply_json_text(http_request_t *req, unsigned status, const char *text,
+                                     size_t len, int64_t etag);
 
 /* True if the bytes are valid UTF-8 without NUL. */
 bool http_utf8_ok(const char *s, size_t n);

@@ -51,6 +51,28 @@ static void test_http_utf8_validation(void **state)
     assert_false(http_utf8_ok("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
 }
 
+/* http_json_quote must render exactly what jansson does (the PUT reply is
+ * built with it): every ASCII byte, and multi-byte UTF-8. */
+static void test_http_json_quote_matches_jansson(void **state)
+{
+    (void)state;
+    char in[160];
+    size_t n = 0;
+    for (int c = 1; c < 128; c++)
+        in[n++] = (char)c;
+    memcpy(in + n, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80/", 10);
+    n += 10;
+    json_t *str = json_stringn(in, n);
+    assert_non_null(str);
+    char *want = json_dumps(str, JSON_COMPACT | JSON_ENCODE_ANY);
+    char got[HTTP_JSON_QUOTED_MAX(sizeof in)];
+    size_t len = http_json_quote(got, in, n);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(got, want, len);
+    free(want);
+    json_decref(str);
+}
+
 static void test_http_token_equal(void **state)
 {
     (void)state;
@@ -68,6 +90,7 @@ int main(void)
         cmocka_unit_test(test_http_percent_decode),
         cmocka_unit_test(test_http_utf8_validation),
         cmocka_unit_test(test_http_token_equal),
+        cmocka_unit_test(test_http_json_quote_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
