@@ -7,9 +7,12 @@
  * checkpointed).
  */
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -75,6 +78,24 @@ static int run(const config_t *cfg);
 static void tune_malloc(void)
 {
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
+/* SCHED_BATCH for this thread and so for every thread started after it
+ * (MHD's workers, the store's writer): a thread woken up no longer
+ * preempts the one running. Without it, each PUT answered cost a context
+ * switch pair: the writer resumes the connections of a committed batch one
+ * by one, and the worker, woken by the first resume, took the CPU back
+ * after every one (0.4 switches per request at 64 connections, a third of
+ * the CPU of a PUT). With it the writer finishes the batch, the worker
+ * then answers all of it. Latency is unchanged when the daemon has its
+ * cores; when it shares them, a woken worker waits for the running task's
+ * time slice. Failure is harmless (logged at debug level). */
+static void prefer_throughput_scheduling(void)
+{
+    struct sched_param sp = {0};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    if (rc != 0)
+        log_debug("main", "SCHED_BATCH not set: %s", strerror(rc));
 }
 
 /* --restore FILE: copy a backup into --db and exit. */
@@ -145,5 +166,6 @@ static int run(const config_t *cfg)
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL); /* inherited by every thread */
     signal(SIGPIPE, SIG_IGN);
     tune_malloc();
+    prefer_throughput_scheduling();
     return serve(cfg, &stop_signals);
 }
