@@ -205,6 +205,25 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
                                     const sqlcached_put_options_t *opts,
                                     sqlcached_write_result_t *result);
 
+/* Completion of an asynchronous call: status is what the synchronous call
+ * would have returned. Called on a library thread (the store's writer),
+ * which it must not hold up for long: copy what you need and hand off. */
+typedef void (*sqlcached_done_fn)(void *cls, sqlcached_status_t status);
+
+/* sqlcached_kv_put() without waiting for the commit: the write joins the
+ * next group transaction and this returns at once. SQLCACHED_OK: done(cls,
+ * status) is called exactly once, after the commit and after the write is
+ * visible to every later read, with *result filled (when non-NULL) if the
+ * status is SQLCACHED_OK. key, value, opts (its content type and version
+ * lists) and result are borrowed: they must stay valid until done is
+ * called. Any other return (bad argument, no memory, closing): nothing was
+ * queued and done is never called. */
+sqlcached_status_t sqlcached_kv_put_async(sqlcached_t *db, const void *key, size_t klen,
+                                          const void *value, size_t vlen,
+                                          const sqlcached_put_options_t *opts,
+                                          sqlcached_write_result_t *result,
+                                          sqlcached_done_fn done, void *cls);
+
 /* Delete a key. pre may be NULL (unconditional); a failed precondition is
  * SQLCACHED_PRECONDITION_FAILED, checked before existence, so If-Match on an
  * absent key fails that way. Absent: SQLCACHED_NOT_FOUND. */

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <errno.h>
 #include <getopt.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,14 +23,25 @@
 
 #define MAX_BODY_LIMIT ((size_t)1 << 30)
 
+/* The CPUs this process may run on (its affinity mask, as set by taskset
+ * or a container's cpuset), which is what the worker pool should match:
+ * more event-loop threads than cores only adds context switches. */
+static unsigned usable_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 2;
+}
+
 void config_defaults(config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
     cfg->listen_port = 8080;
     cfg->db_path = "sqlcached.db";
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg->threads = n > 0 ? (unsigned)n : 2;
+    cfg->threads = usable_cpus();
     cfg->max_body = 1024 * 1024;
     cfg->durability = SQLCACHED_DURABILITY_FULL;
     cfg->log_level = LOG_INFO;
@@ -50,7 +62,7 @@ const char *config_usage(void)
            "\n"
            "  --listen HOST:PORT     address to serve on (default 127.0.0.1:8080)\n"
            "  --db PATH              database file (default ./sqlcached.db)\n"
-           "  --threads N            worker threads (default: number of CPUs)\n"
+           "  --threads N            worker threads (default: the CPUs it may run on)\n"
            "  --max-body BYTES       largest request body, e.g. 1M (default 1 MiB)\n"
            "  --auth-token TOKEN     require 'Authorization: Bearer TOKEN' on /v1/...\n"
            "                         (or env SQLCACHED_AUTH_TOKEN)\n"

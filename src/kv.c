@@ -377,10 +377,10 @@ static int64_t jitter_ttl(sqlcached_t *db, int64_t ttl_ms)
     return t > 0 ? t : 1;
 }
 
-sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t klen,
+/* Check a put's arguments and fill its job (pointing into them). */
+static sqlcached_status_t put_setup(sqlcached_t *db, const void *key, size_t klen,
                                     const void *value, size_t vlen,
-                                    const sqlcached_put_options_t *opts,
-                                    sqlcached_write_result_t *result)
+                                    const sqlcached_put_options_t *opts, put_job_t *job)
 {
     static const sqlcached_put_options_t none = {0};
     if (!opts)
@@ -391,16 +391,71 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
         opts->ttl_ms < 0 || opts->ttl_ms > SQLCACHED_TTL_MAX_MS ||
         vlen > (size_t)INT32_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
-    put_job_t job = {
+    *job = (put_job_t){
         .db = db, .key = key, .klen = klen, .val = value, .vlen = vlen, .content_type = ct,
         .pre = &opts->pre, .now = engine_now(db),
     };
-    job.expires_at = opts->ttl_ms > 0 ? job.now + jitter_ttl(db, opts->ttl_ms) : 0;
-    sqlcached_status_t st = store_write_then(db->store, do_put, put_committed, &job);
+    job->expires_at = opts->ttl_ms > 0 ? job->now + jitter_ttl(db, opts->ttl_ms) : 0;
+    return SQLCACHED_OK;
+}
+
+sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t klen,
+                                    const void *value, size_t vlen,
+                                    const sqlcached_put_options_t *opts,
+                                    sqlcached_write_result_t *result)
+{
+    put_job_t job;
+    sqlcached_status_t st = put_setup(db, key, klen, value, vlen, opts, &job);
+    if (st != SQLCACHED_OK)
+        return st;
+    st = store_write_then(db->store, do_put, put_committed, &job);
     if (st == SQLCACHED_OK) {
         if (result)
             *result = job.result;
     }
+    return st;
+}
+
+/* An asynchronous put in flight: freed by on_put_done. */
+typedef struct put_async {
+    put_job_t job; /* first: put_committed gets &job */
+    sqlcached_write_result_t *result;
+    sqlcached_done_fn done;
+    void *cls;
+} put_async_t;
+
+/* On the writer thread, after put_committed has made the write visible to
+ * readers (for every write of the batch, before any is answered): tell
+ * the caller. */
+static void on_put_done(void *cls, sqlcached_status_t st)
+{
+    put_async_t *a = cls;
+    if (st == SQLCACHED_OK && a->result)
+        *a->result = a->job.result;
+    sqlcached_done_fn done = a->done;
+    void *done_cls = a->cls;
+    free(a);
+    done(done_cls, st);
+}
+
+sqlcached_status_t sqlcached_kv_put_async(sqlcached_t *db, const void *key, size_t klen,
+                                          const void *value, size_t vlen,
+                                          const sqlcached_put_options_t *opts,
+                                          sqlcached_write_result_t *result,
+                                          sqlcached_done_fn done, void *cls)
+{
+    if (!done)
+        return SQLCACHED_INVALID_ARGUMENT;
+    put_async_t *a = malloc(sizeof *a);
+    if (!a)
+        return SQLCACHED_NOMEM;
+    sqlcached_status_t st = put_setup(db, key, klen, value, vlen, opts, &a->job);
+    if (st == SQLCACHED_OK) {
+        a->result = result, a->done = done, a->cls = cls;
+        st = store_write_async(db->store, do_put, put_committed, &a->job, on_put_done, a);
+    }
+    if (st != SQLCACHED_OK)
+        free(a);
     return st;
 }
 

@@ -71,6 +71,21 @@ typedef void (*store_commit_fn)(void *arg);
 sqlcached_status_t store_write_then(store_t *s, store_write_fn fn, store_commit_fn on_commit,
                                     void *arg);
 
+/* Called by the writer thread once an asynchronous write has committed
+ * (status SQLCACHED_OK) or failed. It must not block for long: the next
+ * batch waits for it. */
+typedef void (*store_done_fn)(void *cls, sqlcached_status_t status);
+
+/* Queue fn(w, arg) for the next group transaction and return at once.
+ * SQLCACHED_OK: on_commit(arg) (may be NULL) runs as for store_write_then,
+ * then on_done(cls, status) is called exactly once, on the writer thread,
+ * after the commit (status as store_write() would return it) and after the
+ * on_commit hooks of the whole batch; arg must stay valid until then. Any
+ * other status (no memory, stopping): nothing was queued and neither is
+ * called. */
+sqlcached_status_t store_write_async(store_t *s, store_write_fn fn, store_commit_fn on_commit,
+                                     void *arg, store_done_fn on_done, void *cls);
+
 /* Take the next value of the persisted store-wide counter `name` (a row of
  * the meta table), inside a write. */
 sqlcached_status_t store_counter_next(store_conn_t *w, const char *name, int64_t *out);

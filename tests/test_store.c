@@ -172,6 +172,64 @@ static void test_store_counter_grows_across_restarts(void **state)
     store_close(s);
 }
 
+/* The writer counts in memory between transactions: a value committed by
+ * another connection meanwhile must still be seen, and each transaction
+ * must leave meta at the last value handed out. */
+static void test_store_counter_sees_other_writers(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s = open_store(f);
+    int64_t a = 0, b = 0;
+    assert_int_equal(store_write(s, take_version, &a), SQLCACHED_OK);
+    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), a);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 1000);
+    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = 1000 WHERE name = 'version'",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_write(s, take_version, &b), SQLCACHED_OK);
+    assert_int_equal(b, 1001);
+    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), 1001);
+    store_close(s);
+}
+
+/* Async writes: the callback runs once, after the commit, with the status. */
+typedef struct async_ctx {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int calls;
+    sqlcached_status_t status;
+} async_ctx_t;
+
+static void on_async_done(void *cls, sqlcached_status_t status)
+{
+    async_ctx_t *c = cls;
+    pthread_mutex_lock(&c->lock);
+    c->calls++;
+    c->status = status;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void test_store_write_async_calls_back_after_commit(void **state)
+{
+    fixture_t *f = *state;
+    store_t *s = open_store(f);
+    async_ctx_t c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, SQLCACHED_INTERNAL};
+    int64_t v = 0;
+    assert_int_equal(store_write_async(s, take_version, NULL, &v, on_async_done, &c), SQLCACHED_OK);
+    pthread_mutex_lock(&c.lock);
+    while (c.calls == 0)
+        pthread_cond_wait(&c.cond, &c.lock);
+    pthread_mutex_unlock(&c.lock);
+    assert_int_equal(c.status, SQLCACHED_OK);
+    assert_true(v > 0);
+    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), v);
+    store_close(s);
+    assert_int_equal(c.calls, 1);
+}
+
 static sqlcached_status_t missing_counter(store_conn_t *w, void *arg)
 {
     return store_counter_next(w, "no-such-counter", arg);
@@ -318,6 +376,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_refuses_unwritable_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_counter_grows_across_restarts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_missing_counter_is_internal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_counter_sees_other_writers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_write_async_calls_back_after_commit, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_store_group_commit_isolates_failures, setup, teardown),
         cmocka_unit_test(test_store_status_maps_sqlite_errors),
         cmocka_unit_test_setup_teardown(test_store_readers_are_pooled, setup, teardown),
