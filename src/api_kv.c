@@ -10,9 +10,11 @@
  *   GET If-None-Match: * or "<v>", ...     (304 when one matches, weakly)
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api.h"
 
@@ -176,21 +178,29 @@ static bool put_ttl(http_request_t *req, int64_t *ttl_ms)
     return true;
 }
 
-enum MHD_Result api_kv_put(http_request_t *req)
-{
-    if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
-        return MHD_YES;
-    sqlcached_put_options_t o = {0};
+/* A PUT waiting for its group commit: what the library borrows until then
+ * lives here, in req->ctx (freed when the request completes). */
+typedef struct put_state {
+    sqlcached_put_options_t o;
     api_etag_list_t im, inm;
-    if (!put_ttl(req, &o.ttl_ms) || !read_preconditions(req, &im, &inm, &o.pre))
-        return MHD_YES;
-    o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (o.content_type && !o.content_type[0])
-        o.content_type = NULL; /* empty: the default, as when absent */
     sqlcached_write_result_t res;
+    sqlcached_status_t st;
+    atomic_int done; /* set by the writer thread once st and res are final */
+} put_state_t;
+
+/* The answer, once the write is done. A request resumed because the
+ * server is stopping may get here first: its write is still queued and
+ * the writer (which drains before the store closes) finishes it shortly,
+ * so wait for that rather than answer without knowing the outcome. */
+static enum MHD_Result put_reply(http_request_t *req)
+{
+    put_state_t *ps = req->ctx;
+    for (int i = 0; i < 300000 && !atomic_load(&ps->done); i++)
+        usleep(100);
+    if (!atomic_load(&ps->done))
+        return http_reply_problem(req, "unavailable", "the write did not finish in time");
+    sqlcached_status_t st = ps->st;
     const http_param_t *key = &req->params[0];
-    sqlcached_status_t st =
-        sqlcached_kv_put(req->db, key->data, key->len, req->body, req->body_len, &o, &res);
     if (st == SQLCACHED_PRECONDITION_FAILED)
         return http_reply_problem(req, "precondition_failed",
                                   "If-Match or If-None-Match does not hold for the key's "
@@ -202,9 +212,55 @@ enum MHD_Result api_kv_put(http_request_t *req)
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "the value was not stored");
     json_t *body = json_pack("{s:o, s:I, s:o}", "key", key_json(key), "version",
-                             (json_int_t)res.version, "expires_at", time_or_null(res.expires_at));
-    return http_reply_json_etag(req, res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK, body,
-                                res.version);
+                             (json_int_t)ps->res.version, "expires_at",
+                             time_or_null(ps->res.expires_at));
+    return http_reply_json_etag(req, ps->res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK, body,
+                                ps->res.version);
+}
+
+/* On the writer thread, after the whole batch was made visible to readers:
+ * record the outcome and wake the parked request. */
+static void on_put_done(void *cls, sqlcached_status_t st)
+{
+    http_request_t *req = cls;
+    put_state_t *ps = req->ctx;
+    ps->st = st;
+    atomic_store(&ps->done, 1);
+    http_resume(req);
+}
+
+/* The write is queued for the next group commit and the connection parked
+ * meanwhile (http_suspend), so a worker thread keeps serving its other
+ * connections and the PUTs that arrive together share one transaction and
+ * one fsync. */
+enum MHD_Result api_kv_put(http_request_t *req)
+{
+    if (req->ctx) /* called again after http_resume */
+        return put_reply(req);
+    if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
+        return MHD_YES;
+    put_state_t *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    req->ctx = ps;
+    req->ctx_free = free;
+    if (!put_ttl(req, &ps->o.ttl_ms) || !read_preconditions(req, &ps->im, &ps->inm, &ps->o.pre))
+        return MHD_YES;
+    ps->o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ps->o.content_type && !ps->o.content_type[0])
+        ps->o.content_type = NULL; /* empty: the default, as when absent */
+    const http_param_t *key = &req->params[0];
+    sqlcached_status_t st = sqlcached_kv_put_async(req->db, key->data, key->len, req->body,
+                                                   req->body_len, &ps->o, &ps->res,
+                                                   on_put_done, req);
+    if (st != SQLCACHED_OK) {
+        ps->st = st;
+        atomic_store(&ps->done, 1);
+        return put_reply(req);
+    }
+    if (http_suspend(req))
+        return MHD_YES;
+    return put_reply(req); /* the commit was quicker than the park, or stopping */
 }
 
 /* ------------------------------------------------------------------------
