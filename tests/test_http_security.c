@@ -36,25 +36,6 @@ static int wait_scale(void)
     return w && *w ? 20 : 1;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf)
-        buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static long status_of(const daemon_t *d, const char *method, const char *path,
                       const char *auth, const char *body)
 {
@@ -93,7 +74,7 @@ static void test_security_no_token_in_logs(void **state)
     assert_int_equal(status_of(&d, "GET", "/metrics", NULL, NULL), 200);
     assert_int_equal(daemon_stop(&d), 0); /* flushes and closes the log */
 
-    char *log = read_file(d.log_path);
+    char *log = testutil_read_file(d.log_path, NULL);
     assert_non_null(log);
     /* the grep below only means something if the requests were logged */
     assert_non_null(strstr(log, "\"GET /v1/kv/secret-test\" 401 "));

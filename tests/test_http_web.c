@@ -49,17 +49,8 @@ static char *read_web_file(const char *name, size_t *len)
     const char *srcdir = getenv("SQLCACHED_SRCDIR");
     char path[4096];
     snprintf(path, sizeof path, "%s/web/%s", srcdir ? srcdir : ".", name);
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
+    char *buf = testutil_read_file(path, len);
     assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    buf[n] = '\0';
-    fclose(fp);
-    *len = (size_t)n;
     return buf;
 }
 

@@ -15,27 +15,14 @@
 #include <cmocka.h>
 
 #include "http.h"
+#include "testutil.h"
 
 static char *read_spec(void)
 {
     const char *srcdir = getenv("SQLCACHED_SRCDIR");
     char path[4096];
     snprintf(path, sizeof path, "%s/api/openapi.yaml", srcdir ? srcdir : ".");
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf)
-        buf[n] = '\0';
-    fclose(f);
-    return buf;
+    return testutil_read_file(path, NULL);
 }
 
 /* The text of the path item "  /path:" up to the next path at the same

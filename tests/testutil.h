@@ -5,6 +5,7 @@
 #ifndef SQLCACHED_TESTUTIL_H
 #define SQLCACHED_TESTUTIL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sqlcached.h"
@@ -19,6 +20,10 @@ void testutil_rmdir(char *dir);
 
 /* A path inside dir (malloc'd). */
 char *testutil_path(const char *dir, const char *name);
+
+/* The whole file at path, NUL-terminated (malloc'd; caller frees), its
+ * size in *len (may be NULL); NULL if it cannot be read. */
+char *testutil_read_file(const char *path, size_t *len);
 
 /* A fake clock for sqlcached_options_t.clock_ms. Atomic: the store's
  * background threads (the lease timer) read it while a test moves it. */
