@@ -974,26 +974,84 @@ cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen,
     return r;
 }
 
+/* Marks every load of the key in flight stale: its fill will be dropped. */
+static void do_mark_loads_stale(struct shard *s, const void *key, size_t klen,
+                                uint64_t h)
+{
+    for (struct cache_load *ld = s->inflight; ld; ld = ld->next)
+        if (ld->hash == h && ld->klen == klen &&
+            memcmp(ld->key, key, klen) == 0)
+            ld->stale = true;
+}
+
+/* Removes the key's entry, if any, and marks its loads stale. Returns
+ * whether an entry was removed. */
+static bool do_invalidate(cache_t *c, struct shard *s, const void *key,
+                          size_t klen, uint64_t h)
+{
+    uint32_t b = table_find(s, key, klen, h);
+
+    if (b != UINT32_MAX)
+        do_unlink_entry(c, s, s->table[b] & IDX_MASK);
+    do_mark_loads_stale(s, key, klen, h);
+    return b != UINT32_MAX;
+}
+
 int cache_invalidate(cache_t *c, const void *key, size_t klen)
 {
     uint64_t h;
     struct shard *s;
-    uint32_t b;
+    bool removed;
 
     if (!key_ok(key, klen))
         return 0;
     h = key_hash(c, key, klen);
     s = shard_of(c, h);
     pthread_mutex_lock(&s->lock);
-    b = table_find(s, key, klen, h);
-    if (b != UINT32_MAX)
-        do_unlink_entry(c, s, s->table[b] & IDX_MASK);
-    for (struct cache_load *ld = s->inflight; ld; ld = ld->next)
-        if (ld->hash == h && ld->klen == klen &&
-            memcmp(ld->key, key, klen) == 0)
-            ld->stale = true;
+    removed = do_invalidate(c, s, key, klen, h);
     pthread_mutex_unlock(&s->lock);
-    return b != UINT32_MAX;
+    return removed;
+}
+
+/* Whether the key has an entry, positive or negative (someone reads it). */
+static bool has_entry(struct shard *s, const void *key,
+                      size_t klen, uint64_t h)
+{
+    pthread_mutex_lock(&s->lock);
+    bool found = table_find(s, key, klen, h) != UINT32_MAX;
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
+cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
+                              const cache_fill_t *fill, int64_t now_ms)
+{
+    uint64_t h;
+    struct shard *s;
+    cache_value_t *v = NULL;
+    cache_outcome_t r = CACHE_MISS;
+
+    if (!key_ok(key, klen) || fill == NULL)
+        return CACHE_EINVAL;
+    h = key_hash(c, key, klen);
+    s = shard_of(c, h);
+    /* Build the new value outside the lock, only for a key the tier holds
+     * (a write of a key nobody reads must not push out one that is read). */
+    if (has_entry(s, key, klen, h))
+        v = value_new(key, klen, fill, fill->expires_at != 0);
+    pthread_mutex_lock(&s->lock);
+    if (v != NULL) {
+        do_mark_loads_stale(s, key, klen, h);
+        r = do_store(c, s, v, h, fill->expires_at, now_ms);
+        if (r != CACHE_OK && r != CACHE_OLDER) /* not stored: no old copy either */
+            do_invalidate(c, s, key, klen, h);
+    } else {
+        do_invalidate(c, s, key, klen, h);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (v != NULL && r != CACHE_OK)
+        cache_value_release(v);
+    return r;
 }
 
 /* ======================================================================

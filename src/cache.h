@@ -19,7 +19,8 @@
  *     default:             answer_503();
  *     }
  *
- * Write path: commit to the database, then cache_invalidate(c, key, klen).
+ * Write path: commit to the database, then cache_invalidate(c, key, klen),
+ * or cache_replace() with the value written.
  */
 #ifndef SQLCACHED_CACHE_H
 #define SQLCACHED_CACHE_H
@@ -162,6 +163,18 @@ cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen,
  * key in flight as stale, so its fill is dropped. Call after the database
  * commit. Returns 1 if an entry was removed, 0 if none. Cannot fail. */
 int cache_invalidate(cache_t *c, const void *key, size_t klen);
+
+/* After a committed write of the key with the value in fill: when the key
+ * has an entry (a value, or a negative entry: it is being read), replaces
+ * it (so a key that is read stays in memory across its writes); otherwise does what cache_invalidate does, without
+ * admitting the key. Either way every load of the key in flight is marked
+ * stale. Call after the database commit, in commit order (the writes of
+ * one key must not be replaced out of order). Returns CACHE_OK (stored),
+ * CACHE_MISS (nothing was cached: only invalidated), CACHE_OLDER (a
+ * higher version is cached and stays), or CACHE_FULL, CACHE_TOOBIG,
+ * CACHE_NOMEM, CACHE_EINVAL (not stored, and no older copy is left). */
+cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
+                              const cache_fill_t *fill, int64_t now_ms);
 
 /* Active expiry: removes entries whose expiry is <= now_ms, soonest first,
  * looking at no more than max_work entries in total across shards (each

@@ -18,9 +18,11 @@
  *          fill if a write invalidated the key meanwhile), answer.
  *   write: commit (store_write_then), then, in the writer thread before
  *          it answers any write, bloom_add (after the commit, see bloom.h)
- *          and cache_invalidate, then return to the caller. So
- *          once a write is acknowledged no reader can get an older value:
- *          the cached copy is gone and a fill that read before the commit
+ *          and cache_replace (PUT, incr: a key the tier holds gets the new
+ *          value, others are only invalidated) or cache_invalidate
+ *          (DELETE), then return to the caller. So once a write is
+ *          acknowledged no reader can get an older value: the cached copy
+ *          is the new one or gone, and a fill that read before the commit
  *          is dropped by the guard.
  *
  * Values returned to callers are one allocation with an atomic reference
@@ -236,14 +238,20 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
 /* After a committed write of key: make it visible to every later read.
  * Run by the writer thread (store_write_then) between the commit and any
  * answer, so no later write can reveal the new state (a DELETE's 404, a
- * failed If-Match) while the memory tier still holds the old one. */
-static void after_commit(sqlcached_t *db, const void *key, size_t klen, bool exists)
+ * failed If-Match) while the memory tier still holds the old one. `written`
+ * is the new value, NULL for a delete: a key the tier holds gets it in
+ * place of the old one (a hot key stays hot across its writes; the writer
+ * thread runs these in commit order), any other key is invalidated. */
+static void after_commit(sqlcached_t *db, const void *key, size_t klen,
+                         const cache_fill_t *written)
 {
-    if (db->bloom && exists)
+    if (db->bloom && written)
         bloom_add(db->bloom, key, klen);
     else if (db->bloom)
         bloom_note_delete(db->bloom);
-    if (db->cache)
+    if (db->cache && written)
+        cache_replace(db->cache, key, klen, written, engine_now(db));
+    else if (db->cache)
         cache_invalidate(db->cache, key, klen);
 }
 
@@ -353,7 +361,9 @@ static sqlcached_status_t do_put(store_conn_t *w, void *arg)
 static void put_committed(void *arg)
 {
     put_job_t *p = arg;
-    after_commit(p->db, p->key, p->klen, true);
+    cache_fill_t written = {p->val, p->vlen, p->content_type, p->result.version,
+                            p->expires_at};
+    after_commit(p->db, p->key, p->klen, &written);
 }
 
 static bool content_type_ok(const char *ct)
@@ -494,7 +504,7 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
 static void delete_committed(void *arg)
 {
     delete_job_t *d = arg;
-    after_commit(d->db, d->key, d->klen, false);
+    after_commit(d->db, d->key, d->klen, NULL);
 }
 
 sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
@@ -533,6 +543,11 @@ typedef struct incr_job {
     size_t klen;
     int64_t by, now;
     int64_t value, version;
+    /* the row written, for the memory tier */
+    char text[24];
+    size_t text_len;
+    char content_type[SQLCACHED_CONTENT_TYPE_MAX + 1];
+    int64_t expires_at;
 } incr_job_t;
 
 static sqlcached_status_t incr_apply(store_conn_t *w, incr_job_t *j, sqlite3_stmt *row)
@@ -548,14 +563,15 @@ static sqlcached_status_t incr_apply(store_conn_t *w, incr_job_t *j, sqlite3_stm
     }
     if (__builtin_add_overflow(current, j->by, &j->value))
         return SQLCACHED_NOT_INTEGER;
-    char text[24];
-    int n = snprintf(text, sizeof text, "%" PRId64, j->value);
-    char ctcopy[SQLCACHED_CONTENT_TYPE_MAX + 1];
-    snprintf(ctcopy, sizeof ctcopy, "%s", ct ? ct : COUNTER_CONTENT_TYPE);
+    int n = snprintf(j->text, sizeof j->text, "%" PRId64, j->value);
+    j->text_len = (size_t)n;
+    snprintf(j->content_type, sizeof j->content_type, "%s", ct ? ct : COUNTER_CONTENT_TYPE);
+    j->expires_at = expires_at;
     sqlite3_reset(row); /* done with the row before writing */
     sqlcached_status_t st = store_counter_next(w, "version", &j->version);
     if (st == SQLCACHED_OK)
-        st = upsert(w, j->key, j->klen, text, (size_t)n, ctcopy, j->version, expires_at);
+        st = upsert(w, j->key, j->klen, j->text, j->text_len, j->content_type, j->version,
+                    expires_at);
     return st;
 }
 
@@ -580,7 +596,8 @@ static sqlcached_status_t do_incr(store_conn_t *w, void *arg)
 static void incr_committed(void *arg)
 {
     incr_job_t *j = arg;
-    after_commit(j->db, j->key, j->klen, true);
+    cache_fill_t written = {j->text, j->text_len, j->content_type, j->version, j->expires_at};
+    after_commit(j->db, j->key, j->klen, &written);
 }
 
 sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen,

@@ -761,6 +761,96 @@ static void test_cache_fill_guard_not_tripped_by_other_keys(void **state)
     cache_destroy(c);
 }
 
+/* ---- cache_replace: the write path that keeps a read key in memory ------- */
+
+static cache_outcome_t replace(cache_t *c, const char *key, const char *val,
+                               int64_t version)
+{
+    cache_fill_t f = {.data = val, .len = strlen(val), .content_type = "text/plain",
+                      .version = version};
+    return cache_replace(c, key, strlen(key), &f, 0);
+}
+
+static void test_cache_replace_updates_a_cached_key(void **state)
+{
+    cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 100, 0);
+    cache_value_t *v;
+
+    (void)state;
+    assert_int_equal(put(c, "k", 1, 0), CACHE_OK);
+    assert_int_equal(replace(c, "k", "new", 2), CACHE_OK);
+    assert_int_equal(cache_get(c, "k", 1, 0, &v), CACHE_HIT);
+    assert_int_equal(cache_value_version(v), 2);
+    assert_int_equal(cache_value_len(v), 3);
+    assert_memory_equal(cache_value_data(v), "new", 3);
+    assert_string_equal(cache_value_content_type(v), "text/plain");
+    cache_value_release(v);
+    assert_int_equal(entries(c), 1);
+    /* a write replayed out of order never replaces a newer value */
+    assert_int_equal(replace(c, "k", "old", 1), CACHE_OLDER);
+    assert_int_equal(version_of(c, "k"), 2);
+    cache_destroy(c);
+}
+
+static void test_cache_replace_does_not_admit_an_uncached_key(void **state)
+{
+    cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 100, 0);
+
+    (void)state;
+    assert_int_equal(replace(c, "k", "v", 1), CACHE_MISS);
+    assert_int_equal(entries(c), 0);
+    assert_int_equal(version_of(c, "k"), -1);
+    cache_destroy(c);
+}
+
+static void test_cache_replace_fills_a_negative_entry(void **state)
+{
+    cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 100, 0);
+    cache_value_t *v;
+    cache_load_t *ld;
+
+    (void)state;
+    assert_int_equal(cache_fetch(c, "k", 1, 0, &v, &ld), CACHE_LEAD);
+    assert_int_equal(cache_load_finish(c, ld, NULL, 0), CACHE_OK);
+    assert_int_equal(cache_get(c, "k", 1, 0, &v), CACHE_NEGATIVE);
+    assert_int_equal(replace(c, "k", "v", 3), CACHE_OK);
+    assert_int_equal(version_of(c, "k"), 3);
+    cache_destroy(c);
+}
+
+static void test_cache_replace_marks_loads_stale(void **state)
+{
+    cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 100, 0);
+    cache_value_t *v;
+    cache_load_t *ld;
+
+    (void)state;
+    /* a reader read version 5; the write of version 6 commits meanwhile */
+    assert_int_equal(cache_fetch(c, "k", 1, 0, &v, &ld), CACHE_LEAD);
+    assert_int_equal(replace(c, "k", "six", 6), CACHE_MISS);
+    cache_fill_t f = {.data = "five", .len = 4, .version = 5};
+    assert_int_equal(cache_load_finish(c, ld, &f, 0), CACHE_DROPPED);
+    assert_int_equal(version_of(c, "k"), -1);
+    cache_destroy(c);
+}
+
+static void test_cache_replace_too_big_leaves_no_old_copy(void **state)
+{
+    cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 0, 64 * 1024);
+    size_t big = 256 * 1024;
+    char *val = malloc(big + 1);
+
+    (void)state;
+    assert_non_null(val);
+    memset(val, 'x', big);
+    val[big] = '\0';
+    assert_int_equal(put(c, "k", 1, 0), CACHE_OK);
+    assert_int_equal(replace(c, "k", val, 2), CACHE_TOOBIG);
+    assert_int_equal(version_of(c, "k"), -1);
+    free(val);
+    cache_destroy(c);
+}
+
 /* ---- concurrent stress: readers fill, writers commit and invalidate ------- */
 
 enum { STRESS_KEYS = 16 };
@@ -771,6 +861,8 @@ struct stress {
     atomic_llong acked[STRESS_KEYS];  /* versions whose writes returned */
     atomic_bool stop;
     atomic_long stale_reads, reads;
+    bool replace; /* writers call cache_replace too, not only cache_invalidate */
+    pthread_mutex_t commit_lock; /* with replace: commits in order */
 };
 
 static void *stress_writer(void *arg)
@@ -780,8 +872,25 @@ static void *stress_writer(void *arg)
 
     while (!atomic_load(&s->stop)) {
         int k = rand_r(&seed) % STRESS_KEYS;
-        long long v = atomic_fetch_add(&s->db[k], 1) + 1; /* commit */
-        cache_invalidate(s->c, &k, sizeof(k));
+        long long v;
+        if (s->replace) {
+            /* cache_replace must follow commit order, as the store's one
+             * writer thread does: the commit and its replace under one
+             * lock. Half the writes replace (PUT), half invalidate
+             * (DELETE), so loads keep starting and meet both. */
+            pthread_mutex_lock(&s->commit_lock);
+            v = atomic_fetch_add(&s->db[k], 1) + 1; /* commit */
+            if (rand_r(&seed) % 2) {
+                cache_fill_t f = {.data = "w", .len = 1, .version = v};
+                cache_replace(s->c, &k, sizeof(k), &f, 0);
+            } else {
+                cache_invalidate(s->c, &k, sizeof(k));
+            }
+            pthread_mutex_unlock(&s->commit_lock);
+        } else { /* invalidation needs no order */
+            v = atomic_fetch_add(&s->db[k], 1) + 1; /* commit */
+            cache_invalidate(s->c, &k, sizeof(k));
+        }
         long long a = atomic_load(&s->acked[k]);
         while (a < v && !atomic_compare_exchange_weak(&s->acked[k], &a, v))
             ;
@@ -822,14 +931,18 @@ static void *stress_reader(void *arg)
     return NULL;
 }
 
-static void test_cache_concurrent_no_stale_fill_survives(void **state)
+/* Readers and writers race; no read may be older than an acknowledged
+ * write, and what stays cached at the end is the last committed version. */
+static void run_stress(bool replace)
 {
     enum { READERS = 4, WRITERS = 2 };
     struct stress *s = calloc(1, sizeof(*s));
     pthread_t t[READERS + WRITERS];
     cache_stats_t st;
 
-    (void)state;
+    assert_non_null(s);
+    s->replace = replace;
+    pthread_mutex_init(&s->commit_lock, NULL);
     s->c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 1000, 0);
     for (int i = 0; i < READERS + WRITERS; i++)
         pthread_create(&t[i], NULL, i < READERS ? stress_reader : stress_writer,
@@ -857,7 +970,20 @@ static void test_cache_concurrent_no_stale_fill_survives(void **state)
     cache_stats(s->c, &st);
     assert_true(st.fills_dropped > 0); /* the race did happen */
     cache_destroy(s->c);
+    pthread_mutex_destroy(&s->commit_lock);
     free(s);
+}
+
+static void test_cache_concurrent_no_stale_fill_survives(void **state)
+{
+    (void)state;
+    run_stress(false);
+}
+
+static void test_cache_concurrent_replace_never_stale(void **state)
+{
+    (void)state;
+    run_stress(true);
 }
 
 /* ---- simulator ---------------------------------------------------------------- */
@@ -945,7 +1071,13 @@ int main(void)
         cmocka_unit_test(test_cache_fill_guard_disabled_caches_stale),
         cmocka_unit_test(test_cache_fill_guard_seam_invalidates_mid_fill),
         cmocka_unit_test(test_cache_fill_guard_not_tripped_by_other_keys),
+        cmocka_unit_test(test_cache_replace_updates_a_cached_key),
+        cmocka_unit_test(test_cache_replace_does_not_admit_an_uncached_key),
+        cmocka_unit_test(test_cache_replace_fills_a_negative_entry),
+        cmocka_unit_test(test_cache_replace_marks_loads_stale),
+        cmocka_unit_test(test_cache_replace_too_big_leaves_no_old_copy),
         cmocka_unit_test(test_cache_concurrent_no_stale_fill_survives),
+        cmocka_unit_test(test_cache_concurrent_replace_never_stale),
         cmocka_unit_test(test_cache_sim_lru_matches_reference),
         cmocka_unit_test(test_cache_sim_opt_is_never_below_a_policy),
     };

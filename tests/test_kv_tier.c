@@ -106,10 +106,71 @@ static void test_kv_tier_second_read_is_a_hit(void **state)
     assert_int_equal(hit, 1);
     assert_int_equal(stats(f->db).sqlite_reads, reads + 1);
     assert_true(stats(f->db).cache_hits >= 1);
-    /* A write invalidates: the next read goes to SQLite and sees it. */
-    int64_t ver2;
-    put(f->db, "k", "v2", &ver2);
-    assert_int_equal(get(f->db, "k", &hit), ver2);
+}
+
+/* The value a GET answers, with its content type (NUL-terminated copies). */
+static void get_value(sqlcached_t *db, const char *k, char *val, size_t vcap, char *ct,
+                      size_t ctcap, int *hit)
+{
+    sqlcached_value_t *v = NULL;
+    assert_int_equal(sqlcached_kv_get(db, k, strlen(k), &v), SQLCACHED_OK);
+    assert_true(v->len < vcap);
+    memcpy(val, v->data, v->len);
+    val[v->len] = '\0';
+    snprintf(ct, ctcap, "%s", v->content_type);
+    *hit = v->from_cache;
+    sqlcached_value_release(v);
+}
+
+/* A write of a key the tier holds puts the new value in memory (commit
+ * order, in the writer thread): the next read is a hit with the new value,
+ * content type and version, and SQLite is not read. */
+static void test_kv_tier_write_of_a_cached_key_replaces_it(void **state)
+{
+    fixture_t *f = *state;
+    int64_t ver;
+    int hit = -1;
+    char val[64], ct[128];
+    put(f->db, "k", "v1", &ver);
+    assert_int_equal(get(f->db, "k", &hit), ver); /* fills the tier */
+    uint64_t reads = stats(f->db).sqlite_reads;
+    sqlcached_put_options_t o = {.content_type = "text/x-new", .ttl_ms = 60000};
+    sqlcached_write_result_t r;
+    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "second", 6, &o, &r), SQLCACHED_OK);
+    assert_true(r.version > ver);
+    get_value(f->db, "k", val, sizeof val, ct, sizeof ct, &hit);
+    assert_int_equal(hit, 1);
+    assert_string_equal(val, "second");
+    assert_string_equal(ct, "text/x-new");
+    assert_int_equal(get(f->db, "k", NULL), r.version);
+    assert_int_equal(stats(f->db).sqlite_reads, reads);
+    /* incr of a cached counter: the new number, from memory */
+    int64_t n, nver;
+    put(f->db, "n", "41", NULL);
+    assert_true(get(f->db, "n", NULL) > 0);
+    reads = stats(f->db).sqlite_reads;
+    assert_int_equal(sqlcached_kv_incr(f->db, "n", 1, 1, &n, &nver), SQLCACHED_OK);
+    assert_int_equal(n, 42);
+    get_value(f->db, "n", val, sizeof val, ct, sizeof ct, &hit);
+    assert_int_equal(hit, 1);
+    assert_string_equal(val, "42");
+    assert_int_equal(get(f->db, "n", NULL), nver);
+    assert_int_equal(stats(f->db).sqlite_reads, reads);
+    /* DELETE: gone at once */
+    assert_int_equal(sqlcached_kv_delete(f->db, "k", 1, NULL), SQLCACHED_OK);
+    assert_int_equal(get(f->db, "k", NULL), 0);
+}
+
+/* A write of a key nobody read does not take room in the tier. */
+static void test_kv_tier_write_of_an_unread_key_is_not_cached(void **state)
+{
+    fixture_t *f = *state;
+    int64_t ver;
+    int hit = -1;
+    put(f->db, "cold", "v1", &ver);
+    put(f->db, "cold", "v2", &ver);
+    assert_int_equal(stats(f->db).cache_entries, 0);
+    assert_int_equal(get(f->db, "cold", &hit), ver);
     assert_int_equal(hit, 0);
 }
 
@@ -403,6 +464,8 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_kv_tier_second_read_is_a_hit),
+        T(test_kv_tier_write_of_a_cached_key_replaces_it),
+        T(test_kv_tier_write_of_an_unread_key_is_not_cached),
         T(test_kv_tier_bloom_skips_never_written_keys),
         T(test_kv_tier_negative_entry_invalidated_by_put),
         T(test_kv_tier_bloom_survives_restart),
