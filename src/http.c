@@ -25,10 +25,15 @@
  * never see a resume for a connection it has not suspended (undefined
  * behaviour), hence the wake_pending flag for a wake that comes first.
  *
- * Shutdown: http_stop() quiesces the listen socket, resumes every parked
- * request with req->aborted set (its handler answers 503 at once) and
- * refuses new parking, waits (bounded) for the requests in flight to
- * complete, then stops MHD (which must not hold suspended connections).
+ * Shutdown: http_stop() sets `draining` (every new request is answered 503
+ * `unavailable`, and every reply from then on closes its connection),
+ * resumes every parked request with req->aborted set (its handler answers
+ * 503 at once) and refuses new parking, waits (bounded) for the requests
+ * in flight to complete, then stops MHD (which must not hold suspended
+ * connections). Not MHD_quiesce_daemon(): with epoll worker threads it
+ * races with their event loops, which remove the listen socket from their
+ * epoll sets too, and the loser of the race aborts the process (libmicrohttpd
+ * 0.9.75, "Failed to remove listen FD from epoll set"; seen in CI).
  */
 #include "http.h"
 
@@ -72,6 +77,7 @@ struct http_server {
     pthread_mutex_t park_lock;
     http_request_t *parked; /* suspended requests, under park_lock */
     bool stopping;          /* under park_lock: no more parking */
+    atomic_bool draining;   /* http_stop has begun: refuse new requests */
 };
 
 /* ------------------------------------------------------------------------
@@ -154,6 +160,9 @@ static enum MHD_Result queue(http_request_t *req, unsigned status, struct MHD_Re
     req->reply_bytes = bytes;
     if (!resp)
         return MHD_NO;
+    if (atomic_load_explicit(&req->srv->draining, memory_order_relaxed) &&
+        !MHD_get_response_header(resp, MHD_HTTP_HEADER_CONNECTION))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
     MHD_destroy_response(resp);
     req->replied = true;
@@ -849,6 +858,10 @@ static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, co
         return http_reply_problem(req, "invalid_argument", "%s", bad);
     }
     int routed = route_request(req, url); /* first, so metrics know the route */
+    if (atomic_load_explicit(&srv->draining, memory_order_acquire)) {
+        req->close_after = true;
+        return http_reply_problem(req, "unavailable", "the server is stopping");
+    }
     if (strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/v1") == 0) {
         if (!authorized(srv, req, url))
             return http_reply_problem(req, "unauthorized", "a valid bearer token is required");
@@ -1113,9 +1126,7 @@ void http_stop(http_server_t *srv)
 {
     if (!srv)
         return;
-    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    atomic_store_explicit(&srv->draining, true, memory_order_release);
     resume_all(srv); /* parked requests are answered 503 now, not at their deadline */
     for (int waited = 0; atomic_load(&srv->in_flight) > 0 && waited < DRAIN_WAIT_MS; waited += 10)
         usleep(10000);

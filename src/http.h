@@ -98,7 +98,8 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
 /* The bound port (useful with port 0). */
 uint16_t http_port(const http_server_t *srv);
 
-/* Stop accepting, let in-flight requests finish (bounded wait), stop. */
+/* Answer new requests 503 (closing their connections), let in-flight
+ * requests finish (bounded wait), stop. */
 void http_stop(http_server_t *srv);
 
 /* --- replies (each queues the response; returns MHD's result) --------- */

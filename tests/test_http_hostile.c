@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -591,6 +592,65 @@ static void test_hostile_nothing_stored(void **state)
     expect_healthy(&f->d);
 }
 
+/* A stop while a PUT is still sending its body: new requests get 503
+ * `unavailable` with Connection: close, the PUT in flight finishes and is
+ * stored, and the daemon exits 0. */
+static void test_hostile_stop_with_a_request_in_flight(void **state)
+{
+    fixture_t *f = *state;
+    static const char head[] = "PUT /v1/kv/drain:slow HTTP/1.1\r\nHost: t\r\n"
+                               "Content-Type: text/plain\r\nContent-Length: 10\r\n\r\nhello";
+    int fd = raw_connect(&f->d);
+    assert_true(fd >= 0);
+    assert_true(raw_send(fd, head, sizeof head - 1));
+    usleep(200000 * (useconds_t)wait_scale()); /* the daemon has begun the request */
+    assert_int_equal(kill(f->d.pid, SIGTERM), 0);
+
+    /* bounded: the stop begins within a few seconds of the signal */
+    long status = 0;
+    char *conn = NULL, *body = NULL;
+    for (int i = 0; i < 100 * wait_scale() && status != 503; i++) {
+        client_resp_t r;
+        if (client_request(&f->d, "GET", "/healthz", NULL, NULL, 0, &r) == 0) {
+            status = r.status;
+            if (status == 503) {
+                conn = client_header(&r, "Connection");
+                body = strdup(r.body);
+            }
+        }
+        client_resp_free(&r);
+        if (status != 503)
+            usleep(50000);
+    }
+    assert_int_equal(status, 503);
+    assert_non_null(conn);
+    assert_string_equal(conn, "close");
+    assert_non_null(strstr(body, "\"code\":\"unavailable\""));
+    free(conn);
+    free(body);
+
+    /* the request in flight is finished and answered */
+    assert_true(raw_send(fd, "world", 5));
+    char reply[4096];
+    bool closed;
+    raw_read_all(fd, reply, sizeof reply, 5000, &closed);
+    close(fd);
+    assert_int_equal(nth_status(reply, 0), 201);
+    assert_non_null(strstr(reply, "Connection: close"));
+    assert_int_equal(daemon_stop(&f->d), 0);
+
+    assert_int_equal(daemon_restart(&f->d), 0);
+    char *got = NULL;
+    assert_int_equal(curl_status(&f->d, "GET", "/v1/kv/drain:slow", &got), 200);
+    assert_string_equal(got, "helloworld");
+    free(got);
+}
+
+static int setup_default(void **state)
+{
+    return fixture_start(state, NULL);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -610,6 +670,8 @@ int main(void)
                                         fixture_stop),
         cmocka_unit_test_setup_teardown(test_hostile_idle_timeout, setup_short_timeout,
                                         fixture_stop),
+        cmocka_unit_test_setup_teardown(test_hostile_stop_with_a_request_in_flight,
+                                        setup_default, fixture_stop),
     };
     int failed = cmocka_run_group_tests_name("hostile", hostile, setup_hostile, fixture_stop);
     failed += cmocka_run_group_tests_name("limits", limits, NULL, NULL);
