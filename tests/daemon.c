@@ -2,6 +2,7 @@
  * daemon.c - see daemon.h.
  */
 #include "daemon.h"
+#include "testutil.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -358,4 +359,42 @@ void client_resp_free(client_resp_t *r)
     free(r->body);
     free(r->headers);
     memset(r, 0, sizeof *r);
+}
+
+/* ------------------------------------------------------------------------
+ * cmocka fixture
+ * ------------------------------------------------------------------------ */
+
+static int fixture_stop_failures; /* daemons that did not exit 0 on SIGTERM */
+
+int daemon_fixture_start(void **state, const char *const args[])
+{
+    daemon_fixture_t *f = calloc(1, sizeof *f);
+    *state = f;
+    if (!f || !(f->dir = testutil_mkdtemp()))
+        return -1;
+    return daemon_start(&f->d, f->dir, args);
+}
+
+int daemon_fixture_stop(void **state)
+{
+    daemon_fixture_t *f = *state;
+    if (!f)
+        return -1;
+    int rc = f->d.pid > 0 ? daemon_stop(&f->d) : 0;
+    if (rc != 0) {
+        fprintf(stderr, "daemon did not stop cleanly: status %d\n", rc);
+        fixture_stop_failures++;
+    }
+    daemon_free(&f->d);
+    if (f->dir)
+        testutil_rmdir(f->dir);
+    free(f);
+    *state = NULL;
+    return rc == 0 ? 0 : -1;
+}
+
+int daemon_fixture_stop_failures(void)
+{
+    return fixture_stop_failures;
 }

@@ -73,4 +73,23 @@ json_t *client_json(const client_resp_t *r);
 
 void client_resp_free(client_resp_t *r);
 
+/* A cmocka fixture (*state): a daemon on a database in a fresh temporary
+ * directory. */
+typedef struct daemon_fixture {
+    char *dir;
+    daemon_t d;
+} daemon_fixture_t;
+
+/* Setup: allocate the fixture into *state and start the daemon with args
+ * (NULL-terminated, may be NULL). 0, or -1 (the teardown still frees). */
+int daemon_fixture_start(void **state, const char *const args[]);
+
+/* Teardown: stop the daemon with SIGTERM (when running), remove the
+ * directory, free the fixture. -1 when the daemon did not exit 0, which is
+ * also counted (daemon_fixture_stop_failures). */
+int daemon_fixture_stop(void **state);
+
+/* Daemons daemon_fixture_stop saw exit other than 0 since the start. */
+int daemon_fixture_stop_failures(void);
+
 #endif

@@ -36,12 +36,7 @@
 #define SLOW_CONNECTIONS 1000
 #define MAX_BODY "1024"
 
-typedef struct fixture {
-    char *dir;
-    daemon_t d;
-} fixture_t;
-
-static int stop_failures; /* daemons that did not exit 0 on SIGTERM */
+typedef daemon_fixture_t fixture_t;
 
 /* ------------------------------------------------------------------------
  * Raw HTTP
@@ -215,50 +210,24 @@ static rlim_t raise_nofile(void)
     return rl.rlim_cur;
 }
 
-static int fixture_start(void **state, const char *const args[])
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    *state = f;
-    if (!f || !(f->dir = testutil_mkdtemp()))
-        return -1;
-    return daemon_start(&f->d, f->dir, args);
-}
-
-static int fixture_stop(void **state)
-{
-    fixture_t *f = *state;
-    if (!f)
-        return -1;
-    int rc = f->d.pid > 0 ? daemon_stop(&f->d) : 0;
-    if (rc != 0) {
-        fprintf(stderr, "daemon did not stop cleanly: status %d\n", rc);
-        stop_failures++;
-    }
-    daemon_free(&f->d);
-    testutil_rmdir(f->dir);
-    free(f);
-    *state = NULL;
-    return rc == 0 ? 0 : -1;
-}
-
 static int setup_hostile(void **state)
 {
     raise_nofile();
     static const char *const args[] = {"--max-body", MAX_BODY, "--max-connections", "1200",
                                        "--threads", "2", NULL};
-    return fixture_start(state, args);
+    return daemon_fixture_start(state, args);
 }
 
 static int setup_few_connections(void **state)
 {
     static const char *const args[] = {"--max-connections", "8", NULL};
-    return fixture_start(state, args);
+    return daemon_fixture_start(state, args);
 }
 
 static int setup_short_timeout(void **state)
 {
     static const char *const args[] = {"--timeout", "1", NULL};
-    return fixture_start(state, args);
+    return daemon_fixture_start(state, args);
 }
 
 /* ------------------------------------------------------------------------
@@ -648,7 +617,7 @@ static void test_hostile_stop_with_a_request_in_flight(void **state)
 
 static int setup_default(void **state)
 {
-    return fixture_start(state, NULL);
+    return daemon_fixture_start(state, NULL);
 }
 
 int main(void)
@@ -667,15 +636,17 @@ int main(void)
     };
     const struct CMUnitTest limits[] = {
         cmocka_unit_test_setup_teardown(test_hostile_connection_limit, setup_few_connections,
-                                        fixture_stop),
+                                        daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_hostile_idle_timeout, setup_short_timeout,
-                                        fixture_stop),
+                                        daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_hostile_stop_with_a_request_in_flight,
-                                        setup_default, fixture_stop),
+                                        setup_default, daemon_fixture_stop),
     };
-    int failed = cmocka_run_group_tests_name("hostile", hostile, setup_hostile, fixture_stop);
+    int failed = cmocka_run_group_tests_name("hostile", hostile, setup_hostile,
+                                             daemon_fixture_stop);
     failed += cmocka_run_group_tests_name("limits", limits, NULL, NULL);
     curl_global_cleanup();
+    int stop_failures = daemon_fixture_stop_failures();
     if (stop_failures)
         fprintf(stderr, "%d daemon(s) did not exit 0 on SIGTERM\n", stop_failures);
     return failed || stop_failures ? 1 : 0;

@@ -31,58 +31,27 @@
 
 #define TOKEN "s3cret-token"
 
-typedef struct fixture {
-    char *dir;
-    daemon_t d;
-} fixture_t;
-
-static int stop_failures; /* daemons that did not exit 0 on SIGTERM */
+typedef daemon_fixture_t fixture_t;
 
 /* ------------------------------------------------------------------------
  * Fixtures
  * ------------------------------------------------------------------------ */
 
-static int fixture_start(void **state, const char *const args[])
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    *state = f;
-    if (!f || !(f->dir = testutil_mkdtemp()))
-        return -1;
-    return daemon_start(&f->d, f->dir, args);
-}
-
-static int fixture_stop(void **state)
-{
-    fixture_t *f = *state;
-    if (!f)
-        return -1;
-    int rc = f->d.pid > 0 ? daemon_stop(&f->d) : 0;
-    if (rc != 0) {
-        fprintf(stderr, "daemon did not stop cleanly: status %d\n", rc);
-        stop_failures++;
-    }
-    daemon_free(&f->d);
-    testutil_rmdir(f->dir);
-    free(f);
-    *state = NULL;
-    return rc == 0 ? 0 : -1;
-}
-
 static int setup_default(void **state)
 {
-    return fixture_start(state, NULL);
+    return daemon_fixture_start(state, NULL);
 }
 
 static int setup_small_body(void **state)
 {
     static const char *const args[] = {"--max-body", "1024", NULL};
-    return fixture_start(state, args);
+    return daemon_fixture_start(state, args);
 }
 
 static int setup_auth(void **state)
 {
     static const char *const args[] = {"--auth-token", TOKEN, NULL};
-    return fixture_start(state, args);
+    return daemon_fixture_start(state, args);
 }
 
 /* ------------------------------------------------------------------------
@@ -1413,19 +1382,22 @@ int main(void)
         cmocka_unit_test(test_http_auth_token_from_env),
     };
     const struct CMUnitTest lifecycle[] = {
-        cmocka_unit_test_setup_teardown(test_http_kv_survives_kill, setup_default, fixture_stop),
-        cmocka_unit_test_setup_teardown(test_http_graceful_stop, setup_default, fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_kv_survives_kill, setup_default,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_graceful_stop, setup_default,
+                                        daemon_fixture_stop),
         cmocka_unit_test(test_http_startup_bad_flag_value),
         cmocka_unit_test(test_http_startup_usage_error),
         cmocka_unit_test(test_http_startup_unwritable_db),
         cmocka_unit_test(test_http_startup_help_and_version),
     };
-    int failed = cmocka_run_group_tests_name("kv", kv, setup_default, fixture_stop);
+    int failed = cmocka_run_group_tests_name("kv", kv, setup_default, daemon_fixture_stop);
     failed += cmocka_run_group_tests_name("body_limit", body_limit, setup_small_body,
-                                          fixture_stop);
-    failed += cmocka_run_group_tests_name("auth", auth, setup_auth, fixture_stop);
+                                          daemon_fixture_stop);
+    failed += cmocka_run_group_tests_name("auth", auth, setup_auth, daemon_fixture_stop);
     failed += cmocka_run_group_tests_name("lifecycle", lifecycle, NULL, NULL);
     curl_global_cleanup();
+    int stop_failures = daemon_fixture_stop_failures();
     if (stop_failures)
         fprintf(stderr, "%d daemon(s) did not exit 0 on SIGTERM\n", stop_failures);
     return failed || stop_failures ? 1 : 0;

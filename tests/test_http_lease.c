@@ -21,10 +21,7 @@
 #include "daemon.h"
 #include "testutil.h"
 
-typedef struct fixture {
-    char *dir;
-    daemon_t d;
-} fixture_t;
+typedef daemon_fixture_t fixture_t;
 
 /* Two worker threads whatever the machine: parked waiters must not need
  * one each. */
@@ -32,20 +29,7 @@ static const char *const daemon_args[] = {"--threads", "2", NULL};
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    f->dir = testutil_mkdtemp();
-    *state = f;
-    return f->dir && daemon_start(&f->d, f->dir, daemon_args) == 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    int rc = daemon_stop(&f->d);
-    daemon_free(&f->d);
-    testutil_rmdir(f->dir);
-    free(f);
-    return rc == 0 ? 0 : -1;
+    return daemon_fixture_start(state, daemon_args);
 }
 
 static int64_t scale(void)
@@ -671,19 +655,22 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_http_lease_acquire_renew_release_get, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_http_lease_held_and_not_owner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_lease_expiry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_lease_bad_input, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_lease_method_not_allowed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_lease_wait_times_out, setup, teardown),
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_lease_held_and_not_owner, setup,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_lease_expiry, setup, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_lease_bad_input, setup, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_lease_method_not_allowed, setup,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_lease_wait_times_out, setup, daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_lease_200_parked_waiters_do_not_block_gets,
-                                        setup, teardown),
+                                        setup, daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_lease_waiter_wakes_on_release_and_expiry,
-                                        setup, teardown),
+                                        setup, daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_lease_parked_waiters_get_503_on_stop, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_http_lease_survives_sigkill, setup, teardown),
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_lease_survives_sigkill, setup,
+                                        daemon_fixture_stop),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -18,23 +18,12 @@
 #include "daemon.h"
 #include "testutil.h"
 
-typedef struct fixture {
-    char *dir;
-    daemon_t d;
-} fixture_t;
-
-static int start_with(void **state, const char *const args[])
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    f->dir = testutil_mkdtemp();
-    *state = f;
-    return f->dir && daemon_start(&f->d, f->dir, args) == 0 ? 0 : -1;
-}
+typedef daemon_fixture_t fixture_t;
 
 static int setup(void **state)
 {
     static const char *const args[] = {"--durability", "normal", "--threads", "4", NULL};
-    return start_with(state, args);
+    return daemon_fixture_start(state, args);
 }
 
 static int setup_version(void **state)
@@ -42,17 +31,7 @@ static int setup_version(void **state)
     static const char *const args[] = {"--durability", "normal", "--threads", "8",
                                        "--seckill-strategy", "version", "--seckill-retries", "0",
                                        NULL};
-    return start_with(state, args);
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    int rc = daemon_stop(&f->d);
-    daemon_free(&f->d);
-    testutil_rmdir(f->dir);
-    free(f);
-    return rc == 0 ? 0 : -1;
+    return daemon_fixture_start(state, args);
 }
 
 /* ------------------------------------------------------------------------
@@ -634,16 +613,21 @@ int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_http_seckill_item_put_and_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_seckill_item_bad_input, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_seckill_item_list, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_seckill_method_not_allowed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_seckill_order_flow, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_seckill_order_bad_input, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_http_seckill_concurrent_stock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_seckill_item_put_and_get, setup,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_item_bad_input, setup,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_item_list, setup, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_method_not_allowed, setup,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_order_flow, setup, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_order_bad_input, setup,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_concurrent_stock, setup,
+                                        daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_seckill_concurrent_version, setup_version,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_http_seckill_restart, setup, teardown),
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_restart, setup, daemon_fixture_stop),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -18,29 +18,13 @@
 #include "daemon.h"
 #include "testutil.h"
 
-typedef struct fixture {
-    char *dir;
-    daemon_t d;
-} fixture_t;
+typedef daemon_fixture_t fixture_t;
 
 static int setup(void **state)
 {
     static const char *const args[] = {"--auth-token", "web-token", "--durability", "normal",
                                        NULL};
-    fixture_t *f = calloc(1, sizeof *f);
-    f->dir = testutil_mkdtemp();
-    *state = f;
-    return f->dir && daemon_start(&f->d, f->dir, args) == 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    int rc = daemon_stop(&f->d);
-    daemon_free(&f->d);
-    testutil_rmdir(f->dir);
-    free(f);
-    return rc == 0 ? 0 : -1;
+    return daemon_fixture_start(state, args);
 }
 
 /* The file web/NAME of the source tree (malloc'd, NUL-terminated). */
@@ -161,10 +145,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_http_web_files_served_without_token, setup,
-                                        teardown),
+                                        daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_web_page_refers_only_to_own_paths, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_http_web_methods_and_paths, setup, teardown),
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_web_methods_and_paths, setup,
+                                        daemon_fixture_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
