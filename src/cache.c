@@ -421,9 +421,11 @@ static int table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
     return 0;
 }
 
+/* Room for n entries at a load of about 0.87 (the table grows at 0.93):
+ * a smaller step than 1.3x, for less empty bucket space per entry. */
 static uint32_t grown_cap(uint32_t n)
 {
-    uint64_t cap = ((uint64_t)n * 13 / 10 + 15) & ~(uint64_t)15;
+    uint64_t cap = ((uint64_t)n * 115 / 100 + 15) & ~(uint64_t)15;
     return cap < 64 ? 64 : (uint32_t)cap;
 }
 

@@ -3,12 +3,14 @@
  *
  * Layout: SKETCH_ROWS rows of `width` 64-bit words, each word holding 16
  * counters of 4 bits. Row r picks a word and a nibble from its own remix of
- * the key hash. Width: one word per row for every 16 expected entries
- * gives 4 counters per entry in total (2 bytes per entry); the doorkeeper
- * that follows the rows adds 4 bits per entry (2.5 bytes in all). With
- * the doorkeeper absorbing one-time keys this small sketch measured as
- * well as 16 counters per entry without one on the reference traces. The width is
- * not rounded to a power of two (rows index by multiply-shift), so the
+ * the key hash. Width: one word per row for every 20 expected entries
+ * gives 3.2 counters per entry in total (1.6 bytes per entry); the
+ * doorkeeper that follows the rows adds 4 bits per entry (2.1 bytes in
+ * all). With the doorkeeper absorbing one-time keys this small sketch
+ * measured as well as 16 counters per entry without one on the reference
+ * traces, and within 0.4 points of 4 counters per entry (docs/memory-tier.md),
+ * which kept the memory tier's overhead per entry over 48 bytes. The width
+ * is not rounded to a power of two (rows index by multiply-shift), so the
  * table is never up to twice the size it was asked for.
  */
 #include "sketch.h"
@@ -17,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENTRIES_PER_WORD 16
+#define ENTRIES_PER_WORD 20
 #define DOOR_BITS        4 /* doorkeeper bits per entry */
 
 static const uint64_t row_seed[SKETCH_ROWS] = {

@@ -175,10 +175,11 @@ static void test_cache_sketch_exact_width_counts(void **state)
     (void)state;
     assert_int_equal(sketch_reset(&sk, 5000), 0);
     assert_int_equal(sketch_bytes(&sk), sketch_bytes_for(5000));
-    /* 4 counters of 4 bits per entry plus a 4-bit-per-entry doorkeeper */
+    /* 3.2 counters of 4 bits per entry (a word of 16 per row for every 20
+     * entries) plus a 4-bit-per-entry doorkeeper: 2.1 bytes an entry */
     assert_int_equal(sketch_bytes(&sk),
-                     (5000 / 16 * SKETCH_ROWS + (5000 * 4 + 63) / 64) * 8);
-    assert_true(sketch_bytes(&sk) <= 5000 * 5 / 2 + 16);
+                     (5000 / 20 * SKETCH_ROWS + (5000 * 4 + 63) / 64) * 8);
+    assert_true(sketch_bytes(&sk) <= 5000 * 21 / 10 + 16);
     for (uint64_t k = 1; k <= 2000; k++)
         for (uint64_t n = 0; n < k % 7; n++)
             sketch_increment(&sk, k * 0x9e3779b97f4a7c15ull);
@@ -761,6 +762,46 @@ static void test_cache_fill_guard_not_tripped_by_other_keys(void **state)
     cache_destroy(c);
 }
 
+/* ---- memory per entry ------------------------------------------------------ */
+
+/* The tier's own accounting for 1M entries of 16-byte keys and 100-byte
+ * values, minus the raw bytes, per entry: at most 48 bytes with the
+ * default policy (allkeys-lfu, the most expensive) and with LRU.
+ * tools/cachebench --overhead prints the same figure and two more. */
+static void test_cache_overhead_per_entry_at_most_48_bytes(void **state)
+{
+    static const char value[100];
+    static const cache_policy_t policies[] = {CACHE_POLICY_ALLKEYS_LFU,
+                                              CACHE_POLICY_ALLKEYS_LRU};
+    enum { N = 1000000 };
+    char key[24];
+
+    (void)state;
+    for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
+        cache_config_t cfg;
+        cache_config_init(&cfg);
+        cfg.policy = policies[p];
+        cfg.shards = 16;
+        cfg.memory_limit = (size_t)4 << 30;
+        cache_t *c = cache_create(&cfg);
+        assert_non_null(c);
+        for (size_t i = 0; i < N; i++) {
+            snprintf(key, sizeof(key), "k%015zu", i);
+            cache_fill_t f = {.data = value, .len = sizeof(value),
+                              .content_type = "application/json", .version = 1};
+            assert_int_equal(cache_set(c, key, 16, &f, 0), CACHE_OK);
+        }
+        cache_stats_t st;
+        cache_stats(c, &st);
+        assert_int_equal(st.entries, N);
+        double per_entry = ((double)st.memory - (double)N * 116) / N;
+        printf("  %s: %.2f bytes per entry over the raw 116\n",
+               cache_policy_name(policies[p]), per_entry);
+        assert_true(per_entry <= 48.0);
+        cache_destroy(c);
+    }
+}
+
 /* ---- cache_replace: the write path that keeps a read key in memory ------- */
 
 static cache_outcome_t replace(cache_t *c, const char *key, const char *val,
@@ -1071,6 +1112,7 @@ int main(void)
         cmocka_unit_test(test_cache_fill_guard_disabled_caches_stale),
         cmocka_unit_test(test_cache_fill_guard_seam_invalidates_mid_fill),
         cmocka_unit_test(test_cache_fill_guard_not_tripped_by_other_keys),
+        cmocka_unit_test(test_cache_overhead_per_entry_at_most_48_bytes),
         cmocka_unit_test(test_cache_replace_updates_a_cached_key),
         cmocka_unit_test(test_cache_replace_does_not_admit_an_uncached_key),
         cmocka_unit_test(test_cache_replace_fills_a_negative_entry),
