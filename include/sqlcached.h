@@ -230,6 +230,16 @@ sqlcached_status_t sqlcached_kv_put_async(sqlcached_t *db, const void *key, size
 sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
                                        const sqlcached_preconditions_t *pre);
 
+/* sqlcached_kv_delete() without waiting for the commit, as
+ * sqlcached_kv_put_async(): SQLCACHED_OK means done(cls, status) is called
+ * exactly once, after the commit and after the delete is visible to every
+ * later read, with the status sqlcached_kv_delete() would have returned.
+ * key and pre (its version lists) are borrowed until then. Any other
+ * return: nothing was queued and done is never called. */
+sqlcached_status_t sqlcached_kv_delete_async(sqlcached_t *db, const void *key, size_t klen,
+                                             const sqlcached_preconditions_t *pre,
+                                             sqlcached_done_fn done, void *cls);
+
 /* Atomically add `by` to a base-10 int64 value (absent counts as 0, and is
  * created as text/plain without expiry; an existing key keeps its content
  * type and expiry). Non-integer value or overflow: SQLCACHED_NOT_INTEGER.
@@ -237,6 +247,14 @@ sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t 
 sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen,
                                      int64_t by, int64_t *value_out,
                                      int64_t *version_out);
+
+/* sqlcached_kv_incr() without waiting for the commit, as
+ * sqlcached_kv_put_async(): on SQLCACHED_OK, *value_out and *version_out
+ * (either may be NULL) are filled before done(cls, SQLCACHED_OK) is called.
+ * key, value_out and version_out are borrowed until done is called. */
+sqlcached_status_t sqlcached_kv_incr_async(sqlcached_t *db, const void *key, size_t klen,
+                                           int64_t by, int64_t *value_out, int64_t *version_out,
+                                           sqlcached_done_fn done, void *cls);
 
 /* List live keys starting with prefix, in byte order, strictly after `after`
  * (NULL/0 = from the start), at most `limit` (1..SQLCACHED_LIST_LIMIT_MAX).

@@ -154,6 +154,93 @@ enum MHD_Result api_kv_get(http_request_t *req)
 }
 
 /* ------------------------------------------------------------------------
+ * Writes parked until their group commit (PUT, DELETE, incr)
+ *
+ * The write is queued for the next group commit and the connection parked
+ * meanwhile (http_suspend), so a worker thread keeps serving its other
+ * connections and the writes that arrive together share one transaction
+ * and one fsync. The writer thread's completion records the outcome and
+ * resumes the request; MHD then calls the handler again, which sees
+ * req->ctx and answers.
+ * ------------------------------------------------------------------------ */
+
+/* What the library borrows until the commit lives here, in req->ctx (freed
+ * when the request completes). */
+typedef struct write_state {
+    sqlcached_put_options_t o; /* PUT; DELETE uses o.pre only */
+    api_etag_list_t im, inm;
+    sqlcached_write_result_t res; /* PUT */
+    int64_t value, version;       /* incr */
+    sqlcached_status_t st;
+    atomic_int done; /* set by the writer thread once the fields above are final */
+} write_state_t;
+
+/* A new state in req->ctx, or NULL after answering 503. */
+static write_state_t *write_state_new(http_request_t *req)
+{
+    write_state_t *ws = calloc(1, sizeof *ws);
+    if (!ws) {
+        http_reply_problem(req, "unavailable", "out of memory");
+        return NULL;
+    }
+    req->ctx = ws;
+    req->ctx_free = free;
+    return ws;
+}
+
+/* On the writer thread, after the whole batch was made visible to readers:
+ * record the outcome and wake the parked request. */
+static void on_write_done(void *cls, sqlcached_status_t st)
+{
+    http_request_t *req = cls;
+    write_state_t *ws = req->ctx;
+    ws->st = st;
+    atomic_store(&ws->done, 1);
+    http_resume(req);
+}
+
+/* After submitting (st: what the async call returned): park until the
+ * commit, or answer at once with `reply` when nothing was queued, the
+ * commit was quicker than the park, or the server is stopping. */
+static enum MHD_Result park_write(http_request_t *req, sqlcached_status_t st,
+                                  http_handler_fn reply)
+{
+    write_state_t *ws = req->ctx;
+    if (st != SQLCACHED_OK) {
+        ws->st = st;
+        atomic_store(&ws->done, 1);
+        return reply(req);
+    }
+    if (http_suspend(req))
+        return MHD_YES;
+    return reply(req);
+}
+
+/* The state of a finished write, or NULL after answering 503. A request
+ * resumed because the server is stopping may get here before its write is
+ * done: the write is still queued and the writer (which drains before the
+ * store closes) finishes it shortly, so wait (bounded) for that rather
+ * than answer without knowing the outcome. */
+static write_state_t *write_finished(http_request_t *req)
+{
+    write_state_t *ws = req->ctx;
+    for (int i = 0; i < 300000 && !atomic_load(&ws->done); i++)
+        usleep(100);
+    if (!atomic_load(&ws->done)) {
+        http_reply_problem(req, "unavailable", "the write did not finish in time");
+        return NULL;
+    }
+    return ws;
+}
+
+static enum MHD_Result reply_precondition_failed(http_request_t *req)
+{
+    return http_reply_problem(req, "precondition_failed",
+                              "If-Match or If-None-Match does not hold for the key's "
+                              "current version");
+}
+
+/* ------------------------------------------------------------------------
  * PUT /v1/kv/{key}
  * ------------------------------------------------------------------------ */
 
@@ -178,33 +265,15 @@ static bool put_ttl(http_request_t *req, int64_t *ttl_ms)
     return true;
 }
 
-/* A PUT waiting for its group commit: what the library borrows until then
- * lives here, in req->ctx (freed when the request completes). */
-typedef struct put_state {
-    sqlcached_put_options_t o;
-    api_etag_list_t im, inm;
-    sqlcached_write_result_t res;
-    sqlcached_status_t st;
-    atomic_int done; /* set by the writer thread once st and res are final */
-} put_state_t;
-
-/* The answer, once the write is done. A request resumed because the
- * server is stopping may get here first: its write is still queued and
- * the writer (which drains before the store closes) finishes it shortly,
- * so wait for that rather than answer without knowing the outcome. */
 static enum MHD_Result put_reply(http_request_t *req)
 {
-    put_state_t *ps = req->ctx;
-    for (int i = 0; i < 300000 && !atomic_load(&ps->done); i++)
-        usleep(100);
-    if (!atomic_load(&ps->done))
-        return http_reply_problem(req, "unavailable", "the write did not finish in time");
-    sqlcached_status_t st = ps->st;
+    write_state_t *ws = write_finished(req);
+    if (!ws)
+        return MHD_YES;
+    sqlcached_status_t st = ws->st;
     const http_param_t *key = &req->params[0];
     if (st == SQLCACHED_PRECONDITION_FAILED)
-        return http_reply_problem(req, "precondition_failed",
-                                  "If-Match or If-None-Match does not hold for the key's "
-                                  "current version");
+        return reply_precondition_failed(req);
     if (st == SQLCACHED_INVALID_ARGUMENT) /* key and ttl were checked above */
         return http_reply_problem(req, "invalid_argument",
                                   "Content-Type must be 1 to %d printable ASCII characters",
@@ -212,88 +281,92 @@ static enum MHD_Result put_reply(http_request_t *req)
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "the value was not stored");
     json_t *body = json_pack("{s:o, s:I, s:o}", "key", key_json(key), "version",
-                             (json_int_t)ps->res.version, "expires_at",
-                             time_or_null(ps->res.expires_at));
-    return http_reply_json_etag(req, ps->res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK, body,
-                                ps->res.version);
+                             (json_int_t)ws->res.version, "expires_at",
+                             time_or_null(ws->res.expires_at));
+    return http_reply_json_etag(req, ws->res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK, body,
+                                ws->res.version);
 }
 
-/* On the writer thread, after the whole batch was made visible to readers:
- * record the outcome and wake the parked request. */
-static void on_put_done(void *cls, sqlcached_status_t st)
-{
-    http_request_t *req = cls;
-    put_state_t *ps = req->ctx;
-    ps->st = st;
-    atomic_store(&ps->done, 1);
-    http_resume(req);
-}
-
-/* The write is queued for the next group commit and the connection parked
- * meanwhile (http_suspend), so a worker thread keeps serving its other
- * connections and the PUTs that arrive together share one transaction and
- * one fsync. */
 enum MHD_Result api_kv_put(http_request_t *req)
 {
     if (req->ctx) /* called again after http_resume */
         return put_reply(req);
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
-    put_state_t *ps = calloc(1, sizeof *ps);
-    if (!ps)
-        return http_reply_problem(req, "unavailable", "out of memory");
-    req->ctx = ps;
-    req->ctx_free = free;
-    if (!put_ttl(req, &ps->o.ttl_ms) || !read_preconditions(req, &ps->im, &ps->inm, &ps->o.pre))
+    write_state_t *ws = write_state_new(req);
+    if (!ws)
         return MHD_YES;
-    ps->o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (ps->o.content_type && !ps->o.content_type[0])
-        ps->o.content_type = NULL; /* empty: the default, as when absent */
+    if (!put_ttl(req, &ws->o.ttl_ms) || !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
+        return MHD_YES;
+    ws->o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ws->o.content_type && !ws->o.content_type[0])
+        ws->o.content_type = NULL; /* empty: the default, as when absent */
     const http_param_t *key = &req->params[0];
-    sqlcached_status_t st = sqlcached_kv_put_async(req->db, key->data, key->len, req->body,
-                                                   req->body_len, &ps->o, &ps->res,
-                                                   on_put_done, req);
-    if (st != SQLCACHED_OK) {
-        ps->st = st;
-        atomic_store(&ps->done, 1);
-        return put_reply(req);
-    }
-    if (http_suspend(req))
-        return MHD_YES;
-    return put_reply(req); /* the commit was quicker than the park, or stopping */
+    return park_write(req,
+                      sqlcached_kv_put_async(req->db, key->data, key->len, req->body,
+                                             req->body_len, &ws->o, &ws->res, on_write_done,
+                                             req),
+                      put_reply);
 }
 
 /* ------------------------------------------------------------------------
  * DELETE /v1/kv/{key}
  * ------------------------------------------------------------------------ */
 
+static enum MHD_Result delete_reply(http_request_t *req)
+{
+    write_state_t *ws = write_finished(req);
+    if (!ws)
+        return MHD_YES;
+    if (ws->st == SQLCACHED_NOT_FOUND)
+        return http_reply_problem(req, "not_found", "no such key");
+    if (ws->st == SQLCACHED_PRECONDITION_FAILED)
+        return reply_precondition_failed(req);
+    if (ws->st != SQLCACHED_OK)
+        return http_reply_status(req, ws->st, "the key was not deleted");
+    return http_reply_empty(req, MHD_HTTP_NO_CONTENT, -1);
+}
+
 enum MHD_Result api_kv_delete(http_request_t *req)
 {
+    if (req->ctx) /* called again after http_resume */
+        return delete_reply(req);
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
-    sqlcached_preconditions_t pre;
-    api_etag_list_t im, inm;
-    if (!read_preconditions(req, &im, &inm, &pre))
+    write_state_t *ws = write_state_new(req);
+    if (!ws || !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
         return MHD_YES;
     const http_param_t *key = &req->params[0];
-    sqlcached_status_t st = sqlcached_kv_delete(req->db, key->data, key->len, &pre);
-    if (st == SQLCACHED_NOT_FOUND)
-        return http_reply_problem(req, "not_found", "no such key");
-    if (st == SQLCACHED_PRECONDITION_FAILED)
-        return http_reply_problem(req, "precondition_failed",
-                                  "If-Match or If-None-Match does not hold for the key's "
-                                  "current version");
-    if (st != SQLCACHED_OK)
-        return http_reply_status(req, st, "the key was not deleted");
-    return http_reply_empty(req, MHD_HTTP_NO_CONTENT, -1);
+    return park_write(req,
+                      sqlcached_kv_delete_async(req->db, key->data, key->len, &ws->o.pre,
+                                                on_write_done, req),
+                      delete_reply);
 }
 
 /* ------------------------------------------------------------------------
  * POST /v1/kv/{key}/incr   body {"by": N} (optional)
  * ------------------------------------------------------------------------ */
 
+static enum MHD_Result incr_reply(http_request_t *req)
+{
+    write_state_t *ws = write_finished(req);
+    if (!ws)
+        return MHD_YES;
+    if (ws->st == SQLCACHED_NOT_INTEGER)
+        return http_reply_problem(req, "not_integer",
+                                  "the value is not a base-10 64-bit integer, or would overflow");
+    if (ws->st != SQLCACHED_OK)
+        return http_reply_status(req, ws->st, "the value was not changed");
+    const http_param_t *key = &req->params[0];
+    json_t *out = json_pack("{s:o, s:I, s:I}", "key", key_json(key), "value",
+                            (json_int_t)ws->value, "version", (json_int_t)ws->version);
+    return http_reply_json_etag(req, MHD_HTTP_OK, out, ws->version);
+}
+
 enum MHD_Result api_kv_incr(http_request_t *req)
 {
+    if (req->ctx) /* called again after http_resume */
+        return incr_reply(req);
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
     static const char *const members[] = {"by", NULL};
@@ -303,17 +376,14 @@ enum MHD_Result api_kv_incr(http_request_t *req)
     json_decref(body);
     if (!ok)
         return MHD_YES;
+    write_state_t *ws = write_state_new(req);
+    if (!ws)
+        return MHD_YES;
     const http_param_t *key = &req->params[0];
-    int64_t value, version;
-    sqlcached_status_t st = sqlcached_kv_incr(req->db, key->data, key->len, n, &value, &version);
-    if (st == SQLCACHED_NOT_INTEGER)
-        return http_reply_problem(req, "not_integer",
-                                  "the value is not a base-10 64-bit integer, or would overflow");
-    if (st != SQLCACHED_OK)
-        return http_reply_status(req, st, "the value was not changed");
-    json_t *out = json_pack("{s:o, s:I, s:I}", "key", key_json(key), "value", (json_int_t)value,
-                            "version", (json_int_t)version);
-    return http_reply_json_etag(req, MHD_HTTP_OK, out, version);
+    return park_write(req,
+                      sqlcached_kv_incr_async(req->db, key->data, key->len, n, &ws->value,
+                                              &ws->version, on_write_done, req),
+                      incr_reply);
 }
 
 /* ------------------------------------------------------------------------

@@ -516,6 +516,40 @@ sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t 
     return store_write_then(db->store, do_delete, delete_committed, &job);
 }
 
+/* An asynchronous delete in flight: freed by on_delete_done. */
+typedef struct delete_async {
+    delete_job_t job; /* first: delete_committed gets &job */
+    sqlcached_done_fn done;
+    void *cls;
+} delete_async_t;
+
+/* On the writer thread, after the batch is visible to readers. */
+static void on_delete_done(void *cls, sqlcached_status_t st)
+{
+    delete_async_t *a = cls;
+    sqlcached_done_fn done = a->done;
+    void *done_cls = a->cls;
+    free(a);
+    done(done_cls, st);
+}
+
+sqlcached_status_t sqlcached_kv_delete_async(sqlcached_t *db, const void *key, size_t klen,
+                                             const sqlcached_preconditions_t *pre,
+                                             sqlcached_done_fn done, void *cls)
+{
+    if (!done || !key_ok(key, klen) || !preconditions_ok(pre))
+        return SQLCACHED_INVALID_ARGUMENT;
+    delete_async_t *a = malloc(sizeof *a);
+    if (!a)
+        return SQLCACHED_NOMEM;
+    *a = (delete_async_t){.job = {db, key, klen, pre, engine_now(db)}, .done = done, .cls = cls};
+    sqlcached_status_t st =
+        store_write_async(db->store, do_delete, delete_committed, &a->job, on_delete_done, a);
+    if (st != SQLCACHED_OK)
+        free(a);
+    return st;
+}
+
 /* Parse a whole buffer as a base-10 int64: -?(0|[1-9][0-9]*). */
 static bool parse_int64(const unsigned char *p, size_t n, int64_t *out)
 {
@@ -613,6 +647,48 @@ sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t kl
         if (version_out)
             *version_out = job.version;
     }
+    return st;
+}
+
+/* An asynchronous incr in flight: freed by on_incr_done. */
+typedef struct incr_async {
+    incr_job_t job; /* first: incr_committed gets &job */
+    int64_t *value_out, *version_out;
+    sqlcached_done_fn done;
+    void *cls;
+} incr_async_t;
+
+/* On the writer thread, after the batch is visible to readers. */
+static void on_incr_done(void *cls, sqlcached_status_t st)
+{
+    incr_async_t *a = cls;
+    if (st == SQLCACHED_OK && a->value_out)
+        *a->value_out = a->job.value;
+    if (st == SQLCACHED_OK && a->version_out)
+        *a->version_out = a->job.version;
+    sqlcached_done_fn done = a->done;
+    void *done_cls = a->cls;
+    free(a);
+    done(done_cls, st);
+}
+
+sqlcached_status_t sqlcached_kv_incr_async(sqlcached_t *db, const void *key, size_t klen,
+                                           int64_t by, int64_t *value_out, int64_t *version_out,
+                                           sqlcached_done_fn done, void *cls)
+{
+    if (!done || !key_ok(key, klen))
+        return SQLCACHED_INVALID_ARGUMENT;
+    incr_async_t *a = malloc(sizeof *a);
+    if (!a)
+        return SQLCACHED_NOMEM;
+    *a = (incr_async_t){
+        .job = {.db = db, .key = key, .klen = klen, .by = by, .now = engine_now(db)},
+        .value_out = value_out, .version_out = version_out, .done = done, .cls = cls,
+    };
+    sqlcached_status_t st =
+        store_write_async(db->store, do_incr, incr_committed, &a->job, on_incr_done, a);
+    if (st != SQLCACHED_OK)
+        free(a);
     return st;
 }
 

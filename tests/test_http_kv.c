@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,12 @@ static int setup_default(void **state)
 static int setup_small_body(void **state)
 {
     static const char *const args[] = {"--max-body", "1024", NULL};
+    return daemon_fixture_start(state, args);
+}
+
+static int setup_one_worker(void **state)
+{
+    static const char *const args[] = {"--threads", "1", NULL};
     return daemon_fixture_start(state, args);
 }
 
@@ -1243,6 +1250,66 @@ static void test_http_kv_survives_kill(void **state)
     assert_true(vnew > vn);
 }
 
+/* Concurrent writes with one worker thread: DELETE and incr are parked
+ * until their group commit like PUT, so the writes of the clients waiting
+ * together share a transaction (with a worker blocked per write, as
+ * before, every transaction held exactly one). */
+enum { BATCH_CLIENTS = 8, BATCH_ROUNDS = 20 };
+
+static void *batch_client(void *arg)
+{
+    const daemon_t *d = ((void **)arg)[0];
+    intptr_t id = (intptr_t)((void **)arg)[1];
+    char path[64];
+    for (int i = 0; i < BATCH_ROUNDS; i++) {
+        client_resp_t r;
+        if (client_request(d, "POST", "/v1/kv/batch:n/incr", NULL, NULL, 0, &r) != 0 ||
+            r.status != 200)
+            fprintf(stderr, "incr: status %ld\n", r.status);
+        client_resp_free(&r);
+        snprintf(path, sizeof path, "/v1/kv/batch:%d:%d", (int)id, i);
+        if (client_request(d, "DELETE", path, NULL, NULL, 0, &r) != 0 || r.status != 404)
+            fprintf(stderr, "delete: status %ld\n", r.status);
+        client_resp_free(&r);
+    }
+    return NULL;
+}
+
+static int64_t sqlite_stat(const daemon_t *d, const char *name)
+{
+    client_resp_t r = req(d, "GET", "/v1/stats", NULL, NULL, 0);
+    expect_status(&r, 200);
+    json_t *j = client_json(&r);
+    assert_non_null(j);
+    int64_t v = json_int(json_object_get(j, "sqlite"), name);
+    json_decref(j);
+    client_resp_free(&r);
+    return v;
+}
+
+static void test_http_writes_share_transactions(void **state)
+{
+    fixture_t *f = *state;
+    int64_t writes0 = sqlite_stat(&f->d, "writes");
+    int64_t txns0 = sqlite_stat(&f->d, "write_transactions");
+    pthread_t th[BATCH_CLIENTS];
+    void *args[BATCH_CLIENTS][2];
+    for (intptr_t i = 0; i < BATCH_CLIENTS; i++) {
+        args[i][0] = &f->d;
+        args[i][1] = (void *)i;
+        assert_int_equal(pthread_create(&th[i], NULL, batch_client, args[i]), 0);
+    }
+    for (int i = 0; i < BATCH_CLIENTS; i++)
+        pthread_join(th[i], NULL);
+    incr_is(&f->d, "batch:n", "{\"by\": 0}", BATCH_CLIENTS * BATCH_ROUNDS);
+    int64_t writes = sqlite_stat(&f->d, "writes") - writes0;
+    int64_t txns = sqlite_stat(&f->d, "write_transactions") - txns0;
+    printf("  %lld writes (incr, DELETE of absent keys) in %lld transactions\n",
+           (long long)writes, (long long)txns);
+    assert_true(writes >= 2 * BATCH_CLIENTS * BATCH_ROUNDS);
+    assert_true(txns < writes);
+}
+
 static void test_http_graceful_stop(void **state)
 {
     fixture_t *f = *state;
@@ -1383,6 +1450,8 @@ int main(void)
     };
     const struct CMUnitTest lifecycle[] = {
         cmocka_unit_test_setup_teardown(test_http_kv_survives_kill, setup_default,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_writes_share_transactions, setup_one_worker,
                                         daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_graceful_stop, setup_default,
                                         daemon_fixture_stop),

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -487,6 +489,122 @@ static void test_kv_concurrent_writes_get_unique_versions(void **state)
         assert_true(all[i] > all[i - 1]);
 }
 
+/* --- asynchronous writes ------------------------------------------------ */
+
+/* A completion: the status and how many times it came, waited on with a
+ * condition variable (bounded). */
+typedef struct completion {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int calls;
+    sqlcached_status_t st;
+} completion_t;
+
+static void completion_init(completion_t *c)
+{
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    c->calls = 0;
+    c->st = SQLCACHED_INTERNAL;
+}
+
+static void on_done(void *cls, sqlcached_status_t st)
+{
+    completion_t *c = cls;
+    pthread_mutex_lock(&c->lock);
+    c->calls++;
+    c->st = st;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Wait (10 s at most) for `calls` completions; the last status. */
+static sqlcached_status_t completion_wait(completion_t *c, int calls)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&c->lock);
+    while (c->calls < calls &&
+           pthread_cond_timedwait(&c->cond, &c->lock, &until) == 0)
+        ;
+    assert_int_equal(c->calls, calls);
+    sqlcached_status_t st = c->st;
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+static void test_kv_delete_async(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_write_result_t r;
+    completion_t c;
+    completion_init(&c);
+    assert_int_equal(put(f->db, "gone", "x", &r), SQLCACHED_OK);
+    /* a failed precondition, then a delete, then an absent key */
+    int64_t wrong = r.version + 100;
+    sqlcached_preconditions_t p = cond(IF_VERSION, &wrong);
+    assert_int_equal(sqlcached_kv_delete_async(f->db, "gone", 4, &p, on_done, &c), SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 1), SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(sqlcached_kv_delete_async(f->db, "gone", 4, NULL, on_done, &c), SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 2), SQLCACHED_OK);
+    assert_null(get_str(f->db, "gone", NULL)); /* visible once done was called */
+    assert_int_equal(sqlcached_kv_delete_async(f->db, "gone", 4, NULL, on_done, &c), SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 3), SQLCACHED_NOT_FOUND);
+    /* bad arguments: refused at once, done never called */
+    assert_int_equal(sqlcached_kv_delete_async(f->db, "", 0, NULL, on_done, &c),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_delete_async(f->db, "k", 1, NULL, NULL, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    usleep(50000);
+    assert_int_equal(completion_wait(&c, 3), SQLCACHED_NOT_FOUND);
+}
+
+static void test_kv_incr_async(void **state)
+{
+    fixture_t *f = *state;
+    completion_t c;
+    completion_init(&c);
+    int64_t value = 0, version = 0;
+    assert_int_equal(sqlcached_kv_incr_async(f->db, "n", 1, 5, &value, &version, on_done, &c),
+                     SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 1), SQLCACHED_OK);
+    assert_int_equal(value, 5);
+    int64_t seen;
+    char *s = get_str(f->db, "n", &seen);
+    assert_string_equal(s, "5");
+    free(s);
+    assert_int_equal(seen, version);
+    assert_int_equal(put(f->db, "text", "abc", NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_incr_async(f->db, "text", 4, 1, &value, NULL, on_done, &c),
+                     SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 2), SQLCACHED_NOT_INTEGER);
+    assert_int_equal(value, 5); /* untouched on failure */
+}
+
+/* Many increments queued at once from one thread: every one counted, and
+ * they share transactions (what the asynchronous calls are for). */
+static void test_kv_incr_async_batches(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 200 };
+    completion_t c;
+    completion_init(&c);
+    sqlcached_stats_t before, after;
+    sqlcached_stats(f->db, &before);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(sqlcached_kv_incr_async(f->db, "many", 4, 1, NULL, NULL, on_done, &c),
+                         SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, N), SQLCACHED_OK);
+    char *s = get_str(f->db, "many", NULL);
+    assert_string_equal(s, "200");
+    free(s);
+    sqlcached_stats(f->db, &after);
+    uint64_t txns = after.write_transactions - before.write_transactions;
+    assert_true(txns >= 1);
+    assert_true(txns < N);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -508,6 +626,9 @@ int main(void)
         T(test_kv_list_skips_expired_and_checks_limit),
         T(test_kv_list_prefix_of_high_bytes),
         T(test_kv_concurrent_writes_get_unique_versions),
+        T(test_kv_delete_async),
+        T(test_kv_incr_async),
+        T(test_kv_incr_async_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
