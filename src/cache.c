@@ -1039,8 +1039,11 @@ cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
     s = shard_of(c, h);
     /* Build the new value outside the lock, only for a key the tier holds
      * (a write of a key nobody reads must not push out one that is read). */
-    if (has_entry(s, key, klen, h))
+    if (has_entry(s, key, klen, h)) {
         v = value_new(key, klen, fill, fill->expires_at != 0);
+        if (v == NULL)
+            r = CACHE_NOMEM; /* invalidated below */
+    }
     pthread_mutex_lock(&s->lock);
     if (v != NULL) {
         do_mark_loads_stale(s, key, klen, h);
