@@ -1015,35 +1015,32 @@ int cache_invalidate(cache_t *c, const void *key, size_t klen)
     return removed;
 }
 
-/* Whether the key has an entry, positive or negative (someone reads it). */
-static bool has_entry(struct shard *s, const void *key,
-                      size_t klen, uint64_t h)
-{
-    pthread_mutex_lock(&s->lock);
-    bool found = table_find(s, key, klen, h) != UINT32_MAX;
-    pthread_mutex_unlock(&s->lock);
-    return found;
-}
-
 cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
                               const cache_fill_t *fill, int64_t now_ms)
 {
     uint64_t h;
     struct shard *s;
-    cache_value_t *v = NULL;
-    cache_outcome_t r = CACHE_MISS;
+    cache_value_t *v;
+    cache_outcome_t r;
+    bool held;
 
     if (!key_ok(key, klen) || fill == NULL)
         return CACHE_EINVAL;
     h = key_hash(c, key, klen);
     s = shard_of(c, h);
-    /* Build the new value outside the lock, only for a key the tier holds
-     * (a write of a key nobody reads must not push out one that is read). */
-    if (has_entry(s, key, klen, h)) {
-        v = value_new(key, klen, fill, fill->expires_at != 0);
-        if (v == NULL)
-            r = CACHE_NOMEM; /* invalidated below */
-    }
+    /* A key the tier does not hold (positive or negative entry) is not
+     * admitted by a write, which must not push out a key that is read:
+     * only its loads in flight are marked stale, under one lock. */
+    pthread_mutex_lock(&s->lock);
+    held = table_find(s, key, klen, h) != UINT32_MAX;
+    if (!held)
+        do_mark_loads_stale(s, key, klen, h);
+    pthread_mutex_unlock(&s->lock);
+    if (!held)
+        return CACHE_MISS;
+    /* Built outside the lock; the entry may change meanwhile, which
+     * do_store sorts out (the version check, admission). */
+    v = value_new(key, klen, fill, fill->expires_at != 0);
     pthread_mutex_lock(&s->lock);
     if (v != NULL) {
         do_mark_loads_stale(s, key, klen, h);
@@ -1051,6 +1048,7 @@ cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
         if (r != CACHE_OK && r != CACHE_OLDER) /* not stored: no old copy either */
             do_invalidate(c, s, key, klen, h);
     } else {
+        r = CACHE_NOMEM;
         do_invalidate(c, s, key, klen, h);
     }
     pthread_mutex_unlock(&s->lock);
