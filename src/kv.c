@@ -241,16 +241,17 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
  * failed If-Match) while the memory tier still holds the old one. `written`
  * is the new value, NULL for a delete: a key the tier holds gets it in
  * place of the old one (a hot key stays hot across its writes; the writer
- * thread runs these in commit order), any other key is invalidated. */
+ * thread runs these in commit order), any other key is invalidated. `now`
+ * is the write's own reading of the clock (no second one per write). */
 static void after_commit(sqlcached_t *db, const void *key, size_t klen,
-                         const cache_fill_t *written)
+                         const cache_fill_t *written, int64_t now)
 {
     if (db->bloom && written)
         bloom_add(db->bloom, key, klen);
     else if (db->bloom)
         bloom_note_delete(db->bloom);
     if (db->cache && written)
-        cache_replace(db->cache, key, klen, written, engine_now(db));
+        cache_replace(db->cache, key, klen, written, now);
     else if (db->cache)
         cache_invalidate(db->cache, key, klen);
 }
@@ -363,7 +364,7 @@ static void put_committed(void *arg)
     put_job_t *p = arg;
     cache_fill_t written = {p->val, p->vlen, p->content_type, p->result.version,
                             p->expires_at};
-    after_commit(p->db, p->key, p->klen, &written);
+    after_commit(p->db, p->key, p->klen, &written, p->now);
 }
 
 static bool content_type_ok(const char *ct)
@@ -426,6 +427,14 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
     return st;
 }
 
+/* The end of an asynchronous call: free its record (the job and the
+ * caller's completion), then call the completion. */
+static void async_finish(void *record, sqlcached_done_fn done, void *cls, sqlcached_status_t st)
+{
+    free(record);
+    done(cls, st);
+}
+
 /* An asynchronous put in flight: freed by on_put_done. */
 typedef struct put_async {
     put_job_t job; /* first: put_committed gets &job */
@@ -442,10 +451,7 @@ static void on_put_done(void *cls, sqlcached_status_t st)
     put_async_t *a = cls;
     if (st == SQLCACHED_OK && a->result)
         *a->result = a->job.result;
-    sqlcached_done_fn done = a->done;
-    void *done_cls = a->cls;
-    free(a);
-    done(done_cls, st);
+    async_finish(a, a->done, a->cls, st);
 }
 
 sqlcached_status_t sqlcached_kv_put_async(sqlcached_t *db, const void *key, size_t klen,
@@ -504,7 +510,7 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
 static void delete_committed(void *arg)
 {
     delete_job_t *d = arg;
-    after_commit(d->db, d->key, d->klen, NULL);
+    after_commit(d->db, d->key, d->klen, NULL, d->now);
 }
 
 sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
@@ -527,10 +533,7 @@ typedef struct delete_async {
 static void on_delete_done(void *cls, sqlcached_status_t st)
 {
     delete_async_t *a = cls;
-    sqlcached_done_fn done = a->done;
-    void *done_cls = a->cls;
-    free(a);
-    done(done_cls, st);
+    async_finish(a, a->done, a->cls, st);
 }
 
 sqlcached_status_t sqlcached_kv_delete_async(sqlcached_t *db, const void *key, size_t klen,
@@ -631,7 +634,7 @@ static void incr_committed(void *arg)
 {
     incr_job_t *j = arg;
     cache_fill_t written = {j->text, j->text_len, j->content_type, j->version, j->expires_at};
-    after_commit(j->db, j->key, j->klen, &written);
+    after_commit(j->db, j->key, j->klen, &written, j->now);
 }
 
 sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen,
@@ -666,10 +669,7 @@ static void on_incr_done(void *cls, sqlcached_status_t st)
         *a->value_out = a->job.value;
     if (st == SQLCACHED_OK && a->version_out)
         *a->version_out = a->job.version;
-    sqlcached_done_fn done = a->done;
-    void *done_cls = a->cls;
-    free(a);
-    done(done_cls, st);
+    async_finish(a, a->done, a->cls, st);
 }
 
 sqlcached_status_t sqlcached_kv_incr_async(sqlcached_t *db, const void *key, size_t klen,
