@@ -2,18 +2,17 @@
  * seckill.c - flash sale: items, orders, the optimistic stock decrement and
  * the sold-out fast path.
  *
- * Storage (sql/002_seckill.sql): items(id, name, stock, sold, initial_stock,
- * version) and orders(order_id, item_id, user_id, created_at) with
- * UNIQUE(item_id, user_id). Placing an order is one write (one savepoint in
- * the writer's group transaction): insert the order - the unique constraint
- * is the one-order-per-user guard, and a foreign key finds a missing item -
- * then take one unit with a guarded UPDATE:
+ * Storage: items and orders through the seckill operations of the storage
+ * seam (storage.h), one order per (item, user). Placing an order is one
+ * write (one savepoint in the writer's group transaction): insert the order
+ * - the backend's uniqueness guard answers already_ordered, a missing item
+ * not_found - then take one unit with a guarded update (storage_take_unit):
  *
- *   stock strategy:    ... WHERE id = ? AND stock > 0
- *                      0 rows: sold out.
+ *   stock strategy:    guard stock > 0
+ *                      no row: sold out.
  *   version strategy:  the item's version is read first on a reader
- *                      connection, then ... WHERE id = ? AND version = ?
- *                      0 rows: another write came first; read again and
+ *                      connection, then guard version = that version too
+ *                      no row: another write came first; read again and
  *                      retry, at most `seckill_retries` times, then give up
  *                      with SQLCACHED_UNAVAILABLE.
  *
@@ -52,37 +51,11 @@
 #include <string.h>
 
 #include "engine.h"
+#include "storage.h"
 #include "utf8.h"
 
 #define STATE_BUCKETS 1024
 #define STATE_SHARDS 32
-
-static const char SQL_ITEM_GET[] =
-    "SELECT id, name, stock, sold, initial_stock, version FROM items WHERE id = ?1";
-static const char SQL_ITEM_EXISTS[] = "SELECT 1 FROM items WHERE id = ?1";
-static const char SQL_ITEM_UPSERT[] =
-    "INSERT INTO items (id, name, stock, sold, initial_stock, version) "
-    "VALUES (?1, ?2, ?3, 0, ?3, ?4) "
-    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, stock = excluded.stock, "
-    "sold = 0, initial_stock = excluded.initial_stock, version = excluded.version";
-static const char SQL_ORDERS_DELETE[] = "DELETE FROM orders WHERE item_id = ?1";
-static const char SQL_ORDER_INSERT[] =
-    "INSERT INTO orders (item_id, user_id, created_at) VALUES (?1, ?2, ?3)";
-static const char SQL_TAKE_BY_STOCK[] =
-    "UPDATE items SET stock = stock - 1, sold = sold + 1, version = ?1 "
-    "WHERE id = ?2 AND stock > 0 RETURNING stock";
-static const char SQL_TAKE_BY_VERSION[] =
-    "UPDATE items SET stock = stock - 1, sold = sold + 1, version = ?1 "
-    "WHERE id = ?2 AND version = ?3 AND stock > 0 RETURNING stock";
-static const char SQL_ITEM_LIST[] =
-    "SELECT id, name, stock, sold, initial_stock, version FROM items "
-    "WHERE id > ?1 ORDER BY id LIMIT ?2";
-static const char SQL_ORDER_GET[] =
-    "SELECT order_id, item_id, user_id, created_at FROM orders "
-    "WHERE item_id = ?1 AND user_id = ?2";
-static const char SQL_ORDER_LIST[] =
-    "SELECT order_id, item_id, user_id, created_at FROM orders "
-    "WHERE item_id = ?1 AND order_id > ?2 ORDER BY order_id LIMIT ?3";
 
 /* ------------------------------------------------------------------------
  * In-memory state: the sold-out flags and the counters
@@ -260,7 +233,7 @@ static void tier_invalidate(sqlcached_t *db, const char *id)
 }
 
 /* ------------------------------------------------------------------------
- * Validation and row copying
+ * Validation
  * ------------------------------------------------------------------------ */
 
 /* True for 1..max bytes of valid UTF-8 (the NUL terminator ends it). */
@@ -272,88 +245,39 @@ static bool text_ok(const char *s, size_t max)
     return n > 0 && n <= max && utf8_valid(s, n);
 }
 
-/* Copy a text column into dst[cap] (truncating, always terminated). */
-static void copy_text(char *dst, size_t cap, sqlite3_stmt *st, int col)
-{
-    const unsigned char *s = sqlite3_column_text(st, col);
-    size_t n = (size_t)sqlite3_column_bytes(st, col);
-    if (!s)
-        n = 0;
-    if (n >= cap)
-        n = cap - 1;
-    if (n)
-        memcpy(dst, s, n);
-    dst[n] = '\0';
-}
-
-static void item_from_row(sqlite3_stmt *st, sqlcached_item_t *out)
-{
-    copy_text(out->id, sizeof out->id, st, 0);
-    copy_text(out->name, sizeof out->name, st, 1);
-    out->stock = sqlite3_column_int64(st, 2);
-    out->sold = sqlite3_column_int64(st, 3);
-    out->initial_stock = sqlite3_column_int64(st, 4);
-    out->version = sqlite3_column_int64(st, 5);
-    out->from_cache = 0;
-}
-
-static void order_from_row(sqlite3_stmt *st, sqlcached_order_t *out)
-{
-    out->order_id = sqlite3_column_int64(st, 0);
-    copy_text(out->item_id, sizeof out->item_id, st, 1);
-    copy_text(out->user_id, sizeof out->user_id, st, 2);
-    out->created_at = sqlite3_column_int64(st, 3);
-}
-
 /* ------------------------------------------------------------------------
  * Reads (reader connections)
  * ------------------------------------------------------------------------ */
 
-/* One row of `sql` bound to (a, b) into *item or *order. */
-static sqlcached_status_t read_one(store_conn_t *r, const char *sql, const char *a,
-                                   const char *b, sqlcached_item_t *item,
-                                   sqlcached_order_t *order)
-{
-    sqlite3_stmt *st = store_stmt(r, sql);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
-    if (b)
-        sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    sqlcached_status_t status = SQLCACHED_NOT_FOUND;
-    if (rc == SQLITE_ROW) {
-        status = SQLCACHED_OK;
-        if (item)
-            item_from_row(st, item);
-        if (order)
-            order_from_row(st, order);
-    } else if (rc != SQLITE_DONE) {
-        status = store_status(rc);
-    }
-    sqlite3_reset(st);
-    return status;
-}
-
-/* read_one on a pooled reader connection. */
-static sqlcached_status_t read_pooled(sqlcached_t *db, const char *sql, const char *a,
-                                      const char *b, sqlcached_item_t *item,
-                                      sqlcached_order_t *order)
+/* The item, read on a pooled reader connection. */
+static sqlcached_status_t item_read(sqlcached_t *db, const char *id, sqlcached_item_t *out)
 {
     store_conn_t *r = store_reader_acquire(db->store);
     if (!r)
         return SQLCACHED_UNAVAILABLE;
-    sqlcached_status_t st = read_one(r, sql, a, b, item, order);
+    sqlcached_status_t st = storage_item_get(r, id, out);
     store_reader_release(db->store, r);
     return st;
 }
 
-/* A miss this thread leads: read SQLite, fill the tier (guarded). The
+/* The user's order of the item, read on a pooled reader connection. */
+static sqlcached_status_t order_read(sqlcached_t *db, const char *item_id, const char *user_id,
+                                     sqlcached_order_t *out)
+{
+    store_conn_t *r = store_reader_acquire(db->store);
+    if (!r)
+        return SQLCACHED_UNAVAILABLE;
+    sqlcached_status_t st = storage_order_get(r, item_id, user_id, out);
+    store_reader_release(db->store, r);
+    return st;
+}
+
+/* A miss this thread leads: read the store, fill the tier (guarded). The
  * cached value is the item struct itself, which holds no pointers. */
 static sqlcached_status_t item_load(sqlcached_t *db, cache_load_t *load, const char *id,
                                     sqlcached_item_t *out)
 {
-    sqlcached_status_t st = read_pooled(db, SQL_ITEM_GET, id, NULL, out, NULL);
+    sqlcached_status_t st = item_read(db, id, out);
     if (st == SQLCACHED_OK) {
         cache_fill_t fill = {out, sizeof *out, NULL, out->version, 0};
         cache_load_finish(db->item_cache, load, &fill, engine_now(db));
@@ -370,7 +294,7 @@ sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached
     if (!text_ok(id, SQLCACHED_ITEM_ID_MAX) || !out)
         return SQLCACHED_INVALID_ARGUMENT;
     if (!db->item_cache)
-        return read_pooled(db, SQL_ITEM_GET, id, NULL, out, NULL);
+        return item_read(db, id, out);
     cache_value_t *cv = NULL;
     cache_load_t *load = NULL;
     switch (cache_fetch(db->item_cache, id, strlen(id), engine_now(db), &cv, &load)) {
@@ -384,7 +308,7 @@ sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached
     case CACHE_LEAD:
         return item_load(db, load, id, out);
     default:
-        return read_pooled(db, SQL_ITEM_GET, id, NULL, out, NULL);
+        return item_read(db, id, out);
     }
 }
 
@@ -394,7 +318,7 @@ sqlcached_status_t sqlcached_order_get(sqlcached_t *db, const char *item_id,
     if (!text_ok(item_id, SQLCACHED_ITEM_ID_MAX) || !text_ok(user_id, SQLCACHED_USER_ID_MAX) ||
         !out)
         return SQLCACHED_INVALID_ARGUMENT;
-    return read_pooled(db, SQL_ORDER_GET, item_id, user_id, NULL, out);
+    return order_read(db, item_id, user_id, out);
 }
 
 void sqlcached_orders_free(sqlcached_orders_t *orders)
@@ -403,28 +327,6 @@ void sqlcached_orders_free(sqlcached_orders_t *orders)
         return;
     free(orders->orders);
     free(orders);
-}
-
-static sqlcached_status_t list_rows(store_conn_t *r, const char *item_id, int64_t after,
-                                    unsigned limit, sqlcached_orders_t *page)
-{
-    sqlcached_status_t status = read_one(r, SQL_ITEM_EXISTS, item_id, NULL, NULL, NULL);
-    sqlite3_stmt *st = status == SQLCACHED_OK ? store_stmt(r, SQL_ORDER_LIST) : NULL;
-    if (status != SQLCACHED_OK || !st)
-        return status != SQLCACHED_OK ? status : SQLCACHED_INTERNAL;
-    sqlite3_bind_text(st, 1, item_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, after);
-    sqlite3_bind_int(st, 3, (int)limit + 1);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (page->count == limit) {
-            page->has_more = 1;
-            break;
-        }
-        order_from_row(st, &page->orders[page->count++]);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
 }
 
 sqlcached_status_t sqlcached_order_list(sqlcached_t *db, const char *item_id, int64_t after,
@@ -443,7 +345,7 @@ sqlcached_status_t sqlcached_order_list(sqlcached_t *db, const char *item_id, in
         return SQLCACHED_NOMEM;
     store_conn_t *r = store_reader_acquire(db->store);
     sqlcached_status_t status =
-        r ? list_rows(r, item_id, after, limit, page) : SQLCACHED_UNAVAILABLE;
+        r ? storage_order_list(r, item_id, after, limit, page) : SQLCACHED_UNAVAILABLE;
     if (r)
         store_reader_release(db->store, r);
     if (status != SQLCACHED_OK) {
@@ -460,28 +362,6 @@ void sqlcached_items_free(sqlcached_items_t *items)
         return;
     free(items->items);
     free(items);
-}
-
-/* Fill the page with up to `limit` items after `after`; one more row than
- * asked tells whether another page follows. */
-static sqlcached_status_t item_rows(store_conn_t *r, const char *after, unsigned limit,
-                                    sqlcached_items_t *page)
-{
-    sqlite3_stmt *st = store_stmt(r, SQL_ITEM_LIST);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, (int)limit + 1);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (page->count == limit) {
-            page->has_more = 1;
-            break;
-        }
-        item_from_row(st, &page->items[page->count++]);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
 }
 
 sqlcached_status_t sqlcached_item_list(sqlcached_t *db, const char *after, unsigned limit,
@@ -503,7 +383,7 @@ sqlcached_status_t sqlcached_item_list(sqlcached_t *db, const char *after, unsig
     if (!page)
         return SQLCACHED_NOMEM;
     store_conn_t *r = store_reader_acquire(db->store);
-    sqlcached_status_t status = r ? item_rows(r, after, limit, page) : SQLCACHED_UNAVAILABLE;
+    sqlcached_status_t status = r ? storage_item_list(r, after, limit, page) : SQLCACHED_UNAVAILABLE;
     if (r)
         store_reader_release(db->store, r);
     if (status != SQLCACHED_OK) {
@@ -526,38 +406,13 @@ typedef struct put_job {
     bool created;    /* out */
 } put_job_t;
 
-static sqlcached_status_t step_done(sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
-}
-
 static sqlcached_status_t do_item_put(store_conn_t *w, void *arg)
 {
     put_job_t *p = arg;
-    sqlcached_status_t status = read_one(w, SQL_ITEM_EXISTS, p->id, NULL, NULL, NULL);
-    if (status != SQLCACHED_OK && status != SQLCACHED_NOT_FOUND)
-        return status;
-    p->created = status == SQLCACHED_NOT_FOUND;
-    status = store_counter_next(w, "version", &p->version);
+    sqlcached_status_t status = store_counter_next(w, "version", &p->version);
     if (status != SQLCACHED_OK)
         return status;
-    sqlite3_stmt *st = store_stmt(w, SQL_ITEM_UPSERT);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, p->stock);
-    sqlite3_bind_int64(st, 4, p->version);
-    status = step_done(st);
-    if (status != SQLCACHED_OK || p->created)
-        return status;
-    st = store_stmt(w, SQL_ORDERS_DELETE);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-    return step_done(st);
+    return storage_item_reset(w, p->id, p->name, p->stock, p->version, &p->created);
 }
 
 /* Run by the writer thread after the commit, before any answer (see
@@ -612,55 +467,22 @@ typedef struct order_job {
     int64_t stock_left;       /* out */
 } order_job_t;
 
-/* Insert the order: the UNIQUE constraint refuses a second order of the
- * user, the foreign key an item that does not exist. */
-static sqlcached_status_t insert_order(store_conn_t *w, order_job_t *j)
-{
-    sqlite3_stmt *st = store_stmt(w, SQL_ORDER_INSERT);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    sqlite3_bind_text(st, 1, j->item_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, j->user_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, j->now);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE) {
-        j->order_id = sqlite3_last_insert_rowid(store_conn_db(w));
-        return SQLCACHED_OK;
-    }
-    if (rc == SQLITE_CONSTRAINT_UNIQUE)
-        return SQLCACHED_ALREADY_ORDERED;
-    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return SQLCACHED_NOT_FOUND;
-    return store_status(rc);
-}
-
 /* Take one unit under the try's guard. No row: SOLD_OUT (stock guard) or
  * CONFLICT (version guard). */
 static sqlcached_status_t take_unit(store_conn_t *w, order_job_t *j)
 {
-    sqlite3_stmt *st = store_stmt(w, j->by_version ? SQL_TAKE_BY_VERSION : SQL_TAKE_BY_STOCK);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    sqlite3_bind_int64(st, 1, j->version);
-    sqlite3_bind_text(st, 2, j->item_id, -1, SQLITE_STATIC);
-    if (j->by_version)
-        sqlite3_bind_int64(st, 3, j->expected_version);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        j->stock_left = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return SQLCACHED_OK;
-    if (rc == SQLITE_DONE)
+    sqlcached_status_t st = storage_take_unit(w, j->item_id, j->version,
+                                              j->by_version ? j->expected_version : 0,
+                                              &j->stock_left);
+    if (st == SQLCACHED_NOT_FOUND)
         return j->by_version ? SQLCACHED_CONFLICT : SQLCACHED_SOLD_OUT;
-    return store_status(rc);
+    return st;
 }
 
 static sqlcached_status_t do_order(store_conn_t *w, void *arg)
 {
     order_job_t *j = arg;
-    sqlcached_status_t st = insert_order(w, j);
+    sqlcached_status_t st = storage_order_insert(w, j->item_id, j->user_id, j->now, &j->order_id);
     if (st == SQLCACHED_OK)
         st = store_counter_next(w, "version", &j->version);
     if (st == SQLCACHED_OK)
@@ -674,7 +496,7 @@ static sqlcached_status_t refuse_sold_out(sqlcached_t *db, const char *item_id,
                                           const char *user_id)
 {
     sqlcached_order_t o;
-    sqlcached_status_t st = read_pooled(db, SQL_ORDER_GET, item_id, user_id, NULL, &o);
+    sqlcached_status_t st = order_read(db, item_id, user_id, &o);
     if (st == SQLCACHED_OK)
         return SQLCACHED_ALREADY_ORDERED;
     return st == SQLCACHED_NOT_FOUND ? SQLCACHED_SOLD_OUT : st;
@@ -686,7 +508,7 @@ static sqlcached_status_t refuse_sold_out(sqlcached_t *db, const char *item_id,
 static void learn_sold_out(sqlcached_t *db, const char *item_id)
 {
     sqlcached_item_t item;
-    if (read_pooled(db, SQL_ITEM_GET, item_id, NULL, &item, NULL) == SQLCACHED_OK &&
+    if (item_read(db, item_id, &item) == SQLCACHED_OK &&
         item.stock == 0)
         flag_set(db->seckill, item_id, item.version);
 }
@@ -727,7 +549,7 @@ static sqlcached_status_t place_by_version(sqlcached_t *db, order_job_t *job)
             atomic_fetch_add(&db->seckill->retries, 1);
         sqlcached_item_t item;
         sqlcached_status_t st =
-            read_pooled(db, SQL_ITEM_GET, job->item_id, NULL, &item, NULL);
+            item_read(db, job->item_id, &item);
         if (st != SQLCACHED_OK)
             return st;
         if (item.stock == 0) {

@@ -1,0 +1,13 @@
+/*
+ * storage_sqlite.h - the SQLite backend's per-domain operation tables,
+ * gathered by storage_sqlite.c into storage_sqlite (storage.h). Private to
+ * the backend's files.
+ */
+#ifndef SQLCACHED_STORAGE_SQLITE_H
+#define SQLCACHED_STORAGE_SQLITE_H
+
+#include "storage.h"
+
+extern const storage_seckill_ops_t storage_sqlite_seckill;
+
+#endif
