@@ -1,20 +1,22 @@
 /*
- * kv.c - the key-value calls of the public API over the SQLite store.
+ * kv.c - the key-value calls of the public API over the store.
  *
  * Reads run on a pooled reader connection; writes are functions run by the
  * store's writer thread inside a group transaction (store_write), each one
  * reading the current row, checking its condition, taking the next version
  * from the store-wide counter and writing, all in the same transaction.
+ * Rows are reached through the kv operations of the storage seam
+ * (storage.h); no SQL here.
  *
  * Expiry: a row whose expires_at <= now is treated as absent by every call;
  * writes overwrite it as if it were not there, and the maintenance thread
  * purges such rows in slices (kv_purge_expired).
  *
  * Memory tier (cache.c), when configured:
- *   read:  bloom filter says never written -> absent, no SQLite;
+ *   read:  bloom filter says never written -> absent, no storage read;
  *          cache_fetch: HIT -> answer from the cached bytes (no copy);
  *          NEGATIVE -> absent; LEAD -> this thread is the key's single
- *          loader: read SQLite, cache_load_finish (the fill guard drops the
+ *          loader: read the store, cache_load_finish (the fill guard drops the
  *          fill if a write invalidated the key meanwhile), answer.
  *   write: commit (store_write_then), then, in the writer thread before
  *          it answers any write, bloom_add (after the commit, see bloom.h)
@@ -27,7 +29,7 @@
  *
  * Values returned to callers are one allocation with an atomic reference
  * count, released by sqlcached_value_release: either header + content type +
- * bytes read from SQLite, or a header that holds a reference on a cached
+ * bytes read from the store, or a header that holds a reference on a cached
  * value and points into it.
  */
 #include <inttypes.h>
@@ -39,24 +41,7 @@
 
 #include "engine.h"
 #include "log.h"
-
-static const char SQL_GET[] =
-    "SELECT value, content_type, version, expires_at FROM kv WHERE key = ?1";
-static const char SQL_GET_META[] =
-    "SELECT version, expires_at FROM kv WHERE key = ?1";
-static const char SQL_UPSERT[] =
-    "INSERT INTO kv (key, value, content_type, version, expires_at) "
-    "VALUES (?1, ?2, ?3, ?4, ?5) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-    "content_type = excluded.content_type, version = excluded.version, "
-    "expires_at = excluded.expires_at";
-static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = ?1";
-static const char SQL_LIST[] =
-    "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?3 "
-    "AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key LIMIT ?5";
-static const char SQL_PURGE[] =
-    "DELETE FROM kv WHERE rowid IN "
-    "(SELECT rowid FROM kv WHERE expires_at <= ?1 LIMIT ?2)";
+#include "storage.h"
 
 static const char DEFAULT_CONTENT_TYPE[] = "application/octet-stream";
 static const char COUNTER_CONTENT_TYPE[] = "text/plain; charset=utf-8";
@@ -124,48 +109,29 @@ static bool key_ok(const void *key, size_t klen)
     return key && klen >= 1 && klen <= SQLCACHED_KEY_MAX;
 }
 
-static bool is_live(sqlite3_stmt *st, int expires_col, int64_t now)
-{
-    if (sqlite3_column_type(st, expires_col) == SQLITE_NULL)
-        return true;
-    return sqlite3_column_int64(st, expires_col) > now;
-}
-
 /* ------------------------------------------------------------------------
  * Reads
  * ------------------------------------------------------------------------ */
 
-/* Read the live row of key; on OK *out is a new value and *expires_at its
- * expiry (0 = none). */
-static sqlcached_status_t read_row(store_conn_t *r, const void *key, size_t klen,
-                                   int64_t now, kv_value_t **out, int64_t *expires_at)
+/* A read row, copied into a new value. */
+typedef struct row_copy {
+    kv_value_t *value;
+    int64_t expires_at;
+} row_copy_t;
+
+static sqlcached_status_t copy_row(void *cls, const storage_kv_row_t *row)
 {
-    sqlite3_stmt *st = store_stmt(r, SQL_GET);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    store_bind_bytes(st, 1, key, klen);
-    int rc = sqlite3_step(st);
-    sqlcached_status_t status = SQLCACHED_NOT_FOUND;
-    if (rc == SQLITE_ROW && is_live(st, 3, now)) {
-        const void *data = sqlite3_column_blob(st, 0);
-        size_t len = (size_t)sqlite3_column_bytes(st, 0);
-        const char *ct = (const char *)sqlite3_column_text(st, 1);
-        size_t ctlen = (size_t)sqlite3_column_bytes(st, 1);
-        kv_value_t *v = ct ? value_new(data, len, ct, ctlen) : NULL;
-        status = v ? SQLCACHED_OK : SQLCACHED_NOMEM;
-        if (v) {
-            v->pub.version = sqlite3_column_int64(st, 2);
-            *expires_at = sqlite3_column_int64(st, 3);
-            *out = v;
-        }
-    } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        status = store_status(rc);
-    }
-    sqlite3_reset(st);
-    return status;
+    row_copy_t *out = cls;
+    out->value = value_new(row->value, row->value_len, row->content_type, row->content_type_len);
+    if (!out->value)
+        return SQLCACHED_NOMEM;
+    out->value->pub.version = row->version;
+    out->expires_at = row->expires_at;
+    return SQLCACHED_OK;
 }
 
-/* The row from SQLite on a pooled reader connection. */
+/* The live row of key, read on a pooled reader connection: on OK *out is
+ * a new value and *expires_at its expiry (0 = none). */
 static sqlcached_status_t load_row(sqlcached_t *db, const void *key, size_t klen, int64_t now,
                                    kv_value_t **out, int64_t *expires_at)
 {
@@ -173,12 +139,17 @@ static sqlcached_status_t load_row(sqlcached_t *db, const void *key, size_t klen
     if (!r)
         return SQLCACHED_UNAVAILABLE;
     atomic_fetch_add_explicit(&db->sqlite_reads, 1, memory_order_relaxed);
-    sqlcached_status_t status = read_row(r, key, klen, now, out, expires_at);
+    row_copy_t copy = {0};
+    sqlcached_status_t status = storage_kv_get(r, key, klen, now, copy_row, &copy);
     store_reader_release(db->store, r);
+    if (status == SQLCACHED_OK) {
+        *out = copy.value;
+        *expires_at = copy.expires_at;
+    }
     return status;
 }
 
-/* A miss this thread leads: read SQLite, fill the tier (guarded), answer. */
+/* A miss this thread leads: read the store, fill the tier (guarded), answer. */
 static sqlcached_status_t load_and_fill(sqlcached_t *db, cache_load_t *load, const void *key,
                                         size_t klen, int64_t now, kv_value_t **out)
 {
@@ -210,7 +181,7 @@ static sqlcached_status_t get_through_cache(sqlcached_t *db, const void *key, si
         return SQLCACHED_NOT_FOUND;
     case CACHE_LEAD:
         return load_and_fill(db, load, key, klen, now, out);
-    default: /* the tier could not help (memory): read SQLite directly */
+    default: /* the tier could not help (memory): read the store directly */
         return load_row(db, key, klen, now, out, &expires_at);
     }
 }
@@ -259,42 +230,6 @@ static void after_commit(sqlcached_t *db, const void *key, size_t klen,
 /* ------------------------------------------------------------------------
  * Writes (run by the writer thread)
  * ------------------------------------------------------------------------ */
-
-/* The live row's version, or 0 when absent or expired. */
-static sqlcached_status_t current_version(store_conn_t *w, const void *key, size_t klen,
-                                          int64_t now, int64_t *version)
-{
-    sqlite3_stmt *st = store_stmt(w, SQL_GET_META);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    store_bind_bytes(st, 1, key, klen);
-    int rc = sqlite3_step(st);
-    *version = 0;
-    if (rc == SQLITE_ROW && is_live(st, 1, now))
-        *version = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
-}
-
-static sqlcached_status_t upsert(store_conn_t *w, const void *key, size_t klen,
-                                 const void *val, size_t vlen, const char *ct,
-                                 int64_t version, int64_t expires_at)
-{
-    sqlite3_stmt *st = store_stmt(w, SQL_UPSERT);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    store_bind_bytes(st, 1, key, klen);
-    store_bind_bytes(st, 2, val, vlen);
-    sqlite3_bind_text(st, 3, ct, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, version);
-    if (expires_at > 0)
-        sqlite3_bind_int64(st, 5, expires_at);
-    else
-        sqlite3_bind_null(st, 5);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
-}
 
 typedef struct put_job {
     sqlcached_t *db;
@@ -345,15 +280,15 @@ static sqlcached_status_t do_put(store_conn_t *w, void *arg)
 {
     put_job_t *p = arg;
     int64_t current, version;
-    sqlcached_status_t st = current_version(w, p->key, p->klen, p->now, &current);
+    sqlcached_status_t st = storage_kv_version(w, p->key, p->klen, p->now, &current);
     if (st != SQLCACHED_OK)
         return st;
     if (!preconditions_hold(p->pre, current))
         return SQLCACHED_PRECONDITION_FAILED;
     st = store_counter_next(w, "version", &version);
     if (st == SQLCACHED_OK)
-        st = upsert(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
-                    p->expires_at);
+        st = storage_kv_upsert(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
+                               p->expires_at);
     if (st == SQLCACHED_OK)
         p->result = (sqlcached_write_result_t){version, p->expires_at, current == 0};
     return st;
@@ -487,7 +422,7 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
 {
     delete_job_t *d = arg;
     int64_t current, version;
-    sqlcached_status_t st = current_version(w, d->key, d->klen, d->now, &current);
+    sqlcached_status_t st = storage_kv_version(w, d->key, d->klen, d->now, &current);
     if (st != SQLCACHED_OK)
         return st;
     if (!preconditions_hold(d->pre, current))
@@ -498,13 +433,7 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
     st = store_counter_next(w, "version", &version);
     if (st != SQLCACHED_OK)
         return st;
-    sqlite3_stmt *stmt = store_stmt(w, SQL_DELETE);
-    if (!stmt)
-        return SQLCACHED_INTERNAL;
-    store_bind_bytes(stmt, 1, d->key, d->klen);
-    int rc = sqlite3_step(stmt);
-    sqlite3_reset(stmt);
-    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+    return storage_kv_remove(w, d->key, d->klen);
 }
 
 static void delete_committed(void *arg)
@@ -587,47 +516,36 @@ typedef struct incr_job {
     int64_t expires_at;
 } incr_job_t;
 
-static sqlcached_status_t incr_apply(store_conn_t *w, incr_job_t *j, sqlite3_stmt *row)
+/* The live row of an incr's key: its integer (into j->value), content type
+ * and expiry, which the new value keeps. */
+static sqlcached_status_t incr_read(void *cls, const storage_kv_row_t *row)
 {
-    int64_t current = 0, expires_at = 0;
-    const char *ct = COUNTER_CONTENT_TYPE;
-    if (row) {
-        const unsigned char *p = sqlite3_column_blob(row, 0);
-        if (!parse_int64(p, (size_t)sqlite3_column_bytes(row, 0), &current))
-            return SQLCACHED_NOT_INTEGER;
-        ct = (const char *)sqlite3_column_text(row, 1);
-        expires_at = sqlite3_column_int64(row, 3);
-    }
-    if (__builtin_add_overflow(current, j->by, &j->value))
+    incr_job_t *j = cls;
+    if (!parse_int64(row->value, row->value_len, &j->value))
         return SQLCACHED_NOT_INTEGER;
-    int n = snprintf(j->text, sizeof j->text, "%" PRId64, j->value);
-    j->text_len = (size_t)n;
-    snprintf(j->content_type, sizeof j->content_type, "%s", ct ? ct : COUNTER_CONTENT_TYPE);
-    j->expires_at = expires_at;
-    sqlite3_reset(row); /* done with the row before writing */
-    sqlcached_status_t st = store_counter_next(w, "version", &j->version);
-    if (st == SQLCACHED_OK)
-        st = upsert(w, j->key, j->klen, j->text, j->text_len, j->content_type, j->version,
-                    expires_at);
-    return st;
+    if (row->content_type_len)
+        snprintf(j->content_type, sizeof j->content_type, "%s", row->content_type);
+    j->expires_at = row->expires_at;
+    return SQLCACHED_OK;
 }
 
 static sqlcached_status_t do_incr(store_conn_t *w, void *arg)
 {
     incr_job_t *j = arg;
-    sqlite3_stmt *st = store_stmt(w, SQL_GET);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    store_bind_bytes(st, 1, j->key, j->klen);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        sqlite3_reset(st);
-        return store_status(rc);
-    }
-    bool live = rc == SQLITE_ROW && is_live(st, 3, j->now);
-    sqlcached_status_t status = incr_apply(w, j, live ? st : NULL);
-    sqlite3_reset(st);
-    return status;
+    j->value = 0; /* an absent key counts as 0 */
+    j->expires_at = 0;
+    snprintf(j->content_type, sizeof j->content_type, "%s", COUNTER_CONTENT_TYPE);
+    sqlcached_status_t st = storage_kv_get(w, j->key, j->klen, j->now, incr_read, j);
+    if (st != SQLCACHED_OK && st != SQLCACHED_NOT_FOUND)
+        return st;
+    if (__builtin_add_overflow(j->value, j->by, &j->value))
+        return SQLCACHED_NOT_INTEGER;
+    j->text_len = (size_t)snprintf(j->text, sizeof j->text, "%" PRId64, j->value);
+    st = store_counter_next(w, "version", &j->version);
+    if (st == SQLCACHED_OK)
+        st = storage_kv_upsert(w, j->key, j->klen, j->text, j->text_len, j->content_type,
+                               j->version, j->expires_at);
+    return st;
 }
 
 static void incr_committed(void *arg)
@@ -701,17 +619,7 @@ typedef struct purge_job {
 static sqlcached_status_t do_purge(store_conn_t *w, void *arg)
 {
     purge_job_t *p = arg;
-    sqlite3_stmt *st = store_stmt(w, SQL_PURGE);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    sqlite3_bind_int64(st, 1, p->now);
-    sqlite3_bind_int(st, 2, p->max_rows);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return store_status(rc);
-    p->purged = sqlite3_changes(store_conn_db(w));
-    return SQLCACHED_OK;
+    return storage_kv_purge_expired(w, p->now, p->max_rows, &p->purged);
 }
 
 int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
@@ -727,30 +635,30 @@ int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
     return job.purged;
 }
 
-static const char SQL_ALL_KEYS[] = "SELECT key FROM kv";
+static bool bloom_key(void *cls, const void *key, size_t klen)
+{
+    bloom_rebuild_add(cls, key, klen);
+    return true;
+}
 
-/* Rebuild the bloom filter from every key in SQLite (see bloom.h). */
+/* Rebuild the bloom filter from every key in the store (see bloom.h). */
 int kv_bloom_rebuild(sqlcached_t *db)
 {
     if (!db->bloom)
         return 0;
     store_conn_t *r = store_reader_acquire(db->store);
-    sqlite3_stmt *st = r ? store_stmt(r, SQL_ALL_KEYS) : NULL;
-    int rc = SQLITE_ERROR;
-    if (st) {
+    sqlcached_status_t st = SQLCACHED_UNAVAILABLE;
+    if (r) {
         bloom_rebuild_begin(db->bloom);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            bloom_rebuild_add(db->bloom, sqlite3_column_blob(st, 0),
-                              (size_t)sqlite3_column_bytes(st, 0));
+        st = storage_kv_scan_keys(r, bloom_key, db->bloom);
         /* A failed scan does not switch arrays: the live one stays (adds
          * keep going to both), and the next rebuild starts over. */
-        if (rc == SQLITE_DONE)
+        if (st == SQLCACHED_OK)
             bloom_rebuild_end(db->bloom);
-        sqlite3_reset(st);
+        store_reader_release(db->store, r);
     }
-    store_reader_release(db->store, r);
-    if (rc != SQLITE_DONE) {
-        log_warn("kv", "bloom filter rebuild failed: %s", sqlite3_errstr(rc));
+    if (st != SQLCACHED_OK) {
+        log_warn("kv", "bloom filter rebuild failed: %s", sqlcached_status_name(st));
         return -1;
     }
     return 0;
@@ -771,34 +679,20 @@ void sqlcached_keys_free(sqlcached_keys_t *keys)
     free(keys);
 }
 
-/* Append the current row's key to the page; false on allocation failure. */
-static bool page_append(sqlcached_keys_t *page, sqlite3_stmt *st)
+/* Append a key to the page (room for it was allocated); false on
+ * allocation failure. */
+static bool page_append(void *cls, const void *key, size_t klen)
 {
-    size_t n = (size_t)sqlite3_column_bytes(st, 0);
-    const void *p = sqlite3_column_blob(st, 0);
-    void *copy = malloc(n ? n : 1);
+    sqlcached_keys_t *page = cls;
+    void *copy = malloc(klen ? klen : 1);
     if (!copy)
         return false;
-    if (n)
-        memcpy(copy, p, n);
+    if (klen)
+        memcpy(copy, key, klen);
     page->keys[page->count] = copy;
-    page->lens[page->count] = n;
+    page->lens[page->count] = klen;
     page->count++;
     return true;
-}
-
-static sqlcached_status_t list_rows(sqlite3_stmt *st, unsigned limit, sqlcached_keys_t *page)
-{
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (page->count == limit) {
-            page->has_more = 1;
-            return SQLCACHED_OK;
-        }
-        if (!page_append(page, st))
-            return SQLCACHED_NOMEM;
-    }
-    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
 }
 
 sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t plen,
@@ -809,29 +703,19 @@ sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t
     if (limit < 1 || limit > SQLCACHED_LIST_LIMIT_MAX || (plen && !prefix) ||
         (alen && !after) || plen > SQLCACHED_KEY_MAX || alen > SQLCACHED_KEY_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
-    /* Every key of the prefix sorts below prefix + 0xFF..., and 513 bytes of
-     * 0xFF sort above every key when the prefix is empty. */
-    unsigned char upper[SQLCACHED_KEY_MAX * 2 + 1];
-    if (plen) /* prefix may be NULL when empty: memcpy(_, NULL, 0) is undefined */
-        memcpy(upper, prefix, plen);
-    memset(upper + plen, 0xff, SQLCACHED_KEY_MAX + 1);
     sqlcached_keys_t *page = calloc(1, sizeof *page);
     if (page) {
         page->keys = calloc(limit, sizeof *page->keys);
         page->lens = calloc(limit, sizeof *page->lens);
     }
     store_conn_t *r = page && page->keys && page->lens ? store_reader_acquire(db->store) : NULL;
-    sqlite3_stmt *st = r ? store_stmt(r, SQL_LIST) : NULL;
     sqlcached_status_t status = !page || !page->keys || !page->lens ? SQLCACHED_NOMEM
-                                : !st ? SQLCACHED_UNAVAILABLE : SQLCACHED_OK;
+                                : !r ? SQLCACHED_UNAVAILABLE : SQLCACHED_OK;
     if (status == SQLCACHED_OK) {
-        store_bind_bytes(st, 1, prefix, plen);
-        store_bind_bytes(st, 2, upper, plen + SQLCACHED_KEY_MAX + 1);
-        store_bind_bytes(st, 3, after, alen);
-        sqlite3_bind_int64(st, 4, engine_now(db));
-        sqlite3_bind_int(st, 5, (int)limit + 1);
-        status = list_rows(st, limit, page);
-        sqlite3_reset(st);
+        bool more = false;
+        status = storage_kv_list(r, prefix, plen, after, alen, engine_now(db), limit,
+                                 page_append, page, &more);
+        page->has_more = more;
     }
     if (r)
         store_reader_release(db->store, r);

@@ -30,6 +30,51 @@
 #include "sqlcached.h"
 #include "store.h"
 
+/* Key-value rows: kv(key BYTES, value BYTES, content_type, version,
+ * expires_at ms or none). A row whose expires_at <= now is absent for every
+ * operation that takes `now`. */
+typedef struct storage_kv_row {
+    const void *value; /* borrowed: valid during the callback only */
+    size_t value_len;
+    const char *content_type; /* borrowed, NUL-terminated */
+    size_t content_type_len;
+    int64_t version;
+    int64_t expires_at; /* 0 = never */
+} storage_kv_row_t;
+
+/* Called with a row, borrowed for the call; its status is the operation's. */
+typedef sqlcached_status_t (*storage_kv_row_fn)(void *cls, const storage_kv_row_t *row);
+
+/* Called with each key of a scan; false stops it (the scan answers NOMEM). */
+typedef bool (*storage_key_fn)(void *cls, const void *key, size_t klen);
+
+typedef struct storage_kv_ops {
+    /* r or w. The live row of key to on_row (at most once). NOT_FOUND when
+     * there is none, else on_row's status. */
+    sqlcached_status_t (*get)(store_conn_t *c, const void *key, size_t klen, int64_t now,
+                              storage_kv_row_fn on_row, void *cls);
+    /* w. The live row's version in *version, 0 when absent or expired. */
+    sqlcached_status_t (*version)(store_conn_t *w, const void *key, size_t klen, int64_t now,
+                                  int64_t *version);
+    /* w. Insert or replace the row (expires_at 0 = never). */
+    sqlcached_status_t (*upsert)(store_conn_t *w, const void *key, size_t klen,
+                                 const void *value, size_t vlen, const char *content_type,
+                                 int64_t version, int64_t expires_at);
+    /* w. Delete the row, if any. */
+    sqlcached_status_t (*remove)(store_conn_t *w, const void *key, size_t klen);
+    /* r. Up to `limit` live keys that start with prefix and sort after
+     * `after` (bytewise), in order, each to on_key; *has_more when another
+     * follows. */
+    sqlcached_status_t (*list)(store_conn_t *r, const void *prefix, size_t plen,
+                               const void *after, size_t alen, int64_t now, unsigned limit,
+                               storage_key_fn on_key, void *cls, bool *has_more);
+    /* w. Delete up to max_rows rows expired at `now`; how many in *purged. */
+    sqlcached_status_t (*purge_expired)(store_conn_t *w, int64_t now, int max_rows,
+                                        int *purged);
+    /* r. Every key, expired or not, to on_key. */
+    sqlcached_status_t (*scan_keys)(store_conn_t *r, storage_key_fn on_key, void *cls);
+} storage_kv_ops_t;
+
 /* Flash sale: items(id, name, stock, sold, initial_stock, version) and
  * orders(order_id, item_id, user_id, created_at), one order per (item,
  * user). */
@@ -66,6 +111,7 @@ typedef struct storage_seckill_ops {
 
 typedef struct storage_backend {
     const char *name; /* "sqlite" */
+    const storage_kv_ops_t *kv;
     const storage_seckill_ops_t *seckill;
 } storage_backend_t;
 
@@ -77,6 +123,56 @@ const storage_backend_t *store_conn_backend(store_conn_t *c);
 /* ------------------------------------------------------------------------
  * Dispatch: one wrapper per operation
  * ------------------------------------------------------------------------ */
+
+static inline sqlcached_status_t storage_kv_get(store_conn_t *c, const void *key, size_t klen,
+                                                int64_t now, storage_kv_row_fn on_row,
+                                                void *cls)
+{
+    return store_conn_backend(c)->kv->get(c, key, klen, now, on_row, cls);
+}
+
+static inline sqlcached_status_t storage_kv_version(store_conn_t *w, const void *key,
+                                                    size_t klen, int64_t now, int64_t *version)
+{
+    return store_conn_backend(w)->kv->version(w, key, klen, now, version);
+}
+
+static inline sqlcached_status_t storage_kv_upsert(store_conn_t *w, const void *key,
+                                                   size_t klen, const void *value, size_t vlen,
+                                                   const char *content_type, int64_t version,
+                                                   int64_t expires_at)
+{
+    return store_conn_backend(w)->kv->upsert(w, key, klen, value, vlen, content_type, version,
+                                             expires_at);
+}
+
+static inline sqlcached_status_t storage_kv_remove(store_conn_t *w, const void *key,
+                                                   size_t klen)
+{
+    return store_conn_backend(w)->kv->remove(w, key, klen);
+}
+
+static inline sqlcached_status_t storage_kv_list(store_conn_t *r, const void *prefix,
+                                                 size_t plen, const void *after, size_t alen,
+                                                 int64_t now, unsigned limit,
+                                                 storage_key_fn on_key, void *cls,
+                                                 bool *has_more)
+{
+    return store_conn_backend(r)->kv->list(r, prefix, plen, after, alen, now, limit, on_key,
+                                           cls, has_more);
+}
+
+static inline sqlcached_status_t storage_kv_purge_expired(store_conn_t *w, int64_t now,
+                                                          int max_rows, int *purged)
+{
+    return store_conn_backend(w)->kv->purge_expired(w, now, max_rows, purged);
+}
+
+static inline sqlcached_status_t storage_kv_scan_keys(store_conn_t *r, storage_key_fn on_key,
+                                                      void *cls)
+{
+    return store_conn_backend(r)->kv->scan_keys(r, on_key, cls);
+}
 
 static inline sqlcached_status_t storage_item_get(store_conn_t *c, const char *id,
                                                   sqlcached_item_t *out)

@@ -10,6 +10,7 @@
 
 const storage_backend_t storage_sqlite = {
     .name = "sqlite",
+    .kv = &storage_sqlite_kv,
     .seckill = &storage_sqlite_seckill,
 };
 

@@ -8,6 +8,7 @@
 
 #include "storage.h"
 
+extern const storage_kv_ops_t storage_sqlite_kv;
 extern const storage_seckill_ops_t storage_sqlite_seckill;
 
 #endif
