@@ -2,14 +2,15 @@
  * lease.c - leases (distributed locks) with fencing tokens, and their
  * waiters.
  *
- * Storage: table `leases` (sql/003_leases.sql), one row per held lease;
- * the fencing token counter is row `fencing_token` of `meta`. Every change
- * is a write function run by the store's writer thread (store_write), so
- * the read-decide-write of each call is atomic: writes are serialized and
- * each runs in its own savepoint. Renew and release are single conditional
- * statements (UPDATE/DELETE ... WHERE owner = ? AND expires_at > now), the
- * way Redis does a compare-and-delete in Lua. A row with expires_at <= now
- * is free for every call (lazy expiry); lease_sweep() deletes such rows.
+ * Storage: the lease operations of the storage seam (storage.h), one row
+ * per held lease; the fencing token counter is the store counter
+ * `fencing_token`. Every change is a write function run by the store's
+ * writer thread (store_write), so the read-decide-write of each call is
+ * atomic: writes are serialized and each runs in its own savepoint. Renew
+ * and release are single conditional changes (storage_lease_change: only
+ * while the owner holds the lease live), the way Redis does a
+ * compare-and-delete in Lua. A row with expires_at <= now is free for every
+ * call (lazy expiry); lease_sweep() deletes such rows.
  *
  * Waiters: the registry maps a lease name to an entry holding a FIFO queue
  * of waiters, and keeps every queued waiter on one list sorted by deadline
@@ -31,7 +32,7 @@
  * deadline or the earliest holder expiry of a name with waiters (at most
  * TIMER_MAX_SLEEP_MS, so a jump of the store clock is noticed), and without
  * a timeout while nobody waits. It ends waiters whose deadline passed and
- * hands expired leases over; it never polls SQLite for waiters. Queueing a
+ * hands expired leases over; it never polls the store for waiters. Queueing a
  * waiter, a grant going back to the queue and an earlier expiry signal it.
  *
  * Locking: `lock` guards the registry (entries, queues, the deadline list,
@@ -55,40 +56,12 @@
 
 #include "engine.h"
 #include "log.h"
+#include "storage.h"
 
 #define LEASE_BUCKETS 1024
 #define TIMER_MAX_SLEEP_MS 1000
 #define TIMER_BACKOFF_MS 100
 #define HANDOFF_BATCH 64
-
-static const char SQL_GET[] =
-    "SELECT owner, token, count, expires_at FROM leases WHERE name = ?1";
-static const char SQL_GET_LIVE[] =
-    "SELECT owner, token, count, expires_at FROM leases WHERE name = ?1 AND expires_at > ?2";
-static const char SQL_COUNT_LIVE[] = "SELECT COUNT(*) FROM leases WHERE expires_at > ?1";
-static const char SQL_REENTER[] =
-    "UPDATE leases SET count = count + 1, expires_at = ?4 "
-    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 "
-    "RETURNING owner, token, count, expires_at";
-static const char SQL_PUT[] =
-    "INSERT INTO leases (name, owner, token, count, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) "
-    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
-    "count = excluded.count, expires_at = excluded.expires_at";
-static const char SQL_RENEW[] =
-    "UPDATE leases SET expires_at = ?4 "
-    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 "
-    "RETURNING owner, token, count, expires_at";
-static const char SQL_RELEASE_ONE[] =
-    "UPDATE leases SET count = count - 1 "
-    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND count > 1 "
-    "RETURNING owner, token, count, expires_at";
-static const char SQL_RELEASE_LAST[] =
-    "DELETE FROM leases WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND count = 1 "
-    "RETURNING owner, token, 0, expires_at";
-static const char SQL_DELETE_EXPIRED[] =
-    "DELETE FROM leases WHERE name = ?1 AND expires_at <= ?2";
-static const char SQL_EXPIRED[] =
-    "SELECT name FROM leases WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
 
 /* ------------------------------------------------------------------------
  * Types
@@ -176,24 +149,6 @@ static void lease_set_owner(sqlcached_lease_t *l, const char *owner, size_t n)
     memcpy(l->owner, owner, n);
     l->owner[n] = '\0';
     l->owner_len = n;
-}
-
-/* Fill l (name set by the caller) from a row: owner, token, count, expires_at. */
-static void lease_from_row(sqlcached_lease_t *l, sqlite3_stmt *st)
-{
-    size_t n = (size_t)sqlite3_column_bytes(st, 0);
-    const char *owner = (const char *)sqlite3_column_text(st, 0);
-    if (!owner || n > SQLCACHED_LEASE_OWNER_MAX)
-        n = 0, owner = "";
-    lease_set_owner(l, owner, n);
-    l->token = sqlite3_column_int64(st, 1);
-    l->count = sqlite3_column_int64(st, 2);
-    l->expires_at = sqlite3_column_int64(st, 3);
-}
-
-static void bind_text(sqlite3_stmt *st, int idx, const char *p, size_t n)
-{
-    sqlite3_bind_text(st, idx, p, (int)n, SQLITE_STATIC);
 }
 
 static uint32_t name_hash(const char *p, size_t n)
@@ -414,21 +369,6 @@ static lease_waiter_t *pick_grantees(lease_registry_t *reg, const char *name, si
     return first;
 }
 
-static sqlcached_status_t put_row(store_conn_t *w, const sqlcached_lease_t *l)
-{
-    sqlite3_stmt *st = store_stmt(w, SQL_PUT);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    bind_text(st, 1, l->name, l->name_len);
-    bind_text(st, 2, l->owner, l->owner_len);
-    sqlite3_bind_int64(st, 3, l->token);
-    sqlite3_bind_int64(st, 4, l->count);
-    sqlite3_bind_int64(st, 5, l->expires_at);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
-}
-
 /* Inside a write: the lease `name` is free; hand it to its waiters, if
  * any. Appends them to *grants (finished by finish_grants after the
  * commit) and sets *holder to the new row. Returns SQLCACHED_OK with
@@ -451,7 +391,7 @@ static sqlcached_status_t grant_waiters(store_conn_t *w, lease_registry_t *reg,
     *grants = chain;
     sqlcached_status_t st = store_counter_next(w, "fencing_token", &row.token);
     if (st == SQLCACHED_OK)
-        st = put_row(w, &row);
+        st = storage_lease_put(w, &row);
     if (st == SQLCACHED_OK)
         atomic_fetch_add_explicit(&reg->grants, 1, memory_order_relaxed);
     for (lease_waiter_t *g = chain; g != last->next_done; g = g->next_done) {
@@ -501,18 +441,9 @@ static void finish_grants(lease_registry_t *reg, lease_waiter_t *grants, sqlcach
 static sqlcached_status_t read_row(store_conn_t *c, const char *name, size_t n,
                                    sqlcached_lease_t *l, bool *found)
 {
-    sqlite3_stmt *st = store_stmt(c, SQL_GET);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    bind_text(st, 1, name, n);
-    int rc = sqlite3_step(st);
-    *found = rc == SQLITE_ROW;
-    if (*found) {
-        lease_set_name(l, name, n);
-        lease_from_row(l, st);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+    sqlcached_status_t st = storage_lease_get(c, name, n, INT64_MIN, l);
+    *found = st == SQLCACHED_OK;
+    return st == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : st;
 }
 
 sqlcached_status_t sqlcached_lease_get(sqlcached_t *db, const char *name, size_t name_len,
@@ -523,21 +454,7 @@ sqlcached_status_t sqlcached_lease_get(sqlcached_t *db, const char *name, size_t
     store_conn_t *r = store_reader_acquire(db->store);
     if (!r)
         return SQLCACHED_UNAVAILABLE;
-    sqlite3_stmt *st = store_stmt(r, SQL_GET_LIVE);
-    sqlcached_status_t status = st ? SQLCACHED_NOT_FOUND : SQLCACHED_INTERNAL;
-    if (st) {
-        bind_text(st, 1, name, name_len);
-        sqlite3_bind_int64(st, 2, engine_now(db));
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            lease_set_name(out, name, name_len);
-            lease_from_row(out, st);
-            status = SQLCACHED_OK;
-        } else if (rc != SQLITE_DONE) {
-            status = store_status(rc);
-        }
-        sqlite3_reset(st);
-    }
+    sqlcached_status_t status = storage_lease_get(r, name, name_len, engine_now(db), out);
     store_reader_release(db->store, r);
     return status;
 }
@@ -562,25 +479,15 @@ typedef struct acquire_job {
 /* Re-enter a live lease the caller already holds. *done when it did. */
 static sqlcached_status_t try_reenter(store_conn_t *w, acquire_job_t *j, bool *done)
 {
-    sqlite3_stmt *st = store_stmt(w, SQL_REENTER);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    bind_text(st, 1, j->name, j->name_len);
-    bind_text(st, 2, j->owner, j->owner_len);
-    sqlite3_bind_int64(st, 3, j->now);
-    sqlite3_bind_int64(st, 4, j->now + j->ttl_ms);
-    int rc = sqlite3_step(st);
-    *done = rc == SQLITE_ROW;
-    if (*done) {
-        lease_set_name(&j->lease, j->name, j->name_len);
-        lease_from_row(&j->lease, st);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return store_status(rc);
+    sqlcached_status_t st =
+        storage_lease_change(w, STORAGE_LEASE_REENTER, j->name, j->name_len, j->owner,
+                             j->owner_len, j->now, j->now + j->ttl_ms, &j->lease);
+    *done = st == SQLCACHED_OK;
+    if (st == SQLCACHED_NOT_FOUND)
+        return SQLCACHED_OK;
     if (*done)
         note_expiry(j->reg, j->name, j->name_len, j->lease.expires_at);
-    return SQLCACHED_OK;
+    return st;
 }
 
 /* The lease is free and nobody waits: take it with a new token. */
@@ -594,7 +501,7 @@ static sqlcached_status_t take_free(store_conn_t *w, acquire_job_t *j)
     l->expires_at = j->now + j->ttl_ms;
     sqlcached_status_t st = store_counter_next(w, "fencing_token", &l->token);
     if (st == SQLCACHED_OK)
-        st = put_row(w, l);
+        st = storage_lease_put(w, l);
     if (st == SQLCACHED_OK)
         atomic_fetch_add_explicit(&j->reg->grants, 1, memory_order_relaxed);
     j->outcome = ACQ_GOT;
@@ -786,34 +693,22 @@ typedef struct owner_job {
     lease_waiter_t *grants;
 } owner_job_t;
 
-/* Run a conditional statement returning (owner, token, count, expires_at)
- * for name, owner, now [, expires_at]. *hit when it matched a row. */
-static sqlcached_status_t run_conditional(store_conn_t *w, const char *sql, owner_job_t *j,
-                                          bool *hit)
+/* Apply an owner-guarded change to the job's lease. *hit when it matched. */
+static sqlcached_status_t run_conditional(store_conn_t *w, storage_lease_change_t change,
+                                          owner_job_t *j, bool *hit)
 {
-    sqlite3_stmt *st = store_stmt(w, sql);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    bind_text(st, 1, j->name, j->name_len);
-    bind_text(st, 2, j->owner, j->owner_len);
-    sqlite3_bind_int64(st, 3, j->now);
-    if (sql == SQL_RENEW)
-        sqlite3_bind_int64(st, 4, j->now + j->ttl_ms);
-    int rc = sqlite3_step(st);
-    *hit = rc == SQLITE_ROW;
-    if (*hit) {
-        lease_set_name(&j->lease, j->name, j->name_len);
-        lease_from_row(&j->lease, st);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+    sqlcached_status_t st = storage_lease_change(w, change, j->name, j->name_len, j->owner,
+                                                 j->owner_len, j->now, j->now + j->ttl_ms,
+                                                 &j->lease);
+    *hit = st == SQLCACHED_OK;
+    return st == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : st;
 }
 
 static sqlcached_status_t do_renew(store_conn_t *w, void *arg)
 {
     owner_job_t *j = arg;
     bool hit;
-    sqlcached_status_t st = run_conditional(w, SQL_RENEW, j, &hit);
+    sqlcached_status_t st = run_conditional(w, STORAGE_LEASE_RENEW, j, &hit);
     if (st != SQLCACHED_OK)
         return st;
     if (!hit)
@@ -827,10 +722,10 @@ static sqlcached_status_t do_release(store_conn_t *w, void *arg)
     owner_job_t *j = arg;
     bool hit, granted;
     j->grants = NULL;
-    sqlcached_status_t st = run_conditional(w, SQL_RELEASE_ONE, j, &hit);
+    sqlcached_status_t st = run_conditional(w, STORAGE_LEASE_RELEASE_ONE, j, &hit);
     if (st != SQLCACHED_OK || hit)
         return st;
-    st = run_conditional(w, SQL_RELEASE_LAST, j, &hit); /* compare-and-delete */
+    st = run_conditional(w, STORAGE_LEASE_RELEASE_LAST, j, &hit); /* compare-and-delete */
     if (st != SQLCACHED_OK)
         return st;
     if (!hit)
@@ -905,15 +800,8 @@ static sqlcached_status_t expire_one(store_conn_t *w, expire_job_t *j, const nam
     st = grant_waiters(w, j->reg, n->name, n->len, j->now, &j->grants, NULL, &granted);
     if (st != SQLCACHED_OK || granted || !found)
         return st;
-    sqlite3_stmt *del = store_stmt(w, SQL_DELETE_EXPIRED);
-    if (!del)
-        return SQLCACHED_INTERNAL;
-    bind_text(del, 1, n->name, n->len);
-    sqlite3_bind_int64(del, 2, j->now);
-    int rc = sqlite3_step(del);
-    sqlite3_reset(del);
     j->swept++;
-    return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+    return storage_lease_delete_expired(w, n->name, n->len, j->now);
 }
 
 static sqlcached_status_t do_handover(store_conn_t *w, void *arg)
@@ -937,8 +825,9 @@ static void names_free(expire_job_t *j)
     j->count = j->cap = 0;
 }
 
-static bool names_add(expire_job_t *j, const char *name, size_t len)
+static bool names_add(void *cls, const void *name, size_t len)
 {
+    expire_job_t *j = cls;
     if (j->count == j->cap) {
         size_t cap = j->cap ? j->cap * 2 : 16;
         name_ref_t *grown = realloc(j->names, cap * sizeof *grown);
@@ -959,21 +848,7 @@ static bool names_add(expire_job_t *j, const char *name, size_t len)
 /* Collect the names of up to `limit` expired leases. */
 static sqlcached_status_t collect_expired(store_conn_t *w, expire_job_t *j, int limit)
 {
-    sqlite3_stmt *st = store_stmt(w, SQL_EXPIRED);
-    if (!st)
-        return SQLCACHED_INTERNAL;
-    sqlite3_bind_int64(st, 1, j->now);
-    sqlite3_bind_int(st, 2, limit);
-    int rc;
-    sqlcached_status_t status = SQLCACHED_OK;
-    while (status == SQLCACHED_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (!names_add(j, (const char *)sqlite3_column_text(st, 0),
-                       (size_t)sqlite3_column_bytes(st, 0)))
-            status = SQLCACHED_NOMEM;
-    if (status == SQLCACHED_OK && rc != SQLITE_DONE)
-        status = store_status(rc);
-    sqlite3_reset(st);
-    return status;
+    return storage_lease_expired(w, j->now, limit, names_add, j);
 }
 
 typedef struct sweep_job {
@@ -1167,14 +1042,9 @@ void lease_registry_destroy(lease_registry_t *reg)
 uint64_t lease_count_live(sqlcached_t *db, int64_t now)
 {
     store_conn_t *r = store_reader_acquire(db->store);
-    sqlite3_stmt *st = r ? store_stmt(r, SQL_COUNT_LIVE) : NULL;
     uint64_t n = 0;
-    if (st) {
-        sqlite3_bind_int64(st, 1, now);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            n = (uint64_t)sqlite3_column_int64(st, 0);
-        sqlite3_reset(st);
-    }
+    if (r && storage_lease_count_live(r, now, &n) != SQLCACHED_OK)
+        n = 0;
     store_reader_release(db->store, r);
     return n;
 }

@@ -16,6 +16,7 @@
 #include <build_config.h>
 
 #include "engine.h"
+#include "storage.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -219,11 +220,9 @@ static int open_cache(sqlcached_t *db, char *err, size_t errlen)
 static long long count_keys(sqlcached_t *db)
 {
     store_conn_t *r = store_reader_acquire(db->store);
-    static const char SQL_COUNT[] = "SELECT COALESCE(MAX(rowid), 0) FROM kv";
-    sqlite3_stmt *st = r ? store_stmt(r, SQL_COUNT) : NULL;
-    long long n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    if (st)
-        sqlite3_reset(st);
+    int64_t n = -1;
+    if (r && storage_kv_count_bound(r, &n) != SQLCACHED_OK)
+        n = -1;
     store_reader_release(db->store, r);
     return n;
 }

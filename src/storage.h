@@ -5,7 +5,7 @@
  * above this header; each backend implements the operations in its own
  * files, next to its statements (storage_sqlite_*.c).
  *
- * Shape (after SQLite's sqlite3_io_methods): a backend is a table of
+ * Shape (after SQLite's table of VFS io methods): a backend is a table of
  * function pointers, one sub-table per domain; every connection knows its
  * backend (store_conn_backend()), and the inline storage_*() wrappers below
  * dispatch through it, so a domain module calls storage_item_get(r, ...)
@@ -73,7 +73,44 @@ typedef struct storage_kv_ops {
                                         int *purged);
     /* r. Every key, expired or not, to on_key. */
     sqlcached_status_t (*scan_keys)(store_conn_t *r, storage_key_fn on_key, void *cls);
+    /* r. An upper bound of the number of rows, found without a scan. */
+    sqlcached_status_t (*count_bound)(store_conn_t *r, int64_t *count);
 } storage_kv_ops_t;
+
+/* Leases: leases(name, owner, token, count, expires_at), one row per held
+ * lease; live while expires_at > now. Rows come back as sqlcached_lease_t
+ * (name, owner, token, count, expires_at). */
+typedef enum storage_lease_change {
+    STORAGE_LEASE_REENTER,      /* count + 1, expires_at = the new expiry */
+    STORAGE_LEASE_RENEW,        /* expires_at = the new expiry */
+    STORAGE_LEASE_RELEASE_ONE,  /* count - 1, only while count > 1 */
+    STORAGE_LEASE_RELEASE_LAST, /* delete the row, only while count = 1; the
+                                   row comes back with count 0 */
+} storage_lease_change_t;
+
+typedef struct storage_lease_ops {
+    /* r or w. The row of name: any row when live_at is INT64_MIN, else only
+     * one with expires_at > live_at. NOT_FOUND when there is none. */
+    sqlcached_status_t (*get)(store_conn_t *c, const char *name, size_t n, int64_t live_at,
+                              sqlcached_lease_t *out);
+    /* w. Insert or replace the row of l->name. */
+    sqlcached_status_t (*put)(store_conn_t *w, const sqlcached_lease_t *l);
+    /* w. Apply `change` to the lease of name if `owner` holds it live at
+     * `now` (and the change's own condition holds); the row after it into
+     * *out. NOT_FOUND when nothing matched. */
+    sqlcached_status_t (*change)(store_conn_t *w, storage_lease_change_t change,
+                                 const char *name, size_t n, const char *owner, size_t on,
+                                 int64_t now, int64_t expires_at, sqlcached_lease_t *out);
+    /* w. Delete the row of name if it expired at `now`. */
+    sqlcached_status_t (*delete_expired)(store_conn_t *w, const char *name, size_t n,
+                                         int64_t now);
+    /* w. The names of up to `limit` rows expired at `now`, earliest expiry
+     * first, to on_name. */
+    sqlcached_status_t (*expired)(store_conn_t *w, int64_t now, int limit,
+                                  storage_key_fn on_name, void *cls);
+    /* r. How many leases are live at `now`. */
+    sqlcached_status_t (*count_live)(store_conn_t *r, int64_t now, uint64_t *count);
+} storage_lease_ops_t;
 
 /* Flash sale: items(id, name, stock, sold, initial_stock, version) and
  * orders(order_id, item_id, user_id, created_at), one order per (item,
@@ -113,6 +150,7 @@ typedef struct storage_backend {
     const char *name; /* "sqlite" */
     const storage_kv_ops_t *kv;
     const storage_seckill_ops_t *seckill;
+    const storage_lease_ops_t *lease;
 } storage_backend_t;
 
 extern const storage_backend_t storage_sqlite;
@@ -174,6 +212,11 @@ static inline sqlcached_status_t storage_kv_scan_keys(store_conn_t *r, storage_k
     return store_conn_backend(r)->kv->scan_keys(r, on_key, cls);
 }
 
+static inline sqlcached_status_t storage_kv_count_bound(store_conn_t *r, int64_t *count)
+{
+    return store_conn_backend(r)->kv->count_bound(r, count);
+}
+
 static inline sqlcached_status_t storage_item_get(store_conn_t *c, const char *id,
                                                   sqlcached_item_t *out)
 {
@@ -219,6 +262,48 @@ static inline sqlcached_status_t storage_order_list(store_conn_t *r, const char 
                                                     sqlcached_orders_t *page)
 {
     return store_conn_backend(r)->seckill->order_list(r, item_id, after, limit, page);
+}
+
+static inline sqlcached_status_t storage_lease_get(store_conn_t *c, const char *name,
+                                                   size_t n, int64_t live_at,
+                                                   sqlcached_lease_t *out)
+{
+    return store_conn_backend(c)->lease->get(c, name, n, live_at, out);
+}
+
+static inline sqlcached_status_t storage_lease_put(store_conn_t *w, const sqlcached_lease_t *l)
+{
+    return store_conn_backend(w)->lease->put(w, l);
+}
+
+static inline sqlcached_status_t storage_lease_change(store_conn_t *w,
+                                                      storage_lease_change_t change,
+                                                      const char *name, size_t n,
+                                                      const char *owner, size_t on,
+                                                      int64_t now, int64_t expires_at,
+                                                      sqlcached_lease_t *out)
+{
+    return store_conn_backend(w)->lease->change(w, change, name, n, owner, on, now,
+                                                expires_at, out);
+}
+
+static inline sqlcached_status_t storage_lease_delete_expired(store_conn_t *w,
+                                                              const char *name, size_t n,
+                                                              int64_t now)
+{
+    return store_conn_backend(w)->lease->delete_expired(w, name, n, now);
+}
+
+static inline sqlcached_status_t storage_lease_expired(store_conn_t *w, int64_t now, int limit,
+                                                       storage_key_fn on_name, void *cls)
+{
+    return store_conn_backend(w)->lease->expired(w, now, limit, on_name, cls);
+}
+
+static inline sqlcached_status_t storage_lease_count_live(store_conn_t *r, int64_t now,
+                                                          uint64_t *count)
+{
+    return store_conn_backend(r)->lease->count_live(r, now, count);
 }
 
 #endif

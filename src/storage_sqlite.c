@@ -12,6 +12,7 @@ const storage_backend_t storage_sqlite = {
     .name = "sqlite",
     .kv = &storage_sqlite_kv,
     .seckill = &storage_sqlite_seckill,
+    .lease = &storage_sqlite_lease,
 };
 
 const storage_backend_t *store_conn_backend(store_conn_t *c)

@@ -10,5 +10,6 @@
 
 extern const storage_kv_ops_t storage_sqlite_kv;
 extern const storage_seckill_ops_t storage_sqlite_seckill;
+extern const storage_lease_ops_t storage_sqlite_lease;
 
 #endif

@@ -30,6 +30,9 @@ static const char SQL_PURGE[] =
     "DELETE FROM kv WHERE rowid IN "
     "(SELECT rowid FROM kv WHERE expires_at <= ?1 LIMIT ?2)";
 static const char SQL_ALL_KEYS[] = "SELECT key FROM kv";
+/* rowids only grow (no row is ever given a smaller one), so the largest
+ * bounds the row count; an index lookup, not a scan. */
+static const char SQL_COUNT_BOUND[] = "SELECT COALESCE(MAX(rowid), 0) FROM kv";
 
 static bool is_live(sqlite3_stmt *st, int expires_col, int64_t now)
 {
@@ -180,6 +183,18 @@ static sqlcached_status_t kv_scan_keys(store_conn_t *r, storage_key_fn on_key, v
     return status;
 }
 
+static sqlcached_status_t kv_count_bound(store_conn_t *r, int64_t *count)
+{
+    sqlite3_stmt *st = store_stmt(r, SQL_COUNT_BOUND);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *count = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? SQLCACHED_OK : store_status(rc);
+}
+
 const storage_kv_ops_t storage_sqlite_kv = {
     .get = kv_get,
     .version = kv_version,
@@ -188,4 +203,5 @@ const storage_kv_ops_t storage_sqlite_kv = {
     .list = kv_list,
     .purge_expired = kv_purge_expired,
     .scan_keys = kv_scan_keys,
+    .count_bound = kv_count_bound,
 };
