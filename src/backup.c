@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "storage_sqlite.h"
 #include "log.h"
 
 /* Copy every page of src (schema "main") into a new database at path. */

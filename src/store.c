@@ -23,7 +23,7 @@
  * (SQLITE_FULL can do that), or the commit fails, every job of the batch
  * reports the error: nothing half-written is ever acknowledged.
  */
-#include "store.h"
+#include "storage_sqlite.h"
 
 #include <errno.h>
 #include <pthread.h>

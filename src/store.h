@@ -13,13 +13,13 @@
  * read at once (one reader per worker thread).
  *
  * Statements are prepared once per connection and cached by the address of
- * their SQL text (always a static string): store_stmt(). Never build SQL
+ * their SQL text (always a static string): store_stmt() in
+ * storage_sqlite.h, for the SQLite backend's files only. Never build SQL
  * from input; bind parameters.
  */
 #ifndef SQLCACHED_STORE_H
 #define SQLCACHED_STORE_H
 
-#include <sqlite3.h>
 #include <stdint.h>
 
 #include "sqlcached.h"
@@ -94,20 +94,6 @@ sqlcached_status_t store_counter_next(store_conn_t *w, const char *name, int64_t
  * with store_reader_release(). */
 store_conn_t *store_reader_acquire(store_t *s);
 void store_reader_release(store_t *s, store_conn_t *c);
-
-/* The prepared statement for the static SQL text `sql` on this connection,
- * reset with its bindings cleared; NULL if it fails to prepare (logged).
- * The connection owns it: do not finalize. */
-sqlite3_stmt *store_stmt(store_conn_t *c, const char *sql);
-
-/* The connection's sqlite3 handle (for sqlite3_changes and errmsg). */
-sqlite3 *store_conn_db(store_conn_t *c);
-
-/* Map an SQLite result code to a library status. */
-sqlcached_status_t store_status(int sqlite_rc);
-
-/* Bind a byte string as a BLOB, including the empty one. */
-int store_bind_bytes(sqlite3_stmt *st, int idx, const void *p, size_t n);
 
 void store_stats(store_t *s, store_stats_t *out);
 

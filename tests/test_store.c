@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "store.h"
+#include "storage_sqlite.h"
 #include "testutil.h"
 
 typedef struct fixture {
