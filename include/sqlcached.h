@@ -293,9 +293,10 @@ typedef struct sqlcached_stats {
     uint64_t cache_entries, cache_memory_bytes, cache_memory_limit;
     uint64_t cache_singleflight_waits, cache_negative_hits, cache_bloom_skips;
     uint64_t cache_fills_dropped; /* fills refused by the stale-fill guard */
-    uint64_t sqlite_reads;        /* key reads that went to SQLite */
+    uint64_t storage_reads;       /* key reads that went to the store */
     const char *cache_policy; /* static string, e.g. "allkeys-lfu" */
-    /* SQLite writer: group commit = writes_committed / write_transactions */
+    const char *storage_backend; /* static string: "sqlite" */
+    /* The store's writer: group commit = writes_committed / write_transactions */
     uint64_t write_transactions, writes_committed, write_errors;
     /* flash sale */
     uint64_t seckill_orders, seckill_sold_out, seckill_already_ordered, seckill_conflicts;

@@ -29,7 +29,7 @@ struct sqlcached {
     bloom_t *bloom;     /* NULL when bloom_filter is 0 */
     atomic_bool bloom_ready; /* set once the first build from SQLite is done */
     atomic_uint_fast64_t bloom_skips;
-    atomic_uint_fast64_t sqlite_reads;
+    atomic_uint_fast64_t storage_reads;
     atomic_uint_fast64_t jitter_rng;
     seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
     struct lease_registry *leases; /* lease waiters and their timer (lease.c) */

@@ -138,7 +138,7 @@ static sqlcached_status_t load_row(sqlcached_t *db, const void *key, size_t klen
     store_conn_t *r = store_reader_acquire(db->store);
     if (!r)
         return SQLCACHED_UNAVAILABLE;
-    atomic_fetch_add_explicit(&db->sqlite_reads, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&db->storage_reads, 1, memory_order_relaxed);
     row_copy_t copy = {0};
     sqlcached_status_t status = storage_kv_get(r, key, klen, now, copy_row, &copy);
     store_reader_release(db->store, r);

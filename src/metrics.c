@@ -234,13 +234,23 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
     scalar(t, "sqlcached_cache_negative_hits_total", "counter",
            "Reads answered absent from a negative entry.", s->cache_negative_hits);
     scalar(t, "sqlcached_cache_bloom_skips_total", "counter",
-           "Reads of never-written keys answered without SQLite.", s->cache_bloom_skips);
-    scalar(t, "sqlcached_sqlite_write_transactions_total", "counter",
-           "SQLite write transactions committed (group commit).", s->write_transactions);
-    scalar(t, "sqlcached_sqlite_writes_total", "counter",
+           "Reads of never-written keys answered without a storage read.", s->cache_bloom_skips);
+    scalar(t, "sqlcached_storage_write_transactions_total", "counter",
+           "Write transactions committed by the store (group commit).", s->write_transactions);
+    scalar(t, "sqlcached_storage_writes_total", "counter",
            "Writes committed inside those transactions.", s->writes_committed);
-    scalar(t, "sqlcached_sqlite_write_errors_total", "counter",
+    scalar(t, "sqlcached_storage_write_errors_total", "counter",
            "Write transactions that failed to begin or commit.", s->write_errors);
+    scalar(t, "sqlcached_storage_reads_total", "counter",
+           "Key reads that went to the store (memory-tier misses).", s->storage_reads);
+    /* The names of the previous release, kept for one more as aliases. */
+    scalar(t, "sqlcached_sqlite_write_transactions_total", "counter",
+           "Deprecated alias of sqlcached_storage_write_transactions_total.",
+           s->write_transactions);
+    scalar(t, "sqlcached_sqlite_writes_total", "counter",
+           "Deprecated alias of sqlcached_storage_writes_total.", s->writes_committed);
+    scalar(t, "sqlcached_sqlite_write_errors_total", "counter",
+           "Deprecated alias of sqlcached_storage_write_errors_total.", s->write_errors);
     scalar(t, "sqlcached_seckill_orders_total", "counter", "Orders placed.", s->seckill_orders);
     family(t, "sqlcached_seckill_rejections_total", "counter", "Orders refused, by reason.");
     put(t, "sqlcached_seckill_rejections_total{reason=\"sold_out\"} %llu\n",
@@ -332,6 +342,14 @@ static json_t *json_library(const sqlcached_stats_t *s)
         (json_int_t)s->seckill_already_ordered, "unavailable", (json_int_t)s->seckill_conflicts);
     double per_txn = s->write_transactions
                          ? (double)s->writes_committed / (double)s->write_transactions : 0.0;
+    json_t *storage = json_pack("{s:s, s:I, s:I, s:I, s:f, s:I}", "backend",
+                                s->storage_backend ? s->storage_backend : "sqlite",
+                                "write_transactions", (json_int_t)s->write_transactions,
+                                "writes", (json_int_t)s->writes_committed, "write_errors",
+                                (json_int_t)s->write_errors, "writes_per_transaction", per_txn,
+                                "reads", (json_int_t)s->storage_reads);
+    /* "sqlite": the previous release's name of the writer's figures, kept
+     * for one more release. */
     json_t *sqlite = json_pack("{s:I, s:I, s:I, s:f}", "write_transactions",
                                (json_int_t)s->write_transactions, "writes",
                                (json_int_t)s->writes_committed, "write_errors",
@@ -339,8 +357,8 @@ static json_t *json_library(const sqlcached_stats_t *s)
     json_t *leases = json_pack("{s:I, s:I, s:I}", "acquisitions", (json_int_t)s->lease_acquisitions,
                                "waiters", (json_int_t)s->lease_waiters, "held",
                                (json_int_t)s->leases_held);
-    return json_pack("{s:o, s:o, s:o, s:o}", "cache", cache, "seckill", seckill, "sqlite", sqlite,
-                     "leases", leases);
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "cache", cache, "seckill", seckill, "storage",
+                     storage, "sqlite", sqlite, "leases", leases);
 }
 
 json_t *metrics_json(const metrics_t *m, const sqlcached_stats_t *lib)

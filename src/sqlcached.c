@@ -347,7 +347,8 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->cache_policy = db->opts.cache_policy ? db->opts.cache_policy : "allkeys-lfu";
     add_cache_stats(out, db->cache);
     add_cache_stats(out, db->item_cache);
-    out->sqlite_reads = atomic_load_explicit(&db->sqlite_reads, memory_order_relaxed);
+    out->storage_backend = storage_sqlite.name; /* the one backend so far */
+    out->storage_reads = atomic_load_explicit(&db->storage_reads, memory_order_relaxed);
     sqlcached_seckill_stats_t sk;
     sqlcached_seckill_stats(db, &sk);
     out->seckill_orders = sk.orders;

@@ -1275,13 +1275,13 @@ static void *batch_client(void *arg)
     return NULL;
 }
 
-static int64_t sqlite_stat(const daemon_t *d, const char *name)
+static int64_t storage_stat(const daemon_t *d, const char *name)
 {
     client_resp_t r = req(d, "GET", "/v1/stats", NULL, NULL, 0);
     expect_status(&r, 200);
     json_t *j = client_json(&r);
     assert_non_null(j);
-    int64_t v = json_int(json_object_get(j, "sqlite"), name);
+    int64_t v = json_int(json_object_get(j, "storage"), name);
     json_decref(j);
     client_resp_free(&r);
     return v;
@@ -1290,8 +1290,8 @@ static int64_t sqlite_stat(const daemon_t *d, const char *name)
 static void test_http_writes_share_transactions(void **state)
 {
     fixture_t *f = *state;
-    int64_t writes0 = sqlite_stat(&f->d, "writes");
-    int64_t txns0 = sqlite_stat(&f->d, "write_transactions");
+    int64_t writes0 = storage_stat(&f->d, "writes");
+    int64_t txns0 = storage_stat(&f->d, "write_transactions");
     pthread_t th[BATCH_CLIENTS];
     void *args[BATCH_CLIENTS][2];
     for (intptr_t i = 0; i < BATCH_CLIENTS; i++) {
@@ -1302,8 +1302,8 @@ static void test_http_writes_share_transactions(void **state)
     for (int i = 0; i < BATCH_CLIENTS; i++)
         pthread_join(th[i], NULL);
     incr_is(&f->d, "batch:n", "{\"by\": 0}", BATCH_CLIENTS * BATCH_ROUNDS);
-    int64_t writes = sqlite_stat(&f->d, "writes") - writes0;
-    int64_t txns = sqlite_stat(&f->d, "write_transactions") - txns0;
+    int64_t writes = storage_stat(&f->d, "writes") - writes0;
+    int64_t txns = storage_stat(&f->d, "write_transactions") - txns0;
     printf("  %lld writes (incr, DELETE of absent keys) in %lld transactions\n",
            (long long)writes, (long long)txns);
     assert_true(writes >= 2 * BATCH_CLIENTS * BATCH_ROUNDS);

@@ -99,12 +99,12 @@ static void test_kv_tier_second_read_is_a_hit(void **state)
     int64_t ver;
     int hit = -1;
     put(f->db, "k", "v1", &ver);
-    uint64_t reads = stats(f->db).sqlite_reads;
+    uint64_t reads = stats(f->db).storage_reads;
     assert_int_equal(get(f->db, "k", &hit), ver);
     assert_int_equal(hit, 0);
     assert_int_equal(get(f->db, "k", &hit), ver);
     assert_int_equal(hit, 1);
-    assert_int_equal(stats(f->db).sqlite_reads, reads + 1);
+    assert_int_equal(stats(f->db).storage_reads, reads + 1);
     assert_true(stats(f->db).cache_hits >= 1);
 }
 
@@ -133,7 +133,7 @@ static void test_kv_tier_write_of_a_cached_key_replaces_it(void **state)
     char val[64], ct[128];
     put(f->db, "k", "v1", &ver);
     assert_int_equal(get(f->db, "k", &hit), ver); /* fills the tier */
-    uint64_t reads = stats(f->db).sqlite_reads;
+    uint64_t reads = stats(f->db).storage_reads;
     sqlcached_put_options_t o = {.content_type = "text/x-new", .ttl_ms = 60000};
     sqlcached_write_result_t r;
     assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "second", 6, &o, &r), SQLCACHED_OK);
@@ -143,19 +143,19 @@ static void test_kv_tier_write_of_a_cached_key_replaces_it(void **state)
     assert_string_equal(val, "second");
     assert_string_equal(ct, "text/x-new");
     assert_int_equal(get(f->db, "k", NULL), r.version);
-    assert_int_equal(stats(f->db).sqlite_reads, reads);
+    assert_int_equal(stats(f->db).storage_reads, reads);
     /* incr of a cached counter: the new number, from memory */
     int64_t n, nver;
     put(f->db, "n", "41", NULL);
     assert_true(get(f->db, "n", NULL) > 0);
-    reads = stats(f->db).sqlite_reads;
+    reads = stats(f->db).storage_reads;
     assert_int_equal(sqlcached_kv_incr(f->db, "n", 1, 1, &n, &nver), SQLCACHED_OK);
     assert_int_equal(n, 42);
     get_value(f->db, "n", val, sizeof val, ct, sizeof ct, &hit);
     assert_int_equal(hit, 1);
     assert_string_equal(val, "42");
     assert_int_equal(get(f->db, "n", NULL), nver);
-    assert_int_equal(stats(f->db).sqlite_reads, reads);
+    assert_int_equal(stats(f->db).storage_reads, reads);
     /* DELETE: gone at once */
     assert_int_equal(sqlcached_kv_delete(f->db, "k", 1, NULL), SQLCACHED_OK);
     assert_int_equal(get(f->db, "k", NULL), 0);
@@ -192,11 +192,11 @@ static void test_kv_tier_bloom_skips_never_written_keys(void **state)
 {
     fixture_t *f = *state;
     wait_bloom(f->db);
-    uint64_t reads = stats(f->db).sqlite_reads;
+    uint64_t reads = stats(f->db).storage_reads;
     uint64_t skips = stats(f->db).cache_bloom_skips;
     assert_int_equal(get(f->db, "never", NULL), 0);
     assert_int_equal(stats(f->db).cache_bloom_skips, skips + 1);
-    assert_int_equal(stats(f->db).sqlite_reads, reads);
+    assert_int_equal(stats(f->db).storage_reads, reads);
     int64_t ver;
     put(f->db, "never", "now", &ver);
     assert_int_equal(get(f->db, "never", NULL), ver);
@@ -212,9 +212,9 @@ static void test_kv_tier_negative_entry_invalidated_by_put(void **state)
     /* the bloom still says "maybe": the first read goes to SQLite and
      * leaves a negative entry; the second is answered by it */
     assert_int_equal(get(f->db, "gone", NULL), 0);
-    uint64_t reads = stats(f->db).sqlite_reads;
+    uint64_t reads = stats(f->db).storage_reads;
     assert_int_equal(get(f->db, "gone", NULL), 0);
-    assert_int_equal(stats(f->db).sqlite_reads, reads);
+    assert_int_equal(stats(f->db).storage_reads, reads);
     assert_true(stats(f->db).cache_negative_hits >= 1);
     put(f->db, "gone", "back", &ver);
     assert_int_equal(get(f->db, "gone", NULL), ver);
@@ -275,7 +275,7 @@ static void test_kv_tier_single_flight_one_sqlite_read(void **state)
     sf_arg_t args[N];
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, N);
-    uint64_t reads = stats(f->db).sqlite_reads;
+    uint64_t reads = stats(f->db).storage_reads;
     for (int i = 0; i < N; i++) {
         args[i] = (sf_arg_t){f->db, &start, 0};
         assert_int_equal(pthread_create(&th[i], NULL, sf_reader, &args[i]), 0);
@@ -285,7 +285,7 @@ static void test_kv_tier_single_flight_one_sqlite_read(void **state)
         assert_int_equal(args[i].got, ver);
     }
     pthread_barrier_destroy(&start);
-    assert_int_equal(stats(f->db).sqlite_reads - reads, 1);
+    assert_int_equal(stats(f->db).storage_reads - reads, 1);
     assert_true(stats(f->db).cache_singleflight_waits >= 1);
 }
 

@@ -133,7 +133,8 @@ static void test_metrics_counts_requests_by_route_method_status(void **state)
     metrics_observe(m, NULL, "BREW", 404, 0.00001);
     sqlcached_stats_t lib = {.cache_hits = 3, .cache_misses = 1, .seckill_sold_out = 7,
                              .cache_policy = "allkeys-lru", .leases_held = 2,
-                             .write_transactions = 4, .writes_committed = 10};
+                             .write_transactions = 4, .writes_committed = 10,
+                             .storage_backend = "sqlite"};
     char *text = metrics_prometheus(m, &lib);
     assert_non_null(text);
     int samples;
@@ -151,7 +152,9 @@ static void test_metrics_counts_requests_by_route_method_status(void **state)
     assert_non_null(strstr(text, "sqlcached_cache_hits_total 3\n"));
     assert_non_null(strstr(text, "sqlcached_seckill_rejections_total{reason=\"sold_out\"} 7\n"));
     assert_non_null(strstr(text, "sqlcached_leases_held 2\n"));
-    assert_non_null(strstr(text, "sqlcached_sqlite_writes_total 10\n"));
+    assert_non_null(strstr(text, "sqlcached_storage_writes_total 10\n"));
+    assert_non_null(strstr(text, "sqlcached_storage_write_transactions_total 4\n"));
+    assert_non_null(strstr(text, "sqlcached_sqlite_writes_total 10\n")); /* the alias */
     free(text);
     json_t *doc = metrics_json(m, &lib);
     assert_non_null(doc);
@@ -160,6 +163,9 @@ static void test_metrics_counts_requests_by_route_method_status(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "cache"), "policy")),
                         "allkeys-lru");
     assert_int_equal(json_array_size(json_object_get(doc, "requests")), 3);
+    json_t *storage = json_object_get(doc, "storage");
+    assert_true(json_real_value(json_object_get(storage, "writes_per_transaction")) == 2.5);
+    assert_string_equal(json_string_value(json_object_get(storage, "backend")), "sqlite");
     assert_true(json_real_value(json_object_get(json_object_get(doc, "sqlite"),
                                                 "writes_per_transaction")) == 2.5);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "leases"), "held")), 2);
