@@ -67,6 +67,10 @@ typedef struct sqlcached_options {
     sqlcached_durability_t durability;  /* default FULL */
     int busy_timeout_ms;                /* wait for a lock held by another process; default 5000 */
     unsigned max_batch;                 /* group commit: most writes per transaction; default 256 */
+    /* SQLite page cache, bytes: the writer connection's, default 64 MiB;
+     * each reader connection gets the smaller of this and SQLite's default
+     * 2000 KiB. 0 = the fewest pages SQLite works with. */
+    size_t sqlite_cache;
     int purge_interval_ms;              /* background purge of expired rows; default 1000, < 0 = off */
     /* Memory tier (see docs/architecture.md). */
     size_t cache_memory;                /* bytes; default 64 MiB; 0 = no memory tier */
@@ -305,6 +309,30 @@ typedef struct sqlcached_stats {
 
 /* Fill out with the current figures. Cannot fail. */
 void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out);
+
+/* ------------------------------------------------------------------------
+ * Health
+ * ------------------------------------------------------------------------ */
+
+/* Whether the store can write now. A write transaction that fails for the
+ * storage (full, locked past the busy timeout, I/O error, read-only, cannot
+ * open, corrupt) makes the store not writable until the next transaction
+ * commits. The database file or its WAL removed or replaced while the store
+ * is open (checked about every 100 ms) makes it refuse every write
+ * (SQLCACHED_UNAVAILABLE) until it is closed and opened again: writes
+ * committed then would be lost at the next crash. Filled into
+ * caller-owned memory; nothing to free. */
+typedef struct sqlcached_health {
+    int writable;                  /* 1: no reason known why a write would fail */
+    int files_moved;               /* 1: a file was removed or replaced (latched) */
+    sqlcached_status_t last_error; /* of the last failed write transaction since
+                                    * open (kept after recovery); SQLCACHED_OK: none */
+    int64_t last_error_at;         /* when, wall-clock epoch ms; 0 = never */
+    char reason[512];              /* why it is not writable; "" when writable */
+} sqlcached_health_t;
+
+/* Fill *out with the store's health. Cannot fail. */
+void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out);
 
 /* ------------------------------------------------------------------------
  * Flash sale (seckill)

@@ -22,6 +22,7 @@
 #include "log.h"
 
 #define MAX_BODY_LIMIT ((size_t)1 << 30)
+#define SQLITE_CACHE_MAX ((size_t)1 << 40)
 
 /* The CPUs this process may run on (its affinity mask, as set by taskset
  * or a container's cpuset), which is what the worker pool should match:
@@ -53,6 +54,7 @@ void config_defaults(config_t *cfg)
     cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
     cfg->seckill_retries = 3;
     cfg->busy_timeout_ms = 5000;
+    cfg->sqlite_cache = 64u << 20;
 }
 
 const char *config_usage(void)
@@ -70,6 +72,8 @@ const char *config_usage(void)
            "  --max-connections N    concurrent connections (default 10000)\n"
            "  --timeout SECONDS      idle connection timeout (default 60)\n"
            "  --cache-memory BYTES   memory tier limit, e.g. 256MB (default 64MiB; 0 = off)\n"
+           "  --sqlite-cache BYTES   SQLite page cache of the writer (default 64MiB); each\n"
+           "                         reader connection gets at most 2000KiB of it\n"
            "  --policy NAME          eviction: allkeys-lfu (default), allkeys-lru,\n"
            "                         volatile-lru, volatile-lfu, allkeys-random,\n"
            "                         volatile-random, volatile-ttl, noeviction\n"
@@ -187,6 +191,7 @@ enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABI
        OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT, OPT_ACCESS_LOG, OPT_BACKUP_DIR, OPT_ADMIN,
        OPT_CONFIG, OPT_RESTORE, OPT_CACHE_MEMORY, OPT_POLICY, OPT_NEGATIVE_TTL,
        OPT_TTL_JITTER, OPT_SECKILL_STRATEGY, OPT_SECKILL_RETRIES, OPT_BUSY_TIMEOUT,
+       OPT_SQLITE_CACHE,
        /* testing-only flags from here on: hidden, and refused in a config file */
        OPT_TESTING_FIRST, OPT_TESTING_MAX_PAGES = OPT_TESTING_FIRST,
        OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY };
@@ -207,6 +212,7 @@ static const struct option long_options[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
     {"restore", required_argument, NULL, OPT_RESTORE},
     {"cache-memory", required_argument, NULL, OPT_CACHE_MEMORY},
+    {"sqlite-cache", required_argument, NULL, OPT_SQLITE_CACHE},
     {"policy", required_argument, NULL, OPT_POLICY},
     {"negative-ttl", required_argument, NULL, OPT_NEGATIVE_TTL},
     {"ttl-jitter", required_argument, NULL, OPT_TTL_JITTER},
@@ -299,6 +305,12 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         if (config_parse_size(arg, &cfg->cache_memory) != 0)
             return snprintf(err, errlen, "--cache-memory: expected a size like 64MB, got '%s'",
                             arg), -1;
+        return 0;
+    case OPT_SQLITE_CACHE: /* SQLite's cache_size counts KiB in an int */
+        if (config_parse_size(arg, &size) != 0 || size > SQLITE_CACHE_MAX)
+            return snprintf(err, errlen, "--sqlite-cache: expected a size from 0 to 1T, got '%s'",
+                            arg), -1;
+        cfg->sqlite_cache = size;
         return 0;
     case OPT_POLICY:
         if (cache_policy_from_name(arg) == CACHE_POLICY_INVALID)
@@ -548,6 +560,11 @@ json_t *config_json(const config_t *cfg)
                                                                                      : "stock",
                                   "seckill_retries", (int)cfg->seckill_retries, "busy_timeout",
                                   (int)cfg->busy_timeout_ms)) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    if (doc && json_object_set_new(doc, "sqlite_cache",
+                                   json_integer((json_int_t)cfg->sqlite_cache)) != 0) {
         json_decref(doc);
         return NULL;
     }

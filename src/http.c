@@ -334,6 +334,13 @@ enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, co
 {
     if (st == SQLCACHED_INTERNAL)
         log_error("http", "%s %s: internal error", req->method, req->route ? req->route->name : "?");
+    sqlcached_health_t h; /* a storage failure says which */
+    if (st == SQLCACHED_UNAVAILABLE || st == SQLCACHED_STORAGE_FULL || st == SQLCACHED_INTERNAL)
+        sqlcached_health(req->db, &h);
+    else
+        h.writable = 1;
+    if (!h.writable)
+        return http_reply_problem(req, sqlcached_status_name(st), "%s: %s", detail, h.reason);
     return http_reply_problem(req, sqlcached_status_name(st), "%s", detail);
 }
 

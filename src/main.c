@@ -35,6 +35,7 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     opts.path = cfg->db_path;
     opts.durability = cfg->durability;
     opts.cache_memory = cfg->cache_memory;
+    opts.sqlite_cache = cfg->sqlite_cache;
     opts.cache_policy = cfg->policy;
     opts.negative_ttl_ms = cfg->negative_ttl_ms;
     opts.ttl_jitter_percent = cfg->ttl_jitter;
@@ -185,6 +186,7 @@ static int run(const config_t *cfg)
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL); /* inherited by every thread */
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a file size limit fails the write (503), not the process */
     tune_malloc();
     prefer_throughput_scheduling();
     return serve(cfg, &stop_signals);

@@ -34,6 +34,7 @@
 #define BLOOM_FP_RATE 0.01
 #define BLOOM_STALE_REBUILD 0.25
 #define ITEM_TIER_MIN ((size_t)1 << 20)
+#define READER_CACHE_MAX ((size_t)2000 << 10) /* SQLite's default cache_size */
 
 static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_OK] = "ok",
@@ -71,6 +72,7 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->durability = SQLCACHED_DURABILITY_FULL;
     opts->busy_timeout_ms = 5000;
     opts->max_batch = 256;
+    opts->sqlite_cache = 64u << 20;
     opts->purge_interval_ms = 1000;
     opts->cache_memory = 64u << 20;
     opts->cache_policy = NULL;
@@ -110,14 +112,43 @@ static void purge_rows(sqlcached_t *db, int64_t now)
             break;
 }
 
+/* The maintenance thread's job that never waits: the database or its WAL
+ * removed or replaced under the store (store_check_files()). The first
+ * time, an empty write wakes the writer, which refuses it and checkpoints
+ * what its open WAL holds into its open database file. */
+static sqlcached_status_t wake_write(store_conn_t *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    return SQLCACHED_OK;
+}
+
+static void wake_done(void *cls, sqlcached_status_t status)
+{
+    (void)cls;
+    (void)status;
+}
+
+/* Returns true while writes are refused for good (nothing to purge). */
+static bool check_files(sqlcached_t *db)
+{
+    if (store_check_files(db->store) &&
+        store_write_async(db->store, wake_write, NULL, NULL, wake_done, NULL) != SQLCACHED_OK)
+        log_warn("store", "cannot wake the writer: it checkpoints at the next write");
+    sqlcached_health_t h;
+    store_health(db->store, &h);
+    return h.files_moved;
+}
+
 static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
 {
+    bool refusing = check_files(db);
     int64_t now = engine_now(db);
     if (db->cache)
         cache_expire_cycle(db->cache, now, EXPIRE_WORK_PER_TICK);
     if (db->item_cache)
         cache_expire_cycle(db->item_cache, now, EXPIRE_WORK_PER_TICK / 4);
-    if (db->opts.purge_interval_ms > 0 &&
+    if (db->opts.purge_interval_ms > 0 && !refusing &&
         (now - *last_purge >= db->opts.purge_interval_ms || now < *last_purge)) {
         purge_rows(db, now);
         *last_purge = now;
@@ -288,6 +319,11 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         .busy_timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : 5000,
         .max_batch = opts->max_batch,
         .max_pages = opts->testing_max_pages,
+        /* 0 to the store means its default: 1 byte gives SQLite's minimum */
+        .writer_cache = opts->sqlite_cache ? opts->sqlite_cache : 1,
+        .reader_cache = opts->sqlite_cache == 0 ? 1
+                        : opts->sqlite_cache < READER_CACHE_MAX ? opts->sqlite_cache
+                                                                : READER_CACHE_MAX,
     };
     db->store = store_open(&cfg, err, errlen);
     if (db->store && open_memory_tier(db, err, errlen) == 0)
@@ -363,4 +399,9 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->write_transactions = st.write_transactions;
     out->writes_committed = st.writes_committed;
     out->write_errors = st.write_errors;
+}
+
+void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out)
+{
+    store_health(db->store, out);
 }

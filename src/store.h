@@ -20,6 +20,7 @@
 #define SQLCACHED_STORE_H
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "sqlcached.h"
@@ -33,6 +34,8 @@ typedef struct store_config {
     int busy_timeout_ms;
     unsigned max_batch;
     unsigned max_pages; /* tests only: PRAGMA max_page_count; 0 = none */
+    size_t writer_cache; /* page cache of the writer, bytes; 0 = 64 MiB */
+    size_t reader_cache; /* page cache of each reader, bytes; 0 = 2000 KiB */
 } store_config_t;
 
 /* A write run by the writer thread inside a transaction and a savepoint.
@@ -110,6 +113,17 @@ sqlcached_status_t store_status(int sqlite_rc);
 int store_bind_bytes(sqlite3_stmt *st, int idx, const void *p, size_t n);
 
 void store_stats(store_t *s, store_stats_t *out);
+
+/* Whether the store can write, and why not (see sqlcached_health()).
+ * Cannot fail. */
+void store_health(store_t *s, sqlcached_health_t *out);
+
+/* Compare the database file and its -wal with the files the store opened
+ * (st_dev, st_ino). If either was removed or replaced, log an error once
+ * and refuse every later write (SQLCACHED_UNAVAILABLE) until the store is
+ * closed. Returns true when this call saw it happen (once per store).
+ * Any thread. */
+bool store_check_files(store_t *s);
 
 /* Embedded migrations (generated from sql/ at build time). */
 typedef struct store_migration {
