@@ -540,8 +540,8 @@ bool store_check_files(store_t *s)
     pthread_mutex_lock(&s->health_lock);
     s->health.moved = true;
     snprintf(s->health.moved_reason, sizeof s->health.moved_reason,
-             "%s was %s while open: writes are refused, restart sqlcached (a clean stop "
-             "keeps every acknowledged write)", which, what);
+             "%s was %s while open: writes are refused until the store is reopened",
+             which, what);
     pthread_mutex_unlock(&s->health_lock);
     log_error("store", "%s was %s while open: refusing every write from now on; stop "
               "sqlcached with SIGTERM (not SIGKILL) so that it checkpoints what it holds, "
