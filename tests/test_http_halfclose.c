@@ -152,7 +152,8 @@ typedef struct client {
     const daemon_t *d;
     char request[512];
     int delay_us;       /* FIN (or reset) this long after the request */
-    bool reset;         /* vanish: close with a reset instead of a FIN */
+    bool reset;         /* vanish: close with a reset instead of a FIN ... */
+    atomic_int *go;     /* ... once this is set (bounded wait) */
     atomic_int *finned; /* counts clients past their FIN */
     char reply[4096];
     size_t reply_len;
@@ -228,6 +229,9 @@ static void *client_main(void *arg)
     }
     bool sent = raw_send(fd, c->request, strlen(c->request));
     sleep_us(c->delay_us);
+    int64_t deadline = now_ms() + 10000LL * wait_scale();
+    while (c->go && !atomic_load(c->go) && now_ms() < deadline)
+        sleep_us(1000);
     if (c->reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -458,8 +462,10 @@ static void lease_owner(const daemon_t *d, const char *name, char *out, size_t o
 }
 
 /* Every client waits on its own lease, held by "holder" and released
- * LEASE_PARK_MS after the waiters were all queued. */
-static void lease_round(const daemon_t *d, client_t *cs, atomic_int *finned, const char *tag)
+ * LEASE_PARK_MS after the waiters were started (once all are queued);
+ * `go` is set once they are all queued. */
+static void lease_round(const daemon_t *d, client_t *cs, atomic_int *finned, atomic_int *go,
+                        const char *tag)
 {
     for (int i = 0; i < NCLIENTS; i++) {
         char name[32];
@@ -468,11 +474,16 @@ static void lease_round(const daemon_t *d, client_t *cs, atomic_int *finned, con
     }
     int64_t t0 = now_ms();
     start_clients(cs, NCLIENTS);
-    wait_finned(finned, NCLIENTS);
     int64_t deadline = now_ms() + 10000LL * wait_scale();
     while (lease_waiters(d) < NCLIENTS && now_ms() < deadline)
         sleep_us(5000);
-    assert_int_equal(lease_waiters(d), NCLIENTS);
+    long queued = lease_waiters(d);
+    atomic_store(go, 1);
+    wait_finned(finned, NCLIENTS);
+    if (queued != NCLIENTS) {
+        join_clients(cs, NCLIENTS);
+        assert_int_equal(queued, NCLIENTS);
+    }
     int64_t left = t0 + LEASE_PARK_MS - now_ms();
     if (left > 0)
         sleep_us(left * 1000);
@@ -505,7 +516,8 @@ static void test_halfclose_lease_waiters(void **state)
     atomic_int finned = 0;
     prepare(cs, d, &finned);
     lease_requests(cs, "hw", "w");
-    lease_round(d, cs, &finned, "hw");
+    atomic_int go = 0;
+    lease_round(d, cs, &finned, &go, "hw");
     int answered = report("lease acquire (parked)", cs, 200);
 
     /* the waiters that got no answer: who holds their lease now? */
@@ -534,9 +546,12 @@ static void test_halfclose_lease_gone(void **state)
     atomic_int finned = 0;
     prepare(cs, d, &finned);
     lease_requests(cs, "hg", "gone");
-    for (int i = 0; i < NCLIENTS; i++)
-        cs[i].reset = true;
-    lease_round(d, cs, &finned, "hg");
+    atomic_int go = 0;
+    for (int i = 0; i < NCLIENTS; i++) {
+        cs[i].reset = true; /* once queued, after their delay */
+        cs[i].go = &go;
+    }
+    lease_round(d, cs, &finned, &go, "hg");
 
     /* granted to a client that is gone: released at once (bounded wait) */
     int held = 0;
