@@ -24,6 +24,10 @@
  * requests are on the server's `parked` list under `park_lock`; MHD must
  * never see a resume for a connection it has not suspended (undefined
  * behaviour), hence the wake_pending flag for a wake that comes first.
+ * MHD_suspend_connection() is called one event-loop turn after the
+ * handler asked to park (see "Parking" below): a client that half-closes
+ * its connection after the request (shutdown(SHUT_WR), as nc -N does)
+ * would otherwise lose its answer.
  *
  * Shutdown: http_stop() sets `draining` (every new request is answered 503
  * `unavailable`, and every reply from then on closes its connection),
@@ -714,6 +718,37 @@ static const char *allow_header(const http_request_t *req)
 
 /* ------------------------------------------------------------------------
  * Parking: suspend and resume (see the file comment)
+ *
+ * Why the suspend waits one turn (libmicrohttpd 0.9.75, epoll, read in
+ * connection.c and daemon.c). While a connection is suspended MHD does not
+ * update its event_loop_info (MHD_connection_update_event_loop_info
+ * returns early), so it keeps the value it had before the handler ran:
+ * READ, the request's last bytes having just been read. On resume,
+ * resume_suspended_connections() puts the connection on the ready list as
+ * readable and writable, and MHD_epoll() then handles it either
+ *   - through the timeout sweep, which calls MHD_connection_handle_idle()
+ *     on the tail of the timeout list, i.e. only when the connection is
+ *     alone among its worker's active ones: the handler answers first; or
+ *   - through call_handlers(), which with event_loop_info READ calls
+ *     MHD_connection_handle_read() before anything else. If the client's
+ *     FIN has arrived (at any time before this point: a suspended
+ *     connection is out of the epoll set and nothing is read), recv()
+ *     returns 0 and, the request being complete (state
+ *     FULL_REQ_RECEIVED), MHD closes the connection with
+ *     MHD_REQUEST_TERMINATED_WITH_ERROR without calling the handler again.
+ * So a half-closed client lost its answer whenever other connections were
+ * active on the same worker (load, concurrent clients), after the write
+ * had been committed or the lease granted.
+ *
+ * The remedy: when a handler asks to park, nothing is suspended yet and
+ * the final call returns with no response. MHD then leaves the connection
+ * in FULL_REQ_RECEIVED with event_loop_info BLOCK (waiting for the
+ * application), which it never reads in, keeps it on the ready list and
+ * calls the handler again on its next turn, at once; on_request() suspends
+ * then (unless the wake came
+ * meanwhile), so the connection is suspended and resumed in BLOCK: after
+ * the resume MHD calls the handler, which answers, and reads only once the
+ * answer is sent. The cost is one more loop turn per parked request.
  * ------------------------------------------------------------------------ */
 
 static void park_unlink(http_server_t *srv, http_request_t *req)
@@ -727,14 +762,15 @@ static void park_unlink(http_server_t *srv, http_request_t *req)
     req->park_prev = req->park_next = NULL;
 }
 
-bool http_suspend(http_request_t *req)
+/* Under park_lock: park now, unless a wake came first or the server is
+ * stopping (then req->aborted is set). Returns whether it parked. */
+static bool park_locked(http_server_t *srv, http_request_t *req, bool suspend)
 {
-    http_server_t *srv = req->srv;
-    pthread_mutex_lock(&srv->park_lock);
     bool park = !req->wake_pending && !srv->stopping;
     req->wake_pending = false;
     req->aborted = srv->stopping;
-    if (park) {
+    req->park_wanted = park && !suspend;
+    if (park && suspend) {
         MHD_suspend_connection(req->conn);
         req->suspended = true;
         req->park_prev = NULL;
@@ -743,8 +779,28 @@ bool http_suspend(http_request_t *req)
             srv->parked->park_prev = req;
         srv->parked = req;
     }
+    return park;
+}
+
+bool http_suspend(http_request_t *req)
+{
+    http_server_t *srv = req->srv;
+    pthread_mutex_lock(&srv->park_lock);
+    bool park = park_locked(srv, req, false); /* suspended on the next call */
     pthread_mutex_unlock(&srv->park_lock);
     return park;
+}
+
+/* MHD's call after a handler asked to park (see above): suspend now.
+ * False when the wake came meanwhile, or the server is stopping: then the
+ * handler runs again at once, as after a resume. */
+static bool park_now(http_request_t *req)
+{
+    http_server_t *srv = req->srv;
+    pthread_mutex_lock(&srv->park_lock);
+    bool parked = park_locked(srv, req, true);
+    pthread_mutex_unlock(&srv->park_lock);
+    return parked;
 }
 
 void http_resume(http_request_t *req)
@@ -950,6 +1006,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (req->body_too_large)
         return http_reply_problem(req, "payload_too_large", "the body is over %zu bytes",
                                   srv->cfg.max_body);
+    if (req->park_wanted && park_now(req))
+        return MHD_YES;
     return req->route->handler(req);
 }
 
@@ -982,7 +1040,6 @@ static void log_access(http_server_t *srv, const http_request_t *req, struct MHD
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)toe;
     http_server_t *srv = cls;
     http_request_t *req = *con_cls;
     if (!req)
@@ -998,6 +1055,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (srv->access_log)
         log_access(srv, req, conn);
     free(req->url);
+    if (req->ctx && req->ctx_undelivered && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        req->ctx_undelivered(req->ctx); /* the client did not get the reply */
     if (req->ctx && req->ctx_free)
         req->ctx_free(req->ctx);
     free_params(req);

@@ -66,13 +66,18 @@ typedef struct http_request {
     http_server_t *srv;
     bool suspended;    /* parked: MHD_suspend_connection called, not resumed */
     bool wake_pending; /* http_resume came before http_suspend */
+    bool park_wanted;  /* http_suspend called; MHD suspends on its next call */
     bool aborted;      /* woken or refused because the server is stopping */
     struct http_request *park_prev, *park_next;
 
     /* A handler's state across calls of a parked request; ctx_free(ctx)
-     * runs when the request completes, if ctx is still set. */
+     * runs when the request completes, if ctx is still set. Before it,
+     * ctx_undelivered(ctx) (if set) runs when the request ends without its
+     * reply sent in full (the client is gone, the connection failed, the
+     * server stopped): MHD's termination code is not COMPLETED_OK. */
     void *ctx;
     void (*ctx_free)(void *ctx);
+    void (*ctx_undelivered)(void *ctx);
     bool started;     /* on_request has seen it (it may be created earlier) */
     bool target_known; /* target_len was taken from the raw request line */
     size_t target_len; /* request target up to the first NUL, query included */
@@ -148,9 +153,10 @@ enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, jso
                                        const char *name, const char *value);
 /* --- parking a request without holding a worker thread --------------- */
 
-/* Park the request (MHD_suspend_connection): the handler then returns
- * MHD_YES without a reply, and MHD calls it again once someone calls
- * http_resume(). Returns false when the request must be answered now
+/* Park the request (MHD_suspend_connection, on MHD's next call: see
+ * http.c): the handler then returns MHD_YES without a reply, and MHD calls
+ * it again once someone calls http_resume(). Returns false when the
+ * request must be answered now
  * instead: http_resume() already came (a wake that raced the park), or the
  * server is stopping (req->aborted is then set). Call from the handler. */
 bool http_suspend(http_request_t *req);

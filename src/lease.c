@@ -41,6 +41,10 @@
  * its owner sleeps: an in-process acquirer until DONE, lease_wait_end()
  * while GRANTING or while the wake callback runs.
  *
+ * A grant whose caller is gone (the daemon could not deliver the answer)
+ * is given back by lease_release_grant(): a release of that one holding
+ * (name, owner and token), which hands the lease on like any release.
+ *
  * Ownership: a waiter is allocated by lease_acquire_start() and freed by
  * lease_wait_end() (or by lease_acquire_start() itself when not queued).
  * An entry lives while its queue is not empty.
@@ -84,6 +88,15 @@ static const char SQL_RELEASE_ONE[] =
     "RETURNING owner, token, count, expires_at";
 static const char SQL_RELEASE_LAST[] =
     "DELETE FROM leases WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND count = 1 "
+    "RETURNING owner, token, 0, expires_at";
+/* The same, for one holding only (its token): lease_release_grant(). */
+static const char SQL_RELEASE_ONE_TOKEN[] =
+    "UPDATE leases SET count = count - 1 "
+    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND token = ?4 AND count > 1 "
+    "RETURNING owner, token, count, expires_at";
+static const char SQL_RELEASE_LAST_TOKEN[] =
+    "DELETE FROM leases "
+    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND token = ?4 AND count = 1 "
     "RETURNING owner, token, 0, expires_at";
 static const char SQL_DELETE_EXPIRED[] =
     "DELETE FROM leases WHERE name = ?1 AND expires_at <= ?2";
@@ -782,6 +795,7 @@ typedef struct owner_job {
     const char *name, *owner;
     size_t name_len, owner_len;
     int64_t ttl_ms, now;
+    int64_t token; /* release: only this holding (0: any) */
     sqlcached_lease_t lease;
     lease_waiter_t *grants;
 } owner_job_t;
@@ -799,6 +813,8 @@ static sqlcached_status_t run_conditional(store_conn_t *w, const char *sql, owne
     sqlite3_bind_int64(st, 3, j->now);
     if (sql == SQL_RENEW)
         sqlite3_bind_int64(st, 4, j->now + j->ttl_ms);
+    else if (j->token)
+        sqlite3_bind_int64(st, 4, j->token);
     int rc = sqlite3_step(st);
     *hit = rc == SQLITE_ROW;
     if (*hit) {
@@ -827,10 +843,12 @@ static sqlcached_status_t do_release(store_conn_t *w, void *arg)
     owner_job_t *j = arg;
     bool hit, granted;
     j->grants = NULL;
-    sqlcached_status_t st = run_conditional(w, SQL_RELEASE_ONE, j, &hit);
+    sqlcached_status_t st =
+        run_conditional(w, j->token ? SQL_RELEASE_ONE_TOKEN : SQL_RELEASE_ONE, j, &hit);
     if (st != SQLCACHED_OK || hit)
         return st;
-    st = run_conditional(w, SQL_RELEASE_LAST, j, &hit); /* compare-and-delete */
+    /* compare-and-delete */
+    st = run_conditional(w, j->token ? SQL_RELEASE_LAST_TOKEN : SQL_RELEASE_LAST, j, &hit);
     if (st != SQLCACHED_OK)
         return st;
     if (!hit)
@@ -869,6 +887,17 @@ sqlcached_status_t sqlcached_lease_release(sqlcached_t *db, const char *name, si
                                            sqlcached_lease_t *out)
 {
     return owner_call(db, do_release, name, name_len, owner, owner_len, 0, out);
+}
+
+sqlcached_status_t lease_release_grant(sqlcached_t *db, const sqlcached_lease_t *l)
+{
+    owner_job_t job = {
+        .reg = db->leases, .name = l->name, .name_len = l->name_len, .owner = l->owner,
+        .owner_len = l->owner_len, .token = l->token, .now = engine_now(db),
+    };
+    sqlcached_status_t st = store_write(db->store, do_release, &job);
+    finish_grants(db->leases, job.grants, st);
+    return st;
 }
 
 /* ------------------------------------------------------------------------
