@@ -162,6 +162,10 @@ void sqlcached_options_init(sqlcached_options_t *opts);
 
 /* Open (creating if needed) the store at opts->path, apply pending schema
  * migrations, and start the writer and maintenance threads.
+ * The store holds an exclusive lock on "<path>-lock" (flock) until
+ * sqlcached_close(): while it is open, another sqlcached_open() of the same
+ * file, in this process or another, fails with SQLCACHED_CONFLICT. The
+ * kernel releases the lock when the process dies; the lock file stays.
  * Returns SQLCACHED_OK and *out on success. On failure *out is NULL and, if
  * err is not NULL, a message is written to err (at most errlen bytes). */
 sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts,
