@@ -3,7 +3,8 @@
  * sqlcached_open() on "<db>-lock". A second daemon on the same file
  * refuses to start (exit 1, a message naming the lock), readers of the file
  * (the sqlite3 library read-only) keep working, kill -9 of the holder frees
- * the lock, and a second sqlcached_open() in one process is refused.
+ * the lock, a second sqlcached_open() in one process is refused, and
+ * --restore into the database of a running daemon is refused.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -109,6 +110,43 @@ static void test_lock_library_second_open_refused(void **state)
     testutil_rmdir(dir);
 }
 
+/* --restore into the database of a running daemon exits 1 with a message
+ * and changes nothing: the daemon's writes made after the backup are still
+ * there after it restarts. */
+static void test_lock_restore_refused_while_daemon_runs(void **state)
+{
+    daemon_fixture_t *f = *state;
+    daemon_t *d = &f->d;
+    assert_int_equal(put(d, "/v1/kv/old", "1"), 201);
+    /* a backup of the database as it is now, through the sqlite3 library */
+    char backup[700];
+    snprintf(backup, sizeof backup, "%s/backup.db", d->dir);
+    sqlite3 *src = NULL, *dst = NULL;
+    assert_int_equal(sqlite3_open_v2(d->db_path, &src, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_open(backup, &dst), SQLITE_OK);
+    sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
+    assert_non_null(b);
+    assert_int_equal(sqlite3_backup_step(b, -1), SQLITE_DONE);
+    assert_int_equal(sqlite3_backup_finish(b), SQLITE_OK);
+    sqlite3_close(dst);
+    sqlite3_close(src);
+    assert_int_equal(put(d, "/v1/kv/new", "2"), 201);
+
+    const char *args[] = {"--restore", backup, "--db", d->db_path, NULL};
+    char out[4096];
+    int rc = daemon_run(args, 10000, out, sizeof out);
+    printf("# restore under a running daemon: exit %d, output: %s", rc, out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "in use"));
+
+    assert_int_equal(put(d, "/v1/kv/after", "3"), 201);
+    assert_int_equal(daemon_stop(d), 0);
+    assert_int_equal(daemon_restart(d), 0);
+    assert_int_equal(get(d, "/v1/kv/old", "1"), 200);
+    assert_int_equal(get(d, "/v1/kv/new", "2"), 200);
+    assert_int_equal(get(d, "/v1/kv/after", "3"), 200);
+}
+
 static int setup(void **state)
 {
     return daemon_fixture_start(state, NULL);
@@ -121,6 +159,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_second_daemon_refused, setup,
                                         daemon_fixture_stop),
         cmocka_unit_test(test_lock_library_second_open_refused),
+        cmocka_unit_test_setup_teardown(test_lock_restore_refused_while_daemon_runs, setup,
+                                        daemon_fixture_stop),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
