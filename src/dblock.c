@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The pid written in the lock file by its holder ("?" when unreadable). */
@@ -39,13 +40,19 @@ sqlcached_status_t dblock_acquire(const char *db_path, int *fd_out, char *err, s
     if (!db_path || !*db_path || strcmp(db_path, ":memory:") == 0)
         return SQLCACHED_OK;
     char path[4096];
+    struct stat sb;
     if (snprintf(path, sizeof path, "%s-lock", db_path) >= (int)sizeof path) {
         snprintf(err, errlen, "database path too long: %s", db_path);
         return SQLCACHED_INVALID_ARGUMENT;
     }
+    if (stat(db_path, &sb) == 0 && S_ISDIR(sb.st_mode)) { /* no lock file beside it */
+        snprintf(err, errlen, "cannot open database %s: it is a directory", db_path);
+        return SQLCACHED_INVALID_ARGUMENT;
+    }
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open the lock file %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot open database %s: cannot open its lock file %s: %s",
+                 db_path, path, strerror(errno));
         return SQLCACHED_INTERNAL;
     }
     int rc;
@@ -63,7 +70,7 @@ sqlcached_status_t dblock_acquire(const char *db_path, int *fd_out, char *err, s
                      db_path, pid, path);
             return SQLCACHED_CONFLICT;
         }
-        snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
+        snprintf(err, errlen, "cannot lock database %s (%s): %s", db_path, path, strerror(e));
         return SQLCACHED_INTERNAL;
     }
     write_pid(fd);
