@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -39,9 +41,12 @@ sqlcached_status_t dblock_acquire(const char *db_path, int *fd_out, char *err, s
     *fd_out = -1;
     if (!db_path || !*db_path || strcmp(db_path, ":memory:") == 0)
         return SQLCACHED_OK;
-    char path[4096];
+    char path[PATH_MAX + 8], real[PATH_MAX];
     struct stat sb;
-    if (snprintf(path, sizeof path, "%s-lock", db_path) >= (int)sizeof path) {
+    /* beside the file itself, as SQLite puts -wal and -shm: two names of
+     * one database through a symbolic link must meet on one lock file */
+    const char *base = realpath(db_path, real) ? real : db_path;
+    if (snprintf(path, sizeof path, "%s-lock", base) >= (int)sizeof path) {
         snprintf(err, errlen, "database path too long: %s", db_path);
         return SQLCACHED_INVALID_ARGUMENT;
     }

@@ -9,8 +9,10 @@
  * well, and the kernel releases it when the process dies (kill -9 leaves
  * nothing to clean up). The lock file holds the holder's pid, for messages
  * only; it is never deleted (deleting it would let two processes lock two
- * different files of the same name). Readers of the database through
- * SQLite (the sqlite3 shell, a backup) do not look at it.
+ * different files of the same name). A database reached through a
+ * symbolic link is locked beside its target, where SQLite keeps its -wal
+ * and -shm, so two names of one file meet on one lock. Readers of the
+ * database through SQLite (the sqlite3 shell, a backup) do not look at it.
  */
 #ifndef SQLCACHED_DBLOCK_H
 #define SQLCACHED_DBLOCK_H

@@ -83,8 +83,9 @@ static void test_lock_second_daemon_refused(void **state)
 }
 
 /* Embedded users are protected as well: a second sqlcached_open() of the
- * same file, even in the same process, fails with SQLCACHED_CONFLICT; after
- * sqlcached_close() of the first, it succeeds. */
+ * same file, even in the same process and through a symbolic link, fails
+ * with SQLCACHED_CONFLICT; after sqlcached_close() of the first, it
+ * succeeds. */
 static void test_lock_library_second_open_refused(void **state)
 {
     (void)state;
@@ -103,6 +104,14 @@ static void test_lock_library_second_open_refused(void **state)
     assert_int_equal(st, SQLCACHED_CONFLICT);
     assert_null(second);
     assert_non_null(strstr(err, "in use"));
+    /* nor through another name of the file: a symbolic link */
+    char *link = testutil_path(dir, "link.db");
+    assert_int_equal(symlink(path, link), 0);
+    o.path = link;
+    assert_int_equal(sqlcached_open(&o, &second, err, sizeof err), SQLCACHED_CONFLICT);
+    assert_null(second);
+    o.path = path;
+    free(link);
     sqlcached_close(first);
     assert_int_equal(sqlcached_open(&o, &second, err, sizeof err), SQLCACHED_OK);
     sqlcached_close(second);
