@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -517,6 +518,9 @@ sqlcached_status_t sqlcached_restore(const char *backup_path, const char *db_pat
         snprintf(err, errlen, "empty path");
         return SQLCACHED_INVALID_ARGUMENT;
     }
+    char real[PATH_MAX];
+    if (realpath(db_path, real)) /* replace the file a symbolic link points to */
+        db_path = real;
     int lock = -1;
     sqlite3 *src = NULL;
     counters_t old = {0};
