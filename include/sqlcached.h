@@ -166,6 +166,10 @@ void sqlcached_options_init(sqlcached_options_t *opts);
 
 /* Open (creating if needed) the store at opts->path, apply pending schema
  * migrations, and start the writer and maintenance threads.
+ * The store holds an exclusive lock on "<path>-lock" (flock) until
+ * sqlcached_close(): while it is open, another sqlcached_open() of the same
+ * file, in this process or another, fails with SQLCACHED_CONFLICT. The
+ * kernel releases the lock when the process dies; the lock file stays.
  * Returns SQLCACHED_OK and *out on success. On failure *out is NULL and, if
  * err is not NULL, a message is written to err (at most errlen bytes). */
 sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts,
@@ -274,15 +278,24 @@ void sqlcached_keys_free(sqlcached_keys_t *keys);
  * Backup and restore
  * ------------------------------------------------------------------------ */
 
-/* Copy the whole store as of one moment into dest_path (through
- * "<dest_path>.tmp" and a rename), while reads and writes go on.
+/* Copy the whole store as of one moment into dest_path (through a
+ * temporary file of its own, ".sqlcached-tmp-<pid>-<n>" in the same
+ * directory, and a rename), while reads and writes go on. The copy is one
+ * self-contained file (rollback journal mode). SQLCACHED_CONFLICT when
+ * dest_path is a directory, SQLCACHED_INVALID_ARGUMENT when the file system
+ * cannot hold its name, SQLCACHED_STORAGE_FULL when the disk is full.
  * On failure a message goes to err (may be NULL). */
 sqlcached_status_t sqlcached_backup(sqlcached_t *db, const char *dest_path, char *err,
                                     size_t errlen);
 
 /* Replace the database at db_path with the backup at backup_path, after
- * checking the backup is an intact sqlcached database. No process may have
- * db_path open. On failure a message goes to err (may be NULL). */
+ * checking the backup is an intact sqlcached database. Holds the lock of
+ * db_path (see sqlcached_open) throughout: SQLCACHED_CONFLICT when a store
+ * has it open. The restored database gets this build's schema, and every
+ * persisted counter (versions, fencing tokens, order ids) continues above
+ * the value the replaced database had reached, so none is issued twice; a
+ * db_path that exists but whose counters cannot be read is refused
+ * (SQLCACHED_CONFLICT). On failure a message goes to err (may be NULL). */
 sqlcached_status_t sqlcached_restore(const char *backup_path, const char *db_path, char *err,
                                      size_t errlen);
 

@@ -9,7 +9,10 @@
  * deletes have left too many stale bits in it. Its first job is the initial
  * build of the bloom filter from SQLite, so that opening a large store does
  * not wait for a scan of every key: until that build is done the filter is
- * fed by writes but not consulted. The purge also sweeps expired leases
+ * fed by writes but not consulted. Opening takes the database's exclusive lock first
+ * (dblock.h) and closing releases it last, so two stores never share one
+ * file: their memory tiers, bloom filters and sold-out flags would each
+ * miss the other's writes. The purge also sweeps expired leases
  * (lease_sweep, in slices); the lease module runs its own timer thread for
  * waiters (lease.c), and this sweep is its backstop.
  */
@@ -23,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dblock.h"
 #include "lease.h"
 #include "log.h"
 
@@ -313,6 +317,12 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     }
     db->opts = *opts;
     db->opts.path = db->path;
+    db->lock_fd = -1;
+    sqlcached_status_t st = dblock_acquire(db->path, &db->lock_fd, err, errlen);
+    if (st != SQLCACHED_OK) {
+        sqlcached_close(db);
+        return st;
+    }
     store_config_t cfg = {
         .path = db->path,
         .durability = opts->durability,
@@ -355,6 +365,7 @@ void sqlcached_close(sqlcached_t *db)
     cache_destroy(db->item_cache);
     bloom_destroy(db->bloom);
     seckill_destroy(db->seckill);
+    dblock_release(db->lock_fd); /* last: the file is closed */
     free(db->path);
     free(db);
 }
