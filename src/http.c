@@ -2,7 +2,12 @@
  * http.c - libmicrohttpd daemon, routing, request bodies, auth and replies.
  *
  * Request life cycle (MHD calls on_request several times per request):
- *   1st call: allocate the http_request_t (freed in on_completed), check the
+ *   on_uri:   allocate the http_request_t when MHD has read the request
+ *             line; freed in on_completed, or when the connection closes if
+ *             MHD dropped the request without completing it (the
+ *             connection's conn_slot_t, see on_connection).
+ *   1st call: refuse a head that is not valid HTTP/1.1 framing (400/501,
+ *             closing: bad_head, http_framing.c), check the
  *             bearer token for /v1/..., resolve the route (404, or 405 with
  *             Allow), reject a declared Content-Length above max_body (413).
  *             Rejections are answered before any body is read.
