@@ -2,7 +2,12 @@
  * http.c - libmicrohttpd daemon, routing, request bodies, auth and replies.
  *
  * Request life cycle (MHD calls on_request several times per request):
- *   1st call: allocate the http_request_t (freed in on_completed), check the
+ *   on_uri:   allocate the http_request_t when MHD has read the request
+ *             line; freed in on_completed, or when the connection closes if
+ *             MHD dropped the request without completing it (the
+ *             connection's conn_slot_t, see on_connection).
+ *   1st call: refuse a head that is not valid HTTP/1.1 framing (400/501,
+ *             closing: bad_head, http_framing.c), check the
  *             bearer token for /v1/..., resolve the route (404, or 405 with
  *             Allow), reject a declared Content-Length above max_body (413).
  *             Rejections are answered before any body is read.
@@ -55,6 +60,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "http_framing.h"
 #include "log.h"
 #include "metrics.h"
 #include "utf8.h"
@@ -140,6 +146,7 @@ static const problem_t problems[] = {
     {"lease_held", 409, "Lease held"},
     {"not_owner", 409, "Not the lease owner"},
     {"storage_full", 507, "Storage full"},
+    {"not_implemented", 501, "Not implemented"},
     {"unavailable", 503, "Service unavailable, retry later"},
     {"internal", 500, "Internal error"},
 };
@@ -880,33 +887,93 @@ static bool target_has_nul(const http_request_t *req, const char *url, const cha
     return req->target_len + 1 < v - u;
 }
 
-typedef struct framing {
-    int content_length;
-    int transfer_encoding;
-} framing_t;
+/* Where MHD left the request head in its buffer: the request line starts at
+ * `method` (the space after it overwritten with a NUL) and the whole head
+ * is header_size bytes from there. */
+typedef struct head_span {
+    uintptr_t start, end; /* end = 0: not known, no layout verdict */
+} head_span_t;
 
-static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+typedef struct head_check {
+    http_framing_t framing;
+    head_span_t span;
+    bool folded;
+} head_check_t;
+
+/* MHD 0.9.75 keeps a field's name and value in the received head: the name
+ * where its line starts, the colon overwritten with a NUL, then optional
+ * whitespace and the value. An obs-fold continuation line is instead
+ * appended to the *name*, which MHD copies out of the head to a new block
+ * of its pool (connection.c, process_broken_line: `last` is the name), so
+ * a folded field is one whose name is not in place. Later versions of MHD
+ * parse folding differently: the check applies up to 0.9.75 only. */
+static bool field_in_place(const head_span_t *h, const char *name, size_t name_len,
+                           const char *value)
+{
+    uintptr_t n = (uintptr_t)name, v = (uintptr_t)value;
+    if (h->end == 0)
+        return true; /* no verdict */
+    if (n < h->start || v <= n + name_len || v >= h->end || name[name_len] != '\0')
+        return false;
+    for (const char *p = name + name_len + 1; p < value; p++)
+        if (*p != ' ' && *p != '\t')
+            return false;
+    return true;
+}
+
+static enum MHD_Result check_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
 {
     (void)kind;
-    (void)value;
-    framing_t *f = cls;
-    f->content_length += strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0;
-    f->transfer_encoding += strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0;
+    head_check_t *c = cls;
+    if (!field_in_place(&c->span, key, key_size, value))
+        c->folded = true;
+    http_framing_field(&c->framing, key, key_size, value ? value : "", value ? value_size : 0);
     return MHD_YES;
 }
 
-/* Two Content-Lengths, or Content-Length with Transfer-Encoding: the body's
- * end is ambiguous (a proxy in front may see another request boundary than
- * we do: request smuggling). Returns the detail for the 400, or NULL. */
-static const char *bad_head(const http_request_t *req)
+/* True if the running libmicrohttpd lays the head out as field_in_place
+ * expects (0.9.75 and earlier). */
+static bool mhd_layout_known(void)
 {
-    framing_t f = {0, 0};
-    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
-    if (f.content_length > 1 || f.transfer_encoding > 1 ||
-        (f.content_length && f.transfer_encoding))
-        return "conflicting Content-Length or Transfer-Encoding";
-    return NULL;
+    unsigned a = 0, b = 0, c = 0;
+    const char *v = MHD_get_version();
+    if (!v || sscanf(v, "%u.%u.%u", &a, &b, &c) != 3)
+        return false;
+    return a == 0 && (b < 9 || (b == 9 && c <= 75));
+}
+
+static head_span_t head_span(const http_request_t *req)
+{
+    head_span_t h = {0, 0};
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (ci && req->method && ci->header_size > 0 && ci->header_size <= HTTP_HEADER_MEMORY &&
+        mhd_layout_known()) {
+        h.start = (uintptr_t)req->method;
+        h.end = h.start + ci->header_size;
+    }
+    return h;
+}
+
+/* Is the head valid HTTP/1.1 framing (see http_framing.h)? Two
+ * Content-Lengths, Content-Length with Transfer-Encoding, a field name that
+ * is not a token ("Content-Length : 5"), a folded line, two Hosts: a proxy
+ * in front may see another request boundary than we do (request
+ * smuggling). Returns the detail for the answer (400, or 501 when *code is
+ * set to "not_implemented"), or NULL. */
+static const char *bad_head(const http_request_t *req, const char *version, const char **code)
+{
+    head_check_t c = {.span = head_span(req), .folded = false};
+    http_framing_init(&c.framing, strcmp(version, MHD_HTTP_VERSION_1_0) == 0);
+    MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, check_field, &c);
+    if (c.folded)
+        return "a header field line is folded (obsolete line folding)";
+    if (http_framing_finish(&c.framing) == HTTP_FRAMING_OK)
+        return NULL;
+    if (c.framing.verdict == HTTP_FRAMING_UNSUPPORTED)
+        *code = "not_implemented";
+    return c.framing.detail;
 }
 
 /* First call for a request: checks that need no body. Returns MHD_YES with
@@ -914,11 +981,13 @@ static const char *bad_head(const http_request_t *req)
 static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, const char *url,
                                      const char *version)
 {
+    const char *code = "invalid_argument";
     const char *bad = target_has_nul(req, url, version) ? "NUL byte in the request target"
-                                                        : bad_head(req);
+                      : req->target_problem             ? req->target_problem
+                                                        : bad_head(req, version, &code);
     if (bad) {
         req->close_after = true;
-        return http_reply_problem(req, "invalid_argument", "%s", bad);
+        return http_reply_problem(req, code, "%s", bad);
     }
     int routed = route_request(req, url); /* first, so metrics know the route */
     if (atomic_load_explicit(&srv->draining, memory_order_acquire)) {
@@ -972,6 +1041,45 @@ static bool append_body(http_server_t *srv, http_request_t *req, const char *dat
     return true;
 }
 
+/* Per connection (MHD's socket context, from MHD_OPTION_NOTIFY_CONNECTION):
+ * the request of the connection that MHD has not reported complete yet.
+ * MHD 0.9.75 does not report every request it has begun: when it gives up
+ * on a request head itself, some paths set the connection's state to
+ * CLOSED directly instead of calling MHD_connection_close_(), the only
+ * place (with the keep-alive reset) that calls the completion callback.
+ * The one a client can trigger at will: a query string with more
+ * arguments than the connection's memory holds (~500). The arguments
+ * are parsed after the URI log callback (on_uri) made the request;
+ * connection_add_header() queues a 431 (transmit_error_response_len), but
+ * parse_initial_message_line() returns MHD_YES and
+ * MHD_connection_handle_idle() overwrites the state with URL_RECEIVED; the
+ * next attempt to grow the (released) read buffer fails and calls
+ * transmit_error_response_len() again, which, finding stop_with_error
+ * set, sets state = MHD_CONNECTION_CLOSED (connection.c:2281-2286): no
+ * answer, no completion. The connection is still cleaned up, and that
+ * always reports MHD_CONNECTION_NOTIFY_CLOSED: the request is freed there. */
+typedef struct conn_slot {
+    http_request_t *req;
+} conn_slot_t;
+
+static conn_slot_t *connection_slot(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* A request record for conn, registered in its slot (freed by
+ * release_request); NULL when out of memory (or the slot is missing). */
+static http_request_t *new_request(struct MHD_Connection *conn)
+{
+    conn_slot_t *slot = connection_slot(conn);
+    http_request_t *req = slot ? calloc(1, sizeof *req) : NULL;
+    if (req)
+        slot->req = req;
+    return req;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -980,7 +1088,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     http_server_t *srv = cls;
     http_request_t *req = *con_cls;
     if (!req || !req->started) {
-        if (!req && !(req = calloc(1, sizeof *req)))
+        if (!req && !(req = new_request(conn)))
             return MHD_NO;
         *con_cls = req;
         req->started = true;
@@ -1037,16 +1145,18 @@ static void log_access(http_server_t *srv, const http_request_t *req, struct MHD
     pthread_mutex_unlock(&srv->log_lock);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+/* End of a request, whether MHD reported it complete or dropped it: log,
+ * count and free everything it owns. `delivered`: MHD reported it
+ * complete (MHD_REQUEST_TERMINATED_COMPLETED_OK), so the client got the
+ * reply. */
+static void release_request(http_server_t *srv, struct MHD_Connection *conn, http_request_t *req,
+                            bool delivered)
 {
-    http_server_t *srv = cls;
-    http_request_t *req = *con_cls;
-    if (!req)
-        return;
+    conn_slot_t *slot = connection_slot(conn);
+    if (slot && slot->req == req)
+        slot->req = NULL;
     if (!req->started) { /* created by on_uri, ended before on_request */
         free(req);
-        *con_cls = NULL;
         return;
     }
     if (req->replied)
@@ -1055,29 +1165,59 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (srv->access_log)
         log_access(srv, req, conn);
     free(req->url);
-    if (req->ctx && req->ctx_undelivered && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+    if (req->ctx && req->ctx_undelivered && !delivered)
         req->ctx_undelivered(req->ctx); /* the client did not get the reply */
     if (req->ctx && req->ctx_free)
         req->ctx_free(req->ctx);
     free_params(req);
     free(req->body);
     free(req);
-    *con_cls = NULL;
     atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_request_t *req = *con_cls;
+    if (!req)
+        return;
+    *con_cls = NULL;
+    release_request(cls, conn, req, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+}
+
+/* Connection opened: its slot (NULL when out of memory: on_uri and
+ * on_request then refuse its requests). Closed: free a request MHD never
+ * completed, and the slot. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(conn_slot_t));
+        return;
+    }
+    conn_slot_t *slot = *socket_context;
+    if (slot && slot->req) {
+        log_debug("http", "freeing a request that libmicrohttpd dropped");
+        release_request(cls, conn, slot->req, false);
+    }
+    free(slot);
+    *socket_context = NULL;
 }
 
 /* MHD's URI log callback, called with the raw request target (query
  * included) before it is split: create the request here to note the
- * target's length up to its first NUL (see target_has_nul). Its result is
- * on_request's *con_cls; NULL lets on_request create the request. */
+ * target's length up to its first NUL (see target_has_nul) and whether it
+ * is visible ASCII (MHD keeps a target with a space in it: "GET /a b
+ * HTTP/1.1" is target "/a b"). Its result is on_request's *con_cls; NULL
+ * lets on_request create the request. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)cls;
-    (void)conn;
-    http_request_t *req = calloc(1, sizeof *req);
+    http_request_t *req = new_request(conn);
     if (req) {
-        req->target_len = strlen(uri);
-        req->target_known = true;
+        req->target_len = uri ? strlen(uri) : 0;
+        req->target_known = uri != NULL;
+        req->target_problem = uri ? http_framing_target(uri, req->target_len) : NULL;
     }
     return req;
 }
@@ -1156,12 +1296,16 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(cfg->connection_timeout_s ? cfg->connection_timeout_s : 60),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_HEADER_MEMORY,
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+        /* 0, not 1: at 1 MHD itself refuses a missing Host (400 with its
+         * header block sent twice, see bad_head) and closes on a space in
+         * the target without any status; bad_head checks both. */
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)0,
         MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%u (address in use or not permitted)",

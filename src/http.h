@@ -81,6 +81,7 @@ typedef struct http_request {
     bool started;     /* on_request has seen it (it may be created earlier) */
     bool target_known; /* target_len was taken from the raw request line */
     size_t target_len; /* request target up to the first NUL, query included */
+    const char *target_problem; /* static: why the target is refused, or NULL */
     bool close_after; /* the reply closes the connection (framing errors) */
 } http_request_t;
 
