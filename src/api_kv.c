@@ -182,12 +182,13 @@ enum MHD_Result api_kv_get(http_request_t *req)
  * (dropped by the completion); the last one frees it. A connection that
  * ends before the commit (a client gone, a forced stop) thus leaves the
  * queued write valid memory, and the completion resumes the request only
- * while it is attached (ws->req, under attach_lock).
+ * while it is attached (ws->req, under ws->lock).
  * ------------------------------------------------------------------------ */
 
 typedef struct write_state {
     atomic_int refs;
-    http_request_t *req; /* under attach_lock; NULL once the request completed */
+    pthread_mutex_t lock;
+    http_request_t *req; /* under lock; NULL once the request completed */
     sqlcached_put_options_t o; /* PUT; DELETE uses o.pre only */
     api_etag_list_t im, inm;
     sqlcached_write_result_t res; /* PUT */
@@ -200,11 +201,10 @@ typedef struct write_state {
     char bytes[]; /* the key, NUL, the content type (PUT), NUL */
 } write_state_t;
 
-static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static void write_state_release(write_state_t *ws)
 {
     if (atomic_fetch_sub(&ws->refs, 1) == 1) {
+        pthread_mutex_destroy(&ws->lock);
         free(ws->body);
         free(ws);
     }
@@ -214,9 +214,9 @@ static void write_state_release(write_state_t *ws)
 static void write_state_detach(void *ctx)
 {
     write_state_t *ws = ctx;
-    pthread_mutex_lock(&attach_lock);
+    pthread_mutex_lock(&ws->lock);
     ws->req = NULL;
-    pthread_mutex_unlock(&attach_lock);
+    pthread_mutex_unlock(&ws->lock);
     write_state_release(ws);
 }
 
@@ -227,7 +227,8 @@ static write_state_t *write_state_new(http_request_t *req, const char *content_t
     const http_param_t *key = &req->params[0];
     size_t ctlen = content_type ? strlen(content_type) : 0;
     write_state_t *ws = calloc(1, sizeof *ws + key->len + 1 + ctlen + 1);
-    if (!ws) {
+    if (!ws || pthread_mutex_init(&ws->lock, NULL) != 0) {
+        free(ws);
         http_reply_problem(req, "unavailable", "out of memory");
         return NULL;
     }
@@ -258,10 +259,10 @@ static void on_write_done(void *cls, sqlcached_status_t st)
     write_state_t *ws = cls;
     ws->st = st;
     atomic_store(&ws->done, 1);
-    pthread_mutex_lock(&attach_lock);
+    pthread_mutex_lock(&ws->lock);
     if (ws->req)
         http_resume(ws->req);
-    pthread_mutex_unlock(&attach_lock);
+    pthread_mutex_unlock(&ws->lock);
     write_state_release(ws);
 }
 
