@@ -33,7 +33,8 @@
  * stop deadline: main.c bounds the store with the same timeout), waits
  * for the requests in flight to complete until shutdown_timeout_ms +
  * HTTP_STOP_GRACE_MS (CLOCK_MONOTONIC), resumes whatever is still parked,
- * then stops MHD (which must not hold suspended connections). Not MHD_quiesce_daemon(): with epoll worker threads it
+ * then stops MHD (which must not hold suspended connections).
+ * Not MHD_quiesce_daemon(): with epoll worker threads it
  * races with their event loops, which remove the listen socket from their
  * epoll sets too, and the loser of the race aborts the process (libmicrohttpd
  * 0.9.75, "Failed to remove listen FD from epoll set"; seen in CI).
