@@ -179,6 +179,17 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts,
  * on other threads must have returned. NULL is allowed. */
 void sqlcached_close(sqlcached_t *db);
 
+/* Bound the stop: timeout_ms from now (a monotonic clock), the store stops
+ * starting writes. A write still waiting then for a database lock held by
+ * another process, or still queued, and any write submitted later, fails
+ * with SQLCACHED_UNAVAILABLE and is never stored; its caller is told as
+ * for any failure (the synchronous call returns, an asynchronous call's
+ * done is called). Writes answered before are unaffected. Returns at once;
+ * cannot fail. Call before sqlcached_close() so that it cannot wait up to
+ * busy_timeout_ms per queued batch; a second call can only bring the
+ * deadline nearer. */
+void sqlcached_drain(sqlcached_t *db, unsigned timeout_ms);
+
 /* Stable snake_case name of a status ("not_found", ...). Cannot fail. */
 const char *sqlcached_status_name(sqlcached_status_t status);
 

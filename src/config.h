@@ -35,6 +35,7 @@ typedef struct config {
     int64_t negative_ttl_ms;  /* --negative-ttl seconds, in ms */
     unsigned ttl_jitter;      /* --ttl-jitter percent */
     unsigned busy_timeout_ms; /* --busy-timeout: wait for a lock held elsewhere */
+    unsigned shutdown_timeout_ms; /* --shutdown-timeout: how long a stop waits */
     /* Testing only (hidden flags, not in --help, refused in a config file):
      * see "Testing-only flags" in docs/operations.md. */
     unsigned testing_max_pages;          /* --testing-max-pages N */

@@ -37,9 +37,13 @@
  * Shutdown: http_stop() sets `draining` (every new request is answered 503
  * `unavailable`, and every reply from then on closes its connection),
  * resumes every parked request with req->aborted set (its handler answers
- * 503 at once) and refuses new parking, waits (bounded) for the requests
- * in flight to complete, then stops MHD (which must not hold suspended
- * connections). Not MHD_quiesce_daemon(): with epoll worker threads it
+ * 503 at once) and refuses new parking, except for requests marked
+ * park_past_stop (queued writes, whose outcome the writer decides by the
+ * stop deadline: main.c bounds the store with the same timeout), waits
+ * for the requests in flight to complete until shutdown_timeout_ms +
+ * HTTP_STOP_GRACE_MS (CLOCK_MONOTONIC), resumes whatever is still parked,
+ * then stops MHD (which must not hold suspended connections).
+ * Not MHD_quiesce_daemon(): with epoll worker threads it
  * races with their event loops, which remove the listen socket from their
  * epoll sets too, and the loser of the race aborts the process (libmicrohttpd
  * 0.9.75, "Failed to remove listen FD from epoll set"; seen in CI).
@@ -65,7 +69,7 @@
 #include "metrics.h"
 #include "utf8.h"
 
-#define DRAIN_WAIT_MS 10000
+#define DRAIN_WAIT_MS 10000 /* shutdown_timeout_ms when not set */
 
 /* Per-connection memory for the request line and headers (and the read
  * buffer): a request whose head does not fit gets 431 (or 414 for the URL)
@@ -773,9 +777,10 @@ static void park_unlink(http_server_t *srv, http_request_t *req)
  * stopping (then req->aborted is set). Returns whether it parked. */
 static bool park_locked(http_server_t *srv, http_request_t *req, bool suspend)
 {
-    bool park = !req->wake_pending && !srv->stopping;
+    bool refused = srv->stopping && !req->park_past_stop;
+    bool park = !req->wake_pending && !refused;
     req->wake_pending = false;
-    req->aborted = srv->stopping;
+    req->aborted = refused;
     req->park_wanted = park && !suspend;
     if (park && suspend) {
         MHD_suspend_connection(req->conn);
@@ -824,13 +829,16 @@ void http_resume(http_request_t *req)
     pthread_mutex_unlock(&srv->park_lock);
 }
 
-/* Stop parking; wake every parked request with req->aborted set. */
-static void resume_all(http_server_t *srv)
+/* Stop parking; wake every parked request with req->aborted set (but
+ * those marked park_past_stop unless `all`). */
+static void resume_all(http_server_t *srv, bool all)
 {
     pthread_mutex_lock(&srv->park_lock);
     srv->stopping = true;
-    while (srv->parked) {
-        http_request_t *req = srv->parked;
+    for (http_request_t *req = srv->parked, *next; req; req = next) {
+        next = req->park_next;
+        if (req->park_past_stop && !all)
+            continue;
         req->aborted = true;
         req->suspended = false;
         park_unlink(srv, req);
@@ -1336,12 +1344,16 @@ void http_stop(http_server_t *srv)
 {
     if (!srv)
         return;
+    unsigned timeout = srv->cfg.shutdown_timeout_ms ? srv->cfg.shutdown_timeout_ms : DRAIN_WAIT_MS;
+    int64_t deadline = mono_ns() + ((int64_t)timeout + HTTP_STOP_GRACE_MS) * 1000000;
     atomic_store_explicit(&srv->draining, true, memory_order_release);
-    resume_all(srv); /* parked requests are answered 503 now, not at their deadline */
-    for (int waited = 0; atomic_load(&srv->in_flight) > 0 && waited < DRAIN_WAIT_MS; waited += 10)
-        usleep(10000);
-    if (atomic_load(&srv->in_flight) > 0)
+    resume_all(srv, false); /* parked requests are answered 503 now, not at their deadline */
+    while (atomic_load(&srv->in_flight) > 0 && mono_ns() < deadline)
+        usleep(5000);
+    if (atomic_load(&srv->in_flight) > 0) {
         log_warn("http", "stopping with %d requests still in flight", atomic_load(&srv->in_flight));
+        resume_all(srv, true); /* MHD must not be stopped with suspended connections */
+    }
     MHD_stop_daemon(srv->daemon);
     metrics_destroy(srv->metrics);
     close_access_log(srv);

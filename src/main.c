@@ -2,9 +2,12 @@
  * main.c - the sqlcached daemon: configuration, store, HTTP, signals.
  *
  * Wiring only. SIGTERM and SIGINT are blocked in every thread and taken by
- * sigwait() here, so the stop sequence runs in normal context: stop HTTP
- * (in-flight requests finish), then close the store (writer drained, WAL
- * checkpointed).
+ * sigwait() here, so the stop sequence runs in normal context: bound the
+ * store's writes by --shutdown-timeout (sqlcached_drain: a write not
+ * committed by then fails 503 and is never stored), stop HTTP (in-flight
+ * requests finish, parked writes get their true outcome, within the same
+ * timeout plus HTTP_STOP_GRACE_MS), then close the store (writer drained,
+ * WAL checkpointed).
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -61,6 +64,7 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         .connection_timeout_s = cfg->connection_timeout_s,
         .admin_token = cfg->admin_token, .backup_dir = cfg->backup_dir,
         .access_log = cfg->access_log, .settings = settings,
+        .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
     };
     http_server_t *srv = http_start(&hc, db, err, sizeof err);
     if (!srv) {
@@ -79,7 +83,9 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
              cfg->auth_token ? ", auth required" : "");
     int sig = 0;
     sigwait(stop_signals, &sig);
-    log_info("main", "signal %d: stopping", sig);
+    log_info("main", "signal %d: stopping (at most %u ms for requests in flight)", sig,
+             cfg->shutdown_timeout_ms);
+    sqlcached_drain(db, cfg->shutdown_timeout_ms);
     http_stop(srv);
     json_decref(settings);
     sqlcached_close(db);

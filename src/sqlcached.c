@@ -346,6 +346,11 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     return SQLCACHED_OK;
 }
 
+void sqlcached_drain(sqlcached_t *db, unsigned timeout_ms)
+{
+    store_drain(db->store, timeout_ms);
+}
+
 void sqlcached_close(sqlcached_t *db)
 {
     if (!db)

@@ -34,11 +34,24 @@
  * until the store is reopened, and the writer checkpoints once, copying
  * the acknowledged writes from the WAL it still holds open into the
  * database file it still holds open.
+ *
+ * Locks held by other connections: the writer waits for them with its own
+ * busy handler (on_writer_busy: SQLite's steps, busy_timeout_ms at most),
+ * not sqlite3_busy_timeout(), so that the stop deadline can cut the wait.
+ *
+ * Stopping (store_drain): from the deadline on, the writer never starts a
+ * job. A batch waiting for a lock gives up (every job fails UNAVAILABLE);
+ * jobs still queued, or queued later, fail UNAVAILABLE without running;
+ * their callers are told exactly as for any failed write, so a caller
+ * learns every outcome from the writer and never has to guess: a job that
+ * reported a failure was not stored and will not be. A batch that began
+ * before the deadline runs to its commit.
  */
 #include "store.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -151,6 +164,8 @@ struct store {
     write_job_t *head, *tail;
     bool stopping;
     store_stats_t stats; /* under lock */
+    _Atomic int64_t deadline_ms; /* store_drain: CLOCK_MONOTONIC ms, 0 = none */
+    int64_t busy_since_ms;       /* writer thread: start of the current lock wait */
 
     pthread_mutex_t pool_lock;
     store_conn_t *free_readers;
@@ -298,7 +313,7 @@ static store_conn_t *conn_open(const store_t *s, int flags, char *err, size_t er
         goto fail;
     }
     sqlite3_extended_result_codes(c->db, 1);
-    rc = sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms);
+    rc = sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms); /* the writer's: see below */
     if (rc == SQLITE_OK)
         rc = exec_static(c->db, "PRAGMA foreign_keys = ON");
     if (rc != SQLITE_OK) {
@@ -681,6 +696,64 @@ static void counters_revalidate(store_conn_t *w)
     w->data_version = v;
 }
 
+/* ------------------------------------------------------------------------
+ * Waiting for locks, and the stop deadline
+ * ------------------------------------------------------------------------ */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Has the stop deadline (store_drain) passed? */
+static bool past_deadline(store_t *s)
+{
+    int64_t deadline = atomic_load(&s->deadline_ms);
+    return deadline != 0 && mono_ms() >= deadline;
+}
+
+/* The writer's busy handler (SQLite calls it with the number of earlier
+ * calls for this lock): sleep in SQLite's own steps and try again, until
+ * busy_timeout_ms after the first call or the stop deadline, whichever
+ * comes first; 0 = give up (the statement fails SQLITE_BUSY). */
+static int on_writer_busy(void *arg, int count)
+{
+    static const int steps_ms[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
+    enum { NSTEPS = sizeof steps_ms / sizeof steps_ms[0] };
+    store_t *s = arg;
+    int64_t now = mono_ms();
+    if (count == 0)
+        s->busy_since_ms = now;
+    int64_t until = s->busy_since_ms + s->cfg.busy_timeout_ms;
+    int64_t deadline = atomic_load(&s->deadline_ms);
+    if (deadline != 0 && deadline < until)
+        until = deadline;
+    if (now >= until)
+        return 0;
+    int64_t step = steps_ms[count < NSTEPS ? count : NSTEPS - 1];
+    if (step > until - now)
+        step = until - now;
+    struct timespec ts = {.tv_sec = step / 1000, .tv_nsec = (step % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 1;
+}
+
+void store_drain(store_t *s, unsigned timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t cur = atomic_load(&s->deadline_ms);
+    while ((cur == 0 || deadline < cur) &&
+           !atomic_compare_exchange_weak(&s->deadline_ms, &cur, deadline))
+        ;
+}
+
+/* ------------------------------------------------------------------------
+ * The writer thread: batches
+ * ------------------------------------------------------------------------ */
+
 /* Take up to max_batch jobs off the queue, waiting for at least one.
  * Returns NULL when stopping and the queue is empty. */
 static write_job_t *take_batch(store_t *s)
@@ -739,52 +812,34 @@ static void fail_batch(write_job_t *batch, sqlcached_status_t st)
             j->status = st;
 }
 
-static void run_batch(store_t *s, write_job_t *batch)
+/* Run the batch in one transaction; returns SQLite's result of it (OK =
+ * committed), each job's own status in job->status. */
+static int run_transaction(store_conn_t *w, write_job_t *batch)
 {
-    store_conn_t *w = s->writer;
-    unsigned n = 0;
-    for (write_job_t *j = batch; j; j = j->next)
-        j->status = SQLCACHED_OK, n++;
-    sqlite3_int64 changes = sqlite3_total_changes64(w->db);
-    bool moved = files_moved(s);
-    int rc = moved ? SQLITE_READONLY_DBMOVED : exec_stmt(w, SQL_BEGIN);
-    if (rc == SQLITE_OK) {
-        counters_revalidate(w);
-        bool lost = false;
-        for (write_job_t *j = batch; j && !lost; j = j->next) {
-            run_job(w, j);
-            lost = sqlite3_get_autocommit(w->db) != 0;
-            if (lost) {
-                rc = sqlite3_extended_errcode(w->db);
-                for (write_job_t *k = j->next; k; k = k->next)
-                    k->status = store_status(rc ? rc : SQLITE_ERROR);
-            }
+    int rc = exec_stmt(w, SQL_BEGIN);
+    if (rc != SQLITE_OK)
+        return rc;
+    counters_revalidate(w);
+    for (write_job_t *j = batch; j; j = j->next) {
+        run_job(w, j);
+        if (sqlite3_get_autocommit(w->db)) { /* SQLite dropped the transaction */
+            rc = sqlite3_extended_errcode(w->db);
+            for (write_job_t *k = j->next; k; k = k->next)
+                k->status = store_status(rc ? rc : SQLITE_ERROR);
+            return rc ? rc : SQLITE_ERROR;
         }
-        if (!lost && (rc = counters_flush(w)) == SQLITE_OK)
-            rc = exec_stmt(w, SQL_COMMIT);
-        else if (rc == SQLITE_OK)
-            rc = SQLITE_ERROR;
     }
-    if (moved) {
-        rescue_once(s);
-        fail_batch(batch, SQLCACHED_UNAVAILABLE);
-    } else if (rc != SQLITE_OK) {
-        w->ncounters = 0; /* meta holds the truth again after the rollback */
-        log_warn("store", "write transaction failed: %s", sqlite3_errstr(rc));
-        health_failed(s, rc, sqlite3_system_errno(w->db));
-        if (!sqlite3_get_autocommit(w->db))
-            exec_stmt(w, SQL_ROLLBACK);
-        fail_batch(batch, store_status(rc));
-    } else {
-        if (sqlite3_total_changes64(w->db) != changes) /* it wrote something */
-            health_committed(s);
-        for (write_job_t *j = batch; j; j = j->next)
-            if (j->status == SQLCACHED_OK && j->on_commit)
-                j->on_commit(j->arg);
-    }
+    rc = counters_flush(w);
+    return rc == SQLITE_OK ? exec_stmt(w, SQL_COMMIT) : rc;
+}
+
+/* Count the batch, wake its store_write callers, then call the completion
+ * of each asynchronous job and free it. */
+static void complete_batch(store_t *s, write_job_t *batch, unsigned n, bool committed)
+{
     write_job_t *async_head = NULL, **async_tail = &async_head;
     pthread_mutex_lock(&s->lock);
-    if (rc == SQLITE_OK) {
+    if (committed) {
         s->stats.write_transactions++;
         s->stats.writes_committed += n;
     } else {
@@ -809,6 +864,43 @@ static void run_batch(store_t *s, write_job_t *batch)
     }
 }
 
+static void run_batch(store_t *s, write_job_t *batch)
+{
+    store_conn_t *w = s->writer;
+    unsigned n = 0;
+    for (write_job_t *j = batch; j; j = j->next)
+        j->status = SQLCACHED_OK, n++;
+    if (past_deadline(s)) { /* stopping: never start a job after the deadline */
+        log_warn("store", "stopping: %u queued writes not run (the stop deadline passed)", n);
+        fail_batch(batch, SQLCACHED_UNAVAILABLE);
+        complete_batch(s, batch, n, false);
+        return;
+    }
+    if (files_moved(s)) { /* every commit would go to a file nobody reads */
+        rescue_once(s);
+        fail_batch(batch, SQLCACHED_UNAVAILABLE);
+        complete_batch(s, batch, n, false);
+        return;
+    }
+    sqlite3_int64 changes = sqlite3_total_changes64(w->db);
+    int rc = run_transaction(w, batch);
+    if (rc != SQLITE_OK) {
+        w->ncounters = 0; /* meta holds the truth again after the rollback */
+        log_warn("store", "write transaction failed: %s", sqlite3_errstr(rc));
+        health_failed(s, rc, sqlite3_system_errno(w->db));
+        if (!sqlite3_get_autocommit(w->db))
+            exec_stmt(w, SQL_ROLLBACK);
+        fail_batch(batch, store_status(rc));
+    } else {
+        if (sqlite3_total_changes64(w->db) != changes) /* it wrote something */
+            health_committed(s);
+        for (write_job_t *j = batch; j; j = j->next)
+            if (j->status == SQLCACHED_OK && j->on_commit)
+                j->on_commit(j->arg);
+    }
+    complete_batch(s, batch, n, rc == SQLITE_OK);
+}
+
 static void *writer_main(void *arg)
 {
     store_t *s = arg;
@@ -818,10 +910,11 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Append a job to the queue (caller holds lock); false when stopping. */
+/* Append a job to the queue (caller holds lock); false when stopping or
+ * past the stop deadline. */
 static bool do_push_job(store_t *s, write_job_t *job)
 {
-    if (s->stopping)
+    if (s->stopping || past_deadline(s))
         return false;
     if (s->tail)
         s->tail->next = job;
@@ -934,7 +1027,9 @@ void store_reader_release(store_t *s, store_conn_t *c)
 static int configure_writer(store_t *s, char *err, size_t errlen)
 {
     sqlite3 *db = s->writer->db;
-    int rc = exec_static(db, "PRAGMA journal_mode = WAL");
+    int rc = sqlite3_busy_handler(db, on_writer_busy, s);
+    if (rc == SQLITE_OK)
+        rc = exec_static(db, "PRAGMA journal_mode = WAL");
     if (rc == SQLITE_OK)
         rc = set_cache_size(db, s->cfg.writer_cache);
     if (rc == SQLITE_OK)

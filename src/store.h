@@ -57,6 +57,15 @@ store_t *store_open(const store_config_t *cfg, char *err, size_t errlen);
 /* Drain and stop the writer, close every connection. NULL is allowed. */
 void store_close(store_t *s);
 
+/* Set the stop deadline, timeout_ms from now (CLOCK_MONOTONIC): from then
+ * on the writer starts no write. A batch still waiting for a lock held by
+ * another connection gives up, and every write queued then or later fails
+ * SQLCACHED_UNAVAILABLE without running (store_write returns it, on_done
+ * gets it), so nothing of it is ever stored. Writes committed before the
+ * deadline are unaffected. Returns at once; cannot fail. A later call can
+ * only bring the deadline nearer. */
+void store_drain(store_t *s, unsigned timeout_ms);
+
 /* Run fn(w, arg) in the next group transaction and wait for its commit.
  * Returns fn's status, or the error that prevented the commit (then nothing
  * of fn's work is stored). */
@@ -84,8 +93,8 @@ typedef void (*store_done_fn)(void *cls, sqlcached_status_t status);
  * then on_done(cls, status) is called exactly once, on the writer thread,
  * after the commit (status as store_write() would return it) and after the
  * on_commit hooks of the whole batch; arg must stay valid until then. Any
- * other status (no memory, stopping): nothing was queued and neither is
- * called. */
+ * other status (no memory, stopping, past the store_drain deadline):
+ * nothing was queued and neither is called. */
 sqlcached_status_t store_write_async(store_t *s, store_write_fn fn, store_commit_fn on_commit,
                                      void *arg, store_done_fn on_done, void *cls);
 

@@ -296,6 +296,14 @@ static void test_config_busy_timeout_and_testing_flags(void **state)
     assert_int_equal(cfg.testing_fill_delay_us, 500);
     char *bad[] = {"sqlcached", "--busy-timeout", "0", NULL};
     assert_int_equal(parse(&cfg, bad, err), CONFIG_ERROR);
+    assert_int_equal(parse(&cfg, defaults, err), CONFIG_OK);
+    assert_int_equal(cfg.shutdown_timeout_ms, 10000);
+    char *shutdown[] = {"sqlcached", "--shutdown-timeout", "1500", NULL};
+    assert_int_equal(parse(&cfg, shutdown, err), CONFIG_OK);
+    assert_int_equal(cfg.shutdown_timeout_ms, 1500);
+    char *bad_shutdown[] = {"sqlcached", "--shutdown-timeout", "0", NULL};
+    assert_int_equal(parse(&cfg, bad_shutdown, err), CONFIG_ERROR);
+    assert_non_null(strstr(err, "--shutdown-timeout"));
     /* testing-only flags stay out of --help and out of config files */
     assert_null(strstr(config_usage(), "testing"));
     char path[] = "/tmp/sqlcached-conf-XXXXXX";
