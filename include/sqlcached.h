@@ -67,6 +67,10 @@ typedef struct sqlcached_options {
     sqlcached_durability_t durability;  /* default FULL */
     int busy_timeout_ms;                /* wait for a lock held by another process; default 5000 */
     unsigned max_batch;                 /* group commit: most writes per transaction; default 256 */
+    /* SQLite page cache, bytes: the writer connection's, default 64 MiB;
+     * each reader connection gets the smaller of this and SQLite's default
+     * 2000 KiB. 0 = the fewest pages SQLite works with. */
+    size_t sqlite_cache;
     int purge_interval_ms;              /* background purge of expired rows; default 1000, < 0 = off */
     /* Memory tier (see docs/architecture.md). */
     size_t cache_memory;                /* bytes; default 64 MiB; 0 = no memory tier */
@@ -162,6 +166,10 @@ void sqlcached_options_init(sqlcached_options_t *opts);
 
 /* Open (creating if needed) the store at opts->path, apply pending schema
  * migrations, and start the writer and maintenance threads.
+ * The store holds an exclusive lock on "<path>-lock" (flock) until
+ * sqlcached_close(): while it is open, another sqlcached_open() of the same
+ * file, in this process or another, fails with SQLCACHED_CONFLICT. The
+ * kernel releases the lock when the process dies; the lock file stays.
  * Returns SQLCACHED_OK and *out on success. On failure *out is NULL and, if
  * err is not NULL, a message is written to err (at most errlen bytes). */
 sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts,
@@ -170,6 +178,17 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts,
 /* Stop the background threads and close every connection. Calls in flight
  * on other threads must have returned. NULL is allowed. */
 void sqlcached_close(sqlcached_t *db);
+
+/* Bound the stop: timeout_ms from now (a monotonic clock), the store stops
+ * starting writes. A write still waiting then for a database lock held by
+ * another process, or still queued, and any write submitted later, fails
+ * with SQLCACHED_UNAVAILABLE and is never stored; its caller is told as
+ * for any failure (the synchronous call returns, an asynchronous call's
+ * done is called). Writes answered before are unaffected. Returns at once;
+ * cannot fail. Call before sqlcached_close() so that it cannot wait up to
+ * busy_timeout_ms per queued batch; a second call can only bring the
+ * deadline nearer. */
+void sqlcached_drain(sqlcached_t *db, unsigned timeout_ms);
 
 /* Stable snake_case name of a status ("not_found", ...). Cannot fail. */
 const char *sqlcached_status_name(sqlcached_status_t status);
@@ -270,15 +289,24 @@ void sqlcached_keys_free(sqlcached_keys_t *keys);
  * Backup and restore
  * ------------------------------------------------------------------------ */
 
-/* Copy the whole store as of one moment into dest_path (through
- * "<dest_path>.tmp" and a rename), while reads and writes go on.
+/* Copy the whole store as of one moment into dest_path (through a
+ * temporary file of its own, ".sqlcached-tmp-<pid>-<n>" in the same
+ * directory, and a rename), while reads and writes go on. The copy is one
+ * self-contained file (rollback journal mode). SQLCACHED_CONFLICT when
+ * dest_path is a directory, SQLCACHED_INVALID_ARGUMENT when the file system
+ * cannot hold its name, SQLCACHED_STORAGE_FULL when the disk is full.
  * On failure a message goes to err (may be NULL). */
 sqlcached_status_t sqlcached_backup(sqlcached_t *db, const char *dest_path, char *err,
                                     size_t errlen);
 
 /* Replace the database at db_path with the backup at backup_path, after
- * checking the backup is an intact sqlcached database. No process may have
- * db_path open. On failure a message goes to err (may be NULL). */
+ * checking the backup is an intact sqlcached database. Holds the lock of
+ * db_path (see sqlcached_open) throughout: SQLCACHED_CONFLICT when a store
+ * has it open. The restored database gets this build's schema, and every
+ * persisted counter (versions, fencing tokens, order ids) continues above
+ * the value the replaced database had reached, so none is issued twice; a
+ * db_path that exists but whose counters cannot be read is refused
+ * (SQLCACHED_CONFLICT). On failure a message goes to err (may be NULL). */
 sqlcached_status_t sqlcached_restore(const char *backup_path, const char *db_path, char *err,
                                      size_t errlen);
 
@@ -306,6 +334,30 @@ typedef struct sqlcached_stats {
 
 /* Fill out with the current figures. Cannot fail. */
 void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out);
+
+/* ------------------------------------------------------------------------
+ * Health
+ * ------------------------------------------------------------------------ */
+
+/* Whether the store can write now. A write transaction that fails for the
+ * storage (full, locked past the busy timeout, I/O error, read-only, cannot
+ * open, corrupt) makes the store not writable until the next transaction
+ * commits. The database file or its WAL removed or replaced while the store
+ * is open (checked about every 100 ms) makes it refuse every write
+ * (SQLCACHED_UNAVAILABLE) until it is closed and opened again: writes
+ * committed then would be lost at the next crash. Filled into
+ * caller-owned memory; nothing to free. */
+typedef struct sqlcached_health {
+    int writable;                  /* 1: no reason known why a write would fail */
+    int files_moved;               /* 1: a file was removed or replaced (latched) */
+    sqlcached_status_t last_error; /* of the last failed write transaction since
+                                    * open (kept after recovery); SQLCACHED_OK: none */
+    int64_t last_error_at;         /* when, wall-clock epoch ms; 0 = never */
+    char reason[512];              /* why it is not writable; "" when writable */
+} sqlcached_health_t;
+
+/* Fill *out with the store's health. Cannot fail. */
+void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out);
 
 /* ------------------------------------------------------------------------
  * Flash sale (seckill)

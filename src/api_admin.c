@@ -3,7 +3,9 @@
  *
  * Both live under /v1/admin/, which takes --admin-token when one is set
  * (http.c). A backup goes to a plain file name inside --backup-dir: no
- * directory part, no leading dot, so no request can write outside it.
+ * directory part, no leading dot, so no request can write outside it (nor
+ * onto a backup's temporary file, ".sqlcached-tmp-*"). A name that is a
+ * directory there is 409; one the file system cannot hold, 400.
  */
 #include <string.h>
 #include <sys/stat.h>
@@ -52,9 +54,9 @@ enum MHD_Result api_admin_backup(http_request_t *req)
     }
     char path[4096];
     bool ok = backup_name_ok(name, n);
-    if (ok)
-        snprintf(path, sizeof path, "%s/%s", req->cfg->backup_dir ? req->cfg->backup_dir : "",
-                 name);
+    bool fits = ok && snprintf(path, sizeof path, "%s/%s",
+                               req->cfg->backup_dir ? req->cfg->backup_dir : "",
+                               name) < (int)sizeof path;
     json_decref(body);
     if (!ok)
         return http_reply_problem(req, "invalid_argument",
@@ -62,6 +64,8 @@ enum MHD_Result api_admin_backup(http_request_t *req)
                                   "([A-Za-z0-9._-], not starting with '.')");
     if (!req->cfg->backup_dir)
         return http_reply_problem(req, "conflict", "backups are disabled: start with --backup-dir");
+    if (!fits)
+        return http_reply_problem(req, "invalid_argument", "path too long for the backup directory");
     int64_t t0 = now_ms();
     char err[512] = "";
     sqlcached_status_t st = sqlcached_backup(req->db, path, err, sizeof err);

@@ -12,11 +12,12 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "api.h"
+#include "log.h"
 
 /* Parse a whole decimal string of digits into 1..max; false otherwise
  * (19 digits can exceed INT64_MAX: checked before each step, no overflow). */
@@ -162,75 +163,139 @@ enum MHD_Result api_kv_get(http_request_t *req)
  * and one fsync. The writer thread's completion records the outcome and
  * resumes the request; MHD then calls the handler again, which sees
  * req->ctx and answers.
+ *
+ * Only the writer decides: a queued write is answered after its
+ * completion ran, with its outcome (2xx = committed; an error = not
+ * stored, and never will be), never before. So the request stays parked
+ * when the server stops (park_past_stop); the stop is bounded in the
+ * store instead (sqlcached_drain: at the deadline the writer gives up
+ * waiting for a lock and fails every write it has not started), so every
+ * parked write learns its true outcome by then. Should a handler still be
+ * called without an outcome (http_stop's last resort after its grace), it
+ * closes the connection without an answer: neither 2xx nor an error could
+ * be known to be true.
+ *
+ * Ownership: whatever the library borrows until the completion (key,
+ * body, content type, If-Match lists, result fields) lives in the write
+ * state, which is reference-counted: one reference for the request
+ * (dropped when it completes: ctx_free) and one for the queued write
+ * (dropped by the completion); the last one frees it. A connection that
+ * ends before the commit (a client gone, a forced stop) thus leaves the
+ * queued write valid memory, and the completion resumes the request only
+ * while it is attached (ws->req, under ws->lock).
  * ------------------------------------------------------------------------ */
 
-/* What the library borrows until the commit lives here, in req->ctx (freed
- * when the request completes). */
 typedef struct write_state {
+    atomic_int refs;
+    pthread_mutex_t lock;
+    http_request_t *req; /* under lock; NULL once the request completed */
     sqlcached_put_options_t o; /* PUT; DELETE uses o.pre only */
     api_etag_list_t im, inm;
     sqlcached_write_result_t res; /* PUT */
     int64_t value, version;       /* incr */
     sqlcached_status_t st;
     atomic_int done; /* set by the writer thread once the fields above are final */
+    char *body;      /* PUT: the request body, taken over from the request */
+    size_t body_len;
+    size_t klen;
+    char bytes[]; /* the key, NUL, the content type (PUT), NUL */
 } write_state_t;
 
-/* A new state in req->ctx, or NULL after answering 503. */
-static write_state_t *write_state_new(http_request_t *req)
+static void write_state_release(write_state_t *ws)
 {
-    write_state_t *ws = calloc(1, sizeof *ws);
-    if (!ws) {
+    if (atomic_fetch_sub(&ws->refs, 1) == 1) {
+        pthread_mutex_destroy(&ws->lock);
+        free(ws->body);
+        free(ws);
+    }
+}
+
+/* ctx_free: the request completed; the queued write may still run. */
+static void write_state_detach(void *ctx)
+{
+    write_state_t *ws = ctx;
+    pthread_mutex_lock(&ws->lock);
+    ws->req = NULL;
+    pthread_mutex_unlock(&ws->lock);
+    write_state_release(ws);
+}
+
+/* A new state in req->ctx with a copy of the key and of content_type (may
+ * be NULL), or NULL after answering 503. */
+static write_state_t *write_state_new(http_request_t *req, const char *content_type)
+{
+    const http_param_t *key = &req->params[0];
+    size_t ctlen = content_type ? strlen(content_type) : 0;
+    write_state_t *ws = calloc(1, sizeof *ws + key->len + 1 + ctlen + 1);
+    if (!ws || pthread_mutex_init(&ws->lock, NULL) != 0) {
+        free(ws);
         http_reply_problem(req, "unavailable", "out of memory");
         return NULL;
     }
+    atomic_init(&ws->refs, 1);
+    atomic_init(&ws->done, 0);
+    ws->req = req;
+    memcpy(ws->bytes, key->data, key->len);
+    ws->klen = key->len;
+    if (content_type)
+        ws->o.content_type = memcpy(ws->bytes + key->len + 1, content_type, ctlen + 1);
     req->ctx = ws;
-    req->ctx_free = free;
+    req->ctx_free = write_state_detach;
+    return ws;
+}
+
+/* Take a reference for the write about to be queued (released by
+ * on_write_done, or by park_write when nothing was queued). */
+static write_state_t *write_state_hold(write_state_t *ws)
+{
+    atomic_fetch_add(&ws->refs, 1);
     return ws;
 }
 
 /* On the writer thread, after the whole batch was made visible to readers:
- * record the outcome and wake the parked request. */
+ * record the outcome and wake the parked request, if it is still there. */
 static void on_write_done(void *cls, sqlcached_status_t st)
 {
-    http_request_t *req = cls;
-    write_state_t *ws = req->ctx;
+    write_state_t *ws = cls;
     ws->st = st;
     atomic_store(&ws->done, 1);
-    http_resume(req);
+    pthread_mutex_lock(&ws->lock);
+    if (ws->req)
+        http_resume(ws->req);
+    pthread_mutex_unlock(&ws->lock);
+    write_state_release(ws);
 }
 
 /* After submitting (st: what the async call returned): park until the
- * commit, or answer at once with `reply` when nothing was queued, the
- * commit was quicker than the park, or the server is stopping. */
+ * writer's completion, or answer at once with `reply` when nothing was
+ * queued or the completion was quicker than the park. */
 static enum MHD_Result park_write(http_request_t *req, sqlcached_status_t st,
                                   http_handler_fn reply)
 {
     write_state_t *ws = req->ctx;
     if (st != SQLCACHED_OK) {
+        write_state_release(ws); /* the queued write's reference: nothing was queued */
         ws->st = st;
         atomic_store(&ws->done, 1);
         return reply(req);
     }
+    req->park_past_stop = true;
     if (http_suspend(req))
         return MHD_YES;
     return reply(req);
 }
 
-/* The state of a finished write, or NULL after answering 503. A request
- * resumed because the server is stopping may get here before its write is
- * done: the write is still queued and the writer (which drains before the
- * store closes) finishes it shortly, so wait (bounded) for that rather
- * than answer without knowing the outcome. */
+/* The state of a finished write, or NULL when the writer has not decided
+ * yet: only when http_stop gave up waiting (see above); the connection is
+ * then to be closed without an answer (return MHD_NO). */
 static write_state_t *write_finished(http_request_t *req)
 {
     write_state_t *ws = req->ctx;
-    for (int i = 0; i < 300000 && !atomic_load(&ws->done); i++)
-        usleep(100);
-    if (!atomic_load(&ws->done)) {
-        http_reply_problem(req, "unavailable", "the write did not finish in time");
-        return NULL;
-    }
-    return ws;
+    if (atomic_load(&ws->done))
+        return ws;
+    log_warn("http", "%s of a key still undecided at the stop deadline: connection closed "
+             "without an answer", req->method);
+    return NULL;
 }
 
 static enum MHD_Result reply_precondition_failed(http_request_t *req)
@@ -269,7 +334,7 @@ static enum MHD_Result put_reply(http_request_t *req)
 {
     write_state_t *ws = write_finished(req);
     if (!ws)
-        return MHD_YES;
+        return MHD_NO;
     sqlcached_status_t st = ws->st;
     const http_param_t *key = &req->params[0];
     if (st == SQLCACHED_PRECONDITION_FAILED)
@@ -293,19 +358,22 @@ enum MHD_Result api_kv_put(http_request_t *req)
         return put_reply(req);
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
-    write_state_t *ws = write_state_new(req);
+    const char *ct = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct && !ct[0])
+        ct = NULL; /* empty: the default, as when absent */
+    write_state_t *ws = write_state_new(req, ct);
     if (!ws)
         return MHD_YES;
     if (!put_ttl(req, &ws->o.ttl_ms) || !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
         return MHD_YES;
-    ws->o.content_type = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (ws->o.content_type && !ws->o.content_type[0])
-        ws->o.content_type = NULL; /* empty: the default, as when absent */
-    const http_param_t *key = &req->params[0];
+    ws->body = req->body; /* taken over: the queued write may outlive the request */
+    ws->body_len = req->body_len;
+    req->body = NULL;
+    req->body_len = req->body_cap = 0;
     return park_write(req,
-                      sqlcached_kv_put_async(req->db, key->data, key->len, req->body,
-                                             req->body_len, &ws->o, &ws->res, on_write_done,
-                                             req),
+                      sqlcached_kv_put_async(req->db, ws->bytes, ws->klen, ws->body,
+                                             ws->body_len, &ws->o, &ws->res, on_write_done,
+                                             write_state_hold(ws)),
                       put_reply);
 }
 
@@ -317,7 +385,7 @@ static enum MHD_Result delete_reply(http_request_t *req)
 {
     write_state_t *ws = write_finished(req);
     if (!ws)
-        return MHD_YES;
+        return MHD_NO;
     if (ws->st == SQLCACHED_NOT_FOUND)
         return http_reply_problem(req, "not_found", "no such key");
     if (ws->st == SQLCACHED_PRECONDITION_FAILED)
@@ -333,13 +401,12 @@ enum MHD_Result api_kv_delete(http_request_t *req)
         return delete_reply(req);
     if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
-    write_state_t *ws = write_state_new(req);
+    write_state_t *ws = write_state_new(req, NULL);
     if (!ws || !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
         return MHD_YES;
-    const http_param_t *key = &req->params[0];
     return park_write(req,
-                      sqlcached_kv_delete_async(req->db, key->data, key->len, &ws->o.pre,
-                                                on_write_done, req),
+                      sqlcached_kv_delete_async(req->db, ws->bytes, ws->klen, &ws->o.pre,
+                                                on_write_done, write_state_hold(ws)),
                       delete_reply);
 }
 
@@ -351,7 +418,7 @@ static enum MHD_Result incr_reply(http_request_t *req)
 {
     write_state_t *ws = write_finished(req);
     if (!ws)
-        return MHD_YES;
+        return MHD_NO;
     if (ws->st == SQLCACHED_NOT_INTEGER)
         return http_reply_problem(req, "not_integer",
                                   "the value is not a base-10 64-bit integer, or would overflow");
@@ -376,13 +443,12 @@ enum MHD_Result api_kv_incr(http_request_t *req)
     json_decref(body);
     if (!ok)
         return MHD_YES;
-    write_state_t *ws = write_state_new(req);
+    write_state_t *ws = write_state_new(req, NULL);
     if (!ws)
         return MHD_YES;
-    const http_param_t *key = &req->params[0];
     return park_write(req,
-                      sqlcached_kv_incr_async(req->db, key->data, key->len, n, &ws->value,
-                                              &ws->version, on_write_done, req),
+                      sqlcached_kv_incr_async(req->db, ws->bytes, ws->klen, n, &ws->value,
+                                              &ws->version, on_write_done, write_state_hold(ws)),
                       incr_reply);
 }
 

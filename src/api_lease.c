@@ -11,13 +11,25 @@
  * (http_suspend). The module calls on_wake() from the thread that decides
  * the outcome (a release, the timer at a deadline or an expiry), which
  * resumes the request; MHD then calls the handler again and it answers
- * from lease_wait_end(). The waiter is the request's ctx until then, so a
- * request that completes some other way still frees it.
+ * from lease_wait_end(). The waiter is in the request's ctx until then, so
+ * a request that completes some other way still frees it.
+ *
+ * A lease granted to a waiter whose client is gone goes back at once
+ * (lease_release_grant), never held until its ttl_ms with nobody to use
+ * it: when the request completes before the handler collected the grant,
+ * and when MHD reports that the 200 carrying it was not sent in full
+ * (ctx_undelivered: the connection failed, e.g. the client reset it while
+ * parked). A client that only half-closed still gets its answer (see the
+ * parking comment of http.c). What TCP cannot tell: a client that closed
+ * its socket (FIN) looks like a half-closed one until the answer is
+ * written, and that write succeeds; such a lease lives until its ttl_ms.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
 #include "lease.h"
+#include "log.h"
 
 typedef struct lease_body {
     const char *owner;
@@ -92,27 +104,65 @@ static enum MHD_Result reply_acquired(http_request_t *req, sqlcached_status_t st
  * POST /v1/leases/{name}/acquire   {"owner", "ttl_ms", "wait_ms"}
  * ------------------------------------------------------------------------ */
 
+/* A waiting acquire's state: req->ctx from the park until the request
+ * completes (freed by acquire_free). */
+typedef struct acquire_ctx {
+    sqlcached_t *db;
+    lease_waiter_t *waiter; /* until its outcome is collected */
+    bool granted;           /* `lease` was granted and answered */
+    sqlcached_lease_t lease;
+} acquire_ctx_t;
+
 static void on_wake(void *arg)
 {
     http_resume(arg);
 }
 
-static void end_wait(void *ctx)
+/* Give a lease granted to a client that will never use it back. */
+static void give_back(sqlcached_t *db, const sqlcached_lease_t *l)
 {
-    lease_wait_end(ctx, NULL);
+    sqlcached_status_t st = lease_release_grant(db, l);
+    if (st != SQLCACHED_OK && st != SQLCACHED_NOT_OWNER)
+        log_warn("lease", "a lease granted to a client that is gone was not given back: %s",
+                 sqlcached_status_name(st));
+}
+
+/* ctx_free: a waiter still here was never answered: a grant goes back. */
+static void acquire_free(void *ctx)
+{
+    acquire_ctx_t *a = ctx;
+    sqlcached_lease_t l;
+    if (a->waiter && lease_wait_end(a->waiter, &l) == SQLCACHED_OK)
+        give_back(a->db, &l);
+    free(a);
+}
+
+/* ctx_undelivered: the 200 granting the lease did not reach the client. */
+static void acquire_undelivered(void *ctx)
+{
+    acquire_ctx_t *a = ctx;
+    if (a->granted)
+        give_back(a->db, &a->lease);
+    a->granted = false;
 }
 
 /* The parked request was resumed (or could not park): answer. */
 static enum MHD_Result finish_wait(http_request_t *req)
 {
-    lease_waiter_t *w = req->ctx;
-    req->ctx = NULL;
-    req->ctx_free = NULL;
+    acquire_ctx_t *a = req->ctx;
     sqlcached_lease_t l;
-    sqlcached_status_t st = lease_wait_end(w, &l);
+    sqlcached_status_t st = lease_wait_end(a->waiter, &l);
+    a->waiter = NULL;
     if (st == SQLCACHED_LEASE_HELD && req->aborted)
         return http_reply_problem(req, "unavailable", "the server is stopping");
-    return reply_acquired(req, st, &l);
+    enum MHD_Result r = reply_acquired(req, st, &l);
+    if (st == SQLCACHED_OK && req->status == MHD_HTTP_OK) {
+        a->granted = true; /* until MHD reports the answer sent */
+        a->lease = l;
+    } else if (st == SQLCACHED_OK) {
+        give_back(req->db, &l); /* answered with an error (out of memory) */
+    }
+    return r;
 }
 
 enum MHD_Result api_lease_acquire(http_request_t *req)
@@ -124,6 +174,11 @@ enum MHD_Result api_lease_acquire(http_request_t *req)
     json_t *body = parse(req, allowed, &b);
     if (!body)
         return MHD_YES;
+    acquire_ctx_t *a = b.wait_ms > 0 ? calloc(1, sizeof *a) : NULL;
+    if (b.wait_ms > 0 && !a) {
+        json_decref(body);
+        return http_reply_problem(req, "unavailable", "out of memory");
+    }
     const http_param_t *name = &req->params[0];
     sqlcached_lease_t l;
     lease_waiter_t *w = NULL;
@@ -132,12 +187,16 @@ enum MHD_Result api_lease_acquire(http_request_t *req)
                                                 req, &l, &w);
     json_decref(body);
     if (st == SQLCACHED_OK && w) {
-        req->ctx = w;
-        req->ctx_free = end_wait;
+        a->db = req->db;
+        a->waiter = w;
+        req->ctx = a;
+        req->ctx_free = acquire_free;
+        req->ctx_undelivered = acquire_undelivered;
         if (http_suspend(req))
             return MHD_YES;
         return finish_wait(req);
     }
+    free(a);
     return reply_acquired(req, st, &l);
 }
 

@@ -22,6 +22,7 @@
 #include "log.h"
 
 #define MAX_BODY_LIMIT ((size_t)1 << 30)
+#define SQLITE_CACHE_MAX ((size_t)1 << 40)
 
 /* The CPUs this process may run on (its affinity mask, as set by taskset
  * or a container's cpuset), which is what the worker pool should match:
@@ -53,6 +54,8 @@ void config_defaults(config_t *cfg)
     cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
     cfg->seckill_retries = 3;
     cfg->busy_timeout_ms = 5000;
+    cfg->sqlite_cache = 64u << 20;
+    cfg->shutdown_timeout_ms = 10000;
 }
 
 const char *config_usage(void)
@@ -70,6 +73,8 @@ const char *config_usage(void)
            "  --max-connections N    concurrent connections (default 10000)\n"
            "  --timeout SECONDS      idle connection timeout (default 60)\n"
            "  --cache-memory BYTES   memory tier limit, e.g. 256MB (default 64MiB; 0 = off)\n"
+           "  --sqlite-cache BYTES   SQLite page cache of the writer (default 64MiB); each\n"
+           "                         reader connection gets at most 2000KiB of it\n"
            "  --policy NAME          eviction: allkeys-lfu (default), allkeys-lru,\n"
            "                         volatile-lru, volatile-lfu, allkeys-random,\n"
            "                         volatile-random, volatile-ttl, noeviction\n"
@@ -81,6 +86,8 @@ const char *config_usage(void)
            "  --seckill-retries N    version strategy: retries per order (default 3)\n"
            "  --busy-timeout MS      wait this long for a database lock held by another\n"
            "                         process before answering 503 (default 5000)\n"
+           "  --shutdown-timeout MS  on SIGTERM, how long requests in flight get; writes\n"
+           "                         not committed by then get 503 (default 10000)\n"
            "  --log-level LEVEL      error, warn, info (default) or debug\n"
            "  --access-log PATH      log one line per request (- = stderr)\n"
            "  --backup-dir DIR       allow POST /v1/admin/backup into DIR\n"
@@ -187,6 +194,8 @@ enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABI
        OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT, OPT_ACCESS_LOG, OPT_BACKUP_DIR, OPT_ADMIN,
        OPT_CONFIG, OPT_RESTORE, OPT_CACHE_MEMORY, OPT_POLICY, OPT_NEGATIVE_TTL,
        OPT_TTL_JITTER, OPT_SECKILL_STRATEGY, OPT_SECKILL_RETRIES, OPT_BUSY_TIMEOUT,
+       OPT_SQLITE_CACHE,
+       OPT_SHUTDOWN_TIMEOUT,
        /* testing-only flags from here on: hidden, and refused in a config file */
        OPT_TESTING_FIRST, OPT_TESTING_MAX_PAGES = OPT_TESTING_FIRST,
        OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY };
@@ -207,12 +216,14 @@ static const struct option long_options[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
     {"restore", required_argument, NULL, OPT_RESTORE},
     {"cache-memory", required_argument, NULL, OPT_CACHE_MEMORY},
+    {"sqlite-cache", required_argument, NULL, OPT_SQLITE_CACHE},
     {"policy", required_argument, NULL, OPT_POLICY},
     {"negative-ttl", required_argument, NULL, OPT_NEGATIVE_TTL},
     {"ttl-jitter", required_argument, NULL, OPT_TTL_JITTER},
     {"seckill-strategy", required_argument, NULL, OPT_SECKILL_STRATEGY},
     {"seckill-retries", required_argument, NULL, OPT_SECKILL_RETRIES},
     {"busy-timeout", required_argument, NULL, OPT_BUSY_TIMEOUT},
+    {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
     {"testing-max-pages", required_argument, NULL, OPT_TESTING_MAX_PAGES},
     {"testing-disable-fill-guard", no_argument, NULL, OPT_TESTING_NO_FILL_GUARD},
     {"testing-fill-delay-us", required_argument, NULL, OPT_TESTING_FILL_DELAY},
@@ -300,6 +311,12 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
             return snprintf(err, errlen, "--cache-memory: expected a size like 64MB, got '%s'",
                             arg), -1;
         return 0;
+    case OPT_SQLITE_CACHE: /* SQLite's cache_size counts KiB in an int */
+        if (config_parse_size(arg, &size) != 0 || size > SQLITE_CACHE_MAX)
+            return snprintf(err, errlen, "--sqlite-cache: expected a size from 0 to 1T, got '%s'",
+                            arg), -1;
+        cfg->sqlite_cache = size;
+        return 0;
     case OPT_POLICY:
         if (cache_policy_from_name(arg) == CACHE_POLICY_INVALID)
             return snprintf(err, errlen, "--policy: unknown eviction policy '%s'", arg), -1;
@@ -320,6 +337,11 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         if (config_parse_uint(arg, 1, 600000, &cfg->busy_timeout_ms) != 0)
             return snprintf(err, errlen, "--busy-timeout: expected 1 to 600000 ms, got '%s'",
                             arg), -1;
+        return 0;
+    case OPT_SHUTDOWN_TIMEOUT:
+        if (config_parse_uint(arg, 1, 600000, &cfg->shutdown_timeout_ms) != 0)
+            return snprintf(err, errlen,
+                            "--shutdown-timeout: expected 1 to 600000 ms, got '%s'", arg), -1;
         return 0;
     case OPT_TESTING_MAX_PAGES:
         if (config_parse_uint(arg, 1, 2147483647u, &cfg->testing_max_pages) != 0)
@@ -540,14 +562,20 @@ json_t *config_json(const config_t *cfg)
                      "admin_token", cfg->admin_token ? json_string("***") : json_null(),
                      "config", opt_string(cfg->config_path));
     if (doc && json_object_update_new(
-                   doc, json_pack("{s:I, s:s, s:I, s:i, s:s, s:i, s:i}", "cache_memory",
+                   doc, json_pack("{s:I, s:s, s:I, s:i, s:s, s:i, s:i, s:i}", "cache_memory",
                                   (json_int_t)cfg->cache_memory, "policy", cfg->policy,
                                   "negative_ttl", (json_int_t)(cfg->negative_ttl_ms / 1000),
                                   "ttl_jitter", (int)cfg->ttl_jitter, "seckill_strategy",
                                   cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version"
                                                                                      : "stock",
                                   "seckill_retries", (int)cfg->seckill_retries, "busy_timeout",
-                                  (int)cfg->busy_timeout_ms)) != 0) {
+                                  (int)cfg->busy_timeout_ms, "shutdown_timeout",
+                                  (int)cfg->shutdown_timeout_ms)) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    if (doc && json_object_set_new(doc, "sqlite_cache",
+                                   json_integer((json_int_t)cfg->sqlite_cache)) != 0) {
         json_decref(doc);
         return NULL;
     }

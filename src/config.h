@@ -30,10 +30,12 @@ typedef struct config {
     const char *admin_token;  /* --admin-token, NULL = /v1/admin uses auth_token */
     const char *restore_from; /* --restore FILE: restore into --db and exit */
     size_t cache_memory;      /* --cache-memory, 0 = no memory tier */
+    size_t sqlite_cache;      /* --sqlite-cache: the writer's page cache, bytes */
     const char *policy;       /* --policy, Redis eviction policy name */
     int64_t negative_ttl_ms;  /* --negative-ttl seconds, in ms */
     unsigned ttl_jitter;      /* --ttl-jitter percent */
     unsigned busy_timeout_ms; /* --busy-timeout: wait for a lock held elsewhere */
+    unsigned shutdown_timeout_ms; /* --shutdown-timeout: how long a stop waits */
     /* Testing only (hidden flags, not in --help, refused in a config file):
      * see "Testing-only flags" in docs/operations.md. */
     unsigned testing_max_pages;          /* --testing-max-pages N */

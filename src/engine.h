@@ -23,6 +23,7 @@
 struct sqlcached {
     sqlcached_options_t opts;
     char *path; /* owned copy of opts.path */
+    int lock_fd; /* holds the database's lock (dblock.h); -1 = none */
     store_t *store;
     cache_t *cache;     /* NULL when cache_memory is 0 */
     cache_t *item_cache; /* flash-sale items; NULL when cache_memory is 0 */

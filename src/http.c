@@ -2,7 +2,12 @@
  * http.c - libmicrohttpd daemon, routing, request bodies, auth and replies.
  *
  * Request life cycle (MHD calls on_request several times per request):
- *   1st call: allocate the http_request_t (freed in on_completed), check the
+ *   on_uri:   allocate the http_request_t when MHD has read the request
+ *             line; freed in on_completed, or when the connection closes if
+ *             MHD dropped the request without completing it (the
+ *             connection's conn_slot_t, see on_connection).
+ *   1st call: refuse a head that is not valid HTTP/1.1 framing (400/501,
+ *             closing: bad_head, http_framing.c), check the
  *             bearer token for /v1/..., resolve the route (404, or 405 with
  *             Allow), reject a declared Content-Length above max_body (413).
  *             Rejections are answered before any body is read.
@@ -24,13 +29,21 @@
  * requests are on the server's `parked` list under `park_lock`; MHD must
  * never see a resume for a connection it has not suspended (undefined
  * behaviour), hence the wake_pending flag for a wake that comes first.
+ * MHD_suspend_connection() is called one event-loop turn after the
+ * handler asked to park (see "Parking" below): a client that half-closes
+ * its connection after the request (shutdown(SHUT_WR), as nc -N does)
+ * would otherwise lose its answer.
  *
  * Shutdown: http_stop() sets `draining` (every new request is answered 503
  * `unavailable`, and every reply from then on closes its connection),
  * resumes every parked request with req->aborted set (its handler answers
- * 503 at once) and refuses new parking, waits (bounded) for the requests
- * in flight to complete, then stops MHD (which must not hold suspended
- * connections). Not MHD_quiesce_daemon(): with epoll worker threads it
+ * 503 at once) and refuses new parking, except for requests marked
+ * park_past_stop (queued writes, whose outcome the writer decides by the
+ * stop deadline: main.c bounds the store with the same timeout), waits
+ * for the requests in flight to complete until shutdown_timeout_ms +
+ * HTTP_STOP_GRACE_MS (CLOCK_MONOTONIC), resumes whatever is still parked,
+ * then stops MHD (which must not hold suspended connections).
+ * Not MHD_quiesce_daemon(): with epoll worker threads it
  * races with their event loops, which remove the listen socket from their
  * epoll sets too, and the loser of the race aborts the process (libmicrohttpd
  * 0.9.75, "Failed to remove listen FD from epoll set"; seen in CI).
@@ -51,11 +64,12 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "http_framing.h"
 #include "log.h"
 #include "metrics.h"
 #include "utf8.h"
 
-#define DRAIN_WAIT_MS 10000
+#define DRAIN_WAIT_MS 10000 /* shutdown_timeout_ms when not set */
 
 /* Per-connection memory for the request line and headers (and the read
  * buffer): a request whose head does not fit gets 431 (or 414 for the URL)
@@ -136,6 +150,7 @@ static const problem_t problems[] = {
     {"lease_held", 409, "Lease held"},
     {"not_owner", 409, "Not the lease owner"},
     {"storage_full", 507, "Storage full"},
+    {"not_implemented", 501, "Not implemented"},
     {"unavailable", 503, "Service unavailable, retry later"},
     {"internal", 500, "Internal error"},
 };
@@ -334,6 +349,13 @@ enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, co
 {
     if (st == SQLCACHED_INTERNAL)
         log_error("http", "%s %s: internal error", req->method, req->route ? req->route->name : "?");
+    sqlcached_health_t h; /* a storage failure says which */
+    if (st == SQLCACHED_UNAVAILABLE || st == SQLCACHED_STORAGE_FULL || st == SQLCACHED_INTERNAL)
+        sqlcached_health(req->db, &h);
+    else
+        h.writable = 1;
+    if (!h.writable)
+        return http_reply_problem(req, sqlcached_status_name(st), "%s: %s", detail, h.reason);
     return http_reply_problem(req, sqlcached_status_name(st), "%s", detail);
 }
 
@@ -707,6 +729,37 @@ static const char *allow_header(const http_request_t *req)
 
 /* ------------------------------------------------------------------------
  * Parking: suspend and resume (see the file comment)
+ *
+ * Why the suspend waits one turn (libmicrohttpd 0.9.75, epoll, read in
+ * connection.c and daemon.c). While a connection is suspended MHD does not
+ * update its event_loop_info (MHD_connection_update_event_loop_info
+ * returns early), so it keeps the value it had before the handler ran:
+ * READ, the request's last bytes having just been read. On resume,
+ * resume_suspended_connections() puts the connection on the ready list as
+ * readable and writable, and MHD_epoll() then handles it either
+ *   - through the timeout sweep, which calls MHD_connection_handle_idle()
+ *     on the tail of the timeout list, i.e. only when the connection is
+ *     alone among its worker's active ones: the handler answers first; or
+ *   - through call_handlers(), which with event_loop_info READ calls
+ *     MHD_connection_handle_read() before anything else. If the client's
+ *     FIN has arrived (at any time before this point: a suspended
+ *     connection is out of the epoll set and nothing is read), recv()
+ *     returns 0 and, the request being complete (state
+ *     FULL_REQ_RECEIVED), MHD closes the connection with
+ *     MHD_REQUEST_TERMINATED_WITH_ERROR without calling the handler again.
+ * So a half-closed client lost its answer whenever other connections were
+ * active on the same worker (load, concurrent clients), after the write
+ * had been committed or the lease granted.
+ *
+ * The remedy: when a handler asks to park, nothing is suspended yet and
+ * the final call returns with no response. MHD then leaves the connection
+ * in FULL_REQ_RECEIVED with event_loop_info BLOCK (waiting for the
+ * application), which it never reads in, keeps it on the ready list and
+ * calls the handler again on its next turn, at once; on_request() suspends
+ * then (unless the wake came
+ * meanwhile), so the connection is suspended and resumed in BLOCK: after
+ * the resume MHD calls the handler, which answers, and reads only once the
+ * answer is sent. The cost is one more loop turn per parked request.
  * ------------------------------------------------------------------------ */
 
 static void park_unlink(http_server_t *srv, http_request_t *req)
@@ -720,14 +773,16 @@ static void park_unlink(http_server_t *srv, http_request_t *req)
     req->park_prev = req->park_next = NULL;
 }
 
-bool http_suspend(http_request_t *req)
+/* Under park_lock: park now, unless a wake came first or the server is
+ * stopping (then req->aborted is set). Returns whether it parked. */
+static bool park_locked(http_server_t *srv, http_request_t *req, bool suspend)
 {
-    http_server_t *srv = req->srv;
-    pthread_mutex_lock(&srv->park_lock);
-    bool park = !req->wake_pending && !srv->stopping;
+    bool refused = srv->stopping && !req->park_past_stop;
+    bool park = !req->wake_pending && !refused;
     req->wake_pending = false;
-    req->aborted = srv->stopping;
-    if (park) {
+    req->aborted = refused;
+    req->park_wanted = park && !suspend;
+    if (park && suspend) {
         MHD_suspend_connection(req->conn);
         req->suspended = true;
         req->park_prev = NULL;
@@ -736,8 +791,28 @@ bool http_suspend(http_request_t *req)
             srv->parked->park_prev = req;
         srv->parked = req;
     }
+    return park;
+}
+
+bool http_suspend(http_request_t *req)
+{
+    http_server_t *srv = req->srv;
+    pthread_mutex_lock(&srv->park_lock);
+    bool park = park_locked(srv, req, false); /* suspended on the next call */
     pthread_mutex_unlock(&srv->park_lock);
     return park;
+}
+
+/* MHD's call after a handler asked to park (see above): suspend now.
+ * False when the wake came meanwhile, or the server is stopping: then the
+ * handler runs again at once, as after a resume. */
+static bool park_now(http_request_t *req)
+{
+    http_server_t *srv = req->srv;
+    pthread_mutex_lock(&srv->park_lock);
+    bool parked = park_locked(srv, req, true);
+    pthread_mutex_unlock(&srv->park_lock);
+    return parked;
 }
 
 void http_resume(http_request_t *req)
@@ -754,13 +829,16 @@ void http_resume(http_request_t *req)
     pthread_mutex_unlock(&srv->park_lock);
 }
 
-/* Stop parking; wake every parked request with req->aborted set. */
-static void resume_all(http_server_t *srv)
+/* Stop parking; wake every parked request with req->aborted set (but
+ * those marked park_past_stop unless `all`). */
+static void resume_all(http_server_t *srv, bool all)
 {
     pthread_mutex_lock(&srv->park_lock);
     srv->stopping = true;
-    while (srv->parked) {
-        http_request_t *req = srv->parked;
+    for (http_request_t *req = srv->parked, *next; req; req = next) {
+        next = req->park_next;
+        if (req->park_past_stop && !all)
+            continue;
         req->aborted = true;
         req->suspended = false;
         park_unlink(srv, req);
@@ -817,33 +895,93 @@ static bool target_has_nul(const http_request_t *req, const char *url, const cha
     return req->target_len + 1 < v - u;
 }
 
-typedef struct framing {
-    int content_length;
-    int transfer_encoding;
-} framing_t;
+/* Where MHD left the request head in its buffer: the request line starts at
+ * `method` (the space after it overwritten with a NUL) and the whole head
+ * is header_size bytes from there. */
+typedef struct head_span {
+    uintptr_t start, end; /* end = 0: not known, no layout verdict */
+} head_span_t;
 
-static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+typedef struct head_check {
+    http_framing_t framing;
+    head_span_t span;
+    bool folded;
+} head_check_t;
+
+/* MHD 0.9.75 keeps a field's name and value in the received head: the name
+ * where its line starts, the colon overwritten with a NUL, then optional
+ * whitespace and the value. An obs-fold continuation line is instead
+ * appended to the *name*, which MHD copies out of the head to a new block
+ * of its pool (connection.c, process_broken_line: `last` is the name), so
+ * a folded field is one whose name is not in place. Later versions of MHD
+ * parse folding differently: the check applies up to 0.9.75 only. */
+static bool field_in_place(const head_span_t *h, const char *name, size_t name_len,
+                           const char *value)
+{
+    uintptr_t n = (uintptr_t)name, v = (uintptr_t)value;
+    if (h->end == 0)
+        return true; /* no verdict */
+    if (n < h->start || v <= n + name_len || v >= h->end || name[name_len] != '\0')
+        return false;
+    for (const char *p = name + name_len + 1; p < value; p++)
+        if (*p != ' ' && *p != '\t')
+            return false;
+    return true;
+}
+
+static enum MHD_Result check_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
 {
     (void)kind;
-    (void)value;
-    framing_t *f = cls;
-    f->content_length += strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0;
-    f->transfer_encoding += strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0;
+    head_check_t *c = cls;
+    if (!field_in_place(&c->span, key, key_size, value))
+        c->folded = true;
+    http_framing_field(&c->framing, key, key_size, value ? value : "", value ? value_size : 0);
     return MHD_YES;
 }
 
-/* Two Content-Lengths, or Content-Length with Transfer-Encoding: the body's
- * end is ambiguous (a proxy in front may see another request boundary than
- * we do: request smuggling). Returns the detail for the 400, or NULL. */
-static const char *bad_head(const http_request_t *req)
+/* True if the running libmicrohttpd lays the head out as field_in_place
+ * expects (0.9.75 and earlier). */
+static bool mhd_layout_known(void)
 {
-    framing_t f = {0, 0};
-    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
-    if (f.content_length > 1 || f.transfer_encoding > 1 ||
-        (f.content_length && f.transfer_encoding))
-        return "conflicting Content-Length or Transfer-Encoding";
-    return NULL;
+    unsigned a = 0, b = 0, c = 0;
+    const char *v = MHD_get_version();
+    if (!v || sscanf(v, "%u.%u.%u", &a, &b, &c) != 3)
+        return false;
+    return a == 0 && (b < 9 || (b == 9 && c <= 75));
+}
+
+static head_span_t head_span(const http_request_t *req)
+{
+    head_span_t h = {0, 0};
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (ci && req->method && ci->header_size > 0 && ci->header_size <= HTTP_HEADER_MEMORY &&
+        mhd_layout_known()) {
+        h.start = (uintptr_t)req->method;
+        h.end = h.start + ci->header_size;
+    }
+    return h;
+}
+
+/* Is the head valid HTTP/1.1 framing (see http_framing.h)? Two
+ * Content-Lengths, Content-Length with Transfer-Encoding, a field name that
+ * is not a token ("Content-Length : 5"), a folded line, two Hosts: a proxy
+ * in front may see another request boundary than we do (request
+ * smuggling). Returns the detail for the answer (400, or 501 when *code is
+ * set to "not_implemented"), or NULL. */
+static const char *bad_head(const http_request_t *req, const char *version, const char **code)
+{
+    head_check_t c = {.span = head_span(req), .folded = false};
+    http_framing_init(&c.framing, strcmp(version, MHD_HTTP_VERSION_1_0) == 0);
+    MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, check_field, &c);
+    if (c.folded)
+        return "a header field line is folded (obsolete line folding)";
+    if (http_framing_finish(&c.framing) == HTTP_FRAMING_OK)
+        return NULL;
+    if (c.framing.verdict == HTTP_FRAMING_UNSUPPORTED)
+        *code = "not_implemented";
+    return c.framing.detail;
 }
 
 /* First call for a request: checks that need no body. Returns MHD_YES with
@@ -851,11 +989,13 @@ static const char *bad_head(const http_request_t *req)
 static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, const char *url,
                                      const char *version)
 {
+    const char *code = "invalid_argument";
     const char *bad = target_has_nul(req, url, version) ? "NUL byte in the request target"
-                                                        : bad_head(req);
+                      : req->target_problem             ? req->target_problem
+                                                        : bad_head(req, version, &code);
     if (bad) {
         req->close_after = true;
-        return http_reply_problem(req, "invalid_argument", "%s", bad);
+        return http_reply_problem(req, code, "%s", bad);
     }
     int routed = route_request(req, url); /* first, so metrics know the route */
     if (atomic_load_explicit(&srv->draining, memory_order_acquire)) {
@@ -909,6 +1049,45 @@ static bool append_body(http_server_t *srv, http_request_t *req, const char *dat
     return true;
 }
 
+/* Per connection (MHD's socket context, from MHD_OPTION_NOTIFY_CONNECTION):
+ * the request of the connection that MHD has not reported complete yet.
+ * MHD 0.9.75 does not report every request it has begun: when it gives up
+ * on a request head itself, some paths set the connection's state to
+ * CLOSED directly instead of calling MHD_connection_close_(), the only
+ * place (with the keep-alive reset) that calls the completion callback.
+ * The one a client can trigger at will: a query string with more
+ * arguments than the connection's memory holds (~500). The arguments
+ * are parsed after the URI log callback (on_uri) made the request;
+ * connection_add_header() queues a 431 (transmit_error_response_len), but
+ * parse_initial_message_line() returns MHD_YES and
+ * MHD_connection_handle_idle() overwrites the state with URL_RECEIVED; the
+ * next attempt to grow the (released) read buffer fails and calls
+ * transmit_error_response_len() again, which, finding stop_with_error
+ * set, sets state = MHD_CONNECTION_CLOSED (connection.c:2281-2286): no
+ * answer, no completion. The connection is still cleaned up, and that
+ * always reports MHD_CONNECTION_NOTIFY_CLOSED: the request is freed there. */
+typedef struct conn_slot {
+    http_request_t *req;
+} conn_slot_t;
+
+static conn_slot_t *connection_slot(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* A request record for conn, registered in its slot (freed by
+ * release_request); NULL when out of memory (or the slot is missing). */
+static http_request_t *new_request(struct MHD_Connection *conn)
+{
+    conn_slot_t *slot = connection_slot(conn);
+    http_request_t *req = slot ? calloc(1, sizeof *req) : NULL;
+    if (req)
+        slot->req = req;
+    return req;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -917,7 +1096,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     http_server_t *srv = cls;
     http_request_t *req = *con_cls;
     if (!req || !req->started) {
-        if (!req && !(req = calloc(1, sizeof *req)))
+        if (!req && !(req = new_request(conn)))
             return MHD_NO;
         *con_cls = req;
         req->started = true;
@@ -943,6 +1122,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (req->body_too_large)
         return http_reply_problem(req, "payload_too_large", "the body is over %zu bytes",
                                   srv->cfg.max_body);
+    if (req->park_wanted && park_now(req))
+        return MHD_YES;
     return req->route->handler(req);
 }
 
@@ -972,17 +1153,18 @@ static void log_access(http_server_t *srv, const http_request_t *req, struct MHD
     pthread_mutex_unlock(&srv->log_lock);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+/* End of a request, whether MHD reported it complete or dropped it: log,
+ * count and free everything it owns. `delivered`: MHD reported it
+ * complete (MHD_REQUEST_TERMINATED_COMPLETED_OK), so the client got the
+ * reply. */
+static void release_request(http_server_t *srv, struct MHD_Connection *conn, http_request_t *req,
+                            bool delivered)
 {
-    (void)toe;
-    http_server_t *srv = cls;
-    http_request_t *req = *con_cls;
-    if (!req)
-        return;
+    conn_slot_t *slot = connection_slot(conn);
+    if (slot && slot->req == req)
+        slot->req = NULL;
     if (!req->started) { /* created by on_uri, ended before on_request */
         free(req);
-        *con_cls = NULL;
         return;
     }
     if (req->replied)
@@ -991,27 +1173,59 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (srv->access_log)
         log_access(srv, req, conn);
     free(req->url);
+    if (req->ctx && req->ctx_undelivered && !delivered)
+        req->ctx_undelivered(req->ctx); /* the client did not get the reply */
     if (req->ctx && req->ctx_free)
         req->ctx_free(req->ctx);
     free_params(req);
     free(req->body);
     free(req);
-    *con_cls = NULL;
     atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_request_t *req = *con_cls;
+    if (!req)
+        return;
+    *con_cls = NULL;
+    release_request(cls, conn, req, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+}
+
+/* Connection opened: its slot (NULL when out of memory: on_uri and
+ * on_request then refuse its requests). Closed: free a request MHD never
+ * completed, and the slot. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(conn_slot_t));
+        return;
+    }
+    conn_slot_t *slot = *socket_context;
+    if (slot && slot->req) {
+        log_debug("http", "freeing a request that libmicrohttpd dropped");
+        release_request(cls, conn, slot->req, false);
+    }
+    free(slot);
+    *socket_context = NULL;
 }
 
 /* MHD's URI log callback, called with the raw request target (query
  * included) before it is split: create the request here to note the
- * target's length up to its first NUL (see target_has_nul). Its result is
- * on_request's *con_cls; NULL lets on_request create the request. */
+ * target's length up to its first NUL (see target_has_nul) and whether it
+ * is visible ASCII (MHD keeps a target with a space in it: "GET /a b
+ * HTTP/1.1" is target "/a b"). Its result is on_request's *con_cls; NULL
+ * lets on_request create the request. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)cls;
-    (void)conn;
-    http_request_t *req = calloc(1, sizeof *req);
+    http_request_t *req = new_request(conn);
     if (req) {
-        req->target_len = strlen(uri);
-        req->target_known = true;
+        req->target_len = uri ? strlen(uri) : 0;
+        req->target_known = uri != NULL;
+        req->target_problem = uri ? http_framing_target(uri, req->target_len) : NULL;
     }
     return req;
 }
@@ -1090,12 +1304,16 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(cfg->connection_timeout_s ? cfg->connection_timeout_s : 60),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_HEADER_MEMORY,
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+        /* 0, not 1: at 1 MHD itself refuses a missing Host (400 with its
+         * header block sent twice, see bad_head) and closes on a space in
+         * the target without any status; bad_head checks both. */
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)0,
         MHD_OPTION_END);
     if (!srv->daemon) {
         snprintf(err, errlen, "cannot listen on %s:%u (address in use or not permitted)",
@@ -1126,12 +1344,16 @@ void http_stop(http_server_t *srv)
 {
     if (!srv)
         return;
+    unsigned timeout = srv->cfg.shutdown_timeout_ms ? srv->cfg.shutdown_timeout_ms : DRAIN_WAIT_MS;
+    int64_t deadline = mono_ns() + ((int64_t)timeout + HTTP_STOP_GRACE_MS) * 1000000;
     atomic_store_explicit(&srv->draining, true, memory_order_release);
-    resume_all(srv); /* parked requests are answered 503 now, not at their deadline */
-    for (int waited = 0; atomic_load(&srv->in_flight) > 0 && waited < DRAIN_WAIT_MS; waited += 10)
-        usleep(10000);
-    if (atomic_load(&srv->in_flight) > 0)
+    resume_all(srv, false); /* parked requests are answered 503 now, not at their deadline */
+    while (atomic_load(&srv->in_flight) > 0 && mono_ns() < deadline)
+        usleep(5000);
+    if (atomic_load(&srv->in_flight) > 0) {
         log_warn("http", "stopping with %d requests still in flight", atomic_load(&srv->in_flight));
+        resume_all(srv, true); /* MHD must not be stopped with suspended connections */
+    }
     MHD_stop_daemon(srv->daemon);
     metrics_destroy(srv->metrics);
     close_access_log(srv);

@@ -34,6 +34,8 @@ typedef struct http_config {
     const char *backup_dir;    /* NULL = backups disabled */
     const char *access_log;    /* path, "-" = stderr, NULL = off */
     const json_t *settings;    /* effective configuration, secrets masked */
+    unsigned shutdown_timeout_ms; /* http_stop: how long requests in flight get
+                                     (0 = 10 s) */
 } http_config_t;
 
 /* A decoded path parameter ({key}, {id}, ...). */
@@ -52,7 +54,8 @@ typedef struct http_request {
     const char *method;
     const struct http_route *route;
     http_param_t params[HTTP_MAX_PARAMS];
-    char *body;     /* request body (NUL-terminated), owned by the request */
+    char *body;     /* request body (NUL-terminated), owned by the request;
+                       a handler may take it over (then sets it NULL) */
     size_t body_len;
     size_t body_cap;
     bool body_too_large;
@@ -66,16 +69,25 @@ typedef struct http_request {
     http_server_t *srv;
     bool suspended;    /* parked: MHD_suspend_connection called, not resumed */
     bool wake_pending; /* http_resume came before http_suspend */
+    bool park_wanted;  /* http_suspend called; MHD suspends on its next call */
     bool aborted;      /* woken or refused because the server is stopping */
+    bool park_past_stop; /* set by the handler: stays parked when the server
+                            stops, its http_resume being bound to come by the
+                            stop deadline (a queued write: see api_kv.c) */
     struct http_request *park_prev, *park_next;
 
     /* A handler's state across calls of a parked request; ctx_free(ctx)
-     * runs when the request completes, if ctx is still set. */
+     * runs when the request completes, if ctx is still set. Before it,
+     * ctx_undelivered(ctx) (if set) runs when the request ends without its
+     * reply sent in full (the client is gone, the connection failed, the
+     * server stopped): MHD's termination code is not COMPLETED_OK. */
     void *ctx;
     void (*ctx_free)(void *ctx);
+    void (*ctx_undelivered)(void *ctx);
     bool started;     /* on_request has seen it (it may be created earlier) */
     bool target_known; /* target_len was taken from the raw request line */
     size_t target_len; /* request target up to the first NUL, query included */
+    const char *target_problem; /* static: why the target is refused, or NULL */
     bool close_after; /* the reply closes the connection (framing errors) */
 } http_request_t;
 
@@ -99,7 +111,10 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
 uint16_t http_port(const http_server_t *srv);
 
 /* Answer new requests 503 (closing their connections), let in-flight
- * requests finish (bounded wait), stop. */
+ * requests finish, stop. The wait ends shutdown_timeout_ms (CLOCK_MONOTONIC)
+ * plus HTTP_STOP_GRACE_MS after the call at the latest; a request parked
+ * then is resumed with req->aborted set (see http_suspend) or closed. */
+#define HTTP_STOP_GRACE_MS 1000
 void http_stop(http_server_t *srv);
 
 /* --- replies (each queues the response; returns MHD's result) --------- */
@@ -148,11 +163,16 @@ enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, jso
                                        const char *name, const char *value);
 /* --- parking a request without holding a worker thread --------------- */
 
-/* Park the request (MHD_suspend_connection): the handler then returns
- * MHD_YES without a reply, and MHD calls it again once someone calls
- * http_resume(). Returns false when the request must be answered now
+/* Park the request (MHD_suspend_connection, on MHD's next call: see
+ * http.c): the handler then returns MHD_YES without a reply, and MHD calls
+ * it again once someone calls http_resume(). Returns false when the
+ * request must be answered now
  * instead: http_resume() already came (a wake that raced the park), or the
- * server is stopping (req->aborted is then set). Call from the handler. */
+ * server is stopping (req->aborted is then set) and req->park_past_stop is
+ * not set. A request parked without park_past_stop is woken with
+ * req->aborted set as soon as the server begins to stop; with it, only if
+ * it is still parked at the end of http_stop's wait. Call from the
+ * handler. */
 bool http_suspend(http_request_t *req);
 
 /* Wake a request parked by http_suspend(), or about to be. Any thread;

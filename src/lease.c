@@ -42,6 +42,10 @@
  * its owner sleeps: an in-process acquirer until DONE, lease_wait_end()
  * while GRANTING or while the wake callback runs.
  *
+ * A grant whose caller is gone (the daemon could not deliver the answer)
+ * is given back by lease_release_grant(): a release of that one holding
+ * (name, owner and token), which hands the lease on like any release.
+ *
  * Ownership: a waiter is allocated by lease_acquire_start() and freed by
  * lease_wait_end() (or by lease_acquire_start() itself when not queued).
  * An entry lives while its queue is not empty.
@@ -481,7 +485,7 @@ static sqlcached_status_t try_reenter(store_conn_t *w, acquire_job_t *j, bool *d
 {
     sqlcached_status_t st =
         storage_lease_change(w, STORAGE_LEASE_REENTER, j->name, j->name_len, j->owner,
-                             j->owner_len, j->now, j->now + j->ttl_ms, &j->lease);
+                             j->owner_len, j->now, j->now + j->ttl_ms, 0, &j->lease);
     *done = st == SQLCACHED_OK;
     if (st == SQLCACHED_NOT_FOUND)
         return SQLCACHED_OK;
@@ -689,17 +693,19 @@ typedef struct owner_job {
     const char *name, *owner;
     size_t name_len, owner_len;
     int64_t ttl_ms, now;
+    int64_t token; /* release: only this holding (0: any) */
     sqlcached_lease_t lease;
     lease_waiter_t *grants;
 } owner_job_t;
 
-/* Apply an owner-guarded change to the job's lease. *hit when it matched. */
+/* Apply an owner-guarded change to the job's lease (to the holding with
+ * the job's token only, when it has one). *hit when it matched. */
 static sqlcached_status_t run_conditional(store_conn_t *w, storage_lease_change_t change,
                                           owner_job_t *j, bool *hit)
 {
     sqlcached_status_t st = storage_lease_change(w, change, j->name, j->name_len, j->owner,
                                                  j->owner_len, j->now, j->now + j->ttl_ms,
-                                                 &j->lease);
+                                                 j->token, &j->lease);
     *hit = st == SQLCACHED_OK;
     return st == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : st;
 }
@@ -764,6 +770,17 @@ sqlcached_status_t sqlcached_lease_release(sqlcached_t *db, const char *name, si
                                            sqlcached_lease_t *out)
 {
     return owner_call(db, do_release, name, name_len, owner, owner_len, 0, out);
+}
+
+sqlcached_status_t lease_release_grant(sqlcached_t *db, const sqlcached_lease_t *l)
+{
+    owner_job_t job = {
+        .reg = db->leases, .name = l->name, .name_len = l->name_len, .owner = l->owner,
+        .owner_len = l->owner_len, .token = l->token, .now = engine_now(db),
+    };
+    sqlcached_status_t st = store_write(db->store, do_release, &job);
+    finish_grants(db->leases, job.grants, st);
+    return st;
 }
 
 /* ------------------------------------------------------------------------

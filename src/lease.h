@@ -73,4 +73,11 @@ sqlcached_status_t lease_acquire_start(sqlcached_t *db, const char *name, size_t
  * lease is free by now) or SQLCACHED_UNAVAILABLE. out may be NULL. */
 sqlcached_status_t lease_wait_end(lease_waiter_t *w, sqlcached_lease_t *out);
 
+/* Give back one acquisition of the holding l (a lease granted to a waiter
+ * whose caller is gone: name, owner and token as granted), handing the
+ * lease to the next waiter when it becomes free. Only that holding: once
+ * it has expired, or the lease changed hands, nothing happens
+ * (SQLCACHED_NOT_OWNER). */
+sqlcached_status_t lease_release_grant(sqlcached_t *db, const sqlcached_lease_t *l);
+
 #endif

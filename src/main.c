@@ -2,9 +2,12 @@
  * main.c - the sqlcached daemon: configuration, store, HTTP, signals.
  *
  * Wiring only. SIGTERM and SIGINT are blocked in every thread and taken by
- * sigwait() here, so the stop sequence runs in normal context: stop HTTP
- * (in-flight requests finish), then close the store (writer drained, WAL
- * checkpointed).
+ * sigwait() here, so the stop sequence runs in normal context: bound the
+ * store's writes by --shutdown-timeout (sqlcached_drain: a write not
+ * committed by then fails 503 and is never stored), stop HTTP (in-flight
+ * requests finish, parked writes get their true outcome, within the same
+ * timeout plus HTTP_STOP_GRACE_MS), then close the store (writer drained,
+ * WAL checkpointed).
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -35,6 +38,7 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     opts.path = cfg->db_path;
     opts.durability = cfg->durability;
     opts.cache_memory = cfg->cache_memory;
+    opts.sqlite_cache = cfg->sqlite_cache;
     opts.cache_policy = cfg->policy;
     opts.negative_ttl_ms = cfg->negative_ttl_ms;
     opts.ttl_jitter_percent = cfg->ttl_jitter;
@@ -60,6 +64,7 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         .connection_timeout_s = cfg->connection_timeout_s,
         .admin_token = cfg->admin_token, .backup_dir = cfg->backup_dir,
         .access_log = cfg->access_log, .settings = settings,
+        .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
     };
     http_server_t *srv = http_start(&hc, db, err, sizeof err);
     if (!srv) {
@@ -78,7 +83,9 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
              cfg->auth_token ? ", auth required" : "");
     int sig = 0;
     sigwait(stop_signals, &sig);
-    log_info("main", "signal %d: stopping", sig);
+    log_info("main", "signal %d: stopping (at most %u ms for requests in flight)", sig,
+             cfg->shutdown_timeout_ms);
+    sqlcached_drain(db, cfg->shutdown_timeout_ms);
     http_stop(srv);
     json_decref(settings);
     sqlcached_close(db);
@@ -185,6 +192,7 @@ static int run(const config_t *cfg)
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL); /* inherited by every thread */
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a file size limit fails the write (503), not the process */
     tune_malloc();
     prefer_throughput_scheduling();
     return serve(cfg, &stop_signals);

@@ -9,7 +9,10 @@
  * deletes have left too many stale bits in it. Its first job is the initial
  * build of the bloom filter from SQLite, so that opening a large store does
  * not wait for a scan of every key: until that build is done the filter is
- * fed by writes but not consulted. The purge also sweeps expired leases
+ * fed by writes but not consulted. Opening takes the database's exclusive lock first
+ * (dblock.h) and closing releases it last, so two stores never share one
+ * file: their memory tiers, bloom filters and sold-out flags would each
+ * miss the other's writes. The purge also sweeps expired leases
  * (lease_sweep, in slices); the lease module runs its own timer thread for
  * waiters (lease.c), and this sweep is its backstop.
  */
@@ -24,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dblock.h"
 #include "lease.h"
 #include "log.h"
 
@@ -35,6 +39,7 @@
 #define BLOOM_FP_RATE 0.01
 #define BLOOM_STALE_REBUILD 0.25
 #define ITEM_TIER_MIN ((size_t)1 << 20)
+#define READER_CACHE_MAX ((size_t)2000 << 10) /* SQLite's default cache_size */
 
 static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_OK] = "ok",
@@ -72,6 +77,7 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->durability = SQLCACHED_DURABILITY_FULL;
     opts->busy_timeout_ms = 5000;
     opts->max_batch = 256;
+    opts->sqlite_cache = 64u << 20;
     opts->purge_interval_ms = 1000;
     opts->cache_memory = 64u << 20;
     opts->cache_policy = NULL;
@@ -111,14 +117,43 @@ static void purge_rows(sqlcached_t *db, int64_t now)
             break;
 }
 
+/* The maintenance thread's job that never waits: the database or its WAL
+ * removed or replaced under the store (store_check_files()). The first
+ * time, an empty write wakes the writer, which refuses it and checkpoints
+ * what its open WAL holds into its open database file. */
+static sqlcached_status_t wake_write(store_conn_t *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    return SQLCACHED_OK;
+}
+
+static void wake_done(void *cls, sqlcached_status_t status)
+{
+    (void)cls;
+    (void)status;
+}
+
+/* Returns true while writes are refused for good (nothing to purge). */
+static bool check_files(sqlcached_t *db)
+{
+    if (store_check_files(db->store) &&
+        store_write_async(db->store, wake_write, NULL, NULL, wake_done, NULL) != SQLCACHED_OK)
+        log_warn("store", "cannot wake the writer: it checkpoints at the next write");
+    sqlcached_health_t h;
+    store_health(db->store, &h);
+    return h.files_moved;
+}
+
 static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
 {
+    bool refusing = check_files(db);
     int64_t now = engine_now(db);
     if (db->cache)
         cache_expire_cycle(db->cache, now, EXPIRE_WORK_PER_TICK);
     if (db->item_cache)
         cache_expire_cycle(db->item_cache, now, EXPIRE_WORK_PER_TICK / 4);
-    if (db->opts.purge_interval_ms > 0 &&
+    if (db->opts.purge_interval_ms > 0 && !refusing &&
         (now - *last_purge >= db->opts.purge_interval_ms || now < *last_purge)) {
         purge_rows(db, now);
         *last_purge = now;
@@ -281,12 +316,23 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     }
     db->opts = *opts;
     db->opts.path = db->path;
+    db->lock_fd = -1;
+    sqlcached_status_t st = dblock_acquire(db->path, &db->lock_fd, err, errlen);
+    if (st != SQLCACHED_OK) {
+        sqlcached_close(db);
+        return st;
+    }
     store_config_t cfg = {
         .path = db->path,
         .durability = opts->durability,
         .busy_timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : 5000,
         .max_batch = opts->max_batch,
         .max_pages = opts->testing_max_pages,
+        /* 0 to the store means its default: 1 byte gives SQLite's minimum */
+        .writer_cache = opts->sqlite_cache ? opts->sqlite_cache : 1,
+        .reader_cache = opts->sqlite_cache == 0 ? 1
+                        : opts->sqlite_cache < READER_CACHE_MAX ? opts->sqlite_cache
+                                                                : READER_CACHE_MAX,
     };
     db->store = store_open(&cfg, err, errlen);
     if (db->store && open_memory_tier(db, err, errlen) == 0)
@@ -297,6 +343,11 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     }
     *out = db;
     return SQLCACHED_OK;
+}
+
+void sqlcached_drain(sqlcached_t *db, unsigned timeout_ms)
+{
+    store_drain(db->store, timeout_ms);
 }
 
 void sqlcached_close(sqlcached_t *db)
@@ -318,6 +369,7 @@ void sqlcached_close(sqlcached_t *db)
     cache_destroy(db->item_cache);
     bloom_destroy(db->bloom);
     seckill_destroy(db->seckill);
+    dblock_release(db->lock_fd); /* last: the file is closed */
     free(db->path);
     free(db);
 }
@@ -363,4 +415,9 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->write_transactions = st.write_transactions;
     out->writes_committed = st.writes_committed;
     out->write_errors = st.write_errors;
+}
+
+void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out)
+{
+    store_health(db->store, out);
 }

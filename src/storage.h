@@ -96,11 +96,13 @@ typedef struct storage_lease_ops {
     /* w. Insert or replace the row of l->name. */
     sqlcached_status_t (*put)(store_conn_t *w, const sqlcached_lease_t *l);
     /* w. Apply `change` to the lease of name if `owner` holds it live at
-     * `now` (and the change's own condition holds); the row after it into
-     * *out. NOT_FOUND when nothing matched. */
+     * `now` (and the change's own condition holds) and, when token > 0,
+     * under that fencing token; the row after it into *out. NOT_FOUND when
+     * nothing matched. expires_at: the new expiry of REENTER and RENEW. */
     sqlcached_status_t (*change)(store_conn_t *w, storage_lease_change_t change,
                                  const char *name, size_t n, const char *owner, size_t on,
-                                 int64_t now, int64_t expires_at, sqlcached_lease_t *out);
+                                 int64_t now, int64_t expires_at, int64_t token,
+                                 sqlcached_lease_t *out);
     /* w. Delete the row of name if it expired at `now`. */
     sqlcached_status_t (*delete_expired)(store_conn_t *w, const char *name, size_t n,
                                          int64_t now);
@@ -281,10 +283,10 @@ static inline sqlcached_status_t storage_lease_change(store_conn_t *w,
                                                       const char *name, size_t n,
                                                       const char *owner, size_t on,
                                                       int64_t now, int64_t expires_at,
-                                                      sqlcached_lease_t *out)
+                                                      int64_t token, sqlcached_lease_t *out)
 {
     return store_conn_backend(w)->lease->change(w, change, name, n, owner, on, now,
-                                                expires_at, out);
+                                                expires_at, token, out);
 }
 
 static inline sqlcached_status_t storage_lease_delete_expired(store_conn_t *w,

@@ -36,6 +36,15 @@ static const char SQL_RELEASE_ONE[] =
 static const char SQL_RELEASE_LAST[] =
     "DELETE FROM leases WHERE name = $1 AND owner = $2 AND expires_at > $3 AND count = 1 "
     "RETURNING owner, token, 0, expires_at";
+/* The releases again, for one holding only (its token): lease_release_grant(). */
+static const char SQL_RELEASE_ONE_TOKEN[] =
+    "UPDATE leases SET count = count - 1 "
+    "WHERE name = $1 AND owner = $2 AND expires_at > $3 AND token = $4 AND count > 1 "
+    "RETURNING owner, token, count, expires_at";
+static const char SQL_RELEASE_LAST_TOKEN[] =
+    "DELETE FROM leases "
+    "WHERE name = $1 AND owner = $2 AND expires_at > $3 AND token = $4 AND count = 1 "
+    "RETURNING owner, token, 0, expires_at";
 static const char SQL_DELETE_EXPIRED[] =
     "DELETE FROM leases WHERE name = $1 AND expires_at <= $2";
 static const char SQL_EXPIRED[] =
@@ -96,8 +105,9 @@ static sqlcached_status_t lease_put(store_conn_t *w, const sqlcached_lease_t *l)
 static sqlcached_status_t lease_change(store_conn_t *w, storage_lease_change_t change,
                                        const char *name, size_t n, const char *owner,
                                        size_t on, int64_t now, int64_t expires_at,
-                                       sqlcached_lease_t *out)
+                                       int64_t token, sqlcached_lease_t *out)
 {
+    bool by_token = token > 0;
     pg_params_t p;
     pg_params_init(&p);
     pg_params_bytes(&p, name, n);
@@ -105,6 +115,8 @@ static sqlcached_status_t lease_change(store_conn_t *w, storage_lease_change_t c
     pg_params_int64(&p, now);
     if (change == STORAGE_LEASE_REENTER || change == STORAGE_LEASE_RENEW)
         pg_params_int64(&p, expires_at);
+    else if (by_token)
+        pg_params_int64(&p, token);
     PGresult *r = NULL;
     sqlcached_status_t status = SQLCACHED_INTERNAL;
     switch (change) {
@@ -115,10 +127,10 @@ static sqlcached_status_t lease_change(store_conn_t *w, storage_lease_change_t c
         status = storage_pg_run(w, SQL_RENEW, &p, &r);
         break;
     case STORAGE_LEASE_RELEASE_ONE:
-        status = storage_pg_run(w, SQL_RELEASE_ONE, &p, &r);
+        status = storage_pg_run(w, by_token ? SQL_RELEASE_ONE_TOKEN : SQL_RELEASE_ONE, &p, &r);
         break;
     case STORAGE_LEASE_RELEASE_LAST:
-        status = storage_pg_run(w, SQL_RELEASE_LAST, &p, &r);
+        status = storage_pg_run(w, by_token ? SQL_RELEASE_LAST_TOKEN : SQL_RELEASE_LAST, &p, &r);
         break;
     }
     return status == SQLCACHED_OK ? lease_from_result(r, name, n, out) : status;

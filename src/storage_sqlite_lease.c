@@ -34,6 +34,15 @@ static const char SQL_RELEASE_ONE[] =
 static const char SQL_RELEASE_LAST[] =
     "DELETE FROM leases WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND count = 1 "
     "RETURNING owner, token, 0, expires_at";
+/* The releases again, for one holding only (its token): lease_release_grant(). */
+static const char SQL_RELEASE_ONE_TOKEN[] =
+    "UPDATE leases SET count = count - 1 "
+    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND token = ?4 AND count > 1 "
+    "RETURNING owner, token, count, expires_at";
+static const char SQL_RELEASE_LAST_TOKEN[] =
+    "DELETE FROM leases "
+    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND token = ?4 AND count = 1 "
+    "RETURNING owner, token, 0, expires_at";
 static const char SQL_DELETE_EXPIRED[] =
     "DELETE FROM leases WHERE name = ?1 AND expires_at <= ?2";
 static const char SQL_EXPIRED[] =
@@ -111,9 +120,10 @@ static sqlcached_status_t lease_put(store_conn_t *w, const sqlcached_lease_t *l)
 static sqlcached_status_t lease_change(store_conn_t *w, storage_lease_change_t change,
                                        const char *name, size_t n, const char *owner,
                                        size_t on, int64_t now, int64_t expires_at,
-                                       sqlcached_lease_t *out)
+                                       int64_t token, sqlcached_lease_t *out)
 {
     sqlite3_stmt *st = NULL;
+    bool by_token = token > 0;
     switch (change) {
     case STORAGE_LEASE_REENTER:
         st = store_stmt(w, SQL_REENTER);
@@ -122,10 +132,10 @@ static sqlcached_status_t lease_change(store_conn_t *w, storage_lease_change_t c
         st = store_stmt(w, SQL_RENEW);
         break;
     case STORAGE_LEASE_RELEASE_ONE:
-        st = store_stmt(w, SQL_RELEASE_ONE);
+        st = store_stmt(w, by_token ? SQL_RELEASE_ONE_TOKEN : SQL_RELEASE_ONE);
         break;
     case STORAGE_LEASE_RELEASE_LAST:
-        st = store_stmt(w, SQL_RELEASE_LAST);
+        st = store_stmt(w, by_token ? SQL_RELEASE_LAST_TOKEN : SQL_RELEASE_LAST);
         break;
     }
     if (!st)
@@ -135,6 +145,8 @@ static sqlcached_status_t lease_change(store_conn_t *w, storage_lease_change_t c
     sqlite3_bind_int64(st, 3, now);
     if (change == STORAGE_LEASE_REENTER || change == STORAGE_LEASE_RENEW)
         sqlite3_bind_int64(st, 4, expires_at);
+    else if (by_token)
+        sqlite3_bind_int64(st, 4, token);
     return step_row(st, name, n, out);
 }
 

@@ -22,16 +22,42 @@
  * after their callback). If SQLite drops the transaction mid-batch
  * (SQLITE_FULL can do that), or the commit fails, every job of the batch
  * reports the error: nothing half-written is ever acknowledged.
+ *
+ * Health: every write transaction that fails records its error and the
+ * time (under health_lock); the next commit that changed a row clears it
+ * (one that changed nothing proves nothing: it writes no page). The identity
+ * (st_dev, st_ino) of the database file and of its -wal, taken at open, is
+ * compared with what the paths name now by store_check_files() (the
+ * maintenance thread, every tick): a file removed or replaced under the
+ * store means every later commit would go to a file nobody will read
+ * again, so from then on every batch is refused (SQLCACHED_UNAVAILABLE)
+ * until the store is reopened, and the writer checkpoints once, copying
+ * the acknowledged writes from the WAL it still holds open into the
+ * database file it still holds open.
+ *
+ * Locks held by other connections: the writer waits for them with its own
+ * busy handler (on_writer_busy: SQLite's steps, busy_timeout_ms at most),
+ * not sqlite3_busy_timeout(), so that the stop deadline can cut the wait.
+ *
+ * Stopping (store_drain): from the deadline on, the writer never starts a
+ * job. A batch waiting for a lock gives up (every job fails UNAVAILABLE);
+ * jobs still queued, or queued later, fail UNAVAILABLE without running;
+ * their callers are told exactly as for any failed write, so a caller
+ * learns every outcome from the writer and never has to guess: a job that
+ * reported a failure was not stored and will not be. A batch that began
+ * before the deadline runs to its commit.
  */
 #include "storage_sqlite.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "log.h"
@@ -39,9 +65,11 @@
 /* ------------------------------------------------------------------------
  * SQLite settings (measured with bench/compare; see docs/performance.md)
  *
- * cache_size, writer: 64 MiB of page cache (default 2 MiB), so the B-tree
- *   pages that writes touch stay in memory between transactions instead of
- *   being read again with pread(). Negative = KiB, as in SQLite.
+ * cache_size, writer: 64 MiB of page cache by default (SQLite's default is
+ *   2000 KiB), so the B-tree pages that writes touch stay in memory between
+ *   transactions instead of being read again with pread(). Readers keep
+ *   SQLite's default. Both are settable (store_config_t; the daemon's
+ *   --sqlite-cache). Negative = KiB, as in SQLite.
  * wal_autocheckpoint, writer: SQLite's default, a checkpoint every 1000
  *   pages of WAL (about 4 MiB). The writer runs the checkpoint inside a
  *   commit, and no write of the group is answered until it is done: every
@@ -57,7 +85,8 @@
  *   made a 90/10 GET/PUT mix 15% slower than pread() into the page cache.
  * ------------------------------------------------------------------------ */
 
-static const char SQL_WRITER_CACHE[] = "PRAGMA cache_size = -65536"; /* 64 MiB */
+#define WRITER_CACHE_DEFAULT ((size_t)64 << 20)
+#define READER_CACHE_DEFAULT ((size_t)2000 << 10) /* SQLite's own default */
 static const char SQL_WAL_AUTOCHECKPOINT[] = "PRAGMA wal_autocheckpoint = 1000";
 
 /* ------------------------------------------------------------------------
@@ -101,10 +130,32 @@ typedef struct write_job {
     struct write_job *next;
 } write_job_t;
 
+/* Which file a path named when the store opened it. */
+typedef struct file_id {
+    bool known;
+    dev_t dev;
+    ino_t ino;
+} file_id_t;
+
+/* What the store knows about its ability to write (under health_lock). */
+typedef struct health {
+    bool failing;                  /* the last write transaction failed */
+    sqlcached_status_t last_error; /* of the last failed transaction */
+    int64_t last_error_at;         /* wall clock, ms; 0 = never */
+    char error[160];               /* its message */
+    bool moved;                    /* a file was removed or replaced: latched */
+    bool rescued;                  /* the writer has checkpointed since */
+    char moved_reason[400];
+} health_t;
+
 struct store {
     store_config_t cfg;
     char *path;
+    char *wal_path;
     store_conn_t *writer;
+    file_id_t db_id, wal_id; /* taken at open */
+    pthread_mutex_t health_lock;
+    health_t health;
 
     pthread_t writer_thread;
     bool writer_started;
@@ -113,6 +164,8 @@ struct store {
     write_job_t *head, *tail;
     bool stopping;
     store_stats_t stats; /* under lock */
+    _Atomic int64_t deadline_ms; /* store_drain: CLOCK_MONOTONIC ms, 0 = none */
+    int64_t busy_since_ms;       /* writer thread: start of the current lock wait */
 
     pthread_mutex_t pool_lock;
     store_conn_t *free_readers;
@@ -131,8 +184,21 @@ static const char SQL_COUNTER_GET[] = "SELECT value FROM meta WHERE name = ?1";
 static const char SQL_COUNTER_SET[] = "UPDATE meta SET value = ?2 WHERE name = ?1";
 static const char SQL_DATA_VERSION[] = "PRAGMA data_version";
 
+/* The one mapping from SQLite result codes (extended or not) to statuses:
+ *   - SQLITE_FULL: the disk or the database (max_page_count) is full;
+ *   - the storage cannot be used now, through no fault of the request:
+ *     another process holds the lock past the busy timeout (BUSY, LOCKED),
+ *     I/O errors (IOERR_*, which is what a file system remounted read-only
+ *     or a failing disk gives), a read-only file or file system
+ *     (READONLY_*), a file that cannot be opened (CANTOPEN_*), the WAL
+ *     locking protocol (PROTOCOL): UNAVAILABLE (503, retry later);
+ *   - no memory (NOMEM, IOERR_NOMEM): NOMEM;
+ *   - everything else, a corrupt database (CORRUPT, NOTADB) included, is a
+ *     bug or damage nobody can retry away: INTERNAL. */
 sqlcached_status_t store_status(int rc)
 {
+    if (rc == SQLITE_IOERR_NOMEM)
+        return SQLCACHED_NOMEM;
     switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_DONE:
@@ -142,6 +208,10 @@ sqlcached_status_t store_status(int rc)
         return SQLCACHED_STORAGE_FULL;
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
         return SQLCACHED_UNAVAILABLE;
     case SQLITE_NOMEM:
         return SQLCACHED_NOMEM;
@@ -243,7 +313,7 @@ static store_conn_t *conn_open(const store_t *s, int flags, char *err, size_t er
         goto fail;
     }
     sqlite3_extended_result_codes(c->db, 1);
-    rc = sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms);
+    rc = sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms); /* the writer's: see below */
     if (rc == SQLITE_OK)
         rc = exec_static(c->db, "PRAGMA foreign_keys = ON");
     if (rc != SQLITE_OK) {
@@ -382,6 +452,135 @@ static int migrate(store_t *s, char *err, size_t errlen)
 }
 
 /* ------------------------------------------------------------------------
+ * Health: the last write error, and the files under the store
+ * ------------------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A write transaction failed with rc (errno_ is the system error behind
+ * it, 0 if none). Out of memory says nothing about the storage. */
+static void health_failed(store_t *s, int rc, int errno_)
+{
+    if (store_status(rc) == SQLCACHED_NOMEM || rc == SQLITE_READONLY_DBMOVED)
+        return;
+    pthread_mutex_lock(&s->health_lock);
+    s->health.failing = true;
+    s->health.last_error = store_status(rc);
+    s->health.last_error_at = wall_ms();
+    if (errno_)
+        snprintf(s->health.error, sizeof s->health.error, "%s (SQLite code %d: %s)",
+                 sqlite3_errstr(rc), rc, strerror(errno_));
+    else
+        snprintf(s->health.error, sizeof s->health.error, "%s (SQLite code %d)",
+                 sqlite3_errstr(rc), rc);
+    pthread_mutex_unlock(&s->health_lock);
+}
+
+static void health_committed(store_t *s)
+{
+    pthread_mutex_lock(&s->health_lock);
+    s->health.failing = false;
+    pthread_mutex_unlock(&s->health_lock);
+}
+
+static bool files_moved(store_t *s)
+{
+    pthread_mutex_lock(&s->health_lock);
+    bool moved = s->health.moved;
+    pthread_mutex_unlock(&s->health_lock);
+    return moved;
+}
+
+/* Once a file was moved: copy what the WAL the writer holds open has into
+ * the database file it holds open, so that acknowledged writes no longer
+ * depend on a WAL nobody will find after a crash. Writer thread only. */
+static void rescue_once(store_t *s)
+{
+    pthread_mutex_lock(&s->health_lock);
+    bool todo = s->health.moved && !s->health.rescued;
+    s->health.rescued = true;
+    pthread_mutex_unlock(&s->health_lock);
+    if (!todo)
+        return;
+    int logged = 0, frames = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->writer->db, NULL, SQLITE_CHECKPOINT_FULL, &logged,
+                                       &frames);
+    if (rc == SQLITE_OK)
+        log_warn("store", "checkpointed %d of %d WAL frames into the database file opened at "
+                 "start", frames, logged);
+    else
+        log_error("store", "checkpoint after the files moved failed: %s", sqlite3_errstr(rc));
+}
+
+static void file_id_take(const char *path, file_id_t *id)
+{
+    struct stat st;
+    id->known = stat(path, &st) == 0;
+    if (id->known) {
+        id->dev = st.st_dev;
+        id->ino = st.st_ino;
+    }
+}
+
+/* NULL while path still names the file seen at open, else what happened. */
+static const char *file_id_lost(const char *path, const file_id_t *id)
+{
+    struct stat st;
+    if (!id->known)
+        return NULL;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? "removed" : "no longer accessible";
+    if (st.st_dev != id->dev || st.st_ino != id->ino)
+        return "replaced by another file";
+    return NULL;
+}
+
+bool store_check_files(store_t *s)
+{
+    if (files_moved(s))
+        return false;
+    const char *what = file_id_lost(s->path, &s->db_id);
+    const char *which = s->path;
+    if (!what) {
+        what = file_id_lost(s->wal_path, &s->wal_id);
+        which = s->wal_path;
+    }
+    if (!what)
+        return false;
+    pthread_mutex_lock(&s->health_lock);
+    s->health.moved = true;
+    snprintf(s->health.moved_reason, sizeof s->health.moved_reason,
+             "%s was %s while open: writes are refused until the store is reopened",
+             which, what);
+    pthread_mutex_unlock(&s->health_lock);
+    log_error("store", "%s was %s while open: refusing every write from now on; stop "
+              "sqlcached with SIGTERM (not SIGKILL) so that it checkpoints what it holds, "
+              "then restart it", which, what);
+    return true;
+}
+
+void store_health(store_t *s, sqlcached_health_t *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&s->health_lock);
+    const health_t *h = &s->health;
+    out->writable = !h->moved && !h->failing;
+    out->files_moved = h->moved;
+    out->last_error = h->last_error;
+    out->last_error_at = h->last_error_at;
+    if (h->moved)
+        snprintf(out->reason, sizeof out->reason, "%s", h->moved_reason);
+    else if (h->failing)
+        snprintf(out->reason, sizeof out->reason, "the last write failed: %s", h->error);
+    pthread_mutex_unlock(&s->health_lock);
+}
+
+/* ------------------------------------------------------------------------
  * The writer thread
  * ------------------------------------------------------------------------ */
 
@@ -497,6 +696,64 @@ static void counters_revalidate(store_conn_t *w)
     w->data_version = v;
 }
 
+/* ------------------------------------------------------------------------
+ * Waiting for locks, and the stop deadline
+ * ------------------------------------------------------------------------ */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Has the stop deadline (store_drain) passed? */
+static bool past_deadline(store_t *s)
+{
+    int64_t deadline = atomic_load(&s->deadline_ms);
+    return deadline != 0 && mono_ms() >= deadline;
+}
+
+/* The writer's busy handler (SQLite calls it with the number of earlier
+ * calls for this lock): sleep in SQLite's own steps and try again, until
+ * busy_timeout_ms after the first call or the stop deadline, whichever
+ * comes first; 0 = give up (the statement fails SQLITE_BUSY). */
+static int on_writer_busy(void *arg, int count)
+{
+    static const int steps_ms[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
+    enum { NSTEPS = sizeof steps_ms / sizeof steps_ms[0] };
+    store_t *s = arg;
+    int64_t now = mono_ms();
+    if (count == 0)
+        s->busy_since_ms = now;
+    int64_t until = s->busy_since_ms + s->cfg.busy_timeout_ms;
+    int64_t deadline = atomic_load(&s->deadline_ms);
+    if (deadline != 0 && deadline < until)
+        until = deadline;
+    if (now >= until)
+        return 0;
+    int64_t step = steps_ms[count < NSTEPS ? count : NSTEPS - 1];
+    if (step > until - now)
+        step = until - now;
+    struct timespec ts = {.tv_sec = step / 1000, .tv_nsec = (step % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 1;
+}
+
+void store_drain(store_t *s, unsigned timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t cur = atomic_load(&s->deadline_ms);
+    while ((cur == 0 || deadline < cur) &&
+           !atomic_compare_exchange_weak(&s->deadline_ms, &cur, deadline))
+        ;
+}
+
+/* ------------------------------------------------------------------------
+ * The writer thread: batches
+ * ------------------------------------------------------------------------ */
+
 /* Take up to max_batch jobs off the queue, waiting for at least one.
  * Returns NULL when stopping and the queue is empty. */
 static write_job_t *take_batch(store_t *s)
@@ -555,44 +812,34 @@ static void fail_batch(write_job_t *batch, sqlcached_status_t st)
             j->status = st;
 }
 
-static void run_batch(store_t *s, write_job_t *batch)
+/* Run the batch in one transaction; returns SQLite's result of it (OK =
+ * committed), each job's own status in job->status. */
+static int run_transaction(store_conn_t *w, write_job_t *batch)
 {
-    store_conn_t *w = s->writer;
-    unsigned n = 0;
-    for (write_job_t *j = batch; j; j = j->next)
-        j->status = SQLCACHED_OK, n++;
     int rc = exec_stmt(w, SQL_BEGIN);
-    if (rc == SQLITE_OK) {
-        counters_revalidate(w);
-        bool lost = false;
-        for (write_job_t *j = batch; j && !lost; j = j->next) {
-            run_job(w, j);
-            lost = sqlite3_get_autocommit(w->db) != 0;
-            if (lost) {
-                rc = sqlite3_extended_errcode(w->db);
-                for (write_job_t *k = j->next; k; k = k->next)
-                    k->status = store_status(rc ? rc : SQLITE_ERROR);
-            }
+    if (rc != SQLITE_OK)
+        return rc;
+    counters_revalidate(w);
+    for (write_job_t *j = batch; j; j = j->next) {
+        run_job(w, j);
+        if (sqlite3_get_autocommit(w->db)) { /* SQLite dropped the transaction */
+            rc = sqlite3_extended_errcode(w->db);
+            for (write_job_t *k = j->next; k; k = k->next)
+                k->status = store_status(rc ? rc : SQLITE_ERROR);
+            return rc ? rc : SQLITE_ERROR;
         }
-        if (!lost && (rc = counters_flush(w)) == SQLITE_OK)
-            rc = exec_stmt(w, SQL_COMMIT);
-        else if (rc == SQLITE_OK)
-            rc = SQLITE_ERROR;
     }
-    if (rc != SQLITE_OK) {
-        w->ncounters = 0; /* meta holds the truth again after the rollback */
-        log_warn("store", "write transaction failed: %s", sqlite3_errstr(rc));
-        if (!sqlite3_get_autocommit(w->db))
-            exec_stmt(w, SQL_ROLLBACK);
-        fail_batch(batch, store_status(rc));
-    } else {
-        for (write_job_t *j = batch; j; j = j->next)
-            if (j->status == SQLCACHED_OK && j->on_commit)
-                j->on_commit(j->arg);
-    }
+    rc = counters_flush(w);
+    return rc == SQLITE_OK ? exec_stmt(w, SQL_COMMIT) : rc;
+}
+
+/* Count the batch, wake its store_write callers, then call the completion
+ * of each asynchronous job and free it. */
+static void complete_batch(store_t *s, write_job_t *batch, unsigned n, bool committed)
+{
     write_job_t *async_head = NULL, **async_tail = &async_head;
     pthread_mutex_lock(&s->lock);
-    if (rc == SQLITE_OK) {
+    if (committed) {
         s->stats.write_transactions++;
         s->stats.writes_committed += n;
     } else {
@@ -617,6 +864,43 @@ static void run_batch(store_t *s, write_job_t *batch)
     }
 }
 
+static void run_batch(store_t *s, write_job_t *batch)
+{
+    store_conn_t *w = s->writer;
+    unsigned n = 0;
+    for (write_job_t *j = batch; j; j = j->next)
+        j->status = SQLCACHED_OK, n++;
+    if (past_deadline(s)) { /* stopping: never start a job after the deadline */
+        log_warn("store", "stopping: %u queued writes not run (the stop deadline passed)", n);
+        fail_batch(batch, SQLCACHED_UNAVAILABLE);
+        complete_batch(s, batch, n, false);
+        return;
+    }
+    if (files_moved(s)) { /* every commit would go to a file nobody reads */
+        rescue_once(s);
+        fail_batch(batch, SQLCACHED_UNAVAILABLE);
+        complete_batch(s, batch, n, false);
+        return;
+    }
+    sqlite3_int64 changes = sqlite3_total_changes64(w->db);
+    int rc = run_transaction(w, batch);
+    if (rc != SQLITE_OK) {
+        w->ncounters = 0; /* meta holds the truth again after the rollback */
+        log_warn("store", "write transaction failed: %s", sqlite3_errstr(rc));
+        health_failed(s, rc, sqlite3_system_errno(w->db));
+        if (!sqlite3_get_autocommit(w->db))
+            exec_stmt(w, SQL_ROLLBACK);
+        fail_batch(batch, store_status(rc));
+    } else {
+        if (sqlite3_total_changes64(w->db) != changes) /* it wrote something */
+            health_committed(s);
+        for (write_job_t *j = batch; j; j = j->next)
+            if (j->status == SQLCACHED_OK && j->on_commit)
+                j->on_commit(j->arg);
+    }
+    complete_batch(s, batch, n, rc == SQLITE_OK);
+}
+
 static void *writer_main(void *arg)
 {
     store_t *s = arg;
@@ -626,10 +910,11 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Append a job to the queue (caller holds lock); false when stopping. */
+/* Append a job to the queue (caller holds lock); false when stopping or
+ * past the stop deadline. */
 static bool do_push_job(store_t *s, write_job_t *job)
 {
-    if (s->stopping)
+    if (s->stopping || past_deadline(s))
         return false;
     if (s->tail)
         s->tail->next = job;
@@ -683,6 +968,16 @@ sqlcached_status_t store_write_async(store_t *s, store_write_fn fn, store_commit
     return SQLCACHED_OK;
 }
 
+/* PRAGMA cache_size for a page cache of at most `bytes` (rounded up to
+ * KiB; SQLite still keeps the few pages a statement needs at 0). */
+static int set_cache_size(sqlite3 *db, size_t bytes)
+{
+    char pragma[64]; /* an integer, not input text */
+    unsigned long long kib = ((unsigned long long)bytes + 1023) / 1024;
+    snprintf(pragma, sizeof pragma, "PRAGMA cache_size = -%llu", kib);
+    return exec_static(db, pragma);
+}
+
 /* ------------------------------------------------------------------------
  * Reader pool
  * ------------------------------------------------------------------------ */
@@ -702,7 +997,8 @@ store_conn_t *store_reader_acquire(store_t *s)
         log_error("store", "%s", err);
         return NULL;
     }
-    if (exec_static(c->db, "PRAGMA query_only = 1") != SQLITE_OK) {
+    if (exec_static(c->db, "PRAGMA query_only = 1") != SQLITE_OK ||
+        set_cache_size(c->db, s->cfg.reader_cache) != SQLITE_OK) {
         log_error("store", "reader setup: %s", sqlite3_errmsg(c->db));
         conn_close(c);
         return NULL;
@@ -731,9 +1027,11 @@ void store_reader_release(store_t *s, store_conn_t *c)
 static int configure_writer(store_t *s, char *err, size_t errlen)
 {
     sqlite3 *db = s->writer->db;
-    int rc = exec_static(db, "PRAGMA journal_mode = WAL");
+    int rc = sqlite3_busy_handler(db, on_writer_busy, s);
     if (rc == SQLITE_OK)
-        rc = exec_static(db, SQL_WRITER_CACHE);
+        rc = exec_static(db, "PRAGMA journal_mode = WAL");
+    if (rc == SQLITE_OK)
+        rc = set_cache_size(db, s->cfg.writer_cache);
     if (rc == SQLITE_OK)
         rc = exec_static(db, SQL_WAL_AUTOCHECKPOINT);
     if (rc == SQLITE_OK)
@@ -764,12 +1062,25 @@ store_t *store_open(const store_config_t *cfg, char *err, size_t errlen)
     s->cfg.path = s->path;
     if (s->cfg.max_batch == 0)
         s->cfg.max_batch = 256;
+    if (s->cfg.writer_cache == 0)
+        s->cfg.writer_cache = WRITER_CACHE_DEFAULT;
+    if (s->cfg.reader_cache == 0)
+        s->cfg.reader_cache = READER_CACHE_DEFAULT;
+    pthread_mutex_init(&s->health_lock, NULL);
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->queue_cond, NULL);
     s->writer = conn_open(s, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen);
     if (!s->writer || configure_writer(s, err, errlen) != 0 || migrate(s, err, errlen) != 0)
         goto fail;
+    if (asprintf(&s->wal_path, "%s-wal", s->path) < 0) {
+        s->wal_path = NULL;
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    /* after migrate(): the writer has read the database, so its WAL is open */
+    file_id_take(s->path, &s->db_id);
+    file_id_take(s->wal_path, &s->wal_id);
     if (pthread_create(&s->writer_thread, NULL, writer_main, s) != 0) {
         snprintf(err, errlen, "cannot start the writer thread: %s", strerror(errno));
         goto fail;
@@ -801,6 +1112,8 @@ void store_close(store_t *s)
     pthread_cond_destroy(&s->queue_cond);
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->health_lock);
+    free(s->wal_path);
     free(s->path);
     free(s);
 }

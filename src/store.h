@@ -20,6 +20,7 @@
 #ifndef SQLCACHED_STORE_H
 #define SQLCACHED_STORE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "sqlcached.h"
@@ -33,6 +34,8 @@ typedef struct store_config {
     int busy_timeout_ms;
     unsigned max_batch;
     unsigned max_pages; /* tests only: PRAGMA max_page_count; 0 = none */
+    size_t writer_cache; /* page cache of the writer, bytes; 0 = 64 MiB */
+    size_t reader_cache; /* page cache of each reader, bytes; 0 = 2000 KiB */
 } store_config_t;
 
 /* A write run by the writer thread inside a transaction and a savepoint.
@@ -53,6 +56,15 @@ store_t *store_open(const store_config_t *cfg, char *err, size_t errlen);
 
 /* Drain and stop the writer, close every connection. NULL is allowed. */
 void store_close(store_t *s);
+
+/* Set the stop deadline, timeout_ms from now (CLOCK_MONOTONIC): from then
+ * on the writer starts no write. A batch still waiting for a lock held by
+ * another connection gives up, and every write queued then or later fails
+ * SQLCACHED_UNAVAILABLE without running (store_write returns it, on_done
+ * gets it), so nothing of it is ever stored. Writes committed before the
+ * deadline are unaffected. Returns at once; cannot fail. A later call can
+ * only bring the deadline nearer. */
+void store_drain(store_t *s, unsigned timeout_ms);
 
 /* Run fn(w, arg) in the next group transaction and wait for its commit.
  * Returns fn's status, or the error that prevented the commit (then nothing
@@ -81,8 +93,8 @@ typedef void (*store_done_fn)(void *cls, sqlcached_status_t status);
  * then on_done(cls, status) is called exactly once, on the writer thread,
  * after the commit (status as store_write() would return it) and after the
  * on_commit hooks of the whole batch; arg must stay valid until then. Any
- * other status (no memory, stopping): nothing was queued and neither is
- * called. */
+ * other status (no memory, stopping, past the store_drain deadline):
+ * nothing was queued and neither is called. */
 sqlcached_status_t store_write_async(store_t *s, store_write_fn fn, store_commit_fn on_commit,
                                      void *arg, store_done_fn on_done, void *cls);
 
@@ -96,6 +108,17 @@ store_conn_t *store_reader_acquire(store_t *s);
 void store_reader_release(store_t *s, store_conn_t *c);
 
 void store_stats(store_t *s, store_stats_t *out);
+
+/* Whether the store can write, and why not (see sqlcached_health()).
+ * Cannot fail. */
+void store_health(store_t *s, sqlcached_health_t *out);
+
+/* Compare the database file and its -wal with the files the store opened
+ * (st_dev, st_ino). If either was removed or replaced, log an error once
+ * and refuse every later write (SQLCACHED_UNAVAILABLE) until the store is
+ * closed. Returns true when this call saw it happen (once per store).
+ * Any thread. */
+bool store_check_files(store_t *s);
 
 /* Embedded migrations (generated from sql/ at build time). */
 typedef struct store_migration {

@@ -296,6 +296,14 @@ static void test_config_busy_timeout_and_testing_flags(void **state)
     assert_int_equal(cfg.testing_fill_delay_us, 500);
     char *bad[] = {"sqlcached", "--busy-timeout", "0", NULL};
     assert_int_equal(parse(&cfg, bad, err), CONFIG_ERROR);
+    assert_int_equal(parse(&cfg, defaults, err), CONFIG_OK);
+    assert_int_equal(cfg.shutdown_timeout_ms, 10000);
+    char *shutdown[] = {"sqlcached", "--shutdown-timeout", "1500", NULL};
+    assert_int_equal(parse(&cfg, shutdown, err), CONFIG_OK);
+    assert_int_equal(cfg.shutdown_timeout_ms, 1500);
+    char *bad_shutdown[] = {"sqlcached", "--shutdown-timeout", "0", NULL};
+    assert_int_equal(parse(&cfg, bad_shutdown, err), CONFIG_ERROR);
+    assert_non_null(strstr(err, "--shutdown-timeout"));
     /* testing-only flags stay out of --help and out of config files */
     assert_null(strstr(config_usage(), "testing"));
     char path[] = "/tmp/sqlcached-conf-XXXXXX";
@@ -308,6 +316,39 @@ static void test_config_busy_timeout_and_testing_flags(void **state)
     assert_non_null(strstr(err, "unknown setting 'testing-max-pages'"));
     config_free(&cfg);
     unlink(path);
+}
+
+static void test_config_sqlite_cache(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256];
+    char *defaults[] = {"sqlcached", NULL};
+    assert_int_equal(parse(&cfg, defaults, err), CONFIG_OK);
+    assert_int_equal(cfg.sqlite_cache, (size_t)64 << 20);
+    char *argv[] = {"sqlcached", "--sqlite-cache", "1MB", NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
+    assert_int_equal(cfg.sqlite_cache, (size_t)1 << 20);
+    char *zero[] = {"sqlcached", "--sqlite-cache", "0", NULL};
+    assert_int_equal(parse(&cfg, zero, err), CONFIG_OK);
+    assert_int_equal(cfg.sqlite_cache, 0);
+    const char *bad_values[] = {"-1", "1X", "", "2T", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++) {
+        char *bad[] = {"sqlcached", "--sqlite-cache", (char *)bad_values[i], NULL};
+        assert_int_equal(parse(&cfg, bad, err), CONFIG_ERROR);
+        assert_non_null(strstr(err, "--sqlite-cache"));
+    }
+    /* in a config file, in --help, and in the effective settings */
+    config_defaults(&cfg);
+    const char text[] = "sqlite-cache = 8MiB\n";
+    assert_int_equal(config_parse_text(&cfg, text, strlen(text), "t.conf", err, sizeof err), 0);
+    assert_int_equal(cfg.sqlite_cache, (size_t)8 << 20);
+    assert_non_null(strstr(config_usage(), "--sqlite-cache"));
+    json_t *j = config_json(&cfg);
+    assert_non_null(j);
+    assert_int_equal(json_integer_value(json_object_get(j, "sqlite_cache")), 8 << 20);
+    json_decref(j);
+    config_free(&cfg);
 }
 
 int main(void)
@@ -326,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_config_parse_uint),
         cmocka_unit_test(test_config_refused_max_body_keeps_the_setting),
         cmocka_unit_test(test_config_busy_timeout_and_testing_flags),
+        cmocka_unit_test(test_config_sqlite_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,11 +1,15 @@
 /*
  * test_http_admin.c - /v1/admin over real HTTP: the admin token, the
  * effective configuration with secrets masked, online backup under write
- * load and restore into a fresh daemon, the access log.
+ * load and restore into a fresh daemon, backup names at the limits and
+ * concurrent backups, restore keeping every counter ahead of the database
+ * it replaces, the access log.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -17,6 +21,7 @@
 
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <sqlite3.h>
 
 #include "daemon.h"
 #include "testutil.h"
@@ -176,6 +181,280 @@ static void test_http_admin_backup_under_load_then_restore(void **state)
     free(dir2);
 }
 
+static long backup(const daemon_t *d, const char *name, json_t **json)
+{
+    char body[600];
+    snprintf(body, sizeof body, "{\"path\":\"%s\"}", name);
+    return request(d, "POST", "/v1/admin/backup", ADMIN, body, json);
+}
+
+/* PRAGMA integrity_check of a file, read-only: 1 when "ok". */
+static int intact(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int ok = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+             sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+             sqlite3_step(st) == SQLITE_ROW &&
+             strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return ok;
+}
+
+/* Every name the API accepts (1..255 bytes) is backed up, whatever the
+ * temporary name; 256 bytes is 400. */
+static void test_http_admin_backup_long_names(void **state)
+{
+    fixture_t *f = *state;
+    char name[300];
+    int ok = 0;
+    for (size_t n = 240; n <= 256; n++) {
+        memset(name, 'a', n);
+        name[n] = '\0';
+        json_t *j = NULL;
+        long st = backup(&f->d, name, &j);
+        if (n <= 255 && st != 200)
+            printf("# backup name of %zu bytes: %ld %s\n", n, st,
+                   json_string_value(json_object_get(j, "detail")));
+        ok += n <= 255 && st == 200;
+        if (n == 256)
+            assert_int_equal(st, 400);
+        json_decref(j);
+    }
+    printf("# names of 240..255 bytes backed up: %d of 16\n", ok);
+    assert_int_equal(ok, 16);
+}
+
+/* A name that is an existing directory: 409 conflict, the directory kept. */
+static void test_http_admin_backup_onto_directory(void **state)
+{
+    fixture_t *f = *state;
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/adir", f->backup_dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    json_t *j = NULL;
+    long st = backup(&f->d, "adir", &j);
+    printf("# backup onto a directory: %ld %s\n", st,
+           json_string_value(json_object_get(j, "detail")));
+    assert_int_equal(st, 409);
+    assert_string_equal(json_string_value(json_object_get(j, "code")), "conflict");
+    assert_non_null(strstr(json_string_value(json_object_get(j, "detail")), "directory"));
+    json_decref(j);
+    struct stat sb;
+    assert_int_equal(stat(dir, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+}
+
+typedef struct backup_call {
+    const daemon_t *d;
+    long status;
+} backup_call_t;
+
+static void *backup_thread(void *p)
+{
+    backup_call_t *c = p;
+    client_resp_t r;
+    const char *h[] = {ADMIN, "Content-Type: application/json", NULL};
+    const char *body = "{\"path\":\"same.db\"}";
+    c->status = client_request(c->d, "POST", "/v1/admin/backup", h, body, strlen(body), &r) == 0
+                    ? r.status : -1;
+    client_resp_free(&r);
+    return NULL;
+}
+
+/* Files in dir other than those named in keep (NULL-terminated). */
+static int strangers(const char *dir, const char *const keep[])
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        bool known = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+        for (int i = 0; keep[i] && !known; i++)
+            known = strcmp(e->d_name, keep[i]) == 0;
+        if (!known)
+            printf("# left in the backup directory: %s\n", e->d_name);
+        n += !known;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Each backup has a temporary file of its own: neither a file left under
+ * the old fixed temporary name ("<name>.tmp", here a directory) nor a
+ * concurrent backup to the same name breaks one; the result is intact and
+ * no temporary file is left. */
+static void test_http_admin_backup_temporary_files_unique(void **state)
+{
+    fixture_t *f = *state;
+    for (int i = 0; i < 300; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/kv/k%d", i);
+        assert_int_equal(request(&f->d, "PUT", path, AUTH, "some value bytes", NULL), 201);
+    }
+    char blocker[700];
+    snprintf(blocker, sizeof blocker, "%s/same.db.tmp", f->backup_dir);
+    assert_int_equal(mkdir(blocker, 0700), 0);
+    long first = backup(&f->d, "same.db", NULL);
+    printf("# backup with same.db.tmp present: %ld\n", first);
+    assert_int_equal(rmdir(blocker), 0);
+    enum { ROUNDS = 5, N = 4 };
+    int good = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        backup_call_t c[N];
+        pthread_t t[N];
+        for (int i = 0; i < N; i++) {
+            c[i] = (backup_call_t){.d = &f->d};
+            assert_int_equal(pthread_create(&t[i], NULL, backup_thread, &c[i]), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            pthread_join(t[i], NULL);
+            good += c[i].status == 200;
+        }
+    }
+    printf("# concurrent backups to one name answered 200: %d of %d\n", good, ROUNDS * N);
+    assert_int_equal(first, 200);
+    assert_int_equal(good, ROUNDS * N);
+    char dest[700];
+    snprintf(dest, sizeof dest, "%s/same.db", f->backup_dir);
+    assert_true(intact(dest));
+    const char *keep[] = {"same.db", NULL};
+    assert_int_equal(strangers(f->backup_dir, keep), 0);
+}
+
+/* The integer member `name` of the JSON answer to a request that must
+ * answer `status`. */
+static json_int_t call_int(const daemon_t *d, const char *method, const char *path,
+                           const char *body, long status, const char *name)
+{
+    json_t *j = NULL;
+    long st = request(d, method, path, AUTH, body, &j);
+    if (st != status)
+        printf("# %s %s: %ld\n", method, path, st);
+    assert_int_equal(st, status);
+    json_t *v = json_object_get(j, name);
+    assert_true(json_is_integer(v));
+    json_int_t n = json_integer_value(v);
+    json_decref(j);
+    return n;
+}
+
+/* The largest version, fencing token and order id issued so far. */
+typedef struct issued {
+    json_int_t version, token, order_id;
+} issued_t;
+
+/* Writes of every kind after the backup: each counter moves on. */
+static void write_after_backup(const daemon_t *d, issued_t *max)
+{
+    char path[64], body[64];
+    for (int i = 0; i < 20; i++) {
+        snprintf(path, sizeof path, "/v1/kv/later%d", i);
+        max->version = call_int(d, "PUT", path, "v", 201, "version");
+    }
+    for (int i = 0; i < 5; i++) { /* the lease passes to a new holder each time */
+        snprintf(body, sizeof body, "{\"owner\":\"o%d\",\"ttl_ms\":60000}", i);
+        max->token = call_int(d, "POST", "/v1/leases/job/acquire", body, 200, "token");
+        snprintf(body, sizeof body, "{\"owner\":\"o%d\"}", i);
+        call_int(d, "POST", "/v1/leases/job/release", body, 200, "count");
+    }
+    for (int i = 0; i < 5; i++) {
+        snprintf(body, sizeof body, "{\"user_id\":\"u%d\"}", i);
+        max->order_id = call_int(d, "POST", "/v1/items/sku/orders", body, 201, "order_id");
+    }
+    max->version = call_int(d, "PUT", "/v1/kv/last", "v", 201, "version");
+}
+
+/* Stop the daemon, restore `from` into its database, start it again. */
+static void restore_and_restart(daemon_t *d, const char *from)
+{
+    assert_int_equal(daemon_stop(d), 0);
+    const char *args[] = {"--restore", from, "--db", d->db_path, NULL};
+    char out[4096];
+    int rc = daemon_run(args, 20000, out, sizeof out);
+    if (rc != 0)
+        printf("# restore: exit %d: %s", rc, out);
+    assert_int_equal(rc, 0);
+    assert_int_equal(daemon_restart(d), 0);
+}
+
+/* After a restore, new writes, lease holders and orders get values above
+ * every one the replaced database had issued. */
+static void expect_counters_above(const daemon_t *d, const issued_t *max, const char *what)
+{
+    issued_t now;
+    now.version = call_int(d, "PUT", "/v1/kv/new", "v", 201, "version");
+    now.token = call_int(d, "POST", "/v1/leases/fresh/acquire",
+                         "{\"owner\":\"n\",\"ttl_ms\":60000}", 200, "token");
+    call_int(d, "POST", "/v1/leases/fresh/release", "{\"owner\":\"n\"}", 200, "count");
+    now.order_id = call_int(d, "POST", "/v1/items/sku/orders", "{\"user_id\":\"new\"}", 201,
+                            "order_id");
+    printf("# after restoring %s: version %lld (issued up to %lld), token %lld (%lld), "
+           "order_id %lld (%lld)\n", what, (long long)now.version, (long long)max->version,
+           (long long)now.token, (long long)max->token, (long long)now.order_id,
+           (long long)max->order_id);
+    assert_true(now.version > max->version);
+    assert_true(now.token > max->token);
+    assert_true(now.order_id > max->order_id);
+}
+
+/* Make `path` look like a backup taken by a build before leases existed:
+ * no leases table, no fencing_token counter, migration 3 not recorded. */
+static void make_pre_lease_backup(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE leases;"
+                                  "DELETE FROM meta WHERE name = 'fencing_token';"
+                                  "DELETE FROM schema_migrations WHERE version = 3;",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* Restoring an older backup never lets a version (so an ETag), a fencing
+ * token or an order id repeat one the replaced database had issued: once
+ * from a backup of today's schema, once from one that predates leases. */
+static void test_http_admin_restore_keeps_counters_ahead(void **state)
+{
+    fixture_t *f = *state;
+    daemon_t *d = &f->d;
+    json_int_t first = call_int(d, "PUT", "/v1/kv/first", "v", 201, "version");
+    call_int(d, "PUT", "/v1/items/sku", "{\"name\":\"x\",\"stock\":100}", 201, "stock");
+    json_t *j = NULL;
+    assert_int_equal(backup(d, "early.db", &j), 200);
+    char early[700], old[700];
+    snprintf(early, sizeof early, "%s", json_string_value(json_object_get(j, "path")));
+    json_decref(j);
+    snprintf(old, sizeof old, "%s/pre-lease.db", f->backup_dir);
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", early, old);
+    assert_int_equal(system(cmd), 0);
+    make_pre_lease_backup(old);
+
+    issued_t max = {0};
+    write_after_backup(d, &max);
+    restore_and_restart(d, early);
+    client_resp_t r;
+    const char *h[] = {AUTH, NULL};
+    assert_int_equal(client_request(d, "GET", "/v1/kv/first", h, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200); /* the backup's content is back */
+    char *etag = client_header(&r, "ETag");
+    char want[32];
+    snprintf(want, sizeof want, "\"%lld\"", (long long)first);
+    assert_string_equal(etag, want);
+    free(etag);
+    client_resp_free(&r);
+    assert_int_equal(request(d, "GET", "/v1/kv/last", AUTH, NULL, NULL), 404);
+    expect_counters_above(d, &max, "a backup");
+
+    write_after_backup(d, &max);
+    restore_and_restart(d, old);
+    expect_counters_above(d, &max, "a backup older than leases");
+}
+
 static void test_http_admin_restore_refuses_garbage(void **state)
 {
     fixture_t *f = *state;
@@ -221,6 +500,10 @@ int main(void)
         T(test_http_admin_needs_the_admin_token),
         T(test_http_admin_backup_rejects_escaping_paths),
         T(test_http_admin_backup_under_load_then_restore),
+        T(test_http_admin_backup_long_names),
+        T(test_http_admin_backup_onto_directory),
+        T(test_http_admin_backup_temporary_files_unique),
+        T(test_http_admin_restore_keeps_counters_ahead),
         T(test_http_admin_restore_refuses_garbage),
         T(test_http_admin_access_log_has_requests_not_tokens),
     };

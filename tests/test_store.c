@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -230,6 +231,64 @@ static void test_store_write_async_calls_back_after_commit(void **state)
     assert_int_equal(c.calls, 1);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* store_drain: writes waiting behind a lock held by another connection
+ * fail UNAVAILABLE at the deadline (not after busy_timeout), queued ones
+ * are never run, later ones are refused, and none is stored even once the
+ * lock goes away. */
+static void test_store_drain_cuts_the_wait_for_a_lock(void **state)
+{
+    fixture_t *f = *state;
+    char err[256] = "";
+    store_config_t cfg = {.path = f->path, .busy_timeout_ms = 60000};
+    store_t *s = store_open(&cfg, err, sizeof err);
+    assert_non_null(s);
+    int before = query_int(f->path, "SELECT value FROM meta WHERE name = 'version'");
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(f->path, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    enum { N = 3 };
+    async_ctx_t c[N];
+    int64_t v[N] = {0};
+    for (int i = 0; i < N; i++) {
+        c[i] = (async_ctx_t){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0,
+                             SQLCACHED_INTERNAL};
+        assert_int_equal(store_write_async(s, take_version, NULL, &v[i], on_async_done, &c[i]),
+                         SQLCACHED_OK);
+        usleep(50000); /* the first waits for the lock, the others queue */
+    }
+    int64_t t0 = mono_ms();
+    store_drain(s, 200);
+    for (int i = 0; i < N; i++) {
+        pthread_mutex_lock(&c[i].lock);
+        while (c[i].calls == 0 && mono_ms() - t0 < 30000) {
+            pthread_mutex_unlock(&c[i].lock);
+            usleep(10000);
+            pthread_mutex_lock(&c[i].lock);
+        }
+        pthread_mutex_unlock(&c[i].lock);
+        assert_int_equal(c[i].calls, 1); /* well before the 60 s busy timeout */
+        assert_int_equal(c[i].status, SQLCACHED_UNAVAILABLE);
+    }
+    int64_t took = mono_ms() - t0;
+    print_message("queued writes failed %lld ms after a 200 ms deadline was set\n",
+                  (long long)took);
+    assert_true(took >= 190);
+    int64_t late = 0;
+    assert_int_equal(store_write(s, take_version, &late), SQLCACHED_UNAVAILABLE);
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    assert_int_equal(store_write(s, take_version, &late), SQLCACHED_UNAVAILABLE);
+    store_close(s);
+    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), before);
+}
+
 static sqlcached_status_t missing_counter(store_conn_t *w, void *arg)
 {
     return store_counter_next(w, "no-such-counter", arg);
@@ -380,6 +439,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_write_async_calls_back_after_commit, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_group_commit_isolates_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_drain_cuts_the_wait_for_a_lock, setup,
+                                        teardown),
         cmocka_unit_test(test_store_status_maps_sqlite_errors),
         cmocka_unit_test_setup_teardown(test_store_readers_are_pooled, setup, teardown),
     };

@@ -284,8 +284,8 @@ int main(int argc, char **argv)
         sqlcached_close(b.db);
         if (db_path == path) {
             char f[96];
-            const char *suffix[] = {"", "-wal", "-shm"};
-            for (int i = 0; i < 3; i++) {
+            const char *suffix[] = {"", "-wal", "-shm", "-lock"};
+            for (int i = 0; i < 4; i++) {
                 snprintf(f, sizeof f, "%s%s", path, suffix[i]);
                 unlink(f);
             }
