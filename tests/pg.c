@@ -75,6 +75,9 @@ static int run_script(const char *cmd, const char *dir, char *out, size_t outlen
         return -1;
     }
     if (pid == 0) {
+        char owner[32];
+        snprintf(owner, sizeof owner, "%ld", (long)getppid());
+        setenv("SQLCACHED_PG_OWNER", owner, 1); /* see the watchdog in the script */
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
