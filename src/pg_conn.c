@@ -1,0 +1,706 @@
+/*
+ * pg_conn.c - one libpq connection: prepared statements, transactions,
+ * migrations, SQLSTATE classification and reconnection (see pg_conn.h).
+ *
+ * Data: the PGconn; a copy of the configuration (the URL included, so a
+ * reconnect can use it; it is never logged: it may hold a password); a
+ * growing array mapping the address of a static SQL text to the name of its
+ * server-side prepared statement ("s0", "s1", ... per connection; emptied
+ * when a reconnect drops them all); the last error (SQLSTATE + message);
+ * the reconnection backoff; whether a transaction is open.
+ *
+ * Not thread-safe: a connection is used by one thread at a time.
+ *
+ * Group commit relies on PostgreSQL details handled here: COMMIT of a
+ * transaction that had an error answers "ROLLBACK" with success, so
+ * pg_conn_commit() checks the transaction state first and the command tag
+ * after; statements prepared inside a transaction outlive its rollback
+ * (prepared statements are per session), so the cache stays valid.
+ */
+#include "pg_conn.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define DEFAULT_BACKOFF_MIN_MS 50
+#define DEFAULT_BACKOFF_MAX_MS 2000
+
+typedef struct prepared {
+    const char *sql; /* static text: its address is the key */
+    char name[16];
+} prepared_t;
+
+struct pg_conn {
+    PGconn *conn;
+    pg_conn_config_t cfg;
+    char *url;
+    prepared_t *stmts;
+    size_t nstmts, capstmts;
+    bool in_tx;
+    int backoff_ms;          /* 0 = the next reconnect may run at once */
+    int64_t next_attempt_ms; /* CLOCK_MONOTONIC */
+    unsigned reconnects;
+    char sqlstate[6];
+    char errmsg[256];
+};
+
+static const char SQL_SYNC_ON[] = "SET synchronous_commit = on";
+static const char SQL_SYNC_OFF[] = "SET synchronous_commit = off";
+static const char SQL_BEGIN[] = "BEGIN";
+static const char SQL_COMMIT[] = "COMMIT";
+static const char SQL_ROLLBACK[] = "ROLLBACK";
+static const char SQL_SAVEPOINT[] = "SAVEPOINT w";
+static const char SQL_RELEASE[] = "RELEASE w";
+static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO w";
+
+/* ------------------------------------------------------------------------
+ * Outcomes
+ * ------------------------------------------------------------------------ */
+
+pg_conn_rc_t pg_conn_classify(const char *s)
+{
+    if (!s || strlen(s) != 5)
+        return PG_CONN_ERROR;
+    static const struct {
+        const char *code;
+        pg_conn_rc_t rc;
+    } exact[] = {
+        {"23505", PG_CONN_UNIQUE},      {"23503", PG_CONN_FOREIGN_KEY},
+        {"40001", PG_CONN_RETRY},       {"40P01", PG_CONN_RETRY},
+        {"53100", PG_CONN_FULL},        {"53200", PG_CONN_UNAVAILABLE}, /* server out of memory */
+        {"53300", PG_CONN_UNAVAILABLE}, /* too_many_connections */
+        {"57P01", PG_CONN_UNAVAILABLE}, /* admin_shutdown */
+        {"57P02", PG_CONN_UNAVAILABLE}, /* crash_shutdown */
+        {"57P03", PG_CONN_UNAVAILABLE}, /* cannot_connect_now (starting up) */
+        {"57014", PG_CONN_UNAVAILABLE}, /* query_canceled (statement_timeout) */
+        {"55P03", PG_CONN_UNAVAILABLE}, /* lock_not_available (lock_timeout) */
+        {"25006", PG_CONN_UNAVAILABLE}, /* read_only_sql_transaction: a standby */
+    };
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (strcmp(s, exact[i].code) == 0)
+            return exact[i].rc;
+    if (strncmp(s, "08", 2) == 0) /* connection_exception */
+        return PG_CONN_UNAVAILABLE;
+    if (strncmp(s, "22", 2) == 0) /* data_exception */
+        return PG_CONN_INVALID;
+    return PG_CONN_ERROR;
+}
+
+sqlcached_status_t pg_conn_rc_status(pg_conn_rc_t rc)
+{
+    switch (rc) {
+    case PG_CONN_OK:
+        return SQLCACHED_OK;
+    case PG_CONN_UNIQUE:
+    case PG_CONN_RETRY:
+        return SQLCACHED_CONFLICT;
+    case PG_CONN_FOREIGN_KEY:
+        return SQLCACHED_NOT_FOUND;
+    case PG_CONN_FULL:
+        return SQLCACHED_STORAGE_FULL;
+    case PG_CONN_INVALID:
+        return SQLCACHED_INVALID_ARGUMENT;
+    case PG_CONN_UNAVAILABLE:
+    case PG_CONN_IN_DOUBT:
+        return SQLCACHED_UNAVAILABLE;
+    case PG_CONN_NOMEM:
+        return SQLCACHED_NOMEM;
+    case PG_CONN_ERROR:
+    default:
+        return SQLCACHED_INTERNAL;
+    }
+}
+
+const char *pg_conn_rc_name(pg_conn_rc_t rc)
+{
+    static const char *const names[] = {
+        "ok",          "unique_violation", "foreign_key_violation", "retry",
+        "disk_full",   "invalid_data",     "unavailable",           "in_doubt",
+        "out_of_memory", "error",
+    };
+    return (unsigned)rc < sizeof names / sizeof names[0] ? names[rc] : "error";
+}
+
+/* Remember an error; the message is trimmed of libpq's trailing newline. */
+static void set_error(pg_conn_t *c, const char *sqlstate, const char *msg)
+{
+    snprintf(c->sqlstate, sizeof c->sqlstate, "%s", sqlstate ? sqlstate : "");
+    snprintf(c->errmsg, sizeof c->errmsg, "%s", msg && *msg ? msg : "unknown error");
+    size_t n = strlen(c->errmsg);
+    while (n > 0 && (c->errmsg[n - 1] == '\n' || c->errmsg[n - 1] == ' '))
+        c->errmsg[--n] = '\0';
+}
+
+static void clear_error(pg_conn_t *c)
+{
+    c->sqlstate[0] = '\0';
+    c->errmsg[0] = '\0';
+}
+
+/* The outcome of a result (which may be NULL); records the error. */
+static pg_conn_rc_t result_rc(pg_conn_t *c, const PGresult *res)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        clear_error(c);
+        return PG_CONN_OK;
+    }
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : "";
+    set_error(c, state, msg && *msg ? msg : PQerrorMessage(c->conn));
+    if (PQstatus(c->conn) != CONNECTION_OK)
+        return PG_CONN_UNAVAILABLE;
+    if (!res)
+        return PG_CONN_NOMEM;
+    return pg_conn_classify(state);
+}
+
+const char *pg_conn_sqlstate(const pg_conn_t *c)
+{
+    return c->sqlstate;
+}
+
+const char *pg_conn_errmsg(const pg_conn_t *c)
+{
+    return c->errmsg;
+}
+
+/* ------------------------------------------------------------------------
+ * Connecting
+ * ------------------------------------------------------------------------ */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool pg_conn_is_url(const char *s)
+{
+    return s && (strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0);
+}
+
+/* Server notices (e.g. "relation already exists, skipping") go to the log
+ * at debug level instead of stderr. */
+static void on_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    int n = (int)strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        n--;
+    log_debug("pg", "%.*s", n, msg);
+}
+
+/* Per-session settings, after every (re)connection. */
+static pg_conn_rc_t apply_settings(pg_conn_t *c)
+{
+    PQsetNoticeProcessor(c->conn, on_notice, NULL);
+    PGresult *res = PQexec(c->conn, c->cfg.durability == SQLCACHED_DURABILITY_FULL ? SQL_SYNC_ON
+                                                                                     : SQL_SYNC_OFF);
+    pg_conn_rc_t rc = result_rc(c, res);
+    PQclear(res);
+    return rc;
+}
+
+/* Why a connection attempt failed: the server is away or refusing
+ * (UNAVAILABLE), or it is up and said no (ERROR: authentication, no such
+ * database), or the parameters are wrong (INVALID). */
+static pg_conn_rc_t connect_failure(const char *const *keys, const char *const *vals)
+{
+    switch (PQpingParams(keys, vals, 1)) {
+    case PQPING_OK:
+        return PG_CONN_ERROR;
+    case PQPING_NO_ATTEMPT:
+        return PG_CONN_INVALID;
+    case PQPING_REJECT:
+    case PQPING_NO_RESPONSE:
+    default:
+        return PG_CONN_UNAVAILABLE;
+    }
+}
+
+/* A new PGconn into c->conn (the old one, if any, is closed). */
+static pg_conn_rc_t do_connect(pg_conn_t *c)
+{
+    char timeout[16];
+    int secs = (c->cfg.connect_timeout_ms + 999) / 1000;
+    snprintf(timeout, sizeof timeout, "%d", secs < 2 ? 2 : secs);
+    /* Before dbname, so that the URL's own parameters override them. */
+    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *const vals[] = {timeout, "sqlcached", c->url, NULL};
+    if (c->conn)
+        PQfinish(c->conn);
+    c->conn = PQconnectdbParams(keys, vals, 1);
+    if (!c->conn) {
+        set_error(c, NULL, "out of memory");
+        return PG_CONN_NOMEM;
+    }
+    if (PQstatus(c->conn) != CONNECTION_OK) {
+        set_error(c, NULL, PQerrorMessage(c->conn));
+        return connect_failure(keys, vals);
+    }
+    c->nstmts = 0; /* a new session has no prepared statements */
+    return apply_settings(c);
+}
+
+pg_conn_t *pg_conn_open(const pg_conn_config_t *cfg, pg_conn_rc_t *rc, char *err, size_t errlen)
+{
+    if (!pg_conn_is_url(cfg->url)) {
+        snprintf(err, errlen, "not a postgresql:// or postgres:// URL");
+        *rc = PG_CONN_INVALID;
+        return NULL;
+    }
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->url, &perr);
+    if (!opts) {
+        snprintf(err, errlen, "bad PostgreSQL URL: %s", perr ? perr : "out of memory");
+        *rc = perr ? PG_CONN_INVALID : PG_CONN_NOMEM;
+        PQfreemem(perr);
+        return NULL;
+    }
+    PQconninfoFree(opts);
+    pg_conn_t *c = calloc(1, sizeof *c);
+    if (!c || !(c->url = strdup(cfg->url))) {
+        free(c);
+        snprintf(err, errlen, "out of memory");
+        *rc = PG_CONN_NOMEM;
+        return NULL;
+    }
+    c->cfg = *cfg;
+    c->cfg.url = c->url;
+    if (c->cfg.connect_timeout_ms <= 0)
+        c->cfg.connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    if (c->cfg.backoff_min_ms <= 0)
+        c->cfg.backoff_min_ms = DEFAULT_BACKOFF_MIN_MS;
+    if (c->cfg.backoff_max_ms < c->cfg.backoff_min_ms)
+        c->cfg.backoff_max_ms = c->cfg.backoff_min_ms > DEFAULT_BACKOFF_MAX_MS
+                                    ? c->cfg.backoff_min_ms
+                                    : DEFAULT_BACKOFF_MAX_MS;
+    *rc = do_connect(c);
+    if (*rc != PG_CONN_OK) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", c->errmsg);
+        pg_conn_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+void pg_conn_close(pg_conn_t *c)
+{
+    if (!c)
+        return;
+    if (c->conn)
+        PQfinish(c->conn);
+    free(c->stmts);
+    free(c->url);
+    free(c);
+}
+
+PGconn *pg_conn_raw(pg_conn_t *c)
+{
+    return c->conn;
+}
+
+unsigned pg_conn_reconnects(pg_conn_t *c)
+{
+    return c->reconnects;
+}
+
+int pg_conn_backoff_ms(pg_conn_t *c)
+{
+    if (PQstatus(c->conn) == CONNECTION_OK)
+        return 0;
+    int64_t wait = c->next_attempt_ms - mono_ms();
+    return wait > 0 ? (int)wait : 0;
+}
+
+pg_conn_rc_t pg_conn_ensure(pg_conn_t *c)
+{
+    if (PQstatus(c->conn) == CONNECTION_OK)
+        return PG_CONN_OK;
+    if (c->in_tx) {
+        set_error(c, NULL, "connection lost inside a transaction");
+        return PG_CONN_UNAVAILABLE;
+    }
+    int64_t now = mono_ms();
+    if (now < c->next_attempt_ms) {
+        set_error(c, NULL, "no connection to PostgreSQL (next attempt in a moment)");
+        return PG_CONN_UNAVAILABLE;
+    }
+    pg_conn_rc_t rc = do_connect(c);
+    if (rc == PG_CONN_OK) {
+        c->reconnects++;
+        c->backoff_ms = 0;
+        c->next_attempt_ms = 0;
+        log_info("pg", "reconnected to PostgreSQL");
+        return PG_CONN_OK;
+    }
+    int b = c->backoff_ms ? c->backoff_ms * 2 : c->cfg.backoff_min_ms;
+    c->backoff_ms = b > c->cfg.backoff_max_ms ? c->cfg.backoff_max_ms : b;
+    c->next_attempt_ms = mono_ms() + c->backoff_ms;
+    log_warn("pg", "reconnect failed (next attempt in %d ms): %s", c->backoff_ms, c->errmsg);
+    return rc == PG_CONN_NOMEM ? rc : PG_CONN_UNAVAILABLE;
+}
+
+/* ------------------------------------------------------------------------
+ * Parameters
+ * ------------------------------------------------------------------------ */
+
+void pg_params_init(pg_params_t *p)
+{
+    p->n = 0;
+    p->overflow = false;
+}
+
+/* The next slot, or NULL (and the overflow flag) when full. */
+static int next_slot(pg_params_t *p)
+{
+    if (p->n >= PG_CONN_MAX_PARAMS) {
+        p->overflow = true;
+        return -1;
+    }
+    return p->n++;
+}
+
+void pg_params_int64(pg_params_t *p, int64_t v)
+{
+    int i = next_slot(p);
+    if (i < 0)
+        return;
+    snprintf(p->ints[i], sizeof p->ints[i], "%lld", (long long)v);
+    p->values[i] = p->ints[i];
+    p->lengths[i] = 0;
+    p->formats[i] = 0;
+}
+
+void pg_params_text(pg_params_t *p, const char *s)
+{
+    int i = next_slot(p);
+    if (i < 0)
+        return;
+    p->values[i] = s;
+    p->lengths[i] = 0;
+    p->formats[i] = 0;
+}
+
+void pg_params_bytes(pg_params_t *p, const void *data, size_t len)
+{
+    if (len > INT_MAX) {
+        p->overflow = true;
+        return;
+    }
+    int i = next_slot(p);
+    if (i < 0)
+        return;
+    p->values[i] = len ? data : ""; /* non-NULL: an empty value, not SQL NULL */
+    p->lengths[i] = (int)len;
+    p->formats[i] = 1;
+}
+
+void pg_params_null(pg_params_t *p)
+{
+    int i = next_slot(p);
+    if (i < 0)
+        return;
+    p->values[i] = NULL;
+    p->lengths[i] = 0;
+    p->formats[i] = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Statements
+ * ------------------------------------------------------------------------ */
+
+/* The name of sql's prepared statement on this connection, preparing it on
+ * first use; NULL on failure (*rc says why). */
+static const char *prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc)
+{
+    for (size_t i = 0; i < c->nstmts; i++)
+        if (c->stmts[i].sql == sql)
+            return c->stmts[i].name;
+    if (c->nstmts == c->capstmts) {
+        size_t cap = c->capstmts ? c->capstmts * 2 : 16;
+        prepared_t *grown = realloc(c->stmts, cap * sizeof *grown);
+        if (!grown) {
+            set_error(c, NULL, "out of memory");
+            *rc = PG_CONN_NOMEM;
+            return NULL;
+        }
+        c->stmts = grown;
+        c->capstmts = cap;
+    }
+    prepared_t *s = &c->stmts[c->nstmts];
+    snprintf(s->name, sizeof s->name, "s%zu", c->nstmts);
+    PGresult *res = PQprepare(c->conn, s->name, sql, 0, NULL);
+    *rc = result_rc(c, res);
+    PQclear(res);
+    if (*rc != PG_CONN_OK) {
+        log_error("pg", "prepare failed: %s (%s)", c->errmsg, sql);
+        return NULL;
+    }
+    s->sql = sql;
+    c->nstmts++;
+    return s->name;
+}
+
+pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PGresult **out)
+{
+    if (out)
+        *out = NULL;
+    if (p && p->overflow) {
+        set_error(c, NULL, "too many parameters or a value too long");
+        return PG_CONN_ERROR;
+    }
+    pg_conn_rc_t rc = pg_conn_ensure(c);
+    if (rc != PG_CONN_OK)
+        return rc;
+    const char *name = prepared_name(c, sql, &rc);
+    if (!name)
+        return rc;
+    PGresult *res = PQexecPrepared(c->conn, name, p ? p->n : 0, p ? p->values : NULL,
+                                   p ? p->lengths : NULL, p ? p->formats : NULL, 1);
+    rc = result_rc(c, res);
+    if (rc == PG_CONN_OK && out)
+        *out = res;
+    else
+        PQclear(res);
+    return rc;
+}
+
+int64_t pg_conn_affected(const PGresult *r)
+{
+    const char *n = PQcmdTuples((PGresult *)r);
+    return n && *n ? strtoll(n, NULL, 10) : 0;
+}
+
+bool pg_conn_col_null(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) != 0;
+}
+
+int64_t pg_conn_col_int64(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    const unsigned char *b = (const unsigned char *)PQgetvalue(r, row, col);
+    int len = PQgetlength(r, row, col);
+    uint64_t v = 0;
+    for (int i = 0; i < len && i < 8; i++)
+        v = v << 8 | b[i];
+    switch (len) { /* sign-extend the network-order int2 / int4 */
+    case 2:
+        return (int16_t)v;
+    case 4:
+        return (int32_t)v;
+    case 8:
+        return (int64_t)v;
+    default:
+        return 0;
+    }
+}
+
+const void *pg_conn_col_bytes(const PGresult *r, int row, int col, size_t *len)
+{
+    *len = (size_t)PQgetlength(r, row, col);
+    return PQgetvalue(r, row, col);
+}
+
+const char *pg_conn_col_text(const PGresult *r, int row, int col)
+{
+    return PQgetvalue(r, row, col);
+}
+
+/* ------------------------------------------------------------------------
+ * Transactions
+ * ------------------------------------------------------------------------ */
+
+pg_conn_rc_t pg_conn_begin(pg_conn_t *c)
+{
+    pg_conn_rc_t rc = pg_conn_run(c, SQL_BEGIN, NULL, NULL);
+    c->in_tx = rc == PG_CONN_OK;
+    return rc;
+}
+
+pg_conn_rc_t pg_conn_savepoint(pg_conn_t *c)
+{
+    return pg_conn_run(c, SQL_SAVEPOINT, NULL, NULL);
+}
+
+pg_conn_rc_t pg_conn_release(pg_conn_t *c)
+{
+    return pg_conn_run(c, SQL_RELEASE, NULL, NULL);
+}
+
+pg_conn_rc_t pg_conn_rollback_to(pg_conn_t *c)
+{
+    return pg_conn_run(c, SQL_ROLLBACK_TO, NULL, NULL);
+}
+
+bool pg_conn_in_transaction(const pg_conn_t *c)
+{
+    return c->in_tx;
+}
+
+pg_conn_rc_t pg_conn_commit(pg_conn_t *c)
+{
+    if (!c->in_tx) {
+        set_error(c, NULL, "COMMIT outside a transaction");
+        return PG_CONN_ERROR;
+    }
+    if (PQstatus(c->conn) != CONNECTION_OK) { /* lost before COMMIT was sent */
+        c->in_tx = false;
+        set_error(c, NULL, "connection lost inside a transaction");
+        return PG_CONN_UNAVAILABLE;
+    }
+    if (PQtransactionStatus(c->conn) != PQTRANS_INTRANS) {
+        /* a statement failed and was not rolled back to its savepoint:
+         * COMMIT would roll back and answer success */
+        pg_conn_rollback(c);
+        set_error(c, NULL, "COMMIT of a failed transaction");
+        return PG_CONN_ERROR;
+    }
+    PGresult *res = NULL;
+    pg_conn_rc_t rc = pg_conn_run(c, SQL_COMMIT, NULL, &res);
+    c->in_tx = false;
+    if (rc == PG_CONN_OK && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        set_error(c, NULL, "COMMIT answered ROLLBACK");
+        rc = PG_CONN_ERROR;
+    }
+    PQclear(res);
+    if (rc == PG_CONN_UNAVAILABLE && PQstatus(c->conn) != CONNECTION_OK)
+        return PG_CONN_IN_DOUBT;
+    if (rc != PG_CONN_OK && PQstatus(c->conn) == CONNECTION_OK &&
+        PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+        pg_conn_rollback(c);
+    return rc;
+}
+
+pg_conn_rc_t pg_conn_rollback(pg_conn_t *c)
+{
+    c->in_tx = false;
+    if (PQstatus(c->conn) != CONNECTION_OK)
+        return PG_CONN_OK; /* the server rolls back what a lost session left */
+    if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+        return PG_CONN_OK;
+    return pg_conn_run(c, SQL_ROLLBACK, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * Migrations
+ * ------------------------------------------------------------------------ */
+
+/* One transaction-level advisory lock key for every sqlcached migration
+ * ("sqlcache" read as a big-endian int64). */
+static const char SQL_MIGRATE_LOCK[] = "SELECT pg_advisory_xact_lock(8318549160821483621)";
+static const char SQL_MIGRATE_LOCK_TIMEOUT[] = "SET LOCAL lock_timeout = '60s'";
+static const char SQL_MIGRATIONS_TABLE[] =
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " applied_at BIGINT NOT NULL)";
+static const char SQL_APPLIED_MAX[] = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
+static const char SQL_IS_APPLIED[] = "SELECT COUNT(*) FROM schema_migrations WHERE version = $1";
+static const char SQL_RECORD[] =
+    "INSERT INTO schema_migrations (version, name, applied_at) "
+    "VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)";
+
+/* One integer from a one-row query with at most one integer parameter. */
+static pg_conn_rc_t query_int(pg_conn_t *c, const char *sql, const int64_t *param, int64_t *out)
+{
+    pg_params_t p;
+    pg_params_init(&p);
+    if (param)
+        pg_params_int64(&p, *param);
+    PGresult *res = NULL;
+    pg_conn_rc_t rc = pg_conn_run(c, sql, &p, &res);
+    if (rc == PG_CONN_OK)
+        *out = PQntuples(res) == 1 ? pg_conn_col_int64(res, 0, 0) : 0;
+    PQclear(res);
+    return rc;
+}
+
+/* Run a migration's script (several statements: the simple query
+ * protocol; the text is compiled in from sql/postgresql/) and record it. */
+static pg_conn_rc_t apply_one(pg_conn_t *c, const pg_conn_migration_t *m)
+{
+    PGresult *res = PQexec(c->conn, m->sql);
+    pg_conn_rc_t rc = result_rc(c, res);
+    PQclear(res);
+    if (rc != PG_CONN_OK)
+        return rc;
+    pg_params_t p;
+    pg_params_init(&p);
+    pg_params_int64(&p, m->version);
+    pg_params_text(&p, m->name);
+    return pg_conn_run(c, SQL_RECORD, &p, NULL);
+}
+
+/* Inside the locked transaction: apply what is missing. */
+static pg_conn_rc_t migrate_locked(pg_conn_t *c, const pg_conn_migration_t *list, int n,
+                                   char *err, size_t errlen)
+{
+    int64_t current = 0;
+    pg_conn_rc_t rc = pg_conn_run(c, SQL_MIGRATIONS_TABLE, NULL, NULL);
+    if (rc == PG_CONN_OK)
+        rc = query_int(c, SQL_APPLIED_MAX, NULL, &current);
+    if (rc != PG_CONN_OK) {
+        snprintf(err, errlen, "not a usable sqlcached database: %s", c->errmsg);
+        return rc;
+    }
+    int latest = n > 0 ? list[n - 1].version : 0;
+    if (current > latest) {
+        snprintf(err, errlen, "the database has schema version %lld, newer than this sqlcached (%d)",
+                 (long long)current, latest);
+        return PG_CONN_ERROR;
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t v = list[i].version, applied = 0;
+        rc = query_int(c, SQL_IS_APPLIED, &v, &applied);
+        if (rc == PG_CONN_OK && applied)
+            continue;
+        if (rc == PG_CONN_OK)
+            rc = apply_one(c, &list[i]);
+        if (rc != PG_CONN_OK) {
+            snprintf(err, errlen, "migration %s failed: %s", list[i].name, c->errmsg);
+            return rc;
+        }
+        log_info("pg", "applied migration %s", list[i].name);
+    }
+    return PG_CONN_OK;
+}
+
+pg_conn_rc_t pg_conn_migrate_list(pg_conn_t *c, const pg_conn_migration_t *list, int n,
+                                  char *err, size_t errlen)
+{
+    pg_conn_rc_t rc = pg_conn_begin(c);
+    if (rc == PG_CONN_OK)
+        rc = pg_conn_run(c, SQL_MIGRATE_LOCK_TIMEOUT, NULL, NULL);
+    if (rc == PG_CONN_OK)
+        rc = pg_conn_run(c, SQL_MIGRATE_LOCK, NULL, NULL);
+    if (rc != PG_CONN_OK) {
+        snprintf(err, errlen, "cannot lock the database for migrations: %s", c->errmsg);
+        pg_conn_rollback(c);
+        return rc;
+    }
+    rc = migrate_locked(c, list, n, err, errlen);
+    if (rc != PG_CONN_OK) {
+        pg_conn_rollback(c);
+        return rc;
+    }
+    rc = pg_conn_commit(c);
+    if (rc != PG_CONN_OK)
+        snprintf(err, errlen, "migrations could not commit: %s", c->errmsg);
+    return rc;
+}
+
+pg_conn_rc_t pg_conn_migrate(pg_conn_t *c, char *err, size_t errlen)
+{
+    return pg_conn_migrate_list(c, pg_conn_migrations, pg_conn_migration_count, err, errlen);
+}
