@@ -245,6 +245,11 @@ sqlcached_status_t sqlcached_backup(sqlcached_t *db, const char *dest_path, char
         snprintf(err, errlen, "empty path");
         return SQLCACHED_INVALID_ARGUMENT;
     }
+    if (storage_backend_for(db->path) != &storage_sqlite) {
+        snprintf(err, errlen, "the data is in PostgreSQL: back it up with pg_dump or "
+                 "PostgreSQL's own backups (pg_basebackup, WAL archiving), not through sqlcached");
+        return SQLCACHED_CONFLICT;
+    }
     sqlcached_status_t st = check_dest(dest_path, err, errlen);
     if (st != SQLCACHED_OK)
         return st;
@@ -517,6 +522,11 @@ sqlcached_status_t sqlcached_restore(const char *backup_path, const char *db_pat
         err = scratch, errlen = sizeof scratch;
     if (!backup_path || !db_path || !*db_path) {
         snprintf(err, errlen, "empty path");
+        return SQLCACHED_INVALID_ARGUMENT;
+    }
+    if (storage_backend_for(db_path) != &storage_sqlite) {
+        snprintf(err, errlen, "the data is in PostgreSQL: restore it with pg_restore or "
+                 "PostgreSQL's own tools, not through sqlcached");
         return SQLCACHED_INVALID_ARGUMENT;
     }
     char real[PATH_MAX];

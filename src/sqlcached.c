@@ -317,7 +317,10 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     db->opts = *opts;
     db->opts.path = db->path;
     db->lock_fd = -1;
-    sqlcached_status_t st = dblock_acquire(db->path, &db->lock_fd, err, errlen);
+    /* One process per SQLite file; many nodes may share one PostgreSQL. */
+    bool sqlite = storage_backend_for(db->path) == &storage_sqlite;
+    sqlcached_status_t st =
+        sqlite ? dblock_acquire(db->path, &db->lock_fd, err, errlen) : SQLCACHED_OK;
     if (st != SQLCACHED_OK) {
         sqlcached_close(db);
         return st;
@@ -399,7 +402,7 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->cache_policy = db->opts.cache_policy ? db->opts.cache_policy : "allkeys-lfu";
     add_cache_stats(out, db->cache);
     add_cache_stats(out, db->item_cache);
-    out->storage_backend = storage_sqlite.name; /* the one backend so far */
+    out->storage_backend = store_backend_name(db->store);
     out->storage_reads = atomic_load_explicit(&db->storage_reads, memory_order_relaxed);
     sqlcached_seckill_stats_t sk;
     sqlcached_seckill_stats(db, &sk);

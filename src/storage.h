@@ -148,17 +148,108 @@ typedef struct storage_seckill_ops {
                                      unsigned limit, sqlcached_orders_t *page);
 } storage_seckill_ops_t;
 
+/* ------------------------------------------------------------------------
+ * The engine: connections, group-commit transactions, counters
+ *
+ * What store.c (the group-commit writer, the reader pool, the counter cache,
+ * health and the stop deadline: everything above the seam) needs from a
+ * backend. A backend's open database is its own type (storage_db_t); each
+ * of its connections is its own struct that begins with a store_conn_t.
+ * Every call that can fail returns a library status; describe_error() tells
+ * the last failure on a connection in words, for the log and /healthz.
+ * ------------------------------------------------------------------------ */
+
+typedef struct storage_db storage_db_t;
+
+/* A counter as the writer holds it between its transactions (store.c). */
+typedef struct store_counter {
+    char name[32];
+    int64_t value; /* the last value handed out */
+    bool dirty;    /* value is ahead of the stored row in this transaction */
+} store_counter_t;
+
+#define STORE_MAX_COUNTERS 8
+
+/* The part of every connection that belongs to store.c. */
+struct store_conn {
+    const struct storage_backend *backend;
+    store_counter_t counters[STORE_MAX_COUNTERS]; /* writer only */
+    int ncounters;
+    store_conn_t *next_free; /* reader pool link */
+    store_conn_t *next_all;  /* every reader, for closing */
+};
+
+typedef struct storage_engine_ops {
+    /* Open (create) the database cfg->path names, bring its schema up to
+     * date, check it is usable. s is the store being opened (for
+     * store_deadline_ms()). NULL with a message in err. */
+    storage_db_t *(*open)(const store_config_t *cfg, store_t *s, char *err, size_t errlen);
+    /* After every connection is closed. */
+    void (*close)(storage_db_t *db);
+    /* The writer connection (once, at open) or a reader (read-only). */
+    store_conn_t *(*conn_open)(storage_db_t *db, bool writer, char *err, size_t errlen);
+    void (*conn_close)(store_conn_t *c);
+
+    /* Group commit, on the writer: begin; per write savepoint, then
+     * release or rollback_to + release; commit once (or rollback). */
+    sqlcached_status_t (*begin)(store_conn_t *w);
+    sqlcached_status_t (*savepoint)(store_conn_t *w);
+    sqlcached_status_t (*release)(store_conn_t *w);
+    sqlcached_status_t (*rollback_to)(store_conn_t *w);
+    /* False once the backend has ended the transaction on its own (SQLite
+     * drops it on some errors, a lost connection takes it with it). */
+    bool (*in_transaction)(store_conn_t *w);
+    /* UNAVAILABLE for a commit whose outcome is unknown (the connection
+     * broke before its answer): logged as in doubt by the backend. */
+    sqlcached_status_t (*commit)(store_conn_t *w);
+    void (*rollback)(store_conn_t *w);
+    /* The last failure on c in words (for logs and health). */
+    void (*describe_error)(store_conn_t *c, char *buf, size_t len);
+    /* A number that grows with every row a commit changes (so a commit
+     * that wrote nothing can be told from one that did). */
+    int64_t (*changes)(store_conn_t *w);
+
+    /* The stored counter `name` inside the writer's transaction, locked
+     * against other writers until the commit. INTERNAL when missing. */
+    sqlcached_status_t (*counter_get)(store_conn_t *w, const char *name, int64_t *value);
+    /* Store it; *found false when the row went away. */
+    sqlcached_status_t (*counter_set)(store_conn_t *w, const char *name, int64_t value,
+                                      bool *found);
+    /* At the start of a transaction: may the writer keep counting from the
+     * values it cached in earlier ones (nobody else wrote since)? */
+    bool (*counters_valid)(store_conn_t *w);
+
+    /* Any thread, every maintenance tick: true when the backend finds that
+     * commits can no longer be trusted to last (SQLite: its files were
+     * removed or replaced), with the reason; the store then refuses every
+     * write. May be NULL. */
+    bool (*check)(storage_db_t *db, char *reason, size_t len);
+    /* Writer thread, once after check() said so: keep what was
+     * acknowledged (SQLite: checkpoint into the file still open). May be
+     * NULL. */
+    void (*salvage)(store_conn_t *w);
+} storage_engine_ops_t;
+
 typedef struct storage_backend {
-    const char *name; /* "sqlite" */
+    const char *name; /* "sqlite", "postgresql" */
+    const storage_engine_ops_t *engine;
     const storage_kv_ops_t *kv;
     const storage_seckill_ops_t *seckill;
     const storage_lease_ops_t *lease;
 } storage_backend_t;
 
 extern const storage_backend_t storage_sqlite;
+extern const storage_backend_t storage_pg;
+
+/* The backend that `path` names: a postgresql:// or postgres:// URL is
+ * PostgreSQL, anything else a SQLite file. */
+const storage_backend_t *storage_backend_for(const char *path);
 
 /* The backend connection c belongs to. */
-const storage_backend_t *store_conn_backend(store_conn_t *c);
+static inline const storage_backend_t *store_conn_backend(store_conn_t *c)
+{
+    return c->backend;
+}
 
 /* ------------------------------------------------------------------------
  * Dispatch: one wrapper per operation

@@ -1,5 +1,7 @@
 /*
- * store.h - the SQLite layer: connections, migrations, group-committed writes.
+ * store.h - the source of truth as the domain modules use it: group-
+ * committed writes, pooled readers, counters; over a backend (SQLite or
+ * PostgreSQL, chosen by the path: see storage.h).
  *
  * One writer connection is owned by a writer thread. Callers hand it a write
  * function through store_write(); the thread runs every write queued at that
@@ -12,10 +14,10 @@
  * its statements, releases it. The pool grows to the number of threads that
  * read at once (one reader per worker thread).
  *
- * Statements are prepared once per connection and cached by the address of
- * their SQL text (always a static string): store_stmt() in
- * storage_sqlite.h, for the SQLite backend's files only. Never build SQL
- * from input; bind parameters.
+ * Rows are read and written through the operations of the storage seam
+ * (storage.h) on the connection a write function or a reader is given;
+ * each backend prepares its statements once per connection, from static
+ * text only: never SQL built from input.
  */
 #ifndef SQLCACHED_STORE_H
 #define SQLCACHED_STORE_H
@@ -29,7 +31,7 @@ typedef struct store store_t;
 typedef struct store_conn store_conn_t;
 
 typedef struct store_config {
-    const char *path;
+    const char *path; /* a SQLite file, or a postgresql:// URL */
     sqlcached_durability_t durability;
     int busy_timeout_ms;
     unsigned max_batch;
@@ -113,12 +115,20 @@ void store_stats(store_t *s, store_stats_t *out);
  * Cannot fail. */
 void store_health(store_t *s, sqlcached_health_t *out);
 
-/* Compare the database file and its -wal with the files the store opened
- * (st_dev, st_ino). If either was removed or replaced, log an error once
- * and refuse every later write (SQLCACHED_UNAVAILABLE) until the store is
+/* Run the backend's check of its storage (SQLite: compare the database file
+ * and its -wal with the files the store opened, st_dev and st_ino). If it
+ * fails (SQLite: either was removed or replaced), log an error once and
+ * refuse every later write (SQLCACHED_UNAVAILABLE) until the store is
  * closed. Returns true when this call saw it happen (once per store).
  * Any thread. */
 bool store_check_files(store_t *s);
+
+/* The stop deadline set by store_drain() (CLOCK_MONOTONIC ms), 0 = none:
+ * a backend waiting for a lock gives up at it. */
+int64_t store_deadline_ms(store_t *s);
+
+/* The backend's name ("sqlite", "postgresql"), static. */
+const char *store_backend_name(const store_t *s);
 
 /* Embedded migrations (generated from sql/ at build time). */
 typedef struct store_migration {
