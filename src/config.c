@@ -538,6 +538,51 @@ config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, si
     return CONFIG_OK;
 }
 
+/* Copy src[0..n) to the end of the string in buf (truncating). */
+static void append(char *buf, size_t len, const char *src, size_t n)
+{
+    size_t used = strlen(buf);
+    if (used + 1 >= len)
+        return;
+    if (n > len - used - 1)
+        n = len - used - 1;
+    memcpy(buf + used, src, n);
+    buf[used + n] = '\0';
+}
+
+const char *config_db_display(const char *db, char *buf, size_t len)
+{
+    if (!len)
+        return buf;
+    buf[0] = '\0';
+    const char *scheme_end = strstr(db, "://");
+    if (strncmp(db, "postgres", 8) != 0 || !scheme_end) {
+        append(buf, len, db, strlen(db));
+        return buf;
+    }
+    const char *auth = scheme_end + 3;
+    const char *at = strchr(auth, '@'), *slash = strchr(auth, '/');
+    const char *colon = strchr(auth, ':');
+    const char *p = db;
+    if (at && (!slash || at < slash) && colon && colon < at) { /* user:password@ */
+        append(buf, len, p, (size_t)(colon + 1 - p));
+        append(buf, len, "***", 3);
+        p = at;
+    }
+    for (const char *q; (q = strstr(p, "password=")) != NULL;) {
+        if (q > db && q[-1] != '?' && q[-1] != '&') { /* not a parameter name */
+            append(buf, len, p, (size_t)(q + 9 - p));
+            p = q + 9;
+            continue;
+        }
+        append(buf, len, p, (size_t)(q + 9 - p));
+        append(buf, len, "***", 3);
+        p = q + 9 + strcspn(q + 9, "&");
+    }
+    append(buf, len, p, strlen(p));
+    return buf;
+}
+
 static json_t *opt_string(const char *s)
 {
     return s ? json_string(s) : json_null();
@@ -549,8 +594,10 @@ json_t *config_json(const config_t *cfg)
     snprintf(listen, sizeof listen, strchr(cfg->listen_host, ':') ? "[%s]:%u" : "%s:%u",
              cfg->listen_host, cfg->listen_port);
     static const char *const levels[] = {"error", "warn", "info", "debug"};
+    char db[1024];
+    config_db_display(cfg->db_path, db, sizeof db);
     json_t *doc = json_pack("{s:s, s:s, s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o}",
-                     "listen", listen, "db", cfg->db_path, "threads", (int)cfg->threads,
+                     "listen", listen, "db", db, "threads", (int)cfg->threads,
                      "max_body", (json_int_t)cfg->max_body,
                      "auth_token", cfg->auth_token ? json_string("***") : json_null(),
                      "durability", cfg->durability == SQLCACHED_DURABILITY_FULL ? "full" : "normal",

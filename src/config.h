@@ -89,6 +89,12 @@ int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 /* The --help text. */
 const char *config_usage(void);
 
+/* The --db value as it may be shown (log, /v1/admin/config): a
+ * postgresql:// URL with its password replaced by *** (in the user info
+ * and in a password= parameter), anything else as it is. Writes at most
+ * len bytes to buf (truncating) and returns buf. */
+const char *config_db_display(const char *db, char *buf, size_t len);
+
 /* "1048576", "64K", "64KB", "64KiB", "1M", "1G" (all binary multiples).
  * Returns 0 and *out, or -1 when malformed or out of range. */
 int config_parse_size(const char *s, size_t *out);

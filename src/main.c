@@ -75,9 +75,11 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     }
     if (cfg->testing_max_pages || cfg->testing_disable_fill_guard || cfg->testing_fill_delay_us)
         log_warn("main", "testing-only flags are set: not for production use");
+    char shown[1024]; /* the --db value without its password */
     log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "
              "memory tier %zu bytes (%s), seckill strategy %s%s",
-             sqlcached_version(), cfg->listen_host, http_port(srv), cfg->db_path, cfg->threads,
+             sqlcached_version(), cfg->listen_host, http_port(srv),
+             config_db_display(cfg->db_path, shown, sizeof shown), cfg->threads,
              cfg->cache_memory, cfg->policy,
              cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version" : "stock",
              cfg->auth_token ? ", auth required" : "");

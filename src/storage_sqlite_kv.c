@@ -2,7 +2,7 @@
  * storage_sqlite_kv.c - key-value rows on SQLite (the kv operations of
  * storage.h).
  *
- * Schema (sql/001_kv.sql): kv(key BLOB PRIMARY KEY, value BLOB, content_type
+ * Schema (sql/sqlite/001_kv.sql): kv(key BLOB PRIMARY KEY, value BLOB, content_type
  * TEXT, version INTEGER, expires_at INTEGER NULL). Keys are BLOBs, so they
  * sort bytewise; listing by prefix is a range scan [prefix, prefix + 0xFF
  * x (KEY_MAX + 1)), which holds every key that starts with the prefix.

@@ -2,7 +2,7 @@
  * storage_sqlite_lease.c - lease rows on SQLite (the lease operations of
  * storage.h).
  *
- * Schema (sql/003_leases.sql): leases(name TEXT PRIMARY KEY, owner, token,
+ * Schema (sql/sqlite/003_leases.sql): leases(name TEXT PRIMARY KEY, owner, token,
  * count, expires_at). Every change guarded by its owner is one conditional
  * statement (UPDATE/DELETE ... WHERE owner = ? AND expires_at > now ...
  * RETURNING the row), the way Redis does a compare-and-delete in Lua, so

@@ -2,7 +2,7 @@
  * storage_sqlite_seckill.c - the flash sale's rows on SQLite (the seckill
  * operations of storage.h).
  *
- * Schema (sql/002_seckill.sql): items(id, name, stock, sold, initial_stock,
+ * Schema (sql/sqlite/002_seckill.sql): items(id, name, stock, sold, initial_stock,
  * version) and orders(order_id INTEGER PRIMARY KEY, item_id REFERENCES
  * items, user_id, created_at) with UNIQUE(item_id, user_id). The unique
  * constraint is the one-order-per-user guard and the foreign key finds a

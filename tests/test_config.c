@@ -318,6 +318,25 @@ static void test_config_busy_timeout_and_testing_flags(void **state)
     unlink(path);
 }
 
+/* A PostgreSQL URL is shown (log, /v1/admin/config) without its password. */
+static void test_config_db_display_hides_passwords(void **state)
+{
+    (void)state;
+    char b[256];
+    assert_string_equal(config_db_display("data/cache.db", b, sizeof b), "data/cache.db");
+    assert_string_equal(config_db_display("postgresql://app:s3cret@db:5432/cache", b, sizeof b),
+                        "postgresql://app:***@db:5432/cache");
+    assert_string_equal(config_db_display("postgres://app@db/cache", b, sizeof b),
+                        "postgres://app@db/cache");
+    assert_string_equal(
+        config_db_display("postgresql://db/cache?user=app&password=s3cret&sslmode=require", b,
+                          sizeof b),
+        "postgresql://db/cache?user=app&password=***&sslmode=require");
+    assert_string_equal(config_db_display("postgresql://a:b@h/d?password=c", b, sizeof b),
+                        "postgresql://a:***@h/d?password=***");
+    assert_string_equal(config_db_display("postgresql://a:b@h/d", b, 12), "postgresql:");
+}
+
 static void test_config_sqlite_cache(void **state)
 {
     (void)state;
@@ -368,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_config_refused_max_body_keeps_the_setting),
         cmocka_unit_test(test_config_busy_timeout_and_testing_flags),
         cmocka_unit_test(test_config_sqlite_cache),
+        cmocka_unit_test(test_config_db_display_hides_passwords),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
