@@ -196,6 +196,9 @@ const char *sqlcached_status_name(sqlcached_status_t status);
 /* Library version string, e.g. "0.1.0". */
 const char *sqlcached_version(void);
 
+/* The source of truth of an open store: "sqlite" or "postgresql" (static). */
+const char *sqlcached_storage_backend(const sqlcached_t *db);
+
 /* The current time in ms as the store sees it (its clock). */
 int64_t sqlcached_now_ms(const sqlcached_t *db);
 

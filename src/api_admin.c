@@ -62,6 +62,10 @@ enum MHD_Result api_admin_backup(http_request_t *req)
         return http_reply_problem(req, "invalid_argument",
                                   "path must be a file name inside the backup directory "
                                   "([A-Za-z0-9._-], not starting with '.')");
+    if (strcmp(sqlcached_storage_backend(req->db), "sqlite") != 0)
+        return http_reply_problem(req, "conflict",
+                                  "the data is in PostgreSQL: back it up with pg_dump or "
+                                  "PostgreSQL's own backups (pg_basebackup, WAL archiving)");
     if (!req->cfg->backup_dir)
         return http_reply_problem(req, "conflict", "backups are disabled: start with --backup-dir");
     if (!fits)

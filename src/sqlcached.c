@@ -402,7 +402,7 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->cache_policy = db->opts.cache_policy ? db->opts.cache_policy : "allkeys-lfu";
     add_cache_stats(out, db->cache);
     add_cache_stats(out, db->item_cache);
-    out->storage_backend = store_backend_name(db->store);
+    out->storage_backend = sqlcached_storage_backend(db);
     out->storage_reads = atomic_load_explicit(&db->storage_reads, memory_order_relaxed);
     sqlcached_seckill_stats_t sk;
     sqlcached_seckill_stats(db, &sk);
@@ -423,4 +423,9 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
 void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out)
 {
     store_health(db->store, out);
+}
+
+const char *sqlcached_storage_backend(const sqlcached_t *db)
+{
+    return store_backend_name(db->store);
 }
