@@ -226,7 +226,8 @@ static pg_conn_rc_t connect_failure(const char *const *keys, const char *const *
     }
 }
 
-/* A new PGconn into c->conn (the old one, if any, is closed). */
+/* A new PGconn into c->conn (the old one, if any, is closed); on failure
+ * c->conn may be NULL (libpq reports CONNECTION_BAD for NULL). */
 static pg_conn_rc_t do_connect(pg_conn_t *c)
 {
     char timeout[16];
@@ -247,7 +248,14 @@ static pg_conn_rc_t do_connect(pg_conn_t *c)
         return connect_failure(keys, vals);
     }
     c->nstmts = 0; /* a new session has no prepared statements */
-    return apply_settings(c);
+    pg_conn_rc_t rc = apply_settings(c);
+    if (rc != PG_CONN_OK) {
+        /* never keep a session without its settings (synchronous_commit):
+         * drop it, the next pg_conn_ensure() connects again */
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+    return rc;
 }
 
 pg_conn_t *pg_conn_open(const pg_conn_config_t *cfg, pg_conn_rc_t *rc, char *err, size_t errlen)
