@@ -184,7 +184,14 @@ try {
 } finally {
   if (context)
     await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  // Chromium's helper processes may still be writing the profile for a
+  // moment after the close: retry, and never let the cleanup decide the
+  // test's outcome.
+  try {
+    rmSync(userDataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+  } catch (e) {
+    console.error('could not remove ' + userDataDir + ': ' + e.message);
+  }
   clearTimeout(guard);
 }
 process.exit(status);
