@@ -86,7 +86,7 @@ fi
 rm -f "$work/dashboard.png"
 SQLCACHED_URL="http://127.0.0.1:$port" SQLCACHED_TOKEN=$token BROWSER_WORKDIR=$work \
     SCREENSHOT=$work/dashboard.png CHROMIUM=$chromium NO_PROXY='*' \
-    timeout 60 node "$work/dashboard.mjs"
+    timeout 150 node "$work/dashboard.mjs"
 status=$?
 if [ "$status" -ne 0 ]; then
     echo "--- daemon log ---"
