@@ -256,16 +256,25 @@ static void check_writer(const writer_t *w, const stored_t *s, int64_t down_from
     }
 }
 
-/* Lines of the daemon's log that report a COMMIT in doubt. */
-static unsigned in_doubt_logged(const daemon_t *d)
+/* Lines of the daemon's log that report a COMMIT in doubt (printed, with
+ * the error that follows each); *confirmed: COMMITs answered just before
+ * the server ended the connection (committed, answered 2xx). */
+static unsigned in_doubt_logged(const daemon_t *d, unsigned *confirmed)
 {
     FILE *fp = fopen(d->log_path, "r");
     if (!fp)
         return 0;
     char line[1024];
     unsigned n = 0;
-    while (fgets(line, sizeof line, fp))
-        n += strstr(line, "in doubt") != NULL;
+    bool next = false; /* print the line after one in doubt: the error */
+    while (fgets(line, sizeof line, fp)) {
+        bool doubt = strstr(line, "in doubt") != NULL;
+        if ((doubt && n < 5) || next)
+            printf("outage: daemon log: %s", line);
+        next = doubt && n < 5;
+        n += doubt;
+        *confirmed += strstr(line, "COMMIT was answered, then") != NULL;
+    }
     fclose(fp);
     return n;
 }
@@ -394,7 +403,7 @@ int main(void)
     int64_t idle_down_ms = -1, idle_up_ms = -1;
     idle_outage(&pg, &mc, &idle_down_ms, &idle_up_ms);
     int stop_rc = daemon_stop(&d);
-    unsigned in_doubt = in_doubt_logged(&d);
+    unsigned confirmed = 0, in_doubt = in_doubt_logged(&d, &confirmed);
 
     char err[512];
     stored_t s = {0};
@@ -429,8 +438,9 @@ int main(void)
            "stopped, 200 %" PRId64 " ms after it started again (-1: never)\n", idle_down_ms,
            idle_up_ms);
     printf("outage: checked in PostgreSQL: %" PRIu64 " acknowledged writes, lost %" PRIu64
-           "; refused writes found stored %" PRIu64 "; COMMITs logged in doubt %u; clean stop %s\n",
-           f.acked, f.lost, f.refused_present, in_doubt, stop_rc == 0 ? "yes" : "no");
+           "; refused writes found stored %" PRIu64 "; COMMITs logged in doubt %u (answered "
+           "just before the connection ended: %u); clean stop %s\n", f.acked, f.lost,
+           f.refused_present, in_doubt, confirmed, stop_rc == 0 ? "yes" : "no");
     bool ok = rc == 0 && f.lost == 0 && f.acked_while_down == 0 && f.other_status == 0 &&
               f.unanswered == 0 && f.outage_writes > 0 && f.outage_503 == f.outage_writes &&
               (f.refused_present == 0 || in_doubt > 0) && f.cached_reads_wrong == 0 &&
