@@ -28,7 +28,7 @@
  *
  * Prints the figures; exit 0 when every check held, 1 otherwise, 77 with
  * SQLCACHED_TEST_NO_PG=1. Under $SQLCACHED_WRAPPER (valgrind) the bounds
- * are 20 times longer.
+ * are 20 times longer, the phases and the pause between writes 4 times.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -74,10 +74,17 @@ static int64_t started_at;     /* ns: PostgreSQL is up again from here on (under
 static int64_t first_ok_after; /* ns: first 2xx of a write sent after started_at */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* of the bounds */
 static int scale(void)
 {
     const char *w = getenv("SQLCACHED_WRAPPER");
     return w && *w ? 20 : 1;
+}
+
+/* of the phases and the pace of the writers */
+static int phase(void)
+{
+    return scale() > 1 ? 4 : 1;
 }
 
 static void note_ok(const wrec_t *r)
@@ -116,7 +123,7 @@ static void *writer_main(void *arg)
         r->status = t == REL_ANSWERED ? c.status : 0;
         if (r->status >= 200 && r->status < 300)
             note_ok(r);
-        usleep(PAUSE_US);
+        usleep((useconds_t)(PAUSE_US * phase()));
     }
     rel_client_free(&c);
     return NULL;
@@ -364,7 +371,7 @@ int main(void)
         if (pthread_create(&writers[i].thread, NULL, writer_main, &writers[i]) != 0)
             return 1;
     }
-    sleep_ms(LOAD_MS * scale());
+    sleep_ms(LOAD_MS * phase());
     for (unsigned i = 0; i < WRITERS; i++)
         read_cached(&mc, &writers[i], NULL);
 
@@ -374,11 +381,11 @@ int main(void)
         rc = 1;
     }
     int64_t down_from = rel_now_ns();
-    sleep_ms(OUTAGE_MS * scale() / 2);
+    sleep_ms(OUTAGE_MS * phase() / 2);
     long health_down = health(&mc);
     for (unsigned i = 0; i < WRITERS; i++)
         read_cached(&mc, &writers[i], &f);
-    sleep_ms(OUTAGE_MS * scale() / 2);
+    sleep_ms(OUTAGE_MS * phase() / 2);
     int64_t down_to = rel_now_ns();
     if (pg_fixture_server_start(&pg) != 0) {
         fprintf(stderr, "outage: PostgreSQL did not start again\n");
@@ -395,7 +402,7 @@ int main(void)
         recovered = first_ok_after;
         pthread_mutex_unlock(&lock);
     }
-    sleep_ms(LOAD_MS * scale());
+    sleep_ms(LOAD_MS * phase());
     __atomic_store_n(&stop_load, 1, __ATOMIC_RELAXED);
     for (unsigned i = 0; i < WRITERS; i++)
         pthread_join(writers[i].thread, NULL);
