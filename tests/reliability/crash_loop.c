@@ -164,6 +164,31 @@ static void *worker_main(void *arg)
  * ------------------------------------------------------------------------ */
 
 static const char SQL_INTEGRITY[] = "PRAGMA integrity_check";
+/* the killed daemon's sessions (libpq's fallback_application_name) */
+static const char SQL_SESSIONS[] =
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sqlcached'";
+static uint64_t zombie_waits; /* kills after which a session of the dead daemon lingered */
+
+/* PostgreSQL: the daemon is dead only once its sessions are. A session
+ * reads what the daemon sent before it died: a COMMIT already sent still
+ * commits (after its WAL flush), later than the kill. So wait (bounded)
+ * until no session of the daemon is left, before checking and resolving
+ * in-doubt writes; otherwise a write resolved "not applied" at the restart
+ * could still land after it. */
+static void wait_sessions_gone(dbread_t *db)
+{
+    int64_t n = -1;
+    for (int i = 0; i < 1000; i++) { /* 10 s */
+        if (dbread_int(db, SQL_SESSIONS, NULL, &n) != 0 || n == 0)
+            break;
+        if (i == 0)
+            zombie_waits++;
+        usleep(10000);
+    }
+    if (n != 0)
+        fprintf(stderr, "crash: sessions of the killed daemon still there (%" PRId64 "): %s\n",
+                n, dbread_errmsg(db));
+}
 static const char SQL_VERSION[] = "SELECT value FROM meta WHERE name = 'version'";
 
 static int integrity_row(void *cls, int ncols, const char *const *cols)
@@ -189,6 +214,8 @@ static void check_file(const char *db_name, void **models, rel_report_t *reports
         (*corrupt)++;
         return;
     }
+    if (dbread_is_pg(db))
+        wait_sessions_gone(db);
     if (!dbread_is_pg(db) && dbread_query(db, SQL_INTEGRITY, 0, NULL, integrity_row,
                                           corrupt) != 0) {
         fprintf(stderr, "crash: integrity_check: %s\n", dbread_errmsg(db));
@@ -339,6 +366,7 @@ static void reset_shared(void)
     parked = 0;
     unexpected = 0;
     max_acked_version = 0;
+    zombie_waits = 0;
     for (size_t i = 0; i <= NDOMAINS; i++)
         fail_budget[i] = 20;
 }
@@ -393,9 +421,12 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     }
     printf("crash: %sbackend=%s durability=%s kill_cycles=%u/%u lost_writes=%" PRIu64
            " integrity_failures=%" PRIu64 " other_violations=%" PRIu64
-           " unanswered_while_up=%" PRIu64 " clean_stop=%s\n",
+           " unanswered_while_up=%" PRIu64 " clean_stop=%s",
            p->drop_wal ? "SELF-TEST (WAL dropped) " : "", bname, mode, done, p->cycles, sum.lost,
            corrupt, sum.violations, unexpected, stop_rc == 0 ? "yes" : "no");
+    if (p->backend == REL_PG)
+        printf(" kills_with_lingering_sessions=%" PRIu64, zombie_waits);
+    printf("\n");
     fflush(stdout);
     rel_client_free(&mc);
     daemon_free(&d);
