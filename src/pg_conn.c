@@ -556,6 +556,55 @@ bool pg_conn_in_transaction(const pg_conn_t *c)
     return c->in_tx;
 }
 
+/* Send COMMIT and read every result it brings. PostgreSQL answers COMMIT
+ * (command tag "COMMIT") only once the commit is done, flushed when
+ * synchronous_commit is on; a server stopping at that moment (a fast
+ * shutdown: 57P01) sends its FATAL error right after that answer, and
+ * PQexec* would return the error alone, hiding that the commit happened.
+ * So the results are read one by one: a "COMMIT" tag among them is the
+ * commit's proof, whatever follows. Returns OK (committed), ERROR (tag
+ * "ROLLBACK": the server rolled back), or the outcome of the error. */
+static pg_conn_rc_t commit_exec(pg_conn_t *c)
+{
+    if (!PQsendQuery(c->conn, SQL_COMMIT)) {
+        set_error(c, NULL, PQerrorMessage(c->conn));
+        return PQstatus(c->conn) == CONNECTION_OK ? PG_CONN_ERROR : PG_CONN_UNAVAILABLE;
+    }
+    bool committed = false, rolled_back = false;
+    PGresult *res, *failed = NULL;
+    while ((res = PQgetResult(c->conn)) != NULL) {
+        if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+            committed |= strcmp(PQcmdStatus(res), "COMMIT") == 0;
+            rolled_back |= strcmp(PQcmdStatus(res), "COMMIT") != 0;
+            PQclear(res);
+        } else if (!failed) {
+            failed = res;
+        } else {
+            PQclear(res);
+        }
+    }
+    pg_conn_rc_t rc;
+    if (committed) {
+        if (failed)
+            log_warn("pg", "COMMIT was answered, then the connection ended: %s",
+                     PQresultErrorMessage(failed));
+        clear_error(c);
+        rc = PG_CONN_OK;
+    } else if (failed || PQstatus(c->conn) != CONNECTION_OK) {
+        rc = result_rc(c, failed); /* NULL: no answer at all */
+        if (rc == PG_CONN_NOMEM && PQstatus(c->conn) != CONNECTION_OK)
+            rc = PG_CONN_UNAVAILABLE;
+    } else if (rolled_back) {
+        set_error(c, NULL, "COMMIT answered ROLLBACK");
+        rc = PG_CONN_ERROR;
+    } else {
+        set_error(c, NULL, "COMMIT brought no answer");
+        rc = PG_CONN_ERROR;
+    }
+    PQclear(failed);
+    return rc;
+}
+
 pg_conn_rc_t pg_conn_commit(pg_conn_t *c)
 {
     if (!c->in_tx) {
@@ -574,14 +623,8 @@ pg_conn_rc_t pg_conn_commit(pg_conn_t *c)
         set_error(c, NULL, "COMMIT of a failed transaction");
         return PG_CONN_ERROR;
     }
-    PGresult *res = NULL;
-    pg_conn_rc_t rc = pg_conn_run(c, SQL_COMMIT, NULL, &res);
+    pg_conn_rc_t rc = commit_exec(c);
     c->in_tx = false;
-    if (rc == PG_CONN_OK && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-        set_error(c, NULL, "COMMIT answered ROLLBACK");
-        rc = PG_CONN_ERROR;
-    }
-    PQclear(res);
     if (rc == PG_CONN_UNAVAILABLE && PQstatus(c->conn) != CONNECTION_OK)
         return PG_CONN_IN_DOUBT;
     if (rc != PG_CONN_OK && PQstatus(c->conn) == CONNECTION_OK &&

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -38,6 +39,9 @@ typedef struct pg_store_conn {
     store_conn_t base; /* first: a store_conn_t * is a pg_store_conn_t * */
     pg_conn_t *pg;
     int64_t commits; /* writer: transactions committed */
+#ifdef SQLCACHED_TESTING_PG_LATE_COMMIT
+    int64_t late_since; /* ms: first batch answered but not committed, 0 = none */
+#endif
 } pg_store_conn_t;
 
 struct storage_db {
@@ -138,8 +142,37 @@ static store_conn_t *conn_open(storage_db_t *d, bool writer, char *err, size_t e
  * Transactions
  * ------------------------------------------------------------------------ */
 
+/* SQLCACHED_TESTING_PG_LATE_COMMIT: a build broken on purpose, to show
+ * that the reliability checkers see writes answered before their commit
+ * (tests/reliability/pg-sabotage.sh): tx_commit() answers at once and
+ * leaves the transaction open; the batches of the next LATE_COMMIT_MS go
+ * on in it, and the first batch after that commits it before its BEGIN.
+ * So what was answered in the last LATE_COMMIT_MS is lost when sqlcached
+ * dies or PostgreSQL stops. Never in a real build. */
+#ifdef SQLCACHED_TESTING_PG_LATE_COMMIT
+#define LATE_COMMIT_MS 100
+
+static int64_t late_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+#endif
+
+static bool tx_open(store_conn_t *w);
+
 static sqlcached_status_t tx_begin(store_conn_t *w)
 {
+#ifdef SQLCACHED_TESTING_PG_LATE_COMMIT
+    pg_store_conn_t *c = pgc(w);
+    if (c->late_since && pg_conn_in_transaction(c->pg) && tx_open(w) &&
+        late_now_ms() - c->late_since < LATE_COMMIT_MS)
+        return SQLCACHED_OK; /* go on in the open transaction */
+    if (c->late_since && pg_conn_in_transaction(c->pg))
+        pg_conn_commit(c->pg);
+    c->late_since = 0;
+#endif
     return pg_conn_rc_status(pg_conn_begin(pgc(w)->pg));
 }
 
@@ -173,6 +206,12 @@ static bool tx_open(store_conn_t *w)
 
 static sqlcached_status_t tx_commit(store_conn_t *w)
 {
+#ifdef SQLCACHED_TESTING_PG_LATE_COMMIT
+    if (!pgc(w)->late_since)
+        pgc(w)->late_since = late_now_ms();
+    pgc(w)->commits++;
+    return SQLCACHED_OK;
+#endif
     pg_conn_rc_t rc = pg_conn_commit(pgc(w)->pg);
     if (rc == PG_CONN_IN_DOUBT)
         log_error("store", "the connection to PostgreSQL broke before COMMIT was answered: "

@@ -52,4 +52,5 @@ for want in "bad_pg.c:8: PQexec() in lookup(): SQL argument 'sql'" \
     echo "$out" | grep -qF "$want" || { echo "check_sql: expected '$want' in:"; echo "$out"; exit 1; }
 done
 
-perl "$check" "$srcdir/src" "$srcdir/tools" "$srcdir/tests" "$srcdir/fuzz"
+perl "$check" "$srcdir/src" "$srcdir/tools" "$srcdir/tests" "$srcdir/tests/reliability" \
+    "$srcdir/fuzz"

@@ -3,7 +3,9 @@
  * operation with its invocation and completion times, then check the
  * history (history.h) for stale reads and versions going back.
  *
- *   test_consistency                      the short form (`make check`):
+ *   test_consistency                      the short form (`make check`),
+ *   on each backend (SQLite, then PostgreSQL: a fresh schema of one
+ *   throwaway cluster, tests/pg.h):
  *       1. 20000 operations, fill guard on  -> must report 0 violations;
  *       2. the same load with the memory tier's fill guard disabled
  *          (--testing-disable-fill-guard) -> must report violations, or
@@ -11,11 +13,16 @@
  *   test_consistency --ops N [--clients C] [--keys K] [--seed S]
  *       one run with the guard on (`make check-consistency`: 1M ops).
  *   test_consistency --inject [--ops N]   only the run with the guard off.
+ *   --backend sqlite|postgresql|both      which backends (default both;
+ *       SQLCACHED_TEST_NO_PG=1 leaves PostgreSQL out).
+ *   --expect-violations                   pass only if the run with the
+ *       guard on reports violations (for a daemon built broken on purpose:
+ *       tests/reliability/pg-sabotage.sh).
  *
  * Both runs pass --testing-fill-delay-us so that a reader sleeps between
- * its SQLite read and its fill of the memory tier: the stale-fill race
- * then happens often, and only the guard stands between it and a stale
- * read. Under $SQLCACHED_WRAPPER (valgrind) the runs are 10x shorter.
+ * its read of the database and its fill of the memory tier: the stale-fill
+ * race then happens often, and only the guard stands between it and a
+ * stale read. Under $SQLCACHED_WRAPPER (valgrind) the runs are 10x shorter.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -27,6 +34,7 @@
 
 #include "daemon.h"
 #include "history.h"
+#include "relpg.h"
 #include "relclient.h"
 #include "testutil.h"
 
@@ -34,6 +42,8 @@ typedef struct run {
     unsigned ops, clients, keys, delay_us;
     bool guard_off;
     uint64_t seed;
+    int backend;      /* REL_SQLITE or REL_PG */
+    pg_fixture_t *pg; /* the cluster (REL_PG) */
 } run_t;
 
 typedef struct client {
@@ -153,7 +163,10 @@ static int64_t run_once(const run_t *r)
     const char *args[] = {"--threads", "8", "--log-level", "warn", "--testing-fill-delay-us",
                           delay, r->guard_off ? "--testing-disable-fill-guard" : NULL, NULL};
     daemon_t d;
-    if (!dir || daemon_start(&d, dir, args) != 0)
+    char url[256];
+    if (r->backend == REL_PG && pg_fixture_new_db(r->pg, url, sizeof url) != 0)
+        return -1;
+    if (!dir || rel_daemon_start(&d, dir, r->backend == REL_PG ? url : NULL, args) != 0)
         return -1;
     hop_t *ops = calloc(r->ops, sizeof *ops);
     client_t *cl = calloc(r->clients, sizeof *cl);
@@ -176,11 +189,12 @@ static int64_t run_once(const run_t *r)
     if (ops && cl && total == r->ops &&
         history_check(ops, r->ops, r->keys, &rep, stdout, 10) == 0) {
         uint64_t v = history_violations(&rep);
-        printf("consistency: %s: %u ops (%u clients, %u keys, %.0f ops/s), reads checked %"
+        printf("consistency: %s: %s: %u ops (%u clients, %u keys, %.0f ops/s), reads checked %"
                PRIu64 ", writes checked %" PRIu64 ", violations %" PRIu64 " (stale %" PRIu64
                ", resurrected %" PRIu64 ", missing %" PRIu64 ", phantom %" PRIu64
                ", wrong value %" PRIu64 ", future %" PRIu64 ", version order %" PRIu64
                ", not monotonic %" PRIu64 ", duplicate %" PRIu64 "), errors %" PRIu64 "\n",
+               rel_backend_name(r->backend),
                r->guard_off ? "fill guard DISABLED" : "fill guard on", r->ops, r->clients,
                r->keys, r->ops / (secs > 0 ? secs : 1), rep.reads_checked, rep.writes_checked,
                v, rep.stale, rep.resurrected, rep.missing, rep.phantom, rep.wrong_value,
@@ -196,16 +210,50 @@ static int64_t run_once(const run_t *r)
     return result;
 }
 
+/* The runs asked for on one backend; 0 when they went as they must. */
+static int run_backend(const run_t *r, bool only_normal, bool only_inject, bool expect)
+{
+    int rc = 0;
+    const char *name = rel_backend_name(r->backend);
+    if (!only_inject) {
+        int64_t v = run_once(r);
+        if (expect)
+            printf("consistency: %s: %s\n", name, v > 0 ? "violations reported, as expected "
+                   "of this daemon" : "NO VIOLATION REPORTED");
+        rc |= expect ? v <= 0 : v != 0;
+    }
+    if (!only_normal) {
+        run_t bad = *r;
+        bad.guard_off = true;
+        bad.delay_us = 2000;
+        bad.ops = r->ops / 4 > bad.clients ? r->ops / 4 : r->ops;
+        int64_t v = 0;
+        for (int attempt = 0; attempt < 3 && v == 0; attempt++) /* a race: retry if missed */
+            v = run_once(&bad);
+        if (v > 0)
+            printf("consistency: %s: the checker caught the disabled fill guard (%" PRId64
+                   " violations), as it must\n", name, v);
+        else
+            printf("consistency: %s: CHECKER BLIND: no violation with the fill guard "
+                   "disabled\n", name);
+        rc |= v <= 0;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *wrapper = getenv("SQLCACHED_WRAPPER");
     bool slow = wrapper && *wrapper;
     run_t r = {.ops = slow ? 2000 : 20000, .clients = slow ? 4 : 8, .keys = 4,
                .delay_us = 300, .seed = (uint64_t)time(NULL)};
-    bool only_normal = false, only_inject = false;
+    bool only_normal = false, only_inject = false, expect = false;
+    int backends = REL_BOTH;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--inject") == 0)
             only_inject = true;
+        else if (strcmp(argv[i], "--expect-violations") == 0)
+            expect = only_normal = true;
         else if (i + 1 < argc && strcmp(argv[i], "--ops") == 0)
             r.ops = (unsigned)atoi(argv[++i]), only_normal = !only_inject;
         else if (i + 1 < argc && strcmp(argv[i], "--clients") == 0)
@@ -214,35 +262,38 @@ int main(int argc, char **argv)
             r.keys = (unsigned)atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--seed") == 0)
             r.seed = strtoull(argv[++i], NULL, 10);
-        else {
+        else if (i + 1 < argc && strcmp(argv[i], "--backend") == 0)
+            backends = rel_backends_parse(argv[++i]);
+        else
+            backends = -1;
+        if (backends < 0) {
             fprintf(stderr, "usage: test_consistency [--ops N] [--clients C] [--keys K] "
-                            "[--seed S] [--inject]\n");
+                            "[--seed S] [--inject] [--backend sqlite|postgresql|both] "
+                            "[--expect-violations]\n");
             return 2;
         }
     }
+    if (only_inject)
+        only_normal = expect = false;
     if (r.clients < 1 || r.clients > 256 || r.keys < 1 || r.keys > 65535 || r.ops < r.clients)
         return 2;
     curl_global_init(CURL_GLOBAL_ALL);
     printf("consistency: seed %" PRIu64 "\n", r.seed);
     int rc = 0;
-    if (!only_inject) {
-        int64_t v = run_once(&r);
-        rc |= v != 0;
+    if (backends & REL_SQLITE) {
+        r.backend = REL_SQLITE;
+        rc |= run_backend(&r, only_normal, only_inject, expect);
     }
-    if (!only_normal) {
-        run_t bad = r;
-        bad.guard_off = true;
-        bad.delay_us = 2000;
-        bad.ops = r.ops / 4 > bad.clients ? r.ops / 4 : r.ops;
-        int64_t v = 0;
-        for (int attempt = 0; attempt < 3 && v == 0; attempt++) /* a race: retry if missed */
-            v = run_once(&bad);
-        if (v > 0)
-            printf("consistency: the checker caught the disabled fill guard (%" PRId64
-                   " violations), as it must\n", v);
-        else
-            printf("consistency: CHECKER BLIND: no violation with the fill guard disabled\n");
-        rc |= v <= 0;
+    pg_fixture_t pg;
+    int pg_rc = backends & REL_PG ? rel_pg_start(&pg) : 1;
+    if (pg_rc < 0)
+        rc = 1;
+    if (pg_rc == 0) {
+        r.backend = REL_PG;
+        r.pg = &pg;
+        rc |= run_backend(&r, only_normal, only_inject, expect);
+        if (pg_fixture_stop(&pg) != 0)
+            rc = 1;
     }
     curl_global_cleanup();
     return rc;

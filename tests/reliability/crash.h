@@ -6,8 +6,10 @@
  * The loop (crash_loop.c) runs worker threads that call a random domain's
  * step() against the daemon while the main thread SIGKILLs it at random
  * moments. After each kill, with every worker parked, it checks the database
- * file (integrity, then each domain's check_file), restarts the daemon and
- * runs each domain's check_restart.
+ * (SQLite: the file's integrity; both backends: each domain's check_file,
+ * through tests/dbread.h), restarts the daemon and runs each domain's
+ * check_restart. The same domains run on SQLite and on PostgreSQL (the
+ * daemon with --db postgresql://..., kill -9 of the daemon only).
  *
  * A domain keeps a model of what the daemon's acknowledged answers prove:
  *   - acknowledged (2xx, or an answer that reveals state such as 404): the
@@ -29,10 +31,10 @@
 #ifndef SQLCACHED_CRASH_H
 #define SQLCACHED_CRASH_H
 
-#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#include "dbread.h"
 #include "relclient.h"
 
 /* What a domain found; the loop sums these per durability mode. */
@@ -73,9 +75,10 @@ typedef struct rel_domain {
      * (an answer that contradicts the model) is counted in r. */
     int (*step)(void *model, rel_worker_t *w, rel_report_t *r);
 
-    /* Post-kill checker on the database file (read-only handle, daemon
-     * dead, no worker running). May be NULL. */
-    void (*check_file)(void *model, sqlite3 *db, rel_report_t *r);
+    /* Post-kill checker on the database (read-only handle on the SQLite
+     * file or the PostgreSQL database; daemon dead, no worker running;
+     * SQL common to both backends). May be NULL. */
+    void (*check_file)(void *model, dbread_t *db, rel_report_t *r);
 
     /* Post-restart checker (daemon up, no worker running): verify every
      * acknowledged write and resolve the in-doubt ones. */

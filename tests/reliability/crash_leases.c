@@ -312,15 +312,14 @@ static int ls_step(void *model, rel_worker_t *w, rel_report_t *r)
  * Checkers
  * ------------------------------------------------------------------------ */
 
-static void ls_check_file(void *model, sqlite3 *db, rel_report_t *r)
+static const char SQL_TOKEN[] = "SELECT value FROM meta WHERE name = 'fencing_token'";
+
+static void ls_check_file(void *model, dbread_t *db, rel_report_t *r)
 {
     ls_model_t *m = model;
-    sqlite3_stmt *st = NULL;
     int64_t persisted = -1;
-    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE name = 'fencing_token'", -1, &st,
-                           NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        persisted = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    if (dbread_int(db, SQL_TOKEN, NULL, &persisted) != 0)
+        persisted = -1;
     if (persisted >= m->max_token)
         return;
     uint64_t above = 0;

@@ -2,27 +2,34 @@
  * crash_loop.c - kill the daemon with SIGKILL under write load, again and
  * again, and check after each kill that every acknowledged write survived.
  *
- * For each durability mode: start the daemon on a fresh database, start
- * worker threads that call the domains' operation generators (crash.h),
- * then per cycle: let the load run for a random 50..300 ms, SIGKILL the
- * daemon, wait for every worker to park, check the database file
- * (PRAGMA integrity_check, the persisted version counter not below the
- * largest acknowledged version, each domain's check_file), restart, run
- * each domain's check_restart, check a new write gets a version above every
- * acknowledged one, and let the workers go on.
+ * For each backend and durability mode: start the daemon on a fresh
+ * database (SQLite: a file in a temporary directory; PostgreSQL: a fresh
+ * schema of one throwaway cluster per run, tests/pg.h), start worker
+ * threads that call the domains' operation generators (crash.h), then per
+ * cycle: let the load run for a random 50..300 ms, SIGKILL the daemon (only
+ * the daemon: PostgreSQL stays up), wait for every worker to park, check
+ * the database through tests/dbread.h (SQLite: PRAGMA integrity_check;
+ * both: the persisted version counter not below the largest acknowledged
+ * version, each domain's check_file), restart, run each domain's
+ * check_restart, check a new write gets a version above every acknowledged
+ * one, and let the workers go on.
  *
  *   test_crash [--cycles N] [--durability normal|full|both] [--workers N]
- *              [--seed S]
+ *              [--seed S] [--backend sqlite|postgresql|both] [--expect-lost]
  *
- * Defaults (the short form run by `make check`): 5 cycles, both modes, then
- * a self-test: 2 cycles in which the loop itself deletes the WAL after the
- * kill (what a daemon that acknowledged before its commit reached the file
- * would look like), which every domain must report as lost writes;
- * otherwise its checker is broken. `--sabotage-drop-wal` runs only that.
- * `make check-crash` runs 100 cycles per mode. Exit 0 when nothing was lost
- * and nothing violated, 1 otherwise, 77 (skip) under $SQLCACHED_WRAPPER
- * (valgrind cannot say anything useful about a process killed with -9, and
- * the loop would take hours under it).
+ * Defaults (the short form run by `make check`): 5 cycles, both modes, both
+ * backends, then a self-test on SQLite: 2 cycles in which the loop itself
+ * deletes the WAL after the kill (what a daemon that acknowledged before
+ * its commit reached the file would look like), which every domain must
+ * report as lost writes; otherwise its checker is broken.
+ * `--sabotage-drop-wal` runs only that. On PostgreSQL the same proof uses a
+ * daemon built to answer before it commits (tests/reliability/pg-sabotage.sh):
+ * `--expect-lost` then passes only if every domain reports lost writes.
+ * `make check-crash` runs 100 cycles per mode and backend. Exit 0 when
+ * nothing was lost and nothing violated, 1 otherwise, 77 (skip) under
+ * $SQLCACHED_WRAPPER (valgrind cannot say anything useful about a process
+ * killed with -9, and the loop would take hours under it).
+ * SQLCACHED_TEST_NO_PG=1 leaves the PostgreSQL forms out.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -37,6 +44,8 @@
 
 #include "crash.h"
 #include "daemon.h"
+#include "dbread.h"
+#include "relpg.h"
 #include "testutil.h"
 
 /* The domains under test (see crash.h). */
@@ -154,43 +163,77 @@ static void *worker_main(void *arg)
  * Checks between cycles
  * ------------------------------------------------------------------------ */
 
-/* integrity_check and the version counter on the file, read-only. */
-static void check_file(const char *path, void **models, rel_report_t *reports,
+static const char SQL_INTEGRITY[] = "PRAGMA integrity_check";
+/* the killed daemon's sessions (libpq's fallback_application_name) */
+static const char SQL_SESSIONS[] =
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sqlcached'";
+static uint64_t zombie_waits; /* kills after which a session of the dead daemon lingered */
+
+/* PostgreSQL: the daemon is dead only once its sessions are. A session
+ * reads what the daemon sent before it died: a COMMIT already sent still
+ * commits (after its WAL flush), later than the kill. So wait (bounded)
+ * until no session of the daemon is left, before checking and resolving
+ * in-doubt writes; otherwise a write resolved "not applied" at the restart
+ * could still land after it. */
+static void wait_sessions_gone(dbread_t *db)
+{
+    int64_t n = -1;
+    for (int i = 0; i < 1000; i++) { /* 10 s */
+        if (dbread_int(db, SQL_SESSIONS, NULL, &n) != 0 || n == 0)
+            break;
+        if (i == 0)
+            zombie_waits++;
+        usleep(10000);
+    }
+    if (n != 0)
+        fprintf(stderr, "crash: sessions of the killed daemon still there (%" PRId64 "): %s\n",
+                n, dbread_errmsg(db));
+}
+static const char SQL_VERSION[] = "SELECT value FROM meta WHERE name = 'version'";
+
+static int integrity_row(void *cls, int ncols, const char *const *cols)
+{
+    uint64_t *corrupt = cls;
+    const char *row = ncols > 0 ? cols[0] : NULL;
+    if (!row || strcmp(row, "ok") != 0) {
+        fprintf(stderr, "crash: integrity_check: %s\n", row ? row : "(null)");
+        (*corrupt)++;
+    }
+    return 0;
+}
+
+/* The database, read-only: SQLite's integrity_check (PostgreSQL keeps its
+ * own), the version counter, each domain's check_file. */
+static void check_file(const char *db_name, void **models, rel_report_t *reports,
                        uint64_t *corrupt)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK) {
-        fprintf(stderr, "crash: cannot open %s: %s\n", path, sqlite3_errmsg(db));
+    char err[512];
+    dbread_t *db = dbread_open(db_name, err, sizeof err);
+    if (!db) {
+        fprintf(stderr, "crash: %s\n", err);
         (*corrupt)++;
-        goto out;
+        return;
     }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *row = (const char *)sqlite3_column_text(st, 0);
-        if (!row || strcmp(row, "ok") != 0) {
-            fprintf(stderr, "crash: integrity_check: %s\n", row ? row : "(null)");
-            (*corrupt)++;
-        }
+    if (dbread_is_pg(db))
+        wait_sessions_gone(db);
+    if (!dbread_is_pg(db) && dbread_query(db, SQL_INTEGRITY, 0, NULL, integrity_row,
+                                          corrupt) != 0) {
+        fprintf(stderr, "crash: integrity_check: %s\n", dbread_errmsg(db));
+        (*corrupt)++;
     }
-    sqlite3_finalize(st);
-    st = NULL;
     int64_t persisted = -1;
-    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE name = 'version'", -1, &st,
-                           NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        persisted = sqlite3_column_int64(st, 0);
+    if (dbread_int(db, SQL_VERSION, NULL, &persisted) != 0)
+        persisted = -1;
     int64_t acked = __atomic_load_n(&max_acked_version, __ATOMIC_RELAXED);
     if (persisted < acked) {
-        fprintf(stderr, "crash: version counter went back: %" PRId64 " on disk, %" PRId64
+        fprintf(stderr, "crash: version counter went back: %" PRId64 " stored, %" PRId64
                 " acknowledged\n", persisted, acked);
         reports[0].violations++;
     }
     for (size_t i = 0; i < NDOMAINS; i++)
         if (domains[i]->check_file)
             domains[i]->check_file(models[i], db, &reports[i]);
-out:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    dbread_close(db);
 }
 
 /* A new write must get a version above every acknowledged one. */
@@ -230,6 +273,8 @@ typedef struct params {
     unsigned cycles, workers;
     uint64_t seed;
     bool drop_wal; /* self-test: lose the WAL after each kill */
+    int backend;   /* REL_SQLITE or REL_PG */
+    pg_fixture_t *pg; /* the run's cluster (REL_PG) */
 } params_t;
 
 typedef struct outcome {
@@ -321,6 +366,7 @@ static void reset_shared(void)
     parked = 0;
     unexpected = 0;
     max_acked_version = 0;
+    zombie_waits = 0;
     for (size_t i = 0; i <= NDOMAINS; i++)
         fail_budget[i] = 20;
 }
@@ -331,6 +377,8 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     outcome_t out = {0};
     char *dir = testutil_mkdtemp();
     const char *args[] = {"--durability", mode, "--threads", "8", "--log-level", "warn", NULL};
+    char url[256];
+    const char *bname = rel_backend_name(p->backend);
     daemon_t d;
     void *models[NDOMAINS] = {0};
     rel_report_t reports[NDOMAINS];
@@ -340,7 +388,11 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     unsigned done = 0;
     memset(reports, 0, sizeof reports);
     reset_shared();
-    if (!dir || daemon_start(&d, dir, args) != 0) {
+    if (p->backend == REL_PG && pg_fixture_new_db(p->pg, url, sizeof url) != 0) {
+        fprintf(stderr, "crash: cannot make a PostgreSQL schema\n");
+        return out;
+    }
+    if (!dir || rel_daemon_start(&d, dir, p->backend == REL_PG ? url : NULL, args) != 0) {
         fprintf(stderr, "crash: cannot start the daemon\n");
         return out;
     }
@@ -359,18 +411,22 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     uint64_t lost_by_domain[NDOMAINS];
     for (size_t i = 0; i < NDOMAINS; i++) {
         lost_by_domain[i] = reports[i].lost;
-        printf("crash: durability=%s domain=%s acked_writes=%" PRIu64 " in_doubt=%" PRIu64
-               " lost_writes=%" PRIu64 " violations=%" PRIu64 "\n", mode, domains[i]->name,
+        printf("crash: backend=%s durability=%s domain=%s acked_writes=%" PRIu64
+               " in_doubt=%" PRIu64 " lost_writes=%" PRIu64 " violations=%" PRIu64 "\n", bname,
+               mode, domains[i]->name,
                reports[i].acked, reports[i].in_doubt, reports[i].lost, reports[i].violations);
         sum.lost += reports[i].lost;
         sum.violations += reports[i].violations;
         domains[i]->destroy(models[i]);
     }
-    printf("crash: %sdurability=%s kill_cycles=%u/%u lost_writes=%" PRIu64
+    printf("crash: %sbackend=%s durability=%s kill_cycles=%u/%u lost_writes=%" PRIu64
            " integrity_failures=%" PRIu64 " other_violations=%" PRIu64
-           " unanswered_while_up=%" PRIu64 " clean_stop=%s\n",
-           p->drop_wal ? "SELF-TEST (WAL dropped) " : "", mode, done, p->cycles, sum.lost,
+           " unanswered_while_up=%" PRIu64 " clean_stop=%s",
+           p->drop_wal ? "SELF-TEST (WAL dropped) " : "", bname, mode, done, p->cycles, sum.lost,
            corrupt, sum.violations, unexpected, stop_rc == 0 ? "yes" : "no");
+    if (p->backend == REL_PG)
+        printf(" kills_with_lingering_sessions=%" PRIu64, zombie_waits);
+    printf("\n");
     fflush(stdout);
     rel_client_free(&mc);
     daemon_free(&d);
@@ -386,39 +442,71 @@ static int passed(const outcome_t *o, const params_t *p)
            o->clean_stop;
 }
 
-/* The checker must see the injected loss: lost writes in every domain,
- * nothing corrupt. */
-static int self_test(const params_t *base)
+/* The checker must see an injected loss: lost writes in every domain,
+ * nothing corrupt. 0 when it did. */
+static int saw_loss(const outcome_t *o, const params_t *p, const char *what)
 {
-    params_t p = *base;
-    p.cycles = 2;
-    p.drop_wal = true;
-    outcome_t o = run_mode("normal", &p);
-    int rc = o.cycles == p.cycles && o.corrupt == 0 ? 0 : 1;
+    int rc = o->cycles == p->cycles && o->corrupt == 0 ? 0 : 1;
     for (size_t i = 0; i < NDOMAINS; i++) {
-        if (o.lost_by_domain[i] == 0) {
-            printf("crash: SELF-TEST FAILED: the dropped WAL went unnoticed by domain %s\n",
+        if (o->lost_by_domain[i] == 0) {
+            printf("crash: SELF-TEST FAILED: %s went unnoticed by domain %s\n", what,
                    domains[i]->name);
             rc = 1;
         }
     }
     if (rc == 0) {
-        printf("crash: self-test ok: the dropped WAL was reported as %" PRIu64
-               " lost writes (", o.lost);
+        printf("crash: self-test ok: %s was reported as %" PRIu64 " lost writes (", what,
+               o->lost);
         for (size_t i = 0; i < NDOMAINS; i++)
-            printf("%s%s %" PRIu64, i ? ", " : "", domains[i]->name, o.lost_by_domain[i]);
+            printf("%s%s %" PRIu64, i ? ", " : "", domains[i]->name, o->lost_by_domain[i]);
         printf(")\n");
-    } else if (o.cycles != p.cycles || o.corrupt != 0)
+    } else if (o->cycles != p->cycles || o->corrupt != 0)
         printf("crash: SELF-TEST FAILED: %u/%u cycles, %" PRIu64 " integrity failures\n",
-               o.cycles, p.cycles, o.corrupt);
+               o->cycles, p->cycles, o->corrupt);
     return rc;
+}
+
+/* SQLite: the loop drops the WAL after each kill. */
+static int self_test(const params_t *base)
+{
+    params_t p = *base;
+    p.cycles = 2;
+    p.drop_wal = true;
+    p.backend = REL_SQLITE;
+    outcome_t o = run_mode("normal", &p);
+    return saw_loss(&o, &p, "the dropped WAL");
+}
+
+/* Every mode asked for on one backend; 0 when all passed (with
+ * expect_lost: when every mode saw lost writes in every domain). */
+static int run_backend(params_t *p, const char *modes, bool expect_lost)
+{
+    static const char *const all[] = {"normal", "full"};
+    int rc = 0;
+    for (size_t m = 0; m < 2; m++) {
+        if (strcmp(modes, all[m]) != 0 && strcmp(modes, "both") != 0)
+            continue;
+        outcome_t o = run_mode(all[m], p);
+        rc |= expect_lost ? saw_loss(&o, p, "a daemon that answers before its commit")
+                          : !passed(&o, p);
+    }
+    return rc;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: test_crash [--cycles N] [--durability normal|full|both] "
+                    "[--workers 1..%d] [--seed S] [--backend sqlite|postgresql|both] "
+                    "[--no-self-test] [--sabotage-drop-wal] [--expect-lost]\n", MAX_WORKERS);
+    return 2;
 }
 
 int main(int argc, char **argv)
 {
     params_t p = {.cycles = 5, .workers = 8, .seed = (uint64_t)time(NULL)};
     const char *modes = "both";
-    bool sabotage_only = false, self = true;
+    bool sabotage_only = false, self = true, expect_lost = false;
+    int backends = REL_BOTH;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sabotage-drop-wal") == 0) {
             sabotage_only = true;
@@ -428,8 +516,12 @@ int main(int argc, char **argv)
             self = false;
             continue;
         }
+        if (strcmp(argv[i], "--expect-lost") == 0) {
+            expect_lost = true;
+            continue;
+        }
         if (i + 1 == argc)
-            break;
+            return usage();
         if (strcmp(argv[i], "--cycles") == 0)
             p.cycles = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--durability") == 0)
@@ -438,6 +530,10 @@ int main(int argc, char **argv)
             p.workers = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--seed") == 0)
             p.seed = strtoull(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--backend") == 0)
+            backends = rel_backends_parse(argv[i + 1]);
+        else
+            return usage();
         i++;
     }
     const char *wrapper = getenv("SQLCACHED_WRAPPER");
@@ -445,25 +541,27 @@ int main(int argc, char **argv)
         printf("crash: skipped under %s\n", wrapper);
         return 77;
     }
-    if (p.workers < 1 || p.workers > MAX_WORKERS || p.cycles < 1) {
-        fprintf(stderr, "usage: test_crash [--cycles N] [--durability normal|full|both] "
-                        "[--workers 1..%d] [--seed S] [--no-self-test] "
-                        "[--sabotage-drop-wal]\n", MAX_WORKERS);
-        return 2;
-    }
+    if (p.workers < 1 || p.workers > MAX_WORKERS || p.cycles < 1 || backends < 0)
+        return usage();
     curl_global_init(CURL_GLOBAL_ALL);
     printf("crash: seed %" PRIu64 ", %u cycles, %u workers\n", p.seed, p.cycles, p.workers);
     int rc = 0;
-    outcome_t o;
-    if (!sabotage_only && (strcmp(modes, "normal") == 0 || strcmp(modes, "both") == 0)) {
-        o = run_mode("normal", &p);
-        rc |= !passed(&o, &p);
+    if (!sabotage_only && (backends & REL_SQLITE)) {
+        p.backend = REL_SQLITE;
+        rc |= run_backend(&p, modes, expect_lost);
     }
-    if (!sabotage_only && (strcmp(modes, "full") == 0 || strcmp(modes, "both") == 0)) {
-        o = run_mode("full", &p);
-        rc |= !passed(&o, &p);
+    pg_fixture_t pg;
+    int pg_rc = !sabotage_only && (backends & REL_PG) ? rel_pg_start(&pg) : 1;
+    if (pg_rc < 0)
+        rc = 1;
+    if (pg_rc == 0) {
+        p.backend = REL_PG;
+        p.pg = &pg;
+        rc |= run_backend(&p, modes, expect_lost);
+        if (pg_fixture_stop(&pg) != 0)
+            rc = 1;
     }
-    if (self || sabotage_only)
+    if ((self && !expect_lost && (backends & REL_SQLITE)) || sabotage_only)
         rc |= self_test(&p);
     curl_global_cleanup();
     return rc;

@@ -268,51 +268,64 @@ static int ord_step(void *model, rel_worker_t *w, rel_report_t *r)
  * Post-kill: the invariants on the file
  * ------------------------------------------------------------------------ */
 
-static void ord_check_file(void *model, sqlite3 *db, rel_report_t *r)
+static const char SQL_ITEMS[] =
+    "SELECT i.id, i.stock, i.sold, i.initial_stock, "
+    "(SELECT count(*) FROM orders o WHERE o.item_id = i.id) FROM items i";
+static const char SQL_DUPLICATES[] =
+    "SELECT item_id, user_id, count(*) FROM orders GROUP BY item_id, user_id "
+    "HAVING count(*) > 1";
+static const char SQL_ORPHANS[] =
+    "SELECT count(*) FROM orders WHERE item_id NOT IN (SELECT id FROM items)";
+
+static int64_t col_int(const char *col)
+{
+    return col ? strtoll(col, NULL, 10) : 0;
+}
+
+static int check_item_row(void *cls, int ncols, const char *const *cols)
+{
+    rel_report_t *r = cls;
+    if (ncols < 5)
+        return 1;
+    int64_t stock = col_int(cols[1]), sold = col_int(cols[2]);
+    int64_t initial = col_int(cols[3]), orders = col_int(cols[4]);
+    if (stock < 0 || stock + sold != initial || orders != sold) {
+        r->violations++;
+        rel_fail("orders", "file: item %s: stock %" PRId64 " sold %" PRId64
+                 " initial_stock %" PRId64 " orders %" PRId64, cols[0] ? cols[0] : "?", stock,
+                 sold, initial, orders);
+    }
+    return 0;
+}
+
+static int duplicate_row(void *cls, int ncols, const char *const *cols)
+{
+    rel_report_t *r = cls;
+    r->violations++;
+    const char *item = ncols > 0 && cols[0] ? cols[0] : "?";
+    const char *user = ncols > 1 && cols[1] ? cols[1] : "?";
+    rel_fail("orders", "file: item %s user %s holds %s orders", item, user,
+             ncols > 2 && cols[2] ? cols[2] : "?");
+    return 0;
+}
+
+static void ord_check_file(void *model, dbread_t *db, rel_report_t *r)
 {
     (void)model;
-    sqlite3_stmt *st = NULL;
-    const char *items_sql =
-        "SELECT i.id, i.stock, i.sold, i.initial_stock, "
-        "(SELECT count(*) FROM orders o WHERE o.item_id = i.id) FROM items i";
-    if (sqlite3_prepare_v2(db, items_sql, -1, &st, NULL) != SQLITE_OK) {
+    if (dbread_query(db, SQL_ITEMS, 0, NULL, check_item_row, r) < 0 ||
+        dbread_query(db, SQL_DUPLICATES, 0, NULL, duplicate_row, r) < 0) {
         r->violations++;
-        rel_fail("orders", "file: %s", sqlite3_errmsg(db));
+        rel_fail("orders", "file: %s", dbread_errmsg(db));
         return;
     }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *id = (const char *)sqlite3_column_text(st, 0);
-        int64_t stock = sqlite3_column_int64(st, 1), sold = sqlite3_column_int64(st, 2);
-        int64_t initial = sqlite3_column_int64(st, 3), orders = sqlite3_column_int64(st, 4);
-        if (stock < 0 || stock + sold != initial || orders != sold) {
-            r->violations++;
-            rel_fail("orders", "file: item %s: stock %" PRId64 " sold %" PRId64
-                     " initial_stock %" PRId64 " orders %" PRId64, id ? id : "?", stock, sold,
-                     initial, orders);
-        }
-    }
-    sqlite3_finalize(st);
-    const char *dup_sql =
-        "SELECT item_id, user_id, count(*) FROM orders GROUP BY item_id, user_id "
-        "HAVING count(*) > 1";
-    if (sqlite3_prepare_v2(db, dup_sql, -1, &st, NULL) == SQLITE_OK) {
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            r->violations++;
-            rel_fail("orders", "file: item %s user %s holds %d orders",
-                     (const char *)sqlite3_column_text(st, 0),
-                     (const char *)sqlite3_column_text(st, 1), sqlite3_column_int(st, 2));
-        }
-    }
-    sqlite3_finalize(st);
-    const char *orphan_sql =
-        "SELECT count(*) FROM orders WHERE item_id NOT IN (SELECT id FROM items)";
-    if (sqlite3_prepare_v2(db, orphan_sql, -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) != 0) {
+    int64_t orphans = 0;
+    if (dbread_int(db, SQL_ORPHANS, NULL, &orphans) != 0) {
         r->violations++;
-        rel_fail("orders", "file: %" PRId64 " orders without their item",
-                 (int64_t)sqlite3_column_int64(st, 0));
+        rel_fail("orders", "file: %s", dbread_errmsg(db));
+    } else if (orphans != 0) {
+        r->violations++;
+        rel_fail("orders", "file: %" PRId64 " orders without their item", orphans);
     }
-    sqlite3_finalize(st);
 }
 
 /* ------------------------------------------------------------------------
