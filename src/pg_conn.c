@@ -7,7 +7,9 @@
  * growing array mapping the address of a static SQL text to the name of its
  * server-side prepared statement ("s0", "s1", ... per connection; emptied
  * when a reconnect drops them all); the last error (SQLSTATE + message);
- * the reconnection backoff; whether a transaction is open.
+ * the reconnection backoff; whether a transaction is open; the deferred
+ * statements (SAVEPOINT / RELEASE of the group commit, queued by
+ * pg_conn_savepoint_later / pg_conn_release_later).
  *
  * Not thread-safe: a connection is used by one thread at a time.
  *
@@ -16,6 +18,16 @@
  * pg_conn_commit() checks the transaction state first and the command tag
  * after; statements prepared inside a transaction outlive its rollback
  * (prepared statements are per session), so the cache stays valid.
+ *
+ * Deferred statements: the group commit wraps every write in SAVEPOINT w /
+ * RELEASE w, whose answers nobody waits for. They are queued and sent
+ * with the next statement in one libpq pipeline (PQenterPipelineMode, one
+ * PQpipelineSync, so one round trip for all of them): a write then costs
+ * the round trips of its own statements only. If a deferred statement
+ * fails, the statements after it in the pipeline are not run, and the
+ * whole transaction is rolled back here (the caller sees the transaction
+ * end, as on a lost connection): a failed RELEASE can never leave its
+ * savepoint for a later ROLLBACK TO to undo a write reported as done.
  */
 #include "pg_conn.h"
 
@@ -30,6 +42,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_BACKOFF_MIN_MS 50
 #define DEFAULT_BACKOFF_MAX_MS 2000
+#define MAX_DEFERRED 8
 
 typedef struct prepared {
     const char *sql; /* static text: its address is the key */
@@ -43,6 +56,8 @@ struct pg_conn {
     prepared_t *stmts;
     size_t nstmts, capstmts;
     bool in_tx;
+    const char *deferred[MAX_DEFERRED]; /* static SQL, no parameters, in order */
+    int ndeferred;
     int backoff_ms;          /* 0 = the next reconnect may run at once */
     int64_t next_attempt_ms; /* CLOCK_MONOTONIC */
     unsigned reconnects;
@@ -247,6 +262,7 @@ static pg_conn_rc_t do_connect(pg_conn_t *c)
         return connect_failure(keys, vals);
     }
     c->nstmts = 0; /* a new session has no prepared statements */
+    c->ndeferred = 0;
     return apply_settings(c);
 }
 
@@ -450,6 +466,97 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc
     return s->name;
 }
 
+/* The result of the next query of a pipeline (NULL when the connection
+ * gave none), having read the NULL that ends that query's results. */
+static PGresult *pipeline_result(PGconn *conn)
+{
+    PGresult *res = PQgetResult(conn);
+    for (int i = 0; res && i < 4; i++) { /* one result per query: bounded */
+        PGresult *more = PQgetResult(conn);
+        if (!more)
+            break;
+        PQclear(more);
+    }
+    return res;
+}
+
+/* Leave pipeline mode after the PGRES_PIPELINE_SYNC; on a broken
+ * connection libpq may refuse, which does not matter: nothing runs on it
+ * until it is replaced (pg_conn_ensure). */
+static void pipeline_end(PGconn *conn)
+{
+    for (int i = 0; i < 4 && PQpipelineStatus(conn) != PQ_PIPELINE_OFF; i++) {
+        PGresult *res = PQgetResult(conn);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        PQclear(res);
+        if (st == PGRES_PIPELINE_SYNC || PQstatus(conn) != CONNECTION_OK) {
+            PQexitPipelineMode(conn);
+            break;
+        }
+    }
+}
+
+/* A deferred statement failed: the transaction is over (see the top of
+ * the file). Keeps the error of the failure. */
+static pg_conn_rc_t deferred_failed(pg_conn_t *c, pg_conn_rc_t rc)
+{
+    char state[sizeof c->sqlstate], msg[sizeof c->errmsg];
+    memcpy(state, c->sqlstate, sizeof state);
+    memcpy(msg, c->errmsg, sizeof msg);
+    c->ndeferred = 0;
+    pg_conn_rollback(c);
+    memcpy(c->sqlstate, state, sizeof state);
+    memcpy(c->errmsg, msg, sizeof msg);
+    return rc;
+}
+
+/* Send the deferred statements, then sql with p (if sql is not NULL), in
+ * one pipeline with one sync; read every answer. Like pg_conn_run(). */
+static pg_conn_rc_t run_pipeline(pg_conn_t *c, const char *sql, const pg_params_t *p,
+                                 PGresult **out)
+{
+    const char *names[MAX_DEFERRED + 1];
+    int n = c->ndeferred;
+    pg_conn_rc_t rc = PG_CONN_OK;
+    for (int i = 0; i < n; i++)
+        if (!(names[i] = prepared_name(c, c->deferred[i], &rc)))
+            return deferred_failed(c, rc);
+    if (sql && !(names[n] = prepared_name(c, sql, &rc)))
+        return deferred_failed(c, rc); /* the failed prepare aborted the transaction */
+    c->ndeferred = 0;
+    int nq = sql ? n + 1 : n;
+    bool sent = PQenterPipelineMode(c->conn) == 1;
+    for (int i = 0; sent && i < nq; i++) {
+        bool own = i == n;
+        sent = PQsendQueryPrepared(c->conn, names[i], own && p ? p->n : 0,
+                                   own && p ? p->values : NULL, own && p ? p->lengths : NULL,
+                                   own && p ? p->formats : NULL, 1) == 1;
+    }
+    sent = sent && PQpipelineSync(c->conn) == 1;
+    if (!sent) {
+        set_error(c, NULL, PQerrorMessage(c->conn));
+        pipeline_end(c->conn);
+        return deferred_failed(c, PQstatus(c->conn) == CONNECTION_OK ? PG_CONN_ERROR
+                                                                     : PG_CONN_UNAVAILABLE);
+    }
+    bool deferred_ok = true;
+    for (int i = 0; i < nq; i++) {
+        PGresult *res = pipeline_result(c->conn);
+        if (rc == PG_CONN_OK) { /* the first failure is the one to report */
+            rc = result_rc(c, res);
+            deferred_ok = rc == PG_CONN_OK || i == n;
+        }
+        if (i == n && rc == PG_CONN_OK && out)
+            *out = res;
+        else
+            PQclear(res);
+    }
+    pipeline_end(c->conn);
+    if (!deferred_ok)
+        return deferred_failed(c, rc);
+    return rc;
+}
+
 pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PGresult **out)
 {
     if (out)
@@ -461,6 +568,8 @@ pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PG
     pg_conn_rc_t rc = pg_conn_ensure(c);
     if (rc != PG_CONN_OK)
         return rc;
+    if (c->ndeferred > 0)
+        return run_pipeline(c, sql, p, out);
     const char *name = prepared_name(c, sql, &rc);
     if (!name)
         return rc;
@@ -472,6 +581,30 @@ pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PG
     else
         PQclear(res);
     return rc;
+}
+
+/* Queue sql (static text, no parameters) inside a transaction. */
+static pg_conn_rc_t defer(pg_conn_t *c, const char *sql)
+{
+    if (!c->in_tx) /* nothing to defer to: run it now */
+        return pg_conn_run(c, sql, NULL, NULL);
+    if (c->ndeferred == MAX_DEFERRED) {
+        pg_conn_rc_t rc = run_pipeline(c, NULL, NULL, NULL);
+        if (rc != PG_CONN_OK)
+            return rc;
+    }
+    c->deferred[c->ndeferred++] = sql;
+    return PG_CONN_OK;
+}
+
+pg_conn_rc_t pg_conn_savepoint_later(pg_conn_t *c)
+{
+    return defer(c, SQL_SAVEPOINT);
+}
+
+pg_conn_rc_t pg_conn_release_later(pg_conn_t *c)
+{
+    return defer(c, SQL_RELEASE);
 }
 
 int64_t pg_conn_affected(const PGresult *r)
@@ -523,6 +656,7 @@ const char *pg_conn_col_text(const PGresult *r, int row, int col)
 
 pg_conn_rc_t pg_conn_begin(pg_conn_t *c)
 {
+    c->ndeferred = 0;
     pg_conn_rc_t rc = pg_conn_run(c, SQL_BEGIN, NULL, NULL);
     c->in_tx = rc == PG_CONN_OK;
     return rc;
@@ -585,6 +719,7 @@ pg_conn_rc_t pg_conn_commit(pg_conn_t *c)
 pg_conn_rc_t pg_conn_rollback(pg_conn_t *c)
 {
     c->in_tx = false;
+    c->ndeferred = 0; /* ROLLBACK undoes them anyway */
     if (PQstatus(c->conn) != CONNECTION_OK)
         return PG_CONN_OK; /* the server rolls back what a lost session left */
     if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)

@@ -157,6 +157,15 @@ pg_conn_rc_t pg_conn_commit(pg_conn_t *c);
 pg_conn_rc_t pg_conn_rollback(pg_conn_t *c);
 bool pg_conn_in_transaction(const pg_conn_t *c);
 
+/* Deferred forms for the group commit: inside a transaction the statement
+ * is queued and sent with the next one (pg_conn_run, pg_conn_commit, ...)
+ * in one pipeline, one round trip; outside one it runs at once. PG_CONN_OK
+ * when queued; a failure of a queued statement is returned by the call
+ * that sent it, and ends the whole transaction (rolled back: the caller
+ * finds pg_conn_in_transaction() false). */
+pg_conn_rc_t pg_conn_savepoint_later(pg_conn_t *c); /* SAVEPOINT w */
+pg_conn_rc_t pg_conn_release_later(pg_conn_t *c);   /* RELEASE w */
+
 /* ------------------------------------------------------------------------
  * Migrations
  * ------------------------------------------------------------------------ */

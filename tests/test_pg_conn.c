@@ -38,6 +38,9 @@ static const char SQL_ORDER_PUT[] =
     "INSERT INTO orders (order_id, item_id, user_id, created_at) VALUES ($1, $2, $3, 0)";
 static const char SQL_SYNC[] = "SELECT current_setting('synchronous_commit')";
 static const char SQL_ONE[] = "SELECT 1";
+static const char SQL_BACKEND_PID[] = "SELECT pg_backend_pid()";
+static const char SQL_LAST_QUERY[] =
+    "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1::int AND query = 'BEGIN'";
 
 /* ------------------------------------------------------------------------
  * Helpers
@@ -521,6 +524,105 @@ static void test_pg_conn_reconnect_after_restart(void **state)
     pg_conn_close(c);
 }
 
+/* The deferred savepoints of the group commit: nothing is sent until the
+ * next statement, which carries them in one pipeline; a write that fails
+ * inside its savepoint is still undone alone. */
+static void test_pg_conn_deferred_savepoints_keep_neighbours(void **state)
+{
+    (void)state;
+    char url[256], pid[24];
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    pg_conn_t *other = open_url(url, SQLCACHED_DURABILITY_FULL);
+    assert_non_null(other);
+    snprintf(pid, sizeof pid, "%lld", (long long)query_int(c, SQL_BACKEND_PID, NULL));
+    assert_int_equal(kv_put(c, "taken", "0", 1), PG_CONN_OK);
+
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    /* not sent yet: the server's last statement of c is still BEGIN */
+    assert_int_equal(query_int(other, SQL_LAST_QUERY, pid), 1);
+    assert_int_equal(kv_put(c, "a", "1", 2), PG_CONN_OK);
+    assert_int_equal(query_int(other, SQL_LAST_QUERY, pid), 0);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "b", "2", 3), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "taken", "3", 3), PG_CONN_UNIQUE);
+    assert_true(pg_conn_in_transaction(c)); /* the write's own failure */
+    assert_int_equal(pg_conn_rollback_to(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "c", "4", 4), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    /* a write that runs no statement: its pair travels with the COMMIT */
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_false(pg_conn_in_transaction(c));
+
+    assert_int_equal(kv_has(other, "a"), 1);
+    assert_int_equal(kv_has(other, "b"), 0);
+    assert_int_equal(kv_has(other, "c"), 1);
+    assert_int_equal(query_int(other, SQL_KV_COUNT, NULL), 3);
+    pg_conn_close(other);
+    pg_conn_close(c);
+}
+
+/* A deferred statement that fails ends the whole transaction: the write
+ * before it is not kept (a failed RELEASE must not leave its savepoint for
+ * a later ROLLBACK TO), the call that sent it says so, and the connection
+ * is usable afterwards. */
+static void test_pg_conn_deferred_failure_ends_transaction(void **state)
+{
+    (void)state;
+    char url[256];
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "a", "1", 1), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK); /* no savepoint w: fails */
+    assert_int_not_equal(kv_put(c, "b", "2", 2), PG_CONN_OK);
+    assert_string_equal(pg_conn_sqlstate(c), "3B001"); /* the RELEASE's error */
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_not_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_int_equal(query_int(c, SQL_ONE, NULL), 1);
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 0);
+
+    /* the same when the failure comes with the COMMIT */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "a", "1", 1), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_not_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 0);
+    pg_conn_close(c);
+}
+
+/* Deferred statements on a connection lost inside the transaction: they
+ * fail with it, nothing is stored, and the connection comes back. */
+static void test_pg_conn_deferred_lost_connection(void **state)
+{
+    (void)state;
+    char url[256];
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "lost", "1", 1), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(pg_fixture_server_stop(&fx), 0);
+    assert_int_equal(pg_fixture_server_start(&fx), 0);
+    /* the deferred RELEASE and SAVEPOINT go first and fail: the
+     * transaction is over at once */
+    assert_int_equal(kv_put(c, "lost2", "1", 2), PG_CONN_UNAVAILABLE);
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_not_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_rollback(c), PG_CONN_OK);
+    assert_true(wait_until_up(c) >= 0);
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 0);
+    pg_conn_close(c);
+}
+
 /* Lost inside a transaction: every call fails until the rollback, nothing
  * reconnects behind the transaction's back, and nothing of it is stored. */
 static void test_pg_conn_lost_inside_transaction(void **state)
@@ -579,6 +681,9 @@ int main(void)
         cmocka_unit_test(test_pg_conn_reconnect_after_restart),
         cmocka_unit_test(test_pg_conn_lost_inside_transaction),
         cmocka_unit_test(test_pg_conn_down_is_unavailable),
+        cmocka_unit_test(test_pg_conn_deferred_savepoints_keep_neighbours),
+        cmocka_unit_test(test_pg_conn_deferred_failure_ends_transaction),
+        cmocka_unit_test(test_pg_conn_deferred_lost_connection),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
