@@ -276,9 +276,31 @@ static bool preconditions_ok(const sqlcached_preconditions_t *pre)
     return !pre || (match_ok(&pre->if_match) && match_ok(&pre->if_none_match));
 }
 
+static bool has_preconditions(const sqlcached_preconditions_t *pre)
+{
+    return pre && (pre->if_match.kind != SQLCACHED_MATCH_NONE ||
+                   pre->if_none_match.kind != SQLCACHED_MATCH_NONE);
+}
+
+/* A PUT without preconditions on a backend that replaces a row and reports
+ * the previous version in one statement (storage_kv_replace). */
+static sqlcached_status_t do_put_replace(store_conn_t *w, put_job_t *p)
+{
+    int64_t current, version;
+    sqlcached_status_t st = store_counter_next(w, "version", &version);
+    if (st == SQLCACHED_OK)
+        st = storage_kv_replace(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
+                                p->expires_at, p->now, &current);
+    if (st == SQLCACHED_OK)
+        p->result = (sqlcached_write_result_t){version, p->expires_at, current == 0};
+    return st;
+}
+
 static sqlcached_status_t do_put(store_conn_t *w, void *arg)
 {
     put_job_t *p = arg;
+    if (!has_preconditions(p->pre) && storage_kv_has_replace(w))
+        return do_put_replace(w, p);
     int64_t current, version;
     sqlcached_status_t st = storage_kv_version(w, p->key, p->klen, p->now, &current);
     if (st != SQLCACHED_OK)

@@ -60,6 +60,15 @@ typedef struct storage_kv_ops {
     sqlcached_status_t (*upsert)(store_conn_t *w, const void *key, size_t klen,
                                  const void *value, size_t vlen, const char *content_type,
                                  int64_t version, int64_t expires_at);
+    /* w, optional (NULL: the caller runs version() then upsert()). upsert()
+     * that also puts the version of the live row it replaced (0 when absent
+     * or expired at now) in *previous, in one statement: on a backend where
+     * each statement is a round trip (PostgreSQL) an unconditional PUT then
+     * costs one. */
+    sqlcached_status_t (*replace)(store_conn_t *w, const void *key, size_t klen,
+                                  const void *value, size_t vlen, const char *content_type,
+                                  int64_t version, int64_t expires_at, int64_t now,
+                                  int64_t *previous);
     /* w. Delete the row, if any. */
     sqlcached_status_t (*remove)(store_conn_t *w, const void *key, size_t klen);
     /* r. Up to `limit` live keys that start with prefix and sort after
@@ -266,6 +275,23 @@ static inline sqlcached_status_t storage_kv_version(store_conn_t *w, const void 
                                                     size_t klen, int64_t now, int64_t *version)
 {
     return store_conn_backend(w)->kv->version(w, key, klen, now, version);
+}
+
+/* Does w's backend have kv replace()? */
+static inline bool storage_kv_has_replace(store_conn_t *w)
+{
+    return store_conn_backend(w)->kv->replace != NULL;
+}
+
+/* Only when storage_kv_has_replace(w). */
+static inline sqlcached_status_t storage_kv_replace(store_conn_t *w, const void *key,
+                                                    size_t klen, const void *value, size_t vlen,
+                                                    const char *content_type, int64_t version,
+                                                    int64_t expires_at, int64_t now,
+                                                    int64_t *previous)
+{
+    return store_conn_backend(w)->kv->replace(w, key, klen, value, vlen, content_type, version,
+                                              expires_at, now, previous);
 }
 
 static inline sqlcached_status_t storage_kv_upsert(store_conn_t *w, const void *key,

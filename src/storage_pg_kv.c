@@ -22,6 +22,19 @@ static const char SQL_UPSERT[] =
     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
     "content_type = EXCLUDED.content_type, version = EXCLUDED.version, "
     "expires_at = EXCLUDED.expires_at";
+/* The upsert, returning the version of the live row it replaced (NULL when
+ * none): every part of a statement sees the rows as they were before it,
+ * so `old` is the row before this write (earlier writes of the same
+ * transaction included). */
+static const char SQL_REPLACE[] =
+    "WITH old AS (SELECT version FROM kv WHERE key = $1 "
+    "AND (expires_at IS NULL OR expires_at > $6)) "
+    "INSERT INTO kv (key, value, content_type, version, expires_at) "
+    "VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
+    "content_type = EXCLUDED.content_type, version = EXCLUDED.version, "
+    "expires_at = EXCLUDED.expires_at "
+    "RETURNING (SELECT version FROM old)";
 static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = $1";
 static const char SQL_LIST[] =
     "SELECT key FROM kv WHERE key >= $1 AND key < $2 AND key > $3 "
@@ -94,6 +107,31 @@ static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t kle
     else
         pg_params_null(&p);
     return storage_pg_run(w, SQL_UPSERT, &p, NULL);
+}
+
+static sqlcached_status_t kv_replace(store_conn_t *w, const void *key, size_t klen,
+                                     const void *value, size_t vlen, const char *content_type,
+                                     int64_t version, int64_t expires_at, int64_t now,
+                                     int64_t *previous)
+{
+    pg_params_t p;
+    pg_params_init(&p);
+    pg_params_bytes(&p, key, klen);
+    pg_params_bytes(&p, value, vlen);
+    pg_params_text(&p, content_type);
+    pg_params_int64(&p, version);
+    if (expires_at > 0)
+        pg_params_int64(&p, expires_at);
+    else
+        pg_params_null(&p);
+    pg_params_int64(&p, now);
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(w, SQL_REPLACE, &p, &r);
+    if (status != SQLCACHED_OK)
+        return status;
+    *previous = PQntuples(r) == 1 ? pg_conn_col_int64(r, 0, 0) : 0; /* NULL reads 0 */
+    PQclear(r);
+    return SQLCACHED_OK;
 }
 
 static sqlcached_status_t kv_remove(store_conn_t *w, const void *key, size_t klen)
@@ -200,6 +238,7 @@ const storage_kv_ops_t storage_pg_kv = {
     .get = kv_get,
     .version = kv_version,
     .upsert = kv_upsert,
+    .replace = kv_replace,
     .remove = kv_remove,
     .list = kv_list,
     .purge_expired = kv_purge_expired,
