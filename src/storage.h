@@ -64,7 +64,11 @@ typedef struct storage_kv_ops {
      * that also puts the version of the live row it replaced (0 when absent
      * or expired at now) in *previous, in one statement: on a backend where
      * each statement is a round trip (PostgreSQL) an unconditional PUT then
-     * costs one. */
+     * costs none of its own (it goes with the next one). *previous may be
+     * filled after the call returns, at the latest before the commit
+     * returns, and a failure may then come through w->job_status: read
+     * *previous from the write's on_commit hook, and run no other
+     * statement in the write after this one. */
     sqlcached_status_t (*replace)(store_conn_t *w, const void *key, size_t klen,
                                   const void *value, size_t vlen, const char *content_type,
                                   int64_t version, int64_t expires_at, int64_t now,
@@ -186,6 +190,13 @@ struct store_conn {
     int ncounters;
     store_conn_t *next_free; /* reader pool link */
     store_conn_t *next_all;  /* every reader, for closing */
+    /* Writer, inside a write (store.c sets it before each write's function):
+     * that write's status. A backend that learns only later that a
+     * statement of the write failed (PostgreSQL's pipelined writes) stores
+     * the failure there, at the latest before its commit returns; the write
+     * is then reported failed and its on_commit hook not run. NULL
+     * elsewhere. */
+    sqlcached_status_t *job_status;
 };
 
 typedef struct storage_engine_ops {

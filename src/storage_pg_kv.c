@@ -9,6 +9,7 @@
  * rows stay until purged; every read filters them with `now`. Results come
  * back in binary format (pg_conn_run).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "storage_pg.h"
@@ -109,6 +110,25 @@ static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t kle
     return storage_pg_run(w, SQL_UPSERT, &p, NULL);
 }
 
+/* Where the answer of a pipelined replace goes. */
+typedef struct replace_answer {
+    int64_t *previous;
+    sqlcached_status_t *status; /* the write's (store_conn_t job_status) */
+} replace_answer_t;
+
+static void replace_answered(void *cls, pg_conn_rc_t rc, const PGresult *r)
+{
+    replace_answer_t *a = cls;
+    if (rc == PG_CONN_OK)
+        *a->previous = PQntuples(r) == 1 ? pg_conn_col_int64(r, 0, 0) : 0; /* NULL reads 0 */
+    else if (*a->status == SQLCACHED_OK)
+        *a->status = pg_conn_rc_status(rc);
+    free(a);
+}
+
+/* Inside a write of the group commit the statement is pipelined
+ * (pg_conn_run_later): its answer comes with the next statement sent, the
+ * COMMIT at the latest; elsewhere it runs at once. */
 static sqlcached_status_t kv_replace(store_conn_t *w, const void *key, size_t klen,
                                      const void *value, size_t vlen, const char *content_type,
                                      int64_t version, int64_t expires_at, int64_t now,
@@ -125,6 +145,17 @@ static sqlcached_status_t kv_replace(store_conn_t *w, const void *key, size_t kl
     else
         pg_params_null(&p);
     pg_params_int64(&p, now);
+    if (w->job_status) {
+        replace_answer_t *a = malloc(sizeof *a);
+        if (!a)
+            return SQLCACHED_NOMEM;
+        *a = (replace_answer_t){previous, w->job_status};
+        *previous = 0;
+        pg_conn_rc_t rc = pg_conn_run_later(store_pg_conn(w), SQL_REPLACE, &p, replace_answered, a);
+        if (rc != PG_CONN_OK)
+            free(a);
+        return pg_conn_rc_status(rc);
+    }
     PGresult *r = NULL;
     sqlcached_status_t status = storage_pg_run(w, SQL_REPLACE, &p, &r);
     if (status != SQLCACHED_OK)

@@ -358,6 +358,7 @@ static void run_job(store_conn_t *w, write_job_t *job)
         job->status = st;
         return;
     }
+    w->job_status = &job->status; /* a later failure of this write lands there */
     job->status = job->fn(w, job->arg);
     if (!e->in_transaction(w))
         return; /* the backend ended the whole transaction */
@@ -451,6 +452,7 @@ static void run_batch(store_t *s, write_job_t *batch)
     }
     int64_t changes = e->changes(w);
     sqlcached_status_t st = run_transaction(w, batch);
+    w->job_status = NULL; /* every answer is in: the commit or rollback waited for them */
     if (st != SQLCACHED_OK) {
         w->ncounters = 0; /* the stored counters hold the truth again after the rollback */
         char why[256];

@@ -536,6 +536,11 @@ static void test_pg_conn_deferred_savepoints_keep_neighbours(void **state)
     assert_non_null(other);
     snprintf(pid, sizeof pid, "%lld", (long long)query_int(c, SQL_BACKEND_PID, NULL));
     assert_int_equal(kv_put(c, "taken", "0", 1), PG_CONN_OK);
+    /* prepare SAVEPOINT and RELEASE (a Parse shows in pg_stat_activity) */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
 
     assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
     assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
@@ -566,6 +571,95 @@ static void test_pg_conn_deferred_savepoints_keep_neighbours(void **state)
     assert_int_equal(kv_has(other, "c"), 1);
     assert_int_equal(query_int(other, SQL_KV_COUNT, NULL), 3);
     pg_conn_close(other);
+    pg_conn_close(c);
+}
+
+/* What a pg_conn_run_later() statement was answered, and how often. */
+typedef struct answer {
+    int calls;
+    pg_conn_rc_t rc;
+} answer_t;
+
+static void answered(void *cls, pg_conn_rc_t rc, const PGresult *res)
+{
+    answer_t *a = cls;
+    a->calls++;
+    a->rc = rc;
+    assert_true((res != NULL) == (rc == PG_CONN_OK));
+}
+
+static pg_conn_rc_t kv_put_later(pg_conn_t *c, const char *key, int64_t version, answer_t *a)
+{
+    pg_params_t p;
+    pg_params_init(&p);
+    char k[32]; /* the copy must not depend on this buffer staying */
+    snprintf(k, sizeof k, "%s", key);
+    pg_params_bytes(&p, k, strlen(k));
+    pg_params_bytes(&p, "v", 1);
+    pg_params_text(&p, "text/plain");
+    pg_params_int64(&p, version);
+    pg_params_null(&p);
+    *a = (answer_t){0};
+    pg_conn_rc_t rc = pg_conn_run_later(c, SQL_KV_PUT, &p, answered, a);
+    memset(k, 0, sizeof k);
+    return rc;
+}
+
+/* Pipelined writes: each answered exactly once; one that fails is undone
+ * alone (ROLLBACK TO w inside the pipeline) and the others commit; one
+ * whose own write is still running hands its failure to the next
+ * statement; a rollback answers what never ran. */
+static void test_pg_conn_run_later(void **state)
+{
+    (void)state;
+    char url[256];
+    answer_t a, b, d, e, f;
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    assert_int_equal(kv_put(c, "taken", "0", 1), PG_CONN_OK);
+
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "a", 2, &a), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "taken", 3, &b), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "d", 4, &d), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(a.calls + b.calls + d.calls, 0); /* nothing sent yet */
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.rc, PG_CONN_OK);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(b.rc, PG_CONN_UNIQUE);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.rc, PG_CONN_OK);
+    assert_int_equal(kv_has(c, "a"), 1);
+    assert_int_equal(kv_has(c, "d"), 1);
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 3);
+
+    /* the failing write's own next statement gets its failure */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "taken", 5, &e), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "e", "1", 6), PG_CONN_UNIQUE);
+    assert_int_equal(e.calls, 1);
+    assert_int_equal(e.rc, PG_CONN_UNIQUE);
+    assert_int_equal(pg_conn_rollback_to(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_int_equal(kv_has(c, "e"), 0);
+
+    /* a rollback answers what never ran */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "f", 7, &f), PG_CONN_OK);
+    assert_int_equal(pg_conn_rollback(c), PG_CONN_OK);
+    assert_int_equal(f.calls, 1);
+    assert_int_not_equal(f.rc, PG_CONN_OK);
+    assert_int_equal(kv_has(c, "f"), 0);
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 3);
     pg_conn_close(c);
 }
 
@@ -684,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_pg_conn_deferred_savepoints_keep_neighbours),
         cmocka_unit_test(test_pg_conn_deferred_failure_ends_transaction),
         cmocka_unit_test(test_pg_conn_deferred_lost_connection),
+        cmocka_unit_test(test_pg_conn_run_later),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

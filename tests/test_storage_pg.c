@@ -4,7 +4,9 @@
  * preconditions), through the library on a throwaway PostgreSQL
  * (tests/pg.c): "created" is true exactly when no live row was there
  * (absent, deleted or expired), also for several writes of one key in one
- * group transaction, and versions grow in commit order.
+ * group transaction, and versions grow in commit order; inside a write the
+ * statement is pipelined (its answer comes with the next statement sent),
+ * and one that fails there fails alone.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -18,6 +20,7 @@
 #include <cmocka.h>
 
 #include "pg.h"
+#include "pg_conn.h"
 #include "sqlcached.h"
 #include "testutil.h"
 
@@ -26,7 +29,18 @@ static pg_fixture_t fx;
 typedef struct fixture {
     testutil_clock_t clock;
     sqlcached_t *db;
+    char url[256];
 } fixture_t;
+
+/* A trigger that fails every write of the key "boom" (SQLSTATE 22023:
+ * invalid_parameter_value, a data exception: INVALID_ARGUMENT). */
+static const char SQL_BOOM_FN[] =
+    "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF NEW.key = '\\x626f6f6d'::bytea THEN "
+    "RAISE EXCEPTION 'boom' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$";
+static const char SQL_BOOM_TRIGGER[] =
+    "CREATE TRIGGER kv_boom BEFORE INSERT OR UPDATE ON kv "
+    "FOR EACH ROW EXECUTE FUNCTION boom()";
 
 static int group_setup(void **state)
 {
@@ -44,15 +58,14 @@ static int group_teardown(void **state)
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
-    char url[256];
-    if (!f || pg_fixture_new_db(&fx, url, sizeof url) != 0) {
+    if (!f || pg_fixture_new_db(&fx, f->url, sizeof f->url) != 0) {
         free(f);
         return -1;
     }
     f->clock.now = 1700000000000LL;
     sqlcached_options_t o;
     sqlcached_options_init(&o);
-    o.path = url;
+    o.path = f->url;
     o.purge_interval_ms = -1;
     o.clock_ms = testutil_clock_read;
     o.clock_arg = &f->clock;
@@ -134,6 +147,7 @@ static void test_conditional_puts_unchanged(void **state)
 }
 
 #define SAME_KEY_WRITES 16
+#define BATCH_WRITES 16
 
 typedef struct waiter {
     pthread_mutex_t lock;
@@ -200,6 +214,61 @@ static void test_replace_same_key_in_one_batch(void **state)
     pthread_mutex_destroy(&w.lock);
 }
 
+/* Writes queued at once (they share group transactions, their statements
+ * one pipeline), one of which the database refuses: that one fails alone,
+ * every other one is stored and answered as such. */
+static void test_failed_write_in_pipeline_fails_alone(void **state)
+{
+    fixture_t *f = *state;
+    pg_conn_config_t cfg = {.url = f->url, .durability = SQLCACHED_DURABILITY_FULL};
+    pg_conn_rc_t rc;
+    char err[256];
+    pg_conn_t *c = pg_conn_open(&cfg, &rc, err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(pg_conn_run(c, SQL_BOOM_FN, NULL, NULL), PG_CONN_OK);
+    assert_int_equal(pg_conn_run(c, SQL_BOOM_TRIGGER, NULL, NULL), PG_CONN_OK);
+    pg_conn_close(c);
+
+    waiter_t w = {.done = 0};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    one_write_t ws[BATCH_WRITES];
+    char keys[BATCH_WRITES][8];
+    for (int i = 0; i < BATCH_WRITES; i++) {
+        ws[i] = (one_write_t){.w = &w, .i = i};
+        snprintf(keys[i], sizeof keys[i], i == BATCH_WRITES / 2 ? "boom" : "b%d", i);
+        assert_int_equal(sqlcached_kv_put_async(f->db, keys[i], strlen(keys[i]), keys[i],
+                                                strlen(keys[i]), NULL, &ws[i].r, on_done, &ws[i]),
+                         SQLCACHED_OK);
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&w.lock);
+    while (w.done < BATCH_WRITES && pthread_cond_timedwait(&w.cond, &w.lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&w.lock);
+    assert_int_equal(w.done, BATCH_WRITES);
+    for (int i = 0; i < BATCH_WRITES; i++) {
+        sqlcached_value_t *got = NULL;
+        if (i == BATCH_WRITES / 2) {
+            assert_int_equal(w.status[i], SQLCACHED_INVALID_ARGUMENT);
+            assert_int_equal(sqlcached_kv_get(f->db, "boom", 4, &got), SQLCACHED_NOT_FOUND);
+            continue;
+        }
+        assert_int_equal(w.status[i], SQLCACHED_OK);
+        assert_true(ws[i].r.created);
+        assert_value(f->db, keys[i], keys[i]);
+    }
+    /* the writer goes on */
+    sqlcached_write_result_t r;
+    assert_int_equal(put(f->db, "after", "1", 0, &r), SQLCACHED_OK);
+    assert_true(r.created);
+    assert_int_equal(put(f->db, "boom", "1", 0, NULL), SQLCACHED_INVALID_ARGUMENT);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+}
+
 int main(void)
 {
     if (pg_fixture_skip())
@@ -208,6 +277,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replace_reports_created, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conditional_puts_unchanged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_same_key_in_one_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_in_pipeline_fails_alone, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
