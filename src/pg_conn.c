@@ -8,8 +8,8 @@
  * server-side prepared statement ("s0", "s1", ... per connection; emptied
  * when a reconnect drops them all); the last error (SQLSTATE + message);
  * the reconnection backoff; whether a transaction is open; the deferred
- * statements (SAVEPOINT / RELEASE of the group commit, queued by
- * pg_conn_savepoint_later / pg_conn_release_later).
+ * statements (queued by pg_conn_savepoint_later, pg_conn_release_later and
+ * pg_conn_run_later, with copies of their parameters).
  *
  * Not thread-safe: a connection is used by one thread at a time.
  *
