@@ -22,7 +22,8 @@
  * after their callback). A backend that pipelines statements may learn
  * that a job failed only after its function returned, at the latest at
  * COMMIT: it stores the failure in the job's status (w->job_status, set
- * around each job), which is what decides on_commit and the answer. If the backend drops the transaction mid-batch
+ * around each job), which is what decides on_commit and the answer. If
+ * the backend drops the transaction mid-batch
  * (SQLITE_FULL can do that, a lost connection does), or the commit fails,
  * every job of the batch reports the error: nothing half-written is ever
  * acknowledged.
