@@ -239,6 +239,8 @@ typedef struct put_job {
     const sqlcached_preconditions_t *pre;
     int64_t expires_at, now;
     sqlcached_write_result_t result;
+    bool replaced;    /* do_put_replace: result.created comes from previous */
+    int64_t previous; /* filled by the commit at the latest (storage_kv_replace) */
 } put_job_t;
 
 /* Does `current` (0 = absent) match m? A match of kind NONE is never asked. */
@@ -276,9 +278,35 @@ static bool preconditions_ok(const sqlcached_preconditions_t *pre)
     return !pre || (match_ok(&pre->if_match) && match_ok(&pre->if_none_match));
 }
 
+static bool has_preconditions(const sqlcached_preconditions_t *pre)
+{
+    return pre && (pre->if_match.kind != SQLCACHED_MATCH_NONE ||
+                   pre->if_none_match.kind != SQLCACHED_MATCH_NONE);
+}
+
+/* A PUT without preconditions on a backend that replaces a row and reports
+ * the previous version in one statement (storage_kv_replace), whose answer
+ * may come with the commit: created is set by put_committed. */
+static sqlcached_status_t do_put_replace(store_conn_t *w, put_job_t *p)
+{
+    int64_t version;
+    sqlcached_status_t st = store_counter_next(w, "version", &version);
+    if (st == SQLCACHED_OK) {
+        p->replaced = true;
+        p->previous = 0;
+        st = storage_kv_replace(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
+                                p->expires_at, p->now, &p->previous);
+    }
+    if (st == SQLCACHED_OK)
+        p->result = (sqlcached_write_result_t){version, p->expires_at, 0};
+    return st;
+}
+
 static sqlcached_status_t do_put(store_conn_t *w, void *arg)
 {
     put_job_t *p = arg;
+    if (!has_preconditions(p->pre) && storage_kv_has_replace(w))
+        return do_put_replace(w, p);
     int64_t current, version;
     sqlcached_status_t st = storage_kv_version(w, p->key, p->klen, p->now, &current);
     if (st != SQLCACHED_OK)
@@ -297,6 +325,8 @@ static sqlcached_status_t do_put(store_conn_t *w, void *arg)
 static void put_committed(void *arg)
 {
     put_job_t *p = arg;
+    if (p->replaced)
+        p->result.created = p->previous == 0;
     cache_fill_t written = {p->val, p->vlen, p->content_type, p->result.version,
                             p->expires_at};
     after_commit(p->db, p->key, p->klen, &written, p->now);

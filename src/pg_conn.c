@@ -7,7 +7,9 @@
  * growing array mapping the address of a static SQL text to the name of its
  * server-side prepared statement ("s0", "s1", ... per connection; emptied
  * when a reconnect drops them all); the last error (SQLSTATE + message);
- * the reconnection backoff; whether a transaction is open.
+ * the reconnection backoff; whether a transaction is open; the deferred
+ * statements (queued by pg_conn_savepoint_later, pg_conn_release_later and
+ * pg_conn_run_later, with copies of their parameters).
  *
  * Not thread-safe: a connection is used by one thread at a time.
  *
@@ -16,6 +18,27 @@
  * pg_conn_commit() checks the transaction state first and the command tag
  * after; statements prepared inside a transaction outlive its rollback
  * (prepared statements are per session), so the cache stays valid.
+ *
+ * Deferred statements: the group commit wraps every write in SAVEPOINT w /
+ * RELEASE w, whose answers nobody waits for, and a write whose answer is
+ * needed only after the commit (pg_conn_run_later) need not wait either.
+ * They are queued (parameters copied) and sent with the next statement
+ * that must be answered (at the latest the COMMIT) in one libpq pipeline
+ * (PQenterPipelineMode, one PQpipelineSync: one round trip for all), each
+ * answer going to its on_result. In a pipeline, the statements after a
+ * failed one are not run. So:
+ *   - a SAVEPOINT or RELEASE that fails (or a lost connection) ends the
+ *     whole transaction here (rolled back; every queued statement is
+ *     answered with the failure): a failed RELEASE can never leave its
+ *     savepoint for a later ROLLBACK TO to undo a write reported as done;
+ *   - a queued write that fails is answered with its failure, and so is
+ *     every statement queued after it up to the next RELEASE w (the rest
+ *     of that write); then ROLLBACK TO w undoes it alone, exactly as the
+ *     group commit does for a write that fails in the open, and that
+ *     RELEASE and everything after it are sent again (they never ran).
+ *     When no RELEASE follows (the write is still running: the statement
+ *     that sent the pipeline is its own), the failure is returned to that
+ *     statement instead, and undoing it is left to the caller.
  */
 #include "pg_conn.h"
 
@@ -30,6 +53,16 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_BACKOFF_MIN_MS 50
 #define DEFAULT_BACKOFF_MAX_MS 2000
+#define MAX_DEFERRED 1024 /* statements queued before a pipeline is sent anyway */
+
+/* A statement queued for the next pipeline. */
+typedef struct deferred {
+    const char *sql;
+    const char *name;          /* its prepared statement */
+    pg_params_t *params;       /* owned copy; NULL = none */
+    pg_conn_result_fn on_result; /* NULL: SAVEPOINT, RELEASE or ROLLBACK TO */
+    void *cls;
+} deferred_t;
 
 typedef struct prepared {
     const char *sql; /* static text: its address is the key */
@@ -43,6 +76,8 @@ struct pg_conn {
     prepared_t *stmts;
     size_t nstmts, capstmts;
     bool in_tx;
+    deferred_t *q; /* the deferred statements, in order */
+    int nq, capq;
     int backoff_ms;          /* 0 = the next reconnect may run at once */
     int64_t next_attempt_ms; /* CLOCK_MONOTONIC */
     unsigned reconnects;
@@ -141,6 +176,24 @@ static void clear_error(pg_conn_t *c)
 {
     c->sqlstate[0] = '\0';
     c->errmsg[0] = '\0';
+}
+
+/* A deferred statement's answer (res NULL unless rc is PG_CONN_OK): to its
+ * on_result, then its parameters freed. */
+static void entry_done(deferred_t *e, pg_conn_rc_t rc, const PGresult *res)
+{
+    if (e->on_result)
+        e->on_result(e->cls, rc, res);
+    free(e->params);
+    *e = (deferred_t){0};
+}
+
+/* Every deferred statement is answered rc without running. */
+static void drop_deferred(pg_conn_t *c, pg_conn_rc_t rc)
+{
+    for (int i = 0; i < c->nq; i++)
+        entry_done(&c->q[i], rc, NULL);
+    c->nq = 0;
 }
 
 /* The outcome of a result (which may be NULL); records the error. */
@@ -248,6 +301,7 @@ static pg_conn_rc_t do_connect(pg_conn_t *c)
         return connect_failure(keys, vals);
     }
     c->nstmts = 0; /* a new session has no prepared statements */
+    drop_deferred(c, PG_CONN_UNAVAILABLE);
     pg_conn_rc_t rc = apply_settings(c);
     if (rc != PG_CONN_OK) {
         /* never keep a session without its settings (synchronous_commit):
@@ -304,6 +358,8 @@ void pg_conn_close(pg_conn_t *c)
 {
     if (!c)
         return;
+    drop_deferred(c, PG_CONN_UNAVAILABLE);
+    free(c->q);
     if (c->conn)
         PQfinish(c->conn);
     free(c->stmts);
@@ -458,6 +514,141 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc
     return s->name;
 }
 
+/* The result of the next query of a pipeline (NULL when the connection
+ * gave none), having read the NULL that ends that query's results. */
+static PGresult *pipeline_result(PGconn *conn)
+{
+    PGresult *res = PQgetResult(conn);
+    for (int i = 0; res && i < 4; i++) { /* one result per query: bounded */
+        PGresult *more = PQgetResult(conn);
+        if (!more)
+            break;
+        PQclear(more);
+    }
+    return res;
+}
+
+/* Leave pipeline mode after the PGRES_PIPELINE_SYNC; on a broken
+ * connection libpq may refuse, which does not matter: nothing runs on it
+ * until it is replaced (pg_conn_ensure). */
+static void pipeline_end(PGconn *conn)
+{
+    for (int i = 0; i < 4 && PQpipelineStatus(conn) != PQ_PIPELINE_OFF; i++) {
+        PGresult *res = PQgetResult(conn);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        PQclear(res);
+        if (st == PGRES_PIPELINE_SYNC || PQstatus(conn) != CONNECTION_OK) {
+            PQexitPipelineMode(conn);
+            break;
+        }
+    }
+}
+
+/* A deferred statement failed: the transaction is over (see the top of
+ * the file). Keeps the error of the failure. */
+static pg_conn_rc_t deferred_failed(pg_conn_t *c, pg_conn_rc_t rc)
+{
+    char state[sizeof c->sqlstate], msg[sizeof c->errmsg];
+    memcpy(state, c->sqlstate, sizeof state);
+    memcpy(msg, c->errmsg, sizeof msg);
+    drop_deferred(c, rc);
+    pg_conn_rollback(c);
+    memcpy(c->sqlstate, state, sizeof state);
+    memcpy(c->errmsg, msg, sizeof msg);
+    return rc;
+}
+
+/* Send q[0..n) and then, if own_name is not NULL, the caller's statement
+ * (params p) in one pipeline with one sync, and read every answer. Entries
+ * answered before the first failure are reported to their on_result and
+ * freed. Returns the index of the first failure (n for the caller's own
+ * statement; -1: none) with its outcome in *frc; *out gets the own result
+ * when it succeeded. -2: the pipeline could not be sent. */
+static int send_pipeline(pg_conn_t *c, int n, const char *own_name, const pg_params_t *p,
+                         PGresult **out, pg_conn_rc_t *frc)
+{
+    int total = own_name ? n + 1 : n;
+    bool sent = PQenterPipelineMode(c->conn) == 1;
+    for (int i = 0; sent && i < total; i++) {
+        const pg_params_t *ps = i < n ? c->q[i].params : p;
+        sent = PQsendQueryPrepared(c->conn, i < n ? c->q[i].name : own_name, ps ? ps->n : 0,
+                                   ps ? ps->values : NULL, ps ? ps->lengths : NULL,
+                                   ps ? ps->formats : NULL, 1) == 1;
+    }
+    sent = sent && PQpipelineSync(c->conn) == 1;
+    if (!sent) {
+        set_error(c, NULL, PQerrorMessage(c->conn));
+        pipeline_end(c->conn);
+        *frc = PQstatus(c->conn) == CONNECTION_OK ? PG_CONN_ERROR : PG_CONN_UNAVAILABLE;
+        return -2;
+    }
+    int failed = -1;
+    for (int i = 0; i < total; i++) {
+        PGresult *res = pipeline_result(c->conn);
+        if (failed < 0) {
+            pg_conn_rc_t rc = result_rc(c, res);
+            if (rc != PG_CONN_OK) {
+                failed = i;
+                *frc = rc;
+            } else if (i < n) {
+                entry_done(&c->q[i], PG_CONN_OK, res);
+            } else if (out) {
+                *out = res;
+                res = NULL;
+            }
+        }
+        PQclear(res);
+    }
+    pipeline_end(c->conn);
+    return failed;
+}
+
+/* Send the deferred statements, then sql with p (if sql is not NULL), in
+ * one pipeline; read every answer. Like pg_conn_run(). A deferred write
+ * that fails is undone with ROLLBACK TO w and the rest sent again (see the
+ * top of the file). */
+static pg_conn_rc_t run_pipeline(pg_conn_t *c, const char *sql, const pg_params_t *p,
+                                 PGresult **out)
+{
+    pg_conn_rc_t rc = PG_CONN_OK;
+    const char *own = sql ? prepared_name(c, sql, &rc) : NULL;
+    const char *undo = prepared_name(c, SQL_ROLLBACK_TO, &rc);
+    if ((sql && !own) || !undo)
+        return deferred_failed(c, rc); /* the failed prepare aborted the transaction */
+    for (int round = 0; round <= MAX_DEFERRED; round++) {
+        int n = c->nq;
+        pg_conn_rc_t frc = PG_CONN_OK;
+        int failed = send_pipeline(c, n, own, p, out, &frc);
+        if (failed == -1 || failed == n) { /* every deferred one went through */
+            c->nq = 0;
+            return frc;
+        }
+        /* q[0..failed) were answered (and cleared) by send_pipeline */
+        deferred_t *e = failed >= 0 ? &c->q[failed] : NULL;
+        if (!e || !e->on_result || PQstatus(c->conn) != CONNECTION_OK)
+            return deferred_failed(c, frc); /* SAVEPOINT, RELEASE or the connection */
+        /* A write failed: it and the rest of its write (up to its RELEASE) */
+        int next = failed;
+        entry_done(&c->q[next++], frc, NULL);
+        while (next < n && c->q[next].sql != SQL_RELEASE)
+            entry_done(&c->q[next++], frc, NULL);
+        if (next == n && sql != SQL_ROLLBACK_TO) {
+            /* its write is still running (the caller's statement is its):
+             * the failure is the caller's to handle, as for any statement */
+            c->nq = 0;
+            return frc;
+        }
+        /* undo it, then send its RELEASE and what follows again */
+        c->q[0] = (deferred_t){.sql = SQL_ROLLBACK_TO, .name = undo};
+        memmove(&c->q[1], &c->q[next], (size_t)(n - next) * sizeof c->q[0]);
+        c->nq = 1 + n - next;
+        if (sql == SQL_ROLLBACK_TO && next == n)
+            c->nq = 0; /* the caller's own ROLLBACK TO is the undo */
+    }
+    set_error(c, NULL, "too many failed statements in one pipeline");
+    return deferred_failed(c, PG_CONN_ERROR);
+}
+
 pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PGresult **out)
 {
     if (out)
@@ -469,6 +660,8 @@ pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PG
     pg_conn_rc_t rc = pg_conn_ensure(c);
     if (rc != PG_CONN_OK)
         return rc;
+    if (c->nq > 0)
+        return run_pipeline(c, sql, p, out);
     const char *name = prepared_name(c, sql, &rc);
     if (!name)
         return rc;
@@ -480,6 +673,91 @@ pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PG
     else
         PQclear(res);
     return rc;
+}
+
+/* A copy of p in one allocation (values included); NULL if out of memory. */
+static pg_params_t *params_copy(const pg_params_t *p)
+{
+    size_t extra = 0;
+    for (int i = 0; i < p->n; i++)
+        if (p->values[i] && p->values[i] != p->ints[i])
+            extra += p->formats[i] ? (size_t)p->lengths[i] : strlen(p->values[i]) + 1;
+    pg_params_t *q = malloc(sizeof *q + extra);
+    if (!q)
+        return NULL;
+    *q = *p;
+    char *buf = (char *)(q + 1);
+    for (int i = 0; i < p->n; i++) {
+        if (!p->values[i])
+            continue;
+        if (p->values[i] == p->ints[i]) {
+            q->values[i] = q->ints[i];
+            continue;
+        }
+        size_t len = p->formats[i] ? (size_t)p->lengths[i] : strlen(p->values[i]) + 1;
+        if (len)
+            memcpy(buf, p->values[i], len);
+        q->values[i] = buf;
+        buf += len;
+    }
+    return q;
+}
+
+/* Queue sql (static text) with a copy of p (NULL = none) inside a
+ * transaction; on_result NULL for SAVEPOINT / RELEASE. */
+static pg_conn_rc_t defer(pg_conn_t *c, const char *sql, const pg_params_t *p,
+                          pg_conn_result_fn on_result, void *cls)
+{
+    pg_conn_rc_t rc = pg_conn_ensure(c);
+    if (rc != PG_CONN_OK)
+        return rc;
+    if (p && p->overflow) {
+        set_error(c, NULL, "too many parameters or a value too long");
+        return PG_CONN_ERROR;
+    }
+    if (c->nq == MAX_DEFERRED && (rc = run_pipeline(c, NULL, NULL, NULL)) != PG_CONN_OK)
+        return rc;
+    if (c->nq == c->capq) {
+        int cap = c->capq ? c->capq * 2 : 64;
+        deferred_t *grown = realloc(c->q, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            set_error(c, NULL, "out of memory");
+            return PG_CONN_NOMEM;
+        }
+        c->q = grown;
+        c->capq = cap;
+    }
+    deferred_t e = {.sql = sql, .on_result = on_result, .cls = cls};
+    if (!(e.name = prepared_name(c, sql, &rc)))
+        return rc;
+    if (p && !(e.params = params_copy(p))) {
+        set_error(c, NULL, "out of memory");
+        return PG_CONN_NOMEM;
+    }
+    c->q[c->nq++] = e;
+    return PG_CONN_OK;
+}
+
+pg_conn_rc_t pg_conn_savepoint_later(pg_conn_t *c)
+{
+    return c->in_tx ? defer(c, SQL_SAVEPOINT, NULL, NULL, NULL) : pg_conn_savepoint(c);
+}
+
+pg_conn_rc_t pg_conn_release_later(pg_conn_t *c)
+{
+    return c->in_tx ? defer(c, SQL_RELEASE, NULL, NULL, NULL) : pg_conn_release(c);
+}
+
+pg_conn_rc_t pg_conn_run_later(pg_conn_t *c, const char *sql, const pg_params_t *p,
+                               pg_conn_result_fn on_result, void *cls)
+{
+    if (c->in_tx)
+        return defer(c, sql, p, on_result, cls);
+    PGresult *res = NULL;
+    pg_conn_rc_t rc = pg_conn_run(c, sql, p, &res);
+    on_result(cls, rc, res);
+    PQclear(res);
+    return PG_CONN_OK;
 }
 
 int64_t pg_conn_affected(const PGresult *r)
@@ -531,6 +809,7 @@ const char *pg_conn_col_text(const PGresult *r, int row, int col)
 
 pg_conn_rc_t pg_conn_begin(pg_conn_t *c)
 {
+    drop_deferred(c, PG_CONN_ERROR); /* none: every transaction ends with them answered */
     pg_conn_rc_t rc = pg_conn_run(c, SQL_BEGIN, NULL, NULL);
     c->in_tx = rc == PG_CONN_OK;
     return rc;
@@ -613,8 +892,19 @@ pg_conn_rc_t pg_conn_commit(pg_conn_t *c)
     }
     if (PQstatus(c->conn) != CONNECTION_OK) { /* lost before COMMIT was sent */
         c->in_tx = false;
+        drop_deferred(c, PG_CONN_UNAVAILABLE);
         set_error(c, NULL, "connection lost inside a transaction");
         return PG_CONN_UNAVAILABLE;
+    }
+    /* the deferred statements first (a write among them that fails is
+     * undone alone and told through its own answer), so that COMMIT is
+     * read on its own (commit_exec) */
+    if (c->nq > 0) {
+        pg_conn_rc_t frc = run_pipeline(c, NULL, NULL, NULL);
+        if (frc != PG_CONN_OK) {
+            pg_conn_rollback(c);
+            return frc;
+        }
     }
     if (PQtransactionStatus(c->conn) != PQTRANS_INTRANS) {
         /* a statement failed and was not rolled back to its savepoint:
@@ -636,6 +926,7 @@ pg_conn_rc_t pg_conn_commit(pg_conn_t *c)
 pg_conn_rc_t pg_conn_rollback(pg_conn_t *c)
 {
     c->in_tx = false;
+    drop_deferred(c, PG_CONN_UNAVAILABLE); /* ROLLBACK undoes them anyway */
     if (PQstatus(c->conn) != CONNECTION_OK)
         return PG_CONN_OK; /* the server rolls back what a lost session left */
     if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)

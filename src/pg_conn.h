@@ -157,6 +157,32 @@ pg_conn_rc_t pg_conn_commit(pg_conn_t *c);
 pg_conn_rc_t pg_conn_rollback(pg_conn_t *c);
 bool pg_conn_in_transaction(const pg_conn_t *c);
 
+/* Deferred forms for the group commit: inside a transaction the statement
+ * is queued and sent with the next one (pg_conn_run, pg_conn_commit, ...)
+ * in one pipeline, one round trip; outside one it runs at once. PG_CONN_OK
+ * when queued; a failure of a queued statement is returned by the call
+ * that sent it, and ends the whole transaction (rolled back: the caller
+ * finds pg_conn_in_transaction() false). */
+pg_conn_rc_t pg_conn_savepoint_later(pg_conn_t *c); /* SAVEPOINT w */
+pg_conn_rc_t pg_conn_release_later(pg_conn_t *c);   /* RELEASE w */
+
+/* The answer to a pg_conn_run_later() statement: rc, and the result (binary
+ * format, borrowed for the call; NULL unless rc is PG_CONN_OK). */
+typedef void (*pg_conn_result_fn)(void *cls, pg_conn_rc_t rc, const PGresult *res);
+
+/* A write of the group commit whose answer can wait: inside a transaction,
+ * the static SQL text sql with a copy of p (NULL = none) is queued like
+ * the deferred SAVEPOINT / RELEASE and sent with the next statement that
+ * is answered (at the latest pg_conn_commit); outside one it runs at once.
+ * PG_CONN_OK: on_result(cls, ...) is called exactly once, at the latest
+ * when the transaction ends (with the failure if it never ran). Any other
+ * return: nothing was queued, on_result is not called. The statement must
+ * run inside SAVEPOINT w, as the last statement of its write before
+ * RELEASE w: if it fails, the pipeline undoes it with ROLLBACK TO w and
+ * goes on with the others (see pg_conn.c). */
+pg_conn_rc_t pg_conn_run_later(pg_conn_t *c, const char *sql, const pg_params_t *p,
+                               pg_conn_result_fn on_result, void *cls);
+
 /* ------------------------------------------------------------------------
  * Migrations
  * ------------------------------------------------------------------------ */

@@ -60,6 +60,19 @@ typedef struct storage_kv_ops {
     sqlcached_status_t (*upsert)(store_conn_t *w, const void *key, size_t klen,
                                  const void *value, size_t vlen, const char *content_type,
                                  int64_t version, int64_t expires_at);
+    /* w, optional (NULL: the caller runs version() then upsert()). upsert()
+     * that also puts the version of the live row it replaced (0 when absent
+     * or expired at now) in *previous, in one statement: on a backend where
+     * each statement is a round trip (PostgreSQL) an unconditional PUT then
+     * costs none of its own (it goes with the next one). *previous may be
+     * filled after the call returns, at the latest before the commit
+     * returns, and a failure may then come through w->job_status: read
+     * *previous from the write's on_commit hook, and run no other
+     * statement in the write after this one. */
+    sqlcached_status_t (*replace)(store_conn_t *w, const void *key, size_t klen,
+                                  const void *value, size_t vlen, const char *content_type,
+                                  int64_t version, int64_t expires_at, int64_t now,
+                                  int64_t *previous);
     /* w. Delete the row, if any. */
     sqlcached_status_t (*remove)(store_conn_t *w, const void *key, size_t klen);
     /* r. Up to `limit` live keys that start with prefix and sort after
@@ -177,6 +190,13 @@ struct store_conn {
     int ncounters;
     store_conn_t *next_free; /* reader pool link */
     store_conn_t *next_all;  /* every reader, for closing */
+    /* Writer, inside a write (store.c sets it before each write's function):
+     * that write's status. A backend that learns only later that a
+     * statement of the write failed (PostgreSQL's pipelined writes) stores
+     * the failure there, at the latest before its commit returns; the write
+     * is then reported failed and its on_commit hook not run. NULL
+     * elsewhere. */
+    sqlcached_status_t *job_status;
 };
 
 typedef struct storage_engine_ops {
@@ -266,6 +286,23 @@ static inline sqlcached_status_t storage_kv_version(store_conn_t *w, const void 
                                                     size_t klen, int64_t now, int64_t *version)
 {
     return store_conn_backend(w)->kv->version(w, key, klen, now, version);
+}
+
+/* Does w's backend have kv replace()? */
+static inline bool storage_kv_has_replace(store_conn_t *w)
+{
+    return store_conn_backend(w)->kv->replace != NULL;
+}
+
+/* Only when storage_kv_has_replace(w). */
+static inline sqlcached_status_t storage_kv_replace(store_conn_t *w, const void *key,
+                                                    size_t klen, const void *value, size_t vlen,
+                                                    const char *content_type, int64_t version,
+                                                    int64_t expires_at, int64_t now,
+                                                    int64_t *previous)
+{
+    return store_conn_backend(w)->kv->replace(w, key, klen, value, vlen, content_type, version,
+                                              expires_at, now, previous);
 }
 
 static inline sqlcached_status_t storage_kv_upsert(store_conn_t *w, const void *key,

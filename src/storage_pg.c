@@ -178,12 +178,12 @@ static sqlcached_status_t tx_begin(store_conn_t *w)
 
 static sqlcached_status_t tx_savepoint(store_conn_t *w)
 {
-    return pg_conn_rc_status(pg_conn_savepoint(pgc(w)->pg));
+    return pg_conn_rc_status(pg_conn_savepoint_later(pgc(w)->pg));
 }
 
 static sqlcached_status_t tx_release(store_conn_t *w)
 {
-    return pg_conn_rc_status(pg_conn_release(pgc(w)->pg));
+    return pg_conn_rc_status(pg_conn_release_later(pgc(w)->pg));
 }
 
 static sqlcached_status_t tx_rollback_to(store_conn_t *w)

@@ -9,6 +9,7 @@
  * rows stay until purged; every read filters them with `now`. Results come
  * back in binary format (pg_conn_run).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "storage_pg.h"
@@ -22,6 +23,19 @@ static const char SQL_UPSERT[] =
     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
     "content_type = EXCLUDED.content_type, version = EXCLUDED.version, "
     "expires_at = EXCLUDED.expires_at";
+/* The upsert, returning the version of the live row it replaced (NULL when
+ * none): every part of a statement sees the rows as they were before it,
+ * so `old` is the row before this write (earlier writes of the same
+ * transaction included). */
+static const char SQL_REPLACE[] =
+    "WITH old AS (SELECT version FROM kv WHERE key = $1 "
+    "AND (expires_at IS NULL OR expires_at > $6)) "
+    "INSERT INTO kv (key, value, content_type, version, expires_at) "
+    "VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
+    "content_type = EXCLUDED.content_type, version = EXCLUDED.version, "
+    "expires_at = EXCLUDED.expires_at "
+    "RETURNING (SELECT version FROM old)";
 static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = $1";
 static const char SQL_LIST[] =
     "SELECT key FROM kv WHERE key >= $1 AND key < $2 AND key > $3 "
@@ -94,6 +108,61 @@ static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t kle
     else
         pg_params_null(&p);
     return storage_pg_run(w, SQL_UPSERT, &p, NULL);
+}
+
+/* Where the answer of a pipelined replace goes. */
+typedef struct replace_answer {
+    int64_t *previous;
+    sqlcached_status_t *status; /* the write's (store_conn_t job_status) */
+} replace_answer_t;
+
+static void replace_answered(void *cls, pg_conn_rc_t rc, const PGresult *r)
+{
+    replace_answer_t *a = cls;
+    if (rc == PG_CONN_OK)
+        *a->previous = PQntuples(r) == 1 ? pg_conn_col_int64(r, 0, 0) : 0; /* NULL reads 0 */
+    else if (*a->status == SQLCACHED_OK)
+        *a->status = pg_conn_rc_status(rc);
+    free(a);
+}
+
+/* Inside a write of the group commit the statement is pipelined
+ * (pg_conn_run_later): its answer comes with the next statement sent, the
+ * COMMIT at the latest; elsewhere it runs at once. */
+static sqlcached_status_t kv_replace(store_conn_t *w, const void *key, size_t klen,
+                                     const void *value, size_t vlen, const char *content_type,
+                                     int64_t version, int64_t expires_at, int64_t now,
+                                     int64_t *previous)
+{
+    pg_params_t p;
+    pg_params_init(&p);
+    pg_params_bytes(&p, key, klen);
+    pg_params_bytes(&p, value, vlen);
+    pg_params_text(&p, content_type);
+    pg_params_int64(&p, version);
+    if (expires_at > 0)
+        pg_params_int64(&p, expires_at);
+    else
+        pg_params_null(&p);
+    pg_params_int64(&p, now);
+    if (w->job_status) {
+        replace_answer_t *a = malloc(sizeof *a);
+        if (!a)
+            return SQLCACHED_NOMEM;
+        *a = (replace_answer_t){previous, w->job_status};
+        *previous = 0;
+        pg_conn_rc_t rc = pg_conn_run_later(store_pg_conn(w), SQL_REPLACE, &p, replace_answered, a);
+        if (rc != PG_CONN_OK)
+            free(a);
+        return pg_conn_rc_status(rc);
+    }
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(w, SQL_REPLACE, &p, &r);
+    if (status != SQLCACHED_OK)
+        return status;
+    *previous = PQntuples(r) == 1 ? pg_conn_col_int64(r, 0, 0) : 0; /* NULL reads 0 */
+    PQclear(r);
+    return SQLCACHED_OK;
 }
 
 static sqlcached_status_t kv_remove(store_conn_t *w, const void *key, size_t klen)
@@ -200,6 +269,7 @@ const storage_kv_ops_t storage_pg_kv = {
     .get = kv_get,
     .version = kv_version,
     .upsert = kv_upsert,
+    .replace = kv_replace,
     .remove = kv_remove,
     .list = kv_list,
     .purge_expired = kv_purge_expired,

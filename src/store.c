@@ -19,7 +19,11 @@
  * on_commit hook of each job that succeeded, then wakes the callers that
  * wait (store_write) and calls the completion callbacks of the others
  * (store_write_async, whose jobs are heap-allocated and freed by the writer
- * after their callback). If the backend drops the transaction mid-batch
+ * after their callback). A backend that pipelines statements may learn
+ * that a job failed only after its function returned, at the latest at
+ * COMMIT: it stores the failure in the job's status (w->job_status, set
+ * around each job), which is what decides on_commit and the answer. If
+ * the backend drops the transaction mid-batch
  * (SQLITE_FULL can do that, a lost connection does), or the commit fails,
  * every job of the batch reports the error: nothing half-written is ever
  * acknowledged.
@@ -358,6 +362,7 @@ static void run_job(store_conn_t *w, write_job_t *job)
         job->status = st;
         return;
     }
+    w->job_status = &job->status; /* a later failure of this write lands there */
     job->status = job->fn(w, job->arg);
     if (!e->in_transaction(w))
         return; /* the backend ended the whole transaction */
@@ -451,6 +456,7 @@ static void run_batch(store_t *s, write_job_t *batch)
     }
     int64_t changes = e->changes(w);
     sqlcached_status_t st = run_transaction(w, batch);
+    w->job_status = NULL; /* every answer is in: the commit or rollback waited for them */
     if (st != SQLCACHED_OK) {
         w->ncounters = 0; /* the stored counters hold the truth again after the rollback */
         char why[256];

@@ -38,6 +38,9 @@ static const char SQL_ORDER_PUT[] =
     "INSERT INTO orders (order_id, item_id, user_id, created_at) VALUES ($1, $2, $3, 0)";
 static const char SQL_SYNC[] = "SELECT current_setting('synchronous_commit')";
 static const char SQL_ONE[] = "SELECT 1";
+static const char SQL_BACKEND_PID[] = "SELECT pg_backend_pid()";
+static const char SQL_LAST_QUERY[] =
+    "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1::int AND query = 'BEGIN'";
 
 /* ------------------------------------------------------------------------
  * Helpers
@@ -521,6 +524,199 @@ static void test_pg_conn_reconnect_after_restart(void **state)
     pg_conn_close(c);
 }
 
+/* The deferred savepoints of the group commit: nothing is sent until the
+ * next statement, which carries them in one pipeline; a write that fails
+ * inside its savepoint is still undone alone. */
+static void test_pg_conn_deferred_savepoints_keep_neighbours(void **state)
+{
+    (void)state;
+    char url[256], pid[24];
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    pg_conn_t *other = open_url(url, SQLCACHED_DURABILITY_FULL);
+    assert_non_null(other);
+    snprintf(pid, sizeof pid, "%lld", (long long)query_int(c, SQL_BACKEND_PID, NULL));
+    assert_int_equal(kv_put(c, "taken", "0", 1), PG_CONN_OK);
+    /* prepare SAVEPOINT and RELEASE (a Parse shows in pg_stat_activity) */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    /* not sent yet: the server's last statement of c is still BEGIN */
+    assert_int_equal(query_int(other, SQL_LAST_QUERY, pid), 1);
+    assert_int_equal(kv_put(c, "a", "1", 2), PG_CONN_OK);
+    assert_int_equal(query_int(other, SQL_LAST_QUERY, pid), 0);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "b", "2", 3), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "taken", "3", 3), PG_CONN_UNIQUE);
+    assert_true(pg_conn_in_transaction(c)); /* the write's own failure */
+    assert_int_equal(pg_conn_rollback_to(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "c", "4", 4), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    /* a write that runs no statement: its pair travels with the COMMIT */
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_false(pg_conn_in_transaction(c));
+
+    assert_int_equal(kv_has(other, "a"), 1);
+    assert_int_equal(kv_has(other, "b"), 0);
+    assert_int_equal(kv_has(other, "c"), 1);
+    assert_int_equal(query_int(other, SQL_KV_COUNT, NULL), 3);
+    pg_conn_close(other);
+    pg_conn_close(c);
+}
+
+/* What a pg_conn_run_later() statement was answered, and how often. */
+typedef struct answer {
+    int calls;
+    pg_conn_rc_t rc;
+} answer_t;
+
+static void answered(void *cls, pg_conn_rc_t rc, const PGresult *res)
+{
+    answer_t *a = cls;
+    a->calls++;
+    a->rc = rc;
+    assert_true((res != NULL) == (rc == PG_CONN_OK));
+}
+
+static pg_conn_rc_t kv_put_later(pg_conn_t *c, const char *key, int64_t version, answer_t *a)
+{
+    pg_params_t p;
+    pg_params_init(&p);
+    char k[32]; /* the copy must not depend on this buffer staying */
+    snprintf(k, sizeof k, "%s", key);
+    pg_params_bytes(&p, k, strlen(k));
+    pg_params_bytes(&p, "v", 1);
+    pg_params_text(&p, "text/plain");
+    pg_params_int64(&p, version);
+    pg_params_null(&p);
+    *a = (answer_t){0};
+    pg_conn_rc_t rc = pg_conn_run_later(c, SQL_KV_PUT, &p, answered, a);
+    memset(k, 0, sizeof k);
+    return rc;
+}
+
+/* Pipelined writes: each answered exactly once; one that fails is undone
+ * alone (ROLLBACK TO w inside the pipeline) and the others commit; one
+ * whose own write is still running hands its failure to the next
+ * statement; a rollback answers what never ran. */
+static void test_pg_conn_run_later(void **state)
+{
+    (void)state;
+    char url[256];
+    answer_t a, b, d, e, f;
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    assert_int_equal(kv_put(c, "taken", "0", 1), PG_CONN_OK);
+
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "a", 2, &a), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "taken", 3, &b), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "d", 4, &d), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(a.calls + b.calls + d.calls, 0); /* nothing sent yet */
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.rc, PG_CONN_OK);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(b.rc, PG_CONN_UNIQUE);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.rc, PG_CONN_OK);
+    assert_int_equal(kv_has(c, "a"), 1);
+    assert_int_equal(kv_has(c, "d"), 1);
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 3);
+
+    /* the failing write's own next statement gets its failure */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "taken", 5, &e), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "e", "1", 6), PG_CONN_UNIQUE);
+    assert_int_equal(e.calls, 1);
+    assert_int_equal(e.rc, PG_CONN_UNIQUE);
+    assert_int_equal(pg_conn_rollback_to(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_int_equal(kv_has(c, "e"), 0);
+
+    /* a rollback answers what never ran */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put_later(c, "f", 7, &f), PG_CONN_OK);
+    assert_int_equal(pg_conn_rollback(c), PG_CONN_OK);
+    assert_int_equal(f.calls, 1);
+    assert_int_not_equal(f.rc, PG_CONN_OK);
+    assert_int_equal(kv_has(c, "f"), 0);
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 3);
+    pg_conn_close(c);
+}
+
+/* A deferred statement that fails ends the whole transaction: the write
+ * before it is not kept (a failed RELEASE must not leave its savepoint for
+ * a later ROLLBACK TO), the call that sent it says so, and the connection
+ * is usable afterwards. */
+static void test_pg_conn_deferred_failure_ends_transaction(void **state)
+{
+    (void)state;
+    char url[256];
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "a", "1", 1), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK); /* no savepoint w: fails */
+    assert_int_not_equal(kv_put(c, "b", "2", 2), PG_CONN_OK);
+    assert_string_equal(pg_conn_sqlstate(c), "3B001"); /* the RELEASE's error */
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_not_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_int_equal(query_int(c, SQL_ONE, NULL), 1);
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 0);
+
+    /* the same when the failure comes with the COMMIT */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "a", "1", 1), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_not_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 0);
+    pg_conn_close(c);
+}
+
+/* Deferred statements on a connection lost inside the transaction: they
+ * fail with it, nothing is stored, and the connection comes back. */
+static void test_pg_conn_deferred_lost_connection(void **state)
+{
+    (void)state;
+    char url[256];
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(kv_put(c, "lost", "1", 1), PG_CONN_OK);
+    assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+    assert_int_equal(pg_fixture_server_stop(&fx), 0);
+    assert_int_equal(pg_fixture_server_start(&fx), 0);
+    /* the deferred RELEASE and SAVEPOINT go first and fail: the
+     * transaction is over at once */
+    assert_int_equal(kv_put(c, "lost2", "1", 2), PG_CONN_UNAVAILABLE);
+    assert_false(pg_conn_in_transaction(c));
+    assert_int_not_equal(pg_conn_commit(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_rollback(c), PG_CONN_OK);
+    assert_true(wait_until_up(c) >= 0);
+    assert_int_equal(query_int(c, SQL_KV_COUNT, NULL), 0);
+    pg_conn_close(c);
+}
+
 /* Lost inside a transaction: every call fails until the rollback, nothing
  * reconnects behind the transaction's back, and nothing of it is stored. */
 static void test_pg_conn_lost_inside_transaction(void **state)
@@ -579,6 +775,10 @@ int main(void)
         cmocka_unit_test(test_pg_conn_reconnect_after_restart),
         cmocka_unit_test(test_pg_conn_lost_inside_transaction),
         cmocka_unit_test(test_pg_conn_down_is_unavailable),
+        cmocka_unit_test(test_pg_conn_deferred_savepoints_keep_neighbours),
+        cmocka_unit_test(test_pg_conn_deferred_failure_ends_transaction),
+        cmocka_unit_test(test_pg_conn_deferred_lost_connection),
+        cmocka_unit_test(test_pg_conn_run_later),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
