@@ -17,10 +17,11 @@
  * says so); normal sets it off (a crash of PostgreSQL may lose the last
  * transactions it answered; a crash of sqlcached loses nothing).
  *
- * Counters: read with SELECT ... FOR UPDATE inside the writer's
- * transaction, so the row stays locked to COMMIT and values grow in commit
- * order, also with other writers on the same database; never cached across
- * transactions (counters_valid is always false).
+ * Counters: every row of meta is locked (SELECT ... FOR UPDATE) right
+ * after BEGIN, before any write's savepoint (a lock taken inside a
+ * savepoint is released by its ROLLBACK TO), and held to COMMIT, so values
+ * grow in commit order, also with other writers on the same database;
+ * never cached across transactions (counters_valid is always false).
  *
  * A lost connection: the writer's batch fails UNAVAILABLE (503) and the
  * next one reconnects, with the backoff of pg_conn.c; a COMMIT whose answer
@@ -50,6 +51,7 @@ struct storage_db {
     pg_store_conn_t *writer; /* opened by open(), handed over by conn_open() */
 };
 
+static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta FOR UPDATE";
 static const char SQL_COUNTER_GET[] = "SELECT value FROM meta WHERE name = $1 FOR UPDATE";
 static const char SQL_COUNTER_SET[] = "UPDATE meta SET value = $2 WHERE name = $1";
 
@@ -173,7 +175,17 @@ static sqlcached_status_t tx_begin(store_conn_t *w)
         pg_conn_commit(c->pg);
     c->late_since = 0;
 #endif
-    return pg_conn_rc_status(pg_conn_begin(pgc(w)->pg));
+    pg_conn_t *pg = pgc(w)->pg;
+    sqlcached_status_t st = pg_conn_rc_status(pg_conn_begin(pg));
+    if (st != SQLCACHED_OK)
+        return st;
+    /* The counter rows, locked before any write's savepoint: a lock taken
+     * inside one would go with its ROLLBACK TO, and another writer could
+     * then take the values this transaction has handed out. */
+    st = pg_conn_rc_status(pg_conn_run(pg, SQL_LOCK_COUNTERS, NULL, NULL));
+    if (st != SQLCACHED_OK)
+        pg_conn_rollback(pg);
+    return st;
 }
 
 static sqlcached_status_t tx_savepoint(store_conn_t *w)
