@@ -30,7 +30,9 @@ typedef struct fixture {
 
 static sqlcached_t *open_with(fixture_t *f, void (*tweak)(sqlcached_options_t *, fixture_t *))
 {
-    char *path = testutil_path(f->dir, "tier.db");
+    char *path = testutil_db(f->dir, "tier.db");
+    if (!path)
+        return NULL;
     sqlcached_options_t o;
     sqlcached_options_init(&o);
     o.path = path;
