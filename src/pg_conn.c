@@ -19,7 +19,9 @@
  */
 #include "pg_conn.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,8 @@ struct pg_conn {
 
 static const char SQL_SYNC_ON[] = "SET synchronous_commit = on";
 static const char SQL_SYNC_OFF[] = "SET synchronous_commit = off";
+static const char SQL_READ_ONLY[] = "SET default_transaction_read_only = on";
+static const char SQL_LOCK_TIMEOUT[] = "SELECT set_config('lock_timeout', $1, false)";
 static const char SQL_BEGIN[] = "BEGIN";
 static const char SQL_COMMIT[] = "COMMIT";
 static const char SQL_ROLLBACK[] = "ROLLBACK";
@@ -206,6 +210,19 @@ static pg_conn_rc_t apply_settings(pg_conn_t *c)
                                                                                      : SQL_SYNC_OFF);
     pg_conn_rc_t rc = result_rc(c, res);
     PQclear(res);
+    if (rc == PG_CONN_OK && c->cfg.read_only) {
+        res = PQexec(c->conn, SQL_READ_ONLY);
+        rc = result_rc(c, res);
+        PQclear(res);
+    }
+    if (rc == PG_CONN_OK && c->cfg.lock_timeout_ms > 0) {
+        char ms[16];
+        snprintf(ms, sizeof ms, "%d", c->cfg.lock_timeout_ms);
+        const char *const values[] = {ms};
+        res = PQexecParams(c->conn, SQL_LOCK_TIMEOUT, 1, NULL, values, NULL, NULL, 0);
+        rc = result_rc(c, res);
+        PQclear(res);
+    }
     return rc;
 }
 
@@ -450,6 +467,61 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc
     return s->name;
 }
 
+/* Cancel the statement running on c (a request on a connection of its
+ * own, as libpq does it); its result then fails with 57014. */
+static void cancel_running(pg_conn_t *c)
+{
+    PGcancel *cancel = PQgetCancel(c->conn);
+    char err[256] = "";
+    if (!cancel || !PQcancel(cancel, err, sizeof err))
+        log_warn("pg", "could not cancel a statement at the stop deadline: %s",
+                 cancel ? err : "out of memory");
+    PQfreeCancel(cancel);
+}
+
+/* PQexecPrepared (binary results), except that with cfg.deadline_ms a
+ * statement still running past the deadline is cancelled: the wait is
+ * polled in steps of at most 100 ms, rereading the deadline (it may be set
+ * while the statement waits for a lock). The last result, as PQexec
+ * returns it; NULL only when out of memory. */
+static PGresult *exec_prepared(pg_conn_t *c, const char *name, const pg_params_t *p)
+{
+    int n = p ? p->n : 0;
+    const char *const *values = p ? p->values : NULL;
+    const int *lengths = p ? p->lengths : NULL, *formats = p ? p->formats : NULL;
+    if (!c->cfg.deadline_ms)
+        return PQexecPrepared(c->conn, name, n, values, lengths, formats, 1);
+    if (!PQsendQueryPrepared(c->conn, name, n, values, lengths, formats, 1))
+        return PQmakeEmptyPGresult(c->conn, PGRES_FATAL_ERROR);
+    bool cancelled = false;
+    while (PQisBusy(c->conn)) {
+        int wait = 100;
+        int64_t deadline = c->cfg.deadline_ms(c->cfg.deadline_arg);
+        if (deadline != 0 && !cancelled) {
+            int64_t left = deadline - mono_ms();
+            if (left <= 0) {
+                log_warn("pg", "the stop deadline passed: cancelling the running statement");
+                cancel_running(c);
+                cancelled = true;
+            } else if (left < wait) {
+                wait = (int)left;
+            }
+        }
+        struct pollfd pfd = {.fd = PQsocket(c->conn), .events = POLLIN};
+        int ready = poll(&pfd, 1, wait);
+        if (ready < 0 && errno != EINTR)
+            break; /* PQgetResult below waits without the deadline */
+        if (ready > 0 && !PQconsumeInput(c->conn))
+            break; /* the connection failed: PQgetResult reports it */
+    }
+    PGresult *last = NULL, *r;
+    while ((r = PQgetResult(c->conn)) != NULL) {
+        PQclear(last);
+        last = r;
+    }
+    return last ? last : PQmakeEmptyPGresult(c->conn, PGRES_FATAL_ERROR);
+}
+
 pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PGresult **out)
 {
     if (out)
@@ -464,8 +536,7 @@ pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PG
     const char *name = prepared_name(c, sql, &rc);
     if (!name)
         return rc;
-    PGresult *res = PQexecPrepared(c->conn, name, p ? p->n : 0, p ? p->values : NULL,
-                                   p ? p->lengths : NULL, p ? p->formats : NULL, 1);
+    PGresult *res = exec_prepared(c, name, p);
     rc = result_rc(c, res);
     if (rc == PG_CONN_OK && out)
         *out = res;
