@@ -4,8 +4,8 @@
  * SQLCACHED_TEST_BACKEND=postgresql (testutil.h).
  *
  * What a test needs to see or change behind the store's back goes through
- * a connection of its own to the same database (side_*: sqlite3 or
- * pg_conn), with statement text valid on both. The writes under test go
+ * a connection of its own to the same database (tests/sidedb.h), with
+ * statement text valid on both. The writes under test go
  * through the seam (storage_kv_*). Tests of SQLite itself (WAL, a file
  * that is not a database, the SQLite result codes) are skipped on
  * PostgreSQL, which has its own equivalents where one exists.
@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "pg_conn.h"
+#include "sidedb.h"
 #include "storage_sqlite.h"
 #include "testutil.h"
 
@@ -61,73 +62,12 @@ static store_t *open_store(fixture_t *f)
     return s;
 }
 
-/* ------------------------------------------------------------------------
- * A connection of the test's own to the store's database
- * ------------------------------------------------------------------------ */
-
-typedef struct side {
-    sqlite3 *db;   /* SQLite */
-    pg_conn_t *pg; /* PostgreSQL */
-} side_t;
-
-static void side_open(side_t *c, const char *location)
-{
-    memset(c, 0, sizeof *c);
-    if (testutil_backend_pg()) {
-        pg_conn_config_t cfg = {.url = location, .durability = SQLCACHED_DURABILITY_FULL};
-        pg_conn_rc_t rc;
-        char err[256] = "";
-        c->pg = pg_conn_open(&cfg, &rc, err, sizeof err);
-        if (!c->pg)
-            fprintf(stderr, "pg_conn_open: %s\n", err);
-        assert_non_null(c->pg);
-    } else {
-        assert_int_equal(sqlite3_open(location, &c->db), SQLITE_OK);
-        sqlite3_busy_timeout(c->db, 1000);
-    }
-}
-
-static void side_close(side_t *c)
-{
-    if (c->pg)
-        pg_conn_close(c->pg);
-    if (c->db)
-        sqlite3_close(c->db);
-    memset(c, 0, sizeof *c);
-}
-
-/* Run one statement (static text, no parameters); true when it succeeded. */
-static bool side_exec(side_t *c, const char *sql)
-{
-    if (c->pg)
-        return pg_conn_run(c->pg, sql, NULL, NULL) == PG_CONN_OK;
-    return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK;
-}
-
-/* The integer of a one-row query (static text), or -1. */
-static int64_t side_int(side_t *c, const char *sql)
-{
-    int64_t v = -1;
-    if (c->pg) {
-        PGresult *res = NULL;
-        if (pg_conn_run(c->pg, sql, NULL, &res) == PG_CONN_OK && PQntuples(res) == 1)
-            v = pg_conn_col_int64(res, 0, 0);
-        PQclear(res);
-        return v;
-    }
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 static int64_t query_int(const char *location, const char *sql)
 {
-    side_t c;
-    side_open(&c, location);
-    int64_t v = side_int(&c, sql);
-    side_close(&c);
+    sidedb_t *c = sidedb_open(location);
+    assert_non_null(c);
+    int64_t v = sidedb_int(c, sql);
+    sidedb_close(c);
     return v;
 }
 
@@ -141,10 +81,6 @@ static const char SQL_FORGET_002[] = "DELETE FROM schema_migrations WHERE versio
 static const char SQL_FORGET_ORDER_ID[] = "DELETE FROM meta WHERE name = 'order_id'";
 static const char SQL_FUTURE[] = "INSERT INTO schema_migrations VALUES (9999, 'future', 0)";
 static const char SQL_VERSION_1000[] = "UPDATE meta SET value = 1000 WHERE name = 'version'";
-static const char SQL_BEGIN[] = "BEGIN";
-static const char SQL_BEGIN_IMMEDIATE[] = "BEGIN IMMEDIATE";
-static const char SQL_LOCK_VERSION[] = "UPDATE meta SET value = value WHERE name = 'version'";
-static const char SQL_ROLLBACK[] = "ROLLBACK";
 
 static int migration_count(void)
 {
@@ -188,13 +124,13 @@ static void test_store_applies_a_missing_middle_migration(void **state)
     fixture_t *f = *state;
     store_close(open_store(f));
     /* a database that recorded 001 and 003 but never had 002 */
-    side_t c;
-    side_open(&c, f->path);
-    assert_true(side_exec(&c, SQL_DROP_ORDERS));
-    assert_true(side_exec(&c, SQL_DROP_ITEMS));
-    assert_true(side_exec(&c, SQL_FORGET_002));
-    assert_true(side_exec(&c, SQL_FORGET_ORDER_ID));
-    side_close(&c);
+    sidedb_t *c = sidedb_open(f->path);
+    assert_non_null(c);
+    assert_true(sidedb_exec(c, SQL_DROP_ORDERS));
+    assert_true(sidedb_exec(c, SQL_DROP_ITEMS));
+    assert_true(sidedb_exec(c, SQL_FORGET_002));
+    assert_true(sidedb_exec(c, SQL_FORGET_ORDER_ID));
+    sidedb_close(c);
     store_t *s = open_store(f);
     assert_non_null(s);
     store_close(s);
@@ -206,10 +142,10 @@ static void test_store_refuses_newer_schema(void **state)
 {
     fixture_t *f = *state;
     store_close(open_store(f));
-    side_t c;
-    side_open(&c, f->path);
-    assert_true(side_exec(&c, SQL_FUTURE));
-    side_close(&c);
+    sidedb_t *c = sidedb_open(f->path);
+    assert_non_null(c);
+    assert_true(sidedb_exec(c, SQL_FUTURE));
+    sidedb_close(c);
     char err[256] = "";
     store_config_t cfg = {.path = f->path, .busy_timeout_ms = 100};
     assert_null(store_open(&cfg, err, sizeof err));
@@ -284,10 +220,10 @@ static void test_store_counter_sees_other_writers(void **state)
     int64_t a = 0, b = 0;
     assert_int_equal(store_write(s, take_version, &a), SQLCACHED_OK);
     assert_int_equal(query_int(f->path, SQL_VERSION), a);
-    side_t c;
-    side_open(&c, f->path);
-    assert_true(side_exec(&c, SQL_VERSION_1000));
-    side_close(&c);
+    sidedb_t *c = sidedb_open(f->path);
+    assert_non_null(c);
+    assert_true(sidedb_exec(c, SQL_VERSION_1000));
+    sidedb_close(c);
     assert_int_equal(store_write(s, take_version, &b), SQLCACHED_OK);
     assert_int_equal(b, 1001);
     assert_int_equal(query_int(f->path, SQL_VERSION), 1001);
@@ -337,17 +273,13 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Another connection takes the lock every write needs: the write lock
- * (SQLite) or the lock of the version counter's row (PostgreSQL). */
-static void hold_lock(side_t *lock, const char *location)
+/* Another connection takes the lock every write needs (sidedb.h). */
+static sidedb_t *hold_lock(const char *location)
 {
-    side_open(lock, location);
-    if (testutil_backend_pg()) {
-        assert_true(side_exec(lock, SQL_BEGIN));
-        assert_true(side_exec(lock, SQL_LOCK_VERSION));
-    } else {
-        assert_true(side_exec(lock, SQL_BEGIN_IMMEDIATE));
-    }
+    sidedb_t *lock = sidedb_open(location);
+    assert_non_null(lock);
+    assert_true(sidedb_lock_writes(lock));
+    return lock;
 }
 
 /* Wait for c's callback, at most ms. */
@@ -374,15 +306,14 @@ static void test_store_lock_wait_ends_at_the_busy_timeout(void **state)
     store_config_t cfg = {.path = f->path, .busy_timeout_ms = 300};
     store_t *s = store_open(&cfg, err, sizeof err);
     assert_non_null(s);
-    side_t lock;
-    hold_lock(&lock, f->path);
+    sidedb_t *lock = hold_lock(f->path);
     async_ctx_t c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, SQLCACHED_INTERNAL};
     int64_t v = 0, t0 = mono_ms();
     assert_int_equal(store_write_async(s, take_version, NULL, &v, on_async_done, &c), SQLCACHED_OK);
     wait_done(&c, 30000);
     int64_t took = mono_ms() - t0;
-    assert_true(side_exec(&lock, SQL_ROLLBACK)); /* before any assertion: store_close waits */
-    side_close(&lock);
+    assert_true(sidedb_unlock(lock)); /* before any assertion: store_close waits */
+    sidedb_close(lock);
     print_message("the write failed %lld ms after it began (busy timeout 300 ms)\n",
                   (long long)took);
     assert_int_equal(c.calls, 1);
@@ -405,8 +336,7 @@ static void test_store_drain_cuts_the_wait_for_a_lock(void **state)
     store_t *s = store_open(&cfg, err, sizeof err);
     assert_non_null(s);
     int64_t before = query_int(f->path, SQL_VERSION);
-    side_t lock;
-    hold_lock(&lock, f->path);
+    sidedb_t *lock = hold_lock(f->path);
     enum { N = 3 };
     async_ctx_t c[N];
     int64_t v[N] = {0};
@@ -436,8 +366,8 @@ static void test_store_drain_cuts_the_wait_for_a_lock(void **state)
     assert_true(took >= 190);
     int64_t late = 0;
     assert_int_equal(store_write(s, take_version, &late), SQLCACHED_UNAVAILABLE);
-    assert_true(side_exec(&lock, SQL_ROLLBACK));
-    side_close(&lock);
+    assert_true(sidedb_unlock(lock));
+    sidedb_close(lock);
     assert_int_equal(store_write(s, take_version, &late), SQLCACHED_UNAVAILABLE);
     store_close(s);
     assert_int_equal(query_int(f->path, SQL_VERSION), before);
