@@ -11,6 +11,12 @@
  *
  * Not thread-safe: a connection is used by one thread at a time.
  *
+ * Statements run with PQexecPrepared, or, when the configuration names a
+ * deadline (the writer: the store's stop deadline), with
+ * PQsendQueryPrepared and a poll of the socket in steps of at most 100 ms,
+ * so that a statement still waiting past the deadline (for a lock held by
+ * another session) is cancelled with PQcancel.
+ *
  * Group commit relies on PostgreSQL details handled here: COMMIT of a
  * transaction that had an error answers "ROLLBACK" with success, so
  * pg_conn_commit() checks the transaction state first and the command tag
