@@ -631,7 +631,7 @@ static void db_close(storage_db_t *d)
 {
     if (!d)
         return;
-    conn_close(&d->writer->base); /* NULL unless handed over */
+    conn_close(d->writer ? &d->writer->base : NULL); /* NULL once handed over */
     free(d->wal_path);
     free(d->path);
     free(d);
