@@ -15,7 +15,10 @@
  * deadline (the writer: the store's stop deadline), with
  * PQsendQueryPrepared and a poll of the socket in steps of at most 100 ms,
  * so that a statement still waiting past the deadline (for a lock held by
- * another session) is cancelled with PQcancel.
+ * another session) is cancelled with PQcancel. COMMIT and ROLLBACK are
+ * never cancelled: a batch that began before the deadline runs to its end
+ * (a cancelled wait for a synchronous standby would leave a commit that is
+ * local only, yet answered).
  *
  * Group commit relies on PostgreSQL details handled here: COMMIT of a
  * transaction that had an error answers "ROLLBACK" with success, so
@@ -51,6 +54,7 @@ struct pg_conn {
     prepared_t *stmts;
     size_t nstmts, capstmts;
     bool in_tx;
+    bool ending;             /* COMMIT or ROLLBACK running: never cancelled */
     int backoff_ms;          /* 0 = the next reconnect may run at once */
     int64_t next_attempt_ms; /* CLOCK_MONOTONIC */
     unsigned reconnects;
@@ -495,7 +499,7 @@ static PGresult *exec_prepared(pg_conn_t *c, const char *name, const pg_params_t
     int n = p ? p->n : 0;
     const char *const *values = p ? p->values : NULL;
     const int *lengths = p ? p->lengths : NULL, *formats = p ? p->formats : NULL;
-    if (!c->cfg.deadline_ms)
+    if (!c->cfg.deadline_ms || c->ending)
         return PQexecPrepared(c->conn, name, n, values, lengths, formats, 1);
     if (!PQsendQueryPrepared(c->conn, name, n, values, lengths, formats, 1))
         return PQmakeEmptyPGresult(c->conn, PGRES_FATAL_ERROR);
@@ -644,7 +648,9 @@ pg_conn_rc_t pg_conn_commit(pg_conn_t *c)
         return PG_CONN_ERROR;
     }
     PGresult *res = NULL;
+    c->ending = true; /* a batch that began before the deadline runs to its commit */
     pg_conn_rc_t rc = pg_conn_run(c, SQL_COMMIT, NULL, &res);
+    c->ending = false;
     c->in_tx = false;
     if (rc == PG_CONN_OK && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
         set_error(c, NULL, "COMMIT answered ROLLBACK");
@@ -666,7 +672,10 @@ pg_conn_rc_t pg_conn_rollback(pg_conn_t *c)
         return PG_CONN_OK; /* the server rolls back what a lost session left */
     if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
         return PG_CONN_OK;
-    return pg_conn_run(c, SQL_ROLLBACK, NULL, NULL);
+    c->ending = true;
+    pg_conn_rc_t rc = pg_conn_run(c, SQL_ROLLBACK, NULL, NULL);
+    c->ending = false;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------
