@@ -13,6 +13,15 @@
  *
  * Not thread-safe: a connection is used by one thread at a time.
  *
+ * Statements run with PQexecPrepared, or, when the configuration names a
+ * deadline (the writer: the store's stop deadline), with
+ * PQsendQueryPrepared and a poll of the socket in steps of at most 100 ms,
+ * so that a statement still waiting past the deadline (for a lock held by
+ * another session) is cancelled with PQcancel. COMMIT and ROLLBACK are
+ * never cancelled: a batch that began before the deadline runs to its end
+ * (a cancelled wait for a synchronous standby would leave a commit that is
+ * local only, yet answered).
+ *
  * Group commit relies on PostgreSQL details handled here: COMMIT of a
  * transaction that had an error answers "ROLLBACK" with success, so
  * pg_conn_commit() checks the transaction state first and the command tag
@@ -42,7 +51,9 @@
  */
 #include "pg_conn.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +89,7 @@ struct pg_conn {
     bool in_tx;
     deferred_t *q; /* the deferred statements, in order */
     int nq, capq;
+    bool ending;             /* COMMIT or ROLLBACK running: never cancelled */
     int backoff_ms;          /* 0 = the next reconnect may run at once */
     int64_t next_attempt_ms; /* CLOCK_MONOTONIC */
     unsigned reconnects;
@@ -87,6 +99,8 @@ struct pg_conn {
 
 static const char SQL_SYNC_ON[] = "SET synchronous_commit = on";
 static const char SQL_SYNC_OFF[] = "SET synchronous_commit = off";
+static const char SQL_READ_ONLY[] = "SET default_transaction_read_only = on";
+static const char SQL_LOCK_TIMEOUT[] = "SELECT set_config('lock_timeout', $1, false)";
 static const char SQL_BEGIN[] = "BEGIN";
 static const char SQL_COMMIT[] = "COMMIT";
 static const char SQL_ROLLBACK[] = "ROLLBACK";
@@ -259,6 +273,19 @@ static pg_conn_rc_t apply_settings(pg_conn_t *c)
                                                                                      : SQL_SYNC_OFF);
     pg_conn_rc_t rc = result_rc(c, res);
     PQclear(res);
+    if (rc == PG_CONN_OK && c->cfg.read_only) {
+        res = PQexec(c->conn, SQL_READ_ONLY);
+        rc = result_rc(c, res);
+        PQclear(res);
+    }
+    if (rc == PG_CONN_OK && c->cfg.lock_timeout_ms > 0) {
+        char ms[16];
+        snprintf(ms, sizeof ms, "%d", c->cfg.lock_timeout_ms);
+        const char *const values[] = {ms};
+        res = PQexecParams(c->conn, SQL_LOCK_TIMEOUT, 1, NULL, values, NULL, NULL, 0);
+        rc = result_rc(c, res);
+        PQclear(res);
+    }
     return rc;
 }
 
@@ -514,10 +541,78 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc
     return s->name;
 }
 
-/* The result of the next query of a pipeline (NULL when the connection
- * gave none), having read the NULL that ends that query's results. */
-static PGresult *pipeline_result(PGconn *conn)
+/* Cancel the statement running on c (a request on a connection of its
+ * own, as libpq does it); its result then fails with 57014. */
+static void cancel_running(pg_conn_t *c)
 {
+    PGcancel *cancel = PQgetCancel(c->conn);
+    char err[256] = "";
+    if (!cancel || !PQcancel(cancel, err, sizeof err))
+        log_warn("pg", "could not cancel a statement at the stop deadline: %s",
+                 cancel ? err : "out of memory");
+    PQfreeCancel(cancel);
+}
+
+/* Wait until the next result can be read without blocking, except that
+ * with cfg.deadline_ms a statement still running past the deadline is
+ * cancelled (never a COMMIT or ROLLBACK: c->ending): the wait is polled in
+ * steps of at most 100 ms, rereading the deadline (it may be set while the
+ * statement waits for a lock). Returns at once without a deadline hook;
+ * on a failure it returns and the read that follows reports it. */
+static void await_answer(pg_conn_t *c)
+{
+    if (!c->cfg.deadline_ms || c->ending)
+        return;
+    bool cancelled = false;
+    while (PQisBusy(c->conn)) {
+        int wait = 100;
+        int64_t deadline = c->cfg.deadline_ms(c->cfg.deadline_arg);
+        if (deadline != 0 && !cancelled) {
+            int64_t left = deadline - mono_ms();
+            if (left <= 0) {
+                log_warn("pg", "the stop deadline passed: cancelling the running statement");
+                cancel_running(c);
+                cancelled = true;
+            } else if (left < wait) {
+                wait = (int)left;
+            }
+        }
+        struct pollfd pfd = {.fd = PQsocket(c->conn), .events = POLLIN};
+        int ready = poll(&pfd, 1, wait);
+        if (ready < 0 && errno != EINTR)
+            break; /* the read that follows waits without the deadline */
+        if (ready > 0 && !PQconsumeInput(c->conn))
+            break; /* the connection failed: PQgetResult reports it */
+    }
+}
+
+/* PQexecPrepared (binary results), bounded by the stop deadline as
+ * await_answer() says. The last result, as PQexec returns it; NULL only
+ * when out of memory. */
+static PGresult *exec_prepared(pg_conn_t *c, const char *name, const pg_params_t *p)
+{
+    int n = p ? p->n : 0;
+    const char *const *values = p ? p->values : NULL;
+    const int *lengths = p ? p->lengths : NULL, *formats = p ? p->formats : NULL;
+    if (!c->cfg.deadline_ms || c->ending)
+        return PQexecPrepared(c->conn, name, n, values, lengths, formats, 1);
+    if (!PQsendQueryPrepared(c->conn, name, n, values, lengths, formats, 1))
+        return PQmakeEmptyPGresult(c->conn, PGRES_FATAL_ERROR);
+    await_answer(c);
+    PGresult *last = NULL, *r;
+    while ((r = PQgetResult(c->conn)) != NULL) {
+        PQclear(last);
+        last = r;
+    }
+    return last ? last : PQmakeEmptyPGresult(c->conn, PGRES_FATAL_ERROR);
+
+/* The result of the next query of a pipeline (NULL when the connection
+ * gave none), having read the NULL that ends that query's results; the
+ * wait for it bounded by the stop deadline (await_answer). */
+static PGresult *pipeline_result(pg_conn_t *c)
+{
+    PGconn *conn = c->conn;
+    await_answer(c);
     PGresult *res = PQgetResult(conn);
     for (int i = 0; res && i < 4; i++) { /* one result per query: bounded */
         PGresult *more = PQgetResult(conn);
@@ -584,7 +679,7 @@ static int send_pipeline(pg_conn_t *c, int n, const char *own_name, const pg_par
     }
     int failed = -1;
     for (int i = 0; i < total; i++) {
-        PGresult *res = pipeline_result(c->conn);
+        PGresult *res = pipeline_result(c);
         if (failed < 0) {
             pg_conn_rc_t rc = result_rc(c, res);
             if (rc != PG_CONN_OK) {
@@ -665,8 +760,7 @@ pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PG
     const char *name = prepared_name(c, sql, &rc);
     if (!name)
         return rc;
-    PGresult *res = PQexecPrepared(c->conn, name, p ? p->n : 0, p ? p->values : NULL,
-                                   p ? p->lengths : NULL, p ? p->formats : NULL, 1);
+    PGresult *res = exec_prepared(c, name, p);
     rc = result_rc(c, res);
     if (rc == PG_CONN_OK && out)
         *out = res;
@@ -913,7 +1007,9 @@ pg_conn_rc_t pg_conn_commit(pg_conn_t *c)
         set_error(c, NULL, "COMMIT of a failed transaction");
         return PG_CONN_ERROR;
     }
+    c->ending = true; /* a batch that began before the deadline runs to its commit */
     pg_conn_rc_t rc = commit_exec(c);
+    c->ending = false;
     c->in_tx = false;
     if (rc == PG_CONN_UNAVAILABLE && PQstatus(c->conn) != CONNECTION_OK)
         return PG_CONN_IN_DOUBT;
@@ -931,7 +1027,10 @@ pg_conn_rc_t pg_conn_rollback(pg_conn_t *c)
         return PG_CONN_OK; /* the server rolls back what a lost session left */
     if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
         return PG_CONN_OK;
-    return pg_conn_run(c, SQL_ROLLBACK, NULL, NULL);
+    c->ending = true;
+    pg_conn_rc_t rc = pg_conn_run(c, SQL_ROLLBACK, NULL, NULL);
+    c->ending = false;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------

@@ -57,6 +57,15 @@ typedef struct pg_conn_config {
     int connect_timeout_ms;            /* 0 = 5000; libpq counts whole seconds, >= 2 */
     int backoff_min_ms;                /* 0 = 50: first wait after a failed reconnect */
     int backoff_max_ms;                /* 0 = 2000: the wait doubles up to this */
+    bool read_only;                    /* every transaction read-only (readers) */
+    int lock_timeout_ms;               /* > 0: a statement that waits longer for a
+                                        * lock fails (55P03, UNAVAILABLE); 0 = none */
+    /* Optional: a CLOCK_MONOTONIC time in ms (0 = none) past which a
+     * statement still running is cancelled (57014, UNAVAILABLE): the
+     * store's stop deadline. Called from the connection's thread while a
+     * statement runs, about every 100 ms. */
+    int64_t (*deadline_ms)(void *arg);
+    void *deadline_arg;
 } pg_conn_config_t;
 
 /* True if s names a PostgreSQL database (starts with postgresql:// or

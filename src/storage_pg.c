@@ -47,7 +47,7 @@ typedef struct pg_store_conn {
 
 struct storage_db {
     char *url;
-    pg_conn_config_t pgcfg; /* pgcfg.url points to url */
+    pg_conn_config_t pgcfg; /* the readers' (read-only); pgcfg.url points to url */
     pg_store_conn_t *writer; /* opened by open(), handed over by conn_open() */
 };
 
@@ -75,7 +75,7 @@ sqlcached_status_t storage_pg_run(store_conn_t *c, const char *sql, const pg_par
  * Connections
  * ------------------------------------------------------------------------ */
 
-static pg_store_conn_t *conn_new(const storage_db_t *d, char *err, size_t errlen)
+static pg_store_conn_t *conn_new(const pg_conn_config_t *cfg, char *err, size_t errlen)
 {
     pg_store_conn_t *c = calloc(1, sizeof *c);
     if (!c) {
@@ -84,7 +84,7 @@ static pg_store_conn_t *conn_new(const storage_db_t *d, char *err, size_t errlen
     }
     c->base.backend = &storage_pg;
     pg_conn_rc_t rc;
-    c->pg = pg_conn_open(&d->pgcfg, &rc, err, errlen);
+    c->pg = pg_conn_open(cfg, &rc, err, errlen);
     if (!c->pg) {
         free(c);
         return NULL;
@@ -109,17 +109,29 @@ static void db_close(storage_db_t *d)
     free(d);
 }
 
+static int64_t stop_deadline(void *s)
+{
+    return store_deadline_ms(s);
+}
+
 static storage_db_t *db_open(const store_config_t *cfg, store_t *s, char *err, size_t errlen)
 {
-    (void)s; /* a wait for a row lock is bounded by the server's lock_timeout */
     storage_db_t *d = calloc(1, sizeof *d);
     if (!d || !(d->url = strdup(cfg->path))) {
         free(d);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    d->pgcfg = (pg_conn_config_t){.url = d->url, .durability = cfg->durability};
-    d->writer = conn_new(d, err, errlen);
+    /* readers: read-only sessions, as SQLite's (query_only) */
+    d->pgcfg = (pg_conn_config_t){.url = d->url, .durability = cfg->durability,
+                                  .read_only = true};
+    /* the writer: a wait for a row lock held elsewhere (another node, a
+     * psql session) ends after the busy timeout, as SQLite's busy handler,
+     * and at the store's stop deadline */
+    pg_conn_config_t wcfg = {.url = d->url, .durability = cfg->durability,
+                             .lock_timeout_ms = cfg->busy_timeout_ms,
+                             .deadline_ms = stop_deadline, .deadline_arg = s};
+    d->writer = conn_new(&wcfg, err, errlen);
     if (!d->writer || pg_conn_migrate(d->writer->pg, err, errlen) != PG_CONN_OK) {
         db_close(d);
         return NULL;
@@ -136,7 +148,7 @@ static store_conn_t *conn_open(storage_db_t *d, bool writer, char *err, size_t e
             snprintf(err, errlen, "the writer connection was handed over already");
         return w ? &w->base : NULL;
     }
-    pg_store_conn_t *c = conn_new(d, err, errlen);
+    pg_store_conn_t *c = conn_new(&d->pgcfg, err, errlen);
     return c ? &c->base : NULL;
 }
 

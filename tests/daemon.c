@@ -130,7 +130,13 @@ int daemon_start(daemon_t *d, const char *dir, const char *const extra_args[])
 {
     memset(d, 0, sizeof *d);
     snprintf(d->dir, sizeof d->dir, "%s", dir);
-    snprintf(d->db_path, sizeof d->db_path, "%s/sqlcached.db", dir);
+    char *db = testutil_db(dir, "sqlcached.db"); /* a file, or a PostgreSQL URL */
+    if (!db || strlen(db) >= sizeof d->db_path) {
+        free(db);
+        return -1;
+    }
+    snprintf(d->db_path, sizeof d->db_path, "%s", db);
+    free(db);
     snprintf(d->log_path, sizeof d->log_path, "%s/daemon.log", dir);
     for (int i = 0; extra_args && extra_args[i] && i < 47; i++)
         d->args[d->nargs++] = strdup(extra_args[i]);

@@ -1,6 +1,9 @@
 /*
  * daemon.h - test harness: run the real sqlcached daemon on a free loopback
  * port with a temporary database, and talk to it over real HTTP (libcurl).
+ * The database is testutil_db(dir, "sqlcached.db"): a file in the test's
+ * directory, or under SQLCACHED_TEST_BACKEND=postgresql a schema of the
+ * test process's throwaway PostgreSQL (given as --db).
  *
  * The binary is $SQLCACHED_BIN (set by `make check`); $SQLCACHED_WRAPPER, if
  * set, is a command prefix (e.g. "valgrind --error-exitcode=1") and
@@ -17,7 +20,7 @@ typedef struct daemon {
     pid_t pid;
     int port;
     char dir[256];     /* directory of the database and the log */
-    char db_path[512];
+    char db_path[512]; /* --db: a SQLite file or a postgresql:// URL */
     char log_path[512];
     char base_url[64]; /* "http://127.0.0.1:PORT" */
     char *args[48];    /* extra flags given at start (kept for restarts) */

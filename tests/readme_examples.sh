@@ -12,7 +12,10 @@
 # The daemon gets a temporary directory and --listen 127.0.0.1:0; its port
 # is read from its start-up log line. It is stopped by PID. Every wait is
 # bounded. Environment: SQLCACHED_BIN (the daemon), SQLCACHED_SRCDIR (where
-# README.md is); both default to this checkout.
+# README.md is); both default to this checkout. With
+# SQLCACHED_TEST_BACKEND=postgresql (make check's tests/pg/readme_examples.sh.pg)
+# the daemon's database is a throwaway PostgreSQL (scripts/pg-cluster),
+# removed at the end; SQLCACHED_TEST_NO_PG=1 then skips (exit 77).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +34,7 @@ command -v curl >/dev/null 2>&1 || fail "curl not found (scripts/install-deps in
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sqlcached-readme-XXXXXX") || fail "mktemp failed"
 pid=""
+pgdir=""
 cleanup() {
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         kill -TERM "$pid" 2>/dev/null
@@ -42,6 +46,7 @@ cleanup() {
         wait "$pid" 2>/dev/null
     fi
     rm -rf "$tmp"
+    [ -z "$pgdir" ] || sh "$srcdir/scripts/pg-cluster" remove "$pgdir"
 }
 trap cleanup EXIT
 
@@ -81,7 +86,20 @@ done <"$readme"
 [ "${#examples[@]}" -ge 10 ] || fail "found ${#examples[@]} examples in $readme, expected at least 10 (markers moved?)"
 
 # -------------------------------------------------------------- the daemon
-"$bin" --listen 127.0.0.1:0 --db "$tmp/sqlcached.db" >"$tmp/daemon.log" 2>&1 &
+db=$tmp/sqlcached.db
+if [ "${SQLCACHED_TEST_BACKEND:-sqlite}" = postgresql ]; then
+    if [ "${SQLCACHED_TEST_NO_PG:-}" = 1 ]; then
+        echo "SQLCACHED_TEST_NO_PG=1: PostgreSQL tests skipped"
+        exit 77
+    fi
+    # a directory of its own: the server's user must be able to reach it
+    pgdir=$(mktemp -d "${TMPDIR:-/tmp}/sqlcached-readme-pg-XXXXXX") || fail "mktemp failed"
+    SQLCACHED_PG_OWNER=$$ sh "$srcdir/scripts/pg-cluster" start "$pgdir" >/dev/null ||
+        fail "no PostgreSQL (scripts/pg-cluster start failed)"
+    db=$(sh "$srcdir/scripts/pg-cluster" newdb "$pgdir") || fail "scripts/pg-cluster newdb failed"
+fi
+echo "readme_examples: database $db"
+"$bin" --listen 127.0.0.1:0 --db "$db" >"$tmp/daemon.log" 2>&1 &
 pid=$!
 port=""
 for _ in $(seq 1 100); do # up to 10 s

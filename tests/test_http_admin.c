@@ -4,6 +4,11 @@
  * load and restore into a fresh daemon, backup names at the limits and
  * concurrent backups, restore keeping every counter ahead of the database
  * it replaces, the access log.
+ *
+ * On PostgreSQL (SQLCACHED_TEST_BACKEND=postgresql) backups and restores
+ * are refused (409 / exit 1, naming pg_dump and pg_restore: docs/operations.md):
+ * test_http_admin_backup_per_backend checks that; the tests of backup files
+ * are skipped there.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -137,6 +142,8 @@ static void *writer(void *p)
 
 static void test_http_admin_backup_under_load_then_restore(void **state)
 {
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+                        "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     load_t l = {.d = &f->d};
     pthread_t t;
@@ -206,6 +213,8 @@ static int intact(const char *path)
  * temporary name; 256 bytes is 400. */
 static void test_http_admin_backup_long_names(void **state)
 {
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+                        "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     char name[300];
     int ok = 0;
@@ -229,6 +238,8 @@ static void test_http_admin_backup_long_names(void **state)
 /* A name that is an existing directory: 409 conflict, the directory kept. */
 static void test_http_admin_backup_onto_directory(void **state)
 {
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+                        "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     char dir[700];
     snprintf(dir, sizeof dir, "%s/adir", f->backup_dir);
@@ -288,6 +299,8 @@ static int strangers(const char *dir, const char *const keep[])
  * no temporary file is left. */
 static void test_http_admin_backup_temporary_files_unique(void **state)
 {
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+                        "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     for (int i = 0; i < 300; i++) {
         char path[64];
@@ -419,6 +432,8 @@ static void make_pre_lease_backup(const char *path)
  * from a backup of today's schema, once from one that predates leases. */
 static void test_http_admin_restore_keeps_counters_ahead(void **state)
 {
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+                        "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     daemon_t *d = &f->d;
     json_int_t first = call_int(d, "PUT", "/v1/kv/first", "v", 201, "version");
@@ -453,6 +468,42 @@ static void test_http_admin_restore_keeps_counters_ahead(void **state)
     write_after_backup(d, &max);
     restore_and_restart(d, old);
     expect_counters_above(d, &max, "a backup older than leases");
+}
+
+/* POST /v1/admin/backup writes a file on SQLite; on PostgreSQL it answers
+ * 409 conflict saying to use pg_dump, and writes nothing; --restore into a
+ * PostgreSQL database exits 1 saying to use pg_restore. */
+static void test_http_admin_backup_per_backend(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(request(&f->d, "PUT", "/v1/kv/k", AUTH, "v", NULL), 201);
+    json_t *j = NULL;
+    long st = backup(&f->d, "per-backend.db", &j);
+    char dest[700];
+    snprintf(dest, sizeof dest, "%s/per-backend.db", f->backup_dir);
+    struct stat sb;
+    bool written = stat(dest, &sb) == 0;
+    print_message("backup on %s: %ld %s\n", testutil_backend_name(), st,
+                  json_string_value(json_object_get(j, "detail")));
+    if (!testutil_backend_pg()) {
+        assert_int_equal(st, 200);
+        assert_true(written && intact(dest));
+        json_decref(j);
+        return;
+    }
+    assert_int_equal(st, 409);
+    assert_string_equal(json_string_value(json_object_get(j, "code")), "conflict");
+    assert_non_null(strstr(json_string_value(json_object_get(j, "detail")), "pg_dump"));
+    json_decref(j);
+    assert_false(written);
+    const char *args[] = {"--restore", dest, "--db", f->d.db_path, NULL};
+    char out[4096];
+    int rc = daemon_run(args, 20000, out, sizeof out);
+    print_message("--restore on PostgreSQL: exit %d: %s", rc, out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "pg_restore"));
+    /* the data is untouched */
+    assert_int_equal(request(&f->d, "GET", "/v1/kv/k", AUTH, NULL, NULL), 200);
 }
 
 static void test_http_admin_restore_refuses_garbage(void **state)
@@ -504,6 +555,7 @@ int main(void)
         T(test_http_admin_backup_onto_directory),
         T(test_http_admin_backup_temporary_files_unique),
         T(test_http_admin_restore_keeps_counters_ahead),
+        T(test_http_admin_backup_per_backend),
         T(test_http_admin_restore_refuses_garbage),
         T(test_http_admin_access_log_has_requests_not_tokens),
     };

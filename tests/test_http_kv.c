@@ -1365,9 +1365,38 @@ static void test_http_startup_usage_error(void **state)
     }
 }
 
+/* PostgreSQL: a database the server does not have, and a server that is
+ * not there: exit 1 naming PostgreSQL, not a crash or a hang. */
+static void startup_unusable_pg(void)
+{
+    char *dir = testutil_mkdtemp();
+    assert_non_null(dir);
+    char *url = testutil_db(dir, "sqlcached.db");
+    assert_non_null(url);
+    const char *q = strstr(url, "/postgres?"); /* .../postgres?options=... */
+    assert_non_null(q);
+    char missing[600];
+    snprintf(missing, sizeof missing, "%.*s/no_such_db%s", (int)(q - url), url, q + 9);
+    const char *const urls[] = {missing, "postgresql://postgres@127.0.0.1:1/postgres"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *args[] = {"--listen", "127.0.0.1:0", "--db", urls[i], NULL};
+        char out[2048];
+        int rc = run(args, out, sizeof out);
+        print_message("--db %s: exit %d: %s", urls[i], rc, out);
+        assert_int_equal(rc, 1);
+        assert_non_null(strstr(out, "PostgreSQL"));
+    }
+    free(url);
+    testutil_rmdir(dir);
+}
+
 static void test_http_startup_unwritable_db(void **state)
 {
     (void)state;
+    if (testutil_backend_pg()) {
+        startup_unusable_pg();
+        return;
+    }
     char *dir = testutil_mkdtemp();
     assert_non_null(dir);
     char file[512], under_file[600], missing[600];

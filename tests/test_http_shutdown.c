@@ -2,8 +2,9 @@
  * test_http_shutdown.c - SIGTERM with writes parked behind a stalled
  * writer, against the real daemon.
  *
- * A second SQLite connection (this test) holds the write lock with BEGIN
- * IMMEDIATE, the daemon runs with a long --busy-timeout and a short
+ * A second connection (this test's) holds the lock every write needs
+ * (SQLite: BEGIN IMMEDIATE; PostgreSQL, under SQLCACHED_TEST_BACKEND=
+ * postgresql: the row lock of the version counter), the daemon runs with a long --busy-timeout and a short
  * --shutdown-timeout, PUTs, a DELETE and an incr are parked waiting for
  * their commit, then the daemon gets SIGTERM. Checked: it exits 0 (under
  * --enable-sanitizers or valgrind, with no report), within the deadline
@@ -30,9 +31,8 @@
 
 #include <cmocka.h>
 #include <curl/curl.h>
-#include <sqlite3.h>
-
 #include "daemon.h"
+#include "sidedb.h"
 #include "testutil.h"
 
 typedef daemon_fixture_t fixture_t;
@@ -172,44 +172,36 @@ static void pending_free(CURLM *m, pending_t *ps, int n)
  * The database, read and locked by this test
  * ------------------------------------------------------------------------ */
 
-/* A connection holding the write lock (BEGIN IMMEDIATE): a stalled writer
- * as another process would make it. */
-static sqlite3 *hold_write_lock(const char *path)
+/* A connection holding the lock every write needs (sidedb.h: SQLite's
+ * write lock, PostgreSQL's row lock of the version counter): a stalled
+ * writer as another process would make it. */
+static sidedb_t *hold_write_lock(const char *location)
 {
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_busy_timeout(db, 5000), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    sidedb_t *db = sidedb_open(location);
+    assert_non_null(db);
+    assert_true(sidedb_lock_writes(db));
     return db;
 }
 
-static void release_write_lock(sqlite3 *db)
+static void release_write_lock(sidedb_t *db)
 {
     if (!db)
         return;
-    assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_true(sidedb_unlock(db));
+    sidedb_close(db);
 }
 
 /* The stored value of key (malloc'd, NUL-terminated) or NULL when absent. */
-static char *stored(sqlite3 *db, const char *key)
+static char *stored(sidedb_t *db, const char *key)
 {
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT value FROM kv WHERE key = ?1", -1, &st, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_blob(st, 1, key, (int)strlen(key), SQLITE_STATIC);
-    char *v = NULL;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        v = strndup((const char *)sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
-    else
-        assert_int_equal(rc, SQLITE_DONE);
-    sqlite3_finalize(st);
+    bool err = false;
+    char *v = sidedb_kv_value(db, key, &err);
+    assert_false(err);
     return v;
 }
 
 /* Is the write of p in the database? */
-static bool write_stored(sqlite3 *db, const pending_t *p)
+static bool write_stored(sidedb_t *db, const pending_t *p)
 {
     char *v = stored(db, p->key);
     bool in = p->kind == W_PUT      ? v && strcmp(v, p->body) == 0
@@ -228,8 +220,8 @@ static bool write_stored(sqlite3 *db, const pending_t *p)
 /* Every client got an answer, and 2xx exactly for the writes stored. */
 static void check_outcomes(const char *db_path, const pending_t *ps, int n, int *ok, int *refused)
 {
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sidedb_t *db = sidedb_open(db_path);
+    assert_non_null(db);
     *ok = *refused = 0;
     for (int i = 0; i < n; i++) {
         bool in = write_stored(db, &ps[i]);
@@ -242,7 +234,7 @@ static void check_outcomes(const char *db_path, const pending_t *ps, int n, int 
         *ok += in;
         *refused += !in;
     }
-    sqlite3_close(db);
+    sidedb_close(db);
 }
 
 /* ------------------------------------------------------------------------
@@ -283,7 +275,7 @@ static void park_writes(CURLM *m, const fixture_t *f, pending_t *ps, struct curl
 /* SIGTERM, then serve the clients until the daemon exits or limit_ms
  * passes. Returns its exit status (128 + N for signal N), or -1 if it is
  * still running (then it is left running); the stop's duration in *took. */
-static int stop_and_pump(fixture_t *f, CURLM *m, int64_t release_after_ms, sqlite3 **lock,
+static int stop_and_pump(fixture_t *f, CURLM *m, int64_t release_after_ms, sidedb_t **lock,
                          int64_t limit_ms, int64_t *took)
 {
     int64_t t0 = mono_ms();
@@ -316,7 +308,7 @@ static void run_stop(void **state, int64_t timeout_ms, int64_t release_after_ms,
     fixture_t *f = *state;
     put_plain(f, "del", "x");
     put_plain(f, "n", "41");
-    sqlite3 *lock = hold_write_lock(f->d.db_path);
+    sidedb_t *lock = hold_write_lock(f->d.db_path);
     CURLM *m = curl_multi_init();
     struct curl_slist *h = curl_slist_append(NULL, "Expect:");
     pending_t ps[NPARKED] = {{0}};

@@ -26,7 +26,9 @@ typedef struct fixture {
 
 static sqlcached_t *open_db(fixture_t *f)
 {
-    char *path = testutil_path(f->dir, "seckill.db");
+    char *path = testutil_db(f->dir, "seckill.db");
+    if (!path)
+        return NULL;
     sqlcached_options_t o;
     sqlcached_options_init(&o);
     o.path = path;

@@ -1,5 +1,14 @@
 /*
- * test_store.c - tests of src/store.c: migrations, counters, group commit.
+ * test_store.c - tests of src/store.c: migrations, counters, group commit,
+ * readers, the stop deadline; on SQLite, or on PostgreSQL under
+ * SQLCACHED_TEST_BACKEND=postgresql (testutil.h).
+ *
+ * What a test needs to see or change behind the store's back goes through
+ * a connection of its own to the same database (tests/sidedb.h), with
+ * statement text valid on both. The writes under test go
+ * through the seam (storage_kv_*). Tests of SQLite itself (WAL, a file
+ * that is not a database, the SQLite result codes) are skipped on
+ * PostgreSQL, which has its own equivalents where one exists.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -14,6 +23,8 @@
 
 #include <cmocka.h>
 
+#include "pg_conn.h"
+#include "sidedb.h"
 #include "storage_sqlite.h"
 #include "testutil.h"
 
@@ -26,7 +37,7 @@ static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
     f->dir = testutil_mkdtemp();
-    f->path = testutil_path(f->dir, "store.db");
+    f->path = f->dir ? testutil_db(f->dir, "store.db") : NULL;
     *state = f;
     return f->dir && f->path ? 0 : -1;
 }
@@ -51,17 +62,29 @@ static store_t *open_store(fixture_t *f)
     return s;
 }
 
-static int query_int(const char *path, const char *sql)
+static int64_t query_int(const char *location, const char *sql)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int v = -1;
-    if (sqlite3_open(path, &db) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    sidedb_t *c = sidedb_open(location);
+    assert_non_null(c);
+    int64_t v = sidedb_int(c, sql);
+    sidedb_close(c);
     return v;
+}
+
+static const char SQL_COUNT_MIGRATIONS[] = "SELECT COUNT(*) FROM schema_migrations";
+static const char SQL_VERSION[] = "SELECT value FROM meta WHERE name = 'version'";
+static const char SQL_COUNT_ITEMS[] = "SELECT COUNT(*) FROM items";
+static const char SQL_DROP_ORDERS[] = "DROP TABLE orders";
+static const char SQL_DROP_ITEMS[] = "DROP TABLE items";
+static const char SQL_FORGET_002[] = "DELETE FROM schema_migrations WHERE version = 2";
+/* PostgreSQL's 002 adds the order_id counter (SQLite: AUTOINCREMENT) */
+static const char SQL_FORGET_ORDER_ID[] = "DELETE FROM meta WHERE name = 'order_id'";
+static const char SQL_FUTURE[] = "INSERT INTO schema_migrations VALUES (9999, 'future', 0)";
+static const char SQL_VERSION_1000[] = "UPDATE meta SET value = 1000 WHERE name = 'version'";
+
+static int migration_count(void)
+{
+    return testutil_backend_pg() ? pg_conn_migration_count : store_migration_count;
 }
 
 static void test_store_applies_and_records_migrations(void **state)
@@ -70,19 +93,18 @@ static void test_store_applies_and_records_migrations(void **state)
     store_t *s = open_store(f);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM schema_migrations"),
-                     store_migration_count);
-    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), 0);
+    assert_int_equal(query_int(f->path, SQL_COUNT_MIGRATIONS), migration_count());
+    assert_int_equal(query_int(f->path, SQL_VERSION), 0);
     /* Reopening applies nothing twice. */
     s = open_store(f);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM schema_migrations"),
-                     store_migration_count);
+    assert_int_equal(query_int(f->path, SQL_COUNT_MIGRATIONS), migration_count());
 }
 
 static void test_store_uses_wal(void **state)
 {
+    TESTUTIL_SKIP_ON_PG("WAL mode is SQLite's");
     fixture_t *f = *state;
     store_t *s = open_store(f);
     assert_non_null(s);
@@ -102,50 +124,65 @@ static void test_store_applies_a_missing_middle_migration(void **state)
     fixture_t *f = *state;
     store_close(open_store(f));
     /* a database that recorded 001 and 003 but never had 002 */
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "DROP TABLE orders; DROP TABLE items;"
-                                      "DELETE FROM schema_migrations WHERE version = 2",
-                                  NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    sidedb_t *c = sidedb_open(f->path);
+    assert_non_null(c);
+    assert_true(sidedb_exec(c, SQL_DROP_ORDERS));
+    assert_true(sidedb_exec(c, SQL_DROP_ITEMS));
+    assert_true(sidedb_exec(c, SQL_FORGET_002));
+    assert_true(sidedb_exec(c, SQL_FORGET_ORDER_ID));
+    sidedb_close(c);
     store_t *s = open_store(f);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM schema_migrations"),
-                     store_migration_count);
-    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM items"), 0);
+    assert_int_equal(query_int(f->path, SQL_COUNT_MIGRATIONS), migration_count());
+    assert_int_equal(query_int(f->path, SQL_COUNT_ITEMS), 0);
 }
 
 static void test_store_refuses_newer_schema(void **state)
 {
     fixture_t *f = *state;
     store_close(open_store(f));
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (9999, 'future', 0)",
-                                  NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    sidedb_t *c = sidedb_open(f->path);
+    assert_non_null(c);
+    assert_true(sidedb_exec(c, SQL_FUTURE));
+    sidedb_close(c);
     char err[256] = "";
     store_config_t cfg = {.path = f->path, .busy_timeout_ms = 100};
     assert_null(store_open(&cfg, err, sizeof err));
     assert_non_null(strstr(err, "newer"));
 }
 
+/* Something that is not a sqlcached database: a text file (SQLite); a URL
+ * naming a database the server does not have (PostgreSQL). */
 static void test_store_refuses_non_database(void **state)
 {
     fixture_t *f = *state;
-    FILE *fp = fopen(f->path, "w");
-    assert_non_null(fp);
-    fputs("this is not a database, just text that is long enough to have a header\n", fp);
-    fclose(fp);
     char err[256] = "";
     store_config_t cfg = {.path = f->path, .busy_timeout_ms = 100};
+    char url[512];
+    if (testutil_backend_pg()) {
+        /* postgresql://...:PORT/postgres?options=... -> .../no_such_db?options=... */
+        const char *q = strstr(f->path, "/postgres?");
+        assert_non_null(q);
+        snprintf(url, sizeof url, "%.*s/no_such_db%s", (int)(q - f->path), f->path, q + 9);
+        cfg.path = url;
+    } else {
+        FILE *fp = fopen(f->path, "w");
+        assert_non_null(fp);
+        fputs("this is not a database, just text that is long enough to have a header\n", fp);
+        fclose(fp);
+    }
     assert_null(store_open(&cfg, err, sizeof err));
+    print_message("%s\n", err);
     assert_true(strlen(err) > 0);
+    if (testutil_backend_pg())
+        assert_non_null(strstr(err, "no_such_db"));
 }
 
 static void test_store_refuses_unwritable_path(void **state)
 {
+    TESTUTIL_SKIP_ON_PG("a SQLite path that cannot be created (PostgreSQL: a missing "
+                        "database, test_store_refuses_non_database)");
     (void)state;
     char err[256] = "";
     store_config_t cfg = {.path = "/nonexistent-dir/sub/x.db", .busy_timeout_ms = 100};
@@ -182,16 +219,14 @@ static void test_store_counter_sees_other_writers(void **state)
     store_t *s = open_store(f);
     int64_t a = 0, b = 0;
     assert_int_equal(store_write(s, take_version, &a), SQLCACHED_OK);
-    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), a);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 1000);
-    assert_int_equal(sqlite3_exec(db, "UPDATE meta SET value = 1000 WHERE name = 'version'",
-                                  NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    assert_int_equal(query_int(f->path, SQL_VERSION), a);
+    sidedb_t *c = sidedb_open(f->path);
+    assert_non_null(c);
+    assert_true(sidedb_exec(c, SQL_VERSION_1000));
+    sidedb_close(c);
     assert_int_equal(store_write(s, take_version, &b), SQLCACHED_OK);
     assert_int_equal(b, 1001);
-    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), 1001);
+    assert_int_equal(query_int(f->path, SQL_VERSION), 1001);
     store_close(s);
 }
 
@@ -226,7 +261,7 @@ static void test_store_write_async_calls_back_after_commit(void **state)
     pthread_mutex_unlock(&c.lock);
     assert_int_equal(c.status, SQLCACHED_OK);
     assert_true(v > 0);
-    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), v);
+    assert_int_equal(query_int(f->path, SQL_VERSION), v);
     store_close(s);
     assert_int_equal(c.calls, 1);
 }
@@ -236,6 +271,57 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Another connection takes the lock every write needs (sidedb.h). */
+static sidedb_t *hold_lock(const char *location)
+{
+    sidedb_t *lock = sidedb_open(location);
+    assert_non_null(lock);
+    assert_true(sidedb_lock_writes(lock));
+    return lock;
+}
+
+/* Wait for c's callback, at most ms. */
+static void wait_done(async_ctx_t *c, int64_t ms)
+{
+    int64_t t0 = mono_ms();
+    pthread_mutex_lock(&c->lock);
+    while (c->calls == 0 && mono_ms() - t0 < ms) {
+        pthread_mutex_unlock(&c->lock);
+        usleep(10000);
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* A write that waits for a lock held by another connection fails
+ * UNAVAILABLE once the busy timeout has passed (SQLite's busy handler,
+ * PostgreSQL's lock_timeout), not never; the store writes again once the
+ * lock is gone. */
+static void test_store_lock_wait_ends_at_the_busy_timeout(void **state)
+{
+    fixture_t *f = *state;
+    char err[256] = "";
+    store_config_t cfg = {.path = f->path, .busy_timeout_ms = 300};
+    store_t *s = store_open(&cfg, err, sizeof err);
+    assert_non_null(s);
+    sidedb_t *lock = hold_lock(f->path);
+    async_ctx_t c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, SQLCACHED_INTERNAL};
+    int64_t v = 0, t0 = mono_ms();
+    assert_int_equal(store_write_async(s, take_version, NULL, &v, on_async_done, &c), SQLCACHED_OK);
+    wait_done(&c, 30000);
+    int64_t took = mono_ms() - t0;
+    assert_true(sidedb_unlock(lock)); /* before any assertion: store_close waits */
+    sidedb_close(lock);
+    print_message("the write failed %lld ms after it began (busy timeout 300 ms)\n",
+                  (long long)took);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.status, SQLCACHED_UNAVAILABLE);
+    assert_true(took >= 290);
+    assert_int_equal(store_write(s, take_version, &v), SQLCACHED_OK);
+    store_close(s);
+    assert_int_equal(query_int(f->path, SQL_VERSION), v);
 }
 
 /* store_drain: writes waiting behind a lock held by another connection
@@ -249,10 +335,8 @@ static void test_store_drain_cuts_the_wait_for_a_lock(void **state)
     store_config_t cfg = {.path = f->path, .busy_timeout_ms = 60000};
     store_t *s = store_open(&cfg, err, sizeof err);
     assert_non_null(s);
-    int before = query_int(f->path, "SELECT value FROM meta WHERE name = 'version'");
-    sqlite3 *lock = NULL;
-    assert_int_equal(sqlite3_open(f->path, &lock), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    int64_t before = query_int(f->path, SQL_VERSION);
+    sidedb_t *lock = hold_lock(f->path);
     enum { N = 3 };
     async_ctx_t c[N];
     int64_t v[N] = {0};
@@ -282,11 +366,11 @@ static void test_store_drain_cuts_the_wait_for_a_lock(void **state)
     assert_true(took >= 190);
     int64_t late = 0;
     assert_int_equal(store_write(s, take_version, &late), SQLCACHED_UNAVAILABLE);
-    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(lock);
+    assert_true(sidedb_unlock(lock));
+    sidedb_close(lock);
     assert_int_equal(store_write(s, take_version, &late), SQLCACHED_UNAVAILABLE);
     store_close(s);
-    assert_int_equal(query_int(f->path, "SELECT value FROM meta WHERE name = 'version'"), before);
+    assert_int_equal(query_int(f->path, SQL_VERSION), before);
 }
 
 static sqlcached_status_t missing_counter(store_conn_t *w, void *arg)
@@ -311,8 +395,6 @@ typedef struct batch_ctx {
     atomic_int release_writer;
 } batch_ctx_t;
 
-static const char SQL_INSERT_META[] = "INSERT INTO meta (name, value) VALUES (?1, 1)";
-
 typedef struct insert_arg {
     batch_ctx_t *ctx;
     const char *name;
@@ -323,13 +405,27 @@ typedef struct insert_arg {
 static sqlcached_status_t insert_then(store_conn_t *w, void *arg)
 {
     insert_arg_t *a = arg;
-    sqlite3_stmt *st = store_stmt(w, SQL_INSERT_META);
-    sqlite3_bind_text(st, 1, a->name, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return store_status(rc);
-    return a->result;
+    sqlcached_status_t st = storage_kv_upsert(w, a->name, strlen(a->name), "v", 1, "text/plain",
+                                              1, 0);
+    return st != SQLCACHED_OK ? st : a->result;
+}
+
+static sqlcached_status_t on_row(void *cls, const storage_kv_row_t *row)
+{
+    (void)cls;
+    (void)row;
+    return SQLCACHED_OK;
+}
+
+/* Is key stored? (through a reader of the store) */
+static bool stored(store_t *s, const char *key)
+{
+    store_conn_t *r = store_reader_acquire(s);
+    assert_non_null(r);
+    sqlcached_status_t st = storage_kv_get(r, key, strlen(key), 0, on_row, NULL);
+    store_reader_release(s, r);
+    assert_true(st == SQLCACHED_OK || st == SQLCACHED_NOT_FOUND);
+    return st == SQLCACHED_OK;
 }
 
 static sqlcached_status_t block_writer(store_conn_t *w, void *arg)
@@ -381,19 +477,22 @@ static void test_store_group_commit_isolates_failures(void **state)
     for (int i = 0; i < 3; i++)
         pthread_join(t[i], NULL);
     store_stats(ctx.s, &after);
-    store_close(ctx.s);
     assert_int_equal(args[0].got, SQLCACHED_OK);
     assert_int_equal(args[1].got, SQLCACHED_PRECONDITION_FAILED);
     assert_int_equal(args[2].got, SQLCACHED_OK);
     /* The three queued writes shared one transaction. */
     assert_int_equal(after.write_transactions - before.write_transactions, 2);
     assert_int_equal(after.writes_committed - before.writes_committed, 4);
-    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM meta WHERE name IN ('b','d')"), 2);
-    assert_int_equal(query_int(f->path, "SELECT COUNT(*) FROM meta WHERE name = 'c'"), 0);
+    assert_true(stored(ctx.s, "b"));
+    assert_false(stored(ctx.s, "c"));
+    assert_true(stored(ctx.s, "d"));
+    store_close(ctx.s);
 }
 
 static void test_store_status_maps_sqlite_errors(void **state)
 {
+    TESTUTIL_SKIP_ON_PG("SQLite result codes (PostgreSQL's SQLSTATE mapping: "
+                        "test_pg_conn_classify)");
     (void)state;
     assert_int_equal(store_status(SQLITE_OK), SQLCACHED_OK);
     assert_int_equal(store_status(SQLITE_FULL), SQLCACHED_STORAGE_FULL);
@@ -416,8 +515,8 @@ static void test_store_readers_are_pooled(void **state)
     store_reader_release(s, a);
     assert_ptr_equal(store_reader_acquire(s), a);
     /* Readers cannot write. */
-    assert_int_not_equal(sqlite3_exec(store_conn_db(a), "DELETE FROM meta", NULL, NULL, NULL),
-                         SQLITE_OK);
+    assert_int_not_equal(storage_kv_upsert(a, "k", 1, "v", 1, "text/plain", 1, 0), SQLCACHED_OK);
+    assert_false(stored(s, "k"));
     store_reader_release(s, a);
     store_reader_release(s, b);
     store_close(s);
@@ -439,6 +538,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_write_async_calls_back_after_commit, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_group_commit_isolates_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_lock_wait_ends_at_the_busy_timeout, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_store_drain_cuts_the_wait_for_a_lock, setup,
                                         teardown),
         cmocka_unit_test(test_store_status_maps_sqlite_errors),

@@ -1,9 +1,17 @@
 /*
  * testutil.c - see testutil.h.
+ *
+ * PostgreSQL locations: a list of (dir/name, URL) pairs under a mutex, so
+ * that the same test database maps to the same schema; the cluster is
+ * started on the first call and stopped by an atexit handler that acts
+ * only in the process that started it (a forked child that exits must not
+ * stop it).
  */
 #include "testutil.h"
+#include "pg.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +30,13 @@ char *testutil_mkdtemp(void)
     return tmpl;
 }
 
+static void forget_dbs(const char *dir);
+
 void testutil_rmdir(char *dir)
 {
     if (!dir)
         return;
+    forget_dbs(dir);
     DIR *d = opendir(dir);
     if (d) {
         struct dirent *e;
@@ -73,6 +84,138 @@ char *testutil_read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* ------------------------------------------------------------------------
+ * Backends
+ * ------------------------------------------------------------------------ */
+
+bool testutil_backend_pg(void)
+{
+    const char *v = getenv("SQLCACHED_TEST_BACKEND");
+    if (!v || !*v || strcmp(v, "sqlite") == 0)
+        return false;
+    if (strcmp(v, "postgresql") == 0)
+        return true;
+    fprintf(stderr, "SQLCACHED_TEST_BACKEND=%s: expected sqlite or postgresql\n", v);
+    exit(1);
+}
+
+const char *testutil_backend_name(void)
+{
+    return testutil_backend_pg() ? "postgresql" : "sqlite";
+}
+
+typedef struct pg_db {
+    char *path; /* dir/name */
+    char *url;
+    struct pg_db *next;
+} pg_db_t;
+
+static pthread_mutex_t pg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pg_fixture_t pg_cluster;
+static pid_t pg_owner;  /* the process that started the cluster */
+static int pg_state;    /* 0 not started, 1 running, -1 failed to start */
+static pg_db_t *pg_dbs;
+
+static void free_dbs(void)
+{
+    while (pg_dbs) {
+        pg_db_t *d = pg_dbs;
+        pg_dbs = d->next;
+        free(d->path);
+        free(d->url);
+        free(d);
+    }
+}
+
+static void stop_cluster(void)
+{
+    if (getpid() != pg_owner)
+        return;
+    pthread_mutex_lock(&pg_lock);
+    if (pg_state == 1)
+        pg_fixture_stop(&pg_cluster);
+    pg_state = 0;
+    free_dbs();
+    pthread_mutex_unlock(&pg_lock);
+}
+
+/* Caller holds pg_lock. 0 when the cluster runs. */
+static int start_cluster(void)
+{
+    if (pg_state == 0) {
+        if (pg_fixture_skip())
+            exit(77);
+        pg_state = pg_fixture_start(&pg_cluster) == 0 ? 1 : -1;
+        if (pg_state == 1) {
+            pg_owner = getpid();
+            printf("testutil: PostgreSQL at %s (%s)\n", pg_cluster.url, pg_cluster.dir);
+            if (atexit(stop_cluster) != 0)
+                fprintf(stderr, "atexit failed: the cluster's watchdog will stop it\n");
+        }
+    }
+    return pg_state == 1 ? 0 : -1;
+}
+
+/* Caller holds pg_lock. The URL for path (borrowed), made on first use. */
+static const char *pg_url(const char *path)
+{
+    for (pg_db_t *d = pg_dbs; d; d = d->next)
+        if (strcmp(d->path, path) == 0)
+            return d->url;
+    char url[512];
+    if (start_cluster() != 0 || pg_fixture_new_db(&pg_cluster, url, sizeof url) != 0) {
+        fprintf(stderr, "no PostgreSQL database for %s\n", path);
+        return NULL;
+    }
+    pg_db_t *d = calloc(1, sizeof *d);
+    if (!d || !(d->path = strdup(path)) || !(d->url = strdup(url))) {
+        if (d)
+            free(d->path);
+        free(d);
+        return NULL;
+    }
+    d->next = pg_dbs;
+    pg_dbs = d;
+    return d->url;
+}
+
+char *testutil_db(const char *dir, const char *name)
+{
+    char *path = testutil_path(dir, name);
+    if (!path || !testutil_backend_pg())
+        return path;
+    pthread_mutex_lock(&pg_lock);
+    const char *url = pg_url(path);
+    char *copy = url ? strdup(url) : NULL;
+    pthread_mutex_unlock(&pg_lock);
+    free(path);
+    return copy;
+}
+
+/* Drop the locations of the databases in dir (a later mkdtemp may reuse
+ * its name). */
+static void forget_dbs(const char *dir)
+{
+    size_t n = strlen(dir);
+    pthread_mutex_lock(&pg_lock);
+    for (pg_db_t **p = &pg_dbs; *p;) {
+        pg_db_t *d = *p;
+        if (strncmp(d->path, dir, n) == 0 && d->path[n] == '/') {
+            *p = d->next;
+            free(d->path);
+            free(d->url);
+            free(d);
+        } else {
+            p = &d->next;
+        }
+    }
+    pthread_mutex_unlock(&pg_lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Clock and stores
+ * ------------------------------------------------------------------------ */
+
 int64_t testutil_clock_read(void *arg)
 {
     return ((testutil_clock_t *)arg)->now;
@@ -80,7 +223,9 @@ int64_t testutil_clock_read(void *arg)
 
 sqlcached_t *testutil_open(const char *dir, const char *name, testutil_clock_t *clock)
 {
-    char *path = testutil_path(dir, name);
+    char *path = testutil_db(dir, name);
+    if (!path)
+        return NULL;
     sqlcached_options_t o;
     sqlcached_options_init(&o);
     o.path = path;
