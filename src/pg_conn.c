@@ -605,6 +605,7 @@ static PGresult *exec_prepared(pg_conn_t *c, const char *name, const pg_params_t
         last = r;
     }
     return last ? last : PQmakeEmptyPGresult(c->conn, PGRES_FATAL_ERROR);
+}
 
 /* The result of the next query of a pipeline (NULL when the connection
  * gave none), having read the NULL that ends that query's results; the
