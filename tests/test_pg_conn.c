@@ -306,7 +306,17 @@ static void test_pg_conn_prepared_statements(void **state)
 static void test_pg_conn_names_survive_table_growth(void **state)
 {
     (void)state;
-    static const char *const sqls[] = {"SELECT 1::bigint", "SELECT 2::bigint", "SELECT 3::bigint", "SELECT 4::bigint", "SELECT 5::bigint", "SELECT 6::bigint", "SELECT 7::bigint", "SELECT 8::bigint", "SELECT 9::bigint", "SELECT 10::bigint", "SELECT 11::bigint", "SELECT 12::bigint", "SELECT 13::bigint", "SELECT 14::bigint", "SELECT 15::bigint", "SELECT 16::bigint", "SELECT 17::bigint", "SELECT 18::bigint", "SELECT 19::bigint", "SELECT 20::bigint", "SELECT 21::bigint", "SELECT 22::bigint", "SELECT 23::bigint", "SELECT 24::bigint", "SELECT 25::bigint", "SELECT 26::bigint", "SELECT 27::bigint", "SELECT 28::bigint", "SELECT 29::bigint", "SELECT 30::bigint", "SELECT 31::bigint", "SELECT 32::bigint", "SELECT 33::bigint", "SELECT 34::bigint", "SELECT 35::bigint", "SELECT 36::bigint", "SELECT 37::bigint", "SELECT 38::bigint", "SELECT 39::bigint", "SELECT 40::bigint"};
+    static const char *const sqls[] = {
+        "SELECT 1::bigint", "SELECT 2::bigint", "SELECT 3::bigint", "SELECT 4::bigint",
+        "SELECT 5::bigint", "SELECT 6::bigint", "SELECT 7::bigint", "SELECT 8::bigint",
+        "SELECT 9::bigint", "SELECT 10::bigint", "SELECT 11::bigint", "SELECT 12::bigint",
+        "SELECT 13::bigint", "SELECT 14::bigint", "SELECT 15::bigint", "SELECT 16::bigint",
+        "SELECT 17::bigint", "SELECT 18::bigint", "SELECT 19::bigint", "SELECT 20::bigint",
+        "SELECT 21::bigint", "SELECT 22::bigint", "SELECT 23::bigint", "SELECT 24::bigint",
+        "SELECT 25::bigint", "SELECT 26::bigint", "SELECT 27::bigint", "SELECT 28::bigint",
+        "SELECT 29::bigint", "SELECT 30::bigint", "SELECT 31::bigint", "SELECT 32::bigint",
+        "SELECT 33::bigint", "SELECT 34::bigint", "SELECT 35::bigint", "SELECT 36::bigint",
+        "SELECT 37::bigint", "SELECT 38::bigint", "SELECT 39::bigint", "SELECT 40::bigint"};
     char url[256];
     pg_conn_t *c = open_fresh(url, sizeof url);
     for (size_t i = 0; i < sizeof sqls / sizeof sqls[0]; i++) {
