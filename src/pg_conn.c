@@ -56,9 +56,11 @@
 #define MAX_DEFERRED 1024 /* statements queued before a pipeline is sent anyway */
 
 /* A statement queued for the next pipeline. */
+#define STMT_NAME_MAX 16
+
 typedef struct deferred {
     const char *sql;
-    const char *name;          /* its prepared statement */
+    char name[STMT_NAME_MAX];  /* its prepared statement */
     pg_params_t *params;       /* owned copy; NULL = none */
     pg_conn_result_fn on_result; /* NULL: SAVEPOINT, RELEASE or ROLLBACK TO */
     void *cls;
@@ -66,7 +68,7 @@ typedef struct deferred {
 
 typedef struct prepared {
     const char *sql; /* static text: its address is the key */
-    char name[16];
+    char name[STMT_NAME_MAX];
 } prepared_t;
 
 struct pg_conn {
@@ -482,20 +484,25 @@ void pg_params_null(pg_params_t *p)
  * Statements
  * ------------------------------------------------------------------------ */
 
-/* The name of sql's prepared statement on this connection, preparing it on
- * first use; NULL on failure (*rc says why). */
-static const char *prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc)
+/* Copy the name of sql's prepared statement on this connection into name,
+ * preparing it on first use; false on failure (*rc says why). The name is
+ * copied because c->stmts moves when it grows: a pointer into it would
+ * not survive the next statement's first use. */
+static bool prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc,
+                          char name[STMT_NAME_MAX])
 {
     for (size_t i = 0; i < c->nstmts; i++)
-        if (c->stmts[i].sql == sql)
-            return c->stmts[i].name;
+        if (c->stmts[i].sql == sql) {
+            memcpy(name, c->stmts[i].name, STMT_NAME_MAX);
+            return true;
+        }
     if (c->nstmts == c->capstmts) {
         size_t cap = c->capstmts ? c->capstmts * 2 : 16;
         prepared_t *grown = realloc(c->stmts, cap * sizeof *grown);
         if (!grown) {
             set_error(c, NULL, "out of memory");
             *rc = PG_CONN_NOMEM;
-            return NULL;
+            return false;
         }
         c->stmts = grown;
         c->capstmts = cap;
@@ -507,11 +514,12 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc
     PQclear(res);
     if (*rc != PG_CONN_OK) {
         log_error("pg", "prepare failed: %s (%s)", c->errmsg, sql);
-        return NULL;
+        return false;
     }
     s->sql = sql;
     c->nstmts++;
-    return s->name;
+    memcpy(name, s->name, STMT_NAME_MAX);
+    return true;
 }
 
 /* The result of the next query of a pipeline (NULL when the connection
@@ -611,9 +619,10 @@ static pg_conn_rc_t run_pipeline(pg_conn_t *c, const char *sql, const pg_params_
                                  PGresult **out)
 {
     pg_conn_rc_t rc = PG_CONN_OK;
-    const char *own = sql ? prepared_name(c, sql, &rc) : NULL;
-    const char *undo = prepared_name(c, SQL_ROLLBACK_TO, &rc);
-    if ((sql && !own) || !undo)
+    char own_name[STMT_NAME_MAX], undo[STMT_NAME_MAX];
+    const char *own = sql ? own_name : NULL;
+    if ((sql && !prepared_name(c, sql, &rc, own_name)) ||
+        !prepared_name(c, SQL_ROLLBACK_TO, &rc, undo))
         return deferred_failed(c, rc); /* the failed prepare aborted the transaction */
     for (int round = 0; round <= MAX_DEFERRED; round++) {
         int n = c->nq;
@@ -639,7 +648,8 @@ static pg_conn_rc_t run_pipeline(pg_conn_t *c, const char *sql, const pg_params_
             return frc;
         }
         /* undo it, then send its RELEASE and what follows again */
-        c->q[0] = (deferred_t){.sql = SQL_ROLLBACK_TO, .name = undo};
+        c->q[0] = (deferred_t){.sql = SQL_ROLLBACK_TO};
+        memcpy(c->q[0].name, undo, STMT_NAME_MAX);
         memmove(&c->q[1], &c->q[next], (size_t)(n - next) * sizeof c->q[0]);
         c->nq = 1 + n - next;
         if (sql == SQL_ROLLBACK_TO && next == n)
@@ -662,8 +672,8 @@ pg_conn_rc_t pg_conn_run(pg_conn_t *c, const char *sql, const pg_params_t *p, PG
         return rc;
     if (c->nq > 0)
         return run_pipeline(c, sql, p, out);
-    const char *name = prepared_name(c, sql, &rc);
-    if (!name)
+    char name[STMT_NAME_MAX];
+    if (!prepared_name(c, sql, &rc, name))
         return rc;
     PGresult *res = PQexecPrepared(c->conn, name, p ? p->n : 0, p ? p->values : NULL,
                                    p ? p->lengths : NULL, p ? p->formats : NULL, 1);
@@ -728,7 +738,7 @@ static pg_conn_rc_t defer(pg_conn_t *c, const char *sql, const pg_params_t *p,
         c->capq = cap;
     }
     deferred_t e = {.sql = sql, .on_result = on_result, .cls = cls};
-    if (!(e.name = prepared_name(c, sql, &rc)))
+    if (!prepared_name(c, sql, &rc, e.name))
         return rc;
     if (p && !(e.params = params_copy(p))) {
         set_error(c, NULL, "out of memory");

@@ -299,6 +299,29 @@ static void test_pg_conn_prepared_statements(void **state)
     pg_conn_close(c);
 }
 
+/* Statement names stay valid while the connection's table of prepared
+ * statements grows: a statement queued (SAVEPOINT, deferred) before a new
+ * statement's first use is sent by its name after that use moved the table
+ * (valgrind and ASan saw reads of freed memory there). */
+static void test_pg_conn_names_survive_table_growth(void **state)
+{
+    (void)state;
+    static const char *const sqls[] = {"SELECT 1::bigint", "SELECT 2::bigint", "SELECT 3::bigint", "SELECT 4::bigint", "SELECT 5::bigint", "SELECT 6::bigint", "SELECT 7::bigint", "SELECT 8::bigint", "SELECT 9::bigint", "SELECT 10::bigint", "SELECT 11::bigint", "SELECT 12::bigint", "SELECT 13::bigint", "SELECT 14::bigint", "SELECT 15::bigint", "SELECT 16::bigint", "SELECT 17::bigint", "SELECT 18::bigint", "SELECT 19::bigint", "SELECT 20::bigint", "SELECT 21::bigint", "SELECT 22::bigint", "SELECT 23::bigint", "SELECT 24::bigint", "SELECT 25::bigint", "SELECT 26::bigint", "SELECT 27::bigint", "SELECT 28::bigint", "SELECT 29::bigint", "SELECT 30::bigint", "SELECT 31::bigint", "SELECT 32::bigint", "SELECT 33::bigint", "SELECT 34::bigint", "SELECT 35::bigint", "SELECT 36::bigint", "SELECT 37::bigint", "SELECT 38::bigint", "SELECT 39::bigint", "SELECT 40::bigint"};
+    char url[256];
+    pg_conn_t *c = open_fresh(url, sizeof url);
+    for (size_t i = 0; i < sizeof sqls / sizeof sqls[0]; i++) {
+        assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+        assert_int_equal(pg_conn_savepoint_later(c), PG_CONN_OK);
+        PGresult *res = NULL;
+        assert_int_equal(pg_conn_run(c, sqls[i], NULL, &res), PG_CONN_OK);
+        assert_true(pg_conn_col_int64(res, 0, 0) == (int64_t)i + 1);
+        PQclear(res);
+        assert_int_equal(pg_conn_release_later(c), PG_CONN_OK);
+        assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+    }
+    pg_conn_close(c);
+}
+
 /* Group commit: a write that fails inside its savepoint is undone alone;
  * the writes before and after it commit. */
 static void test_pg_conn_savepoint_rollback_keeps_neighbours(void **state)
@@ -767,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_pg_conn_newer_schema_refused),
         cmocka_unit_test(test_pg_conn_concurrent_openers),
         cmocka_unit_test(test_pg_conn_prepared_statements),
+        cmocka_unit_test(test_pg_conn_names_survive_table_growth),
         cmocka_unit_test(test_pg_conn_savepoint_rollback_keeps_neighbours),
         cmocka_unit_test(test_pg_conn_commit_after_error_fails),
         cmocka_unit_test(test_pg_conn_violations_map),
