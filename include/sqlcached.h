@@ -57,8 +57,25 @@ typedef enum sqlcached_durability {
 /* How an order takes a unit of stock (see "Flash sale" below). */
 typedef enum sqlcached_seckill_strategy {
     SQLCACHED_SECKILL_STOCK = 0, /* decrement guarded by stock > 0 (default) */
-    SQLCACHED_SECKILL_VERSION    /* guarded by the version read before; retried */
+    SQLCACHED_SECKILL_VERSION,   /* guarded by the version read before; retried */
+    /* Tests and demos only, never in production: "check then decrement"
+     * without a guard (the stock read on a reader connection, then
+     * written back one lower in a separate write). It oversells: this is
+     * the race the two strategies above exist to prevent. */
+    SQLCACHED_SECKILL_TESTING_NAIVE
 } sqlcached_seckill_strategy_t;
+
+/* What a committed write does to the memory tier's copy of its key (see
+ * docs/consistency.md). Either way it runs in the store's writer thread
+ * after the commit and before any answer, marks the key's loads in flight
+ * stale (the fill guard), and no acknowledged write is ever followed by
+ * an older read. */
+typedef enum sqlcached_on_write {
+    SQLCACHED_ON_WRITE_REPLACE = 0, /* a key the tier holds gets the value
+                                     * written; others are invalidated (default) */
+    SQLCACHED_ON_WRITE_INVALIDATE   /* update the database, then delete the
+                                     * cached copy: the next read misses */
+} sqlcached_on_write_t;
 
 /* Options for sqlcached_open(). Fill with sqlcached_options_init(), then set
  * what differs from the defaults. */
@@ -94,6 +111,10 @@ typedef struct sqlcached_options {
     sqlcached_seckill_strategy_t seckill_strategy; /* default SQLCACHED_SECKILL_STOCK */
     int seckill_retries; /* version strategy: retries after the first try,
                           * 0..SQLCACHED_SECKILL_RETRIES_MAX; default 3 */
+    /* Memory tier after every KV write (PUT, DELETE, incr, and any write
+     * added later: they share one after-commit path); items are always
+     * invalidated. Default SQLCACHED_ON_WRITE_REPLACE. */
+    sqlcached_on_write_t on_write;
 } sqlcached_options_t;
 
 /* A value read from the store. Immutable and reference counted: release it
@@ -325,6 +346,10 @@ typedef struct sqlcached_stats {
     uint64_t cache_singleflight_waits, cache_negative_hits, cache_bloom_skips;
     uint64_t cache_fills_dropped; /* fills refused by the stale-fill guard */
     uint64_t storage_reads;       /* key reads that went to the store */
+    /* KV writes, after their commit: cached copies replaced by the value
+     * written (on_write replace) and cached copies removed */
+    uint64_t cache_write_replaced, cache_write_invalidated;
+    const char *on_write;     /* static string: "replace" or "invalidate" */
     const char *cache_policy; /* static string, e.g. "allkeys-lfu" */
     const char *storage_backend; /* static string: "sqlite" */
     /* The store's writer: group commit = writes_committed / write_transactions */

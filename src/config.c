@@ -53,6 +53,7 @@ void config_defaults(config_t *cfg)
     cfg->negative_ttl_ms = 5000;
     cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
     cfg->seckill_retries = 3;
+    cfg->on_write = SQLCACHED_ON_WRITE_REPLACE;
     cfg->busy_timeout_ms = 5000;
     cfg->sqlite_cache = 64u << 20;
     cfg->shutdown_timeout_ms = 10000;
@@ -84,6 +85,9 @@ const char *config_usage(void)
            "                         default) or version (guard on the version read,\n"
            "                         retried; sells less under contention)\n"
            "  --seckill-retries N    version strategy: retries per order (default 3)\n"
+           "  --on-write MODE        after a committed write, the cached copy of its key:\n"
+           "                         replace (with the value written, default) or\n"
+           "                         invalidate (delete it: update-then-delete)\n"
            "  --busy-timeout MS      wait this long for a database lock held by another\n"
            "                         process before answering 503 (default 5000)\n"
            "  --shutdown-timeout MS  on SIGTERM, how long requests in flight get; writes\n"
@@ -195,10 +199,10 @@ enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABI
        OPT_CONFIG, OPT_RESTORE, OPT_CACHE_MEMORY, OPT_POLICY, OPT_NEGATIVE_TTL,
        OPT_TTL_JITTER, OPT_SECKILL_STRATEGY, OPT_SECKILL_RETRIES, OPT_BUSY_TIMEOUT,
        OPT_SQLITE_CACHE,
-       OPT_SHUTDOWN_TIMEOUT,
+       OPT_SHUTDOWN_TIMEOUT, OPT_ON_WRITE,
        /* testing-only flags from here on: hidden, and refused in a config file */
        OPT_TESTING_FIRST, OPT_TESTING_MAX_PAGES = OPT_TESTING_FIRST,
-       OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY };
+       OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY, OPT_TESTING_SECKILL_NAIVE };
 
 static const struct option long_options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -224,9 +228,11 @@ static const struct option long_options[] = {
     {"seckill-retries", required_argument, NULL, OPT_SECKILL_RETRIES},
     {"busy-timeout", required_argument, NULL, OPT_BUSY_TIMEOUT},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+    {"on-write", required_argument, NULL, OPT_ON_WRITE},
     {"testing-max-pages", required_argument, NULL, OPT_TESTING_MAX_PAGES},
     {"testing-disable-fill-guard", no_argument, NULL, OPT_TESTING_NO_FILL_GUARD},
     {"testing-fill-delay-us", required_argument, NULL, OPT_TESTING_FILL_DELAY},
+    {"testing-seckill-naive", no_argument, NULL, OPT_TESTING_SECKILL_NAIVE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -350,6 +356,18 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         return 0;
     case OPT_TESTING_NO_FILL_GUARD:
         cfg->testing_disable_fill_guard = 1;
+        return 0;
+    case OPT_TESTING_SECKILL_NAIVE:
+        cfg->testing_seckill_naive = 1;
+        return 0;
+    case OPT_ON_WRITE:
+        if (strcmp(arg, "replace") == 0)
+            cfg->on_write = SQLCACHED_ON_WRITE_REPLACE;
+        else if (strcmp(arg, "invalidate") == 0)
+            cfg->on_write = SQLCACHED_ON_WRITE_INVALIDATE;
+        else
+            return snprintf(err, errlen, "--on-write: expected replace or invalidate, got '%s'",
+                            arg), -1;
         return 0;
     case OPT_TESTING_FILL_DELAY:
         if (config_parse_uint(arg, 1, 1000000, &cfg->testing_fill_delay_us) != 0)
@@ -621,8 +639,12 @@ json_t *config_json(const config_t *cfg)
         json_decref(doc);
         return NULL;
     }
-    if (doc && json_object_set_new(doc, "sqlite_cache",
-                                   json_integer((json_int_t)cfg->sqlite_cache)) != 0) {
+    if (doc && (json_object_set_new(doc, "sqlite_cache",
+                                    json_integer((json_int_t)cfg->sqlite_cache)) != 0 ||
+                json_object_set_new(doc, "on_write",
+                                    json_string(cfg->on_write == SQLCACHED_ON_WRITE_INVALIDATE
+                                                    ? "invalidate"
+                                                    : "replace")) != 0)) {
         json_decref(doc);
         return NULL;
     }

@@ -45,6 +45,8 @@ typedef struct config {
     int nowned;
     sqlcached_seckill_strategy_t seckill_strategy;
     unsigned seckill_retries;
+    sqlcached_on_write_t on_write;       /* --on-write replace|invalidate */
+    int testing_seckill_naive;           /* --testing-seckill-naive (oversells) */
 } config_t;
 
 typedef enum config_result {

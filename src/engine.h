@@ -31,6 +31,7 @@ struct sqlcached {
     atomic_bool bloom_ready; /* set once the first build from SQLite is done */
     atomic_uint_fast64_t bloom_skips;
     atomic_uint_fast64_t storage_reads;
+    atomic_uint_fast64_t write_replaced, write_invalidated; /* kv.c after_commit */
     atomic_uint_fast64_t jitter_rng;
     seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
     struct lease_registry *leases; /* lease waiters and their timer (lease.c) */

@@ -19,10 +19,12 @@
  *          loader: read the store, cache_load_finish (the fill guard drops the
  *          fill if a write invalidated the key meanwhile), answer.
  *   write: commit (store_write_then), then, in the writer thread before
- *          it answers any write, bloom_add (after the commit, see bloom.h)
- *          and cache_replace (PUT, incr: a key the tier holds gets the new
+ *          it answers any write, after_commit: bloom_add (after the
+ *          commit, see bloom.h) and, with on_write replace (default),
+ *          cache_replace (PUT, incr: a key the tier holds gets the new
  *          value, others are only invalidated) or cache_invalidate
- *          (DELETE), then return to the caller. So once a write is
+ *          (DELETE); with on_write invalidate, cache_invalidate for every
+ *          write. Then return to the caller. So once a write is
  *          acknowledged no reader can get an older value: the cached copy
  *          is the new one or gone, and a fill that read before the commit
  *          is dropped by the guard.
@@ -207,13 +209,18 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
 }
 
 /* After a committed write of key: make it visible to every later read.
- * Run by the writer thread (store_write_then) between the commit and any
- * answer, so no later write can reveal the new state (a DELETE's 404, a
- * failed If-Match) while the memory tier still holds the old one. `written`
- * is the new value, NULL for a delete: a key the tier holds gets it in
+ * The one after-commit path of every KV write (PUT, DELETE, incr; a write
+ * added later calls it too, and so follows --on-write). Run by the writer
+ * thread (store_write_then) between the commit and any answer, so no later
+ * write can reveal the new state (a DELETE's 404, a failed If-Match) while
+ * the memory tier still holds the old one. `written` is the new value,
+ * NULL for a delete. on_write replace: a key the tier holds gets it in
  * place of the old one (a hot key stays hot across its writes; the writer
- * thread runs these in commit order), any other key is invalidated. `now`
- * is the write's own reading of the clock (no second one per write). */
+ * thread runs these in commit order), any other key is invalidated.
+ * on_write invalidate: every write deletes the cached copy (the textbook
+ * update-then-delete), so the next read misses and reads the store. Both
+ * mark the key's loads in flight stale. `now` is the write's own reading
+ * of the clock (no second one per write). */
 static void after_commit(sqlcached_t *db, const void *key, size_t klen,
                          const cache_fill_t *written, int64_t now)
 {
@@ -221,10 +228,14 @@ static void after_commit(sqlcached_t *db, const void *key, size_t klen,
         bloom_add(db->bloom, key, klen);
     else if (db->bloom)
         bloom_note_delete(db->bloom);
-    if (db->cache && written)
-        cache_replace(db->cache, key, klen, written, now);
-    else if (db->cache)
-        cache_invalidate(db->cache, key, klen);
+    if (!db->cache)
+        return;
+    if (written && db->opts.on_write == SQLCACHED_ON_WRITE_REPLACE) {
+        if (cache_replace(db->cache, key, klen, written, now) == CACHE_OK)
+            atomic_fetch_add_explicit(&db->write_replaced, 1, memory_order_relaxed);
+    } else if (cache_invalidate(db->cache, key, klen)) {
+        atomic_fetch_add_explicit(&db->write_invalidated, 1, memory_order_relaxed);
+    }
 }
 
 /* ------------------------------------------------------------------------

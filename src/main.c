@@ -44,6 +44,9 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     opts.ttl_jitter_percent = cfg->ttl_jitter;
     opts.seckill_strategy = cfg->seckill_strategy;
     opts.seckill_retries = (int)cfg->seckill_retries;
+    if (cfg->testing_seckill_naive)
+        opts.seckill_strategy = SQLCACHED_SECKILL_TESTING_NAIVE;
+    opts.on_write = cfg->on_write;
     opts.busy_timeout_ms = (int)cfg->busy_timeout_ms;
     opts.testing_max_pages = cfg->testing_max_pages;
     opts.testing_disable_fill_guard = cfg->testing_disable_fill_guard;
@@ -73,15 +76,19 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         sqlcached_close(db);
         return 1;
     }
-    if (cfg->testing_max_pages || cfg->testing_disable_fill_guard || cfg->testing_fill_delay_us)
+    if (cfg->testing_max_pages || cfg->testing_disable_fill_guard || cfg->testing_fill_delay_us ||
+        cfg->testing_seckill_naive)
         log_warn("main", "testing-only flags are set: not for production use");
     char shown[1024]; /* the --db value without its password */
     log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "
-             "memory tier %zu bytes (%s), seckill strategy %s%s",
+             "memory tier %zu bytes (%s, on write %s), seckill strategy %s%s",
              sqlcached_version(), cfg->listen_host, http_port(srv),
              config_db_display(cfg->db_path, shown, sizeof shown), cfg->threads,
              cfg->cache_memory, cfg->policy,
-             cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version" : "stock",
+             cfg->on_write == SQLCACHED_ON_WRITE_INVALIDATE ? "invalidate" : "replace",
+             cfg->testing_seckill_naive                        ? "naive (testing only)"
+             : cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version"
+                                                                  : "stock",
              cfg->auth_token ? ", auth required" : "");
     int sig = 0;
     sigwait(stop_signals, &sig);

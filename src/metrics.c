@@ -235,6 +235,14 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
            "Reads answered absent from a negative entry.", s->cache_negative_hits);
     scalar(t, "sqlcached_cache_bloom_skips_total", "counter",
            "Reads of never-written keys answered without a storage read.", s->cache_bloom_skips);
+    scalar(t, "sqlcached_cache_fills_dropped_total", "counter",
+           "Fills refused by the stale-fill guard (a write came during the read).",
+           s->cache_fills_dropped);
+    scalar(t, "sqlcached_cache_write_replaced_total", "counter",
+           "Cached copies a KV write replaced with its value (--on-write replace).",
+           s->cache_write_replaced);
+    scalar(t, "sqlcached_cache_write_invalidated_total", "counter",
+           "Cached copies a KV write removed.", s->cache_write_invalidated);
     scalar(t, "sqlcached_storage_write_transactions_total", "counter",
            "Write transactions committed by the store (group commit).", s->write_transactions);
     scalar(t, "sqlcached_storage_writes_total", "counter",
@@ -336,6 +344,15 @@ static json_t *json_library(const sqlcached_stats_t *s)
         (json_int_t)s->cache_negative_hits, "bloom_skips", (json_int_t)s->cache_bloom_skips,
         "hit_ratio", lookups ? (double)s->cache_hits / (double)lookups : 0.0, "policy",
         s->cache_policy ? s->cache_policy : "noeviction");
+    if (cache && json_object_update_new(
+                     cache, json_pack("{s:I, s:s, s:I, s:I}", "fills_dropped",
+                                      (json_int_t)s->cache_fills_dropped, "on_write",
+                                      s->on_write ? s->on_write : "replace", "write_replaced",
+                                      (json_int_t)s->cache_write_replaced, "write_invalidated",
+                                      (json_int_t)s->cache_write_invalidated)) != 0) {
+        json_decref(cache);
+        cache = NULL;
+    }
     json_t *seckill = json_pack(
         "{s:I, s:{s:I, s:I, s:I}}", "orders", (json_int_t)s->seckill_orders, "rejections",
         "sold_out", (json_int_t)s->seckill_sold_out, "already_ordered",

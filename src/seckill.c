@@ -16,6 +16,10 @@
  *                      retry, at most `seckill_retries` times, then give up
  *                      with SQLCACHED_UNAVAILABLE.
  *
+ *   naive (testing): stock read on a reader connection, then written back
+ *                      one lower without a guard (place_naive): oversells,
+ *                      for tests and the demo only.
+ *
  * Any refusal returns a non-OK status from the write function, so the
  * savepoint rollback removes the inserted order (and the version taken).
  * Because the order is inserted before stock is looked at, a user who holds
@@ -43,7 +47,9 @@
  * with single-flight and the stale-fill guard as for KV reads; every
  * committed change of an item (reset, order) invalidates it in the writer
  * thread right after the commit (store_write_then), before any answer, so
- * no read after an answered change sees the item older.
+ * no read after an answered change sees the item older. Items are
+ * invalidated under either --on-write mode (replacing one would need the
+ * whole row, which an order does not read).
  */
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -462,6 +468,8 @@ typedef struct order_job {
     int64_t now;
     bool by_version;          /* strategy of this try */
     int64_t expected_version; /* version strategy: the version read */
+    bool naive;               /* testing naive strategy: write naive_* blindly */
+    int64_t naive_stock, naive_sold;
     int64_t order_id;         /* out */
     int64_t version;          /* out: the item's new version */
     int64_t stock_left;       /* out */
@@ -485,8 +493,12 @@ static sqlcached_status_t do_order(store_conn_t *w, void *arg)
     sqlcached_status_t st = storage_order_insert(w, j->item_id, j->user_id, j->now, &j->order_id);
     if (st == SQLCACHED_OK)
         st = store_counter_next(w, "version", &j->version);
-    if (st == SQLCACHED_OK)
+    if (st == SQLCACHED_OK && j->naive) {
+        st = storage_set_stock(w, j->item_id, j->version, j->naive_stock, j->naive_sold);
+        j->stock_left = j->naive_stock;
+    } else if (st == SQLCACHED_OK) {
         st = take_unit(w, j);
+    }
     return st; /* not OK: the savepoint rollback removes the order */
 }
 
@@ -565,6 +577,39 @@ static sqlcached_status_t place_by_version(sqlcached_t *db, order_job_t *job)
     return SQLCACHED_UNAVAILABLE;
 }
 
+/* Tests and demos only (SQLCACHED_SECKILL_TESTING_NAIVE): "check then
+ * decrement" as it is first written. The stock is read on a reader
+ * connection; if some is left, a separate write inserts the order and
+ * writes back the stock and sold that were read, one unit moved, with no
+ * guard. Buyers who read the same stock all succeed, each writing the
+ * same figures: more orders than units (oversell), which the guarded
+ * strategies never allow. */
+static sqlcached_status_t place_naive(sqlcached_t *db, order_job_t *job)
+{
+    sqlcached_item_t item;
+    sqlcached_status_t st = item_read(db, job->item_id, &item);
+    if (st != SQLCACHED_OK)
+        return st;
+    if (item.stock <= 0)
+        return refuse_sold_out(db, job->item_id, job->user_id);
+    job->naive = true;
+    job->naive_stock = item.stock - 1;
+    job->naive_sold = item.sold + 1;
+    return write_order(db, job);
+}
+
+static sqlcached_status_t place(sqlcached_t *db, order_job_t *job)
+{
+    switch (db->opts.seckill_strategy) {
+    case SQLCACHED_SECKILL_VERSION:
+        return place_by_version(db, job);
+    case SQLCACHED_SECKILL_TESTING_NAIVE:
+        return place_naive(db, job);
+    default:
+        return place_by_stock(db, job);
+    }
+}
+
 sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
                                          const char *user_id, sqlcached_order_t *out)
 {
@@ -578,9 +623,7 @@ sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
         return count_answer(sk, st);
     }
     order_job_t job = {.db = db, .item_id = item_id, .user_id = user_id, .now = engine_now(db)};
-    sqlcached_status_t st = db->opts.seckill_strategy == SQLCACHED_SECKILL_VERSION
-                                ? place_by_version(db, &job)
-                                : place_by_stock(db, &job);
+    sqlcached_status_t st = place(db, &job);
     if (st == SQLCACHED_OK && out) {
         out->order_id = job.order_id;
         strcpy(out->item_id, item_id);

@@ -299,10 +299,16 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         opts = &defaults;
     }
     if ((opts->seckill_strategy != SQLCACHED_SECKILL_STOCK &&
-         opts->seckill_strategy != SQLCACHED_SECKILL_VERSION) ||
+         opts->seckill_strategy != SQLCACHED_SECKILL_VERSION &&
+         opts->seckill_strategy != SQLCACHED_SECKILL_TESTING_NAIVE) ||
         opts->seckill_retries < 0 || opts->seckill_retries > SQLCACHED_SECKILL_RETRIES_MAX) {
         snprintf(err, errlen, "invalid seckill strategy or retries (0 to %d)",
                  SQLCACHED_SECKILL_RETRIES_MAX);
+        return SQLCACHED_INVALID_ARGUMENT;
+    }
+    if (opts->on_write != SQLCACHED_ON_WRITE_REPLACE &&
+        opts->on_write != SQLCACHED_ON_WRITE_INVALIDATE) {
+        snprintf(err, errlen, "invalid on_write mode (replace or invalidate)");
         return SQLCACHED_INVALID_ARGUMENT;
     }
     sqlcached_t *db = calloc(1, sizeof *db);
@@ -404,6 +410,10 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     add_cache_stats(out, db->item_cache);
     out->storage_backend = sqlcached_storage_backend(db);
     out->storage_reads = atomic_load_explicit(&db->storage_reads, memory_order_relaxed);
+    out->cache_write_replaced = atomic_load_explicit(&db->write_replaced, memory_order_relaxed);
+    out->cache_write_invalidated =
+        atomic_load_explicit(&db->write_invalidated, memory_order_relaxed);
+    out->on_write = db->opts.on_write == SQLCACHED_ON_WRITE_INVALIDATE ? "invalidate" : "replace";
     sqlcached_seckill_stats_t sk;
     sqlcached_seckill_stats(db, &sk);
     out->seckill_orders = sk.orders;

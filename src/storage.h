@@ -152,6 +152,12 @@ typedef struct storage_seckill_ops {
      * NOT_FOUND when no row qualified (sold out, or another version). */
     sqlcached_status_t (*take_unit)(store_conn_t *w, const char *item_id, int64_t version,
                                     int64_t expected_version, int64_t *stock_left);
+    /* w, tests and demos only (SQLCACHED_SECKILL_TESTING_NAIVE): write
+     * stock and sold as given and set the version, with no guard at all
+     * (the blind write of "check then decrement"). NOT_FOUND when there is
+     * no such item. */
+    sqlcached_status_t (*set_stock)(store_conn_t *w, const char *item_id, int64_t version,
+                                    int64_t stock, int64_t sold);
     /* r or w. NOT_FOUND when the user holds no order of the item. */
     sqlcached_status_t (*order_get)(store_conn_t *c, const char *item_id, const char *user_id,
                                     sqlcached_order_t *out);
@@ -379,6 +385,12 @@ static inline sqlcached_status_t storage_take_unit(store_conn_t *w, const char *
 {
     return store_conn_backend(w)->seckill->take_unit(w, item_id, version, expected_version,
                                                      stock_left);
+}
+
+static inline sqlcached_status_t storage_set_stock(store_conn_t *w, const char *item_id,
+                                                   int64_t version, int64_t stock, int64_t sold)
+{
+    return store_conn_backend(w)->seckill->set_stock(w, item_id, version, stock, sold);
 }
 
 static inline sqlcached_status_t storage_order_get(store_conn_t *c, const char *item_id,

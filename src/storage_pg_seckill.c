@@ -32,6 +32,8 @@ static const char SQL_TAKE_BY_STOCK[] =
 static const char SQL_TAKE_BY_VERSION[] =
     "UPDATE items SET stock = stock - 1, sold = sold + 1, version = $1 "
     "WHERE id = $2 AND version = $3 AND stock > 0 RETURNING stock";
+static const char SQL_SET_STOCK[] =
+    "UPDATE items SET stock = $1, sold = $2, version = $3 WHERE id = $4 RETURNING 1";
 static const char SQL_ITEM_LIST[] =
     "SELECT id, name, stock, sold, initial_stock, version FROM items "
     "WHERE id > $1 ORDER BY id LIMIT $2";
@@ -188,6 +190,25 @@ static sqlcached_status_t take_unit(store_conn_t *w, const char *item_id, int64_
     return status;
 }
 
+/* Tests and demos only: the unguarded write of the naive strategy. */
+static sqlcached_status_t set_stock(store_conn_t *w, const char *item_id, int64_t version,
+                                    int64_t stock, int64_t sold)
+{
+    pg_params_t p;
+    pg_params_init(&p);
+    pg_params_int64(&p, stock);
+    pg_params_int64(&p, sold);
+    pg_params_int64(&p, version);
+    pg_params_text(&p, item_id);
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(w, SQL_SET_STOCK, &p, &r);
+    if (status != SQLCACHED_OK)
+        return status;
+    status = PQntuples(r) == 1 ? SQLCACHED_OK : SQLCACHED_NOT_FOUND;
+    PQclear(r);
+    return status;
+}
+
 static sqlcached_status_t order_get(store_conn_t *c, const char *item_id, const char *user_id,
                                     sqlcached_order_t *out)
 {
@@ -227,6 +248,7 @@ const storage_seckill_ops_t storage_pg_seckill = {
     .item_list = item_list,
     .order_insert = order_insert,
     .take_unit = take_unit,
+    .set_stock = set_stock,
     .order_get = order_get,
     .order_list = order_list,
 };

@@ -31,6 +31,8 @@ static const char SQL_TAKE_BY_STOCK[] =
 static const char SQL_TAKE_BY_VERSION[] =
     "UPDATE items SET stock = stock - 1, sold = sold + 1, version = ?1 "
     "WHERE id = ?2 AND version = ?3 AND stock > 0 RETURNING stock";
+static const char SQL_SET_STOCK[] =
+    "UPDATE items SET stock = ?1, sold = ?2, version = ?3 WHERE id = ?4 RETURNING 1";
 static const char SQL_ITEM_LIST[] =
     "SELECT id, name, stock, sold, initial_stock, version FROM items "
     "WHERE id > ?1 ORDER BY id LIMIT ?2";
@@ -199,6 +201,24 @@ static sqlcached_status_t take_unit(store_conn_t *w, const char *item_id, int64_
     return rc == SQLITE_DONE ? SQLCACHED_NOT_FOUND : store_status(rc);
 }
 
+/* Tests and demos only: the unguarded write of the naive strategy. */
+static sqlcached_status_t set_stock(store_conn_t *w, const char *item_id, int64_t version,
+                                    int64_t stock, int64_t sold)
+{
+    sqlite3_stmt *st = store_stmt(w, SQL_SET_STOCK);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    sqlite3_bind_int64(st, 1, stock);
+    sqlite3_bind_int64(st, 2, sold);
+    sqlite3_bind_int64(st, 3, version);
+    sqlite3_bind_text(st, 4, item_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return SQLCACHED_OK;
+    return rc == SQLITE_DONE ? SQLCACHED_NOT_FOUND : store_status(rc);
+}
+
 static sqlcached_status_t order_get(store_conn_t *c, const char *item_id, const char *user_id,
                                     sqlcached_order_t *out)
 {
@@ -235,6 +255,7 @@ const storage_seckill_ops_t storage_sqlite_seckill = {
     .item_list = item_list,
     .order_insert = order_insert,
     .take_unit = take_unit,
+    .set_stock = set_stock,
     .order_get = order_get,
     .order_list = order_list,
 };

@@ -370,6 +370,44 @@ static void test_config_sqlite_cache(void **state)
     config_free(&cfg);
 }
 
+/* --on-write: flag, config file, effective settings; --testing-seckill-naive
+ * hidden and refused in a file. */
+static void test_config_on_write(void **state)
+{
+    (void)state;
+    config_t cfg;
+    char err[256];
+    char *defaults[] = {"sqlcached", NULL};
+    assert_int_equal(parse(&cfg, defaults, err), CONFIG_OK);
+    assert_int_equal(cfg.on_write, SQLCACHED_ON_WRITE_REPLACE);
+    assert_int_equal(cfg.testing_seckill_naive, 0);
+    char *argv[] = {"sqlcached", "--on-write", "invalidate", "--testing-seckill-naive", NULL};
+    assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
+    assert_int_equal(cfg.on_write, SQLCACHED_ON_WRITE_INVALIDATE);
+    assert_int_equal(cfg.testing_seckill_naive, 1);
+    const char *bad_values[] = {"delete", "", "Invalidate"};
+    for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++) {
+        char *bad[] = {"sqlcached", "--on-write", (char *)bad_values[i], NULL};
+        assert_int_equal(parse(&cfg, bad, err), CONFIG_ERROR);
+        assert_non_null(strstr(err, "--on-write: expected replace or invalidate"));
+    }
+    config_defaults(&cfg);
+    const char text[] = "on-write = invalidate\n";
+    assert_int_equal(config_parse_text(&cfg, text, strlen(text), "t.conf", err, sizeof err), 0);
+    assert_int_equal(cfg.on_write, SQLCACHED_ON_WRITE_INVALIDATE);
+    assert_non_null(strstr(config_usage(), "--on-write MODE"));
+    json_t *j = config_json(&cfg);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "on_write")), "invalidate");
+    json_decref(j);
+    config_free(&cfg);
+    config_defaults(&cfg);
+    const char naive[] = "testing-seckill-naive = 1\n";
+    assert_int_equal(config_parse_text(&cfg, naive, strlen(naive), "t.conf", err, sizeof err), -1);
+    assert_non_null(strstr(err, "unknown setting 'testing-seckill-naive'"));
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +425,7 @@ int main(void)
         cmocka_unit_test(test_config_refused_max_body_keeps_the_setting),
         cmocka_unit_test(test_config_busy_timeout_and_testing_flags),
         cmocka_unit_test(test_config_sqlite_cache),
+        cmocka_unit_test(test_config_on_write),
         cmocka_unit_test(test_config_db_display_hides_passwords),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

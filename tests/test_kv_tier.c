@@ -3,7 +3,8 @@
  * tier (src/kv.c with src/cache.c and src/bloom.c): hits, negative entries
  * and the bloom filter invalidated by writes, single-flight, the stale-fill
  * race (deterministic, and under concurrency), and memory never above the
- * limit.
+ * limit; the write-path tests in both --on-write modes (replace, the
+ * default, and invalidate).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -161,6 +162,94 @@ static void test_kv_tier_write_of_a_cached_key_replaces_it(void **state)
     /* DELETE: gone at once */
     assert_int_equal(sqlcached_kv_delete(f->db, "k", 1, NULL), SQLCACHED_OK);
     assert_int_equal(get(f->db, "k", NULL), 0);
+}
+
+static void with_invalidate(sqlcached_options_t *o, fixture_t *f)
+{
+    (void)f;
+    o->on_write = SQLCACHED_ON_WRITE_INVALIDATE;
+}
+
+/* --on-write invalidate: every write of a cached key (PUT, incr, DELETE)
+ * deletes the cached copy; the next read is a miss that reads the store
+ * and answers the new value, which the read after it finds in memory. */
+static void test_kv_tier_invalidate_mode_write_deletes_the_cached_copy(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    f->db = open_with(f, with_invalidate);
+    assert_non_null(f->db);
+    assert_string_equal(stats(f->db).on_write, "invalidate");
+    int64_t ver;
+    int hit = -1;
+    char val[64], ct[128];
+    put(f->db, "k", "v1", &ver);
+    assert_int_equal(get(f->db, "k", &hit), ver); /* fills the tier */
+    assert_int_equal(get(f->db, "k", &hit), ver);
+    assert_int_equal(hit, 1);
+    uint64_t reads = stats(f->db).storage_reads;
+    sqlcached_put_options_t o = {.content_type = "text/x-new"};
+    sqlcached_write_result_t r;
+    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "second", 6, &o, &r), SQLCACHED_OK);
+    assert_int_equal(stats(f->db).cache_write_invalidated, 1);
+    assert_int_equal(stats(f->db).cache_write_replaced, 0);
+    get_value(f->db, "k", val, sizeof val, ct, sizeof ct, &hit);
+    assert_int_equal(hit, 0); /* a MISS ... */
+    assert_int_equal(stats(f->db).storage_reads, reads + 1); /* ... that read the store */
+    assert_string_equal(val, "second");
+    assert_string_equal(ct, "text/x-new");
+    get_value(f->db, "k", val, sizeof val, ct, sizeof ct, &hit);
+    assert_int_equal(hit, 1); /* refilled by that read */
+    /* incr of a cached counter: a miss, then the new number */
+    int64_t n, nver;
+    put(f->db, "n", "41", NULL);
+    assert_true(get(f->db, "n", NULL) > 0);
+    reads = stats(f->db).storage_reads;
+    assert_int_equal(sqlcached_kv_incr(f->db, "n", 1, 1, &n, &nver), SQLCACHED_OK);
+    get_value(f->db, "n", val, sizeof val, ct, sizeof ct, &hit);
+    assert_int_equal(hit, 0);
+    assert_string_equal(val, "42");
+    assert_int_equal(stats(f->db).storage_reads, reads + 1);
+    assert_int_equal(get(f->db, "n", NULL), nver);
+    /* DELETE: gone at once */
+    assert_int_equal(sqlcached_kv_delete(f->db, "k", 1, NULL), SQLCACHED_OK);
+    assert_int_equal(get(f->db, "k", NULL), 0);
+    assert_int_equal(stats(f->db).cache_write_replaced, 0);
+    assert_int_equal(stats(f->db).cache_write_invalidated, 3);
+}
+
+/* The replace mode's counters, for comparison: the same writes replace. */
+static void test_kv_tier_replace_mode_counts_replacements(void **state)
+{
+    fixture_t *f = *state;
+    assert_string_equal(stats(f->db).on_write, "replace");
+    put(f->db, "k", "v1", NULL);
+    assert_true(get(f->db, "k", NULL) > 0);
+    put(f->db, "k", "v2", NULL);
+    assert_int_equal(sqlcached_kv_incr(f->db, "k", 1, 1, NULL, NULL), SQLCACHED_NOT_INTEGER);
+    put(f->db, "k", "7", NULL);
+    assert_int_equal(sqlcached_kv_incr(f->db, "k", 1, 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(stats(f->db).cache_write_replaced, 3);
+    assert_int_equal(stats(f->db).cache_write_invalidated, 0);
+    assert_int_equal(sqlcached_kv_delete(f->db, "k", 1, NULL), SQLCACHED_OK);
+    assert_int_equal(stats(f->db).cache_write_invalidated, 1);
+}
+
+static void test_kv_tier_rejects_unknown_on_write(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    f->db = NULL;
+    char *path = testutil_path(f->dir, "tier.db");
+    sqlcached_options_t o;
+    sqlcached_options_init(&o);
+    o.path = path;
+    o.on_write = (sqlcached_on_write_t)7;
+    char err[256] = "";
+    assert_int_equal(sqlcached_open(&o, &f->db, err, sizeof err), SQLCACHED_INVALID_ARGUMENT);
+    assert_null(f->db);
+    assert_non_null(strstr(err, "on_write"));
+    free(path);
 }
 
 /* A write of a key nobody read does not take room in the tier. */
@@ -339,6 +428,36 @@ static void test_kv_tier_fill_guard_drops_stale_fill(void **state)
     assert_true(stats(f->db).cache_fills_dropped >= 1);
 }
 
+static void with_race_hook_invalidate(sqlcached_options_t *o, fixture_t *f)
+{
+    with_race_hook(o, f);
+    o->on_write = SQLCACHED_ON_WRITE_INVALIDATE;
+}
+
+static void with_race_hook_invalidate_no_guard(sqlcached_options_t *o, fixture_t *f)
+{
+    with_race_hook_no_guard(o, f);
+    o->on_write = SQLCACHED_ON_WRITE_INVALIDATE;
+}
+
+/* The same race in invalidate mode: the write deletes, the guard drops the
+ * old fill; without the guard the old value is cached after the delete. */
+static void test_kv_tier_invalidate_mode_fill_guard_drops_stale_fill(void **state)
+{
+    fixture_t *f = *state;
+    int64_t seen = play_race(f, with_race_hook_invalidate);
+    assert_int_equal(seen, f->race_version);
+    assert_true(stats(f->db).cache_fills_dropped >= 1);
+    assert_string_equal(stats(f->db).on_write, "invalidate");
+}
+
+static void test_kv_tier_invalidate_mode_race_is_real_without_the_guard(void **state)
+{
+    fixture_t *f = *state;
+    int64_t seen = play_race(f, with_race_hook_invalidate_no_guard);
+    assert_true(seen < f->race_version);
+}
+
 static void test_kv_tier_race_is_real_without_the_guard(void **state)
 {
     fixture_t *f = *state;
@@ -408,9 +527,8 @@ static void *stress_reader(void *p)
     return NULL;
 }
 
-static void test_kv_tier_no_stale_read_under_concurrency(void **state)
+static void run_stress(fixture_t *f)
 {
-    fixture_t *f = *state;
     static stress_t s;
     memset(&s, 0, sizeof s);
     s.db = f->db;
@@ -426,6 +544,21 @@ static void test_kv_tier_no_stale_read_under_concurrency(void **state)
         pthread_join(r[i], NULL);
     assert_int_equal(atomic_load(&s.violations), 0);
     assert_true(stats(f->db).cache_hits > 0);
+}
+
+static void test_kv_tier_no_stale_read_under_concurrency(void **state)
+{
+    run_stress(*state);
+}
+
+static void test_kv_tier_invalidate_mode_no_stale_read_under_concurrency(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    f->db = open_with(f, with_invalidate);
+    assert_non_null(f->db);
+    run_stress(f);
+    assert_int_equal(stats(f->db).cache_write_replaced, 0);
 }
 
 /* --- memory limit --------------------------------------------------------- */
@@ -480,6 +613,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_kv_tier_second_read_is_a_hit),
         T(test_kv_tier_write_of_a_cached_key_replaces_it),
+        T(test_kv_tier_invalidate_mode_write_deletes_the_cached_copy),
+        T(test_kv_tier_replace_mode_counts_replacements),
+        T(test_kv_tier_rejects_unknown_on_write),
         T(test_kv_tier_write_of_an_unread_key_is_not_cached),
         T(test_kv_tier_bloom_skips_never_written_keys),
         T(test_kv_tier_negative_entry_invalidated_by_put),
@@ -487,7 +623,10 @@ int main(void)
         T(test_kv_tier_single_flight_one_sqlite_read),
         T(test_kv_tier_fill_guard_drops_stale_fill),
         T(test_kv_tier_race_is_real_without_the_guard),
+        T(test_kv_tier_invalidate_mode_fill_guard_drops_stale_fill),
+        T(test_kv_tier_invalidate_mode_race_is_real_without_the_guard),
         T(test_kv_tier_no_stale_read_under_concurrency),
+        T(test_kv_tier_invalidate_mode_no_stale_read_under_concurrency),
         T(test_kv_tier_memory_stays_under_the_limit),
         T(test_kv_tier_rejects_unknown_policy),
     };

@@ -477,6 +477,10 @@ static void check_sale(bench_t *b, sale_t *sa, int64_t stock, int64_t sold)
     check(b, missing == 0 ? "PASS" : "FAIL", what);
     snprintf(what, sizeof what, "201s == sold (%ld == %lld)", sa->created, (long long)sold);
     check(b, sa->created == sold ? "PASS" : "FAIL", what);
+    long oversold = orders > s->stock ? orders - s->stock : 0;
+    snprintf(what, sizeof what, "no oversell: orders <= S (%ld <= %d; %ld oversold)", orders,
+             s->stock, oversold);
+    check(b, oversold == 0 ? "PASS" : "FAIL", what);
     free(by_user);
 }
 
