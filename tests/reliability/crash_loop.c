@@ -16,6 +16,10 @@
  *
  *   test_crash [--cycles N] [--durability normal|full|both] [--workers N]
  *              [--seed S] [--backend sqlite|postgresql|both] [--expect-lost]
+ *              [--on-write replace|invalidate|both]
+ * Each durability mode runs with each --on-write mode asked for (default
+ * both: what survives a crash must not depend on how the memory tier
+ * takes a write).
  *
  * Defaults (the short form run by `make check`): 5 cycles, both modes, both
  * backends, then a self-test on SQLite: 2 cycles in which the loop itself
@@ -275,6 +279,7 @@ typedef struct params {
     bool drop_wal; /* self-test: lose the WAL after each kill */
     int backend;   /* REL_SQLITE or REL_PG */
     pg_fixture_t *pg; /* the run's cluster (REL_PG) */
+    const char *on_write; /* the daemon's --on-write of this run */
 } params_t;
 
 typedef struct outcome {
@@ -376,7 +381,8 @@ static outcome_t run_mode(const char *mode, const params_t *p)
 {
     outcome_t out = {0};
     char *dir = testutil_mkdtemp();
-    const char *args[] = {"--durability", mode, "--threads", "8", "--log-level", "warn", NULL};
+    const char *args[] = {"--durability", mode, "--threads", "8", "--log-level", "warn",
+                          "--on-write", p->on_write ? p->on_write : "replace", NULL};
     char url[256];
     const char *bname = rel_backend_name(p->backend);
     daemon_t d;
@@ -411,18 +417,19 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     uint64_t lost_by_domain[NDOMAINS];
     for (size_t i = 0; i < NDOMAINS; i++) {
         lost_by_domain[i] = reports[i].lost;
-        printf("crash: backend=%s durability=%s domain=%s acked_writes=%" PRIu64
+        printf("crash: backend=%s durability=%s on_write=%s domain=%s acked_writes=%" PRIu64
                " in_doubt=%" PRIu64 " lost_writes=%" PRIu64 " violations=%" PRIu64 "\n", bname,
-               mode, domains[i]->name,
+               mode, p->on_write ? p->on_write : "replace", domains[i]->name,
                reports[i].acked, reports[i].in_doubt, reports[i].lost, reports[i].violations);
         sum.lost += reports[i].lost;
         sum.violations += reports[i].violations;
         domains[i]->destroy(models[i]);
     }
-    printf("crash: %sbackend=%s durability=%s kill_cycles=%u/%u lost_writes=%" PRIu64
+    printf("crash: %sbackend=%s durability=%s on_write=%s kill_cycles=%u/%u lost_writes=%" PRIu64
            " integrity_failures=%" PRIu64 " other_violations=%" PRIu64
            " unanswered_while_up=%" PRIu64 " clean_stop=%s",
-           p->drop_wal ? "SELF-TEST (WAL dropped) " : "", bname, mode, done, p->cycles, sum.lost,
+           p->drop_wal ? "SELF-TEST (WAL dropped) " : "", bname, mode,
+           p->on_write ? p->on_write : "replace", done, p->cycles, sum.lost,
            corrupt, sum.violations, unexpected, stop_rc == 0 ? "yes" : "no");
     if (p->backend == REL_PG)
         printf(" kills_with_lingering_sessions=%" PRIu64, zombie_waits);
@@ -479,16 +486,24 @@ static int self_test(const params_t *base)
 
 /* Every mode asked for on one backend; 0 when all passed (with
  * expect_lost: when every mode saw lost writes in every domain). */
-static int run_backend(params_t *p, const char *modes, bool expect_lost)
+/* Every durability mode asked for, each with every --on-write mode asked
+ * for (the memory tier's write mode must not change what survives). */
+static int run_backend(params_t *p, const char *modes, const char *on_writes, bool expect_lost)
 {
     static const char *const all[] = {"normal", "full"};
+    static const char *const writes[] = {"replace", "invalidate"};
     int rc = 0;
     for (size_t m = 0; m < 2; m++) {
         if (strcmp(modes, all[m]) != 0 && strcmp(modes, "both") != 0)
             continue;
-        outcome_t o = run_mode(all[m], p);
-        rc |= expect_lost ? saw_loss(&o, p, "a daemon that answers before its commit")
-                          : !passed(&o, p);
+        for (size_t w = 0; w < 2; w++) {
+            if (strcmp(on_writes, writes[w]) != 0 && strcmp(on_writes, "both") != 0)
+                continue;
+            p->on_write = writes[w];
+            outcome_t o = run_mode(all[m], p);
+            rc |= expect_lost ? saw_loss(&o, p, "a daemon that answers before its commit")
+                              : !passed(&o, p);
+        }
     }
     return rc;
 }
@@ -497,6 +512,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: test_crash [--cycles N] [--durability normal|full|both] "
                     "[--workers 1..%d] [--seed S] [--backend sqlite|postgresql|both] "
+                    "[--on-write replace|invalidate|both] "
                     "[--no-self-test] [--sabotage-drop-wal] [--expect-lost]\n", MAX_WORKERS);
     return 2;
 }
@@ -504,7 +520,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     params_t p = {.cycles = 5, .workers = 8, .seed = (uint64_t)time(NULL)};
-    const char *modes = "both";
+    const char *modes = "both", *on_writes = "both";
     bool sabotage_only = false, self = true, expect_lost = false;
     int backends = REL_BOTH;
     for (int i = 1; i < argc; i++) {
@@ -532,6 +548,8 @@ int main(int argc, char **argv)
             p.seed = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--backend") == 0)
             backends = rel_backends_parse(argv[i + 1]);
+        else if (strcmp(argv[i], "--on-write") == 0)
+            on_writes = argv[i + 1];
         else
             return usage();
         i++;
@@ -541,14 +559,16 @@ int main(int argc, char **argv)
         printf("crash: skipped under %s\n", wrapper);
         return 77;
     }
-    if (p.workers < 1 || p.workers > MAX_WORKERS || p.cycles < 1 || backends < 0)
+    if (p.workers < 1 || p.workers > MAX_WORKERS || p.cycles < 1 || backends < 0 ||
+        (strcmp(on_writes, "replace") != 0 && strcmp(on_writes, "invalidate") != 0 &&
+         strcmp(on_writes, "both") != 0))
         return usage();
     curl_global_init(CURL_GLOBAL_ALL);
     printf("crash: seed %" PRIu64 ", %u cycles, %u workers\n", p.seed, p.cycles, p.workers);
     int rc = 0;
     if (!sabotage_only && (backends & REL_SQLITE)) {
         p.backend = REL_SQLITE;
-        rc |= run_backend(&p, modes, expect_lost);
+        rc |= run_backend(&p, modes, on_writes, expect_lost);
     }
     pg_fixture_t pg;
     int pg_rc = !sabotage_only && (backends & REL_PG) ? rel_pg_start(&pg) : 1;
@@ -557,7 +577,7 @@ int main(int argc, char **argv)
     if (pg_rc == 0) {
         p.backend = REL_PG;
         p.pg = &pg;
-        rc |= run_backend(&p, modes, expect_lost);
+        rc |= run_backend(&p, modes, on_writes, expect_lost);
         if (pg_fixture_stop(&pg) != 0)
             rc = 1;
     }
