@@ -6,6 +6,9 @@
  * second (the growth of the request counters between two polls, divided by
  * the time between them), memory use against the limit, evictions, and for
  * each item its stock and sold with a chart of the last WINDOW_S seconds.
+ * The hit-ratio chart is drawn in the colour of the daemon's eviction
+ * policy, from the palette in dashboard.css that the SVGs of docs/plots/
+ * use too.
  *
  * When the daemon answers 401 (it runs with --auth-token) the page asks for
  * the token, keeps it in sessionStorage (this tab only) and sends it as
@@ -193,6 +196,11 @@
     setText('hit-detail', lookups > 0
       ? count(c.hits) + ' hits · ' + count(c.misses) + ' misses'
       : 'no lookups yet');
+
+    // the chart and its key take the policy's colour (dashboard.css palette)
+    $('hit-chart').dataset.policy = c.policy;
+    $('hit-policy-key').dataset.policy = c.policy;
+    setText('hit-policy', 'policy ' + c.policy);
 
     setText('memory', bytes(c.memory_bytes));
     const bar = $('memory-bar');

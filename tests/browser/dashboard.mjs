@@ -153,6 +153,24 @@ async function run(page) {
   console.log('ok   the item chart has a line of several samples');
   const rps = Number(await page.textContent('#rps'));
   check(rps > 0, `requests/s is above 0 (${rps})`);
+
+  // The hit-ratio chart and its key are in the policy's palette colour
+  // (the colour the SVGs of docs/plots/ give that policy).
+  const c = await page.evaluate(() => {
+    const chart = document.querySelector('#hit-chart');
+    const hex = getComputedStyle(document.documentElement)
+      .getPropertyValue('--policy-' + chart.dataset.policy).trim();
+    const line = chart.querySelector('polyline');
+    return { policy: chart.dataset.policy, hex, text: document.querySelector('#hit-policy').textContent,
+             stroke: line ? getComputedStyle(line).stroke : null,
+             key: getComputedStyle(document.querySelector('#hit-policy-key')).backgroundColor };
+  });
+  const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(c.hex);
+  const rgb = m ? `rgb(${parseInt(m[1], 16)}, ${parseInt(m[2], 16)}, ${parseInt(m[3], 16)})` : 'none';
+  check(c.policy === stats.cache.policy && c.text === 'policy ' + stats.cache.policy,
+        `the hit-ratio card names the policy (${c.text})`);
+  check(m && c.stroke === rgb && c.key === rgb,
+        `the hit-ratio chart is in the palette colour of ${c.policy} (${c.hex}: stroke ${c.stroke}, key ${c.key})`);
   check(pageErrors.length === 0, 'no script error and no CSP violation' +
         (pageErrors.length ? ': ' + pageErrors.join(' | ') : ''));
 }
