@@ -13,6 +13,7 @@
 #define SQLCACHED_TEST_DAEMON_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -94,5 +95,13 @@ int daemon_fixture_stop(void **state);
 
 /* Daemons daemon_fixture_stop saw exit other than 0 since the start. */
 int daemon_fixture_stop_failures(void);
+
+/* Raw sockets, for tests of what goes over the wire byte by byte. */
+
+/* A blocking TCP connection to the daemon on 127.0.0.1, or -1. */
+int daemon_raw_connect(const daemon_t *d);
+
+/* Send all of buf; false if the peer closed first (that is allowed). */
+bool daemon_raw_send(int fd, const void *buf, size_t n);
 
 #endif

@@ -55,35 +55,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int raw_connect(const daemon_t *d)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static bool raw_send(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 /* Read until the daemon closes or timeout_ms; returns the bytes read. */
 static size_t raw_read_all(int fd, char *out, size_t outlen, int timeout_ms, bool *closed)
 {
@@ -182,9 +153,9 @@ static void parse_wire(wire_t *w)
 static void exchange(const daemon_t *d, const char *req, size_t len, wire_t *w)
 {
     memset(w, 0, sizeof *w);
-    int fd = raw_connect(d);
+    int fd = daemon_raw_connect(d);
     assert_true(fd >= 0);
-    raw_send(fd, req, len);
+    daemon_raw_send(fd, req, len);
     w->len = raw_read_all(fd, w->raw, sizeof w->raw, 5000, &w->closed);
     close(fd);
     parse_wire(w);
@@ -384,9 +355,9 @@ static long rss_kib(pid_t pid)
 static void send_dropped(const daemon_t *d, const char *req, size_t len, int n)
 {
     for (int i = 0; i < n; i++) {
-        int fd = raw_connect(d);
+        int fd = daemon_raw_connect(d);
         assert_true(fd >= 0);
-        raw_send(fd, req, len);
+        daemon_raw_send(fd, req, len);
         close(fd);
     }
 }

@@ -162,34 +162,6 @@ typedef struct client {
     bool started;
 } client_t;
 
-static int raw_connect(const daemon_t *d)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static bool raw_send(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 /* Read until the daemon closes (it does after answering a half-closed
  * client) or the deadline. */
 static void read_reply(client_t *c, int fd)
@@ -222,12 +194,12 @@ static void read_reply(client_t *c, int fd)
 static void *client_main(void *arg)
 {
     client_t *c = arg;
-    int fd = raw_connect(c->d);
+    int fd = daemon_raw_connect(c->d);
     if (fd < 0) {
         atomic_fetch_add(c->finned, 1);
         return NULL;
     }
-    bool sent = raw_send(fd, c->request, strlen(c->request));
+    bool sent = daemon_raw_send(fd, c->request, strlen(c->request));
     sleep_us(c->delay_us);
     int64_t deadline = now_ms() + 10000LL * wait_scale();
     while (c->go && !atomic_load(c->go) && now_ms() < deadline)

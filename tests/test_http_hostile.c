@@ -62,37 +62,6 @@ static int wait_scale(void)
     return w && *w ? 20 : 1;
 }
 
-/* A blocking TCP connection to the daemon, or -1. */
-static int raw_connect(const daemon_t *d)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* Send all of buf; false if the peer closed first (that is allowed). */
-static bool raw_send(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 /* Read until EOF, reset or the deadline; returns the bytes read (NUL
  * terminated in out). *closed tells whether the peer closed. */
 static size_t raw_read_all(int fd, char *out, size_t outlen, int timeout_ms, bool *closed)
@@ -146,9 +115,9 @@ static int nth_status(const char *reply, int i)
 static int raw_exchange(const daemon_t *d, const void *req, size_t n, bool shut_wr,
                         char *reply, size_t replylen, int timeout_ms)
 {
-    int fd = raw_connect(d);
+    int fd = daemon_raw_connect(d);
     assert_true(fd >= 0);
-    raw_send(fd, req, n);
+    daemon_raw_send(fd, req, n);
     if (shut_wr)
         shutdown(fd, SHUT_WR);
     bool closed;
@@ -266,11 +235,11 @@ static void test_hostile_slowloris(void **state)
     static int fds[SLOW_CONNECTIONS];
     int open_count = 0;
     for (int i = 0; i < SLOW_CONNECTIONS; i++) {
-        fds[i] = raw_connect(&f->d);
+        fds[i] = daemon_raw_connect(&f->d);
         if (fds[i] < 0)
             break;
         open_count++;
-        raw_send(fds[i], "GET /v1/kv/sl", 13);
+        daemon_raw_send(fds[i], "GET /v1/kv/sl", 13);
     }
     assert_int_equal(open_count, SLOW_CONNECTIONS);
     usleep(200000); /* let the daemon accept them all */
@@ -313,9 +282,9 @@ static void test_hostile_connection_limit(void **state)
     fixture_t *f = *state;
     int fds[8];
     for (int i = 0; i < 8; i++) {
-        fds[i] = raw_connect(&f->d);
+        fds[i] = daemon_raw_connect(&f->d);
         assert_true(fds[i] >= 0);
-        raw_send(fds[i], "GET /he", 7);
+        daemon_raw_send(fds[i], "GET /he", 7);
     }
     usleep(100000);
     static const char req[] = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
@@ -340,11 +309,11 @@ static void test_hostile_connection_limit(void **state)
 static void test_hostile_idle_timeout(void **state)
 {
     fixture_t *f = *state;
-    int fd = raw_connect(&f->d);
+    int fd = daemon_raw_connect(&f->d);
     assert_true(fd >= 0);
     static const char req[] = "PUT /v1/kv/idle HTTP/1.1\r\nHost: t\r\n"
                               "Content-Length: 10\r\n\r\nabc";
-    raw_send(fd, req, sizeof req - 1);
+    daemon_raw_send(fd, req, sizeof req - 1);
     int64_t t0 = now_ms();
     char reply[1024];
     bool closed;
@@ -402,9 +371,9 @@ static void test_hostile_truncated_body(void **state)
     fixture_t *f = *state;
     static const char req[] = "PUT /v1/kv/truncated HTTP/1.1\r\nHost: t\r\n"
                               "Content-Length: 100\r\n\r\n0123456789";
-    int fd = raw_connect(&f->d);
+    int fd = daemon_raw_connect(&f->d);
     assert_true(fd >= 0);
-    raw_send(fd, req, sizeof req - 1);
+    daemon_raw_send(fd, req, sizeof req - 1);
     usleep(50000);
     close(fd);
     usleep(100000);
@@ -569,9 +538,9 @@ static void test_hostile_stop_with_a_request_in_flight(void **state)
     fixture_t *f = *state;
     static const char head[] = "PUT /v1/kv/drain:slow HTTP/1.1\r\nHost: t\r\n"
                                "Content-Type: text/plain\r\nContent-Length: 10\r\n\r\nhello";
-    int fd = raw_connect(&f->d);
+    int fd = daemon_raw_connect(&f->d);
     assert_true(fd >= 0);
-    assert_true(raw_send(fd, head, sizeof head - 1));
+    assert_true(daemon_raw_send(fd, head, sizeof head - 1));
     usleep(200000 * (useconds_t)wait_scale()); /* the daemon has begun the request */
     assert_int_equal(kill(f->d.pid, SIGTERM), 0);
 
@@ -599,7 +568,7 @@ static void test_hostile_stop_with_a_request_in_flight(void **state)
     free(body);
 
     /* the request in flight is finished and answered */
-    assert_true(raw_send(fd, "world", 5));
+    assert_true(daemon_raw_send(fd, "world", 5));
     char reply[4096];
     bool closed;
     raw_read_all(fd, reply, sizeof reply, 5000, &closed);
