@@ -433,3 +433,35 @@ bool daemon_raw_send(int fd, const void *buf, size_t n)
     }
     return true;
 }
+
+size_t daemon_raw_read_all(int fd, char *out, size_t outlen, int timeout_ms, bool *closed)
+{
+    size_t n = 0;
+    int64_t deadline = now_ms() + (int64_t)timeout_ms * wait_scale();
+    *closed = false;
+    out[0] = '\0';
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return n;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int rc = poll(&p, 1, (int)left);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            return n;
+        char buf[4096];
+        ssize_t got = recv(fd, buf, sizeof buf, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            *closed = true;
+            return n;
+        }
+        size_t keep = (size_t)got < outlen - 1 - n ? (size_t)got : outlen - 1 - n;
+        memcpy(out + n, buf, keep);
+        n += keep;
+        out[n] = '\0';
+    }
+}
+

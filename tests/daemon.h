@@ -104,4 +104,9 @@ int daemon_raw_connect(const daemon_t *d);
 /* Send all of buf; false if the peer closed first (that is allowed). */
 bool daemon_raw_send(int fd, const void *buf, size_t n);
 
+/* Read until EOF, reset or timeout_ms (times 20 under SQLCACHED_WRAPPER);
+ * returns the bytes read (NUL terminated in out[outlen]). *closed tells
+ * whether the peer closed. */
+size_t daemon_raw_read_all(int fd, char *out, size_t outlen, int timeout_ms, bool *closed);
+
 #endif

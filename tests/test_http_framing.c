@@ -48,45 +48,6 @@ static bool sanitized(void)
     return s && *s;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Read until the daemon closes or timeout_ms; returns the bytes read. */
-static size_t raw_read_all(int fd, char *out, size_t outlen, int timeout_ms, bool *closed)
-{
-    size_t n = 0;
-    int64_t deadline = now_ms() + (int64_t)timeout_ms * (wrapped() ? 20 : 1);
-    *closed = false;
-    out[0] = '\0';
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return n;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int rc = poll(&p, 1, (int)left);
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc <= 0)
-            return n;
-        char buf[4096];
-        ssize_t got = recv(fd, buf, sizeof buf, 0);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            *closed = true;
-            return n;
-        }
-        size_t keep = (size_t)got < outlen - 1 - n ? (size_t)got : outlen - 1 - n;
-        memcpy(out + n, buf, keep);
-        n += keep;
-        out[n] = '\0';
-    }
-}
-
 /* What a reply is on the wire. */
 typedef struct wire {
     int status;          /* of the first status line, 0 if none */
@@ -156,7 +117,7 @@ static void exchange(const daemon_t *d, const char *req, size_t len, wire_t *w)
     int fd = daemon_raw_connect(d);
     assert_true(fd >= 0);
     daemon_raw_send(fd, req, len);
-    w->len = raw_read_all(fd, w->raw, sizeof w->raw, 5000, &w->closed);
+    w->len = daemon_raw_read_all(fd, w->raw, sizeof w->raw, 5000, &w->closed);
     close(fd);
     parse_wire(w);
 }

@@ -62,39 +62,6 @@ static int wait_scale(void)
     return w && *w ? 20 : 1;
 }
 
-/* Read until EOF, reset or the deadline; returns the bytes read (NUL
- * terminated in out). *closed tells whether the peer closed. */
-static size_t raw_read_all(int fd, char *out, size_t outlen, int timeout_ms, bool *closed)
-{
-    size_t n = 0;
-    int64_t deadline = now_ms() + (int64_t)timeout_ms * wait_scale();
-    *closed = false;
-    out[0] = '\0';
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return n;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int rc = poll(&p, 1, (int)left);
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc <= 0)
-            return n;
-        char buf[4096];
-        ssize_t got = recv(fd, buf, sizeof buf, 0);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            *closed = true;
-            return n;
-        }
-        size_t keep = (size_t)got < outlen - 1 - n ? (size_t)got : outlen - 1 - n;
-        memcpy(out + n, buf, keep);
-        n += keep;
-        out[n] = '\0';
-    }
-}
-
 /* The status of the i-th response (0-based) in a raw reply, or 0. */
 static int nth_status(const char *reply, int i)
 {
@@ -122,7 +89,7 @@ static int raw_exchange(const daemon_t *d, const void *req, size_t n, bool shut_
         shutdown(fd, SHUT_WR);
     bool closed;
     int64_t t0 = now_ms();
-    raw_read_all(fd, reply, replylen, timeout_ms, &closed);
+    daemon_raw_read_all(fd, reply, replylen, timeout_ms, &closed);
     if (!closed)
         printf("  (the daemon kept the connection open for %lld ms)\n",
                (long long)(now_ms() - t0));
@@ -317,7 +284,7 @@ static void test_hostile_idle_timeout(void **state)
     int64_t t0 = now_ms();
     char reply[1024];
     bool closed;
-    raw_read_all(fd, reply, sizeof reply, 5000, &closed);
+    daemon_raw_read_all(fd, reply, sizeof reply, 5000, &closed);
     int64_t waited = now_ms() - t0;
     close(fd);
     printf("  --timeout 1: idle connection closed after %lld ms\n", (long long)waited);
@@ -571,7 +538,7 @@ static void test_hostile_stop_with_a_request_in_flight(void **state)
     assert_true(daemon_raw_send(fd, "world", 5));
     char reply[4096];
     bool closed;
-    raw_read_all(fd, reply, sizeof reply, 5000, &closed);
+    daemon_raw_read_all(fd, reply, sizeof reply, 5000, &closed);
     close(fd);
     assert_int_equal(nth_status(reply, 0), 201);
     assert_non_null(strstr(reply, "Connection: close"));
