@@ -392,6 +392,7 @@ static void test_store_missing_counter_is_internal(void **state)
 typedef struct batch_ctx {
     store_t *s;
     atomic_int submitted;
+    atomic_int writer_blocked; /* block_writer is running in the writer */
     atomic_int release_writer;
 } batch_ctx_t;
 
@@ -432,6 +433,7 @@ static sqlcached_status_t block_writer(store_conn_t *w, void *arg)
 {
     (void)w;
     batch_ctx_t *ctx = arg;
+    atomic_store(&ctx->writer_blocked, 1);
     for (int i = 0; i < 500 && !atomic_load(&ctx->release_writer); i++)
         usleep(2000);
     return SQLCACHED_OK;
@@ -465,7 +467,10 @@ static void test_store_group_commit_isolates_failures(void **state)
         {&ctx, "d", SQLCACHED_OK, 0},
     };
     assert_int_equal(pthread_create(&tb, NULL, blocker, &ctx), 0);
-    usleep(20000); /* the blocker occupies the writer */
+    /* the blocker occupies the writer (bounded wait, not a guess) */
+    for (int i = 0; i < 5000 && !atomic_load(&ctx.writer_blocked); i++)
+        usleep(1000);
+    assert_true(atomic_load(&ctx.writer_blocked));
     store_stats(ctx.s, &before);
     for (int i = 0; i < 3; i++)
         assert_int_equal(pthread_create(&t[i], NULL, submit, &args[i]), 0);
