@@ -230,6 +230,7 @@ static void drop_tiers(cluster_t *c)
     if (db->item_cache)
         cache_clear(db->item_cache);
     seckill_forget_flags(db->seckill);
+    engine_bloom_distrust(db);
     pthread_rwlock_unlock(&c->apply_lock);
     atomic_fetch_add(&c->drops, 1);
 }
@@ -277,6 +278,8 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
     key[len] = '\0';
     switch (kind) {
     case CLUSTER_KEY:
+        if (db->bloom) /* it may be a new key */
+            bloom_add(db->bloom, key, len);
         if (db->cache)
             cache_invalidate(db->cache, key, len);
         return true;

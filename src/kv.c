@@ -196,7 +196,7 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     if (!key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
     if (db->bloom && atomic_load_explicit(&db->bloom_ready, memory_order_acquire) &&
-        !bloom_may_contain(db->bloom, key, klen)) {
+        engine_tier_usable(db) && !bloom_may_contain(db->bloom, key, klen)) {
         atomic_fetch_add_explicit(&db->bloom_skips, 1, memory_order_relaxed);
         return SQLCACHED_NOT_FOUND;
     }
