@@ -29,6 +29,12 @@
  *          is the new one or gone, and a fill that read before the commit
  *          is dropped by the guard.
  *
+ * In a cluster (cluster.c) each write notes its key (store_note) for the
+ * other nodes, which drop their copies before the write is answered; the
+ * tier and the bloom filter answer only while the node trusts them
+ * (engine_tier_usable), and --on-write replace falls back to invalidate
+ * when another node's change may be newer (cluster_replace_ok).
+ *
  * Values returned to callers are one allocation with an atomic reference
  * count, released by sqlcached_value_release: either header + content type +
  * bytes read from the store, or a header that holds a reference on a cached
