@@ -114,7 +114,10 @@ int cluster_start(cluster_t *c, int n, const char *const extra_args[])
     if (n < 1 || n > CLUSTER_MAX || new_schema(c->url, sizeof c->url) != 0)
         return -1;
     int given = timeout_in(extra_args);
-    c->member_timeout_ms = given > 0 ? given : CLUSTER_MEMBER_TIMEOUT_MS;
+    /* under a wrapper (valgrind) a node renews far more slowly */
+    c->member_timeout_ms = given > 0                    ? given
+                           : cluster_wait_scale() > 1 ? CLUSTER_MEMBER_TIMEOUT_WRAPPED_MS
+                                                      : CLUSTER_MEMBER_TIMEOUT_MS;
     for (int i = 0; i < n; i++) {
         c->n = i + 1;
         if (node_init(c, i, extra_args, given <= 0) != 0 || daemon_restart(&c->node[i]) != 0) {

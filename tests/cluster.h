@@ -8,7 +8,8 @@
  * stops it if the process dies otherwise); each cluster_start() takes a
  * fresh schema of it. Each node is a daemon_t (tests/daemon.h) with its log
  * in a temporary directory of its own, on a free loopback port, started
- * with --db URL --member-timeout MS (CLUSTER_MEMBER_TIMEOUT_MS unless the
+ * with --db URL --member-timeout MS (CLUSTER_MEMBER_TIMEOUT_MS, or
+ * CLUSTER_MEMBER_TIMEOUT_WRAPPED_MS under $SQLCACHED_WRAPPER, unless the
  * extra flags give one) and the extra flags.
  *
  * Every wait is bounded (and lengthened under $SQLCACHED_WRAPPER, as in
@@ -26,6 +27,7 @@
 
 #define CLUSTER_MAX 5
 #define CLUSTER_MEMBER_TIMEOUT_MS 1000
+#define CLUSTER_MEMBER_TIMEOUT_WRAPPED_MS 8000 /* under $SQLCACHED_WRAPPER */
 
 typedef struct cluster {
     int n;                 /* nodes started */
