@@ -18,8 +18,10 @@
  *   sale_reset   sold out on every node, reset on one: the others sell again.
  *   leases       waiters parked on every node behind a holder: the lease
  *                passes from one holder to the next, never two at once,
- *                with growing tokens, every waiter served in time; prints
- *                the wake-up latencies (no assertion on speed).
+ *                with growing tokens, every waiter served in time; each
+ *                holder releases on the next node; prints the wake-up
+ *                latencies, woken by a release on another node or on its
+ *                own (no assertion on speed).
  *   pause        a node SIGSTOPped for longer than --member-timeout while
  *                the others write: their writes complete; resumed, it
  *                answers none of the values it held before the pause.
@@ -876,13 +878,13 @@ static void test_cluster_sale_reset(void **state)
  * Leases
  * ------------------------------------------------------------------------ */
 
-#define WAITERS_PER_NODE 2
-#define WAITERS (WAITERS_PER_NODE * NODES)
+#define LEASE_WAITERS_MAX 9
 #define LEASE_WAIT_MS 20000
 #define LEASE_HOLD_MS 30
 
 typedef struct holding {
-    int node;               /* -1: the first holder, on node 0 */
+    int node;               /* where it acquires */
+    int release_node;       /* where it releases */
     long status;            /* of the acquire */
     char body[200];         /* of a failed acquire */
     int64_t token;
@@ -895,9 +897,11 @@ typedef struct holding {
 
 typedef struct lease_run {
     cluster_t *c;
+    const char *name;
     atomic_int holders; /* holders between "answered" and "release sent" */
     atomic_int started;
-    holding_t h[WAITERS + 1];
+    int waiters;
+    holding_t h[LEASE_WAITERS_MAX + 1]; /* the waiters, then the first holder */
 } lease_run_t;
 
 typedef struct lease_waiter {
@@ -923,18 +927,18 @@ static long thread_post(cluster_t *c, int node, const char *path, const char *bo
     return st;
 }
 
-/* Hold the lease LEASE_HOLD_MS, then release it on the same node. */
+/* Hold the lease LEASE_HOLD_MS, then release it on h->release_node. */
 static void hold_and_release(lease_run_t *run, holding_t *h, const char *owner)
 {
     if (atomic_fetch_add(&run->holders, 1) != 0)
         h->overlapped = true;
     usleep(LEASE_HOLD_MS * 1000);
     atomic_fetch_sub(&run->holders, 1);
-    char body[128];
+    char path[128], body[128];
+    snprintf(path, sizeof path, "/v1/leases/%s/release", run->name);
     snprintf(body, sizeof body, "{\"owner\": \"%s\"}", owner);
     h->release_sent = cluster_now_ms();
-    h->release_status = thread_post(run->c, h->node < 0 ? 0 : h->node, "/v1/leases/hot/release",
-                                    body, NULL, NULL, 0);
+    h->release_status = thread_post(run->c, h->release_node, path, body, NULL, NULL, 0);
     h->released = cluster_now_ms();
 }
 
@@ -942,15 +946,15 @@ static void *waiter_main(void *arg)
 {
     lease_waiter_t *w = arg;
     holding_t *h = &w->run->h[w->k];
-    char owner[32], body[160];
+    char owner[32], path[128], body[160];
     snprintf(owner, sizeof owner, "waiter-%d-on-node-%d", w->k, h->node);
+    snprintf(path, sizeof path, "/v1/leases/%s/acquire", w->run->name);
     snprintf(body, sizeof body, "{\"owner\": \"%s\", \"ttl_ms\": 20000, \"wait_ms\": %d}", owner,
              LEASE_WAIT_MS);
     atomic_fetch_add(&w->run->started, 1);
     json_t *j = NULL;
     h->sent = cluster_now_ms();
-    h->status = thread_post(w->run->c, h->node, "/v1/leases/hot/acquire", body, &j, h->body,
-                            sizeof h->body);
+    h->status = thread_post(w->run->c, h->node, path, body, &j, h->body, sizeof h->body);
     h->acquired = cluster_now_ms();
     if (h->status == 200 && json_is_integer(json_object_get(j, "token"))) {
         h->token = json_integer_value(json_object_get(j, "token"));
@@ -960,87 +964,127 @@ static void *waiter_main(void *arg)
     return NULL;
 }
 
+/* "what: n, min/median/max" of the latencies (sorted in place). */
+static void print_latencies(const char *what, int64_t *ms, int n)
+{
+    if (n == 0) {
+        print_message("leases: wake-up latency, %s: none\n", what);
+        return;
+    }
+    qsort(ms, (size_t)n, sizeof ms[0], cmp_i64);
+    print_message("leases: wake-up latency (release answered -> next holder answered; below 0: "
+                  "the waiter was answered first), %s: %d hand-overs, min %lld ms, median %lld "
+                  "ms, max %lld ms\n",
+                  what, n, (long long)ms[0], (long long)ms[n / 2], (long long)ms[n - 1]);
+}
+
 static int cmp_acquired(const void *a, const void *b)
 {
     const holding_t *x = *(holding_t *const *)a, *y = *(holding_t *const *)b;
     return cmp_i64(&x->acquired, &y->acquired);
 }
 
-static void test_cluster_leases(void **state)
+/* Check the hand-overs of a finished run; count the wake-up latencies
+ * (release answered -> next holder answered; it may be answered first: a
+ * release is answered after it commits) into same[] (the release was on
+ * the waiter's node) and cross[] (on another node). */
+static void check_relay(lease_run_t *run, int64_t *same, int *nsame, int64_t *cross, int *ncross)
 {
-    cluster_t *c = *state;
+    holding_t *order_of[LEASE_WAITERS_MAX + 1];
+    int n = run->waiters + 1;
+    for (int k = 0; k < run->waiters; k++)
+        order_of[k] = &run->h[k];
+    order_of[run->waiters] = &run->h[LEASE_WAITERS_MAX];
+    qsort(order_of, (size_t)n, sizeof order_of[0], cmp_acquired);
+    assert_ptr_equal(order_of[0], &run->h[LEASE_WAITERS_MAX]); /* the first holder */
+    int overlaps = 0;
+    for (int k = 1; k < n; k++) {
+        holding_t *h = order_of[k], *prev = order_of[k - 1];
+        if (h->status != 200)
+            fail_msg("waiter on node %d: acquire answered %ld %s", h->node, h->status, h->body);
+        assert_int_equal(h->release_status, 200);
+        assert_true(h->acquired - h->sent < LEASE_WAIT_MS); /* served before its wait ran out */
+        assert_true(h->token > prev->token);
+        /* it got the lease only after the previous holder let it go */
+        if (h->overlapped || h->acquired < prev->release_sent)
+            overlaps++;
+        int64_t lat = h->acquired - prev->released;
+        if (h->node == prev->release_node)
+            same[(*nsame)++] = lat;
+        else
+            cross[(*ncross)++] = lat;
+    }
+    print_message("leases: %s: %d waiters, handed on %d times, overlaps %d, tokens strictly "
+                  "growing, every waiter served within its wait_ms\n",
+                  run->name, run->waiters, run->waiters, overlaps);
+    assert_int_equal(overlaps, 0);
+}
+
+/* A holder on node 0; nwaiters waiters, waiter k parked on node
+ * first_node + k % span (acquire with wait_ms); the holder releases on
+ * node 0; each waiter, once it holds the lease, holds it LEASE_HOLD_MS and
+ * releases it on release_node (-1: its own node), handing it on. */
+static void lease_relay(cluster_t *c, const char *name, int nwaiters, int first_node, int span,
+                        int release_node, int64_t *same, int *nsame, int64_t *cross, int *ncross)
+{
     lease_run_t *run = calloc(1, sizeof *run);
     assert_non_null(run);
+    assert_true(nwaiters <= LEASE_WAITERS_MAX);
     run->c = c;
-    holding_t *first = &run->h[WAITERS];
-    first->node = -1;
+    run->name = name;
+    run->waiters = nwaiters;
+    holding_t *first = &run->h[LEASE_WAITERS_MAX];
+    first->node = first->release_node = 0;
+    char path[128];
+    snprintf(path, sizeof path, "/v1/leases/%s/acquire", name);
     json_t *j;
-    assert_int_equal(post_json(c, 0, "/v1/leases/hot/acquire", &j,
-                               "{\"owner\": \"first\", \"ttl_ms\": 20000}"),
-                     200);
+    assert_int_equal(post_json(c, 0, path, &j, "{\"owner\": \"first\", \"ttl_ms\": 20000}"), 200);
     first->token = jint(j, "token");
     first->acquired = cluster_now_ms();
     json_decref(j);
     atomic_store(&run->holders, 1); /* the first holder is in */
 
-    lease_waiter_t lw[WAITERS];
-    for (int k = 0; k < WAITERS; k++) {
-        run->h[k].node = k % NODES;
+    lease_waiter_t lw[LEASE_WAITERS_MAX];
+    for (int k = 0; k < nwaiters; k++) {
+        run->h[k].node = first_node + k % span;
+        run->h[k].release_node = release_node >= 0 ? release_node : run->h[k].node;
         lw[k] = (lease_waiter_t){.run = run, .k = k};
         assert_int_equal(pthread_create(&run->h[k].thread, NULL, waiter_main, &lw[k]), 0);
     }
     /* let the waiters park (no assertion rests on it: a late one waits or
      * gets a free lease, under the same checks) */
-    while (atomic_load(&run->started) < WAITERS)
+    while (atomic_load(&run->started) < nwaiters)
         usleep(1000);
     usleep(300000 * (useconds_t)cluster_wait_scale());
     atomic_fetch_sub(&run->holders, 1);
     first->release_sent = cluster_now_ms();
-    assert_int_equal(post_json(c, 0, "/v1/leases/hot/release", NULL, "{\"owner\": \"first\"}"),
-                     200);
+    snprintf(path, sizeof path, "/v1/leases/%s/release", name);
+    assert_int_equal(post_json(c, 0, path, NULL, "{\"owner\": \"first\"}"), 200);
     first->released = cluster_now_ms();
-    for (int k = 0; k < WAITERS; k++)
+    for (int k = 0; k < nwaiters; k++)
         pthread_join(run->h[k].thread, NULL);
-
-    /* in the order they got it: one at a time, tokens growing */
-    holding_t *order_of[WAITERS + 1];
-    for (int k = 0; k <= WAITERS; k++)
-        order_of[k] = &run->h[k];
-    qsort(order_of, WAITERS + 1, sizeof order_of[0], cmp_acquired);
-    assert_ptr_equal(order_of[0], first);
-    int64_t lat[WAITERS];
-    int overlaps = 0, cross = 0;
-    for (int k = 1; k <= WAITERS; k++) {
-        holding_t *h = order_of[k], *prev = order_of[k - 1];
-        if (h->status != 200)
-            fail_msg("waiter on node %d: acquire answered %ld %s", h->node, h->status, h->body);
-        assert_int_equal(h->release_status, 200);
-        /* served before its wait ran out */
-        assert_true(h->acquired - h->sent < LEASE_WAIT_MS);
-        assert_true(h->token > prev->token);
-        /* it got the lease only after the previous holder let it go */
-        if (h->overlapped || h->acquired < prev->release_sent)
-            overlaps++;
-        lat[k - 1] = h->acquired - prev->released;
-        cross += (h->node < 0 ? 0 : h->node) != (prev->node < 0 ? 0 : prev->node);
-    }
-    int64_t sorted[WAITERS];
-    memcpy(sorted, lat, sizeof lat);
-    qsort(sorted, WAITERS, sizeof sorted[0], cmp_i64);
-    print_message("leases: %d waiters on %d nodes, handed on %d times (%d across nodes), "
-                  "overlaps %d, tokens strictly growing; wake-up latency (release answered "
-                  "-> next holder answered) min %lld ms, median %lld ms, max %lld ms\n",
-                  WAITERS, NODES, WAITERS, cross, overlaps, (long long)sorted[0],
-                  (long long)sorted[WAITERS / 2], (long long)sorted[WAITERS - 1]);
-    print_message("leases: latencies in hand-over order:");
-    for (int k = 0; k < WAITERS; k++)
-        print_message(" %lld", (long long)lat[k]);
-    print_message(" ms\n");
-    assert_int_equal(overlaps, 0);
-    client_resp_t r = call(c, 1, "GET", "/v1/leases/hot", NULL, NULL);
+    check_relay(run, same, nsame, cross, ncross);
+    snprintf(path, sizeof path, "/v1/leases/%s", name);
+    client_resp_t r = call(c, 1, "GET", path, NULL, NULL);
     assert_int_equal(r.status, 404); /* free again, seen from another node */
     client_resp_free(&r);
     free(run);
+}
+
+static void test_cluster_leases(void **state)
+{
+    cluster_t *c = *state;
+    int64_t same[2 * LEASE_WAITERS_MAX], cross[2 * LEASE_WAITERS_MAX];
+    int nsame = 0, ncross = 0;
+    /* waiters on every node, each releasing on its own node (a waiter on
+     * the releasing node, woken in that process, tends to win) */
+    lease_relay(c, "everywhere", 3 * NODES, 0, NODES, -1, same, &nsame, cross, &ncross);
+    /* waiters on nodes 1 and 2, every release on node 0: each hand-over
+     * is a wake-up from another node */
+    lease_relay(c, "across", 6, 1, NODES - 1, 0, same, &nsame, cross, &ncross);
+    print_latencies("released on another node", cross, ncross);
+    print_latencies("released on the waiter's node", same, nsame);
+    assert_true(ncross >= 6);
 }
 
 /* ------------------------------------------------------------------------
