@@ -17,8 +17,9 @@
  * says so); normal sets it off (a crash of PostgreSQL may lose the last
  * transactions it answered; a crash of sqlcached loses nothing).
  *
- * Counters: every row of meta is locked (SELECT ... FOR UPDATE) right
- * after BEGIN, before any write's savepoint (a lock taken inside a
+ * Counters: every row of meta is locked (SELECT ... ORDER BY name FOR
+ * UPDATE: always in the same order, or two nodes' writers deadlock on
+ * them) right after BEGIN, before any write's savepoint (a lock taken inside a
  * savepoint is released by its ROLLBACK TO), and held to COMMIT, so values
  * grow in commit order, also with other writers on the same database;
  * never cached across transactions (counters_valid is always false).
@@ -44,7 +45,7 @@ struct storage_db {
     int idle_tx_timeout_ms;  /* the writer's and the cluster link's */
 };
 
-static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta FOR UPDATE";
+static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta ORDER BY name FOR UPDATE";
 static const char SQL_COUNTER_GET[] = "SELECT value FROM meta WHERE name = $1 FOR UPDATE";
 static const char SQL_COUNTER_SET[] = "UPDATE meta SET value = $2 WHERE name = $1";
 
