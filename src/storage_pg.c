@@ -17,8 +17,9 @@
  * says so); normal sets it off (a crash of PostgreSQL may lose the last
  * transactions it answered; a crash of sqlcached loses nothing).
  *
- * Counters: every row of meta is locked (SELECT ... FOR UPDATE) right
- * after BEGIN, before any write's savepoint (a lock taken inside a
+ * Counters: every row of meta is locked (SELECT ... ORDER BY name FOR
+ * UPDATE: always in the same order, or two nodes' writers deadlock on
+ * them) right after BEGIN, before any write's savepoint (a lock taken inside a
  * savepoint is released by its ROLLBACK TO), and held to COMMIT, so values
  * grow in commit order, also with other writers on the same database;
  * never cached across transactions (counters_valid is always false).
@@ -41,9 +42,10 @@ struct storage_db {
     pg_conn_config_t pgcfg; /* the readers' (read-only); pgcfg.url points to url */
     pg_store_conn_t *writer; /* opened by open(), handed over by conn_open() */
     int lock_timeout_ms;     /* the writer's and the cluster link's */
+    int idle_tx_timeout_ms;  /* the writer's and the cluster link's */
 };
 
-static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta FOR UPDATE";
+static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta ORDER BY name FOR UPDATE";
 static const char SQL_COUNTER_GET[] = "SELECT value FROM meta WHERE name = $1 FOR UPDATE";
 static const char SQL_COUNTER_SET[] = "UPDATE meta SET value = $2 WHERE name = $1";
 
@@ -118,8 +120,10 @@ static storage_db_t *db_open(const store_config_t *cfg, store_t *s, char *err, s
      * and at the store's stop deadline */
     pg_conn_config_t wcfg = {.url = d->url, .durability = cfg->durability,
                              .lock_timeout_ms = cfg->busy_timeout_ms,
+                             .idle_tx_timeout_ms = cfg->idle_tx_timeout_ms,
                              .deadline_ms = stop_deadline, .deadline_arg = s};
     d->lock_timeout_ms = cfg->busy_timeout_ms;
+    d->idle_tx_timeout_ms = cfg->idle_tx_timeout_ms;
     d->writer = conn_new(&wcfg, err, errlen);
     if (!d->writer || pg_conn_migrate(d->writer->pg, err, errlen) != PG_CONN_OK) {
         db_close(d);
@@ -133,6 +137,7 @@ store_conn_t *storage_pg_link_open(storage_db_t *d, char *err, size_t errlen)
     pg_conn_config_t cfg = d->pgcfg;
     cfg.read_only = false;
     cfg.lock_timeout_ms = d->lock_timeout_ms;
+    cfg.idle_tx_timeout_ms = d->idle_tx_timeout_ms;
     /* synchronous_commit off: what the link commits (acknowledgements,
      * heartbeats, registrations) is visible to the other sessions at once
      * and need not outlive a crash of PostgreSQL (every node then loses

@@ -25,7 +25,7 @@
 
 static const char SQL_LISTEN[] = "SELECT sqlcached_listen()";
 static const char SQL_PUBLISH[] = "SELECT pg_notify(sqlcached_channel(), $1)";
-static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta FOR UPDATE";
+static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta ORDER BY name FOR UPDATE";
 static const char SQL_NEXT_ID[] =
     "UPDATE meta SET value = value + 1 WHERE name = 'node_id' RETURNING value";
 static const char SQL_NEXT_EPOCH[] =
