@@ -397,11 +397,11 @@ int history_check(const hop_t *ops, size_t n, unsigned nkeys, history_report_t *
         if (ops[i].result != HOP_ERROR)
             continue;
         if (out && r->errors < 5)
-            fprintf(out, "error: client %u %s key %u [%" PRId64 " .. %" PRId64 " us] -> %s %"
-                    PRId64 "\n", ops[i].client, kind_names[ops[i].kind], ops[i].key,
-                    ops[i].invoke / 1000, ops[i].complete / 1000,
+            fprintf(out, "error: client %u %s key %u at node %u [%" PRId64 " .. %" PRId64
+                    " us] -> %s %d\n", ops[i].client, kind_names[ops[i].kind], ops[i].key,
+                    ops[i].node, ops[i].invoke / 1000, ops[i].complete / 1000,
                     ops[i].status ? "status" : "no answer, transport error",
-                    ops[i].status ? (int64_t)ops[i].status : ops[i].value);
+                    ops[i].status ? (int)ops[i].status : (int)ops[i].transport_error);
         r->errors++;
     }
     key_index_t *ix = build_index(ops, n, nkeys);

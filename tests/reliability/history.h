@@ -54,15 +54,14 @@ typedef enum hop_result {
 typedef struct hop {
     int64_t invoke, complete; /* ns */
     int64_t version;          /* written (PUT, INCR) or read (GET); 0 = none */
-    int64_t value;            /* written (PUT), resulting (INCR) or read (GET);
-                                 for HOP_ERROR without a status, the client's
-                                 transport error code */
+    int64_t value;            /* written (PUT), resulting (INCR) or read (GET) */
     uint32_t client;
     uint16_t key;
     uint8_t kind;             /* hop_kind_t */
     uint8_t result;           /* hop_result_t */
     uint16_t status;          /* HTTP status, 0 = no answer */
     uint8_t node;             /* the node asked (runs over several), else 0 */
+    uint8_t transport_error;  /* without an answer: the client's error code */
 } hop_t;
 
 typedef struct history_report {

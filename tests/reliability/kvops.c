@@ -55,7 +55,7 @@ void kvops_send(rel_client_t *c, hop_t *o)
     if (t != REL_ANSWERED) {
         o->result = HOP_ERROR;
         o->status = 0;
-        o->value = c->curl_code; /* for the error report */
+        o->transport_error = (uint8_t)c->curl_code; /* for the error report */
     }
     else
         record_answer(c, o);

@@ -168,5 +168,5 @@ void rel_cluster_free(rel_cluster_t *c)
 void rel_cluster_session_sql(unsigned i, char *sql, size_t len)
 {
     snprintf(sql, len, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                       "'sqlcached-n%u'", i);
+                       "'sqlcached-n%u' AND pid <> pg_backend_pid()", i);
 }
