@@ -9,13 +9,15 @@
  * 1000, --testing-fill-delay-us so that the stale-fill race is frequent):
  *   plain     nothing else happens: 0 violations;
  *   pause     one node (the victim) is SIGSTOPped for 2.5 s (longer than
- *             its membership lease) a third of the way in, then SIGCONT:
- *             requests to it meanwhile wait or time out (its clients give
- *             up after 1.5 s); an unanswered request to the victim is
- *             indeterminate (history.h: it may or may not have been
- *             applied), to any other node an error. 0 violations: after
- *             resuming, the victim must not serve what its memory tier
- *             held from before;
+ *             its membership lease) a third of the way in, then SIGCONT.
+ *             Meanwhile half the clients go on sending to it (their
+ *             requests wait, or time out: they give up on the victim
+ *             after 1.5 s), the other half use the two other nodes only
+ *             (so the keys change while the victim sleeps). An unanswered
+ *             request to the victim is indeterminate (history.h: it may or
+ *             may not have been applied), to any other node an error.
+ *             0 violations: after resuming, the victim must not serve what
+ *             its memory tier held from before;
  *   kill      the victim is SIGKILLed a third of the way in; clients skip
  *             it from then on (requests in flight to it are
  *             indeterminate). 0 violations, no error from the others;
@@ -79,6 +81,8 @@ typedef struct shared {
     const rel_cluster_t *cl;
     unsigned victim;
     int alive[NODES];  /* atomic; 0 once the node is killed */
+    int paused;        /* atomic; 1 while the victim is stopped */
+    int64_t resumed;   /* when the victim was resumed or killed (ns) */
     unsigned done;     /* atomic; operations done */
 } shared_t;
 
@@ -94,13 +98,20 @@ static bool disturbed(const run_t *r)
     return r->scenario == SC_PAUSE || r->scenario == SC_KILL;
 }
 
-/* A node at random among those alive. */
-static unsigned pick_node(shared_t *sh, uint64_t *rng)
+/* May client `id` send to node n now? Not to a killed node; while the
+ * victim is paused, only the odd clients. */
+static bool usable(shared_t *sh, unsigned n, unsigned id)
+{
+    return __atomic_load_n(&sh->alive[n], __ATOMIC_ACQUIRE) &&
+           !(n == sh->victim && id % 2 == 0 && __atomic_load_n(&sh->paused, __ATOMIC_ACQUIRE));
+}
+
+/* A node at random among those client `id` may use. */
+static unsigned pick_node(shared_t *sh, uint64_t *rng, unsigned id)
 {
     unsigned n = (unsigned)(rel_rand(rng) % NODES);
-    for (unsigned k = 0; k < NODES; k++, n = (n + 1) % NODES)
-        if (__atomic_load_n(&sh->alive[n], __ATOMIC_ACQUIRE))
-            break;
+    for (unsigned k = 0; k < NODES && !usable(sh, n, id); k++)
+        n = (n + 1) % NODES;
     return n;
 }
 
@@ -121,7 +132,7 @@ static void *client_main(void *arg)
     for (unsigned i = 0; ready == NODES && i < cl->nops; i++) {
         hop_t *o = &cl->log[i];
         memset(o, 0, sizeof *o);
-        unsigned n = pick_node(sh, &rng);
+        unsigned n = pick_node(sh, &rng, cl->id);
         o->client = cl->id;
         o->node = (uint8_t)n;
         kvops_random(&c[n], &rng, r->keys, o);
@@ -183,18 +194,34 @@ static void disturb(shared_t *sh, rel_cluster_t *cl)
     pid_t pid = cl->d[sh->victim].pid;
     unsigned before = __atomic_load_n(&sh->done, __ATOMIC_ACQUIRE);
     if (r->scenario == SC_PAUSE) {
+        __atomic_store_n(&sh->paused, 1, __ATOMIC_RELEASE);
         kill(pid, SIGSTOP);
         usleep(PAUSE_MS * 1000);
         kill(pid, SIGCONT);
+        sh->resumed = rel_now_ns();
+        __atomic_store_n(&sh->paused, 0, __ATOMIC_RELEASE);
         printf("consistency-cluster: node %u (pid %d) paused %d ms after %u operations; "
                "%u operations completed meanwhile\n", sh->victim, (int)pid, PAUSE_MS, before,
                __atomic_load_n(&sh->done, __ATOMIC_ACQUIRE) - before);
     } else {
         __atomic_store_n(&sh->alive[sh->victim], 0, __ATOMIC_RELEASE);
         rel_cluster_kill(cl, sh->victim);
+        sh->resumed = rel_now_ns();
         printf("consistency-cluster: node %u (pid %d) killed after %u operations\n",
                sh->victim, (int)pid, before);
     }
+}
+
+/* Reads the victim answered after it resumed (pause): what shows its
+ * memory tier was put to the test. */
+static unsigned victim_reads_after(const shared_t *sh, const hop_t *ops, size_t n)
+{
+    unsigned k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += ops[i].node == sh->victim && ops[i].kind == HOP_GET &&
+             ops[i].invoke >= sh->resumed &&
+             (ops[i].result == HOP_OK || ops[i].result == HOP_ABSENT);
+    return k;
 }
 
 /* The daemon flags of one scenario into args (NULL-terminated). */
@@ -271,6 +298,13 @@ static int64_t run_scenario(const run_t *r)
                rep.future, rep.version_order, rep.not_monotonic, rep.duplicate_version,
                rep.indeterminate, rep.from_indeterminate, rep.errors);
         result = rep.errors || stop_rc != 0 ? -1 : (int64_t)v;
+        if (r->scenario == SC_PAUSE) {
+            unsigned after = victim_reads_after(&sh, ops, r->ops);
+            printf("consistency-cluster: pause: reads answered by node %u after it resumed: "
+                   "%u\n", sh.victim, after);
+            if (after == 0)
+                result = -1; /* the scenario did not test what it is for */
+        }
     } else {
         printf("consistency-cluster: %s: the run failed (%u of %u operations, %zu of %zu "
                "warm-up)\n", name, total, r->ops, warm, warm_max);
