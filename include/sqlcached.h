@@ -115,7 +115,19 @@ typedef struct sqlcached_options {
      * added later: they share one after-commit path); items are always
      * invalidated. Default SQLCACHED_ON_WRITE_REPLACE. */
     sqlcached_on_write_t on_write;
+    /* Cluster (a shared database: PostgreSQL; ignored on SQLite): this
+     * node's membership lease, SQLCACHED_MEMBER_TIMEOUT_MIN..MAX ms,
+     * default 2000; where the other nodes reach it ("host:port", shown by
+     * sqlcached_cluster_members; NULL = ""). */
+    int64_t member_timeout_ms;
+    const char *advertise;
+    /* tests only: send no invalidations to the other nodes (their memory
+     * tiers then serve stale values: for showing that checkers see it) */
+    int testing_skip_cluster_invalidation;
 } sqlcached_options_t;
+
+#define SQLCACHED_MEMBER_TIMEOUT_MIN 200
+#define SQLCACHED_MEMBER_TIMEOUT_MAX 60000
 
 /* A value read from the store. Immutable and reference counted: release it
  * with sqlcached_value_release() once done (safe from any thread). */
@@ -339,6 +351,29 @@ sqlcached_status_t sqlcached_restore(const char *backup_path, const char *db_pat
  * ------------------------------------------------------------------------ */
 
 /* A snapshot of the store's counters (monotonic since open) and gauges. */
+/* A node of a cluster (sqlcached_cluster_members), borrowed for the
+ * callback. */
+typedef struct sqlcached_member {
+    int64_t id;
+    const char *address;  /* as it advertised itself; "" when not given */
+    int up;               /* 1 while its membership lease runs */
+    int64_t heartbeat_at; /* epoch ms (the database's clock): its last renewal */
+    int64_t started_at;   /* epoch ms (its own clock) */
+} sqlcached_member_t;
+
+typedef void (*sqlcached_member_fn)(void *cls, const sqlcached_member_t *member);
+
+typedef struct sqlcached_cluster_stats {
+    int enabled;     /* 1 on a shared database (a node of a cluster) */
+    int64_t node;    /* this node's id */
+    int trusted;     /* 1: its memory tiers may answer (membership held) */
+    uint64_t messages_sent, messages_received;
+    uint64_t ack_waits;       /* committed batches that waited for the others */
+    uint64_t ack_wait_ms_max; /* the longest such wait */
+    uint64_t evictions;       /* members evicted for renewing without answering */
+    uint64_t tier_drops;      /* times the tiers were emptied (membership lost) */
+} sqlcached_cluster_stats_t;
+
 typedef struct sqlcached_stats {
     /* memory tier */
     uint64_t cache_hits, cache_misses, cache_evictions, cache_expirations;
@@ -358,10 +393,24 @@ typedef struct sqlcached_stats {
     uint64_t seckill_orders, seckill_sold_out, seckill_already_ordered, seckill_conflicts;
     /* leases */
     uint64_t lease_acquisitions, lease_waiters, leases_held;
+    /* cluster (all 0 on one node) */
+    sqlcached_cluster_stats_t cluster;
 } sqlcached_stats_t;
 
 /* Fill out with the current figures. Cannot fail. */
 void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out);
+
+/* ------------------------------------------------------------------------
+ * Cluster
+ *
+ * Every store opened on the same shared database (PostgreSQL, same
+ * schema) is a node of one cluster; on SQLite a store is a cluster of one.
+ * ------------------------------------------------------------------------ */
+
+/* This node's id into *self, and every member (this one included) to fn,
+ * by id. On SQLite: *self = 1 and one member, itself, up. */
+sqlcached_status_t sqlcached_cluster_members(sqlcached_t *db, int64_t *self,
+                                             sqlcached_member_fn fn, void *cls);
 
 /* ------------------------------------------------------------------------
  * Health

@@ -22,6 +22,9 @@ enum MHD_Result api_web_js(http_request_t *req);
 enum MHD_Result api_admin_config(http_request_t *req);
 enum MHD_Result api_admin_backup(http_request_t *req);
 
+/* api_cluster.c */
+enum MHD_Result api_cluster(http_request_t *req);
+
 /* api_kv.c */
 
 /* A parsed If-Match / If-None-Match header, as a library match (its

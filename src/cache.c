@@ -1015,6 +1015,33 @@ int cache_invalidate(cache_t *c, const void *key, size_t klen)
     return removed;
 }
 
+void cache_clear(cache_t *c)
+{
+    for (unsigned i = 0; i < c->nshards; i++) {
+        struct shard *s = &c->shards[i];
+        pthread_mutex_lock(&s->lock);
+        /* Removing an entry may shift the next bucket back into this one,
+         * or shrink the table (then start over); count > 0 means some
+         * bucket is not empty. */
+        uint32_t b = 0;
+        while (s->count > 0) {
+            uint32_t cap = s->tcap;
+            if (b >= cap)
+                b = 0;
+            if (s->table[b] == 0) {
+                b++;
+                continue;
+            }
+            do_unlink_entry(c, s, s->table[b] & IDX_MASK);
+            if (s->tcap != cap)
+                b = 0;
+        }
+        for (struct cache_load *ld = s->inflight; ld; ld = ld->next)
+            ld->stale = true;
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
 cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
                               const cache_fill_t *fill, int64_t now_ms)
 {

@@ -164,6 +164,10 @@ cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen,
  * commit. Returns 1 if an entry was removed, 0 if none. Cannot fail. */
 int cache_invalidate(cache_t *c, const void *key, size_t klen);
 
+/* Removes every entry and marks every load in flight stale (their fills
+ * are dropped): the tier forgets all it knew. */
+void cache_clear(cache_t *c);
+
 /* After a committed write of the key with the value in fill: when the key
  * has an entry (a value, or a negative entry: it is being read), replaces
  * it (so a key that is read stays in memory across its writes); otherwise does what cache_invalidate does, without

@@ -57,6 +57,7 @@ void config_defaults(config_t *cfg)
     cfg->busy_timeout_ms = 5000;
     cfg->sqlite_cache = 64u << 20;
     cfg->shutdown_timeout_ms = 10000;
+    cfg->member_timeout_ms = 2000;
 }
 
 const char *config_usage(void)
@@ -92,6 +93,10 @@ const char *config_usage(void)
            "                         process before answering 503 (default 5000)\n"
            "  --shutdown-timeout MS  on SIGTERM, how long requests in flight get; writes\n"
            "                         not committed by then get 503 (default 10000)\n"
+           "  --advertise HOST:PORT  cluster (a shared PostgreSQL): where the other nodes\n"
+           "                         reach this one (default: the --listen address)\n"
+           "  --member-timeout MS    cluster: a node that has not renewed its membership\n"
+           "                         for this long is down (default 2000)\n"
            "  --log-level LEVEL      error, warn, info (default) or debug\n"
            "  --access-log PATH      log one line per request (- = stderr)\n"
            "  --backup-dir DIR       allow POST /v1/admin/backup into DIR\n"
@@ -199,10 +204,11 @@ enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABI
        OPT_CONFIG, OPT_RESTORE, OPT_CACHE_MEMORY, OPT_POLICY, OPT_NEGATIVE_TTL,
        OPT_TTL_JITTER, OPT_SECKILL_STRATEGY, OPT_SECKILL_RETRIES, OPT_BUSY_TIMEOUT,
        OPT_SQLITE_CACHE,
-       OPT_SHUTDOWN_TIMEOUT, OPT_ON_WRITE,
+       OPT_SHUTDOWN_TIMEOUT, OPT_ON_WRITE, OPT_ADVERTISE, OPT_MEMBER_TIMEOUT,
        /* testing-only flags from here on: hidden, and refused in a config file */
        OPT_TESTING_FIRST, OPT_TESTING_MAX_PAGES = OPT_TESTING_FIRST,
-       OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY, OPT_TESTING_SECKILL_NAIVE };
+       OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY, OPT_TESTING_SECKILL_NAIVE,
+       OPT_TESTING_SKIP_CLUSTER_INVALIDATION };
 
 static const struct option long_options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -229,10 +235,14 @@ static const struct option long_options[] = {
     {"busy-timeout", required_argument, NULL, OPT_BUSY_TIMEOUT},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
     {"on-write", required_argument, NULL, OPT_ON_WRITE},
+    {"advertise", required_argument, NULL, OPT_ADVERTISE},
+    {"member-timeout", required_argument, NULL, OPT_MEMBER_TIMEOUT},
     {"testing-max-pages", required_argument, NULL, OPT_TESTING_MAX_PAGES},
     {"testing-disable-fill-guard", no_argument, NULL, OPT_TESTING_NO_FILL_GUARD},
     {"testing-fill-delay-us", required_argument, NULL, OPT_TESTING_FILL_DELAY},
     {"testing-seckill-naive", no_argument, NULL, OPT_TESTING_SECKILL_NAIVE},
+    {"testing-skip-cluster-invalidation", no_argument, NULL,
+     OPT_TESTING_SKIP_CLUSTER_INVALIDATION},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -356,6 +366,23 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         return 0;
     case OPT_TESTING_NO_FILL_GUARD:
         cfg->testing_disable_fill_guard = 1;
+        return 0;
+    case OPT_TESTING_SKIP_CLUSTER_INVALIDATION:
+        cfg->testing_skip_cluster_invalidation = 1;
+        return 0;
+    case OPT_ADVERTISE: {
+        char host[256];
+        uint16_t port;
+        if (config_parse_listen(arg, host, sizeof host, &port) != 0 || port == 0)
+            return snprintf(err, errlen, "--advertise: expected HOST:PORT, got '%s'", arg), -1;
+        snprintf(cfg->advertise, sizeof cfg->advertise, "%s", arg);
+        return 0;
+    }
+    case OPT_MEMBER_TIMEOUT:
+        if (config_parse_uint(arg, SQLCACHED_MEMBER_TIMEOUT_MIN, SQLCACHED_MEMBER_TIMEOUT_MAX,
+                              &cfg->member_timeout_ms) != 0)
+            return snprintf(err, errlen, "--member-timeout: expected %d to %d ms, got '%s'",
+                            SQLCACHED_MEMBER_TIMEOUT_MIN, SQLCACHED_MEMBER_TIMEOUT_MAX, arg), -1;
         return 0;
     case OPT_TESTING_SECKILL_NAIVE:
         cfg->testing_seckill_naive = 1;
@@ -644,7 +671,12 @@ json_t *config_json(const config_t *cfg)
                 json_object_set_new(doc, "on_write",
                                     json_string(cfg->on_write == SQLCACHED_ON_WRITE_INVALIDATE
                                                     ? "invalidate"
-                                                    : "replace")) != 0)) {
+                                                    : "replace")) != 0 ||
+                json_object_set_new(doc, "advertise", opt_string(cfg->advertise[0]
+                                                                     ? cfg->advertise
+                                                                     : NULL)) != 0 ||
+                json_object_set_new(doc, "member_timeout",
+                                    json_integer((json_int_t)cfg->member_timeout_ms)) != 0)) {
         json_decref(doc);
         return NULL;
     }

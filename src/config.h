@@ -47,6 +47,9 @@ typedef struct config {
     unsigned seckill_retries;
     sqlcached_on_write_t on_write;       /* --on-write replace|invalidate */
     int testing_seckill_naive;           /* --testing-seckill-naive (oversells) */
+    char advertise[300];                 /* --advertise HOST:PORT; "" = the listen address */
+    unsigned member_timeout_ms;          /* --member-timeout */
+    int testing_skip_cluster_invalidation; /* --testing-skip-cluster-invalidation */
 } config_t;
 
 typedef enum config_result {

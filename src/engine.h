@@ -23,6 +23,7 @@
 struct sqlcached {
     sqlcached_options_t opts;
     char *path; /* owned copy of opts.path */
+    char *advertise; /* owned copy of opts.advertise ("" when none) */
     int lock_fd; /* holds the database's lock (dblock.h); -1 = none */
     store_t *store;
     cache_t *cache;     /* NULL when cache_memory is 0 */
@@ -35,6 +36,8 @@ struct sqlcached {
     atomic_uint_fast64_t jitter_rng;
     seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
     struct lease_registry *leases; /* lease waiters and their timer (lease.c) */
+    struct cluster *cluster; /* the node, on a shared database (cluster.c); else NULL */
+    int64_t started_at;      /* engine_now() at open */
 
     /* maintenance thread: purges expired rows every purge_interval_ms */
     pthread_t maintenance;
@@ -43,6 +46,10 @@ struct sqlcached {
     pthread_mutex_t maint_lock;
     pthread_cond_t maint_cond;
 };
+
+/* May the memory tiers (and the sold-out flags) answer now? Always on one
+ * node; in a cluster only while the node trusts them (cluster.h). */
+bool engine_tier_usable(const sqlcached_t *db);
 
 /* The store's clock, in ms. */
 int64_t engine_now(const sqlcached_t *db);

@@ -105,6 +105,7 @@ const http_route_t http_routes[] = {
     {"GET", "/healthz", api_health, "healthz"},
     {"GET", "/metrics", api_metrics, "metrics"},
     {"GET", "/v1/stats", api_stats, "stats"},
+    {"GET", "/v1/cluster", api_cluster, "cluster"},
     {"GET", "/v1/admin/config", api_admin_config, "admin_config"},
     {"POST", "/v1/admin/backup", api_admin_backup, "admin_backup"},
     {"GET", "/v1/kv", api_kv_list, "kv_list"},

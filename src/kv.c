@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "engine.h"
 #include "log.h"
 #include "storage.h"
@@ -201,8 +202,9 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     }
     int64_t now = engine_now(db), expires_at;
     kv_value_t *v = NULL;
-    sqlcached_status_t status = db->cache ? get_through_cache(db, key, klen, now, &v)
-                                          : load_row(db, key, klen, now, &v, &expires_at);
+    sqlcached_status_t status = db->cache && engine_tier_usable(db)
+                                    ? get_through_cache(db, key, klen, now, &v)
+                                    : load_row(db, key, klen, now, &v, &expires_at);
     if (status == SQLCACHED_OK)
         *out = &v->pub;
     return status;
@@ -230,7 +232,8 @@ static void after_commit(sqlcached_t *db, const void *key, size_t klen,
         bloom_note_delete(db->bloom);
     if (!db->cache)
         return;
-    if (written && db->opts.on_write == SQLCACHED_ON_WRITE_REPLACE) {
+    if (written && db->opts.on_write == SQLCACHED_ON_WRITE_REPLACE &&
+        (!db->cluster || cluster_replace_ok(db->cluster))) {
         if (cache_replace(db->cache, key, klen, written, now) == CACHE_OK)
             atomic_fetch_add_explicit(&db->write_replaced, 1, memory_order_relaxed);
     } else if (cache_invalidate(db->cache, key, klen)) {
@@ -316,6 +319,7 @@ static sqlcached_status_t do_put_replace(store_conn_t *w, put_job_t *p)
 static sqlcached_status_t do_put(store_conn_t *w, void *arg)
 {
     put_job_t *p = arg;
+    store_note(w, CLUSTER_KEY, p->key, p->klen, 0);
     if (!has_preconditions(p->pre) && storage_kv_has_replace(w))
         return do_put_replace(w, p);
     int64_t current, version;
@@ -463,6 +467,7 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
 {
     delete_job_t *d = arg;
     int64_t current, version;
+    store_note(w, CLUSTER_KEY, d->key, d->klen, 0);
     sqlcached_status_t st = storage_kv_version(w, d->key, d->klen, d->now, &current);
     if (st != SQLCACHED_OK)
         return st;
@@ -573,6 +578,7 @@ static sqlcached_status_t incr_read(void *cls, const storage_kv_row_t *row)
 static sqlcached_status_t do_incr(store_conn_t *w, void *arg)
 {
     incr_job_t *j = arg;
+    store_note(w, CLUSTER_KEY, j->key, j->klen, 0);
     j->value = 0; /* an absent key counts as 0 */
     j->expires_at = 0;
     snprintf(j->content_type, sizeof j->content_type, "%s", COUNTER_CONTENT_TYPE);

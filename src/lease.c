@@ -58,6 +58,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "engine.h"
 #include "log.h"
 #include "storage.h"
@@ -79,6 +80,7 @@ typedef struct lease_entry {
     lease_waiter_t *head, *tail;      /* FIFO of waiters (QUEUED or GRANTING) */
     size_t queued;                    /* how many of them are QUEUED */
     int64_t expires_at;               /* the holder's expiry as last written */
+    int64_t checked_at;               /* mono ms: last look at its row (recheck) */
     size_t name_len;
     char name[];
 } lease_entry_t;
@@ -111,6 +113,7 @@ struct lease_registry {
     bool timer_started;
     bool stopping;
     int64_t backoff_until;            /* mono ms: no hand-over before this after a failure */
+    int64_t recheck_ms;               /* > 0: look at a waited-on lease this often */
     lease_entry_t *buckets[LEASE_BUCKETS];
     lease_entry_t *entries;
     lease_waiter_t *dhead, *dtail;
@@ -187,6 +190,7 @@ static lease_entry_t *do_get_entry(lease_registry_t *reg, const char *name, size
         return NULL;
     memcpy(e->name, name, n);
     e->name_len = n;
+    e->checked_at = mono_ms();
     lease_entry_t **bucket = &reg->buckets[name_hash(name, n) % LEASE_BUCKETS];
     e->hnext = *bucket;
     *bucket = e;
@@ -327,6 +331,25 @@ static void note_expiry(lease_registry_t *reg, const char *name, size_t n, int64
         if (expires_at < e->expires_at)
             pthread_cond_signal(&reg->timer_cond);
         e->expires_at = expires_at;
+    }
+    pthread_mutex_unlock(&reg->lock);
+}
+
+void lease_set_recheck(lease_registry_t *reg, int64_t ms)
+{
+    pthread_mutex_lock(&reg->lock);
+    reg->recheck_ms = ms;
+    pthread_cond_signal(&reg->timer_cond);
+    pthread_mutex_unlock(&reg->lock);
+}
+
+void lease_remote_freed(lease_registry_t *reg, const char *name, size_t n)
+{
+    pthread_mutex_lock(&reg->lock);
+    lease_entry_t *e = do_find_entry(reg, name, n);
+    if (e && e->queued > 0) {
+        e->expires_at = INT64_MIN; /* due now: the timer hands it over */
+        pthread_cond_signal(&reg->timer_cond);
     }
     pthread_mutex_unlock(&reg->lock);
 }
@@ -736,6 +759,7 @@ static sqlcached_status_t do_release(store_conn_t *w, void *arg)
         return st;
     if (!hit)
         return SQLCACHED_NOT_OWNER;
+    store_note(w, CLUSTER_LEASE, j->name, j->name_len, 0); /* waiters on other nodes */
     return grant_waiters(w, j->reg, j->name, j->name_len, j->now, &j->grants, NULL, &granted);
 }
 
@@ -903,13 +927,27 @@ int lease_sweep(sqlcached_t *db, int64_t now, int max_rows)
  * The timer thread
  * ------------------------------------------------------------------------ */
 
-/* Under the lock: the names whose holder has expired by now_e while
- * waiters are queued (at most HANDOFF_BATCH). */
-static bool do_due_handovers(lease_registry_t *reg, int64_t now_e, expire_job_t *j)
+/* Under the lock: is it time to look at e's row? When its holder has
+ * expired by now_e, or (cluster) its last look is recheck_ms old: a
+ * release on another node whose message was missed. */
+static bool do_entry_due(const lease_registry_t *reg, const lease_entry_t *e, int64_t now_m,
+                         int64_t now_e)
 {
-    for (lease_entry_t *e = reg->entries; e && j->count < HANDOFF_BATCH; e = e->next)
-        if (e->queued > 0 && e->expires_at <= now_e && !names_add(j, e->name, e->name_len))
+    return e->queued > 0 && (e->expires_at <= now_e ||
+                             (reg->recheck_ms > 0 && now_m - e->checked_at >= reg->recheck_ms));
+}
+
+/* Under the lock: the names due for a look (at most HANDOFF_BATCH). */
+static bool do_due_handovers(lease_registry_t *reg, int64_t now_m, int64_t now_e,
+                             expire_job_t *j)
+{
+    for (lease_entry_t *e = reg->entries; e && j->count < HANDOFF_BATCH; e = e->next) {
+        if (!do_entry_due(reg, e, now_m, now_e))
+            continue;
+        if (!names_add(j, e->name, e->name_len))
             return false;
+        e->checked_at = now_m;
+    }
     return true;
 }
 
@@ -934,9 +972,12 @@ static int64_t do_sleep_ms(lease_registry_t *reg, int64_t now_m, int64_t now_e)
     int64_t sleep = TIMER_MAX_SLEEP_MS;
     if (reg->dhead && reg->dhead->deadline - now_m < sleep)
         sleep = reg->dhead->deadline - now_m;
-    for (lease_entry_t *e = reg->entries; e; e = e->next)
+    for (lease_entry_t *e = reg->entries; e; e = e->next) {
         if (e->queued > 0 && e->expires_at - now_e < sleep)
             sleep = e->expires_at - now_e;
+        if (e->queued > 0 && reg->recheck_ms > 0 && e->checked_at + reg->recheck_ms - now_m < sleep)
+            sleep = e->checked_at + reg->recheck_ms - now_m;
+    }
     if (reg->backoff_until - now_m > sleep)
         sleep = reg->backoff_until - now_m;
     return sleep > 0 ? sleep : 0;
@@ -973,7 +1014,7 @@ static void *timer_main(void *arg)
     while (!reg->stopping) {
         int64_t now_m = mono_ms(), now_e = engine_now(reg->db);
         expire_job_t j = {.reg = reg, .now = now_e};
-        if (now_m >= reg->backoff_until && do_due_handovers(reg, now_e, &j) && j.count) {
+        if (now_m >= reg->backoff_until && do_due_handovers(reg, now_m, now_e, &j) && j.count) {
             pthread_mutex_unlock(&reg->lock);
             run_handovers(reg, &j);
             pthread_mutex_lock(&reg->lock);

@@ -80,4 +80,13 @@ sqlcached_status_t lease_wait_end(lease_waiter_t *w, sqlcached_lease_t *out);
  * (SQLCACHED_NOT_OWNER). */
 sqlcached_status_t lease_release_grant(sqlcached_t *db, const sqlcached_lease_t *l);
 
+/* Cluster: look at every lease with waiters at least every ms (0 = only
+ * at its holder's expiry), so a release on another node whose message
+ * was missed still serves them. */
+void lease_set_recheck(lease_registry_t *reg, int64_t ms);
+
+/* Cluster: another node released `name`: if waiters queue for it here,
+ * the timer hands it over now. */
+void lease_remote_freed(lease_registry_t *reg, const char *name, size_t n);
+
 #endif

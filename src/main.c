@@ -50,6 +50,14 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     opts.busy_timeout_ms = (int)cfg->busy_timeout_ms;
     opts.testing_max_pages = cfg->testing_max_pages;
     opts.testing_disable_fill_guard = cfg->testing_disable_fill_guard;
+    opts.member_timeout_ms = cfg->member_timeout_ms;
+    char advertise[300];
+    if (cfg->advertise[0])
+        snprintf(advertise, sizeof advertise, "%s", cfg->advertise);
+    else
+        snprintf(advertise, sizeof advertise, "%s:%u", cfg->listen_host, cfg->listen_port);
+    opts.advertise = advertise;
+    opts.testing_skip_cluster_invalidation = cfg->testing_skip_cluster_invalidation;
     if (cfg->testing_fill_delay_us) {
         opts.testing_before_fill = testing_fill_delay;
         opts.testing_arg = (void *)&cfg->testing_fill_delay_us;
@@ -77,7 +85,7 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         return 1;
     }
     if (cfg->testing_max_pages || cfg->testing_disable_fill_guard || cfg->testing_fill_delay_us ||
-        cfg->testing_seckill_naive)
+        cfg->testing_seckill_naive || cfg->testing_skip_cluster_invalidation)
         log_warn("main", "testing-only flags are set: not for production use");
     char shown[1024]; /* the --db value without its password */
     log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "

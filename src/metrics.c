@@ -374,8 +374,16 @@ static json_t *json_library(const sqlcached_stats_t *s)
     json_t *leases = json_pack("{s:I, s:I, s:I}", "acquisitions", (json_int_t)s->lease_acquisitions,
                                "waiters", (json_int_t)s->lease_waiters, "held",
                                (json_int_t)s->leases_held);
-    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "cache", cache, "seckill", seckill, "storage",
-                     storage, "sqlite", sqlite, "leases", leases);
+    const sqlcached_cluster_stats_t *c = &s->cluster;
+    json_t *cluster = json_pack(
+        "{s:b, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "enabled", c->enabled, "node",
+        (json_int_t)(c->enabled ? c->node : 1), "trusted", c->enabled ? c->trusted : 1,
+        "messages_sent", (json_int_t)c->messages_sent, "messages_received",
+        (json_int_t)c->messages_received, "ack_waits", (json_int_t)c->ack_waits,
+        "ack_wait_ms_max", (json_int_t)c->ack_wait_ms_max, "evictions",
+        (json_int_t)c->evictions, "tier_drops", (json_int_t)c->tier_drops);
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "cache", cache, "seckill", seckill,
+                     "storage", storage, "sqlite", sqlite, "leases", leases, "cluster", cluster);
 }
 
 json_t *metrics_json(const metrics_t *m, const sqlcached_stats_t *lib)

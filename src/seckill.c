@@ -56,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "engine.h"
 #include "storage.h"
 #include "utf8.h"
@@ -77,6 +78,7 @@ typedef struct item_state {
 
 struct seckill {
     pthread_mutex_t locks[STATE_SHARDS];
+    atomic_uint_fast64_t forgets; /* seckill_forget_flags() calls: voids observations in flight */
     item_state_t *buckets[STATE_BUCKETS];
     atomic_uint_fast64_t orders, sold_out, sold_out_fast, already_ordered, conflicts,
         retries;
@@ -157,15 +159,30 @@ bool seckill_flag_is_set(seckill_t *sk, const char *item_id)
     return set;
 }
 
-/* Remember that the item had no stock left at `version` (committed). */
-static void flag_set(seckill_t *sk, const char *item_id, int64_t version)
+/* Remember that the item had no stock left at `version` (committed), an
+ * observation begun when seckill_forget_flags() had run `forgets` times:
+ * void if it ran since (the node may have missed a reset meanwhile). */
+static void flag_set(seckill_t *sk, const char *item_id, int64_t version, uint64_t forgets)
 {
     unsigned b = bucket_of(item_id);
     pthread_mutex_lock(lock_of(sk, b));
-    item_state_t *st = do_state_find(sk, b, item_id, true);
+    item_state_t *st = NULL;
+    if (atomic_load(&sk->forgets) == forgets)
+        st = do_state_find(sk, b, item_id, true);
     if (st && version > st->sold_out_version)
         st->sold_out_version = version;
     pthread_mutex_unlock(lock_of(sk, b));
+}
+
+void seckill_forget_flags(seckill_t *sk)
+{
+    atomic_fetch_add(&sk->forgets, 1); /* first: flag_set checks it under the shard lock */
+    for (unsigned b = 0; b < STATE_BUCKETS; b++) {
+        pthread_mutex_lock(lock_of(sk, b));
+        for (item_state_t *st = sk->buckets[b]; st; st = st->next)
+            st->sold_out_version = 0;
+        pthread_mutex_unlock(lock_of(sk, b));
+    }
 }
 
 /* A reset of the item starts: the fast path is off for it until
@@ -180,6 +197,14 @@ static bool reset_begin(seckill_t *sk, const char *item_id)
         st->resets_in_flight++;
     pthread_mutex_unlock(lock_of(sk, b));
     return st != NULL;
+}
+
+static void reset_end(seckill_t *sk, const char *item_id, bool begun, bool committed,
+                      int64_t version);
+
+void seckill_note_reset(seckill_t *sk, const char *item_id, int64_t version)
+{
+    reset_end(sk, item_id, false, true, version);
 }
 
 /* The reset ended; when it committed, at `version`, every sold-out
@@ -299,7 +324,7 @@ sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached
 {
     if (!text_ok(id, SQLCACHED_ITEM_ID_MAX) || !out)
         return SQLCACHED_INVALID_ARGUMENT;
-    if (!db->item_cache)
+    if (!db->item_cache || !engine_tier_usable(db))
         return item_read(db, id, out);
     cache_value_t *cv = NULL;
     cache_load_t *load = NULL;
@@ -418,6 +443,7 @@ static sqlcached_status_t do_item_put(store_conn_t *w, void *arg)
     sqlcached_status_t status = store_counter_next(w, "version", &p->version);
     if (status != SQLCACHED_OK)
         return status;
+    store_note(w, CLUSTER_RESET, p->id, strlen(p->id), p->version);
     return storage_item_reset(w, p->id, p->name, p->stock, p->version, &p->created);
 }
 
@@ -437,11 +463,12 @@ sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const cha
         stock < 0 || stock > SQLCACHED_STOCK_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
     put_job_t job = {.db = db, .id = id, .name = name, .stock = stock};
+    uint64_t forgets = atomic_load(&db->seckill->forgets);
     bool begun = reset_begin(db->seckill, id);
     sqlcached_status_t st = store_write_then(db->store, do_item_put, item_put_committed, &job);
     if (st == SQLCACHED_OK) {
         if (stock == 0) /* sold out from the start */
-            flag_set(db->seckill, id, job.version);
+            flag_set(db->seckill, id, job.version, forgets);
     }
     reset_end(db->seckill, id, begun, st == SQLCACHED_OK, job.version);
     if (st != SQLCACHED_OK)
@@ -490,6 +517,7 @@ static sqlcached_status_t take_unit(store_conn_t *w, order_job_t *j)
 static sqlcached_status_t do_order(store_conn_t *w, void *arg)
 {
     order_job_t *j = arg;
+    store_note(w, CLUSTER_ITEM, j->item_id, strlen(j->item_id), 0);
     sqlcached_status_t st = storage_order_insert(w, j->item_id, j->user_id, j->now, &j->order_id);
     if (st == SQLCACHED_OK)
         st = store_counter_next(w, "version", &j->version);
@@ -520,9 +548,10 @@ static sqlcached_status_t refuse_sold_out(sqlcached_t *db, const char *item_id,
 static void learn_sold_out(sqlcached_t *db, const char *item_id)
 {
     sqlcached_item_t item;
+    uint64_t forgets = atomic_load(&db->seckill->forgets);
     if (item_read(db, item_id, &item) == SQLCACHED_OK &&
         item.stock == 0)
-        flag_set(db->seckill, item_id, item.version);
+        flag_set(db->seckill, item_id, item.version, forgets);
 }
 
 /* Run by the writer thread after the order's commit (as item_put_committed). */
@@ -535,10 +564,11 @@ static void order_committed(void *arg)
 /* One write of the order; on success the bookkeeping that follows it. */
 static sqlcached_status_t write_order(sqlcached_t *db, order_job_t *job)
 {
+    uint64_t forgets = atomic_load(&db->seckill->forgets);
     sqlcached_status_t st = store_write_then(db->store, do_order, order_committed, job);
     if (st == SQLCACHED_OK) {
         if (job->stock_left == 0)
-            flag_set(db->seckill, job->item_id, job->version);
+            flag_set(db->seckill, job->item_id, job->version, forgets);
     }
     return st;
 }
@@ -560,12 +590,13 @@ static sqlcached_status_t place_by_version(sqlcached_t *db, order_job_t *job)
         if (attempt > 0)
             atomic_fetch_add(&db->seckill->retries, 1);
         sqlcached_item_t item;
+        uint64_t forgets = atomic_load(&db->seckill->forgets);
         sqlcached_status_t st =
             item_read(db, job->item_id, &item);
         if (st != SQLCACHED_OK)
             return st;
         if (item.stock == 0) {
-            flag_set(db->seckill, job->item_id, item.version);
+            flag_set(db->seckill, job->item_id, item.version, forgets);
             return refuse_sold_out(db, job->item_id, job->user_id);
         }
         job->expected_version = item.version;
@@ -616,7 +647,7 @@ sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
     if (!text_ok(item_id, SQLCACHED_ITEM_ID_MAX) || !text_ok(user_id, SQLCACHED_USER_ID_MAX))
         return SQLCACHED_INVALID_ARGUMENT;
     seckill_t *sk = db->seckill;
-    if (seckill_flag_is_set(sk, item_id)) {
+    if (engine_tier_usable(db) && seckill_flag_is_set(sk, item_id)) {
         sqlcached_status_t st = refuse_sold_out(db, item_id, user_id);
         if (st == SQLCACHED_SOLD_OUT)
             atomic_fetch_add(&sk->sold_out_fast, 1);

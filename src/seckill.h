@@ -24,4 +24,12 @@ void seckill_destroy(seckill_t *sk);
  * is set and valid). For tests and diagnostics. */
 bool seckill_flag_is_set(seckill_t *sk, const char *item_id);
 
+/* Another node committed a reset of the item at `version`: every sold-out
+ * observation older than it is void. */
+void seckill_note_reset(seckill_t *sk, const char *item_id, int64_t version);
+
+/* Forget every sold-out flag, and void the observations in flight (the
+ * node may have missed a reset). */
+void seckill_forget_flags(seckill_t *sk);
+
 #endif

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "dblock.h"
 #include "lease.h"
 #include "log.h"
@@ -40,6 +41,7 @@
 #define BLOOM_STALE_REBUILD 0.25
 #define ITEM_TIER_MIN ((size_t)1 << 20)
 #define READER_CACHE_MAX ((size_t)2000 << 10) /* SQLite's default cache_size */
+#define LEASE_RECHECK_MS 500 /* cluster: a missed release message costs at most this */
 
 static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_OK] = "ok",
@@ -86,6 +88,7 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->bloom_filter = 1;
     opts->seckill_strategy = SQLCACHED_SECKILL_STOCK;
     opts->seckill_retries = 3;
+    opts->member_timeout_ms = 2000;
 }
 
 static int64_t wall_clock_ms(void)
@@ -100,6 +103,11 @@ int64_t engine_now(const sqlcached_t *db)
     if (db->opts.clock_ms)
         return db->opts.clock_ms(db->opts.clock_arg);
     return wall_clock_ms();
+}
+
+bool engine_tier_usable(const sqlcached_t *db)
+{
+    return !db->cluster || cluster_trusted(db->cluster);
 }
 
 int64_t sqlcached_now_ms(const sqlcached_t *db)
@@ -284,6 +292,22 @@ static int open_memory_tier(sqlcached_t *db, char *err, size_t errlen)
     return 0;
 }
 
+/* Join the cluster of the shared database (PostgreSQL). */
+static int open_cluster(sqlcached_t *db, char *err, size_t errlen)
+{
+    if (db->opts.member_timeout_ms < SQLCACHED_MEMBER_TIMEOUT_MIN ||
+        db->opts.member_timeout_ms > SQLCACHED_MEMBER_TIMEOUT_MAX) {
+        snprintf(err, errlen, "member timeout must be %d to %d ms",
+                 SQLCACHED_MEMBER_TIMEOUT_MIN, SQLCACHED_MEMBER_TIMEOUT_MAX);
+        return -1;
+    }
+    db->cluster = cluster_open(db, err, errlen);
+    if (!db->cluster)
+        return -1;
+    lease_set_recheck(db->leases, LEASE_RECHECK_MS);
+    return 0;
+}
+
 sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t **out,
                                   char *err, size_t errlen)
 {
@@ -322,7 +346,15 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     }
     db->opts = *opts;
     db->opts.path = db->path;
+    db->started_at = engine_now(db);
     db->lock_fd = -1;
+    db->advertise = strdup(opts->advertise ? opts->advertise : "");
+    if (!db->advertise) {
+        sqlcached_close(db);
+        snprintf(err, errlen, "out of memory");
+        return SQLCACHED_NOMEM;
+    }
+    db->opts.advertise = db->advertise;
     /* One process per SQLite file; many nodes may share one PostgreSQL. */
     bool sqlite = storage_backend_for(db->path) == &storage_sqlite;
     sqlcached_status_t st =
@@ -343,9 +375,15 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
                         : opts->sqlite_cache < READER_CACHE_MAX ? opts->sqlite_cache
                                                                 : READER_CACHE_MAX,
     };
+    if (!sqlite) /* other nodes' writes never reach it (see cluster.c) */
+        db->opts.bloom_filter = 0;
     db->store = store_open(&cfg, err, errlen);
     if (db->store && open_memory_tier(db, err, errlen) == 0)
         db->leases = lease_registry_create(db, err, errlen);
+    if (db->leases && !sqlite && open_cluster(db, err, errlen) != 0) {
+        sqlcached_close(db);
+        return SQLCACHED_UNAVAILABLE;
+    }
     if (!db->leases || start_maintenance(db, err, errlen) != 0) {
         sqlcached_close(db);
         return SQLCACHED_INTERNAL;
@@ -373,12 +411,14 @@ void sqlcached_close(sqlcached_t *db)
         pthread_mutex_destroy(&db->maint_lock);
     }
     lease_registry_destroy(db->leases); /* before the store: its timer writes */
+    cluster_close(db->cluster);         /* after the last write */
     store_close(db->store);
     cache_destroy(db->cache);
     cache_destroy(db->item_cache);
     bloom_destroy(db->bloom);
     seckill_destroy(db->seckill);
     dblock_release(db->lock_fd); /* last: the file is closed */
+    free(db->advertise);
     free(db->path);
     free(db);
 }
@@ -428,6 +468,24 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->write_transactions = st.write_transactions;
     out->writes_committed = st.writes_committed;
     out->write_errors = st.write_errors;
+    if (db->cluster)
+        cluster_stats(db->cluster, &out->cluster);
+}
+
+sqlcached_status_t sqlcached_cluster_members(sqlcached_t *db, int64_t *self,
+                                             sqlcached_member_fn fn, void *cls)
+{
+    if (db->cluster) {
+        *self = cluster_node_id(db->cluster);
+        return cluster_members(db->cluster, fn, cls);
+    }
+    *self = 1;
+    sqlcached_member_t me = {
+        .id = 1, .address = db->opts.advertise ? db->opts.advertise : "", .up = 1,
+        .heartbeat_at = engine_now(db), .started_at = db->started_at,
+    };
+    fn(cls, &me);
+    return SQLCACHED_OK;
 }
 
 void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out)

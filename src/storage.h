@@ -168,6 +168,70 @@ typedef struct storage_seckill_ops {
 } storage_seckill_ops_t;
 
 /* ------------------------------------------------------------------------
+ * Cluster: the nodes that share one database, and a channel between them
+ * (cluster.c above the seam). Only a backend that many processes share
+ * has it (PostgreSQL); SQLite's is NULL (one process per file).
+ *
+ * The link `l` is a connection of its own (link_open; closed with the
+ * engine's conn_close) used by one thread: it listens on the channel and
+ * holds the node's membership. Any failure of the link that may have lost
+ * the channel (a reconnection included) answers UNAVAILABLE until
+ * listen() has run again on it.
+ * ------------------------------------------------------------------------ */
+typedef struct storage_db storage_db_t;
+
+typedef struct storage_node {
+    int64_t id, epoch;
+    const char *address;  /* borrowed for the callback */
+    int64_t started_at;   /* ms, the node's wall clock */
+    int64_t heartbeat_at; /* ms, the database's clock at its last renewal */
+    int64_t lease_ms;
+    int64_t db_now;       /* ms, the database's clock when the row was read */
+} storage_node_t;
+
+/* Called with each node, borrowed for the call. */
+typedef void (*storage_node_fn)(void *cls, const storage_node_t *node);
+/* Called with each message received, borrowed for the call. */
+typedef void (*storage_message_fn)(void *cls, const char *payload, size_t len);
+
+/* Longest message payload (PostgreSQL's NOTIFY takes < 8000 bytes). */
+#define STORAGE_MESSAGE_MAX 7900
+
+typedef struct storage_cluster_ops {
+    store_conn_t *(*link_open)(storage_db_t *db, char *err, size_t errlen);
+    /* l: (re)connect if needed and listen on the cluster's channel. */
+    sqlcached_status_t (*listen)(store_conn_t *l);
+    /* l: wait up to timeout_ms for messages, each to fn; OK also when none
+     * came. */
+    sqlcached_status_t (*receive)(store_conn_t *l, int timeout_ms, storage_message_fn fn,
+                                  void *cls);
+    /* w (inside the transaction: sent if and when it commits) or l (at
+     * once): a message to every listening node, this one included. */
+    sqlcached_status_t (*publish)(store_conn_t *c, const char *payload);
+    /* l, in a transaction of its own that locks the counters as writes
+     * do: register (id 0: a new id into *id) with a new epoch into *epoch,
+     * heartbeat now. */
+    sqlcached_status_t (*join)(store_conn_t *l, int64_t *id, const char *address,
+                               int64_t started_at, int64_t lease_ms, int64_t *epoch);
+    /* l: heartbeat now, if the row (id, epoch) is still there (*held). */
+    sqlcached_status_t (*renew)(store_conn_t *l, int64_t id, int64_t epoch, bool *held);
+    /* l: delete the row (id, epoch): a clean stop. */
+    sqlcached_status_t (*leave)(store_conn_t *l, int64_t id, int64_t epoch);
+    /* r, w or l: every node's row, by id. */
+    sqlcached_status_t (*nodes)(store_conn_t *c, storage_node_fn fn, void *cls);
+    /* r, w or l: the row (id, epoch) if still there (*found), into *out
+     * (address NULL). */
+    sqlcached_status_t (*node)(store_conn_t *c, int64_t id, int64_t epoch, bool *found,
+                               storage_node_t *out);
+    /* w (outside a transaction) or l: delete the row (id, epoch) if its
+     * heartbeat is still heartbeat_at (*evicted): it cannot renew again. */
+    sqlcached_status_t (*evict)(store_conn_t *c, int64_t id, int64_t epoch,
+                                int64_t heartbeat_at, bool *evicted);
+    /* l: delete rows down for longer than older_than_ms. */
+    sqlcached_status_t (*forget_down)(store_conn_t *l, int64_t older_than_ms);
+} storage_cluster_ops_t;
+
+/* ------------------------------------------------------------------------
  * The engine: connections, group-commit transactions, counters
  *
  * What store.c (the group-commit writer, the reader pool, the counter cache,
@@ -178,7 +242,6 @@ typedef struct storage_seckill_ops {
  * the last failure on a connection in words, for the log and /healthz.
  * ------------------------------------------------------------------------ */
 
-typedef struct storage_db storage_db_t;
 
 /* A counter as the writer holds it between its transactions (store.c). */
 typedef struct store_counter {
@@ -203,6 +266,10 @@ struct store_conn {
      * is then reported failed and its on_commit hook not run. NULL
      * elsewhere. */
     sqlcached_status_t *job_status;
+    /* Writer: what a write changed, for the cluster (store_note(); NULL
+     * when nobody listens). */
+    const struct store_hooks *hooks;
+    void *hooks_cls;
 };
 
 typedef struct storage_engine_ops {
@@ -262,6 +329,7 @@ typedef struct storage_backend {
     const storage_kv_ops_t *kv;
     const storage_seckill_ops_t *seckill;
     const storage_lease_ops_t *lease;
+    const storage_cluster_ops_t *cluster; /* NULL: one process per database */
 } storage_backend_t;
 
 extern const storage_backend_t storage_sqlite;

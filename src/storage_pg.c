@@ -36,29 +36,17 @@
 
 #include "log.h"
 
-typedef struct pg_store_conn {
-    store_conn_t base; /* first: a store_conn_t * is a pg_store_conn_t * */
-    pg_conn_t *pg;
-    int64_t commits; /* writer: transactions committed */
-#ifdef SQLCACHED_TESTING_PG_LATE_COMMIT
-    int64_t late_since; /* ms: first batch answered but not committed, 0 = none */
-#endif
-} pg_store_conn_t;
-
 struct storage_db {
     char *url;
     pg_conn_config_t pgcfg; /* the readers' (read-only); pgcfg.url points to url */
     pg_store_conn_t *writer; /* opened by open(), handed over by conn_open() */
+    int lock_timeout_ms;     /* the writer's and the cluster link's */
 };
 
 static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta FOR UPDATE";
 static const char SQL_COUNTER_GET[] = "SELECT value FROM meta WHERE name = $1 FOR UPDATE";
 static const char SQL_COUNTER_SET[] = "UPDATE meta SET value = $2 WHERE name = $1";
 
-static pg_store_conn_t *pgc(store_conn_t *c)
-{
-    return (pg_store_conn_t *)c;
-}
 
 pg_conn_t *store_pg_conn(store_conn_t *c)
 {
@@ -131,12 +119,22 @@ static storage_db_t *db_open(const store_config_t *cfg, store_t *s, char *err, s
     pg_conn_config_t wcfg = {.url = d->url, .durability = cfg->durability,
                              .lock_timeout_ms = cfg->busy_timeout_ms,
                              .deadline_ms = stop_deadline, .deadline_arg = s};
+    d->lock_timeout_ms = cfg->busy_timeout_ms;
     d->writer = conn_new(&wcfg, err, errlen);
     if (!d->writer || pg_conn_migrate(d->writer->pg, err, errlen) != PG_CONN_OK) {
         db_close(d);
         return NULL;
     }
     return d;
+}
+
+store_conn_t *storage_pg_link_open(storage_db_t *d, char *err, size_t errlen)
+{
+    pg_conn_config_t cfg = d->pgcfg;
+    cfg.read_only = false;
+    cfg.lock_timeout_ms = d->lock_timeout_ms;
+    pg_store_conn_t *c = conn_new(&cfg, err, errlen);
+    return c ? &c->base : NULL;
 }
 
 static store_conn_t *conn_open(storage_db_t *d, bool writer, char *err, size_t errlen)
@@ -336,4 +334,5 @@ const storage_backend_t storage_pg = {
     .kv = &storage_pg_kv,
     .seckill = &storage_pg_seckill,
     .lease = &storage_pg_lease,
+    .cluster = &storage_pg_cluster,
 };

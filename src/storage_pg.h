@@ -10,6 +10,30 @@
 #include "pg_conn.h"
 #include "storage.h"
 
+/* A store connection of this backend: a store_conn_t, then its libpq
+ * connection. */
+typedef struct pg_store_conn {
+    store_conn_t base; /* first: a store_conn_t * is a pg_store_conn_t * */
+    pg_conn_t *pg;
+    int64_t commits; /* writer: transactions committed */
+#ifdef SQLCACHED_TESTING_PG_LATE_COMMIT
+    int64_t late_since; /* ms: first batch answered but not committed, 0 = none */
+#endif
+    /* cluster link (storage_pg_cluster.c): LISTEN holds on this session
+     * only while pg_conn_reconnects() still equals listen_mark */
+    bool listening;
+    unsigned listen_mark;
+} pg_store_conn_t;
+
+static inline pg_store_conn_t *pgc(store_conn_t *c)
+{
+    return (pg_store_conn_t *)c;
+}
+
+/* A writable connection of its own for the cluster link (LISTEN, the
+ * membership rows), with the writer's lock timeout. NULL with a message. */
+store_conn_t *storage_pg_link_open(storage_db_t *d, char *err, size_t errlen);
+
 /* The libpq connection of a PostgreSQL store connection (borrowed). */
 pg_conn_t *store_pg_conn(store_conn_t *c);
 
@@ -21,5 +45,6 @@ sqlcached_status_t storage_pg_run(store_conn_t *c, const char *sql, const pg_par
 extern const storage_kv_ops_t storage_pg_kv;
 extern const storage_seckill_ops_t storage_pg_seckill;
 extern const storage_lease_ops_t storage_pg_lease;
+extern const storage_cluster_ops_t storage_pg_cluster;
 
 #endif

@@ -123,6 +123,35 @@ const char *store_backend_name(const store_t *s)
     return s->backend->name;
 }
 
+void store_set_hooks(store_t *s, const store_hooks_t *hooks, void *cls)
+{
+    pthread_mutex_lock(&s->lock); /* the writer reads them after taking a batch */
+    s->writer->hooks = hooks;
+    s->writer->hooks_cls = cls;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void store_note(store_conn_t *w, char kind, const void *key, size_t len, int64_t version)
+{
+    if (w->hooks)
+        w->hooks->note(w->hooks_cls, kind, key, len, version);
+}
+
+store_conn_t *store_link_open(store_t *s, char *err, size_t errlen)
+{
+    if (!s->backend->cluster) {
+        snprintf(err, errlen, "the %s backend has no cluster", s->backend->name);
+        return NULL;
+    }
+    return s->backend->cluster->link_open(s->db, err, errlen);
+}
+
+void store_link_close(store_t *s, store_conn_t *l)
+{
+    if (l)
+        s->backend->engine->conn_close(l);
+}
+
 /* ------------------------------------------------------------------------
  * Health: the last write error, and the backend's check
  * ------------------------------------------------------------------------ */
@@ -401,7 +430,27 @@ static sqlcached_status_t run_transaction(store_conn_t *w, write_job_t *batch)
         }
     }
     st = counters_flush(w);
+    if (st == SQLCACHED_OK && w->hooks)
+        st = w->hooks->before_commit(w->hooks_cls, w);
     return st == SQLCACHED_OK ? e->commit(w) : st;
+}
+
+/* The on_commit hooks of a committed batch, then the hooks' wait; a
+ * failure of that wait becomes every job's answer. */
+static void run_commit_hooks(store_conn_t *w, write_job_t *batch)
+{
+    const store_hooks_t *h = w->hooks;
+    if (h)
+        h->on_commit_begin(w->hooks_cls);
+    for (write_job_t *j = batch; j; j = j->next)
+        if (j->status == SQLCACHED_OK && j->on_commit)
+            j->on_commit(j->arg);
+    if (!h)
+        return;
+    h->on_commit_end(w->hooks_cls);
+    sqlcached_status_t st = h->after_commit(w->hooks_cls, w, true);
+    if (st != SQLCACHED_OK)
+        fail_batch(batch, st);
 }
 
 /* Count the batch, wake its store_write callers, then call the completion
@@ -465,13 +514,13 @@ static void run_batch(store_t *s, write_job_t *batch)
         health_failed(s, st);
         if (e->in_transaction(w))
             e->rollback(w);
+        if (w->hooks)
+            w->hooks->after_commit(w->hooks_cls, w, false);
         fail_batch(batch, st);
     } else {
         if (e->changes(w) != changes) /* it wrote something */
             health_committed(s);
-        for (write_job_t *j = batch; j; j = j->next)
-            if (j->status == SQLCACHED_OK && j->on_commit)
-                j->on_commit(j->arg);
+        run_commit_hooks(w, batch);
     }
     complete_batch(s, batch, n, st == SQLCACHED_OK);
 }

@@ -131,6 +131,38 @@ int64_t store_deadline_ms(store_t *s);
 const char *store_backend_name(const store_t *s);
 
 /* Embedded migrations (generated from sql/ at build time). */
+/* ------------------------------------------------------------------------
+ * Hooks of the writer's transactions (the cluster, cluster.c). All run on
+ * the writer thread.
+ * ------------------------------------------------------------------------ */
+typedef struct store_hooks {
+    /* Inside a write: it changes `key` of `kind` (a domain's letter). */
+    void (*note)(void *cls, char kind, const void *key, size_t len, int64_t version);
+    /* After the batch's writes, before its COMMIT (w in the transaction):
+     * a failure fails the whole batch. */
+    sqlcached_status_t (*before_commit)(void *cls, store_conn_t *w);
+    /* Around the on_commit hooks of a committed batch. */
+    void (*on_commit_begin)(void *cls);
+    void (*on_commit_end)(void *cls);
+    /* After the commit (and the on_commit hooks), before any answer
+     * (committed false: the batch failed; forget its notes). A failure
+     * turns the answers of a committed batch into that status. */
+    sqlcached_status_t (*after_commit)(void *cls, store_conn_t *w, bool committed);
+} store_hooks_t;
+
+/* Install hooks (borrowed, with cls) before the first write; NULL = none. */
+void store_set_hooks(store_t *s, const store_hooks_t *hooks, void *cls);
+
+/* Inside a write function: tell the hooks what the write changes (nothing
+ * without hooks). */
+void store_note(store_conn_t *w, char kind, const void *key, size_t len, int64_t version);
+
+/* A connection of its own for the cluster link (storage.h, "Cluster"),
+ * closed with store_link_close(); NULL with a message when the backend
+ * has no cluster (SQLite) or the connection failed. */
+store_conn_t *store_link_open(store_t *s, char *err, size_t errlen);
+void store_link_close(store_t *s, store_conn_t *l);
+
 typedef struct store_migration {
     int version;
     const char *name;
