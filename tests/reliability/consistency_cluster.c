@@ -29,6 +29,17 @@
  * that every node's memory tier holds every key (what makes a missing
  * invalidation visible at once).
  *
+ * The verdict is the contract's: no read returns an older value, a deleted
+ * value or a 404 once a write was answered before the read began (stale,
+ * resurrected, missing), and no phantom, wrong value, read from the future
+ * or version out of order. The history's per-client "not monotonic" count
+ * is printed, not judged: across nodes a client may see a write at one
+ * node (read from the database once committed) and the value before it at
+ * another (whose invalidation is still on its way) while that write is not
+ * answered yet; both reads overlap the write, and "reads that overlap a
+ * write may see either side of it" (docs/consistency.md). Once the write
+ * is answered, an older read is counted as stale.
+ *
  *   test_consistency_cluster              the short form (`make check`):
  *       every scenario, 4000 operations each (the self-test 2000);
  *   --ops N                               operations per scenario
@@ -249,6 +260,7 @@ static int64_t run_scenario(const run_t *r)
     memset(&cl, 0, sizeof cl);
     node_args(r, args, delay, timeout);
     const char *name = scenario_names[r->scenario];
+    /* the contract's violations: all but the per-client order (see the top) */
     if (pg_fixture_new_db(r->pg, url, sizeof url) != 0 ||
         rel_cluster_start(&cl, NODES, url, args, false) != 0) {
         printf("consistency-cluster: %s: the cluster did not start\n", name);
@@ -285,18 +297,18 @@ static int64_t run_scenario(const run_t *r)
     history_report_t rep;
     if (total == r->ops && warm == warm_max &&
         history_check(ops, r->ops + warm, r->keys, &rep, stdout, 10) == 0) {
-        uint64_t v = history_violations(&rep);
+        uint64_t v = history_violations(&rep) - rep.not_monotonic;
         printf("consistency-cluster: %s: %u ops over %d nodes (%u clients, %u keys, on write "
                "%s, %.0f ops/s; +%zu warm-up), reads checked %" PRIu64 ", writes checked %"
                PRIu64 ", violations %" PRIu64 " (stale %" PRIu64 ", resurrected %" PRIu64
                ", missing %" PRIu64 ", phantom %" PRIu64 ", wrong value %" PRIu64 ", future %"
-               PRIu64 ", version order %" PRIu64 ", not monotonic %" PRIu64 ", duplicate %"
-               PRIu64 "), indeterminate %" PRIu64 " (reads of them %" PRIu64 "), errors %"
-               PRIu64 "\n", name, r->ops, NODES, r->clients, r->keys, r->on_write,
+               PRIu64 ", version order %" PRIu64 ", duplicate %" PRIu64 "), indeterminate %"
+               PRIu64 " (reads of them %" PRIu64 "), errors %" PRIu64 "; not judged: a client "
+               "saw a version go back while the newer write was unanswered %" PRIu64 "\n", name, r->ops, NODES, r->clients, r->keys, r->on_write,
                r->ops / (secs > 0 ? secs : 1), warm, rep.reads_checked, rep.writes_checked, v,
                rep.stale, rep.resurrected, rep.missing, rep.phantom, rep.wrong_value,
-               rep.future, rep.version_order, rep.not_monotonic, rep.duplicate_version,
-               rep.indeterminate, rep.from_indeterminate, rep.errors);
+               rep.future, rep.version_order, rep.duplicate_version, rep.indeterminate,
+               rep.from_indeterminate, rep.errors, rep.not_monotonic);
         result = rep.errors || stop_rc != 0 ? -1 : (int64_t)v;
         if (r->scenario == SC_PAUSE) {
             unsigned after = victim_reads_after(&sh, ops, r->ops);
