@@ -381,6 +381,9 @@ static int kill_cycle(rel_cluster_t *cl, worker_t *wk, const params_t *p, rel_cl
         return -1;
     }
     set_base(wk, p->workers, mc, cl, v);
+    if (nnodes > 1)
+        printf("crash: node %u killed, its sessions gone, restarted on %s, %u members up\n",
+               v, cl->d[v].base_url, nnodes);
     check_nodes(v, mc, models, reports);
     pthread_mutex_lock(&lock);
     killing = false;
