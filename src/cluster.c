@@ -121,6 +121,7 @@ struct cluster {
     uint64_t applied_at_commit;
     bool replace_ok;
     bool notes_failed; /* a note or the member snapshot ran out of memory */
+    bool needs_ack;    /* a note other than a lease's: wait for the others */
 
     pthread_rwlock_t apply_lock;
     atomic_uint_fast64_t applied; /* remote invalidations and tier drops */
@@ -230,6 +231,7 @@ static void drop_tiers(cluster_t *c)
     if (db->item_cache)
         cache_clear(db->item_cache);
     seckill_forget_flags(db->seckill);
+    engine_bloom_distrust(db);
     pthread_rwlock_unlock(&c->apply_lock);
     atomic_fetch_add(&c->drops, 1);
 }
@@ -277,6 +279,8 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
     key[len] = '\0';
     switch (kind) {
     case CLUSTER_KEY:
+        if (db->bloom) /* it may be a new key */
+            bloom_add(db->bloom, key, len);
         if (db->cache)
             cache_invalidate(db->cache, key, len);
         return true;
@@ -550,6 +554,8 @@ static void hook_note(void *cls, char kind, const void *key, size_t len, int64_t
         }
         c->body_len = 0;
     }
+    if (kind != CLUSTER_LEASE)
+        c->needs_ack = true; /* a lease's message only wakes waiters */
     char *p = c->body + c->body_len;
     *p++ = ' ';
     *p++ = kind;
@@ -617,7 +623,7 @@ static sqlcached_status_t hook_before_commit(void *cls, store_conn_t *w)
     if (c->notes_failed || c->nbodies == 0)
         return c->notes_failed ? SQLCACHED_NOMEM : SQLCACHED_OK;
     sqlcached_status_t st = publish_bodies(c, w);
-    if (st == SQLCACHED_OK)
+    if (st == SQLCACHED_OK && c->needs_ack)
         st = c->ops->nodes(w, add_waited, c);
     return st == SQLCACHED_OK && c->notes_failed ? SQLCACHED_NOMEM : st;
 }
@@ -639,6 +645,7 @@ static void hook_on_commit_end(void *cls)
 static void forget_batch(cluster_t *c)
 {
     c->notes_failed = false;
+    c->needs_ack = false;
     for (size_t i = 0; i < c->nbodies; i++)
         free(c->bodies[i]);
     c->nbodies = 0;

@@ -29,7 +29,8 @@ struct sqlcached {
     cache_t *cache;     /* NULL when cache_memory is 0 */
     cache_t *item_cache; /* flash-sale items; NULL when cache_memory is 0 */
     bloom_t *bloom;     /* NULL when bloom_filter is 0 */
-    atomic_bool bloom_ready; /* set once the first build from SQLite is done */
+    atomic_bool bloom_ready; /* set once a build from the store is done */
+    atomic_uint_fast64_t bloom_drops; /* engine_bloom_distrust() calls */
     atomic_uint_fast64_t bloom_skips;
     atomic_uint_fast64_t storage_reads;
     atomic_uint_fast64_t write_replaced, write_invalidated; /* kv.c after_commit */
@@ -50,6 +51,10 @@ struct sqlcached {
 /* May the memory tiers (and the sold-out flags) answer now? Always on one
  * node; in a cluster only while the node trusts them (cluster.h). */
 bool engine_tier_usable(const sqlcached_t *db);
+
+/* The bloom filter may miss keys (a cluster node that missed messages):
+ * not consulted until the maintenance thread has rebuilt it. */
+void engine_bloom_distrust(sqlcached_t *db);
 
 /* The store's clock, in ms. */
 int64_t engine_now(const sqlcached_t *db);

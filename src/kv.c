@@ -29,6 +29,12 @@
  *          is the new one or gone, and a fill that read before the commit
  *          is dropped by the guard.
  *
+ * In a cluster (cluster.c) each write notes its key (store_note) for the
+ * other nodes, which drop their copies before the write is answered; the
+ * tier and the bloom filter answer only while the node trusts them
+ * (engine_tier_usable), and --on-write replace falls back to invalidate
+ * when another node's change may be newer (cluster_replace_ok).
+ *
  * Values returned to callers are one allocation with an atomic reference
  * count, released by sqlcached_value_release: either header + content type +
  * bytes read from the store, or a header that holds a reference on a cached
@@ -196,7 +202,7 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     if (!key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
     if (db->bloom && atomic_load_explicit(&db->bloom_ready, memory_order_acquire) &&
-        !bloom_may_contain(db->bloom, key, klen)) {
+        engine_tier_usable(db) && !bloom_may_contain(db->bloom, key, klen)) {
         atomic_fetch_add_explicit(&db->bloom_skips, 1, memory_order_relaxed);
         return SQLCACHED_NOT_FOUND;
     }

@@ -153,6 +153,26 @@ static bool check_files(sqlcached_t *db)
     return h.files_moved;
 }
 
+/* Build the bloom filter when it is not ready: at the start, and after
+ * engine_bloom_distrust() (a node that may have missed other nodes' keys).
+ * Ready only if no distrust came during the build. */
+static void bloom_catch_up(sqlcached_t *db)
+{
+    if (!db->bloom || atomic_load_explicit(&db->bloom_ready, memory_order_acquire))
+        return;
+    uint64_t drops = atomic_load(&db->bloom_drops);
+    if (kv_bloom_rebuild(db) == 0 && atomic_load(&db->bloom_drops) == drops)
+        atomic_store_explicit(&db->bloom_ready, true, memory_order_release);
+}
+
+void engine_bloom_distrust(sqlcached_t *db)
+{
+    if (!db->bloom)
+        return;
+    atomic_fetch_add(&db->bloom_drops, 1); /* first: see bloom_catch_up */
+    atomic_store_explicit(&db->bloom_ready, false, memory_order_release);
+}
+
 static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
 {
     bool refusing = check_files(db);
@@ -168,14 +188,14 @@ static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
     }
     if (db->bloom && bloom_stale_ratio(db->bloom) > BLOOM_STALE_REBUILD)
         kv_bloom_rebuild(db);
+    bloom_catch_up(db);
 }
 
 static void *maintenance_main(void *arg)
 {
     sqlcached_t *db = arg;
     int64_t last_purge = engine_now(db);
-    if (db->bloom && kv_bloom_rebuild(db) == 0)
-        atomic_store_explicit(&db->bloom_ready, true, memory_order_release);
+    bloom_catch_up(db);
     pthread_mutex_lock(&db->maint_lock);
     while (!db->stopping) {
         struct timespec until;
@@ -375,8 +395,6 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
                         : opts->sqlite_cache < READER_CACHE_MAX ? opts->sqlite_cache
                                                                 : READER_CACHE_MAX,
     };
-    if (!sqlite) /* other nodes' writes never reach it (see cluster.c) */
-        db->opts.bloom_filter = 0;
     db->store = store_open(&cfg, err, errlen);
     if (db->store && open_memory_tier(db, err, errlen) == 0)
         db->leases = lease_registry_create(db, err, errlen);
