@@ -251,6 +251,22 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
            "Write transactions that failed to begin or commit.", s->write_errors);
     scalar(t, "sqlcached_storage_reads_total", "counter",
            "Key reads that went to the store (memory-tier misses).", s->storage_reads);
+    const sqlcached_cluster_stats_t *c = &s->cluster;
+    scalar(t, "sqlcached_cluster_trusted", "gauge",
+           "1 while this node's memory tier may answer (always 1 on one node).",
+           c->enabled ? (uint64_t)c->trusted : 1);
+    scalar(t, "sqlcached_cluster_messages_sent_total", "counter",
+           "Messages this node sent to the other nodes.", c->messages_sent);
+    scalar(t, "sqlcached_cluster_messages_received_total", "counter",
+           "Messages this node received on the cluster's channel.", c->messages_received);
+    scalar(t, "sqlcached_cluster_ack_waits_total", "counter",
+           "Committed write batches that waited for the other nodes' acknowledgements.",
+           c->ack_waits);
+    scalar(t, "sqlcached_cluster_evictions_total", "counter",
+           "Members evicted for renewing without acknowledging.", c->evictions);
+    scalar(t, "sqlcached_cluster_tier_drops_total", "counter",
+           "Times this node emptied its memory tier (membership lost, or joining).",
+           c->tier_drops);
     /* The names of the previous release, kept for one more as aliases. */
     scalar(t, "sqlcached_sqlite_write_transactions_total", "counter",
            "Deprecated alias of sqlcached_storage_write_transactions_total.",
