@@ -51,7 +51,8 @@
  * test_crash_cluster is this program built with the cluster form's
  * defaults (-DCRASH_CLUSTER_FORM): 3 nodes, PostgreSQL, 4 cycles,
  * durability normal, --on-write replace, then the sabotage self-test over
- * 2 cycles; `make check-cluster` runs 50 cycles.
+ * 2 cycles; `make check-cluster` runs 25 cycles in each durability and
+ * --on-write mode.
  */
 #include <errno.h>
 #include <inttypes.h>
