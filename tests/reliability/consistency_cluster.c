@@ -235,6 +235,17 @@ static unsigned victim_reads_after(const shared_t *sh, const hop_t *ops, size_t 
     return k;
 }
 
+/* Writes answered 409 or 412 (history.h: HOP_OTHER, taken as changing
+ * nothing): this load sends no condition, so each is a refused write
+ * (e.g. 409 conflict), printed for the record. */
+static unsigned refused_writes(const hop_t *ops, size_t n)
+{
+    unsigned k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += ops[i].result == HOP_OTHER;
+    return k;
+}
+
 /* The daemon flags of one scenario into args (NULL-terminated). */
 static void node_args(const run_t *r, const char **args, char *delay, char *timeout)
 {
@@ -310,6 +321,10 @@ static int64_t run_scenario(const run_t *r)
                rep.future, rep.version_order, rep.duplicate_version, rep.indeterminate,
                rep.from_indeterminate, rep.errors, rep.not_monotonic);
         result = rep.errors || stop_rc != 0 ? -1 : (int64_t)v;
+        unsigned refused = refused_writes(ops, r->ops + warm);
+        if (refused)
+            printf("consistency-cluster: %s: %u writes answered 409/412 (taken as not "
+                   "applied)\n", name, refused);
         if (r->scenario == SC_PAUSE) {
             unsigned after = victim_reads_after(&sh, ops, r->ops);
             printf("consistency-cluster: pause: reads answered by node %u after it resumed: "
