@@ -62,6 +62,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dbread.h"
 #include "history.h"
 #include "kvops.h"
 #include "relcluster.h"
@@ -195,6 +196,47 @@ static void wait_third(shared_t *sh)
     }
 }
 
+static int copy_text(void *cls, int ncols, const char *const *cols)
+{
+    snprintf(cls, 160, "%s", ncols > 0 && cols[0] ? cols[0] : "");
+    return 1;
+}
+
+/* While the victim sleeps (past its membership lease): how many of its
+ * sessions sit inside a transaction, and how many of the other nodes'
+ * wait for a lock (each node's sessions carry application_name
+ * sqlcached-n<i>). Printed: a victim stopped inside a write transaction
+ * holds its row locks, and the others' writes wait for it. */
+static void print_pause_locks(const rel_cluster_t *cl, unsigned victim)
+{
+    static const char SQL_IN_TX[] =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+        "AND state LIKE 'idle in transaction%'";
+    static const char SQL_WAITING[] =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'sqlcached-n%' "
+        "AND application_name <> $1 AND wait_event_type = 'Lock'";
+    static const char SQL_LAST[] =
+        "SELECT query FROM pg_stat_activity WHERE application_name = $1 "
+        "AND state LIKE 'idle in transaction%' LIMIT 1";
+    char err[256], name[32], last[160] = "";
+    int64_t in_tx = -1, waiting = -1;
+    snprintf(name, sizeof name, "sqlcached-n%u", victim);
+    dbread_t *db = dbread_open(cl->d[victim].db_path, err, sizeof err);
+    if (db && (dbread_int(db, SQL_IN_TX, name, &in_tx) != 0 ||
+               dbread_int(db, SQL_WAITING, name, &waiting) != 0))
+        snprintf(err, sizeof err, "%s", dbread_errmsg(db));
+    const char *const params[] = {name};
+    if (db && in_tx > 0)
+        dbread_query(db, SQL_LAST, 1, params, copy_text, last);
+    if (in_tx >= 0 && waiting >= 0)
+        printf("consistency-cluster: pause: node %u's sessions inside a transaction: %" PRId64
+               "%s%s%s, the other nodes' sessions waiting for a lock: %" PRId64 "\n", victim,
+               in_tx, last[0] ? " (last statement: " : "", last, last[0] ? ")" : "", waiting);
+    else
+        printf("consistency-cluster: pause: cannot read pg_stat_activity: %s\n", err);
+    dbread_close(db);
+}
+
 /* The scenario's disturbance, from the main thread during the load. */
 static void disturb(shared_t *sh, rel_cluster_t *cl)
 {
@@ -207,7 +249,9 @@ static void disturb(shared_t *sh, rel_cluster_t *cl)
     if (r->scenario == SC_PAUSE) {
         __atomic_store_n(&sh->paused, 1, __ATOMIC_RELEASE);
         kill(pid, SIGSTOP);
-        usleep(PAUSE_MS * 1000);
+        usleep((PAUSE_MS - 1000) * 1000);
+        print_pause_locks(cl, sh->victim);
+        usleep(1000 * 1000);
         kill(pid, SIGCONT);
         sh->resumed = rel_now_ns();
         __atomic_store_n(&sh->paused, 0, __ATOMIC_RELEASE);
@@ -273,7 +317,7 @@ static int64_t run_scenario(const run_t *r)
     const char *name = scenario_names[r->scenario];
     /* the contract's violations: all but the per-client order (see the top) */
     if (pg_fixture_new_db(r->pg, url, sizeof url) != 0 ||
-        rel_cluster_start(&cl, NODES, url, args, false) != 0) {
+        rel_cluster_start(&cl, NODES, url, args, true) != 0) {
         printf("consistency-cluster: %s: the cluster did not start\n", name);
         rel_cluster_free(&cl);
         return -1;
