@@ -133,6 +133,12 @@ store_conn_t *storage_pg_link_open(storage_db_t *d, char *err, size_t errlen)
     pg_conn_config_t cfg = d->pgcfg;
     cfg.read_only = false;
     cfg.lock_timeout_ms = d->lock_timeout_ms;
+    /* synchronous_commit off: what the link commits (acknowledgements,
+     * heartbeats, registrations) is visible to the other sessions at once
+     * and need not outlive a crash of PostgreSQL (every node then loses
+     * its link and rejoins); waiting for a WAL flush per acknowledgement
+     * would make every write wait for the others' disk too. */
+    cfg.durability = SQLCACHED_DURABILITY_NORMAL;
     pg_store_conn_t *c = conn_new(&cfg, err, errlen);
     return c ? &c->base : NULL;
 }
