@@ -197,6 +197,10 @@ static const char SQL_INTEGRITY[] = "PRAGMA integrity_check";
 /* the killed daemon's sessions (libpq's fallback_application_name) */
 static const char SQL_SESSIONS[] =
     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sqlcached'";
+/* a cluster node's sessions (rel_cluster_app_name), but the asker's own */
+static const char SQL_NODE_SESSIONS[] =
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+    "AND pid <> pg_backend_pid()";
 static uint64_t zombie_waits; /* kills after which a session of the dead daemon lingered */
 
 /* PostgreSQL: the daemon is dead only once its sessions are. A session
@@ -205,11 +209,13 @@ static uint64_t zombie_waits; /* kills after which a session of the dead daemon 
  * until no session of the daemon is left, before checking and resolving
  * in-doubt writes; otherwise a write resolved "not applied" at the restart
  * could still land after it. */
-static void wait_sessions_gone(dbread_t *db, const char *sql)
+static void wait_sessions_gone(dbread_t *db, const char *app_name)
 {
     int64_t n = -1;
     for (int i = 0; i < 1000; i++) { /* 10 s */
-        if (dbread_int(db, sql, NULL, &n) != 0 || n == 0)
+        int rc = app_name ? dbread_int(db, SQL_NODE_SESSIONS, app_name, &n)
+                          : dbread_int(db, SQL_SESSIONS, NULL, &n);
+        if (rc != 0 || n == 0)
             break;
         if (i == 0)
             zombie_waits++;
@@ -238,11 +244,8 @@ static int integrity_row(void *cls, int ncols, const char *const *cols)
 static void check_file(const char *db_name, unsigned killed, void **models,
                        rel_report_t *reports, uint64_t *corrupt)
 {
-    char sessions[160];
-    if (nnodes > 1)
-        rel_cluster_session_sql(killed, sessions, sizeof sessions);
-    else
-        snprintf(sessions, sizeof sessions, "%s", SQL_SESSIONS);
+    char app_name[32];
+    rel_cluster_app_name(killed, app_name, sizeof app_name);
     char err[512];
     dbread_t *db = dbread_open(db_name, err, sizeof err);
     if (!db) {
@@ -251,7 +254,7 @@ static void check_file(const char *db_name, unsigned killed, void **models,
         return;
     }
     if (dbread_is_pg(db))
-        wait_sessions_gone(db, sessions);
+        wait_sessions_gone(db, nnodes > 1 ? app_name : NULL);
     if (!dbread_is_pg(db) && dbread_query(db, SQL_INTEGRITY, 0, NULL, integrity_row,
                                           corrupt) != 0) {
         fprintf(stderr, "crash: integrity_check: %s\n", dbread_errmsg(db));

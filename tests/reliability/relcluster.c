@@ -30,7 +30,7 @@ int rel_cluster_start(rel_cluster_t *c, unsigned n, const char *url,
             node_url[0] = '\0';
         else if (app_names)
             snprintf(node_url, sizeof node_url, "%s%capplication_name=sqlcached-n%u", url,
-                     strchr(url, '?') ? '&' : '?', i);
+                     strchr(url, '?') ? '&' : '?', i); /* rel_cluster_app_name */
         else
             snprintf(node_url, sizeof node_url, "%s", url);
         c->n = i + 1;
@@ -165,8 +165,7 @@ void rel_cluster_free(rel_cluster_t *c)
     c->n = 0;
 }
 
-void rel_cluster_session_sql(unsigned i, char *sql, size_t len)
+void rel_cluster_app_name(unsigned i, char *name, size_t len)
 {
-    snprintf(sql, len, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                       "'sqlcached-n%u' AND pid <> pg_backend_pid()", i);
+    snprintf(name, len, "sqlcached-n%u", i);
 }

@@ -57,8 +57,7 @@ int rel_cluster_stop(rel_cluster_t *c);
 /* Stop what still runs, remove the directories, free. */
 void rel_cluster_free(rel_cluster_t *c);
 
-/* The query counting node i's PostgreSQL sessions (app_names), but the
- * asker's own (a test reading the database on node i's URL). */
-void rel_cluster_session_sql(unsigned i, char *sql, size_t len);
+/* Node i's application_name (app_names): "sqlcached-n<i>". */
+void rel_cluster_app_name(unsigned i, char *name, size_t len);
 
 #endif
