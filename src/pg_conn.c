@@ -103,6 +103,8 @@ static const char SQL_SYNC_ON[] = "SET synchronous_commit = on";
 static const char SQL_SYNC_OFF[] = "SET synchronous_commit = off";
 static const char SQL_READ_ONLY[] = "SET default_transaction_read_only = on";
 static const char SQL_LOCK_TIMEOUT[] = "SELECT set_config('lock_timeout', $1, false)";
+static const char SQL_IDLE_TX_TIMEOUT[] =
+    "SELECT set_config('idle_in_transaction_session_timeout', $1, false)";
 static const char SQL_BEGIN[] = "BEGIN";
 static const char SQL_COMMIT[] = "COMMIT";
 static const char SQL_ROLLBACK[] = "ROLLBACK";
@@ -285,6 +287,14 @@ static pg_conn_rc_t apply_settings(pg_conn_t *c)
         snprintf(ms, sizeof ms, "%d", c->cfg.lock_timeout_ms);
         const char *const values[] = {ms};
         res = PQexecParams(c->conn, SQL_LOCK_TIMEOUT, 1, NULL, values, NULL, NULL, 0);
+        rc = result_rc(c, res);
+        PQclear(res);
+    }
+    if (rc == PG_CONN_OK && c->cfg.idle_tx_timeout_ms > 0) {
+        char ms[16];
+        snprintf(ms, sizeof ms, "%d", c->cfg.idle_tx_timeout_ms);
+        const char *const values[] = {ms};
+        res = PQexecParams(c->conn, SQL_IDLE_TX_TIMEOUT, 1, NULL, values, NULL, NULL, 0);
         rc = result_rc(c, res);
         PQclear(res);
     }

@@ -60,6 +60,10 @@ typedef struct pg_conn_config {
     bool read_only;                    /* every transaction read-only (readers) */
     int lock_timeout_ms;               /* > 0: a statement that waits longer for a
                                         * lock fails (55P03, UNAVAILABLE); 0 = none */
+    int idle_tx_timeout_ms;            /* > 0: the server ends the session when it
+                                        * sits inside a transaction this long
+                                        * without a statement (a paused process):
+                                        * its locks go with it; 0 = never */
     /* Optional: a CLOCK_MONOTONIC time in ms (0 = none) past which a
      * statement still running is cancelled (57014, UNAVAILABLE): the
      * store's stop deadline. Called from the connection's thread while a

@@ -41,6 +41,7 @@
 #define BLOOM_STALE_REBUILD 0.25
 #define ITEM_TIER_MIN ((size_t)1 << 20)
 #define READER_CACHE_MAX ((size_t)2000 << 10) /* SQLite's default cache_size */
+#define IDLE_TX_MIN_MS 1000
 #define LEASE_RECHECK_MS 500 /* cluster: a missed release message costs at most this */
 
 static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
@@ -391,6 +392,10 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         .max_pages = opts->testing_max_pages,
         /* 0 to the store means its default: 1 byte gives SQLite's minimum */
         .writer_cache = opts->sqlite_cache ? opts->sqlite_cache : 1,
+        /* a paused node's open transaction must not hold the others'
+         * writes for longer than its membership would */
+        .idle_tx_timeout_ms = (int)(opts->member_timeout_ms > IDLE_TX_MIN_MS
+                                        ? opts->member_timeout_ms : IDLE_TX_MIN_MS),
         .reader_cache = opts->sqlite_cache == 0 ? 1
                         : opts->sqlite_cache < READER_CACHE_MAX ? opts->sqlite_cache
                                                                 : READER_CACHE_MAX,

@@ -41,6 +41,7 @@ struct storage_db {
     pg_conn_config_t pgcfg; /* the readers' (read-only); pgcfg.url points to url */
     pg_store_conn_t *writer; /* opened by open(), handed over by conn_open() */
     int lock_timeout_ms;     /* the writer's and the cluster link's */
+    int idle_tx_timeout_ms;  /* the writer's and the cluster link's */
 };
 
 static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta FOR UPDATE";
@@ -118,8 +119,10 @@ static storage_db_t *db_open(const store_config_t *cfg, store_t *s, char *err, s
      * and at the store's stop deadline */
     pg_conn_config_t wcfg = {.url = d->url, .durability = cfg->durability,
                              .lock_timeout_ms = cfg->busy_timeout_ms,
+                             .idle_tx_timeout_ms = cfg->idle_tx_timeout_ms,
                              .deadline_ms = stop_deadline, .deadline_arg = s};
     d->lock_timeout_ms = cfg->busy_timeout_ms;
+    d->idle_tx_timeout_ms = cfg->idle_tx_timeout_ms;
     d->writer = conn_new(&wcfg, err, errlen);
     if (!d->writer || pg_conn_migrate(d->writer->pg, err, errlen) != PG_CONN_OK) {
         db_close(d);
@@ -133,6 +136,7 @@ store_conn_t *storage_pg_link_open(storage_db_t *d, char *err, size_t errlen)
     pg_conn_config_t cfg = d->pgcfg;
     cfg.read_only = false;
     cfg.lock_timeout_ms = d->lock_timeout_ms;
+    cfg.idle_tx_timeout_ms = d->idle_tx_timeout_ms;
     /* synchronous_commit off: what the link commits (acknowledgements,
      * heartbeats, registrations) is visible to the other sessions at once
      * and need not outlive a crash of PostgreSQL (every node then loses

@@ -38,6 +38,10 @@ typedef struct store_config {
     unsigned max_pages; /* tests only: PRAGMA max_page_count; 0 = none */
     size_t writer_cache; /* page cache of the writer, bytes; 0 = 64 MiB */
     size_t reader_cache; /* page cache of each reader, bytes; 0 = 2000 KiB */
+    /* A shared database (PostgreSQL): a writer session that sits inside a
+     * transaction this long (its process paused) is ended by the server,
+     * so the locks it holds stop blocking the other nodes; 0 = never. */
+    int idle_tx_timeout_ms;
 } store_config_t;
 
 /* A write run by the writer thread inside a transaction and a savepoint.
