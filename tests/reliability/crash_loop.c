@@ -34,6 +34,25 @@
  * $SQLCACHED_WRAPPER (valgrind cannot say anything useful about a process
  * killed with -9, and the loop would take hours under it).
  * SQLCACHED_TEST_NO_PG=1 leaves the PostgreSQL forms out.
+ *
+ * Clusters: `--nodes N` (2..8, PostgreSQL only) runs N nodes on the one
+ * schema (--member-timeout 1000, each node's sessions named
+ * application_name=sqlcached-n<i> so that the wait for a killed node's
+ * sessions counts only its own); each worker sends each operation to a
+ * node chosen at random; each cycle SIGKILLs a random node while the others
+ * keep serving (a request to another node left unanswered counts as
+ * unanswered_while_up), checks the database, restarts the node, waits until
+ * every node sees N members up, and runs every check_restart and the
+ * version probe through every node in turn, the restarted one first (the
+ * model is exact after the first: the others must agree with it).
+ * `--sabotage-skip-invalidation` starts the nodes with
+ * --testing-skip-cluster-invalidation and passes only if the loop reports
+ * lost writes or violations (a node serving its stale memory tier).
+ * test_crash_cluster is this program built with the cluster form's
+ * defaults (-DCRASH_CLUSTER_FORM): 3 nodes, PostgreSQL, 4 cycles,
+ * durability normal, --on-write replace, then the sabotage self-test over
+ * 2 cycles; `make check-cluster` runs 25 cycles in each durability and
+ * --on-write mode.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -49,6 +68,7 @@
 #include "crash.h"
 #include "daemon.h"
 #include "dbread.h"
+#include "relcluster.h"
 #include "relpg.h"
 #include "testutil.h"
 
@@ -73,6 +93,8 @@ static bool stopping;
 static unsigned epoch;        /* bumped when the workers may go on */
 static unsigned parked;
 static uint64_t unexpected;   /* transport failures while the daemon was up */
+static unsigned nnodes = 1;   /* nodes of the run (set before the workers start) */
+static int victim = -1;       /* the node being killed, -1 between kills */
 static int64_t max_acked_version;
 
 void rel_note_version(int64_t version)
@@ -108,7 +130,8 @@ void rel_fail(const char *domain, const char *fmt, ...)
 typedef struct worker {
     pthread_t thread;
     rel_worker_t w;
-    rel_client_t client;
+    rel_client_t client[REL_MAX_NODES]; /* one per node */
+    uint64_t node_rng;                  /* picks the node of each operation */
     void **models;
     rel_report_t *reports;
 } worker_t;
@@ -149,13 +172,16 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&lock);
         if (stop)
             break;
+        unsigned node = nnodes > 1 ? (unsigned)(rel_rand(&wk->node_rng) % nnodes) : 0;
+        wk->w.client = &wk->client[node];
         unsigned d = pick_domain(&wk->w.rng);
         if (domains[d]->step(wk->models[d], &wk->w, &wk->reports[d]) == 0)
             continue;
         pthread_mutex_lock(&lock);
-        if (!killing) {
+        if (!killing || (int)node != victim) {
             unexpected++;
-            fprintf(stderr, "crash: worker %u: no answer while the daemon was up\n", wk->w.id);
+            fprintf(stderr, "crash: worker %u: no answer from node %u while it was up\n",
+                    wk->w.id, node);
         }
         pthread_mutex_unlock(&lock);
         usleep(1000); /* the kill is being noticed: do not spin */
@@ -171,6 +197,10 @@ static const char SQL_INTEGRITY[] = "PRAGMA integrity_check";
 /* the killed daemon's sessions (libpq's fallback_application_name) */
 static const char SQL_SESSIONS[] =
     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sqlcached'";
+/* a cluster node's sessions (rel_cluster_app_name), but the asker's own */
+static const char SQL_NODE_SESSIONS[] =
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+    "AND pid <> pg_backend_pid()";
 static uint64_t zombie_waits; /* kills after which a session of the dead daemon lingered */
 
 /* PostgreSQL: the daemon is dead only once its sessions are. A session
@@ -179,11 +209,13 @@ static uint64_t zombie_waits; /* kills after which a session of the dead daemon 
  * until no session of the daemon is left, before checking and resolving
  * in-doubt writes; otherwise a write resolved "not applied" at the restart
  * could still land after it. */
-static void wait_sessions_gone(dbread_t *db)
+static void wait_sessions_gone(dbread_t *db, const char *app_name)
 {
     int64_t n = -1;
     for (int i = 0; i < 1000; i++) { /* 10 s */
-        if (dbread_int(db, SQL_SESSIONS, NULL, &n) != 0 || n == 0)
+        int rc = app_name ? dbread_int(db, SQL_NODE_SESSIONS, app_name, &n)
+                          : dbread_int(db, SQL_SESSIONS, NULL, &n);
+        if (rc != 0 || n == 0)
             break;
         if (i == 0)
             zombie_waits++;
@@ -207,10 +239,13 @@ static int integrity_row(void *cls, int ncols, const char *const *cols)
 }
 
 /* The database, read-only: SQLite's integrity_check (PostgreSQL keeps its
- * own), the version counter, each domain's check_file. */
-static void check_file(const char *db_name, void **models, rel_report_t *reports,
-                       uint64_t *corrupt)
+ * own), the version counter, each domain's check_file. `killed`: the node
+ * just killed (whose sessions must be gone first). */
+static void check_file(const char *db_name, unsigned killed, void **models,
+                       rel_report_t *reports, uint64_t *corrupt)
 {
+    char app_name[32];
+    rel_cluster_app_name(killed, app_name, sizeof app_name);
     char err[512];
     dbread_t *db = dbread_open(db_name, err, sizeof err);
     if (!db) {
@@ -219,7 +254,7 @@ static void check_file(const char *db_name, void **models, rel_report_t *reports
         return;
     }
     if (dbread_is_pg(db))
-        wait_sessions_gone(db);
+        wait_sessions_gone(db, nnodes > 1 ? app_name : NULL);
     if (!dbread_is_pg(db) && dbread_query(db, SQL_INTEGRITY, 0, NULL, integrity_row,
                                           corrupt) != 0) {
         fprintf(stderr, "crash: integrity_check: %s\n", dbread_errmsg(db));
@@ -274,7 +309,8 @@ static int wait_parked(unsigned n)
  * ------------------------------------------------------------------------ */
 
 typedef struct params {
-    unsigned cycles, workers;
+    unsigned cycles, workers, nodes;
+    bool skip_invalidation; /* self-test: nodes that do not invalidate each other */
     uint64_t seed;
     bool drop_wal; /* self-test: lose the WAL after each kill */
     int backend;   /* REL_SQLITE or REL_PG */
@@ -299,58 +335,105 @@ static void drop_wal(const char *db_path)
     unlink(path);
 }
 
-static void set_base(worker_t *wk, unsigned n, rel_client_t *main_client, const daemon_t *d)
+/* Node `node` restarted on a new port: every client of it follows. */
+static void set_base(worker_t *wk, unsigned n, rel_client_t *main_clients,
+                     const rel_cluster_t *cl, unsigned node)
 {
     for (unsigned i = 0; i < n; i++)
-        rel_client_set_base(&wk[i].client, d->base_url);
-    rel_client_set_base(main_client, d->base_url);
+        rel_client_set_base(&wk[i].client[node], cl->d[node].base_url);
+    rel_client_set_base(&main_clients[node], cl->d[node].base_url);
+}
+
+/* After a restart: every domain's check and the version probe through
+ * every node, the restarted one first. */
+static void check_nodes(unsigned restarted, rel_client_t *mc, void **models,
+                        rel_report_t *reports)
+{
+    for (unsigned k = 0; k < nnodes; k++) {
+        unsigned node = (restarted + k) % nnodes;
+        for (size_t i = 0; i < NDOMAINS; i++)
+            domains[i]->check_restart(models[i], &mc[node], &reports[i]);
+        check_version_probe(&mc[node], &reports[0]);
+    }
 }
 
 /* One kill: returns -1 if the loop cannot go on. */
-static int kill_cycle(daemon_t *d, worker_t *wk, const params_t *p, rel_client_t *mc,
+static int kill_cycle(rel_cluster_t *cl, worker_t *wk, const params_t *p, rel_client_t *mc,
                       void **models, rel_report_t *reports, uint64_t *rng, uint64_t *corrupt)
 {
     usleep((useconds_t)(50000 + rel_rand(rng) % 250000));
+    unsigned v = nnodes > 1 ? (unsigned)(rel_rand(rng) % nnodes) : 0;
+    daemon_t *d = &cl->d[v];
     pthread_mutex_lock(&lock);
     killing = true;
+    victim = (int)v;
     pthread_mutex_unlock(&lock);
-    daemon_kill(d);
+    rel_cluster_kill(cl, v);
     if (p->drop_wal)
         drop_wal(d->db_path);
     if (wait_parked(p->workers) != 0) {
         fprintf(stderr, "crash: workers did not park within 60 s\n");
         return -1;
     }
-    check_file(d->db_path, models, reports, corrupt);
-    if (daemon_restart(d) != 0) {
-        fprintf(stderr, "crash: the daemon did not restart\n");
+    check_file(d->db_path, v, models, reports, corrupt);
+    if (rel_cluster_restart(cl, v) != 0) {
+        fprintf(stderr, "crash: node %u did not restart\n", v);
         return -1;
     }
-    set_base(wk, p->workers, mc, d);
-    for (size_t i = 0; i < NDOMAINS; i++)
-        domains[i]->check_restart(models[i], mc, &reports[i]);
-    check_version_probe(mc, &reports[0]);
+    if (nnodes > 1 && rel_cluster_wait_up(cl, nnodes, 15000) != 0) {
+        fprintf(stderr, "crash: node %u did not rejoin\n", v);
+        return -1;
+    }
+    set_base(wk, p->workers, mc, cl, v);
+    if (nnodes > 1)
+        printf("crash: node %u killed, its sessions gone, restarted on %s, %u members up\n",
+               v, cl->d[v].base_url, nnodes);
+    check_nodes(v, mc, models, reports);
     pthread_mutex_lock(&lock);
     killing = false;
+    victim = -1;
     epoch++;
     pthread_cond_broadcast(&cond);
     pthread_mutex_unlock(&lock);
     return 0;
 }
 
-static int start_workers(worker_t *wk, const params_t *p, const daemon_t *d, void **models,
-                         rel_report_t *reports)
+/* Clients of every node into c[0..nnodes); 0 or -1. */
+static int init_clients(rel_client_t *c, const rel_cluster_t *cl)
+{
+    for (unsigned k = 0; k < nnodes; k++)
+        if (rel_client_init(&c[k], cl->d[k].base_url, 10000) != 0)
+            return -1;
+    return 0;
+}
+
+static void free_clients(rel_client_t *c)
+{
+    for (unsigned k = 0; k < nnodes; k++)
+        rel_client_free(&c[k]);
+}
+
+/* Start the workers; the number started (all, or fewer on failure). */
+static unsigned start_workers(worker_t *wk, const params_t *p, const rel_cluster_t *cl,
+                              void **models, rel_report_t *reports)
 {
     for (unsigned i = 0; i < p->workers; i++) {
-        wk[i].w = (rel_worker_t){.client = &wk[i].client, .id = i,
+        memset(&wk[i], 0, sizeof wk[i]);
+        wk[i].w = (rel_worker_t){.client = &wk[i].client[0], .id = i,
                                  .rng = p->seed * 0x9e3779b97f4a7c15ULL + i + 1};
+        wk[i].node_rng = p->seed * 0xbf58476d1ce4e5b9ULL + i + 1;
         wk[i].models = models;
         wk[i].reports = reports;
-        if (rel_client_init(&wk[i].client, d->base_url, 10000) != 0 ||
-            pthread_create(&wk[i].thread, NULL, worker_main, &wk[i]) != 0)
-            return -1;
+        if (init_clients(wk[i].client, cl) != 0) {
+            free_clients(wk[i].client);
+            return i;
+        }
+        if (pthread_create(&wk[i].thread, NULL, worker_main, &wk[i]) != 0) {
+            free_clients(wk[i].client);
+            return i;
+        }
     }
-    return 0;
+    return p->workers;
 }
 
 static void stop_workers(worker_t *wk, unsigned n)
@@ -361,7 +444,7 @@ static void stop_workers(worker_t *wk, unsigned n)
     pthread_mutex_unlock(&lock);
     for (unsigned i = 0; i < n; i++) {
         pthread_join(wk[i].thread, NULL);
-        rel_client_free(&wk[i].client);
+        free_clients(wk[i].client);
     }
 }
 
@@ -370,49 +453,82 @@ static void reset_shared(void)
     killing = stopping = false;
     parked = 0;
     unexpected = 0;
+    victim = -1;
     max_acked_version = 0;
     zombie_waits = 0;
     for (size_t i = 0; i <= NDOMAINS; i++)
         fail_budget[i] = 20;
 }
 
+/* The daemon flags of a run into args (NULL-terminated). */
+static void node_args(const char *mode, const params_t *p, const char **args)
+{
+    size_t n = 0;
+    args[n++] = "--durability", args[n++] = mode, args[n++] = "--threads", args[n++] = "8";
+    args[n++] = "--log-level", args[n++] = "warn";
+    args[n++] = "--on-write", args[n++] = p->on_write ? p->on_write : "replace";
+    if (p->nodes > 1)
+        args[n++] = "--member-timeout", args[n++] = "1000";
+    if (p->skip_invalidation)
+        args[n++] = "--testing-skip-cluster-invalidation";
+    args[n] = NULL;
+}
+
+/* Start the nodes, the models and the workers, run the cycles; the cycles
+ * done. *stop_rc: 0 when every node stopped cleanly at the end. */
+static unsigned run_cycles(const char *mode, const params_t *p, void **models,
+                           rel_report_t *reports, uint64_t *corrupt, int *stop_rc)
+{
+    const char *args[16];
+    char url[256];
+    rel_cluster_t cl;
+    worker_t wk[MAX_WORKERS];
+    rel_client_t mc[REL_MAX_NODES];
+    uint64_t rng = p->seed | 1;
+    unsigned done = 0, started = 0;
+    bool clients = false;
+    memset(&cl, 0, sizeof cl);
+    memset(mc, 0, sizeof mc);
+    *stop_rc = -1;
+    node_args(mode, p, args);
+    if (p->backend == REL_PG && pg_fixture_new_db(p->pg, url, sizeof url) != 0)
+        fprintf(stderr, "crash: cannot make a PostgreSQL schema\n");
+    else if (rel_cluster_start(&cl, p->nodes, p->backend == REL_PG ? url : NULL, args,
+                               p->nodes > 1) != 0)
+        fprintf(stderr, "crash: cannot start the daemon\n");
+    else if (!(clients = init_clients(mc, &cl) == 0))
+        fprintf(stderr, "crash: no client\n");
+    else if ((started = start_workers(wk, p, &cl, models, reports)) == p->workers) {
+        while (done < p->cycles &&
+               kill_cycle(&cl, wk, p, mc, models, reports, &rng, corrupt) == 0)
+            done++;
+    }
+    stop_workers(wk, started);
+    if (clients)
+        *stop_rc = rel_cluster_stop(&cl);
+    free_clients(mc);
+    rel_cluster_free(&cl);
+    return done;
+}
+
 /* Run every cycle in one mode. */
 static outcome_t run_mode(const char *mode, const params_t *p)
 {
     outcome_t out = {0};
-    char *dir = testutil_mkdtemp();
-    const char *args[] = {"--durability", mode, "--threads", "8", "--log-level", "warn",
-                          "--on-write", p->on_write ? p->on_write : "replace", NULL};
-    char url[256];
     const char *bname = rel_backend_name(p->backend);
-    daemon_t d;
     void *models[NDOMAINS] = {0};
     rel_report_t reports[NDOMAINS];
-    worker_t wk[MAX_WORKERS];
-    rel_client_t mc;
-    uint64_t rng = p->seed | 1, corrupt = 0;
+    uint64_t corrupt = 0;
     unsigned done = 0;
+    int stop_rc = -1;
+    bool ready = true;
     memset(reports, 0, sizeof reports);
     reset_shared();
-    if (p->backend == REL_PG && pg_fixture_new_db(p->pg, url, sizeof url) != 0) {
-        fprintf(stderr, "crash: cannot make a PostgreSQL schema\n");
-        return out;
-    }
-    if (!dir || rel_daemon_start(&d, dir, p->backend == REL_PG ? url : NULL, args) != 0) {
-        fprintf(stderr, "crash: cannot start the daemon\n");
-        return out;
-    }
+    nnodes = p->nodes;
     for (size_t i = 0; i < NDOMAINS; i++)
-        if (!(models[i] = domains[i]->create(p->workers)))
-            return out;
-    if (rel_client_init(&mc, d.base_url, 10000) != 0 ||
-        start_workers(wk, p, &d, models, reports) != 0)
-        return out;
-    while (done < p->cycles &&
-           kill_cycle(&d, wk, p, &mc, models, reports, &rng, &corrupt) == 0)
-        done++;
-    stop_workers(wk, p->workers);
-    int stop_rc = daemon_stop(&d);
+        ready = ready && (models[i] = domains[i]->create(p->workers)) != NULL;
+    if (ready)
+        done = run_cycles(mode, p, models, reports, &corrupt, &stop_rc);
     rel_report_t sum = {0};
     uint64_t lost_by_domain[NDOMAINS];
     for (size_t i = 0; i < NDOMAINS; i++) {
@@ -423,21 +539,22 @@ static outcome_t run_mode(const char *mode, const params_t *p)
                reports[i].acked, reports[i].in_doubt, reports[i].lost, reports[i].violations);
         sum.lost += reports[i].lost;
         sum.violations += reports[i].violations;
-        domains[i]->destroy(models[i]);
+        if (models[i])
+            domains[i]->destroy(models[i]);
     }
-    printf("crash: %sbackend=%s durability=%s on_write=%s kill_cycles=%u/%u lost_writes=%" PRIu64
-           " integrity_failures=%" PRIu64 " other_violations=%" PRIu64
+    printf("crash: %s%sbackend=%s durability=%s on_write=%s kill_cycles=%u/%u lost_writes=%"
+           PRIu64 " integrity_failures=%" PRIu64 " other_violations=%" PRIu64
            " unanswered_while_up=%" PRIu64 " clean_stop=%s",
-           p->drop_wal ? "SELF-TEST (WAL dropped) " : "", bname, mode,
-           p->on_write ? p->on_write : "replace", done, p->cycles, sum.lost,
+           p->drop_wal ? "SELF-TEST (WAL dropped) " : "",
+           p->skip_invalidation ? "SELF-TEST (--testing-skip-cluster-invalidation) " : "",
+           bname, mode, p->on_write ? p->on_write : "replace", done, p->cycles, sum.lost,
            corrupt, sum.violations, unexpected, stop_rc == 0 ? "yes" : "no");
+    if (p->nodes > 1)
+        printf(" nodes=%u", p->nodes);
     if (p->backend == REL_PG)
         printf(" kills_with_lingering_sessions=%" PRIu64, zombie_waits);
     printf("\n");
     fflush(stdout);
-    rel_client_free(&mc);
-    daemon_free(&d);
-    testutil_rmdir(dir);
     out = (outcome_t){done, sum.lost, corrupt, sum.violations + unexpected, {0}, stop_rc == 0};
     memcpy(out.lost_by_domain, lost_by_domain, sizeof lost_by_domain);
     return out;
@@ -480,8 +597,33 @@ static int self_test(const params_t *base)
     p.cycles = 2;
     p.drop_wal = true;
     p.backend = REL_SQLITE;
+    p.nodes = 1;
     outcome_t o = run_mode("normal", &p);
     return saw_loss(&o, &p, "the dropped WAL");
+}
+
+/* A cluster whose nodes skip the cross-node invalidation serves stale
+ * reads from its memory tiers: the loop must report them (as lost writes
+ * or violations). 0 when it did. */
+static int stale_self_test(const params_t *base, unsigned cycles)
+{
+    params_t p = *base;
+    p.cycles = cycles;
+    p.skip_invalidation = true;
+    p.on_write = "replace";
+    outcome_t o = run_mode("normal", &p);
+    uint64_t found = o.lost + o.violations;
+    if (o.cycles == p.cycles && found > 0) {
+        printf("crash: self-test ok: --testing-skip-cluster-invalidation was reported as %"
+               PRIu64 " lost writes and %" PRIu64 " other violations (", o.lost, o.violations);
+        for (size_t i = 0; i < NDOMAINS; i++)
+            printf("%s%s lost %" PRIu64, i ? ", " : "", domains[i]->name, o.lost_by_domain[i]);
+        printf(")\n");
+        return 0;
+    }
+    printf("crash: SELF-TEST FAILED: --testing-skip-cluster-invalidation went unnoticed "
+           "(%u/%u cycles, %" PRIu64 " found)\n", o.cycles, p.cycles, found);
+    return 1;
 }
 
 /* Every mode asked for on one backend; 0 when all passed (with
@@ -513,19 +655,31 @@ static int usage(void)
     fprintf(stderr, "usage: test_crash [--cycles N] [--durability normal|full|both] "
                     "[--workers 1..%d] [--seed S] [--backend sqlite|postgresql|both] "
                     "[--on-write replace|invalidate|both] "
-                    "[--no-self-test] [--sabotage-drop-wal] [--expect-lost]\n", MAX_WORKERS);
+                    "[--no-self-test] [--sabotage-drop-wal] [--expect-lost] "
+                    "[--nodes 1..%d (2 and more: --backend postgresql)] "
+                    "[--sabotage-skip-invalidation]\n", MAX_WORKERS, REL_MAX_NODES);
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    params_t p = {.cycles = 5, .workers = 8, .seed = (uint64_t)time(NULL)};
+#ifdef CRASH_CLUSTER_FORM
+    params_t p = {.cycles = 4, .workers = 8, .nodes = 3, .seed = (uint64_t)time(NULL)};
+    const char *modes = "normal", *on_writes = "replace";
+    int backends = REL_PG;
+#else
+    params_t p = {.cycles = 5, .workers = 8, .nodes = 1, .seed = (uint64_t)time(NULL)};
     const char *modes = "both", *on_writes = "both";
-    bool sabotage_only = false, self = true, expect_lost = false;
     int backends = REL_BOTH;
+#endif
+    bool sabotage_only = false, self = true, expect_lost = false, sabotage_stale = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sabotage-drop-wal") == 0) {
             sabotage_only = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--sabotage-skip-invalidation") == 0) {
+            sabotage_stale = true;
             continue;
         }
         if (strcmp(argv[i], "--no-self-test") == 0) {
@@ -550,6 +704,8 @@ int main(int argc, char **argv)
             backends = rel_backends_parse(argv[i + 1]);
         else if (strcmp(argv[i], "--on-write") == 0)
             on_writes = argv[i + 1];
+        else if (strcmp(argv[i], "--nodes") == 0)
+            p.nodes = (unsigned)atoi(argv[i + 1]);
         else
             return usage();
         i++;
@@ -559,12 +715,16 @@ int main(int argc, char **argv)
         printf("crash: skipped under %s\n", wrapper);
         return 77;
     }
+    if (p.nodes < 1 || p.nodes > REL_MAX_NODES || (p.nodes > 1 && backends != REL_PG) ||
+        (sabotage_stale && (p.nodes < 2 || sabotage_only)))
+        return usage();
     if (p.workers < 1 || p.workers > MAX_WORKERS || p.cycles < 1 || backends < 0 ||
         (strcmp(on_writes, "replace") != 0 && strcmp(on_writes, "invalidate") != 0 &&
          strcmp(on_writes, "both") != 0))
         return usage();
     curl_global_init(CURL_GLOBAL_ALL);
-    printf("crash: seed %" PRIu64 ", %u cycles, %u workers\n", p.seed, p.cycles, p.workers);
+    printf("crash: seed %" PRIu64 ", %u cycles, %u workers, %u node%s\n", p.seed, p.cycles,
+           p.workers, p.nodes, p.nodes > 1 ? "s" : "");
     int rc = 0;
     if (!sabotage_only && (backends & REL_SQLITE)) {
         p.backend = REL_SQLITE;
@@ -574,10 +734,17 @@ int main(int argc, char **argv)
     int pg_rc = !sabotage_only && (backends & REL_PG) ? rel_pg_start(&pg) : 1;
     if (pg_rc < 0)
         rc = 1;
+    if (pg_rc > 0 && p.nodes > 1) {
+        curl_global_cleanup();
+        return 77; /* a cluster needs PostgreSQL */
+    }
     if (pg_rc == 0) {
         p.backend = REL_PG;
         p.pg = &pg;
-        rc |= run_backend(&p, modes, on_writes, expect_lost);
+        if (!sabotage_stale)
+            rc |= run_backend(&p, modes, on_writes, expect_lost);
+        if (p.nodes > 1 && (sabotage_stale || (self && !expect_lost)))
+            rc |= stale_self_test(&p, sabotage_stale ? p.cycles : 2);
         if (pg_fixture_stop(&pg) != 0)
             rc = 1;
     }

@@ -5,7 +5,9 @@
  * running "largest version so far", and by version; the acknowledged
  * deletes are sorted by completion time with a running "latest invocation
  * so far", and by invocation time with a running "latest completion so
- * far". Each GET then costs a few binary searches.
+ * far". Each GET then costs a few binary searches. Indeterminate deletes
+ * join the latter with an unbounded completion; indeterminate writes are
+ * kept apart, and looked at only for a version no acknowledged write has.
  */
 #include "history.h"
 
@@ -20,9 +22,10 @@ typedef struct key_index {
     const hop_t **wv;       /* versioned writes by version */
     const hop_t **dc;       /* acknowledged deletes by completion */
     int64_t *dc_max_invoke; /* latest invocation among dc[0..i] */
-    const hop_t **di;       /* acknowledged deletes by invocation */
+    const hop_t **di;       /* acknowledged and indeterminate deletes by invocation */
     int64_t *di_max_complete;
-    size_t nw, nd;
+    const hop_t **wu;       /* indeterminate writes */
+    size_t nw, nd, ndi, nu;
 } key_index_t;
 
 static const char *const kind_names[] = {"GET", "PUT", "DELETE", "INCR"};
@@ -102,6 +105,23 @@ static bool is_delete(const hop_t *o)
     return o->kind == HOP_DELETE && o->result == HOP_OK;
 }
 
+static bool is_unknown_delete(const hop_t *o)
+{
+    return o->kind == HOP_DELETE && o->result == HOP_UNKNOWN;
+}
+
+static bool is_unknown_write(const hop_t *o)
+{
+    return (o->kind == HOP_PUT || o->kind == HOP_INCR) && o->result == HOP_UNKNOWN;
+}
+
+/* When an operation's effect ends at the latest: an indeterminate one may
+ * take effect at any time after its invocation. */
+static int64_t effect_until(const hop_t *o)
+{
+    return o->result == HOP_UNKNOWN ? INT64_MAX : o->complete;
+}
+
 /* ------------------------------------------------------------------------
  * Building the per-key indexes
  * ------------------------------------------------------------------------ */
@@ -111,22 +131,25 @@ static void free_index(key_index_t *ix, unsigned nkeys)
     for (unsigned k = 0; ix && k < nkeys; k++) {
         free(ix[k].wc), free(ix[k].wc_max), free(ix[k].wv);
         free(ix[k].dc), free(ix[k].dc_max_invoke), free(ix[k].di), free(ix[k].di_max_complete);
+        free(ix[k].wu);
     }
     free(ix);
 }
 
 static int alloc_key(key_index_t *x)
 {
-    size_t w = x->nw ? x->nw : 1, d = x->nd ? x->nd : 1;
+    size_t w = x->nw ? x->nw : 1, d = x->nd ? x->nd : 1, di = x->ndi ? x->ndi : 1;
+    size_t u = x->nu ? x->nu : 1;
     x->wc = malloc(w * sizeof *x->wc);
     x->wc_max = malloc(w * sizeof *x->wc_max);
     x->wv = malloc(w * sizeof *x->wv);
     x->dc = malloc(d * sizeof *x->dc);
-    x->di = malloc(d * sizeof *x->di);
+    x->di = malloc(di * sizeof *x->di);
     x->dc_max_invoke = malloc(d * sizeof *x->dc_max_invoke);
-    x->di_max_complete = malloc(d * sizeof *x->di_max_complete);
+    x->di_max_complete = malloc(di * sizeof *x->di_max_complete);
+    x->wu = malloc(u * sizeof *x->wu);
     return x->wc && x->wc_max && x->wv && x->dc && x->di && x->dc_max_invoke &&
-                   x->di_max_complete ? 0 : -1;
+                   x->di_max_complete && x->wu ? 0 : -1;
 }
 
 static void sort_key(key_index_t *x)
@@ -134,13 +157,16 @@ static void sort_key(key_index_t *x)
     qsort(x->wc, x->nw, sizeof *x->wc, by_complete);
     qsort(x->wv, x->nw, sizeof *x->wv, by_version);
     qsort(x->dc, x->nd, sizeof *x->dc, by_complete);
-    qsort(x->di, x->nd, sizeof *x->di, by_invoke);
+    qsort(x->di, x->ndi, sizeof *x->di, by_invoke);
     for (size_t i = 0; i < x->nw; i++)
         x->wc_max[i] = i && x->wc_max[i - 1]->version > x->wc[i]->version ? x->wc_max[i - 1]
                                                                          : x->wc[i];
     for (size_t i = 0; i < x->nd; i++) {
-        int64_t inv = x->dc[i]->invoke, comp = x->di[i]->complete;
+        int64_t inv = x->dc[i]->invoke;
         x->dc_max_invoke[i] = i && x->dc_max_invoke[i - 1] > inv ? x->dc_max_invoke[i - 1] : inv;
+    }
+    for (size_t i = 0; i < x->ndi; i++) {
+        int64_t comp = effect_until(x->di[i]);
         x->di_max_complete[i] = i && x->di_max_complete[i - 1] > comp ? x->di_max_complete[i - 1]
                                                                       : comp;
     }
@@ -156,13 +182,15 @@ static key_index_t *build_index(const hop_t *ops, size_t n, unsigned nkeys)
             continue;
         ix[ops[i].key].nw += is_versioned_write(&ops[i]);
         ix[ops[i].key].nd += is_delete(&ops[i]);
+        ix[ops[i].key].ndi += is_delete(&ops[i]) || is_unknown_delete(&ops[i]);
+        ix[ops[i].key].nu += is_unknown_write(&ops[i]);
     }
     for (unsigned k = 0; k < nkeys; k++) {
         if (alloc_key(&ix[k]) != 0) {
             free_index(ix, nkeys);
             return NULL;
         }
-        ix[k].nw = ix[k].nd = 0;
+        ix[k].nw = ix[k].nd = ix[k].ndi = ix[k].nu = 0;
     }
     for (size_t i = 0; i < n; i++) {
         key_index_t *x = ops[i].key < nkeys ? &ix[ops[i].key] : NULL;
@@ -170,8 +198,11 @@ static key_index_t *build_index(const hop_t *ops, size_t n, unsigned nkeys)
             x->wc[x->nw] = x->wv[x->nw] = &ops[i];
             x->nw++;
         } else if (x && is_delete(&ops[i])) {
-            x->dc[x->nd] = x->di[x->nd] = &ops[i];
-            x->nd++;
+            x->dc[x->nd++] = x->di[x->ndi++] = &ops[i];
+        } else if (x && is_unknown_delete(&ops[i])) {
+            x->di[x->ndi++] = &ops[i];
+        } else if (x && is_unknown_write(&ops[i])) {
+            x->wu[x->nu++] = &ops[i];
         }
     }
     for (unsigned k = 0; k < nkeys; k++)
@@ -192,22 +223,42 @@ static void report_op(printer_t *p, const char *what, const hop_t *o, const hop_
 {
     if (!p->out || p->budget-- <= 0)
         return;
-    fprintf(p->out, "violation: %s: client %u %s key %u -> %s v%" PRId64 " value %" PRId64
-            " [%" PRId64 " .. %" PRId64 " us]", what, o->client, kind_names[o->kind], o->key,
-            o->result == HOP_OK ? "ok" : "absent", o->version, o->value, o->invoke / 1000,
-            o->complete / 1000);
+    fprintf(p->out, "violation: %s: client %u %s key %u at node %u -> %s v%" PRId64 " value %"
+            PRId64 " [%" PRId64 " .. %" PRId64 " us]", what, o->client, kind_names[o->kind],
+            o->key, o->node, o->result == HOP_OK ? "ok" : "absent", o->version, o->value,
+            o->invoke / 1000, o->complete / 1000);
     if (other)
-        fprintf(p->out, "; conflicting: client %u %s -> %s v%" PRId64 " value %" PRId64
-                " [%" PRId64 " .. %" PRId64 " us]", other->client, kind_names[other->kind],
+        fprintf(p->out, "; conflicting: client %u %s at node %u -> %s v%" PRId64 " value %"
+                PRId64 " [%" PRId64 " .. %" PRId64 " us]", other->client,
+                kind_names[other->kind], other->node,
                 other->result == HOP_OK ? "ok" : "absent", other->version, other->value,
                 other->invoke / 1000, other->complete / 1000);
     fputc('\n', p->out);
+}
+
+/* Can g have read an indeterminate write (a PUT of its value, or an
+ * increment, sent to this key before g completed)? */
+static bool from_unknown_write(const key_index_t *x, const hop_t *g)
+{
+    for (size_t i = 0; i < x->nu; i++)
+        if (x->wu[i]->invoke < g->complete &&
+            (x->wu[i]->kind == HOP_INCR || x->wu[i]->value == g->value))
+            return true;
+    return false;
 }
 
 static void check_read_value(const key_index_t *x, const hop_t *g, const hop_t *wmax,
                              history_report_t *r, printer_t *p)
 {
     const hop_t *w = find_version(x->wv, x->nw, g->version);
+    if (!w && from_unknown_write(x, g)) {
+        r->from_indeterminate++;
+        if (wmax && g->version < wmax->version) {
+            r->stale++;
+            report_op(p, "stale read (a newer write was acknowledged before the GET)", g, wmax);
+        }
+        return;
+    }
     if (!w) {
         r->phantom++;
         report_op(p, "version never written to this key", g, NULL);
@@ -242,7 +293,7 @@ static void check_read(const key_index_t *x, const hop_t *g, history_report_t *r
     if (g->result == HOP_OK) {
         check_read_value(x, g, wmax, r, p);
     } else if (g->result == HOP_ABSENT && wmax) {
-        size_t nd = invoked_before(x->di, x->nd, g->complete);
+        size_t nd = invoked_before(x->di, x->ndi, g->complete);
         if (!nd || x->di_max_complete[nd - 1] <= wmax->invoke) {
             r->missing++;
             report_op(p, "404 although a write was acknowledged before the GET", g, wmax);
@@ -312,7 +363,7 @@ static int check_clients(const hop_t *ops, size_t n, unsigned nkeys, history_rep
         seen_t *e = &s[(size_t)o->client * nkeys + o->key];
         bool versioned = o->result == HOP_OK && o->kind != HOP_DELETE;
         bool absent = (o->kind == HOP_DELETE && o->result != HOP_ERROR &&
-                       o->result != HOP_OTHER) ||
+                       o->result != HOP_OTHER && o->result != HOP_UNKNOWN) ||
                       (o->kind == HOP_GET && o->result == HOP_ABSENT);
         if (versioned) {
             if (o->version < e->maxv || (o->version == e->maxv && e->absent_since) ||
@@ -342,21 +393,23 @@ int history_check(const hop_t *ops, size_t n, unsigned nkeys, history_report_t *
     memset(r, 0, sizeof *r);
     printer_t p = {out, print};
     for (size_t i = 0; i < n; i++) {
+        r->indeterminate += ops[i].result == HOP_UNKNOWN;
         if (ops[i].result != HOP_ERROR)
             continue;
         if (out && r->errors < 5)
-            fprintf(out, "error: client %u %s key %u [%" PRId64 " .. %" PRId64 " us] -> %s %"
-                    PRId64 "\n", ops[i].client, kind_names[ops[i].kind], ops[i].key,
-                    ops[i].invoke / 1000, ops[i].complete / 1000,
+            fprintf(out, "error: client %u %s key %u at node %u [%" PRId64 " .. %" PRId64
+                    " us] -> %s %d\n", ops[i].client, kind_names[ops[i].kind], ops[i].key,
+                    ops[i].node, ops[i].invoke / 1000, ops[i].complete / 1000,
                     ops[i].status ? "status" : "no answer, transport error",
-                    ops[i].status ? (int64_t)ops[i].status : ops[i].value);
+                    ops[i].status ? (int)ops[i].status : (int)ops[i].transport_error);
         r->errors++;
     }
     key_index_t *ix = build_index(ops, n, nkeys);
     if (!ix)
         return -1;
     for (size_t i = 0; i < n; i++)
-        if (ops[i].kind == HOP_GET && ops[i].key < nkeys && ops[i].result != HOP_ERROR)
+        if (ops[i].kind == HOP_GET && ops[i].key < nkeys && ops[i].result != HOP_ERROR &&
+            ops[i].result != HOP_UNKNOWN)
             check_read(&ix[ops[i].key], &ops[i], r, &p);
     free_index(ix, nkeys);
     if (check_versions(ops, n, r, &p) != 0 || check_clients(ops, n, nkeys, r, &p) != 0)

@@ -25,6 +25,14 @@
  * These are necessary conditions of linearizability, checked in
  * O(n log n); they are exactly what "no stale read after an acknowledged
  * write" forbids.
+ *
+ * Indeterminate operations (HOP_UNKNOWN: a request the run allows to go
+ * unanswered, e.g. to a node it paused or killed) may or may not have
+ * taken effect, at any time after their invocation: such a write never
+ * makes a read stale, but a read may return it (a version no acknowledged
+ * write has, with the PUT's value, from a write invoked before the read
+ * completed: counted as from_indeterminate, not phantom), and such a
+ * delete may explain a 404.
  */
 #ifndef SQLCACHED_HISTORY_H
 #define SQLCACHED_HISTORY_H
@@ -39,26 +47,29 @@ typedef enum hop_result {
     HOP_OK,     /* 2xx */
     HOP_ABSENT, /* 404 */
     HOP_OTHER,  /* an answer that changed nothing (412, 409) */
-    HOP_ERROR   /* no answer or 5xx: counts against the run */
+    HOP_ERROR,  /* no answer or 5xx: counts against the run */
+    HOP_UNKNOWN /* no answer or 5xx where the run allows it: indeterminate */
 } hop_result_t;
 
 typedef struct hop {
     int64_t invoke, complete; /* ns */
     int64_t version;          /* written (PUT, INCR) or read (GET); 0 = none */
-    int64_t value;            /* written (PUT), resulting (INCR) or read (GET);
-                                 for HOP_ERROR without a status, the client's
-                                 transport error code */
+    int64_t value;            /* written (PUT), resulting (INCR) or read (GET) */
     uint32_t client;
     uint16_t key;
     uint8_t kind;             /* hop_kind_t */
     uint8_t result;           /* hop_result_t */
     uint16_t status;          /* HTTP status, 0 = no answer */
+    uint8_t node;             /* the node asked (runs over several), else 0 */
+    uint8_t transport_error;  /* without an answer: the client's error code */
 } hop_t;
 
 typedef struct history_report {
     uint64_t reads_checked, writes_checked;
     uint64_t stale, resurrected, missing, phantom, future, wrong_value;
     uint64_t version_order, not_monotonic, duplicate_version, errors;
+    uint64_t indeterminate;      /* HOP_UNKNOWN operations (not violations) */
+    uint64_t from_indeterminate; /* reads that returned an indeterminate write */
 } history_report_t;
 
 /* Total violations in a report. */
