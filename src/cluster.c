@@ -70,6 +70,8 @@
 #define RELISTEN_PAUSE_MS 100
 #define FORGET_DOWN_MS 600000  /* rows of nodes down this long are deleted */
 #define EVICT_AFTER_CHECKS 2   /* a member that renews but never acknowledges */
+#define DEAF_WAIT_LEASES 3     /* our own link down: wait this many leases, then 503 */
+#define DEAF_RECHECK_MS 100
 #define HEADER_ROOM 64         /* "W <id> <seq>" */
 
 typedef struct peer {
@@ -99,6 +101,7 @@ struct cluster {
     int64_t epoch;                  /* link thread */
     _Atomic int64_t trusted_until;  /* monotonic ms; 0 = untrusted */
     bool listening;                 /* link thread */
+    atomic_bool hearing;            /* = listening, for the writer */
     int64_t next_renew;             /* link thread, monotonic ms */
 
     pthread_t thread;
@@ -234,6 +237,13 @@ static void drop_tiers(cluster_t *c)
     engine_bloom_distrust(db);
     pthread_rwlock_unlock(&c->apply_lock);
     atomic_fetch_add(&c->drops, 1);
+}
+
+/* Link thread: the channel is heard (or not); the writer reads `hearing`. */
+static void set_listening(cluster_t *c, bool on)
+{
+    c->listening = on;
+    atomic_store(&c->hearing, on);
 }
 
 static void untrust(cluster_t *c)
@@ -418,7 +428,7 @@ static sqlcached_status_t rejoin(cluster_t *c)
     snprintf(ping, sizeof ping, "P %" PRId64 " %" PRId64, id, seq);
     st = c->ops->publish(c->link, ping);
     if (st == SQLCACHED_OK)
-        c->listening = true;
+        set_listening(c, true);
     return st;
 }
 
@@ -441,7 +451,7 @@ static void renew(cluster_t *c)
     else
         log_warn("cluster", "cannot renew this node's membership: %s",
                  sqlcached_status_name(st));
-    c->listening = false;
+    set_listening(c, false);
     untrust(c);
 }
 
@@ -486,7 +496,7 @@ static void link_step(cluster_t *c)
     if (st != SQLCACHED_OK) {
         log_warn("cluster", "lost the cluster's channel: serving from the database only "
                  "until this node has joined again");
-        c->listening = false;
+        set_listening(c, false);
         untrust(c);
         return;
     }
@@ -502,8 +512,10 @@ static void *link_main(void *arg)
         link_step(c);
         if (c->listening && mono_ms() - last_forget > FORGET_DOWN_MS / 10) {
             last_forget = mono_ms();
-            if (c->ops->forget_down(c->link, FORGET_DOWN_MS) != SQLCACHED_OK)
-                c->listening = false, untrust(c);
+            if (c->ops->forget_down(c->link, FORGET_DOWN_MS) != SQLCACHED_OK) {
+                set_listening(c, false);
+                untrust(c);
+            }
         }
     }
     return NULL;
@@ -657,8 +669,19 @@ static void forget_batch(cluster_t *c)
 /* w's deadline passed without an acknowledgement: look at its row. Done
  * when it left, joined anew or ran out; evicted when it renews but never
  * acknowledges; else a new deadline at the end of its current lease. */
-static sqlcached_status_t check_waited(cluster_t *c, store_conn_t *conn, waited_t *m)
+static sqlcached_status_t check_waited(cluster_t *c, store_conn_t *conn, waited_t *m,
+                                      int64_t start)
 {
+    if (!atomic_load(&c->hearing)) {
+        /* Our own link is down: its acknowledgement may have been lost on
+         * the way to us, and evicting a healthy member for it would be
+         * wrong. Wait for the link (its rejoin asks everyone to
+         * acknowledge again), bounded. */
+        if (mono_ms() - start > DEAF_WAIT_LEASES * c->lease_ms)
+            return SQLCACHED_UNAVAILABLE;
+        m->deadline = mono_ms() + DEAF_RECHECK_MS;
+        return SQLCACHED_OK;
+    }
     storage_node_t row;
     bool found = false;
     sqlcached_status_t st = c->ops->node(conn, m->id, m->epoch, &found, &row);
@@ -722,7 +745,7 @@ static sqlcached_status_t wait_acks(cluster_t *c, store_conn_t *w)
             break;
         if (due) {
             pthread_mutex_unlock(&c->lock);
-            st = check_waited(c, w, due);
+            st = check_waited(c, w, due, start);
             pthread_mutex_lock(&c->lock);
             if (st != SQLCACHED_OK)
                 break;
