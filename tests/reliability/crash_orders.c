@@ -233,8 +233,11 @@ static int place_order(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r
             rel_fail("orders", "item %d user u%d: sold_out, but the user holds order %" PRId64
                      " (already_ordered must win)", idx, u, us->order_id);
         }
-        if (before == U_DOUBT)
-            us->state = U_NONE; /* the in-doubt order was not applied */
+        /* An in-doubt order stays in doubt: its COMMIT may still be on its
+         * way through PostgreSQL when another node answers this one (the
+         * node that sent it was killed a moment ago), and then commit
+         * after this answer; its client never saw it end, so that is
+         * allowed. */
     } else if (c->status == 404) {
         if (known && it->gen != 0) {
             count(&r->violations);
