@@ -61,9 +61,10 @@ trap 'exit 1' INT TERM
 # The copy: the files git knows (tracked, or untracked and not ignored), as
 # they are in the working tree; no build products of the checkout.
 mkdir "$tmp/src" || fail "mkdir failed"
-git -C "$srcdir" rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
+# (safe.directory: CI runs as root in a checkout another user may own.)
+git -c safe.directory='*' -C "$srcdir" rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
     skip "$srcdir is not a git checkout (the source copy is made with git ls-files)"
-(cd "$srcdir" && git ls-files -z --cached --others --exclude-standard |
+(cd "$srcdir" && git -c safe.directory='*' ls-files -z --cached --others --exclude-standard |
     tar --null -T - --ignore-failed-read -cf - 2>/dev/null) |
     tar -C "$tmp/src" -xf - || fail "copying the source tree failed"
 [ -x "$tmp/src/debian/rules" ] || fail "no debian/rules in the copy of $srcdir"
