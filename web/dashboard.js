@@ -6,6 +6,7 @@
  * second (the growth of the request counters between two polls, divided by
  * the time between them), memory use against the limit, evictions, and for
  * each item its stock and sold with a chart of the last WINDOW_S seconds.
+ * On a loop of its own it reads GET /v1/cluster: the cluster's members.
  * The hit-ratio chart is drawn in the colour of the daemon's eviction
  * policy, from the palette in dashboard.css that the SVGs of docs/plots/
  * use too.
@@ -305,6 +306,85 @@
     more.textContent = page.next === null ? '' : 'Showing the first ' + ITEMS_PAGE + ' items.';
   }
 
+  /* ------------------------------------------------------ cluster members */
+
+  /* GET /v1/cluster on a loop of its own (so that a failure there leaves
+   * the other figures alone): each member's id, address, state and the age
+   * of its last heartbeat, this node marked. The age is this browser's
+   * clock minus heartbeat_at (epoch ms, the database's clock): clocks that
+   * disagree shift it, so it is never shown below 0. */
+
+  let membersTimer = null;
+
+  function heartbeatAge(ms) {
+    const s = Math.max(0, ms) / 1000;
+    if (s < 60)
+      return s.toFixed(1) + ' s';
+    if (s < 3600)
+      return Math.floor(s / 60) + ' min ' + Math.floor(s % 60) + ' s';
+    return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+  }
+
+  function memberRow(id) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = id;
+    for (const cls of ['id', 'address', 'state', 'num age']) {
+      const td = document.createElement('td');
+      td.className = cls;
+      tr.append(td);
+    }
+    const code = document.createElement('code');
+    const self = document.createElement('span');
+    self.className = 'self';
+    self.textContent = 'this node';
+    tr.cells[0].append(code, self);
+    return tr;
+  }
+
+  function showMembers(cluster, nowMs) {
+    const tbody = $('members').tBodies[0];
+    const rows = new Map([...tbody.rows].map((tr) => [tr.dataset.id, tr]));
+    const seen = new Set();
+    for (const m of cluster.members) {
+      const id = String(m.id);
+      seen.add(id);
+      const tr = rows.get(id) || memberRow(id);
+      tbody.append(tr); // keeps the answer's (id) order
+      const isSelf = m.id === cluster.node;
+      tr.classList.toggle('self', isSelf);
+      tr.dataset.heartbeat = String(m.heartbeat_at);
+      tr.querySelector('td.id code').textContent = '#' + id;
+      tr.querySelector('td.id .self').hidden = !isSelf;
+      tr.querySelector('td.address').textContent = m.address || DASH;
+      const state = tr.querySelector('td.state');
+      state.textContent = m.state;
+      state.className = 'state ' + (m.state === 'up' ? 'up' : 'down');
+      tr.querySelector('td.age').textContent = heartbeatAge(nowMs - m.heartbeat_at);
+    }
+    for (const [id, tr] of rows)
+      if (!seen.has(id))
+        tr.remove();
+    const up = cluster.members.filter((m) => m.state === 'up').length;
+    setText('members-detail', count(up) + ' of ' + count(cluster.members.length) + ' up · this node #' +
+            cluster.node + ' · updated ' + new Date(nowMs).toLocaleTimeString('en-GB'));
+  }
+
+  async function pollMembers() {
+    clearTimeout(membersTimer);
+    const started = performance.now();
+    try {
+      const cluster = await getJSON('/v1/cluster');
+      if (cluster.unauthorized)
+        setText('members-detail', token() ? 'token refused' : 'token needed');
+      else
+        showMembers(cluster.body, Date.now());
+    } catch (e) {
+      setText('members-detail', 'cannot read the members: ' + String(e.message || e));
+    }
+    const wait = Math.max(0, POLL_MS - (performance.now() - started));
+    membersTimer = setTimeout(pollMembers, wait);
+  }
+
   /* ----------------------------------------------------------------- loop */
 
   let timer = null;
@@ -337,4 +417,5 @@
 
   $('window').textContent = String(WINDOW_S);
   poll();
+  pollMembers();
 })();

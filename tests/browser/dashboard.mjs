@@ -2,7 +2,8 @@
 // by tests/browser_dashboard.sh, with --auth-token): put a workload through
 // the API, load GET /, give the page the token, wait (bounded) until the
 // figures it shows are the daemon's, check them, change the sale and wait
-// for the page to follow, and save a screenshot.
+// for the page to follow, check the cluster-members panel against
+// GET /v1/cluster and that it refreshes, and save a screenshot.
 //
 // Environment: SQLCACHED_URL (http://127.0.0.1:PORT), SQLCACHED_TOKEN,
 // BROWSER_WORKDIR (where `npm ci` installed playwright-core), SCREENSHOT
@@ -101,6 +102,51 @@ async function waitFigures(page, want, what) {
   console.log('ok   ' + what);
 }
 
+// The cluster-members panel against GET /v1/cluster: on SQLite one member,
+// this node, up, its heartbeat a moment ago (the age shown is under 5 s:
+// browser and daemon share this machine's clock); live: the heartbeat the
+// row shows moves on without reloading.
+async function checkMembers(page) {
+  const [cs, cluster] = await api('GET', '/v1/cluster');
+  check(cs === 200 && cluster.members.length === 1 && cluster.members[0].id === cluster.node &&
+        cluster.members[0].state === 'up', 'GET /v1/cluster: one member, this node, up');
+  const me = cluster.members[0];
+  const want = { id: String(me.id), address: me.address, prev: null };
+  // the heartbeat the row shows once it shows all that, and one other than
+  // w.prev; null until then
+  const shown = (w) => {
+    const tr = document.querySelector(`#members tbody tr[data-id="${w.id}"]`);
+    if (!tr || document.querySelectorAll('#members tbody tr').length !== 1)
+      return null;
+    const age = tr.querySelector('td.age').textContent;
+    const m = /^(\d+\.\d) s$/.exec(age);
+    const self = tr.querySelector('td.id .self');
+    const ok = tr.querySelector('td.id code').textContent === '#' + w.id &&
+               tr.classList.contains('self') && self && !self.hidden && self.textContent === 'this node' &&
+               tr.querySelector('td.address').textContent === w.address &&
+               tr.querySelector('td.state').textContent === 'up' && m && Number(m[1]) < 5 &&
+               document.querySelector('#members-detail').textContent.startsWith(`1 of 1 up · this node #${w.id}`);
+    return ok && tr.dataset.heartbeat !== w.prev ? tr.dataset.heartbeat : null;
+  };
+  const members = () => page.evaluate(() =>
+    (document.querySelector('section.members') || { innerText: '(no members panel)' }).innerText);
+  let first;
+  try {
+    first = await (await page.waitForFunction(shown, want, { timeout: WAIT_MS, polling: 200 })).jsonValue();
+  } catch (e) {
+    throw new Error(`the members panel did not show ${JSON.stringify(want)} up, this node, ` +
+                    `heartbeat under 5 s in ${WAIT_MS} ms (${e.message}); it shows:\n${await members()}`);
+  }
+  console.log(`ok   the members panel shows #${want.id} ${want.address} up, this node, heartbeat under 5 s`);
+  try {
+    await page.waitForFunction(shown, { ...want, prev: first }, { timeout: WAIT_MS, polling: 200 });
+  } catch (e) {
+    throw new Error(`the members panel did not refresh the heartbeat (${first}) in ${WAIT_MS} ms ` +
+                    `(${e.message}); it shows:\n${await members()}`);
+  }
+  console.log('ok   the members panel is live: the heartbeat it shows moved on');
+}
+
 async function run(page) {
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -153,6 +199,8 @@ async function run(page) {
   console.log('ok   the item chart has a line of several samples');
   const rps = Number(await page.textContent('#rps'));
   check(rps > 0, `requests/s is above 0 (${rps})`);
+
+  await checkMembers(page);
 
   // The hit-ratio chart and its key are in the policy's palette colour
   // (the colour the SVGs of docs/plots/ give that policy).
