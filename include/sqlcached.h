@@ -375,7 +375,13 @@ typedef struct sqlcached_cluster_stats {
 } sqlcached_cluster_stats_t;
 
 typedef struct sqlcached_stats {
-    /* memory tier */
+    /* memory tier. Reads = KV GETs (sqlcached_kv_get) and item reads
+     * (sqlcached_item_get). cache_hits: reads answered with a value from
+     * the memory tier; cache_misses: every other read, however it was
+     * answered (from the store, absent from a negative entry or the bloom
+     * filter, or past a tier that is off or not trusted), so
+     * hit ratio = hits / (hits + misses). cache_negative_hits and
+     * cache_bloom_skips are subsets of cache_misses. */
     uint64_t cache_hits, cache_misses, cache_evictions, cache_expirations;
     uint64_t cache_entries, cache_memory_bytes, cache_memory_limit;
     uint64_t cache_singleflight_waits, cache_negative_hits, cache_bloom_skips;

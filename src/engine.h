@@ -32,6 +32,10 @@ struct sqlcached {
     atomic_bool bloom_ready; /* set once a build from the store is done */
     atomic_uint_fast64_t bloom_drops; /* engine_bloom_distrust() calls */
     atomic_uint_fast64_t bloom_skips;
+    /* GETs (KV and items) answered without consulting a memory tier: none
+     * configured, not trusted (engine_tier_usable), or out of memory. Each
+     * is a miss (sqlcached_stats). */
+    atomic_uint_fast64_t tier_bypass_reads;
     atomic_uint_fast64_t storage_reads;
     atomic_uint_fast64_t write_replaced, write_invalidated; /* kv.c after_commit */
     atomic_uint_fast64_t jitter_rng;

@@ -191,6 +191,7 @@ static sqlcached_status_t get_through_cache(sqlcached_t *db, const void *key, si
     case CACHE_LEAD:
         return load_and_fill(db, load, key, klen, now, out);
     default: /* the tier could not help (memory): read the store directly */
+        atomic_fetch_add_explicit(&db->tier_bypass_reads, 1, memory_order_relaxed);
         return load_row(db, key, klen, now, out, &expires_at);
     }
 }
@@ -208,9 +209,13 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     }
     int64_t now = engine_now(db), expires_at;
     kv_value_t *v = NULL;
-    sqlcached_status_t status = db->cache && engine_tier_usable(db)
-                                    ? get_through_cache(db, key, klen, now, &v)
-                                    : load_row(db, key, klen, now, &v, &expires_at);
+    sqlcached_status_t status;
+    if (db->cache && engine_tier_usable(db)) {
+        status = get_through_cache(db, key, klen, now, &v);
+    } else {
+        atomic_fetch_add_explicit(&db->tier_bypass_reads, 1, memory_order_relaxed);
+        status = load_row(db, key, klen, now, &v, &expires_at);
+    }
     if (status == SQLCACHED_OK)
         *out = &v->pub;
     return status;

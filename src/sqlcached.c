@@ -446,7 +446,9 @@ void sqlcached_close(sqlcached_t *db)
     free(db);
 }
 
-/* Add one tier's figures (KV keys and items are two tiers of one budget). */
+/* Add one tier's figures (KV keys and items are two tiers of one budget).
+ * A read the tier answered absent from a negative entry is a miss: the
+ * client got no value from memory (negative_hits stays as its subset). */
 static void add_cache_stats(sqlcached_stats_t *out, cache_t *c)
 {
     if (!c)
@@ -454,7 +456,7 @@ static void add_cache_stats(sqlcached_stats_t *out, cache_t *c)
     cache_stats_t cs;
     cache_stats(c, &cs);
     out->cache_hits += cs.hits;
-    out->cache_misses += cs.misses;
+    out->cache_misses += cs.misses + cs.negative_hits;
     out->cache_evictions += cs.evictions;
     out->cache_expirations += cs.expirations;
     out->cache_entries += cs.entries;
@@ -486,6 +488,10 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     lease_stats(db->leases, &out->lease_acquisitions, &out->lease_waiters);
     out->leases_held = lease_count_live(db, engine_now(db));
     out->cache_bloom_skips = atomic_load_explicit(&db->bloom_skips, memory_order_relaxed);
+    /* every GET not answered with a value from a memory tier is a miss:
+     * bloom skips and reads past the tier too (a Redis keyspace_misses) */
+    out->cache_misses += out->cache_bloom_skips +
+                         atomic_load_explicit(&db->tier_bypass_reads, memory_order_relaxed);
     store_stats_t st;
     store_stats(db->store, &st);
     out->write_transactions = st.write_transactions;
