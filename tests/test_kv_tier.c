@@ -620,6 +620,29 @@ static void test_kv_tier_reads_past_no_tier_are_misses(void **state)
     assert_int_equal(s1.cache_hits, 0);
 }
 
+static void without_hotkeys(sqlcached_options_t *o, fixture_t *f)
+{
+    (void)f;
+    o->hotkeys = 0;
+}
+
+/* Hot-key tracking off: the list says so and is empty; reads still work. */
+static void test_kv_tier_hotkeys_off(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    f->db = open_with(f, without_hotkeys);
+    assert_non_null(f->db);
+    int64_t ver;
+    put(f->db, "k", "v", &ver);
+    assert_int_equal(get(f->db, "k", NULL), ver);
+    sqlcached_hotkeys_t *list = NULL;
+    assert_int_equal(sqlcached_hotkeys(f->db, 10, &list), SQLCACHED_OK);
+    assert_int_equal(list->enabled, 0);
+    assert_int_equal(list->n, 0);
+    sqlcached_hotkeys_free(list);
+}
+
 /* --- memory limit --------------------------------------------------------- */
 
 static void with_small_tier(sqlcached_options_t *o, fixture_t *f)
@@ -689,6 +712,7 @@ int main(void)
         T(test_kv_tier_memory_stays_under_the_limit),
         T(test_kv_tier_absent_key_reads_are_misses),
         T(test_kv_tier_reads_past_no_tier_are_misses),
+        T(test_kv_tier_hotkeys_off),
         T(test_kv_tier_rejects_unknown_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
