@@ -22,6 +22,9 @@ enum MHD_Result api_web_js(http_request_t *req);
 enum MHD_Result api_admin_config(http_request_t *req);
 enum MHD_Result api_admin_backup(http_request_t *req);
 
+/* api_hotkeys.c */
+enum MHD_Result api_stats_hotkeys(http_request_t *req);
+
 /* api_cluster.c */
 enum MHD_Result api_cluster(http_request_t *req);
 
