@@ -2,7 +2,8 @@
  * api_hotkeys.c - GET /v1/stats/hotkeys?limit=N: the keys read most often
  * recently (sqlcached_hotkeys), as JSON. A key that is valid UTF-8 is
  * answered as "key" (a JSON string), any other as "key_base64" (RFC 4648
- * base64 with padding), as the transaction API answers values. The route
+ * base64 with padding). Keys sent over HTTP are UTF-8 (api_kv.c), so the
+ * base64 form is for keys read through the library by its other users. The route
  * takes the admin token when one is set (keys are user data: http.c).
  */
 #include <stdlib.h>
@@ -42,7 +43,7 @@ static json_t *hotkey_json(const sqlcached_hotkey_t *k)
                      (json_int_t)k->count, "error", (json_int_t)k->error);
 }
 
-static json_t *hotkeys_json(const sqlcached_hotkeys_t *list)
+json_t *api_hotkeys_json(const sqlcached_hotkeys_t *list)
 {
     json_t *keys = json_array();
     for (size_t i = 0; keys && i < list->n; i++) {
@@ -76,7 +77,7 @@ enum MHD_Result api_stats_hotkeys(http_request_t *req)
     sqlcached_status_t st = sqlcached_hotkeys(req->db, (unsigned)limit, &list);
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "cannot list the hot keys");
-    json_t *doc = hotkeys_json(list);
+    json_t *doc = api_hotkeys_json(list);
     sqlcached_hotkeys_free(list);
     if (!doc)
         return http_reply_problem(req, "unavailable", "out of memory");
