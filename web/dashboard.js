@@ -317,7 +317,7 @@
     const rank = document.createElement('td');
     rank.className = 'rank';
     const key = document.createElement('td');
-    key.className = 'key';
+    key.className = 'hk-key'; // not .key: the legend swatches' class
     key.append(document.createElement('code'));
     const reads = document.createElement('td');
     reads.className = 'num reads';
@@ -341,7 +341,7 @@
     const top = keys.length > 0 ? Math.max(1, keys[0].count) : 1;
     keys.forEach((k, i) => {
       const tr = tbody.rows[i];
-      const code = tr.querySelector('.key code');
+      const code = tr.querySelector('.hk-key code');
       const b64 = typeof k.key !== 'string';
       code.textContent = b64 ? k.key_base64 : k.key;
       code.className = b64 ? 'b64' : '';
