@@ -95,6 +95,7 @@ typedef struct sqlcached_options {
     int64_t negative_ttl_ms;            /* absent keys remembered this long; default 5000 */
     unsigned ttl_jitter_percent;        /* spread TTLs by +-N% (0..50); default 0 */
     int bloom_filter;                   /* 1 = skip SQLite for never-written keys; default 1 */
+    int hotkeys;                        /* 1 = count KV reads for sqlcached_hotkeys; default 1 */
     int testing_disable_fill_guard;     /* tests only: allow stale fills */
     /* tests only: called by a reader between its SQLite read and its fill
      * of the memory tier (the window of the stale-fill race). */
@@ -375,7 +376,13 @@ typedef struct sqlcached_cluster_stats {
 } sqlcached_cluster_stats_t;
 
 typedef struct sqlcached_stats {
-    /* memory tier */
+    /* memory tier. Reads = KV GETs (sqlcached_kv_get) and item reads
+     * (sqlcached_item_get). cache_hits: reads answered with a value from
+     * the memory tier; cache_misses: every other read, however it was
+     * answered (from the store, absent from a negative entry or the bloom
+     * filter, or past a tier that is off or not trusted), so
+     * hit ratio = hits / (hits + misses). cache_negative_hits and
+     * cache_bloom_skips are subsets of cache_misses. */
     uint64_t cache_hits, cache_misses, cache_evictions, cache_expirations;
     uint64_t cache_entries, cache_memory_bytes, cache_memory_limit;
     uint64_t cache_singleflight_waits, cache_negative_hits, cache_bloom_skips;
@@ -399,6 +406,45 @@ typedef struct sqlcached_stats {
 
 /* Fill out with the current figures. Cannot fail. */
 void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out);
+
+/* ------------------------------------------------------------------------
+ * Hot keys
+ *
+ * With options.hotkeys on (the default), every KV GET (sqlcached_kv_get,
+ * of a key present or absent) is counted in a fixed-size heavy-hitters
+ * table (Space-Saving: SQLCACHED_HOTKEYS_TRACKED keys, about 270 KiB)
+ * whose counts halve every SQLCACHED_HOTKEYS_HALF_LIFE_MS, so the keys it
+ * names are the ones read most often recently.
+ * ------------------------------------------------------------------------ */
+
+#define SQLCACHED_HOTKEYS_LIMIT_MAX 100
+#define SQLCACHED_HOTKEYS_TRACKED 512
+#define SQLCACHED_HOTKEYS_HALF_LIFE_MS 10000
+
+/* One hot key. count estimates its reads (halved every half-life) and is
+ * never below the truth; count - error is a lower bound. */
+typedef struct sqlcached_hotkey {
+    const void *key; /* klen bytes, not NUL-terminated; owned by the list */
+    size_t klen;
+    uint64_t count, error;
+} sqlcached_hotkey_t;
+
+typedef struct sqlcached_hotkeys {
+    int enabled;               /* 0: tracking is off (options.hotkeys) */
+    int64_t half_life_ms;      /* SQLCACHED_HOTKEYS_HALF_LIFE_MS */
+    size_t n;                  /* entries in keys, highest count first */
+    sqlcached_hotkey_t *keys;
+} sqlcached_hotkeys_t;
+
+/* The at most `limit` (1..SQLCACHED_HOTKEYS_LIMIT_MAX) keys read most
+ * often recently, highest count first (ties in key byte order), into
+ * *out, which the caller frees with sqlcached_hotkeys_free. Tracking off:
+ * OK with enabled 0 and no keys. SQLCACHED_INVALID_ARGUMENT for a bad
+ * limit, SQLCACHED_NOMEM; then *out is NULL. */
+sqlcached_status_t sqlcached_hotkeys(sqlcached_t *db, unsigned limit, sqlcached_hotkeys_t **out);
+
+/* Frees a list from sqlcached_hotkeys; NULL is a no-op. */
+void sqlcached_hotkeys_free(sqlcached_hotkeys_t *list);
 
 /* ------------------------------------------------------------------------
  * Cluster

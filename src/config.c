@@ -54,6 +54,7 @@ void config_defaults(config_t *cfg)
     cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
     cfg->seckill_retries = 3;
     cfg->on_write = SQLCACHED_ON_WRITE_REPLACE;
+    cfg->hotkeys = 1;
     cfg->busy_timeout_ms = 5000;
     cfg->sqlite_cache = 64u << 20;
     cfg->shutdown_timeout_ms = 10000;
@@ -89,6 +90,7 @@ const char *config_usage(void)
            "  --on-write MODE        after a committed write, the cached copy of its key:\n"
            "                         replace (with the value written, default) or\n"
            "                         invalidate (delete it: update-then-delete)\n"
+           "  --hotkeys on|off       count KV reads for GET /v1/stats/hotkeys (default on)\n"
            "  --busy-timeout MS      wait this long for a database lock held by another\n"
            "                         process before answering 503 (default 5000)\n"
            "  --shutdown-timeout MS  on SIGTERM, how long requests in flight get; writes\n"
@@ -204,7 +206,7 @@ enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABI
        OPT_CONFIG, OPT_RESTORE, OPT_CACHE_MEMORY, OPT_POLICY, OPT_NEGATIVE_TTL,
        OPT_TTL_JITTER, OPT_SECKILL_STRATEGY, OPT_SECKILL_RETRIES, OPT_BUSY_TIMEOUT,
        OPT_SQLITE_CACHE,
-       OPT_SHUTDOWN_TIMEOUT, OPT_ON_WRITE, OPT_ADVERTISE, OPT_MEMBER_TIMEOUT,
+       OPT_SHUTDOWN_TIMEOUT, OPT_ON_WRITE, OPT_ADVERTISE, OPT_MEMBER_TIMEOUT, OPT_HOTKEYS,
        /* testing-only flags from here on: hidden, and refused in a config file */
        OPT_TESTING_FIRST, OPT_TESTING_MAX_PAGES = OPT_TESTING_FIRST,
        OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY, OPT_TESTING_SECKILL_NAIVE,
@@ -235,6 +237,7 @@ static const struct option long_options[] = {
     {"busy-timeout", required_argument, NULL, OPT_BUSY_TIMEOUT},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
     {"on-write", required_argument, NULL, OPT_ON_WRITE},
+    {"hotkeys", required_argument, NULL, OPT_HOTKEYS},
     {"advertise", required_argument, NULL, OPT_ADVERTISE},
     {"member-timeout", required_argument, NULL, OPT_MEMBER_TIMEOUT},
     {"testing-max-pages", required_argument, NULL, OPT_TESTING_MAX_PAGES},
@@ -386,6 +389,12 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         return 0;
     case OPT_TESTING_SECKILL_NAIVE:
         cfg->testing_seckill_naive = 1;
+        return 0;
+    case OPT_HOTKEYS:
+        if (strcmp(arg, "on") == 0 || strcmp(arg, "off") == 0)
+            cfg->hotkeys = strcmp(arg, "on") == 0;
+        else
+            return snprintf(err, errlen, "--hotkeys: expected on or off, got '%s'", arg), -1;
         return 0;
     case OPT_ON_WRITE:
         if (strcmp(arg, "replace") == 0)
@@ -676,7 +685,9 @@ json_t *config_json(const config_t *cfg)
                                                                      ? cfg->advertise
                                                                      : NULL)) != 0 ||
                 json_object_set_new(doc, "member_timeout",
-                                    json_integer((json_int_t)cfg->member_timeout_ms)) != 0)) {
+                                    json_integer((json_int_t)cfg->member_timeout_ms)) != 0 ||
+                json_object_set_new(doc, "hotkeys", json_string(cfg->hotkeys ? "on" : "off")) !=
+                    0)) {
         json_decref(doc);
         return NULL;
     }

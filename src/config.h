@@ -46,6 +46,7 @@ typedef struct config {
     sqlcached_seckill_strategy_t seckill_strategy;
     unsigned seckill_retries;
     sqlcached_on_write_t on_write;       /* --on-write replace|invalidate */
+    int hotkeys;                         /* --hotkeys on|off: 1 = on (default) */
     int testing_seckill_naive;           /* --testing-seckill-naive (oversells) */
     char advertise[300];                 /* --advertise HOST:PORT; "" = the listen address */
     unsigned member_timeout_ms;          /* --member-timeout */

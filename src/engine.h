@@ -16,6 +16,7 @@
 
 #include "bloom.h"
 #include "cache.h"
+#include "hotkeys.h"
 #include "seckill.h"
 #include "sqlcached.h"
 #include "store.h"
@@ -29,9 +30,14 @@ struct sqlcached {
     cache_t *cache;     /* NULL when cache_memory is 0 */
     cache_t *item_cache; /* flash-sale items; NULL when cache_memory is 0 */
     bloom_t *bloom;     /* NULL when bloom_filter is 0 */
+    hotkeys_t *hotkeys; /* KV reads counted for sqlcached_hotkeys; NULL when off */
     atomic_bool bloom_ready; /* set once a build from the store is done */
     atomic_uint_fast64_t bloom_drops; /* engine_bloom_distrust() calls */
     atomic_uint_fast64_t bloom_skips;
+    /* GETs (KV and items) answered without consulting a memory tier: none
+     * configured, not trusted (engine_tier_usable), or out of memory. Each
+     * is a miss (sqlcached_stats). */
+    atomic_uint_fast64_t tier_bypass_reads;
     atomic_uint_fast64_t storage_reads;
     atomic_uint_fast64_t write_replaced, write_invalidated; /* kv.c after_commit */
     atomic_uint_fast64_t jitter_rng;

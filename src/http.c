@@ -105,6 +105,7 @@ const http_route_t http_routes[] = {
     {"GET", "/healthz", api_health, "healthz"},
     {"GET", "/metrics", api_metrics, "metrics"},
     {"GET", "/v1/stats", api_stats, "stats"},
+    {"GET", "/v1/stats/hotkeys", api_stats_hotkeys, "stats_hotkeys"},
     {"GET", "/v1/cluster", api_cluster, "cluster"},
     {"GET", "/v1/admin/config", api_admin_config, "admin_config"},
     {"POST", "/v1/admin/backup", api_admin_backup, "admin_backup"},
@@ -859,12 +860,22 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* /v1/admin/... takes the admin token when one is set; the rest of /v1/...
- * (and admin without an admin token) the auth token, when set. */
+/* Routes that answer user data without naming it: the admin token guards
+ * them as it guards /v1/admin/... (the routed pattern, so no spelling of
+ * the path slips past). */
+static bool admin_guarded(const http_request_t *req, const char *url)
+{
+    return strncmp(url, "/v1/admin/", 10) == 0 ||
+           (req->route && strcmp(req->route->pattern, "/v1/stats/hotkeys") == 0);
+}
+
+/* /v1/admin/... and /v1/stats/hotkeys take the admin token when one is
+ * set; the rest of /v1/... (and those without an admin token) the auth
+ * token, when set. */
 static bool authorized(http_server_t *srv, http_request_t *req, const char *url)
 {
     const char *token = srv->auth_token;
-    if (srv->cfg.admin_token && strncmp(url, "/v1/admin/", 10) == 0)
+    if (srv->cfg.admin_token && admin_guarded(req, url))
         token = srv->cfg.admin_token;
     if (!token)
         return true;

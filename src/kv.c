@@ -29,6 +29,10 @@
  *          is the new one or gone, and a fill that read before the commit
  *          is dropped by the guard.
  *
+ * Hot keys: every GET of a valid key, present or absent, is counted in
+ * db->hotkeys (hotkeys.h: a lock per shard, a scan of 32 slots, no
+ * allocation) before anything else, when tracking is on.
+ *
  * In a cluster (cluster.c) each write notes its key (store_note) for the
  * other nodes, which drop their copies before the write is answered; the
  * tier and the bloom filter answer only while the node trusts them
@@ -191,6 +195,7 @@ static sqlcached_status_t get_through_cache(sqlcached_t *db, const void *key, si
     case CACHE_LEAD:
         return load_and_fill(db, load, key, klen, now, out);
     default: /* the tier could not help (memory): read the store directly */
+        atomic_fetch_add_explicit(&db->tier_bypass_reads, 1, memory_order_relaxed);
         return load_row(db, key, klen, now, out, &expires_at);
     }
 }
@@ -201,16 +206,22 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     *out = NULL;
     if (!key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
+    int64_t now = engine_now(db), expires_at;
+    if (db->hotkeys)
+        hotkeys_record(db->hotkeys, key, klen, now);
     if (db->bloom && atomic_load_explicit(&db->bloom_ready, memory_order_acquire) &&
         engine_tier_usable(db) && !bloom_may_contain(db->bloom, key, klen)) {
         atomic_fetch_add_explicit(&db->bloom_skips, 1, memory_order_relaxed);
         return SQLCACHED_NOT_FOUND;
     }
-    int64_t now = engine_now(db), expires_at;
     kv_value_t *v = NULL;
-    sqlcached_status_t status = db->cache && engine_tier_usable(db)
-                                    ? get_through_cache(db, key, klen, now, &v)
-                                    : load_row(db, key, klen, now, &v, &expires_at);
+    sqlcached_status_t status;
+    if (db->cache && engine_tier_usable(db)) {
+        status = get_through_cache(db, key, klen, now, &v);
+    } else {
+        atomic_fetch_add_explicit(&db->tier_bypass_reads, 1, memory_order_relaxed);
+        status = load_row(db, key, klen, now, &v, &expires_at);
+    }
     if (status == SQLCACHED_OK)
         *out = &v->pub;
     return status;

@@ -47,6 +47,7 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     if (cfg->testing_seckill_naive)
         opts.seckill_strategy = SQLCACHED_SECKILL_TESTING_NAIVE;
     opts.on_write = cfg->on_write;
+    opts.hotkeys = cfg->hotkeys;
     opts.busy_timeout_ms = (int)cfg->busy_timeout_ms;
     opts.testing_max_pages = cfg->testing_max_pages;
     opts.testing_disable_fill_guard = cfg->testing_disable_fill_guard;

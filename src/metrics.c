@@ -215,9 +215,10 @@ static void render_histograms(text_t *t, const metrics_t *m)
 
 static void render_library(text_t *t, const sqlcached_stats_t *s)
 {
-    scalar(t, "sqlcached_cache_hits_total", "counter", "Memory-tier lookups that found the entry.",
-           s->cache_hits);
-    scalar(t, "sqlcached_cache_misses_total", "counter", "Memory-tier lookups that missed.",
+    scalar(t, "sqlcached_cache_hits_total", "counter",
+           "Reads (KV and item GETs) answered with a value from the memory tier.", s->cache_hits);
+    scalar(t, "sqlcached_cache_misses_total", "counter",
+           "Reads not answered with a value from the memory tier (absent keys included).",
            s->cache_misses);
     scalar(t, "sqlcached_cache_evictions_total", "counter", "Entries evicted to stay under the limit.",
            s->cache_evictions);
@@ -232,9 +233,12 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
            "Reads that waited for another reader's load of the same key.",
            s->cache_singleflight_waits);
     scalar(t, "sqlcached_cache_negative_hits_total", "counter",
-           "Reads answered absent from a negative entry.", s->cache_negative_hits);
+           "Reads answered absent from a negative entry (a subset of the misses).",
+           s->cache_negative_hits);
     scalar(t, "sqlcached_cache_bloom_skips_total", "counter",
-           "Reads of never-written keys answered without a storage read.", s->cache_bloom_skips);
+           "Reads of never-written keys answered without a storage read (a subset of the "
+           "misses).",
+           s->cache_bloom_skips);
     scalar(t, "sqlcached_cache_fills_dropped_total", "counter",
            "Fills refused by the stale-fill guard (a write came during the read).",
            s->cache_fills_dropped);

@@ -324,8 +324,10 @@ sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached
 {
     if (!text_ok(id, SQLCACHED_ITEM_ID_MAX) || !out)
         return SQLCACHED_INVALID_ARGUMENT;
-    if (!db->item_cache || !engine_tier_usable(db))
+    if (!db->item_cache || !engine_tier_usable(db)) {
+        atomic_fetch_add_explicit(&db->tier_bypass_reads, 1, memory_order_relaxed);
         return item_read(db, id, out);
+    }
     cache_value_t *cv = NULL;
     cache_load_t *load = NULL;
     switch (cache_fetch(db->item_cache, id, strlen(id), engine_now(db), &cv, &load)) {
@@ -338,7 +340,8 @@ sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached
         return SQLCACHED_NOT_FOUND;
     case CACHE_LEAD:
         return item_load(db, load, id, out);
-    default:
+    default: /* the tier could not help (memory) */
+        atomic_fetch_add_explicit(&db->tier_bypass_reads, 1, memory_order_relaxed);
         return item_read(db, id, out);
     }
 }

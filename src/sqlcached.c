@@ -87,6 +87,7 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->negative_ttl_ms = 5000;
     opts->ttl_jitter_percent = 0;
     opts->bloom_filter = 1;
+    opts->hotkeys = 1;
     opts->seckill_strategy = SQLCACHED_SECKILL_STOCK;
     opts->seckill_retries = 3;
     opts->member_timeout_ms = 2000;
@@ -300,6 +301,10 @@ static int open_memory_tier(sqlcached_t *db, char *err, size_t errlen)
         return -1;
     }
     atomic_init(&db->jitter_rng, (uint64_t)engine_now(db) | 1);
+    if (db->opts.hotkeys && !(db->hotkeys = hotkeys_create(SQLCACHED_HOTKEYS_HALF_LIFE_MS))) {
+        snprintf(err, errlen, "cannot create the hot-keys table");
+        return -1;
+    }
     if (db->opts.cache_memory && open_cache(db, err, errlen) != 0)
         return -1;
     if (!db->opts.bloom_filter)
@@ -439,6 +444,7 @@ void sqlcached_close(sqlcached_t *db)
     cache_destroy(db->cache);
     cache_destroy(db->item_cache);
     bloom_destroy(db->bloom);
+    hotkeys_destroy(db->hotkeys);
     seckill_destroy(db->seckill);
     dblock_release(db->lock_fd); /* last: the file is closed */
     free(db->advertise);
@@ -446,7 +452,9 @@ void sqlcached_close(sqlcached_t *db)
     free(db);
 }
 
-/* Add one tier's figures (KV keys and items are two tiers of one budget). */
+/* Add one tier's figures (KV keys and items are two tiers of one budget).
+ * A read the tier answered absent from a negative entry is a miss: the
+ * client got no value from memory (negative_hits stays as its subset). */
 static void add_cache_stats(sqlcached_stats_t *out, cache_t *c)
 {
     if (!c)
@@ -454,7 +462,7 @@ static void add_cache_stats(sqlcached_stats_t *out, cache_t *c)
     cache_stats_t cs;
     cache_stats(c, &cs);
     out->cache_hits += cs.hits;
-    out->cache_misses += cs.misses;
+    out->cache_misses += cs.misses + cs.negative_hits;
     out->cache_evictions += cs.evictions;
     out->cache_expirations += cs.expirations;
     out->cache_entries += cs.entries;
@@ -486,6 +494,10 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     lease_stats(db->leases, &out->lease_acquisitions, &out->lease_waiters);
     out->leases_held = lease_count_live(db, engine_now(db));
     out->cache_bloom_skips = atomic_load_explicit(&db->bloom_skips, memory_order_relaxed);
+    /* every GET not answered with a value from a memory tier is a miss:
+     * bloom skips and reads past the tier too (a Redis keyspace_misses) */
+    out->cache_misses += out->cache_bloom_skips +
+                         atomic_load_explicit(&db->tier_bypass_reads, memory_order_relaxed);
     store_stats_t st;
     store_stats(db->store, &st);
     out->write_transactions = st.write_transactions;
@@ -493,6 +505,54 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->write_errors = st.write_errors;
     if (db->cluster)
         cluster_stats(db->cluster, &out->cluster);
+}
+
+_Static_assert(HOTKEYS_KEY_MAX == SQLCACHED_KEY_MAX, "hot keys hold every key");
+_Static_assert(HOTKEYS_CAPACITY == SQLCACHED_HOTKEYS_TRACKED, "documented table size");
+_Static_assert(HOTKEYS_HALF_LIFE_MS == SQLCACHED_HOTKEYS_HALF_LIFE_MS, "documented half-life");
+
+void sqlcached_hotkeys_free(sqlcached_hotkeys_t *list)
+{
+    free(list); /* one allocation: header, entries, key bytes */
+}
+
+/* One allocation for the list: header, n entries, then the key bytes. */
+static sqlcached_hotkeys_t *hotkeys_list(const hotkeys_item_t *items, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += items[i].klen;
+    sqlcached_hotkeys_t *list = malloc(sizeof *list + n * sizeof *list->keys + bytes);
+    if (!list)
+        return NULL;
+    list->keys = (sqlcached_hotkey_t *)(list + 1);
+    unsigned char *p = (unsigned char *)(list->keys + n);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, items[i].key, items[i].klen);
+        list->keys[i] = (sqlcached_hotkey_t){p, items[i].klen, items[i].count, items[i].error};
+        p += items[i].klen;
+    }
+    list->n = n;
+    list->enabled = 1;
+    list->half_life_ms = SQLCACHED_HOTKEYS_HALF_LIFE_MS;
+    return list;
+}
+
+sqlcached_status_t sqlcached_hotkeys(sqlcached_t *db, unsigned limit, sqlcached_hotkeys_t **out)
+{
+    *out = NULL;
+    if (limit < 1 || limit > SQLCACHED_HOTKEYS_LIMIT_MAX)
+        return SQLCACHED_INVALID_ARGUMENT;
+    hotkeys_item_t *items = db->hotkeys ? malloc(limit * sizeof *items) : NULL;
+    if (db->hotkeys && !items)
+        return SQLCACHED_NOMEM;
+    size_t n = db->hotkeys ? hotkeys_top(db->hotkeys, engine_now(db), items, limit) : 0;
+    *out = hotkeys_list(items, n);
+    free(items);
+    if (!*out)
+        return SQLCACHED_NOMEM;
+    (*out)->enabled = db->hotkeys != NULL;
+    return SQLCACHED_OK;
 }
 
 sqlcached_status_t sqlcached_cluster_members(sqlcached_t *db, int64_t *self,

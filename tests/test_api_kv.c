@@ -1,12 +1,14 @@
 /*
  * test_api_kv.c - the pure parsers of src/api_kv.c: entity-tag lists
  * (If-Match, If-None-Match) and the positive decimals of ttl and limit.
- * The handlers themselves are tested over HTTP in test_http_kv.c.
+ * The handlers themselves are tested over HTTP in test_http_kv.c. Also the
+ * body of GET /v1/stats/hotkeys (src/api_hotkeys.c), base64 keys included.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -69,12 +71,37 @@ static void test_api_kv_parse_etags(void **state)
     assert_false(api_kv_parse_etags(many, false, &l));
 }
 
+/* The hot-keys body: UTF-8 keys as "key", other bytes as "key_base64"
+ * (RFC 4648, padded: 1, 2 and 3 trailing bytes). */
+static void test_api_hotkeys_json(void **state)
+{
+    (void)state;
+    sqlcached_hotkey_t keys[] = {
+        {"user:42", 7, 9, 1}, {"\xff", 1, 5, 0}, {"\xff\xfe", 2, 4, 0},
+        {"a\xc3(", 3, 3, 0}, {"caf\xc3\xa9", 5, 2, 0},
+    };
+    sqlcached_hotkeys_t list = {1, 10000, 5, keys};
+    json_t *j = api_hotkeys_json(&list);
+    assert_non_null(j);
+    char *s = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
+    assert_string_equal(s, "{\"enabled\":true,\"half_life_ms\":10000,\"keys\":["
+                           "{\"count\":9,\"error\":1,\"key\":\"user:42\"},"
+                           "{\"count\":5,\"error\":0,\"key_base64\":\"/w==\"},"
+                           "{\"count\":4,\"error\":0,\"key_base64\":\"//4=\"},"
+                           "{\"count\":3,\"error\":0,\"key_base64\":\"YcMo\"},"
+                           "{\"count\":2,\"error\":0,\"key\":\"caf\u00e9\"}],"
+                           "\"tracked\":512}");
+    free(s);
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_api_kv_parse_positive),
         cmocka_unit_test(test_api_kv_parse_positive_19_digits_do_not_overflow),
         cmocka_unit_test(test_api_kv_parse_etags),
+        cmocka_unit_test(test_api_hotkeys_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

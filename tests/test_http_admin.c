@@ -107,6 +107,24 @@ static void test_http_admin_needs_the_admin_token(void **state)
     assert_int_equal(request(&f->d, "GET", "/v1/kv/x", ADMIN, NULL, NULL), 401);
 }
 
+/* Hot keys are user data: with --admin-token set, /v1/stats/hotkeys takes
+ * it (not the user token), as /v1/admin/... do. */
+static void test_http_admin_hotkeys_need_the_admin_token(void **state)
+{
+    fixture_t *f = *state;
+    json_t *j = NULL;
+    assert_int_equal(request(&f->d, "GET", "/v1/kv/secret:key", AUTH, NULL, NULL), 404);
+    assert_int_equal(request(&f->d, "GET", "/v1/stats/hotkeys", NULL, NULL, NULL), 401);
+    assert_int_equal(request(&f->d, "GET", "/v1/stats/hotkeys", AUTH, NULL, NULL), 401);
+    assert_int_equal(request(&f->d, "GET", "/v1/stats/hotkeys?limit=5", AUTH, NULL, NULL), 401);
+    assert_int_equal(request(&f->d, "GET", "/v1/stats/hotkeys", ADMIN, NULL, &j), 200);
+    json_t *first = json_array_get(json_object_get(j, "keys"), 0);
+    assert_string_equal(json_string_value(json_object_get(first, "key")), "secret:key");
+    json_decref(j);
+    /* the rest of /v1/stats stays behind the user token */
+    assert_int_equal(request(&f->d, "GET", "/v1/stats", AUTH, NULL, NULL), 200);
+}
+
 static void test_http_admin_backup_rejects_escaping_paths(void **state)
 {
     fixture_t *f = *state;
@@ -549,6 +567,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_http_admin_needs_the_admin_token),
+        T(test_http_admin_hotkeys_need_the_admin_token),
         T(test_http_admin_backup_rejects_escaping_paths),
         T(test_http_admin_backup_under_load_then_restore),
         T(test_http_admin_backup_long_names),

@@ -1121,6 +1121,58 @@ static void test_http_kv_body_too_large(void **state)
                "method_not_allowed");
 }
 
+/* /v1/stats "cache" member (caller decrefs), with the given headers. */
+static json_t *cache_stats(const daemon_t *d, const char *const headers[])
+{
+    client_resp_t r = req(d, "GET", "/v1/stats", headers, NULL, 0);
+    expect_status(&r, 200);
+    json_t *j = client_json(&r);
+    client_resp_free(&r);
+    json_t *c = json_incref(json_object_get(j, "cache"));
+    json_decref(j);
+    assert_non_null(c);
+    return c;
+}
+
+/* A GET of an absent key is a miss however it was answered (bloom filter,
+ * negative entry or the store), as in Redis' keyspace_misses; a GET
+ * answered from the memory tier a hit; hit_ratio = hits / (hits + misses). */
+static void test_http_kv_absent_gets_are_misses(void **state)
+{
+    fixture_t *f = *state;
+    json_t *c0 = cache_stats(&f->d, NULL);
+    status_is(req_s(&f->d, "GET", "/v1/kv/miss:never-written", NULL), 404);
+    status_is(req_s(&f->d, "GET", "/v1/kv/miss:never-written", NULL), 404);
+    json_t *c1 = cache_stats(&f->d, NULL);
+    assert_int_equal(json_int(c1, "misses"), json_int(c0, "misses") + 2);
+    assert_int_equal(json_int(c1, "hits"), json_int(c0, "hits"));
+    put_text(&f->d, "/v1/kv/miss:present", "v", 201);
+    status_is(req_s(&f->d, "GET", "/v1/kv/miss:present", NULL), 200); /* read, then cached */
+    status_is(req_s(&f->d, "GET", "/v1/kv/miss:present", NULL), 200); /* from memory */
+    json_t *c2 = cache_stats(&f->d, NULL);
+    assert_int_equal(json_int(c2, "misses"), json_int(c1, "misses") + 1);
+    assert_int_equal(json_int(c2, "hits"), json_int(c1, "hits") + 1);
+    double hits = (double)json_int(c2, "hits"), misses = (double)json_int(c2, "misses");
+    double ratio = json_real_value(json_object_get(c2, "hit_ratio"));
+    assert_true(ratio > hits / (hits + misses) - 1e-9 && ratio < hits / (hits + misses) + 1e-9);
+    json_decref(c0);
+    json_decref(c1);
+    json_decref(c2);
+}
+
+/* The hot key named in a hotkeys answer: its entry, or NULL. */
+static json_t *hot_entry(json_t *keys, const char *member, const char *key)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(keys, i, e) {
+        json_t *k = json_object_get(e, member);
+        if (json_is_string(k) && strcmp(json_string_value(k), key) == 0)
+            return e;
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------
  * Auth (daemon with --auth-token)
  * ------------------------------------------------------------------------ */
@@ -1176,6 +1228,51 @@ static void test_http_auth_healthz_open(void **state)
     const char *wrong[] = {"Authorization: Bearer wrong", NULL};
     status_is(req(&f->d, "GET", "/healthz", wrong, NULL, 0), 200);
     problem_is(req(&f->d, "GET", "/nope", NULL, NULL, 0), 404, "not_found"); /* not /v1 */
+}
+
+/* GET /v1/stats/hotkeys: behind the auth token; the keys read most, with
+ * counts, decoded; limit 1..100. */
+static void test_http_auth_hotkeys(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const h[] = {"Authorization: Bearer " TOKEN, NULL};
+    unauthorized_is(req(&f->d, "GET", "/v1/stats/hotkeys", NULL, NULL, 0));
+    for (int i = 0; i < 60; i++)
+        status_is(req(&f->d, "GET", "/v1/kv/hot:top", h, NULL, 0), 404);
+    for (int i = 0; i < 20; i++)
+        status_is(req(&f->d, "GET", "/v1/kv/hot:%C3%A9", h, NULL, 0), 404);
+    client_resp_t r = req(&f->d, "GET", "/v1/stats/hotkeys?limit=100", h, NULL, 0);
+    expect_status(&r, 200);
+    header_is(&r, "Content-Type", "application/json");
+    json_t *j = client_json(&r);
+    client_resp_free(&r);
+    assert_true(json_is_true(json_object_get(j, "enabled")));
+    assert_int_equal(json_int(j, "tracked"), 512);
+    assert_int_equal(json_int(j, "half_life_ms"), 10000);
+    json_t *keys = json_object_get(j, "keys");
+    json_t *top = hot_entry(keys, "key", "hot:top");
+    json_t *bin = hot_entry(keys, "key", "hot:\xc3\xa9"); /* percent-decoded UTF-8 */
+    assert_non_null(top);
+    assert_non_null(bin);
+    assert_true(json_int(top, "count") >= 30); /* 60, at most halved once meanwhile */
+    assert_true(json_int(top, "count") > json_int(bin, "count"));
+    assert_true(json_int(bin, "count") >= 10);
+    assert_ptr_equal(json_array_get(keys, 0), top);
+    json_decref(j);
+    r = req(&f->d, "GET", "/v1/stats/hotkeys?limit=1", h, NULL, 0);
+    expect_status(&r, 200);
+    j = client_json(&r);
+    client_resp_free(&r);
+    assert_int_equal(json_array_size(json_object_get(j, "keys")), 1);
+    json_decref(j);
+    const char *bad[] = {"?limit=0", "?limit=101", "?limit=x", "?limit=", "?limit=-1",
+                         "?limit=1.5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/stats/hotkeys%s", bad[i]);
+        problem_is(req(&f->d, "GET", path, h, NULL, 0), 400, "invalid_argument");
+    }
+    problem_is(req(&f->d, "POST", "/v1/stats/hotkeys", h, NULL, 0), 405, "method_not_allowed");
 }
 
 static void test_http_auth_token_from_env(void **state)
@@ -1466,6 +1563,7 @@ int main(void)
         cmocka_unit_test(test_http_unknown_route),
         cmocka_unit_test(test_http_wrong_method),
         cmocka_unit_test(test_http_healthz),
+        cmocka_unit_test(test_http_kv_absent_gets_are_misses),
     };
     const struct CMUnitTest body_limit[] = {
         cmocka_unit_test(test_http_kv_body_at_limit),
@@ -1476,6 +1574,7 @@ int main(void)
         cmocka_unit_test(test_http_auth_accepted),
         cmocka_unit_test(test_http_auth_healthz_open),
         cmocka_unit_test(test_http_auth_token_from_env),
+        cmocka_unit_test(test_http_auth_hotkeys),
     };
     const struct CMUnitTest lifecycle[] = {
         cmocka_unit_test_setup_teardown(test_http_kv_survives_kill, setup_default,

@@ -605,6 +605,60 @@ static void test_kv_incr_async_batches(void **state)
     assert_true(txns < N);
 }
 
+/* --- hot keys ------------------------------------------------------------ */
+
+static void read_n(sqlcached_t *db, const char *k, int n)
+{
+    for (int i = 0; i < n; i++) {
+        sqlcached_value_t *v = NULL;
+        sqlcached_status_t st = sqlcached_kv_get(db, k, strlen(k), &v);
+        assert_true(st == SQLCACHED_OK || st == SQLCACHED_NOT_FOUND);
+        sqlcached_value_release(v);
+    }
+}
+
+static int hot_is(const sqlcached_hotkey_t *h, const char *k)
+{
+    return h->klen == strlen(k) && memcmp(h->key, k, h->klen) == 0;
+}
+
+/* The keys read most (present or absent) come first with their counts;
+ * writes are not reads; the counts halve every half-life. */
+static void test_kv_hotkeys_name_the_keys_read_most(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(put(f->db, "warm", "v", NULL), SQLCACHED_OK);
+    assert_int_equal(put(f->db, "hot", "v", NULL), SQLCACHED_OK);
+    assert_int_equal(put(f->db, "written-only", "v", NULL), SQLCACHED_OK);
+    read_n(f->db, "hot", 12);
+    read_n(f->db, "absent", 6);
+    read_n(f->db, "warm", 3);
+    sqlcached_hotkeys_t *list = NULL;
+    assert_int_equal(sqlcached_hotkeys(f->db, 10, &list), SQLCACHED_OK);
+    assert_int_equal(list->enabled, 1);
+    assert_int_equal(list->half_life_ms, SQLCACHED_HOTKEYS_HALF_LIFE_MS);
+    assert_int_equal(list->n, 3);
+    assert_true(hot_is(&list->keys[0], "hot"));
+    assert_int_equal(list->keys[0].count, 12);
+    assert_true(hot_is(&list->keys[1], "absent"));
+    assert_int_equal(list->keys[1].count, 6);
+    assert_true(hot_is(&list->keys[2], "warm"));
+    sqlcached_hotkeys_free(list);
+    assert_int_equal(sqlcached_hotkeys(f->db, 1, &list), SQLCACHED_OK);
+    assert_int_equal(list->n, 1);
+    sqlcached_hotkeys_free(list);
+    /* one half-life later */
+    f->clock.now += SQLCACHED_HOTKEYS_HALF_LIFE_MS;
+    assert_int_equal(sqlcached_hotkeys(f->db, 10, &list), SQLCACHED_OK);
+    assert_int_equal(list->keys[0].count, 6);
+    sqlcached_hotkeys_free(list);
+    assert_int_equal(sqlcached_hotkeys(f->db, 0, &list), SQLCACHED_INVALID_ARGUMENT);
+    assert_null(list);
+    assert_int_equal(sqlcached_hotkeys(f->db, SQLCACHED_HOTKEYS_LIMIT_MAX + 1, &list),
+                     SQLCACHED_INVALID_ARGUMENT);
+    sqlcached_hotkeys_free(NULL);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -629,6 +683,7 @@ int main(void)
         T(test_kv_delete_async),
         T(test_kv_incr_async),
         T(test_kv_incr_async_batches),
+        T(test_kv_hotkeys_name_the_keys_read_most),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -561,6 +561,88 @@ static void test_kv_tier_invalidate_mode_no_stale_read_under_concurrency(void **
     assert_int_equal(stats(f->db).cache_write_replaced, 0);
 }
 
+/* --- hit and miss counters (Redis keyspace_hits / keyspace_misses) -------- */
+
+/* Every GET not answered with a value from the tier is a miss, however it
+ * was answered: the bloom filter, a negative entry, the store. */
+static void test_kv_tier_absent_key_reads_are_misses(void **state)
+{
+    fixture_t *f = *state;
+    wait_bloom(f->db);
+    sqlcached_stats_t s0 = stats(f->db);
+    assert_int_equal(get(f->db, "never-written", NULL), 0); /* bloom filter */
+    sqlcached_stats_t s1 = stats(f->db);
+    assert_int_equal(s1.cache_bloom_skips, s0.cache_bloom_skips + 1);
+    assert_int_equal(s1.cache_misses, s0.cache_misses + 1);
+    assert_int_equal(s1.cache_hits, s0.cache_hits);
+    int64_t ver;
+    put(f->db, "gone", "v", &ver);
+    assert_int_equal(sqlcached_kv_delete(f->db, "gone", 4, NULL), SQLCACHED_OK);
+    assert_int_equal(get(f->db, "gone", NULL), 0); /* the store */
+    assert_int_equal(get(f->db, "gone", NULL), 0); /* the negative entry */
+    sqlcached_stats_t s2 = stats(f->db);
+    assert_int_equal(s2.cache_negative_hits, s1.cache_negative_hits + 1);
+    assert_int_equal(s2.cache_misses, s1.cache_misses + 2);
+    assert_int_equal(s2.cache_hits, s1.cache_hits);
+    /* a value: one miss (read from the store), then one hit */
+    put(f->db, "here", "v", &ver);
+    assert_int_equal(get(f->db, "here", NULL), ver);
+    assert_int_equal(get(f->db, "here", NULL), ver);
+    sqlcached_stats_t s3 = stats(f->db);
+    assert_int_equal(s3.cache_misses, s2.cache_misses + 1);
+    assert_int_equal(s3.cache_hits, s2.cache_hits + 1);
+}
+
+static void without_tier(sqlcached_options_t *o, fixture_t *f)
+{
+    (void)f;
+    o->cache_memory = 0;
+}
+
+/* Without a memory tier every GET is a miss (the same branch serves a
+ * cluster node that does not trust its tier: engine_tier_usable). */
+static void test_kv_tier_reads_past_no_tier_are_misses(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    f->db = open_with(f, without_tier);
+    assert_non_null(f->db);
+    int64_t ver;
+    put(f->db, "k", "v", &ver);
+    sqlcached_stats_t s0 = stats(f->db);
+    int hit = -1;
+    assert_int_equal(get(f->db, "k", &hit), ver);
+    assert_int_equal(hit, 0);
+    assert_int_equal(get(f->db, "k", &hit), ver);
+    assert_int_equal(get(f->db, "absent", NULL), 0);
+    sqlcached_stats_t s1 = stats(f->db);
+    assert_int_equal(s1.cache_misses, s0.cache_misses + 3);
+    assert_int_equal(s1.cache_hits, 0);
+}
+
+static void without_hotkeys(sqlcached_options_t *o, fixture_t *f)
+{
+    (void)f;
+    o->hotkeys = 0;
+}
+
+/* Hot-key tracking off: the list says so and is empty; reads still work. */
+static void test_kv_tier_hotkeys_off(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    f->db = open_with(f, without_hotkeys);
+    assert_non_null(f->db);
+    int64_t ver;
+    put(f->db, "k", "v", &ver);
+    assert_int_equal(get(f->db, "k", NULL), ver);
+    sqlcached_hotkeys_t *list = NULL;
+    assert_int_equal(sqlcached_hotkeys(f->db, 10, &list), SQLCACHED_OK);
+    assert_int_equal(list->enabled, 0);
+    assert_int_equal(list->n, 0);
+    sqlcached_hotkeys_free(list);
+}
+
 /* --- memory limit --------------------------------------------------------- */
 
 static void with_small_tier(sqlcached_options_t *o, fixture_t *f)
@@ -628,6 +710,9 @@ int main(void)
         T(test_kv_tier_no_stale_read_under_concurrency),
         T(test_kv_tier_invalidate_mode_no_stale_read_under_concurrency),
         T(test_kv_tier_memory_stays_under_the_limit),
+        T(test_kv_tier_absent_key_reads_are_misses),
+        T(test_kv_tier_reads_past_no_tier_are_misses),
+        T(test_kv_tier_hotkeys_off),
         T(test_kv_tier_rejects_unknown_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

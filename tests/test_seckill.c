@@ -199,6 +199,26 @@ static void test_seckill_item_reads_go_through_the_tier(void **state)
     assert_int_equal(sqlcached_item_get(f->db, "later", &it), SQLCACHED_OK);
 }
 
+/* Item reads count as KV GETs do: a read answered absent (from the store
+ * or from a negative entry) is a miss, a read of a cached item a hit. */
+static void test_seckill_item_reads_count_hits_and_misses(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_item_t it;
+    sqlcached_stats_t s0, s1;
+    sqlcached_stats(f->db, &s0);
+    assert_int_equal(sqlcached_item_get(f->db, "nope", &it), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_item_get(f->db, "nope", &it), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_item_put(f->db, "yes", "Yes", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_get(f->db, "yes", &it), SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_get(f->db, "yes", &it), SQLCACHED_OK);
+    assert_int_equal(it.from_cache, 1);
+    sqlcached_stats(f->db, &s1);
+    assert_int_equal(s1.cache_misses, s0.cache_misses + 3);
+    assert_int_equal(s1.cache_hits, s0.cache_hits + 1);
+    assert_int_equal(s1.cache_negative_hits, s0.cache_negative_hits + 1);
+}
+
 static void test_seckill_absent_item(void **state)
 {
     fixture_t *f = *state;
@@ -785,6 +805,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seckill_item_reads_go_through_the_tier, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_seckill_absent_item, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_item_reads_count_hits_and_misses, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_seckill_rejects_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_order_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_one_order_per_user, setup, teardown),

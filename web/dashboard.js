@@ -5,8 +5,10 @@
  * that served the page, and shows: the memory tier's hit ratio, requests per
  * second (the growth of the request counters between two polls, divided by
  * the time between them), memory use against the limit, evictions, and for
- * each item its stock and sold with a chart of the last WINDOW_S seconds.
- * On a loop of its own it reads GET /v1/cluster: the cluster's members.
+ * each item its stock and sold with a chart of the last WINDOW_S seconds,
+ * and the hot keys (GET /v1/stats/hotkeys: the keys read most recently,
+ * with their estimated reads). On a loop of its own it reads GET
+ * /v1/cluster: the cluster's members.
  * The hit-ratio chart is drawn in the colour of the daemon's eviction
  * policy, from the palette in dashboard.css that the SVGs of docs/plots/
  * use too.
@@ -23,6 +25,7 @@
   const TIMEOUT_MS = 5000;
   const WINDOW_S = 60;
   const ITEMS_PAGE = 100;
+  const HOTKEYS_LIMIT = 10;
   const TOKEN_KEY = 'sqlcached.token';
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const DASH = '–';
@@ -385,6 +388,71 @@
     membersTimer = setTimeout(pollMembers, wait);
   }
 
+  /* ------------------------------------------------------------- hot keys */
+
+  /* One row of the hot-keys table: rank, key (or its base64 form), the
+   * estimated reads and a bar against the hottest key. */
+  function hotkeyRow() {
+    const tr = document.createElement('tr');
+    const rank = document.createElement('td');
+    rank.className = 'rank';
+    const key = document.createElement('td');
+    key.className = 'hk-key'; // not .key: the legend swatches' class
+    key.append(document.createElement('code'));
+    const reads = document.createElement('td');
+    reads.className = 'num reads';
+    const bar = document.createElement('td');
+    bar.className = 'bar';
+    const meter = document.createElement('div');
+    meter.className = 'meter';
+    meter.append(document.createElement('div'));
+    bar.append(meter);
+    tr.append(rank, key, reads, bar);
+    return tr;
+  }
+
+  function showHotkeys(body) {
+    const tbody = $('hotkeys').tBodies[0];
+    const keys = body.keys || [];
+    while (tbody.rows.length > keys.length)
+      tbody.deleteRow(-1);
+    while (tbody.rows.length < keys.length)
+      tbody.append(hotkeyRow());
+    const top = keys.length > 0 ? Math.max(1, keys[0].count) : 1;
+    keys.forEach((k, i) => {
+      const tr = tbody.rows[i];
+      const code = tr.querySelector('.hk-key code');
+      const b64 = typeof k.key !== 'string';
+      code.textContent = b64 ? k.key_base64 : k.key;
+      code.className = b64 ? 'b64' : '';
+      tr.dataset.key = code.textContent;
+      tr.querySelector('.rank').textContent = String(i + 1);
+      tr.querySelector('.reads').textContent = count(k.count);
+      tr.querySelector('.bar .meter div').style.width = ((100 * k.count) / top).toFixed(1) + '%';
+    });
+    setText('hotkeys-half-life', String(Math.round((body.half_life_ms || 10000) / 1000)));
+    const empty = $('hotkeys-empty');
+    empty.hidden = keys.length > 0;
+    empty.textContent = body.enabled === false
+      ? 'Hot-key tracking is off (--hotkeys off).' : 'No key read yet.';
+  }
+
+  /* The hot keys, apart from the other figures: with --admin-token the
+   * route wants that token, and a 401 here must not ask for the user one. */
+  async function pollHotkeys() {
+    try {
+      const hk = await getJSON('/v1/stats/hotkeys?limit=' + HOTKEYS_LIMIT);
+      if (hk.unauthorized) {
+        showHotkeys({ keys: [] });
+        setText('hotkeys-empty', 'Hot keys need the admin token (--admin-token).');
+      } else {
+        showHotkeys(hk.body);
+      }
+    } catch (e) {
+      setText('hotkeys-empty', 'Hot keys unavailable: ' + String(e.message || e));
+    }
+  }
+
   /* ----------------------------------------------------------------- loop */
 
   let timer = null;
@@ -404,6 +472,7 @@
         const now = performance.now();
         showStats(stats.body, now);
         showItems(items.body, now);
+        await pollHotkeys();
         setStatus('live', 'ok');
         setText('updated', 'updated ' + new Date().toLocaleTimeString('en-GB'));
       }

@@ -3,7 +3,8 @@
 // the API, load GET /, give the page the token, wait (bounded) until the
 // figures it shows are the daemon's, check them, change the sale and wait
 // for the page to follow, check the cluster-members panel against
-// GET /v1/cluster and that it refreshes, and save a screenshot.
+// GET /v1/cluster and that it refreshes, check the hot-keys panel (the keys
+// read, then a new hottest key showing up live), and save a screenshot.
 //
 // Environment: SQLCACHED_URL (http://127.0.0.1:PORT), SQLCACHED_TOKEN,
 // BROWSER_WORKDIR (where `npm ci` installed playwright-core), SCREENSHOT
@@ -147,6 +148,53 @@ async function checkMembers(page) {
   console.log('ok   the members panel is live: the heartbeat it shows moved on');
 }
 
+// The hot-keys panel (GET /v1/stats/hotkeys): the keys the workload read,
+// with their reads; then a key read more than any other takes the top row
+// live, with the count the API gives (decayed counts only go down).
+async function hotRows(page) {
+  return page.evaluate(() => [...document.querySelectorAll('#hotkeys tbody tr')].map((tr) => ({
+    key: tr.dataset.key, reads: tr.querySelector('.reads').textContent,
+    rank: tr.querySelector('.rank').textContent,
+  })));
+}
+
+async function checkHotkeys(page) {
+  const [st, hk] = await api('GET', '/v1/stats/hotkeys?limit=10');
+  check(st === 200 && hk.enabled === true && hk.keys.some((k) => k.key === 'user:1'),
+        'the API names the keys the workload read');
+  const want = ['user:1', 'user:2', 'user:3', 'user:4'];
+  try {
+    await page.waitForFunction((w) => {
+      const rows = [...document.querySelectorAll('#hotkeys tbody tr')];
+      return w.every((k) => rows.some((tr) => tr.dataset.key === k &&
+        /^[1-9][0-9,]*$/.test(tr.querySelector('.reads').textContent)));
+    }, want, { timeout: WAIT_MS, polling: 200 });
+  } catch (e) {
+    throw new Error('the hot-keys panel did not show user:1..4: ' + JSON.stringify(await hotRows(page)));
+  }
+  console.log('ok   the hot-keys panel shows the keys read, with their reads');
+  check(await page.isHidden('#hotkeys-empty'), 'the hot-keys panel is not empty');
+
+  for (let i = 0; i < 40; i++)
+    await expectStatus(404, 'GET', '/v1/kv/hot:live');
+  const [, after] = await api('GET', '/v1/stats/hotkeys?limit=1');
+  check(after.keys[0].key === 'hot:live', `the API puts hot:live on top (${after.keys[0].count})`);
+  const apiCount = after.keys[0].count;
+  try {
+    await page.waitForFunction((n) => {
+      const tr = document.querySelector('#hotkeys tbody tr');
+      const reads = tr ? Number(tr.querySelector('.reads').textContent.replace(/,/g, '')) : 0;
+      return tr && tr.dataset.key === 'hot:live' && reads > 0 && reads <= n &&
+             tr.querySelector('.rank').textContent === '1';
+    }, apiCount, { timeout: WAIT_MS, polling: 200 });
+  } catch (e) {
+    throw new Error('hot:live did not take the top row: ' + JSON.stringify(await hotRows(page)));
+  }
+  const top = (await hotRows(page))[0];
+  check(Number(top.reads) >= apiCount / 2,
+        `hot:live shows live on top of the panel with ${top.reads} reads (API: ${apiCount})`);
+}
+
 async function run(page) {
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -201,6 +249,7 @@ async function run(page) {
   check(rps > 0, `requests/s is above 0 (${rps})`);
 
   await checkMembers(page);
+  await checkHotkeys(page);
 
   // The hit-ratio chart and its key are in the policy's palette colour
   // (the colour the SVGs of docs/plots/ give that policy).
