@@ -269,6 +269,18 @@ static void on_notice(void *arg, const char *msg)
     log_debug("pg", "%.*s", n, msg);
 }
 
+/* One setting in milliseconds, by the static set_config() text sql. */
+static pg_conn_rc_t set_ms(pg_conn_t *c, const char *sql, int ms)
+{
+    char text[16];
+    snprintf(text, sizeof text, "%d", ms);
+    const char *const values[] = {text};
+    PGresult *res = PQexecParams(c->conn, sql, 1, NULL, values, NULL, NULL, 0);
+    pg_conn_rc_t rc = result_rc(c, res);
+    PQclear(res);
+    return rc;
+}
+
 /* Per-session settings, after every (re)connection. */
 static pg_conn_rc_t apply_settings(pg_conn_t *c)
 {
@@ -282,22 +294,10 @@ static pg_conn_rc_t apply_settings(pg_conn_t *c)
         rc = result_rc(c, res);
         PQclear(res);
     }
-    if (rc == PG_CONN_OK && c->cfg.lock_timeout_ms > 0) {
-        char ms[16];
-        snprintf(ms, sizeof ms, "%d", c->cfg.lock_timeout_ms);
-        const char *const values[] = {ms};
-        res = PQexecParams(c->conn, SQL_LOCK_TIMEOUT, 1, NULL, values, NULL, NULL, 0);
-        rc = result_rc(c, res);
-        PQclear(res);
-    }
-    if (rc == PG_CONN_OK && c->cfg.idle_tx_timeout_ms > 0) {
-        char ms[16];
-        snprintf(ms, sizeof ms, "%d", c->cfg.idle_tx_timeout_ms);
-        const char *const values[] = {ms};
-        res = PQexecParams(c->conn, SQL_IDLE_TX_TIMEOUT, 1, NULL, values, NULL, NULL, 0);
-        rc = result_rc(c, res);
-        PQclear(res);
-    }
+    if (rc == PG_CONN_OK && c->cfg.lock_timeout_ms > 0)
+        rc = set_ms(c, SQL_LOCK_TIMEOUT, c->cfg.lock_timeout_ms);
+    if (rc == PG_CONN_OK && c->cfg.idle_tx_timeout_ms > 0)
+        rc = set_ms(c, SQL_IDLE_TX_TIMEOUT, c->cfg.idle_tx_timeout_ms);
     return rc;
 }
 

@@ -15,6 +15,8 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=${SQLCACHED_SRCDIR:-$here/..}
+# shellcheck source=tests/daemon.sh
+. "$srcdir/tests/daemon.sh"
 builddir=${SQLCACHED_BUILDDIR:-$srcdir}
 bin=${SQLCACHED_BIN:-$builddir/src/sqlcached}
 chromium=${CHROMIUM:-/usr/bin/chromium}
@@ -53,15 +55,7 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sqlcached-browser-XXXXXX") || fail "mktemp failed"
 pid=""
 cleanup() {
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 1 100); do # up to 10 s
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    fi
+    [ -z "$pid" ] || daemon_stop "$pid"
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -70,13 +64,7 @@ token="dash-$RANDOM$RANDOM$RANDOM"
 SQLCACHED_AUTH_TOKEN=$token "$bin" --listen 127.0.0.1:0 --db "$tmp/sqlcached.db" \
     --durability normal >"$tmp/daemon.log" 2>&1 &
 pid=$!
-port=""
-for _ in $(seq 1 100); do # up to 10 s
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/daemon.log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-done
+port=$(daemon_port "$tmp/daemon.log" "$pid")
 if [ -z "$port" ]; then
     cat "$tmp/daemon.log" >&2
     fail "the daemon did not start"

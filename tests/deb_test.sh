@@ -15,6 +15,8 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=$(cd "${SQLCACHED_SRCDIR:-$here/..}" && pwd)
+# shellcheck source=tests/daemon.sh
+. "$srcdir/tests/daemon.sh"
 
 say() { echo "deb_test: $*"; }
 fail() { echo "deb_test: FAIL: $*" >&2; exit 1; }
@@ -122,13 +124,7 @@ setpriv --reuid=sqlcached --regid=sqlcached --init-groups -- \
     /usr/bin/sqlcached --config /etc/sqlcached/sqlcached.conf \
     --listen 127.0.0.1:0 --db "$tmp/data/sqlcached.db" >"$tmp/daemon.log" 2>&1 &
 pid=$!
-port=""
-for _ in $(seq 1 100); do # up to 10 s
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/daemon.log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-done
+port=$(daemon_port "$tmp/daemon.log" "$pid")
 [ -n "$port" ] || { cat "$tmp/daemon.log" >&2; fail "the installed daemon did not start"; }
 say "installed daemon, pid $pid, on 127.0.0.1:$port"
 url="http://127.0.0.1:$port/v1/kv/deb-test"
@@ -152,38 +148,14 @@ pid=""
 [ -s "$tmp/data/sqlcached.db" ] || fail "no database file written"
 
 # ------------------------------------------------------- the library (-dev)
-cat >"$tmp/embed.c" <<'C'
-#include <sqlcached.h>
-#include <stdio.h>
-#include <string.h>
-int main(int argc, char **argv)
-{
-    sqlcached_options_t o;
-    sqlcached_options_init(&o);
-    o.path = argv[argc - 1];
-    sqlcached_t *db;
-    char err[256];
-    if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK) {
-        fprintf(stderr, "open: %s\n", err);
-        return 1;
-    }
-    sqlcached_value_t *v = NULL;
-    int ok = sqlcached_kv_put(db, "k", 1, "embedded", 8, NULL, NULL) == SQLCACHED_OK &&
-             sqlcached_kv_get(db, "k", 1, &v) == SQLCACHED_OK && v->len == 8 &&
-             memcmp(v->data, "embedded", 8) == 0;
-    sqlcached_value_release(v);
-    sqlcached_close(db);
-    return ok ? 0 : 1;
-}
-C
 libdir=$(pkg-config --variable=libdir sqlcached) || fail "pkg-config knows no sqlcached"
 # shellcheck disable=SC2046
-cc -std=c11 $(pkg-config --cflags sqlcached) -o "$tmp/embed" "$tmp/embed.c" \
+cc -std=c11 $(pkg-config --cflags sqlcached) -o "$tmp/embed" "$srcdir/tests/embed.c" \
     $(pkg-config --libs sqlcached) || fail "cannot build against the shared library"
 "$tmp/embed" "$tmp/embed.db" >"$tmp/embed.log" 2>&1 ||
     { cat "$tmp/embed.log"; fail "the program linked to libsqlcached.so failed"; }
 # shellcheck disable=SC2046
-cc -std=c11 $(pkg-config --cflags sqlcached) -o "$tmp/embed-static" "$tmp/embed.c" \
+cc -std=c11 $(pkg-config --cflags sqlcached) -o "$tmp/embed-static" "$srcdir/tests/embed.c" \
     "$libdir/libsqlcached.a" $(pkg-config --libs sqlite3 libpq) -pthread -lm ||
     fail "cannot build against libsqlcached.a"
 "$tmp/embed-static" "$tmp/embed-static.db" >"$tmp/embed.log" 2>&1 ||

@@ -19,36 +19,11 @@ for f in "$prefix/bin/sqlcached" "$prefix/bin/sqlcached-sim" "$prefix/include/sq
     [ -e "$root$f" ] || { echo "install_test: missing $f"; exit 1; }
 done
 grep -q "ProtectSystem=strict" "$root$prefix/lib/systemd/system/sqlcached.service"
-cat > "$tmp/embed.c" <<'C'
-#include <sqlcached.h>
-#include <stdio.h>
-#include <string.h>
-int main(int argc, char **argv)
-{
-    sqlcached_options_t o;
-    sqlcached_options_init(&o);
-    o.path = argv[argc - 1];
-    sqlcached_t *db;
-    char err[256];
-    if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK) {
-        fprintf(stderr, "open: %s\n", err);
-        return 1;
-    }
-    sqlcached_value_t *v = NULL;
-    int ok = sqlcached_kv_put(db, "k", 1, "embedded", 8, NULL, NULL) == SQLCACHED_OK &&
-             sqlcached_kv_get(db, "k", 1, &v) == SQLCACHED_OK && v->len == 8 &&
-             memcmp(v->data, "embedded", 8) == 0;
-    sqlcached_value_release(v);
-    sqlcached_close(db);
-    puts(ok ? "embedded ok" : "embedded FAILED");
-    return ok ? 0 : 1;
-}
-C
 export PKG_CONFIG_PATH="$root$libdir/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR="$root"
 cflags=$(pkg-config --cflags sqlcached)
 libs=$(pkg-config --libs sqlcached)
 # SAN_CFLAGS (from make check): a sanitizer build's library needs the
 # program linked with the same runtime.
-cc -std=c11 ${SAN_CFLAGS:-} $cflags -o "$tmp/embed" "$tmp/embed.c" $libs
+cc -std=c11 ${SAN_CFLAGS:-} $cflags -o "$tmp/embed" "${SQLCACHED_SRCDIR:?}/tests/embed.c" $libs
 LD_LIBRARY_PATH="$root$libdir" "$tmp/embed" "$tmp/embed.db"

@@ -20,6 +20,8 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=${SQLCACHED_SRCDIR:-$here/..}
+# shellcheck source=tests/daemon.sh
+. "$srcdir/tests/daemon.sh"
 bin=${SQLCACHED_BIN:-$srcdir/src/sqlcached}
 readme=$srcdir/README.md
 
@@ -36,15 +38,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/sqlcached-readme-XXXXXX") || fail "mktemp faile
 pid=""
 pgdir=""
 cleanup() {
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 1 100); do # up to 10 s
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    fi
+    [ -z "$pid" ] || daemon_stop "$pid"
     rm -rf "$tmp"
     [ -z "$pgdir" ] || sh "$srcdir/scripts/pg-cluster" remove "$pgdir"
 }
@@ -101,13 +95,7 @@ fi
 echo "readme_examples: database $db"
 "$bin" --listen 127.0.0.1:0 --db "$db" >"$tmp/daemon.log" 2>&1 &
 pid=$!
-port=""
-for _ in $(seq 1 100); do # up to 10 s
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/daemon.log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-done
+port=$(daemon_port "$tmp/daemon.log" "$pid")
 if [ -z "$port" ]; then
     cat "$tmp/daemon.log" >&2
     fail "the daemon did not start"
