@@ -209,14 +209,15 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     int64_t now = engine_now(db), expires_at;
     if (db->hotkeys)
         hotkeys_record(db->hotkeys, key, klen, now);
-    if (db->bloom && atomic_load_explicit(&db->bloom_ready, memory_order_acquire) &&
-        engine_tier_usable(db) && !bloom_may_contain(db->bloom, key, klen)) {
+    bool tier = engine_tier_usable(db); /* a clock read in a cluster: once */
+    if (db->bloom && atomic_load_explicit(&db->bloom_ready, memory_order_acquire) && tier &&
+        !bloom_may_contain(db->bloom, key, klen)) {
         atomic_fetch_add_explicit(&db->bloom_skips, 1, memory_order_relaxed);
         return SQLCACHED_NOT_FOUND;
     }
     kv_value_t *v = NULL;
     sqlcached_status_t status;
-    if (db->cache && engine_tier_usable(db)) {
+    if (db->cache && tier) {
         status = get_through_cache(db, key, klen, now, &v);
     } else {
         atomic_fetch_add_explicit(&db->tier_bypass_reads, 1, memory_order_relaxed);
