@@ -106,10 +106,16 @@ static void ord_destroy(void *model)
     free(m);
 }
 
+/* An acknowledged reset deleted the item's orders. An order in doubt stays
+ * in doubt: with several nodes, a killed node's last statements (sent to
+ * PostgreSQL before it died, waiting there for the counter locks) may run
+ * and commit after a reset another node answered; its client never saw it
+ * end, so it may take effect after the reset. */
 static void forget_orders(ord_item_t *it)
 {
     for (int u = 0; u < USERS; u++) {
-        it->users[u].state = U_NONE;
+        if (it->users[u].state != U_DOUBT)
+            it->users[u].state = U_NONE;
         it->users[u].order_id = 0;
     }
 }
