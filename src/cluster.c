@@ -239,6 +239,16 @@ static void drop_tiers(cluster_t *c)
     atomic_fetch_add(&c->drops, 1);
 }
 
+/* The number of this node's next message (pings and writes share them:
+ * an acknowledgement covers every message numbered up to it). */
+static int64_t next_seq(cluster_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int64_t seq = ++c->seq;
+    pthread_mutex_unlock(&c->lock);
+    return seq;
+}
+
 /* Link thread: the channel is heard (or not); the writer reads `hearing`. */
 static void set_listening(cluster_t *c, bool on)
 {
@@ -422,9 +432,7 @@ static sqlcached_status_t rejoin(cluster_t *c)
                           memory_order_release);
     c->next_renew = sent + c->lease_ms / RENEWS_PER_LEASE;
     char ping[64];
-    pthread_mutex_lock(&c->lock);
-    int64_t seq = ++c->seq;
-    pthread_mutex_unlock(&c->lock);
+    int64_t seq = next_seq(c);
     snprintf(ping, sizeof ping, "P %" PRId64 " %" PRId64, id, seq);
     st = c->ops->publish(c->link, ping);
     if (st == SQLCACHED_OK)
@@ -609,9 +617,7 @@ static sqlcached_status_t publish_bodies(cluster_t *c, store_conn_t *w)
         return SQLCACHED_NOMEM;
     sqlcached_status_t st = SQLCACHED_OK;
     for (size_t i = 0; i < c->nbodies && st == SQLCACHED_OK; i++) {
-        pthread_mutex_lock(&c->lock);
-        int64_t seq = ++c->seq;
-        pthread_mutex_unlock(&c->lock);
+        int64_t seq = next_seq(c);
         snprintf(payload, STORAGE_MESSAGE_MAX + 1, "W %" PRId64 " %" PRId64 "%s",
                  atomic_load(&c->id), seq, c->bodies[i]);
         st = c->ops->publish(w, payload);
