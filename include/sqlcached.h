@@ -46,6 +46,7 @@ typedef enum sqlcached_status {
     SQLCACHED_UNAVAILABLE,         /* database busy/locked, try again */
     SQLCACHED_NOMEM,               /* allocation failed */
     SQLCACHED_INTERNAL,            /* unexpected database error */
+    SQLCACHED_NOT_JSON,            /* merge patch: the stored value is not a JSON object */
     SQLCACHED_STATUS_COUNT
 } sqlcached_status_t;
 
@@ -168,6 +169,10 @@ typedef struct sqlcached_put_options {
     const char *content_type;  /* NULL = "application/octet-stream" */
     int64_t ttl_ms;            /* > 0: expire after this long; 0 = never */
     sqlcached_preconditions_t pre;
+    /* 1: the expiry slides (needs ttl_ms > 0, else INVALID_ARGUMENT): every
+     * read and write of the key moves it to now + ttl_ms (see "Sessions and
+     * one-time values" below); 0: a plain TTL (clears a previous sliding). */
+    int sliding;
 } sqlcached_put_options_t;
 
 typedef struct sqlcached_write_result {
@@ -676,6 +681,60 @@ sqlcached_status_t sqlcached_lease_release(sqlcached_t *db, const char *name, si
 /* Read a live lease into *out. Free or expired: SQLCACHED_NOT_FOUND. */
 sqlcached_status_t sqlcached_lease_get(sqlcached_t *db, const char *name, size_t name_len,
                                        sqlcached_lease_t *out);
+
+/* ------------------------------------------------------------------------
+ * Sessions and one-time values (KV additions)
+ *
+ * Sliding expiry (sqlcached_put_options_t.sliding): the key expires no
+ * earlier than ttl_ms after its last read (sqlcached_kv_get answering OK)
+ * or write, and no later than ttl_ms + max(1000, ttl_ms / 10) after it. A
+ * read that finds the persisted expiry short of now + ttl_ms queues one
+ * extension to now + ttl_ms + max(1000, ttl_ms / 10) / 2 with the writer's
+ * next batch and returns at once (reads of the same key meanwhile queue
+ * nothing more); the memory tier keeps answering the key.
+ * ------------------------------------------------------------------------ */
+
+/* Deepest nesting of a merge patch ({} or [] is one level). */
+#define SQLCACHED_PATCH_DEPTH_MAX 64
+
+/* Read and delete a key in one write (a one-time code): on SQLCACHED_OK
+ * *out is the deleted value (a new reference: sqlcached_value_release()),
+ * with its content type and version. Preconditions and outcomes as for
+ * sqlcached_kv_delete(); of concurrent takes of one key exactly one gets
+ * SQLCACHED_OK, the others SQLCACHED_NOT_FOUND. */
+sqlcached_status_t sqlcached_kv_take(sqlcached_t *db, const void *key, size_t klen,
+                                     const sqlcached_preconditions_t *pre,
+                                     sqlcached_value_t **out);
+
+/* sqlcached_kv_take() without waiting for the commit, as
+ * sqlcached_kv_delete_async(): *out is set before done(cls, SQLCACHED_OK);
+ * key, pre and out are borrowed until done is called. */
+sqlcached_status_t sqlcached_kv_take_async(sqlcached_t *db, const void *key, size_t klen,
+                                           const sqlcached_preconditions_t *pre,
+                                           sqlcached_value_t **out, sqlcached_done_fn done,
+                                           void *cls);
+
+/* Apply a JSON merge patch (RFC 7396; patch[0..plen) is JSON text nested at
+ * most SQLCACHED_PATCH_DEPTH_MAX deep, else SQLCACHED_INVALID_ARGUMENT) to
+ * the stored value, inside the write's transaction, so concurrent patches
+ * of distinct members all survive. The stored value must be a JSON object
+ * (else SQLCACHED_NOT_JSON); an absent key is patched from {} and created
+ * (result->created). The result is stored as compact JSON with content
+ * type application/json. opts may be NULL; its content_type is ignored;
+ * its ttl_ms > 0 (and sliding) set the expiry as for a put, else the key
+ * keeps its expiry (a sliding key slides). Preconditions as for a put. */
+sqlcached_status_t sqlcached_kv_patch(sqlcached_t *db, const void *key, size_t klen,
+                                      const void *patch, size_t plen,
+                                      const sqlcached_put_options_t *opts,
+                                      sqlcached_write_result_t *result);
+
+/* sqlcached_kv_patch() without waiting for the commit, as
+ * sqlcached_kv_put_async(). */
+sqlcached_status_t sqlcached_kv_patch_async(sqlcached_t *db, const void *key, size_t klen,
+                                            const void *patch, size_t plen,
+                                            const sqlcached_put_options_t *opts,
+                                            sqlcached_write_result_t *result,
+                                            sqlcached_done_fn done, void *cls);
 
 #ifdef __cplusplus
 }

@@ -57,6 +57,7 @@ enum MHD_Result api_kv_put(http_request_t *req);
 enum MHD_Result api_kv_delete(http_request_t *req);
 enum MHD_Result api_kv_incr(http_request_t *req);
 enum MHD_Result api_kv_list(http_request_t *req);
+enum MHD_Result api_kv_patch(http_request_t *req);
 
 /* api_items.c */
 enum MHD_Result api_items_list(http_request_t *req);

@@ -8,6 +8,11 @@
  *   PUT/DELETE If-Match: * or "<v>", ...   (weak tags never match)
  *   PUT/DELETE If-None-Match: * or "<v>", ... (If-None-Match: * = SET NX)
  *   GET If-None-Match: * or "<v>", ...     (304 when one matches, weakly)
+ *   PATCH If-Match / If-None-Match as for PUT
+ * Sessions and one-time values: PUT (and PATCH) ?sliding=true with ?ttl=
+ * (a sliding expiry); DELETE with Prefer: return=representation (read and
+ * delete: 200 with the deleted value, Preference-Applied); PATCH with
+ * Content-Type: application/merge-patch+json (RFC 7396, else 415).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -15,6 +20,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api.h"
 #include "log.h"
@@ -191,7 +197,8 @@ typedef struct write_state {
     http_request_t *req; /* under lock; NULL once the request completed */
     sqlcached_put_options_t o; /* PUT; DELETE uses o.pre only */
     api_etag_list_t im, inm;
-    sqlcached_write_result_t res; /* PUT */
+    sqlcached_write_result_t res; /* PUT, PATCH */
+    sqlcached_value_t *taken;     /* DELETE returning the value (owned once done) */
     int64_t value, version;       /* incr */
     sqlcached_status_t st;
     atomic_int done; /* set by the writer thread once the fields above are final */
@@ -205,6 +212,7 @@ static void write_state_release(write_state_t *ws)
 {
     if (atomic_fetch_sub(&ws->refs, 1) == 1) {
         pthread_mutex_destroy(&ws->lock);
+        sqlcached_value_release(ws->taken);
         free(ws->body);
         free(ws);
     }
@@ -330,6 +338,28 @@ static bool put_ttl(http_request_t *req, int64_t *ttl_ms)
     return true;
 }
 
+/* Read ?sliding= (true or false) into o->sliding, with ?ttl= required for
+ * true; false after replying 400. */
+static bool put_sliding(http_request_t *req, sqlcached_put_options_t *o)
+{
+    char *raw;
+    size_t n;
+    int rc = http_query(req, "sliding", &raw, &n);
+    bool yes = rc == 1 && n == 4 && memcmp(raw, "true", 4) == 0;
+    bool ok = rc == 0 || yes || (rc == 1 && n == 5 && memcmp(raw, "false", 5) == 0);
+    free(raw);
+    if (!ok) {
+        http_reply_problem(req, "invalid_argument", "sliding must be true or false");
+        return false;
+    }
+    if (yes && o->ttl_ms == 0) {
+        http_reply_problem(req, "invalid_argument", "sliding=true needs a ttl");
+        return false;
+    }
+    o->sliding = yes;
+    return true;
+}
+
 static enum MHD_Result put_reply(http_request_t *req)
 {
     write_state_t *ws = write_finished(req);
@@ -364,7 +394,8 @@ enum MHD_Result api_kv_put(http_request_t *req)
     write_state_t *ws = write_state_new(req, ct);
     if (!ws)
         return MHD_YES;
-    if (!put_ttl(req, &ws->o.ttl_ms) || !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
+    if (!put_ttl(req, &ws->o.ttl_ms) || !put_sliding(req, &ws->o) ||
+        !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
         return MHD_YES;
     ws->body = req->body; /* taken over: the queued write may outlive the request */
     ws->body_len = req->body_len;
@@ -381,11 +412,35 @@ enum MHD_Result api_kv_put(http_request_t *req)
  * DELETE /v1/kv/{key}
  * ------------------------------------------------------------------------ */
 
+/* Does the Prefer header (RFC 7240) ask for return=representation? */
+static bool prefers_representation(http_request_t *req)
+{
+    const char *h = http_header(req, "Prefer");
+    static const char want[] = "return=representation";
+    for (const char *p = h; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",;");
+        size_t len = n;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == sizeof want - 1 && strncasecmp(p, want, len) == 0)
+            return true;
+        p += strcspn(p, ","); /* skip this preference's parameters */
+    }
+    return false;
+}
+
 static enum MHD_Result delete_reply(http_request_t *req)
 {
     write_state_t *ws = write_finished(req);
     if (!ws)
         return MHD_NO;
+    if (ws->st == SQLCACHED_OK && ws->taken) {
+        sqlcached_value_t *v = ws->taken;
+        ws->taken = NULL;
+        return http_reply_value_header(req, v, "Preference-Applied", "return=representation");
+    }
     if (ws->st == SQLCACHED_NOT_FOUND)
         return http_reply_problem(req, "not_found", "no such key");
     if (ws->st == SQLCACHED_PRECONDITION_FAILED)
@@ -404,10 +459,80 @@ enum MHD_Result api_kv_delete(http_request_t *req)
     write_state_t *ws = write_state_new(req, NULL);
     if (!ws || !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
         return MHD_YES;
+    if (prefers_representation(req))
+        return park_write(req,
+                          sqlcached_kv_take_async(req->db, ws->bytes, ws->klen, &ws->o.pre,
+                                                  &ws->taken, on_write_done,
+                                                  write_state_hold(ws)),
+                          delete_reply);
     return park_write(req,
                       sqlcached_kv_delete_async(req->db, ws->bytes, ws->klen, &ws->o.pre,
                                                 on_write_done, write_state_hold(ws)),
                       delete_reply);
+}
+
+/* ------------------------------------------------------------------------
+ * PATCH /v1/kv/{key}   Content-Type: application/merge-patch+json
+ * ------------------------------------------------------------------------ */
+
+/* Is the request's media type (parameters aside) application/merge-patch+json? */
+static bool is_merge_patch(const char *ct)
+{
+    static const char want[] = "application/merge-patch+json";
+    if (!ct)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    return n == sizeof want - 1 && strncasecmp(ct, want, n) == 0;
+}
+
+static enum MHD_Result patch_reply(http_request_t *req)
+{
+    write_state_t *ws = write_finished(req);
+    if (!ws)
+        return MHD_NO;
+    sqlcached_status_t st = ws->st;
+    if (st == SQLCACHED_PRECONDITION_FAILED)
+        return reply_precondition_failed(req);
+    if (st == SQLCACHED_NOT_JSON)
+        return http_reply_problem(req, "not_json", "the stored value is not a JSON object");
+    if (st != SQLCACHED_OK)
+        return http_reply_status(req, st, "the value was not patched");
+    json_t *body = json_pack("{s:o, s:I, s:o}", "key", key_json(&req->params[0]), "version",
+                             (json_int_t)ws->res.version, "expires_at",
+                             time_or_null(ws->res.expires_at));
+    return http_reply_json_etag(req, ws->res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK, body,
+                                ws->res.version);
+}
+
+enum MHD_Result api_kv_patch(http_request_t *req)
+{
+    if (req->ctx) /* called again after http_resume */
+        return patch_reply(req);
+    if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
+        return MHD_YES;
+    if (!is_merge_patch(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE)))
+        return http_reply_problem(req, "unsupported_media_type",
+                                  "PATCH takes Content-Type: application/merge-patch+json");
+    write_state_t *ws = write_state_new(req, NULL);
+    if (!ws)
+        return MHD_YES;
+    if (!put_ttl(req, &ws->o.ttl_ms) || !put_sliding(req, &ws->o) ||
+        !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
+        return MHD_YES;
+    sqlcached_status_t st = sqlcached_kv_patch_async(req->db, ws->bytes, ws->klen, req->body,
+                                                     req->body_len, &ws->o, &ws->res,
+                                                     on_write_done, write_state_hold(ws));
+    if (st == SQLCACHED_INVALID_ARGUMENT) { /* key, ttl and conditions were checked above */
+        write_state_release(ws); /* nothing was queued */
+        return http_reply_problem(req, "invalid_json",
+                                  "the body must be JSON nested at most %d levels deep",
+                                  SQLCACHED_PATCH_DEPTH_MAX);
+    }
+    return park_write(req, st, patch_reply);
 }
 
 /* ------------------------------------------------------------------------

@@ -126,9 +126,18 @@ static int ctype_intern(const char *name)
  * Values
  * ====================================================================== */
 
+#define SLIDE_LEN (2 * sizeof(int64_t))
+
+/* Offset of the content type trailer after key and value. */
+static size_t ctype_offset(const cache_value_t *v)
+{
+    return ((v->flags & VAL_TTL) ? sizeof(uint32_t) : 0) +
+           ((v->flags & VAL_SLIDE) ? SLIDE_LEN : 0);
+}
+
 static size_t trailer_size(const cache_value_t *v)
 {
-    size_t n = (v->flags & VAL_TTL) ? sizeof(uint32_t) : 0;
+    size_t n = ctype_offset(v);
     if (v->flags & VAL_CTYPE_INL)
         n += strlen((const char *)v->bytes + v->klen + v->vlen + n) + 1;
     return n;
@@ -148,7 +157,8 @@ static cache_value_t *value_new(const void *key, size_t klen,
     size_t vlen = fill ? fill->len : 0;
     int ci = ctype_intern(ct);
     size_t ctl = ci < 0 ? strlen(ct) + 1 : 0;
-    size_t ttl_len = ttl ? sizeof(uint32_t) : 0;
+    bool slide = fill && fill->sliding_ms > 0 && ttl;
+    size_t ttl_len = (ttl ? sizeof(uint32_t) : 0) + (slide ? SLIDE_LEN : 0);
     cache_value_t *v;
 
     if (vlen > UINT32_MAX)
@@ -167,10 +177,14 @@ static cache_value_t *value_new(const void *key, size_t klen,
     v->klen = (uint16_t)klen;
     v->ctype = ci < 0 ? 0 : (uint8_t)ci;
     v->flags = (uint8_t)((fill ? 0 : VAL_NEGATIVE) | (ttl ? VAL_TTL : 0) |
-                         (ci < 0 ? VAL_CTYPE_INL : 0));
+                         (ci < 0 ? VAL_CTYPE_INL : 0) | (slide ? VAL_SLIDE : 0));
     memcpy(v->bytes, key, klen);
     if (vlen)
         memcpy(v->bytes + klen, fill->data, vlen);
+    if (slide) {
+        int64_t t[2] = {fill->expires_at, fill->sliding_ms};
+        memcpy(v->bytes + klen + vlen + sizeof(uint32_t), t, SLIDE_LEN);
+    }
     if (ci < 0)
         memcpy(v->bytes + klen + vlen + ttl_len, ct, ctl);
     return v;
@@ -194,9 +208,19 @@ int64_t cache_value_version(const cache_value_t *v)
 const char *cache_value_content_type(const cache_value_t *v)
 {
     if (v->flags & VAL_CTYPE_INL)
-        return (const char *)v->bytes + v->klen + v->vlen +
-               ((v->flags & VAL_TTL) ? sizeof(uint32_t) : 0);
+        return (const char *)v->bytes + v->klen + v->vlen + ctype_offset(v);
     return ctype_names[v->ctype];
+}
+
+bool cache_value_sliding(const cache_value_t *v, int64_t *expires_at, int64_t *sliding_ms)
+{
+    if (!(v->flags & VAL_SLIDE))
+        return false;
+    int64_t t[2];
+    memcpy(t, v->bytes + v->klen + v->vlen + sizeof(uint32_t), SLIDE_LEN);
+    *expires_at = t[0];
+    *sliding_ms = t[1];
+    return true;
 }
 
 void cache_value_retain(cache_value_t *v)

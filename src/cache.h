@@ -25,6 +25,7 @@
 #ifndef SQLCACHED_CACHE_H
 #define SQLCACHED_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,6 +86,8 @@ typedef struct cache_fill {
     const char *content_type; /* NULL = "" */
     int64_t version;
     int64_t expires_at;       /* absolute ms; 0 = no TTL */
+    int64_t sliding_ms;       /* > 0 (with expires_at): kept with the value
+                                 for cache_value_sliding(); 0 = not sliding */
 } cache_fill_t;
 
 typedef struct cache_stats {
@@ -203,6 +206,9 @@ const void *cache_value_data(const cache_value_t *v);
 size_t cache_value_len(const cache_value_t *v);
 int64_t cache_value_version(const cache_value_t *v);
 const char *cache_value_content_type(const cache_value_t *v);
+/* A value stored with sliding_ms > 0 and an expiry: true, with both as
+ * they were stored (immutable; the entry expires at *expires_at). */
+bool cache_value_sliding(const cache_value_t *v, int64_t *expires_at, int64_t *sliding_ms);
 void cache_value_retain(cache_value_t *v);
 /* Drops one reference; the last one frees the value. NULL is a no-op. */
 void cache_value_release(cache_value_t *v);

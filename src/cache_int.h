@@ -38,6 +38,8 @@
 #define VAL_NEGATIVE   0x01u /* negative entry: the key is absent */
 #define VAL_TTL        0x02u /* a heap position follows the value bytes */
 #define VAL_CTYPE_INL  0x04u /* the content type string follows */
+#define VAL_SLIDE      0x08u /* a sliding trailer (expires_at, sliding_ms: two
+                                int64, unaligned) follows the heap position */
 
 struct cache_value {
     atomic_uint refs;

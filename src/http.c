@@ -113,6 +113,7 @@ const http_route_t http_routes[] = {
     {"GET", "/v1/kv/{key}", api_kv_get, "kv_get"},
     {"PUT", "/v1/kv/{key}", api_kv_put, "kv_put"},
     {"DELETE", "/v1/kv/{key}", api_kv_delete, "kv_delete"},
+    {"PATCH", "/v1/kv/{key}", api_kv_patch, "kv_patch"},
     {"POST", "/v1/kv/{key}/incr", api_kv_incr, "kv_incr"},
     {"GET", "/v1/items", api_items_list, "item_list"},
     {"GET", "/v1/items/{id}", api_items_get, "item_get"},
@@ -147,6 +148,8 @@ static const problem_t problems[] = {
     {"payload_too_large", 413, "Request body too large"},
     {"conflict", 409, "Conflict"},
     {"not_integer", 409, "Value is not a 64-bit integer"},
+    {"not_json", 409, "Stored value is not a JSON object"},
+    {"unsupported_media_type", 415, "Unsupported media type"},
     {"sold_out", 409, "Sold out"},
     {"already_ordered", 409, "User already holds an order for this item"},
     {"lease_held", 409, "Lease held"},
@@ -388,6 +391,21 @@ enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, value->content_type);
     add_etag(resp, value->version);
     MHD_add_response_header(resp, "X-Cache", value->from_cache ? "HIT" : "MISS");
+    return queue(req, MHD_HTTP_OK, resp, value->len);
+}
+
+enum MHD_Result http_reply_value_header(http_request_t *req, sqlcached_value_t *value,
+                                        const char *name, const char *hvalue)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        value->len, (void *)value->data, release_value, value);
+    if (!resp) {
+        sqlcached_value_release(value);
+        return http_reply_problem(req, "unavailable", "out of memory");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, value->content_type);
+    add_etag(resp, value->version);
+    MHD_add_response_header(resp, name, hvalue);
     return queue(req, MHD_HTTP_OK, resp, value->len);
 }
 

@@ -154,6 +154,11 @@ enum MHD_Result http_reply_not_modified(http_request_t *req, sqlcached_value_t *
 /* A stored value verbatim; takes ownership of the reference. */
 enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value);
 
+/* http_reply_value without X-Cache, with one more header `name: value`
+ * (a deleted value returned by DELETE). Takes the reference. */
+enum MHD_Result http_reply_value_header(http_request_t *req, sqlcached_value_t *value,
+                                        const char *name, const char *hvalue);
+
 /* http_reply_json with an ETag header for `etag` (< 0: none). */
 enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
                                      int64_t etag);

@@ -310,7 +310,7 @@ static sqlcached_status_t item_load(sqlcached_t *db, cache_load_t *load, const c
 {
     sqlcached_status_t st = item_read(db, id, out);
     if (st == SQLCACHED_OK) {
-        cache_fill_t fill = {out, sizeof *out, NULL, out->version, 0};
+        cache_fill_t fill = {out, sizeof *out, NULL, out->version, 0, 0};
         cache_load_finish(db->item_cache, load, &fill, engine_now(db));
     } else if (st == SQLCACHED_NOT_FOUND) {
         cache_load_finish(db->item_cache, load, NULL, engine_now(db));

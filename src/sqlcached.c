@@ -59,6 +59,7 @@ static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_UNAVAILABLE] = "unavailable",
     [SQLCACHED_NOMEM] = "unavailable",
     [SQLCACHED_INTERNAL] = "internal",
+    [SQLCACHED_NOT_JSON] = "not_json",
 };
 
 const char *sqlcached_status_name(sqlcached_status_t status)

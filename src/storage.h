@@ -40,6 +40,7 @@ typedef struct storage_kv_row {
     size_t content_type_len;
     int64_t version;
     int64_t expires_at; /* 0 = never */
+    int64_t sliding_ms; /* > 0: the expiry slides by this much (kv.c); 0 = not */
 } storage_kv_row_t;
 
 /* Called with a row, borrowed for the call; its status is the operation's. */
@@ -88,6 +89,20 @@ typedef struct storage_kv_ops {
     sqlcached_status_t (*scan_keys)(store_conn_t *r, storage_key_fn on_key, void *cls);
     /* r. An upper bound of the number of rows, found without a scan. */
     sqlcached_status_t (*count_bound)(store_conn_t *r, int64_t *count);
+
+    /* Sliding expiry (sql/NNN/005_kv_sliding.sql). upsert() and replace()
+     * store sliding_ms 0 (a plain write clears the flag). */
+    /* w. upsert() that stores sliding_ms (0 = not sliding). */
+    sqlcached_status_t (*upsert_sliding)(store_conn_t *w, const void *key, size_t klen,
+                                         const void *value, size_t vlen,
+                                         const char *content_type, int64_t version,
+                                         int64_t expires_at, int64_t sliding_ms);
+    /* w. Move the expiry of the row (key, version) to expires_at if it is
+     * a sliding row, live at `now`, expiring before expires_at (never
+     * shortens it, never revives an expired row); *extended tells whether
+     * it did. Takes no version: the value did not change. */
+    sqlcached_status_t (*extend)(store_conn_t *w, const void *key, size_t klen, int64_t version,
+                                 int64_t now, int64_t expires_at, bool *extended);
 } storage_kv_ops_t;
 
 /* Leases: leases(name, owner, token, count, expires_at), one row per held
@@ -419,6 +434,24 @@ static inline sqlcached_status_t storage_kv_scan_keys(store_conn_t *r, storage_k
 static inline sqlcached_status_t storage_kv_count_bound(store_conn_t *r, int64_t *count)
 {
     return store_conn_backend(r)->kv->count_bound(r, count);
+}
+
+static inline sqlcached_status_t storage_kv_upsert_sliding(store_conn_t *w, const void *key,
+                                                           size_t klen, const void *value,
+                                                           size_t vlen,
+                                                           const char *content_type,
+                                                           int64_t version, int64_t expires_at,
+                                                           int64_t sliding_ms)
+{
+    return store_conn_backend(w)->kv->upsert_sliding(w, key, klen, value, vlen, content_type,
+                                                     version, expires_at, sliding_ms);
+}
+
+static inline sqlcached_status_t storage_kv_extend(store_conn_t *w, const void *key,
+                                                   size_t klen, int64_t version, int64_t now,
+                                                   int64_t expires_at, bool *extended)
+{
+    return store_conn_backend(w)->kv->extend(w, key, klen, version, now, expires_at, extended);
 }
 
 static inline sqlcached_status_t storage_item_get(store_conn_t *c, const char *id,

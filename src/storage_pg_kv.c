@@ -7,7 +7,9 @@
  * compares bytewise (memcmp, then the shorter first), as SQLite compares
  * BLOBs, so listing by prefix is the same range scan as on SQLite. Expired
  * rows stay until purged; every read filters them with `now`. Results come
- * back in binary format (pg_conn_run).
+ * back in binary format (pg_conn_run). sliding_ms
+ * (sql/postgresql/005_kv_sliding.sql): the sliding TTL of the row, 0 =
+ * none; a plain upsert or replace stores 0.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,14 +17,17 @@
 #include "storage_pg.h"
 
 static const char SQL_GET[] =
-    "SELECT value, content_type, version, expires_at FROM kv WHERE key = $1";
+    "SELECT value, content_type, version, expires_at, sliding_ms FROM kv WHERE key = $1";
 static const char SQL_GET_META[] = "SELECT version, expires_at FROM kv WHERE key = $1";
 static const char SQL_UPSERT[] =
-    "INSERT INTO kv (key, value, content_type, version, expires_at) "
-    "VALUES ($1, $2, $3, $4, $5) "
+    "INSERT INTO kv (key, value, content_type, version, expires_at, sliding_ms) "
+    "VALUES ($1, $2, $3, $4, $5, $6) "
     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
     "content_type = EXCLUDED.content_type, version = EXCLUDED.version, "
-    "expires_at = EXCLUDED.expires_at";
+    "expires_at = EXCLUDED.expires_at, sliding_ms = EXCLUDED.sliding_ms";
+static const char SQL_EXTEND[] =
+    "UPDATE kv SET expires_at = $3 WHERE key = $1 AND version = $2 AND sliding_ms > 0 "
+    "AND expires_at > $4 AND expires_at < $3";
 /* The upsert, returning the version of the live row it replaced (NULL when
  * none): every part of a statement sees the rows as they were before it,
  * so `old` is the row before this write (earlier writes of the same
@@ -34,7 +39,7 @@ static const char SQL_REPLACE[] =
     "VALUES ($1, $2, $3, $4, $5) "
     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
     "content_type = EXCLUDED.content_type, version = EXCLUDED.version, "
-    "expires_at = EXCLUDED.expires_at "
+    "expires_at = EXCLUDED.expires_at, sliding_ms = 0 "
     "RETURNING (SELECT version FROM old)";
 static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = $1";
 static const char SQL_LIST[] =
@@ -67,7 +72,8 @@ static sqlcached_status_t kv_get(store_conn_t *c, const void *key, size_t klen, 
     status = SQLCACHED_NOT_FOUND;
     if (PQntuples(r) == 1 && is_live(r, 3, now)) {
         storage_kv_row_t row = {.version = pg_conn_col_int64(r, 0, 2),
-                                .expires_at = pg_conn_col_int64(r, 0, 3)};
+                                .expires_at = pg_conn_col_int64(r, 0, 3),
+                                .sliding_ms = pg_conn_col_int64(r, 0, 4)};
         row.value = pg_conn_col_bytes(r, 0, 0, &row.value_len);
         row.content_type = pg_conn_col_bytes(r, 0, 1, &row.content_type_len);
         status = on_row(cls, &row);
@@ -93,9 +99,10 @@ static sqlcached_status_t kv_version(store_conn_t *w, const void *key, size_t kl
     return SQLCACHED_OK;
 }
 
-static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t klen,
-                                    const void *value, size_t vlen, const char *content_type,
-                                    int64_t version, int64_t expires_at)
+static sqlcached_status_t kv_upsert_sliding(store_conn_t *w, const void *key, size_t klen,
+                                            const void *value, size_t vlen,
+                                            const char *content_type, int64_t version,
+                                            int64_t expires_at, int64_t sliding_ms)
 {
     pg_params_t p;
     pg_params_init(&p);
@@ -107,7 +114,35 @@ static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t kle
         pg_params_int64(&p, expires_at);
     else
         pg_params_null(&p);
+    pg_params_int64(&p, sliding_ms);
     return storage_pg_run(w, SQL_UPSERT, &p, NULL);
+}
+
+static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t klen,
+                                    const void *value, size_t vlen, const char *content_type,
+                                    int64_t version, int64_t expires_at)
+{
+    return kv_upsert_sliding(w, key, klen, value, vlen, content_type, version, expires_at, 0);
+}
+
+static sqlcached_status_t kv_extend(store_conn_t *w, const void *key, size_t klen,
+                                    int64_t version, int64_t now, int64_t expires_at,
+                                    bool *extended)
+{
+    pg_params_t p;
+    pg_params_init(&p);
+    pg_params_bytes(&p, key, klen);
+    pg_params_int64(&p, version);
+    pg_params_int64(&p, expires_at);
+    pg_params_int64(&p, now);
+    PGresult *r = NULL;
+    *extended = false;
+    sqlcached_status_t status = storage_pg_run(w, SQL_EXTEND, &p, &r);
+    if (status == SQLCACHED_OK) {
+        *extended = pg_conn_affected(r) > 0;
+        PQclear(r);
+    }
+    return status;
 }
 
 /* Where the answer of a pipelined replace goes. */
@@ -275,4 +310,6 @@ const storage_kv_ops_t storage_pg_kv = {
     .purge_expired = kv_purge_expired,
     .scan_keys = kv_scan_keys,
     .count_bound = kv_count_bound,
+    .upsert_sliding = kv_upsert_sliding,
+    .extend = kv_extend,
 };

@@ -7,21 +7,26 @@
  * sort bytewise; listing by prefix is a range scan [prefix, prefix + 0xFF
  * x (KEY_MAX + 1)), which holds every key that starts with the prefix.
  * Expired rows stay until purged; every read filters them with `now`.
+ * sliding_ms (sql/sqlite/005_kv_sliding.sql): the sliding TTL of the row, 0
+ * = none; a plain upsert stores 0.
  */
 #include <string.h>
 
 #include "storage_sqlite.h"
 
 static const char SQL_GET[] =
-    "SELECT value, content_type, version, expires_at FROM kv WHERE key = ?1";
+    "SELECT value, content_type, version, expires_at, sliding_ms FROM kv WHERE key = ?1";
 static const char SQL_GET_META[] =
     "SELECT version, expires_at FROM kv WHERE key = ?1";
 static const char SQL_UPSERT[] =
-    "INSERT INTO kv (key, value, content_type, version, expires_at) "
-    "VALUES (?1, ?2, ?3, ?4, ?5) "
+    "INSERT INTO kv (key, value, content_type, version, expires_at, sliding_ms) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
     "content_type = excluded.content_type, version = excluded.version, "
-    "expires_at = excluded.expires_at";
+    "expires_at = excluded.expires_at, sliding_ms = excluded.sliding_ms";
+static const char SQL_EXTEND[] =
+    "UPDATE kv SET expires_at = ?3 WHERE key = ?1 AND version = ?2 AND sliding_ms > 0 "
+    "AND expires_at > ?4 AND expires_at < ?3";
 static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = ?1";
 static const char SQL_LIST[] =
     "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?3 "
@@ -59,6 +64,7 @@ static sqlcached_status_t kv_get(store_conn_t *c, const void *key, size_t klen, 
             .content_type_len = ct ? (size_t)sqlite3_column_bytes(st, 1) : 0,
             .version = sqlite3_column_int64(st, 2),
             .expires_at = sqlite3_column_int64(st, 3),
+            .sliding_ms = sqlite3_column_int64(st, 4),
         };
         status = on_row(cls, &row);
     } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
@@ -83,9 +89,10 @@ static sqlcached_status_t kv_version(store_conn_t *w, const void *key, size_t kl
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
 }
 
-static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t klen,
-                                    const void *value, size_t vlen, const char *content_type,
-                                    int64_t version, int64_t expires_at)
+static sqlcached_status_t kv_upsert_sliding(store_conn_t *w, const void *key, size_t klen,
+                                            const void *value, size_t vlen,
+                                            const char *content_type, int64_t version,
+                                            int64_t expires_at, int64_t sliding_ms)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_UPSERT);
     if (!st)
@@ -98,9 +105,37 @@ static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t kle
         sqlite3_bind_int64(st, 5, expires_at);
     else
         sqlite3_bind_null(st, 5);
+    sqlite3_bind_int64(st, 6, sliding_ms);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
+}
+
+static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t klen,
+                                    const void *value, size_t vlen, const char *content_type,
+                                    int64_t version, int64_t expires_at)
+{
+    return kv_upsert_sliding(w, key, klen, value, vlen, content_type, version, expires_at, 0);
+}
+
+static sqlcached_status_t kv_extend(store_conn_t *w, const void *key, size_t klen,
+                                    int64_t version, int64_t now, int64_t expires_at,
+                                    bool *extended)
+{
+    *extended = false;
+    sqlite3_stmt *st = store_stmt(w, SQL_EXTEND);
+    if (!st)
+        return SQLCACHED_INTERNAL;
+    store_bind_bytes(st, 1, key, klen);
+    sqlite3_bind_int64(st, 2, version);
+    sqlite3_bind_int64(st, 3, expires_at);
+    sqlite3_bind_int64(st, 4, now);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return store_status(rc);
+    *extended = sqlite3_changes(store_conn_db(w)) > 0;
+    return SQLCACHED_OK;
 }
 
 static sqlcached_status_t kv_remove(store_conn_t *w, const void *key, size_t klen)
@@ -204,4 +239,6 @@ const storage_kv_ops_t storage_sqlite_kv = {
     .purge_expired = kv_purge_expired,
     .scan_keys = kv_scan_keys,
     .count_bound = kv_count_bound,
+    .upsert_sliding = kv_upsert_sliding,
+    .extend = kv_extend,
 };

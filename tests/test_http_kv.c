@@ -1038,13 +1038,13 @@ static void test_http_wrong_method(void **state)
     static const struct {
         const char *method, *path, *allow;
     } cases[] = {
-        {"POST", "/v1/kv/k", "DELETE,GET,PUT"},
-        {"PATCH", "/v1/kv/k", "DELETE,GET,PUT"},
-        {"OPTIONS", "/v1/kv/k", "DELETE,GET,PUT"},
+        {"POST", "/v1/kv/k", "DELETE,GET,PATCH,PUT"},
+        {"OPTIONS", "/v1/kv/k", "DELETE,GET,PATCH,PUT"},
         {"PUT", "/v1/kv", "GET"},
         {"DELETE", "/v1/kv", "GET"},
         {"GET", "/v1/kv/k/incr", "POST"},
         {"PUT", "/v1/kv/k/incr", "POST"},
+        {"PATCH", "/v1/kv/k/incr", "POST"},
         {"DELETE", "/healthz", "GET"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

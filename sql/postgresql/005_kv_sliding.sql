@@ -1,0 +1,6 @@
+-- Sliding expiry (PostgreSQL form of sql/sqlite/005_kv_sliding.sql, same
+-- meaning): sliding_ms is the sliding TTL in ms, 0 = the expiry does not
+-- slide. A write of a sliding key sets expires_at = now + sliding_ms; a
+-- read extends expires_at (never shortens it) through the writer,
+-- coalesced (src/kv.c). A write without sliding sets it back to 0.
+ALTER TABLE kv ADD COLUMN sliding_ms BIGINT NOT NULL DEFAULT 0;
