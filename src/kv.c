@@ -307,12 +307,15 @@ static void after_commit(sqlcached_t *db, const void *key, size_t klen,
 
 /* Keys with an extension in flight, per store: a small table keyed by
  * (store, key) under one lock, taken only by reads that need an
- * extension. A key whose slot holds another key is extended without a
- * slot (no coalescing then, still correct). */
+ * extension. A read skips its own extension only when the one in flight
+ * reaches now + sliding_ms already. A key whose slot holds another key is
+ * extended without a slot (no coalescing then, still correct). The slot
+ * is freed by the commit hook, as the tier learns the new expiry. */
 #define SLIDE_SLOTS 64
 
 typedef struct slide_slot {
     const sqlcached_t *db; /* NULL: free */
+    int64_t expires_at;    /* the extension in flight */
     size_t klen;
     unsigned char key[SQLCACHED_KEY_MAX];
 } slide_slot_t;
@@ -346,9 +349,11 @@ static size_t slide_index(const sqlcached_t *db, const void *key, size_t klen)
     return (size_t)(h % SLIDE_SLOTS);
 }
 
-/* Claim the key's slot: its index, -1 when the slot holds another key (go
- * ahead without one), -2 when this key's extension is in flight (skip). */
-static int slide_claim(const sqlcached_t *db, const void *key, size_t klen)
+/* Claim the key's slot for an extension to expires_at: its index, -1 when
+ * the slot is taken (go ahead without one), -2 when an extension of this
+ * key to at least `needed` is in flight (skip). */
+static int slide_claim(const sqlcached_t *db, const void *key, size_t klen, int64_t needed,
+                       int64_t expires_at)
 {
     size_t i = slide_index(db, key, klen);
     int r;
@@ -356,10 +361,12 @@ static int slide_claim(const sqlcached_t *db, const void *key, size_t klen)
     slide_slot_t *sl = &slides[i];
     if (!sl->db) {
         sl->db = db;
+        sl->expires_at = expires_at;
         sl->klen = klen;
         memcpy(sl->key, key, klen);
         r = (int)i;
-    } else if (sl->db == db && sl->klen == klen && memcmp(sl->key, key, klen) == 0) {
+    } else if (sl->db == db && sl->klen == klen && memcmp(sl->key, key, klen) == 0 &&
+               sl->expires_at >= needed) {
         r = -2;
     } else {
         r = -1;
@@ -368,18 +375,20 @@ static int slide_claim(const sqlcached_t *db, const void *key, size_t klen)
     return r;
 }
 
-static void slide_unclaim(int slot)
+/* Free the job's slot, once. */
+static void slide_unclaim(slide_job_t *j)
 {
-    if (slot < 0)
+    if (j->slot < 0)
         return;
     pthread_mutex_lock(&slides_lock);
-    slides[slot].db = NULL;
+    slides[j->slot].db = NULL;
     pthread_mutex_unlock(&slides_lock);
+    j->slot = -1;
 }
 
 static void slide_job_free(slide_job_t *j)
 {
-    slide_unclaim(j->slot);
+    slide_unclaim(j);
     sqlcached_value_release(&j->value->pub);
     free(j);
 }
@@ -398,8 +407,10 @@ static void slide_committed(void *arg)
 {
     slide_job_t *j = arg;
     sqlcached_t *db = j->db;
-    if (!db->cache)
+    if (!db->cache) {
+        slide_unclaim(j);
         return;
+    }
     if (j->extended && (!db->cluster || cluster_replace_ok(db->cluster))) {
         const sqlcached_value_t *v = &j->value->pub;
         cache_fill_t fill = {v->data, v->len, v->content_type, v->version, j->expires_at,
@@ -408,6 +419,7 @@ static void slide_committed(void *arg)
     } else {
         cache_invalidate(db->cache, j->key, j->klen);
     }
+    slide_unclaim(j);
 }
 
 static void slide_done(void *cls, sqlcached_status_t st)
@@ -423,20 +435,21 @@ static void slide_done(void *cls, sqlcached_status_t st)
 static void slide_maybe(sqlcached_t *db, const void *key, size_t klen, kv_value_t *v,
                         const read_expiry_t *ex, int64_t now)
 {
-    if (ex->expires_at <= 0 || ex->expires_at >= now + ex->sliding_ms)
+    int64_t needed = now + ex->sliding_ms;
+    if (ex->expires_at <= 0 || ex->expires_at >= needed)
         return;
-    int slot = slide_claim(db, key, klen);
-    if (slot == -2)
-        return;
+    int64_t target = needed + slide_slack(ex->sliding_ms);
     slide_job_t *j = malloc(sizeof *j + klen);
-    if (!j) {
-        slide_unclaim(slot);
+    if (!j)
+        return;
+    int slot = slide_claim(db, key, klen, needed, target);
+    if (slot == -2) {
+        free(j);
         return;
     }
     atomic_fetch_add(&v->refs, 1);
     *j = (slide_job_t){.db = db, .value = v, .sliding_ms = ex->sliding_ms,
-                       .expires_at = now + ex->sliding_ms + slide_slack(ex->sliding_ms),
-                       .slot = slot, .klen = klen};
+                       .expires_at = target, .slot = slot, .klen = klen};
     memcpy(j->key, key, klen);
     if (store_write_async(db->store, do_slide, slide_committed, j, slide_done, j) !=
         SQLCACHED_OK)

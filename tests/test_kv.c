@@ -659,6 +659,432 @@ static void test_kv_hotkeys_name_the_keys_read_most(void **state)
     sqlcached_hotkeys_free(NULL);
 }
 
+/* --- sessions and one-time values: sliding expiry, take, merge patch ---- */
+
+static sqlcached_status_t put_sliding(sqlcached_t *db, const char *k, const char *v,
+                                      int64_t ttl_ms, sqlcached_write_result_t *r)
+{
+    sqlcached_put_options_t o = {.ttl_ms = ttl_ms, .sliding = 1};
+    return sqlcached_kv_put(db, k, strlen(k), v, strlen(v), &o, r);
+}
+
+/* Is k among the live keys (a listing: reads nothing that slides)? */
+static bool listed(sqlcached_t *db, const char *k)
+{
+    sqlcached_keys_t *page = NULL;
+    assert_int_equal(sqlcached_kv_list(db, k, strlen(k), NULL, 0, 10, &page), SQLCACHED_OK);
+    bool found = false;
+    for (size_t i = 0; i < page->count; i++)
+        found |= page->lens[i] == strlen(k) && memcmp(page->keys[i], k, page->lens[i]) == 0;
+    sqlcached_keys_free(page);
+    return found;
+}
+
+/* A write of another key: once it returns, every write queued before it
+ * (an extension a read queued) has committed. */
+static void flush_writes(sqlcached_t *db)
+{
+    assert_int_equal(put(db, "flush", "x", NULL), SQLCACHED_OK);
+}
+
+static uint64_t writes_committed(sqlcached_t *db)
+{
+    sqlcached_stats_t st;
+    sqlcached_stats(db, &st);
+    return st.writes_committed;
+}
+
+static void test_kv_sliding_read_extends_within_bounds(void **state)
+{
+    fixture_t *f = *state;
+    int64_t t0 = f->clock.now;
+    sqlcached_write_result_t r;
+    assert_int_equal(put_sliding(f->db, "s", "v", 10000, &r), SQLCACHED_OK);
+    assert_int_equal(r.expires_at, t0 + 10000);
+    f->clock.now = t0 + 8000;
+    assert_value(f->db, "s", "v"); /* read at t0 + 8 s: expires in [t0 + 18 s, t0 + 19 s] */
+    flush_writes(f->db);
+    f->clock.now = t0 + 17999;
+    assert_true(listed(f->db, "s"));
+    f->clock.now = t0 + 19000;
+    assert_false(listed(f->db, "s"));
+    assert_null(get_str(f->db, "s", NULL)); /* expired: a read does not revive it */
+    f->clock.now = t0 + 17000;              /* even seen from before the expiry */
+    flush_writes(f->db);
+    f->clock.now = t0 + 19000;
+    assert_false(listed(f->db, "s"));
+}
+
+static void test_kv_sliding_hits_stay_in_memory_and_coalesce(void **state)
+{
+    fixture_t *f = *state;
+    int64_t t0 = f->clock.now;
+    assert_int_equal(put_sliding(f->db, "s", "v", 10000, NULL), SQLCACHED_OK);
+    assert_value(f->db, "s", "v"); /* into the tier */
+    f->clock.now = t0 + 8000;
+    sqlcached_stats_t before;
+    sqlcached_stats(f->db, &before);
+    for (int i = 0; i < 200; i++)
+        assert_value(f->db, "s", "v");
+    flush_writes(f->db);
+    sqlcached_stats_t after;
+    sqlcached_stats(f->db, &after);
+    /* one extension (plus the flush), not one write per read */
+    assert_true(after.writes_committed - before.writes_committed <= 3);
+    assert_true(after.storage_reads - before.storage_reads <= 1);
+    assert_true(after.cache_hits - before.cache_hits >= 199);
+    /* the tier holds the extended expiry: still a hit past the first one */
+    f->clock.now = t0 + 12000;
+    sqlcached_value_t *v = NULL;
+    assert_int_equal(sqlcached_kv_get(f->db, "s", 1, &v), SQLCACHED_OK);
+    assert_true(v->from_cache);
+    sqlcached_value_release(v);
+}
+
+static void test_kv_sliding_repeated_reads_keep_it_alive(void **state)
+{
+    fixture_t *f = *state;
+    int64_t t0 = f->clock.now;
+    assert_int_equal(put_sliding(f->db, "s", "v", 5000, NULL), SQLCACHED_OK);
+    for (int i = 1; i <= 20; i++) { /* 60 s of reads 3 s apart: 12 TTLs */
+        f->clock.now = t0 + i * 3000;
+        assert_value(f->db, "s", "v");
+        flush_writes(f->db);
+    }
+    uint64_t w = writes_committed(f->db);
+    f->clock.now += 4999;
+    assert_true(listed(f->db, "s"));
+    f->clock.now += 1001; /* 5 s + 1 s after the last read */
+    assert_false(listed(f->db, "s"));
+    assert_null(get_str(f->db, "s", NULL));
+    assert_true(writes_committed(f->db) == w);
+}
+
+static void test_kv_sliding_flag_rules(void **state)
+{
+    fixture_t *f = *state;
+    int64_t t0 = f->clock.now;
+    sqlcached_put_options_t bad = {.sliding = 1};
+    assert_int_equal(sqlcached_kv_put(f->db, "s", 1, "v", 1, &bad, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_patch(f->db, "s", 1, "{}", 2, &bad, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    /* a PUT without sliding clears the flag */
+    assert_int_equal(put_sliding(f->db, "s", "v", 10000, NULL), SQLCACHED_OK);
+    sqlcached_put_options_t plain = {.ttl_ms = 10000};
+    assert_int_equal(sqlcached_kv_put(f->db, "s", 1, "w", 1, &plain, NULL), SQLCACHED_OK);
+    f->clock.now = t0 + 8000;
+    assert_value(f->db, "s", "w");
+    flush_writes(f->db);
+    f->clock.now = t0 + 10000;
+    assert_null(get_str(f->db, "s", NULL));
+    /* incr of a sliding key slides; a write sets now + ttl exactly */
+    assert_int_equal(put_sliding(f->db, "n", "1", 10000, NULL), SQLCACHED_OK);
+    f->clock.now = t0 + 18000;
+    int64_t value;
+    assert_int_equal(sqlcached_kv_incr(f->db, "n", 1, 1, &value, NULL), SQLCACHED_OK);
+    assert_int_equal(value, 2);
+    f->clock.now = t0 + 27999;
+    assert_true(listed(f->db, "n"));
+    f->clock.now = t0 + 28000;
+    assert_false(listed(f->db, "n"));
+    /* an expired sliding key is absent for conditional writes and incr */
+    assert_int_equal(put_cond(f->db, "n", "y", IF_PRESENT, 0), SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(sqlcached_kv_incr(f->db, "n", 1, 1, &value, NULL), SQLCACHED_OK);
+    assert_int_equal(value, 1);
+}
+
+static void test_kv_take(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_put_options_t o = {.content_type = "text/plain"};
+    sqlcached_write_result_t r;
+    assert_int_equal(sqlcached_kv_put(f->db, "code", 4, "123456", 6, &o, &r), SQLCACHED_OK);
+    int64_t wrong = r.version + 1;
+    sqlcached_preconditions_t p = cond(IF_VERSION, &wrong);
+    sqlcached_value_t *v = (sqlcached_value_t *)1;
+    assert_int_equal(sqlcached_kv_take(f->db, "code", 4, &p, &v), SQLCACHED_PRECONDITION_FAILED);
+    assert_null(v);
+    assert_value(f->db, "code", "123456");
+    p = cond(IF_VERSION, &r.version);
+    assert_int_equal(sqlcached_kv_take(f->db, "code", 4, &p, &v), SQLCACHED_OK);
+    assert_non_null(v);
+    assert_int_equal(v->len, 6);
+    assert_memory_equal(v->data, "123456", 6);
+    assert_string_equal(v->content_type, "text/plain");
+    assert_int_equal(v->version, r.version);
+    sqlcached_value_release(v);
+    assert_null(get_str(f->db, "code", NULL));
+    assert_int_equal(sqlcached_kv_take(f->db, "code", 4, NULL, &v), SQLCACHED_NOT_FOUND);
+    assert_null(v);
+    assert_int_equal(sqlcached_kv_take(f->db, "code", 4, &p, &v), SQLCACHED_PRECONDITION_FAILED);
+    /* an expired key is absent; the take is a write (takes a version) */
+    sqlcached_put_options_t ttl = {.ttl_ms = 1000};
+    assert_int_equal(sqlcached_kv_put(f->db, "e", 1, "x", 1, &ttl, NULL), SQLCACHED_OK);
+    f->clock.now += 1000;
+    assert_int_equal(sqlcached_kv_take(f->db, "e", 1, NULL, &v), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_kv_take(f->db, "", 0, NULL, &v), SQLCACHED_INVALID_ARGUMENT);
+    sqlcached_write_result_t r2;
+    assert_int_equal(put(f->db, "t", "1", &r), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_take(f->db, "t", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(put(f->db, "t", "2", &r2), SQLCACHED_OK);
+    assert_true(r2.version > r.version + 1);
+    assert_true(r2.created);
+}
+
+typedef struct taker {
+    sqlcached_t *db;
+    pthread_barrier_t *go;
+    sqlcached_status_t st;
+    char got[16];
+} taker_t;
+
+static void *take_once(void *arg)
+{
+    taker_t *t = arg;
+    pthread_barrier_wait(t->go);
+    sqlcached_value_t *v = NULL;
+    t->st = sqlcached_kv_take(t->db, "otp", 3, NULL, &v);
+    if (v) {
+        snprintf(t->got, sizeof t->got, "%.*s", (int)v->len, (const char *)v->data);
+        sqlcached_value_release(v);
+    }
+    return NULL;
+}
+
+static void test_kv_concurrent_takes_have_one_winner(void **state)
+{
+    fixture_t *f = *state;
+    enum { T = 8, ROUNDS = 20 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char code[16];
+        snprintf(code, sizeof code, "c%d", round);
+        assert_int_equal(put(f->db, "otp", code, NULL), SQLCACHED_OK);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, T);
+        taker_t t[T];
+        pthread_t th[T];
+        for (int i = 0; i < T; i++) {
+            t[i] = (taker_t){.db = f->db, .go = &go};
+            assert_int_equal(pthread_create(&th[i], NULL, take_once, &t[i]), 0);
+        }
+        int winners = 0;
+        for (int i = 0; i < T; i++) {
+            pthread_join(th[i], NULL);
+            if (t[i].st == SQLCACHED_OK) {
+                winners++;
+                assert_string_equal(t[i].got, code);
+            } else {
+                assert_int_equal(t[i].st, SQLCACHED_NOT_FOUND);
+            }
+        }
+        pthread_barrier_destroy(&go);
+        assert_int_equal(winners, 1);
+    }
+}
+
+static void test_kv_take_async(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(put(f->db, "a", "one", NULL), SQLCACHED_OK);
+    completion_t c;
+    completion_init(&c);
+    sqlcached_value_t *v = NULL;
+    assert_int_equal(sqlcached_kv_take_async(f->db, "a", 1, NULL, &v, on_done, &c),
+                     SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 1), SQLCACHED_OK);
+    assert_non_null(v);
+    assert_memory_equal(v->data, "one", 3);
+    sqlcached_value_release(v);
+    v = NULL;
+    assert_int_equal(sqlcached_kv_take_async(f->db, "a", 1, NULL, &v, on_done, &c),
+                     SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 2), SQLCACHED_NOT_FOUND);
+    assert_null(v);
+    assert_int_equal(sqlcached_kv_take_async(f->db, "a", 1, NULL, &v, NULL, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+}
+
+static sqlcached_status_t patch(sqlcached_t *db, const char *k, const char *body,
+                                sqlcached_write_result_t *r)
+{
+    return sqlcached_kv_patch(db, k, strlen(k), body, strlen(body), NULL, r);
+}
+
+static void assert_json_value(sqlcached_t *db, const char *k, const char *expected)
+{
+    sqlcached_value_t *v = NULL;
+    assert_int_equal(sqlcached_kv_get(db, k, strlen(k), &v), SQLCACHED_OK);
+    assert_string_equal(v->content_type, "application/json");
+    char *s = strndup(v->data, v->len);
+    assert_string_equal(s, expected);
+    free(s);
+    sqlcached_value_release(v);
+}
+
+static void test_kv_patch_merges(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_write_result_t r;
+    assert_int_equal(patch(f->db, "u", "{\"name\":\"Ada\",\"tags\":[1]}", &r), SQLCACHED_OK);
+    assert_true(r.created);
+    assert_int_equal(r.expires_at, 0);
+    assert_json_value(f->db, "u", "{\"name\":\"Ada\",\"tags\":[1]}");
+    assert_int_equal(patch(f->db, "u", "{\"addr\":{\"city\":\"X\",\"zip\":\"1\"}}", &r),
+                     SQLCACHED_OK);
+    assert_false(r.created);
+    assert_int_equal(patch(f->db, "u", "{\"tags\":null,\"addr\":{\"zip\":null,\"c\":2}}", &r),
+                     SQLCACHED_OK);
+    assert_json_value(f->db, "u", "{\"name\":\"Ada\",\"addr\":{\"city\":\"X\",\"c\":2}}");
+    int64_t v0;
+    char *s = get_str(f->db, "u", &v0);
+    free(s);
+    assert_int_equal(v0, r.version);
+    /* If-Match as for PUT */
+    int64_t wrong = r.version + 100;
+    sqlcached_put_options_t o = {.pre = cond(IF_VERSION, &wrong)};
+    assert_int_equal(sqlcached_kv_patch(f->db, "u", 1, "{\"a\":1}", 7, &o, NULL),
+                     SQLCACHED_PRECONDITION_FAILED);
+    o.pre = cond(IF_VERSION, &r.version);
+    assert_int_equal(sqlcached_kv_patch(f->db, "u", 1, "{\"a\":1}", 7, &o, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_patch(f->db, "absent", 6, "{}", 2, &o, NULL),
+                     SQLCACHED_PRECONDITION_FAILED);
+    o.pre = cond(IF_ABSENT, NULL);
+    assert_int_equal(sqlcached_kv_patch(f->db, "u", 1, "{}", 2, &o, NULL),
+                     SQLCACHED_PRECONDITION_FAILED);
+    /* not a JSON object: not_json, nothing written */
+    assert_int_equal(put(f->db, "t", "hello", NULL), SQLCACHED_OK);
+    assert_int_equal(patch(f->db, "t", "{\"a\":1}", NULL), SQLCACHED_NOT_JSON);
+    assert_value(f->db, "t", "hello");
+    assert_int_equal(put(f->db, "arr", "[1,2]", NULL), SQLCACHED_OK);
+    assert_int_equal(patch(f->db, "arr", "{\"a\":1}", NULL), SQLCACHED_NOT_JSON);
+    /* malformed patches */
+    assert_int_equal(patch(f->db, "u", "{\"a\":", NULL), SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(patch(f->db, "u", "{\"a\":1,\"a\":2}", NULL), SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(patch(f->db, "", "{}", NULL), SQLCACHED_INVALID_ARGUMENT);
+}
+
+/* {"a":{"a":...{}...}} nested `depth` levels, malloc'd. */
+static char *nested(int depth)
+{
+    char *s = malloc((size_t)depth * 6 + 1), *p = s;
+    for (int i = 0; i < depth - 1; i++)
+        p += sprintf(p, "{\"a\":");
+    p += sprintf(p, "{}");
+    for (int i = 0; i < depth - 1; i++)
+        *p++ = '}';
+    *p = '\0';
+    return s;
+}
+
+static void test_kv_patch_depth_is_bounded(void **state)
+{
+    fixture_t *f = *state;
+    char *ok = nested(SQLCACHED_PATCH_DEPTH_MAX);
+    char *deep = nested(SQLCACHED_PATCH_DEPTH_MAX + 1);
+    char *very = nested(100000); /* deeper than jansson's parser takes */
+    assert_int_equal(patch(f->db, "d", ok, NULL), SQLCACHED_OK);
+    assert_int_equal(patch(f->db, "d", ok, NULL), SQLCACHED_OK);
+    assert_int_equal(patch(f->db, "d", deep, NULL), SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(patch(f->db, "d", very, NULL), SQLCACHED_INVALID_ARGUMENT);
+    assert_json_value(f->db, "d", ok);
+    free(ok);
+    free(deep);
+    free(very);
+}
+
+static void test_kv_patch_expiry(void **state)
+{
+    fixture_t *f = *state;
+    int64_t t0 = f->clock.now;
+    sqlcached_put_options_t o = {.ttl_ms = 10000, .content_type = "application/json"};
+    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "{}", 2, &o, NULL), SQLCACHED_OK);
+    f->clock.now = t0 + 5000;
+    sqlcached_write_result_t r;
+    assert_int_equal(patch(f->db, "k", "{\"a\":1}", &r), SQLCACHED_OK);
+    assert_int_equal(r.expires_at, t0 + 10000); /* kept */
+    sqlcached_put_options_t ttl = {.ttl_ms = 60000};
+    assert_int_equal(sqlcached_kv_patch(f->db, "k", 1, "{\"b\":1}", 7, &ttl, &r), SQLCACHED_OK);
+    assert_int_equal(r.expires_at, t0 + 65000);
+    /* a sliding key slides on a patch */
+    assert_int_equal(put_sliding(f->db, "s", "{}", 10000, NULL), SQLCACHED_OK);
+    f->clock.now = t0 + 9000;
+    assert_int_equal(patch(f->db, "s", "{\"a\":1}", &r), SQLCACHED_OK);
+    assert_int_equal(r.expires_at, t0 + 19000);
+    f->clock.now = t0 + 18999;
+    assert_true(listed(f->db, "s"));
+    f->clock.now = t0 + 19000;
+    assert_false(listed(f->db, "s"));
+    assert_int_equal(patch(f->db, "s", "{\"a\":2}", &r), SQLCACHED_OK);
+    assert_true(r.created); /* expired: patched from {} */
+    assert_json_value(f->db, "s", "{\"a\":2}");
+}
+
+typedef struct patcher {
+    sqlcached_t *db;
+    pthread_barrier_t *go;
+    int id;
+    sqlcached_status_t st;
+} patcher_t;
+
+static void *patch_member(void *arg)
+{
+    patcher_t *p = arg;
+    char body[64];
+    snprintf(body, sizeof body, "{\"m%d\":%d}", p->id, p->id);
+    pthread_barrier_wait(p->go);
+    p->st = sqlcached_kv_patch(p->db, "h", 1, body, strlen(body), NULL, NULL);
+    return NULL;
+}
+
+static void test_kv_concurrent_patches_keep_every_member(void **state)
+{
+    fixture_t *f = *state;
+    enum { T = 50 };
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, T);
+    patcher_t p[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+        p[i] = (patcher_t){.db = f->db, .go = &go, .id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, patch_member, &p[i]), 0);
+    }
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(p[i].st, SQLCACHED_OK);
+    }
+    pthread_barrier_destroy(&go);
+    char *s = get_str(f->db, "h", NULL);
+    assert_non_null(s);
+    for (int i = 0; i < T; i++) {
+        char member[32];
+        snprintf(member, sizeof member, "\"m%d\":%d", i, i);
+        if (!strstr(s, member))
+            fail_msg("member m%d lost: %s", i, s);
+    }
+    free(s);
+}
+
+static void test_kv_patch_async(void **state)
+{
+    fixture_t *f = *state;
+    completion_t c;
+    completion_init(&c);
+    sqlcached_write_result_t r = {0};
+    assert_int_equal(sqlcached_kv_patch_async(f->db, "p", 1, "{\"x\":true}", 10, NULL, &r,
+                                              on_done, &c),
+                     SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 1), SQLCACHED_OK);
+    assert_true(r.created && r.version > 0);
+    assert_json_value(f->db, "p", "{\"x\":true}");
+    assert_int_equal(sqlcached_kv_patch_async(f->db, "p", 1, "nope", 4, NULL, &r, on_done, &c),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(put(f->db, "p", "text", NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_patch_async(f->db, "p", 1, "{}", 2, NULL, &r, on_done, &c),
+                     SQLCACHED_OK);
+    assert_int_equal(completion_wait(&c, 2), SQLCACHED_NOT_JSON);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -684,6 +1110,18 @@ int main(void)
         T(test_kv_incr_async),
         T(test_kv_incr_async_batches),
         T(test_kv_hotkeys_name_the_keys_read_most),
+        T(test_kv_sliding_read_extends_within_bounds),
+        T(test_kv_sliding_hits_stay_in_memory_and_coalesce),
+        T(test_kv_sliding_repeated_reads_keep_it_alive),
+        T(test_kv_sliding_flag_rules),
+        T(test_kv_take),
+        T(test_kv_concurrent_takes_have_one_winner),
+        T(test_kv_take_async),
+        T(test_kv_patch_merges),
+        T(test_kv_patch_depth_is_bounded),
+        T(test_kv_patch_expiry),
+        T(test_kv_concurrent_patches_keep_every_member),
+        T(test_kv_patch_async),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
