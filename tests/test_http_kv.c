@@ -578,6 +578,323 @@ static void test_http_kv_ttl_expiry(void **state)
 }
 
 /* ------------------------------------------------------------------------
+ * Sessions and one-time values: sliding expiry, read-and-delete, PATCH
+ * ------------------------------------------------------------------------ */
+
+/* Is key listed among the live keys (a listing does not slide)? */
+static bool key_listed(const daemon_t *d, const char *key)
+{
+    char query[128], *next = NULL;
+    snprintf(query, sizeof query, "prefix=%s", key);
+    json_t *page = list_page(d, query, &next);
+    bool found = false;
+    for (size_t i = 0; i < json_array_size(page); i++)
+        found |= strcmp(json_string_value(json_array_get(page, i)), key) == 0;
+    json_decref(page);
+    free(next);
+    return found;
+}
+
+static void test_http_kv_sliding_real_time(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const h[] = {"Content-Type: text/plain", NULL};
+    /* ttl 2 s: expires within [2 s, 3 s] after the last read or write */
+    int64_t before = wall_ms();
+    client_resp_t r = req(&f->d, "PUT", "/v1/kv/slide:s?ttl=2&sliding=true", h, "tok", 3);
+    int64_t v = check_written(&r, 201, "slide:s", before + 2000, wall_ms() + 2000);
+    client_resp_free(&r);
+    /* reads 600 ms apart for 4.2 s (twice the TTL), GET 200 and 304 alike */
+    char inm[64];
+    snprintf(inm, sizeof inm, "If-None-Match: \"%lld\"", (long long)v);
+    const char *h_inm[] = {inm, NULL};
+    int64_t last = 0;
+    for (int i = 0; i < 7; i++) {
+        sleep_ms(600);
+        if (i % 2)
+            get_is(&f->d, "/v1/kv/slide:s", "tok", 3);
+        else
+            status_is(req(&f->d, "GET", "/v1/kv/slide:s", h_inm, NULL, 0), 304);
+        last = wall_ms();
+    }
+    /* no more reads: still there 1.5 s after the last (a plain TTL of 2 s
+     * from the PUT would be long gone), gone 3 s + margin after it */
+    sleep_ms(last + 1500 - wall_ms());
+    if (wall_ms() < last + 1900)
+        assert_true(key_listed(&f->d, "slide:s"));
+    sleep_ms(last + 3300 - wall_ms());
+    assert_false(key_listed(&f->d, "slide:s"));
+    problem_is(req(&f->d, "GET", "/v1/kv/slide:s", NULL, NULL, 0), 404, "not_found");
+}
+
+static void test_http_kv_sliding_rejected(void **state)
+{
+    fixture_t *f = *state;
+    problem_is(req_s(&f->d, "PUT", "/v1/kv/slide:bad?sliding=true", "x"), 400,
+               "invalid_argument");
+    problem_is(req_s(&f->d, "PUT", "/v1/kv/slide:bad?ttl=5&sliding=yes", "x"), 400,
+               "invalid_argument");
+    problem_is(req_s(&f->d, "PUT", "/v1/kv/slide:bad?ttl=5&sliding=", "x"), 400,
+               "invalid_argument");
+    static const char *const mp[] = {"Content-Type: application/merge-patch+json", NULL};
+    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?sliding=true", mp, "{}", 2), 400,
+               "invalid_argument");
+    status_is(req(&f->d, "GET", "/v1/kv/slide:bad", NULL, NULL, 0), 404);
+    int64_t before = wall_ms();
+    client_resp_t r = req_s(&f->d, "PUT", "/v1/kv/slide:ok?ttl=5&sliding=false", "x");
+    check_written(&r, 201, "slide:ok", before + 5000, wall_ms() + 5000);
+    client_resp_free(&r);
+}
+
+static const char *const PREFER[] = {"Prefer: return=representation", NULL};
+
+static void test_http_kv_read_and_delete(void **state)
+{
+    fixture_t *f = *state;
+    int64_t v = put_text(&f->d, "/v1/kv/otp:a", "123456", 201);
+    /* If-Match as for DELETE */
+    char im[64];
+    snprintf(im, sizeof im, "If-Match: \"%lld\"", (long long)v + 1);
+    const char *h_wrong[] = {"Prefer: return=representation", im, NULL};
+    problem_is(req(&f->d, "DELETE", "/v1/kv/otp:a", h_wrong, NULL, 0), 412,
+               "precondition_failed");
+    snprintf(im, sizeof im, "If-Match: \"%lld\"", (long long)v);
+    const char *h_right[] = {"Prefer: return=representation", im, NULL};
+    client_resp_t r = req(&f->d, "DELETE", "/v1/kv/otp:a", h_right, NULL, 0);
+    expect_status(&r, 200);
+    assert_int_equal(r.body_len, 6);
+    assert_memory_equal(r.body, "123456", 6);
+    header_is(&r, "Content-Type", "text/plain");
+    header_is(&r, "Preference-Applied", "return=representation");
+    assert_int_equal(etag_version(&r), v);
+    client_resp_free(&r);
+    problem_is(req(&f->d, "GET", "/v1/kv/otp:a", NULL, NULL, 0), 404, "not_found");
+    problem_is(req(&f->d, "DELETE", "/v1/kv/otp:a", PREFER, NULL, 0), 404, "not_found");
+    problem_is(req(&f->d, "DELETE", "/v1/kv/otp:a", h_right, NULL, 0), 412,
+               "precondition_failed");
+    /* among other preferences; other values of return are plain deletes */
+    put_text(&f->d, "/v1/kv/otp:b", "b", 201);
+    const char *h_list[] = {"Prefer: respond-async, return=representation; x=1", NULL};
+    r = req(&f->d, "DELETE", "/v1/kv/otp:b", h_list, NULL, 0);
+    expect_status(&r, 200);
+    header_is(&r, "Preference-Applied", "return=representation");
+    client_resp_free(&r);
+    put_text(&f->d, "/v1/kv/otp:c", "c", 201);
+    const char *h_min[] = {"Prefer: return=minimal", NULL};
+    r = req(&f->d, "DELETE", "/v1/kv/otp:c", h_min, NULL, 0);
+    expect_status(&r, 204);
+    char *applied = client_header(&r, "Preference-Applied");
+    assert_null(applied);
+    client_resp_free(&r);
+    /* binary bytes with the stored content type */
+    static const char bin[] = {'\0', '\xff', 'x'};
+    const char *h_bin[] = {"Content-Type: application/x-bin", NULL};
+    status_is(req(&f->d, "PUT", "/v1/kv/otp:bin", h_bin, bin, sizeof bin), 201);
+    r = req(&f->d, "DELETE", "/v1/kv/otp:bin", PREFER, NULL, 0);
+    expect_status(&r, 200);
+    assert_int_equal(r.body_len, sizeof bin);
+    assert_memory_equal(r.body, bin, sizeof bin);
+    header_is(&r, "Content-Type", "application/x-bin");
+    client_resp_free(&r);
+}
+
+enum { TAKERS = 16 };
+
+typedef struct http_taker {
+    const daemon_t *d;
+    pthread_barrier_t *go;
+    long status;
+} http_taker_t;
+
+static void *http_take(void *arg)
+{
+    http_taker_t *t = arg;
+    pthread_barrier_wait(t->go);
+    client_resp_t r;
+    t->status = client_request(t->d, "DELETE", "/v1/kv/otp:race", PREFER, NULL, 0, &r) == 0
+                    ? r.status
+                    : -1;
+    client_resp_free(&r);
+    return NULL;
+}
+
+static void test_http_kv_read_and_delete_one_winner(void **state)
+{
+    fixture_t *f = *state;
+    for (int round = 0; round < 5; round++) {
+        put_text(&f->d, "/v1/kv/otp:race", "code", 201);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, TAKERS);
+        http_taker_t t[TAKERS];
+        pthread_t th[TAKERS];
+        for (int i = 0; i < TAKERS; i++) {
+            t[i] = (http_taker_t){&f->d, &go, 0};
+            assert_int_equal(pthread_create(&th[i], NULL, http_take, &t[i]), 0);
+        }
+        int ok = 0, gone = 0;
+        for (int i = 0; i < TAKERS; i++) {
+            pthread_join(th[i], NULL);
+            ok += t[i].status == 200;
+            gone += t[i].status == 404;
+        }
+        pthread_barrier_destroy(&go);
+        assert_int_equal(ok, 1);
+        assert_int_equal(gone, TAKERS - 1);
+    }
+}
+
+static const char *const MERGE[] = {"Content-Type: application/merge-patch+json", NULL};
+
+/* PATCH path with body as a merge patch: the status; the version in *v. */
+static long patch_status(const daemon_t *d, const char *path, const char *body, int64_t *v)
+{
+    client_resp_t r = req(d, "PATCH", path, MERGE, body, strlen(body));
+    long s = r.status;
+    if (v && (s == 200 || s == 201))
+        *v = etag_version(&r);
+    client_resp_free(&r);
+    return s;
+}
+
+/* GET path: 200, application/json, exactly `json`. */
+static void json_is(const daemon_t *d, const char *path, const char *json)
+{
+    client_resp_t r = req(d, "GET", path, NULL, NULL, 0);
+    expect_status(&r, 200);
+    header_is(&r, "Content-Type", "application/json");
+    if (r.body_len != strlen(json) || memcmp(r.body, json, r.body_len) != 0)
+        fail_msg("GET %s: %.*s, want %s", path, (int)r.body_len, r.body, json);
+    client_resp_free(&r);
+}
+
+static void test_http_kv_patch(void **state)
+{
+    fixture_t *f = *state;
+    /* created from {} (201), then merged (200) */
+    client_resp_t r = req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":1,\"b\":{\"c\":2}}", 19);
+    int64_t v1 = check_written(&r, 201, "pat:u", 0, 0);
+    client_resp_free(&r);
+    json_is(&f->d, "/v1/kv/pat:u", "{\"a\":1,\"b\":{\"c\":2}}");
+    int64_t v2;
+    assert_int_equal(patch_status(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3,\"c\":null},\"a\":null}",
+                                  &v2), 200);
+    assert_true(v2 > v1);
+    json_is(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3}}");
+    /* media types: parameters allowed, anything else 415 */
+    const char *h_cs[] = {"Content-Type: Application/Merge-Patch+JSON; charset=utf-8", NULL};
+    status_is(req(&f->d, "PATCH", "/v1/kv/pat:u", h_cs, "{\"e\":true}", 10), 200);
+    const char *h_json[] = {"Content-Type: application/json", NULL};
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", h_json, "{}", 2), 415,
+               "unsupported_media_type");
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", NULL, "{}", 2), 415,
+               "unsupported_media_type");
+    /* If-Match / If-None-Match as for PUT */
+    char im[64];
+    snprintf(im, sizeof im, "If-Match: \"%lld\"", (long long)v1);
+    const char *h_stale[] = {MERGE[0], im, NULL};
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", h_stale, "{\"x\":1}", 7), 412,
+               "precondition_failed");
+    const char *h_nx[] = {MERGE[0], "If-None-Match: *", NULL};
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", h_nx, "{\"x\":1}", 7), 412,
+               "precondition_failed");
+    status_is(req(&f->d, "PATCH", "/v1/kv/pat:new", h_nx, "{\"x\":1}", 7), 201);
+    json_is(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3},\"e\":true}");
+    /* the stored value must be a JSON object */
+    put_text(&f->d, "/v1/kv/pat:text", "hello", 201);
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:text", MERGE, "{\"a\":1}", 7), 409, "not_json");
+    put_text(&f->d, "/v1/kv/pat:arr", "[1]", 201);
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:arr", MERGE, "{\"a\":1}", 7), 409, "not_json");
+    get_is(&f->d, "/v1/kv/pat:text", "hello", 5);
+    /* bodies: not JSON, too deep (400000 levels: never a stack overflow) */
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":", 5), 400, "invalid_json");
+    enum { DEEP = 400000 }; /* under --max-body */
+    char *deep = malloc(2 * DEEP);
+    memset(deep, '[', DEEP);
+    memset(deep + DEEP, ']', DEEP);
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, deep, 2 * DEEP), 400, "invalid_json");
+    char *nest = malloc(6 * 70 + 3), *p = nest;
+    for (int i = 0; i < 65; i++) /* 65 levels */
+        p += sprintf(p, "{\"a\":");
+    p += sprintf(p, "1");
+    for (int i = 0; i < 65; i++)
+        *p++ = '}';
+    *p = '\0';
+    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:deep", MERGE, nest, strlen(nest)), 400,
+               "invalid_json");
+    nest[strlen(nest) - 1] = '\0';
+    assert_int_equal(patch_status(&f->d, "/v1/kv/pat:deep", nest + 5, NULL), 201); /* 64 */
+    free(deep);
+    free(nest);
+    json_is(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3},\"e\":true}");
+    /* the expiry is kept unless ?ttl= is given */
+    int64_t before = wall_ms();
+    status_is(req(&f->d, "PUT", "/v1/kv/pat:ttl?ttl=100", h_json, "{}", 2), 201);
+    r = req(&f->d, "PATCH", "/v1/kv/pat:ttl", MERGE, "{\"a\":1}", 7);
+    check_written(&r, 200, "pat:ttl", before + 100000, wall_ms() + 100000);
+    client_resp_free(&r);
+    before = wall_ms();
+    r = req(&f->d, "PATCH", "/v1/kv/pat:ttl?ttl=3600", MERGE, "{\"a\":2}", 7);
+    check_written(&r, 200, "pat:ttl", before + 3600000, wall_ms() + 3600000);
+    client_resp_free(&r);
+}
+
+enum { PATCHERS = 50 };
+
+typedef struct http_patcher {
+    const daemon_t *d;
+    pthread_barrier_t *go;
+    int id;
+    long status;
+} http_patcher_t;
+
+static void *http_patch_member(void *arg)
+{
+    http_patcher_t *p = arg;
+    char body[64];
+    snprintf(body, sizeof body, "{\"m%d\":%d}", p->id, p->id);
+    pthread_barrier_wait(p->go);
+    client_resp_t r;
+    p->status = client_request(p->d, "PATCH", "/v1/kv/pat:h", MERGE, body, strlen(body), &r) == 0
+                    ? r.status
+                    : -1;
+    client_resp_free(&r);
+    return NULL;
+}
+
+static void test_http_kv_concurrent_patches(void **state)
+{
+    fixture_t *f = *state;
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, PATCHERS);
+    http_patcher_t p[PATCHERS];
+    pthread_t th[PATCHERS];
+    for (int i = 0; i < PATCHERS; i++) {
+        p[i] = (http_patcher_t){&f->d, &go, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, http_patch_member, &p[i]), 0);
+    }
+    int created = 0;
+    for (int i = 0; i < PATCHERS; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(p[i].status == 200 || p[i].status == 201);
+        created += p[i].status == 201;
+    }
+    pthread_barrier_destroy(&go);
+    assert_int_equal(created, 1);
+    client_resp_t r = req(&f->d, "GET", "/v1/kv/pat:h", NULL, NULL, 0);
+    expect_status(&r, 200);
+    json_t *j = client_json(&r);
+    assert_non_null(j);
+    assert_int_equal(json_object_size(j), PATCHERS);
+    for (int i = 0; i < PATCHERS; i++) {
+        char m[16];
+        snprintf(m, sizeof m, "m%d", i);
+        assert_int_equal(json_integer_value(json_object_get(j, m)), i);
+    }
+    json_decref(j);
+    client_resp_free(&r);
+}
+
+/* ------------------------------------------------------------------------
  * Conditional writes
  * ------------------------------------------------------------------------ */
 
@@ -1564,6 +1881,12 @@ int main(void)
         cmocka_unit_test(test_http_wrong_method),
         cmocka_unit_test(test_http_healthz),
         cmocka_unit_test(test_http_kv_absent_gets_are_misses),
+        cmocka_unit_test(test_http_kv_sliding_real_time),
+        cmocka_unit_test(test_http_kv_sliding_rejected),
+        cmocka_unit_test(test_http_kv_read_and_delete),
+        cmocka_unit_test(test_http_kv_read_and_delete_one_winner),
+        cmocka_unit_test(test_http_kv_patch),
+        cmocka_unit_test(test_http_kv_concurrent_patches),
     };
     const struct CMUnitTest body_limit[] = {
         cmocka_unit_test(test_http_kv_body_at_limit),
