@@ -27,6 +27,12 @@
  *                answers none of the values it held before the pause.
  *   not_blind    the kv check against nodes started with
  *                --testing-skip-cluster-invalidation must see stale reads.
+ *   sessions     a sliding key read only on node B stays alive for node A
+ *                (whose memory tier holds an older expiry) and then
+ *                expires everywhere; read-and-delete on A, then 404 on the
+ *                nodes that had it cached, and one winner among takers on
+ *                every node; PATCH on A seen by B's warm tier, and
+ *                concurrent patches from every node all kept.
  *
  * cmocka asserts only in the main thread: the load threads record what
  * they saw and the main thread checks it. SQLCACHED_TEST_NO_PG=1: exit 77.
@@ -1174,6 +1180,172 @@ static void test_cluster_pause(void **state)
     }
 }
 
+/* ------------------------------------------------------------------------
+ * sessions: sliding expiry, read-and-delete and PATCH across nodes
+ * ------------------------------------------------------------------------ */
+
+static const char *const PREFER_REPR[] = {"Prefer: return=representation", NULL};
+static const char *const MERGE_PATCH[] = {"Content-Type: application/merge-patch+json", NULL};
+
+static long status_call(cluster_t *c, int i, const char *method, const char *path,
+                        const char *const headers[], const char *body)
+{
+    client_resp_t r = call(c, i, method, path, headers, body);
+    long st = r.status;
+    client_resp_free(&r);
+    return st;
+}
+
+static void sessions_sliding(cluster_t *c)
+{
+    const char *h[] = {"Content-Type: text/plain", NULL};
+    assert_int_equal(status_call(c, 0, "PUT", "/v1/kv/sess:tok?ttl=2&sliding=true", h, "u1"),
+                     201);
+    bool hit = false;
+    assert_int_equal(kv_get(c, 0, "sess:tok", NULL, NULL, &hit), 200);
+    assert_int_equal(kv_get(c, 0, "sess:tok", NULL, NULL, &hit), 200);
+    assert_true(hit); /* node 0's tier holds it, expiring 2 s after the PUT */
+    int64_t last = 0;
+    for (int i = 0; i < 9; i++) { /* 4.5 s of reads on node 1 only */
+        usleep(500 * 1000);
+        long st = kv_get(c, 1, "sess:tok", NULL, NULL, NULL);
+        if (st != 200)
+            fail_msg("read %d on node 1: %ld, want 200", i, st);
+        last = wall_ms();
+    }
+    /* node 0 was never read since: its copy expired, the row did not */
+    char *v = NULL;
+    assert_int_equal(kv_get(c, 0, "sess:tok", &v, NULL, NULL), 200);
+    assert_string_equal(v, "u1");
+    free(v);
+    last = wall_ms();
+    /* no more reads: gone everywhere within 2 s + 1 s (+ margin) */
+    usleep((useconds_t)(last + 3300 - wall_ms()) * 1000);
+    for (int j = 0; j < NODES; j++)
+        assert_int_equal(kv_get(c, j, "sess:tok", NULL, NULL, NULL), 404);
+}
+
+typedef struct cross_taker {
+    cluster_t *c;
+    int node;
+    pthread_barrier_t *go;
+    long status;
+} cross_taker_t;
+
+static void *cross_take(void *arg)
+{
+    cross_taker_t *t = arg;
+    pthread_barrier_wait(t->go);
+    client_resp_t r;
+    t->status = client_request(cluster_node(t->c, t->node), "DELETE", "/v1/kv/sess:race",
+                               PREFER_REPR, NULL, 0, &r) == 0
+                    ? r.status
+                    : -1;
+    client_resp_free(&r);
+    return NULL;
+}
+
+static void sessions_take(cluster_t *c)
+{
+    int64_t v;
+    assert_int_equal(kv_put(c, 0, "sess:otp", "4711", -1, &v), 201);
+    expect_everywhere(c, "sess:otp", "4711", v); /* warm every tier */
+    expect_everywhere(c, "sess:otp", "4711", v);
+    client_resp_t r = call(c, 0, "DELETE", "/v1/kv/sess:otp", PREFER_REPR, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "4711");
+    assert_int_equal(etag_version(&r), v);
+    client_resp_free(&r);
+    expect_absent_everywhere(c, "sess:otp");
+    assert_int_equal(status_call(c, 1, "DELETE", "/v1/kv/sess:otp", PREFER_REPR, NULL), 404);
+    enum { PER_NODE = 4 };
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(kv_put(c, round % NODES, "sess:race", "x", -1, &v), 201);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, NODES * PER_NODE);
+        cross_taker_t t[NODES * PER_NODE];
+        pthread_t th[NODES * PER_NODE];
+        for (int i = 0; i < NODES * PER_NODE; i++) {
+            t[i] = (cross_taker_t){c, i % NODES, &go, 0};
+            assert_int_equal(pthread_create(&th[i], NULL, cross_take, &t[i]), 0);
+        }
+        int ok = 0, gone = 0;
+        for (int i = 0; i < NODES * PER_NODE; i++) {
+            pthread_join(th[i], NULL);
+            ok += t[i].status == 200;
+            gone += t[i].status == 404;
+        }
+        pthread_barrier_destroy(&go);
+        assert_int_equal(ok, 1);
+        assert_int_equal(gone, NODES * PER_NODE - 1);
+    }
+}
+
+typedef struct cross_patcher {
+    cluster_t *c;
+    int id;
+    long status;
+} cross_patcher_t;
+
+static void *cross_patch(void *arg)
+{
+    cross_patcher_t *p = arg;
+    char body[64];
+    snprintf(body, sizeof body, "{\"m%d\":%d}", p->id, p->id);
+    client_resp_t r;
+    p->status = client_request(cluster_node(p->c, p->id % NODES), "PATCH", "/v1/kv/sess:h",
+                               MERGE_PATCH, body, strlen(body), &r) == 0
+                    ? r.status
+                    : -1;
+    client_resp_free(&r);
+    return NULL;
+}
+
+static void sessions_patch(cluster_t *c)
+{
+    assert_int_equal(status_call(c, 0, "PATCH", "/v1/kv/sess:p", MERGE_PATCH, "{\"a\":1}"),
+                     201);
+    for (int k = 0; k < 2; k++) /* warm node 1's tier */
+        assert_int_equal(kv_get(c, 1, "sess:p", NULL, NULL, NULL), 200);
+    assert_int_equal(status_call(c, 0, "PATCH", "/v1/kv/sess:p", MERGE_PATCH,
+                                 "{\"b\":2,\"a\":null}"),
+                     200);
+    for (int j = 0; j < NODES; j++) {
+        char *v = NULL;
+        assert_int_equal(kv_get(c, j, "sess:p", &v, NULL, NULL), 200);
+        assert_string_equal(v, "{\"b\":2}");
+        free(v);
+    }
+    enum { PATCHERS = 30 };
+    cross_patcher_t p[PATCHERS];
+    pthread_t th[PATCHERS];
+    for (int i = 0; i < PATCHERS; i++) {
+        p[i] = (cross_patcher_t){c, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, cross_patch, &p[i]), 0);
+    }
+    for (int i = 0; i < PATCHERS; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(p[i].status == 200 || p[i].status == 201);
+    }
+    for (int j = 0; j < NODES; j++) {
+        client_resp_t r = call(c, j, "GET", "/v1/kv/sess:h", NULL, NULL);
+        assert_int_equal(r.status, 200);
+        json_t *o = client_json(&r);
+        assert_non_null(o);
+        assert_int_equal(json_object_size(o), PATCHERS);
+        json_decref(o);
+        client_resp_free(&r);
+    }
+}
+
+static void test_cluster_sessions(void **state)
+{
+    cluster_t *c = *state;
+    sessions_take(c);
+    sessions_patch(c);
+    sessions_sliding(c);
+}
+
 int main(void)
 {
     if (cluster_skip())
@@ -1188,6 +1360,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cluster_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_pause, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_not_blind, setup_skip_invalidation, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_sessions, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
