@@ -12,6 +12,7 @@ command -v curl >/dev/null 2>&1 || { echo "login_example: curl not found" >&2; e
 dir=$(mktemp -d "${TMPDIR:-/tmp}/sqlcached-login-example-XXXXXX")
 pid=
 cleanup() {
+    set +e # daemon_stop's kill of a process already gone fails
     [ -z "$pid" ] || daemon_stop "$pid"
     rm -rf "$dir"
 }

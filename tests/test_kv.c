@@ -794,6 +794,21 @@ static void test_kv_sliding_flag_rules(void **state)
     assert_int_equal(value, 1);
 }
 
+static void test_kv_sliding_flag_persists(void **state)
+{
+    fixture_t *f = *state;
+    int64_t t0 = f->clock.now;
+    assert_int_equal(put_sliding(f->db, "s", "v", 10000, NULL), SQLCACHED_OK);
+    sqlcached_close(f->db); /* a restart: nothing of it left in memory */
+    f->db = testutil_open(f->dir, "kv.db", &f->clock);
+    assert_non_null(f->db);
+    f->clock.now = t0 + 8000;
+    assert_value(f->db, "s", "v");
+    flush_writes(f->db);
+    f->clock.now = t0 + 17000;
+    assert_true(listed(f->db, "s"));
+}
+
 static void test_kv_take(void **state)
 {
     fixture_t *f = *state;
@@ -1114,6 +1129,7 @@ int main(void)
         T(test_kv_sliding_hits_stay_in_memory_and_coalesce),
         T(test_kv_sliding_repeated_reads_keep_it_alive),
         T(test_kv_sliding_flag_rules),
+        T(test_kv_sliding_flag_persists),
         T(test_kv_take),
         T(test_kv_concurrent_takes_have_one_winner),
         T(test_kv_take_async),

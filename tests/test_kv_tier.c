@@ -4,7 +4,8 @@
  * and the bloom filter invalidated by writes, single-flight, the stale-fill
  * race (deterministic, and under concurrency), and memory never above the
  * limit; the write-path tests in both --on-write modes (replace, the
- * default, and invalidate).
+ * default, and invalidate); a sliding key's entry, whose expiry follows the
+ * row's (with a fake clock).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -689,10 +690,81 @@ static void test_kv_tier_rejects_unknown_policy(void **state)
     assert_null(open_with(f, with_bad_policy));
 }
 
+/* --- sliding expiry: the tier entry's expiry follows the row's ---------- */
+
+static testutil_clock_t slide_clock;
+
+static void with_fake_clock(sqlcached_options_t *o, fixture_t *f)
+{
+    (void)f;
+    o->clock_ms = testutil_clock_read;
+    o->clock_arg = &slide_clock;
+}
+
+static void test_kv_tier_sliding_entry_follows_the_row(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    int64_t t0 = 1700000000000LL;
+    slide_clock.now = t0;
+    f->db = open_with(f, with_fake_clock);
+    assert_non_null(f->db);
+    sqlcached_put_options_t o = {.ttl_ms = 10000, .sliding = 1};
+    assert_int_equal(sqlcached_kv_put(f->db, "s", 1, "v", 1, &o, NULL), SQLCACHED_OK);
+    int hit = 0;
+    assert_true(get(f->db, "s", &hit) > 0);
+    assert_false(hit); /* loaded */
+    slide_clock.now = t0 + 8000;
+    assert_true(get(f->db, "s", &hit) > 0);
+    assert_true(hit); /* and the extension (to t0 + 18.5 s) is queued */
+    put(f->db, "flush", "x", NULL); /* behind it in the writer's queue */
+    uint64_t reads = stats(f->db).storage_reads;
+    slide_clock.now = t0 + 10500; /* past the expiry the entry was loaded with */
+    assert_true(get(f->db, "s", &hit) > 0);
+    assert_true(hit); /* the tier took the extended expiry */
+    put(f->db, "flush", "y", NULL);
+    assert_int_equal(stats(f->db).storage_reads, reads);
+    /* the read at 10.5 s extended to 22 s: gone from the tier with the row */
+    slide_clock.now = t0 + 22000;
+    assert_int_equal(get(f->db, "s", &hit), 0);
+    assert_int_equal(stats(f->db).storage_reads, reads + 1);
+    sqlcached_keys_t *page = NULL;
+    assert_int_equal(sqlcached_kv_list(f->db, "s", 1, NULL, 0, 10, &page), SQLCACHED_OK);
+    assert_int_equal(page->count, 0);
+    sqlcached_keys_free(page);
+}
+
+/* A plain PUT over a cached sliding key: the tier entry stops sliding. */
+static void test_kv_tier_plain_put_stops_sliding(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_close(f->db);
+    int64_t t0 = 1700000000000LL;
+    slide_clock.now = t0;
+    f->db = open_with(f, with_fake_clock);
+    assert_non_null(f->db);
+    sqlcached_put_options_t o = {.ttl_ms = 10000, .sliding = 1};
+    assert_int_equal(sqlcached_kv_put(f->db, "s", 1, "v", 1, &o, NULL), SQLCACHED_OK);
+    int hit = 0;
+    get(f->db, "s", &hit);
+    get(f->db, "s", &hit);
+    assert_true(hit);
+    o.sliding = 0;
+    assert_int_equal(sqlcached_kv_put(f->db, "s", 1, "w", 1, &o, NULL), SQLCACHED_OK);
+    slide_clock.now = t0 + 9000;
+    assert_true(get(f->db, "s", &hit) > 0);
+    assert_true(hit); /* replaced in place, not sliding */
+    put(f->db, "flush", "x", NULL);
+    slide_clock.now = t0 + 10000;
+    assert_int_equal(get(f->db, "s", &hit), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
+        T(test_kv_tier_sliding_entry_follows_the_row),
+        T(test_kv_tier_plain_put_stops_sliding),
         T(test_kv_tier_second_read_is_a_hit),
         T(test_kv_tier_write_of_a_cached_key_replaces_it),
         T(test_kv_tier_invalidate_mode_write_deletes_the_cached_copy),
