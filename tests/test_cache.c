@@ -117,6 +117,45 @@ static void test_cache_value_fields_and_lifetime(void **state)
     cache_destroy(c);
 }
 
+/* A sliding entry keeps (expires_at, sliding_ms) beside the heap position
+ * and before an inline content type; others answer false. */
+static void test_cache_value_sliding_trailer(void **state)
+{
+    char long_type[100];
+    cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 10, 0);
+    cache_value_t *v;
+    int64_t e = 0, s = 0;
+
+    (void)state;
+    memset(long_type, 'y', sizeof(long_type) - 1);
+    long_type[sizeof(long_type) - 1] = '\0';
+    cache_fill_t f = {.data = "abc", .len = 3, .content_type = long_type, .version = 9,
+                      .expires_at = 5000, .sliding_ms = 2000};
+    assert_int_equal(cache_set(c, "s", 1, &f, 0), CACHE_OK);
+    assert_int_equal(cache_get(c, "s", 1, 4999, &v), CACHE_HIT);
+    assert_true(cache_value_sliding(v, &e, &s));
+    assert_int_equal(e, 5000);
+    assert_int_equal(s, 2000);
+    assert_string_equal(cache_value_content_type(v), long_type);
+    assert_memory_equal(cache_value_data(v), "abc", 3);
+    cache_value_release(v);
+    assert_int_equal(cache_get(c, "s", 1, 5000, &v), CACHE_MISS); /* expires with it */
+    f.content_type = "text/plain";
+    f.expires_at = 0; /* no expiry: nothing slides */
+    assert_int_equal(cache_set(c, "n", 1, &f, 0), CACHE_OK);
+    assert_int_equal(cache_get(c, "n", 1, 0, &v), CACHE_HIT);
+    assert_false(cache_value_sliding(v, &e, &s));
+    cache_value_release(v);
+    f.expires_at = 7000;
+    f.sliding_ms = 0;
+    assert_int_equal(cache_set(c, "t", 1, &f, 0), CACHE_OK);
+    assert_int_equal(cache_get(c, "t", 1, 0, &v), CACHE_HIT);
+    assert_false(cache_value_sliding(v, &e, &s));
+    assert_string_equal(cache_value_content_type(v), "text/plain");
+    cache_value_release(v);
+    cache_destroy(c);
+}
+
 static void test_cache_lower_version_never_replaces(void **state)
 {
     cache_t *c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 10, 0);
@@ -1091,6 +1130,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cache_policy_names_round_trip),
         cmocka_unit_test(test_cache_value_fields_and_lifetime),
+        cmocka_unit_test(test_cache_value_sliding_trailer),
         cmocka_unit_test(test_cache_lower_version_never_replaces),
         cmocka_unit_test(test_cache_slot_packing_round_trips),
         cmocka_unit_test(test_cache_sketch_exact_width_counts),
