@@ -736,6 +736,122 @@ sqlcached_status_t sqlcached_kv_patch_async(sqlcached_t *db, const void *key, si
                                             sqlcached_write_result_t *result,
                                             sqlcached_done_fn done, void *cls);
 
+ * Transactions
+ *
+ * A transaction is a list of compares and two lists of operations: every
+ * compare is evaluated, then the `success` operations run if all hold,
+ * else the `failure` operations; all in one write of the group commit:
+ * atomic (all or nothing is stored), isolated (no other write lands
+ * between the compares and the operations), durable once answered, and
+ * visible to every later read (memory tier included) before the answer.
+ * Every write of a transaction takes a new version from the store-wide
+ * counter; a get sees the writes of earlier operations of the same
+ * transaction.
+ *
+ * Build one with sqlcached_txn_new() and the sqlcached_txn_compare_* and
+ * sqlcached_txn_add_* calls (they copy their arguments), run it once with
+ * sqlcached_txn_commit() or sqlcached_txn_commit_async(), read its
+ * results, free it with sqlcached_txn_free(). At most SQLCACHED_TXN_MAX
+ * compares and operations in all (the call that would add one more
+ * answers SQLCACHED_INVALID_ARGUMENT). A txn is used by one thread at a
+ * time.
+ * ------------------------------------------------------------------------ */
+
+#define SQLCACHED_TXN_MAX 128
+
+typedef struct sqlcached_txn sqlcached_txn_t; /* opaque */
+
+typedef enum sqlcached_txn_branch {
+    SQLCACHED_TXN_SUCCESS = 0, /* run when every compare holds */
+    SQLCACHED_TXN_FAILURE      /* run otherwise */
+} sqlcached_txn_branch_t;
+
+typedef enum sqlcached_txn_op {
+    SQLCACHED_TXN_GET = 0,
+    SQLCACHED_TXN_PUT,
+    SQLCACHED_TXN_DELETE,
+    SQLCACHED_TXN_INCR
+} sqlcached_txn_op_t;
+
+/* The result of one operation run, owned by the txn (valid until
+ * sqlcached_txn_free or the next commit). */
+typedef struct sqlcached_txn_result {
+    sqlcached_txn_op_t op;
+    const void *key;
+    size_t klen;
+    int found;                /* get: the key was live; delete: it was deleted */
+    const void *value;        /* get (found): the value bytes */
+    size_t vlen;
+    const char *content_type; /* get (found): NUL-terminated */
+    int64_t version;          /* get (found), put, incr: the row's version */
+    int64_t number;           /* incr: the value after the increment */
+    int64_t expires_at;       /* get (found), put, incr: ms, 0 = never */
+} sqlcached_txn_result_t;
+
+/* A new, empty transaction into *out (free with sqlcached_txn_free).
+ * SQLCACHED_NOMEM; then *out is NULL. */
+sqlcached_status_t sqlcached_txn_new(sqlcached_txn_t **out);
+
+/* Free a transaction and its results. NULL is allowed. Not while an
+ * asynchronous commit of it is in flight. */
+void sqlcached_txn_free(sqlcached_txn_t *txn);
+
+/* Compare: the key's current version is `version` (0: the key is absent
+ * or expired). version < 0 or a bad key: SQLCACHED_INVALID_ARGUMENT. */
+sqlcached_status_t sqlcached_txn_compare_version(sqlcached_txn_t *txn, const void *key,
+                                                 size_t klen, int64_t version);
+
+/* Compare: the key is live (exists 1) or absent or expired (exists 0). */
+sqlcached_status_t sqlcached_txn_compare_exists(sqlcached_txn_t *txn, const void *key,
+                                                size_t klen, int exists);
+
+/* Operations, appended to `branch`. put: content_type NULL =
+ * "application/octet-stream" (1..SQLCACHED_CONTENT_TYPE_MAX printable
+ * ASCII), ttl_ms 0 = no expiry, else 1..SQLCACHED_TTL_MAX_MS. incr: as
+ * sqlcached_kv_incr (an absent key counts as 0; a value that is not a
+ * base-10 64-bit integer, or an overflow, fails the whole transaction with
+ * SQLCACHED_NOT_INTEGER). Bad arguments: SQLCACHED_INVALID_ARGUMENT, and
+ * nothing is added. */
+sqlcached_status_t sqlcached_txn_add_get(sqlcached_txn_t *txn, sqlcached_txn_branch_t branch,
+                                         const void *key, size_t klen);
+sqlcached_status_t sqlcached_txn_add_put(sqlcached_txn_t *txn, sqlcached_txn_branch_t branch,
+                                         const void *key, size_t klen, const void *value,
+                                         size_t vlen, const char *content_type,
+                                         int64_t ttl_ms);
+sqlcached_status_t sqlcached_txn_add_delete(sqlcached_txn_t *txn,
+                                            sqlcached_txn_branch_t branch, const void *key,
+                                            size_t klen);
+sqlcached_status_t sqlcached_txn_add_incr(sqlcached_txn_t *txn, sqlcached_txn_branch_t branch,
+                                          const void *key, size_t klen, int64_t by);
+
+/* Run the transaction and wait for its commit. SQLCACHED_OK: it committed
+ * (whichever branch ran: sqlcached_txn_succeeded); results are readable.
+ * SQLCACHED_NOT_INTEGER: the operation sqlcached_txn_failed_op() names
+ * failed and nothing was stored. Any other status: nothing was stored.
+ * A txn runs once: a second commit is SQLCACHED_INVALID_ARGUMENT. */
+sqlcached_status_t sqlcached_txn_commit(sqlcached_t *db, sqlcached_txn_t *txn);
+
+/* sqlcached_txn_commit() without waiting, as sqlcached_kv_put_async():
+ * SQLCACHED_OK means done(cls, status) is called exactly once, after the
+ * commit and after every write is visible to every later read; txn is
+ * borrowed until then (read its results in done or after it). Any other
+ * return: nothing was queued and done is never called. */
+sqlcached_status_t sqlcached_txn_commit_async(sqlcached_t *db, sqlcached_txn_t *txn,
+                                              sqlcached_done_fn done, void *cls);
+
+/* After a commit: 1 if every compare held (the success operations ran),
+ * 0 if the failure operations ran. */
+int sqlcached_txn_succeeded(const sqlcached_txn_t *txn);
+
+/* After a commit: how many results (one per operation of the branch run),
+ * and result i (0-based; NULL when out of range). */
+size_t sqlcached_txn_result_count(const sqlcached_txn_t *txn);
+const sqlcached_txn_result_t *sqlcached_txn_result(const sqlcached_txn_t *txn, size_t i);
+
+/* After SQLCACHED_NOT_INTEGER: the index of the failing operation within
+ * the branch that ran (-1 otherwise). */
+int sqlcached_txn_failed_op(const sqlcached_txn_t *txn);
+
 #ifdef __cplusplus
 }
 #endif

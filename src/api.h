@@ -72,4 +72,11 @@ enum MHD_Result api_lease_acquire(http_request_t *req);
 enum MHD_Result api_lease_renew(http_request_t *req);
 enum MHD_Result api_lease_release(http_request_t *req);
 
+/* api_txn.c */
+enum MHD_Result api_txn(http_request_t *req);
+
+/* api_hotkeys.c: RFC 4648 base64 (with '=' padding) of n bytes, as a new
+ * JSON string; NULL on allocation failure. */
+json_t *api_base64_json(const void *p, size_t n);
+
 #endif

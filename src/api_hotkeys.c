@@ -32,6 +32,11 @@ static json_t *base64_json(const unsigned char *p, size_t n)
     return s;
 }
 
+json_t *api_base64_json(const void *p, size_t n)
+{
+    return base64_json(p, n);
+}
+
 /* {"key" | "key_base64", "count", "error"}; NULL on allocation failure. */
 static json_t *hotkey_json(const sqlcached_hotkey_t *k)
 {

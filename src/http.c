@@ -125,6 +125,7 @@ const http_route_t http_routes[] = {
     {"POST", "/v1/leases/{name}/acquire", api_lease_acquire, "lease_acquire"},
     {"POST", "/v1/leases/{name}/renew", api_lease_renew, "lease_renew"},
     {"POST", "/v1/leases/{name}/release", api_lease_release, "lease_release"},
+    {"POST", "/v1/txn", api_txn, "txn"},
 };
 const size_t http_route_count = sizeof http_routes / sizeof http_routes[0];
 

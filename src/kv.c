@@ -76,6 +76,7 @@
 #include "cluster.h"
 #include "engine.h"
 #include "json_patch.h"
+#include "kv_int.h"
 #include "log.h"
 #include "storage.h"
 
@@ -1256,4 +1257,32 @@ sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t
     }
     *out = page;
     return SQLCACHED_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Shared with other modules that write KV rows (kv_int.h: transactions)
+ * ------------------------------------------------------------------------ */
+
+const char kv_default_content_type[] = "application/octet-stream";
+const char kv_counter_content_type[] = "text/plain; charset=utf-8";
+
+void kv_after_commit(sqlcached_t *db, const void *key, size_t klen,
+                     const cache_fill_t *written, int64_t now)
+{
+    after_commit(db, key, klen, written, now);
+}
+
+bool kv_content_type_ok(const char *content_type)
+{
+    return content_type_ok(content_type);
+}
+
+int64_t kv_expiry(sqlcached_t *db, int64_t now, int64_t ttl_ms)
+{
+    return now + jitter_ttl(db, ttl_ms);
+}
+
+bool kv_parse_int64(const void *p, size_t n, int64_t *out)
+{
+    return parse_int64(p, n, out);
 }

@@ -1,7 +1,8 @@
 /*
  * crash.h - the crash loop's extension point: one rel_domain_t per part of
  * the API under test: the key-value store (crash_kv.c), the flash sale's
- * orders (crash_orders.c) and leases (crash_leases.c).
+ * orders (crash_orders.c), leases (crash_leases.c) and transactions
+ * (crash_txn.c).
  *
  * The loop (crash_loop.c) runs worker threads that call a random domain's
  * step() against the daemon while the main thread SIGKILLs it at random
@@ -43,6 +44,7 @@ typedef struct rel_report {
     uint64_t in_doubt;    /* writes without an answer (resolved at restart) */
     uint64_t lost;        /* acknowledged writes missing after a restart: must be 0 */
     uint64_t violations;  /* any other broken promise (wrong value, bad version, ...) */
+    uint64_t partial;     /* of those: transactions stored in part (crash_txn.c) */
 } rel_report_t;
 
 /* Print one finding (prefixed with the domain name); counts nothing. */
@@ -88,5 +90,6 @@ typedef struct rel_domain {
 extern const rel_domain_t rel_domain_kv;
 extern const rel_domain_t rel_domain_orders;
 extern const rel_domain_t rel_domain_leases;
+extern const rel_domain_t rel_domain_txn;
 
 #endif

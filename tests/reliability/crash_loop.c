@@ -16,6 +16,7 @@
  *
  *   test_crash [--cycles N] [--durability normal|full|both] [--workers N]
  *              [--seed S] [--backend sqlite|postgresql|both] [--expect-lost]
+ *              [--expect-partial]
  *              [--on-write replace|invalidate|both]
  * Each durability mode runs with each --on-write mode asked for (default
  * both: what survives a crash must not depend on how the memory tier
@@ -29,6 +30,9 @@
  * `--sabotage-drop-wal` runs only that. On PostgreSQL the same proof uses a
  * daemon built to answer before it commits (tests/reliability/pg-sabotage.sh):
  * `--expect-lost` then passes only if every domain reports lost writes.
+ * Likewise `--expect-partial` passes only if the transactions domain
+ * reports transactions stored in part: for a daemon built to commit each
+ * transaction in two writes (tests/reliability/txn-sabotage.sh).
  * `make check-crash` runs 100 cycles per mode and backend. Exit 0 when
  * nothing was lost and nothing violated, 1 otherwise, 77 (skip) under
  * $SQLCACHED_WRAPPER (valgrind cannot say anything useful about a process
@@ -77,6 +81,7 @@ static const rel_domain_t *const domains[] = {
     &rel_domain_kv,
     &rel_domain_orders,
     &rel_domain_leases,
+    &rel_domain_txn,
 };
 #define NDOMAINS (sizeof domains / sizeof domains[0])
 
@@ -323,6 +328,7 @@ typedef struct outcome {
     uint64_t lost, corrupt, violations;
     uint64_t lost_by_domain[NDOMAINS];
     bool clean_stop;
+    uint64_t partial; /* transactions stored in part (crash_txn.c) */
 } outcome_t;
 
 /* The self-test's injected fault: the committed tail of the log is gone. */
@@ -534,9 +540,12 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     for (size_t i = 0; i < NDOMAINS; i++) {
         lost_by_domain[i] = reports[i].lost;
         printf("crash: backend=%s durability=%s on_write=%s domain=%s acked_writes=%" PRIu64
-               " in_doubt=%" PRIu64 " lost_writes=%" PRIu64 " violations=%" PRIu64 "\n", bname,
+               " in_doubt=%" PRIu64 " lost_writes=%" PRIu64 " violations=%" PRIu64
+               " partial=%" PRIu64 "\n", bname,
                mode, p->on_write ? p->on_write : "replace", domains[i]->name,
-               reports[i].acked, reports[i].in_doubt, reports[i].lost, reports[i].violations);
+               reports[i].acked, reports[i].in_doubt, reports[i].lost, reports[i].violations,
+               reports[i].partial);
+        sum.partial += reports[i].partial;
         sum.lost += reports[i].lost;
         sum.violations += reports[i].violations;
         if (models[i])
@@ -555,7 +564,8 @@ static outcome_t run_mode(const char *mode, const params_t *p)
         printf(" kills_with_lingering_sessions=%" PRIu64, zombie_waits);
     printf("\n");
     fflush(stdout);
-    out = (outcome_t){done, sum.lost, corrupt, sum.violations + unexpected, {0}, stop_rc == 0};
+    out = (outcome_t){done, sum.lost, corrupt, sum.violations + unexpected, {0}, stop_rc == 0,
+                      sum.partial};
     memcpy(out.lost_by_domain, lost_by_domain, sizeof lost_by_domain);
     return out;
 }
@@ -588,6 +598,21 @@ static int saw_loss(const outcome_t *o, const params_t *p, const char *what)
         printf("crash: SELF-TEST FAILED: %u/%u cycles, %" PRIu64 " integrity failures\n",
                o->cycles, p->cycles, o->corrupt);
     return rc;
+}
+
+/* --expect-partial: a daemon built with SQLCACHED_TESTING_TXN_SPLIT (each
+ * transaction committed in two writes; tests/reliability/txn-sabotage.sh)
+ * must be reported as transactions stored in part. 0 when it was. */
+static int saw_partial(const outcome_t *o, const params_t *p)
+{
+    if (o->cycles == p->cycles && o->corrupt == 0 && o->partial > 0) {
+        printf("crash: self-test ok: transactions committed in two writes were reported as %"
+               PRIu64 " partial transactions\n", o->partial);
+        return 0;
+    }
+    printf("crash: SELF-TEST FAILED: transactions committed in two writes went unnoticed "
+           "(%u/%u cycles, %" PRIu64 " partial)\n", o->cycles, p->cycles, o->partial);
+    return 1;
 }
 
 /* SQLite: the loop drops the WAL after each kill. */
@@ -630,7 +655,8 @@ static int stale_self_test(const params_t *base, unsigned cycles)
  * expect_lost: when every mode saw lost writes in every domain). */
 /* Every durability mode asked for, each with every --on-write mode asked
  * for (the memory tier's write mode must not change what survives). */
-static int run_backend(params_t *p, const char *modes, const char *on_writes, bool expect_lost)
+static int run_backend(params_t *p, const char *modes, const char *on_writes, bool expect_lost,
+                       bool expect_partial)
 {
     static const char *const all[] = {"normal", "full"};
     static const char *const writes[] = {"replace", "invalidate"};
@@ -643,8 +669,9 @@ static int run_backend(params_t *p, const char *modes, const char *on_writes, bo
                 continue;
             p->on_write = writes[w];
             outcome_t o = run_mode(all[m], p);
-            rc |= expect_lost ? saw_loss(&o, p, "a daemon that answers before its commit")
-                              : !passed(&o, p);
+            rc |= expect_partial ? saw_partial(&o, p)
+                  : expect_lost  ? saw_loss(&o, p, "a daemon that answers before its commit")
+                                 : !passed(&o, p);
         }
     }
     return rc;
@@ -655,7 +682,7 @@ static int usage(void)
     fprintf(stderr, "usage: test_crash [--cycles N] [--durability normal|full|both] "
                     "[--workers 1..%d] [--seed S] [--backend sqlite|postgresql|both] "
                     "[--on-write replace|invalidate|both] "
-                    "[--no-self-test] [--sabotage-drop-wal] [--expect-lost] "
+                    "[--no-self-test] [--sabotage-drop-wal] [--expect-lost] [--expect-partial] "
                     "[--nodes 1..%d (2 and more: --backend postgresql)] "
                     "[--sabotage-skip-invalidation]\n", MAX_WORKERS, REL_MAX_NODES);
     return 2;
@@ -673,6 +700,7 @@ int main(int argc, char **argv)
     int backends = REL_BOTH;
 #endif
     bool sabotage_only = false, self = true, expect_lost = false, sabotage_stale = false;
+    bool expect_partial = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sabotage-drop-wal") == 0) {
             sabotage_only = true;
@@ -684,6 +712,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "--no-self-test") == 0) {
             self = false;
+            continue;
+        }
+        if (strcmp(argv[i], "--expect-partial") == 0) {
+            expect_partial = true;
             continue;
         }
         if (strcmp(argv[i], "--expect-lost") == 0) {
@@ -728,7 +760,7 @@ int main(int argc, char **argv)
     int rc = 0;
     if (!sabotage_only && (backends & REL_SQLITE)) {
         p.backend = REL_SQLITE;
-        rc |= run_backend(&p, modes, on_writes, expect_lost);
+        rc |= run_backend(&p, modes, on_writes, expect_lost, expect_partial);
     }
     pg_fixture_t pg;
     int pg_rc = !sabotage_only && (backends & REL_PG) ? rel_pg_start(&pg) : 1;
@@ -742,13 +774,13 @@ int main(int argc, char **argv)
         p.backend = REL_PG;
         p.pg = &pg;
         if (!sabotage_stale)
-            rc |= run_backend(&p, modes, on_writes, expect_lost);
+            rc |= run_backend(&p, modes, on_writes, expect_lost, expect_partial);
         if (p.nodes > 1 && (sabotage_stale || (self && !expect_lost)))
             rc |= stale_self_test(&p, sabotage_stale ? p.cycles : 2);
         if (pg_fixture_stop(&pg) != 0)
             rc = 1;
     }
-    if ((self && !expect_lost && (backends & REL_SQLITE)) || sabotage_only)
+    if ((self && !expect_lost && !expect_partial && (backends & REL_SQLITE)) || sabotage_only)
         rc |= self_test(&p);
     curl_global_cleanup();
     return rc;
