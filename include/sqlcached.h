@@ -736,6 +736,7 @@ sqlcached_status_t sqlcached_kv_patch_async(sqlcached_t *db, const void *key, si
                                             sqlcached_write_result_t *result,
                                             sqlcached_done_fn done, void *cls);
 
+/* ------------------------------------------------------------------------
  * Transactions
  *
  * A transaction is a list of compares and two lists of operations: every

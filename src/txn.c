@@ -88,6 +88,7 @@ struct sqlcached_txn {
     size_t nresults;
     txn_written_t written[SQLCACHED_TXN_MAX];
     size_t nwritten;
+    int64_t got_sliding_ms; /* the sliding TTL of the row copy_get() saw */
     sqlcached_done_fn done;
     void *cls;
 };
@@ -253,14 +254,29 @@ static sqlcached_status_t copy_get(void *cls, const storage_kv_row_t *row)
     r->content_type = buf + row->value_len;
     r->version = row->version;
     r->expires_at = row->expires_at;
+    t->got_sliding_ms = row->sliding_ms;
     return SQLCACHED_OK;
 }
 
+/* A get of a live sliding key is a read that moves its expiry to now +
+ * its sliding TTL, in this transaction (never shortened). The tier keeps
+ * the shorter expiry it holds: past it, a read there is a miss that loads
+ * the row again. */
 static sqlcached_status_t op_get(store_conn_t *w, sqlcached_txn_t *t, const txn_item_t *it)
 {
+    t->got_sliding_ms = 0;
     sqlcached_status_t st = storage_kv_get(w, it->key, it->klen, t->now, copy_get, t);
-    /* Sliding TTL: a txn get of a live sliding key moves its expiry here. */
-    return st == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : st;
+    if (st == SQLCACHED_NOT_FOUND)
+        return SQLCACHED_OK;
+    if (st != SQLCACHED_OK || t->got_sliding_ms <= 0)
+        return st;
+    sqlcached_txn_result_t *r = &t->results[t->nresults];
+    int64_t target = t->now + t->got_sliding_ms;
+    bool extended = false;
+    st = storage_kv_extend(w, it->key, it->klen, r->version, t->now, target, &extended);
+    if (st == SQLCACHED_OK && extended)
+        r->expires_at = target;
+    return st;
 }
 
 static sqlcached_status_t op_put(store_conn_t *w, sqlcached_txn_t *t, const txn_item_t *it)
@@ -269,7 +285,7 @@ static sqlcached_status_t op_put(store_conn_t *w, sqlcached_txn_t *t, const txn_
     const char *ct = it->content_type ? it->content_type : kv_default_content_type;
     int64_t expires_at = it->ttl_ms > 0 ? kv_expiry(t->db, t->now, it->ttl_ms) : 0;
     store_note(w, CLUSTER_KEY, it->key, it->klen, 0);
-    /* Sliding TTL: the put's expiry and sliding flag are decided here. */
+    /* A put clears the sliding flag, as a PUT without sliding=true does. */
     sqlcached_status_t st = store_counter_next(w, "version", &r->version);
     if (st == SQLCACHED_OK)
         st = storage_kv_upsert(w, it->key, it->klen, it->value, it->vlen, ct, r->version,
@@ -277,7 +293,7 @@ static sqlcached_status_t op_put(store_conn_t *w, sqlcached_txn_t *t, const txn_
     if (st != SQLCACHED_OK)
         return st;
     r->expires_at = expires_at;
-    cache_fill_t row = {it->value, it->vlen, ct, r->version, expires_at};
+    cache_fill_t row = {it->value, it->vlen, ct, r->version, expires_at, 0};
     note_written(t, it, &row);
     return SQLCACHED_OK;
 }
@@ -302,7 +318,7 @@ static sqlcached_status_t op_delete(store_conn_t *w, sqlcached_txn_t *t, const t
 /* The live row of an incr's key: its integer, content type and expiry,
  * kept in the result's buffer (the text written goes there too). */
 typedef struct incr_row {
-    int64_t value, expires_at;
+    int64_t value, expires_at, sliding_ms;
     char content_type[SQLCACHED_CONTENT_TYPE_MAX + 1];
 } incr_row_t;
 
@@ -315,6 +331,7 @@ static sqlcached_status_t incr_read(void *cls, const storage_kv_row_t *row)
         snprintf(ir->content_type, sizeof ir->content_type, "%.*s",
                  (int)row->content_type_len, row->content_type);
     ir->expires_at = row->expires_at;
+    ir->sliding_ms = row->sliding_ms;
     return SQLCACHED_OK;
 }
 
@@ -329,7 +346,8 @@ static sqlcached_status_t op_incr(store_conn_t *w, sqlcached_txn_t *t, const txn
         return st;
     if (__builtin_add_overflow(ir.value, it->by, &ir.value))
         return SQLCACHED_NOT_INTEGER;
-    /* Sliding TTL: an incr of a sliding key moves its expiry here. */
+    if (ir.sliding_ms > 0) /* a write of a sliding key moves its expiry */
+        ir.expires_at = t->now + ir.sliding_ms;
     char *buf = malloc(24 + strlen(ir.content_type) + 1);
     if (!buf)
         return SQLCACHED_NOMEM;
@@ -338,13 +356,13 @@ static sqlcached_status_t op_incr(store_conn_t *w, sqlcached_txn_t *t, const txn
     char *ct = strcpy(buf + 24, ir.content_type);
     st = store_counter_next(w, "version", &r->version);
     if (st == SQLCACHED_OK)
-        st = storage_kv_upsert(w, it->key, it->klen, buf, (size_t)len, ct, r->version,
-                               ir.expires_at);
+        st = storage_kv_upsert_sliding(w, it->key, it->klen, buf, (size_t)len, ct, r->version,
+                                       ir.expires_at, ir.sliding_ms);
     if (st != SQLCACHED_OK)
         return st;
     r->number = ir.value;
     r->expires_at = ir.expires_at;
-    cache_fill_t row = {buf, (size_t)len, ct, r->version, ir.expires_at};
+    cache_fill_t row = {buf, (size_t)len, ct, r->version, ir.expires_at, ir.sliding_ms};
     note_written(t, it, &row);
     return SQLCACHED_OK;
 }

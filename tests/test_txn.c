@@ -304,6 +304,45 @@ static void test_txn_put_options_and_expiry(void **state)
     sqlcached_txn_free(t);
 }
 
+/* Sliding keys: a get of one moves its expiry to now + its sliding TTL
+ * (persisted: seen after a restart of the reads), an incr slides it and
+ * keeps the flag, a put clears the flag (as a PUT without sliding=true). */
+static void test_txn_sliding_keys(void **state)
+{
+    fixture_t *f = *state;
+    int64_t t0 = f->clock.now;
+    sqlcached_put_options_t o = {.ttl_ms = 10000, .sliding = 1};
+    assert_int_equal(sqlcached_kv_put(f->db, "s", 1, "v", 1, &o, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_put(f->db, "n", 1, "1", 1, &o, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_put(f->db, "p", 1, "x", 1, &o, NULL), SQLCACHED_OK);
+    f->clock.now = t0 + 8000;
+    sqlcached_txn_t *t = txn_new();
+    add_get(t, S, "s");
+    assert_int_equal(sqlcached_txn_add_incr(t, S, "n", 1, 1), SQLCACHED_OK);
+    add_put(t, S, "p", "y");
+    assert_int_equal(sqlcached_txn_commit(f->db, t), SQLCACHED_OK);
+    assert_int_equal(sqlcached_txn_result(t, 0)->expires_at, t0 + 18000);
+    assert_int_equal(sqlcached_txn_result(t, 1)->expires_at, t0 + 18000);
+    assert_int_equal(sqlcached_txn_result(t, 2)->expires_at, 0);
+    sqlcached_txn_free(t);
+    f->clock.now = t0 + 17500; /* past the first expiry: alive by the txn's slide */
+    t = txn_new();
+    add_get(t, S, "s");
+    add_get(t, S, "n");
+    add_get(t, S, "p");
+    assert_int_equal(sqlcached_txn_commit(f->db, t), SQLCACHED_OK);
+    assert_true(sqlcached_txn_result(t, 0)->found);
+    assert_int_equal(sqlcached_txn_result(t, 0)->expires_at, t0 + 27500);
+    assert_true(sqlcached_txn_result(t, 1)->found);
+    assert_value(sqlcached_txn_result(t, 1), "2");
+    assert_int_equal(sqlcached_txn_result(t, 2)->expires_at, 0); /* no longer sliding */
+    sqlcached_txn_free(t);
+    f->clock.now = t0 + 27400; /* the plain read path sees the slide too */
+    char *v = get(f->db, "s", NULL);
+    assert_non_null(v);
+    free(v);
+}
+
 /* The memory tier: a key cached before the transaction is served with the
  * transaction's write right after it (replaced or invalidated), also for
  * deletes; never the old value. */
@@ -537,6 +576,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_txn_failed_op_rolls_back_everything, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_txn_bounds_and_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_sliding_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_put_options_and_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_no_stale_read_from_tier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_async, setup, teardown),
