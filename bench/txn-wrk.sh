@@ -53,7 +53,7 @@ trap 'stop_daemon; rm -rf "$tmp"' EXIT
 # start_daemon MODE: sets pid and port
 start_daemon() {
     rm -f "$tmp"/db*
-    "$bin" --listen 127.0.0.1:0 --db "$tmp/db" --durability "$1" --log-level warn \
+    "$bin" --listen 127.0.0.1:0 --db "$tmp/db" --durability "$1" \
         >"$tmp/daemon.log" 2>&1 &
     pid=$!
     port=""

@@ -13,8 +13,11 @@ command -v curl >/dev/null 2>&1 || { echo "txn_example: curl not found" >&2; exi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/sqlcached-txn-example-XXXXXX")
 pid=
 cleanup() {
+    rc=$?
+    set +e # daemon_stop's last kill may find the daemon gone
     [ -z "$pid" ] || daemon_stop "$pid"
     rm -rf "$dir"
+    exit "$rc"
 }
 trap cleanup EXIT
 fail() { echo "txn_example: $*" >&2; cat "$dir/daemon.log" >&2; exit 1; }
