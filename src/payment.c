@@ -184,8 +184,8 @@ static sqlcached_status_t do_pay(store_conn_t *w, void *arg)
     if (st != SQLCACHED_NOT_FOUND)
         return st;
     st = not_pending(w, j);
-    if (st != SQLCACHED_OK || j->order.state == SQLCACHED_ORDER_PAID)
-        return st;
+    if (st != SQLCACHED_ORDER_NOT_PENDING || j->order.state != SQLCACHED_ORDER_PENDING)
+        return st; /* no order, paid (OK, unchanged), cancelled, or a failure */
     /* pending past its pay_by: the deadline wins; cancel it now */
     j->outcome = SQLCACHED_ORDER_NOT_PENDING;
     return cancel_one(w, j);
