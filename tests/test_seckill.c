@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "engine.h"
 #include "testutil.h"
@@ -1133,6 +1134,65 @@ static void test_seckill_testing_unguarded_cancels_paid(void **state)
     assert_int_equal(get_order(f->db, "p", "alice").state, SQLCACHED_ORDER_CANCELLED);
 }
 
+/* A database written before payment deadlines (migrations 001-003 only)
+ * opens with its orders paid, their ids kept, and AUTOINCREMENT going on
+ * above the highest id ever handed out (SQLite: the migration rebuilds the
+ * orders table). */
+static void test_seckill_payment_migration_keeps_v1_orders(void **state)
+{
+    fixture_t *f = *state;
+    TESTUTIL_SKIP_ON_PG("the SQLite migration rebuilds the orders table");
+    sqlcached_close(f->db);
+    f->db = NULL;
+    char *path = testutil_db(f->dir, "seckill.db");
+    assert_non_null(path);
+    remove(path);
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+    const char *srcdir = getenv("SQLCACHED_SRCDIR");
+    static const char *const files[] = {"001_kv.sql", "002_seckill.sql", "003_leases.sql"};
+    assert_int_equal(sqlite3_exec(raw, "CREATE TABLE schema_migrations (version INTEGER "
+                                       "PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER "
+                                       "NOT NULL)", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < 3; i++) {
+        char file[4096];
+        snprintf(file, sizeof file, "%s/sql/sqlite/%s", srcdir ? srcdir : ".", files[i]);
+        char *sql = testutil_read_file(file, NULL);
+        assert_non_null(sql);
+        assert_int_equal(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
+        free(sql);
+    }
+    static const char setup_sql[] =
+        "INSERT INTO schema_migrations VALUES (1, '001_kv.sql', 0), (2, '002_seckill.sql', 0), "
+        "(3, '003_leases.sql', 0);"
+        "UPDATE meta SET value = 20 WHERE name = 'version';"
+        "INSERT INTO items VALUES ('old', 'Old', 2, 3, 5, 20);"
+        "INSERT INTO orders (order_id, item_id, user_id, created_at) VALUES "
+        "(1, 'old', 'a', 100), (2, 'old', 'b', 101), (7, 'old', 'c', 102);"
+        "UPDATE sqlite_sequence SET seq = 9 WHERE name = 'orders';";
+    assert_int_equal(sqlite3_exec(raw, setup_sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(raw);
+    free(path);
+
+    f->db = open_db(f);
+    assert_non_null(f->db);
+    sqlcached_order_t o = get_order(f->db, "old", "c");
+    assert_int_equal(o.order_id, 7);
+    assert_int_equal(o.state, SQLCACHED_ORDER_PAID);
+    assert_int_equal(o.pay_by, 0);
+    assert_int_equal(o.created_at, 102);
+    assert_int_equal(sqlcached_order_pay(f->db, "old", "a", NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_order_cancel(f->db, "old", "a", NULL), SQLCACHED_ORDER_NOT_PENDING);
+    assert_int_equal(order(f->db, "old", "b"), SQLCACHED_ALREADY_ORDERED);
+    assert_int_equal(sqlcached_order_place(f->db, "old", "d", &o), SQLCACHED_OK);
+    assert_int_equal(o.order_id, 10); /* above every id handed out before */
+    assert_int_equal(o.state, SQLCACHED_ORDER_PAID);
+    size_t counts[3];
+    check_payment_invariants(f->db, "old", 5, counts);
+    assert_int_equal(counts[SQLCACHED_ORDER_PAID], 4);
+    assert_int_equal(get_item(f->db, "old").payment_timeout_ms, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1169,6 +1229,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seckill_pay_races_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_testing_unguarded_cancels_paid,
                                         setup_unguarded, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_payment_migration_keeps_v1_orders, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
