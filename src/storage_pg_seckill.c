@@ -35,15 +35,13 @@ static const char SQL_ITEM_UPSERT[] =
     "sold = 0, initial_stock = EXCLUDED.initial_stock, version = EXCLUDED.version, "
     "payment_timeout_ms = EXCLUDED.payment_timeout_ms";
 static const char SQL_ORDERS_DELETE[] = "DELETE FROM orders WHERE item_id = $1";
-#define ORDER_COLS                                                                         \
-    "order_id, item_id, user_id, created_at, state, COALESCE(pay_by, 0), "                \
-    "COALESCE(settled_at, 0)"
 static const char SQL_ORDER_INSERT[] =
     "INSERT INTO orders (order_id, item_id, user_id, created_at, state, pay_by) "
     "SELECT $1, id, $3, $4::bigint, "
     "CASE WHEN payment_timeout_ms > 0 THEN 'pending' ELSE 'paid' END, "
     "CASE WHEN payment_timeout_ms > 0 THEN $4::bigint + payment_timeout_ms END "
-    "FROM items WHERE id = $2 RETURNING " ORDER_COLS;
+    "FROM items WHERE id = $2 RETURNING order_id, item_id, user_id, created_at, state, "
+    "COALESCE(pay_by, 0), COALESCE(settled_at, 0)";
 static const char SQL_TAKE_BY_STOCK[] =
     "UPDATE items SET stock = stock - 1, sold = sold + 1, version = $1 "
     "WHERE id = $2 AND stock > 0 RETURNING stock";
@@ -56,29 +54,35 @@ static const char SQL_ITEM_LIST[] =
     "SELECT id, name, stock, sold, initial_stock, version, "
     "COALESCE(payment_timeout_ms, 0) FROM items WHERE id > $1 ORDER BY id LIMIT $2";
 static const char SQL_ORDER_GET[] =
-    "SELECT " ORDER_COLS " FROM orders "
+    "SELECT order_id, item_id, user_id, created_at, state, COALESCE(pay_by, 0), "
+    "COALESCE(settled_at, 0) FROM orders "
     "WHERE item_id = $1 AND user_id = $2 ORDER BY order_id DESC LIMIT 1";
 static const char SQL_ORDER_LIST[] =
-    "SELECT " ORDER_COLS " FROM orders "
+    "SELECT order_id, item_id, user_id, created_at, state, COALESCE(pay_by, 0), "
+    "COALESCE(settled_at, 0) FROM orders "
     "WHERE item_id = $1 AND order_id > $2 ORDER BY order_id LIMIT $3";
 static const char SQL_ORDER_PAY[] =
     "UPDATE orders SET state = 'paid', settled_at = $3 "
     "WHERE item_id = $1 AND user_id = $2 AND state = 'pending' AND pay_by > $3 "
-    "RETURNING " ORDER_COLS;
+    "RETURNING order_id, item_id, user_id, created_at, state, COALESCE(pay_by, 0), "
+    "COALESCE(settled_at, 0)";
 static const char SQL_ORDER_CANCEL[] =
     "UPDATE orders SET state = 'cancelled', settled_at = $3 "
-    "WHERE item_id = $1 AND user_id = $2 AND state = 'pending' RETURNING " ORDER_COLS;
+    "WHERE item_id = $1 AND user_id = $2 AND state = 'pending' RETURNING order_id, item_id, user_id, created_at, state, "
+    "COALESCE(pay_by, 0), COALESCE(settled_at, 0)";
 static const char SQL_CANCEL_DUE[] =
     "UPDATE orders SET state = 'cancelled', settled_at = $1 "
     "WHERE order_id IN (SELECT order_id FROM orders WHERE state = 'pending' "
     "AND pay_by <= $1 ORDER BY pay_by LIMIT $2) AND state = 'pending' AND pay_by <= $1 "
-    "RETURNING " ORDER_COLS;
+    "RETURNING order_id, item_id, user_id, created_at, state, COALESCE(pay_by, 0), "
+    "COALESCE(settled_at, 0)";
 /* Tests only: the guard `state = 'pending'` forgotten (paid orders whose
  * pay_by passed are cancelled too), for showing that checkers see it. */
 static const char SQL_CANCEL_DUE_UNGUARDED[] =
     "UPDATE orders SET state = 'cancelled', settled_at = $1 "
     "WHERE order_id IN (SELECT order_id FROM orders WHERE state <> 'cancelled' "
-    "AND pay_by <= $1 ORDER BY pay_by LIMIT $2) RETURNING " ORDER_COLS;
+    "AND pay_by <= $1 ORDER BY pay_by LIMIT $2) RETURNING order_id, item_id, user_id, created_at, state, "
+    "COALESCE(pay_by, 0), COALESCE(settled_at, 0)";
 static const char SQL_RETURN_UNITS[] =
     "UPDATE items SET stock = stock + $1, sold = sold - $1, version = $2 "
     "WHERE id = $3 AND sold >= $1 RETURNING stock";
