@@ -493,9 +493,11 @@ void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out);
  * Flash sale (seckill)
  *
  * An item has a stock; an order takes one unit for one user, and a user
- * holds at most one order per item. Invariants, under any concurrency and
- * across crashes: stock + sold equals the stock the item was last reset to;
- * the number of the item's orders equals sold; stock is never negative.
+ * holds at most one order per item (one pending or paid order: see
+ * "Payment deadline" below). Invariants, under any concurrency and across
+ * crashes: stock + sold equals the stock the item was last reset to; the
+ * number of the item's pending and paid orders equals sold; stock is never
+ * negative.
  * Every change of an item (reset, order) takes the next store-wide version.
  *
  * Ids are NUL-terminated UTF-8 strings: item ids and user ids
