@@ -673,8 +673,9 @@ sqlcached_status_t sqlcached_order_pay(sqlcached_t *db, const char *item_id,
 sqlcached_status_t sqlcached_order_cancel(sqlcached_t *db, const char *item_id,
                                           const char *user_id, sqlcached_order_t *out);
 
-/* Orders by state, store-wide (counted on a reader connection; all 0 when
- * it cannot be read), and this process's deadline counters since open. */
+/* Orders by state, store-wide (counted on a reader connection at most once
+ * a second, so up to 1 s old; all 0 when it cannot be read), and this
+ * process's deadline counters since open. */
 typedef struct sqlcached_payment_stats {
     uint64_t pending, paid, cancelled;  /* orders now in each state */
     uint64_t auto_cancelled;  /* orders this process cancelled at pay_by */

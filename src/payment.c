@@ -42,7 +42,9 @@
  *
  * Locking: `lock` guards earliest, noted_in_scan, scanning, rescan and
  * stopping; `cond` (CLOCK_MONOTONIC) wakes the timer. No lock is held
- * across a store call. Counters are atomics.
+ * across a store write; `counts_lock` is held across the one read that
+ * counts the orders by state (a scan, so done at most once a second for
+ * every scrape of the metrics). Counters are atomics.
  */
 #include "payment.h"
 
@@ -64,6 +66,8 @@
 #define MAX_SLEEP_MS 1000   /* longest sleep while a deadline is known */
 #define RESCAN_MS 10000     /* idle: read the earliest pay_by again this often */
 #define BACKOFF_MS 100      /* after a failed read or write */
+#define WARN_EVERY_MS 10000 /* log a failing timer at most this often */
+#define COUNTS_FRESH_MS 1000 /* orders by state: counted at most this often */
 #define NONE INT64_MAX
 
 struct payment {
@@ -74,7 +78,13 @@ struct payment {
     int64_t noted_in_scan; /* earliest noted while scanning; NONE */
     bool scanning, rescan, stopping, started;
     pthread_t thread;
+    int64_t warned_at;     /* timer thread: mono ms of its last warning */
     atomic_uint_fast64_t auto_cancelled, user_cancelled, payments;
+    /* orders by state, as last counted (a scan of the orders: not on every
+     * scrape); counts_lock guards them */
+    pthread_mutex_t counts_lock;
+    uint64_t counts[3];
+    int64_t counted_at;    /* mono ms; 0 = never */
 };
 
 static int64_t mono_ms(void)
@@ -247,15 +257,29 @@ sqlcached_status_t sqlcached_order_cancel(sqlcached_t *db, const char *item_id,
     return settle(db, item_id, user_id, do_cancel, out);
 }
 
+/* The orders by state, counted on a reader connection at most every
+ * COUNTS_FRESH_MS (all 0 when it cannot be read). */
+static void order_counts(payment_t *p, uint64_t counts[3])
+{
+    pthread_mutex_lock(&p->counts_lock);
+    int64_t now = mono_ms();
+    if (!p->counted_at || now - p->counted_at >= COUNTS_FRESH_MS) {
+        store_conn_t *r = store_reader_acquire(p->db->store);
+        if (!r || storage_order_counts(r, p->counts) != SQLCACHED_OK)
+            p->counts[0] = p->counts[1] = p->counts[2] = 0;
+        if (r)
+            store_reader_release(p->db->store, r);
+        p->counted_at = now;
+    }
+    memcpy(counts, p->counts, sizeof p->counts);
+    pthread_mutex_unlock(&p->counts_lock);
+}
+
 void sqlcached_payment_stats(sqlcached_t *db, sqlcached_payment_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    uint64_t counts[3] = {0, 0, 0};
-    store_conn_t *r = store_reader_acquire(db->store);
-    if (r && storage_order_counts(r, counts) != SQLCACHED_OK)
-        counts[0] = counts[1] = counts[2] = 0;
-    if (r)
-        store_reader_release(db->store, r);
+    uint64_t counts[3];
+    order_counts(db->payment, counts);
     out->paid = counts[SQLCACHED_ORDER_PAID];
     out->pending = counts[SQLCACHED_ORDER_PENDING];
     out->cancelled = counts[SQLCACHED_ORDER_CANCELLED];
@@ -334,8 +358,11 @@ static long cancel_due(payment_t *p, int64_t now)
     sqlcached_status_t st = store_write_then(p->db->store, do_cancel_due, due_committed, &job);
     free(job.items);
     if (st != SQLCACHED_OK) {
-        log_warn("payment", "cancelling orders past their pay_by failed: %s",
-                 sqlcached_status_name(st));
+        if (!p->warned_at || mono_ms() - p->warned_at >= WARN_EVERY_MS) {
+            log_warn("payment", "cancelling orders past their pay_by failed: %s (retrying)",
+                     sqlcached_status_name(st));
+            p->warned_at = mono_ms();
+        }
         return -1;
     }
     return (long)job.orders;
@@ -461,6 +488,7 @@ payment_t *payment_create(sqlcached_t *db)
     p->earliest = p->noted_in_scan = NONE;
     p->rescan = true; /* the first job: deadlines that passed while closed */
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->counts_lock, NULL);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&p->cond, &attr);
     pthread_condattr_destroy(&attr);
@@ -490,5 +518,6 @@ void payment_destroy(payment_t *p)
     }
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->counts_lock);
     free(p);
 }
