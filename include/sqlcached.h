@@ -47,6 +47,7 @@ typedef enum sqlcached_status {
     SQLCACHED_NOMEM,               /* allocation failed */
     SQLCACHED_INTERNAL,            /* unexpected database error */
     SQLCACHED_NOT_JSON,            /* merge patch: the stored value is not a JSON object */
+    SQLCACHED_ORDER_NOT_PENDING,   /* flash sale: pay/cancel of an order not pending */
     SQLCACHED_STATUS_COUNT
 } sqlcached_status_t;
 
@@ -126,6 +127,9 @@ typedef struct sqlcached_options {
     /* tests only: send no invalidations to the other nodes (their memory
      * tiers then serve stale values: for showing that checkers see it) */
     int testing_skip_cluster_invalidation;
+    /* tests only: the payment deadline forgets its guard and cancels paid
+     * orders whose pay_by passed too (for showing that checkers see it) */
+    int testing_payment_unguarded;
 } sqlcached_options_t;
 
 #define SQLCACHED_MEMBER_TIMEOUT_MIN 200
@@ -407,6 +411,9 @@ typedef struct sqlcached_stats {
     uint64_t lease_acquisitions, lease_waiters, leases_held;
     /* cluster (all 0 on one node) */
     sqlcached_cluster_stats_t cluster;
+    /* flash sale, payment deadline (see sqlcached_payment_stats) */
+    uint64_t orders_pending, orders_paid, orders_cancelled; /* orders now, store-wide */
+    uint64_t orders_auto_cancelled; /* cancelled by this process at pay_by */
 } sqlcached_stats_t;
 
 /* Fill out with the current figures. Cannot fail. */
@@ -491,9 +498,11 @@ void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out);
  * Flash sale (seckill)
  *
  * An item has a stock; an order takes one unit for one user, and a user
- * holds at most one order per item. Invariants, under any concurrency and
- * across crashes: stock + sold equals the stock the item was last reset to;
- * the number of the item's orders equals sold; stock is never negative.
+ * holds at most one order per item (one pending or paid order: see
+ * "Payment deadline" below). Invariants, under any concurrency and across
+ * crashes: stock + sold equals the stock the item was last reset to; the
+ * number of the item's pending and paid orders equals sold; stock is never
+ * negative.
  * Every change of an item (reset, order) takes the next store-wide version.
  *
  * Ids are NUL-terminated UTF-8 strings: item ids and user ids
@@ -520,13 +529,26 @@ typedef struct sqlcached_item {
     int64_t initial_stock; /* the stock of the last reset = stock + sold */
     int64_t version;       /* version of the last change */
     int from_cache;        /* 1 if served from the memory tier */
+    int64_t payment_timeout_ms; /* 0 = orders final when placed (see
+                                 * "Payment deadline" below) */
 } sqlcached_item_t;
+
+/* The state of an order (see "Payment deadline" below). */
+typedef enum sqlcached_order_state {
+    SQLCACHED_ORDER_PAID = 0,  /* final: paid, or placed on an item without
+                                * a payment timeout */
+    SQLCACHED_ORDER_PENDING,   /* waiting for payment until pay_by */
+    SQLCACHED_ORDER_CANCELLED  /* cancelled; its unit went back to stock */
+} sqlcached_order_state_t;
 
 typedef struct sqlcached_order {
     int64_t order_id;   /* store-wide, increasing, never reused */
     char item_id[SQLCACHED_ITEM_ID_MAX + 1];
     char user_id[SQLCACHED_USER_ID_MAX + 1];
     int64_t created_at; /* ms */
+    sqlcached_order_state_t state;
+    int64_t pay_by;     /* ms; 0 = none (placed without a payment timeout) */
+    int64_t settled_at; /* ms: when it was paid or cancelled; 0 = not (yet) */
 } sqlcached_order_t;
 
 /* A page of orders from sqlcached_order_list(). Free with
@@ -610,6 +632,67 @@ void sqlcached_orders_free(sqlcached_orders_t *orders);
 
 /* Copy the flash-sale counters into *out. Cannot fail. */
 void sqlcached_seckill_stats(sqlcached_t *db, sqlcached_seckill_stats_t *out);
+
+/* ------------------------------------------------------------------------
+ * Flash sale: payment deadline
+ *
+ * An item put with a payment timeout (SQLCACHED_PAYMENT_TIMEOUT_MIN_MS..
+ * SQLCACHED_PAYMENT_TIMEOUT_MAX_MS) takes orders as SQLCACHED_ORDER_PENDING
+ * with pay_by = created_at + the timeout. An order still pending at pay_by
+ * is cancelled by the store within 1 s (a timer on the earliest pay_by,
+ * also right after a restart for deadlines that passed while closed, and
+ * by any node of a cluster): its unit goes back to stock, exactly once.
+ * A user whose order was cancelled may order again. Invariants: stock +
+ * sold = the stock of the last reset; sold = the item's pending and paid
+ * orders; a user holds at most one pending-or-paid order per item; a paid
+ * order is never cancelled.
+ * ------------------------------------------------------------------------ */
+
+#define SQLCACHED_PAYMENT_TIMEOUT_MIN_MS 1000
+#define SQLCACHED_PAYMENT_TIMEOUT_MAX_MS 86400000
+
+/* sqlcached_item_put() with a payment timeout: 0 = orders final (as
+ * sqlcached_item_put), else SQLCACHED_PAYMENT_TIMEOUT_MIN_MS..MAX_MS (other
+ * values: SQLCACHED_INVALID_ARGUMENT). */
+sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id,
+                                              const char *name, int64_t stock,
+                                              int64_t payment_timeout_ms,
+                                              sqlcached_item_t *out, int *created);
+
+/* Pay user_id's order of the item. Returns:
+ *   SQLCACHED_OK                 it is paid now (it was pending and its
+ *                                pay_by had not passed), or was paid
+ *                                already (unchanged); *out (may be NULL)
+ *                                holds it
+ *   SQLCACHED_ORDER_NOT_PENDING  it is cancelled (one whose pay_by passed
+ *                                is cancelled by this call if the timer
+ *                                has not done it yet)
+ *   SQLCACHED_NOT_FOUND          the user holds no order of the item */
+sqlcached_status_t sqlcached_order_pay(sqlcached_t *db, const char *item_id,
+                                       const char *user_id, sqlcached_order_t *out);
+
+/* Cancel user_id's pending order of the item: SQLCACHED_OK (*out, may be
+ * NULL, holds it cancelled) and its unit goes back to stock in the same
+ * write. Paid or cancelled: SQLCACHED_ORDER_NOT_PENDING; no order:
+ * SQLCACHED_NOT_FOUND. */
+sqlcached_status_t sqlcached_order_cancel(sqlcached_t *db, const char *item_id,
+                                          const char *user_id, sqlcached_order_t *out);
+
+/* Orders by state, store-wide (counted on a reader connection at most once
+ * a second, so up to 1 s old; all 0 when it cannot be read), and this
+ * process's deadline counters since open. */
+typedef struct sqlcached_payment_stats {
+    uint64_t pending, paid, cancelled;  /* orders now in each state */
+    uint64_t auto_cancelled;  /* orders this process cancelled at pay_by */
+    uint64_t user_cancelled;  /* sqlcached_order_cancel() answered OK */
+    uint64_t payments;        /* sqlcached_order_pay() moved pending to paid */
+} sqlcached_payment_stats_t;
+
+/* Fill *out. Cannot fail. */
+void sqlcached_payment_stats(sqlcached_t *db, sqlcached_payment_stats_t *out);
+
+/* The name of an order state ("pending", "paid", "cancelled"), static. */
+const char *sqlcached_order_state_name(sqlcached_order_state_t state);
 
 /* ------------------------------------------------------------------------
  * Leases (distributed locks) with fencing tokens

@@ -66,6 +66,8 @@ enum MHD_Result api_items_put(http_request_t *req);
 enum MHD_Result api_items_order(http_request_t *req);
 enum MHD_Result api_items_order_get(http_request_t *req);
 enum MHD_Result api_items_orders_list(http_request_t *req);
+enum MHD_Result api_items_order_pay(http_request_t *req);
+enum MHD_Result api_items_order_cancel(http_request_t *req);
 /* api_lease.c */
 enum MHD_Result api_lease_get(http_request_t *req);
 enum MHD_Result api_lease_acquire(http_request_t *req);

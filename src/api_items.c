@@ -10,6 +10,11 @@
  *
  * GET /v1/items/{id} answers X-Cache from the item's from_cache: the
  * library reads through the memory tier there once the tier is wired in.
+ *
+ * Payment deadline: an item shows payment_timeout_ms (null when orders are
+ * final); an order shows its state, pay_by (while pending, else null) and
+ * settled_at (when it was paid or cancelled, else null). POST .../pay and
+ * .../cancel take no body (an empty one, or {}).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,18 +25,29 @@
 #define ORDER_LIST_DEFAULT 100
 #define ITEM_LIST_DEFAULT 100
 
+/* A time or count that is 0 when absent, as JSON (null for 0). */
+static json_t *int_or_null(int64_t v)
+{
+    return v > 0 ? json_integer(v) : json_null();
+}
+
 static json_t *item_json(const sqlcached_item_t *it)
 {
-    return json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", it->id, "name", it->name, "stock",
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o}", "id", it->id, "name", it->name, "stock",
                      (json_int_t)it->stock, "sold", (json_int_t)it->sold, "version",
-                     (json_int_t)it->version);
+                     (json_int_t)it->version, "payment_timeout_ms",
+                     int_or_null(it->payment_timeout_ms));
 }
 
 static json_t *order_json(const sqlcached_order_t *o)
 {
-    return json_pack("{s:I, s:s, s:s, s:I}", "order_id", (json_int_t)o->order_id, "item_id",
-                     o->item_id, "user_id", o->user_id, "created_at",
-                     (json_int_t)o->created_at);
+    bool pending = o->state == SQLCACHED_ORDER_PENDING;
+    return json_pack("{s:I, s:s, s:s, s:I, s:s, s:o, s:o}", "order_id",
+                     (json_int_t)o->order_id, "item_id", o->item_id, "user_id", o->user_id,
+                     "created_at", (json_int_t)o->created_at, "state",
+                     sqlcached_order_state_name(o->state), "pay_by",
+                     int_or_null(pending ? o->pay_by : 0), "settled_at",
+                     int_or_null(o->settled_at));
 }
 
 /* Percent-encode s for one path segment (unreserved characters stay). */
@@ -56,24 +72,36 @@ static void append_segment(char *out, size_t cap, const char *s)
  * PUT /v1/items/{id}   body {"name": str, "stock": int}
  * ------------------------------------------------------------------------ */
 
+/* Optional member "payment_timeout_ms": absent or null = 0 (orders final),
+ * else SQLCACHED_PAYMENT_TIMEOUT_MIN_MS..MAX_MS; false after replying 400. */
+static bool payment_timeout(http_request_t *req, json_t *body, int64_t *out)
+{
+    *out = 0;
+    if (json_is_null(json_object_get(body, "payment_timeout_ms")))
+        return true;
+    return http_json_int(req, body, "payment_timeout_ms", true, 0,
+                         SQLCACHED_PAYMENT_TIMEOUT_MIN_MS, SQLCACHED_PAYMENT_TIMEOUT_MAX_MS, out);
+}
+
 enum MHD_Result api_items_put(http_request_t *req)
 {
-    static const char *const members[] = {"name", "stock", NULL};
+    static const char *const members[] = {"name", "stock", "payment_timeout_ms", NULL};
     if (!http_param_text(req, 0, SQLCACHED_ITEM_ID_MAX, "item id"))
         return MHD_YES;
     json_t *body = http_body_object(req, false, members);
     const char *name = NULL;
     size_t name_len;
-    int64_t stock;
+    int64_t stock, timeout;
     if (!body || !http_json_string(req, body, "name", SQLCACHED_ITEM_NAME_MAX, &name, &name_len) ||
-        !http_json_int(req, body, "stock", false, 0, 0, SQLCACHED_STOCK_MAX, &stock)) {
+        !http_json_int(req, body, "stock", false, 0, 0, SQLCACHED_STOCK_MAX, &stock) ||
+        !payment_timeout(req, body, &timeout)) {
         json_decref(body);
         return MHD_YES;
     }
     sqlcached_item_t it;
     int created = 0;
-    sqlcached_status_t st =
-        sqlcached_item_put(req->db, req->params[0].data, name, stock, &it, &created);
+    sqlcached_status_t st = sqlcached_item_put_payment(req->db, req->params[0].data, name, stock,
+                                                       timeout, &it, &created);
     json_decref(body);
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "the item was not written");
@@ -162,6 +190,48 @@ enum MHD_Result api_items_order_get(http_request_t *req)
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "cannot read the order");
     return http_reply_json(req, MHD_HTTP_OK, order_json(&o));
+}
+
+/* ------------------------------------------------------------------------
+ * POST /v1/items/{id}/orders/{user_id}/pay and .../cancel (no body)
+ * ------------------------------------------------------------------------ */
+
+typedef sqlcached_status_t (*settle_fn)(sqlcached_t *db, const char *item_id,
+                                        const char *user_id, sqlcached_order_t *out);
+
+static enum MHD_Result settle(http_request_t *req, settle_fn fn)
+{
+    static const char *const members[] = {NULL};
+    if (!http_param_text(req, 0, SQLCACHED_ITEM_ID_MAX, "item id") ||
+        !http_param_text(req, 1, SQLCACHED_USER_ID_MAX, "user id"))
+        return MHD_YES;
+    json_t *body = http_body_object(req, true, members);
+    if (!body)
+        return MHD_YES;
+    json_decref(body);
+    sqlcached_order_t o;
+    sqlcached_status_t st = fn(req->db, req->params[0].data, req->params[1].data, &o);
+    switch (st) {
+    case SQLCACHED_OK:
+        return http_reply_json(req, MHD_HTTP_OK, order_json(&o));
+    case SQLCACHED_NOT_FOUND:
+        return http_reply_problem(req, "not_found", "no order of this user for this item");
+    case SQLCACHED_ORDER_NOT_PENDING:
+        return http_reply_problem(req, "order_not_pending",
+                                  "the order is not pending (paid, cancelled, or past pay_by)");
+    default:
+        return http_reply_status(req, st, "the order was not changed");
+    }
+}
+
+enum MHD_Result api_items_order_pay(http_request_t *req)
+{
+    return settle(req, sqlcached_order_pay);
+}
+
+enum MHD_Result api_items_order_cancel(http_request_t *req)
+{
+    return settle(req, sqlcached_order_cancel);
 }
 
 /* ------------------------------------------------------------------------

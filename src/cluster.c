@@ -62,6 +62,7 @@
 #include "engine.h"
 #include "lease.h"
 #include "log.h"
+#include "payment.h"
 #include "storage.h"
 
 #define MARGIN_MIN_MS 50
@@ -234,6 +235,7 @@ static void drop_tiers(cluster_t *c)
     if (db->item_cache)
         cache_clear(db->item_cache);
     seckill_forget_flags(db->seckill);
+    payment_rescan(db->payment); /* deadline notes may have been missed too */
     engine_bloom_distrust(db);
     pthread_rwlock_unlock(&c->apply_lock);
     atomic_fetch_add(&c->drops, 1);
@@ -277,7 +279,7 @@ static void trust_from(cluster_t *c, int64_t sent)
  * ------------------------------------------------------------------------ */
 
 /* Apply one item of a write message ("k<hex>", "i<hex>", "r<version>.<hex>",
- * "l<hex>"); false if malformed. */
+ * "l<hex>", "d<pay_by>.<hex>"); false if malformed. */
 static bool apply_item(cluster_t *c, const char *s, size_t n)
 {
     unsigned char key[SQLCACHED_KEY_MAX + 1];
@@ -285,7 +287,7 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
     char kind = s[0];
     s++, n--;
     int64_t version = 0;
-    if (kind == CLUSTER_RESET) {
+    if (kind == CLUSTER_RESET || kind == CLUSTER_DEADLINE) {
         const char *dot = memchr(s, '.', n);
         if (!dot)
             return false;
@@ -315,6 +317,11 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
         return true;
     case CLUSTER_LEASE:
         lease_remote_freed(db->leases, (const char *)key, len);
+        return true;
+    case CLUSTER_DEADLINE:
+        payment_note_deadline(db->payment, version);
+        if (db->item_cache)
+            cache_invalidate(db->item_cache, key, len);
         return true;
     default:
         return false;
@@ -579,7 +586,7 @@ static void hook_note(void *cls, char kind, const void *key, size_t len, int64_t
     char *p = c->body + c->body_len;
     *p++ = ' ';
     *p++ = kind;
-    if (kind == CLUSTER_RESET)
+    if (kind == CLUSTER_RESET || kind == CLUSTER_DEADLINE)
         p += sprintf(p, "%" PRId64 ".", version);
     hex_put(p, key, len);
     p += 2 * len;

@@ -24,6 +24,11 @@ typedef struct cluster cluster_t;
 #define CLUSTER_ITEM 'i'  /* a flash-sale item (stock, version) */
 #define CLUSTER_RESET 'r' /* an item reset, at the version noted */
 #define CLUSTER_LEASE 'l' /* a lease was released (waiters elsewhere may take it) */
+/* A pending order of the item must be paid by the time noted (epoch ms):
+ * every node's deadline timer learns it. (A unit that goes back to stock
+ * is noted as CLUSTER_RESET at the version of the change.) */
+#define CLUSTER_DEADLINE 'd'
+
 
 /* Join the cluster of db's database: register, listen, start the node's
  * thread, install the store hooks. Only for a store whose backend has a

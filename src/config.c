@@ -210,7 +210,7 @@ enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABI
        /* testing-only flags from here on: hidden, and refused in a config file */
        OPT_TESTING_FIRST, OPT_TESTING_MAX_PAGES = OPT_TESTING_FIRST,
        OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY, OPT_TESTING_SECKILL_NAIVE,
-       OPT_TESTING_SKIP_CLUSTER_INVALIDATION };
+       OPT_TESTING_SKIP_CLUSTER_INVALIDATION, OPT_TESTING_PAYMENT_UNGUARDED };
 
 static const struct option long_options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -244,6 +244,7 @@ static const struct option long_options[] = {
     {"testing-disable-fill-guard", no_argument, NULL, OPT_TESTING_NO_FILL_GUARD},
     {"testing-fill-delay-us", required_argument, NULL, OPT_TESTING_FILL_DELAY},
     {"testing-seckill-naive", no_argument, NULL, OPT_TESTING_SECKILL_NAIVE},
+    {"testing-payment-unguarded", no_argument, NULL, OPT_TESTING_PAYMENT_UNGUARDED},
     {"testing-skip-cluster-invalidation", no_argument, NULL,
      OPT_TESTING_SKIP_CLUSTER_INVALIDATION},
     {"help", no_argument, NULL, 'h'},
@@ -389,6 +390,9 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         return 0;
     case OPT_TESTING_SECKILL_NAIVE:
         cfg->testing_seckill_naive = 1;
+        return 0;
+    case OPT_TESTING_PAYMENT_UNGUARDED:
+        cfg->testing_payment_unguarded = 1;
         return 0;
     case OPT_HOTKEYS:
         if (strcmp(arg, "on") == 0 || strcmp(arg, "off") == 0)

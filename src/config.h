@@ -51,6 +51,7 @@ typedef struct config {
     char advertise[300];                 /* --advertise HOST:PORT; "" = the listen address */
     unsigned member_timeout_ms;          /* --member-timeout */
     int testing_skip_cluster_invalidation; /* --testing-skip-cluster-invalidation */
+    int testing_payment_unguarded;       /* --testing-payment-unguarded (cancels paid orders) */
 } config_t;
 
 typedef enum config_result {

@@ -44,6 +44,7 @@ struct sqlcached {
     seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
     struct lease_registry *leases; /* lease waiters and their timer (lease.c) */
     struct cluster *cluster; /* the node, on a shared database (cluster.c); else NULL */
+    struct payment *payment; /* payment deadlines and their timer (payment.c) */
     int64_t started_at;      /* engine_now() at open */
 
     /* maintenance thread: purges expired rows every purge_interval_ms */

@@ -59,6 +59,7 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         snprintf(advertise, sizeof advertise, "%s:%u", cfg->listen_host, cfg->listen_port);
     opts.advertise = advertise;
     opts.testing_skip_cluster_invalidation = cfg->testing_skip_cluster_invalidation;
+    opts.testing_payment_unguarded = cfg->testing_payment_unguarded;
     if (cfg->testing_fill_delay_us) {
         opts.testing_before_fill = testing_fill_delay;
         opts.testing_arg = (void *)&cfg->testing_fill_delay_us;
@@ -86,7 +87,8 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         return 1;
     }
     if (cfg->testing_max_pages || cfg->testing_disable_fill_guard || cfg->testing_fill_delay_us ||
-        cfg->testing_seckill_naive || cfg->testing_skip_cluster_invalidation)
+        cfg->testing_seckill_naive || cfg->testing_skip_cluster_invalidation ||
+        cfg->testing_payment_unguarded)
         log_warn("main", "testing-only flags are set: not for production use");
     char shown[1024]; /* the --db value without its password */
     log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "

@@ -287,6 +287,15 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
         (unsigned long long)s->seckill_already_ordered);
     put(t, "sqlcached_seckill_rejections_total{reason=\"unavailable\"} %llu\n",
         (unsigned long long)s->seckill_conflicts);
+    family(t, "sqlcached_seckill_orders_by_state", "gauge", "Orders now, by state (store-wide).");
+    put(t, "sqlcached_seckill_orders_by_state{state=\"pending\"} %llu\n",
+        (unsigned long long)s->orders_pending);
+    put(t, "sqlcached_seckill_orders_by_state{state=\"paid\"} %llu\n", (unsigned long long)s->orders_paid);
+    put(t, "sqlcached_seckill_orders_by_state{state=\"cancelled\"} %llu\n",
+        (unsigned long long)s->orders_cancelled);
+    scalar(t, "sqlcached_seckill_auto_cancellations_total", "counter",
+           "Orders this node cancelled because their pay_by passed.",
+           s->orders_auto_cancelled);
     scalar(t, "sqlcached_lease_acquisitions_total", "counter",
            "Leases granted to a new holder.", s->lease_acquisitions);
     scalar(t, "sqlcached_lease_waiters", "gauge", "Acquirers waiting for a lease.",
@@ -374,9 +383,13 @@ static json_t *json_library(const sqlcached_stats_t *s)
         cache = NULL;
     }
     json_t *seckill = json_pack(
-        "{s:I, s:{s:I, s:I, s:I}}", "orders", (json_int_t)s->seckill_orders, "rejections",
-        "sold_out", (json_int_t)s->seckill_sold_out, "already_ordered",
-        (json_int_t)s->seckill_already_ordered, "unavailable", (json_int_t)s->seckill_conflicts);
+        "{s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:I}", "orders",
+        (json_int_t)s->seckill_orders, "rejections", "sold_out", (json_int_t)s->seckill_sold_out,
+        "already_ordered", (json_int_t)s->seckill_already_ordered, "unavailable",
+        (json_int_t)s->seckill_conflicts, "orders_by_state", "pending",
+        (json_int_t)s->orders_pending, "paid", (json_int_t)s->orders_paid, "cancelled",
+        (json_int_t)s->orders_cancelled, "auto_cancellations",
+        (json_int_t)s->orders_auto_cancelled);
     double per_txn = s->write_transactions
                          ? (double)s->writes_committed / (double)s->write_transactions : 0.0;
     json_t *storage = json_pack("{s:s, s:I, s:I, s:I, s:f, s:I}", "backend",

@@ -50,6 +50,16 @@
  * no read after an answered change sees the item older. Items are
  * invalidated under either --on-write mode (replacing one would need the
  * whole row, which an order does not read).
+ *
+ * Payment deadline (payment.c): an item with a payment timeout takes
+ * pending orders; their pay, cancel and automatic cancellation live in
+ * payment.c. What changes here: the order insert makes the order pending
+ * (the backend reads the item's timeout in the same statement) and, after
+ * the commit, tells the deadline timer its pay_by (and the other nodes,
+ * with a CLUSTER_DEADLINE note); a user's cancelled order is no order for
+ * already_ordered. A unit that comes back is noted like a reset
+ * (seckill_note_reset at the version of the change), which voids older
+ * sold-out flags here and, through its CLUSTER_RESET note, on every node.
  */
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -58,6 +68,7 @@
 
 #include "cluster.h"
 #include "engine.h"
+#include "payment.h"
 #include "storage.h"
 #include "utf8.h"
 
@@ -436,6 +447,7 @@ typedef struct put_job {
     sqlcached_t *db;
     const char *id, *name;
     int64_t stock;
+    int64_t payment_timeout_ms; /* 0 = orders final */
     int64_t version; /* out */
     bool created;    /* out */
 } put_job_t;
@@ -447,7 +459,8 @@ static sqlcached_status_t do_item_put(store_conn_t *w, void *arg)
     if (status != SQLCACHED_OK)
         return status;
     store_note(w, CLUSTER_RESET, p->id, strlen(p->id), p->version);
-    return storage_item_reset(w, p->id, p->name, p->stock, p->version, &p->created);
+    return storage_item_reset(w, p->id, p->name, p->stock, p->payment_timeout_ms, p->version,
+                              &p->created);
 }
 
 /* Run by the writer thread after the commit, before any answer (see
@@ -462,10 +475,21 @@ static void item_put_committed(void *arg)
 sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const char *name,
                                       int64_t stock, sqlcached_item_t *out, int *created)
 {
+    return sqlcached_item_put_payment(db, id, name, stock, 0, out, created);
+}
+
+sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id,
+                                              const char *name, int64_t stock,
+                                              int64_t payment_timeout_ms,
+                                              sqlcached_item_t *out, int *created)
+{
     if (!text_ok(id, SQLCACHED_ITEM_ID_MAX) || !text_ok(name, SQLCACHED_ITEM_NAME_MAX) ||
-        stock < 0 || stock > SQLCACHED_STOCK_MAX)
+        stock < 0 || stock > SQLCACHED_STOCK_MAX ||
+        (payment_timeout_ms != 0 && (payment_timeout_ms < SQLCACHED_PAYMENT_TIMEOUT_MIN_MS ||
+                                     payment_timeout_ms > SQLCACHED_PAYMENT_TIMEOUT_MAX_MS)))
         return SQLCACHED_INVALID_ARGUMENT;
-    put_job_t job = {.db = db, .id = id, .name = name, .stock = stock};
+    put_job_t job = {.db = db, .id = id, .name = name, .stock = stock,
+                     .payment_timeout_ms = payment_timeout_ms};
     uint64_t forgets = atomic_load(&db->seckill->forgets);
     bool begun = reset_begin(db->seckill, id);
     sqlcached_status_t st = store_write_then(db->store, do_item_put, item_put_committed, &job);
@@ -482,6 +506,7 @@ sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const cha
         strcpy(out->name, name);
         out->stock = out->initial_stock = stock;
         out->version = job.version;
+        out->payment_timeout_ms = payment_timeout_ms;
     }
     if (created)
         *created = job.created;
@@ -500,7 +525,7 @@ typedef struct order_job {
     int64_t expected_version; /* version strategy: the version read */
     bool naive;               /* testing naive strategy: write naive_* blindly */
     int64_t naive_stock, naive_sold;
-    int64_t order_id;         /* out */
+    sqlcached_order_t order;  /* out: the order inserted */
     int64_t version;          /* out: the item's new version */
     int64_t stock_left;       /* out */
 } order_job_t;
@@ -521,7 +546,9 @@ static sqlcached_status_t do_order(store_conn_t *w, void *arg)
 {
     order_job_t *j = arg;
     store_note(w, CLUSTER_ITEM, j->item_id, strlen(j->item_id), 0);
-    sqlcached_status_t st = storage_order_insert(w, j->item_id, j->user_id, j->now, &j->order_id);
+    sqlcached_status_t st = storage_order_insert(w, j->item_id, j->user_id, j->now, &j->order);
+    if (st == SQLCACHED_OK && j->order.state == SQLCACHED_ORDER_PENDING)
+        store_note(w, CLUSTER_DEADLINE, j->item_id, strlen(j->item_id), j->order.pay_by);
     if (st == SQLCACHED_OK)
         st = store_counter_next(w, "version", &j->version);
     if (st == SQLCACHED_OK && j->naive) {
@@ -534,12 +561,15 @@ static sqlcached_status_t do_order(store_conn_t *w, void *arg)
 }
 
 /* The answer for an item known to have no stock: already_ordered if the
- * user holds an order (read on a reader connection), else sold_out. */
+ * user holds a pending or paid order (read on a reader connection), else
+ * sold_out. */
 static sqlcached_status_t refuse_sold_out(sqlcached_t *db, const char *item_id,
                                           const char *user_id)
 {
     sqlcached_order_t o;
     sqlcached_status_t st = order_read(db, item_id, user_id, &o);
+    if (st == SQLCACHED_OK && o.state == SQLCACHED_ORDER_CANCELLED)
+        st = SQLCACHED_NOT_FOUND;
     if (st == SQLCACHED_OK)
         return SQLCACHED_ALREADY_ORDERED;
     return st == SQLCACHED_NOT_FOUND ? SQLCACHED_SOLD_OUT : st;
@@ -557,11 +587,14 @@ static void learn_sold_out(sqlcached_t *db, const char *item_id)
         flag_set(db->seckill, item_id, item.version, forgets);
 }
 
-/* Run by the writer thread after the order's commit (as item_put_committed). */
+/* Run by the writer thread after the order's commit (as item_put_committed);
+ * a pending order's deadline goes to the timer. */
 static void order_committed(void *arg)
 {
     order_job_t *j = arg;
     tier_invalidate(j->db, j->item_id);
+    if (j->order.state == SQLCACHED_ORDER_PENDING)
+        payment_note_deadline(j->db->payment, j->order.pay_by);
 }
 
 /* One write of the order; on success the bookkeeping that follows it. */
@@ -658,11 +691,7 @@ sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
     }
     order_job_t job = {.db = db, .item_id = item_id, .user_id = user_id, .now = engine_now(db)};
     sqlcached_status_t st = place(db, &job);
-    if (st == SQLCACHED_OK && out) {
-        out->order_id = job.order_id;
-        strcpy(out->item_id, item_id);
-        strcpy(out->user_id, user_id);
-        out->created_at = job.now;
-    }
+    if (st == SQLCACHED_OK && out)
+        *out = job.order;
     return count_answer(sk, st);
 }

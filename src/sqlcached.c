@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "cluster.h"
+#include "payment.h"
 #include "dblock.h"
 #include "lease.h"
 #include "log.h"
@@ -60,6 +61,7 @@ static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_NOMEM] = "unavailable",
     [SQLCACHED_INTERNAL] = "internal",
     [SQLCACHED_NOT_JSON] = "not_json",
+    [SQLCACHED_ORDER_NOT_PENDING] = "order_not_pending",
 };
 
 const char *sqlcached_status_name(sqlcached_status_t status)
@@ -376,7 +378,8 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     db->started_at = engine_now(db);
     db->lock_fd = -1;
     db->advertise = strdup(opts->advertise ? opts->advertise : "");
-    if (!db->advertise) {
+    db->payment = payment_create(db); /* before the cluster: it may note deadlines */
+    if (!db->advertise || !db->payment) {
         sqlcached_close(db);
         snprintf(err, errlen, "out of memory");
         return SQLCACHED_NOMEM;
@@ -413,6 +416,10 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         sqlcached_close(db);
         return SQLCACHED_UNAVAILABLE;
     }
+    if (db->leases && payment_start(db->payment, err, errlen) != 0) {
+        sqlcached_close(db);
+        return SQLCACHED_INTERNAL;
+    }
     if (!db->leases || start_maintenance(db, err, errlen) != 0) {
         sqlcached_close(db);
         return SQLCACHED_INTERNAL;
@@ -439,6 +446,7 @@ void sqlcached_close(sqlcached_t *db)
         pthread_cond_destroy(&db->maint_cond);
         pthread_mutex_destroy(&db->maint_lock);
     }
+    payment_destroy(db->payment);       /* before the store: its timer writes */
     lease_registry_destroy(db->leases); /* before the store: its timer writes */
     cluster_close(db->cluster);         /* after the last write */
     store_close(db->store);
@@ -506,6 +514,12 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->write_errors = st.write_errors;
     if (db->cluster)
         cluster_stats(db->cluster, &out->cluster);
+    sqlcached_payment_stats_t pay;
+    sqlcached_payment_stats(db, &pay);
+    out->orders_pending = pay.pending;
+    out->orders_paid = pay.paid;
+    out->orders_cancelled = pay.cancelled;
+    out->orders_auto_cancelled = pay.auto_cancelled;
 }
 
 _Static_assert(HOTKEYS_KEY_MAX == SQLCACHED_KEY_MAX, "hot keys hold every key");

@@ -142,25 +142,35 @@ typedef struct storage_lease_ops {
     sqlcached_status_t (*count_live)(store_conn_t *r, int64_t now, uint64_t *count);
 } storage_lease_ops_t;
 
-/* Flash sale: items(id, name, stock, sold, initial_stock, version) and
- * orders(order_id, item_id, user_id, created_at), one order per (item,
- * user). */
+/* Flash sale: items(id, name, stock, sold, initial_stock, version,
+ * payment_timeout_ms) and orders(order_id, item_id, user_id, created_at,
+ * state, pay_by, settled_at), at most one pending-or-paid order per (item,
+ * user); cancelled orders stay as history. */
+
+/* Called with each order an operation changed, borrowed for the call; a
+ * status other than OK ends the operation with it. */
+typedef sqlcached_status_t (*storage_order_fn)(void *cls, const sqlcached_order_t *order);
+
 typedef struct storage_seckill_ops {
     /* r or w. NOT_FOUND when there is no such item. */
     sqlcached_status_t (*item_get)(store_conn_t *c, const char *id, sqlcached_item_t *out);
-    /* w. Create the item, or reset it (name, stock, sold 0, initial_stock)
-     * and delete its orders; *created tells which. */
+    /* w. Create the item, or reset it (name, stock, sold 0, initial_stock,
+     * payment_timeout_ms: 0 = none) and delete its orders; *created tells
+     * which. */
     sqlcached_status_t (*item_reset)(store_conn_t *w, const char *id, const char *name,
-                                     int64_t stock, int64_t version, bool *created);
+                                     int64_t stock, int64_t payment_timeout_ms,
+                                     int64_t version, bool *created);
     /* r. Up to `limit` items with id > after (""), in id order; one row
      * more than asked sets page->has_more. page->items has room for limit. */
     sqlcached_status_t (*item_list)(store_conn_t *r, const char *after, unsigned limit,
                                     sqlcached_items_t *page);
-    /* w. Insert the order, created at `now`; its id in *order_id.
-     * ALREADY_ORDERED when the user holds one, NOT_FOUND when the item does
-     * not exist. */
+    /* w. Insert the order, created at `now`: pending with pay_by = now +
+     * the item's payment_timeout_ms when it has one, else paid; the row
+     * into *out. ALREADY_ORDERED when the user holds a pending or paid
+     * one, NOT_FOUND when the item does not exist. */
     sqlcached_status_t (*order_insert)(store_conn_t *w, const char *item_id,
-                                       const char *user_id, int64_t now, int64_t *order_id);
+                                       const char *user_id, int64_t now,
+                                       sqlcached_order_t *out);
     /* w. Take one unit of stock and set the item's version to `version`,
      * only while stock > 0 and, when expected_version > 0, only while the
      * item's version is expected_version. *stock_left: the stock after.
@@ -173,13 +183,41 @@ typedef struct storage_seckill_ops {
      * no such item. */
     sqlcached_status_t (*set_stock)(store_conn_t *w, const char *item_id, int64_t version,
                                     int64_t stock, int64_t sold);
-    /* r or w. NOT_FOUND when the user holds no order of the item. */
+    /* r or w. The user's newest order of the item (the pending or paid one
+     * when there is one, else the latest cancelled). NOT_FOUND when none. */
     sqlcached_status_t (*order_get)(store_conn_t *c, const char *item_id, const char *user_id,
                                     sqlcached_order_t *out);
     /* r. Orders of the item with order_id > after, in id order, as
      * item_list. NOT_FOUND when the item does not exist. */
     sqlcached_status_t (*order_list)(store_conn_t *r, const char *item_id, int64_t after,
                                      unsigned limit, sqlcached_orders_t *page);
+
+    /* Payment deadline (sql 007) */
+    /* w. Move the user's pending order to `to` with settled_at = now, in one
+     * conditional change: to PAID only while pay_by > now, to CANCELLED
+     * any time; the row after into *out. NOT_FOUND when no pending order
+     * qualified (none, paid, cancelled, or past pay_by for PAID). The
+     * item's stock is not touched (see return_units). */
+    sqlcached_status_t (*order_settle)(store_conn_t *w, const char *item_id,
+                                       const char *user_id, sqlcached_order_state_t to,
+                                       int64_t now, sqlcached_order_t *out);
+    /* w. Cancel up to `limit` orders pending with pay_by <= now (earliest
+     * first), settled_at = now, in one conditional change (only rows still
+     * pending change: a racing writer on another connection cannot cancel
+     * one twice); each row after it to fn. testing_unguarded (tests
+     * only): the guard forgotten, paid orders whose pay_by passed are
+     * cancelled too (for showing that checkers see it). */
+    sqlcached_status_t (*orders_cancel_due)(store_conn_t *w, int64_t now, int limit,
+                                            bool testing_unguarded, storage_order_fn fn,
+                                            void *cls);
+    /* w. Put n units back: stock + n, sold - n, version = `version`, only
+     * while sold >= n; *stock_after. NOT_FOUND when no row qualified. */
+    sqlcached_status_t (*return_units)(store_conn_t *w, const char *item_id, int64_t n,
+                                       int64_t version, int64_t *stock_after);
+    /* r or w. The earliest pay_by of a pending order; NOT_FOUND when none. */
+    sqlcached_status_t (*next_pay_by)(store_conn_t *c, int64_t *pay_by);
+    /* r. How many orders are in each state, counts[sqlcached_order_state_t]. */
+    sqlcached_status_t (*order_counts)(store_conn_t *r, uint64_t counts[3]);
 } storage_seckill_ops_t;
 
 /* ------------------------------------------------------------------------
@@ -462,9 +500,11 @@ static inline sqlcached_status_t storage_item_get(store_conn_t *c, const char *i
 
 static inline sqlcached_status_t storage_item_reset(store_conn_t *w, const char *id,
                                                     const char *name, int64_t stock,
+                                                    int64_t payment_timeout_ms,
                                                     int64_t version, bool *created)
 {
-    return store_conn_backend(w)->seckill->item_reset(w, id, name, stock, version, created);
+    return store_conn_backend(w)->seckill->item_reset(w, id, name, stock, payment_timeout_ms,
+                                                      version, created);
 }
 
 static inline sqlcached_status_t storage_item_list(store_conn_t *r, const char *after,
@@ -475,9 +515,9 @@ static inline sqlcached_status_t storage_item_list(store_conn_t *r, const char *
 
 static inline sqlcached_status_t storage_order_insert(store_conn_t *w, const char *item_id,
                                                       const char *user_id, int64_t now,
-                                                      int64_t *order_id)
+                                                      sqlcached_order_t *out)
 {
-    return store_conn_backend(w)->seckill->order_insert(w, item_id, user_id, now, order_id);
+    return store_conn_backend(w)->seckill->order_insert(w, item_id, user_id, now, out);
 }
 
 static inline sqlcached_status_t storage_take_unit(store_conn_t *w, const char *item_id,
@@ -505,6 +545,39 @@ static inline sqlcached_status_t storage_order_list(store_conn_t *r, const char 
                                                     sqlcached_orders_t *page)
 {
     return store_conn_backend(r)->seckill->order_list(r, item_id, after, limit, page);
+}
+
+static inline sqlcached_status_t storage_order_settle(store_conn_t *w, const char *item_id,
+                                                      const char *user_id,
+                                                      sqlcached_order_state_t to, int64_t now,
+                                                      sqlcached_order_t *out)
+{
+    return store_conn_backend(w)->seckill->order_settle(w, item_id, user_id, to, now, out);
+}
+
+static inline sqlcached_status_t storage_orders_cancel_due(store_conn_t *w, int64_t now,
+                                                           int limit, bool testing_unguarded,
+                                                           storage_order_fn fn, void *cls)
+{
+    return store_conn_backend(w)->seckill->orders_cancel_due(w, now, limit, testing_unguarded,
+                                                             fn, cls);
+}
+
+static inline sqlcached_status_t storage_return_units(store_conn_t *w, const char *item_id,
+                                                      int64_t n, int64_t version,
+                                                      int64_t *stock_after)
+{
+    return store_conn_backend(w)->seckill->return_units(w, item_id, n, version, stock_after);
+}
+
+static inline sqlcached_status_t storage_next_pay_by(store_conn_t *c, int64_t *pay_by)
+{
+    return store_conn_backend(c)->seckill->next_pay_by(c, pay_by);
+}
+
+static inline sqlcached_status_t storage_order_counts(store_conn_t *r, uint64_t counts[3])
+{
+    return store_conn_backend(r)->seckill->order_counts(r, counts);
 }
 
 static inline sqlcached_status_t storage_lease_get(store_conn_t *c, const char *name,

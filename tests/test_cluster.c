@@ -16,6 +16,11 @@
  *   flash_sale   one item, orders from many users on every node at once,
  *                one node SIGKILLed mid-run: the invariants afterwards.
  *   sale_reset   sold out on every node, reset on one: the others sell again.
+ *   payment_deadline  an order placed on one node, sold out on the others:
+ *                cancelled within 1 s of its pay_by, once across the
+ *                nodes, and every node sells the unit again; a cancel on
+ *                one node clears the others' sold-out flags; the order of
+ *                a node stopped before its pay_by is cancelled by another.
  *   leases       waiters parked on every node behind a holder: the lease
  *                passes from one holder to the next, never two at once,
  *                with growing tokens, every waiter served in time; each
@@ -1346,6 +1351,141 @@ static void test_cluster_sessions(void **state)
     sessions_sliding(c);
 }
 
+/* ------------------------------------------------------------------------
+ * Payment deadline
+ * ------------------------------------------------------------------------ */
+
+static void put_item_paying(cluster_t *c, int i, const char *id, int stock, int timeout_ms)
+{
+    char path[128], body[160];
+    snprintf(path, sizeof path, "/v1/items/%s", id);
+    snprintf(body, sizeof body, "{\"name\": \"Item %s\", \"stock\": %d, \"payment_timeout_ms\": %d}",
+             id, stock, timeout_ms);
+    client_resp_t r = call(c, i, "PUT", path, JSON_HEADERS, body);
+    assert_int_equal(r.status, 201);
+    client_resp_free(&r);
+}
+
+/* The user's order as node i has it (caller decrefs). */
+static json_t *get_order(cluster_t *c, int i, const char *item, const char *user)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/items/%s/orders/%s", item, user);
+    client_resp_t r = call(c, i, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *o = client_json(&r);
+    client_resp_free(&r);
+    assert_non_null(o);
+    return o;
+}
+
+/* Poll node i every 5 ms (at most max_ms) until the order is cancelled;
+ * the wall clock then, or -1. */
+static int64_t wait_cancelled(cluster_t *c, int i, const char *item, const char *user,
+                              int max_ms)
+{
+    int64_t until = wall_ms() + max_ms;
+    do {
+        json_t *o = get_order(c, i, item, user);
+        bool done = strcmp(jstr(o, "state"), "cancelled") == 0;
+        json_decref(o);
+        if (done)
+            return wall_ms();
+        usleep(5000);
+    } while (wall_ms() < until);
+    return -1;
+}
+
+/* Node i's count of orders it cancelled at their pay_by. */
+static int64_t auto_cancellations(cluster_t *c, int i)
+{
+    client_resp_t r = call(c, i, "GET", "/v1/stats", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *st = client_json(&r);
+    client_resp_free(&r);
+    int64_t n = jint(json_object_get(st, "seckill"), "auto_cancellations");
+    json_decref(st);
+    return n;
+}
+
+static int64_t order_pay_by(cluster_t *c, int i, const char *item, const char *user)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/items/%s/orders", item);
+    json_t *o;
+    assert_int_equal(post_json(c, i, path, &o, "{\"user_id\": \"%s\"}", user), 201);
+    assert_string_equal(jstr(o, "state"), "pending");
+    int64_t pay_by = jint(o, "pay_by");
+    json_decref(o);
+    return pay_by;
+}
+
+static void test_cluster_payment_deadline(void **state)
+{
+    cluster_t *c = *state;
+    const char *code;
+    /* 1. placed on node 0, sold out everywhere; the deadline passes: the
+     * order is cancelled within 1 s, once (by whichever node), and every
+     * node sells the unit again */
+    put_item_paying(c, 0, "pd", 1, 1000);
+    int64_t pay_by = order_pay_by(c, 0, "pd", "alice");
+    for (int i = 1; i < NODES; i++) {
+        assert_int_equal(order(c, i, "pd", "bob", &code), 409);
+        assert_string_equal(code, "sold_out");
+    }
+    int64_t seen = wait_cancelled(c, 1, "pd", "alice", 3000);
+    assert_true(seen > 0);
+    print_message("deadline across nodes: cancelled, seen on node 1 %lld ms after pay_by\n",
+                  (long long)(seen - pay_by));
+    assert_true(seen - pay_by <= 1000);
+    for (int i = 0; i < NODES; i++)
+        expect_item(c, i, "pd", 1, 0);
+    assert_int_equal(order(c, 2, "pd", "bob", NULL), 201);
+    json_t *paid;
+    assert_int_equal(post_json(c, 1, "/v1/items/pd/orders/bob/pay", &paid, "{}"), 200);
+    json_decref(paid);
+    usleep(1200000); /* every node's timer has had its turn */
+    int64_t total = 0;
+    for (int i = 0; i < NODES; i++)
+        total += auto_cancellations(c, i);
+    assert_int_equal(total, 1);
+    for (int i = 0; i < NODES; i++)
+        expect_item(c, i, "pd", 0, 1);
+
+    /* 2. a unit returned on node 0 clears the sold-out flags of nodes 1
+     * and 2 (each refused an order from memory before) */
+    put_item_paying(c, 0, "pc", 1, 60000);
+    order_pay_by(c, 0, "pc", "alice");
+    for (int i = 1; i < NODES; i++) {
+        assert_int_equal(order(c, i, "pc", "bob", &code), 409);
+        assert_string_equal(code, "sold_out");
+        assert_int_equal(order(c, i, "pc", "bob", &code), 409); /* now from the flag */
+        assert_string_equal(code, "sold_out");
+    }
+    json_t *o;
+    assert_int_equal(post_json(c, 0, "/v1/items/pc/orders/alice/cancel", &o, "{}"), 200);
+    assert_string_equal(jstr(o, "state"), "cancelled");
+    json_decref(o);
+    assert_int_equal(order(c, 1, "pc", "bob", NULL), 201);
+    assert_int_equal(order(c, 2, "pc", "carol", &code), 409);
+    assert_string_equal(code, "sold_out");
+
+    /* 3. the node that took the order stops before its pay_by: another
+     * node's timer (it learned the deadline from the cluster) cancels it */
+    put_item_paying(c, 0, "ps", 1, 1000);
+    pay_by = order_pay_by(c, 0, "ps", "alice");
+    assert_int_equal(daemon_stop(cluster_node(c, 0)), 0);
+    seen = wait_cancelled(c, 1, "ps", "alice", 3000);
+    assert_true(seen > 0);
+    print_message("deadline of a stopped node's order: seen cancelled on node 1 %lld ms after "
+                  "pay_by\n", (long long)(seen - pay_by));
+    assert_true(seen - pay_by <= 1000);
+    usleep(1200000);
+    for (int i = 1; i < NODES; i++)
+        expect_item(c, i, "ps", 1, 0);
+    assert_int_equal(cluster_restart(c, 0), 0);
+}
+
 int main(void)
 {
     if (cluster_skip())
@@ -1357,6 +1497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cluster_kv_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_flash_sale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_sale_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_payment_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_pause, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_not_blind, setup_skip_invalidation, teardown),

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -172,7 +173,7 @@ static void test_http_seckill_item_put_and_get(void **state)
     assert_int_equal(jint(it, "stock"), 100);
     assert_int_equal(jint(it, "sold"), 0);
     json_int_t v1 = jint(it, "version");
-    assert_int_equal(json_object_size(it), 5);
+    assert_int_equal(json_object_size(it), 6);
     json_decref(it);
 
     client_resp_t r = call(f, "GET", "/v1/items/sku-1", NULL);
@@ -184,7 +185,7 @@ static void test_http_seckill_item_put_and_get(void **state)
     it = client_json(&r);
     client_resp_free(&r);
     assert_int_equal(jint(it, "version"), v1);
-    assert_int_equal(json_object_size(it), 5);
+    assert_int_equal(json_object_size(it), 6);
     json_decref(it);
 
     it = expect_json(f, "PUT", "/v1/items/sku-1", "{\"stock\": 3, \"name\": \"Boot\"}", 200);
@@ -246,12 +247,12 @@ static void test_http_seckill_item_bad_input(void **state)
     expect_item(f, "x", 2147483647, 0);
 }
 
-/* The id of the page's i-th item, checked to have the five members. */
+/* The id of the page's i-th item, checked to have the six members. */
 static const char *page_id(json_t *page, size_t i)
 {
     json_t *it = json_array_get(json_object_get(page, "items"), i);
     assert_non_null(it);
-    assert_int_equal(json_object_size(it), 5);
+    assert_int_equal(json_object_size(it), 6);
     return jstr(it, "id");
 }
 
@@ -344,7 +345,7 @@ static void test_http_seckill_order_flow(void **state)
     assert_string_equal(jstr(o, "item_id"), "sku");
     assert_string_equal(jstr(o, "user_id"), "u 1/\xc3\xa9");
     assert_true(jint(o, "created_at") > 1600000000000LL);
-    assert_int_equal(json_object_size(o), 4);
+    assert_int_equal(json_object_size(o), 7);
     /* the Location is the order */
     json_t *got = expect_json(f, "GET", loc, NULL, 200);
     assert_true(json_equal(got, o));
@@ -609,6 +610,219 @@ static void test_http_seckill_restart(void **state)
     expect_item(f, "kept", 2, 3);
 }
 
+
+/* ------------------------------------------------------------------------
+ * Payment deadline
+ * ------------------------------------------------------------------------ */
+
+static void put_item_paying(const fixture_t *f, const char *id, int stock, int timeout_ms)
+{
+    char path[256], body[160];
+    snprintf(path, sizeof path, "/v1/items/%s", id);
+    snprintf(body, sizeof body, "{\"name\": \"Item %s\", \"stock\": %d, \"payment_timeout_ms\": %d}",
+             id, stock, timeout_ms);
+    json_t *it = expect_json(f, "PUT", path, body, 201);
+    assert_int_equal(jint(it, "payment_timeout_ms"), timeout_ms);
+    json_decref(it);
+}
+
+static json_t *get_order(const fixture_t *f, const char *id, const char *user)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/items/%s/orders/%s", id, user);
+    return expect_json(f, "GET", path, NULL, 200);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Poll the order every 5 ms until its state is `want` (at most max_ms);
+ * returns the wall clock when it was first seen so, or -1. */
+static int64_t wait_order_state(const fixture_t *f, const char *id, const char *user,
+                                const char *want, int max_ms)
+{
+    int64_t until = wall_ms() + max_ms;
+    do {
+        json_t *o = get_order(f, id, user);
+        bool done = strcmp(jstr(o, "state"), want) == 0;
+        json_decref(o);
+        if (done)
+            return wall_ms();
+        struct timespec pause = {0, 5000000};
+        nanosleep(&pause, NULL);
+    } while (wall_ms() < until);
+    return -1;
+}
+
+static json_int_t stat_auto_cancellations(const fixture_t *f)
+{
+    json_t *st = expect_json(f, "GET", "/v1/stats", NULL, 200);
+    json_t *sk = json_object_get(st, "seckill");
+    json_int_t n = jint(sk, "auto_cancellations");
+    json_decref(st);
+    return n;
+}
+
+static void test_http_seckill_payment_calls(void **state)
+{
+    fixture_t *f = *state;
+    /* the item option: range, type, null */
+    expect_problem(f, "PUT", "/v1/items/p",
+                   "{\"name\": \"n\", \"stock\": 1, \"payment_timeout_ms\": 999}", 400,
+                   "invalid_argument");
+    expect_problem(f, "PUT", "/v1/items/p",
+                   "{\"name\": \"n\", \"stock\": 1, \"payment_timeout_ms\": 86400001}", 400,
+                   "invalid_argument");
+    expect_problem(f, "PUT", "/v1/items/p",
+                   "{\"name\": \"n\", \"stock\": 1, \"payment_timeout_ms\": \"60000\"}", 400,
+                   "invalid_argument");
+    json_t *it = expect_json(f, "PUT", "/v1/items/f",
+                             "{\"name\": \"n\", \"stock\": 2, \"payment_timeout_ms\": null}", 201);
+    assert_true(json_is_null(json_object_get(it, "payment_timeout_ms")));
+    json_decref(it);
+    put_item_paying(f, "p", 3, 60000);
+
+    /* a pending order, then paid (twice: unchanged) */
+    json_t *o = expect_json(f, "POST", "/v1/items/p/orders", "{\"user_id\": \"alice\"}", 201);
+    assert_string_equal(jstr(o, "state"), "pending");
+    assert_int_equal(jint(o, "pay_by"), jint(o, "created_at") + 60000);
+    assert_true(json_is_null(json_object_get(o, "settled_at")));
+    json_decref(o);
+    o = expect_json(f, "POST", "/v1/items/p/orders/alice/pay", NULL, 200);
+    assert_string_equal(jstr(o, "state"), "paid");
+    assert_true(json_is_null(json_object_get(o, "pay_by")));
+    json_int_t settled = jint(o, "settled_at");
+    assert_int_equal(json_object_size(o), 7);
+    json_decref(o);
+    o = expect_json(f, "POST", "/v1/items/p/orders/alice/pay", "{}", 200);
+    assert_string_equal(jstr(o, "state"), "paid");
+    assert_int_equal(jint(o, "settled_at"), settled);
+    json_decref(o);
+    expect_problem(f, "POST", "/v1/items/p/orders/alice/cancel", NULL, 409, "order_not_pending");
+
+    /* cancel: 200, the unit back; then neither pay nor cancel */
+    json_decref(expect_json(f, "POST", "/v1/items/p/orders", "{\"user_id\": \"bob\"}", 201));
+    expect_item(f, "p", 1, 2);
+    o = expect_json(f, "POST", "/v1/items/p/orders/bob/cancel", NULL, 200);
+    assert_string_equal(jstr(o, "state"), "cancelled");
+    json_decref(o);
+    expect_item(f, "p", 2, 1);
+    expect_problem(f, "POST", "/v1/items/p/orders/bob/pay", NULL, 409, "order_not_pending");
+    expect_problem(f, "POST", "/v1/items/p/orders/bob/cancel", NULL, 409, "order_not_pending");
+    expect_item(f, "p", 2, 1);
+    o = get_order(f, "p", "bob");
+    assert_string_equal(jstr(o, "state"), "cancelled");
+    json_decref(o);
+    /* re-ordering after a cancel */
+    o = expect_json(f, "POST", "/v1/items/p/orders", "{\"user_id\": \"bob\"}", 201);
+    assert_string_equal(jstr(o, "state"), "pending");
+    json_decref(o);
+    expect_problem(f, "POST", "/v1/items/p/orders", "{\"user_id\": \"bob\"}", 409,
+                   "already_ordered");
+    json_t *all = all_orders(f, "p");
+    assert_int_equal(json_array_size(all), 3);
+    assert_string_equal(jstr(json_array_get(all, 1), "state"), "cancelled");
+    json_decref(all);
+
+    /* errors: no order, no item, bad ids, a body, the method */
+    expect_problem(f, "POST", "/v1/items/p/orders/carol/pay", NULL, 404, "not_found");
+    expect_problem(f, "POST", "/v1/items/p/orders/carol/cancel", NULL, 404, "not_found");
+    expect_problem(f, "POST", "/v1/items/nope/orders/alice/pay", NULL, 404, "not_found");
+    expect_problem(f, "POST", "/v1/items/p/orders/alice/pay", "{\"x\": 1}", 400,
+                   "invalid_argument");
+    expect_problem(f, "POST", "/v1/items/p/orders/alice/pay", "[", 400, "invalid_json");
+    char path[512] = "/v1/items/p/orders/";
+    size_t n = strlen(path);
+    memset(path + n, 'u', 129);
+    strcpy(path + n + 129, "/pay");
+    expect_problem(f, "POST", path, NULL, 400, "invalid_argument");
+    client_resp_t r = call(f, "GET", "/v1/items/p/orders/alice/pay", NULL);
+    assert_int_equal(r.status, 405);
+    char *allow = client_header(&r, "Allow");
+    assert_string_equal(allow, "POST");
+    free(allow);
+    client_resp_free(&r);
+
+    /* an item without a timeout: orders are paid at once */
+    o = expect_json(f, "POST", "/v1/items/f/orders", "{\"user_id\": \"alice\"}", 201);
+    assert_string_equal(jstr(o, "state"), "paid");
+    assert_true(json_is_null(json_object_get(o, "pay_by")));
+    json_decref(o);
+    json_decref(expect_json(f, "POST", "/v1/items/f/orders/alice/pay", NULL, 200));
+    expect_problem(f, "POST", "/v1/items/f/orders/alice/cancel", NULL, 409, "order_not_pending");
+
+    json_t *st = expect_json(f, "GET", "/v1/stats", NULL, 200);
+    json_t *by = json_object_get(json_object_get(st, "seckill"), "orders_by_state");
+    assert_int_equal(jint(by, "pending"), 1);
+    assert_int_equal(jint(by, "paid"), 2);
+    assert_int_equal(jint(by, "cancelled"), 1);
+    json_decref(st);
+}
+
+/* An unpaid order is cancelled within 1 s of pay_by, once; the unit comes
+ * back and the sold-out fast path lets the next buyer in. */
+static void test_http_seckill_deadline(void **state)
+{
+    fixture_t *f = *state;
+    put_item_paying(f, "d", 1, 1000);
+    json_t *o = expect_json(f, "POST", "/v1/items/d/orders", "{\"user_id\": \"alice\"}", 201);
+    json_int_t pay_by = jint(o, "pay_by");
+    json_decref(o);
+    expect_problem(f, "POST", "/v1/items/d/orders", "{\"user_id\": \"bob\"}", 409, "sold_out");
+    int64_t seen = wait_order_state(f, "d", "alice", "cancelled", 3000);
+    assert_true(seen > 0);
+    assert_true(seen - pay_by <= 1000);
+    o = get_order(f, "d", "alice");
+    json_int_t settled = jint(o, "settled_at");
+    json_decref(o);
+    assert_true(settled >= pay_by && settled - pay_by <= 1000);
+    print_message("pay_by to cancelled: %lld ms (settled_at), seen after %lld ms\n",
+                  (long long)(settled - pay_by), (long long)(seen - pay_by));
+    expect_item(f, "d", 1, 0);
+    json_decref(expect_json(f, "POST", "/v1/items/d/orders", "{\"user_id\": \"bob\"}", 201));
+    json_decref(expect_json(f, "POST", "/v1/items/d/orders/bob/pay", NULL, 200));
+    expect_item(f, "d", 0, 1);
+    /* exactly once: nothing more comes back later, the paid order stays */
+    struct timespec pause = {1, 500000000};
+    nanosleep(&pause, NULL);
+    expect_item(f, "d", 0, 1);
+    json_t *b = get_order(f, "d", "bob");
+    assert_string_equal(jstr(b, "state"), "paid");
+    json_decref(b);
+    assert_int_equal(stat_auto_cancellations(f), 1);
+    /* a cancelled user orders again: sold out now */
+    expect_problem(f, "POST", "/v1/items/d/orders", "{\"user_id\": \"alice\"}", 409, "sold_out");
+}
+
+/* A deadline that passed while the daemon was down is honoured right
+ * after the start. */
+static void test_http_seckill_deadline_restart(void **state)
+{
+    fixture_t *f = *state;
+    put_item_paying(f, "r", 2, 1000);
+    json_t *o = expect_json(f, "POST", "/v1/items/r/orders", "{\"user_id\": \"alice\"}", 201);
+    json_decref(o);
+    json_decref(expect_json(f, "POST", "/v1/items/r/orders", "{\"user_id\": \"bob\"}", 201));
+    json_decref(expect_json(f, "POST", "/v1/items/r/orders/bob/pay", NULL, 200));
+    daemon_kill(&f->d);
+    struct timespec pause = {1, 500000000};
+    nanosleep(&pause, NULL);
+    int64_t started = wall_ms();
+    assert_int_equal(daemon_restart(&f->d), 0);
+    int64_t seen = wait_order_state(f, "r", "alice", "cancelled", 3000);
+    assert_true(seen > 0);
+    print_message("cancelled %lld ms after the restart began\n", (long long)(seen - started));
+    assert_true(seen - started <= 2000); /* the start itself included */
+    o = get_order(f, "r", "bob");
+    assert_string_equal(jstr(o, "state"), "paid");
+    json_decref(o);
+    expect_item(f, "r", 1, 1);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -628,6 +842,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http_seckill_concurrent_version, setup_version,
                                         daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_seckill_restart, setup, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_payment_calls, setup,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_deadline, setup, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_seckill_deadline_restart, setup,
+                                        daemon_fixture_stop),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

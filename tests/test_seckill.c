@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "engine.h"
 #include "testutil.h"
@@ -21,6 +23,7 @@ typedef struct fixture {
     testutil_clock_t clock;
     sqlcached_seckill_strategy_t strategy;
     int retries;
+    int unguarded; /* testing_payment_unguarded */
     sqlcached_t *db;
 } fixture_t;
 
@@ -38,6 +41,7 @@ static sqlcached_t *open_db(fixture_t *f)
     o.clock_arg = &f->clock;
     o.seckill_strategy = f->strategy;
     o.seckill_retries = f->retries;
+    o.testing_payment_unguarded = f->unguarded;
     sqlcached_t *db = NULL;
     char err[256];
     if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK)
@@ -61,6 +65,18 @@ static int setup_with(void **state, sqlcached_seckill_strategy_t strategy, int r
 static int setup(void **state)
 {
     return setup_with(state, SQLCACHED_SECKILL_STOCK, 3);
+}
+
+static int setup_unguarded(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    f->dir = testutil_mkdtemp();
+    f->clock.now = 1700000000000LL;
+    f->retries = 3;
+    f->unguarded = 1;
+    f->db = open_db(f);
+    *state = f;
+    return f->db ? 0 : -1;
 }
 
 static int setup_version(void **state)
@@ -798,6 +814,385 @@ static void test_seckill_resets_during_orders(void **state)
     free(r);
 }
 
+
+/* ------------------------------------------------------------------------
+ * Payment deadline
+ * ------------------------------------------------------------------------ */
+
+static sqlcached_order_t get_order(sqlcached_t *db, const char *item, const char *user)
+{
+    sqlcached_order_t o;
+    assert_int_equal(sqlcached_order_get(db, item, user, &o), SQLCACHED_OK);
+    return o;
+}
+
+static int64_t mono_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Poll (real time, every 5 ms, at most max_ms) until the user's order is
+ * in `want`; returns the state last seen. */
+static sqlcached_order_state_t wait_state(sqlcached_t *db, const char *item, const char *user,
+                                          sqlcached_order_state_t want, int max_ms)
+{
+    int64_t until = mono_now_ms() + max_ms;
+    sqlcached_order_t o = get_order(db, item, user);
+    while (o.state != want && mono_now_ms() < until) {
+        struct timespec pause = {0, 5000000};
+        nanosleep(&pause, NULL);
+        o = get_order(db, item, user);
+    }
+    return o.state;
+}
+
+/* The contract's invariants for one item: stock + sold = initial; sold =
+ * pending + paid orders; no user holds two pending-or-paid orders. Returns
+ * how many orders are in each state. */
+static void check_payment_invariants(sqlcached_t *db, const char *item, int64_t initial,
+                                     size_t counts[3])
+{
+    sqlcached_item_t it = get_item(db, item);
+    assert_int_equal(it.stock + it.sold, initial);
+    counts[0] = counts[1] = counts[2] = 0;
+    sqlcached_orders_t *page = NULL;
+    assert_int_equal(sqlcached_order_list(db, item, 0, SQLCACHED_LIST_LIMIT_MAX, &page),
+                     SQLCACHED_OK);
+    assert_false(page->has_more);
+    for (size_t i = 0; i < page->count; i++) {
+        const sqlcached_order_t *o = &page->orders[i];
+        counts[o->state]++;
+        if (o->state == SQLCACHED_ORDER_CANCELLED)
+            continue;
+        for (size_t j = i + 1; j < page->count; j++)
+            if (page->orders[j].state != SQLCACHED_ORDER_CANCELLED)
+                assert_string_not_equal(o->user_id, page->orders[j].user_id);
+    }
+    sqlcached_orders_free(page);
+    assert_int_equal(it.sold, (int64_t)(counts[SQLCACHED_ORDER_PENDING] +
+                                        counts[SQLCACHED_ORDER_PAID]));
+}
+
+static void test_seckill_payment_calls(void **state)
+{
+    fixture_t *f = *state;
+    sqlcached_t *db = f->db;
+    int64_t t0 = f->clock.now;
+    assert_int_equal(sqlcached_item_put_payment(db, "p", "P", 5, 999, NULL, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_item_put_payment(db, "p", "P", 5, 86400001, NULL, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_item_put_payment(db, "p", "P", 5, -1, NULL, NULL),
+                     SQLCACHED_INVALID_ARGUMENT);
+    sqlcached_item_t it;
+    assert_int_equal(sqlcached_item_put_payment(db, "p", "P", 5, 60000, &it, NULL), SQLCACHED_OK);
+    assert_int_equal(it.payment_timeout_ms, 60000);
+    assert_int_equal(get_item(db, "p").payment_timeout_ms, 60000);
+
+    sqlcached_order_t o;
+    assert_int_equal(sqlcached_order_place(db, "p", "alice", &o), SQLCACHED_OK);
+    assert_int_equal(o.state, SQLCACHED_ORDER_PENDING);
+    assert_int_equal(o.pay_by, t0 + 60000);
+    assert_int_equal(o.settled_at, 0);
+    assert_int_equal(get_order(db, "p", "alice").state, SQLCACHED_ORDER_PENDING);
+    /* still one live order per user */
+    assert_int_equal(sqlcached_order_place(db, "p", "alice", NULL), SQLCACHED_ALREADY_ORDERED);
+
+    f->clock.now = t0 + 10;
+    assert_int_equal(sqlcached_order_pay(db, "p", "alice", &o), SQLCACHED_OK);
+    assert_int_equal(o.state, SQLCACHED_ORDER_PAID);
+    assert_int_equal(o.settled_at, t0 + 10);
+    f->clock.now = t0 + 20;
+    assert_int_equal(sqlcached_order_pay(db, "p", "alice", &o), SQLCACHED_OK); /* unchanged */
+    assert_int_equal(o.settled_at, t0 + 10);
+    assert_int_equal(sqlcached_order_cancel(db, "p", "alice", NULL), SQLCACHED_ORDER_NOT_PENDING);
+    assert_int_equal(get_order(db, "p", "alice").state, SQLCACHED_ORDER_PAID);
+
+    /* cancel: the unit goes back */
+    assert_int_equal(sqlcached_order_place(db, "p", "bob", &o), SQLCACHED_OK);
+    int64_t bob_first = o.order_id;
+    assert_int_equal(get_item(db, "p").stock, 3);
+    assert_int_equal(sqlcached_order_cancel(db, "p", "bob", &o), SQLCACHED_OK);
+    assert_int_equal(o.state, SQLCACHED_ORDER_CANCELLED);
+    assert_int_equal(get_item(db, "p").stock, 4);
+    assert_int_equal(sqlcached_order_cancel(db, "p", "bob", NULL), SQLCACHED_ORDER_NOT_PENDING);
+    assert_int_equal(sqlcached_order_pay(db, "p", "bob", NULL), SQLCACHED_ORDER_NOT_PENDING);
+    assert_int_equal(get_item(db, "p").stock, 4); /* returned once */
+
+    /* no order, no item, bad arguments */
+    assert_int_equal(sqlcached_order_pay(db, "p", "carol", NULL), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_order_cancel(db, "p", "carol", NULL), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_order_pay(db, "nope", "alice", NULL), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_order_pay(db, "", "alice", NULL), SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_order_cancel(db, "p", "", NULL), SQLCACHED_INVALID_ARGUMENT);
+
+    /* a cancelled user may order again: a new order, pending */
+    assert_int_equal(sqlcached_order_place(db, "p", "bob", &o), SQLCACHED_OK);
+    assert_true(o.order_id > bob_first);
+    assert_int_equal(o.state, SQLCACHED_ORDER_PENDING);
+    assert_int_equal(get_order(db, "p", "bob").order_id, o.order_id);
+    assert_int_equal(sqlcached_order_place(db, "p", "bob", NULL), SQLCACHED_ALREADY_ORDERED);
+
+    /* an item without a timeout: orders are final (paid) */
+    assert_int_equal(sqlcached_item_put(db, "f", "F", 2, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_order_place(db, "f", "alice", &o), SQLCACHED_OK);
+    assert_int_equal(o.state, SQLCACHED_ORDER_PAID);
+    assert_int_equal(o.pay_by, 0);
+    assert_int_equal(sqlcached_order_pay(db, "f", "alice", NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_order_cancel(db, "f", "alice", NULL), SQLCACHED_ORDER_NOT_PENDING);
+
+    size_t counts[3];
+    check_payment_invariants(db, "p", 5, counts);
+    assert_int_equal(counts[SQLCACHED_ORDER_PENDING], 1);
+    assert_int_equal(counts[SQLCACHED_ORDER_PAID], 1);
+    assert_int_equal(counts[SQLCACHED_ORDER_CANCELLED], 1);
+    sqlcached_payment_stats_t ps;
+    sqlcached_payment_stats(db, &ps);
+    assert_int_equal(ps.pending, 1);
+    assert_int_equal(ps.paid, 2);
+    assert_int_equal(ps.cancelled, 1);
+    assert_int_equal(ps.payments, 1);
+    assert_int_equal(ps.user_cancelled, 1);
+    assert_int_equal(ps.auto_cancelled, 0);
+    /* a reset deletes the orders and keeps (or drops) the timeout */
+    assert_int_equal(sqlcached_item_put(db, "p", "P", 1, NULL, NULL), SQLCACHED_OK);
+    assert_int_equal(get_item(db, "p").payment_timeout_ms, 0);
+    assert_int_equal(sqlcached_order_place(db, "p", "bob", &o), SQLCACHED_OK);
+    assert_int_equal(o.state, SQLCACHED_ORDER_PAID);
+}
+
+static void test_seckill_pay_after_deadline_cancels(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put_payment(f->db, "p", "P", 1, 1000, NULL, NULL),
+                     SQLCACHED_OK);
+    assert_int_equal(order(f->db, "p", "alice"), SQLCACHED_OK);
+    f->clock.now += 1000; /* pay_by reached: too late to pay */
+    assert_int_equal(sqlcached_order_pay(f->db, "p", "alice", NULL), SQLCACHED_ORDER_NOT_PENDING);
+    assert_int_equal(get_order(f->db, "p", "alice").state, SQLCACHED_ORDER_CANCELLED);
+    assert_int_equal(get_item(f->db, "p").stock, 1);
+    /* the timer finds nothing left to return */
+    struct timespec pause = {1, 200000000};
+    nanosleep(&pause, NULL);
+    size_t counts[3];
+    check_payment_invariants(f->db, "p", 1, counts);
+    assert_int_equal(get_item(f->db, "p").stock, 1);
+    sqlcached_payment_stats_t ps;
+    sqlcached_payment_stats(f->db, &ps);
+    assert_int_equal(ps.auto_cancelled, 1);
+}
+
+static void test_seckill_deadline_cancels_once(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put_payment(f->db, "p", "P", 1, 1000, NULL, NULL),
+                     SQLCACHED_OK);
+    assert_int_equal(order(f->db, "p", "alice"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "p", "bob"), SQLCACHED_SOLD_OUT);
+    assert_true(seckill_flag_is_set(f->db->seckill, "p"));
+    f->clock.now += 999; /* not yet */
+    assert_int_equal(wait_state(f->db, "p", "alice", SQLCACHED_ORDER_CANCELLED, 1200),
+                     SQLCACHED_ORDER_PENDING);
+    f->clock.now += 1;
+    assert_int_equal(wait_state(f->db, "p", "alice", SQLCACHED_ORDER_CANCELLED, 2000),
+                     SQLCACHED_ORDER_CANCELLED);
+    sqlcached_order_t o = get_order(f->db, "p", "alice");
+    assert_int_equal(o.settled_at, f->clock.now);
+    assert_int_equal(get_item(f->db, "p").stock, 1);
+    /* the unit is back: the sold-out flag no longer refuses */
+    assert_false(seckill_flag_is_set(f->db->seckill, "p"));
+    assert_int_equal(order(f->db, "p", "bob"), SQLCACHED_OK);
+    struct timespec pause = {1, 200000000};
+    nanosleep(&pause, NULL);
+    size_t counts[3];
+    check_payment_invariants(f->db, "p", 1, counts);
+    assert_int_equal(counts[SQLCACHED_ORDER_CANCELLED], 1);
+    assert_int_equal(counts[SQLCACHED_ORDER_PENDING], 1);
+    sqlcached_payment_stats_t ps;
+    sqlcached_payment_stats(f->db, &ps);
+    assert_int_equal(ps.auto_cancelled, 1);
+}
+
+static void test_seckill_deadline_passed_while_closed(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put_payment(f->db, "p", "P", 3, 1000, NULL, NULL),
+                     SQLCACHED_OK);
+    assert_int_equal(order(f->db, "p", "alice"), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "p", "bob"), SQLCACHED_OK);
+    assert_int_equal(sqlcached_order_pay(f->db, "p", "bob", NULL), SQLCACHED_OK);
+    sqlcached_close(f->db);
+    f->db = NULL;
+    f->clock.now += 5000;
+    f->db = open_db(f);
+    assert_non_null(f->db);
+    int64_t t = mono_now_ms();
+    assert_int_equal(wait_state(f->db, "p", "alice", SQLCACHED_ORDER_CANCELLED, 1000),
+                     SQLCACHED_ORDER_CANCELLED);
+    assert_true(mono_now_ms() - t <= 1000);
+    assert_int_equal(get_order(f->db, "p", "bob").state, SQLCACHED_ORDER_PAID);
+    size_t counts[3];
+    check_payment_invariants(f->db, "p", 3, counts);
+    assert_int_equal(get_item(f->db, "p").stock, 2);
+}
+
+#define RACE_USERS 64
+#define RACE_THREADS 4
+
+typedef struct race {
+    sqlcached_t *db;
+    pthread_barrier_t start;
+    sqlcached_status_t answers[RACE_USERS];
+} race_t;
+
+typedef struct race_worker {
+    race_t *r;
+    int id;
+} race_worker_t;
+
+static void *race_pay(void *arg)
+{
+    race_worker_t *w = arg;
+    pthread_barrier_wait(&w->r->start);
+    for (int u = w->id; u < RACE_USERS; u += RACE_THREADS) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", u);
+        w->r->answers[u] = sqlcached_order_pay(w->r->db, "race", user, NULL);
+        struct timespec pause = {0, 300000};
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+static void test_seckill_pay_races_deadline(void **state)
+{
+    fixture_t *f = *state;
+    race_t *r = calloc(1, sizeof *r);
+    r->db = f->db;
+    assert_int_equal(sqlcached_item_put_payment(f->db, "race", "R", RACE_USERS, 1000, NULL,
+                                                NULL),
+                     SQLCACHED_OK);
+    for (int u = 0; u < RACE_USERS; u++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", u);
+        assert_int_equal(order(f->db, "race", user), SQLCACHED_OK);
+    }
+    pthread_barrier_init(&r->start, NULL, RACE_THREADS + 1);
+    pthread_t threads[RACE_THREADS];
+    race_worker_t workers[RACE_THREADS];
+    for (int i = 0; i < RACE_THREADS; i++) {
+        workers[i] = (race_worker_t){r, i};
+        pthread_create(&threads[i], NULL, race_pay, &workers[i]);
+    }
+    pthread_barrier_wait(&r->start);
+    struct timespec pause = {0, 3000000};
+    nanosleep(&pause, NULL);
+    f->clock.now += 1000; /* the deadline passes while they pay */
+    for (int i = 0; i < RACE_THREADS; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&r->start);
+    size_t paid = 0, refused = 0;
+    for (int u = 0; u < RACE_USERS; u++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", u);
+        assert_true(r->answers[u] == SQLCACHED_OK || r->answers[u] == SQLCACHED_ORDER_NOT_PENDING);
+        sqlcached_order_state_t want = r->answers[u] == SQLCACHED_OK ? SQLCACHED_ORDER_PAID
+                                                                     : SQLCACHED_ORDER_CANCELLED;
+        /* never both: a paid answer stays paid, a refused one is cancelled */
+        assert_int_equal(wait_state(f->db, "race", user, want, 2000), want);
+        paid += want == SQLCACHED_ORDER_PAID;
+        refused += want == SQLCACHED_ORDER_CANCELLED;
+    }
+    size_t counts[3];
+    check_payment_invariants(f->db, "race", RACE_USERS, counts);
+    assert_int_equal(counts[SQLCACHED_ORDER_PAID], paid);
+    assert_int_equal(counts[SQLCACHED_ORDER_CANCELLED], refused);
+    assert_int_equal(counts[SQLCACHED_ORDER_PENDING], 0);
+    sqlcached_payment_stats_t ps;
+    sqlcached_payment_stats(f->db, &ps);
+    assert_int_equal(ps.auto_cancelled, refused); /* each unit returned once */
+    assert_int_equal(ps.payments, paid);
+    print_message("pay racing the deadline: %zu paid, %zu cancelled\n", paid, refused);
+    free(r);
+}
+
+/* The testing-only switch breaks the guard: a paid order whose pay_by
+ * passed is cancelled (so the crash loop's check can be seen to fail). */
+static void test_seckill_testing_unguarded_cancels_paid(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_item_put_payment(f->db, "p", "P", 2, 1000, NULL, NULL),
+                     SQLCACHED_OK);
+    assert_int_equal(order(f->db, "p", "alice"), SQLCACHED_OK);
+    assert_int_equal(sqlcached_order_pay(f->db, "p", "alice", NULL), SQLCACHED_OK);
+    assert_int_equal(order(f->db, "p", "bob"), SQLCACHED_OK);
+    f->clock.now += 1000;
+    assert_int_equal(wait_state(f->db, "p", "bob", SQLCACHED_ORDER_CANCELLED, 2000),
+                     SQLCACHED_ORDER_CANCELLED);
+    assert_int_equal(get_order(f->db, "p", "alice").state, SQLCACHED_ORDER_CANCELLED);
+}
+
+/* A database written before payment deadlines (migrations 001-003 only)
+ * opens with its orders paid, their ids kept, and AUTOINCREMENT going on
+ * above the highest id ever handed out (SQLite: the migration rebuilds the
+ * orders table). */
+static void test_seckill_payment_migration_keeps_v1_orders(void **state)
+{
+    fixture_t *f = *state;
+    TESTUTIL_SKIP_ON_PG("the SQLite migration rebuilds the orders table");
+    sqlcached_close(f->db);
+    f->db = NULL;
+    char *path = testutil_db(f->dir, "seckill.db");
+    assert_non_null(path);
+    remove(path);
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+    const char *srcdir = getenv("SQLCACHED_SRCDIR");
+    static const char *const files[] = {"001_kv.sql", "002_seckill.sql", "003_leases.sql"};
+    assert_int_equal(sqlite3_exec(raw, "CREATE TABLE schema_migrations (version INTEGER "
+                                       "PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER "
+                                       "NOT NULL)", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < 3; i++) {
+        char file[4096];
+        snprintf(file, sizeof file, "%s/sql/sqlite/%s", srcdir ? srcdir : ".", files[i]);
+        char *sql = testutil_read_file(file, NULL);
+        assert_non_null(sql);
+        assert_int_equal(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
+        free(sql);
+    }
+    static const char setup_sql[] =
+        "INSERT INTO schema_migrations VALUES (1, '001_kv.sql', 0), (2, '002_seckill.sql', 0), "
+        "(3, '003_leases.sql', 0);"
+        "UPDATE meta SET value = 20 WHERE name = 'version';"
+        "INSERT INTO items VALUES ('old', 'Old', 2, 3, 5, 20);"
+        "INSERT INTO orders (order_id, item_id, user_id, created_at) VALUES "
+        "(1, 'old', 'a', 100), (2, 'old', 'b', 101), (7, 'old', 'c', 102);"
+        "UPDATE sqlite_sequence SET seq = 9 WHERE name = 'orders';";
+    assert_int_equal(sqlite3_exec(raw, setup_sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(raw);
+    free(path);
+
+    f->db = open_db(f);
+    assert_non_null(f->db);
+    sqlcached_order_t o = get_order(f->db, "old", "c");
+    assert_int_equal(o.order_id, 7);
+    assert_int_equal(o.state, SQLCACHED_ORDER_PAID);
+    assert_int_equal(o.pay_by, 0);
+    assert_int_equal(o.created_at, 102);
+    assert_int_equal(sqlcached_order_pay(f->db, "old", "a", NULL), SQLCACHED_OK);
+    assert_int_equal(sqlcached_order_cancel(f->db, "old", "a", NULL), SQLCACHED_ORDER_NOT_PENDING);
+    assert_int_equal(order(f->db, "old", "b"), SQLCACHED_ALREADY_ORDERED);
+    assert_int_equal(sqlcached_order_place(f->db, "old", "d", &o), SQLCACHED_OK);
+    assert_int_equal(o.order_id, 10); /* above every id handed out before */
+    assert_int_equal(o.state, SQLCACHED_ORDER_PAID);
+    size_t counts[3];
+    check_payment_invariants(f->db, "old", 5, counts);
+    assert_int_equal(counts[SQLCACHED_ORDER_PAID], 4);
+    assert_int_equal(get_item(f->db, "old").payment_timeout_ms, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -826,6 +1221,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seckill_concurrent_version_conflicts,
                                         setup_version_no_retry, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_resets_during_orders, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_payment_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_pay_after_deadline_cancels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_deadline_cancels_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_deadline_passed_while_closed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_pay_races_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_testing_unguarded_cancels_paid,
+                                        setup_unguarded, teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_payment_migration_keeps_v1_orders, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
  *   sqlcached-bench seckill [--url URL] [--item ID] [-S STOCK] [-U USERS]
  *                           [-K TRIES] [-C CONNECTIONS] [-P PROBES]
  *                           [--token TOKEN] [--seed N]
+ *                           [--pay-timeout MS [--pay-share PERCENT]]
  *
  * seckill: resets the item to STOCK units, then USERS distinct users each
  * try TRIES times to order it (the USERS x TRIES attempts shuffled), from
@@ -13,6 +14,17 @@
  * and every order back and checks the flash-sale invariants; then, with
  * the item sold out, it measures the rate of refused orders next to the rate
  * of plain KV GETs over the same connections (PROBES requests each).
+ *
+ * Payment mode (--pay-timeout MS): the item is reset with that payment
+ * timeout, so every order is pending until paid. After the sale, a share
+ * of the buyers (--pay-share, default 50%) pay; the others let the deadline
+ * pass, and the units of their cancelled orders go back on sale (a buyer
+ * still trying gets one). The item is sampled all along (stock + sold = S
+ * at every sample); once every pay_by has passed it checks that units sold
+ * = paid orders, that no order is left pending, that every answered payment
+ * is a paid order, and reports the delay from pay_by to each cancellation
+ * (settled_at - pay_by: p50, p99, max; at most 1 s is the contract).
+ *
  * Exit status: 0 when every check passed, 1 when one failed, 2 on bad usage
  * or when the daemon cannot be reached.
  */
@@ -36,6 +48,7 @@
 typedef struct settings {
     const char *url, *item, *token;
     int stock, users, tries, conns, probes;
+    int pay_timeout, pay_share; /* payment mode: ms (0 = off), percent of buyers */
     unsigned seed;
 } settings_t;
 
@@ -103,6 +116,7 @@ struct bench {
     slot_t *slots;    /* s.conns of them */
     slot_t monitor;   /* polls the item during the sale */
     CURL *sync;       /* blocking requests (setup, read back) */
+    struct sale *watch; /* what the monitor's samples go to */
     int failures;
 };
 
@@ -292,7 +306,7 @@ static void sale_answer(bench_t *b, phase_t *ph, size_t i, long status, const bu
             sa->sold_out_at_attempt = ph->done + 1;
         }
         json_t *j = json_loadb(resp->p ? resp->p : "", resp->n, 0, NULL);
-        if (sa->ok_order[user])
+        if (sa->ok_order[user] && !b->s.pay_timeout) /* payment mode: again after a cancel */
             sa->ok_twice++;
         sa->ok_order[user] = json_integer_value(json_object_get(j, "order_id"));
         json_decref(j);
@@ -365,7 +379,7 @@ static void slot_done(bench_t *b, phase_t *ph, CURLMsg *msg)
     curl_easy_getinfo(msg->easy_handle, CURLINFO_NUM_CONNECTS, &nconn);
     ph->connects += nconn;
     if (msg->easy_handle == b->monitor.easy) {
-        monitor_done(b, ph->ctx, status);
+        monitor_done(b, b->watch, status);
         return;
     }
     for (int i = 0; i < b->s.conns; i++) {
@@ -571,6 +585,248 @@ static void compare_rates(bench_t *b)
     free(p2.lat_ms);
 }
 
+
+/* ------------------------------------------------------------------------
+ * Payment mode: pay (a share of the buyers), let the rest expire, check
+ * ------------------------------------------------------------------------ */
+
+typedef struct payrun {
+    sale_t *sa;
+    int *users;       /* the buyers who pay */
+    size_t n;
+    char *paid;       /* per user: its pay answered 200 */
+    long ok, late, other;
+} payrun_t;
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *pay_next(bench_t *b, phase_t *ph, size_t i, char *path, size_t cap,
+                            char *body, size_t bcap)
+{
+    payrun_t *pr = ph->ctx;
+    char item[400];
+    segment(item, sizeof item, b->s.item);
+    snprintf(path, cap, "/v1/items/%s/orders/user-%d/pay", item, pr->users[i]);
+    snprintf(body, bcap, "{}");
+    return "POST";
+}
+
+static void pay_answer(bench_t *b, phase_t *ph, size_t i, long status, const buf_t *resp)
+{
+    (void)b;
+    payrun_t *pr = ph->ctx;
+    char code[64];
+    problem_code(resp, code, sizeof code);
+    if (status == 200) {
+        pr->ok++;
+        pr->paid[pr->users[i]] = 1;
+    } else if (status == 409 && strcmp(code, "order_not_pending") == 0) {
+        pr->late++; /* its pay_by passed first: cancelled */
+    } else {
+        pr->other++;
+    }
+}
+
+static void pay_progress(bench_t *b, phase_t *ph, bool last)
+{
+    payrun_t *pr = ph->ctx;
+    if (!pr->sa->monitor_busy && !last && now_ms() >= pr->sa->monitor_next) {
+        monitor_start(b, pr->sa);
+        pr->sa->monitor_next = now_ms() + 200;
+    }
+}
+
+/* Sample the item (blocking) until the wall clock passes `until`. */
+static void sample_until(bench_t *b, sale_t *sa, int64_t until)
+{
+    char item[400], path[512];
+    segment(item, sizeof item, b->s.item);
+    snprintf(path, sizeof path, "/v1/items/%s", item);
+    while (wall_ms() < until) {
+        json_t *it = NULL;
+        if (request(b, "GET", path, NULL, &it) == 200) {
+            int64_t stock = json_integer_value(json_object_get(it, "stock"));
+            int64_t sold = json_integer_value(json_object_get(it, "sold"));
+            sa->samples++;
+            sa->bad_samples += stock < 0 || stock + sold != b->s.stock;
+            if (stock < sa->min_stock)
+                sa->min_stock = stock;
+        }
+        json_decref(it);
+        usleep(100000);
+    }
+}
+
+/* What the orders list says once every deadline passed. */
+typedef struct pay_tally {
+    long pending, paid, cancelled, strangers, two_live, paid_missing;
+    int64_t last_pay_by;
+    double *delay_ms; /* settled_at - pay_by of each cancelled order */
+    size_t ndelays, capdelays;
+} pay_tally_t;
+
+static void tally_order(bench_t *b, payrun_t *pr, pay_tally_t *t, char *live, json_t *o)
+{
+    int u = -1;
+    const char *user = json_string_value(json_object_get(o, "user_id"));
+    const char *state = json_string_value(json_object_get(o, "state"));
+    if (!user || !state || sscanf(user, "user-%d", &u) != 1 || u < 0 || u >= b->s.users) {
+        t->strangers++;
+        return;
+    }
+    json_int_t pay_by = json_integer_value(json_object_get(o, "pay_by"));
+    if (strcmp(state, "pending") == 0) {
+        t->pending++;
+        if (pay_by > t->last_pay_by)
+            t->last_pay_by = pay_by;
+    } else if (strcmp(state, "paid") == 0) {
+        t->paid++;
+    } else {
+        t->cancelled++;
+        json_int_t created = json_integer_value(json_object_get(o, "created_at"));
+        json_int_t settled = json_integer_value(json_object_get(o, "settled_at"));
+        if (t->ndelays == t->capdelays) {
+            t->capdelays = t->capdelays ? t->capdelays * 2 : 1024;
+            t->delay_ms = realloc(t->delay_ms, t->capdelays * sizeof *t->delay_ms);
+        }
+        t->delay_ms[t->ndelays++] = (double)(settled - (created + b->s.pay_timeout));
+        return;
+    }
+    t->two_live += live[u];
+    live[u] = 1;
+    (void)pr;
+}
+
+/* Read every order of the item into t. 0, or -1. */
+static int tally_orders(bench_t *b, payrun_t *pr, pay_tally_t *t)
+{
+    char item[400], path[512];
+    segment(item, sizeof item, b->s.item);
+    char *live = calloc((size_t)b->s.users, 1);
+    int64_t after = 0;
+    for (int pages = 0; pages < 1000000; pages++) {
+        json_t *page = NULL;
+        snprintf(path, sizeof path, "/v1/items/%s/orders?limit=1000&after=%lld", item,
+                 (long long)after);
+        if (request(b, "GET", path, NULL, &page) != 200) {
+            json_decref(page);
+            free(live);
+            return -1;
+        }
+        size_t i;
+        json_t *o;
+        json_array_foreach(json_object_get(page, "orders"), i, o)
+            tally_order(b, pr, t, live, o);
+        json_t *next = json_object_get(page, "next");
+        bool more = json_is_integer(next);
+        after = json_integer_value(next);
+        json_decref(page);
+        if (!more)
+            break;
+    }
+    for (int u = 0; u < b->s.users; u++)
+        t->paid_missing += pr->paid[u] && !live[u];
+    free(live);
+    return 0;
+}
+
+static void check_payments(bench_t *b, payrun_t *pr, const pay_tally_t *t, int64_t stock,
+                           int64_t sold)
+{
+    sale_t *sa = pr->sa;
+    char what[256];
+    printf("item: stock %lld, sold %lld; orders %ld paid, %ld cancelled, %ld pending\n"
+           "invariants (every pay_by passed):\n", (long long)stock, (long long)sold, t->paid,
+           t->cancelled, t->pending);
+    snprintf(what, sizeof what, "units sold == paid orders (%lld == %ld)", (long long)sold,
+             t->paid);
+    check(b, sold == t->paid && t->strangers == 0 ? "PASS" : "FAIL", what);
+    snprintf(what, sizeof what, "no order left pending (%ld)", t->pending);
+    check(b, t->pending == 0 ? "PASS" : "FAIL", what);
+    snprintf(what, sizeof what, "every payment answered 200 is a paid order (%ld answered, %ld "
+             "missing)", pr->ok, t->paid_missing);
+    check(b, t->paid_missing == 0 && pr->ok == t->paid ? "PASS" : "FAIL", what);
+    snprintf(what, sizeof what, "stock + sold == S throughout (%lld + %lld == %d at the end; "
+             "%ld samples, %ld inconsistent, lowest stock %lld)", (long long)stock,
+             (long long)sold, b->s.stock, sa->samples, sa->bad_samples,
+             (long long)sa->min_stock);
+    check(b, stock + sold == b->s.stock && sa->bad_samples == 0 && sa->min_stock >= 0 ? "PASS"
+                                                                                       : "FAIL",
+          what);
+    snprintf(what, sizeof what, "no user holds two pending-or-paid orders (%ld)", t->two_live);
+    check(b, t->two_live == 0 ? "PASS" : "FAIL", what);
+    qsort(t->delay_ms, t->ndelays, sizeof *t->delay_ms, cmp_double);
+    double max = percentile(t->delay_ms, t->ndelays, 100);
+    snprintf(what, sizeof what, "cancelled within 1 s of pay_by (%zu cancellations: p50 %.0f ms, "
+             "p99 %.0f ms, max %.0f ms)", t->ndelays, percentile(t->delay_ms, t->ndelays, 50),
+             percentile(t->delay_ms, t->ndelays, 99), max);
+    check(b, max <= 1000 ? "PASS" : "FAIL", what);
+}
+
+static void run_payment(bench_t *b, sale_t *sa)
+{
+    const settings_t *s = &b->s;
+    payrun_t pr = {.sa = sa, .paid = calloc((size_t)s->users, 1)};
+    pr.users = malloc((size_t)s->users * sizeof *pr.users);
+    unsigned seed = s->seed;
+    for (int u = 0; u < s->users; u++)
+        if (sa->ok_order[u] && (int)(rand_r(&seed) % 100) < s->pay_share)
+            pr.users[pr.n++] = u;
+    phase_t ph = {.name = "pay", .total = pr.n, .next = pay_next, .answer = pay_answer,
+                  .progress = pay_progress, .ctx = &pr};
+    if (pr.n)
+        run_phase(b, &ph);
+    while (sa->monitor_busy) { /* let the last item poll finish */
+        int running, left;
+        CURLMsg *msg;
+        curl_multi_perform(b->multi, &running);
+        while ((msg = curl_multi_info_read(b->multi, &left)))
+            if (msg->msg == CURLMSG_DONE)
+                slot_done(b, &ph, msg);
+        if (sa->monitor_busy)
+            curl_multi_poll(b->multi, NULL, 0, 50, NULL);
+    }
+    printf("payments: %zu buyers of %ld pay (%d%%): 200 %ld, 409 order_not_pending %ld (their "
+           "pay_by passed first), other %ld\n", pr.n, sa->created, s->pay_share, pr.ok, pr.late,
+           pr.other);
+    if (pr.n)
+        print_latency("payments", &ph);
+    if (pr.other)
+        b->failures++;
+    /* the unpaid orders: every deadline passes (sampling the item meanwhile) */
+    pay_tally_t t = {0};
+    if (tally_orders(b, &pr, &t) != 0)
+        b->failures++;
+    if (t.last_pay_by) {
+        printf("waiting for the last pay_by (+1.5 s): %.1f s\n",
+               (double)(t.last_pay_by + 1500 - wall_ms()) / 1e3);
+        sample_until(b, sa, t.last_pay_by + 1500);
+    }
+    free(t.delay_ms);
+    t = (pay_tally_t){0};
+    char item[400], path[512];
+    segment(item, sizeof item, s->item);
+    snprintf(path, sizeof path, "/v1/items/%s", item);
+    json_t *it = NULL;
+    if (tally_orders(b, &pr, &t) != 0 || request(b, "GET", path, NULL, &it) != 200) {
+        fprintf(stderr, "sqlcached-bench: cannot read the item or its orders back\n");
+        b->failures++;
+    } else {
+        check_payments(b, &pr, &t, json_integer_value(json_object_get(it, "stock")),
+                       json_integer_value(json_object_get(it, "sold")));
+    }
+    json_decref(it);
+    free(t.delay_ms);
+    free(ph.lat_ms);
+    free(pr.users);
+    free(pr.paid);
+}
+
 /* ------------------------------------------------------------------------
  * seckill
  * ------------------------------------------------------------------------ */
@@ -580,7 +836,12 @@ static int reset_item(bench_t *b)
     char item[400], path[512], body[400];
     segment(item, sizeof item, b->s.item);
     snprintf(path, sizeof path, "/v1/items/%s", item);
-    snprintf(body, sizeof body, "{\"name\": \"bench\", \"stock\": %d}", b->s.stock);
+    if (b->s.pay_timeout)
+        snprintf(body, sizeof body,
+                 "{\"name\": \"bench\", \"stock\": %d, \"payment_timeout_ms\": %d}",
+                 b->s.stock, b->s.pay_timeout);
+    else
+        snprintf(body, sizeof body, "{\"name\": \"bench\", \"stock\": %d}", b->s.stock);
     long st = request(b, "PUT", path, body, NULL);
     if (st != 200 && st != 201) {
         fprintf(stderr, "sqlcached-bench: PUT %s%s answered %ld%s\n", b->s.url, path, st,
@@ -607,8 +868,12 @@ static int run_seckill(bench_t *b)
         return 2;
     printf("sqlcached-bench seckill: %s item %s, S=%d U=%d K=%d C=%d\n", s->url, s->item,
            s->stock, s->users, s->tries, s->conns);
+    if (s->pay_timeout)
+        printf("payment mode: payment_timeout_ms %d, %d%% of the buyers pay\n", s->pay_timeout,
+               s->pay_share);
     size_t total = (size_t)s->users * (size_t)s->tries;
     sale_t sa = {.min_stock = s->stock, .last_stock = s->stock};
+    b->watch = &sa;
     sa.attempt_user = malloc(total * sizeof *sa.attempt_user);
     sa.ok_order = calloc((size_t)s->users, sizeof *sa.ok_order);
     for (size_t i = 0; i < total; i++)
@@ -639,6 +904,14 @@ static int run_seckill(bench_t *b)
         printf("  not sold out: %ld of %d units sold\n", sa.created, s->stock);
     if (sa.other)
         b->failures++;
+    if (s->pay_timeout) {
+        run_payment(b, &sa);
+        free(ph.lat_ms);
+        free(sa.attempt_user);
+        free(sa.ok_order);
+        printf("result: %s\n", b->failures ? "FAIL" : "PASS");
+        return b->failures ? 1 : 0;
+    }
 
     char item[400], path[512];
     segment(item, sizeof item, s->item);
@@ -682,6 +955,8 @@ static void usage(FILE *to)
           "  -P N             requests per rate probe once sold out (default 20000, 0 = none)\n"
           "  --token TOKEN    send 'Authorization: Bearer TOKEN'\n"
           "  --seed N         shuffle seed (default 1)\n"
+          "  --pay-timeout MS payment mode: the item's payment_timeout_ms (1000..86400000)\n"
+          "  --pay-share P    payment mode: percent of the buyers who pay (default 50)\n"
           "Exit status: 0 all checks passed, 1 a check failed, 2 usage or connection error.\n",
           to);
 }
@@ -701,6 +976,8 @@ static int parse_args(settings_t *s, int argc, char **argv)
     static const struct option longs[] = {
         {"url", required_argument, NULL, 'u'}, {"item", required_argument, NULL, 'i'},
         {"token", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 'r'},
+        {"pay-timeout", required_argument, NULL, 'p'},
+        {"pay-share", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int opt, seed = 1;
     while ((opt = getopt_long(argc, argv, "S:U:K:C:P:h", longs, NULL)) != -1) {
@@ -710,6 +987,8 @@ static int parse_args(settings_t *s, int argc, char **argv)
         case 'i': s->item = optarg; break;
         case 't': s->token = optarg; break;
         case 'r': rc = parse_int(optarg, 0, INT32_MAX, &seed); break;
+        case 'p': rc = parse_int(optarg, 1000, 86400000, &s->pay_timeout); break;
+        case 's': rc = parse_int(optarg, 0, 100, &s->pay_share); break;
         case 'S': rc = parse_int(optarg, 0, 100000000, &s->stock); break;
         case 'U': rc = parse_int(optarg, 1, 10000000, &s->users); break;
         case 'K': rc = parse_int(optarg, 1, 1000, &s->tries); break;
@@ -777,7 +1056,8 @@ int main(int argc, char **argv)
         return 2;
     }
     bench_t b = {.s = {.url = "http://127.0.0.1:8080", .item = "bench-item", .stock = 100,
-                       .users = 10000, .tries = 2, .conns = 64, .probes = 20000}};
+                       .users = 10000, .tries = 2, .conns = 64, .probes = 20000,
+                       .pay_share = 50}};
     if (parse_args(&b.s, argc - 1, argv + 1) != 0) {
         usage(stderr);
         return 2;

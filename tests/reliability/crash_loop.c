@@ -27,7 +27,9 @@
  * deletes the WAL after the kill (what a daemon that acknowledged before
  * its commit reached the file would look like), which every domain must
  * report as lost writes; otherwise its checker is broken.
- * `--sabotage-drop-wal` runs only that. On PostgreSQL the same proof uses a
+ * `--sabotage-drop-wal` runs only that. `--sabotage-payment` starts the
+ * daemon with --testing-payment-unguarded (its payment deadline cancels
+ * paid orders too) and passes only if the loop reports violations. On PostgreSQL the same proof uses a
  * daemon built to answer before it commits (tests/reliability/pg-sabotage.sh):
  * `--expect-lost` then passes only if every domain reports lost writes.
  * Likewise `--expect-partial` passes only if the transactions domain
@@ -321,6 +323,7 @@ typedef struct params {
     int backend;   /* REL_SQLITE or REL_PG */
     pg_fixture_t *pg; /* the run's cluster (REL_PG) */
     const char *on_write; /* the daemon's --on-write of this run */
+    bool payment_unguarded; /* self-test: --testing-payment-unguarded */
 } params_t;
 
 typedef struct outcome {
@@ -477,6 +480,8 @@ static void node_args(const char *mode, const params_t *p, const char **args)
         args[n++] = "--member-timeout", args[n++] = "1000";
     if (p->skip_invalidation)
         args[n++] = "--testing-skip-cluster-invalidation";
+    if (p->payment_unguarded)
+        args[n++] = "--testing-payment-unguarded";
     args[n] = NULL;
 }
 
@@ -651,6 +656,25 @@ static int stale_self_test(const params_t *base, unsigned cycles)
     return 1;
 }
 
+/* A daemon whose payment deadline forgets its guard cancels paid orders:
+ * the orders domain must report it. 0 when it did. */
+static int payment_self_test(const params_t *base, unsigned cycles)
+{
+    params_t p = *base;
+    p.cycles = cycles;
+    p.payment_unguarded = true;
+    p.on_write = "replace";
+    outcome_t o = run_mode("normal", &p);
+    if (o.cycles == p.cycles && o.violations > 0) {
+        printf("crash: self-test ok: --testing-payment-unguarded was reported as %" PRIu64
+               " violations\n", o.violations);
+        return 0;
+    }
+    printf("crash: SELF-TEST FAILED: --testing-payment-unguarded went unnoticed (%u/%u cycles)\n",
+           o.cycles, p.cycles);
+    return 1;
+}
+
 /* Every mode asked for on one backend; 0 when all passed (with
  * expect_lost: when every mode saw lost writes in every domain). */
 /* Every durability mode asked for, each with every --on-write mode asked
@@ -684,7 +708,8 @@ static int usage(void)
                     "[--on-write replace|invalidate|both] "
                     "[--no-self-test] [--sabotage-drop-wal] [--expect-lost] [--expect-partial] "
                     "[--nodes 1..%d (2 and more: --backend postgresql)] "
-                    "[--sabotage-skip-invalidation]\n", MAX_WORKERS, REL_MAX_NODES);
+                    "[--sabotage-skip-invalidation] [--sabotage-payment]\n", MAX_WORKERS,
+            REL_MAX_NODES);
     return 2;
 }
 
@@ -701,6 +726,7 @@ int main(int argc, char **argv)
 #endif
     bool sabotage_only = false, self = true, expect_lost = false, sabotage_stale = false;
     bool expect_partial = false;
+    bool sabotage_payment = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sabotage-drop-wal") == 0) {
             sabotage_only = true;
@@ -708,6 +734,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "--sabotage-skip-invalidation") == 0) {
             sabotage_stale = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--sabotage-payment") == 0) {
+            sabotage_payment = true;
             continue;
         }
         if (strcmp(argv[i], "--no-self-test") == 0) {
@@ -758,6 +788,21 @@ int main(int argc, char **argv)
     printf("crash: seed %" PRIu64 ", %u cycles, %u workers, %u node%s\n", p.seed, p.cycles,
            p.workers, p.nodes, p.nodes > 1 ? "s" : "");
     int rc = 0;
+    if (sabotage_payment) { /* only that, on each backend asked for */
+        if (backends & REL_SQLITE) {
+            p.backend = REL_SQLITE;
+            rc |= payment_self_test(&p, p.cycles);
+        }
+        pg_fixture_t pg;
+        if ((backends & REL_PG) && rel_pg_start(&pg) == 0) {
+            p.backend = REL_PG;
+            p.pg = &pg;
+            rc |= payment_self_test(&p, p.cycles);
+            rc |= pg_fixture_stop(&pg) != 0;
+        }
+        curl_global_cleanup();
+        return rc;
+    }
     if (!sabotage_only && (backends & REL_SQLITE)) {
         p.backend = REL_SQLITE;
         rc |= run_backend(&p, modes, on_writes, expect_lost, expect_partial);

@@ -29,6 +29,24 @@
  * sold >= the acknowledged orders and sold = the orders found; and the
  * sold-out answer is right: a user without an order is refused with 409
  * sold_out exactly when the stock is 0 (otherwise the order is placed).
+ *
+ * Payment deadlines (the second part, "crash-pay<i>" items): PAY_ITEMS
+ * items with a payment timeout of PAY_TIMEOUT_MS, created once and never
+ * reset, with more users than units. A user with no live order orders; one
+ * with a pending order pays (most of the time), cancels, or lets the
+ * deadline pass (a look at the order instead); a cancelled user orders
+ * again. Per user the model holds none, pending (or cancelled at its
+ * pay_by meanwhile), paid (an acknowledged pay), cancelled, or in doubt.
+ * Online: a paid order is never seen otherwise (a pay refused, a cancel
+ * answered 200, a GET).
+ * check_file: for every item, sold = its pending and paid orders (a unit
+ * returned twice breaks it), no user with two live orders, and every
+ * acknowledged payment is a paid row. check_restart: each user's order is
+ * read back (acknowledged pays and cancels kept, doubts resolved), stock +
+ * sold = the stock, sold <= the users with a live order (deadlines pass
+ * during the reads), and every order
+ * whose pay_by passed more than 1 s before the check (also while the
+ * daemon was down) is cancelled within 1 s.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -36,6 +54,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <time.h>
 
 #include "crash.h"
 
@@ -69,8 +89,42 @@ typedef struct ord_item {
     ord_user_t users[USERS];
 } ord_item_t;
 
+#define PAY_ITEMS 2
+#define PAY_USERS 48
+#define PAY_STOCK 16
+#define PAY_TIMEOUT_MS 1000
+#define PAY_DEADLINE_SLACK_MS 1000 /* the contract: cancelled within 1 s */
+#define PAY_ABANDON_ONE_IN 3       /* orders their user never pays nor cancels */
+
+enum { P_NONE, P_PENDING, P_PAID, P_CANCELLED, P_DOUBT };
+
+typedef struct pay_user {
+    int state;
+    int64_t order_id; /* of the state's order; 0 = none or unknown */
+    bool busy;        /* a request for this user is in flight */
+    bool abandon;     /* P_PENDING: only look at it until its pay_by passes */
+} pay_user_t;
+
+typedef struct pay_item {
+    pthread_rwlock_t gate; /* user requests shared, a PUT (reset) exclusive */
+    pthread_mutex_t lock;  /* guards the fields (never held across a request) */
+    int created;           /* 0 no, 1 acknowledged, -1 in doubt */
+    bool want_reset;       /* sold out (paid orders pile up): reset it */
+    pay_user_t users[PAY_USERS];
+} pay_item_t;
+
+/* Figures of the payment part, printed when the model is destroyed. */
+typedef struct pay_figures {
+    uint64_t placed, paid, user_cancelled, seen_auto_cancelled;
+    uint64_t paid_cancelled;  /* paid orders found cancelled: must be 0 */
+    uint64_t returned_twice;  /* items whose sold is not its live orders: must be 0 */
+    uint64_t late;            /* orders still pending 1 s after pay_by: must be 0 */
+} pay_figures_t;
+
 typedef struct ord_model {
     ord_item_t items[ITEMS];
+    pay_item_t pay[PAY_ITEMS];
+    pay_figures_t fig;
 } ord_model_t;
 
 static void count(uint64_t *field)
@@ -92,6 +146,10 @@ static void *ord_create(unsigned workers)
         pthread_rwlock_init(&m->items[i].gate, &attr);
         pthread_mutex_init(&m->items[i].lock, NULL);
     }
+    for (int i = 0; i < PAY_ITEMS; i++) {
+        pthread_rwlock_init(&m->pay[i].gate, &attr);
+        pthread_mutex_init(&m->pay[i].lock, NULL);
+    }
     pthread_rwlockattr_destroy(&attr);
     return m;
 }
@@ -99,9 +157,20 @@ static void *ord_create(unsigned workers)
 static void ord_destroy(void *model)
 {
     ord_model_t *m = model;
+    const pay_figures_t *f = &m->fig;
+    printf("crash: orders: payments: %" PRIu64 " orders placed, %" PRIu64 " paid, %" PRIu64
+           " cancelled by their user, %" PRIu64 " seen cancelled at their pay_by; %" PRIu64
+           " paid orders cancelled, %" PRIu64 " units returned twice, %" PRIu64
+           " orders pending 1 s past pay_by\n",
+           f->placed, f->paid, f->user_cancelled, f->seen_auto_cancelled, f->paid_cancelled,
+           f->returned_twice, f->late);
     for (int i = 0; i < ITEMS; i++) {
         pthread_rwlock_destroy(&m->items[i].gate);
         pthread_mutex_destroy(&m->items[i].lock);
+    }
+    for (int i = 0; i < PAY_ITEMS; i++) {
+        pthread_rwlock_destroy(&m->pay[i].gate);
+        pthread_mutex_destroy(&m->pay[i].lock);
     }
     free(m);
 }
@@ -260,9 +329,255 @@ static int place_order(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r
     return rc;
 }
 
+
+/* ------------------------------------------------------------------------
+ * Payment deadlines: operations
+ * ------------------------------------------------------------------------ */
+
+static int pay_state_of(const char *s)
+{
+    if (strcmp(s, "pending") == 0)
+        return P_PENDING;
+    if (strcmp(s, "paid") == 0)
+        return P_PAID;
+    if (strcmp(s, "cancelled") == 0)
+        return P_CANCELLED;
+    return -1;
+}
+
+/* A paid order (acknowledged) must never be seen otherwise. */
+static void paid_seen_as(ord_model_t *m, int idx, int u, const pay_user_t *us, int seen,
+                         int64_t id, const char *how, rel_report_t *r)
+{
+    if (us->state != P_PAID || seen == P_PAID || (us->order_id && id && id != us->order_id))
+        return;
+    count(&r->violations);
+    count(&m->fig.paid_cancelled);
+    rel_fail("orders", "pay item %d user u%d: paid order %" PRId64 " %s", idx, u, us->order_id,
+             how);
+}
+
+/* PUT the item (create, or reset: every order deleted), under the gate
+ * held exclusive. */
+static int pay_reset(ord_model_t *m, pay_item_t *it, int idx, rel_worker_t *w, rel_report_t *r)
+{
+    (void)m;
+    char path[64], body[128];
+    snprintf(path, sizeof path, "/v1/items/crash-pay%d", idx);
+    int n = snprintf(body, sizeof body,
+                     "{\"name\":\"crash-pay\",\"stock\":%d,\"payment_timeout_ms\":%d}", PAY_STOCK,
+                     PAY_TIMEOUT_MS);
+    rel_transport_t t = rel_request(w->client, "PUT", path, body, (size_t)n);
+    long st = w->client->status;
+    pthread_mutex_lock(&it->lock);
+    int rc = 0;
+    if (t != REL_ANSWERED) { /* applied or not: every user is in doubt */
+        count(&r->in_doubt);
+        it->created = it->created == 1 ? 1 : -1;
+        for (int u = 0; u < PAY_USERS; u++)
+            it->users[u].state = P_DOUBT;
+        rc = -1;
+    } else if (st == 200 || st == 201) {
+        count(&r->acked);
+        it->created = 1;
+        for (int u = 0; u < PAY_USERS; u++) /* an order in doubt may still commit after it */
+            if (it->users[u].state != P_DOUBT)
+                it->users[u] = (pay_user_t){P_NONE, 0, false, false};
+        it->want_reset = false;
+    } else {
+        count(&r->violations);
+        rel_fail("orders", "PUT %s answered %ld %s", path, st, w->client->body);
+    }
+    pthread_mutex_unlock(&it->lock);
+    return rc;
+}
+
+/* POST .../orders for a user with no live order; *sold_out when refused
+ * so. */
+static int pay_order(ord_model_t *m, pay_user_t *us, int idx, int u, rel_worker_t *w,
+                     rel_report_t *r, bool *sold_out)
+{
+    char path[64], body[48];
+    snprintf(path, sizeof path, "/v1/items/crash-pay%d/orders", idx);
+    int n = snprintf(body, sizeof body, "{\"user_id\":\"u%d\"}", u);
+    rel_transport_t t = rel_request(w->client, "POST", path, body, (size_t)n);
+    rel_client_t *c = w->client;
+    if (t != REL_ANSWERED) {
+        count(&r->in_doubt);
+        us->state = P_DOUBT;
+        return -1;
+    }
+    if (c->status == 201) {
+        count(&r->acked);
+        count(&m->fig.placed);
+        char state[16];
+        rel_json_string(c, "state", state, sizeof state);
+        if (strcmp(state, "pending") != 0) {
+            count(&r->violations);
+            rel_fail("orders", "pay item %d user u%d: a new order is %s", idx, u, state);
+        }
+        us->state = P_PENDING;
+        us->abandon = rel_rand(&w->rng) % PAY_ABANDON_ONE_IN == 0;
+        rel_json_int(c, "order_id", &us->order_id);
+    } else if (c->status == 409 && strcmp(rel_problem_code(c), "already_ordered") == 0) {
+        if (us->state != P_DOUBT) {
+            count(&r->violations);
+            rel_fail("orders", "pay item %d user u%d: already_ordered, no live order known",
+                     idx, u);
+        }
+        us->state = P_DOUBT; /* read back next time */
+    } else if (c->status == 409 && strcmp(rel_problem_code(c), "sold_out") == 0) {
+        *sold_out = true;
+    } else {
+        count(&r->violations);
+        rel_fail("orders", "POST %s (u%d) answered %ld %s", path, u, c->status, c->body);
+    }
+    return 0;
+}
+
+/* POST .../pay or .../cancel for a user whose order is pending or paid. */
+static int pay_settle(ord_model_t *m, pay_user_t *us, int idx, int u, bool pay,
+                      rel_worker_t *w, rel_report_t *r)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/items/crash-pay%d/orders/u%d/%s", idx, u,
+             pay ? "pay" : "cancel");
+    rel_transport_t t = rel_request(w->client, "POST", path, NULL, 0);
+    rel_client_t *c = w->client;
+    if (t != REL_ANSWERED) {
+        count(&r->in_doubt);
+        if (us->state != P_PAID)
+            us->state = P_DOUBT;
+        return -1;
+    }
+    bool not_pending = c->status == 409 && strcmp(rel_problem_code(c), "order_not_pending") == 0;
+    if (c->status == 200) {
+        count(&r->acked);
+        char state[16];
+        int64_t id = 0;
+        rel_json_string(c, "state", state, sizeof state);
+        rel_json_int(c, "order_id", &id);
+        int seen = pay_state_of(state);
+        paid_seen_as(m, idx, u, us, seen, id, pay ? "answered a pay with another state"
+                                                 : "cancelled by its user", r);
+        if (seen != (pay ? P_PAID : P_CANCELLED)) {
+            count(&r->violations);
+            rel_fail("orders", "%s answered 200 with state %s", path, state);
+        }
+        if (pay && us->state == P_PENDING)
+            count(&m->fig.paid);
+        if (!pay)
+            count(&m->fig.user_cancelled);
+        us->state = seen;
+        us->order_id = id;
+    } else if (not_pending) {
+        paid_seen_as(m, idx, u, us, pay ? P_CANCELLED : P_PAID, 0,
+                     pay ? "refused as not pending (cancelled)" : "", r);
+        if (pay) { /* a pay refused: the order was cancelled (at its pay_by) */
+            if (us->state == P_PENDING)
+                count(&m->fig.seen_auto_cancelled);
+            us->state = P_CANCELLED;
+        } else if (us->state == P_PENDING) {
+            us->state = P_DOUBT; /* paid elsewhere? cancelled at pay_by? read it back */
+        }
+    } else {
+        count(&r->violations);
+        rel_fail("orders", "POST %s answered %ld %s", path, c->status, c->body);
+    }
+    return 0;
+}
+
+/* GET the user's order: resolve a doubt, or watch a pending one. */
+static int pay_look(ord_model_t *m, pay_user_t *us, int idx, int u, rel_worker_t *w,
+                    rel_report_t *r)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/items/crash-pay%d/orders/u%d", idx, u);
+    rel_client_t *c = w->client;
+    if (rel_request(c, "GET", path, NULL, 0) != REL_ANSWERED)
+        return -1;
+    if (c->status == 404) {
+        if (us->state != P_DOUBT && us->state != P_NONE) {
+            count(&r->lost);
+            rel_fail("orders", "pay item %d user u%d: order %" PRId64 " is gone", idx, u,
+                     us->order_id);
+        }
+        us->state = P_NONE;
+        us->order_id = 0;
+        return 0;
+    }
+    char state[16];
+    int64_t id = 0;
+    rel_json_string(c, "state", state, sizeof state);
+    rel_json_int(c, "order_id", &id);
+    int seen = pay_state_of(state);
+    if (c->status != 200 || seen < 0) {
+        count(&r->violations);
+        rel_fail("orders", "GET %s answered %ld %s", path, c->status, c->body);
+        return 0;
+    }
+    paid_seen_as(m, idx, u, us, seen, id, "found cancelled", r);
+    if (us->state == P_PENDING && seen == P_CANCELLED)
+        count(&m->fig.seen_auto_cancelled);
+    us->state = seen;
+    us->order_id = id;
+    return 0;
+}
+
+static int pay_step(ord_model_t *m, rel_worker_t *w, rel_report_t *r)
+{
+    int idx = (int)(rel_rand(&w->rng) % PAY_ITEMS);
+    pay_item_t *it = &m->pay[idx];
+    pthread_mutex_lock(&it->lock);
+    bool exists = it->created == 1, reset = it->want_reset;
+    pthread_mutex_unlock(&it->lock);
+    if (!exists || reset) {
+        pthread_rwlock_wrlock(&it->gate);
+        int rc = pay_reset(m, it, idx, w, r);
+        pthread_rwlock_unlock(&it->gate);
+        return rc;
+    }
+    int u = (int)(rel_rand(&w->rng) % PAY_USERS);
+    pay_user_t *us = &it->users[u];
+    pthread_rwlock_rdlock(&it->gate);
+    pthread_mutex_lock(&it->lock);
+    if (us->busy) {
+        pthread_mutex_unlock(&it->lock);
+        pthread_rwlock_unlock(&it->gate);
+        return 0;
+    }
+    us->busy = true;
+    pay_user_t snap = *us; /* the worker owns the user until it clears busy */
+    pthread_mutex_unlock(&it->lock);
+    unsigned dice = (unsigned)(rel_rand(&w->rng) % 10);
+    bool sold_out = false;
+    int rc;
+    if (snap.state == P_DOUBT)
+        rc = pay_look(m, &snap, idx, u, w, r);
+    else if (snap.state == P_NONE || snap.state == P_CANCELLED)
+        rc = pay_order(m, &snap, idx, u, w, r, &sold_out);
+    else if (snap.state == P_PENDING && (snap.abandon || dice < 3))
+        rc = pay_look(m, &snap, idx, u, w, r); /* let the deadline come */
+    else
+        rc = pay_settle(m, &snap, idx, u, dice < 8, w, r);
+    pthread_mutex_lock(&it->lock);
+    snap.busy = false;
+    *us = snap;
+    int paid = 0;
+    for (int v = 0; sold_out && v < PAY_USERS; v++)
+        paid += it->users[v].state == P_PAID;
+    if (paid >= PAY_STOCK) /* every unit paid: start the sale again */
+        it->want_reset = true;
+    pthread_mutex_unlock(&it->lock);
+    pthread_rwlock_unlock(&it->gate);
+    return rc;
+}
+
 static int ord_step(void *model, rel_worker_t *w, rel_report_t *r)
 {
     ord_model_t *m = model;
+    if (rel_rand(&w->rng) % 2 == 0)
+        return pay_step(m, w, r);
     int idx = (int)(rel_rand(&w->rng) % ITEMS);
     ord_item_t *it = &m->items[idx];
     pthread_mutex_lock(&it->lock);
@@ -277,12 +592,17 @@ static int ord_step(void *model, rel_worker_t *w, rel_report_t *r)
  * Post-kill: the invariants on the file
  * ------------------------------------------------------------------------ */
 
+/* sold counts the pending and paid orders (a cancelled order gave its unit
+ * back): a unit returned twice, or never, shows here. */
 static const char SQL_ITEMS[] =
     "SELECT i.id, i.stock, i.sold, i.initial_stock, "
-    "(SELECT count(*) FROM orders o WHERE o.item_id = i.id) FROM items i";
+    "(SELECT count(*) FROM orders o WHERE o.item_id = i.id AND o.state <> 'cancelled') "
+    "FROM items i";
 static const char SQL_DUPLICATES[] =
-    "SELECT item_id, user_id, count(*) FROM orders GROUP BY item_id, user_id "
-    "HAVING count(*) > 1";
+    "SELECT item_id, user_id, count(*) FROM orders WHERE state <> 'cancelled' "
+    "GROUP BY item_id, user_id HAVING count(*) > 1";
+static const char SQL_PAY_ORDERS[] =
+    "SELECT item_id, user_id, order_id, state FROM orders WHERE item_id LIKE 'crash-pay%'";
 static const char SQL_ORPHANS[] =
     "SELECT count(*) FROM orders WHERE item_id NOT IN (SELECT id FROM items)";
 
@@ -291,15 +611,23 @@ static int64_t col_int(const char *col)
     return col ? strtoll(col, NULL, 10) : 0;
 }
 
+typedef struct file_check {
+    ord_model_t *m;
+    rel_report_t *r;
+} file_check_t;
+
 static int check_item_row(void *cls, int ncols, const char *const *cols)
 {
-    rel_report_t *r = cls;
+    file_check_t *fc = cls;
+    rel_report_t *r = fc->r;
     if (ncols < 5)
         return 1;
     int64_t stock = col_int(cols[1]), sold = col_int(cols[2]);
     int64_t initial = col_int(cols[3]), orders = col_int(cols[4]);
     if (stock < 0 || stock + sold != initial || orders != sold) {
         r->violations++;
+        if (orders != sold && cols[0] && strncmp(cols[0], "crash-pay", 9) == 0)
+            fc->m->fig.returned_twice++;
         rel_fail("orders", "file: item %s: stock %" PRId64 " sold %" PRId64
                  " initial_stock %" PRId64 " orders %" PRId64, cols[0] ? cols[0] : "?", stock,
                  sold, initial, orders);
@@ -318,10 +646,31 @@ static int duplicate_row(void *cls, int ncols, const char *const *cols)
     return 0;
 }
 
+/* An acknowledged payment is a paid row. */
+static int pay_order_row(void *cls, int ncols, const char *const *cols)
+{
+    file_check_t *fc = cls;
+    int idx = -1, u = -1;
+    if (ncols < 4 || !cols[0] || !cols[1] || !cols[3] ||
+        sscanf(cols[0], "crash-pay%d", &idx) != 1 || sscanf(cols[1], "u%d", &u) != 1 ||
+        idx < 0 || idx >= PAY_ITEMS || u < 0 || u >= PAY_USERS)
+        return 0;
+    const pay_user_t *us = &fc->m->pay[idx].users[u];
+    if (us->state == P_PAID && us->order_id == col_int(cols[2]) &&
+        strcmp(cols[3], "paid") != 0) {
+        fc->r->violations++;
+        fc->m->fig.paid_cancelled++;
+        rel_fail("orders", "file: pay item %d user u%d: paid order %s is %s", idx, u, cols[2],
+                 cols[3]);
+    }
+    return 0;
+}
+
 static void ord_check_file(void *model, dbread_t *db, rel_report_t *r)
 {
-    (void)model;
-    if (dbread_query(db, SQL_ITEMS, 0, NULL, check_item_row, r) < 0 ||
+    file_check_t fc = {model, r};
+    if (dbread_query(db, SQL_ITEMS, 0, NULL, check_item_row, &fc) < 0 ||
+        dbread_query(db, SQL_PAY_ORDERS, 0, NULL, pay_order_row, &fc) < 0 ||
         dbread_query(db, SQL_DUPLICATES, 0, NULL, duplicate_row, r) < 0) {
         r->violations++;
         rel_fail("orders", "file: %s", dbread_errmsg(db));
@@ -510,11 +859,153 @@ static void check_item(ord_item_t *it, int idx, rel_client_t *c, rel_report_t *r
     check_sold_out(it, idx, stock, c, r);
 }
 
+/* ------------------------------------------------------------------------
+ * Post-restart: payment deadlines
+ * ------------------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read the user's order back against the model; the state found (P_NONE
+ * for none), its pay_by in *pay_by (pending), -1 without a usable answer. */
+static int pay_read_back(ord_model_t *m, pay_user_t *us, int idx, int u, rel_client_t *c,
+                         rel_report_t *r, int64_t *pay_by)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/items/crash-pay%d/orders/u%d", idx, u);
+    if (rel_request(c, "GET", path, NULL, 0) != REL_ANSWERED ||
+        (c->status != 200 && c->status != 404)) {
+        r->violations++;
+        rel_fail("orders", "GET %s after restart: no usable answer (%ld)", path, c->status);
+        return -1;
+    }
+    if (c->status == 404) {
+        if (us->state != P_NONE && us->state != P_DOUBT) {
+            r->lost++;
+            rel_fail("orders", "pay item %d user u%d: order %" PRId64 " is gone", idx, u,
+                     us->order_id);
+        }
+        us->state = P_NONE;
+        us->order_id = 0;
+        return P_NONE;
+    }
+    char state[16];
+    int64_t id = 0;
+    rel_json_string(c, "state", state, sizeof state);
+    rel_json_int(c, "order_id", &id);
+    int seen = pay_state_of(state);
+    *pay_by = 0;
+    if (seen == P_PENDING)
+        rel_json_int(c, "pay_by", pay_by);
+    if (us->state == P_PAID && (seen != P_PAID || (us->order_id && id != us->order_id))) {
+        r->violations++;
+        m->fig.paid_cancelled++;
+        rel_fail("orders", "pay item %d user u%d: paid order %" PRId64 " found as %" PRId64
+                 " %s", idx, u, us->order_id, id, state);
+    } else if (us->state == P_CANCELLED && us->order_id == id && seen != P_CANCELLED) {
+        r->lost++;
+        rel_fail("orders", "pay item %d user u%d: cancelled order %" PRId64 " found %s", idx,
+                 u, id, state);
+    } else if (us->state == P_PENDING && (id < us->order_id || seen == P_PAID)) {
+        r->violations++;
+        rel_fail("orders", "pay item %d user u%d: pending order %" PRId64 " found as %" PRId64
+                 " %s (paid by nobody)", idx, u, us->order_id, id, state);
+    }
+    if (us->state == P_PENDING && seen == P_CANCELLED)
+        m->fig.seen_auto_cancelled++;
+    us->state = seen;
+    us->order_id = id;
+    return seen;
+}
+
+/* Orders pending with pay_by more than 1 s before `checked_at` must be
+ * cancelled: poll them for up to PAY_DEADLINE_SLACK_MS (the restart may
+ * have come only just now). */
+static void pay_check_late(ord_model_t *m, int idx, rel_client_t *c, rel_report_t *r,
+                           const int64_t *pay_by, int64_t checked_at)
+{
+    int64_t until = wall_ms() + PAY_DEADLINE_SLACK_MS;
+    for (int u = 0; u < PAY_USERS; u++) {
+        pay_user_t *us = &m->pay[idx].users[u];
+        if (us->state != P_PENDING || pay_by[u] == 0 ||
+            pay_by[u] + PAY_DEADLINE_SLACK_MS > checked_at)
+            continue;
+        int64_t pb = pay_by[u];
+        int seen = P_PENDING;
+        while (seen == P_PENDING && wall_ms() < until) {
+            struct timespec pause = {0, 20000000};
+            nanosleep(&pause, NULL);
+            seen = pay_read_back(m, us, idx, u, c, r, &pb);
+        }
+        if (seen == P_PENDING) {
+            r->violations++;
+            m->fig.late++;
+            rel_fail("orders", "pay item %d user u%d: order %" PRId64 " still pending %" PRId64
+                     " ms after its pay_by", idx, u, us->order_id, wall_ms() - pay_by[u]);
+        }
+    }
+}
+
+static void pay_check_item(ord_model_t *m, int idx, rel_client_t *c, rel_report_t *r)
+{
+    pay_item_t *it = &m->pay[idx];
+    char path[64];
+    snprintf(path, sizeof path, "/v1/items/crash-pay%d", idx);
+    if (rel_request(c, "GET", path, NULL, 0) != REL_ANSWERED ||
+        (c->status != 200 && c->status != 404)) {
+        r->violations++;
+        rel_fail("orders", "GET %s after restart: no usable answer (%ld)", path, c->status);
+        return;
+    }
+    if (c->status == 404) {
+        if (it->created == 1) {
+            r->lost++;
+            rel_fail("orders", "pay item %d: gone", idx);
+        }
+        it->created = 0;
+        return;
+    }
+    it->created = 1;
+    int64_t stock = -1, sold = -1;
+    rel_json_int(c, "stock", &stock);
+    rel_json_int(c, "sold", &sold);
+    if (stock < 0 || stock + sold != PAY_STOCK) {
+        r->violations++;
+        rel_fail("orders", "pay item %d: stock %" PRId64 " + sold %" PRId64 " != %d", idx, stock,
+                 sold, PAY_STOCK);
+    }
+    int64_t checked_at = wall_ms(), pay_by[PAY_USERS];
+    int live = 0;
+    for (int u = 0; u < PAY_USERS; u++) {
+        pay_by[u] = 0;
+        int seen = pay_read_back(m, &it->users[u], idx, u, c, r, &pay_by[u]);
+        live += seen == P_PENDING || seen == P_PAID;
+    }
+    /* Deadlines keep passing while the users are read one by one, which
+     * only lowers sold: read it after them; it may not exceed the live
+     * orders seen (exact equality, which also catches a unit returned
+     * twice, is check_file's, on a database that stands still). */
+    if (rel_request(c, "GET", path, NULL, 0) == REL_ANSWERED && c->status == 200)
+        rel_json_int(c, "sold", &sold);
+    if (sold > live) {
+        r->violations++;
+        rel_fail("orders", "pay item %d: sold %" PRId64 ", only %d users hold a live order", idx,
+                 sold, live);
+    }
+    pay_check_late(m, idx, c, r, pay_by, checked_at);
+}
+
 static void ord_check_restart(void *model, rel_client_t *c, rel_report_t *r)
 {
     ord_model_t *m = model;
     for (int i = 0; i < ITEMS; i++)
         check_item(&m->items[i], i, c, r);
+    for (int i = 0; i < PAY_ITEMS; i++)
+        pay_check_item(m, i, c, r);
 }
 
 const rel_domain_t rel_domain_orders = {
