@@ -61,6 +61,7 @@
 
 #include "engine.h"
 #include "lease.h"
+#include "queue.h"
 #include "log.h"
 #include "storage.h"
 
@@ -277,7 +278,7 @@ static void trust_from(cluster_t *c, int64_t sent)
  * ------------------------------------------------------------------------ */
 
 /* Apply one item of a write message ("k<hex>", "i<hex>", "r<version>.<hex>",
- * "l<hex>"); false if malformed. */
+ * "l<hex>", "q<run_at>.<hex>"); false if malformed. */
 static bool apply_item(cluster_t *c, const char *s, size_t n)
 {
     unsigned char key[SQLCACHED_KEY_MAX + 1];
@@ -285,7 +286,7 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
     char kind = s[0];
     s++, n--;
     int64_t version = 0;
-    if (kind == CLUSTER_RESET) {
+    if (kind == CLUSTER_RESET || kind == CLUSTER_QUEUE) {
         const char *dot = memchr(s, '.', n);
         if (!dot)
             return false;
@@ -315,6 +316,9 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
         return true;
     case CLUSTER_LEASE:
         lease_remote_freed(db->leases, (const char *)key, len);
+        return true;
+    case CLUSTER_QUEUE:
+        queue_remote_due(db->queues, (const char *)key, len, version);
         return true;
     default:
         return false;
@@ -555,7 +559,7 @@ static bool close_body(cluster_t *c)
 static void hook_note(void *cls, char kind, const void *key, size_t len, int64_t version)
 {
     cluster_t *c = cls;
-    if (c->skip_invalidation && kind != CLUSTER_LEASE)
+    if (c->skip_invalidation && kind != CLUSTER_LEASE && kind != CLUSTER_QUEUE)
         return; /* testing: the others keep what they cached */
     if (len > SQLCACHED_KEY_MAX) { /* the domains never pass one */
         c->notes_failed = true;
@@ -574,12 +578,12 @@ static void hook_note(void *cls, char kind, const void *key, size_t len, int64_t
         }
         c->body_len = 0;
     }
-    if (kind != CLUSTER_LEASE)
-        c->needs_ack = true; /* a lease's message only wakes waiters */
+    if (kind != CLUSTER_LEASE && kind != CLUSTER_QUEUE)
+        c->needs_ack = true; /* a lease's or queue's message only wakes waiters */
     char *p = c->body + c->body_len;
     *p++ = ' ';
     *p++ = kind;
-    if (kind == CLUSTER_RESET)
+    if (kind == CLUSTER_RESET || kind == CLUSTER_QUEUE)
         p += sprintf(p, "%" PRId64 ".", version);
     hex_put(p, key, len);
     p += 2 * len;

@@ -24,6 +24,7 @@ typedef struct cluster cluster_t;
 #define CLUSTER_ITEM 'i'  /* a flash-sale item (stock, version) */
 #define CLUSTER_RESET 'r' /* an item reset, at the version noted */
 #define CLUSTER_LEASE 'l' /* a lease was released (waiters elsewhere may take it) */
+#define CLUSTER_QUEUE 'q' /* a job of a queue is due at the version noted (run_at) */
 
 /* Join the cluster of db's database: register, listen, start the node's
  * thread, install the store hooks. Only for a store whose backend has a
