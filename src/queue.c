@@ -745,8 +745,16 @@ static sqlcached_status_t missed(store_conn_t *w, job_call_t *j)
 static sqlcached_status_t ack_write(store_conn_t *w, void *arg)
 {
     job_call_t *j = arg;
+#ifdef SQLCACHED_TESTING_QUEUE_KEEP_ACKED
+    /* A broken build for the crash loop's self-test only
+     * (tests/reliability/queue-sabotage.sh): the ack keeps the job, due
+     * again 200 ms later, so an acked job comes back. */
+    sqlcached_status_t st = storage_queue(w)->nack(w, j->queue, j->queue_len, j->id, j->id_len,
+                                                   j->token, j->now, j->now + 200);
+#else
     sqlcached_status_t st = storage_queue(w)->ack(w, j->queue, j->queue_len, j->id, j->id_len,
                                                   j->token, j->now);
+#endif
     return st == SQLCACHED_NOT_FOUND ? missed(w, j) : st;
 }
 

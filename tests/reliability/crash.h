@@ -1,7 +1,8 @@
 /*
  * crash.h - the crash loop's extension point: one rel_domain_t per part of
  * the API under test: the key-value store (crash_kv.c), the flash sale's
- * orders (crash_orders.c) and leases (crash_leases.c).
+ * orders (crash_orders.c), leases (crash_leases.c) and the delay queue
+ * (crash_queue.c).
  *
  * The loop (crash_loop.c) runs worker threads that call a random domain's
  * step() against the daemon while the main thread SIGKILLs it at random
@@ -88,5 +89,6 @@ typedef struct rel_domain {
 extern const rel_domain_t rel_domain_kv;
 extern const rel_domain_t rel_domain_orders;
 extern const rel_domain_t rel_domain_leases;
+extern const rel_domain_t rel_domain_queue;
 
 #endif
