@@ -179,7 +179,8 @@ void sqlcached_jobs_free(sqlcached_jobs_t *jobs)
 static bool job_from_row(sqlcached_job_t *job, const storage_job_row_t *row, int64_t now)
 {
     char *payload = malloc(row->payload_len + 1);
-    if (!payload || row->queue_len > SQLCACHED_QUEUE_NAME_MAX || row->id_len > SQLCACHED_JOB_ID_MAX) {
+    if (!payload || row->queue_len > SQLCACHED_QUEUE_NAME_MAX ||
+        row->id_len > SQLCACHED_JOB_ID_MAX) {
         free(payload);
         return false;
     }

@@ -15,20 +15,22 @@
 
 #include "storage_pg.h"
 
-#define JOB_COLS                                                                               \
-    "seq, queue, id, payload, run_at, attempts, claim_token, "                                 \
-    "(CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint"
-
 static const char SQL_INSERT[] =
     "INSERT INTO jobs (queue, id, payload, run_at) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (queue, id) DO NOTHING";
-static const char SQL_GET[] = "SELECT " JOB_COLS " FROM jobs WHERE queue = $1 AND id = $2";
+static const char SQL_GET[] =
+    "SELECT seq, queue, id, payload, run_at, attempts, claim_token, "
+    "(CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint "
+    "FROM jobs WHERE queue = $1 AND id = $2";
 static const char SQL_DUE[] =
-    "SELECT seq, claim_token, (CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint FROM jobs WHERE queue = $1 AND run_at <= $2 "
+    "SELECT seq, claim_token, (CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint "
+    "FROM jobs WHERE queue = $1 AND run_at <= $2 "
     "ORDER BY run_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED";
 static const char SQL_TAKE[] =
     "UPDATE jobs SET worker = $5, claim_token = $4, run_at = $6, attempts = attempts + 1 "
-    "WHERE seq = $1 AND claim_token = $2 AND run_at <= $3 RETURNING " JOB_COLS;
+    "WHERE seq = $1 AND claim_token = $2 AND run_at <= $3 "
+    "RETURNING seq, queue, id, payload, run_at, attempts, claim_token, "
+    "(CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint";
 static const char SQL_ACK[] =
     "DELETE FROM jobs WHERE queue = $1 AND id = $2 AND claim_token = $3 "
     "AND worker IS NOT NULL AND run_at > $4";
@@ -53,7 +55,8 @@ static void params_key(pg_params_t *p, const char *queue, size_t qn, const char 
     pg_params_bytes(p, id, idn);
 }
 
-/* Row i of r (JOB_COLS) to on_row. */
+/* Row i of r (seq, queue, id, payload, run_at, attempts, claim_token,
+ * claimed) to on_row. */
 static sqlcached_status_t row_to(const PGresult *r, int i, storage_job_fn on_row, void *cls)
 {
     storage_job_row_t row;
@@ -68,12 +71,10 @@ static sqlcached_status_t row_to(const PGresult *r, int i, storage_job_fn on_row
     return on_row(cls, &row);
 }
 
-/* Run a statement returning at most one job row. */
-static sqlcached_status_t run_job(store_conn_t *c, const char *sql, const pg_params_t *p,
-                                  storage_job_fn on_row, void *cls)
+/* The outcome of a statement returning at most one job row (r freed). */
+static sqlcached_status_t job_result(sqlcached_status_t status, PGresult *r,
+                                     storage_job_fn on_row, void *cls)
 {
-    PGresult *r = NULL;
-    sqlcached_status_t status = storage_pg_run(c, sql, p, &r);
     if (status != SQLCACHED_OK)
         return status;
     status = PQntuples(r) < 1 ? SQLCACHED_NOT_FOUND : row_to(r, 0, on_row, cls);
@@ -81,11 +82,9 @@ static sqlcached_status_t run_job(store_conn_t *c, const char *sql, const pg_par
     return status;
 }
 
-/* Run a change; NOT_FOUND when it touched no row. */
-static sqlcached_status_t run_change(store_conn_t *w, const char *sql, const pg_params_t *p)
+/* The outcome of a change (r freed): NOT_FOUND when it touched no row. */
+static sqlcached_status_t change_result(sqlcached_status_t status, PGresult *r)
 {
-    PGresult *r = NULL;
-    sqlcached_status_t status = storage_pg_run(w, sql, p, &r);
     if (status != SQLCACHED_OK)
         return status;
     status = pg_conn_affected(r) > 0 ? SQLCACHED_OK : SQLCACHED_NOT_FOUND;
@@ -101,7 +100,9 @@ static sqlcached_status_t job_insert(store_conn_t *w, const char *queue, size_t 
     params_key(&p, queue, qn, id, idn);
     pg_params_bytes(&p, payload, pn);
     pg_params_int64(&p, run_at);
-    sqlcached_status_t status = run_change(w, SQL_INSERT, &p);
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(w, SQL_INSERT, &p, &r);
+    status = change_result(status, r);
     *inserted = status == SQLCACHED_OK;
     return status == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : status;
 }
@@ -111,7 +112,9 @@ static sqlcached_status_t job_get(store_conn_t *c, const char *queue, size_t qn,
 {
     pg_params_t p;
     params_key(&p, queue, qn, id, idn);
-    return run_job(c, SQL_GET, &p, on_row, cls);
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(c, SQL_GET, &p, &r);
+    return job_result(status, r, on_row, cls);
 }
 
 static sqlcached_status_t job_due(store_conn_t *w, const char *queue, size_t qn, int64_t now,
@@ -147,7 +150,9 @@ static sqlcached_status_t job_take(store_conn_t *w, int64_t seq, int64_t old_tok
     pg_params_int64(&p, token);
     pg_params_bytes(&p, worker, wn);
     pg_params_int64(&p, until);
-    return run_job(w, SQL_TAKE, &p, on_row, cls);
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(w, SQL_TAKE, &p, &r);
+    return job_result(status, r, on_row, cls);
 }
 
 static sqlcached_status_t job_ack(store_conn_t *w, const char *queue, size_t qn,
@@ -157,7 +162,9 @@ static sqlcached_status_t job_ack(store_conn_t *w, const char *queue, size_t qn,
     params_key(&p, queue, qn, id, idn);
     pg_params_int64(&p, token);
     pg_params_int64(&p, now);
-    return run_change(w, SQL_ACK, &p);
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(w, SQL_ACK, &p, &r);
+    return change_result(status, r);
 }
 
 static sqlcached_status_t job_nack(store_conn_t *w, const char *queue, size_t qn,
@@ -169,7 +176,9 @@ static sqlcached_status_t job_nack(store_conn_t *w, const char *queue, size_t qn
     pg_params_int64(&p, token);
     pg_params_int64(&p, now);
     pg_params_int64(&p, run_at);
-    return run_change(w, SQL_NACK, &p);
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(w, SQL_NACK, &p, &r);
+    return change_result(status, r);
 }
 
 static sqlcached_status_t job_remove(store_conn_t *w, const char *queue, size_t qn,
@@ -177,7 +186,9 @@ static sqlcached_status_t job_remove(store_conn_t *w, const char *queue, size_t 
 {
     pg_params_t p;
     params_key(&p, queue, qn, id, idn);
-    return run_change(w, SQL_REMOVE, &p);
+    PGresult *r = NULL;
+    sqlcached_status_t status = storage_pg_run(w, SQL_REMOVE, &p, &r);
+    return change_result(status, r);
 }
 
 static sqlcached_status_t job_next_due(store_conn_t *c, const char *queue, size_t qn,

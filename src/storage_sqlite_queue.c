@@ -12,18 +12,19 @@
 
 #include "storage_sqlite.h"
 
-#define JOB_COLS "seq, queue, id, payload, run_at, attempts, claim_token, worker IS NOT NULL"
-
 static const char SQL_INSERT[] =
     "INSERT INTO jobs (queue, id, payload, run_at) VALUES (?1, ?2, ?3, ?4) "
     "ON CONFLICT (queue, id) DO NOTHING";
-static const char SQL_GET[] = "SELECT " JOB_COLS " FROM jobs WHERE queue = ?1 AND id = ?2";
+static const char SQL_GET[] =
+    "SELECT seq, queue, id, payload, run_at, attempts, claim_token, worker IS NOT NULL "
+    "FROM jobs WHERE queue = ?1 AND id = ?2";
 static const char SQL_DUE[] =
     "SELECT seq, claim_token, worker IS NOT NULL FROM jobs WHERE queue = ?1 AND run_at <= ?2 "
     "ORDER BY run_at, seq LIMIT ?3";
 static const char SQL_TAKE[] =
     "UPDATE jobs SET worker = ?5, claim_token = ?4, run_at = ?6, attempts = attempts + 1 "
-    "WHERE seq = ?1 AND claim_token = ?2 AND run_at <= ?3 RETURNING " JOB_COLS;
+    "WHERE seq = ?1 AND claim_token = ?2 AND run_at <= ?3 "
+    "RETURNING seq, queue, id, payload, run_at, attempts, claim_token, worker IS NOT NULL";
 static const char SQL_ACK[] =
     "DELETE FROM jobs WHERE queue = ?1 AND id = ?2 AND claim_token = ?3 "
     "AND worker IS NOT NULL AND run_at > ?4";
@@ -57,7 +58,8 @@ static const char *col_text(sqlite3_stmt *st, int col, size_t *len)
     return p ? p : "";
 }
 
-/* The current row of a statement selecting JOB_COLS, to on_row. */
+/* The current row of a statement selecting a job (seq, queue, id, payload,
+ * run_at, attempts, claim_token, claimed), to on_row. */
 static sqlcached_status_t row_to(sqlite3_stmt *st, storage_job_fn on_row, void *cls)
 {
     storage_job_row_t row;

@@ -301,7 +301,8 @@ static void probe_token(cq_model_t *m, rel_client_t *c, rel_report_t *r)
         c->status != 201 ||
         rel_request(c, "POST", "/v1/queues/" PROBE_QUEUE "/claim", claim, sizeof claim - 1) !=
             REL_ANSWERED ||
-        c->status != 200 || parse_jobs(c, ids, tokens) != 1 || (token = tokens[0]) <= m->max_token) {
+        c->status != 200 || parse_jobs(c, ids, tokens) != 1 ||
+        (token = tokens[0]) <= m->max_token) {
         r->violations++;
         rel_fail("queue", "probe claim after restart: %ld, token %" PRId64
                  ", largest acknowledged %" PRId64 " %s", c->status, token, m->max_token, c->body);
