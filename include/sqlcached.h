@@ -823,7 +823,7 @@ typedef struct sqlcached_queue_stat {
 typedef struct sqlcached_queue_stats {
     size_t count; /* entries used in by_queue */
     sqlcached_queue_stat_t by_queue[SQLCACHED_QUEUE_STATS_MAX + 1];
-    uint64_t waiters; /* claims waiting now */
+    uint64_t waiters; /* claims parked now, waiting for a job */
 } sqlcached_queue_stats_t;
 
 /* Fill out with the figures above. Cannot fail. */

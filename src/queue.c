@@ -244,7 +244,7 @@ void sqlcached_queue_stats(sqlcached_t *db, sqlcached_queue_stats_t *out)
         out->by_queue[out->count++] = reg->stats[i];
     if (reg->stats[SQLCACHED_QUEUE_STATS_MAX].queue[0])
         out->by_queue[out->count++] = reg->stats[SQLCACHED_QUEUE_STATS_MAX];
-    out->waiters = reg->parked + reg->running;
+    out->waiters = reg->parked;
     pthread_mutex_unlock(&reg->lock);
 }
 
