@@ -391,6 +391,22 @@ void queue_set_recheck(queue_registry_t *reg, int64_t ms)
  * Claims
  * ------------------------------------------------------------------------ */
 
+/* Under the lock: a claim is no longer in flight. */
+static void do_not_running(queue_registry_t *reg)
+{
+    reg->running--;
+    if (reg->running == 0)
+        pthread_cond_broadcast(&reg->idle_cond);
+}
+
+/* A claim is no longer in flight (lock not held). */
+static void not_running(queue_registry_t *reg)
+{
+    pthread_mutex_lock(&reg->lock);
+    do_not_running(reg);
+    pthread_mutex_unlock(&reg->lock);
+}
+
 /* Answer c (status; on OK its jobs go to the caller) and free it. */
 static void complete(qclaim_t *c, sqlcached_status_t st)
 {
@@ -500,22 +516,15 @@ static void claim_done(void *cls, sqlcached_status_t st)
         answer = true;
         st = SQLCACHED_NOMEM;
     }
-    if (!again)
-        reg->running--;
-    if (reg->stopping && reg->running == 0)
-        pthread_cond_broadcast(&reg->idle_cond);
+    if (!answer && !again)
+        do_not_running(reg); /* parked: c may be run again by now, hands off */
     pthread_mutex_unlock(&reg->lock);
-    if (again && !submit(c, &st))
-        answer = true;
-    if (answer && again) {
-        pthread_mutex_lock(&reg->lock);
-        reg->running--;
-        if (reg->stopping && reg->running == 0)
-            pthread_cond_broadcast(&reg->idle_cond);
-        pthread_mutex_unlock(&reg->lock);
-    }
-    if (answer)
-        complete(c, st);
+    if (!answer && !again)
+        return;
+    if (again && submit(c, &st))
+        return; /* still in flight */
+    complete(c, st);
+    not_running(reg); /* last: queue_registry_stop() may free reg after it */
 }
 
 sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queue,
@@ -558,12 +567,8 @@ sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queu
     sqlcached_status_t st = SQLCACHED_UNAVAILABLE;
     if (!stopping && submit(c, &st))
         return SQLCACHED_OK;
-    if (!stopping) {
-        pthread_mutex_lock(&reg->lock);
-        reg->running--;
-        pthread_cond_broadcast(&reg->idle_cond);
-        pthread_mutex_unlock(&reg->lock);
-    }
+    if (!stopping)
+        not_running(reg);
     sqlcached_jobs_free(jobs);
     free(c);
     return st;
@@ -929,11 +934,8 @@ static void run_kicked(queue_registry_t *reg, qclaim_t *list)
         sqlcached_status_t st;
         if (submit(c, &st))
             continue;
-        pthread_mutex_lock(&reg->lock);
-        reg->running--;
-        pthread_cond_broadcast(&reg->idle_cond);
-        pthread_mutex_unlock(&reg->lock);
         complete(c, st);
+        not_running(reg);
     }
 }
 
