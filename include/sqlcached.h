@@ -48,6 +48,7 @@ typedef enum sqlcached_status {
     SQLCACHED_INTERNAL,            /* unexpected database error */
     SQLCACHED_NOT_JSON,            /* merge patch: the stored value is not a JSON object */
     SQLCACHED_ORDER_NOT_PENDING,   /* flash sale: pay/cancel of an order not pending */
+    SQLCACHED_CLAIM_EXPIRED,       /* queue: not the job's current live claim */
     SQLCACHED_STATUS_COUNT
 } sqlcached_status_t;
 
@@ -935,6 +936,157 @@ const sqlcached_txn_result_t *sqlcached_txn_result(const sqlcached_txn_t *txn, s
 /* After SQLCACHED_NOT_INTEGER: the index of the failing operation within
  * the branch that ran (-1 otherwise). */
 int sqlcached_txn_failed_op(const sqlcached_txn_t *txn);
+
+/* ------------------------------------------------------------------------
+ * Delay queue
+ *
+ * Durable jobs that become due at a time, claimed by workers with a
+ * visibility timeout: at-least-once delivery, never lost once enqueued,
+ * never held by two workers at once (see docs/queues.md).
+ *
+ * A queue name is 1..SQLCACHED_QUEUE_NAME_MAX bytes, a job id and a worker
+ * 1..SQLCACHED_JOB_ID_MAX bytes, any bytes but NUL; a payload is
+ * 1..SQLCACHED_JOB_PAYLOAD_MAX bytes without NUL (the HTTP API stores JSON
+ * text). delay_ms is 0..SQLCACHED_QUEUE_DELAY_MAX_MS, visibility_ms
+ * SQLCACHED_QUEUE_VISIBILITY_MIN_MS..SQLCACHED_QUEUE_VISIBILITY_MAX_MS,
+ * wait_ms 0..SQLCACHED_QUEUE_WAIT_MAX_MS, max 1..SQLCACHED_QUEUE_CLAIM_MAX.
+ * Anything else: SQLCACHED_INVALID_ARGUMENT.
+ *
+ * A job is delayed until its run_at, then ready (due). A claim takes up to
+ * max due jobs of a queue, earliest run_at first: each gets a new
+ * claim_token (strictly increasing store-wide, persisted, never repeated:
+ * like fencing tokens), attempts + 1, and is claimed until now +
+ * visibility_ms; its run_at becomes that time. A claim not acked or
+ * nacked by then makes the job due again (a later claim gets a larger
+ * token). Ack removes the job; nack makes it due after delay_ms; both
+ * only under the job's current live claim (else SQLCACHED_CLAIM_EXPIRED,
+ * or SQLCACHED_NOT_FOUND when there is no such job).
+ * ------------------------------------------------------------------------ */
+
+#define SQLCACHED_QUEUE_NAME_MAX 256
+#define SQLCACHED_JOB_ID_MAX 128
+#define SQLCACHED_JOB_PAYLOAD_MAX (64 * 1024 * 1024)
+#define SQLCACHED_QUEUE_DELAY_MAX_MS 2592000000LL /* 30 days */
+#define SQLCACHED_QUEUE_VISIBILITY_MIN_MS 100
+#define SQLCACHED_QUEUE_VISIBILITY_MAX_MS 3600000
+#define SQLCACHED_QUEUE_WAIT_MAX_MS 30000
+#define SQLCACHED_QUEUE_CLAIM_MAX 100
+
+typedef enum sqlcached_job_state {
+    SQLCACHED_JOB_DELAYED = 0, /* not due before run_at */
+    SQLCACHED_JOB_READY,       /* due: the next claim may take it */
+    SQLCACHED_JOB_CLAIMED      /* claimed until run_at */
+} sqlcached_job_state_t;
+
+/* A job. Filled by the calls below; its payload is owned by the job:
+ * sqlcached_job_clear() frees it (a job inside sqlcached_jobs_t is freed
+ * with the list). */
+typedef struct sqlcached_job {
+    char queue[SQLCACHED_QUEUE_NAME_MAX + 1]; /* NUL-terminated */
+    size_t queue_len;
+    char id[SQLCACHED_JOB_ID_MAX + 1];        /* NUL-terminated */
+    size_t id_len;
+    char *payload; /* NUL-terminated, owned */
+    size_t payload_len;
+    sqlcached_job_state_t state;
+    int64_t run_at;      /* due at (claimed: the claim's end), epoch ms */
+    int64_t attempts;    /* claims so far */
+    int64_t claim_token; /* the last claim's token, 0 = never claimed */
+} sqlcached_job_t;
+
+/* Free a job's payload (the struct itself is the caller's). NULL allowed. */
+void sqlcached_job_clear(sqlcached_job_t *job);
+
+/* Jobs handed out by a claim: free with sqlcached_jobs_free(). */
+typedef struct sqlcached_jobs {
+    size_t count;
+    sqlcached_job_t jobs[]; /* count of them, earliest run_at first */
+} sqlcached_jobs_t;
+
+void sqlcached_jobs_free(sqlcached_jobs_t *jobs);
+
+/* Counts of a queue's jobs by state. */
+typedef struct sqlcached_queue_counts {
+    uint64_t delayed, ready, claimed;
+} sqlcached_queue_counts_t;
+
+/* Enqueue a job due after delay_ms. id NULL (id_len 0): the store makes a
+ * unique id. A given id makes the call idempotent: when (queue, id)
+ * exists, nothing changes, *created is 0 and *out is the existing job.
+ * out (its payload then the caller's: sqlcached_job_clear) and created
+ * may be NULL. */
+sqlcached_status_t sqlcached_queue_enqueue(sqlcached_t *db, const char *queue, size_t queue_len,
+                                           const char *id, size_t id_len, const char *payload,
+                                           size_t payload_len, int64_t delay_ms,
+                                           sqlcached_job_t *out, int *created);
+
+/* Claim up to max due jobs for worker. With wait_ms > 0 and nothing due,
+ * waits (without a thread per waiter: the calling thread sleeps) until a
+ * job becomes due or is enqueued (on any node of a cluster), or wait_ms
+ * passes. On SQLCACHED_OK *out holds 0..max jobs: the caller frees it with
+ * sqlcached_jobs_free(). */
+sqlcached_status_t sqlcached_queue_claim(sqlcached_t *db, const char *queue, size_t queue_len,
+                                         const char *worker, size_t worker_len,
+                                         int64_t visibility_ms, int64_t wait_ms, unsigned max,
+                                         sqlcached_jobs_t **out);
+
+/* sqlcached_queue_claim() without blocking the calling thread: returns at
+ * once; SQLCACHED_OK means done(cls, status) is called exactly once, on a
+ * library thread, when the claim has answered (at the latest wait_ms
+ * later), with *out set as for the synchronous call when status is
+ * SQLCACHED_OK (else *out is NULL). queue and worker are copied; out is
+ * borrowed until done is called. Any other return: nothing was started and
+ * done is never called. */
+sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queue,
+                                               size_t queue_len, const char *worker,
+                                               size_t worker_len, int64_t visibility_ms,
+                                               int64_t wait_ms, unsigned max,
+                                               sqlcached_jobs_t **out, sqlcached_done_fn done,
+                                               void *cls);
+
+/* Ack: the job is done and removed. SQLCACHED_CLAIM_EXPIRED when
+ * claim_token is not the job's current live claim, SQLCACHED_NOT_FOUND when
+ * there is no such job. */
+sqlcached_status_t sqlcached_queue_ack(sqlcached_t *db, const char *queue, size_t queue_len,
+                                       const char *id, size_t id_len, int64_t claim_token);
+
+/* Nack: the claim ends and the job is due again after delay_ms. Statuses
+ * as sqlcached_queue_ack(). */
+sqlcached_status_t sqlcached_queue_nack(sqlcached_t *db, const char *queue, size_t queue_len,
+                                        const char *id, size_t id_len, int64_t claim_token,
+                                        int64_t delay_ms);
+
+/* Cancel (delete) a job in any state; SQLCACHED_NOT_FOUND when absent. */
+sqlcached_status_t sqlcached_queue_cancel(sqlcached_t *db, const char *queue, size_t queue_len,
+                                          const char *id, size_t id_len);
+
+/* Read a job into *out (its payload then the caller's:
+ * sqlcached_job_clear). SQLCACHED_NOT_FOUND when absent. */
+sqlcached_status_t sqlcached_queue_get(sqlcached_t *db, const char *queue, size_t queue_len,
+                                       const char *id, size_t id_len, sqlcached_job_t *out);
+
+/* Counts of the queue's jobs by state now (queue NULL: of every queue). */
+sqlcached_status_t sqlcached_queue_counts(sqlcached_t *db, const char *queue, size_t queue_len,
+                                          sqlcached_queue_counts_t *out);
+
+/* Queue figures for metrics, since open on this node: by queue (the first
+ * SQLCACHED_QUEUE_STATS_MAX queues seen by name; every later one is added
+ * up under the name "_other"). expired_claims: jobs claimed again after a
+ * claim that ended unacked. */
+#define SQLCACHED_QUEUE_STATS_MAX 16
+typedef struct sqlcached_queue_stat {
+    char queue[SQLCACHED_QUEUE_NAME_MAX + 1];
+    uint64_t enqueued, claimed, acked, expired_claims;
+} sqlcached_queue_stat_t;
+
+typedef struct sqlcached_queue_stats {
+    size_t count; /* entries used in by_queue */
+    sqlcached_queue_stat_t by_queue[SQLCACHED_QUEUE_STATS_MAX + 1];
+    uint64_t waiters; /* claims parked now, waiting for a job */
+} sqlcached_queue_stats_t;
+
+/* Fill out with the figures above. Cannot fail. */
+void sqlcached_queue_stats(sqlcached_t *db, sqlcached_queue_stats_t *out);
 
 #ifdef __cplusplus
 }

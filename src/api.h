@@ -73,6 +73,14 @@ enum MHD_Result api_lease_get(http_request_t *req);
 enum MHD_Result api_lease_acquire(http_request_t *req);
 enum MHD_Result api_lease_renew(http_request_t *req);
 enum MHD_Result api_lease_release(http_request_t *req);
+/* api_queue.c */
+enum MHD_Result api_queue_get(http_request_t *req);
+enum MHD_Result api_queue_enqueue(http_request_t *req);
+enum MHD_Result api_queue_claim(http_request_t *req);
+enum MHD_Result api_queue_job_get(http_request_t *req);
+enum MHD_Result api_queue_job_cancel(http_request_t *req);
+enum MHD_Result api_queue_ack(http_request_t *req);
+enum MHD_Result api_queue_nack(http_request_t *req);
 
 /* api_txn.c */
 enum MHD_Result api_txn(http_request_t *req);

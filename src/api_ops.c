@@ -1,6 +1,8 @@
 /*
  * api_ops.c - operational endpoints: health, Prometheus metrics, JSON stats.
  */
+#include <string.h>
+
 #include "api.h"
 #include "metrics.h"
 
@@ -26,6 +28,13 @@ enum MHD_Result api_metrics(http_request_t *req)
     sqlcached_stats_t lib;
     sqlcached_stats(req->db, &lib);
     char *text = metrics_prometheus(req->metrics, &lib);
+    sqlcached_queue_stats_t qs;
+    sqlcached_queue_counts_t depth;
+    sqlcached_queue_stats(req->db, &qs);
+    if (text && sqlcached_queue_counts(req->db, NULL, 0, &depth) != SQLCACHED_OK)
+        memset(&depth, 0, sizeof depth); /* the store cannot be read now */
+    if (text)
+        text = metrics_queue_prometheus(text, &qs, &depth);
     if (!text)
         return http_reply_problem(req, "unavailable", "out of memory");
     return http_reply_text(req, text, "text/plain; version=0.0.4; charset=utf-8");
@@ -36,6 +45,15 @@ enum MHD_Result api_stats(http_request_t *req)
     sqlcached_stats_t lib;
     sqlcached_stats(req->db, &lib);
     json_t *doc = metrics_json(req->metrics, &lib);
+    sqlcached_queue_stats_t qs;
+    sqlcached_queue_counts_t depth;
+    sqlcached_queue_stats(req->db, &qs);
+    if (doc && sqlcached_queue_counts(req->db, NULL, 0, &depth) != SQLCACHED_OK)
+        memset(&depth, 0, sizeof depth); /* the store cannot be read now */
+    if (doc && json_object_set_new(doc, "queues", metrics_queue_json(&qs, &depth)) != 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
     if (!doc)
         return http_reply_problem(req, "unavailable", "out of memory");
     return http_reply_json(req, MHD_HTTP_OK, doc);

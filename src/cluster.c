@@ -61,6 +61,7 @@
 
 #include "engine.h"
 #include "lease.h"
+#include "queue.h"
 #include "log.h"
 #include "payment.h"
 #include "storage.h"
@@ -279,7 +280,7 @@ static void trust_from(cluster_t *c, int64_t sent)
  * ------------------------------------------------------------------------ */
 
 /* Apply one item of a write message ("k<hex>", "i<hex>", "r<version>.<hex>",
- * "l<hex>", "d<pay_by>.<hex>"); false if malformed. */
+ * "l<hex>", "d<pay_by>.<hex>", "q<run_at>.<hex>"); false if malformed. */
 static bool apply_item(cluster_t *c, const char *s, size_t n)
 {
     unsigned char key[SQLCACHED_KEY_MAX + 1];
@@ -287,7 +288,7 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
     char kind = s[0];
     s++, n--;
     int64_t version = 0;
-    if (kind == CLUSTER_RESET || kind == CLUSTER_DEADLINE) {
+    if (kind == CLUSTER_RESET || kind == CLUSTER_DEADLINE || kind == CLUSTER_QUEUE) {
         const char *dot = memchr(s, '.', n);
         if (!dot)
             return false;
@@ -322,6 +323,9 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
         payment_note_deadline(db->payment, version);
         if (db->item_cache)
             cache_invalidate(db->item_cache, key, len);
+        return true;
+    case CLUSTER_QUEUE:
+        queue_remote_due(db->queues, (const char *)key, len, version);
         return true;
     default:
         return false;
@@ -562,7 +566,7 @@ static bool close_body(cluster_t *c)
 static void hook_note(void *cls, char kind, const void *key, size_t len, int64_t version)
 {
     cluster_t *c = cls;
-    if (c->skip_invalidation && kind != CLUSTER_LEASE)
+    if (c->skip_invalidation && kind != CLUSTER_LEASE && kind != CLUSTER_QUEUE)
         return; /* testing: the others keep what they cached */
     if (len > SQLCACHED_KEY_MAX) { /* the domains never pass one */
         c->notes_failed = true;
@@ -581,12 +585,12 @@ static void hook_note(void *cls, char kind, const void *key, size_t len, int64_t
         }
         c->body_len = 0;
     }
-    if (kind != CLUSTER_LEASE)
-        c->needs_ack = true; /* a lease's message only wakes waiters */
+    if (kind != CLUSTER_LEASE && kind != CLUSTER_QUEUE)
+        c->needs_ack = true; /* a lease's or queue's message only wakes waiters */
     char *p = c->body + c->body_len;
     *p++ = ' ';
     *p++ = kind;
-    if (kind == CLUSTER_RESET || kind == CLUSTER_DEADLINE)
+    if (kind == CLUSTER_RESET || kind == CLUSTER_DEADLINE || kind == CLUSTER_QUEUE)
         p += sprintf(p, "%" PRId64 ".", version);
     hex_put(p, key, len);
     p += 2 * len;

@@ -29,6 +29,7 @@ typedef struct cluster cluster_t;
  * is noted as CLUSTER_RESET at the version of the change.) */
 #define CLUSTER_DEADLINE 'd'
 
+#define CLUSTER_QUEUE 'q' /* a job of a queue is due at the version noted (run_at) */
 
 /* Join the cluster of db's database: register, listen, start the node's
  * thread, install the store hooks. Only for a store whose backend has a

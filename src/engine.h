@@ -43,6 +43,7 @@ struct sqlcached {
     atomic_uint_fast64_t jitter_rng;
     seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
     struct lease_registry *leases; /* lease waiters and their timer (lease.c) */
+    struct queue_registry *queues; /* waiting queue claims and their timer (queue.c) */
     struct cluster *cluster; /* the node, on a shared database (cluster.c); else NULL */
     struct payment *payment; /* payment deadlines and their timer (payment.c) */
     int64_t started_at;      /* engine_now() at open */

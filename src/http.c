@@ -128,6 +128,14 @@ const http_route_t http_routes[] = {
     {"POST", "/v1/leases/{name}/renew", api_lease_renew, "lease_renew"},
     {"POST", "/v1/leases/{name}/release", api_lease_release, "lease_release"},
     {"POST", "/v1/txn", api_txn, "txn"},
+    /* delay queue */
+    {"GET", "/v1/queues/{queue}", api_queue_get, "queue_get"},
+    {"POST", "/v1/queues/{queue}/jobs", api_queue_enqueue, "queue_enqueue"},
+    {"POST", "/v1/queues/{queue}/claim", api_queue_claim, "queue_claim"},
+    {"GET", "/v1/queues/{queue}/jobs/{id}", api_queue_job_get, "queue_job_get"},
+    {"DELETE", "/v1/queues/{queue}/jobs/{id}", api_queue_job_cancel, "queue_job_cancel"},
+    {"POST", "/v1/queues/{queue}/jobs/{id}/ack", api_queue_ack, "queue_ack"},
+    {"POST", "/v1/queues/{queue}/jobs/{id}/nack", api_queue_nack, "queue_nack"},
 };
 const size_t http_route_count = sizeof http_routes / sizeof http_routes[0];
 
@@ -158,6 +166,7 @@ static const problem_t problems[] = {
     {"order_not_pending", 409, "Order is not pending"},
     {"lease_held", 409, "Lease held"},
     {"not_owner", 409, "Not the lease owner"},
+    {"claim_expired", 409, "Not the job's current claim"},
     {"storage_full", 507, "Storage full"},
     {"not_implemented", 501, "Not implemented"},
     {"unavailable", 503, "Service unavailable, retry later"},

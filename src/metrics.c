@@ -428,3 +428,76 @@ json_t *metrics_json(const metrics_t *m, const sqlcached_stats_t *lib)
     }
     return doc;
 }
+
+/* ------------------------------------------------------------------------
+ * Delay queue: jobs by queue (a bounded label set: the library's first
+ * SQLCACHED_QUEUE_STATS_MAX queues by name, the rest as "_other") and the
+ * depth by state of every queue together.
+ * ------------------------------------------------------------------------ */
+
+/* A label value with \\, \" and \n escaped (Prometheus text format). */
+static void put_label(text_t *t, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            put(t, "\\%c", *s);
+        else if (*s == '\n')
+            put(t, "\\n");
+        else
+            put(t, "%c", *s);
+    }
+}
+
+static void queue_family(text_t *t, const sqlcached_queue_stats_t *qs, const char *name,
+                         const char *help, size_t field)
+{
+    family(t, name, "counter", help);
+    for (size_t i = 0; i < qs->count; i++) {
+        const sqlcached_queue_stat_t *s = &qs->by_queue[i];
+        const uint64_t v[] = {s->enqueued, s->claimed, s->acked, s->expired_claims};
+        put(t, "%s{queue=\"", name);
+        put_label(t, s->queue);
+        put(t, "\"} %llu\n", (unsigned long long)v[field]);
+    }
+}
+
+char *metrics_queue_prometheus(char *text, const sqlcached_queue_stats_t *qs,
+                               const sqlcached_queue_counts_t *depth)
+{
+    size_t len = strlen(text);
+    text_t t = {text, len, len + 1, 0};
+    queue_family(&t, qs, "sqlcached_queue_jobs_enqueued_total", "Jobs enqueued, by queue.", 0);
+    queue_family(&t, qs, "sqlcached_queue_jobs_claimed_total", "Jobs handed to a claim, by queue.",
+                 1);
+    queue_family(&t, qs, "sqlcached_queue_jobs_acked_total", "Jobs acked (done), by queue.", 2);
+    queue_family(&t, qs, "sqlcached_queue_expired_claims_total",
+                 "Jobs claimed again after a claim that ended unacked, by queue.", 3);
+    family(&t, "sqlcached_queue_jobs", "gauge", "Jobs of every queue, by state.");
+    put(&t, "sqlcached_queue_jobs{state=\"delayed\"} %llu\n", (unsigned long long)depth->delayed);
+    put(&t, "sqlcached_queue_jobs{state=\"ready\"} %llu\n", (unsigned long long)depth->ready);
+    put(&t, "sqlcached_queue_jobs{state=\"claimed\"} %llu\n", (unsigned long long)depth->claimed);
+    scalar(&t, "sqlcached_queue_waiting_claims", "gauge", "Claims waiting for a job.",
+           qs->waiters);
+    if (t.failed) {
+        free(t.p);
+        return NULL;
+    }
+    return t.p;
+}
+
+json_t *metrics_queue_json(const sqlcached_queue_stats_t *qs,
+                           const sqlcached_queue_counts_t *depth)
+{
+    json_t *by = json_object();
+    for (size_t i = 0; by && i < qs->count; i++) {
+        const sqlcached_queue_stat_t *s = &qs->by_queue[i];
+        json_object_set_new(by, s->queue,
+                            json_pack("{s:I, s:I, s:I, s:I}", "enqueued", (json_int_t)s->enqueued,
+                                      "claimed", (json_int_t)s->claimed, "acked",
+                                      (json_int_t)s->acked, "expired_claims",
+                                      (json_int_t)s->expired_claims));
+    }
+    return json_pack("{s:o*, s:{s:I, s:I, s:I}, s:I}", "by_queue", by, "jobs", "delayed",
+                     (json_int_t)depth->delayed, "ready", (json_int_t)depth->ready, "claimed",
+                     (json_int_t)depth->claimed, "waiting_claims", (json_int_t)qs->waiters);
+}

@@ -34,4 +34,12 @@ char *metrics_prometheus(const metrics_t *m, const sqlcached_stats_t *lib);
 /* The /v1/stats document (new reference), NULL on ENOMEM. */
 json_t *metrics_json(const metrics_t *m, const sqlcached_stats_t *lib);
 
+/* Delay queue: append its families to a metrics_prometheus() text (taken
+ * over: the result replaces it; NULL on ENOMEM, the text then freed). */
+char *metrics_queue_prometheus(char *text, const sqlcached_queue_stats_t *qs,
+                               const sqlcached_queue_counts_t *depth);
+/* The "queues" member of /v1/stats (new reference), NULL on ENOMEM. */
+json_t *metrics_queue_json(const sqlcached_queue_stats_t *qs,
+                           const sqlcached_queue_counts_t *depth);
+
 #endif

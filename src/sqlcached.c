@@ -31,6 +31,7 @@
 #include "payment.h"
 #include "dblock.h"
 #include "lease.h"
+#include "queue.h"
 #include "log.h"
 
 #define PURGE_SLICE_ROWS 500
@@ -62,6 +63,7 @@ static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_INTERNAL] = "internal",
     [SQLCACHED_NOT_JSON] = "not_json",
     [SQLCACHED_ORDER_NOT_PENDING] = "order_not_pending",
+    [SQLCACHED_CLAIM_EXPIRED] = "claim_expired",
 };
 
 const char *sqlcached_status_name(sqlcached_status_t status)
@@ -334,6 +336,7 @@ static int open_cluster(sqlcached_t *db, char *err, size_t errlen)
     if (!db->cluster)
         return -1;
     lease_set_recheck(db->leases, LEASE_RECHECK_MS);
+    queue_set_recheck(db->queues, LEASE_RECHECK_MS);
     return 0;
 }
 
@@ -412,6 +415,10 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     db->store = store_open(&cfg, err, errlen);
     if (db->store && open_memory_tier(db, err, errlen) == 0)
         db->leases = lease_registry_create(db, err, errlen);
+    if (db->leases && !(db->queues = queue_registry_create(db, err, errlen))) {
+        sqlcached_close(db);
+        return SQLCACHED_INTERNAL;
+    }
     if (db->leases && !sqlite && open_cluster(db, err, errlen) != 0) {
         sqlcached_close(db);
         return SQLCACHED_UNAVAILABLE;
@@ -447,8 +454,10 @@ void sqlcached_close(sqlcached_t *db)
         pthread_mutex_destroy(&db->maint_lock);
     }
     payment_destroy(db->payment);       /* before the store: its timer writes */
+    queue_registry_stop(db->queues);    /* before the store: its claims write */
     lease_registry_destroy(db->leases); /* before the store: its timer writes */
     cluster_close(db->cluster);         /* after the last write */
+    queue_registry_destroy(db->queues); /* after the link thread (it wakes claims) */
     store_close(db->store);
     cache_destroy(db->cache);
     cache_destroy(db->item_cache);

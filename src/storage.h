@@ -221,6 +221,72 @@ typedef struct storage_seckill_ops {
 } storage_seckill_ops_t;
 
 /* ------------------------------------------------------------------------
+ * Delay queue: jobs(seq, queue, id, payload, run_at, attempts, claim_token,
+ * worker), one row per job not yet acked or cancelled (sql/.../006_queue.sql).
+ * run_at is when the job is due next (its delay's end, or its claim's
+ * end); worker is set while it is claimed. Claimed at `now` means worker
+ * set and run_at > now; delayed: worker unset and run_at > now; else ready.
+ * ------------------------------------------------------------------------ */
+
+/* A job row, borrowed for the callback. payload is NUL-terminated. */
+typedef struct storage_job_row {
+    int64_t seq;
+    const char *queue, *id, *payload;
+    size_t queue_len, id_len, payload_len;
+    int64_t run_at, attempts, claim_token;
+    bool claimed; /* worker set (a claim, live or expired) */
+} storage_job_row_t;
+
+typedef sqlcached_status_t (*storage_job_fn)(void *cls, const storage_job_row_t *row);
+/* Called with each due job's seq, token and whether it was claimed (a
+ * claim that ended unacked); false stops (NOMEM). */
+typedef bool (*storage_due_fn)(void *cls, int64_t seq, int64_t claim_token, bool claimed);
+
+typedef struct storage_queue_counts {
+    uint64_t delayed, ready, claimed;
+} storage_queue_counts_t;
+
+typedef struct storage_queue_ops {
+    /* w. Insert the job (not claimed, attempts 0) unless (queue, id)
+     * exists; *inserted tells which. */
+    sqlcached_status_t (*insert)(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                 size_t idn, const char *payload, size_t pn, int64_t run_at,
+                                 bool *inserted);
+    /* r or w. The job to on_row; NOT_FOUND when absent. */
+    sqlcached_status_t (*get)(store_conn_t *c, const char *queue, size_t qn, const char *id,
+                              size_t idn, storage_job_fn on_row, void *cls);
+    /* w. Up to `limit` jobs of queue due at now (run_at <= now), earliest
+     * run_at first (then seq), each to on_due; rows another transaction
+     * holds locked are skipped (PostgreSQL: FOR UPDATE SKIP LOCKED, the
+     * rows then locked to COMMIT). */
+    sqlcached_status_t (*due)(store_conn_t *w, const char *queue, size_t qn, int64_t now,
+                              unsigned limit, storage_due_fn on_due, void *cls);
+    /* w. Claim the job seq if it is still due at now under old_token:
+     * worker, claim_token = token, run_at = until, attempts + 1; the row
+     * after it to on_row. NOT_FOUND when it no longer qualified. */
+    sqlcached_status_t (*take)(store_conn_t *w, int64_t seq, int64_t old_token, int64_t now,
+                               int64_t token, const char *worker, size_t wn, int64_t until,
+                               storage_job_fn on_row, void *cls);
+    /* w. Ack: delete the job if its claim `token` is live at now. NOT_FOUND
+     * otherwise. */
+    sqlcached_status_t (*ack)(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                              size_t idn, int64_t token, int64_t now);
+    /* w. Nack: if its claim `token` is live at now, unclaim the job, due
+     * at run_at. NOT_FOUND otherwise. */
+    sqlcached_status_t (*nack)(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                               size_t idn, int64_t token, int64_t now, int64_t run_at);
+    /* w. Delete the job; NOT_FOUND when absent. */
+    sqlcached_status_t (*remove)(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                 size_t idn);
+    /* r or w. The earliest run_at of queue's jobs; NOT_FOUND when none. */
+    sqlcached_status_t (*next_due)(store_conn_t *c, const char *queue, size_t qn,
+                                   int64_t *run_at);
+    /* r. The jobs of queue (NULL: of every queue) by state at now. */
+    sqlcached_status_t (*counts)(store_conn_t *r, const char *queue, size_t qn, int64_t now,
+                                 storage_queue_counts_t *out);
+} storage_queue_ops_t;
+
+/* ------------------------------------------------------------------------
  * Cluster: the nodes that share one database, and a channel between them
  * (cluster.c above the seam). Only a backend that many processes share
  * has it (PostgreSQL); SQLite's is NULL (one process per file).
@@ -383,6 +449,7 @@ typedef struct storage_backend {
     const storage_seckill_ops_t *seckill;
     const storage_lease_ops_t *lease;
     const storage_cluster_ops_t *cluster; /* NULL: one process per database */
+    const storage_queue_ops_t *queue;
 } storage_backend_t;
 
 extern const storage_backend_t storage_sqlite;
@@ -620,6 +687,13 @@ static inline sqlcached_status_t storage_lease_count_live(store_conn_t *r, int64
                                                           uint64_t *count)
 {
     return store_conn_backend(r)->lease->count_live(r, now, count);
+}
+
+/* Delay queue (storage_queue_ops_t): callers use the table directly,
+ * storage_queue(c)->insert(c, ...). */
+static inline const storage_queue_ops_t *storage_queue(store_conn_t *c)
+{
+    return store_conn_backend(c)->queue;
 }
 
 #endif

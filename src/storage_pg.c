@@ -346,4 +346,5 @@ const storage_backend_t storage_pg = {
     .seckill = &storage_pg_seckill,
     .lease = &storage_pg_lease,
     .cluster = &storage_pg_cluster,
+    .queue = &storage_pg_queue,
 };

@@ -713,4 +713,5 @@ const storage_backend_t storage_sqlite = {
     .kv = &storage_sqlite_kv,
     .seckill = &storage_sqlite_seckill,
     .lease = &storage_sqlite_lease,
+    .queue = &storage_sqlite_queue,
 };

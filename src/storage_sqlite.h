@@ -30,5 +30,6 @@ int store_bind_bytes(sqlite3_stmt *st, int idx, const void *p, size_t n);
 extern const storage_kv_ops_t storage_sqlite_kv;
 extern const storage_seckill_ops_t storage_sqlite_seckill;
 extern const storage_lease_ops_t storage_sqlite_lease;
+extern const storage_queue_ops_t storage_sqlite_queue;
 
 #endif

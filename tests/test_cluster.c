@@ -38,6 +38,7 @@
  *                nodes that had it cached, and one winner among takers on
  *                every node; PATCH on A seen by B's warm tier, and
  *                concurrent patches from every node all kept.
+ *   queue_wake, queue_claims: the delay queue across nodes (see there).
  *
  * cmocka asserts only in the main thread: the load threads record what
  * they saw and the main thread checks it. SQLCACHED_TEST_NO_PG=1: exit 77.
@@ -1486,11 +1487,182 @@ static void test_cluster_payment_deadline(void **state)
     assert_int_equal(cluster_restart(c, 0), 0);
 }
 
+/* ------------------------------------------------------------------------
+ * Delay queue across nodes
+ *
+ * queue_wake    a claim parked on node 0 is served by an enqueue on node 1
+ *               (the cluster message wakes it) and by a delayed enqueue on
+ *               node 2 when its run_at comes (node 0's timer learns the due
+ *               time from the message); prints the latencies.
+ * queue_claims  one queue claimed from two threads on each node at once:
+ *               no job handed to two claimers, none lost, tokens unique.
+ * ------------------------------------------------------------------------ */
+
+typedef struct queue_parked {
+    cluster_t *c;
+    int node;
+    long status;
+    json_t *ans;
+    int64_t got_at;
+} queue_parked_t;
+
+static void *queue_park(void *arg)
+{
+    queue_parked_t *p = arg;
+    p->status = thread_post(p->c, p->node, "/v1/queues/x/claim",
+                            "{\"worker\":\"parked\",\"visibility_ms\":30000,\"wait_ms\":20000}",
+                            &p->ans, NULL, 0);
+    p->got_at = wall_ms();
+    return NULL;
+}
+
+/* Park a claim on node 0, run the enqueue on node `on`, return the parked
+ * claim's job; *got_at when it was answered. */
+static json_t *queue_wake_once(cluster_t *c, int on, const char *body, int64_t *sent_at,
+                               int64_t *run_at, int64_t *got_at)
+{
+    queue_parked_t p = {.c = c, .node = 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, queue_park, &p), 0);
+    usleep(300000);
+    json_t *a;
+    *sent_at = wall_ms();
+    assert_int_equal(post_json(c, on, "/v1/queues/x/jobs", &a, "%s", body), 201);
+    *run_at = jint(a, "run_at");
+    json_decref(a);
+    pthread_join(th, NULL);
+    assert_int_equal(p.status, 200);
+    json_t *jobs = json_object_get(p.ans, "jobs");
+    assert_int_equal(json_array_size(jobs), 1);
+    json_t *job = json_incref(json_array_get(jobs, 0));
+    json_decref(p.ans);
+    *got_at = p.got_at;
+    return job;
+}
+
+static void test_cluster_queue_wake(void **state)
+{
+    cluster_t *c = *state;
+    int64_t sent, run_at, got;
+    for (int round = 0; round < 3; round++) {
+        json_t *job = queue_wake_once(c, 1, "{\"payload\":\"now\"}", &sent, &run_at, &got);
+        json_decref(job);
+        print_message("queue: enqueue on node 1 -> claim parked on node 0: %lld ms\n",
+                      (long long)(got - sent));
+        assert_true(got - sent < 5000LL * cluster_wait_scale());
+        job = queue_wake_once(c, 2, "{\"payload\":\"later\",\"delay_ms\":700}", &sent, &run_at,
+                              &got);
+        assert_string_equal(jstr(job, "payload"), "later");
+        json_decref(job);
+        print_message("queue: run_at of a job enqueued on node 2 -> claim parked on node 0: "
+                      "%lld ms\n", (long long)(got - run_at));
+        assert_true(got >= run_at);
+        assert_true(got - run_at < 5000LL * cluster_wait_scale());
+    }
+}
+
+#define QJOBS 300
+#define QTHREADS (2 * NODES)
+
+typedef struct queue_claimer {
+    cluster_t *c;
+    int node;
+    int got;                  /* jobs this thread claimed */
+    char ids[QJOBS][16];
+    int64_t tokens[QJOBS];
+    int errors;
+} queue_claimer_t;
+
+static void *queue_claim_main(void *arg)
+{
+    queue_claimer_t *q = arg;
+    for (int idle = 0; idle < 3 && q->got < QJOBS;) {
+        json_t *ans = NULL;
+        long st = thread_post(q->c, q->node, "/v1/queues/race/claim",
+                              "{\"worker\":\"w\",\"visibility_ms\":60000,\"max\":5,"
+                              "\"wait_ms\":300}",
+                              &ans, NULL, 0);
+        json_t *jobs = json_object_get(ans, "jobs");
+        if (st != 200 || !json_is_array(jobs)) {
+            q->errors++;
+            json_decref(ans);
+            if (q->errors > 10)
+                break;
+            continue;
+        }
+        idle = json_array_size(jobs) ? 0 : idle + 1;
+        for (size_t i = 0; i < json_array_size(jobs) && q->got < QJOBS; i++) {
+            json_t *j = json_array_get(jobs, i);
+            snprintf(q->ids[q->got], sizeof q->ids[0], "%s",
+                     json_string_value(json_object_get(j, "id")));
+            q->tokens[q->got] = json_integer_value(json_object_get(j, "claim_token"));
+            q->got++;
+        }
+        json_decref(ans);
+    }
+    return NULL;
+}
+
+static void test_cluster_queue_claims(void **state)
+{
+    cluster_t *c = *state;
+    for (int n = 0; n < QJOBS; n++) {
+        json_t *a;
+        assert_int_equal(post_json(c, n % NODES, "/v1/queues/race/jobs", &a,
+                                   "{\"payload\":%d,\"id\":\"j%d\"}", n, n),
+                         201);
+        json_decref(a);
+    }
+    queue_claimer_t *qs = calloc(QTHREADS, sizeof *qs);
+    pthread_t th[QTHREADS];
+    for (int i = 0; i < QTHREADS; i++) {
+        qs[i] = (queue_claimer_t){.c = c, .node = i % NODES};
+        assert_int_equal(pthread_create(&th[i], NULL, queue_claim_main, &qs[i]), 0);
+    }
+    for (int i = 0; i < QTHREADS; i++)
+        pthread_join(th[i], NULL);
+    static int seen[QJOBS];
+    memset(seen, 0, sizeof seen);
+    int total = 0, per_node[NODES] = {0};
+    int64_t *tokens = calloc(QJOBS * 2, sizeof *tokens);
+    for (int i = 0; i < QTHREADS; i++) {
+        assert_int_equal(qs[i].errors, 0);
+        per_node[qs[i].node] += qs[i].got;
+        for (int k = 0; k < qs[i].got; k++) {
+            int n = atoi(qs[i].ids[k] + 1);
+            assert_true(n >= 0 && n < QJOBS);
+            seen[n]++;
+            tokens[total++] = qs[i].tokens[k];
+        }
+    }
+    print_message("queue: %d jobs claimed on nodes %d/%d/%d\n", total, per_node[0], per_node[1],
+                  per_node[2]);
+    assert_int_equal(total, QJOBS);
+    for (int n = 0; n < QJOBS; n++)
+        if (seen[n] != 1)
+            fail_msg("job j%d was claimed %d times", n, seen[n]);
+    qsort(tokens, (size_t)total, sizeof *tokens, cmp_i64);
+    for (int i = 1; i < total; i++)
+        assert_true(tokens[i] > tokens[i - 1]);
+    free(tokens);
+    free(qs);
+    json_t *g;
+    client_resp_t r = call(c, 2, "GET", "/v1/queues/race", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    g = client_json(&r);
+    client_resp_free(&r);
+    assert_int_equal(jint(g, "claimed"), QJOBS);
+    assert_int_equal(jint(g, "ready"), 0);
+    json_decref(g);
+}
+
 int main(void)
 {
     if (cluster_skip())
         return 77;
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (getenv("SQLCACHED_TEST_FILTER")) /* e.g. "test_cluster_queue*": only those */
+        cmocka_set_test_filter(getenv("SQLCACHED_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cluster_membership, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_kv, setup, teardown),
@@ -1502,6 +1674,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cluster_pause, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_not_blind, setup_skip_invalidation, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_queue_wake, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_queue_claims, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -6,7 +6,8 @@
  * (absent, deleted or expired), also for several writes of one key in one
  * group transaction, and versions grow in commit order; inside a write the
  * statement is pipelined (its answer comes with the next statement sent),
- * and one that fails there fails alone.
+ * and one that fails there fails alone. The delay queue's claim skips the
+ * rows another transaction holds locked (FOR UPDATE SKIP LOCKED).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -269,6 +270,55 @@ static void test_failed_write_in_pipeline_fails_alone(void **state)
     pthread_mutex_destroy(&w.lock);
 }
 
+/* ------------------------------------------------------------------------
+ * Delay queue: a claim skips the rows another transaction holds (another
+ * node's claim in flight) instead of waiting for them or taking them.
+ * ------------------------------------------------------------------------ */
+
+static const char SQL_OTHER_CLAIM[] =
+    "UPDATE jobs SET worker = 'other-node', claim_token = 999999, run_at = 1700000060000 "
+    "WHERE queue = 'q' AND id = 'a'";
+
+static void test_queue_claim_skips_locked_rows(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(sqlcached_queue_enqueue(f->db, "q", 1, "a", 1, "1", 1, 0, NULL, NULL),
+                     SQLCACHED_OK);
+    f->clock.now += 1;
+    assert_int_equal(sqlcached_queue_enqueue(f->db, "q", 1, "b", 1, "2", 1, 0, NULL, NULL),
+                     SQLCACHED_OK);
+    pg_conn_config_t cfg = {.url = f->url, .durability = SQLCACHED_DURABILITY_FULL};
+    pg_conn_rc_t rc;
+    char err[256];
+    pg_conn_t *c = pg_conn_open(&cfg, &rc, err, sizeof err);
+    assert_non_null(c);
+    /* another node's claim of "a", not committed yet: its row is locked */
+    assert_int_equal(pg_conn_begin(c), PG_CONN_OK);
+    assert_int_equal(pg_conn_run(c, SQL_OTHER_CLAIM, NULL, NULL), PG_CONN_OK);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sqlcached_jobs_t *jobs = NULL;
+    assert_int_equal(sqlcached_queue_claim(f->db, "q", 1, "w", 1, 1000, 0, 2, &jobs),
+                     SQLCACHED_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(jobs->count, 1); /* "a" skipped, not waited for */
+    assert_string_equal(jobs->jobs[0].id, "b");
+    sqlcached_jobs_free(jobs);
+    assert_true(t1.tv_sec - t0.tv_sec < 2);
+    assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
+    pg_conn_close(c);
+    /* committed: "a" is the other node's until its claim ends */
+    assert_int_equal(sqlcached_queue_claim(f->db, "q", 1, "w", 1, 1000, 0, 2, &jobs),
+                     SQLCACHED_OK);
+    assert_int_equal(jobs->count, 0);
+    sqlcached_jobs_free(jobs);
+    sqlcached_job_t job;
+    assert_int_equal(sqlcached_queue_get(f->db, "q", 1, "a", 1, &job), SQLCACHED_OK);
+    assert_int_equal(job.state, SQLCACHED_JOB_CLAIMED);
+    assert_int_equal(job.claim_token, 999999);
+    sqlcached_job_clear(&job);
+}
+
 int main(void)
 {
     if (pg_fixture_skip())
@@ -279,6 +329,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replace_same_key_in_one_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_in_pipeline_fails_alone, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_queue_claim_skips_locked_rows, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,8 +1,8 @@
 /*
  * crash.h - the crash loop's extension point: one rel_domain_t per part of
  * the API under test: the key-value store (crash_kv.c), the flash sale's
- * orders (crash_orders.c), leases (crash_leases.c) and transactions
- * (crash_txn.c).
+ * orders (crash_orders.c), leases (crash_leases.c), transactions
+ * (crash_txn.c) and the delay queue (crash_queue.c).
  *
  * The loop (crash_loop.c) runs worker threads that call a random domain's
  * step() against the daemon while the main thread SIGKILLs it at random
@@ -91,5 +91,6 @@ extern const rel_domain_t rel_domain_kv;
 extern const rel_domain_t rel_domain_orders;
 extern const rel_domain_t rel_domain_leases;
 extern const rel_domain_t rel_domain_txn;
+extern const rel_domain_t rel_domain_queue;
 
 #endif

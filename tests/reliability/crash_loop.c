@@ -35,6 +35,9 @@
  * Likewise `--expect-partial` passes only if the transactions domain
  * reports transactions stored in part: for a daemon built to commit each
  * transaction in two writes (tests/reliability/txn-sabotage.sh).
+ * `--expect-broken DOMAIN` passes only if that domain reports lost writes
+ * or violations: for a daemon built broken in one domain
+ * (tests/reliability/queue-sabotage.sh: acks that do not remove the job).
  * `make check-crash` runs 100 cycles per mode and backend. Exit 0 when
  * nothing was lost and nothing violated, 1 otherwise, 77 (skip) under
  * $SQLCACHED_WRAPPER (valgrind cannot say anything useful about a process
@@ -84,6 +87,7 @@ static const rel_domain_t *const domains[] = {
     &rel_domain_orders,
     &rel_domain_leases,
     &rel_domain_txn,
+    &rel_domain_queue,
 };
 #define NDOMAINS (sizeof domains / sizeof domains[0])
 
@@ -332,6 +336,7 @@ typedef struct outcome {
     uint64_t lost_by_domain[NDOMAINS];
     bool clean_stop;
     uint64_t partial; /* transactions stored in part (crash_txn.c) */
+    uint64_t found_by_domain[NDOMAINS]; /* lost + violations */
 } outcome_t;
 
 /* The self-test's injected fault: the committed tail of the log is gone. */
@@ -570,8 +575,10 @@ static outcome_t run_mode(const char *mode, const params_t *p)
     printf("\n");
     fflush(stdout);
     out = (outcome_t){done, sum.lost, corrupt, sum.violations + unexpected, {0}, stop_rc == 0,
-                      sum.partial};
+                      sum.partial, {0}};
     memcpy(out.lost_by_domain, lost_by_domain, sizeof lost_by_domain);
+    for (size_t i = 0; i < NDOMAINS; i++)
+        out.found_by_domain[i] = reports[i].lost + reports[i].violations;
     return out;
 }
 
@@ -617,6 +624,27 @@ static int saw_partial(const outcome_t *o, const params_t *p)
     }
     printf("crash: SELF-TEST FAILED: transactions committed in two writes went unnoticed "
            "(%u/%u cycles, %" PRIu64 " partial)\n", o->cycles, p->cycles, o->partial);
+    return 1;
+}
+
+/* --expect-broken DOMAIN: a daemon built broken for that domain (e.g.
+ * tests/reliability/queue-sabotage.sh) must be caught by it: lost writes or
+ * violations reported there. 0 when it was. */
+static int saw_broken(const outcome_t *o, const params_t *p, const char *name)
+{
+    for (size_t i = 0; i < NDOMAINS; i++) {
+        if (strcmp(domains[i]->name, name) != 0)
+            continue;
+        if (o->cycles == p->cycles && o->found_by_domain[i] > 0) {
+            printf("crash: self-test ok: the broken daemon was caught by domain %s (%" PRIu64
+                   " lost writes or violations)\n", name, o->found_by_domain[i]);
+            return 0;
+        }
+        printf("crash: SELF-TEST FAILED: the broken daemon went unnoticed by domain %s "
+               "(%u/%u cycles)\n", name, o->cycles, p->cycles);
+        return 1;
+    }
+    printf("crash: no domain named %s\n", name);
     return 1;
 }
 
@@ -679,6 +707,8 @@ static int payment_self_test(const params_t *base, unsigned cycles)
  * expect_lost: when every mode saw lost writes in every domain). */
 /* Every durability mode asked for, each with every --on-write mode asked
  * for (the memory tier's write mode must not change what survives). */
+static const char *expect_broken; /* --expect-broken DOMAIN */
+
 static int run_backend(params_t *p, const char *modes, const char *on_writes, bool expect_lost,
                        bool expect_partial)
 {
@@ -693,9 +723,10 @@ static int run_backend(params_t *p, const char *modes, const char *on_writes, bo
                 continue;
             p->on_write = writes[w];
             outcome_t o = run_mode(all[m], p);
-            rc |= expect_partial ? saw_partial(&o, p)
-                  : expect_lost  ? saw_loss(&o, p, "a daemon that answers before its commit")
-                                 : !passed(&o, p);
+            rc |= expect_broken    ? saw_broken(&o, p, expect_broken)
+                  : expect_partial ? saw_partial(&o, p)
+                  : expect_lost    ? saw_loss(&o, p, "a daemon that answers before its commit")
+                                   : !passed(&o, p);
         }
     }
     return rc;
@@ -708,8 +739,8 @@ static int usage(void)
                     "[--on-write replace|invalidate|both] "
                     "[--no-self-test] [--sabotage-drop-wal] [--expect-lost] [--expect-partial] "
                     "[--nodes 1..%d (2 and more: --backend postgresql)] "
-                    "[--sabotage-skip-invalidation] [--sabotage-payment]\n", MAX_WORKERS,
-            REL_MAX_NODES);
+                    "[--sabotage-skip-invalidation] [--sabotage-payment] [--expect-broken DOMAIN]\n",
+            MAX_WORKERS, REL_MAX_NODES);
     return 2;
 }
 
@@ -768,6 +799,8 @@ int main(int argc, char **argv)
             on_writes = argv[i + 1];
         else if (strcmp(argv[i], "--nodes") == 0)
             p.nodes = (unsigned)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--expect-broken") == 0)
+            expect_broken = argv[i + 1];
         else
             return usage();
         i++;
@@ -820,12 +853,13 @@ int main(int argc, char **argv)
         p.pg = &pg;
         if (!sabotage_stale)
             rc |= run_backend(&p, modes, on_writes, expect_lost, expect_partial);
-        if (p.nodes > 1 && (sabotage_stale || (self && !expect_lost)))
+        if (p.nodes > 1 && (sabotage_stale || (self && !expect_lost && !expect_broken)))
             rc |= stale_self_test(&p, sabotage_stale ? p.cycles : 2);
         if (pg_fixture_stop(&pg) != 0)
             rc = 1;
     }
-    if ((self && !expect_lost && !expect_partial && (backends & REL_SQLITE)) || sabotage_only)
+    if ((self && !expect_lost && !expect_partial && !expect_broken && (backends & REL_SQLITE)) ||
+        sabotage_only)
         rc |= self_test(&p);
     curl_global_cleanup();
     return rc;
