@@ -640,6 +640,13 @@ static void test_http_kv_sliding_rejected(void **state)
     static const char *const mp[] = {"Content-Type: application/merge-patch+json", NULL};
     problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?sliding=true", mp, "{}", 2), 400,
                "invalid_argument");
+    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?ttl=0", mp, "{}", 2), 400,
+               "invalid_argument");
+    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?ttl=5&sliding=1", mp, "{}", 2), 400,
+               "invalid_argument");
+    const char *h_bad_if[] = {mp[0], "If-Match: 7", NULL};
+    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad", h_bad_if, "{}", 2), 400,
+               "invalid_argument");
     status_is(req(&f->d, "GET", "/v1/kv/slide:bad", NULL, NULL, 0), 404);
     int64_t before = wall_ms();
     client_resp_t r = req_s(&f->d, "PUT", "/v1/kv/slide:ok?ttl=5&sliding=false", "x");
