@@ -89,15 +89,15 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 echo "wrk: $threads threads, $conns connections, $duration per run, keep-alive;" \
      "--durability $durability; sliding ttl $ttl s; $(nproc) CPUs"
 printf '%-14s %12s %10s %8s\n' run requests/s p99 non-2xx
-plain="" sliding=""
+plain=() sliding=()
 for _ in $(seq 1 "$rounds"); do
     run_wrk GET-plain "$base/v1/kv/bench:plain"
-    plain="$plain $rps"
+    plain+=("$rps")
     run_wrk GET-sliding "$base/v1/kv/bench:sliding"
-    sliding="$sliding $rps"
+    sliding+=("$rps")
 done
-mp=$(printf '%s\n' $plain | median)
-ms=$(printf '%s\n' $sliding | median)
+mp=$(printf '%s\n' "${plain[@]}" | median)
+ms=$(printf '%s\n' "${sliding[@]}" | median)
 printf 'GET hit medians: plain %s, sliding %s requests/s; sliding/plain = %s\n' "$mp" "$ms" \
     "$(awk "BEGIN { printf \"%.3f\", $ms / $mp }")"
 run_wrk PATCH -s "$here/kv-patch.lua" "$base"

@@ -41,11 +41,13 @@
  *
  * Sliding expiry (a row with sliding_ms > 0): every write of the key sets
  * expires_at = now + sliding_ms; a read (sqlcached_kv_get) that finds the
- * expiry short of now + sliding_ms queues an extension (slide_queue) to
+ * expiry short of now + sliding_ms queues an extension (slide_maybe) to
  * now + sliding_ms + slack, slack = max(1 s, sliding_ms / 10) / 2, through
  * the writer's next batch, and answers without waiting for it. One
  * extension per key is in flight at a time (slides[]), so a hot key costs
- * about one write per slack, and a hit stays a memory read: the tier entry
+ * one or two writes per slack (a read that fetched the entry just before
+ * an extension's commit hook replaced it may queue one more), and a hit
+ * stays a memory read: the tier entry
  * carries (expires_at, sliding_ms) (cache_value_sliding) and expires with
  * the persisted expiry it was filled or replaced with. Expiries only grow
  * between writes, so a tier entry never outlives the row; an entry that

@@ -640,6 +640,13 @@ static void test_http_kv_sliding_rejected(void **state)
     static const char *const mp[] = {"Content-Type: application/merge-patch+json", NULL};
     problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?sliding=true", mp, "{}", 2), 400,
                "invalid_argument");
+    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?ttl=0", mp, "{}", 2), 400,
+               "invalid_argument");
+    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?ttl=5&sliding=1", mp, "{}", 2), 400,
+               "invalid_argument");
+    const char *h_bad_if[] = {mp[0], "If-Match: 7", NULL};
+    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad", h_bad_if, "{}", 2), 400,
+               "invalid_argument");
     status_is(req(&f->d, "GET", "/v1/kv/slide:bad", NULL, NULL, 0), 404);
     int64_t before = wall_ms();
     client_resp_t r = req_s(&f->d, "PUT", "/v1/kv/slide:ok?ttl=5&sliding=false", "x");
@@ -1641,6 +1648,13 @@ static void test_http_kv_survives_kill(void **state)
     status_is(req(&f->d, "DELETE", "/v1/kv/keep:gone", NULL, NULL, 0), 204);
     int64_t vc = incr_is(&f->d, "keep:n", "{\"by\": 41}", 41);
     max = vc;
+    /* the session calls: a read-and-delete, a patch, a sliding key */
+    put_text(&f->d, "/v1/kv/keep:otp", "1234", 201);
+    status_is(req(&f->d, "DELETE", "/v1/kv/keep:otp", PREFER, NULL, 0), 200);
+    static const char *const mp[] = {"Content-Type: application/merge-patch+json", NULL};
+    status_is(req(&f->d, "PATCH", "/v1/kv/keep:p", mp, "{\"a\":1}", 7), 201);
+    status_is(req(&f->d, "PATCH", "/v1/kv/keep:p", mp, "{\"b\":2}", 7), 200);
+    put_text(&f->d, "/v1/kv/keep:s?ttl=3600&sliding=true", "s", 201);
 
     daemon_kill(&f->d);
     assert_int_equal(daemon_restart(&f->d), 0);
@@ -1659,6 +1673,9 @@ static void test_http_kv_survives_kill(void **state)
         client_resp_free(&r);
     }
     status_is(req(&f->d, "GET", "/v1/kv/keep:gone", NULL, NULL, 0), 404);
+    status_is(req(&f->d, "GET", "/v1/kv/keep:otp", NULL, NULL, 0), 404);
+    get_is(&f->d, "/v1/kv/keep:p", "{\"a\":1,\"b\":2}", 13);
+    get_is(&f->d, "/v1/kv/keep:s", "s", 1);
     int64_t vn = incr_is(&f->d, "keep:n", NULL, 42);
     assert_true(vn > max);
     int64_t vnew = put_text(&f->d, "/v1/kv/keep:a", "after", 200);

@@ -7,7 +7,9 @@
  * group transaction, and versions grow in commit order; inside a write the
  * statement is pipelined (its answer comes with the next statement sent),
  * and one that fails there fails alone. The delay queue's claim skips the
- * rows another transaction holds locked (FOR UPDATE SKIP LOCKED).
+ * rows another transaction holds locked (FOR UPDATE SKIP LOCKED). The
+ * replace clears a sliding flag (sql/postgresql/005_kv_sliding.sql) as
+ * every plain PUT must.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -319,12 +321,38 @@ static void test_queue_claim_skips_locked_rows(void **state)
     sqlcached_job_clear(&job);
 }
 
+/* A plain PUT (the replace path) over a sliding key: the row stops
+ * sliding, so a read near its expiry extends nothing. */
+static void test_replace_clears_sliding(void **state)
+{
+    fixture_t *f = *state;
+    int64_t t0 = f->clock.now;
+    sqlcached_put_options_t o = {.ttl_ms = 10000, .sliding = 1};
+    assert_int_equal(sqlcached_kv_put(f->db, "s", 1, "a", 1, &o, NULL), SQLCACHED_OK);
+    assert_int_equal(put(f->db, "s", "b", 10000, NULL), SQLCACHED_OK); /* replace */
+    f->clock.now = t0 + 8000;
+    assert_value(f->db, "s", "b"); /* would queue an extension if still sliding */
+    assert_int_equal(put(f->db, "flush", "x", 0, NULL), SQLCACHED_OK);
+    f->clock.now = t0 + 10000;
+    sqlcached_value_t *v = NULL;
+    assert_int_equal(sqlcached_kv_get(f->db, "s", 1, &v), SQLCACHED_NOT_FOUND);
+    /* and a sliding PUT over it slides again */
+    f->clock.now = t0 + 20000;
+    assert_int_equal(sqlcached_kv_put(f->db, "s", 1, "c", 1, &o, NULL), SQLCACHED_OK);
+    f->clock.now = t0 + 28000;
+    assert_value(f->db, "s", "c");
+    assert_int_equal(put(f->db, "flush", "y", 0, NULL), SQLCACHED_OK);
+    f->clock.now = t0 + 37000;
+    assert_value(f->db, "s", "c");
+}
+
 int main(void)
 {
     if (pg_fixture_skip())
         return 77;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_replace_reports_created, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_clears_sliding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conditional_puts_unchanged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_same_key_in_one_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_in_pipeline_fails_alone, setup,
