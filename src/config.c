@@ -18,7 +18,6 @@
 
 #include <jansson.h>
 
-#include "cache.h"
 #include "log.h"
 
 #define MAX_BODY_LIMIT ((size_t)1 << 30)
@@ -337,7 +336,7 @@ static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size
         cfg->sqlite_cache = size;
         return 0;
     case OPT_POLICY:
-        if (cache_policy_from_name(arg) == CACHE_POLICY_INVALID)
+        if (!sqlcached_policy_valid(arg))
             return snprintf(err, errlen, "--policy: unknown eviction policy '%s'", arg), -1;
         cfg->policy = arg;
         return 0;

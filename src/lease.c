@@ -85,7 +85,7 @@ typedef struct lease_entry {
     char name[];
 } lease_entry_t;
 
-struct lease_waiter {
+struct sqlcached_lease_wait {
     lease_registry_t *reg;
     lease_entry_t *entry;             /* while in a queue */
     lease_waiter_t *qprev, *qnext;    /* entry queue */
@@ -97,6 +97,7 @@ struct lease_waiter {
     int64_t deadline;                 /* CLOCK_MONOTONIC ms */
     int64_t ttl_ms;
     lease_wake_fn on_wake;
+    sqlcached_done_fn done;           /* the public form of on_wake */
     void *arg;
     pthread_cond_t cond;
     sqlcached_status_t status;        /* outcome once DONE */
@@ -307,7 +308,7 @@ static bool do_complete(lease_registry_t *reg, lease_waiter_t *w, sqlcached_stat
     do_dequeue(reg, w);
     w->state = W_DONE;
     w->status = status;
-    w->notifying = w->on_wake != NULL;
+    w->notifying = w->on_wake != NULL || w->done != NULL;
     pthread_cond_broadcast(&w->cond);
     return w->notifying;
 }
@@ -315,7 +316,10 @@ static bool do_complete(lease_registry_t *reg, lease_waiter_t *w, sqlcached_stat
 /* Run w's wake callback (lock not held), then let lease_wait_end go on. */
 static void notify(lease_registry_t *reg, lease_waiter_t *w)
 {
-    w->on_wake(w->arg);
+    if (w->on_wake)
+        w->on_wake(w->arg);
+    else
+        w->done(w->arg, w->status);
     pthread_mutex_lock(&reg->lock);
     w->notifying = false;
     pthread_cond_broadcast(&w->cond);
@@ -587,7 +591,8 @@ static sqlcached_status_t do_acquire(store_conn_t *w, void *arg)
 
 static lease_waiter_t *waiter_new(lease_registry_t *reg, const char *name, size_t name_len,
                                   const char *owner, size_t owner_len, int64_t ttl_ms,
-                                  int64_t wait_ms, lease_wake_fn on_wake, void *arg)
+                                  int64_t wait_ms, lease_wake_fn on_wake, sqlcached_done_fn done,
+                                  void *arg)
 {
     lease_waiter_t *w = calloc(1, sizeof *w);
     if (!w)
@@ -600,6 +605,7 @@ static lease_waiter_t *waiter_new(lease_registry_t *reg, const char *name, size_
     w->deadline = mono_ms() + wait_ms;
     w->ttl_ms = ttl_ms;
     w->on_wake = on_wake;
+    w->done = done;
     w->arg = arg;
     w->state = W_DONE; /* until queued */
     w->status = SQLCACHED_LEASE_HELD;
@@ -650,10 +656,12 @@ sqlcached_status_t lease_wait_end(lease_waiter_t *w, sqlcached_lease_t *out)
  * Acquire: the calls
  * ------------------------------------------------------------------------ */
 
-sqlcached_status_t lease_acquire_start(sqlcached_t *db, const char *name, size_t name_len,
-                                       const char *owner, size_t owner_len, int64_t ttl_ms,
-                                       int64_t wait_ms, lease_wake_fn on_wake, void *arg,
-                                       sqlcached_lease_t *out, lease_waiter_t **waiter)
+/* lease_acquire_start() with either wake callback (the other NULL). */
+static sqlcached_status_t acquire_start(sqlcached_t *db, const char *name, size_t name_len,
+                                        const char *owner, size_t owner_len, int64_t ttl_ms,
+                                        int64_t wait_ms, lease_wake_fn on_wake,
+                                        sqlcached_done_fn done, void *arg,
+                                        sqlcached_lease_t *out, lease_waiter_t **waiter)
 {
     *waiter = NULL;
     if (!text_ok(name, name_len, SQLCACHED_LEASE_NAME_MAX) ||
@@ -666,7 +674,7 @@ sqlcached_status_t lease_acquire_start(sqlcached_t *db, const char *name, size_t
     };
     if (wait_ms > 0) {
         job.waiter = waiter_new(db->leases, name, name_len, owner, owner_len, ttl_ms, wait_ms,
-                                on_wake, arg);
+                                on_wake, done, arg);
         if (!job.waiter)
             return SQLCACHED_NOMEM;
     }
@@ -687,6 +695,33 @@ sqlcached_status_t lease_acquire_start(sqlcached_t *db, const char *name, size_t
     if (job.outcome == ACQ_QUEUED)
         *waiter = job.waiter;
     return job.outcome == ACQ_HELD ? SQLCACHED_LEASE_HELD : SQLCACHED_OK;
+}
+
+sqlcached_status_t lease_acquire_start(sqlcached_t *db, const char *name, size_t name_len,
+                                       const char *owner, size_t owner_len, int64_t ttl_ms,
+                                       int64_t wait_ms, lease_wake_fn on_wake, void *arg,
+                                       sqlcached_lease_t *out, lease_waiter_t **waiter)
+{
+    return acquire_start(db, name, name_len, owner, owner_len, ttl_ms, wait_ms, on_wake, NULL,
+                         arg, out, waiter);
+}
+
+sqlcached_status_t sqlcached_lease_acquire_async(sqlcached_t *db, const char *name,
+                                                 size_t name_len, const char *owner,
+                                                 size_t owner_len, int64_t ttl_ms,
+                                                 int64_t wait_ms, sqlcached_lease_t *out,
+                                                 sqlcached_done_fn done, void *cls,
+                                                 sqlcached_lease_wait_t **wait)
+{
+    if (!done)
+        return SQLCACHED_INVALID_ARGUMENT;
+    return acquire_start(db, name, name_len, owner, owner_len, ttl_ms, wait_ms, NULL, done, cls,
+                         out, wait);
+}
+
+sqlcached_status_t sqlcached_lease_wait_end(sqlcached_lease_wait_t *wait, sqlcached_lease_t *out)
+{
+    return lease_wait_end(wait, out);
 }
 
 sqlcached_status_t sqlcached_lease_acquire(sqlcached_t *db, const char *name, size_t name_len,
@@ -805,6 +840,11 @@ sqlcached_status_t lease_release_grant(sqlcached_t *db, const sqlcached_lease_t 
     sqlcached_status_t st = store_write(db->store, do_release, &job);
     finish_grants(db->leases, job.grants, st);
     return st;
+}
+
+sqlcached_status_t sqlcached_lease_give_back(sqlcached_t *db, const sqlcached_lease_t *lease)
+{
+    return lease_release_grant(db, lease);
 }
 
 /* ------------------------------------------------------------------------

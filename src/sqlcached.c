@@ -580,3 +580,17 @@ const char *sqlcached_storage_backend(const sqlcached_t *db)
 {
     return store_backend_name(db->store);
 }
+
+/* ------------------------------------------------------------------------
+ * Policy names and the log level, for users that see only sqlcached.h
+ * ------------------------------------------------------------------------ */
+
+int sqlcached_policy_valid(const char *name)
+{
+    return name && cache_policy_from_name(name) != CACHE_POLICY_INVALID;
+}
+
+void sqlcached_set_log_level(sqlcached_log_level_t level)
+{
+    log_set_level((log_level_t)level);
+}
