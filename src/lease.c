@@ -77,7 +77,7 @@ static bool ttl_ok(int64_t ttl_ms)
     return ttl_ms >= SQLCACHED_LEASE_TTL_MIN_MS && ttl_ms <= SQLCACHED_LEASE_TTL_MAX_MS;
 }
 
-void lease_set_name(sqlcached_lease_t *l, const char *name, size_t n)
+void li_set_name(sqlcached_lease_t *l, const char *name, size_t n)
 {
     memcpy(l->name, name, n);
     l->name[n] = '\0';
@@ -103,7 +103,7 @@ static lease_waiter_t *pick_grantees(lease_registry_t *reg, const char *name, si
                                      int64_t now, sqlcached_lease_t *row)
 {
     pthread_mutex_lock(&reg->lock);
-    lease_entry_t *e = do_find_entry(reg, name, n);
+    lease_entry_t *e = li_do_find_entry(reg, name, n);
     lease_waiter_t *first = NULL, *last = NULL;
     for (lease_waiter_t *w = e ? e->head : NULL; w; w = w->qnext) {
         if (w->state != W_QUEUED)
@@ -113,7 +113,7 @@ static lease_waiter_t *pick_grantees(lease_registry_t *reg, const char *name, si
             continue;
         w->state = W_GRANTING;
         e->queued--;
-        do_deadline_remove(reg, w);
+        li_do_deadline_remove(reg, w);
         w->next_done = NULL;
         if (last)
             last->next_done = w;
@@ -134,7 +134,7 @@ static lease_waiter_t *pick_grantees(lease_registry_t *reg, const char *name, si
 }
 
 /* Inside a write: the lease `name` is free; hand it to its waiters, if
- * any. Appends them to *grants (finished by finish_grants after the
+ * any. Appends them to *grants (finished by li_finish_grants after the
  * commit) and sets *holder to the new row. Returns SQLCACHED_OK with
  * *granted telling whether anyone got it. */
 static sqlcached_status_t grant_waiters(store_conn_t *w, lease_registry_t *reg,
@@ -143,7 +143,7 @@ static sqlcached_status_t grant_waiters(store_conn_t *w, lease_registry_t *reg,
                                         bool *granted)
 {
     sqlcached_lease_t row = {0};
-    lease_set_name(&row, name, n);
+    li_set_name(&row, name, n);
     lease_waiter_t *chain = pick_grantees(reg, name, n, now, &row);
     *granted = chain != NULL;
     if (!chain)
@@ -171,21 +171,21 @@ static sqlcached_status_t grant_waiters(store_conn_t *w, lease_registry_t *reg,
 
 /* After store_write: grants of a committed write are done (waiters woken);
  * those of a failed one go back to their place in the queue. */
-void finish_grants(lease_registry_t *reg, lease_waiter_t *grants, sqlcached_status_t st)
+void li_finish_grants(lease_registry_t *reg, lease_waiter_t *grants, sqlcached_status_t st)
 {
     lease_waiter_t *wake = NULL;
     pthread_mutex_lock(&reg->lock);
     for (lease_waiter_t *g = grants, *next; g; g = next) {
         next = g->next_done;
         if (st == SQLCACHED_OK) {
-            if (do_complete(reg, g, SQLCACHED_OK)) {
+            if (li_do_complete(reg, g, SQLCACHED_OK)) {
                 g->next_done = wake;
                 wake = g;
             }
         } else {
             g->state = W_QUEUED;
             g->entry->queued++;
-            do_deadline_insert(reg, g);
+            li_do_deadline_insert(reg, g);
             pthread_cond_broadcast(&g->cond);
             pthread_cond_signal(&reg->timer_cond);
         }
@@ -193,7 +193,7 @@ void finish_grants(lease_registry_t *reg, lease_waiter_t *grants, sqlcached_stat
     pthread_mutex_unlock(&reg->lock);
     for (lease_waiter_t *g = wake, *next; g; g = next) {
         next = g->next_done;
-        notify(reg, g);
+        li_notify(reg, g);
     }
 }
 
@@ -250,7 +250,7 @@ static sqlcached_status_t try_reenter(store_conn_t *w, acquire_job_t *j, bool *d
     if (st == SQLCACHED_NOT_FOUND)
         return SQLCACHED_OK;
     if (*done)
-        note_expiry(j->reg, j->name, j->name_len, j->lease.expires_at);
+        li_note_expiry(j->reg, j->name, j->name_len, j->lease.expires_at);
     return st;
 }
 
@@ -259,7 +259,7 @@ static sqlcached_status_t take_free(store_conn_t *w, acquire_job_t *j)
 {
     sqlcached_lease_t *l = &j->lease;
     memset(l, 0, sizeof *l);
-    lease_set_name(l, j->name, j->name_len);
+    li_set_name(l, j->name, j->name_len);
     lease_set_owner(l, j->owner, j->owner_len);
     l->count = 1;
     l->expires_at = j->now + j->ttl_ms;
@@ -281,7 +281,7 @@ static sqlcached_status_t held(acquire_job_t *j)
     lease_registry_t *reg = j->reg;
     pthread_mutex_lock(&reg->lock);
     bool ok = !reg->stopping &&
-              do_enqueue(reg, j->waiter, j->name, j->name_len, j->lease.expires_at);
+              li_do_enqueue(reg, j->waiter, j->name, j->name_len, j->lease.expires_at);
     sqlcached_status_t st = ok ? SQLCACHED_OK
                             : reg->stopping ? SQLCACHED_UNAVAILABLE : SQLCACHED_NOMEM;
     pthread_mutex_unlock(&reg->lock);
@@ -290,7 +290,7 @@ static sqlcached_status_t held(acquire_job_t *j)
     return st;
 }
 
-static sqlcached_status_t do_acquire(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_acquire(store_conn_t *w, void *arg)
 {
     acquire_job_t *j = arg;
     j->grants = NULL;
@@ -339,13 +339,13 @@ static sqlcached_status_t acquire_start(sqlcached_t *db, const char *name, size_
         .owner_len = owner_len, .ttl_ms = ttl_ms, .now = engine_now(db),
     };
     if (wait_ms > 0) {
-        job.waiter = waiter_new(db->leases, name, name_len, owner, owner_len, ttl_ms, wait_ms,
+        job.waiter = li_waiter_new(db->leases, name, name_len, owner, owner_len, ttl_ms, wait_ms,
                                 on_wake, done, arg);
         if (!job.waiter)
             return SQLCACHED_NOMEM;
     }
-    sqlcached_status_t st = store_write(db->store, do_acquire, &job);
-    finish_grants(db->leases, job.grants, st);
+    sqlcached_status_t st = store_write(db->store, tx_acquire, &job);
+    li_finish_grants(db->leases, job.grants, st);
     if (job.outcome == ACQ_QUEUED && st != SQLCACHED_OK) {
         /* Queued, then the commit failed. The queueing itself stood: a
          * later committed release may have handed the lease over already. */
@@ -353,7 +353,7 @@ static sqlcached_status_t acquire_start(sqlcached_t *db, const char *name, size_
         return got == SQLCACHED_OK ? SQLCACHED_OK : st;
     }
     if (job.outcome != ACQ_QUEUED)
-        waiter_free(job.waiter);
+        li_waiter_free(job.waiter);
     if (st != SQLCACHED_OK)
         return st;
     if (out)
@@ -434,7 +434,7 @@ static sqlcached_status_t run_conditional(store_conn_t *w, storage_lease_change_
     return st == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : st;
 }
 
-static sqlcached_status_t do_renew(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_renew(store_conn_t *w, void *arg)
 {
     owner_job_t *j = arg;
     bool hit;
@@ -443,11 +443,11 @@ static sqlcached_status_t do_renew(store_conn_t *w, void *arg)
         return st;
     if (!hit)
         return SQLCACHED_NOT_OWNER;
-    note_expiry(j->reg, j->name, j->name_len, j->lease.expires_at);
+    li_note_expiry(j->reg, j->name, j->name_len, j->lease.expires_at);
     return SQLCACHED_OK;
 }
 
-static sqlcached_status_t do_release(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_release(store_conn_t *w, void *arg)
 {
     owner_job_t *j = arg;
     bool hit, granted;
@@ -470,14 +470,14 @@ static sqlcached_status_t owner_call(sqlcached_t *db, store_write_fn fn, const c
 {
     if (!text_ok(name, name_len, SQLCACHED_LEASE_NAME_MAX) ||
         !text_ok(owner, owner_len, SQLCACHED_LEASE_OWNER_MAX) ||
-        (fn == do_renew && !ttl_ok(ttl_ms)))
+        (fn == tx_renew && !ttl_ok(ttl_ms)))
         return SQLCACHED_INVALID_ARGUMENT;
     owner_job_t job = {
         .reg = db->leases, .name = name, .name_len = name_len, .owner = owner,
         .owner_len = owner_len, .ttl_ms = ttl_ms, .now = engine_now(db),
     };
     sqlcached_status_t st = store_write(db->store, fn, &job);
-    finish_grants(db->leases, job.grants, st);
+    li_finish_grants(db->leases, job.grants, st);
     if (st == SQLCACHED_OK && out)
         *out = job.lease;
     return st;
@@ -487,14 +487,14 @@ sqlcached_status_t sqlcached_lease_renew(sqlcached_t *db, const char *name, size
                                          const char *owner, size_t owner_len, int64_t ttl_ms,
                                          sqlcached_lease_t *out)
 {
-    return owner_call(db, do_renew, name, name_len, owner, owner_len, ttl_ms, out);
+    return owner_call(db, tx_renew, name, name_len, owner, owner_len, ttl_ms, out);
 }
 
 sqlcached_status_t sqlcached_lease_release(sqlcached_t *db, const char *name, size_t name_len,
                                            const char *owner, size_t owner_len,
                                            sqlcached_lease_t *out)
 {
-    return owner_call(db, do_release, name, name_len, owner, owner_len, 0, out);
+    return owner_call(db, tx_release, name, name_len, owner, owner_len, 0, out);
 }
 
 sqlcached_status_t lease_release_grant(sqlcached_t *db, const sqlcached_lease_t *l)
@@ -503,8 +503,8 @@ sqlcached_status_t lease_release_grant(sqlcached_t *db, const sqlcached_lease_t 
         .reg = db->leases, .name = l->name, .name_len = l->name_len, .owner = l->owner,
         .owner_len = l->owner_len, .token = l->token, .now = engine_now(db),
     };
-    sqlcached_status_t st = store_write(db->store, do_release, &job);
-    finish_grants(db->leases, job.grants, st);
+    sqlcached_status_t st = store_write(db->store, tx_release, &job);
+    li_finish_grants(db->leases, job.grants, st);
     return st;
 }
 
@@ -527,7 +527,7 @@ static sqlcached_status_t expire_one(store_conn_t *w, expire_job_t *j, const nam
     if (st != SQLCACHED_OK)
         return st;
     if (found && row.expires_at > j->now) {
-        note_expiry(j->reg, n->name, n->len, row.expires_at);
+        li_note_expiry(j->reg, n->name, n->len, row.expires_at);
         return SQLCACHED_OK;
     }
     st = grant_waiters(w, j->reg, n->name, n->len, j->now, &j->grants, NULL, &granted);
@@ -537,7 +537,7 @@ static sqlcached_status_t expire_one(store_conn_t *w, expire_job_t *j, const nam
     return storage_lease_delete_expired(w, n->name, n->len, j->now);
 }
 
-sqlcached_status_t do_handover(store_conn_t *w, void *arg)
+sqlcached_status_t li_tx_handover(store_conn_t *w, void *arg)
 {
     expire_job_t *j = arg;
     j->grants = NULL;
@@ -549,7 +549,7 @@ sqlcached_status_t do_handover(store_conn_t *w, void *arg)
     return SQLCACHED_OK;
 }
 
-void names_free(expire_job_t *j)
+void li_names_free(expire_job_t *j)
 {
     for (size_t i = 0; i < j->count; i++)
         free(j->names[i].name);
@@ -558,7 +558,7 @@ void names_free(expire_job_t *j)
     j->count = j->cap = 0;
 }
 
-bool names_add(void *cls, const void *name, size_t len)
+bool li_names_add(void *cls, const void *name, size_t len)
 {
     expire_job_t *j = cls;
     if (j->count == j->cap) {
@@ -581,7 +581,7 @@ bool names_add(void *cls, const void *name, size_t len)
 /* Collect the names of up to `limit` expired leases. */
 static sqlcached_status_t collect_expired(store_conn_t *w, expire_job_t *j, int limit)
 {
-    return storage_lease_expired(w, j->now, limit, names_add, j);
+    return storage_lease_expired(w, j->now, limit, li_names_add, j);
 }
 
 typedef struct sweep_job {
@@ -589,14 +589,14 @@ typedef struct sweep_job {
     int limit;
 } sweep_job_t;
 
-static sqlcached_status_t do_sweep(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_sweep(store_conn_t *w, void *arg)
 {
     sweep_job_t *s = arg;
-    names_free(&s->e);
+    li_names_free(&s->e);
     s->e.swept = 0;
     sqlcached_status_t st = collect_expired(w, &s->e, s->limit);
     if (st == SQLCACHED_OK)
-        st = do_handover(w, &s->e);
+        st = li_tx_handover(w, &s->e);
     if (st == SQLCACHED_OK)
         s->e.swept = (int)s->e.count;
     return st;
@@ -605,9 +605,9 @@ static sqlcached_status_t do_sweep(store_conn_t *w, void *arg)
 int lease_sweep(sqlcached_t *db, int64_t now, int max_rows)
 {
     sweep_job_t job = {.e = {.reg = db->leases, .now = now}, .limit = max_rows};
-    sqlcached_status_t st = store_write(db->store, do_sweep, &job);
-    finish_grants(db->leases, job.e.grants, st);
-    names_free(&job.e);
+    sqlcached_status_t st = store_write(db->store, tx_sweep, &job);
+    li_finish_grants(db->leases, job.e.grants, st);
+    li_names_free(&job.e);
     if (st != SQLCACHED_OK) {
         log_warn("lease", "sweep of expired leases failed: %s", sqlcached_status_name(st));
         return -1;

@@ -4,8 +4,10 @@
  * registry's types and the functions each file gives the other. Not part
  * of the library's interface (see lease.h).
  *
- * Locking and states: see lease.c's file comment. do_* functions are
- * called with reg->lock held.
+ * Locking and states: see lease.c's file comment. Names: li_ for what is
+ * declared here (so a reader tells it from lease.h's interface), then do_
+ * when the caller holds reg->lock, tx_ for a write function that runs on
+ * the writer thread inside its transaction (store_write).
  */
 #ifndef SQLCACHED_LEASE_INT_H
 #define SQLCACHED_LEASE_INT_H
@@ -93,44 +95,44 @@ typedef struct expire_job {
  * lease_wait.c: the registry and the waiters
  * ------------------------------------------------------------------------ */
 
-lease_entry_t *do_find_entry(lease_registry_t *reg, const char *name, size_t n);
+lease_entry_t *li_do_find_entry(lease_registry_t *reg, const char *name, size_t n);
 /* Insert into / remove from the deadline list (kept sorted). */
-void do_deadline_insert(lease_registry_t *reg, lease_waiter_t *w);
-void do_deadline_remove(lease_registry_t *reg, lease_waiter_t *w);
+void li_do_deadline_insert(lease_registry_t *reg, lease_waiter_t *w);
+void li_do_deadline_remove(lease_registry_t *reg, lease_waiter_t *w);
 /* Queue w at the tail of the entry for name (w->state becomes QUEUED);
  * false when out of memory. */
-bool do_enqueue(lease_registry_t *reg, lease_waiter_t *w, const char *name, size_t n,
+bool li_do_enqueue(lease_registry_t *reg, lease_waiter_t *w, const char *name, size_t n,
                 int64_t holder_expires_at);
 /* Mark w DONE with status (leaving every list). Returns true when its wake
- * callback must be called: then call notify() once the lock is released. */
-bool do_complete(lease_registry_t *reg, lease_waiter_t *w, sqlcached_status_t status);
+ * callback must be called: then call li_notify() once the lock is released. */
+bool li_do_complete(lease_registry_t *reg, lease_waiter_t *w, sqlcached_status_t status);
 /* Run w's wake callback (lock not held), then let lease_wait_end go on. */
-void notify(lease_registry_t *reg, lease_waiter_t *w);
+void li_notify(lease_registry_t *reg, lease_waiter_t *w);
 /* Record a holder's new expiry for the timer, if anyone waits on name
  * (takes the lock). */
-void note_expiry(lease_registry_t *reg, const char *name, size_t n, int64_t expires_at);
+void li_note_expiry(lease_registry_t *reg, const char *name, size_t n, int64_t expires_at);
 /* A waiter, not queued yet (DONE with SQLCACHED_LEASE_HELD until then);
- * NULL when out of memory. Freed by lease_wait_end(), or waiter_free()
+ * NULL when out of memory. Freed by lease_wait_end(), or li_waiter_free()
  * when it was never queued. NULL is allowed. */
-lease_waiter_t *waiter_new(lease_registry_t *reg, const char *name, size_t name_len,
+lease_waiter_t *li_waiter_new(lease_registry_t *reg, const char *name, size_t name_len,
                            const char *owner, size_t owner_len, int64_t ttl_ms,
                            int64_t wait_ms, lease_wake_fn on_wake, sqlcached_done_fn done,
                            void *arg);
-void waiter_free(lease_waiter_t *w);
+void li_waiter_free(lease_waiter_t *w);
 
 /* ------------------------------------------------------------------------
  * lease.c: writes the timer runs, and what both fill in
  * ------------------------------------------------------------------------ */
 
-void lease_set_name(sqlcached_lease_t *l, const char *name, size_t n);
+void li_set_name(sqlcached_lease_t *l, const char *name, size_t n);
 /* Write function (store_write): hand the leases named in the expire_job_t
  * arg over to their waiters, or delete them, when expired. */
-sqlcached_status_t do_handover(store_conn_t *w, void *arg);
+sqlcached_status_t li_tx_handover(store_conn_t *w, void *arg);
 /* After store_write: grants of a committed write are done (waiters woken);
  * those of a failed one go back to their place in the queue. */
-void finish_grants(lease_registry_t *reg, lease_waiter_t *grants, sqlcached_status_t st);
+void li_finish_grants(lease_registry_t *reg, lease_waiter_t *grants, sqlcached_status_t st);
 /* Add a copy of name to j's names (false when out of memory); free them. */
-bool names_add(void *cls, const void *name, size_t len);
-void names_free(expire_job_t *j);
+bool li_names_add(void *cls, const void *name, size_t len);
+void li_names_free(expire_job_t *j);
 
 #endif

@@ -40,7 +40,7 @@ static uint32_t name_hash(const char *p, size_t n)
  * The registry (callers hold reg->lock)
  * ------------------------------------------------------------------------ */
 
-lease_entry_t *do_find_entry(lease_registry_t *reg, const char *name, size_t n)
+lease_entry_t *li_do_find_entry(lease_registry_t *reg, const char *name, size_t n)
 {
     lease_entry_t *e = reg->buckets[name_hash(name, n) % LEASE_BUCKETS];
     for (; e; e = e->hnext)
@@ -52,7 +52,7 @@ lease_entry_t *do_find_entry(lease_registry_t *reg, const char *name, size_t n)
 /* The entry for name, created if needed; NULL when out of memory. */
 static lease_entry_t *do_get_entry(lease_registry_t *reg, const char *name, size_t n)
 {
-    lease_entry_t *e = do_find_entry(reg, name, n);
+    lease_entry_t *e = li_do_find_entry(reg, name, n);
     if (e)
         return e;
     e = calloc(1, sizeof *e + n + 1);
@@ -88,7 +88,7 @@ static void do_drop_entry(lease_registry_t *reg, lease_entry_t *e)
 
 /* Insert into the deadline list, kept sorted (scan from the tail: waits
  * of one length arrive in deadline order). */
-void do_deadline_insert(lease_registry_t *reg, lease_waiter_t *w)
+void li_do_deadline_insert(lease_registry_t *reg, lease_waiter_t *w)
 {
     lease_waiter_t *after = reg->dtail;
     while (after && after->deadline > w->deadline)
@@ -106,7 +106,7 @@ void do_deadline_insert(lease_registry_t *reg, lease_waiter_t *w)
     w->on_deadline_list = true;
 }
 
-void do_deadline_remove(lease_registry_t *reg, lease_waiter_t *w)
+void li_do_deadline_remove(lease_registry_t *reg, lease_waiter_t *w)
 {
     if (!w->on_deadline_list)
         return;
@@ -123,7 +123,7 @@ void do_deadline_remove(lease_registry_t *reg, lease_waiter_t *w)
 }
 
 /* Queue w at the tail of the entry for name (w->state becomes QUEUED). */
-bool do_enqueue(lease_registry_t *reg, lease_waiter_t *w, const char *name, size_t n,
+bool li_do_enqueue(lease_registry_t *reg, lease_waiter_t *w, const char *name, size_t n,
                        int64_t holder_expires_at)
 {
     lease_entry_t *e = do_get_entry(reg, name, n);
@@ -141,7 +141,7 @@ bool do_enqueue(lease_registry_t *reg, lease_waiter_t *w, const char *name, size
     e->expires_at = holder_expires_at;
     w->state = W_QUEUED;
     atomic_fetch_add_explicit(&reg->waiting, 1, memory_order_relaxed);
-    do_deadline_insert(reg, w);
+    li_do_deadline_insert(reg, w);
     pthread_cond_signal(&reg->timer_cond);
     return true;
 }
@@ -165,14 +165,14 @@ static void do_dequeue(lease_registry_t *reg, lease_waiter_t *w)
         e->tail = w->qprev;
     w->qprev = w->qnext = NULL;
     w->entry = NULL;
-    do_deadline_remove(reg, w);
+    li_do_deadline_remove(reg, w);
     if (!e->head)
         do_drop_entry(reg, e);
 }
 
 /* Mark w DONE with status (leaving every list). Returns true when its wake
- * callback must be called (then w->notifying is set; see notify()). */
-bool do_complete(lease_registry_t *reg, lease_waiter_t *w, sqlcached_status_t status)
+ * callback must be called (then w->notifying is set; see li_notify()). */
+bool li_do_complete(lease_registry_t *reg, lease_waiter_t *w, sqlcached_status_t status)
 {
     do_dequeue(reg, w);
     w->state = W_DONE;
@@ -183,7 +183,7 @@ bool do_complete(lease_registry_t *reg, lease_waiter_t *w, sqlcached_status_t st
 }
 
 /* Run w's wake callback (lock not held), then let lease_wait_end go on. */
-void notify(lease_registry_t *reg, lease_waiter_t *w)
+void li_notify(lease_registry_t *reg, lease_waiter_t *w)
 {
     if (w->on_wake)
         w->on_wake(w->arg);
@@ -196,10 +196,10 @@ void notify(lease_registry_t *reg, lease_waiter_t *w)
 }
 
 /* Record a holder's new expiry for the timer, if anyone waits on name. */
-void note_expiry(lease_registry_t *reg, const char *name, size_t n, int64_t expires_at)
+void li_note_expiry(lease_registry_t *reg, const char *name, size_t n, int64_t expires_at)
 {
     pthread_mutex_lock(&reg->lock);
-    lease_entry_t *e = do_find_entry(reg, name, n);
+    lease_entry_t *e = li_do_find_entry(reg, name, n);
     if (e) {
         if (expires_at < e->expires_at)
             pthread_cond_signal(&reg->timer_cond);
@@ -219,7 +219,7 @@ void lease_set_recheck(lease_registry_t *reg, int64_t ms)
 void lease_remote_freed(lease_registry_t *reg, const char *name, size_t n)
 {
     pthread_mutex_lock(&reg->lock);
-    lease_entry_t *e = do_find_entry(reg, name, n);
+    lease_entry_t *e = li_do_find_entry(reg, name, n);
     if (e && e->queued > 0) {
         e->expires_at = INT64_MIN; /* due now: the timer hands it over */
         pthread_cond_signal(&reg->timer_cond);
@@ -231,7 +231,7 @@ void lease_remote_freed(lease_registry_t *reg, const char *name, size_t n)
  * Waiters
  * ------------------------------------------------------------------------ */
 
-lease_waiter_t *waiter_new(lease_registry_t *reg, const char *name, size_t name_len,
+lease_waiter_t *li_waiter_new(lease_registry_t *reg, const char *name, size_t name_len,
                                   const char *owner, size_t owner_len, int64_t ttl_ms,
                                   int64_t wait_ms, lease_wake_fn on_wake, sqlcached_done_fn done,
                                   void *arg)
@@ -251,13 +251,13 @@ lease_waiter_t *waiter_new(lease_registry_t *reg, const char *name, size_t name_
     w->arg = arg;
     w->state = W_DONE; /* until queued */
     w->status = SQLCACHED_LEASE_HELD;
-    lease_set_name(&w->lease, name, name_len);
+    li_set_name(&w->lease, name, name_len);
     memcpy(w->owner, owner, owner_len);
     w->owner_len = owner_len;
     return w;
 }
 
-void waiter_free(lease_waiter_t *w)
+void li_waiter_free(lease_waiter_t *w)
 {
     if (!w)
         return;
@@ -290,7 +290,7 @@ sqlcached_status_t lease_wait_end(lease_waiter_t *w, sqlcached_lease_t *out)
         *out = w->lease;
     else if (out && status == SQLCACHED_LEASE_HELD)
         current_holder(reg->db, w->lease.name, w->lease.name_len, out);
-    waiter_free(w);
+    li_waiter_free(w);
     return status;
 }
 
@@ -315,7 +315,7 @@ static bool do_due_handovers(lease_registry_t *reg, int64_t now_m, int64_t now_e
     for (lease_entry_t *e = reg->entries; e && j->count < HANDOFF_BATCH; e = e->next) {
         if (!do_entry_due(reg, e, now_m, now_e))
             continue;
-        if (!names_add(j, e->name, e->name_len))
+        if (!li_names_add(j, e->name, e->name_len))
             return false;
         e->checked_at = now_m;
     }
@@ -329,7 +329,7 @@ static lease_waiter_t *do_due_deadlines(lease_registry_t *reg, int64_t now_m)
     lease_waiter_t *wake = NULL;
     while (reg->dhead && reg->dhead->deadline <= now_m) {
         lease_waiter_t *w = reg->dhead;
-        if (do_complete(reg, w, SQLCACHED_LEASE_HELD)) {
+        if (li_do_complete(reg, w, SQLCACHED_LEASE_HELD)) {
             w->next_done = wake;
             wake = w;
         }
@@ -357,15 +357,15 @@ static int64_t do_sleep_ms(lease_registry_t *reg, int64_t now_m, int64_t now_e)
 /* Hand over the leases in j (lock not held). */
 static void run_handovers(lease_registry_t *reg, expire_job_t *j)
 {
-    sqlcached_status_t st = store_write(reg->db->store, do_handover, j);
-    finish_grants(reg, j->grants, st);
+    sqlcached_status_t st = store_write(reg->db->store, li_tx_handover, j);
+    li_finish_grants(reg, j->grants, st);
     if (st != SQLCACHED_OK) {
         log_warn("lease", "hand-over of expired leases failed: %s", sqlcached_status_name(st));
         pthread_mutex_lock(&reg->lock);
         reg->backoff_until = mono_ms() + TIMER_BACKOFF_MS;
         pthread_mutex_unlock(&reg->lock);
     }
-    names_free(j);
+    li_names_free(j);
 }
 
 static void timed_wait(lease_registry_t *reg, int64_t ms)
@@ -391,13 +391,13 @@ static void *timer_main(void *arg)
             pthread_mutex_lock(&reg->lock);
             continue;
         }
-        names_free(&j);
+        li_names_free(&j);
         lease_waiter_t *wake = do_due_deadlines(reg, now_m);
         if (wake) {
             pthread_mutex_unlock(&reg->lock);
             for (lease_waiter_t *w = wake, *next; w; w = next) {
                 next = w->next_done;
-                notify(reg, w);
+                li_notify(reg, w);
             }
             pthread_mutex_lock(&reg->lock);
             continue;
@@ -451,7 +451,7 @@ void lease_registry_destroy(lease_registry_t *reg)
     lease_waiter_t *wake = NULL;
     while (reg->dhead) {
         lease_waiter_t *w = reg->dhead;
-        if (do_complete(reg, w, SQLCACHED_UNAVAILABLE)) {
+        if (li_do_complete(reg, w, SQLCACHED_UNAVAILABLE)) {
             w->next_done = wake;
             wake = w;
         }
@@ -459,7 +459,7 @@ void lease_registry_destroy(lease_registry_t *reg)
     pthread_mutex_unlock(&reg->lock);
     for (lease_waiter_t *w = wake, *next; w; w = next) {
         next = w->next_done;
-        notify(reg, w);
+        li_notify(reg, w);
     }
     if (reg->timer_started)
         pthread_join(reg->timer, NULL);
