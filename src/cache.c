@@ -211,7 +211,7 @@ void cache_value_release(cache_value_t *v)
         free(v);
 }
 
-static bool value_is(const cache_value_t *v, const void *key, size_t klen)
+bool value_is(const cache_value_t *v, const void *key, size_t klen)
 {
     return v->klen == klen && memcmp(v->bytes, key, klen) == 0;
 }
@@ -242,7 +242,7 @@ static size_t heap_bytes(uint32_t hcap)
                 : 0;
 }
 
-static void update_mem(struct shard *s)
+void update_mem(struct shard *s)
 {
     s->mem = s->entry_bytes + table_bytes(s->tcap) + pages_bytes(s->npages) +
              heap_bytes(s->hcap) + policy_bytes(s);
@@ -262,176 +262,6 @@ uint64_t shard_capacity(const struct shard *s)
     if (s->max_entries)
         return s->max_entries;
     return s->limit > structs ? s->limit - structs : 0;
-}
-
-/* ======================================================================
- * Slots
- * ====================================================================== */
-
-static int add_page(struct shard *s)
-{
-    uint32_t arr = 1;
-    struct slot *page;
-
-    while (arr < s->npages)
-        arr <<= 1;
-    if (s->npages == arr || s->npages == 0) {
-        uint32_t ncap = s->npages ? arr * 2 : 1;
-        struct slot **np = realloc(s->pages, ncap * sizeof(*np));
-        if (np == NULL)
-            return -1;
-        s->pages = np;
-    }
-    page = calloc(PAGE_SLOTS, sizeof(*page));
-    if (page == NULL)
-        return -1;
-    s->pages[s->npages++] = page;
-    update_mem(s);
-    return 0;
-}
-
-static bool slot_available(const struct shard *s)
-{
-    return s->free_slot != 0 || s->next_unused < s->npages * PAGE_SLOTS;
-}
-
-/* Returns a free slot index; the caller made one available. */
-static uint32_t slot_take(struct shard *s)
-{
-    uint32_t idx = s->free_slot;
-
-    if (idx != 0) {
-        s->free_slot = slot_next(slot_at(s, idx));
-        return idx;
-    }
-    return s->next_unused++;
-}
-
-static void slot_put(struct shard *s, uint32_t idx)
-{
-    struct slot *sl = slot_at(s, idx);
-
-    slot_set_val(sl, NULL);
-    slot_set_next(sl, s->free_slot, 0);
-    s->free_slot = idx;
-}
-
-/* ======================================================================
- * Hash table: Robin Hood, linear probing, backward-shift deletion.
- * Bucket = slot index | probe distance << 24; 0 = empty.
- * ====================================================================== */
-
-#define DIST_MAX 255u
-
-static uint32_t home_of(uint64_t h, uint32_t tcap)
-{
-    return (uint32_t)(((h & 0xffffffffu) * tcap) >> 32);
-}
-
-/* Returns the bucket holding key, or UINT32_MAX. */
-static uint32_t table_find(const struct shard *s, const void *key,
-                           size_t klen, uint64_t h)
-{
-    uint32_t i, dist;
-
-    if (s->tcap == 0)
-        return UINT32_MAX;
-    i = home_of(h, s->tcap);
-    for (dist = 0;; dist++) {
-        uint32_t b = s->table[i];
-        if (b == 0 || (b >> IDX_BITS) < dist)
-            return UINT32_MAX;
-        if (value_is(slot_val(slot_at(s, b & IDX_MASK)), key, klen))
-            return i;
-        if (++i == s->tcap)
-            i = 0;
-    }
-}
-
-/* Places slot idx. The table has room. Returns false if a probe distance
- * would overflow (the table then needs to grow; nothing was changed). */
-static bool table_place(uint32_t *table, uint32_t tcap, uint32_t idx,
-                        uint64_t h)
-{
-    uint32_t i = home_of(h, tcap), dist = 0, probe = i;
-
-    /* dry run: make sure no displaced bucket's distance would overflow */
-    for (uint32_t d = 0; table[probe] != 0; d++) {
-        if (d >= DIST_MAX - 1 || (table[probe] >> IDX_BITS) >= DIST_MAX - 1)
-            return false;
-        if (++probe == tcap)
-            probe = 0;
-    }
-    for (;;) {
-        uint32_t b = table[i];
-        if (b == 0) {
-            table[i] = idx | dist << IDX_BITS;
-            return true;
-        }
-        if ((b >> IDX_BITS) < dist) {
-            table[i] = idx | dist << IDX_BITS;
-            idx = b & IDX_MASK;
-            dist = b >> IDX_BITS;
-        }
-        if (++i == tcap)
-            i = 0;
-        dist++;
-    }
-}
-
-static void table_delete(struct shard *s, uint32_t i)
-{
-    for (;;) {
-        uint32_t j = i + 1 == s->tcap ? 0 : i + 1;
-        uint32_t b = s->table[j];
-        if (b == 0 || (b >> IDX_BITS) == 0) {
-            s->table[i] = 0;
-            return;
-        }
-        s->table[i] = b - (1u << IDX_BITS);
-        i = j;
-    }
-}
-
-uint64_t slot_hash(const cache_t *c, const struct shard *s, uint32_t idx)
-{
-    const cache_value_t *v = slot_val(slot_at(s, idx));
-    return key_hash(c, val_key(v), v->klen);
-}
-
-/* Rebuilds the table with ncap buckets. Returns 0 or -1 (unchanged). */
-static int table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
-{
-    uint32_t *nt = calloc(ncap, sizeof(*nt));
-
-    if (nt == NULL)
-        return -1;
-    for (uint32_t i = 0; i < s->tcap; i++) {
-        uint32_t idx = s->table[i] & IDX_MASK;
-        if (s->table[i] != 0 &&
-            !table_place(nt, ncap, idx, slot_hash(c, s, idx))) {
-            free(nt);
-            return -1;
-        }
-    }
-    free(s->table);
-    s->table = nt;
-    s->tcap = ncap;
-    update_mem(s);
-    return 0;
-}
-
-/* Room for n entries at a load of about 0.87 (the table grows at 0.93):
- * a smaller step than 1.3x, for less empty bucket space per entry. */
-static uint32_t grown_cap(uint32_t n)
-{
-    uint64_t cap = ((uint64_t)n * 115 / 100 + 15) & ~(uint64_t)15;
-    return cap < 64 ? 64 : (uint32_t)cap;
-}
-
-static bool table_needs_growth(const struct shard *s)
-{
-    return (uint64_t)(s->count + 1) * 100 > (uint64_t)s->tcap * 93;
 }
 
 /* ======================================================================
@@ -590,17 +420,6 @@ static uint32_t do_link_entry(cache_t *c, struct shard *s, cache_value_t *v,
     update_mem(s);
     policy_insert(c, s, idx);
     return idx;
-}
-
-static uint32_t table_find_slot(const struct shard *s, uint64_t h,
-                                uint32_t idx)
-{
-    uint32_t i = home_of(h, s->tcap);
-
-    while ((s->table[i] & IDX_MASK) != idx)
-        if (++i == s->tcap)
-            i = 0;
-    return i;
 }
 
 static void maybe_shrink(const cache_t *c, struct shard *s)

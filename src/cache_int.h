@@ -263,6 +263,32 @@ int policy_reserve(const cache_t *c, struct shard *s);
  * remove). W-TinyLFU may evict `newest` itself like any other entry. */
 bool do_evict(cache_t *c, struct shard *s, uint32_t newest);
 
+/* Accounting and values (cache.c). */
+void update_mem(struct shard *s);
+bool value_is(const cache_value_t *v, const void *key, size_t klen);
+
+/* Slots and the hash table (cache_table.c); the caller holds the shard
+ * lock. Slots: add a page of PAGE_SLOTS (0 or -1), whether one is free,
+ * take one (one must be available), give one back. */
+int add_page(struct shard *s);
+bool slot_available(const struct shard *s);
+uint32_t slot_take(struct shard *s);
+void slot_put(struct shard *s, uint32_t idx);
+/* The bucket holding key (hash h), or UINT32_MAX. */
+uint32_t table_find(const struct shard *s, const void *key, size_t klen, uint64_t h);
+/* The bucket holding slot idx, which is in the table. */
+uint32_t table_find_slot(const struct shard *s, uint64_t h, uint32_t idx);
+/* Places slot idx (the table has room); false if a probe distance would
+ * overflow (the table must grow; nothing changed). */
+bool table_place(uint32_t *table, uint32_t tcap, uint32_t idx, uint64_t h);
+/* Empties bucket i (backward shift). */
+void table_delete(struct shard *s, uint32_t i);
+/* Rebuilds the table with ncap buckets: 0, or -1 (unchanged). */
+int table_resize(const cache_t *c, struct shard *s, uint32_t ncap);
+/* Buckets for n entries; whether one more entry needs a larger table. */
+uint32_t grown_cap(uint32_t n);
+bool table_needs_growth(const struct shard *s);
+
 void list_init(struct shard *s);
 void list_push_front(struct shard *s, unsigned list, uint32_t idx);
 void list_remove(struct shard *s, uint32_t idx);
