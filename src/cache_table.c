@@ -16,7 +16,7 @@
  * Slots
  * ====================================================================== */
 
-int add_page(struct shard *s)
+int ci_add_page(struct shard *s)
 {
     uint32_t arr = 1;
     struct slot *page;
@@ -34,17 +34,17 @@ int add_page(struct shard *s)
     if (page == NULL)
         return -1;
     s->pages[s->npages++] = page;
-    update_mem(s);
+    ci_update_mem(s);
     return 0;
 }
 
-bool slot_available(const struct shard *s)
+bool ci_slot_available(const struct shard *s)
 {
     return s->free_slot != 0 || s->next_unused < s->npages * PAGE_SLOTS;
 }
 
 /* Returns a free slot index; the caller made one available. */
-uint32_t slot_take(struct shard *s)
+uint32_t ci_slot_take(struct shard *s)
 {
     uint32_t idx = s->free_slot;
 
@@ -55,7 +55,7 @@ uint32_t slot_take(struct shard *s)
     return s->next_unused++;
 }
 
-void slot_put(struct shard *s, uint32_t idx)
+void ci_slot_put(struct shard *s, uint32_t idx)
 {
     struct slot *sl = slot_at(s, idx);
 
@@ -77,7 +77,7 @@ static uint32_t home_of(uint64_t h, uint32_t tcap)
 }
 
 /* Returns the bucket holding key, or UINT32_MAX. */
-uint32_t table_find(const struct shard *s, const void *key,
+uint32_t ci_table_find(const struct shard *s, const void *key,
                            size_t klen, uint64_t h)
 {
     uint32_t i, dist;
@@ -89,7 +89,7 @@ uint32_t table_find(const struct shard *s, const void *key,
         uint32_t b = s->table[i];
         if (b == 0 || (b >> IDX_BITS) < dist)
             return UINT32_MAX;
-        if (value_is(slot_val(slot_at(s, b & IDX_MASK)), key, klen))
+        if (ci_value_is(slot_val(slot_at(s, b & IDX_MASK)), key, klen))
             return i;
         if (++i == s->tcap)
             i = 0;
@@ -98,7 +98,7 @@ uint32_t table_find(const struct shard *s, const void *key,
 
 /* Places slot idx. The table has room. Returns false if a probe distance
  * would overflow (the table then needs to grow; nothing was changed). */
-bool table_place(uint32_t *table, uint32_t tcap, uint32_t idx,
+bool ci_table_place(uint32_t *table, uint32_t tcap, uint32_t idx,
                         uint64_t h)
 {
     uint32_t i = home_of(h, tcap), dist = 0, probe = i;
@@ -127,7 +127,7 @@ bool table_place(uint32_t *table, uint32_t tcap, uint32_t idx,
     }
 }
 
-void table_delete(struct shard *s, uint32_t i)
+void ci_table_delete(struct shard *s, uint32_t i)
 {
     for (;;) {
         uint32_t j = i + 1 == s->tcap ? 0 : i + 1;
@@ -141,14 +141,14 @@ void table_delete(struct shard *s, uint32_t i)
     }
 }
 
-uint64_t slot_hash(const cache_t *c, const struct shard *s, uint32_t idx)
+uint64_t ci_slot_hash(const cache_t *c, const struct shard *s, uint32_t idx)
 {
     const cache_value_t *v = slot_val(slot_at(s, idx));
-    return key_hash(c, val_key(v), v->klen);
+    return ci_key_hash(c, val_key(v), v->klen);
 }
 
 /* Rebuilds the table with ncap buckets. Returns 0 or -1 (unchanged). */
-int table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
+int ci_table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
 {
     uint32_t *nt = calloc(ncap, sizeof(*nt));
 
@@ -157,7 +157,7 @@ int table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
     for (uint32_t i = 0; i < s->tcap; i++) {
         uint32_t idx = s->table[i] & IDX_MASK;
         if (s->table[i] != 0 &&
-            !table_place(nt, ncap, idx, slot_hash(c, s, idx))) {
+            !ci_table_place(nt, ncap, idx, ci_slot_hash(c, s, idx))) {
             free(nt);
             return -1;
         }
@@ -165,24 +165,24 @@ int table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
     free(s->table);
     s->table = nt;
     s->tcap = ncap;
-    update_mem(s);
+    ci_update_mem(s);
     return 0;
 }
 
 /* Room for n entries at a load of about 0.87 (the table grows at 0.93):
  * a smaller step than 1.3x, for less empty bucket space per entry. */
-uint32_t grown_cap(uint32_t n)
+uint32_t ci_grown_cap(uint32_t n)
 {
     uint64_t cap = ((uint64_t)n * 115 / 100 + 15) & ~(uint64_t)15;
     return cap < 64 ? 64 : (uint32_t)cap;
 }
 
-bool table_needs_growth(const struct shard *s)
+bool ci_table_needs_growth(const struct shard *s)
 {
     return (uint64_t)(s->count + 1) * 100 > (uint64_t)s->tcap * 93;
 }
 
-uint32_t table_find_slot(const struct shard *s, uint64_t h,
+uint32_t ci_table_find_slot(const struct shard *s, uint64_t h,
                                 uint32_t idx)
 {
     uint32_t i = home_of(h, s->tcap);

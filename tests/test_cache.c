@@ -264,7 +264,7 @@ static void test_cache_lfu_ghosts_accounted(void **state)
         touch(c, k);
     assert_true(s->ghost.n > n0);
     assert_true(s->ghost.n <= s->sketch.capacity / 8 + 16);
-    assert_int_equal(policy_bytes(s),
+    assert_int_equal(ci_policy_bytes(s),
                      sketch_bytes(&s->sketch) + s->ghost.n * sizeof(uint32_t));
     cache_destroy(c);
 }
