@@ -91,7 +91,7 @@ typedef struct sqlcached_options {
     int purge_interval_ms;              /* background purge of expired rows; default 1000, < 0 = off */
     /* Memory tier (see docs/architecture.md). */
     size_t cache_memory;                /* bytes; default 64 MiB; 0 = no memory tier */
-    const char *cache_policy;           /* Redis name; NULL = "allkeys-lfu" */
+    const char *cache_policy;           /* Redis name; default (and NULL) "allkeys-lfu" */
     int64_t negative_ttl_ms;            /* absent keys remembered this long; default 5000 */
     unsigned ttl_jitter_percent;        /* spread TTLs by +-N% (0..50); default 0 */
     int bloom_filter;                   /* 1 = skip SQLite for never-written keys; default 1 */

@@ -83,7 +83,7 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->sqlite_cache = 64u << 20;
     opts->purge_interval_ms = 1000;
     opts->cache_memory = 64u << 20;
-    opts->cache_policy = NULL;
+    opts->cache_policy = "allkeys-lfu";
     opts->negative_ttl_ms = 5000;
     opts->ttl_jitter_percent = 0;
     opts->bloom_filter = 1;
