@@ -94,7 +94,7 @@ typedef struct sqlcached_options {
     int purge_interval_ms;              /* background purge of expired rows; default 1000, < 0 = off */
     /* Memory tier (see docs/architecture.md). */
     size_t cache_memory;                /* bytes; default 64 MiB; 0 = no memory tier */
-    const char *cache_policy;           /* Redis name; NULL = "allkeys-lfu" */
+    const char *cache_policy;           /* Redis name; default (and NULL) "allkeys-lfu" */
     int64_t negative_ttl_ms;            /* absent keys remembered this long; default 5000 */
     unsigned ttl_jitter_percent;        /* spread TTLs by +-N% (0..50); default 0 */
     int bloom_filter;                   /* 1 = skip SQLite for never-written keys; default 1 */
@@ -1087,6 +1087,60 @@ typedef struct sqlcached_queue_stats {
 
 /* Fill out with the figures above. Cannot fail. */
 void sqlcached_queue_stats(sqlcached_t *db, sqlcached_queue_stats_t *out);
+
+/* ------------------------------------------------------------------------
+ * Asynchronous lease acquire, policy names and the library's log level
+ * ------------------------------------------------------------------------ */
+
+/* A queued asynchronous acquire (sqlcached_lease_acquire_async). */
+typedef struct sqlcached_lease_wait sqlcached_lease_wait_t;
+
+/* sqlcached_lease_acquire() without blocking the calling thread, in the
+ * idiom of the kv *_async calls (sqlcached_done_fn). name and owner are
+ * copied; out is filled before this returns. *wait is NULL unless queued:
+ *   SQLCACHED_OK, *wait NULL: acquired; *out is the lease.
+ *   SQLCACHED_OK, *wait set: held by another owner and queued (wait_ms >
+ *     0 only); *out is the holder's lease. done(cls, status) is called
+ *     once, on a library thread, when the outcome is known (it must be
+ *     quick and must not call the lease calls), unless
+ *     sqlcached_lease_wait_end() is called first. In every case collect
+ *     the outcome with sqlcached_lease_wait_end(), which frees the wait.
+ *   SQLCACHED_LEASE_HELD (wait_ms == 0): *out is the holder's lease.
+ *   any other status: nothing was queued; done is never called. */
+sqlcached_status_t sqlcached_lease_acquire_async(sqlcached_t *db, const char *name,
+                                                 size_t name_len, const char *owner,
+                                                 size_t owner_len, int64_t ttl_ms,
+                                                 int64_t wait_ms, sqlcached_lease_t *out,
+                                                 sqlcached_done_fn done, void *cls,
+                                                 sqlcached_lease_wait_t **wait);
+
+/* Collect the outcome of a queued acquire and free it. Still queued: it is
+ * cancelled (SQLCACHED_LEASE_HELD); a grant in progress is waited for
+ * (briefly). On return done is not running and never will. Returns
+ * SQLCACHED_OK (granted, *out the lease), SQLCACHED_LEASE_HELD (*out the
+ * current holder, all zero when the lease is free by now) or
+ * SQLCACHED_UNAVAILABLE (the store closed). out may be NULL. */
+sqlcached_status_t sqlcached_lease_wait_end(sqlcached_lease_wait_t *wait, sqlcached_lease_t *out);
+
+/* Give back one acquisition of the holding *lease (name, owner and token as
+ * granted: a lease granted to a caller that is gone), handing the lease on
+ * like a release. Expired, or changed hands since: SQLCACHED_NOT_OWNER and
+ * nothing happens. */
+sqlcached_status_t sqlcached_lease_give_back(sqlcached_t *db, const sqlcached_lease_t *lease);
+
+/* 1 if name is an eviction policy sqlcached_options_t.cache_policy takes
+ * ("allkeys-lfu", "allkeys-lru", ...), else 0. */
+int sqlcached_policy_valid(const char *name);
+
+/* How much the library logs on stderr; process-wide, default INFO. */
+typedef enum sqlcached_log_level {
+    SQLCACHED_LOG_ERROR = 0,
+    SQLCACHED_LOG_WARN,
+    SQLCACHED_LOG_INFO,
+    SQLCACHED_LOG_DEBUG
+} sqlcached_log_level_t;
+
+void sqlcached_set_log_level(sqlcached_log_level_t level);
 
 #ifdef __cplusplus
 }

@@ -7,15 +7,15 @@
  * 400 invalid_argument).
  *
  * Waiting acquirers never hold a worker thread: the handler queues a
- * waiter in the lease module (lease_acquire_start) and parks the request
- * (http_suspend). The module calls on_wake() from the thread that decides
+ * waiter (sqlcached_lease_acquire_async) and parks the request
+ * (http_suspend). The library calls on_wake() from the thread that decides
  * the outcome (a release, the timer at a deadline or an expiry), which
  * resumes the request; MHD then calls the handler again and it answers
- * from lease_wait_end(). The waiter is in the request's ctx until then, so
- * a request that completes some other way still frees it.
+ * from sqlcached_lease_wait_end(). The waiter is in the request's ctx
+ * until then, so a request that completes some other way still frees it.
  *
  * A lease granted to a waiter whose client is gone goes back at once
- * (lease_release_grant), never held until its ttl_ms with nobody to use
+ * (sqlcached_lease_give_back), never held until its ttl_ms with nobody to use
  * it: when the request completes before the handler collected the grant,
  * and when MHD reports that the 200 carrying it was not sent in full
  * (ctx_undelivered: the connection failed, e.g. the client reset it while
@@ -28,7 +28,6 @@
 #include <string.h>
 
 #include "api.h"
-#include "lease.h"
 #include "log.h"
 
 typedef struct lease_body {
@@ -108,20 +107,21 @@ static enum MHD_Result reply_acquired(http_request_t *req, sqlcached_status_t st
  * completes (freed by acquire_free). */
 typedef struct acquire_ctx {
     sqlcached_t *db;
-    lease_waiter_t *waiter; /* until its outcome is collected */
+    sqlcached_lease_wait_t *waiter; /* until its outcome is collected */
     bool granted;           /* `lease` was granted and answered */
     sqlcached_lease_t lease;
 } acquire_ctx_t;
 
-static void on_wake(void *arg)
+static void on_wake(void *arg, sqlcached_status_t outcome)
 {
+    (void)outcome; /* collected by finish_wait() */
     http_resume(arg);
 }
 
 /* Give a lease granted to a client that will never use it back. */
 static void give_back(sqlcached_t *db, const sqlcached_lease_t *l)
 {
-    sqlcached_status_t st = lease_release_grant(db, l);
+    sqlcached_status_t st = sqlcached_lease_give_back(db, l);
     if (st != SQLCACHED_OK && st != SQLCACHED_NOT_OWNER)
         log_warn("lease", "a lease granted to a client that is gone was not given back: %s",
                  sqlcached_status_name(st));
@@ -132,7 +132,7 @@ static void acquire_free(void *ctx)
 {
     acquire_ctx_t *a = ctx;
     sqlcached_lease_t l;
-    if (a->waiter && lease_wait_end(a->waiter, &l) == SQLCACHED_OK)
+    if (a->waiter && sqlcached_lease_wait_end(a->waiter, &l) == SQLCACHED_OK)
         give_back(a->db, &l);
     free(a);
 }
@@ -151,7 +151,7 @@ static enum MHD_Result finish_wait(http_request_t *req)
 {
     acquire_ctx_t *a = req->ctx;
     sqlcached_lease_t l;
-    sqlcached_status_t st = lease_wait_end(a->waiter, &l);
+    sqlcached_status_t st = sqlcached_lease_wait_end(a->waiter, &l);
     a->waiter = NULL;
     if (st == SQLCACHED_LEASE_HELD && req->aborted)
         return http_reply_problem(req, "unavailable", "the server is stopping");
@@ -181,10 +181,10 @@ enum MHD_Result api_lease_acquire(http_request_t *req)
     }
     const http_param_t *name = &req->params[0];
     sqlcached_lease_t l;
-    lease_waiter_t *w = NULL;
-    sqlcached_status_t st = lease_acquire_start(req->db, name->data, name->len, b.owner,
-                                                b.owner_len, b.ttl_ms, b.wait_ms, on_wake,
-                                                req, &l, &w);
+    sqlcached_lease_wait_t *w = NULL;
+    sqlcached_status_t st =
+        sqlcached_lease_acquire_async(req->db, name->data, name->len, b.owner, b.owner_len,
+                                      b.ttl_ms, b.wait_ms, &l, on_wake, req, &w);
     json_decref(body);
     if (st == SQLCACHED_OK && w) {
         a->db = req->db;

@@ -48,7 +48,7 @@ static uint64_t fmix64(uint64_t h)
     return h;
 }
 
-uint64_t key_hash(const cache_t *c, const void *key, size_t klen)
+uint64_t ci_key_hash(const cache_t *c, const void *key, size_t klen)
 {
     const unsigned char *p = key;
     uint64_t h = c->cfg.seed ^ (klen * 0x9e3779b97f4a7c15ull), w;
@@ -63,7 +63,7 @@ uint64_t key_hash(const cache_t *c, const void *key, size_t klen)
     return fmix64(h ^ w ^ (uint64_t)klen << 56);
 }
 
-uint64_t rng_next(uint64_t *state)
+uint64_t ci_rng_next(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -143,7 +143,7 @@ static size_t trailer_size(const cache_value_t *v)
     return n;
 }
 
-size_t entry_charge(const cache_value_t *v)
+size_t ci_entry_charge(const cache_value_t *v)
 {
     return alloc_cost(sizeof(*v) + v->klen + v->vlen + trailer_size(v));
 }
@@ -235,7 +235,7 @@ void cache_value_release(cache_value_t *v)
         free(v);
 }
 
-static bool value_is(const cache_value_t *v, const void *key, size_t klen)
+bool ci_value_is(const cache_value_t *v, const void *key, size_t klen)
 {
     return v->klen == klen && memcmp(v->bytes, key, klen) == 0;
 }
@@ -266,196 +266,26 @@ static size_t heap_bytes(uint32_t hcap)
                 : 0;
 }
 
-static void update_mem(struct shard *s)
+void ci_update_mem(struct shard *s)
 {
     s->mem = s->entry_bytes + table_bytes(s->tcap) + pages_bytes(s->npages) +
-             heap_bytes(s->hcap) + policy_bytes(s);
+             heap_bytes(s->hcap) + ci_policy_bytes(s);
 }
 
-uint64_t entry_weight(const struct shard *s, const cache_value_t *v)
+uint64_t ci_entry_weight(const struct shard *s, const cache_value_t *v)
 {
-    return s->max_entries ? 1 : entry_charge(v);
+    return s->max_entries ? 1 : ci_entry_charge(v);
 }
 
 /* Capacity for entries in weight units (entries, or bytes left after the
  * shard's structures). */
-uint64_t shard_capacity(const struct shard *s)
+uint64_t ci_shard_capacity(const struct shard *s)
 {
     size_t structs = s->mem - s->entry_bytes;
 
     if (s->max_entries)
         return s->max_entries;
     return s->limit > structs ? s->limit - structs : 0;
-}
-
-/* ======================================================================
- * Slots
- * ====================================================================== */
-
-static int add_page(struct shard *s)
-{
-    uint32_t arr = 1;
-    struct slot *page;
-
-    while (arr < s->npages)
-        arr <<= 1;
-    if (s->npages == arr || s->npages == 0) {
-        uint32_t ncap = s->npages ? arr * 2 : 1;
-        struct slot **np = realloc(s->pages, ncap * sizeof(*np));
-        if (np == NULL)
-            return -1;
-        s->pages = np;
-    }
-    page = calloc(PAGE_SLOTS, sizeof(*page));
-    if (page == NULL)
-        return -1;
-    s->pages[s->npages++] = page;
-    update_mem(s);
-    return 0;
-}
-
-static bool slot_available(const struct shard *s)
-{
-    return s->free_slot != 0 || s->next_unused < s->npages * PAGE_SLOTS;
-}
-
-/* Returns a free slot index; the caller made one available. */
-static uint32_t slot_take(struct shard *s)
-{
-    uint32_t idx = s->free_slot;
-
-    if (idx != 0) {
-        s->free_slot = slot_next(slot_at(s, idx));
-        return idx;
-    }
-    return s->next_unused++;
-}
-
-static void slot_put(struct shard *s, uint32_t idx)
-{
-    struct slot *sl = slot_at(s, idx);
-
-    slot_set_val(sl, NULL);
-    slot_set_next(sl, s->free_slot, 0);
-    s->free_slot = idx;
-}
-
-/* ======================================================================
- * Hash table: Robin Hood, linear probing, backward-shift deletion.
- * Bucket = slot index | probe distance << 24; 0 = empty.
- * ====================================================================== */
-
-#define DIST_MAX 255u
-
-static uint32_t home_of(uint64_t h, uint32_t tcap)
-{
-    return (uint32_t)(((h & 0xffffffffu) * tcap) >> 32);
-}
-
-/* Returns the bucket holding key, or UINT32_MAX. */
-static uint32_t table_find(const struct shard *s, const void *key,
-                           size_t klen, uint64_t h)
-{
-    uint32_t i, dist;
-
-    if (s->tcap == 0)
-        return UINT32_MAX;
-    i = home_of(h, s->tcap);
-    for (dist = 0;; dist++) {
-        uint32_t b = s->table[i];
-        if (b == 0 || (b >> IDX_BITS) < dist)
-            return UINT32_MAX;
-        if (value_is(slot_val(slot_at(s, b & IDX_MASK)), key, klen))
-            return i;
-        if (++i == s->tcap)
-            i = 0;
-    }
-}
-
-/* Places slot idx. The table has room. Returns false if a probe distance
- * would overflow (the table then needs to grow; nothing was changed). */
-static bool table_place(uint32_t *table, uint32_t tcap, uint32_t idx,
-                        uint64_t h)
-{
-    uint32_t i = home_of(h, tcap), dist = 0, probe = i;
-
-    /* dry run: make sure no displaced bucket's distance would overflow */
-    for (uint32_t d = 0; table[probe] != 0; d++) {
-        if (d >= DIST_MAX - 1 || (table[probe] >> IDX_BITS) >= DIST_MAX - 1)
-            return false;
-        if (++probe == tcap)
-            probe = 0;
-    }
-    for (;;) {
-        uint32_t b = table[i];
-        if (b == 0) {
-            table[i] = idx | dist << IDX_BITS;
-            return true;
-        }
-        if ((b >> IDX_BITS) < dist) {
-            table[i] = idx | dist << IDX_BITS;
-            idx = b & IDX_MASK;
-            dist = b >> IDX_BITS;
-        }
-        if (++i == tcap)
-            i = 0;
-        dist++;
-    }
-}
-
-static void table_delete(struct shard *s, uint32_t i)
-{
-    for (;;) {
-        uint32_t j = i + 1 == s->tcap ? 0 : i + 1;
-        uint32_t b = s->table[j];
-        if (b == 0 || (b >> IDX_BITS) == 0) {
-            s->table[i] = 0;
-            return;
-        }
-        s->table[i] = b - (1u << IDX_BITS);
-        i = j;
-    }
-}
-
-uint64_t slot_hash(const cache_t *c, const struct shard *s, uint32_t idx)
-{
-    const cache_value_t *v = slot_val(slot_at(s, idx));
-    return key_hash(c, val_key(v), v->klen);
-}
-
-/* Rebuilds the table with ncap buckets. Returns 0 or -1 (unchanged). */
-static int table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
-{
-    uint32_t *nt = calloc(ncap, sizeof(*nt));
-
-    if (nt == NULL)
-        return -1;
-    for (uint32_t i = 0; i < s->tcap; i++) {
-        uint32_t idx = s->table[i] & IDX_MASK;
-        if (s->table[i] != 0 &&
-            !table_place(nt, ncap, idx, slot_hash(c, s, idx))) {
-            free(nt);
-            return -1;
-        }
-    }
-    free(s->table);
-    s->table = nt;
-    s->tcap = ncap;
-    update_mem(s);
-    return 0;
-}
-
-/* Room for n entries at a load of about 0.87 (the table grows at 0.93):
- * a smaller step than 1.3x, for less empty bucket space per entry. */
-static uint32_t grown_cap(uint32_t n)
-{
-    uint64_t cap = ((uint64_t)n * 115 / 100 + 15) & ~(uint64_t)15;
-    return cap < 64 ? 64 : (uint32_t)cap;
-}
-
-static bool table_needs_growth(const struct shard *s)
-{
-    return (uint64_t)(s->count + 1) * 100 > (uint64_t)s->tcap * 93;
 }
 
 /* ======================================================================
@@ -521,7 +351,7 @@ static int heap_reserve(struct shard *s)
         return -1;
     s->hslot = ns;
     s->hcap = ncap;
-    update_mem(s);
+    ci_update_mem(s);
     return 0;
 }
 
@@ -561,30 +391,30 @@ static size_t growth_bytes(const cache_t *c, const struct shard *s, bool ttl)
 {
     size_t g = 0;
 
-    if (table_needs_growth(s))
-        g += table_bytes(grown_cap(s->count + 1)) - table_bytes(s->tcap);
-    if (!slot_available(s))
+    if (ci_table_needs_growth(s))
+        g += table_bytes(ci_grown_cap(s->count + 1)) - table_bytes(s->tcap);
+    if (!ci_slot_available(s))
         g += pages_bytes(s->npages + 1) - pages_bytes(s->npages);
     if (ttl && s->hcount == s->hcap)
         g += heap_bytes(s->hcap ? s->hcap * 2 : 16) - heap_bytes(s->hcap);
-    return g + policy_growth_bytes(c, s);
+    return g + ci_policy_growth_bytes(c, s);
 }
 
 /* Makes room in the structures for one more entry. Returns 0 or -1. */
 static int reserve_entry(cache_t *c, struct shard *s, bool ttl)
 {
-    if (table_needs_growth(s) &&
-        table_resize(c, s, grown_cap(s->count + 1)) != 0)
+    if (ci_table_needs_growth(s) &&
+        ci_table_resize(c, s, ci_grown_cap(s->count + 1)) != 0)
         return -1;
-    if (!slot_available(s)) {
-        if (s->npages * PAGE_SLOTS >= MAX_SLOTS || add_page(s) != 0)
+    if (!ci_slot_available(s)) {
+        if (s->npages * PAGE_SLOTS >= MAX_SLOTS || ci_add_page(s) != 0)
             return -1;
     }
     if (ttl && heap_reserve(s) != 0)
         return -1;
-    if (policy_reserve(c, s) != 0)
+    if (ci_policy_reserve(c, s) != 0)
         return -1;
-    update_mem(s);
+    ci_update_mem(s);
     return 0;
 }
 
@@ -593,15 +423,15 @@ static int reserve_entry(cache_t *c, struct shard *s, bool ttl)
 static uint32_t do_link_entry(cache_t *c, struct shard *s, cache_value_t *v,
                               uint64_t h, int64_t expires_at)
 {
-    uint32_t idx = slot_take(s);
-    size_t charge = entry_charge(v);
+    uint32_t idx = ci_slot_take(s);
+    size_t charge = ci_entry_charge(v);
 
     slot_set_val(slot_at(s, idx), v);
-    if (!table_place(s->table, s->tcap, idx, h)) {
+    if (!ci_table_place(s->table, s->tcap, idx, h)) {
         /* pathological probe length: grow once and retry */
-        if (table_resize(c, s, grown_cap(s->tcap)) != 0 ||
-            !table_place(s->table, s->tcap, idx, h)) {
-            slot_put(s, idx);
+        if (ci_table_resize(c, s, ci_grown_cap(s->tcap)) != 0 ||
+            !ci_table_place(s->table, s->tcap, idx, h)) {
+            ci_slot_put(s, idx);
             return 0;
         }
     }
@@ -611,44 +441,33 @@ static uint32_t do_link_entry(cache_t *c, struct shard *s, cache_value_t *v,
     s->entry_bytes += charge;
     if (v->flags & VAL_TTL)
         s->vol_bytes += charge;
-    update_mem(s);
-    policy_insert(c, s, idx);
+    ci_update_mem(s);
+    ci_policy_insert(c, s, idx);
     return idx;
-}
-
-static uint32_t table_find_slot(const struct shard *s, uint64_t h,
-                                uint32_t idx)
-{
-    uint32_t i = home_of(h, s->tcap);
-
-    while ((s->table[i] & IDX_MASK) != idx)
-        if (++i == s->tcap)
-            i = 0;
-    return i;
 }
 
 static void maybe_shrink(const cache_t *c, struct shard *s)
 {
     if (s->tcap > 64 && (uint64_t)s->count * 4 < s->tcap)
-        (void)table_resize(c, s, grown_cap(s->count)); /* ok to stay big */
+        (void)ci_table_resize(c, s, ci_grown_cap(s->count)); /* ok to stay big */
 }
 
-void do_unlink_entry(cache_t *c, struct shard *s, uint32_t idx)
+void ci_do_unlink_entry(cache_t *c, struct shard *s, uint32_t idx)
 {
     cache_value_t *v = slot_val(slot_at(s, idx));
-    size_t charge = entry_charge(v);
+    size_t charge = ci_entry_charge(v);
 
-    table_delete(s, table_find_slot(s, slot_hash(c, s, idx), idx));
-    policy_unlink(s, idx);
+    ci_table_delete(s, ci_table_find_slot(s, ci_slot_hash(c, s, idx), idx));
+    ci_policy_unlink(s, idx);
     if (v->flags & VAL_TTL) {
         heap_remove(s, val_heap_pos(v));
         s->vol_bytes -= charge;
     }
     s->count--;
     s->entry_bytes -= charge;
-    slot_put(s, idx);
+    ci_slot_put(s, idx);
     maybe_shrink(c, s);
-    update_mem(s);
+    ci_update_mem(s);
     cache_value_release(v);
 }
 
@@ -657,7 +476,7 @@ void do_unlink_entry(cache_t *c, struct shard *s, uint32_t idx)
 static uint32_t do_lookup(cache_t *c, struct shard *s, const void *key,
                           size_t klen, uint64_t h, int64_t now_ms)
 {
-    uint32_t b = table_find(s, key, klen, h), idx;
+    uint32_t b = ci_table_find(s, key, klen, h), idx;
     int64_t exp;
 
     if (b == UINT32_MAX)
@@ -665,7 +484,7 @@ static uint32_t do_lookup(cache_t *c, struct shard *s, const void *key,
     idx = s->table[b] & IDX_MASK;
     exp = entry_expiry(s, slot_val(slot_at(s, idx)));
     if (exp != 0 && exp <= now_ms) {
-        do_unlink_entry(c, s, idx);
+        ci_do_unlink_entry(c, s, idx);
         s->expirations++;
         return 0;
     }
@@ -679,7 +498,7 @@ static size_t do_reclaim_expired(cache_t *c, struct shard *s, int64_t now_ms,
     size_t n = 0;
 
     while (n < max && s->hcount > 0 && s->hexp[0] <= now_ms) {
-        do_unlink_entry(c, s, s->hslot[0]);
+        ci_do_unlink_entry(c, s, s->hslot[0]);
         s->expirations++;
         n++;
     }
@@ -700,7 +519,7 @@ static cache_outcome_t do_admissible(cache_t *c, struct shard *s,
 
     if (s->limit && charge + structs + grow > s->limit)
         return CACHE_TOOBIG;
-    if ((need_b || need_e) && !policy_reclaimable(c, s, need_b, need_e))
+    if ((need_b || need_e) && !ci_policy_reclaimable(c, s, need_b, need_e))
         return CACHE_FULL;
     return CACHE_OK;
 }
@@ -724,10 +543,10 @@ static cache_outcome_t do_store(cache_t *c, struct shard *s,
         if (((v->flags & VAL_NEGATIVE) && !(old->flags & VAL_NEGATIVE)) ||
             cache_value_version(old) > cache_value_version(v))
             return CACHE_OLDER;
-        do_unlink_entry(c, s, idx);
+        ci_do_unlink_entry(c, s, idx);
     }
     do_reclaim_expired(c, s, now_ms, 8);
-    r = do_admissible(c, s, entry_charge(v), ttl);
+    r = do_admissible(c, s, ci_entry_charge(v), ttl);
     if (r != CACHE_OK) {
         s->rejected++;
         return r;
@@ -737,9 +556,9 @@ static cache_outcome_t do_store(cache_t *c, struct shard *s,
     idx = do_link_entry(c, s, v, h, expires_at);
     if (idx == 0)
         return CACHE_NOMEM;
-    if (!do_evict(c, s, idx) && slot_val(slot_at(s, idx)) == v) {
+    if (!ci_do_evict(c, s, idx) && slot_val(slot_at(s, idx)) == v) {
         cache_value_retain(v);       /* the caller keeps its reference */
-        do_unlink_entry(c, s, idx);  /* drops the table's */
+        ci_do_unlink_entry(c, s, idx);  /* drops the table's */
         s->rejected++;
         return CACHE_FULL;
     }
@@ -842,7 +661,7 @@ static cache_outcome_t do_read(cache_t *c, struct shard *s, const void *key,
 
     if (idx == 0)
         return CACHE_MISS;
-    policy_hit(c, s, idx);
+    ci_policy_hit(c, s, idx);
     v = slot_val(slot_at(s, idx));
     if (v->flags & VAL_NEGATIVE) {
         s->negative_hits++;
@@ -863,7 +682,7 @@ cache_outcome_t cache_fetch(cache_t *c, const void *key, size_t klen,
                             int64_t now_ms, cache_value_t **value,
                             cache_load_t **load)
 {
-    uint64_t h = key_hash(c, key, klen);
+    uint64_t h = ci_key_hash(c, key, klen);
     struct shard *s = shard_of(c, h);
     struct timespec deadline = {0, 0};
     bool waited = false;
@@ -874,7 +693,7 @@ cache_outcome_t cache_fetch(cache_t *c, const void *key, size_t klen,
     if (!key_ok(key, klen))
         return CACHE_EINVAL;
     pthread_mutex_lock(&s->lock);
-    policy_record(c, s, h);
+    ci_policy_record(c, s, h);
     for (;;) {
         r = do_read(c, s, key, klen, h, now_ms, value);
         if (r != CACHE_MISS)
@@ -966,10 +785,10 @@ cache_outcome_t cache_get(cache_t *c, const void *key, size_t klen,
     *value = NULL;
     if (!key_ok(key, klen))
         return CACHE_EINVAL;
-    h = key_hash(c, key, klen);
+    h = ci_key_hash(c, key, klen);
     s = shard_of(c, h);
     pthread_mutex_lock(&s->lock);
-    policy_record(c, s, h);
+    ci_policy_record(c, s, h);
     r = do_read(c, s, key, klen, h, now_ms, value);
     if (r == CACHE_MISS)
         s->misses++;
@@ -987,7 +806,7 @@ cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen,
 
     if (!key_ok(key, klen) || fill == NULL)
         return CACHE_EINVAL;
-    h = key_hash(c, key, klen);
+    h = ci_key_hash(c, key, klen);
     s = shard_of(c, h);
     v = value_new(key, klen, fill, fill->expires_at != 0);
     if (v == NULL)
@@ -1015,10 +834,10 @@ static void do_mark_loads_stale(struct shard *s, const void *key, size_t klen,
 static bool do_invalidate(cache_t *c, struct shard *s, const void *key,
                           size_t klen, uint64_t h)
 {
-    uint32_t b = table_find(s, key, klen, h);
+    uint32_t b = ci_table_find(s, key, klen, h);
 
     if (b != UINT32_MAX)
-        do_unlink_entry(c, s, s->table[b] & IDX_MASK);
+        ci_do_unlink_entry(c, s, s->table[b] & IDX_MASK);
     do_mark_loads_stale(s, key, klen, h);
     return b != UINT32_MAX;
 }
@@ -1031,7 +850,7 @@ int cache_invalidate(cache_t *c, const void *key, size_t klen)
 
     if (!key_ok(key, klen))
         return 0;
-    h = key_hash(c, key, klen);
+    h = ci_key_hash(c, key, klen);
     s = shard_of(c, h);
     pthread_mutex_lock(&s->lock);
     removed = do_invalidate(c, s, key, klen, h);
@@ -1056,7 +875,7 @@ void cache_clear(cache_t *c)
                 b++;
                 continue;
             }
-            do_unlink_entry(c, s, s->table[b] & IDX_MASK);
+            ci_do_unlink_entry(c, s, s->table[b] & IDX_MASK);
             if (s->tcap != cap)
                 b = 0;
         }
@@ -1077,13 +896,13 @@ cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
 
     if (!key_ok(key, klen) || fill == NULL)
         return CACHE_EINVAL;
-    h = key_hash(c, key, klen);
+    h = ci_key_hash(c, key, klen);
     s = shard_of(c, h);
     /* A key the tier does not hold (positive or negative entry) is not
      * admitted by a write, which must not push out a key that is read:
      * only its loads in flight are marked stale, under one lock. */
     pthread_mutex_lock(&s->lock);
-    held = table_find(s, key, klen, h) != UINT32_MAX;
+    held = ci_table_find(s, key, klen, h) != UINT32_MAX;
     if (!held)
         do_mark_loads_stale(s, key, klen, h);
     pthread_mutex_unlock(&s->lock);
@@ -1139,7 +958,7 @@ int64_t cache_jitter_ttl(int64_t ttl_ms, unsigned percent, uint64_t *rng)
     span = ttl_ms / 100 * (int64_t)percent + ttl_ms % 100 * percent / 100;
     if (span == 0)
         return ttl_ms;
-    int64_t off = (int64_t)(rng_next(rng) % (uint64_t)(2 * span + 1)) - span;
+    int64_t off = (int64_t)(ci_rng_next(rng) % (uint64_t)(2 * span + 1)) - span;
     return ttl_ms + off > 0 ? ttl_ms + off : 1;
 }
 
@@ -1180,15 +999,15 @@ static int shard_init(cache_t *c, struct shard *s, unsigned i)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int rc = pthread_cond_init(&s->loaded, &ca);
     pthread_condattr_destroy(&ca);
-    if (rc != 0 || add_page(s) != 0) {
+    if (rc != 0 || ci_add_page(s) != 0) {
         pthread_mutex_destroy(&s->lock);
         if (rc == 0)
             pthread_cond_destroy(&s->loaded);
         return -1;
     }
-    list_init(s);
-    policy_init(c, s);
-    update_mem(s);
+    ci_list_init(s);
+    ci_policy_init(c, s);
+    ci_update_mem(s);
     return 0;
 }
 
@@ -1202,7 +1021,7 @@ static void shard_free(struct shard *s)
     free(s->table);
     free(s->hexp);
     free(s->hslot);
-    policy_free(s);
+    ci_policy_free(s);
     pthread_cond_destroy(&s->loaded);
     pthread_mutex_destroy(&s->lock);
 }

@@ -1,6 +1,11 @@
 /*
- * cache_int.h - internals shared by cache.c (table, entries, read path) and
- * cache_policy.c (eviction). Not part of the public API.
+ * cache_int.h - internals shared by cache.c (entries, read path),
+ * cache_table.c (slots, hash table) and cache_policy.c (eviction). Not
+ * part of the public API.
+ *
+ * Names: the functions declared here start with ci_, so that a reader
+ * tells them from cache.h's interface (cache_*); ci_do_* run with the
+ * shard's lock held by the caller (as do all of cache_table.c's).
  *
  * Memory layout of one entry, chosen to keep the per-entry overhead small:
  *
@@ -232,42 +237,68 @@ static inline size_t alloc_cost(size_t n)
     return c < 32 ? 32 : c;
 }
 
-size_t entry_charge(const cache_value_t *v);
-uint64_t entry_weight(const struct shard *s, const cache_value_t *v);
-uint64_t shard_capacity(const struct shard *s);
-uint64_t key_hash(const cache_t *c, const void *key, size_t klen);
-uint64_t slot_hash(const cache_t *c, const struct shard *s, uint32_t idx);
-uint64_t rng_next(uint64_t *state);
+size_t ci_entry_charge(const cache_value_t *v);
+uint64_t ci_entry_weight(const struct shard *s, const cache_value_t *v);
+uint64_t ci_shard_capacity(const struct shard *s);
+uint64_t ci_key_hash(const cache_t *c, const void *key, size_t klen);
+uint64_t ci_slot_hash(const cache_t *c, const struct shard *s, uint32_t idx);
+uint64_t ci_rng_next(uint64_t *state);
 
 /* Removes the entry in slot idx from the table, its list and the heap and
  * drops the table's reference. Caller holds the lock. */
-void do_unlink_entry(cache_t *c, struct shard *s, uint32_t idx);
+void ci_do_unlink_entry(cache_t *c, struct shard *s, uint32_t idx);
 
 /* policy (cache_policy.c); the caller holds the shard lock */
-void policy_init(cache_t *c, struct shard *s);
-void policy_record(cache_t *c, struct shard *s, uint64_t hash);
-void policy_insert(cache_t *c, struct shard *s, uint32_t idx);
-void policy_hit(cache_t *c, struct shard *s, uint32_t idx);
-void policy_unlink(struct shard *s, uint32_t idx);
+void ci_policy_init(cache_t *c, struct shard *s);
+void ci_policy_record(cache_t *c, struct shard *s, uint64_t hash);
+void ci_policy_insert(cache_t *c, struct shard *s, uint32_t idx);
+void ci_policy_hit(cache_t *c, struct shard *s, uint32_t idx);
+void ci_policy_unlink(struct shard *s, uint32_t idx);
 /* Whether evicting can free need_bytes and need_entries for a new entry. */
-bool policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
+bool ci_policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
                         size_t need_entries);
 /* Bytes allocated by the policy's structures (sketch, ghosts). */
-size_t policy_bytes(const struct shard *s);
+size_t ci_policy_bytes(const struct shard *s);
 /* Frees them. */
-void policy_free(struct shard *s);
+void ci_policy_free(struct shard *s);
 /* Bytes the policy's structures grow by on one more insert, and the
  * allocation doing it (0 or -1). */
-size_t policy_growth_bytes(const cache_t *c, const struct shard *s);
-int policy_reserve(const cache_t *c, struct shard *s);
+size_t ci_policy_growth_bytes(const cache_t *c, const struct shard *s);
+int ci_policy_reserve(const cache_t *c, struct shard *s);
 /* Evicts until the shard is within its limits. Returns false if that is
  * impossible without evicting `newest` (left in place for the caller to
  * remove). W-TinyLFU may evict `newest` itself like any other entry. */
-bool do_evict(cache_t *c, struct shard *s, uint32_t newest);
+bool ci_do_evict(cache_t *c, struct shard *s, uint32_t newest);
 
-void list_init(struct shard *s);
-void list_push_front(struct shard *s, unsigned list, uint32_t idx);
-void list_remove(struct shard *s, uint32_t idx);
-uint32_t list_back(const struct shard *s, unsigned list);
+/* Accounting and values (cache.c). */
+void ci_update_mem(struct shard *s);
+bool ci_value_is(const cache_value_t *v, const void *key, size_t klen);
+
+/* Slots and the hash table (cache_table.c); the caller holds the shard
+ * lock. Slots: add a page of PAGE_SLOTS (0 or -1), whether one is free,
+ * take one (one must be available), give one back. */
+int ci_add_page(struct shard *s);
+bool ci_slot_available(const struct shard *s);
+uint32_t ci_slot_take(struct shard *s);
+void ci_slot_put(struct shard *s, uint32_t idx);
+/* The bucket holding key (hash h), or UINT32_MAX. */
+uint32_t ci_table_find(const struct shard *s, const void *key, size_t klen, uint64_t h);
+/* The bucket holding slot idx, which is in the table. */
+uint32_t ci_table_find_slot(const struct shard *s, uint64_t h, uint32_t idx);
+/* Places slot idx (the table has room); false if a probe distance would
+ * overflow (the table must grow; nothing changed). */
+bool ci_table_place(uint32_t *table, uint32_t tcap, uint32_t idx, uint64_t h);
+/* Empties bucket i (backward shift). */
+void ci_table_delete(struct shard *s, uint32_t i);
+/* Rebuilds the table with ncap buckets: 0, or -1 (unchanged). */
+int ci_table_resize(const cache_t *c, struct shard *s, uint32_t ncap);
+/* Buckets for n entries; whether one more entry needs a larger table. */
+uint32_t ci_grown_cap(uint32_t n);
+bool ci_table_needs_growth(const struct shard *s);
+
+void ci_list_init(struct shard *s);
+void ci_list_push_front(struct shard *s, unsigned list, uint32_t idx);
+void ci_list_remove(struct shard *s, uint32_t idx);
+uint32_t ci_list_back(const struct shard *s, unsigned list);
 
 #endif

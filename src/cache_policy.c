@@ -69,7 +69,7 @@ static void set_next(struct slot *sl, uint32_t idx, unsigned list)
     slot_set_next(sl, idx, list);
 }
 
-void list_init(struct shard *s)
+void ci_list_init(struct shard *s)
 {
     for (unsigned l = 0; l < NLISTS; l++) {
         struct slot *head = slot_at(s, l);
@@ -78,7 +78,7 @@ void list_init(struct shard *s)
     }
 }
 
-void list_push_front(struct shard *s, unsigned list, uint32_t idx)
+void ci_list_push_front(struct shard *s, unsigned list, uint32_t idx)
 {
     struct slot *head = slot_at(s, list), *sl = slot_at(s, idx);
     uint32_t first = next_of(head);
@@ -89,7 +89,7 @@ void list_push_front(struct shard *s, unsigned list, uint32_t idx)
     set_next(head, idx, list);
 }
 
-void list_remove(struct shard *s, uint32_t idx)
+void ci_list_remove(struct shard *s, uint32_t idx)
 {
     struct slot *sl = slot_at(s, idx), *p = slot_at(s, slot_prev(sl));
     uint32_t n = next_of(sl);
@@ -99,7 +99,7 @@ void list_remove(struct shard *s, uint32_t idx)
 }
 
 /* Returns the least recent entry of a list, or 0 when it is empty. */
-uint32_t list_back(const struct shard *s, unsigned list)
+uint32_t ci_list_back(const struct shard *s, unsigned list)
 {
     uint32_t idx = slot_prev(slot_at(s, list));
     return idx == list ? 0 : idx;
@@ -107,7 +107,7 @@ uint32_t list_back(const struct shard *s, unsigned list)
 
 static uint64_t weight_of(const struct shard *s, uint32_t idx)
 {
-    return entry_weight(s, slot_val(slot_at(s, idx)));
+    return ci_entry_weight(s, slot_val(slot_at(s, idx)));
 }
 
 /* Moves idx to the front of `list`, keeping the segment weights. */
@@ -116,8 +116,8 @@ static void move_to(struct shard *s, uint32_t idx, unsigned list)
     uint64_t w = weight_of(s, idx);
 
     s->seg_weight[slot_list(slot_at(s, idx))] -= w;
-    list_remove(s, idx);
-    list_push_front(s, list, idx);
+    ci_list_remove(s, idx);
+    ci_list_push_front(s, list, idx);
     s->seg_weight[list] += w;
 }
 
@@ -165,7 +165,7 @@ static size_t ghost_bytes_for(size_t entries)
     return (size_t)ghost_slots_for(entries) * sizeof(uint32_t);
 }
 
-size_t policy_bytes(const struct shard *s)
+size_t ci_policy_bytes(const struct shard *s)
 {
     return sketch_bytes(&s->sketch) +
            (size_t)s->ghost.n * sizeof(*s->ghost.slot);
@@ -185,7 +185,7 @@ static int ghost_reset(struct shard *s, size_t entries)
     return 0;
 }
 
-void policy_free(struct shard *s)
+void ci_policy_free(struct shard *s)
 {
     free(s->ghost.slot);
     s->ghost.slot = NULL;
@@ -231,7 +231,7 @@ static void ghost_check(struct shard *s, uint64_t h)
     if (e == 0 || (e & ~(GHOST_SIDE_MAIN | GHOST_SEQ_MASK)) != ghost_fp(h))
         return;
     *sl = 0;
-    cap = (double)shard_capacity(s);
+    cap = (double)ci_shard_capacity(s);
     if (cap < 1)
         return;
     win = cap * s->window_frac;
@@ -253,7 +253,7 @@ static void ghost_check(struct shard *s, uint64_t h)
         s->window_frac = WINDOW_MAX;
 }
 
-void policy_init(cache_t *c, struct shard *s)
+void ci_policy_init(cache_t *c, struct shard *s)
 {
     size_t entries = s->max_entries ? s->max_entries : 64;
 
@@ -276,7 +276,7 @@ static size_t sketch_wanted(const cache_t *c, const struct shard *s)
     return (size_t)s->sketch.capacity + s->sketch.capacity / 8 + 1;
 }
 
-size_t policy_growth_bytes(const cache_t *c, const struct shard *s)
+size_t ci_policy_growth_bytes(const cache_t *c, const struct shard *s)
 {
     size_t want = sketch_wanted(c, s);
 
@@ -288,7 +288,7 @@ size_t policy_growth_bytes(const cache_t *c, const struct shard *s)
                           : 0);
 }
 
-int policy_reserve(const cache_t *c, struct shard *s)
+int ci_policy_reserve(const cache_t *c, struct shard *s)
 {
     size_t want = sketch_wanted(c, s);
 
@@ -299,13 +299,13 @@ int policy_reserve(const cache_t *c, struct shard *s)
     return sketch_reset(&s->sketch, want);
 }
 
-void policy_record(cache_t *c, struct shard *s, uint64_t hash)
+void ci_policy_record(cache_t *c, struct shard *s, uint64_t hash)
 {
     if (uses_sketch(c))
         sketch_increment(&s->sketch, hash);
 }
 
-void policy_insert(cache_t *c, struct shard *s, uint32_t idx)
+void ci_policy_insert(cache_t *c, struct shard *s, uint32_t idx)
 {
     const cache_value_t *v = slot_val(slot_at(s, idx));
     unsigned list = 0;
@@ -314,27 +314,27 @@ void policy_insert(cache_t *c, struct shard *s, uint32_t idx)
         list = 1;
     if (is_tinylfu(c)) {
         list = LIST_WINDOW;
-        ghost_check(s, slot_hash(c, s, idx));
+        ghost_check(s, ci_slot_hash(c, s, idx));
     }
-    list_push_front(s, list, idx);
-    s->seg_weight[list] += entry_weight(s, v);
+    ci_list_push_front(s, list, idx);
+    s->seg_weight[list] += ci_entry_weight(s, v);
 }
 
 static void protected_overflow(struct shard *s)
 {
-    uint64_t cap = shard_capacity(s);
+    uint64_t cap = ci_shard_capacity(s);
     uint64_t main = cap - (uint64_t)((double)cap * s->window_frac);
     uint64_t pmax = (uint64_t)((double)main * PROTECTED_SHARE);
 
     while (s->seg_weight[LIST_PROTECTED] > pmax) {
-        uint32_t idx = list_back(s, LIST_PROTECTED);
+        uint32_t idx = ci_list_back(s, LIST_PROTECTED);
         if (idx == 0)
             break;
         move_to(s, idx, LIST_PROBATION);
     }
 }
 
-void policy_hit(cache_t *c, struct shard *s, uint32_t idx)
+void ci_policy_hit(cache_t *c, struct shard *s, uint32_t idx)
 {
     unsigned list = slot_list(slot_at(s, idx));
 
@@ -350,15 +350,15 @@ void policy_hit(cache_t *c, struct shard *s, uint32_t idx)
     }
 }
 
-void policy_unlink(struct shard *s, uint32_t idx)
+void ci_policy_unlink(struct shard *s, uint32_t idx)
 {
     struct slot *sl = slot_at(s, idx);
 
-    s->seg_weight[slot_list(sl)] -= entry_weight(s, slot_val(sl));
-    list_remove(s, idx);
+    s->seg_weight[slot_list(sl)] -= ci_entry_weight(s, slot_val(sl));
+    ci_list_remove(s, idx);
 }
 
-bool policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
+bool ci_policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
                         size_t need_entries)
 {
     switch (c->cfg.policy) {
@@ -381,7 +381,7 @@ bool policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
 static uint32_t lru_victim(const struct shard *s, unsigned list,
                            uint32_t newest)
 {
-    uint32_t idx = list_back(s, list);
+    uint32_t idx = ci_list_back(s, list);
     return idx == newest ? 0 : idx; /* newest is the front: list of one */
 }
 
@@ -391,7 +391,7 @@ static uint32_t random_victim(struct shard *s, uint32_t newest)
 
     if (s->count < 2)
         return 0;
-    i = (uint32_t)(((rng_next(&s->rng) & 0xffffffffu) * s->tcap) >> 32);
+    i = (uint32_t)(((ci_rng_next(&s->rng) & 0xffffffffu) * s->tcap) >> 32);
     for (;;) {
         uint32_t idx = s->table[i] & IDX_MASK;
         if (s->table[i] != 0 && idx != newest)
@@ -403,7 +403,7 @@ static uint32_t random_victim(struct shard *s, uint32_t newest)
 
 static uint32_t random_heap_pos(struct shard *s)
 {
-    return (uint32_t)(((rng_next(&s->rng) & 0xffffffffu) * s->hcount) >> 32);
+    return (uint32_t)(((ci_rng_next(&s->rng) & 0xffffffffu) * s->hcount) >> 32);
 }
 
 static uint32_t volatile_random_victim(struct shard *s, uint32_t newest)
@@ -444,7 +444,7 @@ static uint32_t volatile_lfu_victim(cache_t *c, struct shard *s,
         unsigned f;
         if (idx == newest)
             continue;
-        f = sketch_frequency(&s->sketch, slot_hash(c, s, idx));
+        f = sketch_frequency(&s->sketch, ci_slot_hash(c, s, idx));
         if (f < best_f) {
             best_f = f;
             best = idx;
@@ -480,7 +480,7 @@ static bool over_limit(const struct shard *s)
 
 static void evict(cache_t *c, struct shard *s, uint32_t idx)
 {
-    do_unlink_entry(c, s, idx);
+    ci_do_unlink_entry(c, s, idx);
     s->evictions++;
 }
 
@@ -491,13 +491,13 @@ static void evict(cache_t *c, struct shard *s, uint32_t idx)
 /* Main's least recent entry other than cand, or 0. */
 static uint32_t main_victim(const struct shard *s, uint32_t cand)
 {
-    uint32_t idx = list_back(s, LIST_PROBATION);
+    uint32_t idx = ci_list_back(s, LIST_PROBATION);
 
     if (idx == cand)
         idx = slot_prev(slot_at(s, idx));
     if (idx >= FIRST_SLOT)
         return idx;
-    return list_back(s, LIST_PROTECTED);
+    return ci_list_back(s, LIST_PROTECTED);
 }
 
 /* Moves the window's LRU entry into probation and makes room for it in
@@ -506,14 +506,14 @@ static uint32_t main_victim(const struct shard *s, uint32_t cand)
  * stable). Either way the loser is remembered as a ghost. */
 static void window_overflow(cache_t *c, struct shard *s)
 {
-    uint32_t cand = list_back(s, LIST_WINDOW);
-    uint64_t hc = slot_hash(c, s, cand);
+    uint32_t cand = ci_list_back(s, LIST_WINDOW);
+    uint64_t hc = ci_slot_hash(c, s, cand);
     unsigned fc = sketch_frequency(&s->sketch, hc);
 
     move_to(s, cand, LIST_PROBATION);
     while (over_limit(s)) {
         uint32_t victim = main_victim(s, cand);
-        uint64_t hv = victim ? slot_hash(c, s, victim) : 0;
+        uint64_t hv = victim ? ci_slot_hash(c, s, victim) : 0;
         if (victim == 0 || fc <= sketch_frequency(&s->sketch, hv)) {
             ghost_add(s, hc, false);
             evict(c, s, cand);
@@ -526,15 +526,15 @@ static void window_overflow(cache_t *c, struct shard *s)
 
 static bool tinylfu_evict(cache_t *c, struct shard *s)
 {
-    uint64_t wmax = (uint64_t)((double)shard_capacity(s) * s->window_frac);
+    uint64_t wmax = (uint64_t)((double)ci_shard_capacity(s) * s->window_frac);
 
-    while (s->seg_weight[LIST_WINDOW] > wmax && list_back(s, LIST_WINDOW))
+    while (s->seg_weight[LIST_WINDOW] > wmax && ci_list_back(s, LIST_WINDOW))
         window_overflow(c, s);
     /* window below its share but the shard is full: main shrinks */
     while (over_limit(s)) {
         uint32_t idx = main_victim(s, 0);
         if (idx == 0)
-            idx = list_back(s, LIST_WINDOW);
+            idx = ci_list_back(s, LIST_WINDOW);
         if (idx == 0)
             return false;
         evict(c, s, idx);
@@ -543,7 +543,7 @@ static bool tinylfu_evict(cache_t *c, struct shard *s)
     return true;
 }
 
-bool do_evict(cache_t *c, struct shard *s, uint32_t newest)
+bool ci_do_evict(cache_t *c, struct shard *s, uint32_t newest)
 {
     if (is_tinylfu(c))
         return tinylfu_evict(c, s);

@@ -1,5 +1,12 @@
 /*
- * config.c - command line and environment parsing for the daemon.
+ * config.c - the daemon's options: command line, config file, environment.
+ *
+ * One table, `options`, holds a row per option (name, type, bounds, target
+ * field, default, secret, testing-only, help text); the flags (getopt),
+ * the config-file keys, the environment variables, the defaults, --help
+ * and the effective settings (GET /v1/admin/config) are all read from it.
+ * The defaults of the options that are library settings are not repeated
+ * here: they come from sqlcached_options_init().
  *
  * Every value is validated here so that a bad flag is a clear message and a
  * non-zero exit at start-up, never a surprise at run time.
@@ -8,8 +15,10 @@
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +27,7 @@
 
 #include <jansson.h>
 
-#include "cache.h"
 #include "log.h"
-
-#define MAX_BODY_LIMIT ((size_t)1 << 30)
-#define SQLITE_CACHE_MAX ((size_t)1 << 40)
 
 /* The CPUs this process may run on (its affinity mask, as set by taskset
  * or a container's cpuset), which is what the worker pool should match:
@@ -34,148 +39,6 @@ static unsigned usable_cpus(void)
         return (unsigned)CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 2;
-}
-
-void config_defaults(config_t *cfg)
-{
-    memset(cfg, 0, sizeof *cfg);
-    snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
-    cfg->listen_port = 8080;
-    cfg->db_path = "sqlcached.db";
-    cfg->threads = usable_cpus();
-    cfg->max_body = 1024 * 1024;
-    cfg->durability = SQLCACHED_DURABILITY_FULL;
-    cfg->log_level = LOG_INFO;
-    cfg->max_connections = 10000;
-    cfg->connection_timeout_s = 60;
-    cfg->cache_memory = 64u << 20;
-    cfg->policy = "allkeys-lfu";
-    cfg->negative_ttl_ms = 5000;
-    cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
-    cfg->seckill_retries = 3;
-    cfg->on_write = SQLCACHED_ON_WRITE_REPLACE;
-    cfg->hotkeys = 1;
-    cfg->busy_timeout_ms = 5000;
-    cfg->sqlite_cache = 64u << 20;
-    cfg->shutdown_timeout_ms = 10000;
-    cfg->member_timeout_ms = 2000;
-}
-
-const char *config_usage(void)
-{
-    return "Usage: sqlcached [OPTION]...\n"
-           "A persistent cache: SQLite source of truth, in-memory tier, HTTP/JSON API.\n"
-           "\n"
-           "  --listen HOST:PORT     address to serve on (default 127.0.0.1:8080)\n"
-           "  --db PATH              database file (default ./sqlcached.db)\n"
-           "  --threads N            worker threads (default: the CPUs it may run on)\n"
-           "  --max-body BYTES       largest request body, e.g. 1M (default 1 MiB)\n"
-           "  --auth-token TOKEN     require 'Authorization: Bearer TOKEN' on /v1/...\n"
-           "                         (or env SQLCACHED_AUTH_TOKEN)\n"
-           "  --durability MODE      full (fsync each commit, default) or normal\n"
-           "  --max-connections N    concurrent connections (default 10000)\n"
-           "  --timeout SECONDS      idle connection timeout (default 60)\n"
-           "  --cache-memory BYTES   memory tier limit, e.g. 256MB (default 64MiB; 0 = off)\n"
-           "  --sqlite-cache BYTES   SQLite page cache of the writer (default 64MiB); each\n"
-           "                         reader connection gets at most 2000KiB of it\n"
-           "  --policy NAME          eviction: allkeys-lfu (default), allkeys-lru,\n"
-           "                         volatile-lru, volatile-lfu, allkeys-random,\n"
-           "                         volatile-random, volatile-ttl, noeviction\n"
-           "  --negative-ttl SECONDS remember absent keys this long (default 5)\n"
-           "  --ttl-jitter PERCENT   spread TTLs by +-PERCENT, 0 to 50 (default 0)\n"
-           "  --seckill-strategy S   how an order takes stock: stock (guard stock > 0,\n"
-           "                         default) or version (guard on the version read,\n"
-           "                         retried; sells less under contention)\n"
-           "  --seckill-retries N    version strategy: retries per order (default 3)\n"
-           "  --on-write MODE        after a committed write, the cached copy of its key:\n"
-           "                         replace (with the value written, default) or\n"
-           "                         invalidate (delete it: update-then-delete)\n"
-           "  --hotkeys on|off       count KV reads for GET /v1/stats/hotkeys (default on)\n"
-           "  --busy-timeout MS      wait this long for a database lock held by another\n"
-           "                         process before answering 503 (default 5000)\n"
-           "  --shutdown-timeout MS  on SIGTERM, how long requests in flight get; writes\n"
-           "                         not committed by then get 503 (default 10000)\n"
-           "  --advertise HOST:PORT  cluster (a shared PostgreSQL): where the other nodes\n"
-           "                         reach this one (default: the --listen address)\n"
-           "  --member-timeout MS    cluster: a node that has not renewed its membership\n"
-           "                         for this long is down (default 2000)\n"
-           "  --log-level LEVEL      error, warn, info (default) or debug\n"
-           "  --access-log PATH      log one line per request (- = stderr)\n"
-           "  --backup-dir DIR       allow POST /v1/admin/backup into DIR\n"
-           "  --admin-token TOKEN    token for /v1/admin/... (or env SQLCACHED_ADMIN_TOKEN)\n"
-           "  --config FILE          read 'key = value' settings (flags win)\n"
-           "  --restore FILE         copy a backup into --db, then exit\n"
-           "  -h, --help             show this help and exit\n"
-           "  -V, --version          show the version and exit\n";
-}
-
-int config_parse_size(const char *s, size_t *out)
-{
-    if (!s || !isdigit((unsigned char)s[0]))
-        return -1;
-    errno = 0;
-    char *end;
-    unsigned long long n = strtoull(s, &end, 10);
-    if (errno)
-        return -1;
-    unsigned long long mult = 1;
-    const char *units[][2] = {{"", "1"}, {"K", "K"}, {"KB", "K"}, {"KiB", "K"},
-                              {"M", "M"}, {"MB", "M"}, {"MiB", "M"},
-                              {"G", "G"}, {"GB", "G"}, {"GiB", "G"}, {"B", "1"}};
-    size_t i;
-    for (i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (strcasecmp(end, units[i][0]) == 0)
-            break;
-    if (i == sizeof units / sizeof units[0])
-        return -1;
-    switch (units[i][1][0]) {
-    case 'K': mult = 1ULL << 10; break;
-    case 'M': mult = 1ULL << 20; break;
-    case 'G': mult = 1ULL << 30; break;
-    default: break;
-    }
-    if (n > SIZE_MAX / mult)
-        return -1;
-    *out = (size_t)(n * mult);
-    return 0;
-}
-
-static int parse_port(const char *s, uint16_t *port)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 0 || v > 65535)
-        return -1;
-    *port = (uint16_t)v;
-    return 0;
-}
-
-int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
-{
-    const char *colon;
-    const char *h = s;
-    size_t hl;
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (!close || close[1] != ':')
-            return -1;
-        h = s + 1;
-        hl = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || memchr(s, ':', (size_t)(colon - s)))
-            return -1;
-        hl = (size_t)(colon - s);
-    }
-    if (hl >= hostlen || parse_port(colon + 1, port) != 0)
-        return -1;
-    if (hl == 0)
-        snprintf(host, hostlen, "127.0.0.1");
-    else
-        snprintf(host, hostlen, "%.*s", (int)hl, h);
-    return 0;
 }
 
 /* A bearer token: 1..4096 printable ASCII characters, no spaces. */
@@ -190,252 +53,411 @@ static bool token_ok(const char *t)
     return true;
 }
 
-int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end || !isdigit((unsigned char)s[0]) || v < min || v > max)
-        return -1;
-    *out = (unsigned)v;
-    return 0;
-}
+/* ------------------------------------------------------------------------
+ * The options: one row each (after redis's standardConfig table). A row
+ * drives the flag (getopt), the config-file key (the flag's name), the
+ * environment variable, the default, --help and GET /v1/admin/config.
+ * ------------------------------------------------------------------------ */
 
-enum { OPT_LISTEN = 256, OPT_DB, OPT_THREADS, OPT_MAX_BODY, OPT_AUTH, OPT_DURABILITY,
-       OPT_LOG_LEVEL, OPT_MAX_CONN, OPT_TIMEOUT, OPT_ACCESS_LOG, OPT_BACKUP_DIR, OPT_ADMIN,
-       OPT_CONFIG, OPT_RESTORE, OPT_CACHE_MEMORY, OPT_POLICY, OPT_NEGATIVE_TTL,
-       OPT_TTL_JITTER, OPT_SECKILL_STRATEGY, OPT_SECKILL_RETRIES, OPT_BUSY_TIMEOUT,
-       OPT_SQLITE_CACHE,
-       OPT_SHUTDOWN_TIMEOUT, OPT_ON_WRITE, OPT_ADVERTISE, OPT_MEMBER_TIMEOUT, OPT_HOTKEYS,
-       /* testing-only flags from here on: hidden, and refused in a config file */
-       OPT_TESTING_FIRST, OPT_TESTING_MAX_PAGES = OPT_TESTING_FIRST,
-       OPT_TESTING_NO_FILL_GUARD, OPT_TESTING_FILL_DELAY, OPT_TESTING_SECKILL_NAIVE,
-       OPT_TESTING_SKIP_CLUSTER_INVALIDATION, OPT_TESTING_PAYMENT_UNGUARDED };
+typedef enum opt_type {
+    OT_UINT,    /* unsigned field, a decimal in [min, max] */
+    OT_SIZE,    /* size_t field, a size (config_parse_size) in [min, max] */
+    OT_SECONDS, /* int64_t field in ms, given in whole seconds in [min, max] */
+    OT_ENUM,    /* int-sized field, one of `choices` */
+    OT_PATH,    /* const char * field, not empty */
+    OT_STRING,  /* const char * field, any value */
+    OT_TOKEN,   /* const char * field, a bearer token (token_ok) */
+    OT_FLAG,    /* int field set to 1; takes no value */
+    OT_CUSTOM,  /* `set` parses and stores; `show` renders (when shown) */
+    OT_HELP,
+    OT_VERSION
+} opt_type_t;
 
-static const struct option long_options[] = {
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"db", required_argument, NULL, OPT_DB},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"max-body", required_argument, NULL, OPT_MAX_BODY},
-    {"auth-token", required_argument, NULL, OPT_AUTH},
-    {"durability", required_argument, NULL, OPT_DURABILITY},
-    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-    {"max-connections", required_argument, NULL, OPT_MAX_CONN},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
-    {"backup-dir", required_argument, NULL, OPT_BACKUP_DIR},
-    {"admin-token", required_argument, NULL, OPT_ADMIN},
-    {"config", required_argument, NULL, OPT_CONFIG},
-    {"restore", required_argument, NULL, OPT_RESTORE},
-    {"cache-memory", required_argument, NULL, OPT_CACHE_MEMORY},
-    {"sqlite-cache", required_argument, NULL, OPT_SQLITE_CACHE},
-    {"policy", required_argument, NULL, OPT_POLICY},
-    {"negative-ttl", required_argument, NULL, OPT_NEGATIVE_TTL},
-    {"ttl-jitter", required_argument, NULL, OPT_TTL_JITTER},
-    {"seckill-strategy", required_argument, NULL, OPT_SECKILL_STRATEGY},
-    {"seckill-retries", required_argument, NULL, OPT_SECKILL_RETRIES},
-    {"busy-timeout", required_argument, NULL, OPT_BUSY_TIMEOUT},
-    {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
-    {"on-write", required_argument, NULL, OPT_ON_WRITE},
-    {"hotkeys", required_argument, NULL, OPT_HOTKEYS},
-    {"advertise", required_argument, NULL, OPT_ADVERTISE},
-    {"member-timeout", required_argument, NULL, OPT_MEMBER_TIMEOUT},
-    {"testing-max-pages", required_argument, NULL, OPT_TESTING_MAX_PAGES},
-    {"testing-disable-fill-guard", no_argument, NULL, OPT_TESTING_NO_FILL_GUARD},
-    {"testing-fill-delay-us", required_argument, NULL, OPT_TESTING_FILL_DELAY},
-    {"testing-seckill-naive", no_argument, NULL, OPT_TESTING_SECKILL_NAIVE},
-    {"testing-payment-unguarded", no_argument, NULL, OPT_TESTING_PAYMENT_UNGUARDED},
-    {"testing-skip-cluster-invalidation", no_argument, NULL,
-     OPT_TESTING_SKIP_CLUSTER_INVALIDATION},
-    {"help", no_argument, NULL, 'h'},
-    {"version", no_argument, NULL, 'V'},
-    {NULL, 0, NULL, 0},
+/* Where a library-backed default is read from in sqlcached_options_t. */
+typedef enum lib_kind { LIB_NONE, LIB_INT, LIB_UINT, LIB_INT64, LIB_SIZE, LIB_STR } lib_kind_t;
+
+enum {
+    OF_SECRET = 1,  /* never shown: "***" in the settings, no "got" in messages */
+    OF_TESTING = 2, /* hidden from --help and the settings, refused in a file */
+    OF_NO_FILE = 4, /* not a config-file key */
+    OF_NO_JSON = 8  /* not in GET /v1/admin/config */
 };
 
-/* Apply one option; 0 or -1 with a message in err. */
-static int apply_option(config_t *cfg, int opt, const char *arg, char *err, size_t errlen)
+typedef struct choice {
+    const char *name;
+    int value;
+} choice_t;
+
+typedef struct option_def option_def_t;
+struct option_def {
+    const char *name;    /* the flag without "--"; the config-file key */
+    char short_name;     /* -h, -V; 0 = none */
+    opt_type_t type;
+    size_t field;        /* offsetof(config_t, ...) */
+    unsigned long long min, max; /* OT_UINT, OT_SIZE, OT_SECONDS */
+    const choice_t *choices;     /* OT_ENUM, ended by a NULL name */
+    const char *dflt;            /* default, parsed as a value; NULL = zero */
+    lib_kind_t lib;              /* default from sqlcached_options_init() */
+    size_t lib_field;            /* offsetof(sqlcached_options_t, ...) */
+    unsigned flags;              /* OF_* */
+    const char *env;             /* environment variable, or NULL */
+    const char *expected;        /* in messages: "--NAME: expected ..." */
+    const char *unit;            /* after a generated "MIN to MAX" */
+    const char *metavar;         /* --help: the value's name; NULL = none */
+    const char *help;            /* --help lines ('\n' between); NULL = hidden */
+    int (*set)(config_t *cfg, const option_def_t *o, const char *arg, char *err,
+               size_t errlen);   /* OT_CUSTOM */
+    json_t *(*show)(const config_t *cfg); /* OT_CUSTOM: its JSON value */
+};
+
+static const choice_t durability_choices[] = {
+    {"full", SQLCACHED_DURABILITY_FULL}, {"normal", SQLCACHED_DURABILITY_NORMAL}, {NULL, 0}};
+static const choice_t level_choices[] = {
+    {"error", LOG_ERROR}, {"warn", LOG_WARN}, {"info", LOG_INFO}, {"debug", LOG_DEBUG},
+    {NULL, 0}};
+static const choice_t strategy_choices[] = {
+    {"stock", SQLCACHED_SECKILL_STOCK}, {"version", SQLCACHED_SECKILL_VERSION}, {NULL, 0}};
+static const choice_t on_write_choices[] = {
+    {"replace", SQLCACHED_ON_WRITE_REPLACE}, {"invalidate", SQLCACHED_ON_WRITE_INVALIDATE},
+    {NULL, 0}};
+static const choice_t on_off_choices[] = {{"on", 1}, {"off", 0}, {NULL, 0}};
+
+static int set_listen(config_t *cfg, const option_def_t *o, const char *arg, char *err,
+                      size_t errlen);
+static int set_advertise(config_t *cfg, const option_def_t *o, const char *arg, char *err,
+                         size_t errlen);
+static int set_policy(config_t *cfg, const option_def_t *o, const char *arg, char *err,
+                      size_t errlen);
+static json_t *show_listen(const config_t *cfg);
+static json_t *show_db(const config_t *cfg);
+static json_t *show_advertise(const config_t *cfg);
+static json_t *show_policy(const config_t *cfg);
+
+#define F(field) offsetof(config_t, field)
+#define L(field) offsetof(sqlcached_options_t, field)
+
+/* In --help order. */
+static const option_def_t options[] = {
+    {.name = "listen", .type = OT_CUSTOM, .set = set_listen, .show = show_listen,
+     .dflt = "127.0.0.1:8080", .expected = "HOST:PORT", .metavar = "HOST:PORT",
+     .help = "address to serve on (default 127.0.0.1:8080)"},
+    {.name = "db", .type = OT_PATH, .field = F(db_path), .lib = LIB_STR, .lib_field = L(path),
+     .show = show_db, .metavar = "PATH", .help = "database file (default ./sqlcached.db)"},
+    {.name = "threads", .type = OT_UINT, .field = F(threads), .min = 1, .max = 1024,
+     .metavar = "N", .help = "worker threads (default: the CPUs it may run on)"},
+    {.name = "max-body", .type = OT_SIZE, .field = F(max_body), .min = 1, .max = (size_t)1 << 30,
+     .dflt = "1M", .expected = "a size from 1 byte to 1G", .metavar = "BYTES",
+     .help = "largest request body, e.g. 1M (default 1 MiB)"},
+    {.name = "auth-token", .type = OT_TOKEN, .field = F(auth_token), .flags = OF_SECRET,
+     .env = "SQLCACHED_AUTH_TOKEN", .metavar = "TOKEN",
+     .help = "require 'Authorization: Bearer TOKEN' on /v1/...\n(or env SQLCACHED_AUTH_TOKEN)"},
+    {.name = "durability", .type = OT_ENUM, .field = F(durability),
+     .choices = durability_choices, .lib = LIB_INT, .lib_field = L(durability),
+     .metavar = "MODE", .help = "full (fsync each commit, default) or normal"},
+    {.name = "max-connections", .type = OT_UINT, .field = F(max_connections), .min = 1,
+     .max = 1000000, .dflt = "10000", .metavar = "N",
+     .help = "concurrent connections (default 10000)"},
+    {.name = "timeout", .type = OT_UINT, .field = F(connection_timeout_s), .min = 1,
+     .max = 86400, .dflt = "60", .unit = " seconds", .metavar = "SECONDS",
+     .help = "idle connection timeout (default 60)"},
+    {.name = "cache-memory", .type = OT_SIZE, .field = F(cache_memory), .max = SIZE_MAX,
+     .lib = LIB_SIZE, .lib_field = L(cache_memory), .expected = "a size like 64MB",
+     .metavar = "BYTES", .help = "memory tier limit, e.g. 256MB (default 64MiB; 0 = off)"},
+    /* SQLite's cache_size counts KiB in an int */
+    {.name = "sqlite-cache", .type = OT_SIZE, .field = F(sqlite_cache), .max = (size_t)1 << 40,
+     .lib = LIB_SIZE, .lib_field = L(sqlite_cache), .expected = "a size from 0 to 1T",
+     .metavar = "BYTES",
+     .help = "SQLite page cache of the writer (default 64MiB); each\n"
+             "reader connection gets at most 2000KiB of it"},
+    {.name = "policy", .type = OT_CUSTOM, .set = set_policy, .show = show_policy,
+     .field = F(policy), .lib = LIB_STR, .lib_field = L(cache_policy), .metavar = "NAME",
+     .help = "eviction: allkeys-lfu (default), allkeys-lru,\n"
+             "volatile-lru, volatile-lfu, allkeys-random,\n"
+             "volatile-random, volatile-ttl, noeviction"},
+    {.name = "negative-ttl", .type = OT_SECONDS, .field = F(negative_ttl_ms), .min = 1,
+     .max = 86400, .lib = LIB_INT64, .lib_field = L(negative_ttl_ms), .unit = " seconds",
+     .metavar = "SECONDS", .help = "remember absent keys this long (default 5)"},
+    {.name = "ttl-jitter", .type = OT_UINT, .field = F(ttl_jitter), .max = 50, .lib = LIB_UINT,
+     .lib_field = L(ttl_jitter_percent), .unit = " percent", .metavar = "PERCENT",
+     .help = "spread TTLs by +-PERCENT, 0 to 50 (default 0)"},
+    {.name = "seckill-strategy", .type = OT_ENUM, .field = F(seckill_strategy),
+     .choices = strategy_choices, .lib = LIB_INT, .lib_field = L(seckill_strategy),
+     .metavar = "S",
+     .help = "how an order takes stock: stock (guard stock > 0,\n"
+             "default) or version (guard on the version read,\n"
+             "retried; sells less under contention)"},
+    {.name = "seckill-retries", .type = OT_UINT, .field = F(seckill_retries),
+     .max = SQLCACHED_SECKILL_RETRIES_MAX, .lib = LIB_INT, .lib_field = L(seckill_retries),
+     .metavar = "N", .help = "version strategy: retries per order (default 3)"},
+    {.name = "on-write", .type = OT_ENUM, .field = F(on_write), .choices = on_write_choices,
+     .lib = LIB_INT, .lib_field = L(on_write), .metavar = "MODE",
+     .help = "after a committed write, the cached copy of its key:\n"
+             "replace (with the value written, default) or\n"
+             "invalidate (delete it: update-then-delete)"},
+    {.name = "hotkeys", .type = OT_ENUM, .field = F(hotkeys), .choices = on_off_choices,
+     .lib = LIB_INT, .lib_field = L(hotkeys), .metavar = "on|off",
+     .help = "count KV reads for GET /v1/stats/hotkeys (default on)"},
+    {.name = "busy-timeout", .type = OT_UINT, .field = F(busy_timeout_ms), .min = 1,
+     .max = 600000, .lib = LIB_INT, .lib_field = L(busy_timeout_ms), .unit = " ms",
+     .metavar = "MS",
+     .help = "wait this long for a database lock held by another\n"
+             "process before answering 503 (default 5000)"},
+    {.name = "shutdown-timeout", .type = OT_UINT, .field = F(shutdown_timeout_ms), .min = 1,
+     .max = 600000, .dflt = "10000", .unit = " ms", .metavar = "MS",
+     .help = "on SIGTERM, how long requests in flight get; writes\n"
+             "not committed by then get 503 (default 10000)"},
+    {.name = "advertise", .type = OT_CUSTOM, .set = set_advertise, .show = show_advertise,
+     .expected = "HOST:PORT", .metavar = "HOST:PORT",
+     .help = "cluster (a shared PostgreSQL): where the other nodes\n"
+             "reach this one (default: the --listen address)"},
+    {.name = "member-timeout", .type = OT_UINT, .field = F(member_timeout_ms),
+     .min = SQLCACHED_MEMBER_TIMEOUT_MIN, .max = SQLCACHED_MEMBER_TIMEOUT_MAX,
+     .lib = LIB_INT64, .lib_field = L(member_timeout_ms), .unit = " ms", .metavar = "MS",
+     .help = "cluster: a node that has not renewed its membership\n"
+             "for this long is down (default 2000)"},
+    {.name = "log-level", .type = OT_ENUM, .field = F(log_level), .choices = level_choices,
+     .dflt = "info", .metavar = "LEVEL", .help = "error, warn, info (default) or debug"},
+    {.name = "access-log", .type = OT_PATH, .field = F(access_log), .expected = "a path or -",
+     .metavar = "PATH", .help = "log one line per request (- = stderr)"},
+    {.name = "backup-dir", .type = OT_PATH, .field = F(backup_dir), .metavar = "DIR",
+     .help = "allow POST /v1/admin/backup into DIR"},
+    {.name = "admin-token", .type = OT_TOKEN, .field = F(admin_token), .flags = OF_SECRET,
+     .env = "SQLCACHED_ADMIN_TOKEN", .metavar = "TOKEN",
+     .help = "token for /v1/admin/... (or env SQLCACHED_ADMIN_TOKEN)"},
+    {.name = "config", .type = OT_STRING, .field = F(config_path), .flags = OF_NO_FILE,
+     .metavar = "FILE", .help = "read 'key = value' settings (flags win)"},
+    {.name = "restore", .type = OT_PATH, .field = F(restore_from),
+     .flags = OF_NO_FILE | OF_NO_JSON, .metavar = "FILE",
+     .help = "copy a backup into --db, then exit"},
+    {.name = "help", .short_name = 'h', .type = OT_HELP, .flags = OF_NO_FILE | OF_NO_JSON,
+     .help = "show this help and exit"},
+    {.name = "version", .short_name = 'V', .type = OT_VERSION, .flags = OF_NO_FILE | OF_NO_JSON,
+     .help = "show the version and exit"},
+    /* Testing only: see "Testing-only flags" in docs/operations.md. */
+    {.name = "testing-max-pages", .type = OT_UINT, .field = F(testing_max_pages), .min = 1,
+     .max = 2147483647u, .flags = OF_TESTING, .expected = "a page count"},
+    {.name = "testing-disable-fill-guard", .type = OT_FLAG,
+     .field = F(testing_disable_fill_guard), .flags = OF_TESTING},
+    {.name = "testing-fill-delay-us", .type = OT_UINT, .field = F(testing_fill_delay_us),
+     .min = 1, .max = 1000000, .flags = OF_TESTING},
+    {.name = "testing-seckill-naive", .type = OT_FLAG, .field = F(testing_seckill_naive),
+     .flags = OF_TESTING},
+    {.name = "testing-payment-unguarded", .type = OT_FLAG,
+     .field = F(testing_payment_unguarded), .flags = OF_TESTING},
+    {.name = "testing-skip-cluster-invalidation", .type = OT_FLAG,
+     .field = F(testing_skip_cluster_invalidation), .flags = OF_TESTING},
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+#undef F
+#undef L
+
+static void *field_of(config_t *cfg, const option_def_t *o)
 {
-    int level;
-    unsigned secs;
-    size_t size;
-    switch (opt) {
-    case OPT_LISTEN:
-        if (config_parse_listen(arg, cfg->listen_host, sizeof cfg->listen_host,
-                                &cfg->listen_port) != 0)
-            return snprintf(err, errlen, "--listen: expected HOST:PORT, got '%s'", arg), -1;
-        return 0;
-    case OPT_DB:
-        if (!*arg)
-            return snprintf(err, errlen, "--db: the path is empty"), -1;
-        cfg->db_path = arg;
-        return 0;
-    case OPT_THREADS:
-        if (config_parse_uint(arg, 1, 1024, &cfg->threads) != 0)
-            return snprintf(err, errlen, "--threads: expected 1 to 1024, got '%s'", arg), -1;
-        return 0;
-    case OPT_MAX_BODY: /* a refused value leaves the setting as it was */
-        if (config_parse_size(arg, &size) != 0 || size == 0 || size > MAX_BODY_LIMIT)
-            return snprintf(err, errlen, "--max-body: expected a size from 1 byte to 1G, got '%s'",
-                            arg), -1;
-        cfg->max_body = size;
-        return 0;
-    case OPT_AUTH:
-        if (!token_ok(arg))
-            return snprintf(err, errlen, "--auth-token: expected 1 to 4096 printable ASCII "
-                            "characters without spaces"), -1;
-        cfg->auth_token = arg;
-        return 0;
-    case OPT_DURABILITY:
-        if (strcmp(arg, "full") == 0)
-            cfg->durability = SQLCACHED_DURABILITY_FULL;
-        else if (strcmp(arg, "normal") == 0)
-            cfg->durability = SQLCACHED_DURABILITY_NORMAL;
-        else
-            return snprintf(err, errlen, "--durability: expected full or normal, got '%s'", arg), -1;
-        return 0;
-    case OPT_LOG_LEVEL:
-        if ((level = log_level_from_name(arg)) < 0)
-            return snprintf(err, errlen, "--log-level: expected error, warn, info or debug, got '%s'",
-                            arg), -1;
-        cfg->log_level = level;
-        return 0;
-    case OPT_MAX_CONN:
-        if (config_parse_uint(arg, 1, 1000000, &cfg->max_connections) != 0)
-            return snprintf(err, errlen, "--max-connections: expected 1 to 1000000, got '%s'", arg), -1;
-        return 0;
-    case OPT_TIMEOUT:
-        if (config_parse_uint(arg, 1, 86400, &cfg->connection_timeout_s) != 0)
-            return snprintf(err, errlen, "--timeout: expected 1 to 86400 seconds, got '%s'", arg), -1;
-        return 0;
-    case OPT_ACCESS_LOG:
-        if (!*arg)
-            return snprintf(err, errlen, "--access-log: expected a path or -"), -1;
-        cfg->access_log = arg;
-        return 0;
-    case OPT_BACKUP_DIR:
-        if (!*arg)
-            return snprintf(err, errlen, "--backup-dir: the path is empty"), -1;
-        cfg->backup_dir = arg;
-        return 0;
-    case OPT_ADMIN:
-        if (!token_ok(arg))
-            return snprintf(err, errlen, "--admin-token: expected 1 to 4096 printable ASCII "
-                            "characters without spaces"), -1;
-        cfg->admin_token = arg;
-        return 0;
-    case OPT_CONFIG:
-        cfg->config_path = arg;
-        return 0;
-    case OPT_CACHE_MEMORY:
-        if (config_parse_size(arg, &cfg->cache_memory) != 0)
-            return snprintf(err, errlen, "--cache-memory: expected a size like 64MB, got '%s'",
-                            arg), -1;
-        return 0;
-    case OPT_SQLITE_CACHE: /* SQLite's cache_size counts KiB in an int */
-        if (config_parse_size(arg, &size) != 0 || size > SQLITE_CACHE_MAX)
-            return snprintf(err, errlen, "--sqlite-cache: expected a size from 0 to 1T, got '%s'",
-                            arg), -1;
-        cfg->sqlite_cache = size;
-        return 0;
-    case OPT_POLICY:
-        if (cache_policy_from_name(arg) == CACHE_POLICY_INVALID)
-            return snprintf(err, errlen, "--policy: unknown eviction policy '%s'", arg), -1;
-        cfg->policy = arg;
-        return 0;
-    case OPT_NEGATIVE_TTL:
-        if (config_parse_uint(arg, 1, 86400, &secs) != 0)
-            return snprintf(err, errlen, "--negative-ttl: expected 1 to 86400 seconds, got '%s'",
-                            arg), -1;
-        cfg->negative_ttl_ms = (int64_t)secs * 1000;
-        return 0;
-    case OPT_TTL_JITTER:
-        if (config_parse_uint(arg, 0, 50, &cfg->ttl_jitter) != 0)
-            return snprintf(err, errlen, "--ttl-jitter: expected 0 to 50 percent, got '%s'",
-                            arg), -1;
-        return 0;
-    case OPT_BUSY_TIMEOUT:
-        if (config_parse_uint(arg, 1, 600000, &cfg->busy_timeout_ms) != 0)
-            return snprintf(err, errlen, "--busy-timeout: expected 1 to 600000 ms, got '%s'",
-                            arg), -1;
-        return 0;
-    case OPT_SHUTDOWN_TIMEOUT:
-        if (config_parse_uint(arg, 1, 600000, &cfg->shutdown_timeout_ms) != 0)
-            return snprintf(err, errlen,
-                            "--shutdown-timeout: expected 1 to 600000 ms, got '%s'", arg), -1;
-        return 0;
-    case OPT_TESTING_MAX_PAGES:
-        if (config_parse_uint(arg, 1, 2147483647u, &cfg->testing_max_pages) != 0)
-            return snprintf(err, errlen, "--testing-max-pages: expected a page count, got '%s'",
-                            arg), -1;
-        return 0;
-    case OPT_TESTING_NO_FILL_GUARD:
-        cfg->testing_disable_fill_guard = 1;
-        return 0;
-    case OPT_TESTING_SKIP_CLUSTER_INVALIDATION:
-        cfg->testing_skip_cluster_invalidation = 1;
-        return 0;
-    case OPT_ADVERTISE: {
-        char host[256];
-        uint16_t port;
-        if (config_parse_listen(arg, host, sizeof host, &port) != 0 || port == 0)
-            return snprintf(err, errlen, "--advertise: expected HOST:PORT, got '%s'", arg), -1;
-        snprintf(cfg->advertise, sizeof cfg->advertise, "%s", arg);
-        return 0;
+    return (char *)cfg + o->field;
+}
+
+static const void *field_in(const config_t *cfg, const option_def_t *o)
+{
+    return (const char *)cfg + o->field;
+}
+
+/* "--NAME: expected WHAT, got 'ARG'" (no ARG for a secret); -1. */
+static int bad_value(const option_def_t *o, const char *arg, char *err, size_t errlen)
+{
+    char range[96];
+    const char *what = o->expected;
+    if (!what && o->type == OT_ENUM) { /* "a, b or c" */
+        range[0] = '\0';
+        for (const choice_t *c = o->choices; c->name; c++) {
+            size_t n = strlen(range);
+            snprintf(range + n, sizeof range - n, "%s%s", c == o->choices ? ""
+                                                          : c[1].name ? ", " : " or ", c->name);
+        }
+        what = range;
+    } else if (!what) {
+        snprintf(range, sizeof range, "%llu to %llu%s", o->min, o->max, o->unit ? o->unit : "");
+        what = range;
     }
-    case OPT_MEMBER_TIMEOUT:
-        if (config_parse_uint(arg, SQLCACHED_MEMBER_TIMEOUT_MIN, SQLCACHED_MEMBER_TIMEOUT_MAX,
-                              &cfg->member_timeout_ms) != 0)
-            return snprintf(err, errlen, "--member-timeout: expected %d to %d ms, got '%s'",
-                            SQLCACHED_MEMBER_TIMEOUT_MIN, SQLCACHED_MEMBER_TIMEOUT_MAX, arg), -1;
+    if (o->flags & OF_SECRET)
+        snprintf(err, errlen, "--%s: expected %s", o->name, what);
+    else
+        snprintf(err, errlen, "--%s: expected %s, got '%s'", o->name, what, arg);
+    return -1;
+}
+
+/* Apply one option's value (NULL for OT_FLAG); 0 or -1 with a message in
+ * err. A refused value leaves the setting as it was. */
+static int apply_option(config_t *cfg, const option_def_t *o, const char *arg, char *err,
+                        size_t errlen)
+{
+    void *f = field_of(cfg, o);
+    unsigned u;
+    size_t size;
+    switch (o->type) {
+    case OT_UINT:
+        if (config_parse_uint(arg, (unsigned)o->min, (unsigned)o->max, &u) != 0)
+            return bad_value(o, arg, err, errlen);
+        *(unsigned *)f = u;
         return 0;
-    case OPT_TESTING_SECKILL_NAIVE:
-        cfg->testing_seckill_naive = 1;
+    case OT_SIZE:
+        if (config_parse_size(arg, &size) != 0 || size < o->min || size > o->max)
+            return bad_value(o, arg, err, errlen);
+        *(size_t *)f = size;
         return 0;
-    case OPT_TESTING_PAYMENT_UNGUARDED:
-        cfg->testing_payment_unguarded = 1;
+    case OT_SECONDS:
+        if (config_parse_uint(arg, (unsigned)o->min, (unsigned)o->max, &u) != 0)
+            return bad_value(o, arg, err, errlen);
+        *(int64_t *)f = (int64_t)u * 1000;
         return 0;
-    case OPT_HOTKEYS:
-        if (strcmp(arg, "on") == 0 || strcmp(arg, "off") == 0)
-            cfg->hotkeys = strcmp(arg, "on") == 0;
-        else
-            return snprintf(err, errlen, "--hotkeys: expected on or off, got '%s'", arg), -1;
-        return 0;
-    case OPT_ON_WRITE:
-        if (strcmp(arg, "replace") == 0)
-            cfg->on_write = SQLCACHED_ON_WRITE_REPLACE;
-        else if (strcmp(arg, "invalidate") == 0)
-            cfg->on_write = SQLCACHED_ON_WRITE_INVALIDATE;
-        else
-            return snprintf(err, errlen, "--on-write: expected replace or invalidate, got '%s'",
-                            arg), -1;
-        return 0;
-    case OPT_TESTING_FILL_DELAY:
-        if (config_parse_uint(arg, 1, 1000000, &cfg->testing_fill_delay_us) != 0)
-            return snprintf(err, errlen, "--testing-fill-delay-us: expected 1 to 1000000, got '%s'",
-                            arg), -1;
-        return 0;
-    case OPT_RESTORE:
+    case OT_ENUM:
+        for (const choice_t *c = o->choices; c->name; c++)
+            if (strcmp(arg, c->name) == 0)
+                return *(int *)f = c->value, 0;
+        return bad_value(o, arg, err, errlen);
+    case OT_PATH:
+        if (!*arg && o->expected)
+            return snprintf(err, errlen, "--%s: expected %s", o->name, o->expected), -1;
         if (!*arg)
-            return snprintf(err, errlen, "--restore: the path is empty"), -1;
-        cfg->restore_from = arg;
+            return snprintf(err, errlen, "--%s: the path is empty", o->name), -1;
+        *(const char **)f = arg;
         return 0;
-    case OPT_SECKILL_STRATEGY:
-        if (strcmp(arg, "stock") == 0)
-            cfg->seckill_strategy = SQLCACHED_SECKILL_STOCK;
-        else if (strcmp(arg, "version") == 0)
-            cfg->seckill_strategy = SQLCACHED_SECKILL_VERSION;
-        else
-            return snprintf(err, errlen, "--seckill-strategy: expected stock or version, got '%s'",
-                            arg), -1;
+    case OT_STRING:
+        *(const char **)f = arg;
         return 0;
-    case OPT_SECKILL_RETRIES:
-        if (config_parse_uint(arg, 0, SQLCACHED_SECKILL_RETRIES_MAX, &cfg->seckill_retries) != 0)
-            return snprintf(err, errlen, "--seckill-retries: expected 0 to %d, got '%s'",
-                            SQLCACHED_SECKILL_RETRIES_MAX, arg), -1;
+    case OT_TOKEN:
+        if (!token_ok(arg))
+            return snprintf(err, errlen, "--%s: expected 1 to 4096 printable ASCII characters "
+                            "without spaces", o->name), -1;
+        *(const char **)f = arg;
         return 0;
+    case OT_FLAG:
+        *(int *)f = 1;
+        return 0;
+    case OT_CUSTOM:
+        return o->set(cfg, o, arg, err, errlen);
     default:
         return snprintf(err, errlen, "unknown option"), -1;
     }
+}
+
+static int set_listen(config_t *cfg, const option_def_t *o, const char *arg, char *err,
+                      size_t errlen)
+{
+    if (config_parse_listen(arg, cfg->listen_host, sizeof cfg->listen_host,
+                            &cfg->listen_port) != 0)
+        return bad_value(o, arg, err, errlen);
+    return 0;
+}
+
+static int set_advertise(config_t *cfg, const option_def_t *o, const char *arg, char *err,
+                         size_t errlen)
+{
+    char host[256];
+    uint16_t port;
+    if (config_parse_listen(arg, host, sizeof host, &port) != 0 || port == 0)
+        return bad_value(o, arg, err, errlen);
+    snprintf(cfg->advertise, sizeof cfg->advertise, "%s", arg);
+    return 0;
+}
+
+static int set_policy(config_t *cfg, const option_def_t *o, const char *arg, char *err,
+                      size_t errlen)
+{
+    if (!sqlcached_policy_valid(arg))
+        return snprintf(err, errlen, "--%s: unknown eviction policy '%s'", o->name, arg), -1;
+    cfg->policy = arg;
+    return 0;
+}
+
+/* The default of a library-backed option: sqlcached_options_init()'s. */
+static void library_default(config_t *cfg, const option_def_t *o,
+                            const sqlcached_options_t *lib)
+{
+    const char *p = (const char *)lib + o->lib_field;
+    long long v = 0;
+    switch (o->lib) {
+    case LIB_INT: v = *(const int *)p; break;
+    case LIB_UINT: v = *(const unsigned *)p; break;
+    case LIB_INT64: v = *(const int64_t *)p; break;
+    case LIB_SIZE: *(size_t *)field_of(cfg, o) = *(const size_t *)p; return;
+    case LIB_STR: *(const char **)field_of(cfg, o) = *(const char *const *)p; return;
+    default: return;
+    }
+    if (o->type == OT_UINT)
+        *(unsigned *)field_of(cfg, o) = (unsigned)v;
+    else if (o->type == OT_SECONDS)
+        *(int64_t *)field_of(cfg, o) = v; /* ms on both sides */
+    else
+        *(int *)field_of(cfg, o) = (int)v;
+}
+
+void config_defaults(config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    sqlcached_options_t lib;
+    sqlcached_options_init(&lib);
+    char err[256];
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option_def_t *o = &options[i];
+        if (o->lib != LIB_NONE)
+            library_default(cfg, o, &lib);
+        else if (o->dflt && apply_option(cfg, o, o->dflt, err, sizeof err) != 0)
+            abort(); /* a row's own default must parse */
+    }
+    cfg->threads = usable_cpus();
+}
+
+#define HELP_COLUMN 25
+static char usage_text[4096];
+
+static void usage_append(const char *s, size_t n)
+{
+    size_t used = strlen(usage_text);
+    if (n > sizeof usage_text - 1 - used)
+        n = sizeof usage_text - 1 - used;
+    memcpy(usage_text + used, s, n);
+    usage_text[used + n] = '\0';
+}
+
+/* One option's lines: "  --name METAVAR", padded to HELP_COLUMN, then its
+ * help lines (the later ones indented to HELP_COLUMN). */
+static void usage_option(const option_def_t *o)
+{
+    char head[96];
+    int n = o->short_name ? snprintf(head, sizeof head, "  -%c, --%s", o->short_name, o->name)
+                          : snprintf(head, sizeof head, "  --%s", o->name);
+    if (o->metavar)
+        n += snprintf(head + n, sizeof head - (size_t)n, " %s", o->metavar);
+    usage_append(head, strlen(head));
+    int pad = n < HELP_COLUMN ? HELP_COLUMN - n : 1;
+    for (const char *line = o->help; line;) {
+        const char *nl = strchr(line, '\n');
+        usage_append("                                ", (size_t)pad);
+        usage_append(line, nl ? (size_t)(nl - line) : strlen(line));
+        usage_append("\n", 1);
+        line = nl ? nl + 1 : NULL;
+        pad = HELP_COLUMN;
+    }
+}
+
+static void build_usage(void)
+{
+    static const char head[] =
+        "Usage: sqlcached [OPTION]...\n"
+        "A persistent cache: SQLite source of truth, in-memory tier, HTTP/JSON API.\n"
+        "\n";
+    usage_append(head, sizeof head - 1);
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (options[i].help && !(options[i].flags & OF_TESTING))
+            usage_option(&options[i]);
+}
+
+const char *config_usage(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_usage);
+    return usage_text;
 }
 
 void config_free(config_t *cfg)
@@ -455,13 +477,16 @@ static char *trim(char *s)
     return s;
 }
 
-static int option_by_name(const char *name)
+/* The row of a config-file key: a flag taking a value, not testing-only. */
+static const option_def_t *option_by_name(const char *name)
 {
-    for (const struct option *o = long_options; o->name; o++)
-        if (strcmp(o->name, name) == 0 && o->has_arg == required_argument &&
-            o->val != OPT_CONFIG && o->val != OPT_RESTORE && o->val < OPT_TESTING_FIRST)
-            return o->val;
-    return -1;
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option_def_t *o = &options[i];
+        if (strcmp(o->name, name) == 0 && !(o->flags & (OF_NO_FILE | OF_TESTING)) &&
+            o->type != OT_FLAG)
+            return o;
+    }
+    return NULL;
 }
 
 /* Apply one "key = value" line; 0, or -1 with a message. */
@@ -477,8 +502,8 @@ static int apply_line(config_t *cfg, char *line, char *err, size_t errlen)
         value[n - 1] = '\0';
         value++;
     }
-    int opt = option_by_name(key);
-    if (opt < 0)
+    const option_def_t *opt = option_by_name(key);
+    if (!opt)
         return snprintf(err, errlen, "unknown setting '%s'", key), -1;
     if (cfg->nowned == (int)(sizeof cfg->owned / sizeof cfg->owned[0]))
         return snprintf(err, errlen, "too many settings"), -1;
@@ -553,13 +578,19 @@ static const char *find_config_flag(int argc, char **argv)
     return found;
 }
 
-static int apply_env(config_t *cfg, const char *name, int opt, char *err, size_t errlen)
+/* The options read from the environment (after the file, before the
+ * flags); a bad value names the variable. */
+static int apply_env(config_t *cfg, char *err, size_t errlen)
 {
-    const char *v = getenv(name);
-    if (v && apply_option(cfg, opt, v, err, errlen) != 0) {
-        snprintf(err, errlen, "%s: expected 1 to 4096 printable ASCII characters without "
-                 "spaces (unset it to disable)", name);
-        return -1;
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option_def_t *o = &options[i];
+        const char *v = o->env ? getenv(o->env) : NULL;
+        char msg[512];
+        if (v && apply_option(cfg, o, v, msg, sizeof msg) != 0) {
+            const char *why = strstr(msg, ": ");
+            snprintf(err, errlen, "%s: %s (unset it to disable)", o->env, why ? why + 2 : msg);
+            return -1;
+        }
     }
     return 0;
 }
@@ -569,13 +600,20 @@ config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, si
     const char *file = find_config_flag(argc, argv);
     if (file && load_file(cfg, file, err, errlen) != 0)
         return CONFIG_ERROR;
-    if (apply_env(cfg, "SQLCACHED_AUTH_TOKEN", OPT_AUTH, err, errlen) != 0 ||
-        apply_env(cfg, "SQLCACHED_ADMIN_TOKEN", OPT_ADMIN, err, errlen) != 0)
+    if (apply_env(cfg, err, errlen) != 0)
         return CONFIG_ERROR;
+    struct option longopts[NOPTIONS + 1];
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option_def_t *o = &options[i];
+        bool has_arg = o->type != OT_FLAG && o->type != OT_HELP && o->type != OT_VERSION;
+        longopts[i] = (struct option){o->name, has_arg ? required_argument : no_argument, NULL,
+                                      o->short_name ? o->short_name : 256 + (int)i};
+    }
+    longopts[NOPTIONS] = (struct option){NULL, 0, NULL, 0};
     opterr = 0;
     optind = 1;
     int opt;
-    while ((opt = getopt_long(argc, argv, ":hV", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
         if (opt == 'h')
             return CONFIG_HELP;
         if (opt == 'V')
@@ -586,7 +624,8 @@ config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, si
                      bad);
             return CONFIG_USAGE;
         }
-        if (apply_option(cfg, opt, optarg, err, errlen) != 0)
+        if (opt < 256 || opt - 256 >= (int)NOPTIONS ||
+            apply_option(cfg, &options[opt - 256], optarg, err, errlen) != 0)
             return CONFIG_ERROR;
     }
     if (optind < argc) {
@@ -596,104 +635,80 @@ config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, si
     return CONFIG_OK;
 }
 
-/* Copy src[0..n) to the end of the string in buf (truncating). */
-static void append(char *buf, size_t len, const char *src, size_t n)
-{
-    size_t used = strlen(buf);
-    if (used + 1 >= len)
-        return;
-    if (n > len - used - 1)
-        n = len - used - 1;
-    memcpy(buf + used, src, n);
-    buf[used + n] = '\0';
-}
-
-const char *config_db_display(const char *db, char *buf, size_t len)
-{
-    if (!len)
-        return buf;
-    buf[0] = '\0';
-    const char *scheme_end = strstr(db, "://");
-    if (strncmp(db, "postgres", 8) != 0 || !scheme_end) {
-        append(buf, len, db, strlen(db));
-        return buf;
-    }
-    const char *auth = scheme_end + 3;
-    const char *at = strchr(auth, '@'), *slash = strchr(auth, '/');
-    const char *colon = strchr(auth, ':');
-    const char *p = db;
-    if (at && (!slash || at < slash) && colon && colon < at) { /* user:password@ */
-        append(buf, len, p, (size_t)(colon + 1 - p));
-        append(buf, len, "***", 3);
-        p = at;
-    }
-    for (const char *q; (q = strstr(p, "password=")) != NULL;) {
-        if (q > db && q[-1] != '?' && q[-1] != '&') { /* not a parameter name */
-            append(buf, len, p, (size_t)(q + 9 - p));
-            p = q + 9;
-            continue;
-        }
-        append(buf, len, p, (size_t)(q + 9 - p));
-        append(buf, len, "***", 3);
-        p = q + 9 + strcspn(q + 9, "&");
-    }
-    append(buf, len, p, strlen(p));
-    return buf;
-}
-
 static json_t *opt_string(const char *s)
 {
     return s ? json_string(s) : json_null();
 }
 
-json_t *config_json(const config_t *cfg)
+static json_t *show_listen(const config_t *cfg)
 {
     char listen[300];
     snprintf(listen, sizeof listen, strchr(cfg->listen_host, ':') ? "[%s]:%u" : "%s:%u",
              cfg->listen_host, cfg->listen_port);
-    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    return json_string(listen);
+}
+
+static json_t *show_db(const config_t *cfg)
+{
     char db[1024];
-    config_db_display(cfg->db_path, db, sizeof db);
-    json_t *doc = json_pack("{s:s, s:s, s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o}",
-                     "listen", listen, "db", db, "threads", (int)cfg->threads,
-                     "max_body", (json_int_t)cfg->max_body,
-                     "auth_token", cfg->auth_token ? json_string("***") : json_null(),
-                     "durability", cfg->durability == SQLCACHED_DURABILITY_FULL ? "full" : "normal",
-                     "log_level", levels[cfg->log_level & 3],
-                     "max_connections", (int)cfg->max_connections,
-                     "timeout", (int)cfg->connection_timeout_s,
-                     "access_log", opt_string(cfg->access_log),
-                     "backup_dir", opt_string(cfg->backup_dir),
-                     "admin_token", cfg->admin_token ? json_string("***") : json_null(),
-                     "config", opt_string(cfg->config_path));
-    if (doc && json_object_update_new(
-                   doc, json_pack("{s:I, s:s, s:I, s:i, s:s, s:i, s:i, s:i}", "cache_memory",
-                                  (json_int_t)cfg->cache_memory, "policy", cfg->policy,
-                                  "negative_ttl", (json_int_t)(cfg->negative_ttl_ms / 1000),
-                                  "ttl_jitter", (int)cfg->ttl_jitter, "seckill_strategy",
-                                  cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version"
-                                                                                     : "stock",
-                                  "seckill_retries", (int)cfg->seckill_retries, "busy_timeout",
-                                  (int)cfg->busy_timeout_ms, "shutdown_timeout",
-                                  (int)cfg->shutdown_timeout_ms)) != 0) {
-        json_decref(doc);
-        return NULL;
+    return json_string(config_db_display(cfg->db_path, db, sizeof db));
+}
+
+static json_t *show_advertise(const config_t *cfg)
+{
+    return opt_string(cfg->advertise[0] ? cfg->advertise : NULL);
+}
+
+static json_t *show_policy(const config_t *cfg)
+{
+    return opt_string(cfg->policy);
+}
+
+/* One option's value in the effective settings. */
+static json_t *option_json(const config_t *cfg, const option_def_t *o)
+{
+    const void *f = field_in(cfg, o);
+    if (o->flags & OF_SECRET)
+        return *(const char *const *)f ? json_string("***") : json_null();
+    if (o->show)
+        return o->show(cfg);
+    switch (o->type) {
+    case OT_UINT:
+        return json_integer((json_int_t)*(const unsigned *)f);
+    case OT_SIZE:
+        return json_integer((json_int_t)*(const size_t *)f);
+    case OT_SECONDS:
+        return json_integer((json_int_t)(*(const int64_t *)f / 1000));
+    case OT_ENUM:
+        for (const choice_t *c = o->choices; c->name; c++)
+            if (c->value == *(const int *)f)
+                return json_string(c->name);
+        return json_null();
+    case OT_PATH:
+    case OT_STRING:
+        return opt_string(*(const char *const *)f);
+    default:
+        return json_null();
     }
-    if (doc && (json_object_set_new(doc, "sqlite_cache",
-                                    json_integer((json_int_t)cfg->sqlite_cache)) != 0 ||
-                json_object_set_new(doc, "on_write",
-                                    json_string(cfg->on_write == SQLCACHED_ON_WRITE_INVALIDATE
-                                                    ? "invalidate"
-                                                    : "replace")) != 0 ||
-                json_object_set_new(doc, "advertise", opt_string(cfg->advertise[0]
-                                                                     ? cfg->advertise
-                                                                     : NULL)) != 0 ||
-                json_object_set_new(doc, "member_timeout",
-                                    json_integer((json_int_t)cfg->member_timeout_ms)) != 0 ||
-                json_object_set_new(doc, "hotkeys", json_string(cfg->hotkeys ? "on" : "off")) !=
-                    0)) {
-        json_decref(doc);
-        return NULL;
+}
+
+json_t *config_json(const config_t *cfg)
+{
+    json_t *doc = json_object();
+    for (size_t i = 0; doc && i < NOPTIONS; i++) {
+        const option_def_t *o = &options[i];
+        if (o->flags & (OF_TESTING | OF_NO_JSON))
+            continue;
+        char key[64];
+        snprintf(key, sizeof key, "%s", o->name);
+        for (char *p = key; *p; p++)
+            if (*p == '-')
+                *p = '_';
+        json_t *v = option_json(cfg, o);
+        if (!v || json_object_set_new(doc, key, v) != 0) {
+            json_decref(doc);
+            doc = NULL;
+        }
     }
     return doc;
 }

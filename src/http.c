@@ -16,7 +16,7 @@
  *   last call: run the route's handler, which queues exactly one reply.
  *
  * URLs: MHD is told not to unescape (identity unescape callback), so path
- * segments arrive raw and are percent-decoded here strictly: %2F inside a
+ * segments arrive raw and are percent-decoded strictly (http_parse.c): %2F in a
  * key stays inside the key, and a bad escape is a 400.
  *
  * Outcome -> HTTP status: one table, `problems`, keyed by the contract's
@@ -67,7 +67,6 @@
 #include "http_framing.h"
 #include "log.h"
 #include "metrics.h"
-#include "utf8.h"
 
 #define DRAIN_WAIT_MS 10000 /* shutdown_timeout_ms when not set */
 
@@ -431,62 +430,6 @@ const char *http_header(const http_request_t *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-char *http_percent_decode(const char *s, size_t n, bool plus_is_space, size_t *outlen, bool *bad)
-{
-    *bad = false;
-    char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
-    size_t j = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%') {
-            int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0) {
-                free(out);
-                *bad = true;
-                return NULL;
-            }
-            out[j++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            out[j++] = plus_is_space && s[i] == '+' ? ' ' : s[i];
-        }
-    }
-    out[j] = '\0';
-    *outlen = j;
-    return out;
-}
-
-bool http_utf8_ok(const char *s, size_t n)
-{
-    return utf8_valid(s, n);
-}
-
-bool http_token_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    size_t n = la > lb ? la : lb;
-    volatile unsigned char diff = (unsigned char)(la != lb);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ca = i < la ? (unsigned char)a[i] : 0;
-        unsigned char cb = i < lb ? (unsigned char)b[i] : 0;
-        diff |= ca ^ cb;
-    }
-    return diff == 0;
-}
-
 int http_query(const http_request_t *req, const char *name, char **out, size_t *len)
 {
     *out = NULL;
@@ -506,82 +449,6 @@ int http_query(const http_request_t *req, const char *name, char **out, size_t *
     return 1;
 }
 
-/* The problem code for a body jansson refused: syntax is invalid_json;
- * well-formed JSON of a shape the API never accepts (duplicate member,
- * \u0000 in a string, integer out of range, nesting too deep) is
- * invalid_argument, as api/openapi.yaml says. */
-static const char *body_error_code(const json_error_t *err)
-{
-    switch (json_error_code(err)) {
-    case json_error_out_of_memory:
-        return "unavailable";
-    case json_error_stack_overflow:
-    case json_error_null_character:
-    case json_error_null_byte_in_key:
-    case json_error_duplicate_key:
-    case json_error_numeric_overflow:
-        return "invalid_argument";
-    default:
-        return "invalid_json";
-    }
-}
-
-static const char *unknown_member(json_t *obj, const char *const members[])
-{
-    const char *name;
-    json_t *value;
-    json_object_foreach(obj, name, value) {
-        bool known = false;
-        for (int i = 0; members && members[i] && !known; i++)
-            known = strcmp(name, members[i]) == 0;
-        if (!known)
-            return name;
-    }
-    return NULL;
-}
-
-static bool fail(http_error_t *err, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Fill err (when given) and return false. */
-static bool fail(http_error_t *err, const char *code, const char *fmt, ...)
-{
-    if (!err)
-        return false;
-    err->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->detail, sizeof err->detail, fmt, ap);
-    va_end(ap);
-    return false;
-}
-
-json_t *http_parse_object(const char *body, size_t len, bool allow_empty,
-                          const char *const members[], http_error_t *err)
-{
-    if (len == 0 && allow_empty)
-        return json_object();
-    json_error_t jerr;
-    /* JSON_DECODE_ANY: a scalar ("1") is JSON of the wrong shape, not invalid JSON */
-    json_t *obj = json_loadb(body ? body : "", body ? len : 0,
-                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!obj) {
-        fail(err, body_error_code(&jerr), "line %d, column %d: %s", jerr.line, jerr.column,
-             jerr.text);
-        return NULL;
-    }
-    const char *unknown = json_is_object(obj) ? unknown_member(obj, members) : NULL;
-    if (!json_is_object(obj) || unknown) {
-        if (unknown)
-            fail(err, "invalid_argument", "unknown member \"%s\"", unknown);
-        else
-            fail(err, "invalid_argument", "the body must be a JSON object");
-        json_decref(obj);
-        return NULL;
-    }
-    return obj;
-}
-
 json_t *http_body_object(http_request_t *req, bool allow_empty, const char *const members[])
 {
     http_error_t err;
@@ -589,21 +456,6 @@ json_t *http_body_object(http_request_t *req, bool allow_empty, const char *cons
     if (!obj)
         http_reply_problem(req, err.code, "%s", err.detail);
     return obj;
-}
-
-bool http_member_int(json_t *obj, const char *name, bool optional, int64_t dflt, int64_t min,
-                     int64_t max, int64_t *out, http_error_t *err)
-{
-    json_t *v = json_object_get(obj, name);
-    if (!v && optional) {
-        *out = dflt;
-        return true;
-    }
-    if (!v || !json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-        return fail(err, "invalid_argument", "\"%s\" must be an integer from %lld to %lld",
-                    name, (long long)min, (long long)max);
-    *out = json_integer_value(v);
-    return true;
 }
 
 bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
@@ -616,18 +468,6 @@ bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool opti
     return false;
 }
 
-bool http_member_string(json_t *obj, const char *name, size_t max, const char **out,
-                        size_t *len, http_error_t *err)
-{
-    json_t *v = json_object_get(obj, name);
-    if (!v || !json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max)
-        return fail(err, "invalid_argument", "\"%s\" must be a string of 1 to %zu bytes", name,
-                    max);
-    *out = json_string_value(v);
-    *len = json_string_length(v);
-    return true;
-}
-
 bool http_json_string(http_request_t *req, json_t *obj, const char *name, size_t max,
                       const char **out, size_t *len)
 {
@@ -636,11 +476,6 @@ bool http_json_string(http_request_t *req, json_t *obj, const char *name, size_t
         return true;
     http_reply_problem(req, err.code, "%s", err.detail);
     return false;
-}
-
-bool http_text_ok(const char *s, size_t n, size_t max)
-{
-    return n > 0 && n <= max && http_utf8_ok(s, n);
 }
 
 bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
@@ -659,75 +494,8 @@ bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
 }
 
 /* ------------------------------------------------------------------------
- * Routing
+ * Routing a request (matching a path: http_route() in http_parse.c)
  * ------------------------------------------------------------------------ */
-
-/* Match a raw path against a pattern; on success fill decoded params.
- * Returns 1 on match, 0 on no match, -1 on a bad escape in a parameter. */
-static int match_route(const char *pattern, const char *path, http_param_t *params)
-{
-    int np = 0;
-    while (*pattern && *path) {
-        if (*pattern != '/' || *path != '/')
-            return 0;
-        pattern++, path++;
-        const char *pend = strchr(pattern, '/');
-        const char *send = strchr(path, '/');
-        size_t plen = pend ? (size_t)(pend - pattern) : strlen(pattern);
-        size_t slen = send ? (size_t)(send - path) : strlen(path);
-        if (plen > 0 && pattern[0] == '{') {
-            if (np == HTTP_MAX_PARAMS)
-                return 0;
-            params[np].data = (char *)path; /* raw for now */
-            params[np].len = slen;
-            np++;
-        } else if (plen != slen || memcmp(pattern, path, plen) != 0) {
-            return 0;
-        }
-        pattern += plen, path += slen;
-    }
-    return *pattern == '\0' && *path == '\0';
-}
-
-void http_match_free(http_match_t *m)
-{
-    for (int i = 0; i < HTTP_MAX_PARAMS; i++) {
-        free(m->params[i].data);
-        m->params[i] = (http_param_t){NULL, 0};
-    }
-}
-
-/* Decode the raw params that match_route left in place into out. */
-static int decode_params(http_match_t *out, const http_param_t *raw)
-{
-    for (int i = 0; i < HTTP_MAX_PARAMS && raw[i].data; i++) {
-        bool bad;
-        out->params[i].data = http_percent_decode(raw[i].data, raw[i].len, false,
-                                                  &out->params[i].len, &bad);
-        if (!out->params[i].data)
-            return bad ? 400 : 503;
-    }
-    return 200;
-}
-
-int http_route(const char *method, const char *path, http_match_t *out)
-{
-    memset(out, 0, sizeof *out);
-    const http_route_t *path_match = NULL;
-    for (size_t i = 0; i < http_route_count; i++) {
-        http_param_t raw[HTTP_MAX_PARAMS] = {{0}};
-        if (match_route(http_routes[i].pattern, path, raw) != 1)
-            continue;
-        if (!path_match)
-            path_match = &http_routes[i];
-        if (strcmp(http_routes[i].method, method) != 0)
-            continue;
-        out->route = &http_routes[i];
-        return decode_params(out, raw);
-    }
-    out->route = path_match;
-    return path_match ? 405 : 404;
-}
 
 /* Route the request; the decoded params move into req (freed with it). */
 static int route_request(http_request_t *req, const char *path)

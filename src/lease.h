@@ -25,7 +25,7 @@
 #include "sqlcached.h"
 
 typedef struct lease_registry lease_registry_t;
-typedef struct lease_waiter lease_waiter_t;
+typedef struct sqlcached_lease_wait lease_waiter_t; /* public: sqlcached_lease_wait_t */
 
 /* Called once when a queued waiter's outcome is known, from whichever
  * thread decided it (a releasing caller, the timer thread, the sweep). It
@@ -51,7 +51,10 @@ void lease_stats(lease_registry_t *reg, uint64_t *grants, uint64_t *waiting);
  * waiter, or delete it. Returns how many were swept, or -1 on error. */
 int lease_sweep(sqlcached_t *db, int64_t now, int max_rows);
 
-/* Acquire without blocking the calling thread. Arguments are checked as
+/* Acquire without blocking the calling thread (the public form, with a
+ * sqlcached_done_fn instead of on_wake, is sqlcached_lease_acquire_async;
+ * lease_wait_end and lease_release_grant are sqlcached_lease_wait_end and
+ * sqlcached_lease_give_back). Arguments are checked as
  * for sqlcached_lease_acquire(). Returns:
  *   SQLCACHED_OK with *waiter NULL: acquired; *out is the lease.
  *   SQLCACHED_OK with *waiter set: held by another owner and queued (only

@@ -202,6 +202,7 @@ int main(int argc, char **argv)
 static int run(const config_t *cfg)
 {
     log_set_level((log_level_t)cfg->log_level);
+    sqlcached_set_log_level((sqlcached_log_level_t)cfg->log_level); /* the library's lines */
     if (cfg->restore_from)
         return restore(cfg);
     if (check_paths(cfg) != 0)

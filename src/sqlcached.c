@@ -88,7 +88,7 @@ void sqlcached_options_init(sqlcached_options_t *opts)
     opts->sqlite_cache = 64u << 20;
     opts->purge_interval_ms = 1000;
     opts->cache_memory = 64u << 20;
-    opts->cache_policy = NULL;
+    opts->cache_policy = "allkeys-lfu";
     opts->negative_ttl_ms = 5000;
     opts->ttl_jitter_percent = 0;
     opts->bloom_filter = 1;
@@ -603,4 +603,18 @@ void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out)
 const char *sqlcached_storage_backend(const sqlcached_t *db)
 {
     return store_backend_name(db->store);
+}
+
+/* ------------------------------------------------------------------------
+ * Policy names and the log level, for users that see only sqlcached.h
+ * ------------------------------------------------------------------------ */
+
+int sqlcached_policy_valid(const char *name)
+{
+    return name && cache_policy_from_name(name) != CACHE_POLICY_INVALID;
+}
+
+void sqlcached_set_log_level(sqlcached_log_level_t level)
+{
+    log_set_level((log_level_t)level);
 }

@@ -25,6 +25,7 @@
 
 #include "cache.h"
 #include "cache_int.h"
+#include "sqlcached.h"
 #include "sim.h"
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -89,6 +90,11 @@ static void test_cache_policy_names_round_trip(void **state)
                      CACHE_POLICY_ALLKEYS_LRU);
     assert_int_equal(cache_policy_from_name("lru"), CACHE_POLICY_INVALID);
     assert_null(cache_policy_name(CACHE_POLICY_COUNT));
+    /* the public check the daemon's --policy uses */
+    assert_true(sqlcached_policy_valid("allkeys-lru"));
+    assert_true(sqlcached_policy_valid("noeviction"));
+    assert_false(sqlcached_policy_valid("lru"));
+    assert_false(sqlcached_policy_valid(NULL));
 }
 
 static void test_cache_value_fields_and_lifetime(void **state)
@@ -303,7 +309,7 @@ static void test_cache_lfu_ghosts_accounted(void **state)
         touch(c, k);
     assert_true(s->ghost.n > n0);
     assert_true(s->ghost.n <= s->sketch.capacity / 8 + 16);
-    assert_int_equal(policy_bytes(s),
+    assert_int_equal(ci_policy_bytes(s),
                      sketch_bytes(&s->sketch) + s->ghost.n * sizeof(uint32_t));
     cache_destroy(c);
 }

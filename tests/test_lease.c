@@ -1,7 +1,7 @@
 /*
  * test_lease.c - tests of src/lease.c: the public calls
- * (sqlcached_lease_*), the asynchronous acquire the daemon uses
- * (lease_acquire_start / lease_wait_end), waiting, FIFO hand-over, expiry
+ * (sqlcached_lease_*), the asynchronous acquire (lease_acquire_start /
+ * lease_wait_end, and its public form sqlcached_lease_acquire_async), waiting, FIFO hand-over, expiry
  * and fencing tokens, and a concurrent test of mutual exclusion.
  */
 #include <pthread.h>
@@ -574,6 +574,78 @@ static void test_lease_async_acquire_of_free_lease_does_not_queue(void **state)
                      SQLCACHED_INVALID_ARGUMENT);
 }
 
+/* The public form (sqlcached_lease_acquire_async, the daemon's): done()
+ * reports the outcome, sqlcached_lease_wait_end() collects it (or cancels),
+ * sqlcached_lease_give_back() returns a grant nobody will use. */
+typedef struct done_log {
+    pthread_mutex_t lock;
+    int calls;
+    sqlcached_status_t status;
+} done_log_t;
+
+static void on_done(void *cls, sqlcached_status_t status)
+{
+    done_log_t *d = cls;
+    pthread_mutex_lock(&d->lock);
+    d->calls++;
+    d->status = status;
+    pthread_mutex_unlock(&d->lock);
+}
+
+static int done_calls(done_log_t *d)
+{
+    pthread_mutex_lock(&d->lock);
+    int n = d->calls;
+    pthread_mutex_unlock(&d->lock);
+    return n;
+}
+
+static void test_lease_public_async_acquire(void **state)
+{
+    fixture_t *f = *state;
+    done_log_t d = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sqlcached_lease_t l, held;
+    sqlcached_lease_wait_t *w = NULL;
+    assert_int_equal(acquire(f->db, "job", "holder", 1000, 0, &held), SQLCACHED_OK);
+    assert_int_equal(sqlcached_lease_acquire_async(f->db, "job", 3, "w", 1, 1000, 30000, &l,
+                                                   on_done, &d, &w),
+                     SQLCACHED_OK);
+    assert_non_null(w); /* queued behind the holder, whose lease *out is */
+    assert_string_equal(l.owner, "holder");
+    assert_int_equal(done_calls(&d), 0);
+    assert_int_equal(release(f->db, "job", "holder", NULL), SQLCACHED_OK);
+    assert_int_equal(done_calls(&d), 1); /* called before the release returned */
+    assert_int_equal(d.status, SQLCACHED_OK);
+    assert_int_equal(sqlcached_lease_wait_end(w, &l), SQLCACHED_OK);
+    assert_string_equal(l.owner, "w");
+    assert_true(l.token > held.token);
+    /* a grant nobody will use goes back: the lease is free again */
+    assert_int_equal(sqlcached_lease_give_back(f->db, &l), SQLCACHED_OK);
+    assert_int_equal(get(f->db, "job", &l), SQLCACHED_NOT_FOUND);
+    assert_int_equal(sqlcached_lease_give_back(f->db, &l), SQLCACHED_NOT_OWNER);
+    /* collected before the outcome: cancelled, and done is never called */
+    assert_int_equal(acquire(f->db, "job", "holder", 1000, 0, &held), SQLCACHED_OK);
+    assert_int_equal(sqlcached_lease_acquire_async(f->db, "job", 3, "x", 1, 1000, 30000, &l,
+                                                   on_done, &d, &w),
+                     SQLCACHED_OK);
+    assert_non_null(w);
+    assert_int_equal(sqlcached_lease_wait_end(w, &l), SQLCACHED_LEASE_HELD);
+    assert_string_equal(l.owner, "holder");
+    assert_int_equal(release(f->db, "job", "holder", NULL), SQLCACHED_OK);
+    assert_int_equal(get(f->db, "job", &l), SQLCACHED_NOT_FOUND);
+    assert_int_equal(done_calls(&d), 1);
+    /* free: acquired at once, nothing queued; no callback: refused */
+    assert_int_equal(sqlcached_lease_acquire_async(f->db, "job", 3, "y", 1, 1000, 30000, &l,
+                                                   on_done, &d, &w),
+                     SQLCACHED_OK);
+    assert_null(w);
+    assert_string_equal(l.owner, "y");
+    assert_int_equal(sqlcached_lease_acquire_async(f->db, "job", 3, "z", 1, 1000, 30000, &l,
+                                                   NULL, NULL, &w),
+                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(done_calls(&d), 1);
+}
+
 /* ------------------------------------------------------------------------
  * Concurrency: 16 threads x 100 rounds on one name, all waiting
  * ------------------------------------------------------------------------ */
@@ -678,6 +750,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_lease_async_acquire_of_free_lease_does_not_queue,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_public_async_acquire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_concurrent_holders_never_overlap, setup,
                                         teardown),
     };
