@@ -181,7 +181,7 @@ static sqlcached_status_t load_row(sqlcached_t *db, const void *key, size_t klen
     store_conn_t *r = store_reader_acquire(db->store);
     if (!r)
         return SQLCACHED_UNAVAILABLE;
-    atomic_fetch_add_explicit(&db->storage_reads, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&db->kv->storage_reads, 1, memory_order_relaxed);
     row_copy_t copy = {0};
     sqlcached_status_t status = storage_kv_get(r, key, klen, now, copy_row, &copy);
     store_reader_release(db->store, r);
@@ -252,9 +252,9 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     if (db->hotkeys)
         hotkeys_record(db->hotkeys, key, klen, now);
     bool tier = engine_tier_usable(db); /* a clock read in a cluster: once */
-    if (db->bloom && atomic_load_explicit(&db->bloom_ready, memory_order_acquire) && tier &&
-        !bloom_may_contain(db->bloom, key, klen)) {
-        atomic_fetch_add_explicit(&db->bloom_skips, 1, memory_order_relaxed);
+    if (db->kv->bloom && atomic_load_explicit(&db->kv->bloom_ready, memory_order_acquire) && tier &&
+        !bloom_may_contain(db->kv->bloom, key, klen)) {
+        atomic_fetch_add_explicit(&db->kv->bloom_skips, 1, memory_order_relaxed);
         return SQLCACHED_NOT_FOUND;
     }
     kv_value_t *v = NULL;
@@ -289,18 +289,18 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
 static void after_commit(sqlcached_t *db, const void *key, size_t klen,
                          const cache_fill_t *written, int64_t now)
 {
-    if (db->bloom && written)
-        bloom_add(db->bloom, key, klen);
-    else if (db->bloom)
-        bloom_note_delete(db->bloom);
+    if (db->kv->bloom && written)
+        bloom_add(db->kv->bloom, key, klen);
+    else if (db->kv->bloom)
+        bloom_note_delete(db->kv->bloom);
     if (!db->cache)
         return;
     if (written && db->opts.on_write == SQLCACHED_ON_WRITE_REPLACE &&
         (!db->cluster || cluster_replace_ok(db->cluster))) {
         if (cache_replace(db->cache, key, klen, written, now) == CACHE_OK)
-            atomic_fetch_add_explicit(&db->write_replaced, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&db->kv->write_replaced, 1, memory_order_relaxed);
     } else if (cache_invalidate(db->cache, key, klen)) {
-        atomic_fetch_add_explicit(&db->write_invalidated, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&db->kv->write_invalidated, 1, memory_order_relaxed);
     }
 }
 
@@ -582,7 +582,7 @@ static int64_t jitter_ttl(sqlcached_t *db, int64_t ttl_ms)
 {
     if (!db->opts.ttl_jitter_percent)
         return ttl_ms;
-    uint64_t rng = atomic_fetch_add(&db->jitter_rng, 0x9e3779b97f4a7c15ULL) | 1;
+    uint64_t rng = atomic_fetch_add(&db->kv->jitter_rng, 0x9e3779b97f4a7c15ULL) | 1;
     int64_t t = cache_jitter_ttl(ttl_ms, db->opts.ttl_jitter_percent, &rng);
     return t > 0 ? t : 1;
 }
@@ -1178,17 +1178,17 @@ static bool bloom_key(void *cls, const void *key, size_t klen)
 /* Rebuild the bloom filter from every key in the store (see bloom.h). */
 int kv_bloom_rebuild(sqlcached_t *db)
 {
-    if (!db->bloom)
+    if (!db->kv->bloom)
         return 0;
     store_conn_t *r = store_reader_acquire(db->store);
     sqlcached_status_t st = SQLCACHED_UNAVAILABLE;
     if (r) {
-        bloom_rebuild_begin(db->bloom);
-        st = storage_kv_scan_keys(r, bloom_key, db->bloom);
+        bloom_rebuild_begin(db->kv->bloom);
+        st = storage_kv_scan_keys(r, bloom_key, db->kv->bloom);
         /* A failed scan does not switch arrays: the live one stays (adds
          * keep going to both), and the next rebuild starts over. */
         if (st == SQLCACHED_OK)
-            bloom_rebuild_end(db->bloom);
+            bloom_rebuild_end(db->kv->bloom);
         store_reader_release(db->store, r);
     }
     if (st != SQLCACHED_OK) {
