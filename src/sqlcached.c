@@ -469,11 +469,11 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
      * bloom skips and reads past the tier too (a Redis keyspace_misses) */
     out->cache_misses += out->cache_bloom_skips +
                          atomic_load_explicit(&db->tier_bypass_reads, memory_order_relaxed);
-    store_stats_t st;
-    store_stats(db->store, &st);
-    out->write_transactions = st.write_transactions;
-    out->writes_committed = st.writes_committed;
-    out->write_errors = st.write_errors;
+    store_stats_t stats;
+    store_stats(db->store, &stats);
+    out->write_transactions = stats.write_transactions;
+    out->writes_committed = stats.writes_committed;
+    out->write_errors = stats.write_errors;
     if (db->cluster)
         cluster_stats(db->cluster, &out->cluster);
     sqlcached_payment_stats_t pay;
