@@ -17,8 +17,10 @@
  *   compressed to 46 bits, the two 24-bit links of the entry's policy list
  *   (slot indices) and the list the entry is in (2 bits).
  *
- *   hash table: 4 bytes per bucket (24-bit slot index + 8-bit hash tag),
- *   open addressing with linear probing, load kept within 0.55..0.9.
+ *   hash table: 4 bytes per bucket (24-bit slot index + 8-bit probe
+ *   distance), Robin Hood with linear probing and backward-shift deletion;
+ *   it grows above a load of 0.93 and shrinks below 0.25, each time to a
+ *   load of about 0.87 (cache_table.c).
  *
  *   TTL heap: for entries with a TTL only, (expires_at, slot) pairs in a
  *   binary min-heap; the value remembers its heap position.
@@ -184,7 +186,7 @@ struct shard {
     pthread_mutex_t lock;
     pthread_cond_t loaded;   /* broadcast when a load ends */
 
-    uint32_t *table;         /* buckets: 0 empty, else slot | tag << 24 */
+    uint32_t *table;         /* buckets: 0 empty, else slot | distance << 24 */
     uint32_t tcap;
     uint32_t count;          /* live entries */
 

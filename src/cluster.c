@@ -302,8 +302,7 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
     key[len] = '\0';
     switch (kind) {
     case CLUSTER_KEY:
-        if (db->bloom) /* it may be a new key */
-            bloom_add(db->bloom, key, len);
+        kv_note_key(db->kv, key, len); /* it may be a new key */
         if (db->cache)
             cache_invalidate(db->cache, key, len);
         return true;

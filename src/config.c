@@ -8,8 +8,13 @@
  * The defaults of the options that are library settings are not repeated
  * here: they come from sqlcached_options_init().
  *
- * Every value is validated here so that a bad flag is a clear message and a
- * non-zero exit at start-up, never a surprise at run time.
+ * The sources apply in this order, a later one overriding: the defaults,
+ * the config file (--config), the environment (the options that have a
+ * variable), the command line.
+ *
+ * Every value is validated as it is read (the parsers of sizes, addresses
+ * and decimals are in config_values.c), so that a bad flag is a clear
+ * message and a non-zero exit at start-up, never a surprise at run time.
  */
 #include "config.h"
 

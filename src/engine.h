@@ -14,9 +14,9 @@
 
 #include <stdatomic.h>
 
-#include "bloom.h"
 #include "cache.h"
 #include "hotkeys.h"
+#include "kv.h"
 #include "seckill.h"
 #include "sqlcached.h"
 #include "store.h"
@@ -29,18 +29,12 @@ struct sqlcached {
     store_t *store;
     cache_t *cache;     /* NULL when cache_memory is 0 */
     cache_t *item_cache; /* flash-sale items; NULL when cache_memory is 0 */
-    bloom_t *bloom;     /* NULL when bloom_filter is 0 */
+    kv_t *kv;           /* KV's own state: bloom filter, counters (kv.h) */
     hotkeys_t *hotkeys; /* KV reads counted for sqlcached_hotkeys; NULL when off */
-    atomic_bool bloom_ready; /* set once a build from the store is done */
-    atomic_uint_fast64_t bloom_drops; /* engine_bloom_distrust() calls */
-    atomic_uint_fast64_t bloom_skips;
     /* GETs (KV and items) answered without consulting a memory tier: none
      * configured, not trusted (engine_tier_usable), or out of memory. Each
      * is a miss (sqlcached_stats). */
     atomic_uint_fast64_t tier_bypass_reads;
-    atomic_uint_fast64_t storage_reads;
-    atomic_uint_fast64_t write_replaced, write_invalidated; /* kv.c after_commit */
-    atomic_uint_fast64_t jitter_rng;
     seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
     struct lease_registry *leases; /* lease waiters and their timer (lease.c) */
     struct queue_registry *queues; /* waiting queue claims and their timer (queue.c) */
@@ -66,11 +60,5 @@ void engine_bloom_distrust(sqlcached_t *db);
 
 /* The store's clock, in ms. */
 int64_t engine_now(const sqlcached_t *db);
-
-/* kv.c: delete up to `max_rows` expired rows; returns how many went, or -1. */
-int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows);
-
-/* kv.c: (re)fill the bloom filter from every key in SQLite; 0 or -1. */
-int kv_bloom_rebuild(sqlcached_t *db);
 
 #endif

@@ -181,7 +181,7 @@ static sqlcached_status_t load_row(sqlcached_t *db, const void *key, size_t klen
     store_conn_t *r = store_reader_acquire(db->store);
     if (!r)
         return SQLCACHED_UNAVAILABLE;
-    atomic_fetch_add_explicit(&db->storage_reads, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&db->kv->storage_reads, 1, memory_order_relaxed);
     row_copy_t copy = {0};
     sqlcached_status_t status = storage_kv_get(r, key, klen, now, copy_row, &copy);
     store_reader_release(db->store, r);
@@ -252,9 +252,9 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     if (db->hotkeys)
         hotkeys_record(db->hotkeys, key, klen, now);
     bool tier = engine_tier_usable(db); /* a clock read in a cluster: once */
-    if (db->bloom && atomic_load_explicit(&db->bloom_ready, memory_order_acquire) && tier &&
-        !bloom_may_contain(db->bloom, key, klen)) {
-        atomic_fetch_add_explicit(&db->bloom_skips, 1, memory_order_relaxed);
+    if (db->kv->bloom && atomic_load_explicit(&db->kv->bloom_ready, memory_order_acquire) && tier &&
+        !bloom_may_contain(db->kv->bloom, key, klen)) {
+        atomic_fetch_add_explicit(&db->kv->bloom_skips, 1, memory_order_relaxed);
         return SQLCACHED_NOT_FOUND;
     }
     kv_value_t *v = NULL;
@@ -289,18 +289,18 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
 static void after_commit(sqlcached_t *db, const void *key, size_t klen,
                          const cache_fill_t *written, int64_t now)
 {
-    if (db->bloom && written)
-        bloom_add(db->bloom, key, klen);
-    else if (db->bloom)
-        bloom_note_delete(db->bloom);
+    if (db->kv->bloom && written)
+        bloom_add(db->kv->bloom, key, klen);
+    else if (db->kv->bloom)
+        bloom_note_delete(db->kv->bloom);
     if (!db->cache)
         return;
     if (written && db->opts.on_write == SQLCACHED_ON_WRITE_REPLACE &&
         (!db->cluster || cluster_replace_ok(db->cluster))) {
         if (cache_replace(db->cache, key, klen, written, now) == CACHE_OK)
-            atomic_fetch_add_explicit(&db->write_replaced, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&db->kv->write_replaced, 1, memory_order_relaxed);
     } else if (cache_invalidate(db->cache, key, klen)) {
-        atomic_fetch_add_explicit(&db->write_invalidated, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&db->kv->write_invalidated, 1, memory_order_relaxed);
     }
 }
 
@@ -396,7 +396,7 @@ static void slide_job_free(slide_job_t *j)
     free(j);
 }
 
-static sqlcached_status_t do_slide(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_slide(store_conn_t *w, void *arg)
 {
     slide_job_t *j = arg;
     /* The writer's clock: a row that expired meanwhile stays expired. */
@@ -454,7 +454,7 @@ static void slide_maybe(sqlcached_t *db, const void *key, size_t klen, kv_value_
     *j = (slide_job_t){.db = db, .value = v, .sliding_ms = ex->sliding_ms,
                        .expires_at = target, .slot = slot, .klen = klen};
     memcpy(j->key, key, klen);
-    if (store_write_async(db->store, do_slide, slide_committed, j, slide_done, j) !=
+    if (store_write_async(db->store, tx_slide, slide_committed, j, slide_done, j) !=
         SQLCACHED_OK)
         slide_job_free(j);
 }
@@ -472,7 +472,7 @@ typedef struct put_job {
     int64_t expires_at, now;
     int64_t sliding_ms; /* > 0: a sliding key (never the replace path) */
     sqlcached_write_result_t result;
-    bool replaced;    /* do_put_replace: result.created comes from previous */
+    bool replaced;    /* tx_put_replace: result.created comes from previous */
     int64_t previous; /* filled by the commit at the latest (storage_kv_replace) */
 } put_job_t;
 
@@ -520,7 +520,7 @@ static bool has_preconditions(const sqlcached_preconditions_t *pre)
 /* A PUT without preconditions on a backend that replaces a row and reports
  * the previous version in one statement (storage_kv_replace), whose answer
  * may come with the commit: created is set by put_committed. */
-static sqlcached_status_t do_put_replace(store_conn_t *w, put_job_t *p)
+static sqlcached_status_t tx_put_replace(store_conn_t *w, put_job_t *p)
 {
     int64_t version;
     sqlcached_status_t st = store_counter_next(w, "version", &version);
@@ -535,12 +535,12 @@ static sqlcached_status_t do_put_replace(store_conn_t *w, put_job_t *p)
     return st;
 }
 
-static sqlcached_status_t do_put(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_put(store_conn_t *w, void *arg)
 {
     put_job_t *p = arg;
     store_note(w, CLUSTER_KEY, p->key, p->klen, 0);
     if (!has_preconditions(p->pre) && !p->sliding_ms && storage_kv_has_replace(w))
-        return do_put_replace(w, p);
+        return tx_put_replace(w, p);
     int64_t current, version;
     sqlcached_status_t st = storage_kv_version(w, p->key, p->klen, p->now, &current);
     if (st != SQLCACHED_OK)
@@ -582,7 +582,7 @@ static int64_t jitter_ttl(sqlcached_t *db, int64_t ttl_ms)
 {
     if (!db->opts.ttl_jitter_percent)
         return ttl_ms;
-    uint64_t rng = atomic_fetch_add(&db->jitter_rng, 0x9e3779b97f4a7c15ULL) | 1;
+    uint64_t rng = atomic_fetch_add(&db->kv->jitter_rng, 0x9e3779b97f4a7c15ULL) | 1;
     int64_t t = cache_jitter_ttl(ttl_ms, db->opts.ttl_jitter_percent, &rng);
     return t > 0 ? t : 1;
 }
@@ -622,7 +622,7 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
     sqlcached_status_t st = put_setup(db, key, klen, value, vlen, opts, &job);
     if (st != SQLCACHED_OK)
         return st;
-    st = store_write_then(db->store, do_put, put_committed, &job);
+    st = store_write_then(db->store, tx_put, put_committed, &job);
     if (st == SQLCACHED_OK) {
         if (result)
             *result = job.result;
@@ -671,7 +671,7 @@ sqlcached_status_t sqlcached_kv_put_async(sqlcached_t *db, const void *key, size
     sqlcached_status_t st = put_setup(db, key, klen, value, vlen, opts, &a->job);
     if (st == SQLCACHED_OK) {
         a->result = result, a->done = done, a->cls = cls;
-        st = store_write_async(db->store, do_put, put_committed, &a->job, on_put_done, a);
+        st = store_write_async(db->store, tx_put, put_committed, &a->job, on_put_done, a);
     }
     if (st != SQLCACHED_OK)
         free(a);
@@ -686,7 +686,7 @@ typedef struct delete_job {
     int64_t now;
 } delete_job_t;
 
-static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_delete(store_conn_t *w, void *arg)
 {
     delete_job_t *d = arg;
     int64_t current, version;
@@ -717,7 +717,7 @@ sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t 
     if (!key_ok(key, klen) || !preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
     delete_job_t job = {db, key, klen, pre, engine_now(db)};
-    return store_write_then(db->store, do_delete, delete_committed, &job);
+    return store_write_then(db->store, tx_delete, delete_committed, &job);
 }
 
 /* An asynchronous delete in flight: freed by on_delete_done. */
@@ -745,7 +745,7 @@ sqlcached_status_t sqlcached_kv_delete_async(sqlcached_t *db, const void *key, s
         return SQLCACHED_NOMEM;
     *a = (delete_async_t){.job = {db, key, klen, pre, engine_now(db)}, .done = done, .cls = cls};
     sqlcached_status_t st =
-        store_write_async(db->store, do_delete, delete_committed, &a->job, on_delete_done, a);
+        store_write_async(db->store, tx_delete, delete_committed, &a->job, on_delete_done, a);
     if (st != SQLCACHED_OK)
         free(a);
     return st;
@@ -802,7 +802,7 @@ static sqlcached_status_t incr_read(void *cls, const storage_kv_row_t *row)
     return SQLCACHED_OK;
 }
 
-static sqlcached_status_t do_incr(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_incr(store_conn_t *w, void *arg)
 {
     incr_job_t *j = arg;
     store_note(w, CLUSTER_KEY, j->key, j->klen, 0);
@@ -838,7 +838,7 @@ sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t kl
     if (!key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
     incr_job_t job = {.db = db, .key = key, .klen = klen, .by = by, .now = engine_now(db)};
-    sqlcached_status_t st = store_write_then(db->store, do_incr, incr_committed, &job);
+    sqlcached_status_t st = store_write_then(db->store, tx_incr, incr_committed, &job);
     if (st == SQLCACHED_OK) {
         if (value_out)
             *value_out = job.value;
@@ -881,7 +881,7 @@ sqlcached_status_t sqlcached_kv_incr_async(sqlcached_t *db, const void *key, siz
         .value_out = value_out, .version_out = version_out, .done = done, .cls = cls,
     };
     sqlcached_status_t st =
-        store_write_async(db->store, do_incr, incr_committed, &a->job, on_incr_done, a);
+        store_write_async(db->store, tx_incr, incr_committed, &a->job, on_incr_done, a);
     if (st != SQLCACHED_OK)
         free(a);
     return st;
@@ -896,7 +896,7 @@ typedef struct take_job {
     kv_value_t *value; /* the row deleted (owned until handed out) */
 } take_job_t;
 
-static sqlcached_status_t do_take(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_take(store_conn_t *w, void *arg)
 {
     take_job_t *t = arg;
     delete_job_t *d = &t->del;
@@ -938,7 +938,7 @@ sqlcached_status_t sqlcached_kv_take(sqlcached_t *db, const void *key, size_t kl
     if (!key_ok(key, klen) || !preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
     take_job_t job = {.del = {db, key, klen, pre, engine_now(db)}, .value = NULL};
-    sqlcached_status_t st = store_write_then(db->store, do_take, delete_committed, &job);
+    sqlcached_status_t st = store_write_then(db->store, tx_take, delete_committed, &job);
     take_hand_out(&job, st, out);
     return st;
 }
@@ -973,7 +973,7 @@ sqlcached_status_t sqlcached_kv_take_async(sqlcached_t *db, const void *key, siz
     *a = (take_async_t){.job = {.del = {db, key, klen, pre, engine_now(db)}}, .out = out,
                         .done = done, .cls = cls};
     sqlcached_status_t st =
-        store_write_async(db->store, do_take, delete_committed, &a->job, on_take_done, a);
+        store_write_async(db->store, tx_take, delete_committed, &a->job, on_take_done, a);
     if (st != SQLCACHED_OK)
         free(a);
     return st;
@@ -1021,7 +1021,7 @@ static void patch_expiry(patch_job_t *j)
     }
 }
 
-static sqlcached_status_t do_patch(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_patch(store_conn_t *w, void *arg)
 {
     patch_job_t *j = arg;
     store_note(w, CLUSTER_KEY, j->key, j->klen, 0);
@@ -1097,7 +1097,7 @@ sqlcached_status_t sqlcached_kv_patch(sqlcached_t *db, const void *key, size_t k
     sqlcached_status_t st = patch_setup(db, key, klen, patch, plen, opts, &job);
     if (st != SQLCACHED_OK)
         return st;
-    st = store_write_then(db->store, do_patch, patch_committed, &job);
+    st = store_write_then(db->store, tx_patch, patch_committed, &job);
     if (st == SQLCACHED_OK && result)
         *result = job.result;
     patch_job_clear(&job);
@@ -1135,7 +1135,7 @@ sqlcached_status_t sqlcached_kv_patch_async(sqlcached_t *db, const void *key, si
     sqlcached_status_t st = patch_setup(db, key, klen, patch, plen, opts, &a->job);
     if (st == SQLCACHED_OK) {
         a->result = result, a->done = done, a->cls = cls;
-        st = store_write_async(db->store, do_patch, patch_committed, &a->job, on_patch_done, a);
+        st = store_write_async(db->store, tx_patch, patch_committed, &a->job, on_patch_done, a);
         if (st != SQLCACHED_OK)
             patch_job_clear(&a->job);
     }
@@ -1150,7 +1150,7 @@ typedef struct purge_job {
     int purged;
 } purge_job_t;
 
-static sqlcached_status_t do_purge(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_purge(store_conn_t *w, void *arg)
 {
     purge_job_t *p = arg;
     return storage_kv_purge_expired(w, p->now, p->max_rows, &p->purged);
@@ -1159,7 +1159,7 @@ static sqlcached_status_t do_purge(store_conn_t *w, void *arg)
 int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
 {
     purge_job_t job = {now, max_rows, 0};
-    sqlcached_status_t st = store_write(db->store, do_purge, &job);
+    sqlcached_status_t st = store_write(db->store, tx_purge, &job);
     if (st != SQLCACHED_OK) {
         log_warn("kv", "purge of expired keys failed: %s", sqlcached_status_name(st));
         return -1;
@@ -1178,17 +1178,17 @@ static bool bloom_key(void *cls, const void *key, size_t klen)
 /* Rebuild the bloom filter from every key in the store (see bloom.h). */
 int kv_bloom_rebuild(sqlcached_t *db)
 {
-    if (!db->bloom)
+    if (!db->kv->bloom)
         return 0;
     store_conn_t *r = store_reader_acquire(db->store);
     sqlcached_status_t st = SQLCACHED_UNAVAILABLE;
     if (r) {
-        bloom_rebuild_begin(db->bloom);
-        st = storage_kv_scan_keys(r, bloom_key, db->bloom);
+        bloom_rebuild_begin(db->kv->bloom);
+        st = storage_kv_scan_keys(r, bloom_key, db->kv->bloom);
         /* A failed scan does not switch arrays: the live one stays (adds
          * keep going to both), and the next rebuild starts over. */
         if (st == SQLCACHED_OK)
-            bloom_rebuild_end(db->bloom);
+            bloom_rebuild_end(db->kv->bloom);
         store_reader_release(db->store, r);
     }
     if (st != SQLCACHED_OK) {

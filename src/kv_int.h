@@ -11,8 +11,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdatomic.h>
+
+#include "bloom.h"
 #include "cache.h"
+#include "kv.h"
 #include "sqlcached.h"
+
+/* KV's state (kv.h), shared by kv.c and kv_state.c only. */
+struct kv {
+    bloom_t *bloom;          /* NULL when bloom_filter is 0 */
+    atomic_bool bloom_ready; /* set once a build from the store is done */
+    atomic_uint_fast64_t bloom_drops; /* kv_bloom_distrust() calls */
+    atomic_uint_fast64_t bloom_skips;
+    atomic_uint_fast64_t storage_reads;
+    atomic_uint_fast64_t write_replaced, write_invalidated; /* kv.c after_commit */
+    atomic_uint_fast64_t jitter_rng;
+};
 
 /* The content type of a PUT without one, and of a counter incr creates. */
 extern const char kv_default_content_type[];

@@ -183,7 +183,7 @@ static sqlcached_status_t not_pending(store_conn_t *w, settle_job_t *j)
     return j->order.state == SQLCACHED_ORDER_PAID ? SQLCACHED_OK : SQLCACHED_ORDER_NOT_PENDING;
 }
 
-static sqlcached_status_t do_pay(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_pay(store_conn_t *w, void *arg)
 {
     settle_job_t *j = arg;
     j->returned = false;
@@ -201,7 +201,7 @@ static sqlcached_status_t do_pay(store_conn_t *w, void *arg)
     return cancel_one(w, j);
 }
 
-static sqlcached_status_t do_cancel(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_cancel(store_conn_t *w, void *arg)
 {
     settle_job_t *j = arg;
     j->returned = false;
@@ -248,13 +248,13 @@ static sqlcached_status_t settle(sqlcached_t *db, const char *item_id, const cha
 sqlcached_status_t sqlcached_order_pay(sqlcached_t *db, const char *item_id,
                                        const char *user_id, sqlcached_order_t *out)
 {
-    return settle(db, item_id, user_id, do_pay, out);
+    return settle(db, item_id, user_id, tx_pay, out);
 }
 
 sqlcached_status_t sqlcached_order_cancel(sqlcached_t *db, const char *item_id,
                                           const char *user_id, sqlcached_order_t *out)
 {
-    return settle(db, item_id, user_id, do_cancel, out);
+    return settle(db, item_id, user_id, tx_cancel, out);
 }
 
 /* The orders by state, counted on a reader connection at most every
@@ -331,7 +331,7 @@ static sqlcached_status_t on_due_order(void *cls, const sqlcached_order_t *o)
     return SQLCACHED_OK;
 }
 
-static sqlcached_status_t do_cancel_due(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_cancel_due(store_conn_t *w, void *arg)
 {
     due_job_t *j = arg;
     j->count = j->orders = 0; /* a write may run again (a retried batch) */
@@ -355,7 +355,7 @@ static void due_committed(void *arg)
 static long cancel_due(payment_t *p, int64_t now)
 {
     due_job_t job = {.db = p->db, .now = now};
-    sqlcached_status_t st = store_write_then(p->db->store, do_cancel_due, due_committed, &job);
+    sqlcached_status_t st = store_write_then(p->db->store, tx_cancel_due, due_committed, &job);
     free(job.items);
     if (st != SQLCACHED_OK) {
         if (!p->warned_at || mono_ms() - p->warned_at >= WARN_EVERY_MS) {

@@ -110,11 +110,11 @@ void seckill_destroy(seckill_t *sk)
     if (!sk)
         return;
     for (int i = 0; i < STATE_BUCKETS; i++) {
-        item_state_t *st = sk->buckets[i];
-        while (st) {
-            item_state_t *next = st->next;
-            free(st);
-            st = next;
+        item_state_t *state = sk->buckets[i];
+        while (state) {
+            item_state_t *next = state->next;
+            free(state);
+            state = next;
         }
     }
     for (int i = 0; i < STATE_SHARDS; i++)
@@ -140,25 +140,25 @@ static pthread_mutex_t *lock_of(seckill_t *sk, unsigned bucket)
  * absent, or out of memory). Caller holds the bucket's shard lock. */
 static item_state_t *do_state_find(seckill_t *sk, unsigned bucket, const char *id, bool create)
 {
-    for (item_state_t *st = sk->buckets[bucket]; st; st = st->next)
-        if (strcmp(st->id, id) == 0)
-            return st;
+    for (item_state_t *state = sk->buckets[bucket]; state; state = state->next)
+        if (strcmp(state->id, id) == 0)
+            return state;
     if (!create)
         return NULL;
     size_t n = strlen(id);
-    item_state_t *st = calloc(1, sizeof *st + n + 1);
-    if (!st)
+    item_state_t *state = calloc(1, sizeof *state + n + 1);
+    if (!state)
         return NULL;
-    memcpy(st->id, id, n + 1);
-    st->next = sk->buckets[bucket];
-    sk->buckets[bucket] = st;
-    return st;
+    memcpy(state->id, id, n + 1);
+    state->next = sk->buckets[bucket];
+    sk->buckets[bucket] = state;
+    return state;
 }
 
-static bool do_flag_valid(const item_state_t *st)
+static bool do_flag_valid(const item_state_t *state)
 {
-    return st && st->resets_in_flight == 0 && st->sold_out_version > 0 &&
-           st->sold_out_version >= st->reset_version;
+    return state && state->resets_in_flight == 0 && state->sold_out_version > 0 &&
+           state->sold_out_version >= state->reset_version;
 }
 
 bool seckill_flag_is_set(seckill_t *sk, const char *item_id)
@@ -177,11 +177,11 @@ static void flag_set(seckill_t *sk, const char *item_id, int64_t version, uint64
 {
     unsigned b = bucket_of(item_id);
     pthread_mutex_lock(lock_of(sk, b));
-    item_state_t *st = NULL;
+    item_state_t *state = NULL;
     if (atomic_load(&sk->forgets) == forgets)
-        st = do_state_find(sk, b, item_id, true);
-    if (st && version > st->sold_out_version)
-        st->sold_out_version = version;
+        state = do_state_find(sk, b, item_id, true);
+    if (state && version > state->sold_out_version)
+        state->sold_out_version = version;
     pthread_mutex_unlock(lock_of(sk, b));
 }
 
@@ -190,8 +190,8 @@ void seckill_forget_flags(seckill_t *sk)
     atomic_fetch_add(&sk->forgets, 1); /* first: flag_set checks it under the shard lock */
     for (unsigned b = 0; b < STATE_BUCKETS; b++) {
         pthread_mutex_lock(lock_of(sk, b));
-        for (item_state_t *st = sk->buckets[b]; st; st = st->next)
-            st->sold_out_version = 0;
+        for (item_state_t *state = sk->buckets[b]; state; state = state->next)
+            state->sold_out_version = 0;
         pthread_mutex_unlock(lock_of(sk, b));
     }
 }
@@ -203,11 +203,11 @@ static bool reset_begin(seckill_t *sk, const char *item_id)
 {
     unsigned b = bucket_of(item_id);
     pthread_mutex_lock(lock_of(sk, b));
-    item_state_t *st = do_state_find(sk, b, item_id, true);
-    if (st)
-        st->resets_in_flight++;
+    item_state_t *state = do_state_find(sk, b, item_id, true);
+    if (state)
+        state->resets_in_flight++;
     pthread_mutex_unlock(lock_of(sk, b));
-    return st != NULL;
+    return state != NULL;
 }
 
 static void reset_end(seckill_t *sk, const char *item_id, bool begun, bool committed,
@@ -225,11 +225,11 @@ static void reset_end(seckill_t *sk, const char *item_id, bool begun, bool commi
 {
     unsigned b = bucket_of(item_id);
     pthread_mutex_lock(lock_of(sk, b));
-    item_state_t *st = do_state_find(sk, b, item_id, committed);
-    if (st && committed && version > st->reset_version)
-        st->reset_version = version;
-    if (st && begun)
-        st->resets_in_flight--;
+    item_state_t *state = do_state_find(sk, b, item_id, committed);
+    if (state && committed && version > state->reset_version)
+        state->reset_version = version;
+    if (state && begun)
+        state->resets_in_flight--;
     pthread_mutex_unlock(lock_of(sk, b));
 }
 
@@ -452,7 +452,7 @@ typedef struct put_job {
     bool created;    /* out */
 } put_job_t;
 
-static sqlcached_status_t do_item_put(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_item_put(store_conn_t *w, void *arg)
 {
     put_job_t *p = arg;
     sqlcached_status_t status = store_counter_next(w, "version", &p->version);
@@ -492,7 +492,7 @@ sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id,
                      .payment_timeout_ms = payment_timeout_ms};
     uint64_t forgets = atomic_load(&db->seckill->forgets);
     bool begun = reset_begin(db->seckill, id);
-    sqlcached_status_t st = store_write_then(db->store, do_item_put, item_put_committed, &job);
+    sqlcached_status_t st = store_write_then(db->store, tx_item_put, item_put_committed, &job);
     if (st == SQLCACHED_OK) {
         if (stock == 0) /* sold out from the start */
             flag_set(db->seckill, id, job.version, forgets);
@@ -542,7 +542,7 @@ static sqlcached_status_t take_unit(store_conn_t *w, order_job_t *j)
     return st;
 }
 
-static sqlcached_status_t do_order(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_order(store_conn_t *w, void *arg)
 {
     order_job_t *j = arg;
     store_note(w, CLUSTER_ITEM, j->item_id, strlen(j->item_id), 0);
@@ -601,7 +601,7 @@ static void order_committed(void *arg)
 static sqlcached_status_t write_order(sqlcached_t *db, order_job_t *job)
 {
     uint64_t forgets = atomic_load(&db->seckill->forgets);
-    sqlcached_status_t st = store_write_then(db->store, do_order, order_committed, job);
+    sqlcached_status_t st = store_write_then(db->store, tx_order, order_committed, job);
     if (st == SQLCACHED_OK) {
         if (job->stock_left == 0)
             flag_set(db->seckill, job->item_id, job->version, forgets);

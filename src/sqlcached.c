@@ -38,9 +38,6 @@
 #define PURGE_MAX_SLICES 20
 #define MAINT_TICK_MS 100
 #define EXPIRE_WORK_PER_TICK 2000
-#define BLOOM_MIN_CAPACITY (1u << 20)
-#define BLOOM_FP_RATE 0.01
-#define BLOOM_STALE_REBUILD 0.25
 #define ITEM_TIER_MIN ((size_t)1 << 20)
 #define READER_CACHE_MAX ((size_t)2000 << 10) /* SQLite's default cache_size */
 #define IDLE_TX_MIN_MS 1000
@@ -160,24 +157,9 @@ static bool check_files(sqlcached_t *db)
     return h.files_moved;
 }
 
-/* Build the bloom filter when it is not ready: at the start, and after
- * engine_bloom_distrust() (a node that may have missed other nodes' keys).
- * Ready only if no distrust came during the build. */
-static void bloom_catch_up(sqlcached_t *db)
-{
-    if (!db->bloom || atomic_load_explicit(&db->bloom_ready, memory_order_acquire))
-        return;
-    uint64_t drops = atomic_load(&db->bloom_drops);
-    if (kv_bloom_rebuild(db) == 0 && atomic_load(&db->bloom_drops) == drops)
-        atomic_store_explicit(&db->bloom_ready, true, memory_order_release);
-}
-
 void engine_bloom_distrust(sqlcached_t *db)
 {
-    if (!db->bloom)
-        return;
-    atomic_fetch_add(&db->bloom_drops, 1); /* first: see bloom_catch_up */
-    atomic_store_explicit(&db->bloom_ready, false, memory_order_release);
+    kv_bloom_distrust(db->kv);
 }
 
 static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
@@ -193,16 +175,14 @@ static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
         purge_rows(db, now);
         *last_purge = now;
     }
-    if (db->bloom && bloom_stale_ratio(db->bloom) > BLOOM_STALE_REBUILD)
-        kv_bloom_rebuild(db);
-    bloom_catch_up(db);
+    kv_bloom_maintain(db);
 }
 
 static void *maintenance_main(void *arg)
 {
     sqlcached_t *db = arg;
     int64_t last_purge = engine_now(db);
-    bloom_catch_up(db);
+    kv_bloom_catch_up(db);
     pthread_mutex_lock(&db->maint_lock);
     while (!db->stopping) {
         struct timespec until;
@@ -286,41 +266,18 @@ static int open_cache(sqlcached_t *db, char *err, size_t errlen)
     return 0;
 }
 
-/* An upper bound of the number of keys, without a scan. */
-static long long count_keys(sqlcached_t *db)
-{
-    store_conn_t *r = store_reader_acquire(db->store);
-    int64_t n = -1;
-    if (r && storage_kv_count_bound(r, &n) != SQLCACHED_OK)
-        n = -1;
-    store_reader_release(db->store, r);
-    return n;
-}
-
-/* The memory tier (empty) and the bloom filter (built by the maintenance
- * thread; writes feed it from now on, see bloom.h). */
+/* The memory tier (empty) and KV's state (its bloom filter is built by
+ * the maintenance thread; writes feed it from now on, see bloom.h). */
 static int open_memory_tier(sqlcached_t *db, char *err, size_t errlen)
 {
-    if (db->opts.ttl_jitter_percent > 50) {
-        snprintf(err, errlen, "TTL jitter must be 0 to 50 percent");
-        return -1;
-    }
-    atomic_init(&db->jitter_rng, (uint64_t)engine_now(db) | 1);
     if (db->opts.hotkeys && !(db->hotkeys = hotkeys_create(SQLCACHED_HOTKEYS_HALF_LIFE_MS))) {
         snprintf(err, errlen, "cannot create the hot-keys table");
         return -1;
     }
     if (db->opts.cache_memory && open_cache(db, err, errlen) != 0)
         return -1;
-    if (!db->opts.bloom_filter)
-        return 0;
-    long long keys = count_keys(db);
-    size_t capacity = keys > BLOOM_MIN_CAPACITY / 2 ? (size_t)keys * 2 : BLOOM_MIN_CAPACITY;
-    if (keys < 0 || !(db->bloom = bloom_create(capacity, BLOOM_FP_RATE))) {
-        snprintf(err, errlen, "cannot build the bloom filter of keys");
-        return -1;
-    }
-    return 0;
+    db->kv = kv_open(db, err, errlen);
+    return db->kv ? 0 : -1;
 }
 
 /* Join the cluster of the shared database (PostgreSQL). */
@@ -461,7 +418,7 @@ void sqlcached_close(sqlcached_t *db)
     store_close(db->store);
     cache_destroy(db->cache);
     cache_destroy(db->item_cache);
-    bloom_destroy(db->bloom);
+    kv_close(db->kv);
     hotkeys_destroy(db->hotkeys);
     seckill_destroy(db->seckill);
     dblock_release(db->lock_fd); /* last: the file is closed */
@@ -498,10 +455,7 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     add_cache_stats(out, db->cache);
     add_cache_stats(out, db->item_cache);
     out->storage_backend = sqlcached_storage_backend(db);
-    out->storage_reads = atomic_load_explicit(&db->storage_reads, memory_order_relaxed);
-    out->cache_write_replaced = atomic_load_explicit(&db->write_replaced, memory_order_relaxed);
-    out->cache_write_invalidated =
-        atomic_load_explicit(&db->write_invalidated, memory_order_relaxed);
+    kv_stats(db->kv, out);
     out->on_write = db->opts.on_write == SQLCACHED_ON_WRITE_INVALIDATE ? "invalidate" : "replace";
     sqlcached_seckill_stats_t sk;
     sqlcached_seckill_stats(db, &sk);
@@ -511,16 +465,15 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->seckill_conflicts = sk.conflicts;
     lease_stats(db->leases, &out->lease_acquisitions, &out->lease_waiters);
     out->leases_held = lease_count_live(db, engine_now(db));
-    out->cache_bloom_skips = atomic_load_explicit(&db->bloom_skips, memory_order_relaxed);
     /* every GET not answered with a value from a memory tier is a miss:
      * bloom skips and reads past the tier too (a Redis keyspace_misses) */
     out->cache_misses += out->cache_bloom_skips +
                          atomic_load_explicit(&db->tier_bypass_reads, memory_order_relaxed);
-    store_stats_t st;
-    store_stats(db->store, &st);
-    out->write_transactions = st.write_transactions;
-    out->writes_committed = st.writes_committed;
-    out->write_errors = st.write_errors;
+    store_stats_t stats;
+    store_stats(db->store, &stats);
+    out->write_transactions = stats.write_transactions;
+    out->writes_committed = stats.writes_committed;
+    out->write_errors = stats.write_errors;
     if (db->cluster)
         cluster_stats(db->cluster, &out->cluster);
     sqlcached_payment_stats_t pay;

@@ -408,23 +408,23 @@ static int migrate(storage_db_t *s, char *err, size_t errlen)
 
 static void file_id_take(const char *path, file_id_t *id)
 {
-    struct stat st;
-    id->known = stat(path, &st) == 0;
+    struct stat sb;
+    id->known = stat(path, &sb) == 0;
     if (id->known) {
-        id->dev = st.st_dev;
-        id->ino = st.st_ino;
+        id->dev = sb.st_dev;
+        id->ino = sb.st_ino;
     }
 }
 
 /* NULL while path still names the file seen at open, else what happened. */
 static const char *file_id_lost(const char *path, const file_id_t *id)
 {
-    struct stat st;
+    struct stat sb;
     if (!id->known)
         return NULL;
-    if (stat(path, &st) != 0)
+    if (stat(path, &sb) != 0)
         return errno == ENOENT ? "removed" : "no longer accessible";
-    if (st.st_dev != id->dev || st.st_ino != id->ino)
+    if (sb.st_dev != id->dev || sb.st_ino != id->ino)
         return "replaced by another file";
     return NULL;
 }

@@ -4,7 +4,7 @@
  * A transaction (sqlcached_txn_t) is a list of items, each a compare or an
  * operation of the success or failure branch, every argument copied into
  * one allocation per item (owned by the txn). Committing it runs one
- * function (do_txn) as ONE write of the store's group commit: on SQLite one
+ * function (tx_run) as ONE write of the store's group commit: on SQLite one
  * savepoint of the group transaction, on PostgreSQL the same within the
  * group transaction. Inside it the compares read the current versions, the
  * chosen branch's operations run in order on the writer connection, which
@@ -25,7 +25,7 @@
  * txn owns, freed by the next commit or sqlcached_txn_free.
  *
  * Threads: a txn is built and read by one thread; while a commit runs the
- * writer thread owns it (do_txn, txn_committed, on_txn_done).
+ * writer thread owns it (tx_run, txn_committed, on_txn_done).
  *
  * Test-only build (-DSQLCACHED_TESTING_TXN_SPLIT): the operations are
  * committed in two separate writes, the compares and the first operation,
@@ -383,7 +383,7 @@ static sqlcached_status_t run_op(store_conn_t *w, sqlcached_txn_t *t, const txn_
     return st;
 }
 
-static sqlcached_status_t do_txn(store_conn_t *w, void *arg)
+static sqlcached_status_t tx_run(store_conn_t *w, void *arg)
 {
     sqlcached_txn_t *t = arg;
     if (!t->compared) {
@@ -444,7 +444,7 @@ static sqlcached_status_t run_setup(sqlcached_t *db, sqlcached_txn_t *t)
 static sqlcached_status_t split_commit(sqlcached_t *db, sqlcached_txn_t *t)
 {
     t->op_to = 1;
-    sqlcached_status_t st = store_write_then(db->store, do_txn, txn_committed, t);
+    sqlcached_status_t st = store_write_then(db->store, tx_run, txn_committed, t);
     if (st != SQLCACHED_OK)
         return st;
     struct timespec pause = {0, 50 * 1000 * 1000};
@@ -453,7 +453,7 @@ static sqlcached_status_t split_commit(sqlcached_t *db, sqlcached_txn_t *t)
     t->op_from = t->op_to;
     t->op_to = SQLCACHED_TXN_MAX;
     t->nwritten = 0;
-    st = store_write_then(db->store, do_txn, txn_committed, t);
+    st = store_write_then(db->store, tx_run, txn_committed, t);
     return st;
 }
 #endif
@@ -466,7 +466,7 @@ sqlcached_status_t sqlcached_txn_commit(sqlcached_t *db, sqlcached_txn_t *txn)
 #ifdef SQLCACHED_TESTING_TXN_SPLIT
     return split_commit(db, txn);
 #else
-    return store_write_then(db->store, do_txn, txn_committed, txn);
+    return store_write_then(db->store, tx_run, txn_committed, txn);
 #endif
 }
 
@@ -493,7 +493,7 @@ sqlcached_status_t sqlcached_txn_commit_async(sqlcached_t *db, sqlcached_txn_t *
 #else
     txn->done = done;
     txn->cls = cls;
-    st = store_write_async(db->store, do_txn, txn_committed, txn, on_txn_done, txn);
+    st = store_write_async(db->store, tx_run, txn_committed, txn, on_txn_done, txn);
     if (st != SQLCACHED_OK)
         txn->used = false; /* nothing was queued: it may be committed again */
     return st;

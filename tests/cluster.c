@@ -22,19 +22,6 @@ static pg_fixture_t pg;
 static pid_t pg_owner; /* the process that started the server */
 static int pg_state;   /* 0 not started, 1 running, -1 failed */
 
-int64_t cluster_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int cluster_wait_scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
-
 bool cluster_skip(void)
 {
     return pg_fixture_skip() != 0;
@@ -116,7 +103,7 @@ int cluster_start(cluster_t *c, int n, const char *const extra_args[])
     int given = timeout_in(extra_args);
     /* under a wrapper (valgrind) a node renews far more slowly */
     c->member_timeout_ms = given > 0                    ? given
-                           : cluster_wait_scale() > 1 ? CLUSTER_MEMBER_TIMEOUT_WRAPPED_MS
+                           : testutil_scale() > 1 ? CLUSTER_MEMBER_TIMEOUT_WRAPPED_MS
                                                       : CLUSTER_MEMBER_TIMEOUT_MS;
     for (int i = 0; i < n; i++) {
         c->n = i + 1;
@@ -240,11 +227,11 @@ int cluster_members_up(cluster_t *c, int i)
 
 int cluster_wait_up(cluster_t *c, int i, int want, int timeout_ms)
 {
-    int64_t until = cluster_now_ms() + (int64_t)timeout_ms * cluster_wait_scale();
+    int64_t until = testutil_mono_ms() + (int64_t)timeout_ms * testutil_scale();
     for (;;) {
         if (cluster_members_up(c, i) == want)
             return 0;
-        if (cluster_now_ms() > until)
+        if (testutil_mono_ms() > until)
             return -1;
         usleep(20000);
     }

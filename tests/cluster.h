@@ -79,10 +79,4 @@ int cluster_members_up(cluster_t *c, int i);
  * (times the wrapper's scale). 0, or -1 on timeout. */
 int cluster_wait_up(cluster_t *c, int i, int want, int timeout_ms);
 
-/* The multiplier of every wait: 20 under $SQLCACHED_WRAPPER, else 1. */
-int cluster_wait_scale(void);
-
-/* CLOCK_MONOTONIC in milliseconds. */
-int64_t cluster_now_ms(void);
-
 #endif

@@ -22,34 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 
-static int wait_scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
+#include <cmocka.h>
 
-/* A port that was free a moment ago (bind to 0, read it, close). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
 
 static void print_log(const daemon_t *d)
 {
@@ -101,7 +79,7 @@ static int healthy(const daemon_t *d)
 
 static int launch(daemon_t *d)
 {
-    d->port = free_port();
+    d->port = testutil_free_port();
     if (d->port < 0)
         return -1;
     snprintf(d->base_url, sizeof d->base_url, "http://127.0.0.1:%d", d->port);
@@ -110,7 +88,7 @@ static int launch(daemon_t *d)
         return -1;
     if (d->pid == 0)
         exec_daemon(d);
-    for (int i = 0; i < 500 * wait_scale(); i++) { /* up to 10 s (x20 under a wrapper) */
+    for (int i = 0; i < 500 * testutil_scale(); i++) { /* up to 10 s (x20 under a wrapper) */
         int status;
         if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
             d->pid = 0;
@@ -153,7 +131,7 @@ int daemon_stop(daemon_t *d)
     if (d->pid <= 0)
         return -1;
     kill(d->pid, SIGTERM);
-    for (int i = 0; i < 1500 * wait_scale(); i++) { /* up to 30 s */
+    for (int i = 0; i < 1500 * testutil_scale(); i++) { /* up to 30 s */
         int status;
         pid_t r = waitpid(d->pid, &status, WNOHANG);
         if (r == d->pid) {
@@ -191,7 +169,7 @@ void daemon_free(daemon_t *d)
 static bool drain_output(int fd, int64_t deadline_ms, char *out, size_t outlen, size_t *n)
 {
     for (;;) {
-        int64_t left = deadline_ms - now_ms();
+        int64_t left = deadline_ms - testutil_mono_ms();
         if (left <= 0)
             return false;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -246,12 +224,12 @@ int daemon_run(const char *const args[], int timeout_ms, char *out, size_t outle
     }
     close(fds[1]);
     size_t got = 0;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = testutil_mono_ms() + timeout_ms;
     bool done = drain_output(fds[0], deadline, out, outlen, &got);
     close(fds[0]);
     int status = 0;
     while (done && waitpid(pid, &status, WNOHANG) == 0) {
-        if (now_ms() >= deadline) {
+        if (testutil_mono_ms() >= deadline) {
             done = false;
             break;
         }
@@ -269,14 +247,9 @@ int daemon_run(const char *const args[], int timeout_ms, char *out, size_t outle
  * Client
  * ------------------------------------------------------------------------ */
 
-typedef struct buf {
-    char *p;
-    size_t n;
-} buf_t;
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
+size_t client_buf_append(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    buf_t *b = userdata;
+    client_buf_t *b = userdata;
     size_t add = size * nmemb;
     char *grown = realloc(b->p, b->n + add + 1);
     if (!grown)
@@ -290,10 +263,10 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    buf_t *b = userdata;
+    client_buf_t *b = userdata;
     if (nmemb * size >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
         b->n = 0; /* a new response (after 100 Continue): keep only the last */
-    return on_data(ptr, size, nmemb, userdata);
+    return client_buf_append(ptr, size, nmemb, userdata);
 }
 
 int client_request(const daemon_t *d, const char *method, const char *path,
@@ -306,7 +279,7 @@ int client_request(const daemon_t *d, const char *method, const char *path,
         return -1;
     char url[8192];
     snprintf(url, sizeof url, "%s%s", d->base_url, path);
-    buf_t b = {0}, h = {0};
+    client_buf_t b = {0}, h = {0};
     struct curl_slist *hl = NULL;
     for (int i = 0; headers && headers[i]; i++)
         hl = curl_slist_append(hl, headers[i]);
@@ -315,11 +288,11 @@ int client_request(const daemon_t *d, const char *method, const char *path,
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_buf_append);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L * wait_scale());
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L * testutil_scale());
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
     if (body) {
@@ -365,6 +338,76 @@ void client_resp_free(client_resp_t *r)
     free(r->body);
     free(r->headers);
     memset(r, 0, sizeof *r);
+}
+
+client_resp_t client_req(const daemon_t *d, const char *method, const char *path,
+                         const char *const headers[], const char *body, size_t len)
+{
+    client_resp_t r;
+    if (client_request(d, method, path, headers, body, len, &r) != 0) {
+        client_resp_free(&r);
+        fail_msg("%s %s: no response", method, path);
+    }
+    return r;
+}
+
+long client_status(const daemon_t *d, const char *method, const char *path,
+                   const char *const headers[], const char *body)
+{
+    client_resp_t r = client_req(d, method, path, headers, body, body ? strlen(body) : 0);
+    long status = r.status;
+    client_resp_free(&r);
+    return status;
+}
+
+void client_header_is(const client_resp_t *r, const char *name, const char *want)
+{
+    char *h = client_header(r, name);
+    if (!h)
+        fail_msg("header %s missing (want \"%s\")", name, want);
+    bool same = strcmp(h, want) == 0;
+    if (!same)
+        print_error("header %s: \"%s\", want \"%s\"\n", name, h, want);
+    free(h);
+    assert_true(same);
+}
+
+void client_assert_problem(const client_resp_t *r, long status, const char *code)
+{
+    if (r->status != status)
+        fail_msg("expected HTTP %ld, got %ld; body: %.400s", status, r->status, r->body);
+    client_header_is(r, "Content-Type", "application/problem+json");
+    json_t *j = client_json(r);
+    if (!j || !json_is_object(j))
+        fail_msg("problem body is not a JSON object: %.400s", r->body);
+    char type[96];
+    snprintf(type, sizeof type, "urn:sqlcached:problem:%s", code);
+    json_t *t = json_object_get(j, "type"), *ti = json_object_get(j, "title"),
+           *st = json_object_get(j, "status"), *de = json_object_get(j, "detail"),
+           *co = json_object_get(j, "code");
+    bool ok = json_is_string(t) && strcmp(json_string_value(t), type) == 0 &&
+              json_is_string(ti) && json_string_length(ti) > 0 && json_is_integer(st) &&
+              json_integer_value(st) == status && json_is_string(de) && json_is_string(co) &&
+              strcmp(json_string_value(co), code) == 0;
+    json_decref(j);
+    if (!ok)
+        fail_msg("not a %ld %s problem: %.400s", status, code, r->body);
+}
+
+int64_t client_int_member(json_t *o, const char *name)
+{
+    json_t *v = json_object_get(o, name);
+    if (!json_is_integer(v))
+        fail_msg("member %s is not an integer", name);
+    return json_integer_value(v);
+}
+
+const char *client_str_member(json_t *o, const char *name)
+{
+    json_t *v = json_object_get(o, name);
+    if (!json_is_string(v))
+        fail_msg("member %s is not a string", name);
+    return json_string_value(v);
 }
 
 /* ------------------------------------------------------------------------
@@ -437,11 +480,11 @@ bool daemon_raw_send(int fd, const void *buf, size_t n)
 size_t daemon_raw_read_all(int fd, char *out, size_t outlen, int timeout_ms, bool *closed)
 {
     size_t n = 0;
-    int64_t deadline = now_ms() + (int64_t)timeout_ms * wait_scale();
+    int64_t deadline = testutil_mono_ms() + (int64_t)timeout_ms * testutil_scale();
     *closed = false;
     out[0] = '\0';
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - testutil_mono_ms();
         if (left <= 0)
             return n;
         struct pollfd p = {.fd = fd, .events = POLLIN};

@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct daemon {
@@ -76,6 +77,37 @@ char *client_header(const client_resp_t *r, const char *name);
 json_t *client_json(const client_resp_t *r);
 
 void client_resp_free(client_resp_t *r);
+
+/* In a cmocka test: client_request, failing the test when no response
+ * came (the caller frees the response). */
+client_resp_t client_req(const daemon_t *d, const char *method, const char *path,
+                         const char *const headers[], const char *body, size_t len);
+
+/* In a cmocka test: the status of a request (the test fails if none was
+ * answered; the response is freed). headers as for client_request. */
+long client_status(const daemon_t *d, const char *method, const char *path,
+                   const char *const headers[], const char *body);
+
+/* In a cmocka test: assert that header name is present with value want. */
+void client_header_is(const client_resp_t *r, const char *name, const char *want);
+
+/* In a cmocka test: assert an RFC 9457 problem with the contract's members
+ * (type urn:sqlcached:problem:CODE, title, status, detail, code), this
+ * status and code, served as application/problem+json. */
+void client_assert_problem(const client_resp_t *r, long status, const char *code);
+
+/* In a cmocka test: member name of the JSON object o, failing the test
+ * when it is absent or of another type (the string belongs to o). */
+int64_t client_int_member(json_t *o, const char *name);
+const char *client_str_member(json_t *o, const char *name);
+
+/* A growing NUL-terminated buffer (p malloc'd; the caller frees it) and
+ * the libcurl write callback that appends to it (userdata: the buffer). */
+typedef struct client_buf {
+    char *p;
+    size_t n;
+} client_buf_t;
+size_t client_buf_append(char *ptr, size_t size, size_t nmemb, void *userdata);
 
 /* A cmocka fixture (*state): a daemon on a database in a fresh temporary
  * directory. */

@@ -17,13 +17,6 @@
 
 #define SCRIPT_TIMEOUT_MS 180000 /* the script bounds its own waits well below */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int pg_fixture_skip(void)
 {
     const char *v = getenv("SQLCACHED_TEST_NO_PG");
@@ -39,7 +32,7 @@ static void read_output(int fd, char *out, size_t outlen, int64_t deadline)
 {
     size_t used = 0;
     for (;;) {
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - testutil_mono_ms());
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (left <= 0 || poll(&p, 1, left) <= 0)
             break;
@@ -85,13 +78,13 @@ static int run_script(const char *cmd, const char *dir, char *out, size_t outlen
         _exit(127);
     }
     close(fds[1]);
-    int64_t deadline = now_ms() + SCRIPT_TIMEOUT_MS;
+    int64_t deadline = testutil_mono_ms() + SCRIPT_TIMEOUT_MS;
     char scratch[8];
     read_output(fds[0], out ? out : scratch, out ? outlen : sizeof scratch, deadline);
     close(fds[0]);
     int status = 0;
     while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
+        if (testutil_mono_ms() > deadline) {
             fprintf(stderr, "pg fixture: %s %s still running; killed\n", script, cmd);
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);

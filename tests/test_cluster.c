@@ -60,6 +60,7 @@
 #include <curl/curl.h>
 
 #include "cluster.h"
+#include "testutil.h"
 #include "daemon.h"
 
 #define NODES 3
@@ -256,13 +257,6 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* ------------------------------------------------------------------------
  * Membership
  * ------------------------------------------------------------------------ */
@@ -294,7 +288,7 @@ static int64_t check_view(cluster_t *c, int i, int64_t ids_seen[NODES])
     snprintf(own, sizeof own, "127.0.0.1:%d", cluster_node(c, i)->port);
     size_t k;
     json_t *m;
-    int64_t now = wall_ms();
+    int64_t now = testutil_wall_ms();
     json_array_foreach(members, k, m) {
         assert_int_equal(json_object_size(m), 4);
         int64_t id = jint(m, "id");
@@ -327,7 +321,7 @@ static int64_t check_view(cluster_t *c, int i, int64_t ids_seen[NODES])
 /* Wait until every member's heartbeat on node i is later than in before. */
 static void expect_heartbeats_advance(cluster_t *c, int i, json_t *before)
 {
-    int64_t until = cluster_now_ms() + 10LL * c->member_timeout_ms * cluster_wait_scale();
+    int64_t until = testutil_mono_ms() + 10LL * c->member_timeout_ms * testutil_scale();
     for (;;) {
         json_t *now = cluster_view(c, i);
         assert_non_null(now);
@@ -341,7 +335,7 @@ static void expect_heartbeats_advance(cluster_t *c, int i, json_t *before)
         json_decref(now);
         if (advanced == NODES)
             return;
-        if (cluster_now_ms() > until)
+        if (testutil_mono_ms() > until)
             fail_msg("node %d: only %d of %d heartbeats advanced", i, advanced, NODES);
         usleep(50000);
     }
@@ -392,15 +386,15 @@ static void test_cluster_membership(void **state)
 
     /* SIGKILL node 2: 0 and 1 see it down and keep answering meanwhile */
     cluster_kill(c, 2);
-    int64_t t0 = cluster_now_ms();
-    int64_t until = t0 + 10LL * c->member_timeout_ms * cluster_wait_scale() + 5000;
+    int64_t t0 = testutil_mono_ms();
+    int64_t until = t0 + 10LL * c->member_timeout_ms * testutil_scale() + 5000;
     int64_t seen_down[2] = {-1, -1};
     int64_t version = 0;
     for (int round = 0; seen_down[0] < 0 || seen_down[1] < 0; round++) {
         for (int i = 0; i < 2; i++) {
             char *s = state_of(c, i, self[2]);
             if (seen_down[i] < 0 && s && strcmp(s, "down") == 0)
-                seen_down[i] = cluster_now_ms() - t0;
+                seen_down[i] = testutil_mono_ms() - t0;
             free(s);
         }
         char value[32];
@@ -411,9 +405,9 @@ static void test_cluster_membership(void **state)
         assert_int_equal(kv_get(c, (round + 1) % 2, "alive", &got, NULL, NULL), 200);
         assert_string_equal(got, value);
         free(got);
-        if (cluster_now_ms() > until)
+        if (testutil_mono_ms() > until)
             fail_msg("node 2 not shown down after %lld ms (node 0: %lld, node 1: %lld)",
-                     (long long)(cluster_now_ms() - t0), (long long)seen_down[0],
+                     (long long)(testutil_mono_ms() - t0), (long long)seen_down[0],
                      (long long)seen_down[1]);
         usleep(20000);
     }
@@ -764,8 +758,8 @@ static void test_cluster_flash_sale(void **state)
         assert_int_equal(pthread_create(&w[t].thread, NULL, sale_main, &w[t]), 0);
     }
     /* SIGKILL a node once a quarter of the users were answered */
-    int64_t until = cluster_now_ms() + 30000LL * cluster_wait_scale();
-    while (atomic_load(&s->answered) < SALE_USERS / 4 && cluster_now_ms() < until)
+    int64_t until = testutil_mono_ms() + 30000LL * testutil_scale();
+    while (atomic_load(&s->answered) < SALE_USERS / 4 && testutil_mono_ms() < until)
         usleep(2000);
     int answered_at_kill = atomic_load(&s->answered);
     cluster_kill(c, SALE_KILLED);
@@ -952,9 +946,9 @@ static void hold_and_release(lease_run_t *run, holding_t *h, const char *owner)
     char path[128], body[128];
     snprintf(path, sizeof path, "/v1/leases/%s/release", run->name);
     snprintf(body, sizeof body, "{\"owner\": \"%s\"}", owner);
-    h->release_sent = cluster_now_ms();
+    h->release_sent = testutil_mono_ms();
     h->release_status = thread_post(run->c, h->release_node, path, body, NULL, NULL, 0);
-    h->released = cluster_now_ms();
+    h->released = testutil_mono_ms();
 }
 
 static void *waiter_main(void *arg)
@@ -968,9 +962,9 @@ static void *waiter_main(void *arg)
              LEASE_WAIT_MS);
     atomic_fetch_add(&w->run->started, 1);
     json_t *j = NULL;
-    h->sent = cluster_now_ms();
+    h->sent = testutil_mono_ms();
     h->status = thread_post(w->run->c, h->node, path, body, &j, h->body, sizeof h->body);
-    h->acquired = cluster_now_ms();
+    h->acquired = testutil_mono_ms();
     if (h->status == 200 && json_is_integer(json_object_get(j, "token"))) {
         h->token = json_integer_value(json_object_get(j, "token"));
         hold_and_release(w->run, h, owner);
@@ -1055,7 +1049,7 @@ static void lease_relay(cluster_t *c, const char *name, int nwaiters, int first_
     json_t *j;
     assert_int_equal(post_json(c, 0, path, &j, "{\"owner\": \"first\", \"ttl_ms\": 20000}"), 200);
     first->token = jint(j, "token");
-    first->acquired = cluster_now_ms();
+    first->acquired = testutil_mono_ms();
     json_decref(j);
     atomic_store(&run->holders, 1); /* the first holder is in */
 
@@ -1070,12 +1064,12 @@ static void lease_relay(cluster_t *c, const char *name, int nwaiters, int first_
      * gets a free lease, under the same checks) */
     while (atomic_load(&run->started) < nwaiters)
         usleep(1000);
-    usleep(300000 * (useconds_t)cluster_wait_scale());
+    usleep(300000 * (useconds_t)testutil_scale());
     atomic_fetch_sub(&run->holders, 1);
-    first->release_sent = cluster_now_ms();
+    first->release_sent = testutil_mono_ms();
     snprintf(path, sizeof path, "/v1/leases/%s/release", name);
     assert_int_equal(post_json(c, 0, path, NULL, "{\"owner\": \"first\"}"), 200);
-    first->released = cluster_now_ms();
+    first->released = testutil_mono_ms();
     for (int k = 0; k < nwaiters; k++)
         pthread_join(run->h[k].thread, NULL);
     check_relay(run, same, nsame, cross, ncross);
@@ -1122,22 +1116,22 @@ static void test_cluster_pause(void **state)
         expect_everywhere(c, key, want[k], version[k]); /* warm: node 2 holds it */
     }
     assert_int_equal(cluster_pause(c, PAUSED), 0);
-    int64_t t0 = cluster_now_ms(), slowest = 0;
+    int64_t t0 = testutil_mono_ms(), slowest = 0;
     int writes = 0;
     /* write on 0 and 1 for twice the member timeout */
-    for (int round = 0; cluster_now_ms() - t0 < 2LL * c->member_timeout_ms || round < 2; round++) {
+    for (int round = 0; testutil_mono_ms() - t0 < 2LL * c->member_timeout_ms || round < 2; round++) {
         for (int k = 0; k < PAUSE_KEYS; k++) {
             snprintf(key, sizeof key, "p%d", k);
             snprintf(want[k], sizeof want[k], "paused-%d-round-%d", k, round);
-            int64_t w0 = cluster_now_ms();
+            int64_t w0 = testutil_mono_ms();
             assert_int_equal(kv_put(c, (k + round) % 2, key, want[k], -1, &version[k]), 200);
-            int64_t took = cluster_now_ms() - w0;
+            int64_t took = testutil_mono_ms() - w0;
             slowest = took > slowest ? took : slowest;
             writes++;
         }
-        assert_true(cluster_now_ms() - t0 < 60000LL * cluster_wait_scale()); /* bounded */
+        assert_true(testutil_mono_ms() - t0 < 60000LL * testutil_scale()); /* bounded */
     }
-    int64_t paused_for = cluster_now_ms() - t0;
+    int64_t paused_for = testutil_mono_ms() - t0;
     /* the others see it down, and keep answering reads */
     assert_int_equal(cluster_wait_up(c, 0, NODES - 1, 10 * c->member_timeout_ms), 0);
     for (int k = 0; k < PAUSE_KEYS; k++) {
@@ -1217,16 +1211,16 @@ static void sessions_sliding(cluster_t *c)
         long st = kv_get(c, 1, "sess:tok", NULL, NULL, NULL);
         if (st != 200)
             fail_msg("read %d on node 1: %ld, want 200", i, st);
-        last = wall_ms();
+        last = testutil_wall_ms();
     }
     /* node 0 was never read since: its copy expired, the row did not */
     char *v = NULL;
     assert_int_equal(kv_get(c, 0, "sess:tok", &v, NULL, NULL), 200);
     assert_string_equal(v, "u1");
     free(v);
-    last = wall_ms();
+    last = testutil_wall_ms();
     /* no more reads: gone everywhere within 2 s + 1 s (+ margin) */
-    usleep((useconds_t)(last + 3300 - wall_ms()) * 1000);
+    usleep((useconds_t)(last + 3300 - testutil_wall_ms()) * 1000);
     for (int j = 0; j < NODES; j++)
         assert_int_equal(kv_get(c, j, "sess:tok", NULL, NULL, NULL), 404);
 }
@@ -1385,15 +1379,15 @@ static json_t *get_order(cluster_t *c, int i, const char *item, const char *user
 static int64_t wait_cancelled(cluster_t *c, int i, const char *item, const char *user,
                               int max_ms)
 {
-    int64_t until = wall_ms() + max_ms;
+    int64_t until = testutil_wall_ms() + max_ms;
     do {
         json_t *o = get_order(c, i, item, user);
         bool done = strcmp(jstr(o, "state"), "cancelled") == 0;
         json_decref(o);
         if (done)
-            return wall_ms();
+            return testutil_wall_ms();
         usleep(5000);
-    } while (wall_ms() < until);
+    } while (testutil_wall_ms() < until);
     return -1;
 }
 
@@ -1512,7 +1506,7 @@ static void *queue_park(void *arg)
     p->status = thread_post(p->c, p->node, "/v1/queues/x/claim",
                             "{\"worker\":\"parked\",\"visibility_ms\":30000,\"wait_ms\":20000}",
                             &p->ans, NULL, 0);
-    p->got_at = wall_ms();
+    p->got_at = testutil_wall_ms();
     return NULL;
 }
 
@@ -1526,7 +1520,7 @@ static json_t *queue_wake_once(cluster_t *c, int on, const char *body, int64_t *
     assert_int_equal(pthread_create(&th, NULL, queue_park, &p), 0);
     usleep(300000);
     json_t *a;
-    *sent_at = wall_ms();
+    *sent_at = testutil_wall_ms();
     assert_int_equal(post_json(c, on, "/v1/queues/x/jobs", &a, "%s", body), 201);
     *run_at = jint(a, "run_at");
     json_decref(a);
@@ -1549,7 +1543,7 @@ static void test_cluster_queue_wake(void **state)
         json_decref(job);
         print_message("queue: enqueue on node 1 -> claim parked on node 0: %lld ms\n",
                       (long long)(got - sent));
-        assert_true(got - sent < 5000LL * cluster_wait_scale());
+        assert_true(got - sent < 5000LL * testutil_scale());
         job = queue_wake_once(c, 2, "{\"payload\":\"later\",\"delay_ms\":700}", &sent, &run_at,
                               &got);
         assert_string_equal(jstr(job, "payload"), "later");
@@ -1557,7 +1551,7 @@ static void test_cluster_queue_wake(void **state)
         print_message("queue: run_at of a job enqueued on node 2 -> claim parked on node 0: "
                       "%lld ms\n", (long long)(got - run_at));
         assert_true(got >= run_at);
-        assert_true(got - run_at < 5000LL * cluster_wait_scale());
+        assert_true(got - run_at < 5000LL * testutil_scale());
     }
 }
 

@@ -144,15 +144,6 @@ static bool one_answer(const char *what, const wire_t *w, int status, bool probl
     return true;
 }
 
-static long status_of(const daemon_t *d, const char *method, const char *path, const char *body)
-{
-    client_resp_t r;
-    assert_int_equal(client_request(d, method, path, NULL, body, body ? strlen(body) : 0, &r), 0);
-    long st = r.status;
-    client_resp_free(&r);
-    return st;
-}
-
 /* ------------------------------------------------------------------------
  * Framing
  * ------------------------------------------------------------------------ */
@@ -227,13 +218,13 @@ static void expect_each_answered_once(const daemon_t *d, const shape_t *shapes, 
 static void test_framing_bad_heads(void **state)
 {
     fixture_t *f = *state;
-    assert_int_equal(status_of(&f->d, "PUT", "/v1/kv/victim", "still here"), 201);
+    assert_int_equal(client_status(&f->d, "PUT", "/v1/kv/victim", NULL, "still here"), 201);
     expect_each_answered_once(&f->d, bad_shapes, sizeof bad_shapes / sizeof bad_shapes[0], true);
     /* nothing was smuggled: the DELETE never ran, no PUT stored anything */
-    assert_int_equal(status_of(&f->d, "GET", "/v1/kv/victim", NULL), 200);
-    assert_int_equal(status_of(&f->d, "GET", "/v1/kv/smuggle", NULL), 404);
-    assert_int_equal(status_of(&f->d, "GET", "/v1/kv/te", NULL), 404);
-    assert_int_equal(status_of(&f->d, "GET", "/v1/kv/fold", NULL), 404);
+    assert_int_equal(client_status(&f->d, "GET", "/v1/kv/victim", NULL, NULL), 200);
+    assert_int_equal(client_status(&f->d, "GET", "/v1/kv/smuggle", NULL, NULL), 404);
+    assert_int_equal(client_status(&f->d, "GET", "/v1/kv/te", NULL, NULL), 404);
+    assert_int_equal(client_status(&f->d, "GET", "/v1/kv/fold", NULL, NULL), 404);
 }
 
 /* libmicrohttpd's own answers (it refuses these before the daemon sees
@@ -348,12 +339,12 @@ static void test_framing_dropped_requests_freed(void **state)
     bool measure = !wrapped() && !sanitized();
     int n = measure ? 20000 : 300;
     send_dropped(&f->d, req, len, n); /* warm up: connection memory, arenas */
-    assert_int_equal(status_of(&f->d, "GET", "/healthz", NULL), 200);
+    assert_int_equal(client_status(&f->d, "GET", "/healthz", NULL, NULL), 200);
     long before = rss_kib(f->d.pid);
     send_dropped(&f->d, req, len, n);
-    assert_int_equal(status_of(&f->d, "GET", "/healthz", NULL), 200);
+    assert_int_equal(client_status(&f->d, "GET", "/healthz", NULL, NULL), 200);
     usleep(200 * 1000); /* the last connections are cleaned up */
-    assert_int_equal(status_of(&f->d, "GET", "/healthz", NULL), 200);
+    assert_int_equal(client_status(&f->d, "GET", "/healthz", NULL, NULL), 200);
     long after = rss_kib(f->d.pid);
     printf("  %d dropped requests: RSS %ld -> %ld KiB (%+ld KiB, %+.1f MB per 100,000)\n", n,
            before, after, after - before, (double)(after - before) * 100000.0 / n / 1024.0);

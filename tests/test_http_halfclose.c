@@ -62,24 +62,11 @@ typedef struct fixture {
     int nload;
 } fixture_t;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_us(int64_t us)
 {
     struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
-}
-
-static int wait_scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
 }
 
 /* ------------------------------------------------------------------------
@@ -95,9 +82,9 @@ static void load_start(fixture_t *f)
     for (int i = 0; i < n; i++) {
         pid_t pid = fork();
         if (pid == 0) {
-            int64_t end = now_ms() + LOAD_MAX_S * 1000;
+            int64_t end = testutil_mono_ms() + LOAD_MAX_S * 1000;
             volatile uint64_t x = 0;
-            while (now_ms() < end)
+            while (testutil_mono_ms() < end)
                 for (int k = 0; k < 100000; k++)
                     x += (uint64_t)k;
             _exit(0);
@@ -166,9 +153,9 @@ typedef struct client {
  * client) or the deadline. */
 static void read_reply(client_t *c, int fd)
 {
-    int64_t deadline = now_ms() + 10000LL * wait_scale();
+    int64_t deadline = testutil_mono_ms() + 10000LL * testutil_scale();
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - testutil_mono_ms();
         if (left <= 0)
             break;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -201,8 +188,8 @@ static void *client_main(void *arg)
     }
     bool sent = daemon_raw_send(fd, c->request, strlen(c->request));
     sleep_us(c->delay_us);
-    int64_t deadline = now_ms() + 10000LL * wait_scale();
-    while (c->go && !atomic_load(c->go) && now_ms() < deadline)
+    int64_t deadline = testutil_mono_ms() + 10000LL * testutil_scale();
+    while (c->go && !atomic_load(c->go) && testutil_mono_ms() < deadline)
         sleep_us(1000);
     if (c->reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -228,8 +215,8 @@ static void start_clients(client_t *cs, int n)
 /* Wait (bounded) until every client has sent its FIN. */
 static void wait_finned(atomic_int *finned, int n)
 {
-    int64_t deadline = now_ms() + 10000LL * wait_scale();
-    while (atomic_load(finned) < n && now_ms() < deadline)
+    int64_t deadline = testutil_mono_ms() + 10000LL * testutil_scale();
+    while (atomic_load(finned) < n && testutil_mono_ms() < deadline)
         sleep_us(1000);
 }
 
@@ -443,10 +430,10 @@ static void lease_round(const daemon_t *d, client_t *cs, atomic_int *finned, ato
         snprintf(name, sizeof name, "%s-%d", tag, i);
         assert_int_equal(lease_call(d, name, "acquire", "holder", LEASE_TTL_MS), 200);
     }
-    int64_t t0 = now_ms();
+    int64_t t0 = testutil_mono_ms();
     start_clients(cs, NCLIENTS);
-    int64_t deadline = now_ms() + 10000LL * wait_scale();
-    while (lease_waiters(d) < NCLIENTS && now_ms() < deadline)
+    int64_t deadline = testutil_mono_ms() + 10000LL * testutil_scale();
+    while (lease_waiters(d) < NCLIENTS && testutil_mono_ms() < deadline)
         sleep_us(5000);
     long queued = lease_waiters(d);
     atomic_store(go, 1);
@@ -455,7 +442,7 @@ static void lease_round(const daemon_t *d, client_t *cs, atomic_int *finned, ato
         join_clients(cs, NCLIENTS);
         assert_int_equal(queued, NCLIENTS);
     }
-    int64_t left = t0 + LEASE_PARK_MS - now_ms();
+    int64_t left = t0 + LEASE_PARK_MS - testutil_mono_ms();
     if (left > 0)
         sleep_us(left * 1000);
     for (int i = 0; i < NCLIENTS; i++) {
@@ -534,7 +521,7 @@ static void test_halfclose_lease_gone(void **state)
 
     /* granted to a client that is gone: released at once (bounded wait) */
     int held = 0;
-    int64_t t_release = now_ms(), deadline = t_release + 2000LL * wait_scale();
+    int64_t t_release = testutil_mono_ms(), deadline = t_release + 2000LL * testutil_scale();
     do {
         held = 0;
         for (int i = 0; i < NCLIENTS; i++) {
@@ -545,9 +532,9 @@ static void test_halfclose_lease_gone(void **state)
         }
         if (held)
             sleep_us(20000);
-    } while (held && now_ms() < deadline);
+    } while (held && testutil_mono_ms() < deadline);
     printf("leases still held by a vanished waiter %lld ms after the grant: %d/%d\n",
-           (long long)(now_ms() - t_release), held, NCLIENTS);
+           (long long)(testutil_mono_ms() - t_release), held, NCLIENTS);
     fflush(stdout);
     assert_int_equal(held, 0);
 }

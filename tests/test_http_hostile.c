@@ -42,24 +42,11 @@ typedef daemon_fixture_t fixture_t;
  * Raw HTTP
  * ------------------------------------------------------------------------ */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static double now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int wait_scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
 }
 
 /* The status of the i-th response (0-based) in a raw reply, or 0. */
@@ -88,11 +75,11 @@ static int raw_exchange(const daemon_t *d, const void *req, size_t n, bool shut_
     if (shut_wr)
         shutdown(fd, SHUT_WR);
     bool closed;
-    int64_t t0 = now_ms();
+    int64_t t0 = testutil_mono_ms();
     daemon_raw_read_all(fd, reply, replylen, timeout_ms, &closed);
     if (!closed)
         printf("  (the daemon kept the connection open for %lld ms)\n",
-               (long long)(now_ms() - t0));
+               (long long)(testutil_mono_ms() - t0));
     close(fd);
     return nth_status(reply, 0);
 }
@@ -237,7 +224,7 @@ static void test_hostile_slowloris(void **state)
         close(fds[i]);
     /* the requirement: served within 100 ms; the median must meet it with
      * room to spare, so that a loaded machine does not make this flaky */
-    if (wait_scale() == 1)
+    if (testutil_scale() == 1)
         assert_true(p50 < 100.0);
     expect_healthy(&f->d);
 }
@@ -264,7 +251,7 @@ static void test_hostile_connection_limit(void **state)
     for (int i = 0; i < 8; i++)
         close(fds[i]);
     bool served = false;
-    for (int i = 0; i < 100 * wait_scale() && !served; i++) { /* up to 2 s */
+    for (int i = 0; i < 100 * testutil_scale() && !served; i++) { /* up to 2 s */
         served = timed_healthz(&f->d) >= 0;
         if (!served)
             usleep(20000);
@@ -281,15 +268,15 @@ static void test_hostile_idle_timeout(void **state)
     static const char req[] = "PUT /v1/kv/idle HTTP/1.1\r\nHost: t\r\n"
                               "Content-Length: 10\r\n\r\nabc";
     daemon_raw_send(fd, req, sizeof req - 1);
-    int64_t t0 = now_ms();
+    int64_t t0 = testutil_mono_ms();
     char reply[1024];
     bool closed;
     daemon_raw_read_all(fd, reply, sizeof reply, 5000, &closed);
-    int64_t waited = now_ms() - t0;
+    int64_t waited = testutil_mono_ms() - t0;
     close(fd);
     printf("  --timeout 1: idle connection closed after %lld ms\n", (long long)waited);
     assert_true(closed);
-    assert_true(waited >= 500 && waited < 5000 * wait_scale());
+    assert_true(waited >= 500 && waited < 5000 * testutil_scale());
     assert_int_equal(curl_status(&f->d, "GET", "/v1/kv/idle", NULL), 404);
 }
 
@@ -508,13 +495,13 @@ static void test_hostile_stop_with_a_request_in_flight(void **state)
     int fd = daemon_raw_connect(&f->d);
     assert_true(fd >= 0);
     assert_true(daemon_raw_send(fd, head, sizeof head - 1));
-    usleep(200000 * (useconds_t)wait_scale()); /* the daemon has begun the request */
+    usleep(200000 * (useconds_t)testutil_scale()); /* the daemon has begun the request */
     assert_int_equal(kill(f->d.pid, SIGTERM), 0);
 
     /* bounded: the stop begins within a few seconds of the signal */
     long status = 0;
     char *conn = NULL, *body = NULL;
-    for (int i = 0; i < 100 * wait_scale() && status != 503; i++) {
+    for (int i = 0; i < 100 * testutil_scale() && status != 503; i++) {
         client_resp_t r;
         if (client_request(&f->d, "GET", "/healthz", NULL, NULL, 0, &r) == 0) {
             status = r.status;

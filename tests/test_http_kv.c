@@ -65,36 +65,17 @@ static int setup_auth(void **state)
  * Helpers
  * ------------------------------------------------------------------------ */
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(int64_t ms)
 {
     if (ms > 0)
         usleep((useconds_t)(ms * 1000));
 }
 
-/* One request; fails the test when no response arrives. */
-static client_resp_t req(const daemon_t *d, const char *method, const char *path,
-                         const char *const headers[], const char *body, size_t len)
-{
-    client_resp_t r;
-    if (client_request(d, method, path, headers, body, len, &r) != 0) {
-        client_resp_free(&r);
-        fail_msg("%s %s: no response", method, path);
-    }
-    return r;
-}
-
 /* A request with a body given as a C string, no extra headers. */
 static client_resp_t req_s(const daemon_t *d, const char *method, const char *path,
                            const char *body)
 {
-    return req(d, method, path, NULL, body, body ? strlen(body) : 0);
+    return client_req(d, method, path, NULL, body, body ? strlen(body) : 0);
 }
 
 static void expect_status(const client_resp_t *r, long status)
@@ -113,54 +94,10 @@ static void status_is(client_resp_t r, long status)
     assert_int_equal(got, status);
 }
 
-/* The status of a request (the response is freed). */
-static long status_of(const daemon_t *d, const char *method, const char *path,
-                      const char *const headers[], const char *body)
-{
-    client_resp_t r = req(d, method, path, headers, body, body ? strlen(body) : 0);
-    long s = r.status;
-    client_resp_free(&r);
-    return s;
-}
-
-static void header_is(const client_resp_t *r, const char *name, const char *want)
-{
-    char *h = client_header(r, name);
-    if (!h)
-        fail_msg("header %s missing (want \"%s\")", name, want);
-    bool same = strcmp(h, want) == 0;
-    if (!same)
-        print_error("header %s: \"%s\", want \"%s\"\n", name, h, want);
-    free(h);
-    assert_true(same);
-}
-
-/* An RFC 9457 problem with the contract's members and this status and code. */
-static void assert_problem(const client_resp_t *r, long status, const char *code)
-{
-    expect_status(r, status);
-    header_is(r, "Content-Type", "application/problem+json");
-    json_t *j = client_json(r);
-    if (!j || !json_is_object(j))
-        fail_msg("problem body is not a JSON object: %.400s", r->body);
-    char type[96];
-    snprintf(type, sizeof type, "urn:sqlcached:problem:%s", code);
-    json_t *t = json_object_get(j, "type"), *ti = json_object_get(j, "title"),
-           *st = json_object_get(j, "status"), *de = json_object_get(j, "detail"),
-           *co = json_object_get(j, "code");
-    bool ok = json_is_string(t) && strcmp(json_string_value(t), type) == 0 &&
-              json_is_string(ti) && json_string_length(ti) > 0 && json_is_integer(st) &&
-              json_integer_value(st) == status && json_is_string(de) && json_is_string(co) &&
-              strcmp(json_string_value(co), code) == 0;
-    json_decref(j);
-    if (!ok)
-        fail_msg("not a %ld %s problem: %.400s", status, code, r->body);
-}
-
 /* Assert a problem, then free the response. */
 static void problem_is(client_resp_t r, long status, const char *code)
 {
-    assert_problem(&r, status, code);
+    client_assert_problem(&r, status, code);
     client_resp_free(&r);
 }
 
@@ -198,7 +135,7 @@ static int64_t check_written(const client_resp_t *r, long status, const char *ke
                              int64_t expires_min, int64_t expires_max)
 {
     expect_status(r, status);
-    header_is(r, "Content-Type", "application/json");
+    client_header_is(r, "Content-Type", "application/json");
     int64_t v = etag_version(r);
     json_t *j = client_json(r);
     if (!j || !json_is_object(j))
@@ -223,7 +160,7 @@ static int64_t check_written(const client_resp_t *r, long status, const char *ke
 static int64_t put_text(const daemon_t *d, const char *path, const char *body, long status)
 {
     static const char *const h[] = {"Content-Type: text/plain", NULL};
-    client_resp_t r = req(d, "PUT", path, h, body, strlen(body));
+    client_resp_t r = client_req(d, "PUT", path, h, body, strlen(body));
     expect_status(&r, status);
     int64_t v = etag_version(&r);
     client_resp_free(&r);
@@ -233,7 +170,7 @@ static int64_t put_text(const daemon_t *d, const char *path, const char *body, l
 /* GET path and assert 200 with exactly these bytes; returns the version. */
 static int64_t get_is(const daemon_t *d, const char *path, const void *body, size_t len)
 {
-    client_resp_t r = req(d, "GET", path, NULL, NULL, 0);
+    client_resp_t r = client_req(d, "GET", path, NULL, NULL, 0);
     expect_status(&r, 200);
     assert_int_equal(r.body_len, len);
     assert_memory_equal(r.body, body, len);
@@ -248,9 +185,9 @@ static int64_t incr_is(const daemon_t *d, const char *key, const char *body, int
     char path[128];
     snprintf(path, sizeof path, "/v1/kv/%s/incr", key);
     const char *h[] = {"Content-Type: application/json", NULL};
-    client_resp_t r = req(d, "POST", path, h, body, body ? strlen(body) : 0);
+    client_resp_t r = client_req(d, "POST", path, h, body, body ? strlen(body) : 0);
     expect_status(&r, 200);
-    header_is(&r, "Content-Type", "application/json");
+    client_header_is(&r, "Content-Type", "application/json");
     json_t *j = client_json(&r);
     assert_non_null(j);
     assert_int_equal(json_object_size(j), 3);
@@ -269,9 +206,9 @@ static json_t *list_page(const daemon_t *d, const char *query, char **next)
 {
     char path[1024];
     snprintf(path, sizeof path, "/v1/kv?%s", query);
-    client_resp_t r = req(d, "GET", path, NULL, NULL, 0);
+    client_resp_t r = client_req(d, "GET", path, NULL, NULL, 0);
     expect_status(&r, 200);
-    header_is(&r, "Content-Type", "application/json");
+    client_header_is(&r, "Content-Type", "application/json");
     json_t *j = client_json(&r);
     client_resp_free(&r);
     assert_non_null(j);
@@ -334,18 +271,18 @@ static void test_http_kv_put_created_then_replaced(void **state)
 {
     fixture_t *f = *state;
     static const char *const h[] = {"Content-Type: text/plain", NULL};
-    client_resp_t r = req(&f->d, "PUT", "/v1/kv/put:a", h, "one", 3);
+    client_resp_t r = client_req(&f->d, "PUT", "/v1/kv/put:a", h, "one", 3);
     int64_t v1 = check_written(&r, 201, "put:a", 0, 0);
     client_resp_free(&r);
 
-    r = req(&f->d, "PUT", "/v1/kv/put:a", h, "two", 3);
+    r = client_req(&f->d, "PUT", "/v1/kv/put:a", h, "two", 3);
     int64_t v2 = check_written(&r, 200, "put:a", 0, 0);
     client_resp_free(&r);
     assert_true(v2 > v1);
     assert_int_equal(get_is(&f->d, "/v1/kv/put:a", "two", 3), v2);
 
     /* unknown query parameters are ignored */
-    r = req(&f->d, "PUT", "/v1/kv/put:q?colour=blue&ttl2=0", h, "q", 1);
+    r = client_req(&f->d, "PUT", "/v1/kv/put:q?colour=blue&ttl2=0", h, "q", 1);
     check_written(&r, 201, "put:q", 0, 0);
     client_resp_free(&r);
     get_is(&f->d, "/v1/kv/put:q?colour=blue", "q", 1);
@@ -358,10 +295,10 @@ static void test_http_kv_content_type_verbatim(void **state)
     const char *odd_ct[] = {"Content-Type: Text/X-Odd;Param=\"A b\"", NULL};
     const char *no_ct[] = {"Content-Type:", NULL};   /* libcurl: send no Content-Type */
     const char *empty_ct[] = {"Content-Type;", NULL}; /* libcurl: send it empty */
-    status_is(req(&f->d, "PUT", "/v1/kv/ct:json", json_ct, "{}", 2), 201);
-    status_is(req(&f->d, "PUT", "/v1/kv/ct:odd", odd_ct, "x", 1), 201);
-    status_is(req(&f->d, "PUT", "/v1/kv/ct:none", no_ct, "x", 1), 201);
-    status_is(req(&f->d, "PUT", "/v1/kv/ct:empty", empty_ct, "x", 1), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/ct:json", json_ct, "{}", 2), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/ct:odd", odd_ct, "x", 1), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/ct:none", no_ct, "x", 1), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/ct:empty", empty_ct, "x", 1), 201);
     static const struct {
         const char *path, *ct;
     } want[] = {
@@ -371,9 +308,9 @@ static void test_http_kv_content_type_verbatim(void **state)
         {"/v1/kv/ct:empty", "application/octet-stream"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        client_resp_t r = req(&f->d, "GET", want[i].path, NULL, NULL, 0);
+        client_resp_t r = client_req(&f->d, "GET", want[i].path, NULL, NULL, 0);
         expect_status(&r, 200);
-        header_is(&r, "Content-Type", want[i].ct);
+        client_header_is(&r, "Content-Type", want[i].ct);
         client_resp_free(&r);
     }
     /* 255 bytes of Content-Type are stored, 256 are refused */
@@ -382,10 +319,10 @@ static void test_http_kv_content_type_verbatim(void **state)
     memset(hdr + n, 'z', 255 - strlen("application/x-"));
     hdr[n + 255 - strlen("application/x-")] = '\0';
     const char *long_ct[] = {hdr, NULL};
-    status_is(req(&f->d, "PUT", "/v1/kv/ct:long", long_ct, "x", 1), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/ct:long", long_ct, "x", 1), 201);
     strcat(hdr, "z");
-    problem_is(req(&f->d, "PUT", "/v1/kv/ct:long2", long_ct, "x", 1), 400, "invalid_argument");
-    status_is(req(&f->d, "GET", "/v1/kv/ct:long2", NULL, NULL, 0), 404);
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/ct:long2", long_ct, "x", 1), 400, "invalid_argument");
+    status_is(client_req(&f->d, "GET", "/v1/kv/ct:long2", NULL, NULL, 0), 404);
 }
 
 static void test_http_kv_value_bytes_verbatim(void **state)
@@ -393,27 +330,27 @@ static void test_http_kv_value_bytes_verbatim(void **state)
     fixture_t *f = *state;
     static const char bin[] = {'a', '\0', 'b', (char)0xff, (char)0xfe, '\r', '\n', 0};
     const char *no_ct[] = {"Content-Type:", NULL};
-    status_is(req(&f->d, "PUT", "/v1/kv/bytes:bin", no_ct, bin, sizeof bin), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/bytes:bin", no_ct, bin, sizeof bin), 201);
     get_is(&f->d, "/v1/kv/bytes:bin", bin, sizeof bin);
-    status_is(req(&f->d, "PUT", "/v1/kv/bytes:empty", no_ct, "", 0), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/bytes:empty", no_ct, "", 0), 201);
     get_is(&f->d, "/v1/kv/bytes:empty", "", 0);
     char big[64 * 1024];
     for (size_t i = 0; i < sizeof big; i++)
         big[i] = (char)(i * 31 + 7);
-    status_is(req(&f->d, "PUT", "/v1/kv/bytes:big", no_ct, big, sizeof big), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/bytes:big", no_ct, big, sizeof big), 201);
     get_is(&f->d, "/v1/kv/bytes:big", big, sizeof big);
 }
 
 static void test_http_kv_get_etag_and_cache_header(void **state)
 {
     fixture_t *f = *state;
-    problem_is(req(&f->d, "GET", "/v1/kv/get:absent", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/get:absent", NULL, NULL, 0), 404, "not_found");
     int64_t v = put_text(&f->d, "/v1/kv/get:a", "value", 201);
     for (int i = 0; i < 2; i++) { /* first and repeated read */
-        client_resp_t r = req(&f->d, "GET", "/v1/kv/get:a", NULL, NULL, 0);
+        client_resp_t r = client_req(&f->d, "GET", "/v1/kv/get:a", NULL, NULL, 0);
         expect_status(&r, 200);
         assert_string_equal(r.body, "value");
-        header_is(&r, "Content-Type", "text/plain");
+        client_header_is(&r, "Content-Type", "text/plain");
         assert_int_equal(etag_version(&r), v);
         char *xc = client_header(&r, "X-Cache");
         assert_non_null(xc);
@@ -437,7 +374,7 @@ static void test_http_kv_get_if_none_match(void **state)
     const char *const matching[] = {same, weak, list, "If-None-Match: *"};
     for (size_t i = 0; i < 4; i++) {
         const char *h[] = {matching[i], NULL};
-        client_resp_t r = req(&f->d, "GET", "/v1/kv/inm:a", h, NULL, 0);
+        client_resp_t r = client_req(&f->d, "GET", "/v1/kv/inm:a", h, NULL, 0);
         expect_status(&r, 304);
         assert_int_equal(r.body_len, 0);
         assert_int_equal(etag_version(&r), v);
@@ -447,7 +384,7 @@ static void test_http_kv_get_if_none_match(void **state)
         client_resp_free(&r);
     }
     const char *h_other[] = {other, NULL};
-    client_resp_t r = req(&f->d, "GET", "/v1/kv/inm:a", h_other, NULL, 0);
+    client_resp_t r = client_req(&f->d, "GET", "/v1/kv/inm:a", h_other, NULL, 0);
     expect_status(&r, 200);
     assert_string_equal(r.body, "first");
     client_resp_free(&r);
@@ -455,16 +392,16 @@ static void test_http_kv_get_if_none_match(void **state)
     /* after a write the old tag no longer matches: the new value comes back */
     int64_t v2 = put_text(&f->d, "/v1/kv/inm:a", "second", 200);
     const char *h_same[] = {same, NULL};
-    r = req(&f->d, "GET", "/v1/kv/inm:a", h_same, NULL, 0);
+    r = client_req(&f->d, "GET", "/v1/kv/inm:a", h_same, NULL, 0);
     expect_status(&r, 200);
     assert_string_equal(r.body, "second");
     assert_int_equal(etag_version(&r), v2);
     client_resp_free(&r);
 
     const char *h_bare[] = {bare, NULL};
-    problem_is(req(&f->d, "GET", "/v1/kv/inm:a", h_bare, NULL, 0), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/inm:a", h_bare, NULL, 0), 400, "invalid_argument");
     const char *h_absent[] = {"If-None-Match: *", NULL};
-    problem_is(req(&f->d, "GET", "/v1/kv/inm:absent", h_absent, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/inm:absent", h_absent, NULL, 0), 404, "not_found");
 }
 
 /* Once a write is answered, no later GET returns an older state, whether
@@ -473,7 +410,7 @@ static void test_http_kv_no_stale_reads(void **state)
 {
     fixture_t *f = *state;
     for (int i = 0; i < 2; i++) /* a miss, then maybe a remembered miss */
-        status_is(req(&f->d, "GET", "/v1/kv/fresh:a", NULL, NULL, 0), 404);
+        status_is(client_req(&f->d, "GET", "/v1/kv/fresh:a", NULL, NULL, 0), 404);
     int64_t v = put_text(&f->d, "/v1/kv/fresh:a", "one", 201);
     for (int i = 0; i < 2; i++) /* the fill, then maybe a hit */
         assert_int_equal(get_is(&f->d, "/v1/kv/fresh:a", "one", 3), v);
@@ -483,8 +420,8 @@ static void test_http_kv_no_stale_reads(void **state)
     assert_int_equal(get_is(&f->d, "/v1/kv/fresh:n", "1", 1), v);
     v = incr_is(&f->d, "fresh:n", NULL, 2);
     assert_int_equal(get_is(&f->d, "/v1/kv/fresh:n", "2", 1), v);
-    status_is(req(&f->d, "DELETE", "/v1/kv/fresh:a", NULL, NULL, 0), 204);
-    status_is(req(&f->d, "GET", "/v1/kv/fresh:a", NULL, NULL, 0), 404);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/fresh:a", NULL, NULL, 0), 204);
+    status_is(client_req(&f->d, "GET", "/v1/kv/fresh:a", NULL, NULL, 0), 404);
     v = put_text(&f->d, "/v1/kv/fresh:a", "three", 201);
     assert_int_equal(get_is(&f->d, "/v1/kv/fresh:a", "three", 5), v);
 }
@@ -508,7 +445,7 @@ static void test_http_kv_ttl_rejected(void **state)
             print_error("?%s\n", bad[i]);
         problem_is(r, 400, "invalid_argument");
         snprintf(path, sizeof path, "/v1/kv/ttlbad:%zu", i);
-        status_is(req(&f->d, "GET", path, NULL, NULL, 0), 404);
+        status_is(client_req(&f->d, "GET", path, NULL, NULL, 0), 404);
     }
     /* the largest accepted TTL */
     status_is(req_s(&f->d, "PUT", "/v1/kv/ttlbad:max?ttl=2147483647", "x"), 201);
@@ -524,9 +461,9 @@ static void test_http_kv_ttl_expiry(void **state)
     for (size_t i = 0; i < nkeys; i++) {
         char path[64];
         snprintf(path, sizeof path, "/v1/kv/exp:%s?ttl=1", keys[i]);
-        int64_t before = wall_ms();
-        client_resp_t r = req(&f->d, "PUT", path, h, "5", 1);
-        int64_t after = wall_ms();
+        int64_t before = testutil_wall_ms();
+        client_resp_t r = client_req(&f->d, "PUT", path, h, "5", 1);
+        int64_t after = testutil_wall_ms();
         char key[32];
         snprintf(key, sizeof key, "exp:%s", keys[i]);
         versions[i] = check_written(&r, 201, key, before + 1000, after + 1000);
@@ -537,21 +474,21 @@ static void test_http_kv_ttl_expiry(void **state)
         expires = e > expires ? e : expires;
     }
     /* a long TTL reports its expiry; a PUT without ttl clears the expiry */
-    int64_t before = wall_ms();
-    client_resp_t r = req(&f->d, "PUT", "/v1/kv/exp:long?ttl=3600", h, "x", 1);
-    check_written(&r, 201, "exp:long", before + 3600000, wall_ms() + 3600000);
+    int64_t before = testutil_wall_ms();
+    client_resp_t r = client_req(&f->d, "PUT", "/v1/kv/exp:long?ttl=3600", h, "x", 1);
+    check_written(&r, 201, "exp:long", before + 3600000, testutil_wall_ms() + 3600000);
     client_resp_free(&r);
-    status_is(req(&f->d, "PUT", "/v1/kv/exp:cleared?ttl=1", h, "x", 1), 201);
-    r = req(&f->d, "PUT", "/v1/kv/exp:cleared", h, "y", 1);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/exp:cleared?ttl=1", h, "x", 1), 201);
+    r = client_req(&f->d, "PUT", "/v1/kv/exp:cleared", h, "y", 1);
     check_written(&r, 200, "exp:cleared", 0, 0);
     client_resp_free(&r);
 
-    if (wall_ms() < expires - 200) /* still live (unless this machine is very slow) */
-        status_is(req(&f->d, "GET", "/v1/kv/exp:get", NULL, NULL, 0), 200);
+    if (testutil_wall_ms() < expires - 200) /* still live (unless this machine is very slow) */
+        status_is(client_req(&f->d, "GET", "/v1/kv/exp:get", NULL, NULL, 0), 200);
 
-    sleep_ms(expires + 100 - wall_ms()); /* ~1.1 s */
+    sleep_ms(expires + 100 - testutil_wall_ms()); /* ~1.1 s */
 
-    problem_is(req(&f->d, "GET", "/v1/kv/exp:get", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/exp:get", NULL, NULL, 0), 404, "not_found");
     char *next;
     json_t *page = list_page(&f->d, "prefix=exp:", &next);
     keys_are(page, (const char *const[]){"exp:cleared", "exp:long", NULL});
@@ -560,13 +497,13 @@ static void test_http_kv_ttl_expiry(void **state)
     get_is(&f->d, "/v1/kv/exp:cleared", "y", 1);
 
     /* an expired key is absent for every call */
-    status_is(req(&f->d, "PUT", "/v1/kv/exp:put", h, "new", 3), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/exp:put", h, "new", 3), 201);
     char im[64];
     snprintf(im, sizeof im, "If-Match: \"%lld\"", (long long)versions[2]);
     const char *h_im[] = {im, NULL};
-    problem_is(req(&f->d, "PUT", "/v1/kv/exp:ifmatch", h_im, "x", 1), 412,
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/exp:ifmatch", h_im, "x", 1), 412,
                "precondition_failed");
-    problem_is(req(&f->d, "DELETE", "/v1/kv/exp:delete", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/exp:delete", NULL, NULL, 0), 404, "not_found");
     r = req_s(&f->d, "POST", "/v1/kv/exp:incr/incr", NULL);
     expect_status(&r, 200);
     json_t *j = client_json(&r);
@@ -574,7 +511,7 @@ static void test_http_kv_ttl_expiry(void **state)
     json_decref(j);
     client_resp_free(&r);
     const char *h_nx[] = {"If-None-Match: *", NULL};
-    status_is(req(&f->d, "PUT", "/v1/kv/exp:ifnone", h_nx, "x", 1), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/exp:ifnone", h_nx, "x", 1), 201);
 }
 
 /* ------------------------------------------------------------------------
@@ -600,9 +537,9 @@ static void test_http_kv_sliding_real_time(void **state)
     fixture_t *f = *state;
     static const char *const h[] = {"Content-Type: text/plain", NULL};
     /* ttl 2 s: expires within [2 s, 3 s] after the last read or write */
-    int64_t before = wall_ms();
-    client_resp_t r = req(&f->d, "PUT", "/v1/kv/slide:s?ttl=2&sliding=true", h, "tok", 3);
-    int64_t v = check_written(&r, 201, "slide:s", before + 2000, wall_ms() + 2000);
+    int64_t before = testutil_wall_ms();
+    client_resp_t r = client_req(&f->d, "PUT", "/v1/kv/slide:s?ttl=2&sliding=true", h, "tok", 3);
+    int64_t v = check_written(&r, 201, "slide:s", before + 2000, testutil_wall_ms() + 2000);
     client_resp_free(&r);
     /* reads 600 ms apart for 4.2 s (twice the TTL), GET 200 and 304 alike */
     char inm[64];
@@ -611,21 +548,21 @@ static void test_http_kv_sliding_real_time(void **state)
     int64_t sent = 0, answered = 0; /* around the last read */
     for (int i = 0; i < 7; i++) {
         sleep_ms(600);
-        sent = wall_ms();
+        sent = testutil_wall_ms();
         if (i % 2)
             get_is(&f->d, "/v1/kv/slide:s", "tok", 3);
         else
-            status_is(req(&f->d, "GET", "/v1/kv/slide:s", h_inm, NULL, 0), 304);
-        answered = wall_ms();
+            status_is(client_req(&f->d, "GET", "/v1/kv/slide:s", h_inm, NULL, 0), 304);
+        answered = testutil_wall_ms();
     }
     /* no more reads: still there 1.5 s after the last (a plain TTL of 2 s
      * from the PUT would be long gone), gone 3 s + margin after it */
-    sleep_ms(sent + 1500 - wall_ms());
-    if (wall_ms() < sent + 1900)
+    sleep_ms(sent + 1500 - testutil_wall_ms());
+    if (testutil_wall_ms() < sent + 1900)
         assert_true(key_listed(&f->d, "slide:s"));
-    sleep_ms(answered + 3300 - wall_ms());
+    sleep_ms(answered + 3300 - testutil_wall_ms());
     assert_false(key_listed(&f->d, "slide:s"));
-    problem_is(req(&f->d, "GET", "/v1/kv/slide:s", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/slide:s", NULL, NULL, 0), 404, "not_found");
 }
 
 static void test_http_kv_sliding_rejected(void **state)
@@ -638,19 +575,19 @@ static void test_http_kv_sliding_rejected(void **state)
     problem_is(req_s(&f->d, "PUT", "/v1/kv/slide:bad?ttl=5&sliding=", "x"), 400,
                "invalid_argument");
     static const char *const mp[] = {"Content-Type: application/merge-patch+json", NULL};
-    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?sliding=true", mp, "{}", 2), 400,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/slide:bad?sliding=true", mp, "{}", 2), 400,
                "invalid_argument");
-    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?ttl=0", mp, "{}", 2), 400,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/slide:bad?ttl=0", mp, "{}", 2), 400,
                "invalid_argument");
-    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad?ttl=5&sliding=1", mp, "{}", 2), 400,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/slide:bad?ttl=5&sliding=1", mp, "{}", 2), 400,
                "invalid_argument");
     const char *h_bad_if[] = {mp[0], "If-Match: 7", NULL};
-    problem_is(req(&f->d, "PATCH", "/v1/kv/slide:bad", h_bad_if, "{}", 2), 400,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/slide:bad", h_bad_if, "{}", 2), 400,
                "invalid_argument");
-    status_is(req(&f->d, "GET", "/v1/kv/slide:bad", NULL, NULL, 0), 404);
-    int64_t before = wall_ms();
+    status_is(client_req(&f->d, "GET", "/v1/kv/slide:bad", NULL, NULL, 0), 404);
+    int64_t before = testutil_wall_ms();
     client_resp_t r = req_s(&f->d, "PUT", "/v1/kv/slide:ok?ttl=5&sliding=false", "x");
-    check_written(&r, 201, "slide:ok", before + 5000, wall_ms() + 5000);
+    check_written(&r, 201, "slide:ok", before + 5000, testutil_wall_ms() + 5000);
     client_resp_free(&r);
 }
 
@@ -664,32 +601,32 @@ static void test_http_kv_read_and_delete(void **state)
     char im[64];
     snprintf(im, sizeof im, "If-Match: \"%lld\"", (long long)v + 1);
     const char *h_wrong[] = {"Prefer: return=representation", im, NULL};
-    problem_is(req(&f->d, "DELETE", "/v1/kv/otp:a", h_wrong, NULL, 0), 412,
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/otp:a", h_wrong, NULL, 0), 412,
                "precondition_failed");
     snprintf(im, sizeof im, "If-Match: \"%lld\"", (long long)v);
     const char *h_right[] = {"Prefer: return=representation", im, NULL};
-    client_resp_t r = req(&f->d, "DELETE", "/v1/kv/otp:a", h_right, NULL, 0);
+    client_resp_t r = client_req(&f->d, "DELETE", "/v1/kv/otp:a", h_right, NULL, 0);
     expect_status(&r, 200);
     assert_int_equal(r.body_len, 6);
     assert_memory_equal(r.body, "123456", 6);
-    header_is(&r, "Content-Type", "text/plain");
-    header_is(&r, "Preference-Applied", "return=representation");
+    client_header_is(&r, "Content-Type", "text/plain");
+    client_header_is(&r, "Preference-Applied", "return=representation");
     assert_int_equal(etag_version(&r), v);
     client_resp_free(&r);
-    problem_is(req(&f->d, "GET", "/v1/kv/otp:a", NULL, NULL, 0), 404, "not_found");
-    problem_is(req(&f->d, "DELETE", "/v1/kv/otp:a", PREFER, NULL, 0), 404, "not_found");
-    problem_is(req(&f->d, "DELETE", "/v1/kv/otp:a", h_right, NULL, 0), 412,
+    problem_is(client_req(&f->d, "GET", "/v1/kv/otp:a", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/otp:a", PREFER, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/otp:a", h_right, NULL, 0), 412,
                "precondition_failed");
     /* among other preferences; other values of return are plain deletes */
     put_text(&f->d, "/v1/kv/otp:b", "b", 201);
     const char *h_list[] = {"Prefer: respond-async, return=representation; x=1", NULL};
-    r = req(&f->d, "DELETE", "/v1/kv/otp:b", h_list, NULL, 0);
+    r = client_req(&f->d, "DELETE", "/v1/kv/otp:b", h_list, NULL, 0);
     expect_status(&r, 200);
-    header_is(&r, "Preference-Applied", "return=representation");
+    client_header_is(&r, "Preference-Applied", "return=representation");
     client_resp_free(&r);
     put_text(&f->d, "/v1/kv/otp:c", "c", 201);
     const char *h_min[] = {"Prefer: return=minimal", NULL};
-    r = req(&f->d, "DELETE", "/v1/kv/otp:c", h_min, NULL, 0);
+    r = client_req(&f->d, "DELETE", "/v1/kv/otp:c", h_min, NULL, 0);
     expect_status(&r, 204);
     char *applied = client_header(&r, "Preference-Applied");
     assert_null(applied);
@@ -697,12 +634,12 @@ static void test_http_kv_read_and_delete(void **state)
     /* binary bytes with the stored content type */
     static const char bin[] = {'\0', '\xff', 'x'};
     const char *h_bin[] = {"Content-Type: application/x-bin", NULL};
-    status_is(req(&f->d, "PUT", "/v1/kv/otp:bin", h_bin, bin, sizeof bin), 201);
-    r = req(&f->d, "DELETE", "/v1/kv/otp:bin", PREFER, NULL, 0);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/otp:bin", h_bin, bin, sizeof bin), 201);
+    r = client_req(&f->d, "DELETE", "/v1/kv/otp:bin", PREFER, NULL, 0);
     expect_status(&r, 200);
     assert_int_equal(r.body_len, sizeof bin);
     assert_memory_equal(r.body, bin, sizeof bin);
-    header_is(&r, "Content-Type", "application/x-bin");
+    client_header_is(&r, "Content-Type", "application/x-bin");
     client_resp_free(&r);
 }
 
@@ -756,7 +693,7 @@ static const char *const MERGE[] = {"Content-Type: application/merge-patch+json"
 /* PATCH path with body as a merge patch: the status; the version in *v. */
 static long patch_status(const daemon_t *d, const char *path, const char *body, int64_t *v)
 {
-    client_resp_t r = req(d, "PATCH", path, MERGE, body, strlen(body));
+    client_resp_t r = client_req(d, "PATCH", path, MERGE, body, strlen(body));
     long s = r.status;
     if (v && (s == 200 || s == 201))
         *v = etag_version(&r);
@@ -767,9 +704,9 @@ static long patch_status(const daemon_t *d, const char *path, const char *body, 
 /* GET path: 200, application/json, exactly `json`. */
 static void json_is(const daemon_t *d, const char *path, const char *json)
 {
-    client_resp_t r = req(d, "GET", path, NULL, NULL, 0);
+    client_resp_t r = client_req(d, "GET", path, NULL, NULL, 0);
     expect_status(&r, 200);
-    header_is(&r, "Content-Type", "application/json");
+    client_header_is(&r, "Content-Type", "application/json");
     if (r.body_len != strlen(json) || memcmp(r.body, json, r.body_len) != 0)
         fail_msg("GET %s: %.*s, want %s", path, (int)r.body_len, r.body, json);
     client_resp_free(&r);
@@ -779,7 +716,7 @@ static void test_http_kv_patch(void **state)
 {
     fixture_t *f = *state;
     /* created from {} (201), then merged (200) */
-    client_resp_t r = req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":1,\"b\":{\"c\":2}}", 19);
+    client_resp_t r = client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":1,\"b\":{\"c\":2}}", 19);
     int64_t v1 = check_written(&r, 201, "pat:u", 0, 0);
     client_resp_free(&r);
     json_is(&f->d, "/v1/kv/pat:u", "{\"a\":1,\"b\":{\"c\":2}}");
@@ -790,36 +727,36 @@ static void test_http_kv_patch(void **state)
     json_is(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3}}");
     /* media types: parameters allowed, anything else 415 */
     const char *h_cs[] = {"Content-Type: Application/Merge-Patch+JSON; charset=utf-8", NULL};
-    status_is(req(&f->d, "PATCH", "/v1/kv/pat:u", h_cs, "{\"e\":true}", 10), 200);
+    status_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", h_cs, "{\"e\":true}", 10), 200);
     const char *h_json[] = {"Content-Type: application/json", NULL};
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", h_json, "{}", 2), 415,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", h_json, "{}", 2), 415,
                "unsupported_media_type");
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", NULL, "{}", 2), 415,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", NULL, "{}", 2), 415,
                "unsupported_media_type");
     /* If-Match / If-None-Match as for PUT */
     char im[64];
     snprintf(im, sizeof im, "If-Match: \"%lld\"", (long long)v1);
     const char *h_stale[] = {MERGE[0], im, NULL};
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", h_stale, "{\"x\":1}", 7), 412,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", h_stale, "{\"x\":1}", 7), 412,
                "precondition_failed");
     const char *h_nx[] = {MERGE[0], "If-None-Match: *", NULL};
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", h_nx, "{\"x\":1}", 7), 412,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", h_nx, "{\"x\":1}", 7), 412,
                "precondition_failed");
-    status_is(req(&f->d, "PATCH", "/v1/kv/pat:new", h_nx, "{\"x\":1}", 7), 201);
+    status_is(client_req(&f->d, "PATCH", "/v1/kv/pat:new", h_nx, "{\"x\":1}", 7), 201);
     json_is(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3},\"e\":true}");
     /* the stored value must be a JSON object */
     put_text(&f->d, "/v1/kv/pat:text", "hello", 201);
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:text", MERGE, "{\"a\":1}", 7), 409, "not_json");
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:text", MERGE, "{\"a\":1}", 7), 409, "not_json");
     put_text(&f->d, "/v1/kv/pat:arr", "[1]", 201);
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:arr", MERGE, "{\"a\":1}", 7), 409, "not_json");
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:arr", MERGE, "{\"a\":1}", 7), 409, "not_json");
     get_is(&f->d, "/v1/kv/pat:text", "hello", 5);
     /* bodies: not JSON, too deep (400000 levels: never a stack overflow) */
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":", 5), 400, "invalid_json");
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":", 5), 400, "invalid_json");
     enum { DEEP = 400000 }; /* under --max-body */
     char *deep = malloc(2 * DEEP);
     memset(deep, '[', DEEP);
     memset(deep + DEEP, ']', DEEP);
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, deep, 2 * DEEP), 400, "invalid_json");
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, deep, 2 * DEEP), 400, "invalid_json");
     char *nest = malloc(6 * 70 + 3), *p = nest;
     for (int i = 0; i < 65; i++) /* 65 levels */
         p += sprintf(p, "{\"a\":");
@@ -827,7 +764,7 @@ static void test_http_kv_patch(void **state)
     for (int i = 0; i < 65; i++)
         *p++ = '}';
     *p = '\0';
-    problem_is(req(&f->d, "PATCH", "/v1/kv/pat:deep", MERGE, nest, strlen(nest)), 400,
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:deep", MERGE, nest, strlen(nest)), 400,
                "invalid_json");
     nest[strlen(nest) - 1] = '\0';
     assert_int_equal(patch_status(&f->d, "/v1/kv/pat:deep", nest + 5, NULL), 201); /* 64 */
@@ -835,14 +772,14 @@ static void test_http_kv_patch(void **state)
     free(nest);
     json_is(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3},\"e\":true}");
     /* the expiry is kept unless ?ttl= is given */
-    int64_t before = wall_ms();
-    status_is(req(&f->d, "PUT", "/v1/kv/pat:ttl?ttl=100", h_json, "{}", 2), 201);
-    r = req(&f->d, "PATCH", "/v1/kv/pat:ttl", MERGE, "{\"a\":1}", 7);
-    check_written(&r, 200, "pat:ttl", before + 100000, wall_ms() + 100000);
+    int64_t before = testutil_wall_ms();
+    status_is(client_req(&f->d, "PUT", "/v1/kv/pat:ttl?ttl=100", h_json, "{}", 2), 201);
+    r = client_req(&f->d, "PATCH", "/v1/kv/pat:ttl", MERGE, "{\"a\":1}", 7);
+    check_written(&r, 200, "pat:ttl", before + 100000, testutil_wall_ms() + 100000);
     client_resp_free(&r);
-    before = wall_ms();
-    r = req(&f->d, "PATCH", "/v1/kv/pat:ttl?ttl=3600", MERGE, "{\"a\":2}", 7);
-    check_written(&r, 200, "pat:ttl", before + 3600000, wall_ms() + 3600000);
+    before = testutil_wall_ms();
+    r = client_req(&f->d, "PATCH", "/v1/kv/pat:ttl?ttl=3600", MERGE, "{\"a\":2}", 7);
+    check_written(&r, 200, "pat:ttl", before + 3600000, testutil_wall_ms() + 3600000);
     client_resp_free(&r);
 }
 
@@ -888,7 +825,7 @@ static void test_http_kv_concurrent_patches(void **state)
     }
     pthread_barrier_destroy(&go);
     assert_int_equal(created, 1);
-    client_resp_t r = req(&f->d, "GET", "/v1/kv/pat:h", NULL, NULL, 0);
+    client_resp_t r = client_req(&f->d, "GET", "/v1/kv/pat:h", NULL, NULL, 0);
     expect_status(&r, 200);
     json_t *j = client_json(&r);
     assert_non_null(j);
@@ -913,19 +850,19 @@ static void test_http_kv_put_if_match(void **state)
     char hv1[64];
     snprintf(hv1, sizeof hv1, "If-Match: \"%lld\"", (long long)v1);
     const char *h1[] = {hv1, "Content-Type: text/plain", NULL};
-    client_resp_t r = req(&f->d, "PUT", "/v1/kv/im:a", h1, "v2", 2);
+    client_resp_t r = client_req(&f->d, "PUT", "/v1/kv/im:a", h1, "v2", 2);
     int64_t v2 = check_written(&r, 200, "im:a", 0, 0);
     client_resp_free(&r);
 
     /* stale tag: refused, nothing written */
-    problem_is(req(&f->d, "PUT", "/v1/kv/im:a", h1, "v3", 2), 412, "precondition_failed");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:a", h1, "v3", 2), 412, "precondition_failed");
     assert_int_equal(get_is(&f->d, "/v1/kv/im:a", "v2", 2), v2);
 
     /* a list naming the current version */
     char hl[96];
     snprintf(hl, sizeof hl, "If-Match: \"999999999\", \"%lld\"", (long long)v2);
     const char *h_list[] = {hl, NULL};
-    r = req(&f->d, "PUT", "/v1/kv/im:a", h_list, "v3", 2);
+    r = client_req(&f->d, "PUT", "/v1/kv/im:a", h_list, "v3", 2);
     int64_t v3 = check_written(&r, 200, "im:a", 0, 0);
     client_resp_free(&r);
 
@@ -934,28 +871,28 @@ static void test_http_kv_put_if_match(void **state)
     snprintf(hw, sizeof hw, "If-Match: W/\"%lld\"", (long long)v3);
     snprintf(hb, sizeof hb, "If-Match: %lld", (long long)v3);
     const char *h_weak[] = {hw, NULL}, *h_bare[] = {hb, NULL};
-    problem_is(req(&f->d, "PUT", "/v1/kv/im:a", h_weak, "x", 1), 412, "precondition_failed");
-    problem_is(req(&f->d, "PUT", "/v1/kv/im:a", h_bare, "x", 1), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:a", h_weak, "x", 1), 412, "precondition_failed");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:a", h_bare, "x", 1), 400, "invalid_argument");
     const char *h_junk[] = {"If-Match: \"abc\"", NULL};
-    problem_is(req(&f->d, "PUT", "/v1/kv/im:a", h_junk, "x", 1), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:a", h_junk, "x", 1), 400, "invalid_argument");
     assert_int_equal(get_is(&f->d, "/v1/kv/im:a", "v3", 2), v3);
 
     /* If-Match: * needs the key to exist */
     const char *h_star[] = {"If-Match: *", NULL};
-    status_is(req(&f->d, "PUT", "/v1/kv/im:a", h_star, "v4", 2), 200);
-    problem_is(req(&f->d, "PUT", "/v1/kv/im:absent", h_star, "x", 1), 412, "precondition_failed");
-    problem_is(req(&f->d, "PUT", "/v1/kv/im:absent", h1, "x", 1), 412, "precondition_failed");
-    status_is(req(&f->d, "GET", "/v1/kv/im:absent", NULL, NULL, 0), 404);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/im:a", h_star, "v4", 2), 200);
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:absent", h_star, "x", 1), 412, "precondition_failed");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:absent", h1, "x", 1), 412, "precondition_failed");
+    status_is(client_req(&f->d, "GET", "/v1/kv/im:absent", NULL, NULL, 0), 404);
 }
 
 static void test_http_kv_put_if_none_match(void **state)
 {
     fixture_t *f = *state;
     const char *nx[] = {"If-None-Match: *", "Content-Type: text/plain", NULL};
-    client_resp_t r = req(&f->d, "PUT", "/v1/kv/nx:a", nx, "first", 5);
+    client_resp_t r = client_req(&f->d, "PUT", "/v1/kv/nx:a", nx, "first", 5);
     int64_t v = check_written(&r, 201, "nx:a", 0, 0);
     client_resp_free(&r);
-    problem_is(req(&f->d, "PUT", "/v1/kv/nx:a", nx, "second", 6), 412, "precondition_failed");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/nx:a", nx, "second", 6), 412, "precondition_failed");
     assert_int_equal(get_is(&f->d, "/v1/kv/nx:a", "first", 5), v);
 
     /* If-None-Match with tags: write unless the current version is listed */
@@ -963,12 +900,12 @@ static void test_http_kv_put_if_none_match(void **state)
     snprintf(hs, sizeof hs, "If-None-Match: \"%lld\"", (long long)v);
     snprintf(ho, sizeof ho, "If-None-Match: \"%lld\"", (long long)v + 1000000);
     const char *h_same[] = {hs, NULL}, *h_other[] = {ho, NULL};
-    problem_is(req(&f->d, "PUT", "/v1/kv/nx:a", h_same, "x", 1), 412, "precondition_failed");
-    status_is(req(&f->d, "PUT", "/v1/kv/nx:a", h_other, "third", 5), 200);
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/nx:a", h_same, "x", 1), 412, "precondition_failed");
+    status_is(client_req(&f->d, "PUT", "/v1/kv/nx:a", h_other, "third", 5), 200);
 
     /* deleted: absent again, so SET NX succeeds */
-    status_is(req(&f->d, "DELETE", "/v1/kv/nx:a", NULL, NULL, 0), 204);
-    status_is(req(&f->d, "PUT", "/v1/kv/nx:a", nx, "fourth", 6), 201);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/nx:a", NULL, NULL, 0), 204);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/nx:a", nx, "fourth", 6), 201);
     get_is(&f->d, "/v1/kv/nx:a", "fourth", 6);
 }
 
@@ -979,9 +916,9 @@ static void test_http_kv_put_if_none_match(void **state)
 static void test_http_kv_delete(void **state)
 {
     fixture_t *f = *state;
-    problem_is(req(&f->d, "DELETE", "/v1/kv/del:absent", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/del:absent", NULL, NULL, 0), 404, "not_found");
     const char *h_one[] = {"If-Match: \"1\"", NULL};
-    problem_is(req(&f->d, "DELETE", "/v1/kv/del:absent", h_one, NULL, 0), 412,
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/del:absent", h_one, NULL, 0), 412,
                "precondition_failed");
 
     int64_t v = put_text(&f->d, "/v1/kv/del:a", "x", 201);
@@ -989,21 +926,21 @@ static void test_http_kv_delete(void **state)
     snprintf(hs, sizeof hs, "If-Match: \"%lld\"", (long long)v);
     snprintf(ho, sizeof ho, "If-Match: \"%lld\"", (long long)v + 1000000);
     const char *h_same[] = {hs, NULL}, *h_other[] = {ho, NULL};
-    problem_is(req(&f->d, "DELETE", "/v1/kv/del:a", h_other, NULL, 0), 412,
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/del:a", h_other, NULL, 0), 412,
                "precondition_failed");
     get_is(&f->d, "/v1/kv/del:a", "x", 1);
 
-    client_resp_t r = req(&f->d, "DELETE", "/v1/kv/del:a", h_same, NULL, 0);
+    client_resp_t r = client_req(&f->d, "DELETE", "/v1/kv/del:a", h_same, NULL, 0);
     expect_status(&r, 204);
     assert_int_equal(r.body_len, 0);
     client_resp_free(&r);
-    problem_is(req(&f->d, "GET", "/v1/kv/del:a", NULL, NULL, 0), 404, "not_found");
-    problem_is(req(&f->d, "DELETE", "/v1/kv/del:a", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/del:a", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/del:a", NULL, NULL, 0), 404, "not_found");
 
     put_text(&f->d, "/v1/kv/del:b", "x", 201);
     const char *h_star[] = {"If-Match: *", NULL};
-    status_is(req(&f->d, "DELETE", "/v1/kv/del:b", h_star, NULL, 0), 204);
-    status_is(req(&f->d, "GET", "/v1/kv/del:b", NULL, NULL, 0), 404);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/del:b", h_star, NULL, 0), 204);
+    status_is(client_req(&f->d, "GET", "/v1/kv/del:b", NULL, NULL, 0), 404);
 }
 
 /* ------------------------------------------------------------------------
@@ -1018,20 +955,20 @@ static void test_http_kv_incr(void **state)
     int64_t v3 = incr_is(&f->d, "cnt:a", "{\"by\": -10}", -4);
     int64_t v4 = incr_is(&f->d, "cnt:a", "{}", -3);
     assert_true(v1 < v2 && v2 < v3 && v3 < v4);
-    client_resp_t r = req(&f->d, "GET", "/v1/kv/cnt:a", NULL, NULL, 0);
+    client_resp_t r = client_req(&f->d, "GET", "/v1/kv/cnt:a", NULL, NULL, 0);
     expect_status(&r, 200);
     assert_string_equal(r.body, "-3");
-    header_is(&r, "Content-Type", "text/plain; charset=utf-8");
+    client_header_is(&r, "Content-Type", "text/plain; charset=utf-8");
     assert_int_equal(etag_version(&r), v4);
     client_resp_free(&r);
 
     /* an existing integer keeps its Content-Type */
     const char *ct[] = {"Content-Type: application/x-counter", NULL};
-    status_is(req(&f->d, "PUT", "/v1/kv/cnt:b", ct, "41", 2), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/cnt:b", ct, "41", 2), 201);
     incr_is(&f->d, "cnt:b", NULL, 42);
-    r = req(&f->d, "GET", "/v1/kv/cnt:b", NULL, NULL, 0);
+    r = client_req(&f->d, "GET", "/v1/kv/cnt:b", NULL, NULL, 0);
     assert_string_equal(r.body, "42");
-    header_is(&r, "Content-Type", "application/x-counter");
+    client_header_is(&r, "Content-Type", "application/x-counter");
     client_resp_free(&r);
 
     /* the edges of int64 */
@@ -1053,7 +990,7 @@ static void test_http_kv_incr_not_integer(void **state)
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         char path[64];
         snprintf(path, sizeof path, "/v1/kv/nint:%zu", i);
-        client_resp_t r = req(&f->d, "PUT", path, h, values[i], strlen(values[i]));
+        client_resp_t r = client_req(&f->d, "PUT", path, h, values[i], strlen(values[i]));
         int64_t v = etag_version(&r);
         client_resp_free(&r);
         snprintf(path, sizeof path, "/v1/kv/nint:%zu/incr", i);
@@ -1091,7 +1028,7 @@ static void test_http_kv_incr_bad_body(void **state)
             print_error("body %s\n", bad_shape[i]);
         problem_is(r, 400, "invalid_argument");
     }
-    status_is(req(&f->d, "GET", "/v1/kv/badincr", NULL, NULL, 0), 404);
+    status_is(client_req(&f->d, "GET", "/v1/kv/badincr", NULL, NULL, 0), 404);
 }
 
 /* ------------------------------------------------------------------------
@@ -1109,7 +1046,7 @@ static void test_http_kv_list_paging(void **state)
                                         "/v1/kv/lp:gone"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         put_text(&f->d, paths[i], keys[i], 201);
-    status_is(req(&f->d, "DELETE", "/v1/kv/lp:gone", NULL, NULL, 0), 204);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/lp:gone", NULL, NULL, 0), 204);
 
     /* byte order, live keys of the prefix only, pages of 2 */
     static const char *const want[] = {"lp:Z", "lp:a", "lp:b", "lp:c",
@@ -1194,7 +1131,7 @@ static void test_http_kv_list_bad_arguments(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char path[128];
         snprintf(path, sizeof path, "/v1/kv?%s", bad[i]);
-        client_resp_t r = req(&f->d, "GET", path, NULL, NULL, 0);
+        client_resp_t r = client_req(&f->d, "GET", path, NULL, NULL, 0);
         if (r.status != 400)
             print_error("?%s\n", bad[i]);
         problem_is(r, 400, "invalid_argument");
@@ -1203,11 +1140,11 @@ static void test_http_kv_list_bad_arguments(void **state)
     int n = snprintf(path, sizeof path, "/v1/kv?prefix=");
     memset(path + n, 'p', 513);
     path[n + 513] = '\0';
-    problem_is(req(&f->d, "GET", path, NULL, NULL, 0), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "GET", path, NULL, NULL, 0), 400, "invalid_argument");
     path[n + 512] = '\0';
-    status_is(req(&f->d, "GET", path, NULL, NULL, 0), 200);
-    status_is(req(&f->d, "GET", "/v1/kv?limit=1000", NULL, NULL, 0), 200);
-    status_is(req(&f->d, "GET", "/v1/kv?limit=1", NULL, NULL, 0), 200);
+    status_is(client_req(&f->d, "GET", path, NULL, NULL, 0), 200);
+    status_is(client_req(&f->d, "GET", "/v1/kv?limit=1000", NULL, NULL, 0), 200);
+    status_is(client_req(&f->d, "GET", "/v1/kv?limit=1", NULL, NULL, 0), 200);
 }
 
 /* ------------------------------------------------------------------------
@@ -1219,7 +1156,7 @@ static void test_http_kv_versions_never_repeat(void **state)
     fixture_t *f = *state;
     int64_t v1 = put_text(&f->d, "/v1/kv/ver:a", "one", 201);
     int64_t vb = put_text(&f->d, "/v1/kv/ver:b", "b", 201);
-    status_is(req(&f->d, "DELETE", "/v1/kv/ver:a", NULL, NULL, 0), 204);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/ver:a", NULL, NULL, 0), 204);
     int64_t v2 = put_text(&f->d, "/v1/kv/ver:a", "one", 201);
     int64_t vc = incr_is(&f->d, "ver:c", NULL, 1);
     int64_t v3 = put_text(&f->d, "/v1/kv/ver:a", "two", 200);
@@ -1229,7 +1166,7 @@ static void test_http_kv_versions_never_repeat(void **state)
     char h1[64];
     snprintf(h1, sizeof h1, "If-Match: \"%lld\"", (long long)v1);
     const char *h[] = {h1, NULL};
-    problem_is(req(&f->d, "PUT", "/v1/kv/ver:a", h, "aba", 3), 412, "precondition_failed");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/ver:a", h, "aba", 3), 412, "precondition_failed");
     get_is(&f->d, "/v1/kv/ver:a", "two", 3);
 }
 
@@ -1241,8 +1178,8 @@ static void test_http_kv_key_empty(void **state)
 {
     fixture_t *f = *state;
     problem_is(req_s(&f->d, "PUT", "/v1/kv/", "x"), 400, "invalid_argument");
-    problem_is(req(&f->d, "GET", "/v1/kv/", NULL, NULL, 0), 400, "invalid_argument");
-    problem_is(req(&f->d, "DELETE", "/v1/kv/", NULL, NULL, 0), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/", NULL, NULL, 0), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "DELETE", "/v1/kv/", NULL, NULL, 0), 400, "invalid_argument");
     problem_is(req_s(&f->d, "POST", "/v1/kv//incr", NULL), 400, "invalid_argument");
 }
 
@@ -1260,8 +1197,8 @@ static void test_http_kv_key_length(void **state)
 
     strcat(path, "k"); /* 513 bytes */
     problem_is(req_s(&f->d, "PUT", path, "x"), 400, "invalid_argument");
-    problem_is(req(&f->d, "GET", path, NULL, NULL, 0), 400, "invalid_argument");
-    problem_is(req(&f->d, "DELETE", path, NULL, NULL, 0), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "GET", path, NULL, NULL, 0), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "DELETE", path, NULL, NULL, 0), 400, "invalid_argument");
     strcat(path, "/incr");
     problem_is(req_s(&f->d, "POST", path, NULL), 400, "invalid_argument");
 
@@ -1277,7 +1214,7 @@ static void test_http_kv_key_length(void **state)
     client_resp_free(&r);
     strcat(path, "%C3%A9");
     problem_is(req_s(&f->d, "PUT", path, "e"), 400, "invalid_argument");
-    problem_is(req(&f->d, "GET", "/v1/kv/k%", NULL, NULL, 0), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/k%", NULL, NULL, 0), 400, "invalid_argument");
 }
 
 static void test_http_kv_key_escaped_slash(void **state)
@@ -1288,7 +1225,7 @@ static void test_http_kv_key_escaped_slash(void **state)
     client_resp_free(&r);
     get_is(&f->d, "/v1/kv/dir%2Ffile", "in a dir", 8);
     get_is(&f->d, "/v1/kv/dir%2ffile", "in a dir", 8); /* hex digits in either case */
-    problem_is(req(&f->d, "GET", "/v1/kv/dir/file", NULL, NULL, 0), 404, "not_found");
+    problem_is(client_req(&f->d, "GET", "/v1/kv/dir/file", NULL, NULL, 0), 404, "not_found");
     char *next;
     json_t *page = list_page(&f->d, "prefix=dir%2F", &next);
     keys_are(page, (const char *const[]){"dir/file", NULL});
@@ -1301,8 +1238,8 @@ static void test_http_kv_key_escaped_slash(void **state)
     json_decref(j);
     client_resp_free(&r);
     get_is(&f->d, "/v1/kv/dir%2Fcount", "1", 1);
-    status_is(req(&f->d, "DELETE", "/v1/kv/dir%2Ffile", NULL, NULL, 0), 204);
-    status_is(req(&f->d, "GET", "/v1/kv/dir%2Ffile", NULL, NULL, 0), 404);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/dir%2Ffile", NULL, NULL, 0), 204);
+    status_is(client_req(&f->d, "GET", "/v1/kv/dir%2Ffile", NULL, NULL, 0), 404);
 
     /* in a path '+' is a plus, %20 a space */
     r = req_s(&f->d, "PUT", "/v1/kv/a+b%20c", "x");
@@ -1349,7 +1286,7 @@ static void test_http_unknown_route(void **state)
                                         "/v1/kv/a/b", "/v1/kv/a/incr/x", "/v1/kvx",
                                         "/healthz/x", "/V1/kv/a"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
-        client_resp_t r = req(&f->d, "GET", paths[i], NULL, NULL, 0);
+        client_resp_t r = client_req(&f->d, "GET", paths[i], NULL, NULL, 0);
         if (r.status != 404)
             print_error("GET %s\n", paths[i]);
         problem_is(r, 404, "not_found");
@@ -1373,22 +1310,22 @@ static void test_http_wrong_method(void **state)
         {"DELETE", "/healthz", "GET"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        client_resp_t r = req(&f->d, cases[i].method, cases[i].path, NULL, NULL, 0);
+        client_resp_t r = client_req(&f->d, cases[i].method, cases[i].path, NULL, NULL, 0);
         if (r.status != 405)
             print_error("%s %s\n", cases[i].method, cases[i].path);
-        assert_problem(&r, 405, "method_not_allowed");
+        client_assert_problem(&r, 405, "method_not_allowed");
         allow_is(&r, cases[i].allow);
         client_resp_free(&r);
     }
-    status_is(req(&f->d, "GET", "/v1/kv/k", NULL, NULL, 0), 404); /* nothing written */
+    status_is(client_req(&f->d, "GET", "/v1/kv/k", NULL, NULL, 0), 404); /* nothing written */
 }
 
 static void test_http_healthz(void **state)
 {
     fixture_t *f = *state;
-    client_resp_t r = req(&f->d, "GET", "/healthz", NULL, NULL, 0);
+    client_resp_t r = client_req(&f->d, "GET", "/healthz", NULL, NULL, 0);
     expect_status(&r, 200);
-    header_is(&r, "Content-Type", "application/json");
+    client_header_is(&r, "Content-Type", "application/json");
     json_t *j = client_json(&r);
     assert_string_equal(json_string_value(json_object_get(j, "status")), "ok");
     json_decref(j);
@@ -1406,9 +1343,9 @@ static void test_http_kv_body_at_limit(void **state)
     fixture_t *f = *state;
     char body[1024];
     memset(body, 'b', sizeof body);
-    status_is(req(&f->d, "PUT", "/v1/kv/lim:cl", NULL, body, sizeof body), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/lim:cl", NULL, body, sizeof body), 201);
     get_is(&f->d, "/v1/kv/lim:cl", body, sizeof body);
-    status_is(req(&f->d, "PUT", "/v1/kv/lim:chunked", chunked, body, sizeof body), 201);
+    status_is(client_req(&f->d, "PUT", "/v1/kv/lim:chunked", chunked, body, sizeof body), 201);
     get_is(&f->d, "/v1/kv/lim:chunked", body, sizeof body);
 }
 
@@ -1419,37 +1356,37 @@ static void test_http_kv_body_too_large(void **state)
     memset(body, 'b', sizeof body);
     static const size_t sizes[] = {1025, sizeof body};
     for (size_t i = 0; i < 2; i++) {
-        problem_is(req(&f->d, "PUT", "/v1/kv/big:cl", NULL, body, sizes[i]), 413,
+        problem_is(client_req(&f->d, "PUT", "/v1/kv/big:cl", NULL, body, sizes[i]), 413,
                    "payload_too_large");
-        problem_is(req(&f->d, "GET", "/v1/kv/big:cl", NULL, NULL, 0), 404, "not_found");
-        problem_is(req(&f->d, "PUT", "/v1/kv/big:chunked", chunked, body, sizes[i]), 413,
+        problem_is(client_req(&f->d, "GET", "/v1/kv/big:cl", NULL, NULL, 0), 404, "not_found");
+        problem_is(client_req(&f->d, "PUT", "/v1/kv/big:chunked", chunked, body, sizes[i]), 413,
                    "payload_too_large");
-        problem_is(req(&f->d, "GET", "/v1/kv/big:chunked", NULL, NULL, 0), 404, "not_found");
+        problem_is(client_req(&f->d, "GET", "/v1/kv/big:chunked", NULL, NULL, 0), 404, "not_found");
     }
     /* any endpoint, and a replaced value is not touched either */
     char json[1100];
     int n = snprintf(json, sizeof json, "{\"by\": 1%*s}", 1020, "");
-    problem_is(req(&f->d, "POST", "/v1/kv/big:n/incr", NULL, json, (size_t)n), 413,
+    problem_is(client_req(&f->d, "POST", "/v1/kv/big:n/incr", NULL, json, (size_t)n), 413,
                "payload_too_large");
-    problem_is(req(&f->d, "POST", "/v1/kv/big:n/incr", chunked, json, (size_t)n), 413,
+    problem_is(client_req(&f->d, "POST", "/v1/kv/big:n/incr", chunked, json, (size_t)n), 413,
                "payload_too_large");
-    status_is(req(&f->d, "GET", "/v1/kv/big:n", NULL, NULL, 0), 404);
+    status_is(client_req(&f->d, "GET", "/v1/kv/big:n", NULL, NULL, 0), 404);
     put_text(&f->d, "/v1/kv/big:keep", "small", 201);
-    problem_is(req(&f->d, "PUT", "/v1/kv/big:keep", chunked, body, 2048), 413,
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/big:keep", chunked, body, 2048), 413,
                "payload_too_large");
     get_is(&f->d, "/v1/kv/big:keep", "small", 5);
     /* the size is checked before the path is validated */
-    problem_is(req(&f->d, "PUT", "/v1/kv/%zz", NULL, body, 2048), 413, "payload_too_large");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/%zz", NULL, body, 2048), 413, "payload_too_large");
     /* routing is decided before the size: 404 and 405 come first */
-    problem_is(req(&f->d, "PUT", "/v1/nope", NULL, body, 2048), 404, "not_found");
-    problem_is(req(&f->d, "POST", "/v1/kv/big:keep", NULL, body, 2048), 405,
+    problem_is(client_req(&f->d, "PUT", "/v1/nope", NULL, body, 2048), 404, "not_found");
+    problem_is(client_req(&f->d, "POST", "/v1/kv/big:keep", NULL, body, 2048), 405,
                "method_not_allowed");
 }
 
 /* /v1/stats "cache" member (caller decrefs), with the given headers. */
 static json_t *cache_stats(const daemon_t *d, const char *const headers[])
 {
-    client_resp_t r = req(d, "GET", "/v1/stats", headers, NULL, 0);
+    client_resp_t r = client_req(d, "GET", "/v1/stats", headers, NULL, 0);
     expect_status(&r, 200);
     json_t *j = client_json(&r);
     client_resp_free(&r);
@@ -1504,8 +1441,8 @@ static json_t *hot_entry(json_t *keys, const char *member, const char *key)
 
 static void unauthorized_is(client_resp_t r)
 {
-    assert_problem(&r, 401, "unauthorized");
-    header_is(&r, "WWW-Authenticate", "Bearer");
+    client_assert_problem(&r, 401, "unauthorized");
+    client_header_is(&r, "WWW-Authenticate", "Bearer");
     client_resp_free(&r);
 }
 
@@ -1519,17 +1456,17 @@ static void test_http_auth_refused(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *h[] = {bad[i], NULL};
-        unauthorized_is(req(&f->d, "GET", "/v1/kv/auth:a", h, NULL, 0));
-        unauthorized_is(req(&f->d, "PUT", "/v1/kv/auth:a", h, "x", 1));
-        unauthorized_is(req(&f->d, "DELETE", "/v1/kv/auth:a", h, NULL, 0));
-        unauthorized_is(req(&f->d, "POST", "/v1/kv/auth:a/incr", h, NULL, 0));
-        unauthorized_is(req(&f->d, "GET", "/v1/kv", h, NULL, 0));
-        unauthorized_is(req(&f->d, "GET", "/v1/nope", h, NULL, 0)); /* before 404 */
-        unauthorized_is(req(&f->d, "POST", "/v1/kv/auth:a", h, NULL, 0)); /* before 405 */
+        unauthorized_is(client_req(&f->d, "GET", "/v1/kv/auth:a", h, NULL, 0));
+        unauthorized_is(client_req(&f->d, "PUT", "/v1/kv/auth:a", h, "x", 1));
+        unauthorized_is(client_req(&f->d, "DELETE", "/v1/kv/auth:a", h, NULL, 0));
+        unauthorized_is(client_req(&f->d, "POST", "/v1/kv/auth:a/incr", h, NULL, 0));
+        unauthorized_is(client_req(&f->d, "GET", "/v1/kv", h, NULL, 0));
+        unauthorized_is(client_req(&f->d, "GET", "/v1/nope", h, NULL, 0)); /* before 404 */
+        unauthorized_is(client_req(&f->d, "POST", "/v1/kv/auth:a", h, NULL, 0)); /* before 405 */
     }
     /* nothing was written */
     const char *ok[] = {"Authorization: Bearer " TOKEN, NULL};
-    status_is(req(&f->d, "GET", "/v1/kv/auth:a", ok, NULL, 0), 404);
+    status_is(client_req(&f->d, "GET", "/v1/kv/auth:a", ok, NULL, 0), 404);
 }
 
 static void test_http_auth_accepted(void **state)
@@ -1537,22 +1474,22 @@ static void test_http_auth_accepted(void **state)
     fixture_t *f = *state;
     const char *ok[] = {"Authorization: Bearer " TOKEN, NULL};
     const char *ok_lower[] = {"Authorization: bearer " TOKEN, NULL};
-    status_is(req(&f->d, "PUT", "/v1/kv/auth:b", ok, "x", 1), 201);
-    status_is(req(&f->d, "GET", "/v1/kv/auth:b", ok, NULL, 0), 200);
-    status_is(req(&f->d, "GET", "/v1/kv/auth:b", ok_lower, NULL, 0), 200);
-    status_is(req(&f->d, "POST", "/v1/kv/auth:c/incr", ok, NULL, 0), 200);
-    status_is(req(&f->d, "GET", "/v1/kv?prefix=auth:", ok, NULL, 0), 200);
-    status_is(req(&f->d, "DELETE", "/v1/kv/auth:b", ok, NULL, 0), 204);
-    problem_is(req(&f->d, "GET", "/v1/nope", ok, NULL, 0), 404, "not_found");
+    status_is(client_req(&f->d, "PUT", "/v1/kv/auth:b", ok, "x", 1), 201);
+    status_is(client_req(&f->d, "GET", "/v1/kv/auth:b", ok, NULL, 0), 200);
+    status_is(client_req(&f->d, "GET", "/v1/kv/auth:b", ok_lower, NULL, 0), 200);
+    status_is(client_req(&f->d, "POST", "/v1/kv/auth:c/incr", ok, NULL, 0), 200);
+    status_is(client_req(&f->d, "GET", "/v1/kv?prefix=auth:", ok, NULL, 0), 200);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/auth:b", ok, NULL, 0), 204);
+    problem_is(client_req(&f->d, "GET", "/v1/nope", ok, NULL, 0), 404, "not_found");
 }
 
 static void test_http_auth_healthz_open(void **state)
 {
     fixture_t *f = *state;
-    status_is(req(&f->d, "GET", "/healthz", NULL, NULL, 0), 200);
+    status_is(client_req(&f->d, "GET", "/healthz", NULL, NULL, 0), 200);
     const char *wrong[] = {"Authorization: Bearer wrong", NULL};
-    status_is(req(&f->d, "GET", "/healthz", wrong, NULL, 0), 200);
-    problem_is(req(&f->d, "GET", "/nope", NULL, NULL, 0), 404, "not_found"); /* not /v1 */
+    status_is(client_req(&f->d, "GET", "/healthz", wrong, NULL, 0), 200);
+    problem_is(client_req(&f->d, "GET", "/nope", NULL, NULL, 0), 404, "not_found"); /* not /v1 */
 }
 
 /* GET /v1/stats/hotkeys: behind the auth token; the keys read most, with
@@ -1561,14 +1498,14 @@ static void test_http_auth_hotkeys(void **state)
 {
     fixture_t *f = *state;
     static const char *const h[] = {"Authorization: Bearer " TOKEN, NULL};
-    unauthorized_is(req(&f->d, "GET", "/v1/stats/hotkeys", NULL, NULL, 0));
+    unauthorized_is(client_req(&f->d, "GET", "/v1/stats/hotkeys", NULL, NULL, 0));
     for (int i = 0; i < 60; i++)
-        status_is(req(&f->d, "GET", "/v1/kv/hot:top", h, NULL, 0), 404);
+        status_is(client_req(&f->d, "GET", "/v1/kv/hot:top", h, NULL, 0), 404);
     for (int i = 0; i < 20; i++)
-        status_is(req(&f->d, "GET", "/v1/kv/hot:%C3%A9", h, NULL, 0), 404);
-    client_resp_t r = req(&f->d, "GET", "/v1/stats/hotkeys?limit=100", h, NULL, 0);
+        status_is(client_req(&f->d, "GET", "/v1/kv/hot:%C3%A9", h, NULL, 0), 404);
+    client_resp_t r = client_req(&f->d, "GET", "/v1/stats/hotkeys?limit=100", h, NULL, 0);
     expect_status(&r, 200);
-    header_is(&r, "Content-Type", "application/json");
+    client_header_is(&r, "Content-Type", "application/json");
     json_t *j = client_json(&r);
     client_resp_free(&r);
     assert_true(json_is_true(json_object_get(j, "enabled")));
@@ -1584,7 +1521,7 @@ static void test_http_auth_hotkeys(void **state)
     assert_true(json_int(bin, "count") >= 10);
     assert_ptr_equal(json_array_get(keys, 0), top);
     json_decref(j);
-    r = req(&f->d, "GET", "/v1/stats/hotkeys?limit=1", h, NULL, 0);
+    r = client_req(&f->d, "GET", "/v1/stats/hotkeys?limit=1", h, NULL, 0);
     expect_status(&r, 200);
     j = client_json(&r);
     client_resp_free(&r);
@@ -1595,9 +1532,9 @@ static void test_http_auth_hotkeys(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char path[64];
         snprintf(path, sizeof path, "/v1/stats/hotkeys%s", bad[i]);
-        problem_is(req(&f->d, "GET", path, h, NULL, 0), 400, "invalid_argument");
+        problem_is(client_req(&f->d, "GET", path, h, NULL, 0), 400, "invalid_argument");
     }
-    problem_is(req(&f->d, "POST", "/v1/stats/hotkeys", h, NULL, 0), 405, "method_not_allowed");
+    problem_is(client_req(&f->d, "POST", "/v1/stats/hotkeys", h, NULL, 0), 405, "method_not_allowed");
 }
 
 static void test_http_auth_token_from_env(void **state)
@@ -1611,8 +1548,8 @@ static void test_http_auth_token_from_env(void **state)
     unsetenv("SQLCACHED_AUTH_TOKEN");
     assert_int_equal(rc, 0);
     const char *ok[] = {"Authorization: Bearer env-token", NULL};
-    long without = status_of(&d, "GET", "/v1/kv/env", NULL, NULL);
-    long with = status_of(&d, "GET", "/v1/kv/env", ok, NULL);
+    long without = client_status(&d, "GET", "/v1/kv/env", NULL, NULL);
+    long with = client_status(&d, "GET", "/v1/kv/env", ok, NULL);
     int stop = daemon_stop(&d);
     daemon_free(&d);
     testutil_rmdir(dir);
@@ -1639,21 +1576,21 @@ static void test_http_kv_survives_kill(void **state)
     int64_t versions[4], max = 0;
     for (size_t i = 0; i < 4; i++) {
         const char *h[] = {rows[i].ct, NULL};
-        client_resp_t r = req(&f->d, "PUT", rows[i].path, h, rows[i].body, strlen(rows[i].body));
+        client_resp_t r = client_req(&f->d, "PUT", rows[i].path, h, rows[i].body, strlen(rows[i].body));
         expect_status(&r, 201);
         versions[i] = etag_version(&r);
         client_resp_free(&r);
     }
     put_text(&f->d, "/v1/kv/keep:gone", "x", 201);
-    status_is(req(&f->d, "DELETE", "/v1/kv/keep:gone", NULL, NULL, 0), 204);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/keep:gone", NULL, NULL, 0), 204);
     int64_t vc = incr_is(&f->d, "keep:n", "{\"by\": 41}", 41);
     max = vc;
     /* the session calls: a read-and-delete, a patch, a sliding key */
     put_text(&f->d, "/v1/kv/keep:otp", "1234", 201);
-    status_is(req(&f->d, "DELETE", "/v1/kv/keep:otp", PREFER, NULL, 0), 200);
+    status_is(client_req(&f->d, "DELETE", "/v1/kv/keep:otp", PREFER, NULL, 0), 200);
     static const char *const mp[] = {"Content-Type: application/merge-patch+json", NULL};
-    status_is(req(&f->d, "PATCH", "/v1/kv/keep:p", mp, "{\"a\":1}", 7), 201);
-    status_is(req(&f->d, "PATCH", "/v1/kv/keep:p", mp, "{\"b\":2}", 7), 200);
+    status_is(client_req(&f->d, "PATCH", "/v1/kv/keep:p", mp, "{\"a\":1}", 7), 201);
+    status_is(client_req(&f->d, "PATCH", "/v1/kv/keep:p", mp, "{\"b\":2}", 7), 200);
     put_text(&f->d, "/v1/kv/keep:s?ttl=3600&sliding=true", "s", 201);
 
     daemon_kill(&f->d);
@@ -1664,16 +1601,16 @@ static void test_http_kv_survives_kill(void **state)
     static const char *const cts[] = {"text/plain", "application/json", "image/png",
                                       "application/octet-stream"};
     for (size_t i = 0; i < 4; i++) {
-        client_resp_t r = req(&f->d, "GET", get_paths[i], NULL, NULL, 0);
+        client_resp_t r = client_req(&f->d, "GET", get_paths[i], NULL, NULL, 0);
         expect_status(&r, 200);
         assert_int_equal(r.body_len, strlen(rows[i].body));
         assert_memory_equal(r.body, rows[i].body, r.body_len);
-        header_is(&r, "Content-Type", cts[i]);
+        client_header_is(&r, "Content-Type", cts[i]);
         assert_int_equal(etag_version(&r), versions[i]);
         client_resp_free(&r);
     }
-    status_is(req(&f->d, "GET", "/v1/kv/keep:gone", NULL, NULL, 0), 404);
-    status_is(req(&f->d, "GET", "/v1/kv/keep:otp", NULL, NULL, 0), 404);
+    status_is(client_req(&f->d, "GET", "/v1/kv/keep:gone", NULL, NULL, 0), 404);
+    status_is(client_req(&f->d, "GET", "/v1/kv/keep:otp", NULL, NULL, 0), 404);
     get_is(&f->d, "/v1/kv/keep:p", "{\"a\":1,\"b\":2}", 13);
     get_is(&f->d, "/v1/kv/keep:s", "s", 1);
     int64_t vn = incr_is(&f->d, "keep:n", NULL, 42);
@@ -1709,7 +1646,7 @@ static void *batch_client(void *arg)
 
 static int64_t storage_stat(const daemon_t *d, const char *name)
 {
-    client_resp_t r = req(d, "GET", "/v1/stats", NULL, NULL, 0);
+    client_resp_t r = client_req(d, "GET", "/v1/stats", NULL, NULL, 0);
     expect_status(&r, 200);
     json_t *j = client_json(&r);
     assert_non_null(j);

@@ -32,19 +32,6 @@ static int setup(void **state)
     return daemon_fixture_start(state, daemon_args);
 }
 
-static int64_t scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------ */
@@ -97,28 +84,12 @@ static long get(fixture_t *f, const char *path, json_t **out)
 
 static void assert_problem(json_t *p, long status, long expected, const char *code);
 
-static int64_t int_member(json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-    if (!json_is_integer(v))
-        fail_msg("member %s is not an integer", name);
-    return json_integer_value(v);
-}
-
-static const char *str_member(json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-    if (!json_is_string(v))
-        fail_msg("member %s is not a string", name);
-    return json_string_value(v);
-}
-
 /* A problem body with this status and code. */
 static void assert_problem(json_t *p, long status, long expected, const char *code)
 {
     assert_int_equal(status, expected);
-    assert_string_equal(str_member(p, "code"), code);
-    assert_int_equal(int_member(p, "status"), expected);
+    assert_string_equal(client_str_member(p, "code"), code);
+    assert_int_equal(client_int_member(p, "status"), expected);
     json_decref(p);
 }
 
@@ -132,18 +103,18 @@ static void test_http_lease_acquire_renew_release_get(void **state)
     json_t *a, *b, *g;
     assert_int_equal(post(f, "/v1/leases/job/acquire", &a,
                           "{\"owner\":\"w1\",\"ttl_ms\":10000}"), 200);
-    assert_string_equal(str_member(a, "name"), "job");
-    assert_string_equal(str_member(a, "owner"), "w1");
-    assert_int_equal(int_member(a, "count"), 1);
-    int64_t token = int_member(a, "token");
+    assert_string_equal(client_str_member(a, "name"), "job");
+    assert_string_equal(client_str_member(a, "owner"), "w1");
+    assert_int_equal(client_int_member(a, "count"), 1);
+    int64_t token = client_int_member(a, "token");
     assert_true(token >= 1);
     assert_true(json_object_size(a) == 5);
     /* re-entrant */
     assert_int_equal(post(f, "/v1/leases/job/acquire", &b,
                           "{\"owner\":\"w1\",\"ttl_ms\":20000,\"wait_ms\":0}"), 200);
-    assert_int_equal(int_member(b, "count"), 2);
-    assert_int_equal(int_member(b, "token"), token);
-    assert_true(int_member(b, "expires_at") > int_member(a, "expires_at"));
+    assert_int_equal(client_int_member(b, "count"), 2);
+    assert_int_equal(client_int_member(b, "token"), token);
+    assert_true(client_int_member(b, "expires_at") > client_int_member(a, "expires_at"));
     json_decref(a);
     /* get */
     assert_int_equal(get(f, "/v1/leases/job", &g), 200);
@@ -153,23 +124,23 @@ static void test_http_lease_acquire_renew_release_get(void **state)
     /* renew */
     assert_int_equal(post(f, "/v1/leases/job/renew", &a, "{\"owner\":\"w1\",\"ttl_ms\":60000}"),
                      200);
-    assert_int_equal(int_member(a, "count"), 2);
-    assert_int_equal(int_member(a, "token"), token);
+    assert_int_equal(client_int_member(a, "count"), 2);
+    assert_int_equal(client_int_member(a, "token"), token);
     json_decref(a);
     /* release twice */
     assert_int_equal(post(f, "/v1/leases/job/release", &a, "{\"owner\":\"w1\"}"), 200);
-    assert_int_equal(int_member(a, "count"), 1);
-    assert_string_equal(str_member(a, "name"), "job");
+    assert_int_equal(client_int_member(a, "count"), 1);
+    assert_string_equal(client_str_member(a, "name"), "job");
     assert_int_equal(json_object_size(a), 2);
     json_decref(a);
     assert_int_equal(post(f, "/v1/leases/job/release", &a, "{\"owner\":\"w1\"}"), 200);
-    assert_int_equal(int_member(a, "count"), 0);
+    assert_int_equal(client_int_member(a, "count"), 0);
     json_decref(a);
     GET_PROBLEM(f, "/v1/leases/job", 404, "not_found");
     /* a new holder gets a larger token */
     assert_int_equal(post(f, "/v1/leases/job/acquire", &a, "{\"owner\":\"w2\",\"ttl_ms\":100}"),
                      200);
-    assert_true(int_member(a, "token") > token);
+    assert_true(client_int_member(a, "token") > token);
     json_decref(a);
 }
 
@@ -182,9 +153,9 @@ static void test_http_lease_held_and_not_owner(void **state)
     json_decref(p);
     long st = post(f, "/v1/leases/job/acquire", &p, "{\"owner\":\"w2\",\"ttl_ms\":5000}");
     assert_int_equal(st, 409);
-    int64_t retry = int_member(p, "retry_after_ms");
+    int64_t retry = client_int_member(p, "retry_after_ms");
     assert_true(retry > 0 && retry <= 5000);
-    assert_string_equal(str_member(p, "title"), "Lease held");
+    assert_string_equal(client_str_member(p, "title"), "Lease held");
     assert_problem(p, st, 409, "lease_held");
     st = post(f, "/v1/leases/job/renew", &p, "{\"owner\":\"w2\",\"ttl_ms\":5000}");
     assert_problem(p, st, 409, "not_owner");
@@ -211,8 +182,8 @@ static void test_http_lease_expiry(void **state)
     json_t *b;
     assert_int_equal(post(f, "/v1/leases/job/acquire", &b, "{\"owner\":\"w2\",\"ttl_ms\":5000}"),
                      200);
-    assert_true(int_member(b, "token") > int_member(a, "token"));
-    assert_int_equal(int_member(b, "count"), 1);
+    assert_true(client_int_member(b, "token") > client_int_member(a, "token"));
+    assert_int_equal(client_int_member(b, "count"), 1);
     json_decref(a);
     json_decref(b);
 }
@@ -333,11 +304,11 @@ static void test_http_lease_wait_times_out(void **state)
     assert_int_equal(post(f, "/v1/leases/job/acquire", &p, "{\"owner\":\"w1\",\"ttl_ms\":60000}"),
                      200);
     json_decref(p);
-    int64_t t0 = mono_ms();
+    int64_t t0 = testutil_mono_ms();
     long st = post(f, "/v1/leases/job/acquire", &p,
                    "{\"owner\":\"w2\",\"ttl_ms\":1000,\"wait_ms\":300}");
-    int64_t waited = mono_ms() - t0;
-    int64_t retry = int_member(p, "retry_after_ms");
+    int64_t waited = testutil_mono_ms() - t0;
+    int64_t retry = client_int_member(p, "retry_after_ms");
     assert_true(retry > 55000 && retry <= 60000);
     assert_problem(p, st, 409, "lease_held");
     assert_true(waited >= 300);
@@ -349,25 +320,10 @@ typedef struct pending {
     CURL *easy;
     char body[256];
     char owner[32];
-    char *resp;
-    size_t resp_len;
+    client_buf_t resp; /* the response body */
     long status;
     bool done;
 } pending_t;
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    pending_t *p = userdata;
-    size_t n = size * nmemb;
-    char *grown = realloc(p->resp, p->resp_len + n + 1);
-    if (!grown)
-        return 0;
-    memcpy(grown + p->resp_len, ptr, n);
-    p->resp = grown;
-    p->resp_len += n;
-    p->resp[p->resp_len] = '\0';
-    return n;
-}
 
 static void pending_add(CURLM *m, fixture_t *f, pending_t *p, const char *name, const char *owner,
                         int wait_ms, struct curl_slist *headers)
@@ -382,12 +338,12 @@ static void pending_add(CURLM *m, fixture_t *f, pending_t *p, const char *name, 
     curl_easy_setopt(p->easy, CURLOPT_URL, url);
     curl_easy_setopt(p->easy, CURLOPT_POSTFIELDS, p->body);
     curl_easy_setopt(p->easy, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, p);
+    curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, client_buf_append);
+    curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, &p->resp);
     curl_easy_setopt(p->easy, CURLOPT_PRIVATE, p);
     curl_easy_setopt(p->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(p->easy, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(p->easy, CURLOPT_TIMEOUT_MS, 60000L * scale());
+    curl_easy_setopt(p->easy, CURLOPT_TIMEOUT_MS, 60000L * testutil_scale());
     curl_multi_add_handle(m, p->easy);
 }
 
@@ -395,7 +351,7 @@ static void pending_add(CURLM *m, fixture_t *f, pending_t *p, const char *name, 
 static int pump(CURLM *m, int ms)
 {
     int completed = 0;
-    int64_t until = mono_ms() + ms;
+    int64_t until = testutil_mono_ms() + ms;
     do {
         int running, queued;
         curl_multi_perform(m, &running);
@@ -412,7 +368,7 @@ static int pump(CURLM *m, int ms)
         if (completed)
             break;
         curl_multi_poll(m, NULL, 0, 10, NULL);
-    } while (mono_ms() < until);
+    } while (testutil_mono_ms() < until);
     return completed;
 }
 
@@ -420,7 +376,7 @@ static int pump(CURLM *m, int ms)
  * holds it), bounded. */
 static void pump_until_sent(CURLM *m, pending_t *ps, int n)
 {
-    int64_t until = mono_ms() + 10000 * scale();
+    int64_t until = testutil_mono_ms() + 10000 * testutil_scale();
     for (;;) {
         assert_int_equal(pump(m, 20), 0); /* nobody may be answered yet */
         int sent = 0;
@@ -431,10 +387,10 @@ static void pump_until_sent(CURLM *m, pending_t *ps, int n)
         }
         if (sent == n)
             break;
-        if (mono_ms() > until)
+        if (testutil_mono_ms() > until)
             fail_msg("only %d of %d waiters were sent", sent, n);
     }
-    pump(m, 200 * (int)scale()); /* let the daemon read and queue the last ones */
+    pump(m, 200 * (int)testutil_scale()); /* let the daemon read and queue the last ones */
 }
 
 static void pending_free(CURLM *m, pending_t *ps, int n)
@@ -442,7 +398,7 @@ static void pending_free(CURLM *m, pending_t *ps, int n)
     for (int i = 0; i < n; i++) {
         curl_multi_remove_handle(m, ps[i].easy);
         curl_easy_cleanup(ps[i].easy);
-        free(ps[i].resp);
+        free(ps[i].resp.p);
     }
 }
 
@@ -457,7 +413,7 @@ static void test_http_lease_200_parked_waiters_do_not_block_gets(void **state)
     client_resp_free(&r);
     assert_int_equal(post(f, "/v1/leases/hot/acquire", &p, "{\"owner\":\"holder\",\"ttl_ms\":60000}"),
                      200);
-    int64_t last_token = int_member(p, "token");
+    int64_t last_token = client_int_member(p, "token");
     json_decref(p);
 
     CURLM *m = curl_multi_init();
@@ -473,9 +429,9 @@ static void test_http_lease_200_parked_waiters_do_not_block_gets(void **state)
 
     /* 200 requests parked on 2 worker threads: reads are still served */
     for (int i = 0; i < 20; i++) {
-        int64_t t0 = mono_ms();
+        int64_t t0 = testutil_mono_ms();
         assert_int_equal(client_request(&f->d, "GET", "/v1/kv/x", NULL, NULL, 0, &r), 0);
-        int64_t took = mono_ms() - t0;
+        int64_t took = testutil_mono_ms() - t0;
         assert_int_equal(r.status, 200);
         assert_string_equal(r.body, "v");
         client_resp_free(&r);
@@ -490,11 +446,11 @@ static void test_http_lease_200_parked_waiters_do_not_block_gets(void **state)
     char prev[32];
     while (served < PARKED) {
         assert_int_equal(post(f, "/v1/leases/hot/release", &p, "{\"owner\":\"%s\"}", holder), 200);
-        assert_int_equal(int_member(p, "count"), 0);
+        assert_int_equal(client_int_member(p, "count"), 0);
         json_decref(p);
-        int64_t t0 = mono_ms();
+        int64_t t0 = testutil_mono_ms();
         int n = 0;
-        while (n == 0 && mono_ms() - t0 < 5000 * scale())
+        while (n == 0 && testutil_mono_ms() - t0 < 5000 * testutil_scale())
             n = pump(m, 100);
         assert_int_equal(n, 1); /* exactly one waiter per release */
         pending_t *got = NULL;
@@ -504,11 +460,11 @@ static void test_http_lease_200_parked_waiters_do_not_block_gets(void **state)
                 ps[i].status = 0; /* consumed */
             }
         assert_non_null(got);
-        json_t *l = json_loads(got->resp, 0, NULL);
+        json_t *l = json_loads(got->resp.p, 0, NULL);
         assert_non_null(l);
-        assert_string_equal(str_member(l, "owner"), got->owner);
-        assert_true(int_member(l, "token") > last_token);
-        last_token = int_member(l, "token");
+        assert_string_equal(client_str_member(l, "owner"), got->owner);
+        assert_true(client_int_member(l, "token") > last_token);
+        last_token = client_int_member(l, "token");
         json_decref(l);
         snprintf(prev, sizeof prev, "%s", got->owner);
         holder = prev;
@@ -535,12 +491,12 @@ static void test_http_lease_waiter_wakes_on_release_and_expiry(void **state)
     json_decref(p);
     pending_add(m, f, &ps[0], "a", "waiter", 10000, h);
     pump_until_sent(m, &ps[0], 1);
-    int64_t t0 = mono_ms();
+    int64_t t0 = testutil_mono_ms();
     assert_int_equal(post(f, "/v1/leases/a/release", &p, "{\"owner\":\"holder\"}"), 200);
     json_decref(p);
-    while (!ps[0].done && mono_ms() - t0 < 5000 * scale())
+    while (!ps[0].done && testutil_mono_ms() - t0 < 5000 * testutil_scale())
         pump(m, 100);
-    int64_t took = mono_ms() - t0;
+    int64_t took = testutil_mono_ms() - t0;
     assert_int_equal(ps[0].status, 200);
     /* granted by the release: the holder's lease had 60 s to run, the
      * waiter's wait 10 s (how fast is bench material, not a test's) */
@@ -548,16 +504,16 @@ static void test_http_lease_waiter_wakes_on_release_and_expiry(void **state)
     /* on expiry, with no call at all */
     assert_int_equal(post(f, "/v1/leases/b/acquire", &p, "{\"owner\":\"holder\",\"ttl_ms\":400}"),
                      200);
-    int64_t expires_at = int_member(p, "expires_at");
+    int64_t expires_at = client_int_member(p, "expires_at");
     json_decref(p);
     pending_add(m, f, &ps[1], "b", "waiter", 10000, h);
     pump_until_sent(m, &ps[1], 1);
-    while (!ps[1].done && mono_ms() - t0 < 10000 * scale())
+    while (!ps[1].done && testutil_mono_ms() - t0 < 10000 * testutil_scale())
         pump(m, 100);
     assert_int_equal(ps[1].status, 200);
-    json_t *l = json_loads(ps[1].resp, 0, NULL);
-    assert_string_equal(str_member(l, "owner"), "waiter");
-    assert_true(int_member(l, "expires_at") >= expires_at + 60000);
+    json_t *l = json_loads(ps[1].resp.p, 0, NULL);
+    assert_string_equal(client_str_member(l, "owner"), "waiter");
+    assert_true(client_int_member(l, "expires_at") >= expires_at + 60000);
     json_decref(l);
     pending_free(m, ps, 2);
     curl_slist_free_all(h);
@@ -582,21 +538,21 @@ static void test_http_lease_parked_waiters_get_503_on_stop(void **state)
         pending_add(m, f, &ps[i], "job", owner, 30000, h);
     }
     pump_until_sent(m, ps, STOPPED);
-    int64_t t0 = mono_ms();
+    int64_t t0 = testutil_mono_ms();
     assert_int_equal(daemon_stop(&f->d), 0); /* SIGTERM; returns once it exited */
-    int64_t took = mono_ms() - t0;
+    int64_t took = testutil_mono_ms() - t0;
     print_message("daemon stopped %lld ms after SIGTERM with %d waiters parked\n",
                   (long long)took, STOPPED);
     assert_true(took < 20000); /* it did not wait for the waiters' 30 s */
     int answered = 0;
-    for (int64_t until = mono_ms() + 2000 * scale(); answered < STOPPED && mono_ms() < until;)
+    for (int64_t until = testutil_mono_ms() + 2000 * testutil_scale(); answered < STOPPED && testutil_mono_ms() < until;)
         answered += pump(m, 50);
     for (int i = 0; i < STOPPED; i++) {
         assert_true(ps[i].done);
         assert_int_equal(ps[i].status, 503);
-        json_t *prob = json_loads(ps[i].resp, 0, NULL);
+        json_t *prob = json_loads(ps[i].resp.p, 0, NULL);
         assert_non_null(prob);
-        assert_string_equal(str_member(prob, "code"), "unavailable");
+        assert_string_equal(client_str_member(prob, "code"), "unavailable");
         json_decref(prob);
     }
     pending_free(m, ps, STOPPED);
@@ -605,7 +561,7 @@ static void test_http_lease_parked_waiters_get_503_on_stop(void **state)
     /* the holder's lease is untouched by the stop */
     assert_int_equal(daemon_restart(&f->d), 0);
     assert_int_equal(get(f, "/v1/leases/job", &p), 200);
-    assert_string_equal(str_member(p, "owner"), "holder");
+    assert_string_equal(client_str_member(p, "owner"), "holder");
     json_decref(p);
 }
 
@@ -627,7 +583,7 @@ static void test_http_lease_survives_sigkill(void **state)
     assert_int_equal(get(f, "/v1/leases/job", &b), 200);
     assert_true(json_equal(a, b)); /* owner, token, count and expiry */
     json_decref(b);
-    int64_t token = int_member(a, "token");
+    int64_t token = client_int_member(a, "token");
     json_decref(a);
     /* still held: another owner is refused, the holder can renew */
     long st = post(f, "/v1/leases/job/acquire", &b, "{\"owner\":\"w2\",\"ttl_ms\":1000}");
@@ -638,8 +594,8 @@ static void test_http_lease_survives_sigkill(void **state)
     /* the next new holders, of any name, get larger tokens */
     assert_int_equal(post(f, "/v1/leases/other/acquire", &b, "{\"owner\":\"w2\",\"ttl_ms\":1000}"),
                      200);
-    assert_true(int_member(b, "token") > token);
-    token = int_member(b, "token");
+    assert_true(client_int_member(b, "token") > token);
+    token = client_int_member(b, "token");
     json_decref(b);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(post(f, "/v1/leases/job/release", &b, "{\"owner\":\"w1\"}"), 200);
@@ -647,7 +603,7 @@ static void test_http_lease_survives_sigkill(void **state)
     }
     assert_int_equal(post(f, "/v1/leases/job/acquire", &b, "{\"owner\":\"w2\",\"ttl_ms\":1000}"),
                      200);
-    assert_true(int_member(b, "token") > token);
+    assert_true(client_int_member(b, "token") > token);
     json_decref(b);
 }
 

@@ -35,19 +35,6 @@ static int setup(void **state)
     return daemon_fixture_start(state, daemon_args);
 }
 
-static int64_t scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------ */
@@ -78,22 +65,6 @@ static long call(const daemon_t *d, const char *method, const char *path, json_t
     return status;
 }
 
-static int64_t int_member(json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-    if (!json_is_integer(v))
-        fail_msg("member %s is not an integer", name);
-    return json_integer_value(v);
-}
-
-static const char *str_member(json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-    if (!json_is_string(v))
-        fail_msg("member %s is not a string", name);
-    return json_string_value(v);
-}
-
 /* The call answers a problem with this status and code. */
 static void expect_problem(const daemon_t *d, const char *method, const char *path,
                            const char *body, long expected, const char *code)
@@ -102,8 +73,8 @@ static void expect_problem(const daemon_t *d, const char *method, const char *pa
     long st = body ? call(d, method, path, &p, "%s", body) : call(d, method, path, &p, NULL);
     if (st != expected || !p)
         fail_msg("%s %s %s: %ld, expected %ld", method, path, body ? body : "", st, expected);
-    assert_string_equal(str_member(p, "code"), code);
-    assert_int_equal(int_member(p, "status"), expected);
+    assert_string_equal(client_str_member(p, "code"), code);
+    assert_int_equal(client_int_member(p, "status"), expected);
     json_decref(p);
 }
 
@@ -130,11 +101,11 @@ static void test_http_queue_enqueue_get_claim_ack(void **state)
     assert_int_equal(call(&f->d, "POST", "/v1/queues/mail/jobs", &a,
                           "{\"payload\":{\"to\":\"a@example.com\",\"n\":[1,2]},\"id\":\"m1\"}"),
                      201);
-    assert_string_equal(str_member(a, "id"), "m1");
-    assert_string_equal(str_member(a, "queue"), "mail");
-    assert_string_equal(str_member(a, "state"), "ready");
-    assert_int_equal(int_member(a, "attempts"), 0);
-    assert_true(int_member(a, "run_at") > 0);
+    assert_string_equal(client_str_member(a, "id"), "m1");
+    assert_string_equal(client_str_member(a, "queue"), "mail");
+    assert_string_equal(client_str_member(a, "state"), "ready");
+    assert_int_equal(client_int_member(a, "attempts"), 0);
+    assert_true(client_int_member(a, "run_at") > 0);
     assert_int_equal(json_object_size(a), 6);
     json_t *payload = json_pack("{s:s, s:[i,i]}", "to", "a@example.com", "n", 1, 2);
     assert_true(json_equal(json_object_get(a, "payload"), payload));
@@ -152,15 +123,15 @@ static void test_http_queue_enqueue_get_claim_ack(void **state)
     assert_int_equal(call(&f->d, "POST", "/v1/queues/mail/jobs", &a,
                           "{\"payload\":null,\"delay_ms\":60000}"),
                      201);
-    assert_int_equal(strlen(str_member(a, "id")), 32);
-    assert_string_equal(str_member(a, "state"), "delayed");
+    assert_int_equal(strlen(client_str_member(a, "id")), 32);
+    assert_string_equal(client_str_member(a, "state"), "delayed");
     assert_true(json_is_null(json_object_get(a, "payload")));
     json_decref(a);
     assert_int_equal(call(&f->d, "GET", "/v1/queues/mail", &g, NULL), 200);
-    assert_int_equal(int_member(g, "ready"), 1);
-    assert_int_equal(int_member(g, "delayed"), 1);
-    assert_int_equal(int_member(g, "claimed"), 0);
-    assert_string_equal(str_member(g, "queue"), "mail");
+    assert_int_equal(client_int_member(g, "ready"), 1);
+    assert_int_equal(client_int_member(g, "delayed"), 1);
+    assert_int_equal(client_int_member(g, "claimed"), 0);
+    assert_string_equal(client_str_member(g, "queue"), "mail");
     json_decref(g);
     /* claim */
     json_t *ans;
@@ -168,16 +139,16 @@ static void test_http_queue_enqueue_get_claim_ack(void **state)
                          &ans);
     assert_int_equal(json_array_size(jobs), 1);
     json_t *j = json_array_get(jobs, 0);
-    assert_string_equal(str_member(j, "id"), "m1");
-    assert_string_equal(str_member(j, "state"), "claimed");
-    assert_int_equal(int_member(j, "attempts"), 1);
+    assert_string_equal(client_str_member(j, "id"), "m1");
+    assert_string_equal(client_str_member(j, "state"), "claimed");
+    assert_int_equal(client_int_member(j, "attempts"), 1);
     assert_true(json_equal(json_object_get(j, "payload"), payload));
-    int64_t token = int_member(j, "claim_token");
+    int64_t token = client_int_member(j, "claim_token");
     assert_true(token >= 1);
     json_decref(ans);
     json_decref(payload);
     assert_int_equal(call(&f->d, "GET", "/v1/queues/mail/jobs/m1", &g, NULL), 200);
-    assert_string_equal(str_member(g, "state"), "claimed");
+    assert_string_equal(client_str_member(g, "state"), "claimed");
     json_decref(g);
     /* ack with another token: 409; with its own: 204; again: 404 */
     char body[64];
@@ -216,8 +187,8 @@ static void test_http_queue_nack_cancel_and_due_order(void **state)
     for (int i = 0; i < 3; i++) {
         json_t *j = json_array_get(jobs, (size_t)i);
         static const char *const order[] = {"a", "b", "c"};
-        assert_string_equal(str_member(j, "id"), order[i]);
-        tokens[i] = int_member(j, "claim_token");
+        assert_string_equal(client_str_member(j, "id"), order[i]);
+        tokens[i] = client_int_member(j, "claim_token");
         assert_true(tokens[i] > prev);
         prev = tokens[i];
     }
@@ -228,7 +199,7 @@ static void test_http_queue_nack_cancel_and_due_order(void **state)
                           "{\"claim_token\":%lld,\"delay_ms\":300}", (long long)tokens[0]),
                      204);
     assert_int_equal(call(&f->d, "GET", "/v1/queues/q/jobs/a", &a, NULL), 200);
-    assert_string_equal(str_member(a, "state"), "delayed");
+    assert_string_equal(client_str_member(a, "state"), "delayed");
     json_decref(a);
     char body[64];
     snprintf(body, sizeof body, "{\"claim_token\":%lld}", (long long)tokens[0]);
@@ -239,7 +210,7 @@ static void test_http_queue_nack_cancel_and_due_order(void **state)
                           "{\"claim_token\":%lld}", (long long)tokens[1]),
                      204);
     assert_int_equal(call(&f->d, "GET", "/v1/queues/q/jobs/b", &a, NULL), 200);
-    assert_string_equal(str_member(a, "state"), "ready");
+    assert_string_equal(client_str_member(a, "state"), "ready");
     json_decref(a);
     /* cancel: 204, then 404 */
     assert_int_equal(call(&f->d, "DELETE", "/v1/queues/q/jobs/c", &none, NULL), 204);
@@ -256,24 +227,24 @@ static void test_http_queue_visibility_expiry_and_late_ack(void **state)
                      201);
     json_decref(a);
     char body[96];
-    int64_t vis = 200 * scale(); /* valgrind: the second claim must come within it */
+    int64_t vis = 200 * testutil_scale(); /* valgrind: the second claim must come within it */
     snprintf(body, sizeof body, "{\"worker\":\"slow\",\"visibility_ms\":%lld}", (long long)vis);
     json_t *jobs = claim(&f->d, "v", body, &ans);
-    int64_t t1 = int_member(json_array_get(jobs, 0), "claim_token");
+    int64_t t1 = client_int_member(json_array_get(jobs, 0), "claim_token");
     json_decref(ans);
     jobs = claim(&f->d, "v", "{\"worker\":\"other\",\"visibility_ms\":200}", &ans);
     assert_int_equal(json_array_size(jobs), 0); /* held */
     json_decref(ans);
     usleep((useconds_t)(vis + 100) * 1000);
     assert_int_equal(call(&f->d, "GET", "/v1/queues/v/jobs/j", &a, NULL), 200);
-    assert_string_equal(str_member(a, "state"), "ready");
+    assert_string_equal(client_str_member(a, "state"), "ready");
     json_decref(a);
     snprintf(body, sizeof body, "{\"claim_token\":%lld}", (long long)t1);
     expect_problem(&f->d, "POST", "/v1/queues/v/jobs/j/ack", body, 409, "claim_expired");
     jobs = claim(&f->d, "v", "{\"worker\":\"other\",\"visibility_ms\":10000}", &ans);
     assert_int_equal(json_array_size(jobs), 1);
-    assert_true(int_member(json_array_get(jobs, 0), "claim_token") > t1);
-    assert_int_equal(int_member(json_array_get(jobs, 0), "attempts"), 2);
+    assert_true(client_int_member(json_array_get(jobs, 0), "claim_token") > t1);
+    assert_int_equal(client_int_member(json_array_get(jobs, 0), "attempts"), 2);
     json_decref(ans);
     expect_problem(&f->d, "POST", "/v1/queues/v/jobs/j/ack", body, 409, "claim_expired");
 }
@@ -377,7 +348,7 @@ static void *park_claim(void *arg)
     snprintf(path, sizeof path, "/v1/queues/%s/claim", p->queue);
     p->status = call(p->d, "POST", path, &p->ans,
                      "{\"worker\":\"parked\",\"visibility_ms\":30000,\"wait_ms\":%d}", p->wait_ms);
-    p->got_at = wall_ms();
+    p->got_at = testutil_wall_ms();
     return NULL;
 }
 
@@ -398,7 +369,7 @@ static void test_http_queue_parked_claims_woken(void **state)
     /* GETs are served while they are parked */
     assert_int_equal(call(&f->d, "GET", "/v1/queues/w", &g, NULL), 200);
     json_decref(g);
-    int64_t t0 = wall_ms();
+    int64_t t0 = testutil_wall_ms();
     for (int i = 0; i < PARKED; i++) {
         assert_int_equal(call(&f->d, "POST", "/v1/queues/w/jobs", &a,
                               "{\"payload\":%d,\"id\":\"n%d\"}", i, i),
@@ -416,7 +387,7 @@ static void test_http_queue_parked_claims_woken(void **state)
     }
     print_message("%d parked claims served %lld ms after the first enqueue (%s)\n", PARKED,
                   (long long)worst, testutil_backend_name());
-    assert_true(worst < 5000 * scale());
+    assert_true(worst < 5000 * testutil_scale());
     /* at a due time */
     for (int round = 0; round < 3; round++) {
         parked_t p = {.d = &f->d, .queue = "due", .wait_ms = 20000};
@@ -426,7 +397,7 @@ static void test_http_queue_parked_claims_woken(void **state)
         assert_int_equal(call(&f->d, "POST", "/v1/queues/due/jobs", &a,
                               "{\"payload\":1,\"delay_ms\":400}"),
                          201);
-        int64_t run_at = int_member(a, "run_at");
+        int64_t run_at = client_int_member(a, "run_at");
         json_decref(a);
         pthread_join(t, NULL);
         assert_int_equal(p.status, 200);
@@ -434,11 +405,11 @@ static void test_http_queue_parked_claims_woken(void **state)
         json_decref(p.ans);
         print_message("run_at to parked HTTP claimer: %lld ms (%s)\n",
                       (long long)(p.got_at - run_at), testutil_backend_name());
-        assert_true(p.got_at - run_at < 250 * scale());
+        assert_true(p.got_at - run_at < 250 * testutil_scale());
     }
     /* a wait that ends with nothing: 200 [] */
     parked_t p = {.d = &f->d, .queue = "empty", .wait_ms = 300};
-    int64_t t1 = wall_ms();
+    int64_t t1 = testutil_wall_ms();
     park_claim(&p);
     assert_int_equal(p.status, 200);
     assert_int_equal(json_array_size(json_object_get(p.ans, "jobs")), 0);
@@ -456,13 +427,13 @@ static void test_http_queue_parked_claims_get_503_on_stop(void **state)
         assert_int_equal(pthread_create(&th[i], NULL, park_claim, &ps[i]), 0);
     }
     usleep(300000);
-    int64_t t0 = wall_ms();
+    int64_t t0 = testutil_wall_ms();
     assert_int_equal(daemon_stop(&f->d), 0);
-    assert_true(wall_ms() - t0 < 20000);
+    assert_true(testutil_wall_ms() - t0 < 20000);
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
         assert_int_equal(ps[i].status, 503);
-        assert_string_equal(str_member(ps[i].ans, "code"), "unavailable");
+        assert_string_equal(client_str_member(ps[i].ans, "code"), "unavailable");
         json_decref(ps[i].ans);
     }
 }
@@ -484,10 +455,10 @@ static void test_http_queue_metrics(void **state)
     json_t *jobs = claim(&f->d, "m", "{\"worker\":\"w\",\"visibility_ms\":10000}", &ans);
     char path[400];
     snprintf(path, sizeof path, "/v1/queues/m/jobs/%s/ack",
-             str_member(json_array_get(jobs, 0), "id"));
+             client_str_member(json_array_get(jobs, 0), "id"));
     json_t *none;
     assert_int_equal(call(&f->d, "POST", path, &none, "{\"claim_token\":%lld}",
-                          (long long)int_member(json_array_get(jobs, 0), "claim_token")),
+                          (long long)client_int_member(json_array_get(jobs, 0), "claim_token")),
                      204);
     json_decref(ans);
     client_resp_t r;
@@ -509,8 +480,8 @@ static void test_http_queue_metrics(void **state)
     json_t *s;
     assert_int_equal(call(&f->d, "GET", "/v1/stats", &s, NULL), 200);
     json_t *q = json_object_get(s, "queues");
-    assert_int_equal(int_member(json_object_get(json_object_get(q, "by_queue"), "m"), "acked"), 1);
-    assert_int_equal(int_member(json_object_get(q, "jobs"), "delayed"), 1);
+    assert_int_equal(client_int_member(json_object_get(json_object_get(q, "by_queue"), "m"), "acked"), 1);
+    assert_int_equal(client_int_member(json_object_get(q, "jobs"), "delayed"), 1);
     json_decref(s);
 }
 
@@ -527,18 +498,18 @@ static void test_http_queue_jobs_survive_kill(void **state)
                      201);
     json_decref(a);
     json_t *jobs = claim(&f->d, "k", "{\"worker\":\"w\",\"visibility_ms\":60000}", &ans);
-    int64_t t1 = int_member(json_array_get(jobs, 0), "claim_token");
+    int64_t t1 = client_int_member(json_array_get(jobs, 0), "claim_token");
     json_decref(ans);
     daemon_kill(&f->d);
     assert_int_equal(daemon_restart(&f->d), 0);
     assert_int_equal(call(&f->d, "GET", "/v1/queues/k", &a, NULL), 200);
-    assert_int_equal(int_member(a, "claimed"), 1);
-    assert_int_equal(int_member(a, "ready"), 1);
+    assert_int_equal(client_int_member(a, "claimed"), 1);
+    assert_int_equal(client_int_member(a, "ready"), 1);
     json_decref(a);
     jobs = claim(&f->d, "k", "{\"worker\":\"w\",\"visibility_ms\":60000}", &ans);
     assert_int_equal(json_array_size(jobs), 1);
-    assert_string_equal(str_member(json_array_get(jobs, 0), "id"), "k2");
-    assert_true(int_member(json_array_get(jobs, 0), "claim_token") > t1);
+    assert_string_equal(client_str_member(json_array_get(jobs, 0), "id"), "k2");
+    assert_true(client_int_member(json_array_get(jobs, 0), "claim_token") > t1);
     json_decref(ans);
     json_t *none;
     assert_int_equal(call(&f->d, "POST", "/v1/queues/k/jobs/k1/ack", &none,

@@ -633,28 +633,21 @@ static json_t *get_order(const fixture_t *f, const char *id, const char *user)
     return expect_json(f, "GET", path, NULL, 200);
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Poll the order every 5 ms until its state is `want` (at most max_ms);
  * returns the wall clock when it was first seen so, or -1. */
 static int64_t wait_order_state(const fixture_t *f, const char *id, const char *user,
                                 const char *want, int max_ms)
 {
-    int64_t until = wall_ms() + max_ms;
+    int64_t until = testutil_wall_ms() + max_ms;
     do {
         json_t *o = get_order(f, id, user);
         bool done = strcmp(jstr(o, "state"), want) == 0;
         json_decref(o);
         if (done)
-            return wall_ms();
+            return testutil_wall_ms();
         struct timespec pause = {0, 5000000};
         nanosleep(&pause, NULL);
-    } while (wall_ms() < until);
+    } while (testutil_wall_ms() < until);
     return -1;
 }
 
@@ -811,7 +804,7 @@ static void test_http_seckill_deadline_restart(void **state)
     daemon_kill(&f->d);
     struct timespec pause = {1, 500000000};
     nanosleep(&pause, NULL);
-    int64_t started = wall_ms();
+    int64_t started = testutil_wall_ms();
     assert_int_equal(daemon_restart(&f->d), 0);
     int64_t seen = wait_order_state(f, "r", "alice", "cancelled", 3000);
     assert_true(seen > 0);

@@ -30,22 +30,11 @@
 #define NEAR_MISS "tok-9f2c41d7e8b3a606" /* a wrong token one byte off */
 #define ADMIN_TOKEN "adm-5b7e90c2d4f61a83"
 
-static int wait_scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
-
 static long status_of(const daemon_t *d, const char *method, const char *path,
                       const char *auth, const char *body)
 {
     const char *h[] = {auth, NULL};
-    client_resp_t r;
-    assert_int_equal(client_request(d, method, path, auth ? h : NULL, body,
-                                     body ? strlen(body) : 0, &r), 0);
-    long st = r.status;
-    client_resp_free(&r);
-    return st;
+    return client_status(d, method, path, auth ? h : NULL, body);
 }
 
 /* Authorised and refused requests with the daemon at --log-level debug and
@@ -91,21 +80,6 @@ static void test_security_no_token_in_logs(void **state)
     testutil_rmdir(dir);
 }
 
-/* A port that was free a moment ago. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* The local address of the socket listening on port, from /proc/net/tcp
  * and tcp6 ("0100007F" is 127.0.0.1), into addr; false if none. */
 static bool listening_address(int port, char *addr, size_t addrlen)
@@ -141,7 +115,7 @@ static void test_security_default_bind_is_loopback(void **state)
     char db[600], logpath[600], listen[32];
     snprintf(db, sizeof db, "%s/sqlcached.db", dir);
     snprintf(logpath, sizeof logpath, "%s/daemon.log", dir);
-    int port = free_port();
+    int port = testutil_free_port();
     assert_true(port > 0);
     snprintf(listen, sizeof listen, ":%d", port);
     const char *bin = getenv("SQLCACHED_BIN") ? getenv("SQLCACHED_BIN") : "src/sqlcached";
@@ -158,14 +132,14 @@ static void test_security_default_bind_is_loopback(void **state)
     }
     char addr[128] = "";
     bool found = false;
-    for (int i = 0; i < 500 * wait_scale() && !found; i++) { /* up to 10 s */
+    for (int i = 0; i < 500 * testutil_scale() && !found; i++) { /* up to 10 s */
         found = listening_address(port, addr, sizeof addr);
         if (!found)
             usleep(20000);
     }
     kill(pid, SIGTERM);
     int status = -1;
-    for (int i = 0; i < 1500 * wait_scale(); i++) {
+    for (int i = 0; i < 1500 * testutil_scale(); i++) {
         if (waitpid(pid, &status, WNOHANG) == pid)
             break;
         usleep(20000);

@@ -40,13 +40,6 @@ typedef daemon_fixture_t fixture_t;
 #define GRACE_MS 1000 /* HTTP_STOP_GRACE_MS in src/http.h */
 #define NPARKED 6
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Longer waits and deadlines under valgrind ($SQLCACHED_WRAPPER). */
 static int64_t scale(void)
 {
@@ -65,25 +58,10 @@ typedef struct pending {
     write_kind_t kind;
     char key[32];
     char body[64];
-    char *resp;
-    size_t resp_len;
+    client_buf_t resp; /* the response body */
     long status; /* 0 = no HTTP answer */
     bool done;
 } pending_t;
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    pending_t *p = userdata;
-    size_t n = size * nmemb;
-    char *grown = realloc(p->resp, p->resp_len + n + 1);
-    if (!grown)
-        return 0;
-    memcpy(grown + p->resp_len, ptr, n);
-    p->resp = grown;
-    p->resp_len += n;
-    p->resp[p->resp_len] = '\0';
-    return n;
-}
 
 static void pending_add(CURLM *m, const fixture_t *f, pending_t *p, write_kind_t kind,
                         const char *key, struct curl_slist *headers)
@@ -105,8 +83,8 @@ static void pending_add(CURLM *m, const fixture_t *f, pending_t *p, write_kind_t
     if (kind != W_DELETE)
         curl_easy_setopt(p->easy, CURLOPT_POSTFIELDS, p->body);
     curl_easy_setopt(p->easy, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, p);
+    curl_easy_setopt(p->easy, CURLOPT_WRITEFUNCTION, client_buf_append);
+    curl_easy_setopt(p->easy, CURLOPT_WRITEDATA, &p->resp);
     curl_easy_setopt(p->easy, CURLOPT_PRIVATE, p);
     curl_easy_setopt(p->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(p->easy, CURLOPT_NOPROXY, "*");
@@ -118,7 +96,7 @@ static void pending_add(CURLM *m, const fixture_t *f, pending_t *p, write_kind_t
 static int pump(CURLM *m, int64_t ms)
 {
     int completed = 0;
-    int64_t until = mono_ms() + ms;
+    int64_t until = testutil_mono_ms() + ms;
     do {
         int running, queued;
         curl_multi_perform(m, &running);
@@ -134,7 +112,7 @@ static int pump(CURLM *m, int64_t ms)
             completed++;
         }
         curl_multi_poll(m, NULL, 0, 10, NULL);
-    } while (mono_ms() < until);
+    } while (testutil_mono_ms() < until);
     return completed;
 }
 
@@ -142,7 +120,7 @@ static int pump(CURLM *m, int64_t ms)
  * it), bounded; none may be answered meanwhile (the writer is stalled). */
 static void pump_until_sent(CURLM *m, pending_t *ps, int n)
 {
-    int64_t until = mono_ms() + 10000 * scale();
+    int64_t until = testutil_mono_ms() + 10000 * scale();
     for (;;) {
         assert_int_equal(pump(m, 20), 0);
         int sent = 0;
@@ -153,7 +131,7 @@ static void pump_until_sent(CURLM *m, pending_t *ps, int n)
         }
         if (sent == n)
             break;
-        if (mono_ms() > until)
+        if (testutil_mono_ms() > until)
             fail_msg("only %d of %d writes were sent", sent, n);
     }
     assert_int_equal(pump(m, 300 * scale()), 0); /* the daemon reads and queues them */
@@ -164,7 +142,7 @@ static void pending_free(CURLM *m, pending_t *ps, int n)
     for (int i = 0; i < n; i++) {
         curl_multi_remove_handle(m, ps[i].easy);
         curl_easy_cleanup(ps[i].easy);
-        free(ps[i].resp);
+        free(ps[i].resp.p);
     }
 }
 
@@ -278,12 +256,12 @@ static void park_writes(CURLM *m, const fixture_t *f, pending_t *ps, struct curl
 static int stop_and_pump(fixture_t *f, CURLM *m, int64_t release_after_ms, sidedb_t **lock,
                          int64_t limit_ms, int64_t *took)
 {
-    int64_t t0 = mono_ms();
+    int64_t t0 = testutil_mono_ms();
     assert_int_equal(kill(f->d.pid, SIGTERM), 0);
     for (;;) {
         int status;
         pid_t r = waitpid(f->d.pid, &status, WNOHANG);
-        *took = mono_ms() - t0;
+        *took = testutil_mono_ms() - t0;
         if (r == f->d.pid) {
             f->d.pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -321,11 +299,11 @@ static void run_stop(void **state, int64_t timeout_ms, int64_t release_after_ms,
     release_write_lock(lock); /* before any assertion: a failed stop must not hang */
     if (rc < 0)
         daemon_kill(&f->d);
-    int64_t until = mono_ms() + 2000 * scale();
+    int64_t until = testutil_mono_ms() + 2000 * scale();
     int answered = 0;
     for (int i = 0; i < NPARKED; i++)
         answered += ps[i].done;
-    while (answered < NPARKED && mono_ms() < until)
+    while (answered < NPARKED && testutil_mono_ms() < until)
         answered += pump(m, 50);
     assert_int_equal(rc, 0); /* exited 0 within the deadline and its grace */
     check_outcomes(f->d.db_path, ps, NPARKED, ok, refused);

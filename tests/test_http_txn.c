@@ -44,22 +44,11 @@ static int setup_auth(void **state)
     return daemon_fixture_start(state, args);
 }
 
-static client_resp_t req(const daemon_t *d, const char *method, const char *path,
-                         const char *const headers[], const char *body, size_t len)
-{
-    client_resp_t r;
-    if (client_request(d, method, path, headers, body, len, &r) != 0) {
-        client_resp_free(&r);
-        fail_msg("%s %s: no response", method, path);
-    }
-    return r;
-}
-
 /* POST /v1/txn with body; asserts the status; the parsed body (caller
  * decrefs). */
 static json_t *txn(const daemon_t *d, const char *body, long status)
 {
-    client_resp_t r = req(d, "POST", "/v1/txn", NULL, body, strlen(body));
+    client_resp_t r = client_req(d, "POST", "/v1/txn", NULL, body, strlen(body));
     if (r.status != status)
         fail_msg("POST /v1/txn %.200s: expected %ld, got %ld: %.400s", body, status, r.status,
                  r.body);
@@ -80,7 +69,7 @@ static int64_t put(const daemon_t *d, const char *key, const char *value)
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/kv/%s", key);
-    client_resp_t r = req(d, "PUT", path, NULL, value, strlen(value));
+    client_resp_t r = client_req(d, "PUT", path, NULL, value, strlen(value));
     assert_true(r.status == 200 || r.status == 201);
     json_t *j = client_json(&r);
     int64_t v = json_integer_value(json_object_get(j, "version"));
@@ -94,7 +83,7 @@ static long get(const daemon_t *d, const char *key, char **value, int64_t *versi
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/kv/%s", key);
-    client_resp_t r = req(d, "GET", path, NULL, NULL, 0);
+    client_resp_t r = client_req(d, "GET", path, NULL, NULL, 0);
     long st = r.status;
     if (value)
         *value = st == 200 ? strdup(r.body) : NULL;
@@ -238,7 +227,7 @@ static void test_http_txn_value_base64(void **state)
 {
     daemon_t *d = &((daemon_fixture_t *)*state)->d;
     static const char *const ct[] = {"Content-Type: application/x-bin", NULL};
-    client_resp_t r = req(d, "PUT", "/v1/kv/b64", ct, "\xff\xfe\x00", 3);
+    client_resp_t r = client_req(d, "PUT", "/v1/kv/b64", ct, "\xff\xfe\x00", 3);
     assert_int_equal(r.status, 201);
     client_resp_free(&r);
     json_t *j = txn(d, "{\"success\": [{\"op\": \"get\", \"key\": \"b64\"}]}", 200);
@@ -358,7 +347,7 @@ static void test_http_txn_bad_requests(void **state)
          NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        client_resp_t r = req(d, "POST", "/v1/txn", NULL, cases[i].body, strlen(cases[i].body));
+        client_resp_t r = client_req(d, "POST", "/v1/txn", NULL, cases[i].body, strlen(cases[i].body));
         json_t *j = client_json(&r);
         if (r.status != 400 || !j || strcmp(jstr(j, "code"), cases[i].code) != 0 ||
             (cases[i].detail && !strstr(jstr(j, "detail"), cases[i].detail)))
@@ -413,7 +402,7 @@ static void test_http_txn_bound(void **state)
 static void test_http_txn_method_not_allowed(void **state)
 {
     daemon_t *d = &((daemon_fixture_t *)*state)->d;
-    client_resp_t r = req(d, "GET", "/v1/txn", NULL, NULL, 0);
+    client_resp_t r = client_req(d, "GET", "/v1/txn", NULL, NULL, 0);
     assert_int_equal(r.status, 405);
     char *allow = client_header(&r, "Allow");
     assert_non_null(allow);
@@ -442,11 +431,11 @@ static void test_http_txn_auth(void **state)
 {
     daemon_t *d = &((daemon_fixture_t *)*state)->d;
     const char *body = "{\"success\": [{\"op\": \"put\", \"key\": \"au\", \"value\": \"1\"}]}";
-    client_resp_t r = req(d, "POST", "/v1/txn", NULL, body, strlen(body));
+    client_resp_t r = client_req(d, "POST", "/v1/txn", NULL, body, strlen(body));
     assert_int_equal(r.status, 401);
     client_resp_free(&r);
     static const char *const bearer[] = {"Authorization: Bearer " TOKEN, NULL};
-    r = req(d, "POST", "/v1/txn", bearer, body, strlen(body));
+    r = client_req(d, "POST", "/v1/txn", bearer, body, strlen(body));
     assert_int_equal(r.status, 200);
     client_resp_free(&r);
 }

@@ -45,23 +45,15 @@ static client_resp_t get(const fixture_t *f, const char *path)
     return r;
 }
 
-static void header_is(const client_resp_t *r, const char *name, const char *want)
-{
-    char *v = client_header(r, name);
-    if (!v || strcmp(v, want) != 0)
-        fail_msg("%s: got \"%s\", want \"%s\"", name, v ? v : "(none)", want);
-    free(v);
-}
-
 /* GET path without a token answers web/file verbatim with this type. */
 static client_resp_t expect_file(const fixture_t *f, const char *path, const char *file,
                                  const char *type)
 {
     client_resp_t r = get(f, path);
     assert_int_equal(r.status, 200);
-    header_is(&r, "Content-Type", type);
-    header_is(&r, "Cache-Control", "no-cache");
-    header_is(&r, "X-Content-Type-Options", "nosniff");
+    client_header_is(&r, "Content-Type", type);
+    client_header_is(&r, "Cache-Control", "no-cache");
+    client_header_is(&r, "X-Content-Type-Options", "nosniff");
     size_t len;
     char *want = read_web_file(file, &len);
     assert_int_equal(r.body_len, len);
@@ -129,7 +121,7 @@ static void test_http_web_methods_and_paths(void **state)
     client_resp_t r;
     assert_int_equal(client_request(&f->d, "POST", "/", NULL, "x", 1, &r), 0);
     assert_int_equal(r.status, 405);
-    header_is(&r, "Allow", "GET");
+    client_header_is(&r, "Allow", "GET");
     client_resp_free(&r);
     static const char *const absent[] = {"/index.html", "/dashboard", "/dashboard.js/x",
                                          "/web/dashboard.js"};

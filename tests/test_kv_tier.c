@@ -32,21 +32,12 @@ typedef struct fixture {
 
 static sqlcached_t *open_with(fixture_t *f, void (*tweak)(sqlcached_options_t *, fixture_t *))
 {
-    char *path = testutil_db(f->dir, "tier.db");
-    if (!path)
-        return NULL;
     sqlcached_options_t o;
     sqlcached_options_init(&o);
-    o.path = path;
     o.durability = SQLCACHED_DURABILITY_NORMAL;
     if (tweak)
         tweak(&o, f);
-    sqlcached_t *db = NULL;
-    char err[256];
-    if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK)
-        fprintf(stderr, "open: %s\n", err);
-    free(path);
-    return db;
+    return testutil_open_opts(f->dir, "tier.db", &o);
 }
 
 static int setup(void **state)

@@ -23,53 +23,23 @@
 
 #define T0 1700000000000LL
 
-typedef struct fixture {
-    char *dir;
-    testutil_clock_t clock;
-    sqlcached_t *db;
-} fixture_t;
+/* The store of a test: testutil.h. */
+typedef testutil_fixture_t fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    f->dir = testutil_mkdtemp();
-    f->clock.now = T0;
-    f->db = testutil_open(f->dir, "lease.db", &f->clock);
-    *state = f;
-    return f->db ? 0 : -1;
+    return testutil_fixture_setup(state, "lease.db", true);
 }
 
 /* The same, on the wall clock (for the timer's hand-over at expiry). */
 static int setup_wall(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    f->dir = testutil_mkdtemp();
-    f->db = testutil_open(f->dir, "lease.db", NULL);
-    *state = f;
-    return f->db ? 0 : -1;
+    return testutil_fixture_setup(state, "lease.db", false);
 }
 
 static int teardown(void **state)
 {
-    fixture_t *f = *state;
-    sqlcached_close(f->db);
-    testutil_rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-/* Waits are stretched under valgrind (make check-valgrind sets this). */
-static int64_t scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return testutil_fixture_teardown(state);
 }
 
 static double mono_us(void)
@@ -314,9 +284,9 @@ static void test_lease_wait_times_out(void **state)
     fixture_t *f = *state;
     sqlcached_lease_t a, b;
     assert_int_equal(acquire(f->db, "job", "w1", 5000, 0, &a), SQLCACHED_OK);
-    int64_t t0 = mono_ms();
+    int64_t t0 = testutil_mono_ms();
     assert_int_equal(acquire(f->db, "job", "w2", 1000, 150, &b), SQLCACHED_LEASE_HELD);
-    int64_t waited = mono_ms() - t0;
+    int64_t waited = testutil_mono_ms() - t0;
     assert_true(waited >= 150);
     assert_true(waited < 5000); /* it did not wait for the holder's lease to end */
     assert_string_equal(b.owner, "w1");
@@ -356,7 +326,7 @@ static void test_lease_waiter_wakes_on_release(void **state)
         assert_int_equal(pthread_create(&t, NULL, blocking_acquirer, &w), 0);
         while (!atomic_load(&w.queued_hint))
             usleep(1000);
-        usleep(30000 * scale()); /* let it queue */
+        usleep(30000 * testutil_scale()); /* let it queue */
         double t0 = mono_us();
         assert_int_equal(release(f->db, "job", "holder", NULL), SQLCACHED_OK);
         pthread_join(t, NULL);
@@ -369,7 +339,7 @@ static void test_lease_waiter_wakes_on_release(void **state)
         assert_int_equal(release(f->db, "job", "waiter", NULL), SQLCACHED_OK);
     }
     print_message("worst wake-up after release: %.2f ms\n", worst);
-    assert_true(worst < 50.0 * (double)scale());
+    assert_true(worst < 50.0 * (double)testutil_scale());
 }
 
 /* Wall clock: the timer thread hands the lease over when the holder
@@ -379,9 +349,9 @@ static void test_lease_waiter_wakes_on_expiry(void **state)
     fixture_t *f = *state;
     sqlcached_lease_t a, b;
     assert_int_equal(acquire(f->db, "job", "holder", 300, 0, &a), SQLCACHED_OK);
-    int64_t t0 = mono_ms();
+    int64_t t0 = testutil_mono_ms();
     assert_int_equal(acquire(f->db, "job", "waiter", 1000, 5000, &b), SQLCACHED_OK);
-    int64_t waited = mono_ms() - t0;
+    int64_t waited = testutil_mono_ms() - t0;
     assert_string_equal(b.owner, "waiter");
     assert_true(b.token > a.token);
     assert_true(b.expires_at >= a.expires_at + 1000);

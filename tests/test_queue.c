@@ -28,53 +28,23 @@
 #define QL (sizeof Q - 1)
 #define S(x) x, strlen(x)
 
-typedef struct fixture {
-    char *dir;
-    testutil_clock_t clock;
-    sqlcached_t *db;
-} fixture_t;
+/* The store of a test: testutil.h. */
+typedef testutil_fixture_t fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    f->dir = testutil_mkdtemp();
-    f->clock.now = T0;
-    f->db = testutil_open(f->dir, "queue.db", &f->clock);
-    *state = f;
-    return f->db ? 0 : -1;
+    return testutil_fixture_setup(state, "queue.db", true);
 }
 
 /* On the wall clock: the timer's wake-ups at a due time. */
 static int setup_wall(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    f->dir = testutil_mkdtemp();
-    f->db = testutil_open(f->dir, "queue.db", NULL);
-    *state = f;
-    return f->db ? 0 : -1;
+    return testutil_fixture_setup(state, "queue.db", false);
 }
 
 static int teardown(void **state)
 {
-    fixture_t *f = *state;
-    sqlcached_close(f->db);
-    testutil_rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-/* Waits are stretched under valgrind (make check-valgrind sets this). */
-static int64_t scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return testutil_fixture_teardown(state);
 }
 
 static sqlcached_status_t enqueue(sqlcached_t *db, const char *id, const char *payload,
@@ -377,20 +347,20 @@ static void *wait_claim(void *arg)
 {
     waiter_t *w = arg;
     w->st = sqlcached_queue_claim(w->db, Q, QL, S("waiter"), 5000, w->wait_ms, 1, &w->jobs);
-    w->got_at = wall_ms();
+    w->got_at = testutil_wall_ms();
     return NULL;
 }
 
 static void test_wait_times_out_empty(void **state)
 {
     fixture_t *f = *state;
-    int64_t t = wall_ms();
+    int64_t t = testutil_wall_ms();
     sqlcached_jobs_t *jobs = claim(f->db, 1, 1000, 200);
-    int64_t took = wall_ms() - t;
+    int64_t took = testutil_wall_ms() - t;
     assert_int_equal(jobs->count, 0);
     sqlcached_jobs_free(jobs);
     assert_true(took >= 190);
-    assert_true(took < 2000 * scale());
+    assert_true(took < 2000 * testutil_scale());
 }
 
 static void test_waiter_woken_by_enqueue(void **state)
@@ -400,7 +370,7 @@ static void test_waiter_woken_by_enqueue(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, wait_claim, &w), 0);
     usleep(200000); /* parked */
-    int64_t t = wall_ms();
+    int64_t t = testutil_wall_ms();
     assert_int_equal(enqueue(f->db, "now", "1", 0), SQLCACHED_OK);
     pthread_join(th, NULL);
     assert_int_equal(w.st, SQLCACHED_OK);
@@ -409,7 +379,7 @@ static void test_waiter_woken_by_enqueue(void **state)
     sqlcached_jobs_free(w.jobs);
     print_message("enqueue to parked claimer: %lld ms (%s)\n", (long long)(w.got_at - t),
                   testutil_backend_name());
-    assert_true(w.got_at - t < 1000 * scale());
+    assert_true(w.got_at - t < 1000 * testutil_scale());
 }
 
 static void test_waiter_woken_at_due_time(void **state)
@@ -441,7 +411,7 @@ static void test_waiter_woken_at_due_time(void **state)
             worst = late;
     }
     /* the contract's bound is 100 ms; a loaded test machine gets some slack */
-    assert_true(worst < 250 * scale());
+    assert_true(worst < 250 * testutil_scale());
 }
 
 /* A claim expiring makes its job due again: a parked claimer gets it. */
@@ -460,7 +430,7 @@ static void test_waiter_woken_by_claim_expiry(void **state)
     assert_int_equal(w.jobs->count, 1);
     assert_int_equal(w.jobs->jobs[0].attempts, 2);
     print_message("claim end to parked claimer: %lld ms\n", (long long)(w.got_at - until));
-    assert_true(w.got_at - until < 1000 * scale());
+    assert_true(w.got_at - until < 1000 * testutil_scale());
     sqlcached_jobs_free(w.jobs);
 }
 
@@ -541,8 +511,8 @@ static void *worker_main(void *arg)
     pool_t *p = arg;
     char name[32];
     snprintf(name, sizeof name, "w%p", (void *)&name);
-    int64_t stop = wall_ms() + 60000 * scale();
-    while (atomic_load(&p->total) < JOBS && wall_ms() < stop) {
+    int64_t stop = testutil_wall_ms() + 60000 * testutil_scale();
+    while (atomic_load(&p->total) < JOBS && testutil_wall_ms() < stop) {
         sqlcached_jobs_t *jobs = NULL;
         if (sqlcached_queue_claim(p->db, Q, QL, S(name), 60000, 200, 10, &jobs) != SQLCACHED_OK) {
             atomic_fetch_add(&p->errors, 1);

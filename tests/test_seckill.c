@@ -29,12 +29,8 @@ typedef struct fixture {
 
 static sqlcached_t *open_db(fixture_t *f)
 {
-    char *path = testutil_db(f->dir, "seckill.db");
-    if (!path)
-        return NULL;
     sqlcached_options_t o;
     sqlcached_options_init(&o);
-    o.path = path;
     o.durability = SQLCACHED_DURABILITY_NORMAL;
     o.purge_interval_ms = -1;
     o.clock_ms = testutil_clock_read;
@@ -42,12 +38,7 @@ static sqlcached_t *open_db(fixture_t *f)
     o.seckill_strategy = f->strategy;
     o.seckill_retries = f->retries;
     o.testing_payment_unguarded = f->unguarded;
-    sqlcached_t *db = NULL;
-    char err[256];
-    if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK)
-        fprintf(stderr, "open %s: %s\n", path, err);
-    free(path);
-    return db;
+    return testutil_open_opts(f->dir, "seckill.db", &o);
 }
 
 static int setup_with(void **state, sqlcached_seckill_strategy_t strategy, int retries)
@@ -826,21 +817,14 @@ static sqlcached_order_t get_order(sqlcached_t *db, const char *item, const char
     return o;
 }
 
-static int64_t mono_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Poll (real time, every 5 ms, at most max_ms) until the user's order is
  * in `want`; returns the state last seen. */
 static sqlcached_order_state_t wait_state(sqlcached_t *db, const char *item, const char *user,
                                           sqlcached_order_state_t want, int max_ms)
 {
-    int64_t until = mono_now_ms() + max_ms;
+    int64_t until = testutil_mono_ms() + max_ms;
     sqlcached_order_t o = get_order(db, item, user);
-    while (o.state != want && mono_now_ms() < until) {
+    while (o.state != want && testutil_mono_ms() < until) {
         struct timespec pause = {0, 5000000};
         nanosleep(&pause, NULL);
         o = get_order(db, item, user);
@@ -1028,10 +1012,10 @@ static void test_seckill_deadline_passed_while_closed(void **state)
     f->clock.now += 5000;
     f->db = open_db(f);
     assert_non_null(f->db);
-    int64_t t = mono_now_ms();
+    int64_t t = testutil_mono_ms();
     assert_int_equal(wait_state(f->db, "p", "alice", SQLCACHED_ORDER_CANCELLED, 1000),
                      SQLCACHED_ORDER_CANCELLED);
-    assert_true(mono_now_ms() - t <= 1000);
+    assert_true(testutil_mono_ms() - t <= 1000);
     assert_int_equal(get_order(f->db, "p", "bob").state, SQLCACHED_ORDER_PAID);
     size_t counts[3];
     check_payment_invariants(f->db, "p", 3, counts);

@@ -266,13 +266,6 @@ static void test_store_write_async_calls_back_after_commit(void **state)
     assert_int_equal(c.calls, 1);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Another connection takes the lock every write needs (sidedb.h). */
 static sidedb_t *hold_lock(const char *location)
 {
@@ -285,9 +278,9 @@ static sidedb_t *hold_lock(const char *location)
 /* Wait for c's callback, at most ms. */
 static void wait_done(async_ctx_t *c, int64_t ms)
 {
-    int64_t t0 = mono_ms();
+    int64_t t0 = testutil_mono_ms();
     pthread_mutex_lock(&c->lock);
-    while (c->calls == 0 && mono_ms() - t0 < ms) {
+    while (c->calls == 0 && testutil_mono_ms() - t0 < ms) {
         pthread_mutex_unlock(&c->lock);
         usleep(10000);
         pthread_mutex_lock(&c->lock);
@@ -308,10 +301,10 @@ static void test_store_lock_wait_ends_at_the_busy_timeout(void **state)
     assert_non_null(s);
     sidedb_t *lock = hold_lock(f->path);
     async_ctx_t c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, SQLCACHED_INTERNAL};
-    int64_t v = 0, t0 = mono_ms();
+    int64_t v = 0, t0 = testutil_mono_ms();
     assert_int_equal(store_write_async(s, take_version, NULL, &v, on_async_done, &c), SQLCACHED_OK);
     wait_done(&c, 30000);
-    int64_t took = mono_ms() - t0;
+    int64_t took = testutil_mono_ms() - t0;
     assert_true(sidedb_unlock(lock)); /* before any assertion: store_close waits */
     sidedb_close(lock);
     print_message("the write failed %lld ms after it began (busy timeout 300 ms)\n",
@@ -347,11 +340,11 @@ static void test_store_drain_cuts_the_wait_for_a_lock(void **state)
                          SQLCACHED_OK);
         usleep(50000); /* the first waits for the lock, the others queue */
     }
-    int64_t t0 = mono_ms();
+    int64_t t0 = testutil_mono_ms();
     store_drain(s, 200);
     for (int i = 0; i < N; i++) {
         pthread_mutex_lock(&c[i].lock);
-        while (c[i].calls == 0 && mono_ms() - t0 < 30000) {
+        while (c[i].calls == 0 && testutil_mono_ms() - t0 < 30000) {
             pthread_mutex_unlock(&c[i].lock);
             usleep(10000);
             pthread_mutex_lock(&c[i].lock);
@@ -360,7 +353,7 @@ static void test_store_drain_cuts_the_wait_for_a_lock(void **state)
         assert_int_equal(c[i].calls, 1); /* well before the 60 s busy timeout */
         assert_int_equal(c[i].status, SQLCACHED_UNAVAILABLE);
     }
-    int64_t took = mono_ms() - t0;
+    int64_t took = testutil_mono_ms() - t0;
     print_message("queued writes failed %lld ms after a 200 ms deadline was set\n",
                   (long long)took);
     assert_true(took >= 190);

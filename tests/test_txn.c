@@ -21,29 +21,17 @@
 
 #include "testutil.h"
 
-typedef struct fixture {
-    char *dir;
-    testutil_clock_t clock;
-    sqlcached_t *db;
-} fixture_t;
+/* The store of a test: testutil.h. */
+typedef testutil_fixture_t fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    f->dir = testutil_mkdtemp();
-    f->clock.now = 1700000000000LL;
-    f->db = testutil_open(f->dir, "txn.db", &f->clock);
-    *state = f;
-    return f->db ? 0 : -1;
+    return testutil_fixture_setup(state, "txn.db", true);
 }
 
 static int teardown(void **state)
 {
-    fixture_t *f = *state;
-    sqlcached_close(f->db);
-    testutil_rmdir(f->dir);
-    free(f);
-    return 0;
+    return testutil_fixture_teardown(state);
 }
 
 static int64_t put(sqlcached_t *db, const char *k, const char *v)

@@ -10,11 +10,15 @@
 #include "testutil.h"
 #include "pg.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 char *testutil_mkdtemp(void)
@@ -221,24 +225,95 @@ int64_t testutil_clock_read(void *arg)
     return ((testutil_clock_t *)arg)->now;
 }
 
-sqlcached_t *testutil_open(const char *dir, const char *name, testutil_clock_t *clock)
+sqlcached_t *testutil_open_opts(const char *dir, const char *name, sqlcached_options_t *o)
 {
     char *path = testutil_db(dir, name);
     if (!path)
         return NULL;
+    o->path = path;
+    sqlcached_t *db = NULL;
+    char err[256];
+    if (sqlcached_open(o, &db, err, sizeof err) != SQLCACHED_OK)
+        fprintf(stderr, "open %s: %s\n", path, err);
+    o->path = NULL;
+    free(path);
+    return db;
+}
+
+sqlcached_t *testutil_open(const char *dir, const char *name, testutil_clock_t *clock)
+{
     sqlcached_options_t o;
     sqlcached_options_init(&o);
-    o.path = path;
     o.durability = SQLCACHED_DURABILITY_NORMAL;
     o.purge_interval_ms = -1; /* tests purge explicitly */
     if (clock) {
         o.clock_ms = testutil_clock_read;
         o.clock_arg = clock;
     }
-    sqlcached_t *db = NULL;
-    char err[256];
-    if (sqlcached_open(&o, &db, err, sizeof err) != SQLCACHED_OK)
-        fprintf(stderr, "open %s: %s\n", path, err);
-    free(path);
-    return db;
+    return testutil_open_opts(dir, name, &o);
+}
+
+int testutil_fixture_setup(void **state, const char *name, bool fake_clock)
+{
+    testutil_fixture_t *f = calloc(1, sizeof *f);
+    *state = f;
+    if (!f)
+        return -1;
+    f->dir = testutil_mkdtemp();
+    f->clock.now = TESTUTIL_T0;
+    f->db = f->dir ? testutil_open(f->dir, name, fake_clock ? &f->clock : NULL) : NULL;
+    return f->db ? 0 : -1;
+}
+
+int testutil_fixture_teardown(void **state)
+{
+    testutil_fixture_t *f = *state;
+    if (!f)
+        return 0;
+    sqlcached_close(f->db);
+    testutil_rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Time, waits and ports
+ * ------------------------------------------------------------------------ */
+
+int testutil_scale(void)
+{
+    const char *w = getenv("SQLCACHED_WRAPPER");
+    return w && *w ? 20 : 1;
+}
+
+static int64_t clock_ms(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t testutil_mono_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+
+int64_t testutil_wall_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
+
+int testutil_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
 }

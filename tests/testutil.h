@@ -70,4 +70,33 @@ int64_t testutil_clock_read(void *arg);
  * clock). NULL on failure (reported). */
 sqlcached_t *testutil_open(const char *dir, const char *name, testutil_clock_t *clock);
 
+/* Open a store at testutil_db(dir, name) with the caller's options o (o->path
+ * is set for the call and reset to NULL after); NULL on failure (printed). */
+sqlcached_t *testutil_open_opts(const char *dir, const char *name, sqlcached_options_t *o);
+
+/* A store fixture for cmocka (*state): a store "name" in a fresh temporary
+ * directory, on the fake clock starting at TESTUTIL_T0 (fake_clock) or on
+ * the wall clock. Setup allocates it; teardown closes the store, removes
+ * the directory and frees it. */
+#define TESTUTIL_T0 1700000000000LL
+typedef struct testutil_fixture {
+    char *dir;
+    testutil_clock_t clock;
+    sqlcached_t *db;
+} testutil_fixture_t;
+int testutil_fixture_setup(void **state, const char *name, bool fake_clock);
+int testutil_fixture_teardown(void **state);
+
+/* Waits are stretched under valgrind: 20 when SQLCACHED_WRAPPER is set
+ * (make check-valgrind sets it), 1 otherwise. */
+int testutil_scale(void);
+
+/* Milliseconds on the monotonic clock and on the wall clock. */
+int64_t testutil_mono_ms(void);
+int64_t testutil_wall_ms(void);
+
+/* A 127.0.0.1 port that was free a moment ago (bind to 0, read it,
+ * close), or -1. */
+int testutil_free_port(void);
+
 #endif

@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "crash.h"
+#include "testutil.h"
 
 #define NAMES 8
 #define OWNERS 3
@@ -60,13 +61,6 @@ typedef struct ls_model {
 static void count(uint64_t *field)
 {
     __atomic_add_fetch(field, 1, __ATOMIC_RELAXED);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void *ls_create(unsigned workers)
@@ -153,9 +147,9 @@ static int acquire(ls_model_t *m, ls_name_t *n, int idx, int owner, rel_worker_t
     snprintf(path, sizeof path, "/v1/leases/crash-l%d/acquire", idx);
     int len = snprintf(body, sizeof body, "{\"owner\":\"o%d\",\"ttl_ms\":%d,\"wait_ms\":0}",
                        owner, ttl);
-    int64_t before = max_token(m), t0 = now_ms();
+    int64_t before = max_token(m), t0 = testutil_wall_ms();
     rel_transport_t t = rel_request(c, "POST", path, body, (size_t)len);
-    int64_t t1 = now_ms();
+    int64_t t1 = testutil_wall_ms();
     if (t != REL_ANSWERED) {
         count(&r->in_doubt);
         n->doubt = true;
@@ -228,9 +222,9 @@ static int give_back(ls_model_t *m, ls_name_t *n, int idx, int owner, bool renew
                        TTL_MIN + (int)(rel_rand(&w->rng) % TTL_SPAN));
     else
         len = snprintf(body, sizeof body, "{\"owner\":\"o%d\"}", owner);
-    int64_t t0 = now_ms();
+    int64_t t0 = testutil_wall_ms();
     rel_transport_t t = rel_request(c, "POST", path, body, (size_t)len);
-    int64_t t1 = now_ms();
+    int64_t t1 = testutil_wall_ms();
     if (t != REL_ANSWERED) {
         count(&r->in_doubt);
         n->doubt = true;
@@ -334,9 +328,9 @@ static void check_name(ls_name_t *n, int idx, rel_client_t *c, rel_report_t *r)
 {
     char path[64];
     snprintf(path, sizeof path, "/v1/leases/crash-l%d", idx);
-    int64_t t0 = now_ms();
+    int64_t t0 = testutil_wall_ms();
     rel_transport_t t = rel_request(c, "GET", path, NULL, 0);
-    int64_t t1 = now_ms();
+    int64_t t1 = testutil_wall_ms();
     if (t != REL_ANSWERED || (c->status != 200 && c->status != 404)) {
         r->violations++;
         rel_fail("leases", "GET %s after restart: no usable answer (%ld)", path, c->status);

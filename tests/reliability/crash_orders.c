@@ -58,6 +58,7 @@
 #include <time.h>
 
 #include "crash.h"
+#include "testutil.h"
 
 #define ITEMS 4
 #define USERS 64      /* per item; above STOCK_MAX so a sold-out item keeps new users */
@@ -863,13 +864,6 @@ static void check_item(ord_item_t *it, int idx, rel_client_t *c, rel_report_t *r
  * Post-restart: payment deadlines
  * ------------------------------------------------------------------------ */
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Read the user's order back against the model; the state found (P_NONE
  * for none), its pay_by in *pay_by (pending), -1 without a usable answer. */
 static int pay_read_back(ord_model_t *m, pay_user_t *us, int idx, int u, rel_client_t *c,
@@ -928,7 +922,7 @@ static int pay_read_back(ord_model_t *m, pay_user_t *us, int idx, int u, rel_cli
 static void pay_check_late(ord_model_t *m, int idx, rel_client_t *c, rel_report_t *r,
                            const int64_t *pay_by, int64_t checked_at)
 {
-    int64_t until = wall_ms() + PAY_DEADLINE_SLACK_MS;
+    int64_t until = testutil_wall_ms() + PAY_DEADLINE_SLACK_MS;
     for (int u = 0; u < PAY_USERS; u++) {
         pay_user_t *us = &m->pay[idx].users[u];
         if (us->state != P_PENDING || pay_by[u] == 0 ||
@@ -936,7 +930,7 @@ static void pay_check_late(ord_model_t *m, int idx, rel_client_t *c, rel_report_
             continue;
         int64_t pb = pay_by[u];
         int seen = P_PENDING;
-        while (seen == P_PENDING && wall_ms() < until) {
+        while (seen == P_PENDING && testutil_wall_ms() < until) {
             struct timespec pause = {0, 20000000};
             nanosleep(&pause, NULL);
             seen = pay_read_back(m, us, idx, u, c, r, &pb);
@@ -945,7 +939,7 @@ static void pay_check_late(ord_model_t *m, int idx, rel_client_t *c, rel_report_
             r->violations++;
             m->fig.late++;
             rel_fail("orders", "pay item %d user u%d: order %" PRId64 " still pending %" PRId64
-                     " ms after its pay_by", idx, u, us->order_id, wall_ms() - pay_by[u]);
+                     " ms after its pay_by", idx, u, us->order_id, testutil_wall_ms() - pay_by[u]);
         }
     }
 }
@@ -978,7 +972,7 @@ static void pay_check_item(ord_model_t *m, int idx, rel_client_t *c, rel_report_
         rel_fail("orders", "pay item %d: stock %" PRId64 " + sold %" PRId64 " != %d", idx, stock,
                  sold, PAY_STOCK);
     }
-    int64_t checked_at = wall_ms(), pay_by[PAY_USERS];
+    int64_t checked_at = testutil_wall_ms(), pay_by[PAY_USERS];
     int live = 0;
     for (int u = 0; u < PAY_USERS; u++) {
         pay_by[u] = 0;

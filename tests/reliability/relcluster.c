@@ -12,12 +12,6 @@
 #include "relpg.h"
 #include "testutil.h"
 
-static int wait_scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
-
 int rel_cluster_start(rel_cluster_t *c, unsigned n, const char *url,
                       const char *const extra_args[], bool app_names)
 {
@@ -72,7 +66,7 @@ static int members_up(const daemon_t *d, char *last, size_t len)
 int rel_cluster_wait_up(const rel_cluster_t *c, unsigned up, int timeout_ms)
 {
     char last[1024] = "";
-    int rounds = timeout_ms / 50 * wait_scale();
+    int rounds = timeout_ms / 50 * testutil_scale();
     for (int k = 0; k < rounds; k++) {
         bool all = true;
         for (unsigned i = 0; i < c->n && all; i++)

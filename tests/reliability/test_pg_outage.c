@@ -74,17 +74,10 @@ static int64_t started_at;     /* ns: PostgreSQL is up again from here on (under
 static int64_t first_ok_after; /* ns: first 2xx of a write sent after started_at */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* of the bounds */
-static int scale(void)
-{
-    const char *w = getenv("SQLCACHED_WRAPPER");
-    return w && *w ? 20 : 1;
-}
-
 /* of the phases and the pace of the writers */
 static int phase(void)
 {
-    return scale() > 1 ? 4 : 1;
+    return testutil_scale() > 1 ? 4 : 1;
 }
 
 static void note_ok(const wrec_t *r)
@@ -99,7 +92,7 @@ static void *writer_main(void *arg)
 {
     writer_t *w = arg;
     rel_client_t c;
-    if (rel_client_init(&c, w->d->base_url, 10000 * scale()) != 0)
+    if (rel_client_init(&c, w->d->base_url, 10000 * testutil_scale()) != 0)
         return NULL;
     unsigned puts = 0;
     while (!__atomic_load_n(&stop_load, __ATOMIC_RELAXED) && w->n < MAX_WRITES) {
@@ -335,10 +328,10 @@ static void idle_outage(pg_fixture_t *pg, rel_client_t *c, int64_t *down_ms, int
 {
     if (pg_fixture_server_stop(pg) != 0)
         return;
-    *down_ms = health_becomes(c, 503, 10000 * scale());
+    *down_ms = health_becomes(c, 503, 10000 * testutil_scale());
     if (pg_fixture_server_start(pg) != 0)
         return;
-    *up_ms = health_becomes(c, 200, RECOVERY_BOUND_MS * scale());
+    *up_ms = health_becomes(c, 200, RECOVERY_BOUND_MS * testutil_scale());
 }
 
 int main(void)
@@ -361,7 +354,7 @@ int main(void)
         return 1;
     }
     rel_client_t mc;
-    if (rel_client_init(&mc, d.base_url, 10000 * scale()) != 0)
+    if (rel_client_init(&mc, d.base_url, 10000 * testutil_scale()) != 0)
         return 1;
     int rc = 0;
     figures_t f = {0};
@@ -396,7 +389,7 @@ int main(void)
     started_at = up_at;
     pthread_mutex_unlock(&lock);
     int64_t recovered = 0;
-    for (int i = 0; i < RECOVERY_BOUND_MS * scale() / 10 && !recovered; i++) {
+    for (int i = 0; i < RECOVERY_BOUND_MS * testutil_scale() / 10 && !recovered; i++) {
         sleep_ms(10);
         pthread_mutex_lock(&lock);
         recovered = first_ok_after;
@@ -440,7 +433,7 @@ int main(void)
         printf("outage: recovered %.0f ms after PostgreSQL was started again (its start took "
                "%.0f ms)\n", (double)(recovered - up_at) / 1e6, (double)(up_at - down_to) / 1e6);
     else
-        printf("outage: NOT RECOVERED within %d ms\n", RECOVERY_BOUND_MS * scale());
+        printf("outage: NOT RECOVERED within %d ms\n", RECOVERY_BOUND_MS * testutil_scale());
     printf("outage: no writes: /healthz answered 503 %" PRId64 " ms after PostgreSQL "
            "stopped, 200 %" PRId64 " ms after it started again (-1: never)\n", idle_down_ms,
            idle_up_ms);
