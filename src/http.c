@@ -166,6 +166,7 @@ static const problem_t problems[] = {
     {"lease_held", 409, "Lease held"},
     {"not_owner", 409, "Not the lease owner"},
     {"claim_expired", 409, "Not the job's current claim"},
+    {"history_truncated", 410, "The changes asked for are no longer kept"},
     {"storage_full", 507, "Storage full"},
     {"not_implemented", 501, "Not implemented"},
     {"unavailable", 503, "Service unavailable, retry later"},

@@ -78,6 +78,7 @@
 #include "cluster.h"
 #include "engine.h"
 #include "json_patch.h"
+#include "watch.h"
 #include "kv_int.h"
 #include "log.h"
 #include "storage.h"
@@ -289,6 +290,7 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
 static void after_commit(sqlcached_t *db, const void *key, size_t klen,
                          const cache_fill_t *written, int64_t now)
 {
+    watch_kick(db->watch); /* the change log has a new change */
     if (db->bloom && written)
         bloom_add(db->bloom, key, klen);
     else if (db->bloom)
@@ -527,6 +529,9 @@ static sqlcached_status_t do_put_replace(store_conn_t *w, put_job_t *p)
     if (st == SQLCACHED_OK) {
         p->replaced = true;
         p->previous = 0;
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, p->key, p->klen, version, p->expires_at);
+    }
+    if (st == SQLCACHED_OK) {
         st = storage_kv_replace(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
                                 p->expires_at, p->now, &p->previous);
     }
@@ -551,6 +556,8 @@ static sqlcached_status_t do_put(store_conn_t *w, void *arg)
     if (st == SQLCACHED_OK)
         st = storage_kv_upsert_sliding(w, p->key, p->klen, p->val, p->vlen, p->content_type,
                                        version, p->expires_at, p->sliding_ms);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, p->key, p->klen, version, p->expires_at);
     if (st == SQLCACHED_OK)
         p->result = (sqlcached_write_result_t){version, p->expires_at, current == 0};
     return st;
@@ -700,6 +707,8 @@ static sqlcached_status_t do_delete(store_conn_t *w, void *arg)
         return SQLCACHED_NOT_FOUND;
     /* A delete is a write too: it advances the counter like any other. */
     st = store_counter_next(w, "version", &version);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_DELETE, d->key, d->klen, version, 0);
     if (st != SQLCACHED_OK)
         return st;
     return storage_kv_remove(w, d->key, d->klen);
@@ -821,6 +830,8 @@ static sqlcached_status_t do_incr(store_conn_t *w, void *arg)
         st = storage_kv_upsert_sliding(w, j->key, j->klen, j->text, j->text_len,
                                        j->content_type, j->version, j->expires_at,
                                        j->sliding_ms);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, j->key, j->klen, j->version, j->expires_at);
     return st;
 }
 
@@ -914,6 +925,8 @@ static sqlcached_status_t do_take(store_conn_t *w, void *arg)
     if (current == 0)
         return SQLCACHED_NOT_FOUND;
     st = store_counter_next(w, "version", &version);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_DELETE, d->key, d->klen, version, 0);
     if (st != SQLCACHED_OK)
         return st;
     return storage_kv_remove(w, d->key, d->klen);
@@ -1046,6 +1059,8 @@ static sqlcached_status_t do_patch(store_conn_t *w, void *arg)
                                        JSON_CONTENT_TYPE, version, j->expires_at,
                                        j->row_sliding_ms);
     if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, j->key, j->klen, version, j->expires_at);
+    if (st == SQLCACHED_OK)
         j->result = (sqlcached_write_result_t){version, j->expires_at, created};
     return st;
 }
@@ -1153,7 +1168,7 @@ typedef struct purge_job {
 static sqlcached_status_t do_purge(store_conn_t *w, void *arg)
 {
     purge_job_t *p = arg;
-    return storage_kv_purge_expired(w, p->now, p->max_rows, &p->purged);
+    return watch_purge_expired(w, p->now, p->max_rows, &p->purged); /* 'x' changes */
 }
 
 int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
@@ -1166,6 +1181,8 @@ int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
     }
     if (job.purged)
         log_debug("kv", "purged %d expired keys", job.purged);
+    if (job.purged)
+        watch_kick(db->watch);
     return job.purged;
 }
 

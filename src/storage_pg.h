@@ -47,5 +47,6 @@ extern const storage_seckill_ops_t storage_pg_seckill;
 extern const storage_lease_ops_t storage_pg_lease;
 extern const storage_cluster_ops_t storage_pg_cluster;
 extern const storage_queue_ops_t storage_pg_queue;
+extern const storage_watch_ops_t storage_pg_watch;
 
 #endif
