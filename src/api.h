@@ -96,5 +96,9 @@ enum MHD_Result api_watch(http_request_t *req);
 /* Does this GET /v1/kv/{key} ask to wait (?wait, or parked already)? */
 bool api_kv_wants_wait(http_request_t *req);
 enum MHD_Result api_kv_get_wait(http_request_t *req);
+/* The watch figures for /v1/stats (new object, NULL: no memory) and
+ * appended to the /metrics text (realloc'd; NULL and freed on failure). */
+json_t *api_watch_json(sqlcached_t *db);
+char *api_watch_prometheus(char *text, sqlcached_t *db);
 
 #endif

@@ -343,3 +343,53 @@ enum MHD_Result api_kv_get_wait(http_request_t *req)
         return kv_wait_answer(req);
     return MHD_YES;
 }
+
+/* ------------------------------------------------------------------------
+ * Figures: /v1/stats "watch" and /metrics
+ * ------------------------------------------------------------------------ */
+
+json_t *api_watch_json(sqlcached_t *db)
+{
+    sqlcached_watch_stats_t s;
+    sqlcached_watch_stats(db, &s);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "watchers", (json_int_t)s.watchers,
+                     "events_sent", (json_int_t)s.events_sent, "truncated",
+                     (json_int_t)s.truncated, "history_size", (json_int_t)s.history_size,
+                     "history_oldest", (json_int_t)s.history_oldest, "history_newest",
+                     (json_int_t)s.history_newest);
+}
+
+char *api_watch_prometheus(char *text, sqlcached_t *db)
+{
+    if (!text)
+        return NULL;
+    sqlcached_watch_stats_t s;
+    sqlcached_watch_stats(db, &s);
+    char add[1400];
+    int n = snprintf(
+        add, sizeof add,
+        "# HELP sqlcached_watchers Watch streams and blocking GETs open.\n"
+        "# TYPE sqlcached_watchers gauge\nsqlcached_watchers %llu\n"
+        "# HELP sqlcached_watch_events_sent_total Changes handed to watchers.\n"
+        "# TYPE sqlcached_watch_events_sent_total counter\n"
+        "sqlcached_watch_events_sent_total %llu\n"
+        "# HELP sqlcached_watch_truncated_total Watches refused or ended: history truncated "
+        "(410).\n"
+        "# TYPE sqlcached_watch_truncated_total counter\nsqlcached_watch_truncated_total %llu\n"
+        "# HELP sqlcached_watch_history_size Changes kept in the change log.\n"
+        "# TYPE sqlcached_watch_history_size gauge\nsqlcached_watch_history_size %lld\n"
+        "# HELP sqlcached_watch_history_oldest_version The oldest version kept.\n"
+        "# TYPE sqlcached_watch_history_oldest_version gauge\n"
+        "sqlcached_watch_history_oldest_version %lld\n",
+        (unsigned long long)s.watchers, (unsigned long long)s.events_sent,
+        (unsigned long long)s.truncated, (long long)s.history_size,
+        (long long)s.history_oldest);
+    size_t len = strlen(text);
+    char *out = n > 0 ? realloc(text, len + (size_t)n + 1) : NULL;
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    memcpy(out + len, add, (size_t)n + 1);
+    return out;
+}
