@@ -268,8 +268,10 @@ static bool key_version(http_request_t *req, int64_t *version)
     return true;
 }
 
-/* Did the watch see a change of the key itself? (drains what came) */
-static bool key_changed(http_request_t *req, sqlcached_watch_t *w)
+/* Did the watch see a change of the key itself, newer than the version
+ * the client has? (drains what came; the watch may have opened before
+ * the dispatcher read a change that the key's version already shows) */
+static bool key_changed(http_request_t *req, sqlcached_watch_t *w, int64_t index)
 {
     const http_param_t *k = &req->params[0];
     sqlcached_change_t c[4];
@@ -279,7 +281,8 @@ static bool key_changed(http_request_t *req, sqlcached_watch_t *w)
         if (sqlcached_watch_next(w, c, 4, &n) != SQLCACHED_OK)
             return true; /* cannot tell: answer the state now */
         for (size_t i = 0; i < n; i++)
-            changed |= c[i].key_len == k->len && memcmp(c[i].key, k->data, k->len) == 0;
+            changed |= c[i].key_len == k->len && memcmp(c[i].key, k->data, k->len) == 0 &&
+                       c[i].version > index;
         if (n < 4)
             break;
     }
@@ -297,6 +300,23 @@ static enum MHD_Result kv_wait_answer(http_request_t *req)
     return api_kv_get_now(req);
 }
 
+/* Park the waiting read, or answer it if its key changed, its time is
+ * up or the server stops. A wake that came before the park (a change of
+ * another key under the prefix, or one the key's version already showed)
+ * is looked at here too. */
+static enum MHD_Result kv_wait_park(http_request_t *req)
+{
+    kv_wait_t *w = req->ctx;
+    for (int i = 0; i < 16; i++) {
+        if (req->aborted || sqlcached_watch_timed_out(w->watch) ||
+            key_changed(req, w->watch, w->index))
+            return kv_wait_answer(req);
+        if (http_suspend(req))
+            return MHD_YES;
+    }
+    return kv_wait_answer(req); /* woken over and over: answer the state now */
+}
+
 bool api_kv_wants_wait(http_request_t *req)
 {
     char *s = NULL;
@@ -309,13 +329,8 @@ bool api_kv_wants_wait(http_request_t *req)
 enum MHD_Result api_kv_get_wait(http_request_t *req)
 {
     kv_wait_t *w = req->ctx;
-    if (w) { /* resumed: a change under the key's prefix, the deadline, a stop */
-        if (req->aborted || sqlcached_watch_timed_out(w->watch) || key_changed(req, w->watch))
-            return kv_wait_answer(req);
-        if (http_suspend(req))
-            return MHD_YES;
-        return kv_wait_answer(req);
-    }
+    if (w) /* resumed: a change under the key's prefix, the deadline, a stop */
+        return kv_wait_park(req);
     int64_t wait_s = 0, index = 0;
     if (query_int(req, "wait", 1, WAIT_MAX_S, &wait_s) < 0)
         return MHD_YES;
@@ -339,9 +354,9 @@ enum MHD_Result api_kv_get_wait(http_request_t *req)
     if (!key_version(req, &current))
         return MHD_YES;
     w->index = has_index ? index : current;
-    if (current != w->index || !http_suspend(req))
+    if (current != w->index)
         return kv_wait_answer(req);
-    return MHD_YES;
+    return kv_wait_park(req);
 }
 
 /* ------------------------------------------------------------------------

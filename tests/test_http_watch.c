@@ -660,7 +660,11 @@ static void test_blocking_get(void **state)
     /* by an expiry */
     assert_int_equal(call(f, "PUT", "/v1/kv/bx?ttl=1", "e", &v), 201);
     snprintf(path, sizeof path, "/v1/kv/bx?wait=10&index=%lld", (long long)v);
-    assert_int_equal(blocking_get(f, path, NULL, NULL, NULL, &took, &v), 404);
+    long st = blocking_get(f, path, NULL, NULL, NULL, &took, &v);
+    if (st != 404)
+        fprintf(stderr, "expiry: GET answered %ld after %lld ms, version %lld\n", st,
+                (long long)took, (long long)v);
+    assert_int_equal(st, 404);
     assert_true(took < 3500);
     fprintf(stderr, "blocking GET woken by the expiry of a 1 s key after %lld ms\n",
             (long long)took);
