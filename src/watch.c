@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "engine.h"
 #include "log.h"
 #include "storage.h"
@@ -146,8 +147,11 @@ sqlcached_status_t watch_purge_expired(store_conn_t *w, int64_t now, int max_row
         bool removed = false;
         int64_t version;
         st = storage_watch(w)->remove_expired(w, x.e[i].key, x.e[i].klen, now, &removed);
-        if (st == SQLCACHED_OK && removed)
+        if (st == SQLCACHED_OK && removed) {
+            /* the other nodes read the log at once (and drop their copies) */
+            store_note(w, CLUSTER_KEY, x.e[i].key, x.e[i].klen, 0);
             st = store_counter_next(w, "version", &version);
+        }
         if (st == SQLCACHED_OK && removed)
             st = watch_log(w, SQLCACHED_CHANGE_EXPIRE, x.e[i].key, x.e[i].klen, version,
                            x.e[i].expires_at);
