@@ -28,7 +28,7 @@ awk -v dir="$dir" '
     /^```/ { inblk = 0; next }
     inblk { print >> out }
 ' "$srcdir/docs/watch.md"
-blocks=$(ls "$dir"/*.sh 2>/dev/null | wc -l)
+blocks=$(find "$dir" -maxdepth 1 -name "*.sh" | wc -l)
 [ "$blocks" -ge 5 ] || fail "only $blocks examples found in docs/watch.md"
 
 : >"$dir/daemon.log"
