@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -414,6 +416,64 @@ static void test_watch_410_when_history_exceeded(void **state)
     assert_true(size <= 10 && size > 0);
 }
 
+/* A client that does not read: its stream stays where it is (the daemon
+ * queues nothing for it); once its cursor has left the history, what was
+ * already in the socket buffers arrives, in order and without a gap, then
+ * the stream ends, and its reconnection gets 410. */
+static void test_watch_slow_reader(void **state)
+{
+    fixture_t *f = *state;
+    /* a small receive buffer, fixed before the connection (no autotuning) */
+    sse_t *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->d.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(s->fd, (struct sockaddr *)&a, sizeof a), 0);
+    const char *req = "GET /v1/watch?prefix=slow HTTP/1.0\r\n\r\n";
+    assert_true(daemon_raw_send(s->fd, req, strlen(req)));
+    assert_int_equal(sse_status(s, 3000), 200);
+    /* 16,000 changes of keys of ~450 bytes (~9 MB of events: more than the
+     * socket buffers hold, and more than the 8,192 changes the daemon keeps
+     * in memory beyond them), 100 per transaction: consecutive versions */
+    static char body[64 * 1024];
+    char pad[441];
+    memset(pad, 'k', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    for (int t = 0; t < 160; t++) {
+        size_t n = (size_t)snprintf(body, sizeof body, "{\"success\":[");
+        for (int i = 0; i < 100; i++)
+            n += (size_t)snprintf(body + n, sizeof body - n,
+                                  "%s{\"op\":\"put\",\"key\":\"slow%05d%s\",\"value\":\"v\"}",
+                                  i ? "," : "", t * 100 + i, pad);
+        snprintf(body + n, sizeof body - n, "]}");
+        assert_int_equal(call(f, "POST", "/v1/txn", body, NULL), 200);
+    }
+    usleep(7000000); /* a trim (every 5 s) */
+    int64_t last = 0, got = 0;
+    event_t e;
+    while (sse_next(s, &e, 3000)) {
+        if (last)
+            assert_int_equal(e.id, last + 1); /* consecutive versions, no gap */
+        last = e.id;
+        got++;
+    }
+    if (!s->closed)
+        fprintf(stderr, "slow reader: %lld events, stream still open\n", (long long)got);
+    assert_true(s->closed); /* the daemon ended the stream */
+    fprintf(stderr, "slow reader: %lld of 16000 events arrived before the stream ended\n",
+            (long long)got);
+    assert_true(got > 0 && got < 16000);
+    sse_close(s);
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Last-Event-ID: %lld", (long long)last);
+    s = sse_open(&f->d, "/v1/watch?prefix=slow", hdr);
+    assert_int_equal(sse_status(s, 3000), 410);
+    sse_close(s);
+}
+
 static const char *const few_watchers_args[] = {"--threads", "2", "--max-watchers", "3", NULL};
 
 static int setup_few_watchers(void **state)
@@ -704,6 +764,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_watch_keep_alive, setup, daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_watch_410_when_history_exceeded,
                                         setup_small_history, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_watch_slow_reader, setup_small_history,
+                                        daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_watch_503_beyond_max_watchers, setup_few_watchers,
                                         daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_watch_exactly_once_in_order, setup,
