@@ -214,6 +214,7 @@ static bool prefix_match(const sqlcached_watch_t *w, const char *key, size_t kle
 typedef struct batch {
     ring_entry_t e[BATCH];
     size_t n;
+    int64_t trimmed; /* the log's trimmed version, read after the rows */
 } batch_t;
 
 static bool collect_batch(void *cls, const storage_change_row_t *row)
@@ -230,17 +231,38 @@ static bool collect_batch(void *cls, const storage_change_row_t *row)
     return true;
 }
 
-/* Read the changes after `after` from the log into b. */
+/* Read the changes after `after` from the log into b, then the trimmed
+ * version (a trim may have removed changes the dispatcher had not read
+ * yet: see skip_trimmed). */
 static sqlcached_status_t read_batch(watch_hub_t *h, int64_t after, batch_t *b)
 {
     b->n = 0;
+    b->trimmed = 0;
     store_conn_t *r = store_reader_acquire(h->db->store);
     if (!r)
         return SQLCACHED_UNAVAILABLE;
     sqlcached_status_t st =
         storage_watch(r)->range(r, after, INT64_MAX, BATCH, collect_batch, b);
+    int64_t newest = 0;
+    if (st == SQLCACHED_OK)
+        st = storage_watch(r)->edges(r, &b->trimmed, &newest);
     store_reader_release(h->db->store, r);
     return st;
+}
+
+/* The trim removed changes after the head (a dispatcher that fell more
+ * than --watch-history behind): the ring can no longer vouch for every
+ * change after its base. Empty it and start after the trimmed version, so
+ * that a watch behind it reads the log and learns it is truncated. Under
+ * the lock. */
+static void skip_trimmed(watch_hub_t *h, int64_t trimmed)
+{
+    if (trimmed <= h->head)
+        return;
+    for (size_t i = 0; i < h->count; i++)
+        free(ring_at(h, i)->key);
+    h->start = h->count = 0;
+    h->base = h->head = trimmed;
 }
 
 /* Push b into the ring, then wake the watches it concerns, those past
@@ -310,6 +332,8 @@ static void *dispatcher_main(void *arg)
         if (st != SQLCACHED_OK && st != SQLCACHED_NOMEM)
             log_warn("watch", "reading the change log failed: %s", sqlcached_status_name(st));
         if (b) {
+            if (read && st == SQLCACHED_OK)
+                skip_trimmed(h, b->trimmed);
             dispatch(h, b, now_mono);
             if (b->n == BATCH)
                 h->kicked = true; /* more to read */
