@@ -529,11 +529,8 @@ static sqlcached_status_t do_put_replace(store_conn_t *w, put_job_t *p)
     if (st == SQLCACHED_OK) {
         p->replaced = true;
         p->previous = 0;
-        st = watch_log(w, SQLCACHED_CHANGE_PUT, p->key, p->klen, version, p->expires_at);
-    }
-    if (st == SQLCACHED_OK) {
-        st = storage_kv_replace(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
-                                p->expires_at, p->now, &p->previous);
+        st = watch_replace(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
+                           p->expires_at, p->now, &p->previous); /* and its change */
     }
     if (st == SQLCACHED_OK)
         p->result = (sqlcached_write_result_t){version, p->expires_at, 0};

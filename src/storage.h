@@ -743,6 +743,13 @@ typedef struct storage_watch_ops {
     /* w. Delete the kv row of key if it is expired at now (*removed). */
     sqlcached_status_t (*remove_expired)(store_conn_t *w, const void *key, size_t klen,
                                          int64_t now, bool *removed);
+    /* w, optional (NULL: append() then the kv replace()): the kv
+     * replace() and the append() of its 'p' change in one statement (a
+     * backend where each statement is a round trip). */
+    sqlcached_status_t (*replace_logged)(store_conn_t *w, const void *key, size_t klen,
+                                         const void *value, size_t vlen,
+                                         const char *content_type, int64_t version,
+                                         int64_t expires_at, int64_t now, int64_t *previous);
 } storage_watch_ops_t;
 
 /* Watch (storage_watch_ops_t): callers use the table directly,

@@ -175,7 +175,18 @@ static sqlcached_status_t watch_remove_expired(store_conn_t *w, const void *key,
     return SQLCACHED_OK;
 }
 
+static sqlcached_status_t watch_replace_logged(store_conn_t *w, const void *key, size_t klen,
+                                               const void *value, size_t vlen,
+                                               const char *content_type, int64_t version,
+                                               int64_t expires_at, int64_t now,
+                                               int64_t *previous)
+{
+    return storage_pg_replace_with(w, true, key, klen, value, vlen, content_type, version,
+                                   expires_at, now, previous);
+}
+
 const storage_watch_ops_t storage_pg_watch = {
+    .replace_logged = watch_replace_logged,
     .append = watch_append,
     .range = watch_range,
     .bounds = watch_bounds,

@@ -105,6 +105,22 @@ sqlcached_status_t watch_log(store_conn_t *w, char kind, const void *key, size_t
     return storage_watch(w)->append(w, version, kind, key, klen, expires_at);
 }
 
+sqlcached_status_t watch_replace(store_conn_t *w, const void *key, size_t klen,
+                                 const void *value, size_t vlen, const char *content_type,
+                                 int64_t version, int64_t expires_at, int64_t now,
+                                 int64_t *previous)
+{
+    const storage_watch_ops_t *ops = storage_watch(w);
+    if (ops->replace_logged)
+        return ops->replace_logged(w, key, klen, value, vlen, content_type, version,
+                                   expires_at, now, previous);
+    sqlcached_status_t st = watch_log(w, SQLCACHED_CHANGE_PUT, key, klen, version, expires_at);
+    if (st == SQLCACHED_OK)
+        st = storage_kv_replace(w, key, klen, value, vlen, content_type, version, expires_at,
+                                now, previous);
+    return st;
+}
+
 void watch_kick(watch_hub_t *h)
 {
     if (!h)
