@@ -161,7 +161,11 @@ def drain(socks, seconds):
 def throughput(baseline=None):
     import threading
     d = Daemon()
-    b = Daemon(baseline) if baseline else None
+    try:
+        b = Daemon(baseline) if baseline else None
+    except BaseException:
+        d.stop()
+        raise
     rows = {"0 watchers": [], "100 watchers (every write)": [],
             "100 watchers (prefix no write matches)": []}
     if b:
