@@ -49,6 +49,7 @@ typedef enum sqlcached_status {
     SQLCACHED_NOT_JSON,            /* merge patch: the stored value is not a JSON object */
     SQLCACHED_ORDER_NOT_PENDING,   /* flash sale: pay/cancel of an order not pending */
     SQLCACHED_CLAIM_EXPIRED,       /* queue: not the job's current live claim */
+    SQLCACHED_HISTORY_TRUNCATED,   /* watch: changes asked for left the history */
     SQLCACHED_STATUS_COUNT
 } sqlcached_status_t;
 
@@ -131,6 +132,11 @@ typedef struct sqlcached_options {
     /* tests only: the payment deadline forgets its guard and cancels paid
      * orders whose pay_by passed too (for showing that checkers see it) */
     int testing_payment_unguarded;
+    /* Watch (see "Watch" below): changes kept in the change log, 0 =
+     * SQLCACHED_WATCH_HISTORY_DEFAULT; watches open at once, 0 =
+     * SQLCACHED_MAX_WATCHERS_DEFAULT. */
+    int64_t watch_history;
+    unsigned max_watchers;
 } sqlcached_options_t;
 
 #define SQLCACHED_MEMBER_TIMEOUT_MIN 200
@@ -1141,6 +1147,86 @@ typedef enum sqlcached_log_level {
 } sqlcached_log_level_t;
 
 void sqlcached_set_log_level(sqlcached_log_level_t level);
+
+/* ------------------------------------------------------------------------
+ * Watch: the change log and its readers (docs/watch.md)
+ *
+ * Every committed KV change (put, delete, incr, merge patch, take,
+ * transaction writes, and the purge of an expired key, which takes a
+ * version of its own) is recorded with its version in the transaction of
+ * the change. A watch reads the changes of keys that start with a prefix,
+ * in version order, each once, from its own cursor; on a shared database
+ * (a cluster) it sees every node's changes.
+ * ------------------------------------------------------------------------ */
+#define SQLCACHED_WATCH_HISTORY_DEFAULT 100000
+#define SQLCACHED_WATCH_HISTORY_MIN 10
+#define SQLCACHED_MAX_WATCHERS_DEFAULT 1000
+/* wake() comes at least this often while nothing happens (keep-alives) */
+#define SQLCACHED_WATCH_KEEPALIVE_MS 10000
+
+typedef enum sqlcached_change_kind {
+    SQLCACHED_CHANGE_PUT = 'p',    /* the key has a (new) value */
+    SQLCACHED_CHANGE_DELETE = 'd', /* deleted (DELETE, read-and-delete, txn) */
+    SQLCACHED_CHANGE_EXPIRE = 'x'  /* expired, removed by the purge */
+} sqlcached_change_kind_t;
+
+typedef struct sqlcached_change {
+    int64_t version;
+    int64_t expires_at; /* after the change; 0 = never, or no value */
+    char kind;          /* sqlcached_change_kind_t */
+    size_t key_len;
+    char key[SQLCACHED_KEY_MAX + 1]; /* a copy, NUL-terminated */
+} sqlcached_change_t;
+
+typedef struct sqlcached_watch sqlcached_watch_t;
+
+/* Called on a library thread when a watch may have changes to read, at
+ * its deadline, and at least every SQLCACHED_WATCH_KEEPALIVE_MS. Must be
+ * quick and must not call the watch functions. */
+typedef void (*sqlcached_wake_fn)(void *cls);
+
+/* Open a watch on the keys starting with prefix (plen 0: every key), for
+ * the changes with a version greater than since (since < 0: those that
+ * commit from now on). wait_ms > 0: a deadline that far ahead, when wake
+ * comes once more and sqlcached_watch_timed_out() turns true. *out is
+ * freed by sqlcached_watch_close(). Status: OK; HISTORY_TRUNCATED: changes
+ * after since are no longer all kept, *oldest (may be NULL) is the oldest
+ * version still kept (or the next one to come); UNAVAILABLE:
+ * max_watchers are open already, or the store cannot be read. */
+sqlcached_status_t sqlcached_watch_open(sqlcached_t *db, const void *prefix, size_t plen,
+                                        int64_t since, int64_t wait_ms, sqlcached_wake_fn wake,
+                                        void *cls, sqlcached_watch_t **out, int64_t *oldest);
+
+/* Up to max changes after the watch's cursor, in version order, into
+ * out[0..*n); the cursor moves past them (and past changes of other keys
+ * read on the way). *n 0: none for now (wake comes when there may be).
+ * HISTORY_TRUNCATED: the cursor fell out of the history (a reader slower
+ * than --watch-history changes): the watch is over. Any thread, one at a
+ * time per watch. */
+sqlcached_status_t sqlcached_watch_next(sqlcached_watch_t *w, sqlcached_change_t *out,
+                                        size_t max, size_t *n);
+
+/* The version the watch has read up to. */
+int64_t sqlcached_watch_cursor(const sqlcached_watch_t *w);
+
+/* 1 once the deadline given to sqlcached_watch_open has passed, else 0. */
+int sqlcached_watch_timed_out(const sqlcached_watch_t *w);
+
+/* Close and free; once it returns wake is not running and never will.
+ * NULL is allowed. */
+void sqlcached_watch_close(sqlcached_watch_t *w);
+
+typedef struct sqlcached_watch_stats {
+    uint64_t watchers;       /* watches open now */
+    uint64_t events_sent;    /* changes handed out by sqlcached_watch_next */
+    uint64_t truncated;      /* HISTORY_TRUNCATED answers */
+    int64_t history_size;    /* changes kept (as of the last trim) */
+    int64_t history_oldest;  /* the oldest version kept, 0 = none */
+    int64_t history_newest;  /* the newest version read from the log */
+} sqlcached_watch_stats_t;
+
+/* Fill out. Cannot fail. */
+void sqlcached_watch_stats(sqlcached_t *db, sqlcached_watch_stats_t *out);
 
 #ifdef __cplusplus
 }

@@ -53,6 +53,8 @@ bool api_kv_parse_etags(const char *h, bool weak_matches, api_etag_list_t *out);
 bool api_kv_parse_positive(const char *s, size_t n, int64_t max, int64_t *out);
 
 enum MHD_Result api_kv_get(http_request_t *req);
+/* GET as without ?wait (the key param checked). */
+enum MHD_Result api_kv_get_now(http_request_t *req);
 enum MHD_Result api_kv_put(http_request_t *req);
 enum MHD_Result api_kv_delete(http_request_t *req);
 enum MHD_Result api_kv_incr(http_request_t *req);
@@ -88,5 +90,15 @@ enum MHD_Result api_txn(http_request_t *req);
 /* api_hotkeys.c: RFC 4648 base64 (with '=' padding) of n bytes, as a new
  * JSON string; NULL on allocation failure. */
 json_t *api_base64_json(const void *p, size_t n);
+
+/* api_watch.c */
+enum MHD_Result api_watch(http_request_t *req);
+/* Does this GET /v1/kv/{key} ask to wait (?wait, or parked already)? */
+bool api_kv_wants_wait(http_request_t *req);
+enum MHD_Result api_kv_get_wait(http_request_t *req);
+/* The watch figures for /v1/stats (new object, NULL: no memory) and
+ * appended to the /metrics text (realloc'd; NULL and freed on failure). */
+json_t *api_watch_json(sqlcached_t *db);
+char *api_watch_prometheus(char *text, sqlcached_t *db);
 
 #endif

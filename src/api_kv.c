@@ -143,8 +143,15 @@ static json_t *time_or_null(int64_t ms)
 
 enum MHD_Result api_kv_get(http_request_t *req)
 {
-    if (!http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
+    if (!req->ctx && !http_param_text(req, 0, SQLCACHED_KEY_MAX, "key"))
         return MHD_YES;
+    if (api_kv_wants_wait(req)) /* blocking read: api_watch.c */
+        return api_kv_get_wait(req);
+    return api_kv_get_now(req);
+}
+
+enum MHD_Result api_kv_get_now(http_request_t *req)
+{
     const char *inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
     api_etag_list_t tags;
     if (inm && !api_kv_parse_etags(inm, true, &tags))

@@ -35,6 +35,7 @@ enum MHD_Result api_metrics(http_request_t *req)
         memset(&depth, 0, sizeof depth); /* the store cannot be read now */
     if (text)
         text = metrics_queue_prometheus(text, &qs, &depth);
+    text = api_watch_prometheus(text, req->db);
     if (!text)
         return http_reply_problem(req, "unavailable", "out of memory");
     return http_reply_text(req, text, "text/plain; version=0.0.4; charset=utf-8");
@@ -50,6 +51,10 @@ enum MHD_Result api_stats(http_request_t *req)
     sqlcached_queue_stats(req->db, &qs);
     if (doc && sqlcached_queue_counts(req->db, NULL, 0, &depth) != SQLCACHED_OK)
         memset(&depth, 0, sizeof depth); /* the store cannot be read now */
+    if (doc && json_object_set_new(doc, "watch", api_watch_json(req->db)) != 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
     if (doc && json_object_set_new(doc, "queues", metrics_queue_json(&qs, &depth)) != 0) {
         json_decref(doc);
         doc = NULL;

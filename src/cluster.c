@@ -48,6 +48,7 @@
  * batch's notes and member snapshot. `lock` guards peers, seq and
  * stopping; `cond` is broadcast on every acknowledgement.
  */
+#include "watch.h"
 #include "cluster.h"
 
 #include <errno.h>
@@ -302,6 +303,7 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
     key[len] = '\0';
     switch (kind) {
     case CLUSTER_KEY:
+        watch_kick(db->watch); /* its change is in the log: watches here read it */
         kv_note_key(db->kv, key, len); /* it may be a new key */
         if (db->cache)
             cache_invalidate(db->cache, key, len);

@@ -220,6 +220,14 @@ static const option_def_t options[] = {
      .lib = LIB_INT64, .lib_field = L(member_timeout_ms), .unit = " ms", .metavar = "MS",
      .help = "cluster: a node that has not renewed its membership\n"
              "for this long is down (default 2000)"},
+    {.name = "watch-history", .type = OT_UINT, .field = F(watch_history),
+     .min = SQLCACHED_WATCH_HISTORY_MIN, .max = 1000000000, .lib = LIB_INT64,
+     .lib_field = L(watch_history), .metavar = "N",
+     .help = "changes kept for GET /v1/watch?since= (default 100000)"},
+    {.name = "max-watchers", .type = OT_UINT, .field = F(max_watchers), .min = 1,
+     .max = 1000000, .lib = LIB_UINT, .lib_field = L(max_watchers), .metavar = "N",
+     .help = "watch streams and blocking GETs open at once;\n"
+             "more get 503 (default 1000)"},
     {.name = "log-level", .type = OT_ENUM, .field = F(log_level), .choices = level_choices,
      .dflt = "info", .metavar = "LEVEL", .help = "error, warn, info (default) or debug"},
     {.name = "access-log", .type = OT_PATH, .field = F(access_log), .expected = "a path or -",

@@ -52,6 +52,8 @@ typedef struct config {
     unsigned member_timeout_ms;          /* --member-timeout */
     int testing_skip_cluster_invalidation; /* --testing-skip-cluster-invalidation */
     int testing_payment_unguarded;       /* --testing-payment-unguarded (cancels paid orders) */
+    unsigned watch_history;              /* --watch-history */
+    unsigned max_watchers;               /* --max-watchers */
 } config_t;
 
 typedef enum config_result {

@@ -40,6 +40,7 @@ struct sqlcached {
     struct queue_registry *queues; /* waiting queue claims and their timer (queue.c) */
     struct cluster *cluster; /* the node, on a shared database (cluster.c); else NULL */
     struct payment *payment; /* payment deadlines and their timer (payment.c) */
+    struct watch_hub *watch; /* the change log's dispatcher (watch.c) */
     int64_t started_at;      /* engine_now() at open */
 
     /* maintenance thread: purges expired rows every purge_interval_ms */

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "sqlcached.h"
 
@@ -183,6 +184,34 @@ bool http_suspend(http_request_t *req);
 /* Wake a request parked by http_suspend(), or about to be. Any thread;
  * the request must not have been answered yet. */
 void http_resume(http_request_t *req);
+
+/* --- streams: a 200 of unknown length (Server-Sent Events) ----------- *
+ * The body comes from fn, called by MHD whenever it can send more; when
+ * fn has nothing, the connection is suspended (no thread is held) until
+ * http_stream_wake(). When the server stops, fn is called with stopping
+ * set and the stream then ends. */
+typedef struct http_stream http_stream_t;
+
+/* Up to max bytes of body into buf: > 0 bytes written; 0: nothing now
+ * (parks until http_stream_wake); -1: the body is complete. */
+typedef ssize_t (*http_stream_fn)(void *cls, char *buf, size_t max, bool stopping);
+
+/* A stream for req, not yet answered (NULL: out of memory); wakes may
+ * come from now on. Freed by http_reply_stream, or by http_stream_free
+ * when the request is answered some other way. */
+http_stream_t *http_stream_new(http_request_t *req);
+void http_stream_free(http_stream_t *s);
+
+/* 200 with this content type and the body fn(cls, ...) gives. Takes s
+ * over; free_cls(cls) runs when the response ends (once no wake can come
+ * any more, it must stop them: close what calls http_stream_wake), then s
+ * is freed; also when the reply fails. */
+enum MHD_Result http_reply_stream(http_request_t *req, http_stream_t *s,
+                                  const char *content_type, http_stream_fn fn, void *cls,
+                                  void (*free_cls)(void *cls));
+
+/* fn has more to give: resume the stream. Any thread. */
+void http_stream_wake(http_stream_t *s);
 
 /* --- request helpers ------------------------------------------------- */
 

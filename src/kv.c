@@ -78,6 +78,7 @@
 #include "cluster.h"
 #include "engine.h"
 #include "json_patch.h"
+#include "watch.h"
 #include "kv_int.h"
 #include "log.h"
 #include "storage.h"
@@ -293,15 +294,18 @@ static void after_commit(sqlcached_t *db, const void *key, size_t klen,
         bloom_add(db->kv->bloom, key, klen);
     else if (db->kv->bloom)
         bloom_note_delete(db->kv->bloom);
-    if (!db->cache)
-        return;
-    if (written && db->opts.on_write == SQLCACHED_ON_WRITE_REPLACE &&
-        (!db->cluster || cluster_replace_ok(db->cluster))) {
-        if (cache_replace(db->cache, key, klen, written, now) == CACHE_OK)
-            atomic_fetch_add_explicit(&db->kv->write_replaced, 1, memory_order_relaxed);
-    } else if (cache_invalidate(db->cache, key, klen)) {
-        atomic_fetch_add_explicit(&db->kv->write_invalidated, 1, memory_order_relaxed);
+    if (db->cache) {
+        if (written && db->opts.on_write == SQLCACHED_ON_WRITE_REPLACE &&
+            (!db->cluster || cluster_replace_ok(db->cluster))) {
+            if (cache_replace(db->cache, key, klen, written, now) == CACHE_OK)
+                atomic_fetch_add_explicit(&db->kv->write_replaced, 1, memory_order_relaxed);
+        } else if (cache_invalidate(db->cache, key, klen)) {
+            atomic_fetch_add_explicit(&db->kv->write_invalidated, 1, memory_order_relaxed);
+        }
     }
+    /* Last: a watcher woken by the change reads the new value, never the
+     * tier's old one. */
+    watch_kick(db->watch); /* the change log has a new change */
 }
 
 /* ------------------------------------------------------------------------
@@ -527,8 +531,8 @@ static sqlcached_status_t tx_put_replace(store_conn_t *w, put_job_t *p)
     if (st == SQLCACHED_OK) {
         p->replaced = true;
         p->previous = 0;
-        st = storage_kv_replace(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
-                                p->expires_at, p->now, &p->previous);
+        st = watch_replace(w, p->key, p->klen, p->val, p->vlen, p->content_type, version,
+                           p->expires_at, p->now, &p->previous); /* and its change */
     }
     if (st == SQLCACHED_OK)
         p->result = (sqlcached_write_result_t){version, p->expires_at, 0};
@@ -551,6 +555,8 @@ static sqlcached_status_t tx_put(store_conn_t *w, void *arg)
     if (st == SQLCACHED_OK)
         st = storage_kv_upsert_sliding(w, p->key, p->klen, p->val, p->vlen, p->content_type,
                                        version, p->expires_at, p->sliding_ms);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, p->key, p->klen, version, p->expires_at);
     if (st == SQLCACHED_OK)
         p->result = (sqlcached_write_result_t){version, p->expires_at, current == 0};
     return st;
@@ -700,6 +706,8 @@ static sqlcached_status_t tx_delete(store_conn_t *w, void *arg)
         return SQLCACHED_NOT_FOUND;
     /* A delete is a write too: it advances the counter like any other. */
     st = store_counter_next(w, "version", &version);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_DELETE, d->key, d->klen, version, 0);
     if (st != SQLCACHED_OK)
         return st;
     return storage_kv_remove(w, d->key, d->klen);
@@ -821,6 +829,8 @@ static sqlcached_status_t tx_incr(store_conn_t *w, void *arg)
         st = storage_kv_upsert_sliding(w, j->key, j->klen, j->text, j->text_len,
                                        j->content_type, j->version, j->expires_at,
                                        j->sliding_ms);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, j->key, j->klen, j->version, j->expires_at);
     return st;
 }
 
@@ -914,6 +924,8 @@ static sqlcached_status_t tx_take(store_conn_t *w, void *arg)
     if (current == 0)
         return SQLCACHED_NOT_FOUND;
     st = store_counter_next(w, "version", &version);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_DELETE, d->key, d->klen, version, 0);
     if (st != SQLCACHED_OK)
         return st;
     return storage_kv_remove(w, d->key, d->klen);
@@ -1046,6 +1058,8 @@ static sqlcached_status_t tx_patch(store_conn_t *w, void *arg)
                                        JSON_CONTENT_TYPE, version, j->expires_at,
                                        j->row_sliding_ms);
     if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, j->key, j->klen, version, j->expires_at);
+    if (st == SQLCACHED_OK)
         j->result = (sqlcached_write_result_t){version, j->expires_at, created};
     return st;
 }
@@ -1153,7 +1167,7 @@ typedef struct purge_job {
 static sqlcached_status_t tx_purge(store_conn_t *w, void *arg)
 {
     purge_job_t *p = arg;
-    return storage_kv_purge_expired(w, p->now, p->max_rows, &p->purged);
+    return watch_purge_expired(w, p->now, p->max_rows, &p->purged); /* 'x' changes */
 }
 
 int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
@@ -1166,6 +1180,8 @@ int kv_purge_expired(sqlcached_t *db, int64_t now, int max_rows)
     }
     if (job.purged)
         log_debug("kv", "purged %d expired keys", job.purged);
+    if (job.purged)
+        watch_kick(db->watch);
     return job.purged;
 }
 

@@ -52,6 +52,8 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     opts.testing_max_pages = cfg->testing_max_pages;
     opts.testing_disable_fill_guard = cfg->testing_disable_fill_guard;
     opts.member_timeout_ms = cfg->member_timeout_ms;
+    opts.watch_history = cfg->watch_history;
+    opts.max_watchers = cfg->max_watchers;
     char advertise[300];
     if (cfg->advertise[0])
         snprintf(advertise, sizeof advertise, "%s", cfg->advertise);

@@ -33,6 +33,7 @@
 #include "lease.h"
 #include "queue.h"
 #include "log.h"
+#include "watch.h"
 
 #define PURGE_SLICE_ROWS 500
 #define PURGE_MAX_SLICES 20
@@ -61,6 +62,7 @@ static const char *const status_names[SQLCACHED_STATUS_COUNT] = {
     [SQLCACHED_NOT_JSON] = "not_json",
     [SQLCACHED_ORDER_NOT_PENDING] = "order_not_pending",
     [SQLCACHED_CLAIM_EXPIRED] = "claim_expired",
+    [SQLCACHED_HISTORY_TRUNCATED] = "history_truncated",
 };
 
 const char *sqlcached_status_name(sqlcached_status_t status)
@@ -170,11 +172,17 @@ static void maintenance_tick(sqlcached_t *db, int64_t *last_purge)
         cache_expire_cycle(db->cache, now, EXPIRE_WORK_PER_TICK);
     if (db->item_cache)
         cache_expire_cycle(db->item_cache, now, EXPIRE_WORK_PER_TICK / 4);
-    if (db->opts.purge_interval_ms > 0 && !refusing &&
-        (now - *last_purge >= db->opts.purge_interval_ms || now < *last_purge)) {
+    /* with watches open, an expired key's 'expire' change comes within
+     * WATCH_PURGE_MS (plus a tick) of its expiry (docs/watch.md) */
+    int64_t every = db->opts.purge_interval_ms;
+    if (every > WATCH_PURGE_MS && watch_active(db->watch))
+        every = WATCH_PURGE_MS;
+    if (every > 0 && !refusing && (now - *last_purge >= every || now < *last_purge)) {
         purge_rows(db, now);
         *last_purge = now;
     }
+    if (!refusing)
+        watch_maintain(db->watch, now);
     kv_bloom_maintain(db);
 }
 
@@ -372,6 +380,10 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     db->store = store_open(&cfg, err, errlen);
     if (db->store && open_memory_tier(db, err, errlen) == 0)
         db->leases = lease_registry_create(db, err, errlen);
+    if (db->leases && !(db->watch = watch_hub_open(db, err, errlen))) {
+        sqlcached_close(db);
+        return SQLCACHED_INTERNAL;
+    }
     if (db->leases && !(db->queues = queue_registry_create(db, err, errlen))) {
         sqlcached_close(db);
         return SQLCACHED_INTERNAL;
@@ -415,6 +427,7 @@ void sqlcached_close(sqlcached_t *db)
     lease_registry_destroy(db->leases); /* before the store: its timer writes */
     cluster_close(db->cluster);         /* after the last write */
     queue_registry_destroy(db->queues); /* after the link thread (it wakes claims) */
+    watch_hub_close(db->watch);         /* after the link thread (it kicks it) */
     store_close(db->store);
     cache_destroy(db->cache);
     cache_destroy(db->item_cache);

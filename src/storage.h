@@ -450,6 +450,7 @@ typedef struct storage_backend {
     const storage_lease_ops_t *lease;
     const storage_cluster_ops_t *cluster; /* NULL: one process per database */
     const storage_queue_ops_t *queue;
+    const struct storage_watch_ops *watch; /* storage.h, "Watch" */
 } storage_backend_t;
 
 extern const storage_backend_t storage_sqlite;
@@ -694,6 +695,68 @@ static inline sqlcached_status_t storage_lease_count_live(store_conn_t *r, int64
 static inline const storage_queue_ops_t *storage_queue(store_conn_t *c)
 {
     return store_conn_backend(c)->queue;
+}
+
+/* ------------------------------------------------------------------------
+ * Watch: kv_changes(version, key, kind, expires_at), one row per committed
+ * KV change (sql/.../008_watch.sql), and the largest version trimmed from
+ * it. Kinds: 'p' put (any write that leaves a value), 'd' delete, 'x'
+ * expire (the purge removed the key).
+ * ------------------------------------------------------------------------ */
+typedef struct storage_change_row {
+    int64_t version;
+    const void *key; /* borrowed for the callback */
+    size_t klen;
+    char kind;
+    int64_t expires_at; /* 0 = never (or deleted) */
+} storage_change_row_t;
+
+/* Called with each change, borrowed for the call; false stops (NOMEM). */
+typedef bool (*storage_change_fn)(void *cls, const storage_change_row_t *row);
+
+typedef struct storage_watch_bounds {
+    int64_t trimmed; /* the largest version removed from the log, 0 = none */
+    int64_t oldest, newest; /* versions kept, 0 = the log is empty */
+    int64_t count;          /* rows kept */
+} storage_watch_bounds_t;
+
+typedef struct storage_watch_ops {
+    /* w. Record a change at `version`. */
+    sqlcached_status_t (*append)(store_conn_t *w, int64_t version, char kind, const void *key,
+                                 size_t klen, int64_t expires_at);
+    /* r. Up to `limit` changes with after < version <= upto, in version
+     * order, each to fn. */
+    sqlcached_status_t (*range)(store_conn_t *r, int64_t after, int64_t upto, unsigned limit,
+                                storage_change_fn fn, void *cls);
+    /* r. The log's bounds (count: a scan of the log). */
+    sqlcached_status_t (*bounds)(store_conn_t *r, storage_watch_bounds_t *out);
+    /* r. The largest version trimmed (0 = none) and the newest kept (0 =
+     * none): two index lookups. */
+    sqlcached_status_t (*edges)(store_conn_t *r, int64_t *trimmed, int64_t *newest);
+    /* w. Keep the newest `keep` rows: delete the older ones and raise the
+     * trimmed version to the largest deleted; how many went in *removed. */
+    sqlcached_status_t (*trim)(store_conn_t *w, int64_t keep, int64_t *removed);
+    /* w. Up to `limit` rows of kv expired at now, earliest expiry first,
+     * each to fn as a change of kind 'x' (version: the row's). */
+    sqlcached_status_t (*expired)(store_conn_t *w, int64_t now, unsigned limit,
+                                  storage_change_fn fn, void *cls);
+    /* w. Delete the kv row of key if it is expired at now (*removed). */
+    sqlcached_status_t (*remove_expired)(store_conn_t *w, const void *key, size_t klen,
+                                         int64_t now, bool *removed);
+    /* w, optional (NULL: append() then the kv replace()): the kv
+     * replace() and the append() of its 'p' change in one statement (a
+     * backend where each statement is a round trip). */
+    sqlcached_status_t (*replace_logged)(store_conn_t *w, const void *key, size_t klen,
+                                         const void *value, size_t vlen,
+                                         const char *content_type, int64_t version,
+                                         int64_t expires_at, int64_t now, int64_t *previous);
+} storage_watch_ops_t;
+
+/* Watch (storage_watch_ops_t): callers use the table directly,
+ * storage_watch(c)->append(c, ...). */
+static inline const storage_watch_ops_t *storage_watch(store_conn_t *c)
+{
+    return store_conn_backend(c)->watch;
 }
 
 #endif

@@ -347,4 +347,5 @@ const storage_backend_t storage_pg = {
     .lease = &storage_pg_lease,
     .cluster = &storage_pg_cluster,
     .queue = &storage_pg_queue,
+    .watch = &storage_pg_watch,
 };

@@ -42,10 +42,18 @@ pg_conn_t *store_pg_conn(store_conn_t *c);
 sqlcached_status_t storage_pg_run(store_conn_t *c, const char *sql, const pg_params_t *p,
                                   PGresult **out);
 
+/* kv replace() (storage_pg_kv.c); logged: its statement also inserts the
+ * 'p' change into kv_changes (the watch's replace_logged). */
+sqlcached_status_t storage_pg_replace_with(store_conn_t *w, bool logged, const void *key,
+                                           size_t klen, const void *value, size_t vlen,
+                                           const char *content_type, int64_t version,
+                                           int64_t expires_at, int64_t now, int64_t *previous);
+
 extern const storage_kv_ops_t storage_pg_kv;
 extern const storage_seckill_ops_t storage_pg_seckill;
 extern const storage_lease_ops_t storage_pg_lease;
 extern const storage_cluster_ops_t storage_pg_cluster;
 extern const storage_queue_ops_t storage_pg_queue;
+extern const storage_watch_ops_t storage_pg_watch;
 
 #endif

@@ -41,6 +41,20 @@ static const char SQL_REPLACE[] =
     "content_type = EXCLUDED.content_type, version = EXCLUDED.version, "
     "expires_at = EXCLUDED.expires_at, sliding_ms = 0 "
     "RETURNING (SELECT version FROM old)";
+/* SQL_REPLACE with the change's row (sql/postgresql/008_watch.sql) inserted
+ * by the same statement: a plain PUT stays one pipelined statement
+ * (storage_pg_watch.c). */
+static const char SQL_REPLACE_LOGGED[] =
+    "WITH old AS (SELECT version FROM kv WHERE key = $1 "
+    "AND (expires_at IS NULL OR expires_at > $6)), "
+    "change AS (INSERT INTO kv_changes (version, key, kind, expires_at) "
+    "VALUES ($4, $1, 'p', $5)) "
+    "INSERT INTO kv (key, value, content_type, version, expires_at) "
+    "VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
+    "content_type = EXCLUDED.content_type, version = EXCLUDED.version, "
+    "expires_at = EXCLUDED.expires_at, sliding_ms = 0 "
+    "RETURNING (SELECT version FROM old)";
 static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = $1";
 static const char SQL_LIST[] =
     "SELECT key FROM kv WHERE key >= $1 AND key < $2 AND key > $3 "
@@ -169,6 +183,15 @@ static sqlcached_status_t kv_replace(store_conn_t *w, const void *key, size_t kl
                                      int64_t version, int64_t expires_at, int64_t now,
                                      int64_t *previous)
 {
+    return storage_pg_replace_with(w, false, key, klen, value, vlen, content_type, version,
+                                   expires_at, now, previous);
+}
+
+sqlcached_status_t storage_pg_replace_with(store_conn_t *w, bool logged, const void *key,
+                                           size_t klen, const void *value, size_t vlen,
+                                           const char *content_type, int64_t version,
+                                           int64_t expires_at, int64_t now, int64_t *previous)
+{
     pg_params_t p;
     pg_params_init(&p);
     pg_params_bytes(&p, key, klen);
@@ -186,13 +209,16 @@ static sqlcached_status_t kv_replace(store_conn_t *w, const void *key, size_t kl
             return SQLCACHED_NOMEM;
         *a = (replace_answer_t){previous, w->job_status};
         *previous = 0;
-        pg_conn_rc_t rc = pg_conn_run_later(store_pg_conn(w), SQL_REPLACE, &p, replace_answered, a);
+        pg_conn_rc_t rc =
+            logged ? pg_conn_run_later(store_pg_conn(w), SQL_REPLACE_LOGGED, &p, replace_answered, a)
+                   : pg_conn_run_later(store_pg_conn(w), SQL_REPLACE, &p, replace_answered, a);
         if (rc != PG_CONN_OK)
             free(a);
         return pg_conn_rc_status(rc);
     }
     PGresult *r = NULL;
-    sqlcached_status_t status = storage_pg_run(w, SQL_REPLACE, &p, &r);
+    sqlcached_status_t status = logged ? storage_pg_run(w, SQL_REPLACE_LOGGED, &p, &r)
+                                       : storage_pg_run(w, SQL_REPLACE, &p, &r);
     if (status != SQLCACHED_OK)
         return status;
     *previous = PQntuples(r) == 1 ? pg_conn_col_int64(r, 0, 0) : 0; /* NULL reads 0 */

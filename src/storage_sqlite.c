@@ -714,4 +714,5 @@ const storage_backend_t storage_sqlite = {
     .seckill = &storage_sqlite_seckill,
     .lease = &storage_sqlite_lease,
     .queue = &storage_sqlite_queue,
+    .watch = &storage_sqlite_watch,
 };

@@ -31,5 +31,6 @@ extern const storage_kv_ops_t storage_sqlite_kv;
 extern const storage_seckill_ops_t storage_sqlite_seckill;
 extern const storage_lease_ops_t storage_sqlite_lease;
 extern const storage_queue_ops_t storage_sqlite_queue;
+extern const storage_watch_ops_t storage_sqlite_watch;
 
 #endif

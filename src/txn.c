@@ -40,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "watch.h"
 #include "cluster.h"
 #include "engine.h"
 #include "kv_int.h"
@@ -290,6 +291,8 @@ static sqlcached_status_t op_put(store_conn_t *w, sqlcached_txn_t *t, const txn_
     if (st == SQLCACHED_OK)
         st = storage_kv_upsert(w, it->key, it->klen, it->value, it->vlen, ct, r->version,
                                expires_at);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, it->key, it->klen, r->version, expires_at);
     if (st != SQLCACHED_OK)
         return st;
     r->expires_at = expires_at;
@@ -306,6 +309,8 @@ static sqlcached_status_t op_delete(store_conn_t *w, sqlcached_txn_t *t, const t
         return st; /* absent: deleted 0, no write */
     store_note(w, CLUSTER_KEY, it->key, it->klen, 0);
     st = store_counter_next(w, "version", &version); /* a delete takes a version too */
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_DELETE, it->key, it->klen, version, 0);
     if (st == SQLCACHED_OK)
         st = storage_kv_remove(w, it->key, it->klen);
     if (st != SQLCACHED_OK)
@@ -358,6 +363,8 @@ static sqlcached_status_t op_incr(store_conn_t *w, sqlcached_txn_t *t, const txn
     if (st == SQLCACHED_OK)
         st = storage_kv_upsert_sliding(w, it->key, it->klen, buf, (size_t)len, ct, r->version,
                                        ir.expires_at, ir.sliding_ms);
+    if (st == SQLCACHED_OK)
+        st = watch_log(w, SQLCACHED_CHANGE_PUT, it->key, it->klen, r->version, ir.expires_at);
     if (st != SQLCACHED_OK)
         return st;
     r->number = ir.value;

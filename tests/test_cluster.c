@@ -1650,6 +1650,116 @@ static void test_cluster_queue_claims(void **state)
     json_decref(g);
 }
 
+/* ------------------------------------------------------------------------
+ * Watch: a stream on one node carries every node's changes, in order
+ * ------------------------------------------------------------------------ */
+
+/* Events of a raw HTTP/1.0 stream (GET path on node i), "id: V" lines,
+ * collected until `want` came or timeout_ms passed; their ids in ids[]. */
+static int watch_collect(int fd, int64_t *ids, int want, int timeout_ms)
+{
+    static char buf[1 << 20];
+    size_t len = 0;
+    int got = 0;
+    int64_t until = cluster_now_ms() + (int64_t)timeout_ms * cluster_wait_scale();
+    while (got < want && cluster_now_ms() < until && len < sizeof buf - 1) {
+        struct timeval tv = {0, 100000};
+        fd_set set;
+        FD_ZERO(&set);
+        FD_SET(fd, &set);
+        if (select(fd + 1, &set, NULL, NULL, &tv) <= 0)
+            continue;
+        ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        got = 0;
+        for (char *p = buf; (p = strstr(p, "\nid: ")) && got < want; p += 5)
+            ids[got++] = strtoll(p + 5, NULL, 10);
+    }
+    return got;
+}
+
+#define WATCH_WRITES 60
+
+typedef struct watch_writer {
+    cluster_t *c;
+    int node;
+    int64_t versions[WATCH_WRITES];
+} watch_writer_t;
+
+static void *watch_writer_main(void *arg)
+{
+    watch_writer_t *w = arg;
+    for (int i = 0; i < WATCH_WRITES; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/kv/cw:%d:%d", w->node, i % 5);
+        const char *h[] = {"Content-Type: text/plain", NULL};
+        client_resp_t r;
+        w->versions[i] = -1;
+        if (client_request(cluster_node(w->c, w->node), "PUT", path, h, "v", 1, &r) != 0)
+            continue;
+        json_t *j = r.status / 100 == 2 ? client_json(&r) : NULL;
+        w->versions[i] = j ? json_integer_value(json_object_get(j, "version")) : -1;
+        json_decref(j);
+        client_resp_free(&r);
+    }
+    return NULL;
+}
+
+static void test_cluster_watch(void **state)
+{
+    cluster_t *c = *state;
+    int fd = daemon_raw_connect(cluster_node(c, 1));
+    assert_true(fd >= 0);
+    const char *req = "GET /v1/watch?prefix=cw: HTTP/1.0\r\nHost: t\r\n\r\n";
+    assert_true(daemon_raw_send(fd, req, strlen(req)));
+    usleep(300000); /* the stream is open */
+    /* writers on nodes 0 and 2 at once; node 1 watches */
+    watch_writer_t w[2] = {{c, 0, {0}}, {c, 2, {0}}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, watch_writer_main, &w[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    int64_t acked[2 * WATCH_WRITES], ids[2 * WATCH_WRITES];
+    for (int i = 0; i < 2 * WATCH_WRITES; i++) {
+        acked[i] = w[i / WATCH_WRITES].versions[i % WATCH_WRITES];
+        assert_true(acked[i] > 0);
+    }
+    qsort(acked, 2 * WATCH_WRITES, sizeof acked[0], cmp_i64);
+    int got = watch_collect(fd, ids, 2 * WATCH_WRITES, 10000);
+    close(fd);
+    assert_int_equal(got, 2 * WATCH_WRITES);
+    /* every acknowledged write once, in version order */
+    for (int i = 0; i < got; i++)
+        assert_int_equal(ids[i], acked[i]);
+    /* a blocking GET on node 1 is woken by a write on node 0 */
+    int64_t v = 0;
+    assert_int_equal(kv_put(c, 0, "cw:block", "1", -1, &v) / 100, 2);
+    fd = daemon_raw_connect(cluster_node(c, 1));
+    assert_true(fd >= 0);
+    char get[160];
+    snprintf(get, sizeof get, "GET /v1/kv/cw:block?wait=20&index=%lld HTTP/1.0\r\n\r\n",
+             (long long)v);
+    assert_true(daemon_raw_send(fd, get, strlen(get)));
+    usleep(300000);
+    int64_t t0 = cluster_now_ms();
+    int64_t v2 = 0;
+    assert_int_equal(kv_put(c, 0, "cw:block", "2", -1, &v2) / 100, 2);
+    char out[4096];
+    bool closed = false;
+    daemon_raw_read_all(fd, out, sizeof out - 1, 10000, &closed);
+    close(fd);
+    print_message("watch: blocking GET on node 1 woken by a PUT on node 0 after %lld ms\n",
+                  (long long)(cluster_now_ms() - t0));
+    char etag[64];
+    snprintf(etag, sizeof etag, "ETag: \"%lld\"", (long long)v2);
+    assert_non_null(strstr(out, etag));
+    assert_true(cluster_now_ms() - t0 < 5000LL * cluster_wait_scale());
+}
+
 int main(void)
 {
     if (cluster_skip())
@@ -1670,6 +1780,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cluster_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_queue_wake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_queue_claims, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_watch, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
