@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Check docs/examples/near-cache.py against a running sqlcached.
+
+Writers change keys with plain PUT/DELETE while readers read them through
+the near cache. Every key has one writer, so its writes are totally ordered
+by that writer (each is answered before the next starts); every write is
+logged with its start and its acknowledgement, every read with its start,
+its end and what it returned. A read that returned write i of a key is
+stale by (read start - ack of write i+1) when write i+1 was acknowledged
+before the read started; the bound checked is 500 ms. A read returning a
+value never written, or written only after the read ended, fails at once.
+
+Phases: (a) stream connected, broken twice on purpose (it resumes with
+Last-Event-ID); (b) stream held down: reads must go to sqlcached (no hit
+counted, no staleness); (c) with --history N (the daemon's small
+--watch-history), N+50 writes while the stream is down, so its resume gets
+410; the cache must drop everything, reconnect and keep the bound.
+
+NEAR_CACHE_SABOTAGE=no-invalidate (events not applied) or trust-when-down
+(entries trusted while the stream is down) must make it fail.
+
+Exit status: 0 pass, 1 fail, 77 skip (the daemon has no GET /v1/watch).
+"""
+
+import argparse
+import bisect
+import http.client
+import importlib.util
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BOUND = 0.5
+PREFIX = "nc:"
+
+
+def load_example(srcdir):
+    sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+    path = os.path.join(srcdir, "docs", "examples", "near-cache.py")
+    spec = importlib.util.spec_from_file_location("near_cache", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def sabotaged(mod, how):
+    """The NearCache class, or a subclass broken on purpose."""
+    if how == "no-invalidate":
+        class NoInvalidate(mod.NearCache):
+            def _apply_event(self, kind, event_id, data):
+                with self._lock:
+                    self._cursor = int(event_id)
+                    self.stats["events"] += 1
+        return NoInvalidate
+    if how == "trust-when-down":
+        class TrustWhenDown(mod.NearCache):
+            def _stream_up(self, now):
+                return True
+        return TrustWhenDown
+    if how:
+        raise SystemExit("unknown NEAR_CACHE_SABOTAGE=%s" % how)
+    return mod.NearCache
+
+
+class Daemon:
+    """src/sqlcached on 127.0.0.1, a free port, a temporary database;
+    stopped by its PID."""
+
+    def __init__(self, binary, extra):
+        self.dir = tempfile.TemporaryDirectory(prefix="sqlcached-near-cache-")
+        self.log_path = os.path.join(self.dir.name, "daemon.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--db",
+                                      os.path.join(self.dir.name, "db")] + extra,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.port = self._port()
+
+    def _port(self):
+        for _ in range(100):
+            with open(self.log_path) as f:
+                m = re.search(r"listening on http://127\.0\.0\.1:([0-9]+)", f.read())
+                if m:
+                    return int(m.group(1))
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise SystemExit("near_cache_example: the daemon did not start in 10 s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+    def tail(self):
+        with open(self.log_path) as f:
+            return f.read()[-2000:]
+
+
+class Client:
+    """Plain HTTP on one kept-alive connection (one per thread)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = None
+
+    def request(self, method, path, body=None):
+        for attempt in (1, 2):
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                self.conn.request(method, path, body=body)
+                resp = self.conn.getresponse()
+                return resp.status, resp.read()
+            except (OSError, http.client.HTTPException):
+                self.conn = None
+                if attempt == 2:
+                    raise
+
+
+class Log:
+    """Writes per key (value or None, started, acknowledged), reads."""
+
+    def __init__(self, keys):
+        self.writes = {k: [(None, float("-inf"), float("-inf"))] for k in keys}
+        self.present = {k: False for k in keys}
+        self.reads = []
+        self.lock = threading.Lock()
+        self.seq = 0
+
+
+def writer(port, keys, log, stop, pause):
+    cl = Client(port)
+    rnd = random.Random()
+    while not stop.is_set():
+        key = rnd.choice(keys)
+        with log.lock:
+            log.seq += 1
+            value = "%s|%d" % (key, log.seq)
+        delete = log.present[key] and rnd.random() < 0.1
+        t0 = time.monotonic()
+        if delete:
+            status, body = cl.request("DELETE", "/v1/kv/" + key)
+            ok = status == 204
+        else:
+            status, body = cl.request("PUT", "/v1/kv/" + key, value.encode())
+            ok = status in (200, 201)
+        t1 = time.monotonic()
+        if not ok:
+            raise SystemExit("write %s answered %d %r" % (key, status, body))
+        with log.lock:
+            log.writes[key].append((None if delete else value, t0, t1))
+        log.present[key] = not delete
+        if pause:
+            time.sleep(pause * rnd.random() * 2)
+
+
+def reader(cache, keys, log, stop, phase):
+    rnd = random.Random()
+    out = []
+    while not stop.is_set():
+        key = rnd.choice(keys)
+        t0 = time.monotonic()
+        value = cache.get(key)
+        t1 = time.monotonic()
+        out.append((key, t0, t1, None if value is None else value.decode(), phase))
+        time.sleep(0.001)  # an application does some work between reads
+    with log.lock:
+        log.reads.extend(out)
+
+
+def run_load(cache, port, log, keys, seconds, phase, writers=2, readers=4, pause=0.02,
+             during=None):
+    """Writers and readers for `seconds`; `during(elapsed)` is called every
+    0.1 s from this thread."""
+    stop = threading.Event()
+    per = len(keys) // writers
+    threads = [threading.Thread(target=writer, args=(port, keys[i * per:(i + 1) * per],
+                                                       log, stop, pause))
+               for i in range(writers)]
+    threads += [threading.Thread(target=reader, args=(cache, keys, log, stop, phase))
+                for _ in range(readers)]
+    for t in threads:
+        t.start()
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        time.sleep(0.1)
+        if during:
+            during(time.monotonic() - start)
+    stop.set()
+    for t in threads:
+        t.join(15)
+        if t.is_alive():
+            raise SystemExit("a load thread did not stop in 15 s")
+
+
+def staleness(log, phase):
+    """(largest staleness in s, reads checked, errors) of a phase's reads."""
+    index = {}  # key -> ({value: write index}, [start of each delete], [its index])
+    for key, ws in log.writes.items():
+        values, nstart, nidx = {}, [], []
+        for i, (v, ts, _) in enumerate(ws):
+            if v is None:
+                nstart.append(ts)
+                nidx.append(i)
+            else:
+                values[v] = i
+        index[key] = (values, nstart, nidx)
+    worst, count, errors = 0.0, 0, []
+    for key, t0, t1, value, ph in log.reads:
+        if ph != phase:
+            continue
+        count += 1
+        ws = log.writes[key]
+        values, nstart, nidx = index[key]
+        if value is None:  # the latest delete (or the start) begun before the read ended
+            n = bisect.bisect_right(nstart, t1)
+            i = nidx[n - 1] if n else None
+        else:
+            i = values.get(value)
+            if i is not None and ws[i][1] > t1:
+                i = None
+        if i is None:
+            errors.append("read of %s returned %r, never written before it" % (key, value))
+            continue
+        if i + 1 < len(ws) and ws[i + 1][2] < t0:
+            worst = max(worst, t0 - ws[i + 1][2])
+    return worst, count, errors
+
+
+def wait_until(pred, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def watch_status(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/v1/watch?prefix=" + PREFIX)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def check(label, worst, count, errors, failures):
+    print("near_cache_example: %s: %d reads, largest staleness %.1f ms"
+          % (label, count, worst * 1000))
+    failures.extend("%s: %s" % (label, e) for e in errors[:5])
+    if count == 0:
+        failures.append("%s: no reads" % label)
+    if worst > BOUND:
+        failures.append("%s: a read was %.1f ms stale (bound %d ms)"
+                        % (label, worst * 1000, BOUND * 1000))
+
+
+def run(args, port):
+    mod = load_example(args.srcdir)
+    cls = sabotaged(mod, os.environ.get("NEAR_CACHE_SABOTAGE", ""))
+    cache = cls("http://127.0.0.1:%d" % port, prefix=PREFIX, idle_timeout=20.0)
+    failures = []
+    try:
+        if not cache.wait_connected(5):
+            return ["the stream did not connect in 5 s: %r" % cache.last_error]
+        keys = ["%sk%02d" % (PREFIX, i) for i in range(16)]
+        log = Log(keys)
+
+        # (a) connected; the stream broken twice, resuming each time.
+        breaks = []
+
+        def breaker(elapsed):
+            if len(breaks) < 2 and elapsed > 1.5 * (len(breaks) + 1):
+                breaks.append(elapsed)
+                cache.break_stream()
+        run_load(cache, port, log, keys, args.seconds, "a", during=breaker)
+        check("(a) connected", *staleness(log, "a"), failures)
+        hits_a = cache.stats["hits"]
+        if hits_a < 0.2 * sum(1 for r in log.reads if r[4] == "a"):
+            failures.append("(a): only %d hits: the cache hardly caches" % hits_a)
+        if cache.stats["resumes"] < 2:
+            failures.append("(a): %d resumes after 2 breaks" % cache.stats["resumes"])
+
+        # (b) stream held down: everything read through or re-validated.
+        cache.pause_stream()
+        if not wait_until(lambda: not cache.connected(), 5):
+            failures.append("(b): the stream did not go down")
+        hits_b = cache.stats["hits"]
+        run_load(cache, port, log, keys, 2, "b")
+        check("(b) stream down", *staleness(log, "b"), failures)
+        if cache.stats["hits"] != hits_b and not os.environ.get("NEAR_CACHE_SABOTAGE"):
+            failures.append("(b): %d reads trusted the cache while the stream was down"
+                            % (cache.stats["hits"] - hits_b))
+
+        # (c) history overrun while down: 410 on resume, then recovery.
+        if args.history:
+            cl = Client(port)
+            for n in range(args.history + 50):
+                key = keys[n % 8]  # writer 0's keys; the log keeps their order
+                value = "%s|c%d" % (key, n)
+                t0 = time.monotonic()
+                status, body = cl.request("PUT", "/v1/kv/" + key, value.encode())
+                if status not in (200, 201):
+                    return failures + ["(c): PUT answered %d %r" % (status, body)]
+                log.writes[key].append((value, t0, time.monotonic()))
+                log.present[key] = True
+            cache.resume_stream()
+            if not wait_until(lambda: cache.stats["truncated"] >= 1, 10):
+                failures.append("(c): no 410 after %d writes over a history of %d"
+                                % (args.history + 50, args.history))
+            if not cache.wait_connected(10):
+                failures.append("(c): the stream did not reconnect after the 410")
+            run_load(cache, port, log, keys, 2, "c")
+            check("(c) after 410", *staleness(log, "c"), failures)
+        else:
+            cache.resume_stream()
+            print("near_cache_example: (c) skipped: no small --watch-history")
+
+        worst = max(staleness(log, p)[0] for p in "abc")
+        print("near_cache_example: largest staleness observed: %.1f ms over %d reads "
+              "(stats %s)" % (worst * 1000, len(log.reads), dict(cache.stats)))
+        return failures
+    finally:
+        cache.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.environ.get("SQLCACHED_BIN", "src/sqlcached"))
+    ap.add_argument("--srcdir", default=os.environ.get("SQLCACHED_SRCDIR",
+                                                       os.path.join(os.path.dirname(__file__), "..")))
+    ap.add_argument("--url-port", type=int, help="use the server on this port instead")
+    ap.add_argument("--history", type=int, default=300,
+                    help="--watch-history for the daemon (0: no phase c)")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+
+    daemon = None
+    if args.url_port:
+        port = args.url_port
+    else:
+        helptext = subprocess.run([args.bin, "--help"], capture_output=True, text=True,
+                                  timeout=10).stdout
+        extra = []
+        if args.history and "--watch-history" in helptext:
+            extra = ["--watch-history", str(args.history)]
+        else:
+            args.history = 0
+        daemon = Daemon(args.bin, extra)
+        port = daemon.port
+    try:
+        status = watch_status(port)
+        if status == 404:
+            print("near_cache_example: skipped: GET /v1/watch answers 404 (this daemon has "
+                  "no change stream)")
+            return 77
+        failures = run(args, port)
+    finally:
+        if daemon:
+            daemon.stop()
+    if failures:
+        for f in failures:
+            print("near_cache_example: FAIL " + f, file=sys.stderr)
+        if daemon:
+            print(daemon.tail(), file=sys.stderr)
+        return 1
+    print("near_cache_example: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
