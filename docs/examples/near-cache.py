@@ -122,7 +122,8 @@ class NearCache:
         self._preload_due = preload
         self.last_error = None     # the stream's last failure, for logs
         self.last_oldest = None    # "oldest" of the last 410
-        self.stats = collections.Counter()
+        self.stats = collections.Counter()   # written under the lock
+        self._local = threading.local()      # .conn: this thread's connection
 
         self._thread = threading.Thread(target=self._run_stream, name="near-cache-stream",
                                         daemon=True)
@@ -156,15 +157,15 @@ class NearCache:
             slot[0] += 1
         try:
             value, ctype, version = self._fetch(key, known)
-        finally:
+        except BaseException:
             with self._lock:
-                newer = self._leave_inflight(key)
+                self._leave_inflight(key)
+            raise
         if value is _NOT_MODIFIED:
-            self.stats["revalidated"] += 1
             value, ctype = entry.value, entry.content_type
+            self._fill(key, value, ctype, version, epoch, "revalidated")
         else:
-            self.stats["misses"] += 1
-        self._fill(key, value, ctype, version, newer, epoch)
+            self._fill(key, value, ctype, version, epoch, "misses")
         return value, version
 
     def put(self, key, value, ttl=None, content_type="application/octet-stream"):
@@ -258,11 +259,15 @@ class NearCache:
             raise NearCacheError(status, b"answer without a version ETag")
         return body, hdrs.get("content-type"), int(etag)
 
-    def _fill(self, key, value, ctype, version, newer, epoch):
-        """Store what a read found, unless an event newer than it arrived
-        while it ran. Trusted only in the epoch it started in (None: the
-        stream was down, so it must be re-validated before use)."""
+    def _fill(self, key, value, ctype, version, epoch, counter):
+        """End a read through sqlcached: store what it found, unless an
+        event newer than it arrived while it ran (leaving the in-flight
+        registry under the same lock, so no event slips in between).
+        Trusted only in the epoch it started in (None: the stream was down,
+        so it must be re-validated before use)."""
         with self._lock:
+            self.stats[counter] += 1
+            newer = self._leave_inflight(key)
             entry = self._entries.get(key)
             if newer > version:
                 if entry is not None and entry.version < newer:
@@ -335,9 +340,10 @@ class NearCache:
             try:
                 if self._stream_once(cursor):
                     backoff = 0.05
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                self.stats["stream_errors"] += 1
-                self.last_error = exc
+            except Exception as exc:  # noqa: BLE001 - the thread must live on
+                with self._lock:
+                    self.stats["stream_errors"] += 1
+                    self.last_error = exc
             finally:
                 self._mark_down()
             with self._lock:
@@ -393,8 +399,7 @@ class NearCache:
                 event_id, event, data = None, None, []
                 continue
             if line.startswith(":"):
-                self.stats["keepalives"] += 1
-                continue
+                continue  # a keep-alive comment
             name, _, val = line.partition(":")
             val = val[1:] if val.startswith(" ") else val
             if name == "id":
@@ -489,7 +494,8 @@ class NearCache:
             after = page.get("next")
             if after is None or not page["keys"]:
                 break
-        self.stats["preloaded"] += count
+        with self._lock:
+            self.stats["preloaded"] += count
         return count
 
     # ---- HTTP --------------------------------------------------------------
@@ -504,15 +510,38 @@ class NearCache:
         return headers
 
     def _request(self, method, path, body=None, headers=None):
-        """One request on a fresh connection: (status, headers, body)."""
-        conn = self._connection(self.timeout)
-        try:
-            conn.request(method, path, body=body, headers=self._auth(dict(headers or {})))
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-        finally:
+        """One request: (status, headers, body). A GET uses this thread's
+        kept-alive connection (retried once on a fresh one when the kept
+        one was closed meanwhile); a write always opens a fresh one, so it
+        is never sent twice."""
+        headers = self._auth(dict(headers or {}))
+        if method != "GET":
+            conn = self._connection(self.timeout)
+            try:
+                return self._exchange(conn, method, path, body, headers)
+            finally:
+                conn.close()
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
+            reused = conn is not None
+            if conn is None:
+                conn = self._local.conn = self._connection(self.timeout)
+            try:
+                return self._exchange(conn, method, path, body, headers)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._local.conn = None
+                if not reused or attempt == 2:
+                    raise
+
+    @staticmethod
+    def _exchange(conn, method, path, body, headers):
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.will_close:
             conn.close()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
     def _kv_path(self, key):
         return self._base_path + "/v1/kv/" + urllib.parse.quote(key, safe="")
