@@ -13,8 +13,9 @@ value never written, or written only after the read ended, fails at once.
 Phases: (a) stream connected, broken twice on purpose (it resumes with
 Last-Event-ID); (b) stream held down: reads must go to sqlcached (no hit
 counted, no staleness); (c) with --history N (the daemon's small
---watch-history), N+50 writes while the stream is down, so its resume gets
-410; the cache must drop everything, reconnect and keep the bound.
+--watch-history), N+50 writes while the stream is down, a wait until the
+daemon trimmed its history (in the background, every few seconds), so the
+resume gets 410; the cache must drop everything, reconnect and keep the bound.
 
 NEAR_CACHE_SABOTAGE=no-invalidate (events not applied) or trust-when-down
 (entries trusted while the stream is down) must make it fail.
@@ -248,10 +249,12 @@ def wait_until(pred, seconds):
     return pred()
 
 
-def watch_status(port):
+def watch_status(port, since=None):
+    """The status GET /v1/watch answers (the stream is then closed)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", "/v1/watch?prefix=" + PREFIX)
+        conn.request("GET", "/v1/watch?prefix=" + PREFIX +
+                     ("" if since is None else "&since=%d" % since))
         return conn.getresponse().status
     finally:
         conn.close()
@@ -317,6 +320,12 @@ def run(args, port):
                     return failures + ["(c): PUT answered %d %r" % (status, body)]
                 log.writes[key].append((value, t0, time.monotonic()))
                 log.present[key] = True
+            # The daemon trims its history in the background: wait (up to
+            # 15 s) until the cache's cursor is out of it, then resume.
+            with cache._lock:
+                cursor = cache._cursor
+            if cursor is None or not wait_until(lambda: watch_status(port, cursor) == 410, 15):
+                failures.append("(c): the history was not trimmed past the cursor %r" % cursor)
             cache.resume_stream()
             if not wait_until(lambda: cache.stats["truncated"] >= 1, 10):
                 failures.append("(c): no 410 after %d writes over a history of %d"
