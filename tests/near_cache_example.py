@@ -27,7 +27,6 @@ import argparse
 import bisect
 import http.client
 import importlib.util
-import json
 import os
 import random
 import re
