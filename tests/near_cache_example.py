@@ -15,10 +15,13 @@ Last-Event-ID); (b) stream held down: reads must go to sqlcached (no hit
 counted, no staleness); (c) with --history N (the daemon's small
 --watch-history), N+50 writes while the stream is down, a wait until the
 daemon trimmed its history (in the background, every few seconds), so the
-resume gets 410; the cache must drop everything, reconnect and keep the bound.
+resume gets 410; the cache must drop everything, reconnect and keep the bound;
+(d) a second cache with idle_timeout 1 s and no writes at all: the silent
+stream must count as down, and its entry must be re-validated.
 
-NEAR_CACHE_SABOTAGE=no-invalidate (events not applied) or trust-when-down
-(entries trusted while the stream is down) must make it fail.
+NEAR_CACHE_SABOTAGE=no-invalidate (events not applied), trust-when-down
+(entries trusted while the stream is down) or no-idle (a silent stream
+never counts as down) must make it fail.
 
 Exit status: 0 pass, 1 fail, 77 skip (the daemon has no GET /v1/watch).
 """
@@ -63,6 +66,14 @@ def sabotaged(mod, how):
             def _stream_up(self, now):
                 return True
         return TrustWhenDown
+    if how == "no-idle":
+        class NoIdle(mod.NearCache):
+            def _connection(self, timeout):  # the stream never times out
+                return super()._connection(None if timeout == self.idle_timeout else timeout)
+
+            def _stream_up(self, now):
+                return self._connected
+        return NoIdle
     if how:
         raise SystemExit("unknown NEAR_CACHE_SABOTAGE=%s" % how)
     return mod.NearCache
@@ -270,6 +281,30 @@ def check(label, worst, count, errors, failures):
                         % (label, worst * 1000, BOUND * 1000))
 
 
+def idle_phase(cls, port, key):
+    """(d) A stream silent for longer than idle_timeout counts as down: a
+    cache with idle_timeout 1 s (below the daemon's keep-alive interval)
+    must stop trusting its entry within a few seconds of silence."""
+    cache = cls("http://127.0.0.1:%d" % port, prefix=PREFIX, idle_timeout=1.0)
+    try:
+        if not cache.wait_connected(5):
+            return ["(d): the stream did not connect in 5 s"]
+        cache.get(key)
+        cache.get(key)
+        if cache.stats["hits"] != 1:
+            return ["(d): no hit on the second read (%s)" % dict(cache.stats)]
+        if not wait_until(lambda: cache.stats["idle_timeouts"] >= 1, 20):
+            return ["(d): 20 s of silence and the stream still counts as up"]
+        cache.get(key)
+        print("near_cache_example: (d) silent stream: down after idle_timeout, read "
+              "re-validated (stats %s)" % dict(cache.stats))
+        if cache.stats["hits"] != 1:
+            return ["(d): a read trusted the cache after the stream went silent"]
+        return []
+    finally:
+        cache.close()
+
+
 def run(args, port):
     mod = load_example(args.srcdir)
     cls = sabotaged(mod, os.environ.get("NEAR_CACHE_SABOTAGE", ""))
@@ -337,6 +372,7 @@ def run(args, port):
             cache.resume_stream()
             print("near_cache_example: (c) skipped: no small --watch-history")
 
+        failures += idle_phase(cls, port, keys[0])
         worst = max(staleness(log, p)[0] for p in "abc")
         print("near_cache_example: largest staleness observed: %.1f ms over %d reads "
               "(stats %s)" % (worst * 1000, len(log.reads), dict(cache.stats)))

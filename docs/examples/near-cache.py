@@ -340,6 +340,10 @@ class NearCache:
             try:
                 if self._stream_once(cursor):
                     backoff = 0.05
+            except socket.timeout as exc:  # silent for idle_timeout: down
+                with self._lock:
+                    self.stats["idle_timeouts"] += 1
+                    self.last_error = exc
             except Exception as exc:  # noqa: BLE001 - the thread must live on
                 with self._lock:
                     self.stats["stream_errors"] += 1
