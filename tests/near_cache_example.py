@@ -17,7 +17,9 @@ counted, no staleness); (c) with --history N (the daemon's small
 daemon trimmed its history (in the background, every few seconds), so the
 resume gets 410; the cache must drop everything, reconnect and keep the bound;
 (d) a second cache with idle_timeout 1 s and no writes at all: the silent
-stream must count as down, and its entry must be re-validated.
+stream must count as down, and its entry must be re-validated; (e) the
+daemon stopped: a read must fail rather than answer from memory; restarted
+on the same port and database: the stream resumes, the bound holds.
 
 NEAR_CACHE_SABOTAGE=no-invalidate (events not applied), trust-when-down
 (entries trusted while the stream is down) or no-idle (a silent stream
@@ -81,20 +83,25 @@ def sabotaged(mod, how):
 
 class Daemon:
     """src/sqlcached on 127.0.0.1, a free port, a temporary database;
-    stopped by its PID."""
+    stopped by its PID. restart() starts it again on the same port and
+    database."""
 
     def __init__(self, binary, extra):
+        self.binary, self.extra = binary, extra
         self.dir = tempfile.TemporaryDirectory(prefix="sqlcached-near-cache-")
         self.log_path = os.path.join(self.dir.name, "daemon.log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--db",
-                                      os.path.join(self.dir.name, "db")] + extra,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = self._port()
+        self.log = None
+        self.port = self._start(0)
 
-    def _port(self):
+    def _start(self, port):
+        self.log = open(self.log_path, "a")
+        start = self.log.tell()
+        self.proc = subprocess.Popen([self.binary, "--listen", "127.0.0.1:%d" % port, "--db",
+                                      os.path.join(self.dir.name, "db")] + self.extra,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(100):
             with open(self.log_path) as f:
+                f.seek(start)
                 m = re.search(r"listening on http://127\.0\.0\.1:([0-9]+)", f.read())
                 if m:
                     return int(m.group(1))
@@ -102,7 +109,11 @@ class Daemon:
                 break
             time.sleep(0.1)
         self.stop()
-        raise SystemExit("near_cache_example: the daemon did not start in 10 s")
+        raise SystemExit("near_cache_example: the daemon did not start in 10 s:\n" + self.tail())
+
+    def restart(self):
+        self.stop()
+        self._start(self.port)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -112,7 +123,9 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self.log.close()
+        if self.log:
+            self.log.close()
+            self.log = None
 
     def tail(self):
         with open(self.log_path) as f:
@@ -305,7 +318,33 @@ def idle_phase(cls, port, key):
         cache.close()
 
 
-def run(args, port):
+def restart_phase(cache, daemon, log, keys):
+    """(e) The daemon stops (the stream closes): a read must not be answered
+    from memory; after a restart on the same port and database, the stream
+    resumes and the bound holds again."""
+    failures = []
+    for key in keys:
+        cache.get(key)
+    resumes = cache.stats["resumes"]
+    daemon.stop()
+    if not wait_until(lambda: not cache.connected(), 5):
+        failures.append("(e): the stream still counts as up with the daemon stopped")
+    try:
+        cache.get(keys[0])
+        failures.append("(e): a read was answered from memory with sqlcached stopped")
+    except OSError:
+        pass
+    daemon.restart()
+    if not cache.wait_connected(10):
+        return failures + ["(e): the stream did not reconnect after the restart"]
+    run_load(cache, daemon.port, log, keys, 2, "e")
+    check("(e) after a restart", *staleness(log, "e"), failures)
+    if cache.stats["resumes"] <= resumes:
+        failures.append("(e): the stream did not resume with Last-Event-ID")
+    return failures
+
+
+def run(args, port, daemon):
     mod = load_example(args.srcdir)
     cls = sabotaged(mod, os.environ.get("NEAR_CACHE_SABOTAGE", ""))
     cache = cls("http://127.0.0.1:%d" % port, prefix=PREFIX, idle_timeout=20.0)
@@ -373,7 +412,9 @@ def run(args, port):
             print("near_cache_example: (c) skipped: no small --watch-history")
 
         failures += idle_phase(cls, port, keys[0])
-        worst = max(staleness(log, p)[0] for p in "abc")
+        if daemon:
+            failures += restart_phase(cache, daemon, log, keys)
+        worst = max(staleness(log, p)[0] for p in "abce")
         print("near_cache_example: largest staleness observed: %.1f ms over %d reads "
               "(stats %s)" % (worst * 1000, len(log.reads), dict(cache.stats)))
         return failures
@@ -411,7 +452,7 @@ def main():
             print("near_cache_example: skipped: GET /v1/watch answers 404 (this daemon has "
                   "no change stream)")
             return 77
-        failures = run(args, port)
+        failures = run(args, port, daemon)
     finally:
         if daemon:
             daemon.stop()
