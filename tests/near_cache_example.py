@@ -86,9 +86,10 @@ class Daemon:
     stopped by its PID. restart() starts it again on the same port and
     database."""
 
-    def __init__(self, binary, extra):
+    def __init__(self, binary, extra, db=None):
         self.binary, self.extra = binary, extra
         self.dir = tempfile.TemporaryDirectory(prefix="sqlcached-near-cache-")
+        self.db = db or os.path.join(self.dir.name, "db")
         self.log_path = os.path.join(self.dir.name, "daemon.log")
         self.log = None
         self.port = self._start(0)
@@ -96,8 +97,8 @@ class Daemon:
     def _start(self, port):
         self.log = open(self.log_path, "a")
         start = self.log.tell()
-        self.proc = subprocess.Popen([self.binary, "--listen", "127.0.0.1:%d" % port, "--db",
-                                      os.path.join(self.dir.name, "db")] + self.extra,
+        self.proc = subprocess.Popen([self.binary, "--listen", "127.0.0.1:%d" % port,
+                                      "--db", self.db] + self.extra,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(100):
             with open(self.log_path) as f:
@@ -318,7 +319,7 @@ def idle_phase(cls, port, key):
         cache.close()
 
 
-def restart_phase(cache, daemon, log, keys):
+def restart_phase(cache, daemon, wport, log, keys):
     """(e) The daemon stops (the stream closes): a read must not be answered
     from memory; after a restart on the same port and database, the stream
     resumes and the bound holds again."""
@@ -337,14 +338,16 @@ def restart_phase(cache, daemon, log, keys):
     daemon.restart()
     if not cache.wait_connected(10):
         return failures + ["(e): the stream did not reconnect after the restart"]
-    run_load(cache, daemon.port, log, keys, 2, "e")
+    run_load(cache, wport, log, keys, 2, "e")
     check("(e) after a restart", *staleness(log, "e"), failures)
     if cache.stats["resumes"] <= resumes:
         failures.append("(e): the stream did not resume with Last-Event-ID")
     return failures
 
 
-def run(args, port, daemon):
+def run(args, wport, port, daemon):
+    """The phases; writers write to wport, the cache reads from port (a
+    second node of the cluster, or the same daemon), run by `daemon`."""
     mod = load_example(args.srcdir)
     cls = sabotaged(mod, os.environ.get("NEAR_CACHE_SABOTAGE", ""))
     cache = cls("http://127.0.0.1:%d" % port, prefix=PREFIX, idle_timeout=20.0)
@@ -362,7 +365,7 @@ def run(args, port, daemon):
             if len(breaks) < 2 and elapsed > 1.5 * (len(breaks) + 1):
                 breaks.append(elapsed)
                 cache.break_stream()
-        run_load(cache, port, log, keys, args.seconds, "a", during=breaker)
+        run_load(cache, wport, log, keys, args.seconds, "a", during=breaker)
         check("(a) connected", *staleness(log, "a"), failures)
         hits_a = cache.stats["hits"]
         if hits_a < 0.2 * sum(1 for r in log.reads if r[4] == "a"):
@@ -375,7 +378,7 @@ def run(args, port, daemon):
         if not wait_until(lambda: not cache.connected(), 5):
             failures.append("(b): the stream did not go down")
         hits_b = cache.stats["hits"]
-        run_load(cache, port, log, keys, 2, "b")
+        run_load(cache, wport, log, keys, 2, "b")
         check("(b) stream down", *staleness(log, "b"), failures)
         if cache.stats["hits"] != hits_b and not os.environ.get("NEAR_CACHE_SABOTAGE"):
             failures.append("(b): %d reads trusted the cache while the stream was down"
@@ -383,7 +386,7 @@ def run(args, port, daemon):
 
         # (c) history overrun while down: 410 on resume, then recovery.
         if args.history:
-            cl = Client(port)
+            cl = Client(wport)
             for n in range(args.history + 50):
                 key = keys[n % 8]  # writer 0's keys; the log keeps their order
                 value = "%s|c%d" % (key, n)
@@ -405,7 +408,7 @@ def run(args, port, daemon):
                                 % (args.history + 50, args.history))
             if not cache.wait_connected(10):
                 failures.append("(c): the stream did not reconnect after the 410")
-            run_load(cache, port, log, keys, 2, "c")
+            run_load(cache, wport, log, keys, 2, "c")
             check("(c) after 410", *staleness(log, "c"), failures)
         else:
             cache.resume_stream()
@@ -413,7 +416,7 @@ def run(args, port, daemon):
 
         failures += idle_phase(cls, port, keys[0])
         if daemon:
-            failures += restart_phase(cache, daemon, log, keys)
+            failures += restart_phase(cache, daemon, wport, log, keys)
         worst = max(staleness(log, p)[0] for p in "abce")
         print("near_cache_example: largest staleness observed: %.1f ms over %d reads "
               "(stats %s)" % (worst * 1000, len(log.reads), dict(cache.stats)))
@@ -431,11 +434,15 @@ def main():
     ap.add_argument("--history", type=int, default=300,
                     help="--watch-history for the daemon (0: no phase c)")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--db", help="the daemons' --db (default: a temporary SQLite file)")
+    ap.add_argument("--nodes", type=int, choices=(1, 2), default=1,
+                    help="2: writers on one node, the near cache on another (needs a "
+                         "PostgreSQL --db)")
     args = ap.parse_args()
 
-    daemon = None
+    daemons = []
     if args.url_port:
-        port = args.url_port
+        port = wport = args.url_port
     else:
         helptext = subprocess.run([args.bin, "--help"], capture_output=True, text=True,
                                   timeout=10).stdout
@@ -444,23 +451,27 @@ def main():
             extra = ["--watch-history", str(args.history)]
         else:
             args.history = 0
-        daemon = Daemon(args.bin, extra)
-        port = daemon.port
+        for _ in range(args.nodes):
+            daemons.append(Daemon(args.bin, extra, args.db))
+        wport, port = daemons[0].port, daemons[-1].port
+        if args.nodes == 2:
+            print("near_cache_example: writers on node :%d, the near cache on node :%d"
+                  % (wport, port))
     try:
         status = watch_status(port)
         if status == 404:
             print("near_cache_example: skipped: GET /v1/watch answers 404 (this daemon has "
                   "no change stream)")
             return 77
-        failures = run(args, port, daemon)
+        failures = run(args, wport, port, daemons[-1] if daemons else None)
     finally:
-        if daemon:
-            daemon.stop()
+        for d in daemons:
+            d.stop()
     if failures:
         for f in failures:
             print("near_cache_example: FAIL " + f, file=sys.stderr)
-        if daemon:
-            print(daemon.tail(), file=sys.stderr)
+        for d in daemons:
+            print(d.tail(), file=sys.stderr)
         return 1
     print("near_cache_example: ok")
     return 0
