@@ -15,7 +15,8 @@ Last-Event-ID); (b) stream held down: reads must go to sqlcached (no hit
 counted, no staleness); (c) with --history N (the daemon's small
 --watch-history), N+50 writes while the stream is down, a wait until the
 daemon trimmed its history (in the background, every few seconds), so the
-resume gets 410; the cache must drop everything, reconnect and keep the bound;
+resume gets 410; the cache must drop everything, reconnect, list and load the prefix
+again (preload) and keep the bound;
 (d) a second cache with idle_timeout 1 s and no writes at all: the silent
 stream must count as down, and its entry must be re-validated; (e) the
 daemon stopped: a read must fail rather than answer from memory; restarted
@@ -350,7 +351,7 @@ def run(args, wport, port, daemon):
     second node of the cluster, or the same daemon), run by `daemon`."""
     mod = load_example(args.srcdir)
     cls = sabotaged(mod, os.environ.get("NEAR_CACHE_SABOTAGE", ""))
-    cache = cls("http://127.0.0.1:%d" % port, prefix=PREFIX, idle_timeout=20.0)
+    cache = cls("http://127.0.0.1:%d" % port, prefix=PREFIX, idle_timeout=20.0, preload=True)
     failures = []
     try:
         if not cache.wait_connected(5):
@@ -408,6 +409,9 @@ def run(args, wport, port, daemon):
                                 % (args.history + 50, args.history))
             if not cache.wait_connected(10):
                 failures.append("(c): the stream did not reconnect after the 410")
+            if not wait_until(lambda: cache.stats["preloaded"] >= len(keys) // 2, 10):
+                failures.append("(c): the prefix was not listed and loaded again after the 410 "
+                                "(%d keys)" % cache.stats["preloaded"])
             run_load(cache, wport, log, keys, 2, "c")
             check("(c) after 410", *staleness(log, "c"), failures)
         else:
