@@ -184,7 +184,7 @@ def writer(port, keys, log, stop, pause):
             ok = status in (200, 201)
         t1 = time.monotonic()
         if not ok:
-            raise SystemExit("write %s answered %d %r" % (key, status, body))
+            raise RuntimeError("write %s answered %d %r" % (key, status, body))
         with log.lock:
             log.writes[key].append((None if delete else value, t0, t1))
         log.present[key] = not delete
@@ -195,15 +195,21 @@ def writer(port, keys, log, stop, pause):
 def reader(cache, keys, log, stop, phase):
     rnd = random.Random()
     out = []
-    while not stop.is_set():
-        key = rnd.choice(keys)
-        t0 = time.monotonic()
-        value = cache.get(key)
-        t1 = time.monotonic()
-        out.append((key, t0, t1, None if value is None else value.decode(), phase))
-        time.sleep(0.001)  # an application does some work between reads
-    with log.lock:
-        log.reads.extend(out)
+    try:
+        while not stop.is_set():
+            key = rnd.choice(keys)
+            t0 = time.monotonic()
+            value = cache.get(key)
+            t1 = time.monotonic()
+            out.append((key, t0, t1, None if value is None else value.decode(), phase))
+            time.sleep(0.001)  # an application does some work between reads
+    finally:
+        with log.lock:
+            log.reads.extend(out)
+
+
+class LoadError(Exception):
+    """A writer or reader failed (an error answer, an exception)."""
 
 
 def run_load(cache, port, log, keys, seconds, phase, writers=2, readers=4, pause=0.02,
@@ -211,11 +217,19 @@ def run_load(cache, port, log, keys, seconds, phase, writers=2, readers=4, pause
     """Writers and readers for `seconds`; `during(elapsed)` is called every
     0.1 s from this thread."""
     stop = threading.Event()
+    errors = []
+
+    def guarded(fn, *a):
+        try:
+            fn(*a)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append("%s: %r" % (fn.__name__, exc))
+            stop.set()
     per = len(keys) // writers
-    threads = [threading.Thread(target=writer, args=(port, keys[i * per:(i + 1) * per],
-                                                       log, stop, pause))
+    threads = [threading.Thread(target=guarded, args=(writer, port, keys[i * per:(i + 1) * per],
+                                                      log, stop, pause))
                for i in range(writers)]
-    threads += [threading.Thread(target=reader, args=(cache, keys, log, stop, phase))
+    threads += [threading.Thread(target=guarded, args=(reader, cache, keys, log, stop, phase))
                 for _ in range(readers)]
     for t in threads:
         t.start()
@@ -228,7 +242,9 @@ def run_load(cache, port, log, keys, seconds, phase, writers=2, readers=4, pause
     for t in threads:
         t.join(15)
         if t.is_alive():
-            raise SystemExit("a load thread did not stop in 15 s")
+            errors.append("a load thread did not stop in 15 s")
+    if errors:
+        raise LoadError("phase (%s): %s" % (phase, "; ".join(errors)))
 
 
 def staleness(log, phase):
@@ -467,7 +483,10 @@ def main():
             print("near_cache_example: skipped: GET /v1/watch answers 404 (this daemon has "
                   "no change stream)")
             return 77
-        failures = run(args, wport, port, daemons[-1] if daemons else None)
+        try:
+            failures = run(args, wport, port, daemons[-1] if daemons else None)
+        except LoadError as exc:
+            failures = [str(exc)]
     finally:
         for d in daemons:
             d.stop()
