@@ -33,6 +33,7 @@ import argparse
 import bisect
 import http.client
 import importlib.util
+import json
 import os
 import random
 import re
@@ -53,6 +54,18 @@ def load_example(srcdir):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+EVENTS = {}  # version -> when its event reached the cache (monotonic)
+
+
+def recording(cls):
+    """`cls` noting when each event arrives, to explain a stale read."""
+    class Recording(cls):
+        def _apply_event(self, kind, event_id, data):
+            EVENTS.setdefault(int(event_id), time.monotonic())
+            super()._apply_event(kind, event_id, data)
+    return Recording
 
 
 def sabotaged(mod, how):
@@ -159,7 +172,7 @@ class Log:
     """Writes per key (value or None, started, acknowledged), reads."""
 
     def __init__(self, keys):
-        self.writes = {k: [(None, float("-inf"), float("-inf"))] for k in keys}
+        self.writes = {k: [(None, float("-inf"), float("-inf"), None)] for k in keys}
         self.present = {k: False for k in keys}
         self.reads = []
         self.lock = threading.Lock()
@@ -186,7 +199,8 @@ def writer(port, keys, log, stop, pause):
         if not ok:
             raise RuntimeError("write %s answered %d %r" % (key, status, body))
         with log.lock:
-            log.writes[key].append((None if delete else value, t0, t1))
+            log.writes[key].append((None if delete else value, t0, t1,
+                                    None if delete else json.loads(body)["version"]))
         log.present[key] = not delete
         if pause:
             time.sleep(pause * rnd.random() * 2)
@@ -252,14 +266,14 @@ def staleness(log, phase):
     index = {}  # key -> ({value: write index}, [start of each delete], [its index])
     for key, ws in log.writes.items():
         values, nstart, nidx = {}, [], []
-        for i, (v, ts, _) in enumerate(ws):
+        for i, (v, ts, _, _) in enumerate(ws):
             if v is None:
                 nstart.append(ts)
                 nidx.append(i)
             else:
                 values[v] = i
         index[key] = (values, nstart, nidx)
-    worst, count, errors = 0.0, 0, []
+    worst, count, errors, detail = 0.0, 0, [], ""
     for key, t0, t1, value, ph in log.reads:
         if ph != phase:
             continue
@@ -276,9 +290,25 @@ def staleness(log, phase):
         if i is None:
             errors.append("read of %s returned %r, never written before it" % (key, value))
             continue
-        if i + 1 < len(ws) and ws[i + 1][2] < t0:
-            worst = max(worst, t0 - ws[i + 1][2])
-    return worst, count, errors
+        if i + 1 < len(ws) and ws[i + 1][2] < t0 and t0 - ws[i + 1][2] > worst:
+            worst = t0 - ws[i + 1][2]
+            detail = explain(key, ws[i + 1], t0)
+    return worst, count, errors, detail
+
+
+def explain(key, newer, t0):
+    """Where the time went for the stalest read: when the event of the
+    write it missed reached the cache."""
+    version, ack = newer[3], newer[2]
+    if version is None:
+        return "%s missed a DELETE (no version to follow)" % key
+    seen = EVENTS.get(version)
+    if seen is None:
+        return "%s missed version %d, whose event had not reached the cache" % (key, version)
+    return ("%s missed version %d, whose event reached the cache %.1f ms after the write's "
+            "answer, %.1f ms %s the read began"
+            % (key, version, (seen - ack) * 1000, abs(t0 - seen) * 1000,
+               "before" if seen < t0 else "after"))
 
 
 def wait_until(pred, seconds):
@@ -301,9 +331,9 @@ def watch_status(port, since=None):
         conn.close()
 
 
-def check(label, worst, count, errors, failures):
-    print("near_cache_example: %s: %d reads, largest staleness %.1f ms"
-          % (label, count, worst * 1000))
+def check(label, worst, count, errors, detail, failures):
+    print("near_cache_example: %s: %d reads, largest staleness %.1f ms%s"
+          % (label, count, worst * 1000, " (%s)" % detail if detail else ""))
     failures.extend("%s: %s" % (label, e) for e in errors[:5])
     if count == 0:
         failures.append("%s: no reads" % label)
@@ -366,7 +396,7 @@ def run(args, wport, port, daemon):
     """The phases; writers write to wport, the cache reads from port (a
     second node of the cluster, or the same daemon), run by `daemon`."""
     mod = load_example(args.srcdir)
-    cls = sabotaged(mod, os.environ.get("NEAR_CACHE_SABOTAGE", ""))
+    cls = recording(sabotaged(mod, os.environ.get("NEAR_CACHE_SABOTAGE", "")))
     cache = cls("http://127.0.0.1:%d" % port, prefix=PREFIX, idle_timeout=20.0, preload=True)
     failures = []
     try:
@@ -411,7 +441,7 @@ def run(args, wport, port, daemon):
                 status, body = cl.request("PUT", "/v1/kv/" + key, value.encode())
                 if status not in (200, 201):
                     return failures + ["(c): PUT answered %d %r" % (status, body)]
-                log.writes[key].append((value, t0, time.monotonic()))
+                log.writes[key].append((value, t0, time.monotonic(), json.loads(body)["version"]))
                 log.present[key] = True
             # The daemon trims its history in the background: wait (up to
             # 15 s) until the cache's cursor is out of it, then resume.
