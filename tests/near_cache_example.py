@@ -5,18 +5,20 @@ Writers change keys with plain PUT/DELETE while readers read them through
 the near cache. Every key has one writer, so its writes are totally ordered
 by that writer (each is answered before the next starts); every write is
 logged with its start and its acknowledgement, every read with its start,
-its end and what it returned. A read that returned write i of a key is
-stale by (read start - ack of write i+1) when write i+1 was acknowledged
-before the read started; the bound checked is 500 ms. A read returning a
-value never written, or written only after the read ended, fails at once.
+its end and what it returned; after each phase's load, with no writes for
+longer than the bound, every key is read once more. A read that returned
+write i of a key is stale by (read start - ack of write i+1) when write
+i+1 was acknowledged before the read started; the bound checked is 500 ms.
+A read returning a value never written, or written only after the read
+ended, fails at once.
 
 Phases: (a) stream connected, broken twice on purpose (it resumes with
 Last-Event-ID); (b) stream held down: reads must go to sqlcached (no hit
 counted, no staleness); (c) with --history N (the daemon's small
 --watch-history), N+50 writes while the stream is down, a wait until the
 daemon trimmed its history (in the background, every few seconds), so the
-resume gets 410; the cache must drop everything, reconnect, list and load the prefix
-again (preload) and keep the bound;
+resume gets 410; the cache must drop everything, reconnect, list and load
+the prefix again (preload) and keep the bound;
 (d) a second cache with idle_timeout 1 s and no writes at all: the silent
 stream must count as down, and its entry must be re-validated; (e) the
 daemon stopped: a read must fail rather than answer from memory; restarted
@@ -228,8 +230,9 @@ class LoadError(Exception):
 
 def run_load(cache, port, log, keys, seconds, phase, writers=2, readers=4, pause=0.02,
              during=None):
-    """Writers and readers for `seconds`; `during(elapsed)` is called every
-    0.1 s from this thread."""
+    """Writers and readers for `seconds` (`during(elapsed)` is called every
+    0.1 s from this thread), then, with no writes for the bound, one read
+    of every key."""
     stop = threading.Event()
     errors = []
 
@@ -259,6 +262,15 @@ def run_load(cache, port, log, keys, seconds, phase, writers=2, readers=4, pause
             errors.append("a load thread did not stop in 15 s")
     if errors:
         raise LoadError("phase (%s): %s" % (phase, "; ".join(errors)))
+    # Quiet: past the bound, every key must read as its last write (an
+    # entry stored stale and never invalidated again shows here).
+    time.sleep(BOUND + 0.1)
+    with log.lock:
+        for key in keys:
+            t0 = time.monotonic()
+            value = cache.get(key)
+            log.reads.append((key, t0, time.monotonic(),
+                              None if value is None else value.decode(), phase))
 
 
 def staleness(log, phase):

@@ -28,8 +28,12 @@ Staleness is bounded, not zero:
   passes; `max_age` (optional) re-validates any entry older than it.
 
 A fill cannot resurrect an old value: every read through sqlcached is
-registered while it runs; an event for that key arriving meanwhile with a
-newer version keeps the answer out of the cache.
+registered while it runs, and an event for that key arriving meanwhile
+with a newer version keeps the answer out of the cache. The newest change
+version seen for each of the last `max(max_entries, 10000)` keys changed is
+remembered too, because an event may arrive before its write is answered,
+while a GET can still answer the old value (legitimately: the write is not
+acknowledged yet); such an answer is returned but not stored.
 
 Threads: one background thread reads the stream; every public method may be
 called from any thread. One lock guards the entries and the stream state;
@@ -112,6 +116,8 @@ class NearCache:
         self._wake = threading.Condition(self._lock)
         self._entries = collections.OrderedDict()   # key -> _Entry, LRU order
         self._inflight = {}        # key -> [readers, newest event version seen]
+        self._recent = collections.OrderedDict()  # key -> (newest change, deleted?)
+        self._recent_max = max(self.max_entries, 10000)
         self._epoch = 0            # bumped on every stream (re)connect
         self._connected = False
         self._last_byte = 0.0      # monotonic time of the last stream byte
@@ -150,7 +156,7 @@ class NearCache:
             if entry is not None and up and self._trusted(entry, now):
                 self._entries.move_to_end(key)
                 self.stats["hits"] += 1
-                return entry.value, entry.version
+                return entry.value, (0 if entry.value is None else entry.version)
             epoch = self._epoch if up else None
             known = entry.version if entry is not None and entry.value is not None else None
             slot = self._inflight.setdefault(key, [0, 0])
@@ -188,7 +194,7 @@ class NearCache:
         status, _, body = self._request("DELETE", self._kv_path(key))
         if status not in (204, 404):
             raise NearCacheError(status, body)
-        self._invalidate(key, _ALWAYS_NEWER)
+        self._invalidate(key, _ALWAYS_NEWER, remember=False)
         return status == 204
 
     def connected(self):
@@ -260,14 +266,21 @@ class NearCache:
         return body, hdrs.get("content-type"), int(etag)
 
     def _fill(self, key, value, ctype, version, epoch, counter):
-        """End a read through sqlcached: store what it found, unless an
-        event newer than it arrived while it ran (leaving the in-flight
-        registry under the same lock, so no event slips in between).
+        """End a read through sqlcached: store what it found, unless a
+        newer change of the key is known (an event that arrived while it
+        ran, or before it: see the top of the file). Leaves the in-flight
+        registry under the same lock, so no event slips in between. A 404
+        after a known delete is stored as absent at that delete's version.
         Trusted only in the epoch it started in (None: the stream was down,
         so it must be re-validated before use)."""
         with self._lock:
             self.stats[counter] += 1
             newer = self._leave_inflight(key)
+            last = self._recent.get(key)
+            if last is not None:
+                if value is None and last[1]:
+                    version = last[0]
+                newer = max(newer, last[0])
             entry = self._entries.get(key)
             if newer > version:
                 if entry is not None and entry.version < newer:
@@ -292,10 +305,18 @@ class NearCache:
             del self._inflight[key]
         return slot[1]
 
-    def _invalidate(self, key, version):
-        """A change of `key` at `version` is known: drop an older entry, and
-        keep reads running now from storing what they found."""
+    def _invalidate(self, key, version, deleted=False, remember=True):
+        """A change of `key` at `version` is known: drop an older entry,
+        keep reads running now from storing what they found, and (with
+        `remember`) keep later reads from storing anything older."""
         with self._lock:
+            if remember:
+                last = self._recent.pop(key, None)
+                if last is None or last[0] <= version:
+                    last = (version, deleted)
+                self._recent[key] = last
+                if len(self._recent) > self._recent_max:
+                    self._recent.popitem(last=False)
             entry = self._entries.get(key)
             if entry is not None and entry.version < version:
                 del self._entries[key]
@@ -417,7 +438,7 @@ class NearCache:
         """One change: invalidate the key, note an expiry, move the cursor."""
         body = json.loads(data)
         key, version = body["key"], int(body["version"])
-        self._invalidate(key, version)
+        self._invalidate(key, version, deleted=kind in ("delete", "expire"))
         with self._lock:
             entry = self._entries.get(key)
             if kind == "put" and entry is not None and entry.version == version:
