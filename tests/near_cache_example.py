@@ -116,6 +116,14 @@ class Daemon:
         self.proc = subprocess.Popen([self.binary, "--listen", "127.0.0.1:%d" % port,
                                       "--db", self.db] + self.extra,
                                      stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            return self._wait_port(start)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_port(self, start):
+        """The port the daemon logged after offset `start`, within 10 s."""
         for _ in range(100):
             with open(self.log_path) as f:
                 f.seek(start)
@@ -503,23 +511,23 @@ def main():
     args = ap.parse_args()
 
     daemons = []
-    if args.url_port:
-        port = wport = args.url_port
-    else:
-        helptext = subprocess.run([args.bin, "--help"], capture_output=True, text=True,
-                                  timeout=10).stdout
-        extra = []
-        if args.history and "--watch-history" in helptext:
-            extra = ["--watch-history", str(args.history)]
-        else:
-            args.history = 0
-        for _ in range(args.nodes):
-            daemons.append(Daemon(args.bin, extra, args.db))
-        wport, port = daemons[0].port, daemons[-1].port
-        if args.nodes == 2:
-            print("near_cache_example: writers on node :%d, the near cache on node :%d"
-                  % (wport, port))
     try:
+        if args.url_port:
+            port = wport = args.url_port
+        else:
+            helptext = subprocess.run([args.bin, "--help"], capture_output=True, text=True,
+                                      timeout=10).stdout
+            extra = []
+            if args.history and "--watch-history" in helptext:
+                extra = ["--watch-history", str(args.history)]
+            else:
+                args.history = 0
+            for _ in range(args.nodes):
+                daemons.append(Daemon(args.bin, extra, args.db))
+            wport, port = daemons[0].port, daemons[-1].port
+            if args.nodes == 2:
+                print("near_cache_example: writers on node :%d, the near cache on node :%d"
+                      % (wport, port))
         status = watch_status(port)
         if status == 404:
             print("near_cache_example: skipped: GET /v1/watch answers 404 (this daemon has "
