@@ -19,10 +19,10 @@ typedef struct shape {
 
 /* The bodies the API takes (and the ones the contract defines next). */
 static const shape_t shapes[] = {
-    {{"by", NULL}, {"by", NULL}, {NULL}},                               /* kv incr */
-    {{"path", NULL}, {NULL}, {"path", NULL}},                           /* admin backup */
-    {{"name", "stock", NULL}, {"stock", NULL}, {"name", NULL}},         /* items */
-    {{"user_id", NULL}, {NULL}, {"user_id", NULL}},                     /* orders */
+    {{"by", NULL}, {"by", NULL}, {NULL}},                       /* kv incr */
+    {{"path", NULL}, {NULL}, {"path", NULL}},                   /* admin backup */
+    {{"name", "stock", NULL}, {"stock", NULL}, {"name", NULL}}, /* items */
+    {{"user_id", NULL}, {NULL}, {"user_id", NULL}},             /* orders */
     {{"owner", "ttl_ms", "wait_ms", NULL}, {"ttl_ms", "wait_ms", NULL}, {"owner", NULL}},
 };
 
@@ -30,8 +30,7 @@ static void check_error(const http_error_t *err)
 {
     FUZZ_CHECK(err->code != NULL);
     FUZZ_CHECK(strcmp(err->code, "invalid_json") == 0 ||
-               strcmp(err->code, "invalid_argument") == 0 ||
-               strcmp(err->code, "unavailable") == 0);
+               strcmp(err->code, "invalid_argument") == 0 || strcmp(err->code, "unavailable") == 0);
     FUZZ_CHECK(memchr(err->detail, '\0', sizeof err->detail) != NULL);
 }
 

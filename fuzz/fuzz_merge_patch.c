@@ -26,12 +26,12 @@ static int depth(const json_t *j, int limit)
     const char *k;
     json_t *v;
     if (json_is_array(j)) {
-        json_array_foreach(j, i, v) {
+        json_array_foreach (j, i, v) {
             int c = depth(v, limit - 1);
             d = c > d ? c : d;
         }
     } else {
-        json_object_foreach((json_t *)j, k, v) {
+        json_object_foreach ((json_t *)j, k, v) {
             int c = depth(v, limit - 1);
             d = c > d ? c : d;
         }
@@ -48,7 +48,7 @@ static void check_members(const json_t *patch, const char *text)
         FUZZ_CHECK(json_is_object(result));
         const char *k;
         json_t *pv;
-        json_object_foreach((json_t *)patch, k, pv) {
+        json_object_foreach ((json_t *)patch, k, pv) {
             json_t *rv = json_object_get(result, k);
             if (json_is_null(pv))
                 FUZZ_CHECK(rv == NULL);

@@ -61,10 +61,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     char *s = fuzz_cstring(data + 1, size - 1);
     switch (data[0] % 4) {
-    case 0: check_size(s); break;
-    case 1: check_uint(s, 1, 86400); break;
-    case 2: check_uint(s, 0, 50); break;
-    default: check_listen(s); break;
+    case 0:
+        check_size(s);
+        break;
+    case 1:
+        check_uint(s, 1, 86400);
+        break;
+    case 2:
+        check_uint(s, 0, 50);
+        break;
+    default:
+        check_listen(s);
+        break;
     }
     free(s);
     return 0;

@@ -84,23 +84,23 @@ typedef enum sqlcached_on_write {
 /* Options for sqlcached_open(). Fill with sqlcached_options_init(), then set
  * what differs from the defaults. */
 typedef struct sqlcached_options {
-    const char *path;                   /* database file; default "sqlcached.db" */
-    sqlcached_durability_t durability;  /* default FULL */
-    int busy_timeout_ms;                /* wait for a lock held by another process; default 5000 */
-    unsigned max_batch;                 /* group commit: most writes per transaction; default 256 */
+    const char *path;                  /* database file; default "sqlcached.db" */
+    sqlcached_durability_t durability; /* default FULL */
+    int busy_timeout_ms;               /* wait for a lock held by another process; default 5000 */
+    unsigned max_batch;                /* group commit: most writes per transaction; default 256 */
     /* SQLite page cache, bytes: the writer connection's, default 64 MiB;
      * each reader connection gets the smaller of this and SQLite's default
      * 2000 KiB. 0 = the fewest pages SQLite works with. */
     size_t sqlite_cache;
-    int purge_interval_ms;              /* background purge of expired rows; default 1000, < 0 = off */
+    int purge_interval_ms; /* background purge of expired rows; default 1000, < 0 = off */
     /* Memory tier (see docs/architecture.md). */
-    size_t cache_memory;                /* bytes; default 64 MiB; 0 = no memory tier */
-    const char *cache_policy;           /* Redis name; default (and NULL) "allkeys-lfu" */
-    int64_t negative_ttl_ms;            /* absent keys remembered this long; default 5000 */
-    unsigned ttl_jitter_percent;        /* spread TTLs by +-N% (0..50); default 0 */
-    int bloom_filter;                   /* 1 = skip SQLite for never-written keys; default 1 */
-    int hotkeys;                        /* 1 = count KV reads for sqlcached_hotkeys; default 1 */
-    int testing_disable_fill_guard;     /* tests only: allow stale fills */
+    size_t cache_memory;            /* bytes; default 64 MiB; 0 = no memory tier */
+    const char *cache_policy;       /* Redis name; default (and NULL) "allkeys-lfu" */
+    int64_t negative_ttl_ms;        /* absent keys remembered this long; default 5000 */
+    unsigned ttl_jitter_percent;    /* spread TTLs by +-N% (0..50); default 0 */
+    int bloom_filter;               /* 1 = skip SQLite for never-written keys; default 1 */
+    int hotkeys;                    /* 1 = count KV reads for sqlcached_hotkeys; default 1 */
+    int testing_disable_fill_guard; /* tests only: allow stale fills */
     /* tests only: called by a reader between its SQLite read and its fill
      * of the memory tier (the window of the stale-fill race). */
     void (*testing_before_fill)(void *arg);
@@ -114,7 +114,7 @@ typedef struct sqlcached_options {
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
     sqlcached_seckill_strategy_t seckill_strategy; /* default SQLCACHED_SECKILL_STOCK */
-    int seckill_retries; /* version strategy: retries after the first try,
+    int seckill_retries;                           /* version strategy: retries after the first try,
                           * 0..SQLCACHED_SECKILL_RETRIES_MAX; default 3 */
     /* Memory tier after every KV write (PUT, DELETE, incr, and any write
      * added later: they share one after-commit path); items are always
@@ -177,8 +177,8 @@ typedef struct sqlcached_preconditions {
 } sqlcached_preconditions_t;
 
 typedef struct sqlcached_put_options {
-    const char *content_type;  /* NULL = "application/octet-stream" */
-    int64_t ttl_ms;            /* > 0: expire after this long; 0 = never */
+    const char *content_type; /* NULL = "application/octet-stream" */
+    int64_t ttl_ms;           /* > 0: expire after this long; 0 = never */
     sqlcached_preconditions_t pre;
     /* 1: the expiry slides (needs ttl_ms > 0, else INVALID_ARGUMENT): every
      * read and write of the key moves it to now + ttl_ms (see "Sessions and
@@ -195,9 +195,9 @@ typedef struct sqlcached_write_result {
 /* A page of keys from sqlcached_kv_list(). Free with sqlcached_keys_free(). */
 typedef struct sqlcached_keys {
     size_t count;
-    const void **keys;  /* count key byte strings */
-    size_t *lens;       /* their lengths */
-    int has_more;       /* 1 if another page follows the last key */
+    const void **keys; /* count key byte strings */
+    size_t *lens;      /* their lengths */
+    int has_more;      /* 1 if another page follows the last key */
 } sqlcached_keys_t;
 
 /* Key and value limits. */
@@ -222,8 +222,8 @@ void sqlcached_options_init(sqlcached_options_t *opts);
  * kernel releases the lock when the process dies; the lock file stays.
  * Returns SQLCACHED_OK and *out on success. On failure *out is NULL and, if
  * err is not NULL, a message is written to err (at most errlen bytes). */
-sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts,
-                                  sqlcached_t **out, char *err, size_t errlen);
+sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t **out, char *err,
+                                  size_t errlen);
 
 /* Stop the background threads and close every connection. Calls in flight
  * on other threads must have returned. NULL is allowed. */
@@ -293,8 +293,8 @@ typedef void (*sqlcached_done_fn)(void *cls, sqlcached_status_t status);
 sqlcached_status_t sqlcached_kv_put_async(sqlcached_t *db, const void *key, size_t klen,
                                           const void *value, size_t vlen,
                                           const sqlcached_put_options_t *opts,
-                                          sqlcached_write_result_t *result,
-                                          sqlcached_done_fn done, void *cls);
+                                          sqlcached_write_result_t *result, sqlcached_done_fn done,
+                                          void *cls);
 
 /* Delete a key. pre may be NULL (unconditional); a failed precondition is
  * SQLCACHED_PRECONDITION_FAILED, checked before existence, so If-Match on an
@@ -316,9 +316,8 @@ sqlcached_status_t sqlcached_kv_delete_async(sqlcached_t *db, const void *key, s
  * created as text/plain without expiry; an existing key keeps its content
  * type and expiry). Non-integer value or overflow: SQLCACHED_NOT_INTEGER.
  * value_out and version_out may be NULL. */
-sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen,
-                                     int64_t by, int64_t *value_out,
-                                     int64_t *version_out);
+sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen, int64_t by,
+                                     int64_t *value_out, int64_t *version_out);
 
 /* sqlcached_kv_incr() without waiting for the commit, as
  * sqlcached_kv_put_async(): on SQLCACHED_OK, *value_out and *version_out
@@ -381,9 +380,9 @@ typedef struct sqlcached_member {
 typedef void (*sqlcached_member_fn)(void *cls, const sqlcached_member_t *member);
 
 typedef struct sqlcached_cluster_stats {
-    int enabled;     /* 1 on a shared database (a node of a cluster) */
-    int64_t node;    /* this node's id */
-    int trusted;     /* 1: its memory tiers may answer (membership held) */
+    int enabled;  /* 1 on a shared database (a node of a cluster) */
+    int64_t node; /* this node's id */
+    int trusted;  /* 1: its memory tiers may answer (membership held) */
     uint64_t messages_sent, messages_received;
     uint64_t ack_waits;       /* committed batches that waited for the others */
     uint64_t ack_wait_ms_max; /* the longest such wait */
@@ -407,8 +406,8 @@ typedef struct sqlcached_stats {
     /* KV writes, after their commit: cached copies replaced by the value
      * written (on_write replace) and cached copies removed */
     uint64_t cache_write_replaced, cache_write_invalidated;
-    const char *on_write;     /* static string: "replace" or "invalidate" */
-    const char *cache_policy; /* static string, e.g. "allkeys-lfu" */
+    const char *on_write;        /* static string: "replace" or "invalidate" */
+    const char *cache_policy;    /* static string, e.g. "allkeys-lfu" */
     const char *storage_backend; /* static string: "sqlite" */
     /* The store's writer: group commit = writes_committed / write_transactions */
     uint64_t write_transactions, writes_committed, write_errors;
@@ -449,9 +448,9 @@ typedef struct sqlcached_hotkey {
 } sqlcached_hotkey_t;
 
 typedef struct sqlcached_hotkeys {
-    int enabled;               /* 0: tracking is off (options.hotkeys) */
-    int64_t half_life_ms;      /* SQLCACHED_HOTKEYS_HALF_LIFE_MS */
-    size_t n;                  /* entries in keys, highest count first */
+    int enabled;          /* 0: tracking is off (options.hotkeys) */
+    int64_t half_life_ms; /* SQLCACHED_HOTKEYS_HALF_LIFE_MS */
+    size_t n;             /* entries in keys, highest count first */
     sqlcached_hotkey_t *keys;
 } sqlcached_hotkeys_t;
 
@@ -474,8 +473,8 @@ void sqlcached_hotkeys_free(sqlcached_hotkeys_t *list);
 
 /* This node's id into *self, and every member (this one included) to fn,
  * by id. On SQLite: *self = 1 and one member, itself, up. */
-sqlcached_status_t sqlcached_cluster_members(sqlcached_t *db, int64_t *self,
-                                             sqlcached_member_fn fn, void *cls);
+sqlcached_status_t sqlcached_cluster_members(sqlcached_t *db, int64_t *self, sqlcached_member_fn fn,
+                                             void *cls);
 
 /* ------------------------------------------------------------------------
  * Health
@@ -531,25 +530,25 @@ void sqlcached_health(sqlcached_t *db, sqlcached_health_t *out);
 typedef struct sqlcached_item {
     char id[SQLCACHED_ITEM_ID_MAX + 1];
     char name[SQLCACHED_ITEM_NAME_MAX + 1];
-    int64_t stock;         /* units left, >= 0 */
-    int64_t sold;          /* units sold since the last reset = its orders */
-    int64_t initial_stock; /* the stock of the last reset = stock + sold */
-    int64_t version;       /* version of the last change */
-    int from_cache;        /* 1 if served from the memory tier */
+    int64_t stock;              /* units left, >= 0 */
+    int64_t sold;               /* units sold since the last reset = its orders */
+    int64_t initial_stock;      /* the stock of the last reset = stock + sold */
+    int64_t version;            /* version of the last change */
+    int from_cache;             /* 1 if served from the memory tier */
     int64_t payment_timeout_ms; /* 0 = orders final when placed (see
                                  * "Payment deadline" below) */
 } sqlcached_item_t;
 
 /* The state of an order (see "Payment deadline" below). */
 typedef enum sqlcached_order_state {
-    SQLCACHED_ORDER_PAID = 0,  /* final: paid, or placed on an item without
+    SQLCACHED_ORDER_PAID = 0, /* final: paid, or placed on an item without
                                 * a payment timeout */
-    SQLCACHED_ORDER_PENDING,   /* waiting for payment until pay_by */
-    SQLCACHED_ORDER_CANCELLED  /* cancelled; its unit went back to stock */
+    SQLCACHED_ORDER_PENDING,  /* waiting for payment until pay_by */
+    SQLCACHED_ORDER_CANCELLED /* cancelled; its unit went back to stock */
 } sqlcached_order_state_t;
 
 typedef struct sqlcached_order {
-    int64_t order_id;   /* store-wide, increasing, never reused */
+    int64_t order_id; /* store-wide, increasing, never reused */
     char item_id[SQLCACHED_ITEM_ID_MAX + 1];
     char user_id[SQLCACHED_USER_ID_MAX + 1];
     int64_t created_at; /* ms */
@@ -619,13 +618,13 @@ void sqlcached_items_free(sqlcached_items_t *items);
  *   SQLCACHED_UNAVAILABLE      version strategy: every try met a newer
  *                              version (or the database was busy)
  * Anything but OK wrote nothing. */
-sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
-                                         const char *user_id, sqlcached_order_t *out);
+sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id, const char *user_id,
+                                         sqlcached_order_t *out);
 
 /* Read user_id's order for the item. No such order (or item):
  * SQLCACHED_NOT_FOUND. */
-sqlcached_status_t sqlcached_order_get(sqlcached_t *db, const char *item_id,
-                                       const char *user_id, sqlcached_order_t *out);
+sqlcached_status_t sqlcached_order_get(sqlcached_t *db, const char *item_id, const char *user_id,
+                                       sqlcached_order_t *out);
 
 /* The item's orders with order_id > after (0 = from the first), in order_id
  * order, at most `limit` (1..SQLCACHED_LIST_LIMIT_MAX). No such item:
@@ -661,9 +660,8 @@ void sqlcached_seckill_stats(sqlcached_t *db, sqlcached_seckill_stats_t *out);
 /* sqlcached_item_put() with a payment timeout: 0 = orders final (as
  * sqlcached_item_put), else SQLCACHED_PAYMENT_TIMEOUT_MIN_MS..MAX_MS (other
  * values: SQLCACHED_INVALID_ARGUMENT). */
-sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id,
-                                              const char *name, int64_t stock,
-                                              int64_t payment_timeout_ms,
+sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id, const char *name,
+                                              int64_t stock, int64_t payment_timeout_ms,
                                               sqlcached_item_t *out, int *created);
 
 /* Pay user_id's order of the item. Returns:
@@ -675,24 +673,24 @@ sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id,
  *                                is cancelled by this call if the timer
  *                                has not done it yet)
  *   SQLCACHED_NOT_FOUND          the user holds no order of the item */
-sqlcached_status_t sqlcached_order_pay(sqlcached_t *db, const char *item_id,
-                                       const char *user_id, sqlcached_order_t *out);
+sqlcached_status_t sqlcached_order_pay(sqlcached_t *db, const char *item_id, const char *user_id,
+                                       sqlcached_order_t *out);
 
 /* Cancel user_id's pending order of the item: SQLCACHED_OK (*out, may be
  * NULL, holds it cancelled) and its unit goes back to stock in the same
  * write. Paid or cancelled: SQLCACHED_ORDER_NOT_PENDING; no order:
  * SQLCACHED_NOT_FOUND. */
-sqlcached_status_t sqlcached_order_cancel(sqlcached_t *db, const char *item_id,
-                                          const char *user_id, sqlcached_order_t *out);
+sqlcached_status_t sqlcached_order_cancel(sqlcached_t *db, const char *item_id, const char *user_id,
+                                          sqlcached_order_t *out);
 
 /* Orders by state, store-wide (counted on a reader connection at most once
  * a second, so up to 1 s old; all 0 when it cannot be read), and this
  * process's deadline counters since open. */
 typedef struct sqlcached_payment_stats {
-    uint64_t pending, paid, cancelled;  /* orders now in each state */
-    uint64_t auto_cancelled;  /* orders this process cancelled at pay_by */
-    uint64_t user_cancelled;  /* sqlcached_order_cancel() answered OK */
-    uint64_t payments;        /* sqlcached_order_pay() moved pending to paid */
+    uint64_t pending, paid, cancelled; /* orders now in each state */
+    uint64_t auto_cancelled;           /* orders this process cancelled at pay_by */
+    uint64_t user_cancelled;           /* sqlcached_order_cancel() answered OK */
+    uint64_t payments;                 /* sqlcached_order_pay() moved pending to paid */
 } sqlcached_payment_stats_t;
 
 /* Fill *out. Cannot fail. */
@@ -730,7 +728,7 @@ const char *sqlcached_order_state_name(sqlcached_order_state_t state);
 /* A lease as stored. Filled by the calls below into caller-owned memory;
  * nothing to free. */
 typedef struct sqlcached_lease {
-    char name[SQLCACHED_LEASE_NAME_MAX + 1];   /* NUL-terminated */
+    char name[SQLCACHED_LEASE_NAME_MAX + 1]; /* NUL-terminated */
     size_t name_len;
     char owner[SQLCACHED_LEASE_OWNER_MAX + 1]; /* NUL-terminated */
     size_t owner_len;
@@ -749,9 +747,8 @@ typedef struct sqlcached_lease {
  * current holder's (retry after out->expires_at), or all zero if the lease
  * became free just as the wait ended. out may be NULL. */
 sqlcached_status_t sqlcached_lease_acquire(sqlcached_t *db, const char *name, size_t name_len,
-                                           const char *owner, size_t owner_len,
-                                           int64_t ttl_ms, int64_t wait_ms,
-                                           sqlcached_lease_t *out);
+                                           const char *owner, size_t owner_len, int64_t ttl_ms,
+                                           int64_t wait_ms, sqlcached_lease_t *out);
 
 /* Extend a live lease held by `owner` to now + ttl_ms (count and token
  * unchanged); *out is the lease. Free, expired or held by another owner:
@@ -793,8 +790,7 @@ sqlcached_status_t sqlcached_lease_get(sqlcached_t *db, const char *name, size_t
  * sqlcached_kv_delete(); of concurrent takes of one key exactly one gets
  * SQLCACHED_OK, the others SQLCACHED_NOT_FOUND. */
 sqlcached_status_t sqlcached_kv_take(sqlcached_t *db, const void *key, size_t klen,
-                                     const sqlcached_preconditions_t *pre,
-                                     sqlcached_value_t **out);
+                                     const sqlcached_preconditions_t *pre, sqlcached_value_t **out);
 
 /* sqlcached_kv_take() without waiting for the commit, as
  * sqlcached_kv_delete_async(): *out is set before done(cls, SQLCACHED_OK);
@@ -870,8 +866,8 @@ typedef struct sqlcached_txn_result {
     sqlcached_txn_op_t op;
     const void *key;
     size_t klen;
-    int found;                /* get: the key was live; delete: it was deleted */
-    const void *value;        /* get (found): the value bytes */
+    int found;         /* get: the key was live; delete: it was deleted */
+    const void *value; /* get (found): the value bytes */
     size_t vlen;
     const char *content_type; /* get (found): NUL-terminated */
     int64_t version;          /* get (found), put, incr: the row's version */
@@ -889,12 +885,12 @@ void sqlcached_txn_free(sqlcached_txn_t *txn);
 
 /* Compare: the key's current version is `version` (0: the key is absent
  * or expired). version < 0 or a bad key: SQLCACHED_INVALID_ARGUMENT. */
-sqlcached_status_t sqlcached_txn_compare_version(sqlcached_txn_t *txn, const void *key,
-                                                 size_t klen, int64_t version);
+sqlcached_status_t sqlcached_txn_compare_version(sqlcached_txn_t *txn, const void *key, size_t klen,
+                                                 int64_t version);
 
 /* Compare: the key is live (exists 1) or absent or expired (exists 0). */
-sqlcached_status_t sqlcached_txn_compare_exists(sqlcached_txn_t *txn, const void *key,
-                                                size_t klen, int exists);
+sqlcached_status_t sqlcached_txn_compare_exists(sqlcached_txn_t *txn, const void *key, size_t klen,
+                                                int exists);
 
 /* Operations, appended to `branch`. put: content_type NULL =
  * "application/octet-stream" (1..SQLCACHED_CONTENT_TYPE_MAX printable
@@ -907,11 +903,9 @@ sqlcached_status_t sqlcached_txn_add_get(sqlcached_txn_t *txn, sqlcached_txn_bra
                                          const void *key, size_t klen);
 sqlcached_status_t sqlcached_txn_add_put(sqlcached_txn_t *txn, sqlcached_txn_branch_t branch,
                                          const void *key, size_t klen, const void *value,
-                                         size_t vlen, const char *content_type,
-                                         int64_t ttl_ms);
-sqlcached_status_t sqlcached_txn_add_delete(sqlcached_txn_t *txn,
-                                            sqlcached_txn_branch_t branch, const void *key,
-                                            size_t klen);
+                                         size_t vlen, const char *content_type, int64_t ttl_ms);
+sqlcached_status_t sqlcached_txn_add_delete(sqlcached_txn_t *txn, sqlcached_txn_branch_t branch,
+                                            const void *key, size_t klen);
 sqlcached_status_t sqlcached_txn_add_incr(sqlcached_txn_t *txn, sqlcached_txn_branch_t branch,
                                           const void *key, size_t klen, int64_t by);
 
@@ -990,7 +984,7 @@ typedef enum sqlcached_job_state {
 typedef struct sqlcached_job {
     char queue[SQLCACHED_QUEUE_NAME_MAX + 1]; /* NUL-terminated */
     size_t queue_len;
-    char id[SQLCACHED_JOB_ID_MAX + 1];        /* NUL-terminated */
+    char id[SQLCACHED_JOB_ID_MAX + 1]; /* NUL-terminated */
     size_t id_len;
     char *payload; /* NUL-terminated, owned */
     size_t payload_len;
@@ -1043,10 +1037,9 @@ sqlcached_status_t sqlcached_queue_claim(sqlcached_t *db, const char *queue, siz
  * SQLCACHED_OK (else *out is NULL). queue and worker are copied; out is
  * borrowed until done is called. Any other return: nothing was started and
  * done is never called. */
-sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queue,
-                                               size_t queue_len, const char *worker,
-                                               size_t worker_len, int64_t visibility_ms,
-                                               int64_t wait_ms, unsigned max,
+sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queue, size_t queue_len,
+                                               const char *worker, size_t worker_len,
+                                               int64_t visibility_ms, int64_t wait_ms, unsigned max,
                                                sqlcached_jobs_t **out, sqlcached_done_fn done,
                                                void *cls);
 
@@ -1113,12 +1106,11 @@ typedef struct sqlcached_lease_wait sqlcached_lease_wait_t;
  *     the outcome with sqlcached_lease_wait_end(), which frees the wait.
  *   SQLCACHED_LEASE_HELD (wait_ms == 0): *out is the holder's lease.
  *   any other status: nothing was queued; done is never called. */
-sqlcached_status_t sqlcached_lease_acquire_async(sqlcached_t *db, const char *name,
-                                                 size_t name_len, const char *owner,
-                                                 size_t owner_len, int64_t ttl_ms,
-                                                 int64_t wait_ms, sqlcached_lease_t *out,
-                                                 sqlcached_done_fn done, void *cls,
-                                                 sqlcached_lease_wait_t **wait);
+sqlcached_status_t sqlcached_lease_acquire_async(sqlcached_t *db, const char *name, size_t name_len,
+                                                 const char *owner, size_t owner_len,
+                                                 int64_t ttl_ms, int64_t wait_ms,
+                                                 sqlcached_lease_t *out, sqlcached_done_fn done,
+                                                 void *cls, sqlcached_lease_wait_t **wait);
 
 /* Collect the outcome of a queued acquire and free it. Still queued: it is
  * cancelled (SQLCACHED_LEASE_HELD); a grant in progress is waited for
@@ -1203,8 +1195,8 @@ sqlcached_status_t sqlcached_watch_open(sqlcached_t *db, const void *prefix, siz
  * HISTORY_TRUNCATED: the cursor fell out of the history (a reader slower
  * than --watch-history changes): the watch is over. Any thread, one at a
  * time per watch. */
-sqlcached_status_t sqlcached_watch_next(sqlcached_watch_t *w, sqlcached_change_t *out,
-                                        size_t max, size_t *n);
+sqlcached_status_t sqlcached_watch_next(sqlcached_watch_t *w, sqlcached_change_t *out, size_t max,
+                                        size_t *n);
 
 /* The version the watch has read up to. */
 int64_t sqlcached_watch_cursor(const sqlcached_watch_t *w);
@@ -1217,12 +1209,12 @@ int sqlcached_watch_timed_out(const sqlcached_watch_t *w);
 void sqlcached_watch_close(sqlcached_watch_t *w);
 
 typedef struct sqlcached_watch_stats {
-    uint64_t watchers;       /* watches open now */
-    uint64_t events_sent;    /* changes handed out by sqlcached_watch_next */
-    uint64_t truncated;      /* HISTORY_TRUNCATED answers */
-    int64_t history_size;    /* changes kept (as of the last trim) */
-    int64_t history_oldest;  /* the oldest version kept, 0 = none */
-    int64_t history_newest;  /* the newest version read from the log */
+    uint64_t watchers;      /* watches open now */
+    uint64_t events_sent;   /* changes handed out by sqlcached_watch_next */
+    uint64_t truncated;     /* HISTORY_TRUNCATED answers */
+    int64_t history_size;   /* changes kept (as of the last trim) */
+    int64_t history_oldest; /* the oldest version kept, 0 = none */
+    int64_t history_newest; /* the newest version read from the log */
 } sqlcached_watch_stats_t;
 
 /* Fill out. Cannot fail. */

@@ -54,9 +54,9 @@ enum MHD_Result api_admin_backup(http_request_t *req)
     }
     char path[4096];
     bool ok = backup_name_ok(name, n);
-    bool fits = ok && snprintf(path, sizeof path, "%s/%s",
-                               req->cfg->backup_dir ? req->cfg->backup_dir : "",
-                               name) < (int)sizeof path;
+    bool fits = ok &&
+                snprintf(path, sizeof path, "%s/%s",
+                         req->cfg->backup_dir ? req->cfg->backup_dir : "", name) < (int)sizeof path;
     json_decref(body);
     if (!ok)
         return http_reply_problem(req, "invalid_argument",
@@ -69,7 +69,8 @@ enum MHD_Result api_admin_backup(http_request_t *req)
     if (!req->cfg->backup_dir)
         return http_reply_problem(req, "conflict", "backups are disabled: start with --backup-dir");
     if (!fits)
-        return http_reply_problem(req, "invalid_argument", "path too long for the backup directory");
+        return http_reply_problem(req, "invalid_argument",
+                                  "path too long for the backup directory");
     int64_t t0 = now_ms();
     char err[512] = "";
     sqlcached_status_t st = sqlcached_backup(req->db, path, err, sizeof err);
@@ -78,6 +79,6 @@ enum MHD_Result api_admin_backup(http_request_t *req)
     struct stat sb;
     json_int_t bytes = stat(path, &sb) == 0 ? (json_int_t)sb.st_size : 0;
     return http_reply_json(req, MHD_HTTP_OK,
-                           json_pack("{s:s, s:I, s:I}", "path", path, "bytes", bytes,
-                                     "duration_ms", (json_int_t)(now_ms() - t0)));
+                           json_pack("{s:s, s:I, s:I}", "path", path, "bytes", bytes, "duration_ms",
+                                     (json_int_t)(now_ms() - t0)));
 }

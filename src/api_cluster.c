@@ -31,8 +31,8 @@ enum MHD_Result api_cluster(http_request_t *req)
         json_decref(out.list);
         return http_reply_status(req, st, "cannot read the cluster's members");
     }
-    json_t *doc = out.failed ? NULL
-                             : json_pack("{s:I, s:o}", "node", (json_int_t)self, "members", out.list);
+    json_t *doc =
+        out.failed ? NULL : json_pack("{s:I, s:o}", "node", (json_int_t)self, "members", out.list);
     if (!doc) {
         if (out.failed)
             json_decref(out.list);

@@ -61,8 +61,8 @@ json_t *api_hotkeys_json(const sqlcached_hotkeys_t *list)
     if (!keys)
         return NULL;
     return json_pack("{s:b, s:I, s:i, s:o}", "enabled", list->enabled, "half_life_ms",
-                     (json_int_t)list->half_life_ms, "tracked", SQLCACHED_HOTKEYS_TRACKED,
-                     "keys", keys);
+                     (json_int_t)list->half_life_ms, "tracked", SQLCACHED_HOTKEYS_TRACKED, "keys",
+                     keys);
 }
 
 enum MHD_Result api_stats_hotkeys(http_request_t *req)

@@ -42,11 +42,10 @@ static json_t *item_json(const sqlcached_item_t *it)
 static json_t *order_json(const sqlcached_order_t *o)
 {
     bool pending = o->state == SQLCACHED_ORDER_PENDING;
-    return json_pack("{s:I, s:s, s:s, s:I, s:s, s:o, s:o}", "order_id",
-                     (json_int_t)o->order_id, "item_id", o->item_id, "user_id", o->user_id,
-                     "created_at", (json_int_t)o->created_at, "state",
-                     sqlcached_order_state_name(o->state), "pay_by",
-                     int_or_null(pending ? o->pay_by : 0), "settled_at",
+    return json_pack("{s:I, s:s, s:s, s:I, s:s, s:o, s:o}", "order_id", (json_int_t)o->order_id,
+                     "item_id", o->item_id, "user_id", o->user_id, "created_at",
+                     (json_int_t)o->created_at, "state", sqlcached_order_state_name(o->state),
+                     "pay_by", int_or_null(pending ? o->pay_by : 0), "settled_at",
                      int_or_null(o->settled_at));
 }
 
@@ -79,8 +78,8 @@ static bool payment_timeout(http_request_t *req, json_t *body, int64_t *out)
     *out = 0;
     if (json_is_null(json_object_get(body, "payment_timeout_ms")))
         return true;
-    return http_json_int(req, body, "payment_timeout_ms", true, 0,
-                         SQLCACHED_PAYMENT_TIMEOUT_MIN_MS, SQLCACHED_PAYMENT_TIMEOUT_MAX_MS, out);
+    return http_json_int(req, body, "payment_timeout_ms", true, 0, SQLCACHED_PAYMENT_TIMEOUT_MIN_MS,
+                         SQLCACHED_PAYMENT_TIMEOUT_MAX_MS, out);
 }
 
 enum MHD_Result api_items_put(http_request_t *req)
@@ -169,8 +168,8 @@ enum MHD_Result api_items_order(http_request_t *req)
     append_segment(location, sizeof location, o.item_id);
     strcat(location, "/orders/");
     append_segment(location, sizeof location, o.user_id);
-    return http_reply_json_header(req, MHD_HTTP_CREATED, order_json(&o),
-                                  MHD_HTTP_HEADER_LOCATION, location);
+    return http_reply_json_header(req, MHD_HTTP_CREATED, order_json(&o), MHD_HTTP_HEADER_LOCATION,
+                                  location);
 }
 
 /* ------------------------------------------------------------------------
@@ -196,8 +195,8 @@ enum MHD_Result api_items_order_get(http_request_t *req)
  * POST /v1/items/{id}/orders/{user_id}/pay and .../cancel (no body)
  * ------------------------------------------------------------------------ */
 
-typedef sqlcached_status_t (*settle_fn)(sqlcached_t *db, const char *item_id,
-                                        const char *user_id, sqlcached_order_t *out);
+typedef sqlcached_status_t (*settle_fn)(sqlcached_t *db, const char *item_id, const char *user_id,
+                                        sqlcached_order_t *out);
 
 static enum MHD_Result settle(http_request_t *req, settle_fn fn)
 {
@@ -257,8 +256,7 @@ static bool parse_digits(const char *s, size_t n, int64_t min, int64_t max, int6
 
 /* Query argument `name` as an integer in min..max (absent: *out untouched);
  * false after replying 400. */
-static bool query_int(http_request_t *req, const char *name, int64_t min, int64_t max,
-                      int64_t *out)
+static bool query_int(http_request_t *req, const char *name, int64_t min, int64_t max, int64_t *out)
 {
     char *raw;
     size_t n;

@@ -201,7 +201,7 @@ enum MHD_Result api_kv_get_now(http_request_t *req)
 typedef struct write_state {
     atomic_int refs;
     pthread_mutex_t lock;
-    http_request_t *req; /* under lock; NULL once the request completed */
+    http_request_t *req;       /* under lock; NULL once the request completed */
     sqlcached_put_options_t o; /* PUT; DELETE uses o.pre only */
     api_etag_list_t im, inm;
     sqlcached_write_result_t res; /* PUT, PATCH */
@@ -284,8 +284,7 @@ static void on_write_done(void *cls, sqlcached_status_t st)
 /* After submitting (st: what the async call returned): park until the
  * writer's completion, or answer at once with `reply` when nothing was
  * queued or the completion was quicker than the park. */
-static enum MHD_Result park_write(http_request_t *req, sqlcached_status_t st,
-                                  http_handler_fn reply)
+static enum MHD_Result park_write(http_request_t *req, sqlcached_status_t st, http_handler_fn reply)
 {
     write_state_t *ws = req->ctx;
     if (st != SQLCACHED_OK) {
@@ -308,8 +307,10 @@ static write_state_t *write_finished(http_request_t *req)
     write_state_t *ws = req->ctx;
     if (atomic_load(&ws->done))
         return ws;
-    log_warn("http", "%s of a key still undecided at the stop deadline: connection closed "
-             "without an answer", req->method);
+    log_warn("http",
+             "%s of a key still undecided at the stop deadline: connection closed "
+             "without an answer",
+             req->method);
     return NULL;
 }
 
@@ -409,9 +410,8 @@ enum MHD_Result api_kv_put(http_request_t *req)
     req->body = NULL;
     req->body_len = req->body_cap = 0;
     return park_write(req,
-                      sqlcached_kv_put_async(req->db, ws->bytes, ws->klen, ws->body,
-                                             ws->body_len, &ws->o, &ws->res, on_write_done,
-                                             write_state_hold(ws)),
+                      sqlcached_kv_put_async(req->db, ws->bytes, ws->klen, ws->body, ws->body_len,
+                                             &ws->o, &ws->res, on_write_done, write_state_hold(ws)),
                       put_reply);
 }
 
@@ -469,8 +469,7 @@ enum MHD_Result api_kv_delete(http_request_t *req)
     if (prefers_representation(req))
         return park_write(req,
                           sqlcached_kv_take_async(req->db, ws->bytes, ws->klen, &ws->o.pre,
-                                                  &ws->taken, on_write_done,
-                                                  write_state_hold(ws)),
+                                                  &ws->taken, on_write_done, write_state_hold(ws)),
                           delete_reply);
     return park_write(req,
                       sqlcached_kv_delete_async(req->db, ws->bytes, ws->klen, &ws->o.pre,
@@ -531,10 +530,10 @@ enum MHD_Result api_kv_patch(http_request_t *req)
         !read_preconditions(req, &ws->im, &ws->inm, &ws->o.pre))
         return MHD_YES;
     sqlcached_status_t st = sqlcached_kv_patch_async(req->db, ws->bytes, ws->klen, req->body,
-                                                     req->body_len, &ws->o, &ws->res,
-                                                     on_write_done, write_state_hold(ws));
+                                                     req->body_len, &ws->o, &ws->res, on_write_done,
+                                                     write_state_hold(ws));
     if (st == SQLCACHED_INVALID_ARGUMENT) { /* key, ttl and conditions were checked above */
-        write_state_release(ws); /* nothing was queued */
+        write_state_release(ws);            /* nothing was queued */
         return http_reply_problem(req, "invalid_json",
                                   "the body must be JSON nested at most %d levels deep",
                                   SQLCACHED_PATCH_DEPTH_MAX);
@@ -557,8 +556,8 @@ static enum MHD_Result incr_reply(http_request_t *req)
     if (ws->st != SQLCACHED_OK)
         return http_reply_status(req, ws->st, "the value was not changed");
     const http_param_t *key = &req->params[0];
-    json_t *out = json_pack("{s:o, s:I, s:I}", "key", key_json(key), "value",
-                            (json_int_t)ws->value, "version", (json_int_t)ws->version);
+    json_t *out = json_pack("{s:o, s:I, s:I}", "key", key_json(key), "value", (json_int_t)ws->value,
+                            "version", (json_int_t)ws->version);
     return http_reply_json_etag(req, MHD_HTTP_OK, out, ws->version);
 }
 

@@ -50,8 +50,8 @@ static json_t *parse(http_request_t *req, const char *const allowed[], lease_bod
     json_t *obj = http_body_object(req, false, allowed);
     if (!obj)
         return NULL;
-    bool ok = http_json_string(req, obj, "owner", SQLCACHED_LEASE_OWNER_MAX, &b->owner,
-                               &b->owner_len);
+    bool ok =
+        http_json_string(req, obj, "owner", SQLCACHED_LEASE_OWNER_MAX, &b->owner, &b->owner_len);
     for (int i = 1; ok && allowed[i]; i++) {
         if (strcmp(allowed[i], "ttl_ms") == 0)
             ok = http_json_int(req, obj, "ttl_ms", false, 0, SQLCACHED_LEASE_TTL_MIN_MS,
@@ -73,10 +73,9 @@ static json_t *parse(http_request_t *req, const char *const allowed[], lease_bod
 
 static enum MHD_Result reply_lease(http_request_t *req, const sqlcached_lease_t *l)
 {
-    json_t *obj = json_pack("{s:s%, s:s%, s:I, s:I, s:I}", "name", l->name, l->name_len,
-                            "owner", l->owner, l->owner_len, "token", (json_int_t)l->token,
-                            "count", (json_int_t)l->count, "expires_at",
-                            (json_int_t)l->expires_at);
+    json_t *obj = json_pack("{s:s%, s:s%, s:I, s:I, s:I}", "name", l->name, l->name_len, "owner",
+                            l->owner, l->owner_len, "token", (json_int_t)l->token, "count",
+                            (json_int_t)l->count, "expires_at", (json_int_t)l->expires_at);
     return http_reply_json(req, MHD_HTTP_OK, obj);
 }
 
@@ -85,8 +84,7 @@ static enum MHD_Result reply_held(http_request_t *req, const sqlcached_lease_t *
 {
     int64_t left = holder->expires_at - sqlcached_now_ms(req->db);
     json_t *extra = json_pack("{s:I}", "retry_after_ms", (json_int_t)(left > 0 ? left : 0));
-    return http_reply_problem_with(req, "lease_held", extra,
-                                   "the lease is held by another owner");
+    return http_reply_problem_with(req, "lease_held", extra, "the lease is held by another owner");
 }
 
 static enum MHD_Result reply_acquired(http_request_t *req, sqlcached_status_t st,
@@ -108,7 +106,7 @@ static enum MHD_Result reply_acquired(http_request_t *req, sqlcached_status_t st
 typedef struct acquire_ctx {
     sqlcached_t *db;
     sqlcached_lease_wait_t *waiter; /* until its outcome is collected */
-    bool granted;           /* `lease` was granted and answered */
+    bool granted;                   /* `lease` was granted and answered */
     sqlcached_lease_t lease;
 } acquire_ctx_t;
 
@@ -182,9 +180,9 @@ enum MHD_Result api_lease_acquire(http_request_t *req)
     const http_param_t *name = &req->params[0];
     sqlcached_lease_t l;
     sqlcached_lease_wait_t *w = NULL;
-    sqlcached_status_t st =
-        sqlcached_lease_acquire_async(req->db, name->data, name->len, b.owner, b.owner_len,
-                                      b.ttl_ms, b.wait_ms, &l, on_wake, req, &w);
+    sqlcached_status_t st = sqlcached_lease_acquire_async(req->db, name->data, name->len, b.owner,
+                                                          b.owner_len, b.ttl_ms, b.wait_ms, &l,
+                                                          on_wake, req, &w);
     json_decref(body);
     if (st == SQLCACHED_OK && w) {
         a->db = req->db;
@@ -243,8 +241,8 @@ enum MHD_Result api_lease_release(http_request_t *req)
                                   "the lease is free, expired or held by another owner");
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "the lease was not released");
-    json_t *obj = json_pack("{s:s%, s:I}", "name", name->data, name->len, "count",
-                            (json_int_t)l.count);
+    json_t *obj =
+        json_pack("{s:s%, s:I}", "name", name->data, name->len, "count", (json_int_t)l.count);
     return http_reply_json(req, MHD_HTTP_OK, obj);
 }
 

@@ -15,10 +15,10 @@ enum MHD_Result api_health(http_request_t *req)
     sqlcached_health(req->db, &h);
     if (h.writable)
         return http_reply_json(req, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"));
-    json_t *extra = json_pack(
-        "{s:b, s:o, s:o}", "files_moved", h.files_moved, "last_error",
-        h.last_error_at ? json_string(sqlcached_status_name(h.last_error)) : json_null(),
-        "last_error_at", h.last_error_at ? json_integer(h.last_error_at) : json_null());
+    json_t *extra =
+        json_pack("{s:b, s:o, s:o}", "files_moved", h.files_moved, "last_error",
+                  h.last_error_at ? json_string(sqlcached_status_name(h.last_error)) : json_null(),
+                  "last_error_at", h.last_error_at ? json_integer(h.last_error_at) : json_null());
     return http_reply_problem_with(req, "unavailable", extra, "the store cannot write: %s",
                                    h.reason);
 }

@@ -32,8 +32,9 @@
 
 static const char *state_name(sqlcached_job_state_t s)
 {
-    return s == SQLCACHED_JOB_DELAYED ? "delayed" : s == SQLCACHED_JOB_CLAIMED ? "claimed"
-                                                                               : "ready";
+    return s == SQLCACHED_JOB_DELAYED   ? "delayed"
+           : s == SQLCACHED_JOB_CLAIMED ? "claimed"
+                                        : "ready";
 }
 
 /* The job as JSON (claim_token only when asked); NULL when out of memory. */
@@ -42,8 +43,8 @@ static json_t *job_json(const sqlcached_job_t *j, bool with_token)
     json_t *payload = json_loadb(j->payload, j->payload_len, JSON_DECODE_ANY, NULL);
     if (!payload)
         payload = json_stringn(j->payload, j->payload_len); /* not stored by this API */
-    json_t *obj = json_pack("{s:s%, s:s%, s:o, s:s, s:I, s:I}", "id", j->id, j->id_len,
-                            "queue", j->queue, j->queue_len, "payload", payload, "state",
+    json_t *obj = json_pack("{s:s%, s:s%, s:o, s:s, s:I, s:I}", "id", j->id, j->id_len, "queue",
+                            j->queue, j->queue_len, "payload", payload, "state",
                             state_name(j->state), "run_at", (json_int_t)j->run_at, "attempts",
                             (json_int_t)j->attempts);
     if (obj && with_token &&
@@ -109,10 +110,10 @@ enum MHD_Result api_queue_enqueue(http_request_t *req)
     const char *id = NULL;
     size_t id_len = 0;
     json_t *payload = json_object_get(obj, "payload");
-    bool ok = http_json_int(req, obj, "delay_ms", true, 0, 0, SQLCACHED_QUEUE_DELAY_MAX_MS,
-                            &delay_ms) &&
-              (!json_object_get(obj, "id") ||
-               http_json_string(req, obj, "id", SQLCACHED_JOB_ID_MAX, &id, &id_len));
+    bool ok =
+        http_json_int(req, obj, "delay_ms", true, 0, 0, SQLCACHED_QUEUE_DELAY_MAX_MS, &delay_ms) &&
+        (!json_object_get(obj, "id") ||
+         http_json_string(req, obj, "id", SQLCACHED_JOB_ID_MAX, &id, &id_len));
     if (ok && !payload) {
         http_reply_problem(req, "invalid_argument", "payload is required (any JSON value)");
         ok = false;
@@ -219,13 +220,12 @@ enum MHD_Result api_queue_claim(http_request_t *req)
     const char *worker = NULL;
     size_t worker_len = 0;
     int64_t vis = 0, wait_ms = 0, max = 1;
-    bool ok = http_json_string(req, obj, "worker", SQLCACHED_JOB_ID_MAX, &worker, &worker_len) &&
-              http_json_int(req, obj, "visibility_ms", false, 0,
-                            SQLCACHED_QUEUE_VISIBILITY_MIN_MS, SQLCACHED_QUEUE_VISIBILITY_MAX_MS,
-                            &vis) &&
-              http_json_int(req, obj, "wait_ms", true, 0, 0, SQLCACHED_QUEUE_WAIT_MAX_MS,
-                            &wait_ms) &&
-              http_json_int(req, obj, "max", true, 1, 1, SQLCACHED_QUEUE_CLAIM_MAX, &max);
+    bool ok =
+        http_json_string(req, obj, "worker", SQLCACHED_JOB_ID_MAX, &worker, &worker_len) &&
+        http_json_int(req, obj, "visibility_ms", false, 0, SQLCACHED_QUEUE_VISIBILITY_MIN_MS,
+                      SQLCACHED_QUEUE_VISIBILITY_MAX_MS, &vis) &&
+        http_json_int(req, obj, "wait_ms", true, 0, 0, SQLCACHED_QUEUE_WAIT_MAX_MS, &wait_ms) &&
+        http_json_int(req, obj, "max", true, 1, 1, SQLCACHED_QUEUE_CLAIM_MAX, &max);
     claim_state_t *cs = ok ? calloc(1, sizeof *cs) : NULL;
     if (ok && (!cs || pthread_mutex_init(&cs->lock, NULL) != 0)) {
         free(cs);
@@ -241,9 +241,9 @@ enum MHD_Result api_queue_claim(http_request_t *req)
     req->ctx = cs;
     req->ctx_free = claim_state_detach;
     const http_param_t *q = &req->params[0];
-    sqlcached_status_t st =
-        sqlcached_queue_claim_async(req->db, q->data, q->len, worker, worker_len, vis, wait_ms,
-                                    (unsigned)max, &cs->jobs, on_claimed, cs);
+    sqlcached_status_t st = sqlcached_queue_claim_async(req->db, q->data, q->len, worker,
+                                                        worker_len, vis, wait_ms, (unsigned)max,
+                                                        &cs->jobs, on_claimed, cs);
     json_decref(obj);
     if (st != SQLCACHED_OK) {
         claim_state_release(cs); /* the claim's reference: nothing started */
@@ -280,8 +280,8 @@ static enum MHD_Result settle(http_request_t *req, bool nack)
         nack ? sqlcached_queue_nack(req->db, q->data, q->len, id->data, id->len, token, delay_ms)
              : sqlcached_queue_ack(req->db, q->data, q->len, id->data, id->len, token);
     if (st != SQLCACHED_OK)
-        return reply_claim_status(req, st, nack ? "the job was not nacked"
-                                                : "the job was not acked");
+        return reply_claim_status(req, st,
+                                  nack ? "the job was not nacked" : "the job was not acked");
     return http_reply_empty(req, MHD_HTTP_NO_CONTENT, -1);
 }
 

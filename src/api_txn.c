@@ -53,7 +53,7 @@ static bool members_ok(json_t *obj, const char *const allowed[], const where_t *
 {
     const char *name;
     json_t *v;
-    json_object_foreach(obj, name, v) {
+    json_object_foreach (obj, name, v) {
         size_t i = 0;
         while (allowed[i] && strcmp(allowed[i], name) != 0)
             i++;
@@ -116,8 +116,7 @@ static bool put_options(json_t *op, const where_t *at, const char **ct, int64_t 
         for (size_t i = 0; ok && i < n; i++)
             ok = (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] <= 0x7e;
         if (!ok)
-            return bad(err, at, "content_type",
-                       "must be 1 to 255 printable ASCII characters");
+            return bad(err, at, "content_type", "must be 1 to 255 printable ASCII characters");
         *ct = s;
     }
     v = json_object_get(op, "ttl");
@@ -130,8 +129,8 @@ static bool put_options(json_t *op, const where_t *at, const char **ct, int64_t 
     return true;
 }
 
-static bool parse_op(sqlcached_txn_t *t, sqlcached_txn_branch_t b, json_t *op,
-                     const where_t *at, http_error_t *err)
+static bool parse_op(sqlcached_txn_t *t, sqlcached_txn_branch_t b, json_t *op, const where_t *at,
+                     http_error_t *err)
 {
     static const char *const get_m[] = {"op", "key", NULL};
     static const char *const put_m[] = {"op", "key", "value", "content_type", "ttl", NULL};
@@ -146,7 +145,11 @@ static bool parse_op(sqlcached_txn_t *t, sqlcached_txn_branch_t b, json_t *op,
                   strcmp(name, "incr")))
         return bad(err, at, "op", "must be \"get\", \"put\", \"delete\" or \"incr\"");
     bool is_put = !strcmp(name, "put"), is_incr = !strcmp(name, "incr");
-    if (!members_ok(op, is_put ? put_m : is_incr ? incr_m : get_m, at, err) ||
+    if (!members_ok(op,
+                    is_put    ? put_m
+                    : is_incr ? incr_m
+                              : get_m,
+                    at, err) ||
         !member_key(op, at, &key, &klen, err))
         return false;
     if (is_put) {
@@ -157,8 +160,8 @@ static bool parse_op(sqlcached_txn_t *t, sqlcached_txn_branch_t b, json_t *op,
             return bad(err, at, "value", "must be a string");
         if (!put_options(op, at, &ct, &ttl_ms, err))
             return false;
-        st = sqlcached_txn_add_put(t, b, key, klen, json_string_value(v), json_string_length(v),
-                                   ct, ttl_ms);
+        st = sqlcached_txn_add_put(t, b, key, klen, json_string_value(v), json_string_length(v), ct,
+                                   ttl_ms);
     } else if (is_incr) {
         json_t *by = json_object_get(op, "by");
         if (by && !json_is_integer(by))
@@ -188,12 +191,14 @@ static bool parse_list(sqlcached_txn_t *t, json_t *body, const char *list, bool 
     }
     size_t i;
     json_t *el;
-    json_array_foreach(arr, i, el) {
+    json_array_foreach (arr, i, el) {
         where_t at = {list, i};
-        bool ok = !strcmp(list, "compare") ? parse_compare(t, el, &at, err)
-                  : parse_op(t, strcmp(list, "success") ? SQLCACHED_TXN_FAILURE
-                                                        : SQLCACHED_TXN_SUCCESS,
-                             el, &at, err);
+        bool ok =
+            !strcmp(list, "compare")
+                ? parse_compare(t, el, &at, err)
+                : parse_op(t,
+                           strcmp(list, "success") ? SQLCACHED_TXN_FAILURE : SQLCACHED_TXN_SUCCESS,
+                           el, &at, err);
         if (!ok)
             return false;
     }
@@ -211,8 +216,8 @@ static bool parse_txn(json_t *body, sqlcached_txn_t **out, http_error_t *err)
     }
     err->code = "invalid_argument";
     if (total > SQLCACHED_TXN_MAX) {
-        snprintf(err->detail, sizeof err->detail,
-                 "%zu compares and operations: at most %d in all", total, SQLCACHED_TXN_MAX);
+        snprintf(err->detail, sizeof err->detail, "%zu compares and operations: at most %d in all",
+                 total, SQLCACHED_TXN_MAX);
         return false;
     }
     if (sqlcached_txn_new(out) != SQLCACHED_OK) {
@@ -331,7 +336,7 @@ static enum MHD_Result txn_reply(http_request_t *req)
     txn_state_t *ts = req->ctx;
     if (!atomic_load(&ts->done)) {
         log_warn("http", "a transaction still undecided at the stop deadline: connection "
-                 "closed without an answer");
+                         "closed without an answer");
         return MHD_NO;
     }
     if (ts->st == SQLCACHED_NOT_INTEGER) {

@@ -23,8 +23,8 @@
 
 #include "api.h"
 
-#define CARRY_MAX 4096           /* > one event: a key of 512 bytes escaped, framing */
-#define KEEPALIVE_AFTER_MS 5000  /* a comment when nothing was written for that long */
+#define CARRY_MAX 4096          /* > one event: a key of 512 bytes escaped, framing */
+#define KEEPALIVE_AFTER_MS 5000 /* a comment when nothing was written for that long */
 #define WAIT_MAX_S 300
 
 static int64_t mono_ms(void)
@@ -36,8 +36,7 @@ static int64_t mono_ms(void)
 
 /* A query argument as an integer in [min, max]: 1 found, 0 absent, -1
  * invalid (400 answered). */
-static int query_int(http_request_t *req, const char *name, int64_t min, int64_t max,
-                     int64_t *out)
+static int query_int(http_request_t *req, const char *name, int64_t min, int64_t max, int64_t *out)
 {
     char *s = NULL;
     size_t n = 0;
@@ -68,8 +67,7 @@ static enum MHD_Result reply_truncated(http_request_t *req, int64_t oldest)
                                    "list again and watch from the listing");
 }
 
-static enum MHD_Result reply_open_failed(http_request_t *req, sqlcached_status_t st,
-                                         int64_t oldest)
+static enum MHD_Result reply_open_failed(http_request_t *req, sqlcached_status_t st, int64_t oldest)
 {
     if (st == SQLCACHED_HISTORY_TRUNCATED)
         return reply_truncated(req, oldest);
@@ -367,11 +365,10 @@ json_t *api_watch_json(sqlcached_t *db)
 {
     sqlcached_watch_stats_t s;
     sqlcached_watch_stats(db, &s);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "watchers", (json_int_t)s.watchers,
-                     "events_sent", (json_int_t)s.events_sent, "truncated",
-                     (json_int_t)s.truncated, "history_size", (json_int_t)s.history_size,
-                     "history_oldest", (json_int_t)s.history_oldest, "history_newest",
-                     (json_int_t)s.history_newest);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "watchers", (json_int_t)s.watchers, "events_sent",
+                     (json_int_t)s.events_sent, "truncated", (json_int_t)s.truncated,
+                     "history_size", (json_int_t)s.history_size, "history_oldest",
+                     (json_int_t)s.history_oldest, "history_newest", (json_int_t)s.history_newest);
 }
 
 char *api_watch_prometheus(char *text, sqlcached_t *db)
@@ -397,8 +394,7 @@ char *api_watch_prometheus(char *text, sqlcached_t *db)
         "# TYPE sqlcached_watch_history_oldest_version gauge\n"
         "sqlcached_watch_history_oldest_version %lld\n",
         (unsigned long long)s.watchers, (unsigned long long)s.events_sent,
-        (unsigned long long)s.truncated, (long long)s.history_size,
-        (long long)s.history_oldest);
+        (unsigned long long)s.truncated, (long long)s.history_size, (long long)s.history_oldest);
     size_t len = strlen(text);
     char *out = n > 0 ? realloc(text, len + (size_t)n + 1) : NULL;
     if (!out) {

@@ -42,8 +42,7 @@
 /* Run a static statement with ?1 = name (may be NULL: unbound) and ?2 =
  * value; *count (may be NULL) = the first column of the first row, or the
  * rows changed when there is no row. SQLite result code. */
-static int run_sql(sqlite3 *db, const char *sql, const char *name, int64_t value,
-                   int64_t *count)
+static int run_sql(sqlite3 *db, const char *sql, const char *name, int64_t value, int64_t *count)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -102,8 +101,8 @@ static sqlcached_status_t make_temp(const char *path, char *tmp, size_t tmplen, 
     int dirlen = slash ? (int)(slash - path + 1) : 0;
     for (int i = 0; i < TEMP_ATTEMPTS; i++) {
         unsigned long n = atomic_fetch_add(&temp_seq, 1);
-        if (snprintf(tmp, tmplen, "%.*s" TEMP_PREFIX "%ld-%lu", dirlen, path, (long)getpid(),
-                     n) >= (int)tmplen) {
+        if (snprintf(tmp, tmplen, "%.*s" TEMP_PREFIX "%ld-%lu", dirlen, path, (long)getpid(), n) >=
+            (int)tmplen) {
             snprintf(err, errlen, "path too long");
             return SQLCACHED_INVALID_ARGUMENT;
         }
@@ -246,7 +245,8 @@ sqlcached_status_t sqlcached_backup(sqlcached_t *db, const char *dest_path, char
         return SQLCACHED_INVALID_ARGUMENT;
     }
     if (storage_backend_for(db->path) != &storage_sqlite) {
-        snprintf(err, errlen, "the data is in PostgreSQL: back it up with pg_dump or "
+        snprintf(err, errlen,
+                 "the data is in PostgreSQL: back it up with pg_dump or "
                  "PostgreSQL's own backups (pg_basebackup, WAL archiving), not through sqlcached");
         return SQLCACHED_CONFLICT;
     }
@@ -327,7 +327,9 @@ static int read_rows(sqlite3 *db, const char *sql, counter_kind_t kind, counters
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         rc = counters_add(out, kind, (const char *)sqlite3_column_text(st, 0),
-                          sqlite3_column_int64(st, 1)) == 0 ? SQLITE_OK : SQLITE_NOMEM;
+                          sqlite3_column_int64(st, 1)) == 0
+                 ? SQLITE_OK
+                 : SQLITE_NOMEM;
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -336,8 +338,7 @@ static int read_rows(sqlite3 *db, const char *sql, counter_kind_t kind, counters
 /* The counters of the database at path (opened read-write, so that a WAL
  * left by a crash is recovered first, and checkpointed when closed). A
  * missing or empty file has none. */
-static sqlcached_status_t read_counters(const char *path, counters_t *out, char *err,
-                                        size_t errlen)
+static sqlcached_status_t read_counters(const char *path, counters_t *out, char *err, size_t errlen)
 {
     struct stat sb;
     if (stat(path, &sb) != 0) {
@@ -392,16 +393,20 @@ static int raise_one(sqlite3 *db, const counter_row_t *r, bool have_seq)
     rc = run_sql(db, meta ? SQL_META_HAS : SQL_SEQ_HAS, r->name, 0, &n);
     if (rc != SQLITE_OK || n > 0)
         return rc; /* the copy is already at or above it */
-    if (meta) { /* only a newer build's migration could add it: leave it to that */
-        log_warn("backup", "restore: counter %s of the replaced database is unknown to this "
-                 "sqlcached; not carried over", r->name);
+    if (meta) {    /* only a newer build's migration could add it: leave it to that */
+        log_warn("backup",
+                 "restore: counter %s of the replaced database is unknown to this "
+                 "sqlcached; not carried over",
+                 r->name);
         return SQLITE_OK;
     }
     rc = run_sql(db, SQL_HAS_TABLE, r->name, 0, &n);
     if (rc == SQLITE_OK && n > 0) {
         rc = run_sql(db, SQL_SEQ_INSERT, r->name, r->value, NULL);
-        log_info("backup", "restore: the ids of %s continue after %lld, as in the replaced "
-                 "database", r->name, (long long)r->value);
+        log_info("backup",
+                 "restore: the ids of %s continue after %lld, as in the replaced "
+                 "database",
+                 r->name, (long long)r->value);
     }
     return rc;
 }
@@ -462,7 +467,8 @@ static int check_source(sqlite3 *src, char *err, size_t errlen)
  * at 0 after the counters were carried over). */
 static sqlcached_status_t migrate_copy(const char *path, char *err, size_t errlen)
 {
-    store_config_t cfg = {.path = path, .durability = SQLCACHED_DURABILITY_FULL,
+    store_config_t cfg = {.path = path,
+                          .durability = SQLCACHED_DURABILITY_FULL,
                           .busy_timeout_ms = 5000};
     store_t *s = store_open(&cfg, err, errlen);
     if (!s)
@@ -525,7 +531,8 @@ sqlcached_status_t sqlcached_restore(const char *backup_path, const char *db_pat
         return SQLCACHED_INVALID_ARGUMENT;
     }
     if (storage_backend_for(db_path) != &storage_sqlite) {
-        snprintf(err, errlen, "the data is in PostgreSQL: restore it with pg_restore or "
+        snprintf(err, errlen,
+                 "the data is in PostgreSQL: restore it with pg_restore or "
                  "PostgreSQL's own tools, not through sqlcached");
         return SQLCACHED_INVALID_ARGUMENT;
     }

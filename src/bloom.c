@@ -96,8 +96,7 @@ static void set_bits(_Atomic uint64_t *bits, const bloom_t *b, uint64_t h)
 
     for (unsigned i = 0; i < b->k; i++) {
         uint64_t bit = (h1 + i * h2) % b->nbits;
-        atomic_fetch_or_explicit(&bits[bit / 64], 1ull << (bit % 64),
-                                 memory_order_relaxed);
+        atomic_fetch_or_explicit(&bits[bit / 64], 1ull << (bit % 64), memory_order_relaxed);
     }
 }
 
@@ -107,8 +106,7 @@ static bool test_bits(_Atomic uint64_t *bits, const bloom_t *b, uint64_t h)
 
     for (unsigned i = 0; i < b->k; i++) {
         uint64_t bit = (h1 + i * h2) % b->nbits;
-        uint64_t w = atomic_load_explicit(&bits[bit / 64],
-                                          memory_order_relaxed);
+        uint64_t w = atomic_load_explicit(&bits[bit / 64], memory_order_relaxed);
         if (!(w & 1ull << (bit % 64)))
             return false;
     }

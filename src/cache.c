@@ -83,7 +83,7 @@ static struct shard *shard_of(cache_t *c, uint64_t h)
  * ====================================================================== */
 
 #define CTYPE_SLOTS 255
-#define CTYPE_LEN   64
+#define CTYPE_LEN 64
 
 static char ctype_names[CTYPE_SLOTS][CTYPE_LEN];
 static atomic_uint ctype_count = 1;
@@ -106,8 +106,7 @@ static int ctype_intern(const char *name)
         return 0;
     if (strlen(name) >= CTYPE_LEN)
         return -1;
-    i = ctype_find(name, atomic_load_explicit(&ctype_count,
-                                              memory_order_acquire));
+    i = ctype_find(name, atomic_load_explicit(&ctype_count, memory_order_acquire));
     if (i >= 0)
         return i;
     pthread_mutex_lock(&ctype_lock);
@@ -131,8 +130,7 @@ static int ctype_intern(const char *name)
 /* Offset of the content type trailer after key and value. */
 static size_t ctype_offset(const cache_value_t *v)
 {
-    return ((v->flags & VAL_TTL) ? sizeof(uint32_t) : 0) +
-           ((v->flags & VAL_SLIDE) ? SLIDE_LEN : 0);
+    return ((v->flags & VAL_TTL) ? sizeof(uint32_t) : 0) + ((v->flags & VAL_SLIDE) ? SLIDE_LEN : 0);
 }
 
 static size_t trailer_size(const cache_value_t *v)
@@ -150,8 +148,7 @@ size_t ci_entry_charge(const cache_value_t *v)
 
 /* Builds a value holding one reference. Returns NULL on allocation
  * failure. fill may be NULL for a negative entry. */
-static cache_value_t *value_new(const void *key, size_t klen,
-                                const cache_fill_t *fill, bool ttl)
+static cache_value_t *value_new(const void *key, size_t klen, const cache_fill_t *fill, bool ttl)
 {
     const char *ct = fill ? fill->content_type : NULL;
     size_t vlen = fill ? fill->len : 0;
@@ -230,8 +227,7 @@ void cache_value_retain(cache_value_t *v)
 
 void cache_value_release(cache_value_t *v)
 {
-    if (v != NULL &&
-        atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1)
+    if (v != NULL && atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1)
         free(v);
 }
 
@@ -261,15 +257,13 @@ static size_t pages_bytes(uint32_t npages)
 
 static size_t heap_bytes(uint32_t hcap)
 {
-    return hcap ? alloc_cost(hcap * sizeof(int64_t)) +
-                      alloc_cost(hcap * sizeof(uint32_t))
-                : 0;
+    return hcap ? alloc_cost(hcap * sizeof(int64_t)) + alloc_cost(hcap * sizeof(uint32_t)) : 0;
 }
 
 void ci_update_mem(struct shard *s)
 {
-    s->mem = s->entry_bytes + table_bytes(s->tcap) + pages_bytes(s->npages) +
-             heap_bytes(s->hcap) + ci_policy_bytes(s);
+    s->mem = s->entry_bytes + table_bytes(s->tcap) + pages_bytes(s->npages) + heap_bytes(s->hcap) +
+             ci_policy_bytes(s);
 }
 
 uint64_t ci_entry_weight(const struct shard *s, const cache_value_t *v)
@@ -403,8 +397,7 @@ static size_t growth_bytes(const cache_t *c, const struct shard *s, bool ttl)
 /* Makes room in the structures for one more entry. Returns 0 or -1. */
 static int reserve_entry(cache_t *c, struct shard *s, bool ttl)
 {
-    if (ci_table_needs_growth(s) &&
-        ci_table_resize(c, s, ci_grown_cap(s->count + 1)) != 0)
+    if (ci_table_needs_growth(s) && ci_table_resize(c, s, ci_grown_cap(s->count + 1)) != 0)
         return -1;
     if (!ci_slot_available(s)) {
         if (s->npages * PAGE_SLOTS >= MAX_SLOTS || ci_add_page(s) != 0)
@@ -420,8 +413,8 @@ static int reserve_entry(cache_t *c, struct shard *s, bool ttl)
 
 /* Links value v (taking the caller's reference) after reserve_entry().
  * Returns its slot, or 0 if the table could not place it (v not taken). */
-static uint32_t do_link_entry(cache_t *c, struct shard *s, cache_value_t *v,
-                              uint64_t h, int64_t expires_at)
+static uint32_t do_link_entry(cache_t *c, struct shard *s, cache_value_t *v, uint64_t h,
+                              int64_t expires_at)
 {
     uint32_t idx = ci_slot_take(s);
     size_t charge = ci_entry_charge(v);
@@ -473,8 +466,8 @@ void ci_do_unlink_entry(cache_t *c, struct shard *s, uint32_t idx)
 
 /* Finds a live entry. Expired entries are removed on the way (lazy expiry)
  * and reported as absent. Returns the slot index or 0. */
-static uint32_t do_lookup(cache_t *c, struct shard *s, const void *key,
-                          size_t klen, uint64_t h, int64_t now_ms)
+static uint32_t do_lookup(cache_t *c, struct shard *s, const void *key, size_t klen, uint64_t h,
+                          int64_t now_ms)
 {
     uint32_t b = ci_table_find(s, key, klen, h), idx;
     int64_t exp;
@@ -492,8 +485,7 @@ static uint32_t do_lookup(cache_t *c, struct shard *s, const void *key,
 }
 
 /* Removes up to max expired entries, soonest first. Returns how many. */
-static size_t do_reclaim_expired(cache_t *c, struct shard *s, int64_t now_ms,
-                                 size_t max)
+static size_t do_reclaim_expired(cache_t *c, struct shard *s, int64_t now_ms, size_t max)
 {
     size_t n = 0;
 
@@ -508,8 +500,7 @@ static size_t do_reclaim_expired(cache_t *c, struct shard *s, int64_t now_ms,
 /* Checks that the policy can make room for an entry of `charge` bytes:
  * CACHE_OK, CACHE_TOOBIG (it would not fit in an empty shard) or
  * CACHE_FULL (the policy may not evict enough). */
-static cache_outcome_t do_admissible(cache_t *c, struct shard *s,
-                                     size_t charge, bool ttl)
+static cache_outcome_t do_admissible(cache_t *c, struct shard *s, size_t charge, bool ttl)
 {
     size_t grow = growth_bytes(c, s, ttl);
     size_t after = s->mem + charge + grow;
@@ -530,8 +521,7 @@ static cache_outcome_t do_admissible(cache_t *c, struct shard *s,
  * negative v, is cached), CACHE_FULL/CACHE_TOOBIG (not admitted; counted
  * in `rejected`) or CACHE_NOMEM.
  */
-static cache_outcome_t do_store(cache_t *c, struct shard *s,
-                                cache_value_t *v, uint64_t h,
+static cache_outcome_t do_store(cache_t *c, struct shard *s, cache_value_t *v, uint64_t h,
                                 int64_t expires_at, int64_t now_ms)
 {
     uint32_t idx = do_lookup(c, s, val_key(v), v->klen, h, now_ms);
@@ -557,8 +547,8 @@ static cache_outcome_t do_store(cache_t *c, struct shard *s,
     if (idx == 0)
         return CACHE_NOMEM;
     if (!ci_do_evict(c, s, idx) && slot_val(slot_at(s, idx)) == v) {
-        cache_value_retain(v);       /* the caller keeps its reference */
-        ci_do_unlink_entry(c, s, idx);  /* drops the table's */
+        cache_value_retain(v);         /* the caller keeps its reference */
+        ci_do_unlink_entry(c, s, idx); /* drops the table's */
         s->rejected++;
         return CACHE_FULL;
     }
@@ -569,18 +559,17 @@ static cache_outcome_t do_store(cache_t *c, struct shard *s,
  * Single-flight loads
  * ====================================================================== */
 
-static struct cache_load *find_leader(const struct shard *s, const void *key,
-                                      size_t klen, uint64_t h)
+static struct cache_load *find_leader(const struct shard *s, const void *key, size_t klen,
+                                      uint64_t h)
 {
     for (struct cache_load *ld = s->inflight; ld; ld = ld->next)
-        if (ld->leader && ld->hash == h && ld->klen == klen &&
-            memcmp(ld->key, key, klen) == 0)
+        if (ld->leader && ld->hash == h && ld->klen == klen && memcmp(ld->key, key, klen) == 0)
             return ld;
     return NULL;
 }
 
-static struct cache_load *do_start_load(struct shard *s, const void *key,
-                                        size_t klen, uint64_t h, bool leader)
+static struct cache_load *do_start_load(struct shard *s, const void *key, size_t klen, uint64_t h,
+                                        bool leader)
 {
     struct cache_load *ld = malloc(sizeof(*ld) + klen);
 
@@ -635,15 +624,13 @@ static struct timespec deadline_after(int64_t ms)
 }
 
 /* Waits until ld ends or the deadline passes. Returns true if it ended. */
-static bool do_wait_load(struct shard *s, struct cache_load *ld,
-                         const struct timespec *deadline)
+static bool do_wait_load(struct shard *s, struct cache_load *ld, const struct timespec *deadline)
 {
     bool done;
 
     ld->refs++;
     while (!ld->done)
-        if (pthread_cond_timedwait(&s->loaded, &s->lock, deadline) ==
-            ETIMEDOUT)
+        if (pthread_cond_timedwait(&s->loaded, &s->lock, deadline) == ETIMEDOUT)
             break;
     done = ld->done;
     do_put_load(ld);
@@ -652,9 +639,8 @@ static bool do_wait_load(struct shard *s, struct cache_load *ld,
 
 /* Looks the key up for a reader. Returns HIT (with a reference in *value),
  * NEGATIVE or MISS, counting hits. */
-static cache_outcome_t do_read(cache_t *c, struct shard *s, const void *key,
-                               size_t klen, uint64_t h, int64_t now_ms,
-                               cache_value_t **value)
+static cache_outcome_t do_read(cache_t *c, struct shard *s, const void *key, size_t klen,
+                               uint64_t h, int64_t now_ms, cache_value_t **value)
 {
     uint32_t idx = do_lookup(c, s, key, klen, h, now_ms);
     cache_value_t *v;
@@ -678,9 +664,8 @@ static bool key_ok(const void *key, size_t klen)
     return key != NULL && klen > 0 && klen <= CACHE_KEY_MAX;
 }
 
-cache_outcome_t cache_fetch(cache_t *c, const void *key, size_t klen,
-                            int64_t now_ms, cache_value_t **value,
-                            cache_load_t **load)
+cache_outcome_t cache_fetch(cache_t *c, const void *key, size_t klen, int64_t now_ms,
+                            cache_value_t **value, cache_load_t **load)
 {
     uint64_t h = ci_key_hash(c, key, klen);
     struct shard *s = shard_of(c, h);
@@ -727,18 +712,16 @@ const void *cache_load_key(const cache_load_t *load, size_t *klen)
 }
 
 /* Builds the value a fill (or a negative fill) stores. */
-static cache_value_t *fill_value(const cache_t *c, const void *key,
-                                 size_t klen, const cache_fill_t *fill,
-                                 int64_t now_ms, int64_t *expires_at)
+static cache_value_t *fill_value(const cache_t *c, const void *key, size_t klen,
+                                 const cache_fill_t *fill, int64_t now_ms, int64_t *expires_at)
 {
     *expires_at = fill ? fill->expires_at
-                       : now_ms + (c->cfg.negative_ttl_ms > 0
-                                       ? c->cfg.negative_ttl_ms : 1);
+                       : now_ms + (c->cfg.negative_ttl_ms > 0 ? c->cfg.negative_ttl_ms : 1);
     return value_new(key, klen, fill, *expires_at != 0);
 }
 
-cache_outcome_t cache_load_finish(cache_t *c, cache_load_t *load,
-                                  const cache_fill_t *fill, int64_t now_ms)
+cache_outcome_t cache_load_finish(cache_t *c, cache_load_t *load, const cache_fill_t *fill,
+                                  int64_t now_ms)
 {
     struct shard *s = shard_of(c, load->hash);
     int64_t exp;
@@ -775,8 +758,8 @@ void cache_load_abandon(cache_t *c, cache_load_t *load)
  * Plain get / set / invalidate
  * ====================================================================== */
 
-cache_outcome_t cache_get(cache_t *c, const void *key, size_t klen,
-                          int64_t now_ms, cache_value_t **value)
+cache_outcome_t cache_get(cache_t *c, const void *key, size_t klen, int64_t now_ms,
+                          cache_value_t **value)
 {
     uint64_t h;
     struct shard *s;
@@ -796,8 +779,8 @@ cache_outcome_t cache_get(cache_t *c, const void *key, size_t klen,
     return r;
 }
 
-cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen,
-                          const cache_fill_t *fill, int64_t now_ms)
+cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen, const cache_fill_t *fill,
+                          int64_t now_ms)
 {
     uint64_t h;
     struct shard *s;
@@ -820,19 +803,16 @@ cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen,
 }
 
 /* Marks every load of the key in flight stale: its fill will be dropped. */
-static void do_mark_loads_stale(struct shard *s, const void *key, size_t klen,
-                                uint64_t h)
+static void do_mark_loads_stale(struct shard *s, const void *key, size_t klen, uint64_t h)
 {
     for (struct cache_load *ld = s->inflight; ld; ld = ld->next)
-        if (ld->hash == h && ld->klen == klen &&
-            memcmp(ld->key, key, klen) == 0)
+        if (ld->hash == h && ld->klen == klen && memcmp(ld->key, key, klen) == 0)
             ld->stale = true;
 }
 
 /* Removes the key's entry, if any, and marks its loads stale. Returns
  * whether an entry was removed. */
-static bool do_invalidate(cache_t *c, struct shard *s, const void *key,
-                          size_t klen, uint64_t h)
+static bool do_invalidate(cache_t *c, struct shard *s, const void *key, size_t klen, uint64_t h)
 {
     uint32_t b = ci_table_find(s, key, klen, h);
 
@@ -885,8 +865,8 @@ void cache_clear(cache_t *c)
     }
 }
 
-cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
-                              const cache_fill_t *fill, int64_t now_ms)
+cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen, const cache_fill_t *fill,
+                              int64_t now_ms)
 {
     uint64_t h;
     struct shard *s;
@@ -1031,8 +1011,7 @@ cache_t *cache_create(const cache_config_t *cfg)
     cache_t *c;
     unsigned n = cfg->shards;
 
-    if (n == 0 || n > 1024 || cfg->policy < 0 ||
-        cfg->policy >= CACHE_POLICY_COUNT ||
+    if (n == 0 || n > 1024 || cfg->policy < 0 || cfg->policy >= CACHE_POLICY_COUNT ||
         (cfg->memory_limit == 0 && cfg->max_entries == 0))
         return NULL;
     c = calloc(1, sizeof(*c) + n * sizeof(struct shard));
@@ -1082,7 +1061,7 @@ void cache_stats(cache_t *c, cache_stats_t *out)
 }
 
 static const char *const policy_names[CACHE_POLICY_COUNT] = {
-    "noeviction",  "allkeys-lru",    "volatile-lru",    "allkeys-lfu",
+    "noeviction",   "allkeys-lru",    "volatile-lru",    "allkeys-lfu",
     "volatile-lfu", "allkeys-random", "volatile-random", "volatile-ttl",
 };
 
@@ -1096,16 +1075,14 @@ cache_policy_t cache_policy_from_name(const char *name)
 
 const char *cache_policy_name(cache_policy_t policy)
 {
-    return policy >= 0 && policy < CACHE_POLICY_COUNT ? policy_names[policy]
-                                                      : NULL;
+    return policy >= 0 && policy < CACHE_POLICY_COUNT ? policy_names[policy] : NULL;
 }
 
 const char *cache_outcome_name(cache_outcome_t outcome)
 {
     static const char *const names[] = {
-        "ok",      "hit",   "negative", "lead",   "miss",  "dropped",
-        "older",   "full",  "toobig",   "nomem",  "einval",
+        "ok",    "hit",  "negative", "lead",  "miss",   "dropped",
+        "older", "full", "toobig",   "nomem", "einval",
     };
-    return (unsigned)outcome < sizeof(names) / sizeof(names[0])
-               ? names[outcome] : "unknown";
+    return (unsigned)outcome < sizeof(names) / sizeof(names[0]) ? names[outcome] : "unknown";
 }

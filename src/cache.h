@@ -35,17 +35,17 @@ typedef struct cache_load cache_load_t;
 
 /* Outcomes. CACHE_OK is 0; the fetch outcomes are distinct values. */
 typedef enum cache_outcome {
-    CACHE_OK = 0,    /* stored */
-    CACHE_HIT,       /* fetch/get: a value reference was returned */
-    CACHE_NEGATIVE,  /* fetch/get: the key is known to be absent */
-    CACHE_LEAD,      /* fetch: miss; the caller loads and must finish */
-    CACHE_MISS,      /* get: nothing cached */
-    CACHE_DROPPED,   /* fill refused: the key was invalidated during load */
-    CACHE_OLDER,     /* store refused: a higher version is cached */
-    CACHE_FULL,      /* not admitted: nothing evictable under the policy */
-    CACHE_TOOBIG,    /* the entry alone exceeds a shard's limit */
-    CACHE_NOMEM,     /* allocation failed; nothing changed */
-    CACHE_EINVAL     /* bad argument (empty or over-long key) */
+    CACHE_OK = 0,   /* stored */
+    CACHE_HIT,      /* fetch/get: a value reference was returned */
+    CACHE_NEGATIVE, /* fetch/get: the key is known to be absent */
+    CACHE_LEAD,     /* fetch: miss; the caller loads and must finish */
+    CACHE_MISS,     /* get: nothing cached */
+    CACHE_DROPPED,  /* fill refused: the key was invalidated during load */
+    CACHE_OLDER,    /* store refused: a higher version is cached */
+    CACHE_FULL,     /* not admitted: nothing evictable under the policy */
+    CACHE_TOOBIG,   /* the entry alone exceeds a shard's limit */
+    CACHE_NOMEM,    /* allocation failed; nothing changed */
+    CACHE_EINVAL    /* bad argument (empty or over-long key) */
 } cache_outcome_t;
 
 typedef enum cache_policy {
@@ -85,23 +85,23 @@ typedef struct cache_fill {
     size_t len;
     const char *content_type; /* NULL = "" */
     int64_t version;
-    int64_t expires_at;       /* absolute ms; 0 = no TTL */
-    int64_t sliding_ms;       /* > 0 (with expires_at): kept with the value
+    int64_t expires_at; /* absolute ms; 0 = no TTL */
+    int64_t sliding_ms; /* > 0 (with expires_at): kept with the value
                                  for cache_value_sliding(); 0 = not sliding */
 } cache_fill_t;
 
 typedef struct cache_stats {
     uint64_t hits;
-    uint64_t misses;          /* fetch LEADs plus get misses */
+    uint64_t misses; /* fetch LEADs plus get misses */
     uint64_t negative_hits;
     uint64_t evictions;
-    uint64_t expirations;     /* lazy plus active */
-    uint64_t rejected;        /* stores not admitted (FULL/TOOBIG) */
-    uint64_t sf_waits;        /* fetches that waited for another loader */
-    uint64_t sf_timeouts;     /* waits that gave up and became loaders */
-    uint64_t fills_dropped;   /* fills refused by the guard */
+    uint64_t expirations;   /* lazy plus active */
+    uint64_t rejected;      /* stores not admitted (FULL/TOOBIG) */
+    uint64_t sf_waits;      /* fetches that waited for another loader */
+    uint64_t sf_timeouts;   /* waits that gave up and became loaders */
+    uint64_t fills_dropped; /* fills refused by the guard */
     uint64_t entries;
-    uint64_t memory;          /* accounted bytes (entries + structures) */
+    uint64_t memory; /* accounted bytes (entries + structures) */
     uint64_t memory_limit;
 } cache_stats_t;
 
@@ -130,9 +130,8 @@ void cache_destroy(cache_t *c);
  * sf_timeouts); the fill guard still protects that ticket, only the
  * one-loader-per-key guarantee is given up.
  */
-cache_outcome_t cache_fetch(cache_t *c, const void *key, size_t klen,
-                            int64_t now_ms, cache_value_t **value,
-                            cache_load_t **load);
+cache_outcome_t cache_fetch(cache_t *c, const void *key, size_t klen, int64_t now_ms,
+                            cache_value_t **value, cache_load_t **load);
 
 /*
  * Ends a load: stores fill, or a negative entry (expiring after
@@ -142,8 +141,8 @@ cache_outcome_t cache_fetch(cache_t *c, const void *key, size_t klen,
  * CACHE_OLDER (a higher version is cached), CACHE_FULL, CACHE_TOOBIG or
  * CACHE_NOMEM; in all but CACHE_OK nothing was stored.
  */
-cache_outcome_t cache_load_finish(cache_t *c, cache_load_t *load,
-                                  const cache_fill_t *fill, int64_t now_ms);
+cache_outcome_t cache_load_finish(cache_t *c, cache_load_t *load, const cache_fill_t *fill,
+                                  int64_t now_ms);
 
 /* Ends a load without storing anything (the source failed). One waiter
  * becomes the next loader. Takes ownership of load. Cannot fail. */
@@ -154,13 +153,13 @@ const void *cache_load_key(const cache_load_t *load, size_t *klen);
 
 /* Plain lookup without single-flight: CACHE_HIT (with *value), CACHE_NEGATIVE,
  * CACHE_MISS or CACHE_EINVAL. */
-cache_outcome_t cache_get(cache_t *c, const void *key, size_t klen,
-                          int64_t now_ms, cache_value_t **value);
+cache_outcome_t cache_get(cache_t *c, const void *key, size_t klen, int64_t now_ms,
+                          cache_value_t **value);
 
 /* Unguarded store (only the version check applies): for callers that know
  * the value is current. Same returns as cache_load_finish. */
-cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen,
-                          const cache_fill_t *fill, int64_t now_ms);
+cache_outcome_t cache_set(cache_t *c, const void *key, size_t klen, const cache_fill_t *fill,
+                          int64_t now_ms);
 
 /* Removes the key (positive or negative entry) and marks every load of the
  * key in flight as stale, so its fill is dropped. Call after the database
@@ -180,8 +179,8 @@ void cache_clear(cache_t *c);
  * CACHE_MISS (nothing was cached: only invalidated), CACHE_OLDER (a
  * higher version is cached and stays), or CACHE_FULL, CACHE_TOOBIG,
  * CACHE_NOMEM, CACHE_EINVAL (not stored, and no older copy is left). */
-cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen,
-                              const cache_fill_t *fill, int64_t now_ms);
+cache_outcome_t cache_replace(cache_t *c, const void *key, size_t klen, const cache_fill_t *fill,
+                              int64_t now_ms);
 
 /* Active expiry: removes entries whose expiry is <= now_ms, soonest first,
  * looking at no more than max_work entries in total across shards (each

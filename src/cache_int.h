@@ -42,10 +42,11 @@
 
 /* ---- values ------------------------------------------------------------ */
 
-#define VAL_NEGATIVE   0x01u /* negative entry: the key is absent */
-#define VAL_TTL        0x02u /* a heap position follows the value bytes */
-#define VAL_CTYPE_INL  0x04u /* the content type string follows */
-#define VAL_SLIDE      0x08u /* a sliding trailer (expires_at, sliding_ms: two
+#define VAL_NEGATIVE 0x01u  /* negative entry: the key is absent */
+#define VAL_TTL 0x02u       /* a heap position follows the value bytes */
+#define VAL_CTYPE_INL 0x04u /* the content type string follows */
+#define VAL_SLIDE                                                                                  \
+    0x08u /* a sliding trailer (expires_at, sliding_ms: two
                                 int64, unaligned) follows the heap position */
 
 struct cache_value {
@@ -53,9 +54,9 @@ struct cache_value {
     uint32_t vlen;
     uint32_t ver_lo, ver_hi; /* split so the header stays 4-aligned, 20 B */
     uint16_t klen;
-    uint8_t ctype;           /* interned content type index, 0 = "" */
-    uint8_t flags;           /* VAL_*, immutable */
-    unsigned char bytes[];   /* key, value, then the optional trailers */
+    uint8_t ctype;         /* interned content type index, 0 = "" */
+    uint8_t flags;         /* VAL_*, immutable */
+    unsigned char bytes[]; /* key, value, then the optional trailers */
 };
 
 static inline const unsigned char *val_key(const cache_value_t *v)
@@ -78,21 +79,21 @@ static inline void val_set_heap_pos(cache_value_t *v, uint32_t pos)
 
 /* ---- slots and lists ----------------------------------------------------- */
 
-#define IDX_BITS     24
-#define IDX_MASK     ((1u << IDX_BITS) - 1)
-#define MAX_SLOTS    IDX_MASK
-#define PAGE_SHIFT   8
-#define PAGE_SLOTS   (1u << PAGE_SHIFT)
+#define IDX_BITS 24
+#define IDX_MASK ((1u << IDX_BITS) - 1)
+#define MAX_SLOTS IDX_MASK
+#define PAGE_SHIFT 8
+#define PAGE_SLOTS (1u << PAGE_SHIFT)
 
 /* Lists. Slot indices 0..NLISTS-1 are their sentinels (circular lists). For
  * the LRU-ordered policies list 0 holds entries (volatile-lru: only those
  * with a TTL; list 1 the rest). allkeys-lfu uses all three as W-TinyLFU's
  * window, probation and protected segments. */
-#define NLISTS        3
-#define LIST_WINDOW    0
+#define NLISTS 3
+#define LIST_WINDOW 0
 #define LIST_PROBATION 1
 #define LIST_PROTECTED 2
-#define FIRST_SLOT     NLISTS
+#define FIRST_SLOT NLISTS
 
 /* A slot is 12 bytes: three 32-bit words holding the two 24-bit links, the
  * list (2 bits) and the value pointer compressed to 46 bits (malloc
@@ -108,19 +109,17 @@ struct slot {
 };
 
 #define PTR_SHIFT 4
-#define PTR_BITS  46
+#define PTR_BITS 46
 
 static inline bool ptr_packable(const void *p)
 {
     uintptr_t u = (uintptr_t)p;
-    return (u & ((1u << PTR_SHIFT) - 1)) == 0 &&
-           (uint64_t)u >> (PTR_SHIFT + PTR_BITS) == 0;
+    return (u & ((1u << PTR_SHIFT) - 1)) == 0 && (uint64_t)u >> (PTR_SHIFT + PTR_BITS) == 0;
 }
 
 static inline cache_value_t *slot_val(const struct slot *sl)
 {
-    uint64_t c = (uint64_t)(sl->w[0] >> 24) |
-                 (uint64_t)(sl->w[1] >> 26) << 8 |
+    uint64_t c = (uint64_t)(sl->w[0] >> 24) | (uint64_t)(sl->w[1] >> 26) << 8 |
                  (uint64_t)sl->w[2] << 14;
     return (cache_value_t *)(uintptr_t)(c << PTR_SHIFT);
 }
@@ -164,10 +163,10 @@ static inline void slot_set_next(struct slot *sl, uint32_t idx, unsigned list)
 struct cache_load {
     struct cache_load *next; /* shard's in-flight list */
     uint64_t hash;
-    unsigned refs;           /* owner + waiters, under the shard lock */
-    bool done;               /* finished or abandoned */
-    bool stale;              /* invalidated since it began */
-    bool leader;             /* waiters wait for it (not a timeout loader) */
+    unsigned refs; /* owner + waiters, under the shard lock */
+    bool done;     /* finished or abandoned */
+    bool stale;    /* invalidated since it began */
+    bool leader;   /* waiters wait for it (not a timeout loader) */
     uint32_t klen;
     unsigned char key[];
 };
@@ -177,36 +176,36 @@ struct cache_load {
 /* W-TinyLFU ghosts (cache_policy.c): keys that recently left the cache,
  * which steer the window size. */
 struct ghosts {
-    uint32_t *slot;          /* direct-mapped, 0 = empty */
-    uint32_t n;              /* slots */
-    uint32_t wseq, mseq;     /* departures from the window / from main */
+    uint32_t *slot;      /* direct-mapped, 0 = empty */
+    uint32_t n;          /* slots */
+    uint32_t wseq, mseq; /* departures from the window / from main */
 };
 
 struct shard {
     pthread_mutex_t lock;
-    pthread_cond_t loaded;   /* broadcast when a load ends */
+    pthread_cond_t loaded; /* broadcast when a load ends */
 
-    uint32_t *table;         /* buckets: 0 empty, else slot | distance << 24 */
+    uint32_t *table; /* buckets: 0 empty, else slot | distance << 24 */
     uint32_t tcap;
-    uint32_t count;          /* live entries */
+    uint32_t count; /* live entries */
 
     struct slot **pages;
     uint32_t npages;
-    uint32_t free_slot;      /* free list through .next; 0 = none */
-    uint32_t next_unused;    /* first never-used slot */
+    uint32_t free_slot;   /* free list through .next; 0 = none */
+    uint32_t next_unused; /* first never-used slot */
 
-    int64_t *hexp;           /* TTL heap */
+    int64_t *hexp; /* TTL heap */
     uint32_t *hslot;
     uint32_t hcount, hcap;
 
-    size_t mem;              /* accounted bytes */
-    size_t entry_bytes;      /* sum of entry charges (part of mem) */
-    size_t vol_bytes;        /* charges of entries with a TTL */
-    size_t limit;            /* bytes; 0 = none */
-    size_t max_entries;      /* 0 = none */
+    size_t mem;         /* accounted bytes */
+    size_t entry_bytes; /* sum of entry charges (part of mem) */
+    size_t vol_bytes;   /* charges of entries with a TTL */
+    size_t limit;       /* bytes; 0 = none */
+    size_t max_entries; /* 0 = none */
 
     uint64_t seg_weight[NLISTS]; /* LFU: weight per segment */
-    double window_frac;      /* LFU: window share of the capacity */
+    double window_frac;          /* LFU: window share of the capacity */
     sketch_t sketch;
     struct ghosts ghost;
     uint64_t rng;
@@ -257,8 +256,7 @@ void ci_policy_insert(cache_t *c, struct shard *s, uint32_t idx);
 void ci_policy_hit(cache_t *c, struct shard *s, uint32_t idx);
 void ci_policy_unlink(struct shard *s, uint32_t idx);
 /* Whether evicting can free need_bytes and need_entries for a new entry. */
-bool ci_policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
-                        size_t need_entries);
+bool ci_policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes, size_t need_entries);
 /* Bytes allocated by the policy's structures (sketch, ghosts). */
 size_t ci_policy_bytes(const struct shard *s);
 /* Frees them. */

@@ -51,9 +51,9 @@
 #include <stdlib.h>
 
 #define VOLATILE_SAMPLES 5
-#define PROTECTED_SHARE  0.80
-#define WINDOW_INITIAL   0.01
-#define WINDOW_MAX       0.80
+#define PROTECTED_SHARE 0.80
+#define WINDOW_INITIAL 0.01
+#define WINDOW_MAX 0.80
 
 /* ======================================================================
  * Lists
@@ -127,8 +127,7 @@ static void move_to(struct shard *s, uint32_t idx, unsigned list)
 
 static bool uses_sketch(const cache_t *c)
 {
-    return c->cfg.policy == CACHE_POLICY_ALLKEYS_LFU ||
-           c->cfg.policy == CACHE_POLICY_VOLATILE_LFU;
+    return c->cfg.policy == CACHE_POLICY_ALLKEYS_LFU || c->cfg.policy == CACHE_POLICY_VOLATILE_LFU;
 }
 
 static bool is_tinylfu(const cache_t *c)
@@ -144,20 +143,19 @@ static bool is_tinylfu(const cache_t *c)
  * entry). One per 10 or 16 entries missed the hit-ratio targets of ps or
  * cs on some cache seeds (docs/memory-tier.md). */
 #define GHOST_SLOTS_PER_ENTRY 0.125
-#define GHOST_MIN_SLOTS       16
+#define GHOST_MIN_SLOTS 16
 /* A ghost slot: 12-bit fingerprint | side (1 bit) | 19-bit sequence. */
-#define GHOST_SEQ_BITS        19
-#define GHOST_SEQ_MASK        ((1u << GHOST_SEQ_BITS) - 1)
-#define GHOST_SIDE_MAIN       (1u << GHOST_SEQ_BITS)
+#define GHOST_SEQ_BITS 19
+#define GHOST_SEQ_MASK ((1u << GHOST_SEQ_BITS) - 1)
+#define GHOST_SIDE_MAIN (1u << GHOST_SEQ_BITS)
 /* Reach of a ghost: the window's size, at least this share of capacity. */
-#define GHOST_REACH_MIN       0.10
+#define GHOST_REACH_MIN 0.10
 
 static uint32_t ghost_slots_for(size_t entries)
 {
     double n = (double)entries * GHOST_SLOTS_PER_ENTRY;
 
-    return n < GHOST_MIN_SLOTS ? GHOST_MIN_SLOTS
-           : n > (double)(1u << 30) ? 1u << 30 : (uint32_t)n;
+    return n < GHOST_MIN_SLOTS ? GHOST_MIN_SLOTS : n > (double)(1u << 30) ? 1u << 30 : (uint32_t)n;
 }
 
 static size_t ghost_bytes_for(size_t entries)
@@ -167,8 +165,7 @@ static size_t ghost_bytes_for(size_t entries)
 
 size_t ci_policy_bytes(const struct shard *s)
 {
-    return sketch_bytes(&s->sketch) +
-           (size_t)s->ghost.n * sizeof(*s->ghost.slot);
+    return sketch_bytes(&s->sketch) + (size_t)s->ghost.n * sizeof(*s->ghost.slot);
 }
 
 /* Replaces the ghost table by an empty one for `entries`. 0 or -1. */
@@ -212,8 +209,7 @@ static void ghost_add(struct shard *s, uint64_t h, bool main)
 
     if (g->n == 0)
         return;
-    *ghost_slot(s, h) = ghost_fp(h) | (main ? GHOST_SIDE_MAIN : 0) |
-                        (seq & GHOST_SEQ_MASK);
+    *ghost_slot(s, h) = ghost_fp(h) | (main ? GHOST_SIDE_MAIN : 0) | (seq & GHOST_SEQ_MASK);
 }
 
 /* A missed key is being inserted: if it left recently (within the reach),
@@ -270,8 +266,7 @@ void ci_policy_init(cache_t *c, struct shard *s)
  * until the shard is full, and it stops growing when it is). */
 static size_t sketch_wanted(const cache_t *c, const struct shard *s)
 {
-    if (!uses_sketch(c) || s->count + 1 <= s->sketch.capacity ||
-        s->max_entries != 0)
+    if (!uses_sketch(c) || s->count + 1 <= s->sketch.capacity || s->max_entries != 0)
         return 0;
     return (size_t)s->sketch.capacity + s->sketch.capacity / 8 + 1;
 }
@@ -283,9 +278,7 @@ size_t ci_policy_growth_bytes(const cache_t *c, const struct shard *s)
     if (want == 0)
         return 0;
     return sketch_bytes_for(want) - sketch_bytes(&s->sketch) +
-           (is_tinylfu(c) ? ghost_bytes_for(want) -
-                                (size_t)s->ghost.n * sizeof(uint32_t)
-                          : 0);
+           (is_tinylfu(c) ? ghost_bytes_for(want) - (size_t)s->ghost.n * sizeof(uint32_t) : 0);
 }
 
 int ci_policy_reserve(const cache_t *c, struct shard *s)
@@ -358,8 +351,7 @@ void ci_policy_unlink(struct shard *s, uint32_t idx)
     ci_list_remove(s, idx);
 }
 
-bool ci_policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
-                        size_t need_entries)
+bool ci_policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes, size_t need_entries)
 {
     switch (c->cfg.policy) {
     case CACHE_POLICY_NOEVICTION:
@@ -378,8 +370,7 @@ bool ci_policy_reclaimable(cache_t *c, struct shard *s, size_t need_bytes,
  * Victim selection for everything but W-TinyLFU
  * ====================================================================== */
 
-static uint32_t lru_victim(const struct shard *s, unsigned list,
-                           uint32_t newest)
+static uint32_t lru_victim(const struct shard *s, unsigned list, uint32_t newest)
 {
     uint32_t idx = ci_list_back(s, list);
     return idx == newest ? 0 : idx; /* newest is the front: list of one */
@@ -431,8 +422,7 @@ static uint32_t ttl_victim(const struct shard *s, uint32_t newest)
     return s->hslot[2];
 }
 
-static uint32_t volatile_lfu_victim(cache_t *c, struct shard *s,
-                                    uint32_t newest)
+static uint32_t volatile_lfu_victim(cache_t *c, struct shard *s, uint32_t newest)
 {
     uint32_t best = 0;
     unsigned best_f = UINT_MAX;
@@ -474,8 +464,7 @@ static uint32_t pick_victim(cache_t *c, struct shard *s, uint32_t newest)
 
 static bool over_limit(const struct shard *s)
 {
-    return (s->limit && s->mem > s->limit) ||
-           (s->max_entries && s->count > s->max_entries);
+    return (s->limit && s->mem > s->limit) || (s->max_entries && s->count > s->max_entries);
 }
 
 static void evict(cache_t *c, struct shard *s, uint32_t idx)

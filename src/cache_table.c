@@ -77,8 +77,7 @@ static uint32_t home_of(uint64_t h, uint32_t tcap)
 }
 
 /* Returns the bucket holding key, or UINT32_MAX. */
-uint32_t ci_table_find(const struct shard *s, const void *key,
-                           size_t klen, uint64_t h)
+uint32_t ci_table_find(const struct shard *s, const void *key, size_t klen, uint64_t h)
 {
     uint32_t i, dist;
 
@@ -98,8 +97,7 @@ uint32_t ci_table_find(const struct shard *s, const void *key,
 
 /* Places slot idx. The table has room. Returns false if a probe distance
  * would overflow (the table then needs to grow; nothing was changed). */
-bool ci_table_place(uint32_t *table, uint32_t tcap, uint32_t idx,
-                        uint64_t h)
+bool ci_table_place(uint32_t *table, uint32_t tcap, uint32_t idx, uint64_t h)
 {
     uint32_t i = home_of(h, tcap), dist = 0, probe = i;
 
@@ -156,8 +154,7 @@ int ci_table_resize(const cache_t *c, struct shard *s, uint32_t ncap)
         return -1;
     for (uint32_t i = 0; i < s->tcap; i++) {
         uint32_t idx = s->table[i] & IDX_MASK;
-        if (s->table[i] != 0 &&
-            !ci_table_place(nt, ncap, idx, ci_slot_hash(c, s, idx))) {
+        if (s->table[i] != 0 && !ci_table_place(nt, ncap, idx, ci_slot_hash(c, s, idx))) {
             free(nt);
             return -1;
         }
@@ -182,8 +179,7 @@ bool ci_table_needs_growth(const struct shard *s)
     return (uint64_t)(s->count + 1) * 100 > (uint64_t)s->tcap * 93;
 }
 
-uint32_t ci_table_find_slot(const struct shard *s, uint64_t h,
-                                uint32_t idx)
+uint32_t ci_table_find_slot(const struct shard *s, uint64_t h, uint32_t idx)
 {
     uint32_t i = home_of(h, s->tcap);
 

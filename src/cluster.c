@@ -68,20 +68,20 @@
 #include "storage.h"
 
 #define MARGIN_MIN_MS 50
-#define MARGIN_PERMILLE 100    /* the trust margin: 10% of the lease */
+#define MARGIN_PERMILLE 100 /* the trust margin: 10% of the lease */
 #define RENEWS_PER_LEASE 4
 #define RELISTEN_PAUSE_MS 100
-#define FORGET_DOWN_MS 600000  /* rows of nodes down this long are deleted */
-#define EVICT_AFTER_CHECKS 2   /* a member that renews but never acknowledges */
-#define DEAF_WAIT_LEASES 3     /* our own link down: wait this many leases, then 503 */
+#define FORGET_DOWN_MS 600000 /* rows of nodes down this long are deleted */
+#define EVICT_AFTER_CHECKS 2  /* a member that renews but never acknowledges */
+#define DEAF_WAIT_LEASES 3    /* our own link down: wait this many leases, then 503 */
 #define DEAF_RECHECK_MS 100
-#define HEADER_ROOM 64         /* "W <id> <seq>" */
+#define HEADER_ROOM 64 /* "W <id> <seq>" */
 
 typedef struct peer {
     int64_t id;
-    int64_t acked;  /* highest sequence number of ours it acknowledged */
-    int64_t seen;   /* highest of its messages applied here */
-    bool ack_due;   /* we owe it an acknowledgement of `seen` */
+    int64_t acked; /* highest sequence number of ours it acknowledged */
+    int64_t seen;  /* highest of its messages applied here */
+    bool ack_due;  /* we owe it an acknowledgement of `seen` */
 } peer_t;
 
 /* A member a committed batch waits for (writer thread). */
@@ -101,11 +101,11 @@ struct cluster {
     int64_t started_at;
     bool skip_invalidation;
     _Atomic int64_t id;
-    int64_t epoch;                  /* link thread */
-    _Atomic int64_t trusted_until;  /* monotonic ms; 0 = untrusted */
-    bool listening;                 /* link thread */
-    atomic_bool hearing;            /* = listening, for the writer */
-    int64_t next_renew;             /* link thread, monotonic ms */
+    int64_t epoch;                 /* link thread */
+    _Atomic int64_t trusted_until; /* monotonic ms; 0 = untrusted */
+    bool listening;                /* link thread */
+    atomic_bool hearing;           /* = listening, for the writer */
+    int64_t next_renew;            /* link thread, monotonic ms */
 
     pthread_t thread;
     bool started;
@@ -303,7 +303,7 @@ static bool apply_item(cluster_t *c, const char *s, size_t n)
     key[len] = '\0';
     switch (kind) {
     case CLUSTER_KEY:
-        watch_kick(db->watch); /* its change is in the log: watches here read it */
+        watch_kick(db->watch);         /* its change is in the log: watches here read it */
         kv_note_key(db->kv, key, len); /* it may be a new key */
         if (db->cache)
             cache_invalidate(db->cache, key, len);
@@ -469,8 +469,7 @@ static void renew(cluster_t *c)
     if (st == SQLCACHED_OK && !held)
         log_warn("cluster", "this node's membership was taken away (evicted): joining again");
     else
-        log_warn("cluster", "cannot renew this node's membership: %s",
-                 sqlcached_status_name(st));
+        log_warn("cluster", "cannot renew this node's membership: %s", sqlcached_status_name(st));
     set_listening(c, false);
     untrust(c);
 }
@@ -515,7 +514,7 @@ static void link_step(cluster_t *c)
         st = SQLCACHED_UNAVAILABLE;
     if (st != SQLCACHED_OK) {
         log_warn("cluster", "lost the cluster's channel: serving from the database only "
-                 "until this node has joined again");
+                            "until this node has joined again");
         set_listening(c, false);
         untrust(c);
         return;
@@ -568,7 +567,7 @@ static void hook_note(void *cls, char kind, const void *key, size_t len, int64_t
 {
     cluster_t *c = cls;
     if (c->skip_invalidation && kind != CLUSTER_LEASE && kind != CLUSTER_QUEUE)
-        return; /* testing: the others keep what they cached */
+        return;                    /* testing: the others keep what they cached */
     if (len > SQLCACHED_KEY_MAX) { /* the domains never pass one */
         c->notes_failed = true;
         return;
@@ -617,7 +616,9 @@ static void add_waited(void *cls, const storage_node_t *n)
         c->capwaits = cap;
     }
     c->waits[c->nwaits++] = (waited_t){
-        .id = n->id, .epoch = n->epoch, .heartbeat_at = n->heartbeat_at,
+        .id = n->id,
+        .epoch = n->epoch,
+        .heartbeat_at = n->heartbeat_at,
         .deadline = remaining, /* made absolute after the commit */
     };
 }
@@ -687,8 +688,7 @@ static void forget_batch(cluster_t *c)
 /* w's deadline passed without an acknowledgement: look at its row. Done
  * when it left, joined anew or ran out; evicted when it renews but never
  * acknowledges; else a new deadline at the end of its current lease. */
-static sqlcached_status_t check_waited(cluster_t *c, store_conn_t *conn, waited_t *m,
-                                      int64_t start)
+static sqlcached_status_t check_waited(cluster_t *c, store_conn_t *conn, waited_t *m, int64_t start)
 {
     if (!atomic_load(&c->hearing)) {
         /* Our own link is down: its acknowledgement may have been lost on
@@ -717,8 +717,7 @@ static sqlcached_status_t check_waited(cluster_t *c, store_conn_t *conn, waited_
             return st;
         if (evicted) {
             atomic_fetch_add(&c->evictions, 1);
-            log_warn("cluster", "node %" PRId64 " renews but does not acknowledge: evicted",
-                     m->id);
+            log_warn("cluster", "node %" PRId64 " renews but does not acknowledge: evicted", m->id);
         }
     }
     m->deadline = mono_ms() + remaining + c->margin_ms;
@@ -790,8 +789,10 @@ static sqlcached_status_t hook_after_commit(void *cls, store_conn_t *w, bool com
     if (committed && c->nwaits > 0)
         st = wait_acks(c, w);
     if (st != SQLCACHED_OK)
-        log_warn("cluster", "committed, but could not learn whether every node has seen it "
-                 "(%s): answered 503", sqlcached_status_name(st));
+        log_warn("cluster",
+                 "committed, but could not learn whether every node has seen it "
+                 "(%s): answered 503",
+                 sqlcached_status_name(st));
     c->nwaits = 0;
     return st;
 }
@@ -913,8 +914,10 @@ void cluster_close(cluster_t *c)
         pthread_join(c->thread, NULL);
     untrust(c);
     if (c->ops->leave(c->link, atomic_load(&c->id), c->epoch) != SQLCACHED_OK)
-        log_warn("cluster", "could not leave the cluster: the others wait for this node's "
-                 "membership to run out (at most %" PRId64 " ms)", c->lease_ms);
+        log_warn("cluster",
+                 "could not leave the cluster: the others wait for this node's "
+                 "membership to run out (at most %" PRId64 " ms)",
+                 c->lease_ms);
     store_link_close(c->db->store, c->link);
     cluster_free(c);
 }
@@ -928,9 +931,11 @@ static void member_out(void *cls, const storage_node_t *n)
 {
     members_job_t *j = cls;
     sqlcached_member_t m = {
-        .id = n->id, .address = n->address ? n->address : "",
+        .id = n->id,
+        .address = n->address ? n->address : "",
         .up = n->heartbeat_at + n->lease_ms > n->db_now,
-        .heartbeat_at = n->heartbeat_at, .started_at = n->started_at,
+        .heartbeat_at = n->heartbeat_at,
+        .started_at = n->started_at,
     };
     j->fn(j->cls, &m);
 }

@@ -95,10 +95,10 @@ typedef struct choice {
 
 typedef struct option_def option_def_t;
 struct option_def {
-    const char *name;    /* the flag without "--"; the config-file key */
-    char short_name;     /* -h, -V; 0 = none */
+    const char *name; /* the flag without "--"; the config-file key */
+    char short_name;  /* -h, -V; 0 = none */
     opt_type_t type;
-    size_t field;        /* offsetof(config_t, ...) */
+    size_t field;                /* offsetof(config_t, ...) */
     unsigned long long min, max; /* OT_UINT, OT_SIZE, OT_SECONDS */
     const choice_t *choices;     /* OT_ENUM, ended by a NULL name */
     const char *dflt;            /* default, parsed as a value; NULL = zero */
@@ -111,20 +111,21 @@ struct option_def {
     const char *metavar;         /* --help: the value's name; NULL = none */
     const char *help;            /* --help lines ('\n' between); NULL = hidden */
     int (*set)(config_t *cfg, const option_def_t *o, const char *arg, char *err,
-               size_t errlen);   /* OT_CUSTOM */
+               size_t errlen);            /* OT_CUSTOM */
     json_t *(*show)(const config_t *cfg); /* OT_CUSTOM: its JSON value */
 };
 
-static const choice_t durability_choices[] = {
-    {"full", SQLCACHED_DURABILITY_FULL}, {"normal", SQLCACHED_DURABILITY_NORMAL}, {NULL, 0}};
+static const choice_t durability_choices[] = {{"full", SQLCACHED_DURABILITY_FULL},
+                                              {"normal", SQLCACHED_DURABILITY_NORMAL},
+                                              {NULL, 0}};
 static const choice_t level_choices[] = {
-    {"error", LOG_ERROR}, {"warn", LOG_WARN}, {"info", LOG_INFO}, {"debug", LOG_DEBUG},
-    {NULL, 0}};
-static const choice_t strategy_choices[] = {
-    {"stock", SQLCACHED_SECKILL_STOCK}, {"version", SQLCACHED_SECKILL_VERSION}, {NULL, 0}};
-static const choice_t on_write_choices[] = {
-    {"replace", SQLCACHED_ON_WRITE_REPLACE}, {"invalidate", SQLCACHED_ON_WRITE_INVALIDATE},
-    {NULL, 0}};
+    {"error", LOG_ERROR}, {"warn", LOG_WARN}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}, {NULL, 0}};
+static const choice_t strategy_choices[] = {{"stock", SQLCACHED_SECKILL_STOCK},
+                                            {"version", SQLCACHED_SECKILL_VERSION},
+                                            {NULL, 0}};
+static const choice_t on_write_choices[] = {{"replace", SQLCACHED_ON_WRITE_REPLACE},
+                                            {"invalidate", SQLCACHED_ON_WRITE_INVALIDATE},
+                                            {NULL, 0}};
 static const choice_t on_off_choices[] = {{"on", 1}, {"off", 0}, {NULL, 0}};
 
 static int set_listen(config_t *cfg, const option_def_t *o, const char *arg, char *err,
@@ -143,122 +144,292 @@ static json_t *show_policy(const config_t *cfg);
 
 /* In --help order. */
 static const option_def_t options[] = {
-    {.name = "listen", .type = OT_CUSTOM, .set = set_listen, .show = show_listen,
-     .dflt = "127.0.0.1:8080", .expected = "HOST:PORT", .metavar = "HOST:PORT",
+    {.name = "listen",
+     .type = OT_CUSTOM,
+     .set = set_listen,
+     .show = show_listen,
+     .dflt = "127.0.0.1:8080",
+     .expected = "HOST:PORT",
+     .metavar = "HOST:PORT",
      .help = "address to serve on (default 127.0.0.1:8080)"},
-    {.name = "db", .type = OT_PATH, .field = F(db_path), .lib = LIB_STR, .lib_field = L(path),
-     .show = show_db, .metavar = "PATH", .help = "database file (default ./sqlcached.db)"},
-    {.name = "threads", .type = OT_UINT, .field = F(threads), .min = 1, .max = 1024,
-     .metavar = "N", .help = "worker threads (default: the CPUs it may run on)"},
-    {.name = "max-body", .type = OT_SIZE, .field = F(max_body), .min = 1, .max = (size_t)1 << 30,
-     .dflt = "1M", .expected = "a size from 1 byte to 1G", .metavar = "BYTES",
+    {.name = "db",
+     .type = OT_PATH,
+     .field = F(db_path),
+     .lib = LIB_STR,
+     .lib_field = L(path),
+     .show = show_db,
+     .metavar = "PATH",
+     .help = "database file (default ./sqlcached.db)"},
+    {.name = "threads",
+     .type = OT_UINT,
+     .field = F(threads),
+     .min = 1,
+     .max = 1024,
+     .metavar = "N",
+     .help = "worker threads (default: the CPUs it may run on)"},
+    {.name = "max-body",
+     .type = OT_SIZE,
+     .field = F(max_body),
+     .min = 1,
+     .max = (size_t)1 << 30,
+     .dflt = "1M",
+     .expected = "a size from 1 byte to 1G",
+     .metavar = "BYTES",
      .help = "largest request body, e.g. 1M (default 1 MiB)"},
-    {.name = "auth-token", .type = OT_TOKEN, .field = F(auth_token), .flags = OF_SECRET,
-     .env = "SQLCACHED_AUTH_TOKEN", .metavar = "TOKEN",
+    {.name = "auth-token",
+     .type = OT_TOKEN,
+     .field = F(auth_token),
+     .flags = OF_SECRET,
+     .env = "SQLCACHED_AUTH_TOKEN",
+     .metavar = "TOKEN",
      .help = "require 'Authorization: Bearer TOKEN' on /v1/...\n(or env SQLCACHED_AUTH_TOKEN)"},
-    {.name = "durability", .type = OT_ENUM, .field = F(durability),
-     .choices = durability_choices, .lib = LIB_INT, .lib_field = L(durability),
-     .metavar = "MODE", .help = "full (fsync each commit, default) or normal"},
-    {.name = "max-connections", .type = OT_UINT, .field = F(max_connections), .min = 1,
-     .max = 1000000, .dflt = "10000", .metavar = "N",
+    {.name = "durability",
+     .type = OT_ENUM,
+     .field = F(durability),
+     .choices = durability_choices,
+     .lib = LIB_INT,
+     .lib_field = L(durability),
+     .metavar = "MODE",
+     .help = "full (fsync each commit, default) or normal"},
+    {.name = "max-connections",
+     .type = OT_UINT,
+     .field = F(max_connections),
+     .min = 1,
+     .max = 1000000,
+     .dflt = "10000",
+     .metavar = "N",
      .help = "concurrent connections (default 10000)"},
-    {.name = "timeout", .type = OT_UINT, .field = F(connection_timeout_s), .min = 1,
-     .max = 86400, .dflt = "60", .unit = " seconds", .metavar = "SECONDS",
+    {.name = "timeout",
+     .type = OT_UINT,
+     .field = F(connection_timeout_s),
+     .min = 1,
+     .max = 86400,
+     .dflt = "60",
+     .unit = " seconds",
+     .metavar = "SECONDS",
      .help = "idle connection timeout (default 60)"},
-    {.name = "cache-memory", .type = OT_SIZE, .field = F(cache_memory), .max = SIZE_MAX,
-     .lib = LIB_SIZE, .lib_field = L(cache_memory), .expected = "a size like 64MB",
-     .metavar = "BYTES", .help = "memory tier limit, e.g. 256MB (default 64MiB; 0 = off)"},
+    {.name = "cache-memory",
+     .type = OT_SIZE,
+     .field = F(cache_memory),
+     .max = SIZE_MAX,
+     .lib = LIB_SIZE,
+     .lib_field = L(cache_memory),
+     .expected = "a size like 64MB",
+     .metavar = "BYTES",
+     .help = "memory tier limit, e.g. 256MB (default 64MiB; 0 = off)"},
     /* SQLite's cache_size counts KiB in an int */
-    {.name = "sqlite-cache", .type = OT_SIZE, .field = F(sqlite_cache), .max = (size_t)1 << 40,
-     .lib = LIB_SIZE, .lib_field = L(sqlite_cache), .expected = "a size from 0 to 1T",
+    {.name = "sqlite-cache",
+     .type = OT_SIZE,
+     .field = F(sqlite_cache),
+     .max = (size_t)1 << 40,
+     .lib = LIB_SIZE,
+     .lib_field = L(sqlite_cache),
+     .expected = "a size from 0 to 1T",
      .metavar = "BYTES",
      .help = "SQLite page cache of the writer (default 64MiB); each\n"
              "reader connection gets at most 2000KiB of it"},
-    {.name = "policy", .type = OT_CUSTOM, .set = set_policy, .show = show_policy,
-     .field = F(policy), .lib = LIB_STR, .lib_field = L(cache_policy), .metavar = "NAME",
+    {.name = "policy",
+     .type = OT_CUSTOM,
+     .set = set_policy,
+     .show = show_policy,
+     .field = F(policy),
+     .lib = LIB_STR,
+     .lib_field = L(cache_policy),
+     .metavar = "NAME",
      .help = "eviction: allkeys-lfu (default), allkeys-lru,\n"
              "volatile-lru, volatile-lfu, allkeys-random,\n"
              "volatile-random, volatile-ttl, noeviction"},
-    {.name = "negative-ttl", .type = OT_SECONDS, .field = F(negative_ttl_ms), .min = 1,
-     .max = 86400, .lib = LIB_INT64, .lib_field = L(negative_ttl_ms), .unit = " seconds",
-     .metavar = "SECONDS", .help = "remember absent keys this long (default 5)"},
-    {.name = "ttl-jitter", .type = OT_UINT, .field = F(ttl_jitter), .max = 50, .lib = LIB_UINT,
-     .lib_field = L(ttl_jitter_percent), .unit = " percent", .metavar = "PERCENT",
+    {.name = "negative-ttl",
+     .type = OT_SECONDS,
+     .field = F(negative_ttl_ms),
+     .min = 1,
+     .max = 86400,
+     .lib = LIB_INT64,
+     .lib_field = L(negative_ttl_ms),
+     .unit = " seconds",
+     .metavar = "SECONDS",
+     .help = "remember absent keys this long (default 5)"},
+    {.name = "ttl-jitter",
+     .type = OT_UINT,
+     .field = F(ttl_jitter),
+     .max = 50,
+     .lib = LIB_UINT,
+     .lib_field = L(ttl_jitter_percent),
+     .unit = " percent",
+     .metavar = "PERCENT",
      .help = "spread TTLs by +-PERCENT, 0 to 50 (default 0)"},
-    {.name = "seckill-strategy", .type = OT_ENUM, .field = F(seckill_strategy),
-     .choices = strategy_choices, .lib = LIB_INT, .lib_field = L(seckill_strategy),
+    {.name = "seckill-strategy",
+     .type = OT_ENUM,
+     .field = F(seckill_strategy),
+     .choices = strategy_choices,
+     .lib = LIB_INT,
+     .lib_field = L(seckill_strategy),
      .metavar = "S",
      .help = "how an order takes stock: stock (guard stock > 0,\n"
              "default) or version (guard on the version read,\n"
              "retried; sells less under contention)"},
-    {.name = "seckill-retries", .type = OT_UINT, .field = F(seckill_retries),
-     .max = SQLCACHED_SECKILL_RETRIES_MAX, .lib = LIB_INT, .lib_field = L(seckill_retries),
-     .metavar = "N", .help = "version strategy: retries per order (default 3)"},
-    {.name = "on-write", .type = OT_ENUM, .field = F(on_write), .choices = on_write_choices,
-     .lib = LIB_INT, .lib_field = L(on_write), .metavar = "MODE",
+    {.name = "seckill-retries",
+     .type = OT_UINT,
+     .field = F(seckill_retries),
+     .max = SQLCACHED_SECKILL_RETRIES_MAX,
+     .lib = LIB_INT,
+     .lib_field = L(seckill_retries),
+     .metavar = "N",
+     .help = "version strategy: retries per order (default 3)"},
+    {.name = "on-write",
+     .type = OT_ENUM,
+     .field = F(on_write),
+     .choices = on_write_choices,
+     .lib = LIB_INT,
+     .lib_field = L(on_write),
+     .metavar = "MODE",
      .help = "after a committed write, the cached copy of its key:\n"
              "replace (with the value written, default) or\n"
              "invalidate (delete it: update-then-delete)"},
-    {.name = "hotkeys", .type = OT_ENUM, .field = F(hotkeys), .choices = on_off_choices,
-     .lib = LIB_INT, .lib_field = L(hotkeys), .metavar = "on|off",
+    {.name = "hotkeys",
+     .type = OT_ENUM,
+     .field = F(hotkeys),
+     .choices = on_off_choices,
+     .lib = LIB_INT,
+     .lib_field = L(hotkeys),
+     .metavar = "on|off",
      .help = "count KV reads for GET /v1/stats/hotkeys (default on)"},
-    {.name = "busy-timeout", .type = OT_UINT, .field = F(busy_timeout_ms), .min = 1,
-     .max = 600000, .lib = LIB_INT, .lib_field = L(busy_timeout_ms), .unit = " ms",
+    {.name = "busy-timeout",
+     .type = OT_UINT,
+     .field = F(busy_timeout_ms),
+     .min = 1,
+     .max = 600000,
+     .lib = LIB_INT,
+     .lib_field = L(busy_timeout_ms),
+     .unit = " ms",
      .metavar = "MS",
      .help = "wait this long for a database lock held by another\n"
              "process before answering 503 (default 5000)"},
-    {.name = "shutdown-timeout", .type = OT_UINT, .field = F(shutdown_timeout_ms), .min = 1,
-     .max = 600000, .dflt = "10000", .unit = " ms", .metavar = "MS",
+    {.name = "shutdown-timeout",
+     .type = OT_UINT,
+     .field = F(shutdown_timeout_ms),
+     .min = 1,
+     .max = 600000,
+     .dflt = "10000",
+     .unit = " ms",
+     .metavar = "MS",
      .help = "on SIGTERM, how long requests in flight get; writes\n"
              "not committed by then get 503 (default 10000)"},
-    {.name = "advertise", .type = OT_CUSTOM, .set = set_advertise, .show = show_advertise,
-     .expected = "HOST:PORT", .metavar = "HOST:PORT",
+    {.name = "advertise",
+     .type = OT_CUSTOM,
+     .set = set_advertise,
+     .show = show_advertise,
+     .expected = "HOST:PORT",
+     .metavar = "HOST:PORT",
      .help = "cluster (a shared PostgreSQL): where the other nodes\n"
              "reach this one (default: the --listen address)"},
-    {.name = "member-timeout", .type = OT_UINT, .field = F(member_timeout_ms),
-     .min = SQLCACHED_MEMBER_TIMEOUT_MIN, .max = SQLCACHED_MEMBER_TIMEOUT_MAX,
-     .lib = LIB_INT64, .lib_field = L(member_timeout_ms), .unit = " ms", .metavar = "MS",
+    {.name = "member-timeout",
+     .type = OT_UINT,
+     .field = F(member_timeout_ms),
+     .min = SQLCACHED_MEMBER_TIMEOUT_MIN,
+     .max = SQLCACHED_MEMBER_TIMEOUT_MAX,
+     .lib = LIB_INT64,
+     .lib_field = L(member_timeout_ms),
+     .unit = " ms",
+     .metavar = "MS",
      .help = "cluster: a node that has not renewed its membership\n"
              "for this long is down (default 2000)"},
-    {.name = "watch-history", .type = OT_UINT, .field = F(watch_history),
-     .min = SQLCACHED_WATCH_HISTORY_MIN, .max = 1000000000, .lib = LIB_INT64,
-     .lib_field = L(watch_history), .metavar = "N",
+    {.name = "watch-history",
+     .type = OT_UINT,
+     .field = F(watch_history),
+     .min = SQLCACHED_WATCH_HISTORY_MIN,
+     .max = 1000000000,
+     .lib = LIB_INT64,
+     .lib_field = L(watch_history),
+     .metavar = "N",
      .help = "changes kept for GET /v1/watch?since= (default 100000)"},
-    {.name = "max-watchers", .type = OT_UINT, .field = F(max_watchers), .min = 1,
-     .max = 1000000, .lib = LIB_UINT, .lib_field = L(max_watchers), .metavar = "N",
+    {.name = "max-watchers",
+     .type = OT_UINT,
+     .field = F(max_watchers),
+     .min = 1,
+     .max = 1000000,
+     .lib = LIB_UINT,
+     .lib_field = L(max_watchers),
+     .metavar = "N",
      .help = "watch streams and blocking GETs open at once;\n"
              "more get 503 (default 1000)"},
-    {.name = "log-level", .type = OT_ENUM, .field = F(log_level), .choices = level_choices,
-     .dflt = "info", .metavar = "LEVEL", .help = "error, warn, info (default) or debug"},
-    {.name = "access-log", .type = OT_PATH, .field = F(access_log), .expected = "a path or -",
-     .metavar = "PATH", .help = "log one line per request (- = stderr)"},
-    {.name = "backup-dir", .type = OT_PATH, .field = F(backup_dir), .metavar = "DIR",
+    {.name = "log-level",
+     .type = OT_ENUM,
+     .field = F(log_level),
+     .choices = level_choices,
+     .dflt = "info",
+     .metavar = "LEVEL",
+     .help = "error, warn, info (default) or debug"},
+    {.name = "access-log",
+     .type = OT_PATH,
+     .field = F(access_log),
+     .expected = "a path or -",
+     .metavar = "PATH",
+     .help = "log one line per request (- = stderr)"},
+    {.name = "backup-dir",
+     .type = OT_PATH,
+     .field = F(backup_dir),
+     .metavar = "DIR",
      .help = "allow POST /v1/admin/backup into DIR"},
-    {.name = "admin-token", .type = OT_TOKEN, .field = F(admin_token), .flags = OF_SECRET,
-     .env = "SQLCACHED_ADMIN_TOKEN", .metavar = "TOKEN",
+    {.name = "admin-token",
+     .type = OT_TOKEN,
+     .field = F(admin_token),
+     .flags = OF_SECRET,
+     .env = "SQLCACHED_ADMIN_TOKEN",
+     .metavar = "TOKEN",
      .help = "token for /v1/admin/... (or env SQLCACHED_ADMIN_TOKEN)"},
-    {.name = "config", .type = OT_STRING, .field = F(config_path), .flags = OF_NO_FILE,
-     .metavar = "FILE", .help = "read 'key = value' settings (flags win)"},
-    {.name = "restore", .type = OT_PATH, .field = F(restore_from),
-     .flags = OF_NO_FILE | OF_NO_JSON, .metavar = "FILE",
+    {.name = "config",
+     .type = OT_STRING,
+     .field = F(config_path),
+     .flags = OF_NO_FILE,
+     .metavar = "FILE",
+     .help = "read 'key = value' settings (flags win)"},
+    {.name = "restore",
+     .type = OT_PATH,
+     .field = F(restore_from),
+     .flags = OF_NO_FILE | OF_NO_JSON,
+     .metavar = "FILE",
      .help = "copy a backup into --db, then exit"},
-    {.name = "help", .short_name = 'h', .type = OT_HELP, .flags = OF_NO_FILE | OF_NO_JSON,
+    {.name = "help",
+     .short_name = 'h',
+     .type = OT_HELP,
+     .flags = OF_NO_FILE | OF_NO_JSON,
      .help = "show this help and exit"},
-    {.name = "version", .short_name = 'V', .type = OT_VERSION, .flags = OF_NO_FILE | OF_NO_JSON,
+    {.name = "version",
+     .short_name = 'V',
+     .type = OT_VERSION,
+     .flags = OF_NO_FILE | OF_NO_JSON,
      .help = "show the version and exit"},
     /* Testing only: see "Testing-only flags" in docs/operations.md. */
-    {.name = "testing-max-pages", .type = OT_UINT, .field = F(testing_max_pages), .min = 1,
-     .max = 2147483647u, .flags = OF_TESTING, .expected = "a page count"},
-    {.name = "testing-disable-fill-guard", .type = OT_FLAG,
-     .field = F(testing_disable_fill_guard), .flags = OF_TESTING},
-    {.name = "testing-fill-delay-us", .type = OT_UINT, .field = F(testing_fill_delay_us),
-     .min = 1, .max = 1000000, .flags = OF_TESTING},
-    {.name = "testing-seckill-naive", .type = OT_FLAG, .field = F(testing_seckill_naive),
+    {.name = "testing-max-pages",
+     .type = OT_UINT,
+     .field = F(testing_max_pages),
+     .min = 1,
+     .max = 2147483647u,
+     .flags = OF_TESTING,
+     .expected = "a page count"},
+    {.name = "testing-disable-fill-guard",
+     .type = OT_FLAG,
+     .field = F(testing_disable_fill_guard),
      .flags = OF_TESTING},
-    {.name = "testing-payment-unguarded", .type = OT_FLAG,
-     .field = F(testing_payment_unguarded), .flags = OF_TESTING},
-    {.name = "testing-skip-cluster-invalidation", .type = OT_FLAG,
-     .field = F(testing_skip_cluster_invalidation), .flags = OF_TESTING},
+    {.name = "testing-fill-delay-us",
+     .type = OT_UINT,
+     .field = F(testing_fill_delay_us),
+     .min = 1,
+     .max = 1000000,
+     .flags = OF_TESTING},
+    {.name = "testing-seckill-naive",
+     .type = OT_FLAG,
+     .field = F(testing_seckill_naive),
+     .flags = OF_TESTING},
+    {.name = "testing-payment-unguarded",
+     .type = OT_FLAG,
+     .field = F(testing_payment_unguarded),
+     .flags = OF_TESTING},
+    {.name = "testing-skip-cluster-invalidation",
+     .type = OT_FLAG,
+     .field = F(testing_skip_cluster_invalidation),
+     .flags = OF_TESTING},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -284,8 +455,11 @@ static int bad_value(const option_def_t *o, const char *arg, char *err, size_t e
         range[0] = '\0';
         for (const choice_t *c = o->choices; c->name; c++) {
             size_t n = strlen(range);
-            snprintf(range + n, sizeof range - n, "%s%s", c == o->choices ? ""
-                                                          : c[1].name ? ", " : " or ", c->name);
+            snprintf(range + n, sizeof range - n, "%s%s",
+                     c == o->choices ? ""
+                     : c[1].name     ? ", "
+                                     : " or ",
+                     c->name);
         }
         what = range;
     } else if (!what) {
@@ -340,8 +514,11 @@ static int apply_option(config_t *cfg, const option_def_t *o, const char *arg, c
         return 0;
     case OT_TOKEN:
         if (!token_ok(arg))
-            return snprintf(err, errlen, "--%s: expected 1 to 4096 printable ASCII characters "
-                            "without spaces", o->name), -1;
+            return snprintf(err, errlen,
+                            "--%s: expected 1 to 4096 printable ASCII characters "
+                            "without spaces",
+                            o->name),
+                   -1;
         *(const char **)f = arg;
         return 0;
     case OT_FLAG:
@@ -357,8 +534,7 @@ static int apply_option(config_t *cfg, const option_def_t *o, const char *arg, c
 static int set_listen(config_t *cfg, const option_def_t *o, const char *arg, char *err,
                       size_t errlen)
 {
-    if (config_parse_listen(arg, cfg->listen_host, sizeof cfg->listen_host,
-                            &cfg->listen_port) != 0)
+    if (config_parse_listen(arg, cfg->listen_host, sizeof cfg->listen_host, &cfg->listen_port) != 0)
         return bad_value(o, arg, err, errlen);
     return 0;
 }
@@ -384,18 +560,28 @@ static int set_policy(config_t *cfg, const option_def_t *o, const char *arg, cha
 }
 
 /* The default of a library-backed option: sqlcached_options_init()'s. */
-static void library_default(config_t *cfg, const option_def_t *o,
-                            const sqlcached_options_t *lib)
+static void library_default(config_t *cfg, const option_def_t *o, const sqlcached_options_t *lib)
 {
     const char *p = (const char *)lib + o->lib_field;
     long long v = 0;
     switch (o->lib) {
-    case LIB_INT: v = *(const int *)p; break;
-    case LIB_UINT: v = *(const unsigned *)p; break;
-    case LIB_INT64: v = *(const int64_t *)p; break;
-    case LIB_SIZE: *(size_t *)field_of(cfg, o) = *(const size_t *)p; return;
-    case LIB_STR: *(const char **)field_of(cfg, o) = *(const char *const *)p; return;
-    default: return;
+    case LIB_INT:
+        v = *(const int *)p;
+        break;
+    case LIB_UINT:
+        v = *(const unsigned *)p;
+        break;
+    case LIB_INT64:
+        v = *(const int64_t *)p;
+        break;
+    case LIB_SIZE:
+        *(size_t *)field_of(cfg, o) = *(const size_t *)p;
+        return;
+    case LIB_STR:
+        *(const char **)field_of(cfg, o) = *(const char *const *)p;
+        return;
+    default:
+        return;
     }
     if (o->type == OT_UINT)
         *(unsigned *)field_of(cfg, o) = (unsigned)v;
@@ -527,8 +713,8 @@ static int apply_line(config_t *cfg, char *line, char *err, size_t errlen)
     return apply_option(cfg, opt, copy, err, errlen);
 }
 
-int config_parse_text(config_t *cfg, const char *text, size_t len, const char *name,
-                      char *err, size_t errlen)
+int config_parse_text(config_t *cfg, const char *text, size_t len, const char *name, char *err,
+                      size_t errlen)
 {
     char line[CONFIG_LINE_MAX + 1], msg[512];
     int lineno = 0;
@@ -538,7 +724,8 @@ int config_parse_text(config_t *cfg, const char *text, size_t len, const char *n
         lineno++;
         if (n > CONFIG_LINE_MAX)
             return snprintf(err, errlen, "%s:%d: line longer than %d bytes", name, lineno,
-                            CONFIG_LINE_MAX), -1;
+                            CONFIG_LINE_MAX),
+                   -1;
         if (memchr(text + pos, '\0', n))
             return snprintf(err, errlen, "%s:%d: NUL byte in the line", name, lineno), -1;
         memcpy(line, text + pos, n);
@@ -687,9 +874,9 @@ static json_t *option_json(const config_t *cfg, const option_def_t *o)
         return o->show(cfg);
     switch (o->type) {
     case OT_UINT:
-        return json_integer((json_int_t)*(const unsigned *)f);
+        return json_integer((json_int_t) * (const unsigned *)f);
     case OT_SIZE:
-        return json_integer((json_int_t)*(const size_t *)f);
+        return json_integer((json_int_t) * (const size_t *)f);
     case OT_SECONDS:
         return json_integer((json_int_t)(*(const int64_t *)f / 1000));
     case OT_ENUM:

@@ -24,36 +24,36 @@ typedef struct config {
     int log_level;
     unsigned max_connections;
     unsigned connection_timeout_s;
-    const char *config_path;  /* --config FILE, NULL = none */
-    const char *access_log;   /* --access-log PATH or "-" (stderr), NULL = off */
-    const char *backup_dir;   /* --backup-dir DIR, NULL = backups disabled */
-    const char *admin_token;  /* --admin-token, NULL = /v1/admin uses auth_token */
-    const char *restore_from; /* --restore FILE: restore into --db and exit */
-    size_t cache_memory;      /* --cache-memory, 0 = no memory tier */
-    size_t sqlite_cache;      /* --sqlite-cache: the writer's page cache, bytes */
-    const char *policy;       /* --policy, Redis eviction policy name */
-    int64_t negative_ttl_ms;  /* --negative-ttl seconds, in ms */
-    unsigned ttl_jitter;      /* --ttl-jitter percent */
-    unsigned busy_timeout_ms; /* --busy-timeout: wait for a lock held elsewhere */
+    const char *config_path;      /* --config FILE, NULL = none */
+    const char *access_log;       /* --access-log PATH or "-" (stderr), NULL = off */
+    const char *backup_dir;       /* --backup-dir DIR, NULL = backups disabled */
+    const char *admin_token;      /* --admin-token, NULL = /v1/admin uses auth_token */
+    const char *restore_from;     /* --restore FILE: restore into --db and exit */
+    size_t cache_memory;          /* --cache-memory, 0 = no memory tier */
+    size_t sqlite_cache;          /* --sqlite-cache: the writer's page cache, bytes */
+    const char *policy;           /* --policy, Redis eviction policy name */
+    int64_t negative_ttl_ms;      /* --negative-ttl seconds, in ms */
+    unsigned ttl_jitter;          /* --ttl-jitter percent */
+    unsigned busy_timeout_ms;     /* --busy-timeout: wait for a lock held elsewhere */
     unsigned shutdown_timeout_ms; /* --shutdown-timeout: how long a stop waits */
     /* Testing only (hidden flags, not in --help, refused in a config file):
      * see "Testing-only flags" in docs/operations.md. */
-    unsigned testing_max_pages;          /* --testing-max-pages N */
-    int testing_disable_fill_guard;      /* --testing-disable-fill-guard */
-    unsigned testing_fill_delay_us;      /* --testing-fill-delay-us US */
-    char *owned[64];          /* strings read from the config file */
+    unsigned testing_max_pages;     /* --testing-max-pages N */
+    int testing_disable_fill_guard; /* --testing-disable-fill-guard */
+    unsigned testing_fill_delay_us; /* --testing-fill-delay-us US */
+    char *owned[64];                /* strings read from the config file */
     int nowned;
     sqlcached_seckill_strategy_t seckill_strategy;
     unsigned seckill_retries;
-    sqlcached_on_write_t on_write;       /* --on-write replace|invalidate */
-    int hotkeys;                         /* --hotkeys on|off: 1 = on (default) */
-    int testing_seckill_naive;           /* --testing-seckill-naive (oversells) */
-    char advertise[300];                 /* --advertise HOST:PORT; "" = the listen address */
-    unsigned member_timeout_ms;          /* --member-timeout */
+    sqlcached_on_write_t on_write;         /* --on-write replace|invalidate */
+    int hotkeys;                           /* --hotkeys on|off: 1 = on (default) */
+    int testing_seckill_naive;             /* --testing-seckill-naive (oversells) */
+    char advertise[300];                   /* --advertise HOST:PORT; "" = the listen address */
+    unsigned member_timeout_ms;            /* --member-timeout */
     int testing_skip_cluster_invalidation; /* --testing-skip-cluster-invalidation */
-    int testing_payment_unguarded;       /* --testing-payment-unguarded (cancels paid orders) */
-    unsigned watch_history;              /* --watch-history */
-    unsigned max_watchers;               /* --max-watchers */
+    int testing_payment_unguarded;         /* --testing-payment-unguarded (cancels paid orders) */
+    unsigned watch_history;                /* --watch-history */
+    unsigned max_watchers;                 /* --max-watchers */
 } config_t;
 
 typedef enum config_result {
@@ -88,8 +88,8 @@ config_result_t config_parse(config_t *cfg, int argc, char **argv, char *err, si
  * bad line stay applied). Strings kept in cfg are freed by config_free(). */
 #define CONFIG_LINE_MAX 8191
 #define CONFIG_FILE_MAX (1024 * 1024)
-int config_parse_text(config_t *cfg, const char *text, size_t len, const char *name,
-                      char *err, size_t errlen);
+int config_parse_text(config_t *cfg, const char *text, size_t len, const char *name, char *err,
+                      size_t errlen);
 
 /* A whole decimal number in [min, max] (durations in seconds, counts).
  * Returns 0 and *out, or -1 when malformed or out of range. */

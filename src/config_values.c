@@ -23,9 +23,9 @@ int config_parse_size(const char *s, size_t *out)
     if (errno)
         return -1;
     unsigned long long mult = 1;
-    const char *units[][2] = {{"", "1"}, {"K", "K"}, {"KB", "K"}, {"KiB", "K"},
-                              {"M", "M"}, {"MB", "M"}, {"MiB", "M"},
-                              {"G", "G"}, {"GB", "G"}, {"GiB", "G"}, {"B", "1"}};
+    const char *units[][2] = {{"", "1"},   {"K", "K"},   {"KB", "K"},  {"KiB", "K"},
+                              {"M", "M"},  {"MB", "M"},  {"MiB", "M"}, {"G", "G"},
+                              {"GB", "G"}, {"GiB", "G"}, {"B", "1"}};
     size_t i;
     for (i = 0; i < sizeof units / sizeof units[0]; i++)
         if (strcasecmp(end, units[i][0]) == 0)
@@ -33,10 +33,17 @@ int config_parse_size(const char *s, size_t *out)
     if (i == sizeof units / sizeof units[0])
         return -1;
     switch (units[i][1][0]) {
-    case 'K': mult = 1ULL << 10; break;
-    case 'M': mult = 1ULL << 20; break;
-    case 'G': mult = 1ULL << 30; break;
-    default: break;
+    case 'K':
+        mult = 1ULL << 10;
+        break;
+    case 'M':
+        mult = 1ULL << 20;
+        break;
+    case 'G':
+        mult = 1ULL << 30;
+        break;
+    default:
+        break;
     }
     if (n > SIZE_MAX / mult)
         return -1;

@@ -56,8 +56,8 @@ sqlcached_status_t dblock_acquire(const char *db_path, int *fd_out, char *err, s
     }
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open database %s: cannot open its lock file %s: %s",
-                 db_path, path, strerror(errno));
+        snprintf(err, errlen, "cannot open database %s: cannot open its lock file %s: %s", db_path,
+                 path, strerror(errno));
         return SQLCACHED_INTERNAL;
     }
     int rc;

@@ -23,30 +23,30 @@
 
 struct sqlcached {
     sqlcached_options_t opts;
-    char *path; /* owned copy of opts.path */
+    char *path;      /* owned copy of opts.path */
     char *advertise; /* owned copy of opts.advertise ("" when none) */
-    int lock_fd; /* holds the database's lock (dblock.h); -1 = none */
+    int lock_fd;     /* holds the database's lock (dblock.h); -1 = none */
     store_t *store;
-    cache_t *cache;     /* NULL when cache_memory is 0 */
+    cache_t *cache;      /* NULL when cache_memory is 0 */
     cache_t *item_cache; /* flash-sale items; NULL when cache_memory is 0 */
-    kv_t *kv;           /* KV's own state: bloom filter, counters (kv.h) */
-    hotkeys_t *hotkeys; /* KV reads counted for sqlcached_hotkeys; NULL when off */
+    kv_t *kv;            /* KV's own state: bloom filter, counters (kv.h) */
+    hotkeys_t *hotkeys;  /* KV reads counted for sqlcached_hotkeys; NULL when off */
     /* GETs (KV and items) answered without consulting a memory tier: none
      * configured, not trusted (engine_tier_usable), or out of memory. Each
      * is a miss (sqlcached_stats). */
     atomic_uint_fast64_t tier_bypass_reads;
-    seckill_t *seckill; /* flash-sale fast-path state (its own locking) */
+    seckill_t *seckill;            /* flash-sale fast-path state (its own locking) */
     struct lease_registry *leases; /* lease waiters and their timer (lease.c) */
     struct queue_registry *queues; /* waiting queue claims and their timer (queue.c) */
-    struct cluster *cluster; /* the node, on a shared database (cluster.c); else NULL */
-    struct payment *payment; /* payment deadlines and their timer (payment.c) */
-    struct watch_hub *watch; /* the change log's dispatcher (watch.c) */
-    int64_t started_at;      /* engine_now() at open */
+    struct cluster *cluster;       /* the node, on a shared database (cluster.c); else NULL */
+    struct payment *payment;       /* payment deadlines and their timer (payment.c) */
+    struct watch_hub *watch;       /* the change log's dispatcher (watch.c) */
+    int64_t started_at;            /* engine_now() at open */
 
     /* maintenance thread: purges expired rows every purge_interval_ms */
     pthread_t maintenance;
     bool maintenance_started;
-    bool stopping;               /* under maint_lock */
+    bool stopping; /* under maint_lock */
     pthread_mutex_t maint_lock;
     pthread_cond_t maint_cond;
 };

@@ -88,10 +88,10 @@ struct http_server {
     atomic_int in_flight;
     uint16_t port;
     pthread_mutex_t park_lock;
-    http_request_t *parked; /* suspended requests, under park_lock */
-    bool stopping;          /* under park_lock: no more parking */
+    http_request_t *parked;      /* suspended requests, under park_lock */
+    bool stopping;               /* under park_lock: no more parking */
     struct http_stream *streams; /* replying streams, under park_lock */
-    atomic_bool draining;   /* http_stop has begun: refuse new requests */
+    atomic_bool draining;        /* http_stop has begun: refuse new requests */
 };
 
 /* ------------------------------------------------------------------------
@@ -219,8 +219,7 @@ static struct MHD_Response *text_response(char *text, const char *content_type, 
     if (!text)
         return NULL;
     *len = strlen(text);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(*len, text, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(*len, text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(text);
         return NULL;
@@ -306,8 +305,8 @@ static char *problem_text(const problem_t *p, const char *detail, json_t *extra)
 {
     char type[80];
     snprintf(type, sizeof type, "urn:sqlcached:problem:%s", p->code);
-    json_t *obj = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", p->title,
-                            "status", (int)p->status, "detail", detail, "code", p->code);
+    json_t *obj = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", p->title, "status",
+                            (int)p->status, "detail", detail, "code", p->code);
     if (obj && extra)
         json_object_update_missing(obj, extra);
     json_decref(extra);
@@ -316,8 +315,7 @@ static char *problem_text(const problem_t *p, const char *detail, json_t *extra)
     return text;
 }
 
-static void add_problem_headers(http_request_t *req, const problem_t *p,
-                                struct MHD_Response *resp)
+static void add_problem_headers(http_request_t *req, const problem_t *p, struct MHD_Response *resp)
 {
     if (req->close_after)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -368,7 +366,8 @@ enum MHD_Result http_reply_problem_with(http_request_t *req, const char *code, j
 enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail)
 {
     if (st == SQLCACHED_INTERNAL)
-        log_error("http", "%s %s: internal error", req->method, req->route ? req->route->name : "?");
+        log_error("http", "%s %s: internal error", req->method,
+                  req->route ? req->route->name : "?");
     sqlcached_health_t h; /* a storage failure says which */
     if (st == SQLCACHED_UNAVAILABLE || st == SQLCACHED_STORAGE_FULL || st == SQLCACHED_INTERNAL)
         sqlcached_health(req->db, &h);
@@ -397,8 +396,9 @@ enum MHD_Result http_reply_not_modified(http_request_t *req, sqlcached_value_t *
 
 enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
-        value->len, (void *)value->data, release_value, value);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback_cls(value->len, (void *)value->data,
+                                                               release_value, value);
     if (!resp) {
         sqlcached_value_release(value);
         return http_reply_problem(req, "unavailable", "out of memory");
@@ -412,8 +412,9 @@ enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
 enum MHD_Result http_reply_value_header(http_request_t *req, sqlcached_value_t *value,
                                         const char *name, const char *hvalue)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
-        value->len, (void *)value->data, release_value, value);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback_cls(value->len, (void *)value->data,
+                                                               release_value, value);
     if (!resp) {
         sqlcached_value_release(value);
         return http_reply_problem(req, "unavailable", "out of memory");
@@ -440,8 +441,8 @@ int http_query(const http_request_t *req, const char *name, char **out, size_t *
     const char *raw = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
     if (!raw) {
         /* "?name" without "=" is present with an empty value */
-        if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name,
-                                          strlen(name), NULL, NULL) != MHD_YES)
+        if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name),
+                                          NULL, NULL) != MHD_YES)
             return 0;
         raw = "";
     }
@@ -461,8 +462,8 @@ json_t *http_body_object(http_request_t *req, bool allow_empty, const char *cons
     return obj;
 }
 
-bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
-                   int64_t dflt, int64_t min, int64_t max, int64_t *out)
+bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional, int64_t dflt,
+                   int64_t min, int64_t max, int64_t *out)
 {
     http_error_t err;
     if (http_member_int(obj, name, optional, dflt, min, max, out, &err))
@@ -485,8 +486,8 @@ bool http_param_text(http_request_t *req, int idx, size_t max, const char *what)
 {
     const http_param_t *p = &req->params[idx];
     if (p->len == 0 || p->len > max) {
-        http_reply_problem(req, "invalid_argument", "%s must be 1 to %zu bytes, got %zu", what,
-                           max, p->len);
+        http_reply_problem(req, "invalid_argument", "%s must be 1 to %zu bytes, got %zu", what, max,
+                           p->len);
         return false;
     }
     if (!http_text_ok(p->data, p->len, max)) {
@@ -724,16 +725,14 @@ static void stream_end(void *cls)
     free(s);
 }
 
-enum MHD_Result http_reply_stream(http_request_t *req, http_stream_t *s,
-                                  const char *content_type, http_stream_fn fn, void *cls,
-                                  void (*free_cls)(void *cls))
+enum MHD_Result http_reply_stream(http_request_t *req, http_stream_t *s, const char *content_type,
+                                  http_stream_fn fn, void *cls, void (*free_cls)(void *cls))
 {
     s->fn = fn;
     s->cls = cls;
     s->free_cls = free_cls;
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s,
-                                          stream_end);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
+                                                                  stream_read, s, stream_end);
     if (!resp) {
         stream_end(s);
         return http_reply_problem(req, "unavailable", "out of memory");
@@ -947,8 +946,7 @@ static enum MHD_Result on_first_call(http_server_t *srv, http_request_t *req, co
     case 404:
         return http_reply_problem(req, "not_found", "no route for this path");
     case 405:
-        return http_reply_problem(req, "method_not_allowed", "%s is not allowed here",
-                                  req->method);
+        return http_reply_problem(req, "method_not_allowed", "%s is not allowed here", req->method);
     case 400:
         if (declared_too_large(srv, req))
             break; /* the body size is checked before the path is validated: 413 */
@@ -1026,9 +1024,8 @@ static http_request_t *new_request(struct MHD_Connection *conn)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     http_server_t *srv = cls;
     http_request_t *req = *con_cls;
@@ -1182,7 +1179,8 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
 static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, char *err,
                    size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
     struct addrinfo *res = NULL;
     char service[8];
@@ -1236,25 +1234,25 @@ http_server_t *http_start(const http_config_t *cfg, sqlcached_t *db, char *err, 
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    srv->daemon = MHD_start_daemon(
-        flags, cfg->port, NULL, NULL, on_request, srv,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-        MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(cfg->connection_timeout_s ? cfg->connection_timeout_s : 60),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_HEADER_MEMORY,
-        /* 0, not 1: at 1 MHD itself refuses a missing Host (400 with its
+    srv->daemon =
+        MHD_start_daemon(flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+                         (unsigned int)(cfg->threads ? cfg->threads : 1),
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                         MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                         MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+                         MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned int)(cfg->connection_timeout_s ? cfg->connection_timeout_s : 60),
+                         MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_HEADER_MEMORY,
+                         /* 0, not 1: at 1 MHD itself refuses a missing Host (400 with its
          * header block sent twice, see bad_head) and closes on a space in
          * the target without any status; bad_head checks both. */
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)0,
-        MHD_OPTION_END);
+                         MHD_OPTION_STRICT_FOR_CLIENT, (int)0, MHD_OPTION_END);
     if (!srv->daemon) {
-        snprintf(err, errlen, "cannot listen on %s:%u (address in use or not permitted)",
-                 cfg->host, cfg->port);
+        snprintf(err, errlen, "cannot listen on %s:%u (address in use or not permitted)", cfg->host,
+                 cfg->port);
         goto fail;
     }
     srv->port = bound_port(srv->daemon);

@@ -24,18 +24,18 @@
 typedef struct http_server http_server_t;
 
 typedef struct http_config {
-    const char *host;          /* numeric address or name to bind */
-    uint16_t port;             /* 0 = any free port (see http_port) */
-    unsigned threads;          /* worker threads in MHD's pool */
-    size_t max_body;           /* larger request bodies get 413 */
-    const char *auth_token;    /* NULL = no auth on /v1/... */
-    unsigned max_connections;  /* 0 = MHD's default */
+    const char *host;              /* numeric address or name to bind */
+    uint16_t port;                 /* 0 = any free port (see http_port) */
+    unsigned threads;              /* worker threads in MHD's pool */
+    size_t max_body;               /* larger request bodies get 413 */
+    const char *auth_token;        /* NULL = no auth on /v1/... */
+    unsigned max_connections;      /* 0 = MHD's default */
     unsigned connection_timeout_s; /* idle timeout per connection */
-    const char *admin_token;   /* NULL = /v1/admin/... takes auth_token */
-    const char *backup_dir;    /* NULL = backups disabled */
-    const char *access_log;    /* path, "-" = stderr, NULL = off */
-    const json_t *settings;    /* effective configuration, secrets masked */
-    unsigned shutdown_timeout_ms; /* http_stop: how long requests in flight get
+    const char *admin_token;       /* NULL = /v1/admin/... takes auth_token */
+    const char *backup_dir;        /* NULL = backups disabled */
+    const char *access_log;        /* path, "-" = stderr, NULL = off */
+    const json_t *settings;        /* effective configuration, secrets masked */
+    unsigned shutdown_timeout_ms;  /* http_stop: how long requests in flight get
                                      (0 = 10 s) */
 } http_config_t;
 
@@ -50,28 +50,28 @@ struct metrics;
 typedef struct http_request {
     struct MHD_Connection *conn;
     sqlcached_t *db;
-    struct metrics *metrics; /* the server's, for /metrics and /v1/stats */
+    struct metrics *metrics;  /* the server's, for /metrics and /v1/stats */
     const http_config_t *cfg; /* the server's configuration */
     const char *method;
     const struct http_route *route;
     http_param_t params[HTTP_MAX_PARAMS];
-    char *body;     /* request body (NUL-terminated), owned by the request;
+    char *body; /* request body (NUL-terminated), owned by the request;
                        a handler may take it over (then sets it NULL) */
     size_t body_len;
     size_t body_cap;
     bool body_too_large;
-    bool replied;   /* a reply was queued */
-    int status;     /* HTTP status of the reply */
+    bool replied;       /* a reply was queued */
+    int status;         /* HTTP status of the reply */
     size_t reply_bytes; /* body size of the reply, for the access log */
-    char *url;      /* raw path, kept only for the access log */
+    char *url;          /* raw path, kept only for the access log */
     int64_t started_ns;
 
     /* Parking (http_suspend / http_resume), under the server's park lock. */
     http_server_t *srv;
-    bool suspended;    /* parked: MHD_suspend_connection called, not resumed */
-    bool wake_pending; /* http_resume came before http_suspend */
-    bool park_wanted;  /* http_suspend called; MHD suspends on its next call */
-    bool aborted;      /* woken or refused because the server is stopping */
+    bool suspended;      /* parked: MHD_suspend_connection called, not resumed */
+    bool wake_pending;   /* http_resume came before http_suspend */
+    bool park_wanted;    /* http_suspend called; MHD suspends on its next call */
+    bool aborted;        /* woken or refused because the server is stopping */
     bool park_past_stop; /* set by the handler: stays parked when the server
                             stops, its http_resume being bound to come by the
                             stop deadline (a queued write: see api_kv.c) */
@@ -85,11 +85,11 @@ typedef struct http_request {
     void *ctx;
     void (*ctx_free)(void *ctx);
     void (*ctx_undelivered)(void *ctx);
-    bool started;     /* on_request has seen it (it may be created earlier) */
-    bool target_known; /* target_len was taken from the raw request line */
-    size_t target_len; /* request target up to the first NUL, query included */
+    bool started;               /* on_request has seen it (it may be created earlier) */
+    bool target_known;          /* target_len was taken from the raw request line */
+    size_t target_len;          /* request target up to the first NUL, query included */
     const char *target_problem; /* static: why the target is refused, or NULL */
-    bool close_after; /* the reply closes the connection (framing errors) */
+    bool close_after;           /* the reply closes the connection (framing errors) */
 } http_request_t;
 
 typedef enum MHD_Result (*http_handler_fn)(http_request_t *req);
@@ -98,7 +98,7 @@ typedef struct http_route {
     const char *method;  /* "GET", "PUT", "POST", "DELETE" */
     const char *pattern; /* "/v1/kv/{key}/incr": {name} matches one segment */
     http_handler_fn handler;
-    const char *name;    /* metrics label, e.g. "kv_get" */
+    const char *name; /* metrics label, e.g. "kv_get" */
 } http_route_t;
 
 /* The routing table (http.c) and its length. */
@@ -143,8 +143,7 @@ enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const 
 /* http_reply_problem with extra members merged into the problem object
  * (e.g. "retry_after_ms"); takes ownership of extra, which may be NULL. */
 enum MHD_Result http_reply_problem_with(http_request_t *req, const char *code, json_t *extra,
-                                        const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+                                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* problem+json for a library outcome (not SQLCACHED_OK). */
 enum MHD_Result http_reply_status(http_request_t *req, sqlcached_status_t st, const char *detail);
@@ -206,9 +205,8 @@ void http_stream_free(http_stream_t *s);
  * over; free_cls(cls) runs when the response ends (once no wake can come
  * any more, it must stop them: close what calls http_stream_wake), then s
  * is freed; also when the reply fails. */
-enum MHD_Result http_reply_stream(http_request_t *req, http_stream_t *s,
-                                  const char *content_type, http_stream_fn fn, void *cls,
-                                  void (*free_cls)(void *cls));
+enum MHD_Result http_reply_stream(http_request_t *req, http_stream_t *s, const char *content_type,
+                                  http_stream_fn fn, void *cls, void (*free_cls)(void *cls));
 
 /* fn has more to give: resume the stream. Any thread. */
 void http_stream_wake(http_stream_t *s);
@@ -232,8 +230,8 @@ json_t *http_body_object(http_request_t *req, bool allow_empty, const char *cons
 
 /* Member `name` of obj as an int64 in [min, max]; absent gives `dflt` when
  * optional. On failure replies 400 invalid_argument and returns false. */
-bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional,
-                   int64_t dflt, int64_t min, int64_t max, int64_t *out);
+bool http_json_int(http_request_t *req, json_t *obj, const char *name, bool optional, int64_t dflt,
+                   int64_t min, int64_t max, int64_t *out);
 
 /* Member `name` of obj as a string of 1..max bytes of UTF-8 (jansson
  * guarantees UTF-8; NUL is refused at parse time). The pointer is borrowed
@@ -295,7 +293,7 @@ json_t *http_parse_object(const char *body, size_t len, bool allow_empty,
  * filled ("invalid_argument"). The string is borrowed from obj. */
 bool http_member_int(json_t *obj, const char *name, bool optional, int64_t dflt, int64_t min,
                      int64_t max, int64_t *out, http_error_t *err);
-bool http_member_string(json_t *obj, const char *name, size_t max, const char **out,
-                        size_t *len, http_error_t *err);
+bool http_member_string(json_t *obj, const char *name, size_t max, const char **out, size_t *len,
+                        http_error_t *err);
 
 #endif

@@ -35,12 +35,12 @@ typedef enum http_framing_verdict {
 } http_framing_verdict_t;
 
 typedef struct http_framing {
-    bool http10;                 /* HTTP/1.0 (else HTTP/1.1) */
-    unsigned hosts;              /* Host fields seen */
-    unsigned content_lengths;    /* Content-Length fields seen */
-    unsigned transfer_encodings; /* Transfer-Encoding fields seen */
+    bool http10;                    /* HTTP/1.0 (else HTTP/1.1) */
+    unsigned hosts;                 /* Host fields seen */
+    unsigned content_lengths;       /* Content-Length fields seen */
+    unsigned transfer_encodings;    /* Transfer-Encoding fields seen */
     http_framing_verdict_t verdict; /* the first problem found */
-    const char *detail;          /* its description (static), NULL when OK */
+    const char *detail;             /* its description (static), NULL when OK */
 } http_framing_t;
 
 /* Start checking a head of the given version. Cannot fail. */

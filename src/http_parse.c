@@ -96,7 +96,7 @@ static const char *unknown_member(json_t *obj, const char *const members[])
 {
     const char *name;
     json_t *value;
-    json_object_foreach(obj, name, value) {
+    json_object_foreach (obj, name, value) {
         bool known = false;
         for (int i = 0; members && members[i] && !known; i++)
             known = strcmp(name, members[i]) == 0;
@@ -157,14 +157,14 @@ bool http_member_int(json_t *obj, const char *name, bool optional, int64_t dflt,
         return true;
     }
     if (!v || !json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-        return fail(err, "invalid_argument", "\"%s\" must be an integer from %lld to %lld",
-                    name, (long long)min, (long long)max);
+        return fail(err, "invalid_argument", "\"%s\" must be an integer from %lld to %lld", name,
+                    (long long)min, (long long)max);
     *out = json_integer_value(v);
     return true;
 }
 
-bool http_member_string(json_t *obj, const char *name, size_t max, const char **out,
-                        size_t *len, http_error_t *err)
+bool http_member_string(json_t *obj, const char *name, size_t max, const char **out, size_t *len,
+                        http_error_t *err)
 {
     json_t *v = json_object_get(obj, name);
     if (!v || !json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max)
@@ -224,8 +224,8 @@ static int decode_params(http_match_t *out, const http_param_t *raw)
 {
     for (int i = 0; i < HTTP_MAX_PARAMS && raw[i].data; i++) {
         bool bad;
-        out->params[i].data = http_percent_decode(raw[i].data, raw[i].len, false,
-                                                  &out->params[i].len, &bad);
+        out->params[i].data =
+            http_percent_decode(raw[i].data, raw[i].len, false, &out->params[i].len, &bad);
         if (!out->params[i].data)
             return bad ? 400 : 503;
     }

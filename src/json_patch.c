@@ -27,14 +27,14 @@ static bool depth_within(const json_t *j, int left)
     if (json_is_array(j)) {
         size_t i;
         json_t *v;
-        json_array_foreach(j, i, v)
+        json_array_foreach (j, i, v)
             if (!depth_within(v, left - 1))
                 return false;
         return true;
     }
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)j, k, v)
+    json_object_foreach ((json_t *)j, k, v)
         if (!depth_within(v, left - 1))
             return false;
     return true;
@@ -63,7 +63,7 @@ static sqlcached_status_t merge_object(json_t *target, const json_t *patch, int 
         return SQLCACHED_INVALID_ARGUMENT;
     const char *k;
     json_t *pv;
-    json_object_foreach((json_t *)patch, k, pv) {
+    json_object_foreach ((json_t *)patch, k, pv) {
         if (json_is_null(pv)) {
             json_object_del(target, k); /* absent: nothing to remove */
             continue;
@@ -104,8 +104,8 @@ static sqlcached_status_t load_target(const void *doc, size_t dlen, json_t **out
     return SQLCACHED_OK;
 }
 
-sqlcached_status_t json_patch_apply(const void *doc, size_t dlen, const json_t *patch,
-                                    char **out, size_t *outlen)
+sqlcached_status_t json_patch_apply(const void *doc, size_t dlen, const json_t *patch, char **out,
+                                    size_t *outlen)
 {
     *out = NULL;
     *outlen = 0;

@@ -22,7 +22,7 @@ sqlcached_status_t json_patch_parse(const void *text, size_t len, json_t **out);
  * key, patched from {}). The document must be a JSON object, else
  * SQLCACHED_NOT_JSON. On SQLCACHED_OK *out is the result as compact JSON
  * text (malloc'd, NUL-terminated; the caller frees it) of *outlen bytes. */
-sqlcached_status_t json_patch_apply(const void *doc, size_t dlen, const json_t *patch,
-                                    char **out, size_t *outlen);
+sqlcached_status_t json_patch_apply(const void *doc, size_t dlen, const json_t *patch, char **out,
+                                    size_t *outlen);
 
 #endif

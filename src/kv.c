@@ -108,8 +108,8 @@ static kv_value_t *value_new(const void *data, size_t len, const char *ct, size_
     v->bytes[ctlen] = '\0';
     if (len)
         memcpy(v->bytes + ctlen + 1, data, len);
-    v->pub = (sqlcached_value_t){.content_type = v->bytes, .data = v->bytes + ctlen + 1,
-                                 .len = len};
+    v->pub =
+        (sqlcached_value_t){.content_type = v->bytes, .data = v->bytes + ctlen + 1, .len = len};
     v->cached = NULL;
     atomic_init(&v->refs, 1);
     return v;
@@ -125,8 +125,10 @@ static kv_value_t *value_from_cache(cache_value_t *cv)
         return NULL;
     }
     v->pub = (sqlcached_value_t){
-        .data = cache_value_data(cv), .len = cache_value_len(cv),
-        .content_type = cache_value_content_type(cv), .version = cache_value_version(cv),
+        .data = cache_value_data(cv),
+        .len = cache_value_len(cv),
+        .content_type = cache_value_content_type(cv),
+        .version = cache_value_version(cv),
         .from_cache = 1,
     };
     v->cached = cv;
@@ -204,11 +206,10 @@ static sqlcached_status_t load_and_fill(sqlcached_t *db, cache_load_t *load, con
                                         size_t klen, int64_t now, kv_value_t **out,
                                         read_expiry_t *ex)
 {
-    sqlcached_status_t status =
-        load_row(db, key, klen, now, out, &ex->expires_at, &ex->sliding_ms);
+    sqlcached_status_t status = load_row(db, key, klen, now, out, &ex->expires_at, &ex->sliding_ms);
     if (status == SQLCACHED_OK) {
-        cache_fill_t fill = {(*out)->pub.data, (*out)->pub.len, (*out)->pub.content_type,
-                             (*out)->pub.version, ex->expires_at, ex->sliding_ms};
+        cache_fill_t fill = {(*out)->pub.data,    (*out)->pub.len, (*out)->pub.content_type,
+                             (*out)->pub.version, ex->expires_at,  ex->sliding_ms};
         cache_load_finish(db->cache, load, &fill, now);
     } else if (status == SQLCACHED_NOT_FOUND) {
         cache_load_finish(db->cache, load, NULL, now); /* negative entry */
@@ -287,8 +288,8 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
  * update-then-delete), so the next read misses and reads the store. Both
  * mark the key's loads in flight stale. `now` is the write's own reading
  * of the clock (no second one per write). */
-static void after_commit(sqlcached_t *db, const void *key, size_t klen,
-                         const cache_fill_t *written, int64_t now)
+static void after_commit(sqlcached_t *db, const void *key, size_t klen, const cache_fill_t *written,
+                         int64_t now)
 {
     if (db->kv->bloom && written)
         bloom_add(db->kv->bloom, key, klen);
@@ -420,8 +421,8 @@ static void slide_committed(void *arg)
     }
     if (j->extended && (!db->cluster || cluster_replace_ok(db->cluster))) {
         const sqlcached_value_t *v = &j->value->pub;
-        cache_fill_t fill = {v->data, v->len, v->content_type, v->version, j->expires_at,
-                             j->sliding_ms};
+        cache_fill_t fill = {v->data,    v->len,        v->content_type,
+                             v->version, j->expires_at, j->sliding_ms};
         cache_replace(db->cache, j->key, j->klen, &fill, engine_now(db));
     } else {
         cache_invalidate(db->cache, j->key, j->klen);
@@ -455,11 +456,14 @@ static void slide_maybe(sqlcached_t *db, const void *key, size_t klen, kv_value_
         return;
     }
     atomic_fetch_add(&v->refs, 1);
-    *j = (slide_job_t){.db = db, .value = v, .sliding_ms = ex->sliding_ms,
-                       .expires_at = target, .slot = slot, .klen = klen};
+    *j = (slide_job_t){.db = db,
+                       .value = v,
+                       .sliding_ms = ex->sliding_ms,
+                       .expires_at = target,
+                       .slot = slot,
+                       .klen = klen};
     memcpy(j->key, key, klen);
-    if (store_write_async(db->store, tx_slide, slide_committed, j, slide_done, j) !=
-        SQLCACHED_OK)
+    if (store_write_async(db->store, tx_slide, slide_committed, j, slide_done, j) != SQLCACHED_OK)
         slide_job_free(j);
 }
 
@@ -567,7 +571,7 @@ static void put_committed(void *arg)
     put_job_t *p = arg;
     if (p->replaced)
         p->result.created = p->previous == 0;
-    cache_fill_t written = {p->val, p->vlen, p->content_type, p->result.version,
+    cache_fill_t written = {p->val,        p->vlen,      p->content_type, p->result.version,
                             p->expires_at, p->sliding_ms};
     after_commit(p->db, p->key, p->klen, &written, p->now);
 }
@@ -603,13 +607,18 @@ static sqlcached_status_t put_setup(sqlcached_t *db, const void *key, size_t kle
         opts = &none;
     const char *ct = opts->content_type ? opts->content_type : DEFAULT_CONTENT_TYPE;
     if (!key_ok(key, klen) || (vlen && !value) || !content_type_ok(ct) ||
-        !preconditions_ok(&opts->pre) ||
-        opts->ttl_ms < 0 || opts->ttl_ms > SQLCACHED_TTL_MAX_MS ||
+        !preconditions_ok(&opts->pre) || opts->ttl_ms < 0 || opts->ttl_ms > SQLCACHED_TTL_MAX_MS ||
         (opts->sliding && opts->ttl_ms == 0) || vlen > (size_t)INT32_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
     *job = (put_job_t){
-        .db = db, .key = key, .klen = klen, .val = value, .vlen = vlen, .content_type = ct,
-        .pre = &opts->pre, .now = engine_now(db),
+        .db = db,
+        .key = key,
+        .klen = klen,
+        .val = value,
+        .vlen = vlen,
+        .content_type = ct,
+        .pre = &opts->pre,
+        .now = engine_now(db),
     };
     /* A sliding TTL is not spread: its bounds are part of the contract. */
     job->sliding_ms = opts->sliding ? opts->ttl_ms : 0;
@@ -666,8 +675,8 @@ static void on_put_done(void *cls, sqlcached_status_t st)
 sqlcached_status_t sqlcached_kv_put_async(sqlcached_t *db, const void *key, size_t klen,
                                           const void *value, size_t vlen,
                                           const sqlcached_put_options_t *opts,
-                                          sqlcached_write_result_t *result,
-                                          sqlcached_done_fn done, void *cls)
+                                          sqlcached_write_result_t *result, sqlcached_done_fn done,
+                                          void *cls)
 {
     if (!done)
         return SQLCACHED_INVALID_ARGUMENT;
@@ -826,9 +835,8 @@ static sqlcached_status_t tx_incr(store_conn_t *w, void *arg)
     j->text_len = (size_t)snprintf(j->text, sizeof j->text, "%" PRId64, j->value);
     st = store_counter_next(w, "version", &j->version);
     if (st == SQLCACHED_OK)
-        st = storage_kv_upsert_sliding(w, j->key, j->klen, j->text, j->text_len,
-                                       j->content_type, j->version, j->expires_at,
-                                       j->sliding_ms);
+        st = storage_kv_upsert_sliding(w, j->key, j->klen, j->text, j->text_len, j->content_type,
+                                       j->version, j->expires_at, j->sliding_ms);
     if (st == SQLCACHED_OK)
         st = watch_log(w, SQLCACHED_CHANGE_PUT, j->key, j->klen, j->version, j->expires_at);
     return st;
@@ -837,13 +845,13 @@ static sqlcached_status_t tx_incr(store_conn_t *w, void *arg)
 static void incr_committed(void *arg)
 {
     incr_job_t *j = arg;
-    cache_fill_t written = {j->text, j->text_len, j->content_type, j->version, j->expires_at,
-                            j->sliding_ms};
+    cache_fill_t written = {j->text,    j->text_len,   j->content_type,
+                            j->version, j->expires_at, j->sliding_ms};
     after_commit(j->db, j->key, j->klen, &written, j->now);
 }
 
-sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen,
-                                     int64_t by, int64_t *value_out, int64_t *version_out)
+sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen, int64_t by,
+                                     int64_t *value_out, int64_t *version_out)
 {
     if (!key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
@@ -888,7 +896,10 @@ sqlcached_status_t sqlcached_kv_incr_async(sqlcached_t *db, const void *key, siz
         return SQLCACHED_NOMEM;
     *a = (incr_async_t){
         .job = {.db = db, .key = key, .klen = klen, .by = by, .now = engine_now(db)},
-        .value_out = value_out, .version_out = version_out, .done = done, .cls = cls,
+        .value_out = value_out,
+        .version_out = version_out,
+        .done = done,
+        .cls = cls,
     };
     sqlcached_status_t st =
         store_write_async(db->store, tx_incr, incr_committed, &a->job, on_incr_done, a);
@@ -942,8 +953,7 @@ static void take_hand_out(take_job_t *t, sqlcached_status_t st, sqlcached_value_
 }
 
 sqlcached_status_t sqlcached_kv_take(sqlcached_t *db, const void *key, size_t klen,
-                                     const sqlcached_preconditions_t *pre,
-                                     sqlcached_value_t **out)
+                                     const sqlcached_preconditions_t *pre, sqlcached_value_t **out)
 {
     if (out)
         *out = NULL;
@@ -982,8 +992,10 @@ sqlcached_status_t sqlcached_kv_take_async(sqlcached_t *db, const void *key, siz
     take_async_t *a = malloc(sizeof *a);
     if (!a)
         return SQLCACHED_NOMEM;
-    *a = (take_async_t){.job = {.del = {db, key, klen, pre, engine_now(db)}}, .out = out,
-                        .done = done, .cls = cls};
+    *a = (take_async_t){.job = {.del = {db, key, klen, pre, engine_now(db)}},
+                        .out = out,
+                        .done = done,
+                        .cls = cls};
     sqlcached_status_t st =
         store_write_async(db->store, tx_take, delete_committed, &a->job, on_take_done, a);
     if (st != SQLCACHED_OK)
@@ -1054,9 +1066,8 @@ static sqlcached_status_t tx_patch(store_conn_t *w, void *arg)
     int64_t version;
     st = store_counter_next(w, "version", &version);
     if (st == SQLCACHED_OK)
-        st = storage_kv_upsert_sliding(w, j->key, j->klen, j->text, j->text_len,
-                                       JSON_CONTENT_TYPE, version, j->expires_at,
-                                       j->row_sliding_ms);
+        st = storage_kv_upsert_sliding(w, j->key, j->klen, j->text, j->text_len, JSON_CONTENT_TYPE,
+                                       version, j->expires_at, j->row_sliding_ms);
     if (st == SQLCACHED_OK)
         st = watch_log(w, SQLCACHED_CHANGE_PUT, j->key, j->klen, version, j->expires_at);
     if (st == SQLCACHED_OK)
@@ -1067,8 +1078,8 @@ static sqlcached_status_t tx_patch(store_conn_t *w, void *arg)
 static void patch_committed(void *arg)
 {
     patch_job_t *j = arg;
-    cache_fill_t written = {j->text, j->text_len, JSON_CONTENT_TYPE, j->result.version,
-                            j->expires_at, j->row_sliding_ms};
+    cache_fill_t written = {j->text,           j->text_len,   JSON_CONTENT_TYPE,
+                            j->result.version, j->expires_at, j->row_sliding_ms};
     after_commit(j->db, j->key, j->klen, &written, j->now);
 }
 
@@ -1250,8 +1261,8 @@ sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t
                                      sqlcached_keys_t **out)
 {
     *out = NULL;
-    if (limit < 1 || limit > SQLCACHED_LIST_LIMIT_MAX || (plen && !prefix) ||
-        (alen && !after) || plen > SQLCACHED_KEY_MAX || alen > SQLCACHED_KEY_MAX)
+    if (limit < 1 || limit > SQLCACHED_LIST_LIMIT_MAX || (plen && !prefix) || (alen && !after) ||
+        plen > SQLCACHED_KEY_MAX || alen > SQLCACHED_KEY_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
     sqlcached_keys_t *page = calloc(1, sizeof *page);
     if (page) {
@@ -1260,11 +1271,12 @@ sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t
     }
     store_conn_t *r = page && page->keys && page->lens ? store_reader_acquire(db->store) : NULL;
     sqlcached_status_t status = !page || !page->keys || !page->lens ? SQLCACHED_NOMEM
-                                : !r ? SQLCACHED_UNAVAILABLE : SQLCACHED_OK;
+                                : !r                                ? SQLCACHED_UNAVAILABLE
+                                                                    : SQLCACHED_OK;
     if (status == SQLCACHED_OK) {
         bool more = false;
-        status = storage_kv_list(r, prefix, plen, after, alen, engine_now(db), limit,
-                                 page_append, page, &more);
+        status = storage_kv_list(r, prefix, plen, after, alen, engine_now(db), limit, page_append,
+                                 page, &more);
         page->has_more = more;
     }
     if (r)
@@ -1284,8 +1296,8 @@ sqlcached_status_t sqlcached_kv_list(sqlcached_t *db, const void *prefix, size_t
 const char kv_default_content_type[] = "application/octet-stream";
 const char kv_counter_content_type[] = "text/plain; charset=utf-8";
 
-void kv_after_commit(sqlcached_t *db, const void *key, size_t klen,
-                     const cache_fill_t *written, int64_t now)
+void kv_after_commit(sqlcached_t *db, const void *key, size_t klen, const cache_fill_t *written,
+                     int64_t now)
 {
     after_commit(db, key, klen, written, now);
 }

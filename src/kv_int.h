@@ -20,8 +20,8 @@
 
 /* KV's state (kv.h), shared by kv.c and kv_state.c only. */
 struct kv {
-    bloom_t *bloom;          /* NULL when bloom_filter is 0 */
-    atomic_bool bloom_ready; /* set once a build from the store is done */
+    bloom_t *bloom;                   /* NULL when bloom_filter is 0 */
+    atomic_bool bloom_ready;          /* set once a build from the store is done */
     atomic_uint_fast64_t bloom_drops; /* kv_bloom_distrust() calls */
     atomic_uint_fast64_t bloom_skips;
     atomic_uint_fast64_t storage_reads;
@@ -37,8 +37,8 @@ extern const char kv_counter_content_type[];
  * before any answer: the memory tier and the bloom filter learn it
  * (written = the new row, NULL for a delete). See after_commit in kv.c.
  * Cannot fail. */
-void kv_after_commit(sqlcached_t *db, const void *key, size_t klen,
-                     const cache_fill_t *written, int64_t now);
+void kv_after_commit(sqlcached_t *db, const void *key, size_t klen, const cache_fill_t *written,
+                     int64_t now);
 
 /* 1..SQLCACHED_CONTENT_TYPE_MAX printable ASCII characters? Pure. */
 bool kv_content_type_ok(const char *content_type);

@@ -99,8 +99,8 @@ static void lease_set_owner(sqlcached_lease_t *l, const char *owner, size_t n)
  * later QUEUED one of the same owner (re-entrant). They become GRANTING,
  * chained through next_done with their lease filled but for the token.
  * Returns the chain (NULL when nobody waits) and the row to write. */
-static lease_waiter_t *pick_grantees(lease_registry_t *reg, const char *name, size_t n,
-                                     int64_t now, sqlcached_lease_t *row)
+static lease_waiter_t *pick_grantees(lease_registry_t *reg, const char *name, size_t n, int64_t now,
+                                     sqlcached_lease_t *row)
 {
     pthread_mutex_lock(&reg->lock);
     lease_entry_t *e = li_do_find_entry(reg, name, n);
@@ -108,8 +108,8 @@ static lease_waiter_t *pick_grantees(lease_registry_t *reg, const char *name, si
     for (lease_waiter_t *w = e ? e->head : NULL; w; w = w->qnext) {
         if (w->state != W_QUEUED)
             continue;
-        if (first && (w->owner_len != first->owner_len ||
-                      memcmp(w->owner, first->owner, w->owner_len) != 0))
+        if (first &&
+            (w->owner_len != first->owner_len || memcmp(w->owner, first->owner, w->owner_len) != 0))
             continue;
         w->state = W_GRANTING;
         e->queued--;
@@ -137,10 +137,9 @@ static lease_waiter_t *pick_grantees(lease_registry_t *reg, const char *name, si
  * any. Appends them to *grants (finished by li_finish_grants after the
  * commit) and sets *holder to the new row. Returns SQLCACHED_OK with
  * *granted telling whether anyone got it. */
-static sqlcached_status_t grant_waiters(store_conn_t *w, lease_registry_t *reg,
-                                        const char *name, size_t n, int64_t now,
-                                        lease_waiter_t **grants, sqlcached_lease_t *holder,
-                                        bool *granted)
+static sqlcached_status_t grant_waiters(store_conn_t *w, lease_registry_t *reg, const char *name,
+                                        size_t n, int64_t now, lease_waiter_t **grants,
+                                        sqlcached_lease_t *holder, bool *granted)
 {
     sqlcached_lease_t row = {0};
     li_set_name(&row, name, n);
@@ -234,18 +233,18 @@ typedef struct acquire_job {
     const char *name, *owner;
     size_t name_len, owner_len;
     int64_t ttl_ms, now;
-    lease_waiter_t *waiter;     /* queue it when held (NULL: do not wait) */
+    lease_waiter_t *waiter; /* queue it when held (NULL: do not wait) */
     acquire_outcome_t outcome;
-    sqlcached_lease_t lease;    /* the lease got, or the holder's */
-    lease_waiter_t *grants;     /* waiters handed the lease by this write */
+    sqlcached_lease_t lease; /* the lease got, or the holder's */
+    lease_waiter_t *grants;  /* waiters handed the lease by this write */
 } acquire_job_t;
 
 /* Re-enter a live lease the caller already holds. *done when it did. */
 static sqlcached_status_t try_reenter(store_conn_t *w, acquire_job_t *j, bool *done)
 {
-    sqlcached_status_t st =
-        storage_lease_change(w, STORAGE_LEASE_REENTER, j->name, j->name_len, j->owner,
-                             j->owner_len, j->now, j->now + j->ttl_ms, 0, &j->lease);
+    sqlcached_status_t st = storage_lease_change(w, STORAGE_LEASE_REENTER, j->name, j->name_len,
+                                                 j->owner, j->owner_len, j->now, j->now + j->ttl_ms,
+                                                 0, &j->lease);
     *done = st == SQLCACHED_OK;
     if (st == SQLCACHED_NOT_FOUND)
         return SQLCACHED_OK;
@@ -282,8 +281,9 @@ static sqlcached_status_t held(acquire_job_t *j)
     pthread_mutex_lock(&reg->lock);
     bool ok = !reg->stopping &&
               li_do_enqueue(reg, j->waiter, j->name, j->name_len, j->lease.expires_at);
-    sqlcached_status_t st = ok ? SQLCACHED_OK
-                            : reg->stopping ? SQLCACHED_UNAVAILABLE : SQLCACHED_NOMEM;
+    sqlcached_status_t st = ok              ? SQLCACHED_OK
+                            : reg->stopping ? SQLCACHED_UNAVAILABLE
+                                            : SQLCACHED_NOMEM;
     pthread_mutex_unlock(&reg->lock);
     if (ok)
         j->outcome = ACQ_QUEUED;
@@ -307,8 +307,8 @@ static sqlcached_status_t tx_acquire(store_conn_t *w, void *arg)
         if (found && j->lease.expires_at > j->now)
             return held(j);
         /* Free: the waiters queued on it come first. */
-        st = grant_waiters(w, j->reg, j->name, j->name_len, j->now, &j->grants, &j->lease,
-                           &granted);
+        st =
+            grant_waiters(w, j->reg, j->name, j->name_len, j->now, &j->grants, &j->lease, &granted);
         if (st != SQLCACHED_OK)
             return st;
         if (!granted)
@@ -326,21 +326,26 @@ static sqlcached_status_t tx_acquire(store_conn_t *w, void *arg)
 static sqlcached_status_t acquire_start(sqlcached_t *db, const char *name, size_t name_len,
                                         const char *owner, size_t owner_len, int64_t ttl_ms,
                                         int64_t wait_ms, lease_wake_fn on_wake,
-                                        sqlcached_done_fn done, void *arg,
-                                        sqlcached_lease_t *out, lease_waiter_t **waiter)
+                                        sqlcached_done_fn done, void *arg, sqlcached_lease_t *out,
+                                        lease_waiter_t **waiter)
 {
     *waiter = NULL;
     if (!text_ok(name, name_len, SQLCACHED_LEASE_NAME_MAX) ||
-        !text_ok(owner, owner_len, SQLCACHED_LEASE_OWNER_MAX) || !ttl_ok(ttl_ms) ||
-        wait_ms < 0 || wait_ms > SQLCACHED_LEASE_WAIT_MAX_MS)
+        !text_ok(owner, owner_len, SQLCACHED_LEASE_OWNER_MAX) || !ttl_ok(ttl_ms) || wait_ms < 0 ||
+        wait_ms > SQLCACHED_LEASE_WAIT_MAX_MS)
         return SQLCACHED_INVALID_ARGUMENT;
     acquire_job_t job = {
-        .reg = db->leases, .name = name, .name_len = name_len, .owner = owner,
-        .owner_len = owner_len, .ttl_ms = ttl_ms, .now = engine_now(db),
+        .reg = db->leases,
+        .name = name,
+        .name_len = name_len,
+        .owner = owner,
+        .owner_len = owner_len,
+        .ttl_ms = ttl_ms,
+        .now = engine_now(db),
     };
     if (wait_ms > 0) {
         job.waiter = li_waiter_new(db->leases, name, name_len, owner, owner_len, ttl_ms, wait_ms,
-                                on_wake, done, arg);
+                                   on_wake, done, arg);
         if (!job.waiter)
             return SQLCACHED_NOMEM;
     }
@@ -368,16 +373,15 @@ sqlcached_status_t lease_acquire_start(sqlcached_t *db, const char *name, size_t
                                        int64_t wait_ms, lease_wake_fn on_wake, void *arg,
                                        sqlcached_lease_t *out, lease_waiter_t **waiter)
 {
-    return acquire_start(db, name, name_len, owner, owner_len, ttl_ms, wait_ms, on_wake, NULL,
-                         arg, out, waiter);
+    return acquire_start(db, name, name_len, owner, owner_len, ttl_ms, wait_ms, on_wake, NULL, arg,
+                         out, waiter);
 }
 
-sqlcached_status_t sqlcached_lease_acquire_async(sqlcached_t *db, const char *name,
-                                                 size_t name_len, const char *owner,
-                                                 size_t owner_len, int64_t ttl_ms,
-                                                 int64_t wait_ms, sqlcached_lease_t *out,
-                                                 sqlcached_done_fn done, void *cls,
-                                                 sqlcached_lease_wait_t **wait)
+sqlcached_status_t sqlcached_lease_acquire_async(sqlcached_t *db, const char *name, size_t name_len,
+                                                 const char *owner, size_t owner_len,
+                                                 int64_t ttl_ms, int64_t wait_ms,
+                                                 sqlcached_lease_t *out, sqlcached_done_fn done,
+                                                 void *cls, sqlcached_lease_wait_t **wait)
 {
     if (!done)
         return SQLCACHED_INVALID_ARGUMENT;
@@ -391,9 +395,8 @@ sqlcached_status_t sqlcached_lease_wait_end(sqlcached_lease_wait_t *wait, sqlcac
 }
 
 sqlcached_status_t sqlcached_lease_acquire(sqlcached_t *db, const char *name, size_t name_len,
-                                           const char *owner, size_t owner_len,
-                                           int64_t ttl_ms, int64_t wait_ms,
-                                           sqlcached_lease_t *out)
+                                           const char *owner, size_t owner_len, int64_t ttl_ms,
+                                           int64_t wait_ms, sqlcached_lease_t *out)
 {
     lease_waiter_t *w = NULL;
     sqlcached_status_t st = lease_acquire_start(db, name, name_len, owner, owner_len, ttl_ms,
@@ -428,8 +431,8 @@ static sqlcached_status_t run_conditional(store_conn_t *w, storage_lease_change_
                                           owner_job_t *j, bool *hit)
 {
     sqlcached_status_t st = storage_lease_change(w, change, j->name, j->name_len, j->owner,
-                                                 j->owner_len, j->now, j->now + j->ttl_ms,
-                                                 j->token, &j->lease);
+                                                 j->owner_len, j->now, j->now + j->ttl_ms, j->token,
+                                                 &j->lease);
     *hit = st == SQLCACHED_OK;
     return st == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : st;
 }
@@ -473,8 +476,13 @@ static sqlcached_status_t owner_call(sqlcached_t *db, store_write_fn fn, const c
         (fn == tx_renew && !ttl_ok(ttl_ms)))
         return SQLCACHED_INVALID_ARGUMENT;
     owner_job_t job = {
-        .reg = db->leases, .name = name, .name_len = name_len, .owner = owner,
-        .owner_len = owner_len, .ttl_ms = ttl_ms, .now = engine_now(db),
+        .reg = db->leases,
+        .name = name,
+        .name_len = name_len,
+        .owner = owner,
+        .owner_len = owner_len,
+        .ttl_ms = ttl_ms,
+        .now = engine_now(db),
     };
     sqlcached_status_t st = store_write(db->store, fn, &job);
     li_finish_grants(db->leases, job.grants, st);
@@ -500,8 +508,13 @@ sqlcached_status_t sqlcached_lease_release(sqlcached_t *db, const char *name, si
 sqlcached_status_t lease_release_grant(sqlcached_t *db, const sqlcached_lease_t *l)
 {
     owner_job_t job = {
-        .reg = db->leases, .name = l->name, .name_len = l->name_len, .owner = l->owner,
-        .owner_len = l->owner_len, .token = l->token, .now = engine_now(db),
+        .reg = db->leases,
+        .name = l->name,
+        .name_len = l->name_len,
+        .owner = l->owner,
+        .owner_len = l->owner_len,
+        .token = l->token,
+        .now = engine_now(db),
     };
     sqlcached_status_t st = store_write(db->store, tx_release, &job);
     li_finish_grants(db->leases, job.grants, st);

@@ -28,33 +28,33 @@
 typedef enum waiter_state { W_QUEUED, W_GRANTING, W_DONE } waiter_state_t;
 
 typedef struct lease_entry {
-    struct lease_entry *hnext;        /* hash chain */
-    struct lease_entry *prev, *next;  /* every entry, for the timer */
-    lease_waiter_t *head, *tail;      /* FIFO of waiters (QUEUED or GRANTING) */
-    size_t queued;                    /* how many of them are QUEUED */
-    int64_t expires_at;               /* the holder's expiry as last written */
-    int64_t checked_at;               /* mono ms: last look at its row (recheck) */
+    struct lease_entry *hnext;       /* hash chain */
+    struct lease_entry *prev, *next; /* every entry, for the timer */
+    lease_waiter_t *head, *tail;     /* FIFO of waiters (QUEUED or GRANTING) */
+    size_t queued;                   /* how many of them are QUEUED */
+    int64_t expires_at;              /* the holder's expiry as last written */
+    int64_t checked_at;              /* mono ms: last look at its row (recheck) */
     size_t name_len;
     char name[];
 } lease_entry_t;
 
 struct sqlcached_lease_wait {
     lease_registry_t *reg;
-    lease_entry_t *entry;             /* while in a queue */
-    lease_waiter_t *qprev, *qnext;    /* entry queue */
-    lease_waiter_t *dprev, *dnext;    /* deadline list (QUEUED only) */
-    lease_waiter_t *next_done;        /* a job's grants / the timer's batch */
+    lease_entry_t *entry;          /* while in a queue */
+    lease_waiter_t *qprev, *qnext; /* entry queue */
+    lease_waiter_t *dprev, *dnext; /* deadline list (QUEUED only) */
+    lease_waiter_t *next_done;     /* a job's grants / the timer's batch */
     waiter_state_t state;
     bool on_deadline_list;
-    bool notifying;                   /* on_wake is running */
-    int64_t deadline;                 /* CLOCK_MONOTONIC ms */
+    bool notifying;   /* on_wake is running */
+    int64_t deadline; /* CLOCK_MONOTONIC ms */
     int64_t ttl_ms;
     lease_wake_fn on_wake;
-    sqlcached_done_fn done;           /* the public form of on_wake */
+    sqlcached_done_fn done; /* the public form of on_wake */
     void *arg;
     pthread_cond_t cond;
-    sqlcached_status_t status;        /* outcome once DONE */
-    sqlcached_lease_t lease;          /* the lease granted */
+    sqlcached_status_t status; /* outcome once DONE */
+    sqlcached_lease_t lease;   /* the lease granted */
     size_t owner_len;
     char owner[SQLCACHED_LEASE_OWNER_MAX + 1];
 };
@@ -62,12 +62,12 @@ struct sqlcached_lease_wait {
 struct lease_registry {
     sqlcached_t *db;
     pthread_mutex_t lock;
-    pthread_cond_t timer_cond;        /* CLOCK_MONOTONIC */
+    pthread_cond_t timer_cond; /* CLOCK_MONOTONIC */
     pthread_t timer;
     bool timer_started;
     bool stopping;
-    int64_t backoff_until;            /* mono ms: no hand-over before this after a failure */
-    int64_t recheck_ms;               /* > 0: look at a waited-on lease this often */
+    int64_t backoff_until; /* mono ms: no hand-over before this after a failure */
+    int64_t recheck_ms;    /* > 0: look at a waited-on lease this often */
     lease_entry_t *buckets[LEASE_BUCKETS];
     lease_entry_t *entries;
     lease_waiter_t *dhead, *dtail;
@@ -85,7 +85,7 @@ typedef struct name_ref {
 typedef struct expire_job {
     lease_registry_t *reg;
     int64_t now;
-    name_ref_t *names;  /* hand-over: these names; sweep: filled by the job */
+    name_ref_t *names; /* hand-over: these names; sweep: filled by the job */
     size_t count, cap;
     int swept;
     lease_waiter_t *grants;
@@ -102,7 +102,7 @@ void li_do_deadline_remove(lease_registry_t *reg, lease_waiter_t *w);
 /* Queue w at the tail of the entry for name (w->state becomes QUEUED);
  * false when out of memory. */
 bool li_do_enqueue(lease_registry_t *reg, lease_waiter_t *w, const char *name, size_t n,
-                int64_t holder_expires_at);
+                   int64_t holder_expires_at);
 /* Mark w DONE with status (leaving every list). Returns true when its wake
  * callback must be called: then call li_notify() once the lock is released. */
 bool li_do_complete(lease_registry_t *reg, lease_waiter_t *w, sqlcached_status_t status);
@@ -115,9 +115,8 @@ void li_note_expiry(lease_registry_t *reg, const char *name, size_t n, int64_t e
  * NULL when out of memory. Freed by lease_wait_end(), or li_waiter_free()
  * when it was never queued. NULL is allowed. */
 lease_waiter_t *li_waiter_new(lease_registry_t *reg, const char *name, size_t name_len,
-                           const char *owner, size_t owner_len, int64_t ttl_ms,
-                           int64_t wait_ms, lease_wake_fn on_wake, sqlcached_done_fn done,
-                           void *arg);
+                              const char *owner, size_t owner_len, int64_t ttl_ms, int64_t wait_ms,
+                              lease_wake_fn on_wake, sqlcached_done_fn done, void *arg);
 void li_waiter_free(lease_waiter_t *w);
 
 /* ------------------------------------------------------------------------

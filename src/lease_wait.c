@@ -124,7 +124,7 @@ void li_do_deadline_remove(lease_registry_t *reg, lease_waiter_t *w)
 
 /* Queue w at the tail of the entry for name (w->state becomes QUEUED). */
 bool li_do_enqueue(lease_registry_t *reg, lease_waiter_t *w, const char *name, size_t n,
-                       int64_t holder_expires_at)
+                   int64_t holder_expires_at)
 {
     lease_entry_t *e = do_get_entry(reg, name, n);
     if (!e)
@@ -232,9 +232,8 @@ void lease_remote_freed(lease_registry_t *reg, const char *name, size_t n)
  * ------------------------------------------------------------------------ */
 
 lease_waiter_t *li_waiter_new(lease_registry_t *reg, const char *name, size_t name_len,
-                                  const char *owner, size_t owner_len, int64_t ttl_ms,
-                                  int64_t wait_ms, lease_wake_fn on_wake, sqlcached_done_fn done,
-                                  void *arg)
+                              const char *owner, size_t owner_len, int64_t ttl_ms, int64_t wait_ms,
+                              lease_wake_fn on_wake, sqlcached_done_fn done, void *arg)
 {
     lease_waiter_t *w = calloc(1, sizeof *w);
     if (!w)
@@ -309,8 +308,7 @@ static bool do_entry_due(const lease_registry_t *reg, const lease_entry_t *e, in
 }
 
 /* Under the lock: the names due for a look (at most HANDOFF_BATCH). */
-static bool do_due_handovers(lease_registry_t *reg, int64_t now_m, int64_t now_e,
-                             expire_job_t *j)
+static bool do_due_handovers(lease_registry_t *reg, int64_t now_m, int64_t now_e, expire_job_t *j)
 {
     for (lease_entry_t *e = reg->entries; e && j->count < HANDOFF_BATCH; e = e->next) {
         if (!do_entry_due(reg, e, now_m, now_e))

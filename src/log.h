@@ -8,12 +8,7 @@
 #ifndef SQLCACHED_LOG_H
 #define SQLCACHED_LOG_H
 
-typedef enum log_level {
-    LOG_ERROR = 0,
-    LOG_WARN,
-    LOG_INFO,
-    LOG_DEBUG
-} log_level_t;
+typedef enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level_t;
 
 void log_set_level(log_level_t level);
 log_level_t log_get_level(void);

@@ -73,12 +73,17 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
     }
     json_t *settings = config_json(cfg);
     http_config_t hc = {
-        .host = cfg->listen_host, .port = cfg->listen_port, .threads = cfg->threads,
-        .max_body = cfg->max_body, .auth_token = cfg->auth_token,
+        .host = cfg->listen_host,
+        .port = cfg->listen_port,
+        .threads = cfg->threads,
+        .max_body = cfg->max_body,
+        .auth_token = cfg->auth_token,
         .max_connections = cfg->max_connections,
         .connection_timeout_s = cfg->connection_timeout_s,
-        .admin_token = cfg->admin_token, .backup_dir = cfg->backup_dir,
-        .access_log = cfg->access_log, .settings = settings,
+        .admin_token = cfg->admin_token,
+        .backup_dir = cfg->backup_dir,
+        .access_log = cfg->access_log,
+        .settings = settings,
         .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
     };
     http_server_t *srv = http_start(&hc, db, err, sizeof err);
@@ -93,13 +98,13 @@ static int serve(const config_t *cfg, sigset_t *stop_signals)
         cfg->testing_payment_unguarded)
         log_warn("main", "testing-only flags are set: not for production use");
     char shown[1024]; /* the --db value without its password */
-    log_info("main", "sqlcached %s listening on http://%s:%u, database %s, %u threads, "
+    log_info("main",
+             "sqlcached %s listening on http://%s:%u, database %s, %u threads, "
              "memory tier %zu bytes (%s, on write %s), seckill strategy %s%s",
              sqlcached_version(), cfg->listen_host, http_port(srv),
-             config_db_display(cfg->db_path, shown, sizeof shown), cfg->threads,
-             cfg->cache_memory, cfg->policy,
-             cfg->on_write == SQLCACHED_ON_WRITE_INVALIDATE ? "invalidate" : "replace",
-             cfg->testing_seckill_naive                        ? "naive (testing only)"
+             config_db_display(cfg->db_path, shown, sizeof shown), cfg->threads, cfg->cache_memory,
+             cfg->policy, cfg->on_write == SQLCACHED_ON_WRITE_INVALIDATE ? "invalidate" : "replace",
+             cfg->testing_seckill_naive                           ? "naive (testing only)"
              : cfg->seckill_strategy == SQLCACHED_SECKILL_VERSION ? "version"
                                                                   : "stock",
              cfg->auth_token ? ", auth required" : "");

@@ -19,16 +19,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const methods[] = {"GET", "PUT", "POST", "DELETE", "HEAD",
-                                      "OPTIONS", "PATCH", "OTHER"};
+static const char *const methods[] = {"GET",  "PUT",     "POST",  "DELETE",
+                                      "HEAD", "OPTIONS", "PATCH", "OTHER"};
 #define NMETHODS (sizeof methods / sizeof methods[0])
 
-static const unsigned statuses[] = {200, 201, 204, 304, 400, 401, 404, 405,
-                                    409, 412, 413, 500, 503, 507};
+static const unsigned statuses[] = {200, 201, 204, 304, 400, 401, 404,
+                                    405, 409, 412, 413, 500, 503, 507};
 #define NSTATUSES (sizeof statuses / sizeof statuses[0])
 
 static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+                                 0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 #define NBUCKETS (sizeof buckets / sizeof buckets[0])
 
 typedef struct histogram {
@@ -103,8 +103,8 @@ static const char *route_label(const metrics_t *m, size_t r)
     return r < m->nroutes ? m->routes[r].pattern : "other";
 }
 
-void metrics_observe(metrics_t *m, const http_route_t *route, const char *method,
-                     unsigned status, double seconds)
+void metrics_observe(metrics_t *m, const http_route_t *route, const char *method, unsigned status,
+                     double seconds)
 {
     size_t r = route ? (size_t)(route - m->routes) : m->nroutes;
     int s = status_index(status);
@@ -184,8 +184,9 @@ static void render_requests(text_t *t, const metrics_t *m)
             for (size_t s = 0; s < NSTATUSES; s++) {
                 uint64_t v = load(&m->counts[(r * NMETHODS + mi) * NSTATUSES + s]);
                 if (v)
-                    put(t, "sqlcached_http_requests_total{route=\"%s\",method=\"%s\","
-                           "status=\"%u\"} %llu\n",
+                    put(t,
+                        "sqlcached_http_requests_total{route=\"%s\",method=\"%s\","
+                        "status=\"%u\"} %llu\n",
                         route_label(m, r), methods[mi], statuses[s], (unsigned long long)v);
             }
 }
@@ -202,14 +203,13 @@ static void render_histograms(text_t *t, const metrics_t *m)
         uint64_t cum = 0;
         for (size_t b = 0; b < NBUCKETS; b++) {
             cum += load(&h->le[b]);
-            put(t, "%s_bucket{route=\"%s\",le=\"%g\"} %llu\n", name, route_label(m, r),
-                buckets[b], (unsigned long long)cum);
+            put(t, "%s_bucket{route=\"%s\",le=\"%g\"} %llu\n", name, route_label(m, r), buckets[b],
+                (unsigned long long)cum);
         }
         put(t, "%s_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, route_label(m, r),
             (unsigned long long)count);
         put(t, "%s_sum{route=\"%s\"} %.9f\n", name, route_label(m, r), load(&h->sum_ns) / 1e9);
-        put(t, "%s_count{route=\"%s\"} %llu\n", name, route_label(m, r),
-            (unsigned long long)count);
+        put(t, "%s_count{route=\"%s\"} %llu\n", name, route_label(m, r), (unsigned long long)count);
     }
 }
 
@@ -220,10 +220,10 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
     scalar(t, "sqlcached_cache_misses_total", "counter",
            "Reads not answered with a value from the memory tier (absent keys included).",
            s->cache_misses);
-    scalar(t, "sqlcached_cache_evictions_total", "counter", "Entries evicted to stay under the limit.",
-           s->cache_evictions);
-    scalar(t, "sqlcached_cache_expirations_total", "counter", "Entries removed because their TTL ran out.",
-           s->cache_expirations);
+    scalar(t, "sqlcached_cache_evictions_total", "counter",
+           "Entries evicted to stay under the limit.", s->cache_evictions);
+    scalar(t, "sqlcached_cache_expirations_total", "counter",
+           "Entries removed because their TTL ran out.", s->cache_expirations);
     scalar(t, "sqlcached_cache_entries", "gauge", "Entries in the memory tier.", s->cache_entries);
     scalar(t, "sqlcached_cache_memory_bytes", "gauge", "Bytes used by the memory tier.",
            s->cache_memory_bytes);
@@ -269,8 +269,7 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
     scalar(t, "sqlcached_cluster_evictions_total", "counter",
            "Members evicted for renewing without acknowledging.", c->evictions);
     scalar(t, "sqlcached_cluster_tier_drops_total", "counter",
-           "Times this node emptied its memory tier (membership lost, or joining).",
-           c->tier_drops);
+           "Times this node emptied its memory tier (membership lost, or joining).", c->tier_drops);
     /* The names of the previous release, kept for one more as aliases. */
     scalar(t, "sqlcached_sqlite_write_transactions_total", "counter",
            "Deprecated alias of sqlcached_storage_write_transactions_total.",
@@ -290,14 +289,14 @@ static void render_library(text_t *t, const sqlcached_stats_t *s)
     family(t, "sqlcached_seckill_orders_by_state", "gauge", "Orders now, by state (store-wide).");
     put(t, "sqlcached_seckill_orders_by_state{state=\"pending\"} %llu\n",
         (unsigned long long)s->orders_pending);
-    put(t, "sqlcached_seckill_orders_by_state{state=\"paid\"} %llu\n", (unsigned long long)s->orders_paid);
+    put(t, "sqlcached_seckill_orders_by_state{state=\"paid\"} %llu\n",
+        (unsigned long long)s->orders_paid);
     put(t, "sqlcached_seckill_orders_by_state{state=\"cancelled\"} %llu\n",
         (unsigned long long)s->orders_cancelled);
     scalar(t, "sqlcached_seckill_auto_cancellations_total", "counter",
-           "Orders this node cancelled because their pay_by passed.",
-           s->orders_auto_cancelled);
-    scalar(t, "sqlcached_lease_acquisitions_total", "counter",
-           "Leases granted to a new holder.", s->lease_acquisitions);
+           "Orders this node cancelled because their pay_by passed.", s->orders_auto_cancelled);
+    scalar(t, "sqlcached_lease_acquisitions_total", "counter", "Leases granted to a new holder.",
+           s->lease_acquisitions);
     scalar(t, "sqlcached_lease_waiters", "gauge", "Acquirers waiting for a lease.",
            s->lease_waiters);
     scalar(t, "sqlcached_leases_held", "gauge", "Leases held (not expired).", s->leases_held);
@@ -362,40 +361,42 @@ static json_t *json_histograms(const metrics_t *m)
 static json_t *json_library(const sqlcached_stats_t *s)
 {
     uint64_t lookups = s->cache_hits + s->cache_misses;
-    json_t *cache = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}",
-        "hits", (json_int_t)s->cache_hits, "misses", (json_int_t)s->cache_misses,
-        "evictions", (json_int_t)s->cache_evictions, "expirations",
-        (json_int_t)s->cache_expirations, "entries", (json_int_t)s->cache_entries,
-        "memory_bytes", (json_int_t)s->cache_memory_bytes, "memory_limit_bytes",
-        (json_int_t)s->cache_memory_limit, "singleflight_waits",
-        (json_int_t)s->cache_singleflight_waits, "negative_hits",
-        (json_int_t)s->cache_negative_hits, "bloom_skips", (json_int_t)s->cache_bloom_skips,
-        "hit_ratio", lookups ? (double)s->cache_hits / (double)lookups : 0.0, "policy",
-        s->cache_policy ? s->cache_policy : "noeviction");
-    if (cache && json_object_update_new(
-                     cache, json_pack("{s:I, s:s, s:I, s:I}", "fills_dropped",
-                                      (json_int_t)s->cache_fills_dropped, "on_write",
-                                      s->on_write ? s->on_write : "replace", "write_replaced",
-                                      (json_int_t)s->cache_write_replaced, "write_invalidated",
-                                      (json_int_t)s->cache_write_invalidated)) != 0) {
+    json_t *cache =
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "hits",
+                  (json_int_t)s->cache_hits, "misses", (json_int_t)s->cache_misses, "evictions",
+                  (json_int_t)s->cache_evictions, "expirations", (json_int_t)s->cache_expirations,
+                  "entries", (json_int_t)s->cache_entries, "memory_bytes",
+                  (json_int_t)s->cache_memory_bytes, "memory_limit_bytes",
+                  (json_int_t)s->cache_memory_limit, "singleflight_waits",
+                  (json_int_t)s->cache_singleflight_waits, "negative_hits",
+                  (json_int_t)s->cache_negative_hits, "bloom_skips",
+                  (json_int_t)s->cache_bloom_skips, "hit_ratio",
+                  lookups ? (double)s->cache_hits / (double)lookups : 0.0, "policy",
+                  s->cache_policy ? s->cache_policy : "noeviction");
+    if (cache &&
+        json_object_update_new(cache,
+                               json_pack("{s:I, s:s, s:I, s:I}", "fills_dropped",
+                                         (json_int_t)s->cache_fills_dropped, "on_write",
+                                         s->on_write ? s->on_write : "replace", "write_replaced",
+                                         (json_int_t)s->cache_write_replaced, "write_invalidated",
+                                         (json_int_t)s->cache_write_invalidated)) != 0) {
         json_decref(cache);
         cache = NULL;
     }
-    json_t *seckill = json_pack(
-        "{s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:I}", "orders",
-        (json_int_t)s->seckill_orders, "rejections", "sold_out", (json_int_t)s->seckill_sold_out,
-        "already_ordered", (json_int_t)s->seckill_already_ordered, "unavailable",
-        (json_int_t)s->seckill_conflicts, "orders_by_state", "pending",
-        (json_int_t)s->orders_pending, "paid", (json_int_t)s->orders_paid, "cancelled",
-        (json_int_t)s->orders_cancelled, "auto_cancellations",
-        (json_int_t)s->orders_auto_cancelled);
-    double per_txn = s->write_transactions
-                         ? (double)s->writes_committed / (double)s->write_transactions : 0.0;
+    json_t *seckill = json_pack("{s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:I}", "orders",
+                                (json_int_t)s->seckill_orders, "rejections", "sold_out",
+                                (json_int_t)s->seckill_sold_out, "already_ordered",
+                                (json_int_t)s->seckill_already_ordered, "unavailable",
+                                (json_int_t)s->seckill_conflicts, "orders_by_state", "pending",
+                                (json_int_t)s->orders_pending, "paid", (json_int_t)s->orders_paid,
+                                "cancelled", (json_int_t)s->orders_cancelled, "auto_cancellations",
+                                (json_int_t)s->orders_auto_cancelled);
+    double per_txn =
+        s->write_transactions ? (double)s->writes_committed / (double)s->write_transactions : 0.0;
     json_t *storage = json_pack("{s:s, s:I, s:I, s:I, s:f, s:I}", "backend",
                                 s->storage_backend ? s->storage_backend : "sqlite",
-                                "write_transactions", (json_int_t)s->write_transactions,
-                                "writes", (json_int_t)s->writes_committed, "write_errors",
+                                "write_transactions", (json_int_t)s->write_transactions, "writes",
+                                (json_int_t)s->writes_committed, "write_errors",
                                 (json_int_t)s->write_errors, "writes_per_transaction", per_txn,
                                 "reads", (json_int_t)s->storage_reads);
     /* "sqlite": the previous release's name of the writer's figures, kept
@@ -408,13 +409,13 @@ static json_t *json_library(const sqlcached_stats_t *s)
                                "waiters", (json_int_t)s->lease_waiters, "held",
                                (json_int_t)s->leases_held);
     const sqlcached_cluster_stats_t *c = &s->cluster;
-    json_t *cluster = json_pack(
-        "{s:b, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "enabled", c->enabled, "node",
-        (json_int_t)(c->enabled ? c->node : 1), "trusted", c->enabled ? c->trusted : 1,
-        "messages_sent", (json_int_t)c->messages_sent, "messages_received",
-        (json_int_t)c->messages_received, "ack_waits", (json_int_t)c->ack_waits,
-        "ack_wait_ms_max", (json_int_t)c->ack_wait_ms_max, "evictions",
-        (json_int_t)c->evictions, "tier_drops", (json_int_t)c->tier_drops);
+    json_t *cluster =
+        json_pack("{s:b, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "enabled", c->enabled, "node",
+                  (json_int_t)(c->enabled ? c->node : 1), "trusted", c->enabled ? c->trusted : 1,
+                  "messages_sent", (json_int_t)c->messages_sent, "messages_received",
+                  (json_int_t)c->messages_received, "ack_waits", (json_int_t)c->ack_waits,
+                  "ack_wait_ms_max", (json_int_t)c->ack_wait_ms_max, "evictions",
+                  (json_int_t)c->evictions, "tier_drops", (json_int_t)c->tier_drops);
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "cache", cache, "seckill", seckill,
                      "storage", storage, "sqlite", sqlite, "leases", leases, "cluster", cluster);
 }
@@ -476,8 +477,7 @@ char *metrics_queue_prometheus(char *text, const sqlcached_queue_stats_t *qs,
     put(&t, "sqlcached_queue_jobs{state=\"delayed\"} %llu\n", (unsigned long long)depth->delayed);
     put(&t, "sqlcached_queue_jobs{state=\"ready\"} %llu\n", (unsigned long long)depth->ready);
     put(&t, "sqlcached_queue_jobs{state=\"claimed\"} %llu\n", (unsigned long long)depth->claimed);
-    scalar(&t, "sqlcached_queue_waiting_claims", "gauge", "Claims waiting for a job.",
-           qs->waiters);
+    scalar(&t, "sqlcached_queue_waiting_claims", "gauge", "Claims waiting for a job.", qs->waiters);
     if (t.failed) {
         free(t.p);
         return NULL;
@@ -485,8 +485,7 @@ char *metrics_queue_prometheus(char *text, const sqlcached_queue_stats_t *qs,
     return t.p;
 }
 
-json_t *metrics_queue_json(const sqlcached_queue_stats_t *qs,
-                           const sqlcached_queue_counts_t *depth)
+json_t *metrics_queue_json(const sqlcached_queue_stats_t *qs, const sqlcached_queue_counts_t *depth)
 {
     json_t *by = json_object();
     for (size_t i = 0; by && i < qs->count; i++) {

@@ -25,8 +25,8 @@ metrics_t *metrics_create(const http_route_t *routes, size_t nroutes);
 void metrics_destroy(metrics_t *m);
 
 /* Count one answered request. route NULL = "other". */
-void metrics_observe(metrics_t *m, const http_route_t *route, const char *method,
-                     unsigned status, double seconds);
+void metrics_observe(metrics_t *m, const http_route_t *route, const char *method, unsigned status,
+                     double seconds);
 
 /* Prometheus text exposition 0.0.4; malloc'd, caller frees; NULL on ENOMEM. */
 char *metrics_prometheus(const metrics_t *m, const sqlcached_stats_t *lib);

@@ -62,11 +62,11 @@
 #include "storage.h"
 #include "utf8.h"
 
-#define DUE_BATCH 256       /* orders cancelled per write */
-#define MAX_SLEEP_MS 1000   /* longest sleep while a deadline is known */
-#define RESCAN_MS 10000     /* idle: read the earliest pay_by again this often */
-#define BACKOFF_MS 100      /* after a failed read or write */
-#define WARN_EVERY_MS 10000 /* log a failing timer at most this often */
+#define DUE_BATCH 256        /* orders cancelled per write */
+#define MAX_SLEEP_MS 1000    /* longest sleep while a deadline is known */
+#define RESCAN_MS 10000      /* idle: read the earliest pay_by again this often */
+#define BACKOFF_MS 100       /* after a failed read or write */
+#define WARN_EVERY_MS 10000  /* log a failing timer at most this often */
 #define COUNTS_FRESH_MS 1000 /* orders by state: counted at most this often */
 #define NONE INT64_MAX
 
@@ -78,13 +78,13 @@ struct payment {
     int64_t noted_in_scan; /* earliest noted while scanning; NONE */
     bool scanning, rescan, stopping, started;
     pthread_t thread;
-    int64_t warned_at;     /* timer thread: mono ms of its last warning */
+    int64_t warned_at; /* timer thread: mono ms of its last warning */
     atomic_uint_fast64_t auto_cancelled, user_cancelled, payments;
     /* orders by state, as last counted (a scan of the orders: not on every
      * scrape); counts_lock guards them */
     pthread_mutex_t counts_lock;
     uint64_t counts[3];
-    int64_t counted_at;    /* mono ms; 0 = never */
+    int64_t counted_at; /* mono ms; 0 = never */
 };
 
 static int64_t mono_ms(void)
@@ -188,8 +188,8 @@ static sqlcached_status_t tx_pay(store_conn_t *w, void *arg)
     settle_job_t *j = arg;
     j->returned = false;
     j->outcome = SQLCACHED_OK;
-    sqlcached_status_t st = storage_order_settle(w, j->item_id, j->user_id,
-                                                 SQLCACHED_ORDER_PAID, j->now, &j->order);
+    sqlcached_status_t st =
+        storage_order_settle(w, j->item_id, j->user_id, SQLCACHED_ORDER_PAID, j->now, &j->order);
     j->paid_now = st == SQLCACHED_OK;
     if (st != SQLCACHED_NOT_FOUND)
         return st;
@@ -235,8 +235,7 @@ static sqlcached_status_t settle(sqlcached_t *db, const char *item_id, const cha
 {
     if (!text_ok(item_id, SQLCACHED_ITEM_ID_MAX) || !text_ok(user_id, SQLCACHED_USER_ID_MAX))
         return SQLCACHED_INVALID_ARGUMENT;
-    settle_job_t job = {.db = db, .item_id = item_id, .user_id = user_id,
-                        .now = engine_now(db)};
+    settle_job_t job = {.db = db, .item_id = item_id, .user_id = user_id, .now = engine_now(db)};
     sqlcached_status_t st = store_write_then(db->store, fn, settle_committed, &job);
     if (st == SQLCACHED_OK)
         st = job.outcome;
@@ -245,14 +244,14 @@ static sqlcached_status_t settle(sqlcached_t *db, const char *item_id, const cha
     return st;
 }
 
-sqlcached_status_t sqlcached_order_pay(sqlcached_t *db, const char *item_id,
-                                       const char *user_id, sqlcached_order_t *out)
+sqlcached_status_t sqlcached_order_pay(sqlcached_t *db, const char *item_id, const char *user_id,
+                                       sqlcached_order_t *out)
 {
     return settle(db, item_id, user_id, tx_pay, out);
 }
 
-sqlcached_status_t sqlcached_order_cancel(sqlcached_t *db, const char *item_id,
-                                          const char *user_id, sqlcached_order_t *out)
+sqlcached_status_t sqlcached_order_cancel(sqlcached_t *db, const char *item_id, const char *user_id,
+                                          sqlcached_order_t *out)
 {
     return settle(db, item_id, user_id, tx_cancel, out);
 }
@@ -302,7 +301,7 @@ typedef struct due_job {
     int64_t now;
     due_item_t *items; /* owned; the items whose orders were cancelled */
     size_t count, cap;
-    size_t orders;     /* orders cancelled */
+    size_t orders; /* orders cancelled */
 } due_job_t;
 
 /* One cancelled order: count its unit under its item. */
@@ -335,8 +334,9 @@ static sqlcached_status_t tx_cancel_due(store_conn_t *w, void *arg)
 {
     due_job_t *j = arg;
     j->count = j->orders = 0; /* a write may run again (a retried batch) */
-    sqlcached_status_t st = storage_orders_cancel_due(
-        w, j->now, DUE_BATCH, j->db->opts.testing_payment_unguarded != 0, on_due_order, j);
+    sqlcached_status_t st = storage_orders_cancel_due(w, j->now, DUE_BATCH,
+                                                      j->db->opts.testing_payment_unguarded != 0,
+                                                      on_due_order, j);
     for (size_t i = 0; st == SQLCACHED_OK && i < j->count; i++)
         st = return_units(w, j->items[i].id, j->items[i].units, &j->items[i].version);
     return st;

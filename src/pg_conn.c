@@ -71,8 +71,8 @@
 
 typedef struct deferred {
     const char *sql;
-    char name[STMT_NAME_MAX];  /* its prepared statement */
-    pg_params_t *params;       /* owned copy; NULL = none */
+    char name[STMT_NAME_MAX];    /* its prepared statement */
+    pg_params_t *params;         /* owned copy; NULL = none */
     pg_conn_result_fn on_result; /* NULL: SAVEPOINT, RELEASE or ROLLBACK TO */
     void *cls;
 } deferred_t;
@@ -127,9 +127,9 @@ pg_conn_rc_t pg_conn_classify(const char *s)
         {"23505", PG_CONN_UNIQUE},      {"23503", PG_CONN_FOREIGN_KEY},
         {"40001", PG_CONN_RETRY},       {"40P01", PG_CONN_RETRY},
         {"53100", PG_CONN_FULL},        {"53200", PG_CONN_UNAVAILABLE}, /* server out of memory */
-        {"53300", PG_CONN_UNAVAILABLE}, /* too_many_connections */
-        {"57P01", PG_CONN_UNAVAILABLE}, /* admin_shutdown */
-        {"57P02", PG_CONN_UNAVAILABLE}, /* crash_shutdown */
+        {"53300", PG_CONN_UNAVAILABLE},                                 /* too_many_connections */
+        {"57P01", PG_CONN_UNAVAILABLE},                                 /* admin_shutdown */
+        {"57P02", PG_CONN_UNAVAILABLE},                                 /* crash_shutdown */
         {"57P03", PG_CONN_UNAVAILABLE}, /* cannot_connect_now (starting up) */
         {"57014", PG_CONN_UNAVAILABLE}, /* query_canceled (statement_timeout) */
         {"55P03", PG_CONN_UNAVAILABLE}, /* lock_not_available (lock_timeout) */
@@ -173,9 +173,10 @@ sqlcached_status_t pg_conn_rc_status(pg_conn_rc_t rc)
 const char *pg_conn_rc_name(pg_conn_rc_t rc)
 {
     static const char *const names[] = {
-        "ok",          "unique_violation", "foreign_key_violation", "retry",
-        "disk_full",   "invalid_data",     "unavailable",           "in_doubt",
-        "out_of_memory", "error",
+        "ok",          "unique_violation", "foreign_key_violation",
+        "retry",       "disk_full",        "invalid_data",
+        "unavailable", "in_doubt",         "out_of_memory",
+        "error",
     };
     return (unsigned)rc < sizeof names / sizeof names[0] ? names[rc] : "error";
 }
@@ -286,7 +287,7 @@ static pg_conn_rc_t apply_settings(pg_conn_t *c)
 {
     PQsetNoticeProcessor(c->conn, on_notice, NULL);
     PGresult *res = PQexec(c->conn, c->cfg.durability == SQLCACHED_DURABILITY_FULL ? SQL_SYNC_ON
-                                                                                     : SQL_SYNC_OFF);
+                                                                                   : SQL_SYNC_OFF);
     pg_conn_rc_t rc = result_rc(c, res);
     PQclear(res);
     if (rc == PG_CONN_OK && c->cfg.read_only) {
@@ -525,8 +526,7 @@ void pg_params_null(pg_params_t *p)
  * preparing it on first use; false on failure (*rc says why). The name is
  * copied because c->stmts moves when it grows: a pointer into it would
  * not survive the next statement's first use. */
-static bool prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc,
-                          char name[STMT_NAME_MAX])
+static bool prepared_name(pg_conn_t *c, const char *sql, pg_conn_rc_t *rc, char name[STMT_NAME_MAX])
 {
     for (size_t i = 0; i < c->nstmts; i++)
         if (c->stmts[i].sql == sql) {
@@ -1062,11 +1062,10 @@ pg_conn_rc_t pg_conn_rollback(pg_conn_t *c)
  * ("sqlcache" read as a big-endian int64). */
 static const char SQL_MIGRATE_LOCK[] = "SELECT pg_advisory_xact_lock(8318549160821483621)";
 static const char SQL_MIGRATE_LOCK_TIMEOUT[] = "SET LOCAL lock_timeout = '60s'";
-static const char SQL_MIGRATIONS_TABLE[] =
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    " version INTEGER PRIMARY KEY,"
-    " name TEXT NOT NULL,"
-    " applied_at BIGINT NOT NULL)";
+static const char SQL_MIGRATIONS_TABLE[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                           " version INTEGER PRIMARY KEY,"
+                                           " name TEXT NOT NULL,"
+                                           " applied_at BIGINT NOT NULL)";
 static const char SQL_APPLIED_MAX[] = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
 static const char SQL_IS_APPLIED[] = "SELECT COUNT(*) FROM schema_migrations WHERE version = $1";
 static const char SQL_RECORD[] =
@@ -1105,8 +1104,8 @@ static pg_conn_rc_t apply_one(pg_conn_t *c, const pg_conn_migration_t *m)
 }
 
 /* Inside the locked transaction: apply what is missing. */
-static pg_conn_rc_t migrate_locked(pg_conn_t *c, const pg_conn_migration_t *list, int n,
-                                   char *err, size_t errlen)
+static pg_conn_rc_t migrate_locked(pg_conn_t *c, const pg_conn_migration_t *list, int n, char *err,
+                                   size_t errlen)
 {
     int64_t current = 0;
     pg_conn_rc_t rc = pg_conn_run(c, SQL_MIGRATIONS_TABLE, NULL, NULL);
@@ -1118,7 +1117,8 @@ static pg_conn_rc_t migrate_locked(pg_conn_t *c, const pg_conn_migration_t *list
     }
     int latest = n > 0 ? list[n - 1].version : 0;
     if (current > latest) {
-        snprintf(err, errlen, "the database has schema version %lld, newer than this sqlcached (%d)",
+        snprintf(err, errlen,
+                 "the database has schema version %lld, newer than this sqlcached (%d)",
                  (long long)current, latest);
         return PG_CONN_ERROR;
     }
@@ -1138,8 +1138,8 @@ static pg_conn_rc_t migrate_locked(pg_conn_t *c, const pg_conn_migration_t *list
     return PG_CONN_OK;
 }
 
-pg_conn_rc_t pg_conn_migrate_list(pg_conn_t *c, const pg_conn_migration_t *list, int n,
-                                  char *err, size_t errlen)
+pg_conn_rc_t pg_conn_migrate_list(pg_conn_t *c, const pg_conn_migration_t *list, int n, char *err,
+                                  size_t errlen)
 {
     pg_conn_rc_t rc = pg_conn_begin(c);
     if (rc == PG_CONN_OK)

@@ -126,7 +126,7 @@ typedef struct pg_params {
 } pg_params_t;
 
 void pg_params_init(pg_params_t *p);
-void pg_params_int64(pg_params_t *p, int64_t v);   /* any integer column */
+void pg_params_int64(pg_params_t *p, int64_t v);    /* any integer column */
 void pg_params_text(pg_params_t *p, const char *s); /* NUL-terminated; NULL = SQL NULL */
 void pg_params_bytes(pg_params_t *p, const void *data, size_t len); /* BYTEA, may be empty */
 void pg_params_null(pg_params_t *p);
@@ -214,8 +214,8 @@ extern const int pg_conn_migration_count;
  * every migration of list[0..n) (in version order) not yet recorded in
  * schema_migrations, and record it. Refuses a database whose schema is
  * newer than the list. PG_CONN_OK, or the failure with a message in err. */
-pg_conn_rc_t pg_conn_migrate_list(pg_conn_t *c, const pg_conn_migration_t *list, int n,
-                                  char *err, size_t errlen);
+pg_conn_rc_t pg_conn_migrate_list(pg_conn_t *c, const pg_conn_migration_t *list, int n, char *err,
+                                  size_t errlen);
 
 /* pg_conn_migrate_list() of the embedded migrations. */
 pg_conn_rc_t pg_conn_migrate(pg_conn_t *c, char *err, size_t errlen);

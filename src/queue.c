@@ -72,19 +72,19 @@ typedef struct qentry qentry_t;
 typedef struct qclaim qclaim_t;
 
 struct qentry {
-    qentry_t *hnext;          /* hash chain */
-    qentry_t *prev, *next;    /* every entry, for the timer */
-    qclaim_t *head, *tail;    /* parked claims, FIFO */
-    int64_t next_due;         /* store ms: run a look then; INT64_MAX = none known */
-    int64_t checked_at;       /* mono ms: last kick (recheck) */
+    qentry_t *hnext;       /* hash chain */
+    qentry_t *prev, *next; /* every entry, for the timer */
+    qclaim_t *head, *tail; /* parked claims, FIFO */
+    int64_t next_due;      /* store ms: run a look then; INT64_MAX = none known */
+    int64_t checked_at;    /* mono ms: last kick (recheck) */
     size_t name_len;
     char name[];
 };
 
 struct qclaim {
     queue_registry_t *reg;
-    qentry_t *entry;          /* while parked */
-    qclaim_t *prev, *next;    /* entry FIFO; `next` also chains kicked claims */
+    qentry_t *entry;       /* while parked */
+    qclaim_t *prev, *next; /* entry FIFO; `next` also chains kicked claims */
     char queue[SQLCACHED_QUEUE_NAME_MAX + 1];
     size_t queue_len;
     char worker[SQLCACHED_JOB_ID_MAX + 1];
@@ -92,15 +92,15 @@ struct qclaim {
     int64_t visibility_ms;
     unsigned max;
     bool waits;
-    int64_t deadline;         /* mono ms */
+    int64_t deadline; /* mono ms */
     sqlcached_jobs_t **out;
     sqlcached_done_fn done;
     void *cls;
     /* the write (writer thread) */
-    sqlcached_jobs_t *jobs;   /* capacity max */
+    sqlcached_jobs_t *jobs; /* capacity max */
     int64_t now;
     uint64_t epoch_seen;
-    int64_t next_due;         /* INT64_MAX: no job at all */
+    int64_t next_due; /* INT64_MAX: no job at all */
     int64_t seqs[SQLCACHED_QUEUE_CLAIM_MAX], tokens[SQLCACHED_QUEUE_CLAIM_MAX];
     bool expired[SQLCACHED_QUEUE_CLAIM_MAX]; /* its last claim ended unacked */
     unsigned nseq;
@@ -116,12 +116,12 @@ struct queue_registry {
     bool timer_started;
     bool stopping;
     int64_t recheck_ms;
-    size_t running;            /* claims submitted, not yet parked or answered */
+    size_t running; /* claims submitted, not yet parked or answered */
     size_t parked;
     atomic_uint_fast64_t epoch;
     qentry_t *buckets[QUEUE_BUCKETS];
     qentry_t *entries;
-    qclaim_t *kicked;          /* to run again (timer thread) */
+    qclaim_t *kicked; /* to run again (timer thread) */
     sqlcached_queue_stat_t stats[SQLCACHED_QUEUE_STATS_MAX + 1];
     size_t nstats;
 };
@@ -206,8 +206,7 @@ static bool job_from_row(sqlcached_job_t *job, const storage_job_row_t *row, int
 
 typedef enum { STAT_ENQUEUED, STAT_CLAIMED, STAT_ACKED, STAT_EXPIRED } stat_kind_t;
 
-static void count(queue_registry_t *reg, const char *queue, size_t n, stat_kind_t kind,
-                  uint64_t by)
+static void count(queue_registry_t *reg, const char *queue, size_t n, stat_kind_t kind, uint64_t by)
 {
     if (!by)
         return;
@@ -504,8 +503,7 @@ static void claim_done(void *cls, sqlcached_status_t st)
 {
     qclaim_t *c = cls;
     queue_registry_t *reg = c->reg;
-    bool answer = st != SQLCACHED_OK || c->jobs->count > 0 || !c->waits ||
-                  mono_ms() >= c->deadline;
+    bool answer = st != SQLCACHED_OK || c->jobs->count > 0 || !c->waits || mono_ms() >= c->deadline;
     pthread_mutex_lock(&reg->lock);
     if (!answer && reg->stopping) {
         answer = true;
@@ -527,10 +525,9 @@ static void claim_done(void *cls, sqlcached_status_t st)
     not_running(reg); /* last: queue_registry_stop() may free reg after it */
 }
 
-sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queue,
-                                               size_t queue_len, const char *worker,
-                                               size_t worker_len, int64_t visibility_ms,
-                                               int64_t wait_ms, unsigned max,
+sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queue, size_t queue_len,
+                                               const char *worker, size_t worker_len,
+                                               int64_t visibility_ms, int64_t wait_ms, unsigned max,
                                                sqlcached_jobs_t **out, sqlcached_done_fn done,
                                                void *cls)
 {
@@ -601,8 +598,8 @@ sqlcached_status_t sqlcached_queue_claim(sqlcached_t *db, const char *queue, siz
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
     sqlcached_status_t st = sqlcached_queue_claim_async(db, queue, queue_len, worker, worker_len,
-                                                        visibility_ms, wait_ms, max, out,
-                                                        sync_done, &s);
+                                                        visibility_ms, wait_ms, max, out, sync_done,
+                                                        &s);
     if (st == SQLCACHED_OK) {
         pthread_mutex_lock(&s.lock);
         while (!s.done) /* bounded: the claim answers by its deadline */
@@ -624,8 +621,8 @@ typedef struct job_call {
     const char *queue, *id, *payload;
     size_t queue_len, id_len, payload_len;
     int64_t now, run_at, token;
-    bool created;     /* enqueue: inserted */
-    bool wakes;       /* on commit: a job became due at run_at */
+    bool created; /* enqueue: inserted */
+    bool wakes;   /* on commit: a job became due at run_at */
     sqlcached_job_t *out;
     bool found;
 } job_call_t;
@@ -713,9 +710,15 @@ sqlcached_status_t sqlcached_queue_enqueue(sqlcached_t *db, const char *queue, s
     }
     if (out)
         memset(out, 0, sizeof *out);
-    job_call_t j = {.reg = db->queues, .queue = queue, .queue_len = queue_len, .id = id,
-                    .id_len = id_len, .payload = payload, .payload_len = payload_len,
-                    .now = engine_now(db), .out = out};
+    job_call_t j = {.reg = db->queues,
+                    .queue = queue,
+                    .queue_len = queue_len,
+                    .id = id,
+                    .id_len = id_len,
+                    .payload = payload,
+                    .payload_len = payload_len,
+                    .now = engine_now(db),
+                    .out = out};
     j.run_at = j.now + delay_ms;
     sqlcached_status_t st = store_write_then(db->store, enqueue_write, wake_on_commit, &j);
     if (created)
@@ -727,9 +730,13 @@ sqlcached_status_t sqlcached_queue_enqueue(sqlcached_t *db, const char *queue, s
     if (j.created)
         count(db->queues, queue, queue_len, STAT_ENQUEUED, 1);
     if (j.created && out) {
-        storage_job_row_t row = {.queue = queue, .queue_len = queue_len, .id = id,
-                                 .id_len = id_len, .payload = payload,
-                                 .payload_len = payload_len, .run_at = j.run_at};
+        storage_job_row_t row = {.queue = queue,
+                                 .queue_len = queue_len,
+                                 .id = id,
+                                 .id_len = id_len,
+                                 .payload = payload,
+                                 .payload_len = payload_len,
+                                 .run_at = j.run_at};
         if (!job_from_row(out, &row, j.now))
             return SQLCACHED_NOMEM;
     }
@@ -758,8 +765,8 @@ static sqlcached_status_t ack_write(store_conn_t *w, void *arg)
     sqlcached_status_t st = storage_queue(w)->nack(w, j->queue, j->queue_len, j->id, j->id_len,
                                                    j->token, j->now, j->now + 200);
 #else
-    sqlcached_status_t st = storage_queue(w)->ack(w, j->queue, j->queue_len, j->id, j->id_len,
-                                                  j->token, j->now);
+    sqlcached_status_t st =
+        storage_queue(w)->ack(w, j->queue, j->queue_len, j->id, j->id_len, j->token, j->now);
 #endif
     return st == SQLCACHED_NOT_FOUND ? missed(w, j) : st;
 }
@@ -794,8 +801,13 @@ sqlcached_status_t sqlcached_queue_ack(sqlcached_t *db, const char *queue, size_
 {
     if (!db || !key_ok(queue, queue_len, id, id_len) || claim_token < 1)
         return SQLCACHED_INVALID_ARGUMENT;
-    job_call_t j = {.reg = db->queues, .queue = queue, .queue_len = queue_len, .id = id,
-                    .id_len = id_len, .token = claim_token, .now = engine_now(db)};
+    job_call_t j = {.reg = db->queues,
+                    .queue = queue,
+                    .queue_len = queue_len,
+                    .id = id,
+                    .id_len = id_len,
+                    .token = claim_token,
+                    .now = engine_now(db)};
     sqlcached_status_t st = store_write(db->store, ack_write, &j);
     if (st == SQLCACHED_OK)
         count(db->queues, queue, queue_len, STAT_ACKED, 1);
@@ -809,8 +821,13 @@ sqlcached_status_t sqlcached_queue_nack(sqlcached_t *db, const char *queue, size
     if (!db || !key_ok(queue, queue_len, id, id_len) || claim_token < 1 || delay_ms < 0 ||
         delay_ms > SQLCACHED_QUEUE_DELAY_MAX_MS)
         return SQLCACHED_INVALID_ARGUMENT;
-    job_call_t j = {.reg = db->queues, .queue = queue, .queue_len = queue_len, .id = id,
-                    .id_len = id_len, .token = claim_token, .now = engine_now(db)};
+    job_call_t j = {.reg = db->queues,
+                    .queue = queue,
+                    .queue_len = queue_len,
+                    .id = id,
+                    .id_len = id_len,
+                    .token = claim_token,
+                    .now = engine_now(db)};
     j.run_at = j.now + delay_ms;
     return store_write_then(db->store, nack_write, wake_on_commit, &j);
 }
@@ -820,7 +837,10 @@ sqlcached_status_t sqlcached_queue_cancel(sqlcached_t *db, const char *queue, si
 {
     if (!db || !key_ok(queue, queue_len, id, id_len))
         return SQLCACHED_INVALID_ARGUMENT;
-    job_call_t j = {.reg = db->queues, .queue = queue, .queue_len = queue_len, .id = id,
+    job_call_t j = {.reg = db->queues,
+                    .queue = queue,
+                    .queue_len = queue_len,
+                    .id = id,
                     .id_len = id_len};
     return store_write(db->store, cancel_write, &j);
 }
@@ -834,8 +854,12 @@ sqlcached_status_t sqlcached_queue_get(sqlcached_t *db, const char *queue, size_
     store_conn_t *r = store_reader_acquire(db->store);
     if (!r)
         return SQLCACHED_UNAVAILABLE;
-    job_call_t j = {.queue = queue, .queue_len = queue_len, .id = id, .id_len = id_len,
-                    .now = engine_now(db), .out = out};
+    job_call_t j = {.queue = queue,
+                    .queue_len = queue_len,
+                    .id = id,
+                    .id_len = id_len,
+                    .now = engine_now(db),
+                    .out = out};
     sqlcached_status_t st = storage_queue(r)->get(r, queue, queue_len, id, id_len, read_into, &j);
     store_reader_release(db->store, r);
     if (st != SQLCACHED_OK)

@@ -91,8 +91,7 @@ struct seckill {
     pthread_mutex_t locks[STATE_SHARDS];
     atomic_uint_fast64_t forgets; /* seckill_forget_flags() calls: voids observations in flight */
     item_state_t *buckets[STATE_BUCKETS];
-    atomic_uint_fast64_t orders, sold_out, sold_out_fast, already_ordered, conflicts,
-        retries;
+    atomic_uint_fast64_t orders, sold_out, sold_out_fast, already_ordered, conflicts, retries;
 };
 
 seckill_t *seckill_create(void)
@@ -357,8 +356,8 @@ sqlcached_status_t sqlcached_item_get(sqlcached_t *db, const char *id, sqlcached
     }
 }
 
-sqlcached_status_t sqlcached_order_get(sqlcached_t *db, const char *item_id,
-                                       const char *user_id, sqlcached_order_t *out)
+sqlcached_status_t sqlcached_order_get(sqlcached_t *db, const char *item_id, const char *user_id,
+                                       sqlcached_order_t *out)
 {
     if (!text_ok(item_id, SQLCACHED_ITEM_ID_MAX) || !text_ok(user_id, SQLCACHED_USER_ID_MAX) ||
         !out)
@@ -389,8 +388,8 @@ sqlcached_status_t sqlcached_order_list(sqlcached_t *db, const char *item_id, in
     if (!page)
         return SQLCACHED_NOMEM;
     store_conn_t *r = store_reader_acquire(db->store);
-    sqlcached_status_t status =
-        r ? storage_order_list(r, item_id, after, limit, page) : SQLCACHED_UNAVAILABLE;
+    sqlcached_status_t status = r ? storage_order_list(r, item_id, after, limit, page)
+                                  : SQLCACHED_UNAVAILABLE;
     if (r)
         store_reader_release(db->store, r);
     if (status != SQLCACHED_OK) {
@@ -428,7 +427,8 @@ sqlcached_status_t sqlcached_item_list(sqlcached_t *db, const char *after, unsig
     if (!page)
         return SQLCACHED_NOMEM;
     store_conn_t *r = store_reader_acquire(db->store);
-    sqlcached_status_t status = r ? storage_item_list(r, after, limit, page) : SQLCACHED_UNAVAILABLE;
+    sqlcached_status_t status = r ? storage_item_list(r, after, limit, page)
+                                  : SQLCACHED_UNAVAILABLE;
     if (r)
         store_reader_release(db->store, r);
     if (status != SQLCACHED_OK) {
@@ -448,8 +448,8 @@ typedef struct put_job {
     const char *id, *name;
     int64_t stock;
     int64_t payment_timeout_ms; /* 0 = orders final */
-    int64_t version; /* out */
-    bool created;    /* out */
+    int64_t version;            /* out */
+    bool created;               /* out */
 } put_job_t;
 
 static sqlcached_status_t tx_item_put(store_conn_t *w, void *arg)
@@ -478,9 +478,8 @@ sqlcached_status_t sqlcached_item_put(sqlcached_t *db, const char *id, const cha
     return sqlcached_item_put_payment(db, id, name, stock, 0, out, created);
 }
 
-sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id,
-                                              const char *name, int64_t stock,
-                                              int64_t payment_timeout_ms,
+sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id, const char *name,
+                                              int64_t stock, int64_t payment_timeout_ms,
                                               sqlcached_item_t *out, int *created)
 {
     if (!text_ok(id, SQLCACHED_ITEM_ID_MAX) || !text_ok(name, SQLCACHED_ITEM_NAME_MAX) ||
@@ -488,7 +487,10 @@ sqlcached_status_t sqlcached_item_put_payment(sqlcached_t *db, const char *id,
         (payment_timeout_ms != 0 && (payment_timeout_ms < SQLCACHED_PAYMENT_TIMEOUT_MIN_MS ||
                                      payment_timeout_ms > SQLCACHED_PAYMENT_TIMEOUT_MAX_MS)))
         return SQLCACHED_INVALID_ARGUMENT;
-    put_job_t job = {.db = db, .id = id, .name = name, .stock = stock,
+    put_job_t job = {.db = db,
+                     .id = id,
+                     .name = name,
+                     .stock = stock,
                      .payment_timeout_ms = payment_timeout_ms};
     uint64_t forgets = atomic_load(&db->seckill->forgets);
     bool begun = reset_begin(db->seckill, id);
@@ -525,9 +527,9 @@ typedef struct order_job {
     int64_t expected_version; /* version strategy: the version read */
     bool naive;               /* testing naive strategy: write naive_* blindly */
     int64_t naive_stock, naive_sold;
-    sqlcached_order_t order;  /* out: the order inserted */
-    int64_t version;          /* out: the item's new version */
-    int64_t stock_left;       /* out */
+    sqlcached_order_t order; /* out: the order inserted */
+    int64_t version;         /* out: the item's new version */
+    int64_t stock_left;      /* out */
 } order_job_t;
 
 /* Take one unit under the try's guard. No row: SOLD_OUT (stock guard) or
@@ -563,8 +565,7 @@ static sqlcached_status_t tx_order(store_conn_t *w, void *arg)
 /* The answer for an item known to have no stock: already_ordered if the
  * user holds a pending or paid order (read on a reader connection), else
  * sold_out. */
-static sqlcached_status_t refuse_sold_out(sqlcached_t *db, const char *item_id,
-                                          const char *user_id)
+static sqlcached_status_t refuse_sold_out(sqlcached_t *db, const char *item_id, const char *user_id)
 {
     sqlcached_order_t o;
     sqlcached_status_t st = order_read(db, item_id, user_id, &o);
@@ -582,8 +583,7 @@ static void learn_sold_out(sqlcached_t *db, const char *item_id)
 {
     sqlcached_item_t item;
     uint64_t forgets = atomic_load(&db->seckill->forgets);
-    if (item_read(db, item_id, &item) == SQLCACHED_OK &&
-        item.stock == 0)
+    if (item_read(db, item_id, &item) == SQLCACHED_OK && item.stock == 0)
         flag_set(db->seckill, item_id, item.version, forgets);
 }
 
@@ -627,8 +627,7 @@ static sqlcached_status_t place_by_version(sqlcached_t *db, order_job_t *job)
             atomic_fetch_add(&db->seckill->retries, 1);
         sqlcached_item_t item;
         uint64_t forgets = atomic_load(&db->seckill->forgets);
-        sqlcached_status_t st =
-            item_read(db, job->item_id, &item);
+        sqlcached_status_t st = item_read(db, job->item_id, &item);
         if (st != SQLCACHED_OK)
             return st;
         if (item.stock == 0) {
@@ -677,8 +676,8 @@ static sqlcached_status_t place(sqlcached_t *db, order_job_t *job)
     }
 }
 
-sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id,
-                                         const char *user_id, sqlcached_order_t *out)
+sqlcached_status_t sqlcached_order_place(sqlcached_t *db, const char *item_id, const char *user_id,
+                                         sqlcached_order_t *out)
 {
     if (!text_ok(item_id, SQLCACHED_ITEM_ID_MAX) || !text_ok(user_id, SQLCACHED_USER_ID_MAX))
         return SQLCACHED_INVALID_ARGUMENT;

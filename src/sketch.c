@@ -20,11 +20,13 @@
 #include <string.h>
 
 #define ENTRIES_PER_WORD 17
-#define DOOR_BITS        4 /* doorkeeper bits per entry */
+#define DOOR_BITS 4 /* doorkeeper bits per entry */
 
 static const uint64_t row_seed[SKETCH_ROWS] = {
-    0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full,
-    0x165667b19e3779f9ull, 0xd6e8feb86659fd93ull,
+    0x9e3779b97f4a7c15ull,
+    0xc2b2ae3d27d4eb4full,
+    0x165667b19e3779f9ull,
+    0xd6e8feb86659fd93ull,
 };
 
 static uint64_t remix(uint64_t h, int row)
@@ -60,15 +62,13 @@ static uint32_t door_words_for(size_t entries)
 
 size_t sketch_bytes_for(size_t entries)
 {
-    return ((size_t)width_for(entries) * SKETCH_ROWS +
-            door_words_for(entries)) * sizeof(uint64_t);
+    return ((size_t)width_for(entries) * SKETCH_ROWS + door_words_for(entries)) * sizeof(uint64_t);
 }
 
 int sketch_reset(sketch_t *s, size_t entries)
 {
     uint32_t per_row = width_for(entries), dw = door_words_for(entries);
-    uint64_t *words = calloc((size_t)per_row * SKETCH_ROWS + dw,
-                             sizeof(*words));
+    uint64_t *words = calloc((size_t)per_row * SKETCH_ROWS + dw, sizeof(*words));
 
     if (words == NULL)
         return -1;
@@ -90,12 +90,10 @@ void sketch_free(sketch_t *s)
 }
 
 /* Locates row r's counter for hash h: word pointer and bit shift. */
-static uint64_t *counter_at(const sketch_t *s, uint64_t h, int r,
-                            unsigned *shift)
+static uint64_t *counter_at(const sketch_t *s, uint64_t h, int r, unsigned *shift)
 {
     uint64_t x = remix(h, r);
-    size_t word = (size_t)r * s->width +
-                  (size_t)(((x & 0xffffffffu) * s->width) >> 32);
+    size_t word = (size_t)r * s->width + (size_t)(((x & 0xffffffffu) * s->width) >> 32);
     *shift = (unsigned)((x >> 58) & 15) * 4;
     return &s->words[word];
 }
@@ -124,8 +122,7 @@ static bool door_has(const sketch_t *s, uint64_t h)
     size_t b0, b1;
 
     door_bits(s, h, &b0, &b1);
-    return (s->door[b0 / 64] >> (b0 % 64) & 1) &&
-           (s->door[b1 / 64] >> (b1 % 64) & 1);
+    return (s->door[b0 / 64] >> (b0 % 64) & 1) && (s->door[b1 / 64] >> (b1 % 64) & 1);
 }
 
 void sketch_increment(sketch_t *s, uint64_t hash)
@@ -172,7 +169,5 @@ unsigned sketch_frequency(const sketch_t *s, uint64_t hash)
 
 size_t sketch_bytes(const sketch_t *s)
 {
-    return s->words ? ((size_t)s->width * SKETCH_ROWS + s->door_words) *
-                          sizeof(uint64_t)
-                    : 0;
+    return s->words ? ((size_t)s->width * SKETCH_ROWS + s->door_words) * sizeof(uint64_t) : 0;
 }

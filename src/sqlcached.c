@@ -293,8 +293,8 @@ static int open_cluster(sqlcached_t *db, char *err, size_t errlen)
 {
     if (db->opts.member_timeout_ms < SQLCACHED_MEMBER_TIMEOUT_MIN ||
         db->opts.member_timeout_ms > SQLCACHED_MEMBER_TIMEOUT_MAX) {
-        snprintf(err, errlen, "member timeout must be %d to %d ms",
-                 SQLCACHED_MEMBER_TIMEOUT_MIN, SQLCACHED_MEMBER_TIMEOUT_MAX);
+        snprintf(err, errlen, "member timeout must be %d to %d ms", SQLCACHED_MEMBER_TIMEOUT_MIN,
+                 SQLCACHED_MEMBER_TIMEOUT_MAX);
         return -1;
     }
     db->cluster = cluster_open(db, err, errlen);
@@ -305,8 +305,8 @@ static int open_cluster(sqlcached_t *db, char *err, size_t errlen)
     return 0;
 }
 
-sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t **out,
-                                  char *err, size_t errlen)
+sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t **out, char *err,
+                                  size_t errlen)
 {
     char scratch[1];
     if (!err) {
@@ -355,8 +355,8 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
     db->opts.advertise = db->advertise;
     /* One process per SQLite file; many nodes may share one PostgreSQL. */
     bool sqlite = storage_backend_for(db->path) == &storage_sqlite;
-    sqlcached_status_t st =
-        sqlite ? dblock_acquire(db->path, &db->lock_fd, err, errlen) : SQLCACHED_OK;
+    sqlcached_status_t st = sqlite ? dblock_acquire(db->path, &db->lock_fd, err, errlen)
+                                   : SQLCACHED_OK;
     if (st != SQLCACHED_OK) {
         sqlcached_close(db);
         return st;
@@ -372,8 +372,9 @@ sqlcached_status_t sqlcached_open(const sqlcached_options_t *opts, sqlcached_t *
         /* a paused node's open transaction must not hold the others'
          * writes for longer than its membership would */
         .idle_tx_timeout_ms = (int)(opts->member_timeout_ms > IDLE_TX_MIN_MS
-                                        ? opts->member_timeout_ms : IDLE_TX_MIN_MS),
-        .reader_cache = opts->sqlite_cache == 0 ? 1
+                                        ? opts->member_timeout_ms
+                                        : IDLE_TX_MIN_MS),
+        .reader_cache = opts->sqlite_cache == 0                 ? 1
                         : opts->sqlite_cache < READER_CACHE_MAX ? opts->sqlite_cache
                                                                 : READER_CACHE_MAX,
     };
@@ -480,8 +481,8 @@ void sqlcached_stats(sqlcached_t *db, sqlcached_stats_t *out)
     out->leases_held = lease_count_live(db, engine_now(db));
     /* every GET not answered with a value from a memory tier is a miss:
      * bloom skips and reads past the tier too (a Redis keyspace_misses) */
-    out->cache_misses += out->cache_bloom_skips +
-                         atomic_load_explicit(&db->tier_bypass_reads, memory_order_relaxed);
+    out->cache_misses +=
+        out->cache_bloom_skips + atomic_load_explicit(&db->tier_bypass_reads, memory_order_relaxed);
     store_stats_t stats;
     store_stats(db->store, &stats);
     out->write_transactions = stats.write_transactions;
@@ -545,8 +546,8 @@ sqlcached_status_t sqlcached_hotkeys(sqlcached_t *db, unsigned limit, sqlcached_
     return SQLCACHED_OK;
 }
 
-sqlcached_status_t sqlcached_cluster_members(sqlcached_t *db, int64_t *self,
-                                             sqlcached_member_fn fn, void *cls)
+sqlcached_status_t sqlcached_cluster_members(sqlcached_t *db, int64_t *self, sqlcached_member_fn fn,
+                                             void *cls)
 {
     if (db->cluster) {
         *self = cluster_node_id(db->cluster);
@@ -554,8 +555,11 @@ sqlcached_status_t sqlcached_cluster_members(sqlcached_t *db, int64_t *self,
     }
     *self = 1;
     sqlcached_member_t me = {
-        .id = 1, .address = db->opts.advertise ? db->opts.advertise : "", .up = 1,
-        .heartbeat_at = engine_now(db), .started_at = db->started_at,
+        .id = 1,
+        .address = db->opts.advertise ? db->opts.advertise : "",
+        .up = 1,
+        .heartbeat_at = engine_now(db),
+        .started_at = db->started_at,
     };
     fn(cls, &me);
     return SQLCACHED_OK;

@@ -58,9 +58,9 @@ typedef struct storage_kv_ops {
     sqlcached_status_t (*version)(store_conn_t *w, const void *key, size_t klen, int64_t now,
                                   int64_t *version);
     /* w. Insert or replace the row (expires_at 0 = never). */
-    sqlcached_status_t (*upsert)(store_conn_t *w, const void *key, size_t klen,
-                                 const void *value, size_t vlen, const char *content_type,
-                                 int64_t version, int64_t expires_at);
+    sqlcached_status_t (*upsert)(store_conn_t *w, const void *key, size_t klen, const void *value,
+                                 size_t vlen, const char *content_type, int64_t version,
+                                 int64_t expires_at);
     /* w, optional (NULL: the caller runs version() then upsert()). upsert()
      * that also puts the version of the live row it replaced (0 when absent
      * or expired at now) in *previous, in one statement: on a backend where
@@ -70,21 +70,19 @@ typedef struct storage_kv_ops {
      * returns, and a failure may then come through w->job_status: read
      * *previous from the write's on_commit hook, and run no other
      * statement in the write after this one. */
-    sqlcached_status_t (*replace)(store_conn_t *w, const void *key, size_t klen,
-                                  const void *value, size_t vlen, const char *content_type,
-                                  int64_t version, int64_t expires_at, int64_t now,
-                                  int64_t *previous);
+    sqlcached_status_t (*replace)(store_conn_t *w, const void *key, size_t klen, const void *value,
+                                  size_t vlen, const char *content_type, int64_t version,
+                                  int64_t expires_at, int64_t now, int64_t *previous);
     /* w. Delete the row, if any. */
     sqlcached_status_t (*remove)(store_conn_t *w, const void *key, size_t klen);
     /* r. Up to `limit` live keys that start with prefix and sort after
      * `after` (bytewise), in order, each to on_key; *has_more when another
      * follows. */
-    sqlcached_status_t (*list)(store_conn_t *r, const void *prefix, size_t plen,
-                               const void *after, size_t alen, int64_t now, unsigned limit,
-                               storage_key_fn on_key, void *cls, bool *has_more);
+    sqlcached_status_t (*list)(store_conn_t *r, const void *prefix, size_t plen, const void *after,
+                               size_t alen, int64_t now, unsigned limit, storage_key_fn on_key,
+                               void *cls, bool *has_more);
     /* w. Delete up to max_rows rows expired at `now`; how many in *purged. */
-    sqlcached_status_t (*purge_expired)(store_conn_t *w, int64_t now, int max_rows,
-                                        int *purged);
+    sqlcached_status_t (*purge_expired)(store_conn_t *w, int64_t now, int max_rows, int *purged);
     /* r. Every key, expired or not, to on_key. */
     sqlcached_status_t (*scan_keys)(store_conn_t *r, storage_key_fn on_key, void *cls);
     /* r. An upper bound of the number of rows, found without a scan. */
@@ -94,9 +92,8 @@ typedef struct storage_kv_ops {
      * store sliding_ms 0 (a plain write clears the flag). */
     /* w. upsert() that stores sliding_ms (0 = not sliding). */
     sqlcached_status_t (*upsert_sliding)(store_conn_t *w, const void *key, size_t klen,
-                                         const void *value, size_t vlen,
-                                         const char *content_type, int64_t version,
-                                         int64_t expires_at, int64_t sliding_ms);
+                                         const void *value, size_t vlen, const char *content_type,
+                                         int64_t version, int64_t expires_at, int64_t sliding_ms);
     /* w. Move the expiry of the row (key, version) to expires_at if it is
      * a sliding row, live at `now`, expiring before expires_at (never
      * shortens it, never revives an expired row); *extended tells whether
@@ -127,17 +124,15 @@ typedef struct storage_lease_ops {
      * `now` (and the change's own condition holds) and, when token > 0,
      * under that fencing token; the row after it into *out. NOT_FOUND when
      * nothing matched. expires_at: the new expiry of REENTER and RENEW. */
-    sqlcached_status_t (*change)(store_conn_t *w, storage_lease_change_t change,
-                                 const char *name, size_t n, const char *owner, size_t on,
-                                 int64_t now, int64_t expires_at, int64_t token,
-                                 sqlcached_lease_t *out);
+    sqlcached_status_t (*change)(store_conn_t *w, storage_lease_change_t change, const char *name,
+                                 size_t n, const char *owner, size_t on, int64_t now,
+                                 int64_t expires_at, int64_t token, sqlcached_lease_t *out);
     /* w. Delete the row of name if it expired at `now`. */
-    sqlcached_status_t (*delete_expired)(store_conn_t *w, const char *name, size_t n,
-                                         int64_t now);
+    sqlcached_status_t (*delete_expired)(store_conn_t *w, const char *name, size_t n, int64_t now);
     /* w. The names of up to `limit` rows expired at `now`, earliest expiry
      * first, to on_name. */
-    sqlcached_status_t (*expired)(store_conn_t *w, int64_t now, int limit,
-                                  storage_key_fn on_name, void *cls);
+    sqlcached_status_t (*expired)(store_conn_t *w, int64_t now, int limit, storage_key_fn on_name,
+                                  void *cls);
     /* r. How many leases are live at `now`. */
     sqlcached_status_t (*count_live)(store_conn_t *r, int64_t now, uint64_t *count);
 } storage_lease_ops_t;
@@ -158,8 +153,8 @@ typedef struct storage_seckill_ops {
      * payment_timeout_ms: 0 = none) and delete its orders; *created tells
      * which. */
     sqlcached_status_t (*item_reset)(store_conn_t *w, const char *id, const char *name,
-                                     int64_t stock, int64_t payment_timeout_ms,
-                                     int64_t version, bool *created);
+                                     int64_t stock, int64_t payment_timeout_ms, int64_t version,
+                                     bool *created);
     /* r. Up to `limit` items with id > after (""), in id order; one row
      * more than asked sets page->has_more. page->items has room for limit. */
     sqlcached_status_t (*item_list)(store_conn_t *r, const char *after, unsigned limit,
@@ -168,9 +163,8 @@ typedef struct storage_seckill_ops {
      * the item's payment_timeout_ms when it has one, else paid; the row
      * into *out. ALREADY_ORDERED when the user holds a pending or paid
      * one, NOT_FOUND when the item does not exist. */
-    sqlcached_status_t (*order_insert)(store_conn_t *w, const char *item_id,
-                                       const char *user_id, int64_t now,
-                                       sqlcached_order_t *out);
+    sqlcached_status_t (*order_insert)(store_conn_t *w, const char *item_id, const char *user_id,
+                                       int64_t now, sqlcached_order_t *out);
     /* w. Take one unit of stock and set the item's version to `version`,
      * only while stock > 0 and, when expected_version > 0, only while the
      * item's version is expected_version. *stock_left: the stock after.
@@ -198,9 +192,9 @@ typedef struct storage_seckill_ops {
      * any time; the row after into *out. NOT_FOUND when no pending order
      * qualified (none, paid, cancelled, or past pay_by for PAID). The
      * item's stock is not touched (see return_units). */
-    sqlcached_status_t (*order_settle)(store_conn_t *w, const char *item_id,
-                                       const char *user_id, sqlcached_order_state_t to,
-                                       int64_t now, sqlcached_order_t *out);
+    sqlcached_status_t (*order_settle)(store_conn_t *w, const char *item_id, const char *user_id,
+                                       sqlcached_order_state_t to, int64_t now,
+                                       sqlcached_order_t *out);
     /* w. Cancel up to `limit` orders pending with pay_by <= now (earliest
      * first), settled_at = now, in one conditional change (only rows still
      * pending change: a racing writer on another connection cannot cancel
@@ -208,8 +202,7 @@ typedef struct storage_seckill_ops {
      * only): the guard forgotten, paid orders whose pay_by passed are
      * cancelled too (for showing that checkers see it). */
     sqlcached_status_t (*orders_cancel_due)(store_conn_t *w, int64_t now, int limit,
-                                            bool testing_unguarded, storage_order_fn fn,
-                                            void *cls);
+                                            bool testing_unguarded, storage_order_fn fn, void *cls);
     /* w. Put n units back: stock + n, sold - n, version = `version`, only
      * while sold >= n; *stock_after. NOT_FOUND when no row qualified. */
     sqlcached_status_t (*return_units)(store_conn_t *w, const char *item_id, int64_t n,
@@ -279,8 +272,7 @@ typedef struct storage_queue_ops {
     sqlcached_status_t (*remove)(store_conn_t *w, const char *queue, size_t qn, const char *id,
                                  size_t idn);
     /* r or w. The earliest run_at of queue's jobs; NOT_FOUND when none. */
-    sqlcached_status_t (*next_due)(store_conn_t *c, const char *queue, size_t qn,
-                                   int64_t *run_at);
+    sqlcached_status_t (*next_due)(store_conn_t *c, const char *queue, size_t qn, int64_t *run_at);
     /* r. The jobs of queue (NULL: of every queue) by state at now. */
     sqlcached_status_t (*counts)(store_conn_t *r, const char *queue, size_t qn, int64_t now,
                                  storage_queue_counts_t *out);
@@ -305,7 +297,7 @@ typedef struct storage_node {
     int64_t started_at;   /* ms, the node's wall clock */
     int64_t heartbeat_at; /* ms, the database's clock at its last renewal */
     int64_t lease_ms;
-    int64_t db_now;       /* ms, the database's clock when the row was read */
+    int64_t db_now; /* ms, the database's clock when the row was read */
 } storage_node_t;
 
 /* Called with each node, borrowed for the call. */
@@ -344,8 +336,8 @@ typedef struct storage_cluster_ops {
                                storage_node_t *out);
     /* w (outside a transaction) or l: delete the row (id, epoch) if its
      * heartbeat is still heartbeat_at (*evicted): it cannot renew again. */
-    sqlcached_status_t (*evict)(store_conn_t *c, int64_t id, int64_t epoch,
-                                int64_t heartbeat_at, bool *evicted);
+    sqlcached_status_t (*evict)(store_conn_t *c, int64_t id, int64_t epoch, int64_t heartbeat_at,
+                                bool *evicted);
     /* l: delete rows down for longer than older_than_ms. */
     sqlcached_status_t (*forget_down)(store_conn_t *l, int64_t older_than_ms);
 } storage_cluster_ops_t;
@@ -360,7 +352,6 @@ typedef struct storage_cluster_ops {
  * Every call that can fail returns a library status; describe_error() tells
  * the last failure on a connection in words, for the log and /healthz.
  * ------------------------------------------------------------------------ */
-
 
 /* A counter as the writer holds it between its transactions (store.c). */
 typedef struct store_counter {
@@ -471,14 +462,13 @@ static inline const storage_backend_t *store_conn_backend(store_conn_t *c)
  * ------------------------------------------------------------------------ */
 
 static inline sqlcached_status_t storage_kv_get(store_conn_t *c, const void *key, size_t klen,
-                                                int64_t now, storage_kv_row_fn on_row,
-                                                void *cls)
+                                                int64_t now, storage_kv_row_fn on_row, void *cls)
 {
     return store_conn_backend(c)->kv->get(c, key, klen, now, on_row, cls);
 }
 
-static inline sqlcached_status_t storage_kv_version(store_conn_t *w, const void *key,
-                                                    size_t klen, int64_t now, int64_t *version)
+static inline sqlcached_status_t storage_kv_version(store_conn_t *w, const void *key, size_t klen,
+                                                    int64_t now, int64_t *version)
 {
     return store_conn_backend(w)->kv->version(w, key, klen, now, version);
 }
@@ -490,8 +480,8 @@ static inline bool storage_kv_has_replace(store_conn_t *w)
 }
 
 /* Only when storage_kv_has_replace(w). */
-static inline sqlcached_status_t storage_kv_replace(store_conn_t *w, const void *key,
-                                                    size_t klen, const void *value, size_t vlen,
+static inline sqlcached_status_t storage_kv_replace(store_conn_t *w, const void *key, size_t klen,
+                                                    const void *value, size_t vlen,
                                                     const char *content_type, int64_t version,
                                                     int64_t expires_at, int64_t now,
                                                     int64_t *previous)
@@ -500,8 +490,8 @@ static inline sqlcached_status_t storage_kv_replace(store_conn_t *w, const void 
                                               expires_at, now, previous);
 }
 
-static inline sqlcached_status_t storage_kv_upsert(store_conn_t *w, const void *key,
-                                                   size_t klen, const void *value, size_t vlen,
+static inline sqlcached_status_t storage_kv_upsert(store_conn_t *w, const void *key, size_t klen,
+                                                   const void *value, size_t vlen,
                                                    const char *content_type, int64_t version,
                                                    int64_t expires_at)
 {
@@ -509,20 +499,18 @@ static inline sqlcached_status_t storage_kv_upsert(store_conn_t *w, const void *
                                              expires_at);
 }
 
-static inline sqlcached_status_t storage_kv_remove(store_conn_t *w, const void *key,
-                                                   size_t klen)
+static inline sqlcached_status_t storage_kv_remove(store_conn_t *w, const void *key, size_t klen)
 {
     return store_conn_backend(w)->kv->remove(w, key, klen);
 }
 
-static inline sqlcached_status_t storage_kv_list(store_conn_t *r, const void *prefix,
-                                                 size_t plen, const void *after, size_t alen,
-                                                 int64_t now, unsigned limit,
-                                                 storage_key_fn on_key, void *cls,
+static inline sqlcached_status_t storage_kv_list(store_conn_t *r, const void *prefix, size_t plen,
+                                                 const void *after, size_t alen, int64_t now,
+                                                 unsigned limit, storage_key_fn on_key, void *cls,
                                                  bool *has_more)
 {
-    return store_conn_backend(r)->kv->list(r, prefix, plen, after, alen, now, limit, on_key,
-                                           cls, has_more);
+    return store_conn_backend(r)->kv->list(r, prefix, plen, after, alen, now, limit, on_key, cls,
+                                           has_more);
 }
 
 static inline sqlcached_status_t storage_kv_purge_expired(store_conn_t *w, int64_t now,
@@ -544,8 +532,7 @@ static inline sqlcached_status_t storage_kv_count_bound(store_conn_t *r, int64_t
 
 static inline sqlcached_status_t storage_kv_upsert_sliding(store_conn_t *w, const void *key,
                                                            size_t klen, const void *value,
-                                                           size_t vlen,
-                                                           const char *content_type,
+                                                           size_t vlen, const char *content_type,
                                                            int64_t version, int64_t expires_at,
                                                            int64_t sliding_ms)
 {
@@ -553,9 +540,9 @@ static inline sqlcached_status_t storage_kv_upsert_sliding(store_conn_t *w, cons
                                                      version, expires_at, sliding_ms);
 }
 
-static inline sqlcached_status_t storage_kv_extend(store_conn_t *w, const void *key,
-                                                   size_t klen, int64_t version, int64_t now,
-                                                   int64_t expires_at, bool *extended)
+static inline sqlcached_status_t storage_kv_extend(store_conn_t *w, const void *key, size_t klen,
+                                                   int64_t version, int64_t now, int64_t expires_at,
+                                                   bool *extended)
 {
     return store_conn_backend(w)->kv->extend(w, key, klen, version, now, expires_at, extended);
 }
@@ -568,8 +555,8 @@ static inline sqlcached_status_t storage_item_get(store_conn_t *c, const char *i
 
 static inline sqlcached_status_t storage_item_reset(store_conn_t *w, const char *id,
                                                     const char *name, int64_t stock,
-                                                    int64_t payment_timeout_ms,
-                                                    int64_t version, bool *created)
+                                                    int64_t payment_timeout_ms, int64_t version,
+                                                    bool *created)
 {
     return store_conn_backend(w)->seckill->item_reset(w, id, name, stock, payment_timeout_ms,
                                                       version, created);
@@ -623,12 +610,12 @@ static inline sqlcached_status_t storage_order_settle(store_conn_t *w, const cha
     return store_conn_backend(w)->seckill->order_settle(w, item_id, user_id, to, now, out);
 }
 
-static inline sqlcached_status_t storage_orders_cancel_due(store_conn_t *w, int64_t now,
-                                                           int limit, bool testing_unguarded,
+static inline sqlcached_status_t storage_orders_cancel_due(store_conn_t *w, int64_t now, int limit,
+                                                           bool testing_unguarded,
                                                            storage_order_fn fn, void *cls)
 {
-    return store_conn_backend(w)->seckill->orders_cancel_due(w, now, limit, testing_unguarded,
-                                                             fn, cls);
+    return store_conn_backend(w)->seckill->orders_cancel_due(w, now, limit, testing_unguarded, fn,
+                                                             cls);
 }
 
 static inline sqlcached_status_t storage_return_units(store_conn_t *w, const char *item_id,
@@ -648,9 +635,8 @@ static inline sqlcached_status_t storage_order_counts(store_conn_t *r, uint64_t 
     return store_conn_backend(r)->seckill->order_counts(r, counts);
 }
 
-static inline sqlcached_status_t storage_lease_get(store_conn_t *c, const char *name,
-                                                   size_t n, int64_t live_at,
-                                                   sqlcached_lease_t *out)
+static inline sqlcached_status_t storage_lease_get(store_conn_t *c, const char *name, size_t n,
+                                                   int64_t live_at, sqlcached_lease_t *out)
 {
     return store_conn_backend(c)->lease->get(c, name, n, live_at, out);
 }
@@ -662,18 +648,16 @@ static inline sqlcached_status_t storage_lease_put(store_conn_t *w, const sqlcac
 
 static inline sqlcached_status_t storage_lease_change(store_conn_t *w,
                                                       storage_lease_change_t change,
-                                                      const char *name, size_t n,
-                                                      const char *owner, size_t on,
-                                                      int64_t now, int64_t expires_at,
+                                                      const char *name, size_t n, const char *owner,
+                                                      size_t on, int64_t now, int64_t expires_at,
                                                       int64_t token, sqlcached_lease_t *out)
 {
-    return store_conn_backend(w)->lease->change(w, change, name, n, owner, on, now,
-                                                expires_at, token, out);
+    return store_conn_backend(w)->lease->change(w, change, name, n, owner, on, now, expires_at,
+                                                token, out);
 }
 
-static inline sqlcached_status_t storage_lease_delete_expired(store_conn_t *w,
-                                                              const char *name, size_t n,
-                                                              int64_t now)
+static inline sqlcached_status_t storage_lease_delete_expired(store_conn_t *w, const char *name,
+                                                              size_t n, int64_t now)
 {
     return store_conn_backend(w)->lease->delete_expired(w, name, n, now);
 }
@@ -715,7 +699,7 @@ typedef struct storage_change_row {
 typedef bool (*storage_change_fn)(void *cls, const storage_change_row_t *row);
 
 typedef struct storage_watch_bounds {
-    int64_t trimmed; /* the largest version removed from the log, 0 = none */
+    int64_t trimmed;        /* the largest version removed from the log, 0 = none */
     int64_t oldest, newest; /* versions kept, 0 = the log is empty */
     int64_t count;          /* rows kept */
 } storage_watch_bounds_t;
@@ -741,15 +725,15 @@ typedef struct storage_watch_ops {
     sqlcached_status_t (*expired)(store_conn_t *w, int64_t now, unsigned limit,
                                   storage_change_fn fn, void *cls);
     /* w. Delete the kv row of key if it is expired at now (*removed). */
-    sqlcached_status_t (*remove_expired)(store_conn_t *w, const void *key, size_t klen,
-                                         int64_t now, bool *removed);
+    sqlcached_status_t (*remove_expired)(store_conn_t *w, const void *key, size_t klen, int64_t now,
+                                         bool *removed);
     /* w, optional (NULL: append() then the kv replace()): the kv
      * replace() and the append() of its 'p' change in one statement (a
      * backend where each statement is a round trip). */
     sqlcached_status_t (*replace_logged)(store_conn_t *w, const void *key, size_t klen,
-                                         const void *value, size_t vlen,
-                                         const char *content_type, int64_t version,
-                                         int64_t expires_at, int64_t now, int64_t *previous);
+                                         const void *value, size_t vlen, const char *content_type,
+                                         int64_t version, int64_t expires_at, int64_t now,
+                                         int64_t *previous);
 } storage_watch_ops_t;
 
 /* Watch (storage_watch_ops_t): callers use the table directly,

@@ -39,7 +39,7 @@
 
 struct storage_db {
     char *url;
-    pg_conn_config_t pgcfg; /* the readers' (read-only); pgcfg.url points to url */
+    pg_conn_config_t pgcfg;  /* the readers' (read-only); pgcfg.url points to url */
     pg_store_conn_t *writer; /* opened by open(), handed over by conn_open() */
     int lock_timeout_ms;     /* the writer's and the cluster link's */
     int idle_tx_timeout_ms;  /* the writer's and the cluster link's */
@@ -48,7 +48,6 @@ struct storage_db {
 static const char SQL_LOCK_COUNTERS[] = "SELECT name FROM meta ORDER BY name FOR UPDATE";
 static const char SQL_COUNTER_GET[] = "SELECT value FROM meta WHERE name = $1 FOR UPDATE";
 static const char SQL_COUNTER_SET[] = "UPDATE meta SET value = $2 WHERE name = $1";
-
 
 pg_conn_t *store_pg_conn(store_conn_t *c)
 {
@@ -113,15 +112,16 @@ static storage_db_t *db_open(const store_config_t *cfg, store_t *s, char *err, s
         return NULL;
     }
     /* readers: read-only sessions, as SQLite's (query_only) */
-    d->pgcfg = (pg_conn_config_t){.url = d->url, .durability = cfg->durability,
-                                  .read_only = true};
+    d->pgcfg = (pg_conn_config_t){.url = d->url, .durability = cfg->durability, .read_only = true};
     /* the writer: a wait for a row lock held elsewhere (another node, a
      * psql session) ends after the busy timeout, as SQLite's busy handler,
      * and at the store's stop deadline */
-    pg_conn_config_t wcfg = {.url = d->url, .durability = cfg->durability,
+    pg_conn_config_t wcfg = {.url = d->url,
+                             .durability = cfg->durability,
                              .lock_timeout_ms = cfg->busy_timeout_ms,
                              .idle_tx_timeout_ms = cfg->idle_tx_timeout_ms,
-                             .deadline_ms = stop_deadline, .deadline_arg = s};
+                             .deadline_ms = stop_deadline,
+                             .deadline_arg = s};
     d->lock_timeout_ms = cfg->busy_timeout_ms;
     d->idle_tx_timeout_ms = cfg->idle_tx_timeout_ms;
     d->writer = conn_new(&wcfg, err, errlen);
@@ -248,7 +248,7 @@ static sqlcached_status_t tx_commit(store_conn_t *w)
     pg_conn_rc_t rc = pg_conn_commit(pgc(w)->pg);
     if (rc == PG_CONN_IN_DOUBT)
         log_error("store", "the connection to PostgreSQL broke before COMMIT was answered: "
-                  "the batch's writes are in doubt (committed or not); answered 503");
+                           "the batch's writes are in doubt (committed or not); answered 503");
     if (rc == PG_CONN_OK)
         pgc(w)->commits++;
     return pg_conn_rc_status(rc);
@@ -296,8 +296,7 @@ static sqlcached_status_t counter_get(store_conn_t *w, const char *name, int64_t
     return st;
 }
 
-static sqlcached_status_t counter_set(store_conn_t *w, const char *name, int64_t value,
-                                      bool *found)
+static sqlcached_status_t counter_set(store_conn_t *w, const char *name, int64_t value, bool *found)
 {
     pg_params_t p;
     pg_params_init(&p);

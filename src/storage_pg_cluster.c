@@ -100,8 +100,7 @@ static void deliver(PGconn *pc, storage_message_fn fn, void *cls)
     }
 }
 
-static sqlcached_status_t receive(store_conn_t *l, int timeout_ms, storage_message_fn fn,
-                                  void *cls)
+static sqlcached_status_t receive(store_conn_t *l, int timeout_ms, storage_message_fn fn, void *cls)
 {
     pg_store_conn_t *c = pgc(l);
     if (!still_listening(c))
@@ -187,8 +186,8 @@ static sqlcached_status_t join(store_conn_t *l, int64_t *id, const char *address
     return st;
 }
 
-static sqlcached_status_t id_epoch_call(store_conn_t *l, const char *sql, int64_t id,
-                                        int64_t epoch, bool *hit)
+static sqlcached_status_t id_epoch_call(store_conn_t *l, const char *sql, int64_t id, int64_t epoch,
+                                        bool *hit)
 {
     pg_params_t p;
     pg_params_init(&p);
@@ -261,8 +260,8 @@ static sqlcached_status_t node(store_conn_t *c, int64_t id, int64_t epoch, bool 
     return SQLCACHED_OK;
 }
 
-static sqlcached_status_t evict(store_conn_t *c, int64_t id, int64_t epoch,
-                                int64_t heartbeat_at, bool *evicted)
+static sqlcached_status_t evict(store_conn_t *c, int64_t id, int64_t epoch, int64_t heartbeat_at,
+                                bool *evicted)
 {
     pg_params_t p;
     pg_params_init(&p);

@@ -56,12 +56,10 @@ static const char SQL_REPLACE_LOGGED[] =
     "expires_at = EXCLUDED.expires_at, sliding_ms = 0 "
     "RETURNING (SELECT version FROM old)";
 static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = $1";
-static const char SQL_LIST[] =
-    "SELECT key FROM kv WHERE key >= $1 AND key < $2 AND key > $3 "
-    "AND (expires_at IS NULL OR expires_at > $4) ORDER BY key LIMIT $5";
-static const char SQL_PURGE[] =
-    "DELETE FROM kv WHERE key IN "
-    "(SELECT key FROM kv WHERE expires_at <= $1 LIMIT $2)";
+static const char SQL_LIST[] = "SELECT key FROM kv WHERE key >= $1 AND key < $2 AND key > $3 "
+                               "AND (expires_at IS NULL OR expires_at > $4) ORDER BY key LIMIT $5";
+static const char SQL_PURGE[] = "DELETE FROM kv WHERE key IN "
+                                "(SELECT key FROM kv WHERE expires_at <= $1 LIMIT $2)";
 /* Keyset pages: a scan of millions of keys never holds them all at once. */
 static const char SQL_KEYS_AFTER[] = "SELECT key FROM kv WHERE key > $1 ORDER BY key LIMIT $2";
 static const char SQL_COUNT[] = "SELECT count(*) FROM kv";
@@ -139,9 +137,8 @@ static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t kle
     return kv_upsert_sliding(w, key, klen, value, vlen, content_type, version, expires_at, 0);
 }
 
-static sqlcached_status_t kv_extend(store_conn_t *w, const void *key, size_t klen,
-                                    int64_t version, int64_t now, int64_t expires_at,
-                                    bool *extended)
+static sqlcached_status_t kv_extend(store_conn_t *w, const void *key, size_t klen, int64_t version,
+                                    int64_t now, int64_t expires_at, bool *extended)
 {
     pg_params_t p;
     pg_params_init(&p);
@@ -210,8 +207,9 @@ sqlcached_status_t storage_pg_replace_with(store_conn_t *w, bool logged, const v
         *a = (replace_answer_t){previous, w->job_status};
         *previous = 0;
         pg_conn_rc_t rc =
-            logged ? pg_conn_run_later(store_pg_conn(w), SQL_REPLACE_LOGGED, &p, replace_answered, a)
-                   : pg_conn_run_later(store_pg_conn(w), SQL_REPLACE, &p, replace_answered, a);
+            logged
+                ? pg_conn_run_later(store_pg_conn(w), SQL_REPLACE_LOGGED, &p, replace_answered, a)
+                : pg_conn_run_later(store_pg_conn(w), SQL_REPLACE, &p, replace_answered, a);
         if (rc != PG_CONN_OK)
             free(a);
         return pg_conn_rc_status(rc);
@@ -271,8 +269,7 @@ static sqlcached_status_t kv_list(store_conn_t *r, const void *prefix, size_t pl
     return status;
 }
 
-static sqlcached_status_t kv_purge_expired(store_conn_t *w, int64_t now, int max_rows,
-                                           int *purged)
+static sqlcached_status_t kv_purge_expired(store_conn_t *w, int64_t now, int max_rows, int *purged)
 {
     pg_params_t p;
     pg_params_init(&p);

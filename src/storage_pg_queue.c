@@ -18,10 +18,9 @@
 static const char SQL_INSERT[] =
     "INSERT INTO jobs (queue, id, payload, run_at) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (queue, id) DO NOTHING";
-static const char SQL_GET[] =
-    "SELECT seq, queue, id, payload, run_at, attempts, claim_token, "
-    "(CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint "
-    "FROM jobs WHERE queue = $1 AND id = $2";
+static const char SQL_GET[] = "SELECT seq, queue, id, payload, run_at, attempts, claim_token, "
+                              "(CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint "
+                              "FROM jobs WHERE queue = $1 AND id = $2";
 static const char SQL_DUE[] =
     "SELECT seq, claim_token, (CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint "
     "FROM jobs WHERE queue = $1 AND run_at <= $2 "
@@ -31,9 +30,8 @@ static const char SQL_TAKE[] =
     "WHERE seq = $1 AND claim_token = $2 AND run_at <= $3 "
     "RETURNING seq, queue, id, payload, run_at, attempts, claim_token, "
     "(CASE WHEN worker IS NULL THEN 0 ELSE 1 END)::bigint";
-static const char SQL_ACK[] =
-    "DELETE FROM jobs WHERE queue = $1 AND id = $2 AND claim_token = $3 "
-    "AND worker IS NOT NULL AND run_at > $4";
+static const char SQL_ACK[] = "DELETE FROM jobs WHERE queue = $1 AND id = $2 AND claim_token = $3 "
+                              "AND worker IS NOT NULL AND run_at > $4";
 static const char SQL_NACK[] =
     "UPDATE jobs SET worker = NULL, run_at = $5 WHERE queue = $1 AND id = $2 "
     "AND claim_token = $3 AND worker IS NOT NULL AND run_at > $4";
@@ -72,8 +70,8 @@ static sqlcached_status_t row_to(const PGresult *r, int i, storage_job_fn on_row
 }
 
 /* The outcome of a statement returning at most one job row (r freed). */
-static sqlcached_status_t job_result(sqlcached_status_t status, PGresult *r,
-                                     storage_job_fn on_row, void *cls)
+static sqlcached_status_t job_result(sqlcached_status_t status, PGresult *r, storage_job_fn on_row,
+                                     void *cls)
 {
     if (status != SQLCACHED_OK)
         return status;
@@ -92,9 +90,9 @@ static sqlcached_status_t change_result(sqlcached_status_t status, PGresult *r)
     return status;
 }
 
-static sqlcached_status_t job_insert(store_conn_t *w, const char *queue, size_t qn,
-                                     const char *id, size_t idn, const char *payload, size_t pn,
-                                     int64_t run_at, bool *inserted)
+static sqlcached_status_t job_insert(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                     size_t idn, const char *payload, size_t pn, int64_t run_at,
+                                     bool *inserted)
 {
     pg_params_t p;
     params_key(&p, queue, qn, id, idn);
@@ -107,8 +105,8 @@ static sqlcached_status_t job_insert(store_conn_t *w, const char *queue, size_t 
     return status == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : status;
 }
 
-static sqlcached_status_t job_get(store_conn_t *c, const char *queue, size_t qn,
-                                  const char *id, size_t idn, storage_job_fn on_row, void *cls)
+static sqlcached_status_t job_get(store_conn_t *c, const char *queue, size_t qn, const char *id,
+                                  size_t idn, storage_job_fn on_row, void *cls)
 {
     pg_params_t p;
     params_key(&p, queue, qn, id, idn);
@@ -138,9 +136,9 @@ static sqlcached_status_t job_due(store_conn_t *w, const char *queue, size_t qn,
     return status;
 }
 
-static sqlcached_status_t job_take(store_conn_t *w, int64_t seq, int64_t old_token,
-                                   int64_t now, int64_t token, const char *worker, size_t wn,
-                                   int64_t until, storage_job_fn on_row, void *cls)
+static sqlcached_status_t job_take(store_conn_t *w, int64_t seq, int64_t old_token, int64_t now,
+                                   int64_t token, const char *worker, size_t wn, int64_t until,
+                                   storage_job_fn on_row, void *cls)
 {
     pg_params_t p;
     pg_params_init(&p);
@@ -155,8 +153,8 @@ static sqlcached_status_t job_take(store_conn_t *w, int64_t seq, int64_t old_tok
     return job_result(status, r, on_row, cls);
 }
 
-static sqlcached_status_t job_ack(store_conn_t *w, const char *queue, size_t qn,
-                                  const char *id, size_t idn, int64_t token, int64_t now)
+static sqlcached_status_t job_ack(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                  size_t idn, int64_t token, int64_t now)
 {
     pg_params_t p;
     params_key(&p, queue, qn, id, idn);
@@ -167,9 +165,8 @@ static sqlcached_status_t job_ack(store_conn_t *w, const char *queue, size_t qn,
     return change_result(status, r);
 }
 
-static sqlcached_status_t job_nack(store_conn_t *w, const char *queue, size_t qn,
-                                   const char *id, size_t idn, int64_t token, int64_t now,
-                                   int64_t run_at)
+static sqlcached_status_t job_nack(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                   size_t idn, int64_t token, int64_t now, int64_t run_at)
 {
     pg_params_t p;
     params_key(&p, queue, qn, id, idn);
@@ -181,8 +178,8 @@ static sqlcached_status_t job_nack(store_conn_t *w, const char *queue, size_t qn
     return change_result(status, r);
 }
 
-static sqlcached_status_t job_remove(store_conn_t *w, const char *queue, size_t qn,
-                                     const char *id, size_t idn)
+static sqlcached_status_t job_remove(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                     size_t idn)
 {
     pg_params_t p;
     params_key(&p, queue, qn, id, idn);
@@ -209,8 +206,8 @@ static sqlcached_status_t job_next_due(store_conn_t *c, const char *queue, size_
     return status;
 }
 
-static sqlcached_status_t job_counts(store_conn_t *r, const char *queue, size_t qn,
-                                     int64_t now, storage_queue_counts_t *out)
+static sqlcached_status_t job_counts(store_conn_t *r, const char *queue, size_t qn, int64_t now,
+                                     storage_queue_counts_t *out)
 {
     pg_params_t p;
     pg_params_init(&p);

@@ -23,15 +23,13 @@
 
 static const char SQL_APPEND[] =
     "INSERT INTO kv_changes (version, key, kind, expires_at) VALUES ($1, $2, $3, $4)";
-static const char SQL_RANGE[] =
-    "SELECT version, key, kind, expires_at FROM kv_changes "
-    "WHERE version > $1 AND version <= $2 ORDER BY version LIMIT $3";
+static const char SQL_RANGE[] = "SELECT version, key, kind, expires_at FROM kv_changes "
+                                "WHERE version > $1 AND version <= $2 ORDER BY version LIMIT $3";
 static const char SQL_BOUNDS[] =
     "SELECT (SELECT version FROM kv_changes_trimmed WHERE id = 1), "
     "COALESCE(MIN(version), 0), COALESCE(MAX(version), 0), COUNT(*) FROM kv_changes";
-static const char SQL_EDGES[] =
-    "SELECT (SELECT version FROM kv_changes_trimmed WHERE id = 1), "
-    "COALESCE(MAX(version), 0) FROM kv_changes";
+static const char SQL_EDGES[] = "SELECT (SELECT version FROM kv_changes_trimmed WHERE id = 1), "
+                                "COALESCE(MAX(version), 0) FROM kv_changes";
 static const char SQL_CUTOFF[] =
     "SELECT version FROM kv_changes ORDER BY version DESC LIMIT 1 OFFSET $1";
 static const char SQL_TRIM[] = "DELETE FROM kv_changes WHERE version <= $1";
@@ -42,8 +40,8 @@ static const char SQL_EXPIRED[] =
     "ORDER BY expires_at LIMIT $2";
 static const char SQL_REMOVE_EXPIRED[] = "DELETE FROM kv WHERE key = $1 AND expires_at <= $2";
 
-static sqlcached_status_t watch_append(store_conn_t *w, int64_t version, char kind,
-                                       const void *key, size_t klen, int64_t expires_at)
+static sqlcached_status_t watch_append(store_conn_t *w, int64_t version, char kind, const void *key,
+                                       size_t klen, int64_t expires_at)
 {
     char k[2] = {kind, 0};
     pg_params_t p;
@@ -77,8 +75,8 @@ static sqlcached_status_t each_change(PGresult *r, storage_change_fn fn, void *c
     return SQLCACHED_OK;
 }
 
-static sqlcached_status_t watch_range(store_conn_t *c, int64_t after, int64_t upto,
-                                      unsigned limit, storage_change_fn fn, void *cls)
+static sqlcached_status_t watch_range(store_conn_t *c, int64_t after, int64_t upto, unsigned limit,
+                                      storage_change_fn fn, void *cls)
 {
     pg_params_t p;
     pg_params_init(&p);
@@ -178,8 +176,7 @@ static sqlcached_status_t watch_remove_expired(store_conn_t *w, const void *key,
 static sqlcached_status_t watch_replace_logged(store_conn_t *w, const void *key, size_t klen,
                                                const void *value, size_t vlen,
                                                const char *content_type, int64_t version,
-                                               int64_t expires_at, int64_t now,
-                                               int64_t *previous)
+                                               int64_t expires_at, int64_t now, int64_t *previous)
 {
     return storage_pg_replace_with(w, true, key, klen, value, vlen, content_type, version,
                                    expires_at, now, previous);

@@ -258,8 +258,7 @@ static sqlite_conn_t *conn_new(const storage_db_t *d, int flags, char *err, size
     if (rc == SQLITE_OK)
         rc = exec_static(c->db, "PRAGMA foreign_keys = ON");
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot configure database %s: %s", d->path,
-                 sqlite3_errmsg(c->db));
+        snprintf(err, errlen, "cannot configure database %s: %s", d->path, sqlite3_errmsg(c->db));
         goto fail;
     }
     return c;
@@ -306,8 +305,8 @@ static int exec_script(sqlite3 *db, const char *sql)
 static int applied_version(sqlite3 *db, int *out)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                                -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1,
+                                &st, NULL);
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         *out = sqlite3_column_int(st, 0);
         rc = SQLITE_OK;
@@ -319,10 +318,11 @@ static int applied_version(sqlite3 *db, int *out)
 static int record_migration(sqlite3 *db, const store_migration_t *m)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db,
-                                "INSERT INTO schema_migrations (version, name, applied_at) "
-                                "VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
-                                -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(
+        db,
+        "INSERT INTO schema_migrations (version, name, applied_at) "
+        "VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
+        -1, &st, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int(st, 1, m->version);
         sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
@@ -351,8 +351,8 @@ static int apply_one(sqlite3 *db, const store_migration_t *m)
 static int is_applied(sqlite3 *db, int version, int *out)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?1",
-                                -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", -1,
+                                &st, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int(st, 1, version);
         rc = sqlite3_step(st) == SQLITE_ROW ? SQLITE_OK : sqlite3_errcode(db);
@@ -382,8 +382,8 @@ static int migrate(storage_db_t *s, char *err, size_t errlen)
     }
     int latest = store_migrations[store_migration_count - 1].version;
     if (current > latest) {
-        snprintf(err, errlen, "%s has schema version %d, newer than this sqlcached (%d)",
-                 s->path, current, latest);
+        snprintf(err, errlen, "%s has schema version %d, newer than this sqlcached (%d)", s->path,
+                 current, latest);
         return -1;
     }
     for (int i = 0; i < store_migration_count; i++) {
@@ -450,11 +450,12 @@ static bool check_files(storage_db_t *d, char *reason, size_t len)
 static void salvage(store_conn_t *w)
 {
     int logged = 0, frames = 0;
-    int rc = sqlite3_wal_checkpoint_v2(lite(w)->db, NULL, SQLITE_CHECKPOINT_FULL, &logged,
-                                       &frames);
+    int rc = sqlite3_wal_checkpoint_v2(lite(w)->db, NULL, SQLITE_CHECKPOINT_FULL, &logged, &frames);
     if (rc == SQLITE_OK)
-        log_warn("store", "checkpointed %d of %d WAL frames into the database file opened at "
-                 "start", frames, logged);
+        log_warn("store",
+                 "checkpointed %d of %d WAL frames into the database file opened at "
+                 "start",
+                 frames, logged);
     else
         log_error("store", "checkpoint after the files moved failed: %s", sqlite3_errstr(rc));
 }
@@ -481,8 +482,7 @@ static sqlcached_status_t counter_get(store_conn_t *w, const char *name, int64_t
     return status;
 }
 
-static sqlcached_status_t counter_set(store_conn_t *w, const char *name, int64_t value,
-                                      bool *found)
+static sqlcached_status_t counter_set(store_conn_t *w, const char *name, int64_t value, bool *found)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_COUNTER_SET);
     if (!st)

@@ -16,8 +16,7 @@
 
 static const char SQL_GET[] =
     "SELECT value, content_type, version, expires_at, sliding_ms FROM kv WHERE key = ?1";
-static const char SQL_GET_META[] =
-    "SELECT version, expires_at FROM kv WHERE key = ?1";
+static const char SQL_GET_META[] = "SELECT version, expires_at FROM kv WHERE key = ?1";
 static const char SQL_UPSERT[] =
     "INSERT INTO kv (key, value, content_type, version, expires_at, sliding_ms) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
@@ -28,12 +27,10 @@ static const char SQL_EXTEND[] =
     "UPDATE kv SET expires_at = ?3 WHERE key = ?1 AND version = ?2 AND sliding_ms > 0 "
     "AND expires_at > ?4 AND expires_at < ?3";
 static const char SQL_DELETE[] = "DELETE FROM kv WHERE key = ?1";
-static const char SQL_LIST[] =
-    "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?3 "
-    "AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key LIMIT ?5";
-static const char SQL_PURGE[] =
-    "DELETE FROM kv WHERE rowid IN "
-    "(SELECT rowid FROM kv WHERE expires_at <= ?1 LIMIT ?2)";
+static const char SQL_LIST[] = "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?3 "
+                               "AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key LIMIT ?5";
+static const char SQL_PURGE[] = "DELETE FROM kv WHERE rowid IN "
+                                "(SELECT rowid FROM kv WHERE expires_at <= ?1 LIMIT ?2)";
 static const char SQL_ALL_KEYS[] = "SELECT key FROM kv";
 /* rowids only grow (no row is ever given a smaller one), so the largest
  * bounds the row count; an index lookup, not a scan. */
@@ -118,9 +115,8 @@ static sqlcached_status_t kv_upsert(store_conn_t *w, const void *key, size_t kle
     return kv_upsert_sliding(w, key, klen, value, vlen, content_type, version, expires_at, 0);
 }
 
-static sqlcached_status_t kv_extend(store_conn_t *w, const void *key, size_t klen,
-                                    int64_t version, int64_t now, int64_t expires_at,
-                                    bool *extended)
+static sqlcached_status_t kv_extend(store_conn_t *w, const void *key, size_t klen, int64_t version,
+                                    int64_t now, int64_t expires_at, bool *extended)
 {
     *extended = false;
     sqlite3_stmt *st = store_stmt(w, SQL_EXTEND);
@@ -192,8 +188,7 @@ static sqlcached_status_t kv_list(store_conn_t *r, const void *prefix, size_t pl
     return status;
 }
 
-static sqlcached_status_t kv_purge_expired(store_conn_t *w, int64_t now, int max_rows,
-                                           int *purged)
+static sqlcached_status_t kv_purge_expired(store_conn_t *w, int64_t now, int max_rows, int *purged)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_PURGE);
     if (!st)

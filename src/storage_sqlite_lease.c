@@ -19,14 +19,12 @@ static const char SQL_PUT[] =
     "INSERT INTO leases (name, owner, token, count, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) "
     "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
     "count = excluded.count, expires_at = excluded.expires_at";
-static const char SQL_REENTER[] =
-    "UPDATE leases SET count = count + 1, expires_at = ?4 "
-    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 "
-    "RETURNING owner, token, count, expires_at";
-static const char SQL_RENEW[] =
-    "UPDATE leases SET expires_at = ?4 "
-    "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 "
-    "RETURNING owner, token, count, expires_at";
+static const char SQL_REENTER[] = "UPDATE leases SET count = count + 1, expires_at = ?4 "
+                                  "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 "
+                                  "RETURNING owner, token, count, expires_at";
+static const char SQL_RENEW[] = "UPDATE leases SET expires_at = ?4 "
+                                "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 "
+                                "RETURNING owner, token, count, expires_at";
 static const char SQL_RELEASE_ONE[] =
     "UPDATE leases SET count = count - 1 "
     "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND count > 1 "
@@ -43,8 +41,7 @@ static const char SQL_RELEASE_LAST_TOKEN[] =
     "DELETE FROM leases "
     "WHERE name = ?1 AND owner = ?2 AND expires_at > ?3 AND token = ?4 AND count = 1 "
     "RETURNING owner, token, 0, expires_at";
-static const char SQL_DELETE_EXPIRED[] =
-    "DELETE FROM leases WHERE name = ?1 AND expires_at <= ?2";
+static const char SQL_DELETE_EXPIRED[] = "DELETE FROM leases WHERE name = ?1 AND expires_at <= ?2";
 static const char SQL_EXPIRED[] =
     "SELECT name FROM leases WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
 
@@ -93,8 +90,8 @@ static sqlcached_status_t step_done(sqlite3_stmt *st)
     return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
 }
 
-static sqlcached_status_t lease_get(store_conn_t *c, const char *name, size_t n,
-                                    int64_t live_at, sqlcached_lease_t *out)
+static sqlcached_status_t lease_get(store_conn_t *c, const char *name, size_t n, int64_t live_at,
+                                    sqlcached_lease_t *out)
 {
     sqlite3_stmt *st = store_stmt(c, SQL_GET);
     if (!st)
@@ -118,9 +115,9 @@ static sqlcached_status_t lease_put(store_conn_t *w, const sqlcached_lease_t *l)
 }
 
 static sqlcached_status_t lease_change(store_conn_t *w, storage_lease_change_t change,
-                                       const char *name, size_t n, const char *owner,
-                                       size_t on, int64_t now, int64_t expires_at,
-                                       int64_t token, sqlcached_lease_t *out)
+                                       const char *name, size_t n, const char *owner, size_t on,
+                                       int64_t now, int64_t expires_at, int64_t token,
+                                       sqlcached_lease_t *out)
 {
     sqlite3_stmt *st = NULL;
     bool by_token = token > 0;

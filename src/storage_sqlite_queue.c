@@ -25,9 +25,8 @@ static const char SQL_TAKE[] =
     "UPDATE jobs SET worker = ?5, claim_token = ?4, run_at = ?6, attempts = attempts + 1 "
     "WHERE seq = ?1 AND claim_token = ?2 AND run_at <= ?3 "
     "RETURNING seq, queue, id, payload, run_at, attempts, claim_token, worker IS NOT NULL";
-static const char SQL_ACK[] =
-    "DELETE FROM jobs WHERE queue = ?1 AND id = ?2 AND claim_token = ?3 "
-    "AND worker IS NOT NULL AND run_at > ?4";
+static const char SQL_ACK[] = "DELETE FROM jobs WHERE queue = ?1 AND id = ?2 AND claim_token = ?3 "
+                              "AND worker IS NOT NULL AND run_at > ?4";
 static const char SQL_NACK[] =
     "UPDATE jobs SET worker = NULL, run_at = ?5 WHERE queue = ?1 AND id = ?2 "
     "AND claim_token = ?3 AND worker IS NOT NULL AND run_at > ?4";
@@ -95,9 +94,9 @@ static sqlcached_status_t step_change(store_conn_t *w, sqlite3_stmt *st)
     return sqlite3_changes(store_conn_db(w)) > 0 ? SQLCACHED_OK : SQLCACHED_NOT_FOUND;
 }
 
-static sqlcached_status_t job_insert(store_conn_t *w, const char *queue, size_t qn,
-                                     const char *id, size_t idn, const char *payload, size_t pn,
-                                     int64_t run_at, bool *inserted)
+static sqlcached_status_t job_insert(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                     size_t idn, const char *payload, size_t pn, int64_t run_at,
+                                     bool *inserted)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_INSERT);
     if (!st)
@@ -110,8 +109,8 @@ static sqlcached_status_t job_insert(store_conn_t *w, const char *queue, size_t 
     return status == SQLCACHED_NOT_FOUND ? SQLCACHED_OK : status;
 }
 
-static sqlcached_status_t job_get(store_conn_t *c, const char *queue, size_t qn,
-                                  const char *id, size_t idn, storage_job_fn on_row, void *cls)
+static sqlcached_status_t job_get(store_conn_t *c, const char *queue, size_t qn, const char *id,
+                                  size_t idn, storage_job_fn on_row, void *cls)
 {
     sqlite3_stmt *st = store_stmt(c, SQL_GET);
     if (!st)
@@ -141,9 +140,9 @@ static sqlcached_status_t job_due(store_conn_t *w, const char *queue, size_t qn,
     return status;
 }
 
-static sqlcached_status_t job_take(store_conn_t *w, int64_t seq, int64_t old_token,
-                                   int64_t now, int64_t token, const char *worker, size_t wn,
-                                   int64_t until, storage_job_fn on_row, void *cls)
+static sqlcached_status_t job_take(store_conn_t *w, int64_t seq, int64_t old_token, int64_t now,
+                                   int64_t token, const char *worker, size_t wn, int64_t until,
+                                   storage_job_fn on_row, void *cls)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_TAKE);
     if (!st)
@@ -157,8 +156,8 @@ static sqlcached_status_t job_take(store_conn_t *w, int64_t seq, int64_t old_tok
     return step_job(st, on_row, cls);
 }
 
-static sqlcached_status_t job_ack(store_conn_t *w, const char *queue, size_t qn,
-                                  const char *id, size_t idn, int64_t token, int64_t now)
+static sqlcached_status_t job_ack(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                  size_t idn, int64_t token, int64_t now)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_ACK);
     if (!st)
@@ -169,9 +168,8 @@ static sqlcached_status_t job_ack(store_conn_t *w, const char *queue, size_t qn,
     return step_change(w, st);
 }
 
-static sqlcached_status_t job_nack(store_conn_t *w, const char *queue, size_t qn,
-                                   const char *id, size_t idn, int64_t token, int64_t now,
-                                   int64_t run_at)
+static sqlcached_status_t job_nack(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                   size_t idn, int64_t token, int64_t now, int64_t run_at)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_NACK);
     if (!st)
@@ -183,8 +181,8 @@ static sqlcached_status_t job_nack(store_conn_t *w, const char *queue, size_t qn
     return step_change(w, st);
 }
 
-static sqlcached_status_t job_remove(store_conn_t *w, const char *queue, size_t qn,
-                                     const char *id, size_t idn)
+static sqlcached_status_t job_remove(store_conn_t *w, const char *queue, size_t qn, const char *id,
+                                     size_t idn)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_REMOVE);
     if (!st)
@@ -210,8 +208,8 @@ static sqlcached_status_t job_next_due(store_conn_t *c, const char *queue, size_
     return none ? SQLCACHED_NOT_FOUND : SQLCACHED_OK;
 }
 
-static sqlcached_status_t job_counts(store_conn_t *r, const char *queue, size_t qn,
-                                     int64_t now, storage_queue_counts_t *out)
+static sqlcached_status_t job_counts(store_conn_t *r, const char *queue, size_t qn, int64_t now,
+                                     storage_queue_counts_t *out)
 {
     sqlite3_stmt *st = store_stmt(r, queue ? SQL_COUNTS : SQL_COUNTS_ALL);
     if (!st)

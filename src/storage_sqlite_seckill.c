@@ -22,9 +22,8 @@
 
 #include "storage_sqlite.h"
 
-static const char SQL_ITEM_GET[] =
-    "SELECT id, name, stock, sold, initial_stock, version, "
-    "COALESCE(payment_timeout_ms, 0) FROM items WHERE id = ?1";
+static const char SQL_ITEM_GET[] = "SELECT id, name, stock, sold, initial_stock, version, "
+                                   "COALESCE(payment_timeout_ms, 0) FROM items WHERE id = ?1";
 static const char SQL_ITEM_EXISTS[] = "SELECT 1 FROM items WHERE id = ?1";
 static const char SQL_ITEM_UPSERT[] =
     "INSERT INTO items (id, name, stock, sold, initial_stock, version, payment_timeout_ms) "
@@ -136,9 +135,8 @@ static void order_from_row(sqlite3_stmt *st, sqlcached_order_t *out)
 
 /* One row of `sql` bound to (a, b) into *item or *order (either may be
  * NULL: then only whether a row exists). */
-static sqlcached_status_t read_one(store_conn_t *c, const char *sql, const char *a,
-                                   const char *b, sqlcached_item_t *item,
-                                   sqlcached_order_t *order)
+static sqlcached_status_t read_one(store_conn_t *c, const char *sql, const char *a, const char *b,
+                                   sqlcached_item_t *item, sqlcached_order_t *order)
 {
     sqlite3_stmt *st = store_stmt(c, sql);
     if (!st)
@@ -174,8 +172,8 @@ static sqlcached_status_t item_get(store_conn_t *c, const char *id, sqlcached_it
 }
 
 static sqlcached_status_t item_reset(store_conn_t *w, const char *id, const char *name,
-                                     int64_t stock, int64_t payment_timeout_ms,
-                                     int64_t version, bool *created)
+                                     int64_t stock, int64_t payment_timeout_ms, int64_t version,
+                                     bool *created)
 {
     sqlcached_status_t status = read_one(w, SQL_ITEM_EXISTS, id, NULL, NULL, NULL);
     if (status != SQLCACHED_OK && status != SQLCACHED_NOT_FOUND)
@@ -219,9 +217,8 @@ static sqlcached_status_t item_list(store_conn_t *r, const char *after, unsigned
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
 }
 
-static sqlcached_status_t order_insert(store_conn_t *w, const char *item_id,
-                                       const char *user_id, int64_t now,
-                                       sqlcached_order_t *out)
+static sqlcached_status_t order_insert(store_conn_t *w, const char *item_id, const char *user_id,
+                                       int64_t now, sqlcached_order_t *out)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_ORDER_INSERT);
     if (!st)
@@ -338,9 +335,9 @@ static sqlcached_status_t step_orders(sqlite3_stmt *st, storage_order_fn fn, voi
     return status;
 }
 
-static sqlcached_status_t order_settle(store_conn_t *w, const char *item_id,
-                                       const char *user_id, sqlcached_order_state_t to,
-                                       int64_t now, sqlcached_order_t *out)
+static sqlcached_status_t order_settle(store_conn_t *w, const char *item_id, const char *user_id,
+                                       sqlcached_order_state_t to, int64_t now,
+                                       sqlcached_order_t *out)
 {
     if (to != SQLCACHED_ORDER_PAID && to != SQLCACHED_ORDER_CANCELLED)
         return SQLCACHED_INVALID_ARGUMENT;
@@ -354,11 +351,9 @@ static sqlcached_status_t order_settle(store_conn_t *w, const char *item_id,
 }
 
 static sqlcached_status_t orders_cancel_due(store_conn_t *w, int64_t now, int limit,
-                                            bool testing_unguarded, storage_order_fn fn,
-                                            void *cls)
+                                            bool testing_unguarded, storage_order_fn fn, void *cls)
 {
-    sqlite3_stmt *st =
-        store_stmt(w, testing_unguarded ? SQL_CANCEL_DUE_UNGUARDED : SQL_CANCEL_DUE);
+    sqlite3_stmt *st = store_stmt(w, testing_unguarded ? SQL_CANCEL_DUE_UNGUARDED : SQL_CANCEL_DUE);
     if (!st)
         return SQLCACHED_INTERNAL;
     sqlite3_bind_int64(st, 1, now);

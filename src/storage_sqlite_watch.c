@@ -11,23 +11,20 @@
 
 static const char SQL_APPEND[] =
     "INSERT INTO kv_changes (version, key, kind, expires_at) VALUES (?1, ?2, ?3, ?4)";
-static const char SQL_RANGE[] =
-    "SELECT version, key, kind, expires_at FROM kv_changes "
-    "WHERE version > ?1 AND version <= ?2 ORDER BY version LIMIT ?3";
+static const char SQL_RANGE[] = "SELECT version, key, kind, expires_at FROM kv_changes "
+                                "WHERE version > ?1 AND version <= ?2 ORDER BY version LIMIT ?3";
 static const char SQL_BOUNDS[] =
     "SELECT (SELECT version FROM kv_changes_trimmed WHERE id = 1), "
     "COALESCE(MIN(version), 0), COALESCE(MAX(version), 0), COUNT(*) FROM kv_changes";
-static const char SQL_EDGES[] =
-    "SELECT (SELECT version FROM kv_changes_trimmed WHERE id = 1), "
-    "COALESCE(MAX(version), 0) FROM kv_changes";
+static const char SQL_EDGES[] = "SELECT (SELECT version FROM kv_changes_trimmed WHERE id = 1), "
+                                "COALESCE(MAX(version), 0) FROM kv_changes";
 static const char SQL_CUTOFF[] =
     "SELECT version FROM kv_changes ORDER BY version DESC LIMIT 1 OFFSET ?1";
 static const char SQL_TRIM[] = "DELETE FROM kv_changes WHERE version <= ?1";
 static const char SQL_TRIMMED[] =
     "UPDATE kv_changes_trimmed SET version = MAX(version, ?1) WHERE id = 1";
-static const char SQL_EXPIRED[] =
-    "SELECT key, version, expires_at FROM kv WHERE expires_at <= ?1 "
-    "ORDER BY expires_at LIMIT ?2";
+static const char SQL_EXPIRED[] = "SELECT key, version, expires_at FROM kv WHERE expires_at <= ?1 "
+                                  "ORDER BY expires_at LIMIT ?2";
 static const char SQL_REMOVE_EXPIRED[] = "DELETE FROM kv WHERE key = ?1 AND expires_at <= ?2";
 
 static sqlcached_status_t step_done(sqlite3_stmt *st)
@@ -37,8 +34,8 @@ static sqlcached_status_t step_done(sqlite3_stmt *st)
     return rc == SQLITE_DONE ? SQLCACHED_OK : store_status(rc);
 }
 
-static sqlcached_status_t watch_append(store_conn_t *w, int64_t version, char kind,
-                                       const void *key, size_t klen, int64_t expires_at)
+static sqlcached_status_t watch_append(store_conn_t *w, int64_t version, char kind, const void *key,
+                                       size_t klen, int64_t expires_at)
 {
     sqlite3_stmt *st = store_stmt(w, SQL_APPEND);
     if (!st)
@@ -78,8 +75,8 @@ static sqlcached_status_t each_change(sqlite3_stmt *st, bool expired, storage_ch
     return status;
 }
 
-static sqlcached_status_t watch_range(store_conn_t *r, int64_t after, int64_t upto,
-                                      unsigned limit, storage_change_fn fn, void *cls)
+static sqlcached_status_t watch_range(store_conn_t *r, int64_t after, int64_t upto, unsigned limit,
+                                      storage_change_fn fn, void *cls)
 {
     sqlite3_stmt *st = store_stmt(r, SQL_RANGE);
     if (!st)

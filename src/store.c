@@ -99,7 +99,7 @@ struct store {
     pthread_cond_t queue_cond;
     write_job_t *head, *tail;
     bool stopping;
-    store_stats_t stats; /* under lock */
+    store_stats_t stats;         /* under lock */
     _Atomic int64_t deadline_ms; /* store_drain: CLOCK_MONOTONIC ms, 0 = none */
 
     pthread_mutex_t pool_lock;
@@ -219,8 +219,10 @@ bool store_check_files(store_t *s)
     s->health.moved = true;
     snprintf(s->health.moved_reason, sizeof s->health.moved_reason, "%s", reason);
     pthread_mutex_unlock(&s->health_lock);
-    log_error("store", "%s; stop sqlcached with SIGTERM (not SIGKILL) so that it keeps what it "
-              "holds, then restart it", reason);
+    log_error("store",
+              "%s; stop sqlcached with SIGTERM (not SIGKILL) so that it keeps what it "
+              "holds, then restart it",
+              reason);
     return true;
 }
 
@@ -557,8 +559,7 @@ sqlcached_status_t store_write(store_t *s, store_write_fn fn, void *arg)
 sqlcached_status_t store_write_then(store_t *s, store_write_fn fn, store_commit_fn on_commit,
                                     void *arg)
 {
-    write_job_t job = {.fn = fn, .on_commit = on_commit, .arg = arg,
-                       .status = SQLCACHED_INTERNAL};
+    write_job_t job = {.fn = fn, .on_commit = on_commit, .arg = arg, .status = SQLCACHED_INTERNAL};
     if (pthread_cond_init(&job.cond, NULL) != 0)
         return SQLCACHED_NOMEM;
     pthread_mutex_lock(&s->lock);
@@ -580,8 +581,12 @@ sqlcached_status_t store_write_async(store_t *s, store_write_fn fn, store_commit
     write_job_t *job = calloc(1, sizeof *job);
     if (!job)
         return SQLCACHED_NOMEM;
-    *job = (write_job_t){.fn = fn, .on_commit = on_commit, .arg = arg,
-                         .status = SQLCACHED_INTERNAL, .on_done = on_done, .done_cls = cls};
+    *job = (write_job_t){.fn = fn,
+                         .on_commit = on_commit,
+                         .arg = arg,
+                         .status = SQLCACHED_INTERNAL,
+                         .on_done = on_done,
+                         .done_cls = cls};
     pthread_mutex_lock(&s->lock);
     bool queued = do_push_job(s, job);
     pthread_mutex_unlock(&s->lock);

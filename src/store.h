@@ -35,7 +35,7 @@ typedef struct store_config {
     sqlcached_durability_t durability;
     int busy_timeout_ms;
     unsigned max_batch;
-    unsigned max_pages; /* tests only: PRAGMA max_page_count; 0 = none */
+    unsigned max_pages;  /* tests only: PRAGMA max_page_count; 0 = none */
     size_t writer_cache; /* page cache of the writer, bytes; 0 = 64 MiB */
     size_t reader_cache; /* page cache of each reader, bytes; 0 = 2000 KiB */
     /* A shared database (PostgreSQL): a writer session that sits inside a

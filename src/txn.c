@@ -129,9 +129,8 @@ void sqlcached_txn_free(sqlcached_txn_t *txn)
 }
 
 /* Append an item with copies of key, value and content type (may be NULL). */
-static sqlcached_status_t add_item(sqlcached_txn_t *t, const txn_item_t *proto,
-                                   const void *key, size_t klen, const void *value,
-                                   size_t vlen, const char *ct)
+static sqlcached_status_t add_item(sqlcached_txn_t *t, const txn_item_t *proto, const void *key,
+                                   size_t klen, const void *value, size_t vlen, const char *ct)
 {
     if (!t || t->used || t->n >= SQLCACHED_TXN_MAX || !key_ok(key, klen) || (vlen && !value) ||
         vlen > (size_t)INT32_MAX || proto->branch > SQLCACHED_TXN_FAILURE)
@@ -153,8 +152,8 @@ static sqlcached_status_t add_item(sqlcached_txn_t *t, const txn_item_t *proto,
     return SQLCACHED_OK;
 }
 
-sqlcached_status_t sqlcached_txn_compare_version(sqlcached_txn_t *txn, const void *key,
-                                                 size_t klen, int64_t version)
+sqlcached_status_t sqlcached_txn_compare_version(sqlcached_txn_t *txn, const void *key, size_t klen,
+                                                 int64_t version)
 {
     if (version < 0)
         return SQLCACHED_INVALID_ARGUMENT;
@@ -162,8 +161,8 @@ sqlcached_status_t sqlcached_txn_compare_version(sqlcached_txn_t *txn, const voi
     return add_item(txn, &proto, key, klen, NULL, 0, NULL);
 }
 
-sqlcached_status_t sqlcached_txn_compare_exists(sqlcached_txn_t *txn, const void *key,
-                                                size_t klen, int exists)
+sqlcached_status_t sqlcached_txn_compare_exists(sqlcached_txn_t *txn, const void *key, size_t klen,
+                                                int exists)
 {
     txn_item_t proto = {.kind = ITEM_COMPARE_EXISTS, .exists = exists != 0};
     return add_item(txn, &proto, key, klen, NULL, 0, NULL);
@@ -178,20 +177,20 @@ sqlcached_status_t sqlcached_txn_add_get(sqlcached_txn_t *txn, sqlcached_txn_bra
 
 sqlcached_status_t sqlcached_txn_add_put(sqlcached_txn_t *txn, sqlcached_txn_branch_t branch,
                                          const void *key, size_t klen, const void *value,
-                                         size_t vlen, const char *content_type,
-                                         int64_t ttl_ms)
+                                         size_t vlen, const char *content_type, int64_t ttl_ms)
 {
     if ((content_type && !kv_content_type_ok(content_type)) || ttl_ms < 0 ||
         ttl_ms > SQLCACHED_TTL_MAX_MS)
         return SQLCACHED_INVALID_ARGUMENT;
-    txn_item_t proto = {.kind = ITEM_OP, .op = SQLCACHED_TXN_PUT, .branch = branch,
+    txn_item_t proto = {.kind = ITEM_OP,
+                        .op = SQLCACHED_TXN_PUT,
+                        .branch = branch,
                         .ttl_ms = ttl_ms};
     return add_item(txn, &proto, key, klen, value, vlen, content_type);
 }
 
-sqlcached_status_t sqlcached_txn_add_delete(sqlcached_txn_t *txn,
-                                            sqlcached_txn_branch_t branch, const void *key,
-                                            size_t klen)
+sqlcached_status_t sqlcached_txn_add_delete(sqlcached_txn_t *txn, sqlcached_txn_branch_t branch,
+                                            const void *key, size_t klen)
 {
     txn_item_t proto = {.kind = ITEM_OP, .op = SQLCACHED_TXN_DELETE, .branch = branch};
     return add_item(txn, &proto, key, klen, NULL, 0, NULL);
@@ -333,8 +332,8 @@ static sqlcached_status_t incr_read(void *cls, const storage_kv_row_t *row)
     if (!kv_parse_int64(row->value, row->value_len, &ir->value))
         return SQLCACHED_NOT_INTEGER;
     if (row->content_type_len)
-        snprintf(ir->content_type, sizeof ir->content_type, "%.*s",
-                 (int)row->content_type_len, row->content_type);
+        snprintf(ir->content_type, sizeof ir->content_type, "%.*s", (int)row->content_type_len,
+                 row->content_type);
     ir->expires_at = row->expires_at;
     ir->sliding_ms = row->sliding_ms;
     return SQLCACHED_OK;
@@ -381,10 +380,18 @@ static sqlcached_status_t run_op(store_conn_t *w, sqlcached_txn_t *t, const txn_
     t->bufs[t->nresults] = NULL;
     sqlcached_status_t st;
     switch (it->op) {
-    case SQLCACHED_TXN_GET: st = op_get(w, t, it); break;
-    case SQLCACHED_TXN_PUT: st = op_put(w, t, it); break;
-    case SQLCACHED_TXN_DELETE: st = op_delete(w, t, it); break;
-    default: st = op_incr(w, t, it); break;
+    case SQLCACHED_TXN_GET:
+        st = op_get(w, t, it);
+        break;
+    case SQLCACHED_TXN_PUT:
+        st = op_put(w, t, it);
+        break;
+    case SQLCACHED_TXN_DELETE:
+        st = op_delete(w, t, it);
+        break;
+    default:
+        st = op_incr(w, t, it);
+        break;
     }
     t->nresults++; /* its buffer (if any) is freed with the others */
     return st;

@@ -46,7 +46,7 @@
 #define RING_CAP 8192
 #define BATCH 1024
 #define PAGE 256
-#define POLL_MS 200       /* the dispatcher's tick: deadlines, keep-alives */
+#define POLL_MS 200        /* the dispatcher's tick: deadlines, keep-alives */
 #define READ_EVERY_MS 1000 /* the log is read at least this often */
 #define TRIM_EVERY_MS 5000
 #define PURGE_KEYS_MAX 1000
@@ -105,19 +105,18 @@ sqlcached_status_t watch_log(store_conn_t *w, char kind, const void *key, size_t
     return storage_watch(w)->append(w, version, kind, key, klen, expires_at);
 }
 
-sqlcached_status_t watch_replace(store_conn_t *w, const void *key, size_t klen,
-                                 const void *value, size_t vlen, const char *content_type,
-                                 int64_t version, int64_t expires_at, int64_t now,
-                                 int64_t *previous)
+sqlcached_status_t watch_replace(store_conn_t *w, const void *key, size_t klen, const void *value,
+                                 size_t vlen, const char *content_type, int64_t version,
+                                 int64_t expires_at, int64_t now, int64_t *previous)
 {
     const storage_watch_ops_t *ops = storage_watch(w);
     if (ops->replace_logged)
-        return ops->replace_logged(w, key, klen, value, vlen, content_type, version,
-                                   expires_at, now, previous);
+        return ops->replace_logged(w, key, klen, value, vlen, content_type, version, expires_at,
+                                   now, previous);
     sqlcached_status_t st = watch_log(w, SQLCACHED_CHANGE_PUT, key, klen, version, expires_at);
     if (st == SQLCACHED_OK)
-        st = storage_kv_replace(w, key, klen, value, vlen, content_type, version, expires_at,
-                                now, previous);
+        st = storage_kv_replace(w, key, klen, value, vlen, content_type, version, expires_at, now,
+                                previous);
     return st;
 }
 
@@ -257,8 +256,7 @@ static sqlcached_status_t read_batch(watch_hub_t *h, int64_t after, batch_t *b)
     store_conn_t *r = store_reader_acquire(h->db->store);
     if (!r)
         return SQLCACHED_UNAVAILABLE;
-    sqlcached_status_t st =
-        storage_watch(r)->range(r, after, INT64_MAX, BATCH, collect_batch, b);
+    sqlcached_status_t st = storage_watch(r)->range(r, after, INT64_MAX, BATCH, collect_batch, b);
     int64_t newest = 0;
     if (st == SQLCACHED_OK)
         st = storage_watch(r)->edges(r, &b->trimmed, &newest);
@@ -376,7 +374,8 @@ watch_hub_t *watch_hub_open(sqlcached_t *db, char *err, size_t errlen)
     h->max_watches = db->opts.max_watchers ? db->opts.max_watchers : SQLCACHED_MAX_WATCHERS_DEFAULT;
     store_conn_t *r = store_reader_acquire(db->store);
     int64_t trimmed = 0;
-    sqlcached_status_t st = r ? storage_watch(r)->edges(r, &trimmed, &h->head) : SQLCACHED_UNAVAILABLE;
+    sqlcached_status_t st = r ? storage_watch(r)->edges(r, &trimmed, &h->head)
+                              : SQLCACHED_UNAVAILABLE;
     if (r)
         store_reader_release(db->store, r);
     if (st != SQLCACHED_OK) {
@@ -523,8 +522,12 @@ sqlcached_status_t sqlcached_watch_open(sqlcached_t *db, const void *prefix, siz
     }
     memcpy(w->prefix, prefix ? prefix : "", plen);
     w->prefix[plen] = '\0';
-    *w = (sqlcached_watch_t){.hub = h, .prefix = w->prefix, .plen = plen, .wake = wake,
-                             .cls = cls, .last_wake = mono_ms()};
+    *w = (sqlcached_watch_t){.hub = h,
+                             .prefix = w->prefix,
+                             .plen = plen,
+                             .wake = wake,
+                             .cls = cls,
+                             .last_wake = mono_ms()};
     if (wait_ms > 0)
         w->deadline = engine_now(db) + wait_ms;
     pthread_mutex_lock(&h->lock);
@@ -619,8 +622,7 @@ static bool page_row(void *cls, const storage_change_row_t *row)
     p->rows++;
     p->last = row->version;
     if (prefix_match(p->w, row->key, row->klen) && row->klen <= SQLCACHED_KEY_MAX)
-        copy_change(&p->out[p->n++], row->version, row->kind, row->key, row->klen,
-                    row->expires_at);
+        copy_change(&p->out[p->n++], row->version, row->kind, row->key, row->klen, row->expires_at);
     return true;
 }
 
@@ -651,8 +653,8 @@ static sqlcached_status_t next_from_log(watch_hub_t *h, sqlcached_watch_t *w, in
     return SQLCACHED_OK;
 }
 
-sqlcached_status_t sqlcached_watch_next(sqlcached_watch_t *w, sqlcached_change_t *out,
-                                        size_t max, size_t *n)
+sqlcached_status_t sqlcached_watch_next(sqlcached_watch_t *w, sqlcached_change_t *out, size_t max,
+                                        size_t *n)
 {
     *n = 0;
     if (!w || !out || !max)

@@ -32,10 +32,9 @@ sqlcached_status_t watch_log(store_conn_t *w, char kind, const void *key, size_t
 
 /* storage_kv_replace() (a plain PUT: same contract) that also records
  * its 'p' change, in one statement where the backend can. */
-sqlcached_status_t watch_replace(store_conn_t *w, const void *key, size_t klen,
-                                 const void *value, size_t vlen, const char *content_type,
-                                 int64_t version, int64_t expires_at, int64_t now,
-                                 int64_t *previous);
+sqlcached_status_t watch_replace(store_conn_t *w, const void *key, size_t klen, const void *value,
+                                 size_t vlen, const char *content_type, int64_t version,
+                                 int64_t expires_at, int64_t now, int64_t *previous);
 
 /* After a commit that may have logged changes, or when another node
  * says it did: the dispatcher reads the log now. Any thread; NULL ok. */

@@ -102,9 +102,9 @@ int cluster_start(cluster_t *c, int n, const char *const extra_args[])
         return -1;
     int given = timeout_in(extra_args);
     /* under a wrapper (valgrind) a node renews far more slowly */
-    c->member_timeout_ms = given > 0                    ? given
+    c->member_timeout_ms = given > 0              ? given
                            : testutil_scale() > 1 ? CLUSTER_MEMBER_TIMEOUT_WRAPPED_MS
-                                                      : CLUSTER_MEMBER_TIMEOUT_MS;
+                                                  : CLUSTER_MEMBER_TIMEOUT_MS;
     for (int i = 0; i < n; i++) {
         c->n = i + 1;
         if (node_init(c, i, extra_args, given <= 0) != 0 || daemon_restart(&c->node[i]) != 0) {
@@ -217,7 +217,7 @@ int cluster_members_up(cluster_t *c, int i)
     int up = 0;
     size_t k;
     json_t *m;
-    json_array_foreach(members, k, m) {
+    json_array_foreach (members, k, m) {
         const char *state = json_string_value(json_object_get(m, "state"));
         up += state && strcmp(state, "up") == 0;
     }

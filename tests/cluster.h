@@ -30,9 +30,9 @@
 #define CLUSTER_MEMBER_TIMEOUT_WRAPPED_MS 8000 /* under $SQLCACHED_WRAPPER */
 
 typedef struct cluster {
-    int n;                 /* nodes started */
-    int member_timeout_ms; /* the --member-timeout every node runs with */
-    char url[512];         /* the schema's postgresql:// URL (--db) */
+    int n;                  /* nodes started */
+    int member_timeout_ms;  /* the --member-timeout every node runs with */
+    char url[512];          /* the schema's postgresql:// URL (--db) */
     char *dir[CLUSTER_MAX]; /* each node's directory (malloc'd) */
     daemon_t node[CLUSTER_MAX];
     bool paused[CLUSTER_MAX]; /* SIGSTOPped by cluster_pause */

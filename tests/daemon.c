@@ -28,7 +28,6 @@
 
 #include <cmocka.h>
 
-
 static void print_log(const daemon_t *d)
 {
     FILE *f = fopen(d->log_path, "r");
@@ -385,8 +384,8 @@ void client_assert_problem(const client_resp_t *r, long status, const char *code
     json_t *t = json_object_get(j, "type"), *ti = json_object_get(j, "title"),
            *st = json_object_get(j, "status"), *de = json_object_get(j, "detail"),
            *co = json_object_get(j, "code");
-    bool ok = json_is_string(t) && strcmp(json_string_value(t), type) == 0 &&
-              json_is_string(ti) && json_string_length(ti) > 0 && json_is_integer(st) &&
+    bool ok = json_is_string(t) && strcmp(json_string_value(t), type) == 0 && json_is_string(ti) &&
+              json_string_length(ti) > 0 && json_is_integer(st) &&
               json_integer_value(st) == status && json_is_string(de) && json_is_string(co) &&
               strcmp(json_string_value(co), code) == 0;
     json_decref(j);
@@ -453,7 +452,8 @@ int daemon_raw_connect(const daemon_t *d)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)d->port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
@@ -507,4 +507,3 @@ size_t daemon_raw_read_all(int fd, char *out, size_t outlen, int timeout_ms, boo
         out[n] = '\0';
     }
 }
-

@@ -59,9 +59,9 @@ int daemon_run(const char *const args[], int timeout_ms, char *out, size_t outle
 
 typedef struct client_resp {
     long status;
-    char *body;      /* NUL-terminated */
+    char *body; /* NUL-terminated */
     size_t body_len;
-    char *headers;   /* raw header block of the final response */
+    char *headers; /* raw header block of the final response */
 } client_resp_t;
 
 /* One request. headers: NULL-terminated list of "Name: value" (may be

@@ -16,9 +16,9 @@
 #include <stddef.h>
 
 typedef struct pg_fixture {
-    char *dir;      /* the cluster's directory (malloc'd) */
-    char url[256];  /* postgresql://postgres@127.0.0.1:PORT/postgres */
-    unsigned dbs;   /* schemas made by pg_fixture_new_db */
+    char *dir;     /* the cluster's directory (malloc'd) */
+    char url[256]; /* postgresql://postgres@127.0.0.1:PORT/postgres */
+    unsigned dbs;  /* schemas made by pg_fixture_new_db */
 } pg_fixture_t;
 
 /* True when SQLCACHED_TEST_NO_PG=1: the program should exit 77 at once

@@ -85,7 +85,8 @@ int64_t sidedb_int(sidedb_t *c, const char *sql)
         return v;
     }
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
         v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return v;
@@ -134,8 +135,7 @@ char *sidedb_kv_value(sidedb_t *c, const char *key, bool *err)
     }
     sqlite3_bind_blob(st, 1, key, (int)strlen(key), SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-    {
+    if (rc == SQLITE_ROW) {
         const char *b = sqlite3_column_blob(st, 0);
         v = strndup(b ? b : "", (size_t)sqlite3_column_bytes(st, 0));
     }

@@ -77,8 +77,8 @@ static void test_api_hotkeys_json(void **state)
 {
     (void)state;
     sqlcached_hotkey_t keys[] = {
-        {"user:42", 7, 9, 1}, {"\xff", 1, 5, 0}, {"\xff\xfe", 2, 4, 0},
-        {"a\xc3(", 3, 3, 0}, {"caf\xc3\xa9", 5, 2, 0},
+        {"user:42", 7, 9, 1}, {"\xff", 1, 5, 0},        {"\xff\xfe", 2, 4, 0},
+        {"a\xc3(", 3, 3, 0},  {"caf\xc3\xa9", 5, 2, 0},
     };
     sqlcached_hotkeys_t list = {1, 10000, 5, keys};
     json_t *j = api_hotkeys_json(&list);

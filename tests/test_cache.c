@@ -30,8 +30,7 @@
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static cache_t *make_cache(cache_policy_t policy, size_t max_entries,
-                           size_t memory)
+static cache_t *make_cache(cache_policy_t policy, size_t max_entries, size_t memory)
 {
     cache_config_t cfg;
 
@@ -45,11 +44,13 @@ static cache_t *make_cache(cache_policy_t policy, size_t max_entries,
     return c;
 }
 
-static cache_outcome_t put(cache_t *c, const char *key, int64_t version,
-                           int64_t expires_at)
+static cache_outcome_t put(cache_t *c, const char *key, int64_t version, int64_t expires_at)
 {
-    cache_fill_t f = {.data = key, .len = strlen(key), .content_type = "text/plain",
-                      .version = version, .expires_at = expires_at};
+    cache_fill_t f = {.data = key,
+                      .len = strlen(key),
+                      .content_type = "text/plain",
+                      .version = version,
+                      .expires_at = expires_at};
     return cache_set(c, key, strlen(key), &f, 0);
 }
 
@@ -86,8 +87,7 @@ static void test_cache_policy_names_round_trip(void **state)
     (void)state;
     for (int p = 0; p < CACHE_POLICY_COUNT; p++)
         assert_int_equal(cache_policy_from_name(cache_policy_name(p)), p);
-    assert_int_equal(cache_policy_from_name("allkeys-lru"),
-                     CACHE_POLICY_ALLKEYS_LRU);
+    assert_int_equal(cache_policy_from_name("allkeys-lru"), CACHE_POLICY_ALLKEYS_LRU);
     assert_int_equal(cache_policy_from_name("lru"), CACHE_POLICY_INVALID);
     assert_null(cache_policy_name(CACHE_POLICY_COUNT));
     /* the public check the daemon's --policy uses */
@@ -106,11 +106,14 @@ static void test_cache_value_fields_and_lifetime(void **state)
     (void)state;
     memset(long_type, 'x', sizeof(long_type) - 1);
     long_type[sizeof(long_type) - 1] = '\0';
-    cache_fill_t f = {.data = "hello", .len = 5, .content_type = long_type,
-                      .version = 1ll << 40, .expires_at = 1000};
+    cache_fill_t f = {.data = "hello",
+                      .len = 5,
+                      .content_type = long_type,
+                      .version = 1ll << 40,
+                      .expires_at = 1000};
     assert_int_equal(cache_set(c, "k", 1, &f, 0), CACHE_OK);
     assert_int_equal(cache_get(c, "k", 1, 0, &v), CACHE_HIT);
-    cache_invalidate(c, "k", 1);           /* the reference stays valid */
+    cache_invalidate(c, "k", 1); /* the reference stays valid */
     assert_memory_equal(cache_value_data(v), "hello", 5);
     assert_int_equal(cache_value_len(v), 5);
     assert_true(cache_value_version(v) == 1ll << 40);
@@ -135,8 +138,12 @@ static void test_cache_value_sliding_trailer(void **state)
     (void)state;
     memset(long_type, 'y', sizeof(long_type) - 1);
     long_type[sizeof(long_type) - 1] = '\0';
-    cache_fill_t f = {.data = "abc", .len = 3, .content_type = long_type, .version = 9,
-                      .expires_at = 5000, .sliding_ms = 2000};
+    cache_fill_t f = {.data = "abc",
+                      .len = 3,
+                      .content_type = long_type,
+                      .version = 9,
+                      .expires_at = 5000,
+                      .sliding_ms = 2000};
     assert_int_equal(cache_set(c, "s", 1, &f, 0), CACHE_OK);
     assert_int_equal(cache_get(c, "s", 1, 4999, &v), CACHE_HIT);
     assert_true(cache_value_sliding(v, &e, &s));
@@ -183,8 +190,7 @@ static void test_cache_slot_packing_round_trips(void **state)
 {
     struct slot sl;
     uintptr_t ptrs[] = {16, (uintptr_t)1 << 47, ((uintptr_t)1 << 50) - 16,
-                        (uintptr_t)0x00007f12345678f0ull,
-                        (uintptr_t)0x000055aabbccdd10ull};
+                        (uintptr_t)0x00007f12345678f0ull, (uintptr_t)0x000055aabbccdd10ull};
 
     (void)state;
     assert_int_equal(sizeof(struct slot), 12);
@@ -222,15 +228,13 @@ static void test_cache_sketch_exact_width_counts(void **state)
     assert_int_equal(sketch_bytes(&sk), sketch_bytes_for(5000));
     /* 3.76 counters of 4 bits per entry (a word of 16 per row for every 17
      * entries) plus a 4-bit-per-entry doorkeeper: 2.38 bytes an entry */
-    assert_int_equal(sketch_bytes(&sk),
-                     (5000 / 17 * SKETCH_ROWS + (5000 * 4 + 63) / 64) * 8);
+    assert_int_equal(sketch_bytes(&sk), (5000 / 17 * SKETCH_ROWS + (5000 * 4 + 63) / 64) * 8);
     assert_true(sketch_bytes(&sk) <= 5000 * 24 / 10 + 16);
     for (uint64_t k = 1; k <= 2000; k++)
         for (uint64_t n = 0; n < k % 7; n++)
             sketch_increment(&sk, k * 0x9e3779b97f4a7c15ull);
     for (uint64_t k = 1; k <= 2000; k++)
-        assert_true(sketch_frequency(&sk, k * 0x9e3779b97f4a7c15ull) >=
-                    k % 7);
+        assert_true(sketch_frequency(&sk, k * 0x9e3779b97f4a7c15ull) >= k % 7);
     sketch_free(&sk);
 }
 
@@ -309,8 +313,7 @@ static void test_cache_lfu_ghosts_accounted(void **state)
         touch(c, k);
     assert_true(s->ghost.n > n0);
     assert_true(s->ghost.n <= s->sketch.capacity / 8 + 16);
-    assert_int_equal(ci_policy_bytes(s),
-                     sketch_bytes(&s->sketch) + s->ghost.n * sizeof(uint32_t));
+    assert_int_equal(ci_policy_bytes(s), sketch_bytes(&s->sketch) + s->ghost.n * sizeof(uint32_t));
     cache_destroy(c);
 }
 
@@ -322,10 +325,10 @@ static void test_cache_lru_evicts_least_recent(void **state)
     put(c, "a", 1, 0);
     put(c, "b", 1, 0);
     put(c, "c", 1, 0);
-    assert_true(has(c, "a", 0));          /* order now b, c, a */
+    assert_true(has(c, "a", 0)); /* order now b, c, a */
     assert_int_equal(put(c, "d", 1, 0), CACHE_OK);
     assert_false(has(c, "b", 0));
-    assert_true(has(c, "c", 0));          /* order a, d, c */
+    assert_true(has(c, "c", 0)); /* order a, d, c */
     put(c, "e", 1, 0);
     assert_false(has(c, "a", 0));
     assert_true(has(c, "c", 0) && has(c, "d", 0) && has(c, "e", 0));
@@ -429,7 +432,7 @@ static void test_cache_allkeys_lfu_keeps_frequent_keys(void **state)
             if (!has(c, key, 0))
                 put(c, key, 1, 0);
         }
-    for (int i = 0; i < 200; i++) {     /* a scan of one-time keys */
+    for (int i = 0; i < 200; i++) { /* a scan of one-time keys */
         snprintf(key, sizeof(key), "scan%d", i);
         if (!has(c, key, 0))
             put(c, key, 1, 0);
@@ -481,7 +484,8 @@ static void random_op(cache_t *c, uint64_t *rng, int64_t now, char *buf)
 
     snprintf(key, sizeof(key), "key%u", (unsigned)((x >> 20) % 3000));
     if (op < 3) {
-        cache_fill_t f = {.data = buf, .len = (size_t)(x >> 33) % 2000,
+        cache_fill_t f = {.data = buf,
+                          .len = (size_t)(x >> 33) % 2000,
                           .version = 1,
                           .expires_at = (x & 1) ? now + (int64_t)(x % 500) : 0};
         (void)cache_set(c, key, strlen(key), &f, now);
@@ -603,7 +607,7 @@ static void test_cache_negative_entry_expires(void **state)
     assert_int_equal(cache_fetch(c, "k", 1, 499, &v, &ld), CACHE_NEGATIVE);
     assert_int_equal(cache_fetch(c, "k", 1, 500, &v, &ld), CACHE_LEAD);
     assert_int_equal(cache_load_finish(c, ld, NULL, 500), CACHE_OK);
-    cache_invalidate(c, "k", 1);                 /* a writer created it */
+    cache_invalidate(c, "k", 1); /* a writer created it */
     assert_int_equal(cache_fetch(c, "k", 1, 501, &v, &ld), CACHE_LEAD);
     cache_load_abandon(c, ld);
     cache_stats(c, &st);
@@ -697,8 +701,8 @@ static void *race_writer(void *arg)
     struct race *r = arg;
 
     sem_wait(&r->leader_read);
-    atomic_store(&r->db_version, 6);       /* commit */
-    cache_invalidate(r->c, "k", 1);        /* then invalidate */
+    atomic_store(&r->db_version, 6); /* commit */
+    cache_invalidate(r->c, "k", 1);  /* then invalidate */
     sem_post(&r->writer_done);
     return NULL;
 }
@@ -714,8 +718,7 @@ static cache_outcome_t run_race(struct race *r)
     atomic_store(&r->db_version, 5);
     pthread_create(&w, NULL, race_writer, r);
     assert_int_equal(cache_fetch(r->c, "k", 1, 0, &v, &ld), CACHE_LEAD);
-    cache_fill_t f = {.data = "old", .len = 3,
-                      .version = atomic_load(&r->db_version)};
+    cache_fill_t f = {.data = "old", .len = 3, .version = atomic_load(&r->db_version)};
     sem_post(&r->leader_read);
     sem_wait(&r->writer_done);
     cache_outcome_t out = cache_load_finish(r->c, ld, &f, 0);
@@ -725,8 +728,7 @@ static cache_outcome_t run_race(struct race *r)
     return out;
 }
 
-static cache_t *race_cache(int disable_guard,
-                           void (*hook)(void *, cache_load_t *), void *arg)
+static cache_t *race_cache(int disable_guard, void (*hook)(void *, cache_load_t *), void *arg)
 {
     cache_config_t cfg;
 
@@ -744,7 +746,7 @@ static void test_cache_fill_guard_drops_stale_fill(void **state)
 
     (void)state;
     assert_int_equal(run_race(&r), CACHE_DROPPED);
-    assert_int_equal(version_of(r.c, "k"), -1);   /* nothing stale cached */
+    assert_int_equal(version_of(r.c, "k"), -1); /* nothing stale cached */
     cache_stats(r.c, &st);
     assert_int_equal(st.fills_dropped, 1);
     cache_destroy(r.c);
@@ -785,8 +787,7 @@ static void test_cache_fill_guard_seam_invalidates_mid_fill(void **state)
         c = race_cache(disable, invalidate_on_fill, &c);
         assert_int_equal(cache_fetch(c, "k", 1, 0, &v, &ld), CACHE_LEAD);
         cache_fill_t f = {.data = "old", .len = 3, .version = 5};
-        assert_int_equal(cache_load_finish(c, ld, &f, 0),
-                         disable ? CACHE_OK : CACHE_DROPPED);
+        assert_int_equal(cache_load_finish(c, ld, &f, 0), disable ? CACHE_OK : CACHE_DROPPED);
         assert_int_equal(version_of(c, "k"), disable ? 5 : -1);
         cache_destroy(c);
     }
@@ -819,8 +820,7 @@ static void test_cache_fill_guard_not_tripped_by_other_keys(void **state)
 static void test_cache_overhead_per_entry(void **state)
 {
     static const char value[100];
-    static const cache_policy_t policies[] = {CACHE_POLICY_ALLKEYS_LFU,
-                                              CACHE_POLICY_ALLKEYS_LRU};
+    static const cache_policy_t policies[] = {CACHE_POLICY_ALLKEYS_LFU, CACHE_POLICY_ALLKEYS_LRU};
     static const double limit[] = {48.5, 48.0};
     enum { N = 1000000 };
     char key[24];
@@ -836,16 +836,18 @@ static void test_cache_overhead_per_entry(void **state)
         assert_non_null(c);
         for (size_t i = 0; i < N; i++) {
             snprintf(key, sizeof(key), "k%015zu", i);
-            cache_fill_t f = {.data = value, .len = sizeof(value),
-                              .content_type = "application/json", .version = 1};
+            cache_fill_t f = {.data = value,
+                              .len = sizeof(value),
+                              .content_type = "application/json",
+                              .version = 1};
             assert_int_equal(cache_set(c, key, 16, &f, 0), CACHE_OK);
         }
         cache_stats_t st;
         cache_stats(c, &st);
         assert_int_equal(st.entries, N);
         double per_entry = ((double)st.memory - (double)N * 116) / N;
-        printf("  %s: %.2f bytes per entry over the raw 116\n",
-               cache_policy_name(policies[p]), per_entry);
+        printf("  %s: %.2f bytes per entry over the raw 116\n", cache_policy_name(policies[p]),
+               per_entry);
         assert_true(per_entry <= limit[p]);
         cache_destroy(c);
     }
@@ -853,10 +855,11 @@ static void test_cache_overhead_per_entry(void **state)
 
 /* ---- cache_replace: the write path that keeps a read key in memory ------- */
 
-static cache_outcome_t replace(cache_t *c, const char *key, const char *val,
-                               int64_t version)
+static cache_outcome_t replace(cache_t *c, const char *key, const char *val, int64_t version)
 {
-    cache_fill_t f = {.data = val, .len = strlen(val), .content_type = "text/plain",
+    cache_fill_t f = {.data = val,
+                      .len = strlen(val),
+                      .content_type = "text/plain",
                       .version = version};
     return cache_replace(c, key, strlen(key), &f, 0);
 }
@@ -947,11 +950,11 @@ enum { STRESS_KEYS = 16 };
 
 struct stress {
     cache_t *c;
-    atomic_llong db[STRESS_KEYS];     /* committed version per key */
-    atomic_llong acked[STRESS_KEYS];  /* versions whose writes returned */
+    atomic_llong db[STRESS_KEYS];    /* committed version per key */
+    atomic_llong acked[STRESS_KEYS]; /* versions whose writes returned */
     atomic_bool stop;
     atomic_long stale_reads, reads;
-    bool replace; /* writers call cache_replace too, not only cache_invalidate */
+    bool replace;                /* writers call cache_replace too, not only cache_invalidate */
     pthread_mutex_t commit_lock; /* with replace: commits in order */
 };
 
@@ -977,7 +980,7 @@ static void *stress_writer(void *arg)
                 cache_invalidate(s->c, &k, sizeof(k));
             }
             pthread_mutex_unlock(&s->commit_lock);
-        } else { /* invalidation needs no order */
+        } else {                                    /* invalidation needs no order */
             v = atomic_fetch_add(&s->db[k], 1) + 1; /* commit */
             cache_invalidate(s->c, &k, sizeof(k));
         }
@@ -1002,8 +1005,7 @@ static void stress_read(struct stress *s, int k, unsigned *seed)
             atomic_fetch_add(&s->stale_reads, 1);
         cache_value_release(v);
     } else if (r == CACHE_LEAD) {
-        cache_fill_t f = {.data = "x", .len = 1,
-                          .version = atomic_load(&s->db[k])}; /* DB read */
+        cache_fill_t f = {.data = "x", .len = 1, .version = atomic_load(&s->db[k])}; /* DB read */
         if (rand_r(seed) % 2)
             sched_yield(); /* widen the window for a writer */
         (void)cache_load_finish(s->c, ld, &f, 0);
@@ -1035,8 +1037,7 @@ static void run_stress(bool replace)
     pthread_mutex_init(&s->commit_lock, NULL);
     s->c = make_cache(CACHE_POLICY_ALLKEYS_LRU, 1000, 0);
     for (int i = 0; i < READERS + WRITERS; i++)
-        pthread_create(&t[i], NULL, i < READERS ? stress_reader : stress_writer,
-                       s);
+        pthread_create(&t[i], NULL, i < READERS ? stress_reader : stress_writer, s);
     usleep(getenv("CACHE_TEST_QUICK") ? 300000 : 1000000);
     /* Under valgrind the threads take turns and the race can take longer
      * to show up: go on (10 s at most) until a stale fill was dropped. */
@@ -1093,7 +1094,7 @@ static uint64_t reference_lru_hits(const sim_trace_t *t, size_t cap)
         else if (n < cap)
             j = n++;
         else
-            j = cap - 1;                  /* drop the least recent */
+            j = cap - 1; /* drop the least recent */
         memmove(order + 1, order, j * sizeof(*order));
         order[0] = t->keys[i];
     }

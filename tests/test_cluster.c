@@ -194,8 +194,7 @@ static long kv_put(cluster_t *c, int i, const char *key, const char *value, int6
 
 /* GET key on node i: the status; on 200 the value (malloc'd) in *value,
  * its version, and whether it was a memory-tier hit. */
-static long kv_get(cluster_t *c, int i, const char *key, char **value, int64_t *version,
-                   bool *hit)
+static long kv_get(cluster_t *c, int i, const char *key, char **value, int64_t *version, bool *hit)
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/kv/%s", key);
@@ -266,7 +265,7 @@ static json_t *member(json_t *view, int64_t id)
 {
     size_t k;
     json_t *m;
-    json_array_foreach(json_object_get(view, "members"), k, m) {
+    json_array_foreach (json_object_get(view, "members"), k, m) {
         if (json_integer_value(json_object_get(m, "id")) == id)
             return m;
     }
@@ -289,7 +288,7 @@ static int64_t check_view(cluster_t *c, int i, int64_t ids_seen[NODES])
     size_t k;
     json_t *m;
     int64_t now = testutil_wall_ms();
-    json_array_foreach(members, k, m) {
+    json_array_foreach (members, k, m) {
         assert_int_equal(json_object_size(m), 4);
         int64_t id = jint(m, "id");
         const char *addr = jstr(m, "address");
@@ -328,7 +327,7 @@ static void expect_heartbeats_advance(cluster_t *c, int i, json_t *before)
         int advanced = 0;
         size_t k;
         json_t *m;
-        json_array_foreach(json_object_get(before, "members"), k, m) {
+        json_array_foreach (json_object_get(before, "members"), k, m) {
             json_t *n = member(now, jint(m, "id"));
             advanced += n && jint(n, "heartbeat_at") > jint(m, "heartbeat_at");
         }
@@ -528,7 +527,7 @@ typedef struct incr_worker {
     cluster_t *c;
     int node;
     int n;
-    int ok;             /* 200 answers */
+    int ok; /* 200 answers */
     int64_t versions[32];
     pthread_t thread;
 } incr_worker_t;
@@ -790,7 +789,7 @@ static void test_cluster_flash_sale(void **state)
     assert_non_null(has);
     size_t k;
     json_t *o;
-    json_array_foreach(orders, k, o) {
+    json_array_foreach (orders, k, o) {
         ids[k] = jint(o, "order_id");
         int u = -1;
         if (sscanf(jstr(o, "user_id"), "user-%d", &u) != 1 || u < 0 || u >= SALE_USERS)
@@ -892,15 +891,15 @@ static void test_cluster_sale_reset(void **state)
 #define LEASE_HOLD_MS 30
 
 typedef struct holding {
-    int node;               /* where it acquires */
-    int release_node;       /* where it releases */
-    long status;            /* of the acquire */
-    char body[200];         /* of a failed acquire */
+    int node;         /* where it acquires */
+    int release_node; /* where it releases */
+    long status;      /* of the acquire */
+    char body[200];   /* of a failed acquire */
     int64_t token;
     int64_t sent, acquired; /* acquire sent, answered */
     int64_t release_sent, released;
     long release_status;
-    bool overlapped;        /* another holder was in when it got it */
+    bool overlapped; /* another holder was in when it got it */
     pthread_t thread;
 } holding_t;
 
@@ -925,8 +924,8 @@ static long thread_post(cluster_t *c, int node, const char *path, const char *bo
 {
     client_resp_t r;
     long st = -1;
-    if (client_request(cluster_node(c, node), "POST", path, JSON_HEADERS, body, strlen(body),
-                       &r) == 0)
+    if (client_request(cluster_node(c, node), "POST", path, JSON_HEADERS, body, strlen(body), &r) ==
+        0)
         st = r.status;
     if (out)
         *out = client_json(&r);
@@ -1119,7 +1118,8 @@ static void test_cluster_pause(void **state)
     int64_t t0 = testutil_mono_ms(), slowest = 0;
     int writes = 0;
     /* write on 0 and 1 for twice the member timeout */
-    for (int round = 0; testutil_mono_ms() - t0 < 2LL * c->member_timeout_ms || round < 2; round++) {
+    for (int round = 0; testutil_mono_ms() - t0 < 2LL * c->member_timeout_ms || round < 2;
+         round++) {
         for (int k = 0; k < PAUSE_KEYS; k++) {
             snprintf(key, sizeof key, "p%d", k);
             snprintf(want[k], sizeof want[k], "paused-%d-round-%d", k, round);
@@ -1199,8 +1199,7 @@ static long status_call(cluster_t *c, int i, const char *method, const char *pat
 static void sessions_sliding(cluster_t *c)
 {
     const char *h[] = {"Content-Type: text/plain", NULL};
-    assert_int_equal(status_call(c, 0, "PUT", "/v1/kv/sess:tok?ttl=2&sliding=true", h, "u1"),
-                     201);
+    assert_int_equal(status_call(c, 0, "PUT", "/v1/kv/sess:tok?ttl=2&sliding=true", h, "u1"), 201);
     bool hit = false;
     assert_int_equal(kv_get(c, 0, "sess:tok", NULL, NULL, &hit), 200);
     assert_int_equal(kv_get(c, 0, "sess:tok", NULL, NULL, &hit), 200);
@@ -1303,8 +1302,7 @@ static void *cross_patch(void *arg)
 
 static void sessions_patch(cluster_t *c)
 {
-    assert_int_equal(status_call(c, 0, "PATCH", "/v1/kv/sess:p", MERGE_PATCH, "{\"a\":1}"),
-                     201);
+    assert_int_equal(status_call(c, 0, "PATCH", "/v1/kv/sess:p", MERGE_PATCH, "{\"a\":1}"), 201);
     for (int k = 0; k < 2; k++) /* warm node 1's tier */
         assert_int_equal(kv_get(c, 1, "sess:p", NULL, NULL, NULL), 200);
     assert_int_equal(status_call(c, 0, "PATCH", "/v1/kv/sess:p", MERGE_PATCH,
@@ -1354,8 +1352,9 @@ static void put_item_paying(cluster_t *c, int i, const char *id, int stock, int 
 {
     char path[128], body[160];
     snprintf(path, sizeof path, "/v1/items/%s", id);
-    snprintf(body, sizeof body, "{\"name\": \"Item %s\", \"stock\": %d, \"payment_timeout_ms\": %d}",
-             id, stock, timeout_ms);
+    snprintf(body, sizeof body,
+             "{\"name\": \"Item %s\", \"stock\": %d, \"payment_timeout_ms\": %d}", id, stock,
+             timeout_ms);
     client_resp_t r = call(c, i, "PUT", path, JSON_HEADERS, body);
     assert_int_equal(r.status, 201);
     client_resp_free(&r);
@@ -1376,8 +1375,7 @@ static json_t *get_order(cluster_t *c, int i, const char *item, const char *user
 
 /* Poll node i every 5 ms (at most max_ms) until the order is cancelled;
  * the wall clock then, or -1. */
-static int64_t wait_cancelled(cluster_t *c, int i, const char *item, const char *user,
-                              int max_ms)
+static int64_t wait_cancelled(cluster_t *c, int i, const char *item, const char *user, int max_ms)
 {
     int64_t until = testutil_wall_ms() + max_ms;
     do {
@@ -1473,7 +1471,8 @@ static void test_cluster_payment_deadline(void **state)
     seen = wait_cancelled(c, 1, "ps", "alice", 3000);
     assert_true(seen > 0);
     print_message("deadline of a stopped node's order: seen cancelled on node 1 %lld ms after "
-                  "pay_by\n", (long long)(seen - pay_by));
+                  "pay_by\n",
+                  (long long)(seen - pay_by));
     assert_true(seen - pay_by <= 1000);
     usleep(1200000);
     for (int i = 1; i < NODES; i++)
@@ -1544,12 +1543,13 @@ static void test_cluster_queue_wake(void **state)
         print_message("queue: enqueue on node 1 -> claim parked on node 0: %lld ms\n",
                       (long long)(got - sent));
         assert_true(got - sent < 5000LL * testutil_scale());
-        job = queue_wake_once(c, 2, "{\"payload\":\"later\",\"delay_ms\":700}", &sent, &run_at,
-                              &got);
+        job =
+            queue_wake_once(c, 2, "{\"payload\":\"later\",\"delay_ms\":700}", &sent, &run_at, &got);
         assert_string_equal(jstr(job, "payload"), "later");
         json_decref(job);
         print_message("queue: run_at of a job enqueued on node 2 -> claim parked on node 0: "
-                      "%lld ms\n", (long long)(got - run_at));
+                      "%lld ms\n",
+                      (long long)(got - run_at));
         assert_true(got >= run_at);
         assert_true(got - run_at < 5000LL * testutil_scale());
     }
@@ -1561,7 +1561,7 @@ static void test_cluster_queue_wake(void **state)
 typedef struct queue_claimer {
     cluster_t *c;
     int node;
-    int got;                  /* jobs this thread claimed */
+    int got; /* jobs this thread claimed */
     char ids[QJOBS][16];
     int64_t tokens[QJOBS];
     int errors;

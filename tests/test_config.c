@@ -49,10 +49,25 @@ static void test_config_flags(void **state)
     (void)state;
     config_t cfg;
     char err[256];
-    char *argv[] = {"sqlcached", "--listen", "0.0.0.0:9000", "--db", "/tmp/x.db",
-                    "--threads", "4", "--max-body=64KiB", "--auth-token", "s3cret",
-                    "--durability", "normal", "--log-level", "debug",
-                    "--seckill-strategy", "version", "--seckill-retries", "0", NULL};
+    char *argv[] = {"sqlcached",
+                    "--listen",
+                    "0.0.0.0:9000",
+                    "--db",
+                    "/tmp/x.db",
+                    "--threads",
+                    "4",
+                    "--max-body=64KiB",
+                    "--auth-token",
+                    "s3cret",
+                    "--durability",
+                    "normal",
+                    "--log-level",
+                    "debug",
+                    "--seckill-strategy",
+                    "version",
+                    "--seckill-retries",
+                    "0",
+                    NULL};
     assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
     assert_string_equal(cfg.listen_host, "0.0.0.0");
     assert_int_equal(cfg.listen_port, 9000);
@@ -89,13 +104,25 @@ static void test_config_rejects_bad_values(void **state)
     config_t cfg;
     char err[256];
     const char *bad[][2] = {
-        {"--listen", "nope"}, {"--listen", "127.0.0.1:99999"}, {"--listen", "1.2.3.4:x"},
-        {"--threads", "0"}, {"--threads", "-1"}, {"--threads", "many"},
-        {"--max-body", "0"}, {"--max-body", "1T"}, {"--max-body", "-5"},
-        {"--durability", "sometimes"}, {"--log-level", "loud"}, {"--auth-token", ""},
-        {"--auth-token", "has space"}, {"--db", ""},
-        {"--seckill-strategy", "fast"}, {"--seckill-strategy", ""},
-        {"--seckill-retries", "-1"}, {"--seckill-retries", "1001"}, {"--seckill-retries", "x"},
+        {"--listen", "nope"},
+        {"--listen", "127.0.0.1:99999"},
+        {"--listen", "1.2.3.4:x"},
+        {"--threads", "0"},
+        {"--threads", "-1"},
+        {"--threads", "many"},
+        {"--max-body", "0"},
+        {"--max-body", "1T"},
+        {"--max-body", "-5"},
+        {"--durability", "sometimes"},
+        {"--log-level", "loud"},
+        {"--auth-token", ""},
+        {"--auth-token", "has space"},
+        {"--db", ""},
+        {"--seckill-strategy", "fast"},
+        {"--seckill-strategy", ""},
+        {"--seckill-retries", "-1"},
+        {"--seckill-retries", "1001"},
+        {"--seckill-retries", "x"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *argv[] = {"sqlcached", (char *)bad[i][0], (char *)bad[i][1], NULL};
@@ -174,9 +201,9 @@ static void test_config_file_then_env_then_flags(void **state)
     char *argv[] = {"sqlcached", "--config", path, "--threads", "5", NULL};
     assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
     assert_int_equal(cfg.listen_port, 9100);
-    assert_int_equal(cfg.threads, 5);                  /* flag beats file */
+    assert_int_equal(cfg.threads, 5);                      /* flag beats file */
     assert_string_equal(cfg.db_path, "/tmp/from file.db"); /* quotes stripped */
-    assert_string_equal(cfg.auth_token, "envtok");     /* env beats file */
+    assert_string_equal(cfg.auth_token, "envtok");         /* env beats file */
     assert_int_equal(cfg.durability, SQLCACHED_DURABILITY_NORMAL);
     json_t *j = config_json(&cfg);
     assert_string_equal(json_string_value(json_object_get(j, "auth_token")), "***");
@@ -287,8 +314,15 @@ static void test_config_busy_timeout_and_testing_flags(void **state)
     assert_int_equal(cfg.testing_max_pages, 0);
     assert_int_equal(cfg.testing_disable_fill_guard, 0);
     assert_int_equal(cfg.testing_fill_delay_us, 0);
-    char *argv[] = {"sqlcached", "--busy-timeout", "250", "--testing-max-pages", "64",
-                    "--testing-disable-fill-guard", "--testing-fill-delay-us", "500", NULL};
+    char *argv[] = {"sqlcached",
+                    "--busy-timeout",
+                    "250",
+                    "--testing-max-pages",
+                    "64",
+                    "--testing-disable-fill-guard",
+                    "--testing-fill-delay-us",
+                    "500",
+                    NULL};
     assert_int_equal(parse(&cfg, argv, err), CONFIG_OK);
     assert_int_equal(cfg.busy_timeout_ms, 250);
     assert_int_equal(cfg.testing_max_pages, 64);

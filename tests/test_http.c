@@ -45,10 +45,10 @@ static void test_http_utf8_validation(void **state)
     assert_true(http_utf8_ok("plain", 5));
     assert_true(http_utf8_ok("caf\xc3\xa9", 5));
     assert_true(http_utf8_ok("\xf0\x9f\x98\x80", 4));
-    assert_false(http_utf8_ok("a\0b", 3));          /* NUL */
-    assert_false(http_utf8_ok("\xc3", 1));          /* truncated */
-    assert_false(http_utf8_ok("\xc0\xaf", 2));      /* overlong */
-    assert_false(http_utf8_ok("\xed\xa0\x80", 3));  /* surrogate */
+    assert_false(http_utf8_ok("a\0b", 3));         /* NUL */
+    assert_false(http_utf8_ok("\xc3", 1));         /* truncated */
+    assert_false(http_utf8_ok("\xc0\xaf", 2));     /* overlong */
+    assert_false(http_utf8_ok("\xed\xa0\x80", 3)); /* surrogate */
     assert_false(http_utf8_ok("\xff", 1));
     assert_false(http_utf8_ok("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
 }
@@ -195,7 +195,7 @@ static void test_http_token_equal_does_not_exit_early(void **state)
     printf("  4096-byte token, wrong first byte vs wrong last byte: http_token_equal "
            "%.0f / %.0f ns (x%.2f), strcmp %.0f / %.0f ns (x%.1f)\n",
            ct_first, ct_last, ct_ratio, ee_first, ee_last, ee_ratio);
-    assert_true(ee_ratio > 4.0);               /* the measurement can see an early exit */
+    assert_true(ee_ratio > 4.0);                   /* the measurement can see an early exit */
     assert_true(ct_ratio > 0.5 && ct_ratio < 2.0); /* and sees none here */
     free(secret);
     free(first);

@@ -48,9 +48,17 @@ static int setup(void **state)
     snprintf(f->backup_dir, sizeof f->backup_dir, "%s/backups", f->dir);
     snprintf(f->access_log, sizeof f->access_log, "%s/access.log", f->dir);
     mkdir(f->backup_dir, 0700);
-    const char *args[] = {"--auth-token", "user-token", "--admin-token", "admin-token",
-                          "--backup-dir", f->backup_dir, "--access-log", f->access_log,
-                          "--durability", "normal", NULL};
+    const char *args[] = {"--auth-token",
+                          "user-token",
+                          "--admin-token",
+                          "admin-token",
+                          "--backup-dir",
+                          f->backup_dir,
+                          "--access-log",
+                          f->access_log,
+                          "--durability",
+                          "normal",
+                          NULL};
     *state = f;
     return daemon_start(&f->d, f->dir, args);
 }
@@ -79,8 +87,9 @@ static long request(const daemon_t *d, const char *method, const char *path, con
 {
     const char *h[] = {auth, "Content-Type: application/json", NULL};
     client_resp_t r;
-    assert_int_equal(client_request(d, method, path, auth ? h : NULL, body,
-                                    body ? strlen(body) : 0, &r), 0);
+    assert_int_equal(client_request(d, method, path, auth ? h : NULL, body, body ? strlen(body) : 0,
+                                    &r),
+                     0);
     long status = r.status;
     if (json)
         *json = client_json(&r);
@@ -128,9 +137,13 @@ static void test_http_admin_hotkeys_need_the_admin_token(void **state)
 static void test_http_admin_backup_rejects_escaping_paths(void **state)
 {
     fixture_t *f = *state;
-    const char *bad[] = {"{\"path\":\"../x.db\"}", "{\"path\":\"/tmp/x.db\"}",
-                         "{\"path\":\"sub/x.db\"}", "{\"path\":\".hidden\"}",
-                         "{\"path\":\"\"}", "{\"path\":5}", "{}",
+    const char *bad[] = {"{\"path\":\"../x.db\"}",
+                         "{\"path\":\"/tmp/x.db\"}",
+                         "{\"path\":\"sub/x.db\"}",
+                         "{\"path\":\".hidden\"}",
+                         "{\"path\":\"\"}",
+                         "{\"path\":5}",
+                         "{}",
                          "{\"path\":\"x.db\",\"extra\":1}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(request(&f->d, "POST", "/v1/admin/backup", ADMIN, bad[i], NULL), 400);
@@ -160,7 +173,7 @@ static void *writer(void *p)
 
 static void test_http_admin_backup_under_load_then_restore(void **state)
 {
-    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 "
                         "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     load_t l = {.d = &f->d};
@@ -170,8 +183,9 @@ static void test_http_admin_backup_under_load_then_restore(void **state)
         usleep(10000);
     int before = atomic_load(&l.acked); /* acknowledged before the backup began */
     json_t *j = NULL;
-    assert_int_equal(request(&f->d, "POST", "/v1/admin/backup", ADMIN,
-                             "{\"path\":\"snap.db\"}", &j), 200);
+    assert_int_equal(request(&f->d, "POST", "/v1/admin/backup", ADMIN, "{\"path\":\"snap.db\"}",
+                             &j),
+                     200);
     int during = atomic_load(&l.acked);
     atomic_store(&l.stop, 1);
     pthread_join(t, NULL);
@@ -231,7 +245,7 @@ static int intact(const char *path)
  * temporary name; 256 bytes is 400. */
 static void test_http_admin_backup_long_names(void **state)
 {
-    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 "
                         "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     char name[300];
@@ -256,7 +270,7 @@ static void test_http_admin_backup_long_names(void **state)
 /* A name that is an existing directory: 409 conflict, the directory kept. */
 static void test_http_admin_backup_onto_directory(void **state)
 {
-    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 "
                         "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     char dir[700];
@@ -287,7 +301,8 @@ static void *backup_thread(void *p)
     const char *h[] = {ADMIN, "Content-Type: application/json", NULL};
     const char *body = "{\"path\":\"same.db\"}";
     c->status = client_request(c->d, "POST", "/v1/admin/backup", h, body, strlen(body), &r) == 0
-                    ? r.status : -1;
+                    ? r.status
+                    : -1;
     client_resp_free(&r);
     return NULL;
 }
@@ -317,7 +332,7 @@ static int strangers(const char *dir, const char *const keep[])
  * no temporary file is left. */
 static void test_http_admin_backup_temporary_files_unique(void **state)
 {
-    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 "
                         "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     for (int i = 0; i < 300; i++) {
@@ -420,12 +435,12 @@ static void expect_counters_above(const daemon_t *d, const issued_t *max, const 
     now.token = call_int(d, "POST", "/v1/leases/fresh/acquire",
                          "{\"owner\":\"n\",\"ttl_ms\":60000}", 200, "token");
     call_int(d, "POST", "/v1/leases/fresh/release", "{\"owner\":\"n\"}", 200, "count");
-    now.order_id = call_int(d, "POST", "/v1/items/sku/orders", "{\"user_id\":\"new\"}", 201,
-                            "order_id");
+    now.order_id =
+        call_int(d, "POST", "/v1/items/sku/orders", "{\"user_id\":\"new\"}", 201, "order_id");
     printf("# after restoring %s: version %lld (issued up to %lld), token %lld (%lld), "
-           "order_id %lld (%lld)\n", what, (long long)now.version, (long long)max->version,
-           (long long)now.token, (long long)max->token, (long long)now.order_id,
-           (long long)max->order_id);
+           "order_id %lld (%lld)\n",
+           what, (long long)now.version, (long long)max->version, (long long)now.token,
+           (long long)max->token, (long long)now.order_id, (long long)max->order_id);
     assert_true(now.version > max->version);
     assert_true(now.token > max->token);
     assert_true(now.order_id > max->order_id);
@@ -441,7 +456,8 @@ static void make_pre_lease_backup(const char *path)
                                   "DROP TABLE leases;"
                                   "DELETE FROM meta WHERE name = 'fencing_token';"
                                   "DELETE FROM schema_migrations WHERE version = 3;",
-                                  NULL, NULL, NULL), SQLITE_OK);
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
@@ -450,7 +466,7 @@ static void make_pre_lease_backup(const char *path)
  * from a backup of today's schema, once from one that predates leases. */
 static void test_http_admin_restore_keeps_counters_ahead(void **state)
 {
-    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 " \
+    TESTUTIL_SKIP_ON_PG("a backup is a copy of the SQLite file; on PostgreSQL backups answer 409 "
                         "(test_http_admin_backup_per_backend)");
     fixture_t *f = *state;
     daemon_t *d = &f->d;

@@ -50,13 +50,13 @@ static bool sanitized(void)
 
 /* What a reply is on the wire. */
 typedef struct wire {
-    int status;          /* of the first status line, 0 if none */
-    int status_lines;    /* lines that start with "HTTP/1." */
-    int header_blocks;   /* blank lines ending a header block, before the body */
-    bool well_formed;    /* one head, then exactly Content-Length bytes, nothing more */
-    bool closed;         /* the daemon closed the connection */
-    bool problem_json;   /* Content-Type: application/problem+json */
-    bool conn_close;     /* Connection: close */
+    int status;        /* of the first status line, 0 if none */
+    int status_lines;  /* lines that start with "HTTP/1." */
+    int header_blocks; /* blank lines ending a header block, before the body */
+    bool well_formed;  /* one head, then exactly Content-Length bytes, nothing more */
+    bool closed;       /* the daemon closed the connection */
+    bool problem_json; /* Content-Type: application/problem+json */
+    bool conn_close;   /* Connection: close */
     char raw[8192];
     size_t len;
 } wire_t;
@@ -135,8 +135,8 @@ static void print_wire(const char *what, const wire_t *w)
 static bool one_answer(const char *what, const wire_t *w, int status, bool problem)
 {
     print_wire(what, w);
-    if (w->status != status || w->status_lines != 1 || w->header_blocks != 1 ||
-        !w->well_formed || !w->closed || (problem && (!w->problem_json || !w->conn_close))) {
+    if (w->status != status || w->status_lines != 1 || w->header_blocks != 1 || !w->well_formed ||
+        !w->closed || (problem && (!w->problem_json || !w->conn_close))) {
         printf("    expected exactly one %d%s and a close, got %zu bytes:\n%.600s\n", status,
                problem ? " problem+json with Connection: close" : "", w->len, w->raw);
         return false;
@@ -148,7 +148,10 @@ static bool one_answer(const char *what, const wire_t *w, int status, bool probl
  * Framing
  * ------------------------------------------------------------------------ */
 
-#define CASE(what, s, st) {what, s, sizeof s - 1, st}
+#define CASE(what, s, st)                                                                          \
+    {                                                                                              \
+        what, s, sizeof s - 1, st                                                                  \
+    }
 typedef struct shape {
     const char *what;
     const char *req;
@@ -165,38 +168,52 @@ static const shape_t bad_shapes[] = {
     CASE("Content-Length : N (space before the colon)",
          "PUT /v1/kv/smuggle HTTP/1.1\r\nHost: t\r\nContent-Length : 44\r\n\r\n" SMUGGLED_DELETE,
          400),
-    CASE("Content-Length<TAB>: N", "PUT /v1/kv/smuggle HTTP/1.1\r\nHost: t\r\n"
-                                   "Content-Length\t: 44\r\n\r\n" SMUGGLED_DELETE, 400),
-    CASE("folded line (obs-fold)", "GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: b\r\n c\r\n\r\n",
+    CASE("Content-Length<TAB>: N",
+         "PUT /v1/kv/smuggle HTTP/1.1\r\nHost: t\r\n"
+         "Content-Length\t: 44\r\n\r\n" SMUGGLED_DELETE,
          400),
-    CASE("folded Transfer-Encoding", "PUT /v1/kv/fold HTTP/1.1\r\nHost: t\r\n"
-                                     "Transfer-Encoding: x\r\n chunked\r\n\r\n"
-                                     "1\r\nx\r\n0\r\n\r\n", 400),
-    CASE("Transfer-Encoding: gzip, chunked", "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
-                                             "Transfer-Encoding: gzip, chunked\r\n\r\n"
-                                             "1\r\nx\r\n0\r\n\r\n", 501),
-    CASE("Transfer-Encoding: chunked<SP>", "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
-                                           "Transfer-Encoding: chunked \r\n\r\n"
-                                           "1\r\nx\r\n0\r\n\r\n", 400),
-    CASE("Transfer-Encoding: chunked, gzip", "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
-                                             "Transfer-Encoding: chunked, gzip\r\n\r\n"
-                                             "1\r\nx\r\n0\r\n\r\n", 400),
-    CASE("Transfer-Encoding: gzip", "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
-                                    "Transfer-Encoding: gzip\r\n\r\nx", 400),
-    CASE("Transfer-Encoding: chunked, chunked", "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
-                                                "Transfer-Encoding: chunked, chunked\r\n\r\n"
-                                                "1\r\nx\r\n0\r\n\r\n", 400),
-    CASE("Transfer-Encoding in HTTP/1.0", "PUT /v1/kv/te HTTP/1.0\r\nHost: t\r\n"
-                                          "Transfer-Encoding: chunked\r\n\r\n"
-                                          "1\r\nx\r\n0\r\n\r\n", 400),
+    CASE("folded line (obs-fold)", "GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: b\r\n c\r\n\r\n", 400),
+    CASE("folded Transfer-Encoding",
+         "PUT /v1/kv/fold HTTP/1.1\r\nHost: t\r\n"
+         "Transfer-Encoding: x\r\n chunked\r\n\r\n"
+         "1\r\nx\r\n0\r\n\r\n",
+         400),
+    CASE("Transfer-Encoding: gzip, chunked",
+         "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
+         "Transfer-Encoding: gzip, chunked\r\n\r\n"
+         "1\r\nx\r\n0\r\n\r\n",
+         501),
+    CASE("Transfer-Encoding: chunked<SP>",
+         "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
+         "Transfer-Encoding: chunked \r\n\r\n"
+         "1\r\nx\r\n0\r\n\r\n",
+         400),
+    CASE("Transfer-Encoding: chunked, gzip",
+         "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
+         "Transfer-Encoding: chunked, gzip\r\n\r\n"
+         "1\r\nx\r\n0\r\n\r\n",
+         400),
+    CASE("Transfer-Encoding: gzip",
+         "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
+         "Transfer-Encoding: gzip\r\n\r\nx",
+         400),
+    CASE("Transfer-Encoding: chunked, chunked",
+         "PUT /v1/kv/te HTTP/1.1\r\nHost: t\r\n"
+         "Transfer-Encoding: chunked, chunked\r\n\r\n"
+         "1\r\nx\r\n0\r\n\r\n",
+         400),
+    CASE("Transfer-Encoding in HTTP/1.0",
+         "PUT /v1/kv/te HTTP/1.0\r\nHost: t\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n"
+         "1\r\nx\r\n0\r\n\r\n",
+         400),
     CASE("two Host fields", "GET /healthz HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", 400),
     CASE("no Host (HTTP/1.1)", "GET /healthz HTTP/1.1\r\n\r\n", 400),
     CASE("Host with a space", "GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
     CASE("space in the request target", "GET /v1/kv/a b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
     CASE("tab in the request target", "GET /v1/kv/a\tb HTTP/1.1\r\nHost: t\r\n\r\n", 400),
     CASE("empty field name", "GET /healthz HTTP/1.1\r\n: x\r\nHost: t\r\n\r\n", 400),
-    CASE("control byte in a value", "GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\x01z\r\n\r\n",
-         400),
+    CASE("control byte in a value", "GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\x01z\r\n\r\n", 400),
     CASE("bare CR in a value", "GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n", 400),
 };
 
@@ -234,18 +251,21 @@ static void test_framing_library_answers_once(void **state)
 {
     fixture_t *f = *state;
     static const shape_t own[] = {
-        CASE("header line without a colon", "GET /healthz HTTP/1.1\r\nHost: t\r\nfoo\r\n\r\n",
+        CASE("header line without a colon", "GET /healthz HTTP/1.1\r\nHost: t\r\nfoo\r\n\r\n", 400),
+        CASE("bad chunk size",
+             "PUT /v1/kv/c HTTP/1.1\r\nHost: t\r\n"
+             "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
              400),
-        CASE("bad chunk size", "PUT /v1/kv/c HTTP/1.1\r\nHost: t\r\n"
-                               "Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         CASE("HTTP/2.0 request line", "GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", 505),
     };
     expect_each_answered_once(&f->d, own, sizeof own / sizeof own[0], false);
     /* Known and left: a Content-Length MHD cannot parse is answered by MHD
      * with its header block twice; nothing in the daemon runs for it. */
     static const shape_t known[] = {
-        CASE("Content-Length: abc (libmicrohttpd)", "PUT /v1/kv/c HTTP/1.1\r\nHost: t\r\n"
-                                                    "Content-Length: abc\r\n\r\n", 400),
+        CASE("Content-Length: abc (libmicrohttpd)",
+             "PUT /v1/kv/c HTTP/1.1\r\nHost: t\r\n"
+             "Content-Length: abc\r\n\r\n",
+             400),
     };
     wire_t w;
     exchange(&f->d, known[0].req, known[0].len, &w);
@@ -259,15 +279,21 @@ static void test_framing_valid_heads(void **state)
 {
     fixture_t *f = *state;
     static const shape_t good[] = {
-        CASE("no space after the colons", "PUT /v1/kv/ok1 HTTP/1.1\r\nHost:t\r\n"
-                                          "Content-Length:1\r\nConnection: close\r\n\r\nx", 201),
-        CASE("Transfer-Encoding: CHUNKED", "PUT /v1/kv/ok2 HTTP/1.1\r\nHost: t\r\n"
-                                           "Transfer-Encoding: CHUNKED\r\nConnection: close"
-                                           "\r\n\r\n1\r\nx\r\n0\r\n\r\n", 201),
+        CASE("no space after the colons",
+             "PUT /v1/kv/ok1 HTTP/1.1\r\nHost:t\r\n"
+             "Content-Length:1\r\nConnection: close\r\n\r\nx",
+             201),
+        CASE("Transfer-Encoding: CHUNKED",
+             "PUT /v1/kv/ok2 HTTP/1.1\r\nHost: t\r\n"
+             "Transfer-Encoding: CHUNKED\r\nConnection: close"
+             "\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+             201),
         CASE("HTTP/1.0 without Host", "GET /healthz HTTP/1.0\r\n\r\n", 200),
-        CASE("Host with a port and an IPv6 literal", "GET /healthz HTTP/1.1\r\n"
-                                                     "Host: [::1]:8080\r\nConnection: close"
-                                                     "\r\n\r\n", 200),
+        CASE("Host with a port and an IPv6 literal",
+             "GET /healthz HTTP/1.1\r\n"
+             "Host: [::1]:8080\r\nConnection: close"
+             "\r\n\r\n",
+             200),
     };
     expect_each_answered_once(&f->d, good, sizeof good / sizeof good[0], false);
     /* keep-alive: two requests on one connection, two answers */

@@ -144,7 +144,7 @@ typedef struct client {
     atomic_int *finned; /* counts clients past their FIN */
     char reply[4096];
     size_t reply_len;
-    int status;         /* of the answer; 0: none */
+    int status; /* of the answer; 0: none */
     pthread_t thread;
     bool started;
 } client_t;
@@ -325,8 +325,8 @@ static void run_writes(const daemon_t *d, bool stall)
     prepare(cs, d, &finned);
     for (int i = 0; i < NCLIENTS; i++)
         snprintf(cs[i].request, sizeof cs[i].request,
-                 "PUT /v1/kv/hc-%s-%d HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nvalue",
-                 tag, i);
+                 "PUT /v1/kv/hc-%s-%d HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nvalue", tag,
+                 i);
     snprintf(what, sizeof what, "PUT%s", stall ? " (writer stalled)" : "");
     put = write_round(d, cs, stall, what, 201);
 

@@ -66,8 +66,8 @@ static int nth_status(const char *reply, int i)
 /* Send a raw request (then half-close when shut_wr), read what comes back
  * until the daemon closes or timeout_ms; returns the first status (0 =
  * none: the connection was closed without a response). */
-static int raw_exchange(const daemon_t *d, const void *req, size_t n, bool shut_wr,
-                        char *reply, size_t replylen, int timeout_ms)
+static int raw_exchange(const daemon_t *d, const void *req, size_t n, bool shut_wr, char *reply,
+                        size_t replylen, int timeout_ms)
 {
     int fd = daemon_raw_connect(d);
     assert_true(fd >= 0);
@@ -88,13 +88,11 @@ static int raw_exchange(const daemon_t *d, const void *req, size_t n, bool shut_
 static void expect_refused(int status, const char *what, const char *reply)
 {
     if (status != 0 && (status < 400 || status > 499))
-        fail_msg("%s: expected a 4xx or a closed connection, got %d: %.300s", what, status,
-                 reply);
+        fail_msg("%s: expected a 4xx or a closed connection, got %d: %.300s", what, status, reply);
     printf("  %-44s -> %s%d\n", what, status ? "HTTP " : "closed, ", status);
 }
 
-static long curl_status(const daemon_t *d, const char *method, const char *path,
-                        char **body)
+static long curl_status(const daemon_t *d, const char *method, const char *path, char **body)
 {
     client_resp_t r;
     if (client_request(d, method, path, NULL, NULL, 0, &r) != 0) {
@@ -136,8 +134,9 @@ static rlim_t raise_nofile(void)
 static int setup_hostile(void **state)
 {
     raise_nofile();
-    static const char *const args[] = {"--max-body", MAX_BODY, "--max-connections", "1200",
-                                       "--threads", "2", NULL};
+    static const char *const args[] = {"--max-body", MAX_BODY,    "--max-connections",
+                                       "1200",       "--threads", "2",
+                                       NULL};
     return daemon_fixture_start(state, args);
 }
 
@@ -205,8 +204,7 @@ static void test_hostile_slowloris(void **state)
         assert_true(us[i] >= 0);
     }
     qsort(us, SAMPLES, sizeof us[0], cmp_double);
-    double p50 = us[SAMPLES / 2] / 1000, p99 = us[SAMPLES - 2] / 1000,
-           max = us[SAMPLES - 1] / 1000;
+    double p50 = us[SAMPLES / 2] / 1000, p99 = us[SAMPLES - 2] / 1000, max = us[SAMPLES - 1] / 1000;
     printf("  with %d idle half-sent requests open: GET /healthz on a new connection "
            "p50 %.2f ms, p98 %.2f ms, max %.2f ms (%d samples)\n",
            SLOW_CONNECTIONS, p50, p99, max, SAMPLES);
@@ -245,8 +243,8 @@ static void test_hostile_connection_limit(void **state)
     char reply[1024];
     /* MHD stops accepting at the limit: the 9th waits in the listen queue */
     int status = raw_exchange(&f->d, req, sizeof req - 1, false, reply, sizeof reply, 500);
-    printf("  9th connection with --max-connections 8: %s%d\n",
-           status ? "HTTP " : "not served, ", status);
+    printf("  9th connection with --max-connections 8: %s%d\n", status ? "HTTP " : "not served, ",
+           status);
     assert_int_equal(status, 0);
     for (int i = 0; i < 8; i++)
         close(fds[i]);
@@ -297,22 +295,22 @@ static void test_hostile_huge_headers(void **state)
     memset(req + n, 'a', big);
     n += (int)big;
     n += snprintf(req + n, 256, "\r\nContent-Length: 1\r\n\r\nx");
-    expect_refused(raw_exchange(&f->d, req, (size_t)n, false, reply, 8192, 5000),
-                   "256 KiB header", reply);
+    expect_refused(raw_exchange(&f->d, req, (size_t)n, false, reply, 8192, 5000), "256 KiB header",
+                   reply);
 
     n = snprintf(req, 256, "PUT /v1/kv/hugeheaders HTTP/1.1\r\nHost: t\r\n");
     for (int i = 0; i < 4000; i++)
         n += snprintf(req + n, 64, "X-H%d: v\r\n", i);
     n += snprintf(req + n, 64, "Content-Length: 1\r\n\r\nx");
-    expect_refused(raw_exchange(&f->d, req, (size_t)n, false, reply, 8192, 5000),
-                   "4000 headers", reply);
+    expect_refused(raw_exchange(&f->d, req, (size_t)n, false, reply, 8192, 5000), "4000 headers",
+                   reply);
 
     n = snprintf(req, 256, "PUT /v1/kv/");
     memset(req + n, 'k', big);
     n += (int)big;
     n += snprintf(req + n, 256, " HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
-    expect_refused(raw_exchange(&f->d, req, (size_t)n, false, reply, 8192, 5000),
-                   "256 KiB URL", reply);
+    expect_refused(raw_exchange(&f->d, req, (size_t)n, false, reply, 8192, 5000), "256 KiB URL",
+                   reply);
     free(req);
     free(reply);
     expect_healthy(&f->d);
@@ -360,8 +358,9 @@ static void test_hostile_chunked_over_limit(void **state)
 {
     fixture_t *f = *state;
     char req[8192];
-    int n = snprintf(req, sizeof req, "PUT /v1/kv/chunked HTTP/1.1\r\nHost: t\r\n"
-                                      "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    int n = snprintf(req, sizeof req,
+                     "PUT /v1/kv/chunked HTTP/1.1\r\nHost: t\r\n"
+                     "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
     for (int i = 0; i < 8; i++) { /* 8 x 512 bytes, over --max-body 1024 */
         n += snprintf(req + n, sizeof req - (size_t)n, "200\r\n");
         memset(req + n, 'c', 512);
@@ -420,8 +419,8 @@ static void test_hostile_bad_keys(void **state)
     };
     char reply[2048];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int status = raw_exchange(&f->d, cases[i].req, cases[i].len, false, reply, sizeof reply,
-                                  3000);
+        int status =
+            raw_exchange(&f->d, cases[i].req, cases[i].len, false, reply, sizeof reply, 3000);
         expect_refused(status, cases[i].what, reply);
     }
     expect_healthy(&f->d);
@@ -456,8 +455,8 @@ static void test_hostile_methods(void **state)
     };
     char reply[2048];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int status = raw_exchange(&f->d, cases[i].req, cases[i].len, true, reply, sizeof reply,
-                                  3000);
+        int status =
+            raw_exchange(&f->d, cases[i].req, cases[i].len, true, reply, sizeof reply, 3000);
         if (strcmp(cases[i].what, "Content-Length and chunked") == 0 && status == 201) {
             /* RFC 9112 6.3: chunked wins over Content-Length; accepted as
              * the one chunk "x", so delete it again below */
@@ -562,11 +561,11 @@ int main(void)
                                         daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_hostile_idle_timeout, setup_short_timeout,
                                         daemon_fixture_stop),
-        cmocka_unit_test_setup_teardown(test_hostile_stop_with_a_request_in_flight,
-                                        setup_default, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_hostile_stop_with_a_request_in_flight, setup_default,
+                                        daemon_fixture_stop),
     };
-    int failed = cmocka_run_group_tests_name("hostile", hostile, setup_hostile,
-                                             daemon_fixture_stop);
+    int failed =
+        cmocka_run_group_tests_name("hostile", hostile, setup_hostile, daemon_fixture_stop);
     failed += cmocka_run_group_tests_name("limits", limits, NULL, NULL);
     curl_global_cleanup();
     int stop_failures = daemon_fixture_stop_failures();

@@ -293,7 +293,7 @@ static void test_http_kv_content_type_verbatim(void **state)
     fixture_t *f = *state;
     const char *json_ct[] = {"Content-Type: application/json; charset=utf-8", NULL};
     const char *odd_ct[] = {"Content-Type: Text/X-Odd;Param=\"A b\"", NULL};
-    const char *no_ct[] = {"Content-Type:", NULL};   /* libcurl: send no Content-Type */
+    const char *no_ct[] = {"Content-Type:", NULL};    /* libcurl: send no Content-Type */
     const char *empty_ct[] = {"Content-Type;", NULL}; /* libcurl: send it empty */
     status_is(client_req(&f->d, "PUT", "/v1/kv/ct:json", json_ct, "{}", 2), 201);
     status_is(client_req(&f->d, "PUT", "/v1/kv/ct:odd", odd_ct, "x", 1), 201);
@@ -321,7 +321,8 @@ static void test_http_kv_content_type_verbatim(void **state)
     const char *long_ct[] = {hdr, NULL};
     status_is(client_req(&f->d, "PUT", "/v1/kv/ct:long", long_ct, "x", 1), 201);
     strcat(hdr, "z");
-    problem_is(client_req(&f->d, "PUT", "/v1/kv/ct:long2", long_ct, "x", 1), 400, "invalid_argument");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/ct:long2", long_ct, "x", 1), 400,
+               "invalid_argument");
     status_is(client_req(&f->d, "GET", "/v1/kv/ct:long2", NULL, NULL, 0), 404);
 }
 
@@ -434,8 +435,18 @@ static void test_http_kv_ttl_rejected(void **state)
 {
     fixture_t *f = *state;
     static const char *const bad[] = {
-        "ttl=0", "ttl=-1", "ttl=abc", "ttl=1.5", "ttl=", "ttl", "ttl=1e3", "ttl=%201",
-        "ttl=1%20", "ttl=+1", "ttl=99999999999999999999", "ttl=2147483648",
+        "ttl=0",
+        "ttl=-1",
+        "ttl=abc",
+        "ttl=1.5",
+        "ttl=",
+        "ttl",
+        "ttl=1e3",
+        "ttl=%201",
+        "ttl=1%20",
+        "ttl=+1",
+        "ttl=99999999999999999999",
+        "ttl=2147483648",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char path[128];
@@ -568,8 +579,7 @@ static void test_http_kv_sliding_real_time(void **state)
 static void test_http_kv_sliding_rejected(void **state)
 {
     fixture_t *f = *state;
-    problem_is(req_s(&f->d, "PUT", "/v1/kv/slide:bad?sliding=true", "x"), 400,
-               "invalid_argument");
+    problem_is(req_s(&f->d, "PUT", "/v1/kv/slide:bad?sliding=true", "x"), 400, "invalid_argument");
     problem_is(req_s(&f->d, "PUT", "/v1/kv/slide:bad?ttl=5&sliding=yes", "x"), 400,
                "invalid_argument");
     problem_is(req_s(&f->d, "PUT", "/v1/kv/slide:bad?ttl=5&sliding=", "x"), 400,
@@ -656,9 +666,8 @@ static void *http_take(void *arg)
     http_taker_t *t = arg;
     pthread_barrier_wait(t->go);
     client_resp_t r;
-    t->status = client_request(t->d, "DELETE", "/v1/kv/otp:race", PREFER, NULL, 0, &r) == 0
-                    ? r.status
-                    : -1;
+    t->status =
+        client_request(t->d, "DELETE", "/v1/kv/otp:race", PREFER, NULL, 0, &r) == 0 ? r.status : -1;
     client_resp_free(&r);
     return NULL;
 }
@@ -716,13 +725,15 @@ static void test_http_kv_patch(void **state)
 {
     fixture_t *f = *state;
     /* created from {} (201), then merged (200) */
-    client_resp_t r = client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":1,\"b\":{\"c\":2}}", 19);
+    client_resp_t r =
+        client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":1,\"b\":{\"c\":2}}", 19);
     int64_t v1 = check_written(&r, 201, "pat:u", 0, 0);
     client_resp_free(&r);
     json_is(&f->d, "/v1/kv/pat:u", "{\"a\":1,\"b\":{\"c\":2}}");
     int64_t v2;
     assert_int_equal(patch_status(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3,\"c\":null},\"a\":null}",
-                                  &v2), 200);
+                                  &v2),
+                     200);
     assert_true(v2 > v1);
     json_is(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3}}");
     /* media types: parameters allowed, anything else 415 */
@@ -746,17 +757,21 @@ static void test_http_kv_patch(void **state)
     json_is(&f->d, "/v1/kv/pat:u", "{\"b\":{\"d\":3},\"e\":true}");
     /* the stored value must be a JSON object */
     put_text(&f->d, "/v1/kv/pat:text", "hello", 201);
-    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:text", MERGE, "{\"a\":1}", 7), 409, "not_json");
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:text", MERGE, "{\"a\":1}", 7), 409,
+               "not_json");
     put_text(&f->d, "/v1/kv/pat:arr", "[1]", 201);
-    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:arr", MERGE, "{\"a\":1}", 7), 409, "not_json");
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:arr", MERGE, "{\"a\":1}", 7), 409,
+               "not_json");
     get_is(&f->d, "/v1/kv/pat:text", "hello", 5);
     /* bodies: not JSON, too deep (400000 levels: never a stack overflow) */
-    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":", 5), 400, "invalid_json");
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, "{\"a\":", 5), 400,
+               "invalid_json");
     enum { DEEP = 400000 }; /* under --max-body */
     char *deep = malloc(2 * DEEP);
     memset(deep, '[', DEEP);
     memset(deep + DEEP, ']', DEEP);
-    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, deep, 2 * DEEP), 400, "invalid_json");
+    problem_is(client_req(&f->d, "PATCH", "/v1/kv/pat:u", MERGE, deep, 2 * DEEP), 400,
+               "invalid_json");
     char *nest = malloc(6 * 70 + 3), *p = nest;
     for (int i = 0; i < 65; i++) /* 65 levels */
         p += sprintf(p, "{\"a\":");
@@ -880,8 +895,10 @@ static void test_http_kv_put_if_match(void **state)
     /* If-Match: * needs the key to exist */
     const char *h_star[] = {"If-Match: *", NULL};
     status_is(client_req(&f->d, "PUT", "/v1/kv/im:a", h_star, "v4", 2), 200);
-    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:absent", h_star, "x", 1), 412, "precondition_failed");
-    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:absent", h1, "x", 1), 412, "precondition_failed");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:absent", h_star, "x", 1), 412,
+               "precondition_failed");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/im:absent", h1, "x", 1), 412,
+               "precondition_failed");
     status_is(client_req(&f->d, "GET", "/v1/kv/im:absent", NULL, NULL, 0), 404);
 }
 
@@ -892,7 +909,8 @@ static void test_http_kv_put_if_none_match(void **state)
     client_resp_t r = client_req(&f->d, "PUT", "/v1/kv/nx:a", nx, "first", 5);
     int64_t v = check_written(&r, 201, "nx:a", 0, 0);
     client_resp_free(&r);
-    problem_is(client_req(&f->d, "PUT", "/v1/kv/nx:a", nx, "second", 6), 412, "precondition_failed");
+    problem_is(client_req(&f->d, "PUT", "/v1/kv/nx:a", nx, "second", 6), 412,
+               "precondition_failed");
     assert_int_equal(get_is(&f->d, "/v1/kv/nx:a", "first", 5), v);
 
     /* If-None-Match with tags: write unless the current version is listed */
@@ -983,8 +1001,18 @@ static void test_http_kv_incr_not_integer(void **state)
 {
     fixture_t *f = *state;
     static const char *const values[] = {
-        "abc", "12abc", " 1", "1 ", "01", "-0", "+1", "", "1.5", "0x10",
-        "9223372036854775808", "-9223372036854775809",
+        "abc",
+        "12abc",
+        " 1",
+        "1 ",
+        "01",
+        "-0",
+        "+1",
+        "",
+        "1.5",
+        "0x10",
+        "9223372036854775808",
+        "-9223372036854775809",
     };
     static const char *const h[] = {"Content-Type: text/plain", NULL};
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
@@ -1018,8 +1046,14 @@ static void test_http_kv_incr_bad_body(void **state)
     for (size_t i = 0; i < sizeof not_json / sizeof not_json[0]; i++)
         problem_is(req_s(&f->d, "POST", "/v1/kv/badincr/incr", not_json[i]), 400, "invalid_json");
     static const char *const bad_shape[] = {
-        "{\"by\": \"x\"}", "{\"by\": 1.5}", "{\"by\": null}", "{\"by\": true}",
-        "{\"step\": 1}", "[1]", "1", "{\"by\": 1, \"by\": 2}",
+        "{\"by\": \"x\"}",
+        "{\"by\": 1.5}",
+        "{\"by\": null}",
+        "{\"by\": true}",
+        "{\"step\": 1}",
+        "[1]",
+        "1",
+        "{\"by\": 1, \"by\": 2}",
         "{\"by\": 9223372036854775808}",
     };
     for (size_t i = 0; i < sizeof bad_shape / sizeof bad_shape[0]; i++) {
@@ -1038,18 +1072,18 @@ static void test_http_kv_incr_bad_body(void **state)
 static void test_http_kv_list_paging(void **state)
 {
     fixture_t *f = *state;
-    static const char *const keys[] = {"lp:c", "lp:a", "lp:e", "lp:b", "lp:d", "lp:Z",
-                                       "lp:\xc3\xa9", "lpx", "lo:z", "lp:gone"};
-    static const char *const paths[] = {"/v1/kv/lp:c", "/v1/kv/lp:a", "/v1/kv/lp:e",
-                                        "/v1/kv/lp:b", "/v1/kv/lp:d", "/v1/kv/lp:Z",
-                                        "/v1/kv/lp:%C3%A9", "/v1/kv/lpx", "/v1/kv/lo:z",
+    static const char *const keys[] = {"lp:c", "lp:a",        "lp:e", "lp:b", "lp:d",
+                                       "lp:Z", "lp:\xc3\xa9", "lpx",  "lo:z", "lp:gone"};
+    static const char *const paths[] = {"/v1/kv/lp:c",      "/v1/kv/lp:a", "/v1/kv/lp:e",
+                                        "/v1/kv/lp:b",      "/v1/kv/lp:d", "/v1/kv/lp:Z",
+                                        "/v1/kv/lp:%C3%A9", "/v1/kv/lpx",  "/v1/kv/lo:z",
                                         "/v1/kv/lp:gone"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         put_text(&f->d, paths[i], keys[i], 201);
     status_is(client_req(&f->d, "DELETE", "/v1/kv/lp:gone", NULL, NULL, 0), 204);
 
     /* byte order, live keys of the prefix only, pages of 2 */
-    static const char *const want[] = {"lp:Z", "lp:a", "lp:b", "lp:c",
+    static const char *const want[] = {"lp:Z", "lp:a", "lp:b",       "lp:c",
                                        "lp:d", "lp:e", "lp:\xc3\xa9"};
     size_t seen = 0;
     char query[256] = "prefix=lp:&limit=2";
@@ -1125,8 +1159,15 @@ static void test_http_kv_list_bad_arguments(void **state)
 {
     fixture_t *f = *state;
     static const char *const bad[] = {
-        "limit=0", "limit=1001", "limit=abc", "limit=-1", "limit=1.5", "limit=",
-        "limit=99999999999999999999", "after=%zz", "prefix=%4",
+        "limit=0",
+        "limit=1001",
+        "limit=abc",
+        "limit=-1",
+        "limit=1.5",
+        "limit=",
+        "limit=99999999999999999999",
+        "after=%zz",
+        "prefix=%4",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char path[128];
@@ -1255,8 +1296,8 @@ static void test_http_kv_key_bad_encoding(void **state)
 {
     fixture_t *f = *state;
     static const char *const keys[] = {
-        "%zz", "%4", "ab%", "%G0", "%FF", "%00", "a%00b", "%C3", "%ED%A0%80", "%C0%AF",
-        "%F4%90%80%80",
+        "%zz",   "%4",  "ab%",       "%G0",    "%FF",          "%00",
+        "a%00b", "%C3", "%ED%A0%80", "%C0%AF", "%F4%90%80%80",
     };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char path[128], incr[128];
@@ -1264,7 +1305,9 @@ static void test_http_kv_key_bad_encoding(void **state)
         snprintf(incr, sizeof incr, "/v1/kv/%s/incr", keys[i]);
         const struct {
             const char *method, *path, *body;
-        } calls[] = {{"PUT", path, "x"}, {"GET", path, NULL}, {"DELETE", path, NULL},
+        } calls[] = {{"PUT", path, "x"},
+                     {"GET", path, NULL},
+                     {"DELETE", path, NULL},
                      {"POST", incr, NULL}};
         for (size_t c = 0; c < 4; c++) {
             client_resp_t r = req_s(&f->d, calls[c].method, calls[c].path, calls[c].body);
@@ -1282,9 +1325,9 @@ static void test_http_kv_key_bad_encoding(void **state)
 static void test_http_unknown_route(void **state)
 {
     fixture_t *f = *state;
-    static const char *const paths[] = {"//", "/nope", "/v1", "/v1/", "/v1/nope",
-                                        "/v1/kv/a/b", "/v1/kv/a/incr/x", "/v1/kvx",
-                                        "/healthz/x", "/V1/kv/a"};
+    static const char *const paths[] = {
+        "//",         "/nope",           "/v1",     "/v1/",       "/v1/nope",
+        "/v1/kv/a/b", "/v1/kv/a/incr/x", "/v1/kvx", "/healthz/x", "/V1/kv/a"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         client_resp_t r = client_req(&f->d, "GET", paths[i], NULL, NULL, 0);
         if (r.status != 404)
@@ -1427,7 +1470,7 @@ static json_t *hot_entry(json_t *keys, const char *member, const char *key)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(keys, i, e) {
+    json_array_foreach (keys, i, e) {
         json_t *k = json_object_get(e, member);
         if (json_is_string(k) && strcmp(json_string_value(k), key) == 0)
             return e;
@@ -1450,9 +1493,14 @@ static void test_http_auth_refused(void **state)
 {
     fixture_t *f = *state;
     static const char *const bad[] = {
-        NULL, "Authorization: Bearer wrong", "Authorization: Bearer " TOKEN "x",
-        "Authorization: Bearer s3cret", "Authorization: Bearer", "Authorization: " TOKEN,
-        "Authorization: Basic czNjcmV0LXRva2Vu", "Authorization: Bearer " TOKEN " " TOKEN,
+        NULL,
+        "Authorization: Bearer wrong",
+        "Authorization: Bearer " TOKEN "x",
+        "Authorization: Bearer s3cret",
+        "Authorization: Bearer",
+        "Authorization: " TOKEN,
+        "Authorization: Basic czNjcmV0LXRva2Vu",
+        "Authorization: Bearer " TOKEN " " TOKEN,
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *h[] = {bad[i], NULL};
@@ -1461,7 +1509,7 @@ static void test_http_auth_refused(void **state)
         unauthorized_is(client_req(&f->d, "DELETE", "/v1/kv/auth:a", h, NULL, 0));
         unauthorized_is(client_req(&f->d, "POST", "/v1/kv/auth:a/incr", h, NULL, 0));
         unauthorized_is(client_req(&f->d, "GET", "/v1/kv", h, NULL, 0));
-        unauthorized_is(client_req(&f->d, "GET", "/v1/nope", h, NULL, 0)); /* before 404 */
+        unauthorized_is(client_req(&f->d, "GET", "/v1/nope", h, NULL, 0));       /* before 404 */
         unauthorized_is(client_req(&f->d, "POST", "/v1/kv/auth:a", h, NULL, 0)); /* before 405 */
     }
     /* nothing was written */
@@ -1527,14 +1575,15 @@ static void test_http_auth_hotkeys(void **state)
     client_resp_free(&r);
     assert_int_equal(json_array_size(json_object_get(j, "keys")), 1);
     json_decref(j);
-    const char *bad[] = {"?limit=0", "?limit=101", "?limit=x", "?limit=", "?limit=-1",
-                         "?limit=1.5"};
+    const char *bad[] = {"?limit=0", "?limit=101", "?limit=x",
+                         "?limit=",  "?limit=-1",  "?limit=1.5"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char path[64];
         snprintf(path, sizeof path, "/v1/stats/hotkeys%s", bad[i]);
         problem_is(client_req(&f->d, "GET", path, h, NULL, 0), 400, "invalid_argument");
     }
-    problem_is(client_req(&f->d, "POST", "/v1/stats/hotkeys", h, NULL, 0), 405, "method_not_allowed");
+    problem_is(client_req(&f->d, "POST", "/v1/stats/hotkeys", h, NULL, 0), 405,
+               "method_not_allowed");
 }
 
 static void test_http_auth_token_from_env(void **state)
@@ -1576,7 +1625,8 @@ static void test_http_kv_survives_kill(void **state)
     int64_t versions[4], max = 0;
     for (size_t i = 0; i < 4; i++) {
         const char *h[] = {rows[i].ct, NULL};
-        client_resp_t r = client_req(&f->d, "PUT", rows[i].path, h, rows[i].body, strlen(rows[i].body));
+        client_resp_t r =
+            client_req(&f->d, "PUT", rows[i].path, h, rows[i].body, strlen(rows[i].body));
         expect_status(&r, 201);
         versions[i] = etag_version(&r);
         client_resp_free(&r);
@@ -1673,8 +1723,8 @@ static void test_http_writes_share_transactions(void **state)
     incr_is(&f->d, "batch:n", "{\"by\": 0}", BATCH_CLIENTS * BATCH_ROUNDS);
     int64_t writes = storage_stat(&f->d, "writes") - writes0;
     int64_t txns = storage_stat(&f->d, "write_transactions") - txns0;
-    printf("  %lld writes (incr, DELETE of absent keys) in %lld transactions\n",
-           (long long)writes, (long long)txns);
+    printf("  %lld writes (incr, DELETE of absent keys) in %lld transactions\n", (long long)writes,
+           (long long)txns);
     assert_true(writes >= 2 * BATCH_CLIENTS * BATCH_ROUNDS);
     assert_true(txns < writes);
 }
@@ -1702,10 +1752,18 @@ static void test_http_startup_bad_flag_value(void **state)
 {
     (void)state;
     static const char *const cases[][2] = {
-        {"--threads", "0"},          {"--threads", "many"},     {"--max-body", "abc"},
-        {"--max-body", "0"},         {"--durability", "maybe"}, {"--listen", "nowhere"},
-        {"--listen", "127.0.0.1:70000"}, {"--timeout", "0"},    {"--log-level", "loud"},
-        {"--max-connections", "0"},  {"--auth-token", "has space"}, {"--db", ""},
+        {"--threads", "0"},
+        {"--threads", "many"},
+        {"--max-body", "abc"},
+        {"--max-body", "0"},
+        {"--durability", "maybe"},
+        {"--listen", "nowhere"},
+        {"--listen", "127.0.0.1:70000"},
+        {"--timeout", "0"},
+        {"--log-level", "loud"},
+        {"--max-connections", "0"},
+        {"--auth-token", "has space"},
+        {"--db", ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *args[] = {"--listen", "127.0.0.1:0", cases[i][0], cases[i][1], NULL};
@@ -1721,8 +1779,10 @@ static void test_http_startup_bad_flag_value(void **state)
 static void test_http_startup_usage_error(void **state)
 {
     (void)state;
-    static const char *const cases[][2] = {{"--bogus", NULL}, {"stray", NULL},
-                                           {"--threads", NULL}, {"-x", NULL}};
+    static const char *const cases[][2] = {{"--bogus", NULL},
+                                           {"stray", NULL},
+                                           {"--threads", NULL},
+                                           {"-x", NULL}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *args[] = {"--listen", "127.0.0.1:0", cases[i][0], NULL};
         char out[2048];

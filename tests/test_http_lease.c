@@ -63,12 +63,12 @@ static long post(fixture_t *f, const char *path, json_t **out, const char *fmt, 
 static long get(fixture_t *f, const char *path, json_t **out);
 
 /* GET that must answer a problem with this status and code. */
-#define GET_PROBLEM(f, path, expected, code)                 \
-    do {                                                     \
-        json_t *p_;                                          \
-        long st_ = get((f), (path), &p_);                    \
-        assert_non_null(p_);                                 \
-        assert_problem(p_, st_, (expected), (code));         \
+#define GET_PROBLEM(f, path, expected, code)                                                       \
+    do {                                                                                           \
+        json_t *p_;                                                                                \
+        long st_ = get((f), (path), &p_);                                                          \
+        assert_non_null(p_);                                                                       \
+        assert_problem(p_, st_, (expected), (code));                                               \
     } while (0)
 
 static long get(fixture_t *f, const char *path, json_t **out)
@@ -101,8 +101,8 @@ static void test_http_lease_acquire_renew_release_get(void **state)
 {
     fixture_t *f = *state;
     json_t *a, *b, *g;
-    assert_int_equal(post(f, "/v1/leases/job/acquire", &a,
-                          "{\"owner\":\"w1\",\"ttl_ms\":10000}"), 200);
+    assert_int_equal(post(f, "/v1/leases/job/acquire", &a, "{\"owner\":\"w1\",\"ttl_ms\":10000}"),
+                     200);
     assert_string_equal(client_str_member(a, "name"), "job");
     assert_string_equal(client_str_member(a, "owner"), "w1");
     assert_int_equal(client_int_member(a, "count"), 1);
@@ -111,7 +111,8 @@ static void test_http_lease_acquire_renew_release_get(void **state)
     assert_true(json_object_size(a) == 5);
     /* re-entrant */
     assert_int_equal(post(f, "/v1/leases/job/acquire", &b,
-                          "{\"owner\":\"w1\",\"ttl_ms\":20000,\"wait_ms\":0}"), 200);
+                          "{\"owner\":\"w1\",\"ttl_ms\":20000,\"wait_ms\":0}"),
+                     200);
     assert_int_equal(client_int_member(b, "count"), 2);
     assert_int_equal(client_int_member(b, "token"), token);
     assert_true(client_int_member(b, "expires_at") > client_int_member(a, "expires_at"));
@@ -195,8 +196,10 @@ typedef struct bad_case {
 } bad_case_t;
 
 /* 257 and 129 bytes: one over the limits */
-#define N257 "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
-#define O129 "ooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooo"
+#define N257                                                                                       \
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
+#define O129                                                                                       \
+    "ooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooo"
 
 static void test_http_lease_bad_input(void **state)
 {
@@ -305,8 +308,8 @@ static void test_http_lease_wait_times_out(void **state)
                      200);
     json_decref(p);
     int64_t t0 = testutil_mono_ms();
-    long st = post(f, "/v1/leases/job/acquire", &p,
-                   "{\"owner\":\"w2\",\"ttl_ms\":1000,\"wait_ms\":300}");
+    long st =
+        post(f, "/v1/leases/job/acquire", &p, "{\"owner\":\"w2\",\"ttl_ms\":1000,\"wait_ms\":300}");
     int64_t waited = testutil_mono_ms() - t0;
     int64_t retry = client_int_member(p, "retry_after_ms");
     assert_true(retry > 55000 && retry <= 60000);
@@ -411,7 +414,8 @@ static void test_http_lease_200_parked_waiters_do_not_block_gets(void **state)
     client_resp_t r;
     assert_int_equal(client_request(&f->d, "PUT", "/v1/kv/x", NULL, "v", 1, &r), 0);
     client_resp_free(&r);
-    assert_int_equal(post(f, "/v1/leases/hot/acquire", &p, "{\"owner\":\"holder\",\"ttl_ms\":60000}"),
+    assert_int_equal(post(f, "/v1/leases/hot/acquire", &p,
+                          "{\"owner\":\"holder\",\"ttl_ms\":60000}"),
                      200);
     int64_t last_token = client_int_member(p, "token");
     json_decref(p);
@@ -526,7 +530,8 @@ static void test_http_lease_parked_waiters_get_503_on_stop(void **state)
 {
     fixture_t *f = *state;
     json_t *p;
-    assert_int_equal(post(f, "/v1/leases/job/acquire", &p, "{\"owner\":\"holder\",\"ttl_ms\":60000}"),
+    assert_int_equal(post(f, "/v1/leases/job/acquire", &p,
+                          "{\"owner\":\"holder\",\"ttl_ms\":60000}"),
                      200);
     json_decref(p);
     CURLM *m = curl_multi_init();
@@ -541,11 +546,12 @@ static void test_http_lease_parked_waiters_get_503_on_stop(void **state)
     int64_t t0 = testutil_mono_ms();
     assert_int_equal(daemon_stop(&f->d), 0); /* SIGTERM; returns once it exited */
     int64_t took = testutil_mono_ms() - t0;
-    print_message("daemon stopped %lld ms after SIGTERM with %d waiters parked\n",
-                  (long long)took, STOPPED);
+    print_message("daemon stopped %lld ms after SIGTERM with %d waiters parked\n", (long long)took,
+                  STOPPED);
     assert_true(took < 20000); /* it did not wait for the waiters' 30 s */
     int answered = 0;
-    for (int64_t until = testutil_mono_ms() + 2000 * testutil_scale(); answered < STOPPED && testutil_mono_ms() < until;)
+    for (int64_t until = testutil_mono_ms() + 2000 * testutil_scale();
+         answered < STOPPED && testutil_mono_ms() < until;)
         answered += pump(m, 50);
     for (int i = 0; i < STOPPED; i++) {
         assert_true(ps[i].done);
@@ -620,10 +626,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http_lease_method_not_allowed, setup,
                                         daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_lease_wait_times_out, setup, daemon_fixture_stop),
-        cmocka_unit_test_setup_teardown(test_http_lease_200_parked_waiters_do_not_block_gets,
-                                        setup, daemon_fixture_stop),
-        cmocka_unit_test_setup_teardown(test_http_lease_waiter_wakes_on_release_and_expiry,
-                                        setup, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_lease_200_parked_waiters_do_not_block_gets, setup,
+                                        daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_http_lease_waiter_wakes_on_release_and_expiry, setup,
+                                        daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_lease_parked_waiters_get_503_on_stop, setup,
                                         daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_http_lease_survives_sigkill, setup,

@@ -135,8 +135,8 @@ static void test_http_queue_enqueue_get_claim_ack(void **state)
     json_decref(g);
     /* claim */
     json_t *ans;
-    json_t *jobs = claim(&f->d, "mail", "{\"worker\":\"w1\",\"visibility_ms\":30000,\"max\":10}",
-                         &ans);
+    json_t *jobs =
+        claim(&f->d, "mail", "{\"worker\":\"w1\",\"visibility_ms\":30000,\"max\":10}", &ans);
     assert_int_equal(json_array_size(jobs), 1);
     json_t *j = json_array_get(jobs, 0);
     assert_string_equal(client_str_member(j, "id"), "m1");
@@ -254,8 +254,8 @@ static void test_http_queue_bad_requests(void **state)
     fixture_t *f = *state;
     const daemon_t *d = &f->d;
     static const char *const bad_enqueue[] = {
-        "{}",                                      /* payload missing */
-        "{\"payload\":1,\"extra\":1}",             /* unknown member */
+        "{}",                          /* payload missing */
+        "{\"payload\":1,\"extra\":1}", /* unknown member */
         "{\"payload\":1,\"delay_ms\":-1}",
         "{\"payload\":1,\"delay_ms\":2592000001}",
         "{\"payload\":1,\"delay_ms\":\"5\"}",
@@ -301,8 +301,7 @@ static void test_http_queue_bad_requests(void **state)
                                            "{\"claim_token\":1,\"delay_ms\":2592000001}",
                                            "{\"claim_token\":1,\"x\":1}", NULL};
     for (int i = 0; bad_nack[i]; i++)
-        expect_problem(d, "POST", "/v1/queues/q/jobs/x/nack", bad_nack[i], 400,
-                       "invalid_argument");
+        expect_problem(d, "POST", "/v1/queues/q/jobs/x/nack", bad_nack[i], 400, "invalid_argument");
     /* names: 257 bytes of queue, 129 of id */
     char path[600];
     snprintf(path, sizeof path, "/v1/queues/%0257d", 0);
@@ -480,7 +479,9 @@ static void test_http_queue_metrics(void **state)
     json_t *s;
     assert_int_equal(call(&f->d, "GET", "/v1/stats", &s, NULL), 200);
     json_t *q = json_object_get(s, "queues");
-    assert_int_equal(client_int_member(json_object_get(json_object_get(q, "by_queue"), "m"), "acked"), 1);
+    assert_int_equal(client_int_member(json_object_get(json_object_get(q, "by_queue"), "m"),
+                                       "acked"),
+                     1);
     assert_int_equal(client_int_member(json_object_get(q, "jobs"), "delayed"), 1);
     json_decref(s);
 }
@@ -493,8 +494,7 @@ static void test_http_queue_jobs_survive_kill(void **state)
                           "{\"payload\":{\"keep\":1},\"id\":\"k1\"}"),
                      201);
     json_decref(a);
-    assert_int_equal(call(&f->d, "POST", "/v1/queues/k/jobs", &a,
-                          "{\"payload\":2,\"id\":\"k2\"}"),
+    assert_int_equal(call(&f->d, "POST", "/v1/queues/k/jobs", &a, "{\"payload\":2,\"id\":\"k2\"}"),
                      201);
     json_decref(a);
     json_t *jobs = claim(&f->d, "k", "{\"worker\":\"w\",\"visibility_ms\":60000}", &ans);

@@ -29,9 +29,9 @@ static int setup(void **state)
 
 static int setup_version(void **state)
 {
-    static const char *const args[] = {"--durability", "normal", "--threads", "8",
-                                       "--seckill-strategy", "version", "--seckill-retries", "0",
-                                       NULL};
+    static const char *const args[] = {
+        "--durability",      "normal", "--threads", "8", "--seckill-strategy", "version",
+        "--seckill-retries", "0",      NULL};
     return daemon_fixture_start(state, args);
 }
 
@@ -47,7 +47,7 @@ static client_resp_t call(const fixture_t *f, const char *method, const char *pa
 {
     client_resp_t r;
     assert_int_equal(client_request(&f->d, method, path, body ? JSON_HEADERS : NULL, body,
-                                     body ? strlen(body) : 0, &r),
+                                    body ? strlen(body) : 0, &r),
                      0);
     return r;
 }
@@ -80,8 +80,8 @@ static json_t *expect_json(const fixture_t *f, const char *method, const char *p
 {
     client_resp_t r = call(f, method, path, body);
     if (r.status != status)
-        fail_msg("%s %s %s: got %ld %s, want %ld", method, path, body ? body : "", r.status,
-                 r.body, status);
+        fail_msg("%s %s %s: got %ld %s, want %ld", method, path, body ? body : "", r.status, r.body,
+                 status);
     char *ct = client_header(&r, "Content-Type");
     assert_non_null(ct);
     assert_string_equal(ct, "application/json");
@@ -145,8 +145,7 @@ static json_t *all_orders(const fixture_t *f, const char *id)
     json_int_t after = 0;
     for (;;) {
         char path[256];
-        snprintf(path, sizeof path, "/v1/items/%s/orders?limit=7&after=%lld", id,
-                 (long long)after);
+        snprintf(path, sizeof path, "/v1/items/%s/orders?limit=7&after=%lld", id, (long long)after);
         json_t *page = expect_json(f, "GET", path, NULL, 200);
         json_array_extend(all, json_object_get(page, "orders"));
         json_t *next = json_object_get(page, "next");
@@ -223,8 +222,7 @@ static void test_http_seckill_item_bad_input(void **state)
                    "invalid_argument");
     expect_problem(f, "PUT", P, "{\"name\": \"n\", \"name\": \"m\", \"stock\": 1}", 400,
                    "invalid_argument");
-    expect_problem(f, "PUT", P, "{\"name\": \"a\\u0000b\", \"stock\": 1}", 400,
-                   "invalid_argument");
+    expect_problem(f, "PUT", P, "{\"name\": \"a\\u0000b\", \"stock\": 1}", 400, "invalid_argument");
     char body[400];
     char name[258];
     memset(name, 'n', 257);
@@ -362,8 +360,7 @@ static void test_http_seckill_order_flow(void **state)
     expect_item(f, "sku", 0, 2);
     expect_problem(f, "GET", "/v1/items/sku/orders/u3", NULL, 404, "not_found");
     expect_problem(f, "GET", "/v1/items/none/orders/u2", NULL, 404, "not_found");
-    expect_problem(f, "POST", "/v1/items/none/orders", "{\"user_id\": \"u2\"}", 404,
-                   "not_found");
+    expect_problem(f, "POST", "/v1/items/none/orders", "{\"user_id\": \"u2\"}", 404, "not_found");
 
     /* pages */
     json_t *page = expect_json(f, "GET", "/v1/items/sku/orders?limit=1", NULL, 200);
@@ -488,8 +485,8 @@ static void *hworker_main(void *arg)
             char body[64];
             snprintf(body, sizeof body, "{\"user_id\": \"user-%d\"}", u);
             client_resp_t r;
-            if (client_request(&w->run->f->d, "POST", "/v1/items/hot/orders", JSON_HEADERS,
-                               body, strlen(body), &r) == 0)
+            if (client_request(&w->run->f->d, "POST", "/v1/items/hot/orders", JSON_HEADERS, body,
+                               strlen(body), &r) == 0)
                 record(w->run, u, &r);
             else
                 r.status = 0, record(w->run, u, &r);
@@ -526,7 +523,7 @@ static json_int_t http_sale(const fixture_t *f, hrun_t *run)
     json_int_t by_user[HC_USERS] = {0};
     size_t i;
     json_t *o;
-    json_array_foreach(orders, i, o) {
+    json_array_foreach (orders, i, o) {
         int u = -1;
         assert_int_equal(sscanf(jstr(o, "user_id"), "user-%d", &u), 1);
         assert_true(u >= 0 && u < HC_USERS);
@@ -536,11 +533,11 @@ static json_int_t http_sale(const fixture_t *f, hrun_t *run)
     assert_int_equal(run->other, 0);
     assert_int_equal(run->ok_twice, 0);
     assert_int_equal(run->no_retry_after, 0);
-    assert_true(stock >= 0);                            /* never negative */
-    assert_int_equal(stock + sold, HC_STOCK);           /* stock + sold == initial */
+    assert_true(stock >= 0);                                     /* never negative */
+    assert_int_equal(stock + sold, HC_STOCK);                    /* stock + sold == initial */
     assert_int_equal((json_int_t)json_array_size(orders), sold); /* orders == sold */
     assert_int_equal(run->s201, sold);
-    for (int u = 0; u < HC_USERS; u++)                  /* every 201 exists */
+    for (int u = 0; u < HC_USERS; u++) /* every 201 exists */
         if (run->ok_order_id[u])
             assert_int_equal(by_user[u], run->ok_order_id[u]);
     json_decref(orders);
@@ -600,8 +597,7 @@ static void test_http_seckill_restart(void **state)
     expect_problem(f, "POST", "/v1/items/gone/orders", "{\"user_id\": \"u4\"}", 409, "sold_out");
     expect_problem(f, "POST", "/v1/items/gone/orders", "{\"user_id\": \"u1\"}", 409,
                    "already_ordered");
-    expect_problem(f, "POST", "/v1/items/again/orders", "{\"user_id\": \"u2\"}", 409,
-                   "sold_out");
+    expect_problem(f, "POST", "/v1/items/again/orders", "{\"user_id\": \"u2\"}", 409, "sold_out");
     /* a reset item sells again; the one with stock goes on selling */
     json_decref(expect_json(f, "PUT", "/v1/items/again", "{\"name\": \"n\", \"stock\": 1}", 200));
     assert_int_equal(place(f, "again", "u2"), 201);
@@ -609,7 +605,6 @@ static void test_http_seckill_restart(void **state)
     expect_item(f, "again", 0, 1);
     expect_item(f, "kept", 2, 3);
 }
-
 
 /* ------------------------------------------------------------------------
  * Payment deadline
@@ -619,8 +614,9 @@ static void put_item_paying(const fixture_t *f, const char *id, int stock, int t
 {
     char path[256], body[160];
     snprintf(path, sizeof path, "/v1/items/%s", id);
-    snprintf(body, sizeof body, "{\"name\": \"Item %s\", \"stock\": %d, \"payment_timeout_ms\": %d}",
-             id, stock, timeout_ms);
+    snprintf(body, sizeof body,
+             "{\"name\": \"Item %s\", \"stock\": %d, \"payment_timeout_ms\": %d}", id, stock,
+             timeout_ms);
     json_t *it = expect_json(f, "PUT", path, body, 201);
     assert_int_equal(jint(it, "payment_timeout_ms"), timeout_ms);
     json_decref(it);

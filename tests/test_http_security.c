@@ -30,8 +30,8 @@
 #define NEAR_MISS "tok-9f2c41d7e8b3a606" /* a wrong token one byte off */
 #define ADMIN_TOKEN "adm-5b7e90c2d4f61a83"
 
-static long status_of(const daemon_t *d, const char *method, const char *path,
-                      const char *auth, const char *body)
+static long status_of(const daemon_t *d, const char *method, const char *path, const char *auth,
+                      const char *body)
 {
     const char *h[] = {auth, NULL};
     return client_status(d, method, path, auth ? h : NULL, body);
@@ -46,8 +46,9 @@ static void test_security_no_token_in_logs(void **state)
     char *dir = testutil_mkdtemp();
     assert_non_null(dir);
     daemon_t d;
-    const char *args[] = {"--auth-token", TOKEN, "--admin-token", ADMIN_TOKEN,
-                          "--log-level", "debug", "--access-log", "-", NULL};
+    const char *args[] = {"--auth-token", TOKEN,         "--admin-token",
+                          ADMIN_TOKEN,    "--log-level", "debug",
+                          "--access-log", "-",           NULL};
     assert_int_equal(daemon_start(&d, dir, args), 0);
     const char *good = "Authorization: Bearer " TOKEN;
     const char *admin = "Authorization: Bearer " ADMIN_TOKEN;
@@ -73,8 +74,7 @@ static void test_security_no_token_in_logs(void **state)
     for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
         if (strstr(log, secrets[i]))
             fail_msg("the daemon log contains '%s':\n%s", secrets[i], log);
-    printf("  %zu bytes of daemon log (debug level, access log), no token in them\n",
-           strlen(log));
+    printf("  %zu bytes of daemon log (debug level, access log), no token in them\n", strlen(log));
     free(log);
     daemon_free(&d);
     testutil_rmdir(dir);
@@ -93,7 +93,8 @@ static bool listening_address(int port, char *addr, size_t addrlen)
         unsigned lport, state;
         while (fgets(line, sizeof line, f)) {
             if (sscanf(line, " %*d: %127[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", local, &lport,
-                       &state) == 3 && (int)lport == port && state == 0x0A) {
+                       &state) == 3 &&
+                (int)lport == port && state == 0x0A) {
                 snprintf(addr, addrlen, "%s", local);
                 fclose(f);
                 return true;

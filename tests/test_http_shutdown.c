@@ -59,7 +59,7 @@ typedef struct pending {
     char key[32];
     char body[64];
     client_buf_t resp; /* the response body */
-    long status; /* 0 = no HTTP answer */
+    long status;       /* 0 = no HTTP answer */
     bool done;
 } pending_t;
 
@@ -204,7 +204,9 @@ static void check_outcomes(const char *db_path, const pending_t *ps, int n, int 
     for (int i = 0; i < n; i++) {
         bool in = write_stored(db, &ps[i]);
         print_message("  %s %s: HTTP %ld, %s\n",
-                      ps[i].kind == W_PUT ? "PUT" : ps[i].kind == W_DELETE ? "DELETE" : "incr",
+                      ps[i].kind == W_PUT      ? "PUT"
+                      : ps[i].kind == W_DELETE ? "DELETE"
+                                               : "incr",
                       ps[i].key, ps[i].status, in ? "stored" : "not stored");
         assert_true(ps[i].done);
         assert_true(ps[i].status >= 200); /* an HTTP answer, not a closed connection */
@@ -224,8 +226,8 @@ static void start(void **state, int64_t shutdown_timeout_ms)
 {
     char timeout[32];
     snprintf(timeout, sizeof timeout, "%lld", (long long)shutdown_timeout_ms);
-    const char *const args[] = {"--busy-timeout", "120000", "--shutdown-timeout", timeout,
-                                "--threads", "2", NULL};
+    const char *const args[] = {
+        "--busy-timeout", "120000", "--shutdown-timeout", timeout, "--threads", "2", NULL};
     assert_int_equal(daemon_fixture_start(state, args), 0);
 }
 
@@ -307,8 +309,8 @@ static void run_stop(void **state, int64_t timeout_ms, int64_t release_after_ms,
         answered += pump(m, 50);
     assert_int_equal(rc, 0); /* exited 0 within the deadline and its grace */
     check_outcomes(f->d.db_path, ps, NPARKED, ok, refused);
-    print_message("%d of %d writes answered: %d stored (2xx), %d refused\n", answered, NPARKED,
-                  *ok, *refused);
+    print_message("%d of %d writes answered: %d stored (2xx), %d refused\n", answered, NPARKED, *ok,
+                  *refused);
     pending_free(m, ps, NPARKED);
     curl_slist_free_all(h);
     curl_multi_cleanup(m);

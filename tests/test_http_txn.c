@@ -216,8 +216,7 @@ static void test_http_txn_failure_branch(void **state)
     assert_int_equal(json_array_size(json_object_get(j, "results")), 0);
     json_decref(j);
     /* exists: true on an absent key fails */
-    j = txn(d, "{\"compare\": [{\"key\": \"f-none\", \"exists\": true}], \"success\": []}",
-            200);
+    j = txn(d, "{\"compare\": [{\"key\": \"f-none\", \"exists\": true}], \"success\": []}", 200);
     assert_true(json_is_false(json_object_get(j, "succeeded")));
     json_decref(j);
 }
@@ -311,8 +310,8 @@ static void test_http_txn_bad_requests(void **state)
         {"{\"success\": [{\"op\": \"get\"}]}", "invalid_argument", "success[0].key"},
         {"{\"success\": [{\"op\": \"get\", \"key\": \"\"}]}", "invalid_argument", "key"},
         {"{\"success\": [{\"op\": \"get\", \"key\": 5}]}", "invalid_argument", "key"},
-        {"{\"success\": [{\"op\": \"get\", \"key\": \"k\", \"value\": \"v\"}]}",
-         "invalid_argument", "value"},
+        {"{\"success\": [{\"op\": \"get\", \"key\": \"k\", \"value\": \"v\"}]}", "invalid_argument",
+         "value"},
         {"{\"success\": [{\"op\": \"delete\", \"key\": \"k\", \"by\": 1}]}", "invalid_argument",
          "by"},
         {"{\"success\": [{\"op\": \"put\", \"key\": \"k\"}]}", "invalid_argument",
@@ -330,24 +329,24 @@ static void test_http_txn_bad_requests(void **state)
          "invalid_argument", "content_type"},
         {"{\"success\": [{\"op\": \"incr\", \"key\": \"k\", \"by\": 1.5}]}", "invalid_argument",
          "by"},
-        {"{\"success\": [{\"op\": \"incr\", \"key\": \"k\", \"by\": \"1\"}]}",
-         "invalid_argument", "by"},
+        {"{\"success\": [{\"op\": \"incr\", \"key\": \"k\", \"by\": \"1\"}]}", "invalid_argument",
+         "by"},
         {"{\"compare\": [{\"key\": \"k\"}], \"success\": []}", "invalid_argument", "compare[0]"},
         {"{\"compare\": [{\"key\": \"k\", \"version\": 1, \"exists\": true}], \"success\": []}",
          "invalid_argument", "exactly one"},
-        {"{\"compare\": [{\"key\": \"k\", \"version\": -1}], \"success\": []}",
-         "invalid_argument", "version"},
+        {"{\"compare\": [{\"key\": \"k\", \"version\": -1}], \"success\": []}", "invalid_argument",
+         "version"},
         {"{\"compare\": [{\"key\": \"k\", \"version\": \"1\"}], \"success\": []}",
          "invalid_argument", "version"},
-        {"{\"compare\": [{\"key\": \"k\", \"exists\": 1}], \"success\": []}",
-         "invalid_argument", "exists"},
+        {"{\"compare\": [{\"key\": \"k\", \"exists\": 1}], \"success\": []}", "invalid_argument",
+         "exists"},
         {"{\"compare\": [{\"key\": \"k\", \"exists\": true, \"x\": 1}], \"success\": []}",
          "invalid_argument", "x"},
-        {"{\"success\": [{\"op\": \"get\", \"key\": \"a\\u0000b\"}]}", "invalid_argument",
-         NULL},
+        {"{\"success\": [{\"op\": \"get\", \"key\": \"a\\u0000b\"}]}", "invalid_argument", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        client_resp_t r = client_req(d, "POST", "/v1/txn", NULL, cases[i].body, strlen(cases[i].body));
+        client_resp_t r =
+            client_req(d, "POST", "/v1/txn", NULL, cases[i].body, strlen(cases[i].body));
         json_t *j = client_json(&r);
         if (r.status != 400 || !j || strcmp(jstr(j, "code"), cases[i].code) != 0 ||
             (cases[i].detail && !strstr(jstr(j, "detail"), cases[i].detail)))
@@ -464,8 +463,7 @@ static json_t *hs_post(const daemon_t *d, const char *body)
 {
     client_resp_t r;
     json_t *j = NULL;
-    if (client_request(d, "POST", "/v1/txn", NULL, body, strlen(body), &r) == 0 &&
-        r.status == 200)
+    if (client_request(d, "POST", "/v1/txn", NULL, body, strlen(body), &r) == 0 && r.status == 200)
         j = client_json(&r);
     client_resp_free(&r);
     return j;
@@ -560,7 +558,8 @@ static void http_stress(daemon_t *const nodes[], int nnodes)
         errors += s[i].errors;
     }
     print_message("http stress (%d node%s): %d moves, %d compare failures, %d bad sums, "
-                  "%d errors\n", nnodes, nnodes > 1 ? "s" : "", moves, conflicts, bad, errors);
+                  "%d errors\n",
+                  nnodes, nnodes > 1 ? "s" : "", moves, conflicts, bad, errors);
     assert_int_equal(errors, 0);
     assert_int_equal(bad, 0);
     assert_int_equal(moves, HS_CLIENTS * HS_MOVES);
@@ -638,8 +637,7 @@ static int cluster_rounds(bool sabotage)
         stale += !is_current(b, k2, "1", n2);
         stale += !is_current(b, k3, "x", 0);
         /* a delete through a transaction on A: B answers 404 at once */
-        snprintf(body, sizeof body,
-                 "{\"success\": [{\"op\": \"delete\", \"key\": \"%s\"}]}", k1);
+        snprintf(body, sizeof body, "{\"success\": [{\"op\": \"delete\", \"key\": \"%s\"}]}", k1);
         json_decref(txn(a, body, 200));
         stale += !is_current(b, k1, NULL, 0);
     }

@@ -83,8 +83,8 @@ static sse_t *sse_open(const daemon_t *d, const char *path, const char *header)
     s->fd = daemon_raw_connect(d);
     assert_true(s->fd >= 0);
     char req[2048];
-    snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: t\r\n%s%s\r\n", path,
-             header ? header : "", header ? "\r\n" : "");
+    snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: t\r\n%s%s\r\n", path, header ? header : "",
+             header ? "\r\n" : "");
     assert_true(daemon_raw_send(s->fd, req, strlen(req)));
     return s;
 }
@@ -209,8 +209,7 @@ static long call(fixture_t *f, const char *method, const char *path, const char 
     const char *h[] = {strcmp(method, "PATCH") ? "Content-Type: application/json"
                                                : "Content-Type: application/merge-patch+json",
                        NULL};
-    assert_int_equal(client_request(&f->d, method, path, h, body, body ? strlen(body) : 0, &r),
-                     0);
+    assert_int_equal(client_request(&f->d, method, path, h, body, body ? strlen(body) : 0, &r), 0);
     long status = r.status;
     if (version) {
         json_t *j = client_json(&r);
@@ -344,8 +343,9 @@ static void test_watch_keep_alive(void **state)
 static void test_watch_bad_arguments(void **state)
 {
     fixture_t *f = *state;
-    const char *bad[] = {"/v1/watch?since=-1", "/v1/watch?since=x", "/v1/watch?since=",
-                         "/v1/kv/k?wait=0", "/v1/kv/k?wait=301", "/v1/kv/k?wait=x",
+    const char *bad[] = {"/v1/watch?since=-1",       "/v1/watch?since=x",
+                         "/v1/watch?since=",         "/v1/kv/k?wait=0",
+                         "/v1/kv/k?wait=301",        "/v1/kv/k?wait=x",
                          "/v1/kv/k?wait=5&index=-1", NULL};
     for (int i = 0; bad[i]; i++) {
         client_resp_t r;
@@ -364,8 +364,7 @@ static void test_watch_bad_arguments(void **state)
  * 410 and 503 (daemons of their own)
  * ------------------------------------------------------------------------ */
 
-static const char *const small_history_args[] = {"--threads", "2", "--watch-history", "10",
-                                                 NULL};
+static const char *const small_history_args[] = {"--threads", "2", "--watch-history", "10", NULL};
 
 static int setup_small_history(void **state)
 {
@@ -437,7 +436,8 @@ static void test_watch_slow_reader(void **state)
     s->fd = socket(AF_INET, SOCK_STREAM, 0);
     int small = 4096;
     assert_int_equal(setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->d.port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)f->d.port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(s->fd, (struct sockaddr *)&a, sizeof a), 0);
     const char *req = "GET /v1/watch?prefix=slow HTTP/1.0\r\n\r\n";
@@ -501,8 +501,7 @@ static void test_watch_503_beyond_max_watchers(void **state)
     assert_int_equal(sse_status(x, 3000), 503);
     sse_close(x);
     client_resp_t r;
-    assert_int_equal(client_request(&f->d, "GET", "/v1/kv/k?wait=1&index=0", NULL, NULL, 0, &r),
-                     0);
+    assert_int_equal(client_request(&f->d, "GET", "/v1/kv/k?wait=1&index=0", NULL, NULL, 0, &r), 0);
     assert_int_equal(r.status, 503);
     client_resp_free(&r);
     assert_int_equal(client_request(&f->d, "GET", "/metrics", NULL, NULL, 0, &r), 0);
@@ -613,7 +612,8 @@ static void test_watch_exactly_once_in_order(void **state)
         int expected_puts = 0;
         for (int i = 0; i < WRITERS; i++)
             for (int j = 0; j < PER_WRITER; j++)
-                expected_puts += w[i].versions[j] > 0 && strncmp(w[i].keys[j], prefixes[k], plen) == 0;
+                expected_puts += w[i].versions[j] > 0 &&
+                                 strncmp(w[i].keys[j], prefixes[k], plen) == 0;
         assert_int_equal(puts_matched, expected_puts);
         assert_false(sse_next(s[k], &e, 300)); /* nothing more */
         sse_close(s[k]);
@@ -625,8 +625,7 @@ static void test_watch_exactly_once_in_order(void **state)
  * 1,000 idle watchers: /healthz still answers
  * ------------------------------------------------------------------------ */
 
-static const char *const many_watchers_args[] = {"--threads", "2", "--max-watchers", "1100",
-                                                 NULL};
+static const char *const many_watchers_args[] = {"--threads", "2", "--max-watchers", "1100", NULL};
 
 static int setup_many_watchers(void **state)
 {
@@ -685,8 +684,8 @@ static void *later_main(void *arg)
 
 /* GET path (a blocking one) while `method path body` runs after 300 ms;
  * returns the status and how long the GET took. */
-static long blocking_get(fixture_t *f, const char *get_path, const char *method,
-                         const char *path, const char *body, int64_t *took, int64_t *version)
+static long blocking_get(fixture_t *f, const char *get_path, const char *method, const char *path,
+                         const char *body, int64_t *took, int64_t *version)
 {
     pthread_t t;
     later_t l = {f, method, path, body, 300};
@@ -713,8 +712,7 @@ static void test_blocking_get(void **state)
     int64_t v1 = put(f, "bg", "1");
     char path[128];
     /* index differs: at once */
-    assert_int_equal(blocking_get(f, "/v1/kv/bg?wait=5&index=0", NULL, NULL, NULL, &took, &v),
-                     200);
+    assert_int_equal(blocking_get(f, "/v1/kv/bg?wait=5&index=0", NULL, NULL, NULL, &took, &v), 200);
     assert_true(took < 2000);
     assert_int_equal(v, v1);
     /* absent key, index 0 ... nothing happens: the wait runs out, 404 */
@@ -770,8 +768,8 @@ int main(void)
                                         daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_watch_bad_arguments, setup, daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_watch_keep_alive, setup, daemon_fixture_stop),
-        cmocka_unit_test_setup_teardown(test_watch_410_when_history_exceeded,
-                                        setup_small_history, daemon_fixture_stop),
+        cmocka_unit_test_setup_teardown(test_watch_410_when_history_exceeded, setup_small_history,
+                                        daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_watch_slow_reader, setup_small_history,
                                         daemon_fixture_stop),
         cmocka_unit_test_setup_teardown(test_watch_503_beyond_max_watchers, setup_few_watchers,

@@ -22,8 +22,7 @@ typedef daemon_fixture_t fixture_t;
 
 static int setup(void **state)
 {
-    static const char *const args[] = {"--auth-token", "web-token", "--durability", "normal",
-                                       NULL};
+    static const char *const args[] = {"--auth-token", "web-token", "--durability", "normal", NULL};
     return daemon_fixture_start(state, args);
 }
 

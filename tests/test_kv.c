@@ -44,10 +44,18 @@ static sqlcached_preconditions_t cond(enum cond c, const int64_t *ver)
     sqlcached_match_t one = {SQLCACHED_MATCH_VERSIONS, ver, 1};
     sqlcached_match_t any = {SQLCACHED_MATCH_ANY, NULL, 0};
     switch (c) {
-    case IF_VERSION: p.if_match = one; break;
-    case IF_PRESENT: p.if_match = any; break;
-    case IF_ABSENT: p.if_none_match = any; break;
-    case IF_NOT_VERSION: p.if_none_match = one; break;
+    case IF_VERSION:
+        p.if_match = one;
+        break;
+    case IF_PRESENT:
+        p.if_match = any;
+        break;
+    case IF_ABSENT:
+        p.if_none_match = any;
+        break;
+    case IF_NOT_VERSION:
+        p.if_none_match = one;
+        break;
     }
     return p;
 }
@@ -147,11 +155,9 @@ static void test_kv_rejects_bad_keys_and_options(void **state)
     assert_int_equal(sqlcached_kv_put(f->db, big, SQLCACHED_KEY_MAX, "v", 1, NULL, NULL),
                      SQLCACHED_OK);
     sqlcached_put_options_t o = {.ttl_ms = -1};
-    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "v", 1, &o, NULL),
-                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "v", 1, &o, NULL), SQLCACHED_INVALID_ARGUMENT);
     o = (sqlcached_put_options_t){.content_type = "bad\ntype"};
-    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "v", 1, &o, NULL),
-                     SQLCACHED_INVALID_ARGUMENT);
+    assert_int_equal(sqlcached_kv_put(f->db, "k", 1, "v", 1, &o, NULL), SQLCACHED_INVALID_ARGUMENT);
     sqlcached_value_t *v;
     assert_int_equal(sqlcached_kv_get(f->db, big, sizeof big, &v), SQLCACHED_INVALID_ARGUMENT);
     assert_int_equal(sqlcached_kv_delete(f->db, big, 0, NULL), SQLCACHED_INVALID_ARGUMENT);
@@ -166,13 +172,10 @@ static void test_kv_conditional_put(void **state)
     fixture_t *f = *state;
     sqlcached_write_result_t r;
     /* If-Match on an absent key fails. */
-    assert_int_equal(put_cond(f->db, "c", "x", IF_VERSION, 1),
-                     SQLCACHED_PRECONDITION_FAILED);
-    assert_int_equal(put_cond(f->db, "c", "x", IF_PRESENT, 0),
-                     SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(put_cond(f->db, "c", "x", IF_VERSION, 1), SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(put_cond(f->db, "c", "x", IF_PRESENT, 0), SQLCACHED_PRECONDITION_FAILED);
     assert_int_equal(put_cond(f->db, "c", "v1", IF_ABSENT, 0), SQLCACHED_OK);
-    assert_int_equal(put_cond(f->db, "c", "v2", IF_ABSENT, 0),
-                     SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(put_cond(f->db, "c", "v2", IF_ABSENT, 0), SQLCACHED_PRECONDITION_FAILED);
     int64_t ver;
     free(get_str(f->db, "c", &ver));
     assert_int_equal(put_cond(f->db, "c", "v2", IF_VERSION, ver + 1),
@@ -192,9 +195,8 @@ static void test_kv_conditional_put(void **state)
     /* A list: any listed version matches; both headers must hold. */
     free(get_str(f->db, "c", &cur));
     int64_t list[] = {cur - 100, cur};
-    sqlcached_put_options_t both = {
-        .pre = {.if_match = {SQLCACHED_MATCH_VERSIONS, list, 2},
-                .if_none_match = {SQLCACHED_MATCH_VERSIONS, list, 1}}};
+    sqlcached_put_options_t both = {.pre = {.if_match = {SQLCACHED_MATCH_VERSIONS, list, 2},
+                                            .if_none_match = {SQLCACHED_MATCH_VERSIONS, list, 1}}};
     assert_int_equal(sqlcached_kv_put(f->db, "c", 1, "v6", 2, &both, NULL), SQLCACHED_OK);
     both.pre.if_none_match = (sqlcached_match_t){SQLCACHED_MATCH_ANY, NULL, 0};
     assert_int_equal(sqlcached_kv_put(f->db, "c", 1, "v7", 2, &both, NULL),
@@ -253,8 +255,7 @@ static void test_kv_ttl_expires(void **state)
     assert_null(get_str(f->db, "t", NULL));
     /* Expired behaves as absent for every call. */
     assert_int_equal(sqlcached_kv_delete(f->db, "t", 1, NULL), SQLCACHED_NOT_FOUND);
-    assert_int_equal(put_cond(f->db, "t", "y", IF_PRESENT, 0),
-                     SQLCACHED_PRECONDITION_FAILED);
+    assert_int_equal(put_cond(f->db, "t", "y", IF_PRESENT, 0), SQLCACHED_PRECONDITION_FAILED);
     int64_t value;
     assert_int_equal(sqlcached_kv_incr(f->db, "t", 1, 5, &value, NULL), SQLCACHED_OK);
     assert_int_equal(value, 5);
@@ -327,8 +328,18 @@ static void test_kv_incr_keeps_content_type_and_ttl(void **state)
 static void test_kv_incr_rejects_non_integers(void **state)
 {
     fixture_t *f = *state;
-    const char *bad[] = {"abc", "", " 1", "1 ", "+1", "1.5", "--1", "-", "01", "-0",
-                         "99999999999999999999", "9223372036854775808"};
+    const char *bad[] = {"abc",
+                         "",
+                         " 1",
+                         "1 ",
+                         "+1",
+                         "1.5",
+                         "--1",
+                         "-",
+                         "01",
+                         "-0",
+                         "99999999999999999999",
+                         "9223372036854775808"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(put(f->db, "b", bad[i], NULL), SQLCACHED_OK);
         assert_int_equal(sqlcached_kv_incr(f->db, "b", 1, 1, NULL, NULL), SQLCACHED_NOT_INTEGER);
@@ -347,8 +358,7 @@ static void test_kv_incr_rejects_non_integers(void **state)
 }
 
 /* Collect every key of a listing, page by page. */
-static int list_all(sqlcached_t *db, const char *prefix, unsigned limit, char out[][16],
-                    int *pages)
+static int list_all(sqlcached_t *db, const char *prefix, unsigned limit, char out[][16], int *pages)
 {
     char after[SQLCACHED_KEY_MAX] = "";
     size_t alen = 0;
@@ -415,7 +425,9 @@ static void test_kv_list_skips_expired_and_checks_limit(void **state)
 static void test_kv_list_prefix_of_high_bytes(void **state)
 {
     fixture_t *f = *state;
-    const char k1[] = "\xff\xff" "a", k2[] = "\xff\xff", k3[] = "\xfe";
+    const char k1[] = "\xff\xff"
+                      "a",
+               k2[] = "\xff\xff", k3[] = "\xfe";
     assert_int_equal(sqlcached_kv_put(f->db, k1, 3, "x", 1, NULL, NULL), SQLCACHED_OK);
     assert_int_equal(sqlcached_kv_put(f->db, k2, 2, "x", 1, NULL, NULL), SQLCACHED_OK);
     assert_int_equal(sqlcached_kv_put(f->db, k3, 1, "x", 1, NULL, NULL), SQLCACHED_OK);
@@ -513,8 +525,7 @@ static sqlcached_status_t completion_wait(completion_t *c, int calls)
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 10;
     pthread_mutex_lock(&c->lock);
-    while (c->calls < calls &&
-           pthread_cond_timedwait(&c->cond, &c->lock, &until) == 0)
+    while (c->calls < calls && pthread_cond_timedwait(&c->cond, &c->lock, &until) == 0)
         ;
     assert_int_equal(c->calls, calls);
     sqlcached_status_t st = c->st;
@@ -649,8 +660,8 @@ static void test_kv_hotkeys_name_the_keys_read_most(void **state)
 
 /* --- sessions and one-time values: sliding expiry, take, merge patch ---- */
 
-static sqlcached_status_t put_sliding(sqlcached_t *db, const char *k, const char *v,
-                                      int64_t ttl_ms, sqlcached_write_result_t *r)
+static sqlcached_status_t put_sliding(sqlcached_t *db, const char *k, const char *v, int64_t ttl_ms,
+                                      sqlcached_write_result_t *r)
 {
     sqlcached_put_options_t o = {.ttl_ms = ttl_ms, .sliding = 1};
     return sqlcached_kv_put(db, k, strlen(k), v, strlen(v), &o, r);
@@ -893,15 +904,13 @@ static void test_kv_take_async(void **state)
     completion_t c;
     completion_init(&c);
     sqlcached_value_t *v = NULL;
-    assert_int_equal(sqlcached_kv_take_async(f->db, "a", 1, NULL, &v, on_done, &c),
-                     SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_take_async(f->db, "a", 1, NULL, &v, on_done, &c), SQLCACHED_OK);
     assert_int_equal(completion_wait(&c, 1), SQLCACHED_OK);
     assert_non_null(v);
     assert_memory_equal(v->data, "one", 3);
     sqlcached_value_release(v);
     v = NULL;
-    assert_int_equal(sqlcached_kv_take_async(f->db, "a", 1, NULL, &v, on_done, &c),
-                     SQLCACHED_OK);
+    assert_int_equal(sqlcached_kv_take_async(f->db, "a", 1, NULL, &v, on_done, &c), SQLCACHED_OK);
     assert_int_equal(completion_wait(&c, 2), SQLCACHED_NOT_FOUND);
     assert_null(v);
     assert_int_equal(sqlcached_kv_take_async(f->db, "a", 1, NULL, &v, NULL, NULL),
@@ -1074,8 +1083,8 @@ static void test_kv_patch_async(void **state)
     completion_t c;
     completion_init(&c);
     sqlcached_write_result_t r = {0};
-    assert_int_equal(sqlcached_kv_patch_async(f->db, "p", 1, "{\"x\":true}", 10, NULL, &r,
-                                              on_done, &c),
+    assert_int_equal(sqlcached_kv_patch_async(f->db, "p", 1, "{\"x\":true}", 10, NULL, &r, on_done,
+                                              &c),
                      SQLCACHED_OK);
     assert_int_equal(completion_wait(&c, 1), SQLCACHED_OK);
     assert_true(r.created && r.version > 0);

@@ -186,7 +186,7 @@ static void test_kv_tier_invalidate_mode_write_deletes_the_cached_copy(void **st
     assert_int_equal(stats(f->db).cache_write_invalidated, 1);
     assert_int_equal(stats(f->db).cache_write_replaced, 0);
     get_value(f->db, "k", val, sizeof val, ct, sizeof ct, &hit);
-    assert_int_equal(hit, 0); /* a MISS ... */
+    assert_int_equal(hit, 0);                                /* a MISS ... */
     assert_int_equal(stats(f->db).storage_reads, reads + 1); /* ... that read the store */
     assert_string_equal(val, "second");
     assert_string_equal(ct, "text/x-new");
@@ -707,7 +707,7 @@ static void test_kv_tier_sliding_entry_follows_the_row(void **state)
     assert_false(hit); /* loaded */
     slide_clock.now = t0 + 8000;
     assert_true(get(f->db, "s", &hit) > 0);
-    assert_true(hit); /* and the extension (to t0 + 18.5 s) is queued */
+    assert_true(hit);               /* and the extension (to t0 + 18.5 s) is queued */
     put(f->db, "flush", "x", NULL); /* behind it in the writer's queue */
     uint64_t reads = stats(f->db).storage_reads;
     slide_clock.now = t0 + 10500; /* past the expiry the entry was loaded with */

@@ -49,14 +49,14 @@ static double mono_us(void)
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
-static sqlcached_status_t acquire(sqlcached_t *db, const char *name, const char *owner,
-                                  int64_t ttl, int64_t wait, sqlcached_lease_t *out)
+static sqlcached_status_t acquire(sqlcached_t *db, const char *name, const char *owner, int64_t ttl,
+                                  int64_t wait, sqlcached_lease_t *out)
 {
     return sqlcached_lease_acquire(db, name, strlen(name), owner, strlen(owner), ttl, wait, out);
 }
 
-static sqlcached_status_t renew(sqlcached_t *db, const char *name, const char *owner,
-                                int64_t ttl, sqlcached_lease_t *out)
+static sqlcached_status_t renew(sqlcached_t *db, const char *name, const char *owner, int64_t ttl,
+                                sqlcached_lease_t *out)
 {
     return sqlcached_lease_renew(db, name, strlen(name), owner, strlen(owner), ttl, out);
 }
@@ -355,8 +355,7 @@ static void test_lease_waiter_wakes_on_expiry(void **state)
     assert_string_equal(b.owner, "waiter");
     assert_true(b.token > a.token);
     assert_true(b.expires_at >= a.expires_at + 1000);
-    print_message("handed over %lld ms after the acquire (holder ttl 300 ms)\n",
-                  (long long)waited);
+    print_message("handed over %lld ms after the acquire (holder ttl 300 ms)\n", (long long)waited);
     assert_true(waited >= 250); /* not before the holder's expiry */
 }
 
@@ -395,8 +394,8 @@ static int woken(wake_log_t *log)
 static void start_waiter(sqlcached_t *db, const char *owner, async_waiter_t *a)
 {
     sqlcached_lease_t holder;
-    assert_int_equal(lease_acquire_start(db, "job", 3, owner, strlen(owner), 1000, 30000,
-                                         on_wake, a, &holder, &a->w),
+    assert_int_equal(lease_acquire_start(db, "job", 3, owner, strlen(owner), 1000, 30000, on_wake,
+                                         a, &holder, &a->w),
                      SQLCACHED_OK);
     assert_non_null(a->w); /* queued */
 }
@@ -532,8 +531,7 @@ static void test_lease_async_acquire_of_free_lease_does_not_queue(void **state)
     fixture_t *f = *state;
     lease_waiter_t *w = (lease_waiter_t *)1;
     sqlcached_lease_t l;
-    assert_int_equal(lease_acquire_start(f->db, "job", 3, "o", 1, 1000, 30000, NULL, NULL, &l,
-                                         &w),
+    assert_int_equal(lease_acquire_start(f->db, "job", 3, "o", 1, 1000, 30000, NULL, NULL, &l, &w),
                      SQLCACHED_OK);
     assert_null(w);
     assert_int_equal(l.count, 1);
@@ -610,8 +608,8 @@ static void test_lease_public_async_acquire(void **state)
                      SQLCACHED_OK);
     assert_null(w);
     assert_string_equal(l.owner, "y");
-    assert_int_equal(sqlcached_lease_acquire_async(f->db, "job", 3, "z", 1, 1000, 30000, &l,
-                                                   NULL, NULL, &w),
+    assert_int_equal(sqlcached_lease_acquire_async(f->db, "job", 3, "z", 1, 1000, 30000, &l, NULL,
+                                                   NULL, &w),
                      SQLCACHED_INVALID_ARGUMENT);
     assert_int_equal(done_calls(&d), 1);
 }
@@ -711,8 +709,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lease_waiter_wakes_on_expiry, setup_wall, teardown),
         cmocka_unit_test_setup_teardown(test_lease_waiters_served_in_arrival_order, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_lease_expired_lease_goes_to_waiter_not_newcomer,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_expired_lease_goes_to_waiter_not_newcomer, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_lease_sweep_hands_over_and_frees, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_reentrant_hold_is_released_fully_first, setup,
                                         teardown),

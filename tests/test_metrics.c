@@ -89,7 +89,8 @@ static int check_exposition(const char *text, int *samples)
                 const char *type = name + n + 1;
                 rc = strcmp(type, "counter") == 0 || strcmp(type, "gauge") == 0 ||
                              strcmp(type, "histogram") == 0
-                         ? 0 : -1;
+                         ? 0
+                         : -1;
             }
             continue;
         }
@@ -131,9 +132,13 @@ static void test_metrics_counts_requests_by_route_method_status(void **state)
     metrics_observe(m, &routes[0], "GET", 200, 0.003);
     metrics_observe(m, &routes[1], "PUT", 201, 0.02);
     metrics_observe(m, NULL, "BREW", 404, 0.00001);
-    sqlcached_stats_t lib = {.cache_hits = 3, .cache_misses = 1, .seckill_sold_out = 7,
-                             .cache_policy = "allkeys-lru", .leases_held = 2,
-                             .write_transactions = 4, .writes_committed = 10,
+    sqlcached_stats_t lib = {.cache_hits = 3,
+                             .cache_misses = 1,
+                             .seckill_sold_out = 7,
+                             .cache_policy = "allkeys-lru",
+                             .leases_held = 2,
+                             .write_transactions = 4,
+                             .writes_committed = 10,
                              .storage_backend = "sqlite"};
     char *text = metrics_prometheus(m, &lib);
     assert_non_null(text);
@@ -168,7 +173,8 @@ static void test_metrics_counts_requests_by_route_method_status(void **state)
     assert_string_equal(json_string_value(json_object_get(storage, "backend")), "sqlite");
     assert_true(json_real_value(json_object_get(json_object_get(doc, "sqlite"),
                                                 "writes_per_transaction")) == 2.5);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "leases"), "held")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "leases"), "held")),
+                     2);
     assert_int_equal(json_array_size(json_object_get(doc, "request_duration_seconds")), 2);
     json_decref(doc);
     metrics_destroy(m);

@@ -307,9 +307,9 @@ static void test_pg_conn_names_survive_table_growth(void **state)
 {
     (void)state;
     static const char *const sqls[] = {
-        "SELECT 1::bigint", "SELECT 2::bigint", "SELECT 3::bigint", "SELECT 4::bigint",
-        "SELECT 5::bigint", "SELECT 6::bigint", "SELECT 7::bigint", "SELECT 8::bigint",
-        "SELECT 9::bigint", "SELECT 10::bigint", "SELECT 11::bigint", "SELECT 12::bigint",
+        "SELECT 1::bigint",  "SELECT 2::bigint",  "SELECT 3::bigint",  "SELECT 4::bigint",
+        "SELECT 5::bigint",  "SELECT 6::bigint",  "SELECT 7::bigint",  "SELECT 8::bigint",
+        "SELECT 9::bigint",  "SELECT 10::bigint", "SELECT 11::bigint", "SELECT 12::bigint",
         "SELECT 13::bigint", "SELECT 14::bigint", "SELECT 15::bigint", "SELECT 16::bigint",
         "SELECT 17::bigint", "SELECT 18::bigint", "SELECT 19::bigint", "SELECT 20::bigint",
         "SELECT 21::bigint", "SELECT 22::bigint", "SELECT 23::bigint", "SELECT 24::bigint",

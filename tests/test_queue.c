@@ -50,8 +50,8 @@ static int teardown(void **state)
 static sqlcached_status_t enqueue(sqlcached_t *db, const char *id, const char *payload,
                                   int64_t delay_ms)
 {
-    return sqlcached_queue_enqueue(db, Q, QL, id, id ? strlen(id) : 0, S(payload), delay_ms,
-                                   NULL, NULL);
+    return sqlcached_queue_enqueue(db, Q, QL, id, id ? strlen(id) : 0, S(payload), delay_ms, NULL,
+                                   NULL);
 }
 
 static sqlcached_jobs_t *claim(sqlcached_t *db, unsigned max, int64_t vis, int64_t wait)
@@ -121,8 +121,7 @@ static void test_enqueue_is_idempotent_and_makes_ids(void **state)
     assert_int_equal(job.state, SQLCACHED_JOB_DELAYED);
     sqlcached_job_clear(&job);
     /* the same id in another queue is another job */
-    assert_int_equal(sqlcached_queue_enqueue(f->db, S("q2"), S("same"), S("1"), 0, NULL,
-                                             &created),
+    assert_int_equal(sqlcached_queue_enqueue(f->db, S("q2"), S("same"), S("1"), 0, NULL, &created),
                      SQLCACHED_OK);
     assert_int_equal(created, 1);
     sqlcached_job_t a, b;
@@ -263,17 +262,17 @@ static void test_invalid_arguments(void **state)
     sqlcached_jobs_t *jobs = NULL;
     const sqlcached_status_t bad = SQLCACHED_INVALID_ARGUMENT;
     assert_int_equal(sqlcached_queue_enqueue(db, "", 0, NULL, 0, S("1"), 0, NULL, NULL), bad);
-    assert_int_equal(sqlcached_queue_enqueue(db, big, SQLCACHED_QUEUE_NAME_MAX + 1, NULL, 0,
-                                             S("1"), 0, NULL, NULL),
-                     bad);
-    assert_int_equal(sqlcached_queue_enqueue(db, big, SQLCACHED_QUEUE_NAME_MAX, NULL, 0, S("1"),
-                                             0, NULL, NULL),
-                     SQLCACHED_OK);
-    assert_int_equal(sqlcached_queue_enqueue(db, Q, QL, big, SQLCACHED_JOB_ID_MAX + 1, S("1"),
+    assert_int_equal(sqlcached_queue_enqueue(db, big, SQLCACHED_QUEUE_NAME_MAX + 1, NULL, 0, S("1"),
                                              0, NULL, NULL),
                      bad);
-    assert_int_equal(sqlcached_queue_enqueue(db, Q, QL, big, SQLCACHED_JOB_ID_MAX, S("1"), 0,
+    assert_int_equal(sqlcached_queue_enqueue(db, big, SQLCACHED_QUEUE_NAME_MAX, NULL, 0, S("1"), 0,
                                              NULL, NULL),
+                     SQLCACHED_OK);
+    assert_int_equal(sqlcached_queue_enqueue(db, Q, QL, big, SQLCACHED_JOB_ID_MAX + 1, S("1"), 0,
+                                             NULL, NULL),
+                     bad);
+    assert_int_equal(sqlcached_queue_enqueue(db, Q, QL, big, SQLCACHED_JOB_ID_MAX, S("1"), 0, NULL,
+                                             NULL),
                      SQLCACHED_OK);
     assert_int_equal(sqlcached_queue_enqueue(db, Q, QL, "", 0, S("1"), 0, NULL, NULL), bad);
     assert_int_equal(sqlcached_queue_enqueue(db, Q, QL, "a\0b", 3, S("1"), 0, NULL, NULL), bad);
@@ -476,8 +475,7 @@ static void test_async_claim(void **state)
     pthread_mutex_unlock(&r.lock);
     assert_int_equal(jobs->count, 1);
     sqlcached_jobs_free(jobs);
-    assert_int_equal(sqlcached_queue_claim_async(f->db, Q, QL, S("w"), 1, 0, 1, &jobs, on_done,
-                                                 &r),
+    assert_int_equal(sqlcached_queue_claim_async(f->db, Q, QL, S("w"), 1, 0, 1, &jobs, on_done, &r),
                      SQLCACHED_INVALID_ARGUMENT);
     /* a claim still waiting when the store closes ends UNAVAILABLE */
     assert_int_equal(sqlcached_queue_claim_async(f->db, Q, QL, S("w"), 1000, 30000, 1, &jobs,
@@ -565,8 +563,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_enqueue_get_counts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_enqueue_is_idempotent_and_makes_ids, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_is_idempotent_and_makes_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claims_in_due_order_with_increasing_tokens, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_visibility_expiry_and_late_ack, setup, teardown),

@@ -134,8 +134,7 @@ static void test_seckill_put_creates_then_resets(void **state)
     fixture_t *f = *state;
     sqlcached_item_t it;
     int created = -1;
-    assert_int_equal(sqlcached_item_put(f->db, "sku", "Sneaker", 3, &it, &created),
-                     SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "Sneaker", 3, &it, &created), SQLCACHED_OK);
     assert_int_equal(created, 1);
     assert_string_equal(it.id, "sku");
     assert_string_equal(it.name, "Sneaker");
@@ -156,8 +155,7 @@ static void test_seckill_put_creates_then_resets(void **state)
     assert_int_equal(got.sold, 2);
 
     sqlcached_item_t reset;
-    assert_int_equal(sqlcached_item_put(f->db, "sku", "Boot", 10, &reset, &created),
-                     SQLCACHED_OK);
+    assert_int_equal(sqlcached_item_put(f->db, "sku", "Boot", 10, &reset, &created), SQLCACHED_OK);
     assert_int_equal(created, 0);
     assert_true(reset.version > got.version);
     got = get_item(f->db, "sku");
@@ -257,8 +255,7 @@ static void test_seckill_rejects_bad_arguments(void **state)
     assert_int_equal(sqlcached_item_put(f->db, "i", NULL, 1, NULL, NULL), BAD);
     assert_int_equal(sqlcached_item_put(f->db, "i", name257, 1, NULL, NULL), BAD);
     assert_int_equal(sqlcached_item_put(f->db, "i", "n", -1, NULL, NULL), BAD);
-    assert_int_equal(sqlcached_item_put(f->db, "i", "n", (int64_t)INT32_MAX + 1, NULL, NULL),
-                     BAD);
+    assert_int_equal(sqlcached_item_put(f->db, "i", "n", (int64_t)INT32_MAX + 1, NULL, NULL), BAD);
     assert_int_equal(sqlcached_item_put(f->db, "\xff", "n", 1, NULL, NULL), BAD);
     assert_int_equal(sqlcached_item_put(f->db, "i", "\xc0\x80", 1, NULL, NULL), BAD);
     /* the bounds themselves are fine */
@@ -697,10 +694,10 @@ static int64_t run_sale(sqlcached_t *db, bool expect_sell_out, run_t *r)
     assert_int_equal(r->monitor_bad, 0);
     assert_int_equal(r->ok_twice, 0);
     assert_true(it.stock >= 0);
-    assert_int_equal(it.stock + it.sold, RUN_STOCK);     /* stock + sold == initial */
-    assert_int_equal((int64_t)orders, it.sold);          /* orders == sold */
-    assert_int_equal(r->counts[SQLCACHED_OK], it.sold);  /* every OK is one unit */
-    for (int u = 0; u < RUN_USERS; u++)                  /* every OK order exists */
+    assert_int_equal(it.stock + it.sold, RUN_STOCK);    /* stock + sold == initial */
+    assert_int_equal((int64_t)orders, it.sold);         /* orders == sold */
+    assert_int_equal(r->counts[SQLCACHED_OK], it.sold); /* every OK is one unit */
+    for (int u = 0; u < RUN_USERS; u++)                 /* every OK order exists */
         if (r->ok_order_id[u])
             assert_int_equal(by_user[u], r->ok_order_id[u]);
     int answered = 0;
@@ -805,7 +802,6 @@ static void test_seckill_resets_during_orders(void **state)
     free(r);
 }
 
-
 /* ------------------------------------------------------------------------
  * Payment deadline
  * ------------------------------------------------------------------------ */
@@ -855,8 +851,8 @@ static void check_payment_invariants(sqlcached_t *db, const char *item, int64_t 
                 assert_string_not_equal(o->user_id, page->orders[j].user_id);
     }
     sqlcached_orders_free(page);
-    assert_int_equal(it.sold, (int64_t)(counts[SQLCACHED_ORDER_PENDING] +
-                                        counts[SQLCACHED_ORDER_PAID]));
+    assert_int_equal(it.sold,
+                     (int64_t)(counts[SQLCACHED_ORDER_PENDING] + counts[SQLCACHED_ORDER_PAID]));
 }
 
 static void test_seckill_payment_calls(void **state)
@@ -1055,8 +1051,7 @@ static void test_seckill_pay_races_deadline(void **state)
     fixture_t *f = *state;
     race_t *r = calloc(1, sizeof *r);
     r->db = f->db;
-    assert_int_equal(sqlcached_item_put_payment(f->db, "race", "R", RACE_USERS, 1000, NULL,
-                                                NULL),
+    assert_int_equal(sqlcached_item_put_payment(f->db, "race", "R", RACE_USERS, 1000, NULL, NULL),
                      SQLCACHED_OK);
     for (int u = 0; u < RACE_USERS; u++) {
         char user[32];
@@ -1135,9 +1130,12 @@ static void test_seckill_payment_migration_keeps_v1_orders(void **state)
     assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
     const char *srcdir = getenv("SQLCACHED_SRCDIR");
     static const char *const files[] = {"001_kv.sql", "002_seckill.sql", "003_leases.sql"};
-    assert_int_equal(sqlite3_exec(raw, "CREATE TABLE schema_migrations (version INTEGER "
-                                       "PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER "
-                                       "NOT NULL)", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw,
+                                  "CREATE TABLE schema_migrations (version INTEGER "
+                                  "PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER "
+                                  "NOT NULL)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
     for (int i = 0; i < 3; i++) {
         char file[4096];
         snprintf(file, sizeof file, "%s/sql/sqlite/%s", srcdir ? srcdir : ".", files[i]);
@@ -1208,8 +1206,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seckill_payment_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_pay_after_deadline_cancels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_deadline_cancels_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_seckill_deadline_passed_while_closed, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_seckill_deadline_passed_while_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_pay_races_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seckill_testing_unguarded_cancels_paid,
                                         setup_unguarded, teardown),

@@ -41,9 +41,8 @@ static const char SQL_BOOM_FN[] =
     "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
     "IF NEW.key = '\\x626f6f6d'::bytea THEN "
     "RAISE EXCEPTION 'boom' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$";
-static const char SQL_BOOM_TRIGGER[] =
-    "CREATE TRIGGER kv_boom BEFORE INSERT OR UPDATE ON kv "
-    "FOR EACH ROW EXECUTE FUNCTION boom()";
+static const char SQL_BOOM_TRIGGER[] = "CREATE TRIGGER kv_boom BEFORE INSERT OR UPDATE ON kv "
+                                       "FOR EACH ROW EXECUTE FUNCTION boom()";
 
 static int group_setup(void **state)
 {
@@ -190,16 +189,15 @@ static void test_replace_same_key_in_one_batch(void **state)
     for (int i = 0; i < SAME_KEY_WRITES; i++) {
         ws[i] = (one_write_t){.w = &w, .i = i};
         snprintf(vals[i], sizeof vals[i], "v%d", i);
-        assert_int_equal(sqlcached_kv_put_async(f->db, "same", 4, vals[i], strlen(vals[i]),
-                                                NULL, &ws[i].r, on_done, &ws[i]),
+        assert_int_equal(sqlcached_kv_put_async(f->db, "same", 4, vals[i], strlen(vals[i]), NULL,
+                                                &ws[i].r, on_done, &ws[i]),
                          SQLCACHED_OK);
     }
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 30;
     pthread_mutex_lock(&w.lock);
-    while (w.done < SAME_KEY_WRITES &&
-           pthread_cond_timedwait(&w.cond, &w.lock, &until) == 0)
+    while (w.done < SAME_KEY_WRITES && pthread_cond_timedwait(&w.cond, &w.lock, &until) == 0)
         ;
     pthread_mutex_unlock(&w.lock);
     assert_int_equal(w.done, SAME_KEY_WRITES);
@@ -300,8 +298,7 @@ static void test_queue_claim_skips_locked_rows(void **state)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     sqlcached_jobs_t *jobs = NULL;
-    assert_int_equal(sqlcached_queue_claim(f->db, "q", 1, "w", 1, 1000, 0, 2, &jobs),
-                     SQLCACHED_OK);
+    assert_int_equal(sqlcached_queue_claim(f->db, "q", 1, "w", 1, 1000, 0, 2, &jobs), SQLCACHED_OK);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_int_equal(jobs->count, 1); /* "a" skipped, not waited for */
     assert_string_equal(jobs->jobs[0].id, "b");
@@ -310,8 +307,7 @@ static void test_queue_claim_skips_locked_rows(void **state)
     assert_int_equal(pg_conn_commit(c), PG_CONN_OK);
     pg_conn_close(c);
     /* committed: "a" is the other node's until its claim ends */
-    assert_int_equal(sqlcached_queue_claim(f->db, "q", 1, "w", 1, 1000, 0, 2, &jobs),
-                     SQLCACHED_OK);
+    assert_int_equal(sqlcached_queue_claim(f->db, "q", 1, "w", 1, 1000, 0, 2, &jobs), SQLCACHED_OK);
     assert_int_equal(jobs->count, 0);
     sqlcached_jobs_free(jobs);
     sqlcached_job_t job;
@@ -355,8 +351,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replace_clears_sliding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conditional_puts_unchanged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_same_key_in_one_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_write_in_pipeline_fails_alone, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_in_pipeline_fails_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_claim_skips_locked_rows, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -54,8 +54,10 @@ static int teardown(void **state)
 static store_t *open_store(fixture_t *f)
 {
     char err[256] = "";
-    store_config_t cfg = {.path = f->path, .durability = SQLCACHED_DURABILITY_NORMAL,
-                          .busy_timeout_ms = 1000, .max_batch = 64};
+    store_config_t cfg = {.path = f->path,
+                          .durability = SQLCACHED_DURABILITY_NORMAL,
+                          .busy_timeout_ms = 1000,
+                          .max_batch = 64};
     store_t *s = store_open(&cfg, err, sizeof err);
     if (!s)
         fprintf(stderr, "store_open: %s\n", err);
@@ -399,8 +401,8 @@ typedef struct insert_arg {
 static sqlcached_status_t insert_then(store_conn_t *w, void *arg)
 {
     insert_arg_t *a = arg;
-    sqlcached_status_t st = storage_kv_upsert(w, a->name, strlen(a->name), "v", 1, "text/plain",
-                                              1, 0);
+    sqlcached_status_t st =
+        storage_kv_upsert(w, a->name, strlen(a->name), "v", 1, "text/plain", 1, 0);
     return st != SQLCACHED_OK ? st : a->result;
 }
 
@@ -538,8 +540,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_group_commit_isolates_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_lock_wait_ends_at_the_busy_timeout, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_store_drain_cuts_the_wait_for_a_lock, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_drain_cuts_the_wait_for_a_lock, setup, teardown),
         cmocka_unit_test(test_store_status_maps_sqlite_errors),
         cmocka_unit_test_setup_teardown(test_store_readers_are_pooled, setup, teardown),
     };

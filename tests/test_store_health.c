@@ -179,7 +179,7 @@ static void test_store_sqlite_cache_sets_cache_size(void **state)
         size_t bytes;
         int64_t writer, reader;
     } rows[] = {
-        {0, 0, -65536, -2000},                 /* the defaults: 64 MiB, SQLite's own */
+        {0, 0, -65536, -2000},                  /* the defaults: 64 MiB, SQLite's own */
         {1, (size_t)1 << 20, -1024, -1024},     /* 1 MiB: both bounded by it */
         {1, (size_t)100 << 20, -102400, -2000}, /* readers never above the default */
         {1, 1500, -2, -2},                      /* rounded up to KiB */

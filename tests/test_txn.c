@@ -229,10 +229,10 @@ static void test_txn_bounds_and_arguments(void **state)
     char key[16];
     for (int i = 0; i < SQLCACHED_TXN_MAX; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        sqlcached_status_t st = i % 3 == 0   ? sqlcached_txn_compare_exists(t, key, strlen(key), 0)
-                                : i % 3 == 1 ? sqlcached_txn_add_put(t, S, key, strlen(key), "v", 1,
-                                                                     NULL, 0)
-                                             : sqlcached_txn_add_get(t, F, key, strlen(key));
+        sqlcached_status_t st = i % 3 == 0 ? sqlcached_txn_compare_exists(t, key, strlen(key), 0)
+                                : i % 3 == 1
+                                    ? sqlcached_txn_add_put(t, S, key, strlen(key), "v", 1, NULL, 0)
+                                    : sqlcached_txn_add_get(t, F, key, strlen(key));
         assert_int_equal(st, SQLCACHED_OK);
     }
     assert_int_equal(sqlcached_txn_add_get(t, S, "x", 1), SQLCACHED_INVALID_ARGUMENT);
@@ -559,17 +559,14 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_txn_success_runs_ops_in_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_txn_compare_failure_runs_failure_ops, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_txn_failed_op_rolls_back_everything, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_txn_compare_failure_runs_failure_ops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_failed_op_rolls_back_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_bounds_and_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_sliding_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_put_options_and_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_no_stale_read_from_tier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_async, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_txn_stress_cas_moves_keep_the_sum, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_txn_stress_cas_moves_keep_the_sum, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

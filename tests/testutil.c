@@ -116,8 +116,8 @@ typedef struct pg_db {
 
 static pthread_mutex_t pg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pg_fixture_t pg_cluster;
-static pid_t pg_owner;  /* the process that started the cluster */
-static int pg_state;    /* 0 not started, 1 running, -1 failed to start */
+static pid_t pg_owner; /* the process that started the cluster */
+static int pg_state;   /* 0 not started, 1 running, -1 failed to start */
 static pg_db_t *pg_dbs;
 
 static void free_dbs(void)

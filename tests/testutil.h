@@ -51,12 +51,12 @@ char *testutil_db(const char *dir, const char *name);
 
 /* In a cmocka test: skip the test case on PostgreSQL, printing why (for
  * tests of SQLite-only behaviour: the file, WAL, the -lock file...). */
-#define TESTUTIL_SKIP_ON_PG(reason)                                                   \
-    do {                                                                              \
-        if (testutil_backend_pg()) {                                                  \
-            print_message("skipped on PostgreSQL: %s\n", reason);                     \
-            skip();                                                                   \
-        }                                                                             \
+#define TESTUTIL_SKIP_ON_PG(reason)                                                                \
+    do {                                                                                           \
+        if (testutil_backend_pg()) {                                                               \
+            print_message("skipped on PostgreSQL: %s\n", reason);                                  \
+            skip();                                                                                \
+        }                                                                                          \
     } while (0)
 
 /* A fake clock for sqlcached_options_t.clock_ms. Atomic: the store's

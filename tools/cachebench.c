@@ -50,8 +50,8 @@ static uint64_t next_rand(uint64_t *s)
  * Throughput
  * ====================================================================== */
 
-#define CAPACITY  100000
-#define KEYSPACE  (CAPACITY * 10 / 9)
+#define CAPACITY 100000
+#define KEYSPACE (CAPACITY * 10 / 9)
 
 struct worker {
     cache_t *c;
@@ -94,8 +94,7 @@ static void *on_worker(void *arg)
     return NULL;
 }
 
-static cache_t *bench_cache(const struct opts *o, size_t max_entries,
-                            size_t memory)
+static cache_t *bench_cache(const struct opts *o, size_t max_entries, size_t memory)
 {
     cache_config_t cfg;
 
@@ -132,8 +131,8 @@ static int run_throughput(const struct opts *o, int threads)
         gets += w[i].gets;
     }
     printf("%-16s threads=%d shards=%-3u ops/s=%11.0f  hit_ratio=%.3f\n",
-           cache_policy_name(o->policy), threads, o->shards,
-           (double)ops / o->seconds, (double)hits / (double)gets);
+           cache_policy_name(o->policy), threads, o->shards, (double)ops / o->seconds,
+           (double)hits / (double)gets);
     cache_destroy(c);
     return 0;
 }
@@ -164,8 +163,8 @@ static size_t rss_bytes(void)
 static void print_overhead(const char *what, size_t bytes, size_t n)
 {
     double raw = (double)n * 116.0;
-    printf("  %-22s %12zu bytes  -> %6.2f bytes/entry overhead\n", what,
-           bytes, ((double)bytes - raw) / (double)n);
+    printf("  %-22s %12zu bytes  -> %6.2f bytes/entry overhead\n", what, bytes,
+           ((double)bytes - raw) / (double)n);
 }
 
 static int run_overhead(const struct opts *o)
@@ -180,15 +179,17 @@ static int run_overhead(const struct opts *o)
         return -1;
     for (size_t i = 0; i < o->count; i++) {
         snprintf(key, sizeof(key), "k%015zu", i % 1000000000000000u);
-        cache_fill_t f = {.data = value, .len = sizeof(value),
-                          .content_type = "application/json", .version = 1};
+        cache_fill_t f = {.data = value,
+                          .len = sizeof(value),
+                          .content_type = "application/json",
+                          .version = 1};
         if (cache_set(c, key, 16, &f, 0) != CACHE_OK)
             return -1;
     }
     cache_stats(c, &st);
     printf("%zu entries, 16-byte keys, 100-byte values, policy %s, "
-           "%u shards (raw %zu bytes)\n", o->count,
-           cache_policy_name(o->policy), o->shards, o->count * 116);
+           "%u shards (raw %zu bytes)\n",
+           o->count, cache_policy_name(o->policy), o->shards, o->count * 116);
     print_overhead("cache accounting", st.memory, o->count);
     print_overhead("malloc arena delta", heap_in_use() - heap0, o->count);
     print_overhead("RSS delta", rss_bytes() - rss0, o->count);
@@ -198,8 +199,10 @@ static int run_overhead(const struct opts *o)
 
 static int parse(struct opts *o, int argc, char **argv)
 {
-    *o = (struct opts){.seconds = 2, .policy = CACHE_POLICY_ALLKEYS_LFU,
-                       .shards = 16, .count = 1000000};
+    *o = (struct opts){.seconds = 2,
+                       .policy = CACHE_POLICY_ALLKEYS_LFU,
+                       .shards = 16,
+                       .count = 1000000};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--overhead") == 0) {

@@ -29,8 +29,8 @@
 #include "sqlcached.h"
 
 typedef struct bench {
-    sqlcached_t *db;   /* in-process, or NULL */
-    const char *url;   /* over HTTP, or NULL */
+    sqlcached_t *db; /* in-process, or NULL */
+    const char *url; /* over HTTP, or NULL */
     int threads, rounds;
     double seconds;
     atomic_bool stop;
@@ -154,9 +154,9 @@ static void throughput(bench_t *b, int clients)
         client_free(&c[i]);
     }
     double secs = now_s() - t0;
-    printf("%2d client%s: %8.0f acquire+release/s (%ld cycles in %.2f s, %ld errors)\n",
-           clients, clients == 1 ? " " : "s", atomic_load(&b->cycles) / secs,
-           atomic_load(&b->cycles), secs, atomic_load(&b->errors));
+    printf("%2d client%s: %8.0f acquire+release/s (%ld cycles in %.2f s, %ld errors)\n", clients,
+           clients == 1 ? " " : "s", atomic_load(&b->cycles) / secs, atomic_load(&b->cycles), secs,
+           atomic_load(&b->errors));
 }
 
 /* ------------------------------------------------------------------------

@@ -221,7 +221,7 @@ typedef struct lat {
     const settings_t *s;
     int64_t run_at[MAX_ROUNDS]; /* by job number, from the enqueue answer */
     atomic_bool known[MAX_ROUNDS];
-    double got[MAX_ROUNDS];     /* ms from run_at to the claim answer */
+    double got[MAX_ROUNDS]; /* ms from run_at to the claim answer */
     atomic_int received;
     atomic_bool stop;
     atomic_long errors;
@@ -314,8 +314,8 @@ static int run_latency(const settings_t *s)
     if (got > 0)
         printf("latency: %d jobs, run_at -> parked claimer: p50 %.0f ms, p99 %.0f ms, "
                "max %.0f ms (%d claimers, %ld errors)\n",
-               got, v[got / 2], v[(got * 99) / 100 < got ? (got * 99) / 100 : got - 1],
-               v[got - 1], s->claimers, atomic_load(&l->errors));
+               got, v[got / 2], v[(got * 99) / 100 < got ? (got * 99) / 100 : got - 1], v[got - 1],
+               s->claimers, atomic_load(&l->errors));
     int rc = got == s->rounds ? 0 : 1;
     if (rc)
         printf("latency: only %d of %d jobs received\n", got, s->rounds);
@@ -328,8 +328,9 @@ static int run_latency(const settings_t *s)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: queue-bench --url URL [--connections 1..%d] [--seconds S] "
-                    "[--max 1..100] [--rounds 1..%d] [--claimers 1..%d]\n",
+    fprintf(stderr,
+            "usage: queue-bench --url URL [--connections 1..%d] [--seconds S] "
+            "[--max 1..100] [--rounds 1..%d] [--claimers 1..%d]\n",
             MAX_CONNECTIONS, MAX_ROUNDS, MAX_CONNECTIONS);
     return 2;
 }

@@ -41,7 +41,8 @@ static void usage(FILE *f)
           "                      without it volatile-* admit nothing when full\n"
           "  --scan LEN --scan-every K   add LEN fresh keys after every K\n"
           "  --seed N            workload and cache seed\n"
-          "  --json              rows as a JSON array\n", f);
+          "  --json              rows as a JSON array\n",
+          f);
 }
 
 static int need_value(int i, int argc, char **argv)
@@ -154,20 +155,18 @@ static void print_row(const sim_result_t *r, int json, int first)
     if (json)
         printf("%s\n  {\"policy\": \"%s\", \"requests\": %llu, \"hits\": %llu, "
                "\"hit_ratio\": %.6f, \"evictions\": %llu}",
-               first ? "[" : ",", r->policy,
-               (unsigned long long)r->requests, (unsigned long long)r->hits,
-               ratio, (unsigned long long)r->evictions);
+               first ? "[" : ",", r->policy, (unsigned long long)r->requests,
+               (unsigned long long)r->hits, ratio, (unsigned long long)r->evictions);
     else
-        printf("%-16s %10llu %10llu %8.2f%% %10llu\n", r->policy,
-               (unsigned long long)r->requests, (unsigned long long)r->hits,
-               100 * ratio, (unsigned long long)r->evictions);
+        printf("%-16s %10llu %10llu %8.2f%% %10llu\n", r->policy, (unsigned long long)r->requests,
+               (unsigned long long)r->hits, 100 * ratio, (unsigned long long)r->evictions);
 }
 
 static int load_trace(const struct args *a, sim_trace_t *t)
 {
     if (a->use_zipf)
-        return sim_trace_zipf(t, a->zipf, a->keys, a->requests, a->scan_len,
-                              a->scan_every, a->opt.seed ? a->opt.seed : 1);
+        return sim_trace_zipf(t, a->zipf, a->keys, a->requests, a->scan_len, a->scan_every,
+                              a->opt.seed ? a->opt.seed : 1);
     return sim_trace_read(a->trace, t);
 }
 
@@ -193,8 +192,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (!a.json)
-        printf("%-16s %10s %10s %9s %10s\n", "policy", "requests", "hits",
-               "hit_ratio", "evictions");
+        printf("%-16s %10s %10s %9s %10s\n", "policy", "requests", "hits", "hit_ratio",
+               "evictions");
     for (int p = 0; p < CACHE_POLICY_COUNT; p++) {
         if (!all && p != cache_policy_from_name(a.policy))
             continue;

@@ -17,21 +17,21 @@ typedef struct sim_trace {
 } sim_trace_t;
 
 typedef struct sim_options {
-    size_t entries;      /* capacity in entries (max_entries); or */
-    size_t memory;       /* capacity in bytes (memory_limit) */
-    size_t value_size;   /* bytes stored per entry; default 100 */
-    unsigned shards;     /* default 1, comparable with single-cache figures */
-    int64_t ttl_ms;      /* TTL per entry in logical ms (1 per request);
+    size_t entries;    /* capacity in entries (max_entries); or */
+    size_t memory;     /* capacity in bytes (memory_limit) */
+    size_t value_size; /* bytes stored per entry; default 100 */
+    unsigned shards;   /* default 1, comparable with single-cache figures */
+    int64_t ttl_ms;    /* TTL per entry in logical ms (1 per request);
                             0 = none, so volatile-* behave as noeviction */
     uint64_t seed;
 } sim_options_t;
 
 typedef struct sim_result {
-    const char *policy;  /* static name; "opt" for Belady */
+    const char *policy; /* static name; "opt" for Belady */
     uint64_t requests;
     uint64_t hits;
     uint64_t evictions;
-    uint64_t resident;   /* entries cached at the end */
+    uint64_t resident; /* entries cached at the end */
 } sim_result_t;
 
 /* Reads one unsigned integer key per line from path ("-" = stdin); gzip
@@ -43,16 +43,16 @@ int sim_trace_read(const char *path, sim_trace_t *t);
  * scan_len > 0, after every scan_every requests a scan of scan_len keys
  * never seen before is appended. Deterministic for a given seed. Returns
  * 0 or -1 (out of memory, bad arguments). */
-int sim_trace_zipf(sim_trace_t *t, double s, size_t keys, size_t requests,
-                   size_t scan_len, size_t scan_every, uint64_t seed);
+int sim_trace_zipf(sim_trace_t *t, double s, size_t keys, size_t requests, size_t scan_len,
+                   size_t scan_every, uint64_t seed);
 
 void sim_trace_free(sim_trace_t *t);
 
 /* Replays the trace through a fresh cache with this policy: each request
  * is cache_fetch(); a miss loads (cache_load_finish) a value of
  * value_size bytes. Returns 0 or -1 (cache creation failed). */
-int sim_run(const sim_trace_t *t, cache_policy_t policy,
-            const sim_options_t *opt, sim_result_t *out);
+int sim_run(const sim_trace_t *t, cache_policy_t policy, const sim_options_t *opt,
+            sim_result_t *out);
 
 /* Belady's OPT for `capacity` entries: on a miss with a full cache, the
  * cached key (or the requested one, which is then not admitted) whose next

@@ -112,8 +112,8 @@ static size_t zipf_draw(const double *cdf, size_t keys, uint64_t *rng)
     return lo + 1;
 }
 
-int sim_trace_zipf(sim_trace_t *t, double s, size_t keys, size_t requests,
-                   size_t scan_len, size_t scan_every, uint64_t seed)
+int sim_trace_zipf(sim_trace_t *t, double s, size_t keys, size_t requests, size_t scan_len,
+                   size_t scan_every, uint64_t seed)
 {
     double *cdf;
     uint64_t rng = seed, next_scan_key = keys + 1;
@@ -155,8 +155,8 @@ static cache_t *sim_cache(cache_policy_t policy, const sim_options_t *opt)
     return cache_create(&cfg);
 }
 
-int sim_run(const sim_trace_t *t, cache_policy_t policy,
-            const sim_options_t *opt, sim_result_t *out)
+int sim_run(const sim_trace_t *t, cache_policy_t policy, const sim_options_t *opt,
+            sim_result_t *out)
 {
     size_t vsize = opt->value_size ? opt->value_size : 100;
     char *value = calloc(1, vsize);
@@ -174,14 +174,15 @@ int sim_run(const sim_trace_t *t, cache_policy_t policy,
         cache_value_t *v;
         cache_load_t *ld;
         int64_t now = (int64_t)i + 1;
-        cache_outcome_t r = cache_fetch(c, &t->keys[i], sizeof(t->keys[i]),
-                                        now, &v, &ld);
+        cache_outcome_t r = cache_fetch(c, &t->keys[i], sizeof(t->keys[i]), now, &v, &ld);
         if (r == CACHE_HIT) {
             out->hits++;
             cache_value_release(v);
         } else if (r == CACHE_LEAD) {
             cache_fill_t fill = {
-                .data = value, .len = vsize, .version = 1,
+                .data = value,
+                .len = vsize,
+                .version = 1,
                 .expires_at = opt->ttl_ms ? now + opt->ttl_ms : 0,
             };
             cache_load_finish(c, ld, &fill, now);
@@ -383,11 +384,24 @@ int sim_parse_size(const char *s, size_t *out)
     if (end == s || v < 0)
         return -1;
     switch (toupper((unsigned char)*end)) {
-    case 'K': mul = 1024.0; end++; break;
-    case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
+    case 'K':
+        mul = 1024.0;
+        end++;
+        break;
+    case 'M':
+        mul = 1024.0 * 1024;
+        end++;
+        break;
+    case 'G':
+        mul = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    case 'T':
+        mul = 1024.0 * 1024 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
     if (toupper((unsigned char)*end) == 'B')
         end++;

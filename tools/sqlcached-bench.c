@@ -113,9 +113,9 @@ struct bench {
     settings_t s;
     CURLM *multi;
     struct curl_slist *headers;
-    slot_t *slots;    /* s.conns of them */
-    slot_t monitor;   /* polls the item during the sale */
-    CURL *sync;       /* blocking requests (setup, read back) */
+    slot_t *slots;      /* s.conns of them */
+    slot_t monitor;     /* polls the item during the sale */
+    CURL *sync;         /* blocking requests (setup, read back) */
     struct sale *watch; /* what the monitor's samples go to */
     int failures;
 };
@@ -204,8 +204,7 @@ static void slot_start(bench_t *b, phase_t *ph, slot_t *sl)
 {
     char path[1024];
     sl->index = ph->issued++;
-    const char *method =
-        ph->next(b, ph, sl->index, path, sizeof path, sl->body, sizeof sl->body);
+    const char *method = ph->next(b, ph, sl->index, path, sizeof path, sl->body, sizeof sl->body);
     prepare(b, sl->easy, sl->url, sizeof sl->url, method, path, sl->body[0] ? sl->body : NULL,
             &sl->resp);
     sl->t0 = now_ms();
@@ -254,20 +253,20 @@ static void run_phase(bench_t *b, phase_t *ph)
  * ------------------------------------------------------------------------ */
 
 typedef struct sale {
-    int *attempt_user;   /* user of each attempt (shuffled) */
-    int64_t *ok_order;   /* per user: order_id of its 201, 0 = none */
+    int *attempt_user; /* user of each attempt (shuffled) */
+    int64_t *ok_order; /* per user: order_id of its 201, 0 = none */
     long created, sold_out, already, conflict, other, ok_twice;
     /* item observed by the monitor */
     long samples, bad_samples;
     int64_t last_stock, min_stock;
     bool monitor_busy;
     double monitor_next, print_next;
-    double sold_out_at_ms;       /* when the last unit was answered 201 */
+    double sold_out_at_ms; /* when the last unit was answered 201 */
     size_t sold_out_at_attempt;
 } sale_t;
 
-static const char *sale_next(bench_t *b, phase_t *ph, size_t i, char *path, size_t cap,
-                             char *body, size_t bcap)
+static const char *sale_next(bench_t *b, phase_t *ph, size_t i, char *path, size_t cap, char *body,
+                             size_t bcap)
 {
     sale_t *sa = ph->ctx;
     char item[400];
@@ -363,8 +362,8 @@ static void sale_progress(bench_t *b, phase_t *ph, bool last)
     fprintf(stderr,
             "\r  %zu/%zu attempts  201 %ld  sold_out %ld  already %ld  503 %ld  other %ld  "
             "stock %lld  %.0f/s ",
-            ph->done, ph->total, sa->created, sa->sold_out, sa->already, sa->conflict,
-            sa->other, (long long)sa->last_stock, secs > 0 ? (double)ph->done / secs : 0.0);
+            ph->done, ph->total, sa->created, sa->sold_out, sa->already, sa->conflict, sa->other,
+            (long long)sa->last_stock, secs > 0 ? (double)ph->done / secs : 0.0);
     if (last || !tty)
         fputc('\n', stderr);
 }
@@ -423,7 +422,7 @@ static long read_orders(bench_t *b, int64_t *by_user, long *dups, long *stranger
         }
         size_t i;
         json_t *o;
-        json_array_foreach(json_object_get(page, "orders"), i, o) {
+        json_array_foreach (json_object_get(page, "orders"), i, o) {
             int u = -1;
             const char *user = json_string_value(json_object_get(o, "user_id"));
             if (!user || sscanf(user, "user-%d", &u) != 1 || u < 0 || u >= b->s.users) {
@@ -448,10 +447,10 @@ static void print_latency(const char *label, phase_t *ph)
     qsort(ph->lat_ms, ph->total, sizeof *ph->lat_ms, cmp_double);
     double secs = ph->elapsed / 1e3;
     printf("  %-20s %8.0f req/s   p50 %.2f ms   p99 %.2f ms   max %.0f ms   "
-           "(%zu requests, %.2f s, %ld new connections)\n", label,
-           secs > 0 ? (double)ph->total / secs : 0.0, percentile(ph->lat_ms, ph->total, 50),
-           percentile(ph->lat_ms, ph->total, 99), percentile(ph->lat_ms, ph->total, 100),
-           ph->total, secs, ph->connects);
+           "(%zu requests, %.2f s, %ld new connections)\n",
+           label, secs > 0 ? (double)ph->total / secs : 0.0, percentile(ph->lat_ms, ph->total, 50),
+           percentile(ph->lat_ms, ph->total, 99), percentile(ph->lat_ms, ph->total, 100), ph->total,
+           secs, ph->connects);
 }
 
 static void check_sale(bench_t *b, sale_t *sa, int64_t stock, int64_t sold)
@@ -479,15 +478,16 @@ static void check_sale(bench_t *b, sale_t *sa, int64_t stock, int64_t sold)
                      : "");
         check(b, sold == s->stock ? "PASS" : sa->conflict ? "INFO" : "FAIL", what);
     }
-    snprintf(what, sizeof what, "no user holds two orders (%ld duplicates, %ld 201s twice)",
-             dups, sa->ok_twice);
+    snprintf(what, sizeof what, "no user holds two orders (%ld duplicates, %ld 201s twice)", dups,
+             sa->ok_twice);
     check(b, dups == 0 && sa->ok_twice == 0 ? "PASS" : "FAIL", what);
-    snprintf(what, sizeof what, "stock never negative (final %lld, lowest seen %lld, %ld samples, "
-             "%ld inconsistent)", (long long)stock, (long long)sa->min_stock, sa->samples,
-             sa->bad_samples);
+    snprintf(what, sizeof what,
+             "stock never negative (final %lld, lowest seen %lld, %ld samples, "
+             "%ld inconsistent)",
+             (long long)stock, (long long)sa->min_stock, sa->samples, sa->bad_samples);
     check(b, stock >= 0 && sa->min_stock >= 0 && sa->bad_samples == 0 ? "PASS" : "FAIL", what);
-    snprintf(what, sizeof what, "every 201 order exists (%ld answered, %ld missing)",
-             sa->created, missing);
+    snprintf(what, sizeof what, "every 201 order exists (%ld answered, %ld missing)", sa->created,
+             missing);
     check(b, missing == 0 ? "PASS" : "FAIL", what);
     snprintf(what, sizeof what, "201s == sold (%ld == %lld)", sa->created, (long long)sold);
     check(b, sa->created == sold ? "PASS" : "FAIL", what);
@@ -529,8 +529,8 @@ static void reject_answer(bench_t *b, phase_t *ph, size_t i, long status, const 
         p->unexpected++;
 }
 
-static const char *kv_next(bench_t *b, phase_t *ph, size_t i, char *path, size_t cap,
-                           char *body, size_t bcap)
+static const char *kv_next(bench_t *b, phase_t *ph, size_t i, char *path, size_t cap, char *body,
+                           size_t bcap)
 {
     (void)ph, (void)i, (void)bcap;
     char item[400];
@@ -563,7 +563,10 @@ static void compare_rates(bench_t *b)
     /* alternate the two in rounds so that both meet the same machine load */
     probe_t rej = {0}, kv = {0};
     size_t n = (size_t)b->s.probes;
-    phase_t p1 = {.name = "reject", .cap = n, .next = reject_next, .answer = reject_answer,
+    phase_t p1 = {.name = "reject",
+                  .cap = n,
+                  .next = reject_next,
+                  .answer = reject_answer,
                   .ctx = &rej};
     phase_t p2 = {.name = "kv", .cap = n, .next = kv_next, .answer = kv_answer, .ctx = &kv};
     for (size_t r = 1; r <= RATE_ROUNDS; r++) {
@@ -571,8 +574,8 @@ static void compare_rates(bench_t *b)
         run_phase(b, &p1);
         run_phase(b, &p2);
     }
-    printf("once sold out, over the same %d connections (%d alternating rounds):\n",
-           b->s.conns, RATE_ROUNDS);
+    printf("once sold out, over the same %d connections (%d alternating rounds):\n", b->s.conns,
+           RATE_ROUNDS);
     print_latency("rejected orders", &p1);
     print_latency("plain KV GETs", &p2);
     char what[160];
@@ -585,16 +588,15 @@ static void compare_rates(bench_t *b)
     free(p2.lat_ms);
 }
 
-
 /* ------------------------------------------------------------------------
  * Payment mode: pay (a share of the buyers), let the rest expire, check
  * ------------------------------------------------------------------------ */
 
 typedef struct payrun {
     sale_t *sa;
-    int *users;       /* the buyers who pay */
+    int *users; /* the buyers who pay */
     size_t n;
-    char *paid;       /* per user: its pay answered 200 */
+    char *paid; /* per user: its pay answered 200 */
     long ok, late, other;
 } payrun_t;
 
@@ -605,8 +607,8 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static const char *pay_next(bench_t *b, phase_t *ph, size_t i, char *path, size_t cap,
-                            char *body, size_t bcap)
+static const char *pay_next(bench_t *b, phase_t *ph, size_t i, char *path, size_t cap, char *body,
+                            size_t bcap)
 {
     payrun_t *pr = ph->ctx;
     char item[400];
@@ -720,7 +722,7 @@ static int tally_orders(bench_t *b, payrun_t *pr, pay_tally_t *t)
         }
         size_t i;
         json_t *o;
-        json_array_foreach(json_object_get(page, "orders"), i, o)
+        json_array_foreach (json_object_get(page, "orders"), i, o)
             tally_order(b, pr, t, live, o);
         json_t *next = json_object_get(page, "next");
         bool more = json_is_integer(next);
@@ -741,29 +743,35 @@ static void check_payments(bench_t *b, payrun_t *pr, const pay_tally_t *t, int64
     sale_t *sa = pr->sa;
     char what[256];
     printf("item: stock %lld, sold %lld; orders %ld paid, %ld cancelled, %ld pending\n"
-           "invariants (every pay_by passed):\n", (long long)stock, (long long)sold, t->paid,
-           t->cancelled, t->pending);
+           "invariants (every pay_by passed):\n",
+           (long long)stock, (long long)sold, t->paid, t->cancelled, t->pending);
     snprintf(what, sizeof what, "units sold == paid orders (%lld == %ld)", (long long)sold,
              t->paid);
     check(b, sold == t->paid && t->strangers == 0 ? "PASS" : "FAIL", what);
     snprintf(what, sizeof what, "no order left pending (%ld)", t->pending);
     check(b, t->pending == 0 ? "PASS" : "FAIL", what);
-    snprintf(what, sizeof what, "every payment answered 200 is a paid order (%ld answered, %ld "
-             "missing)", pr->ok, t->paid_missing);
+    snprintf(what, sizeof what,
+             "every payment answered 200 is a paid order (%ld answered, %ld "
+             "missing)",
+             pr->ok, t->paid_missing);
     check(b, t->paid_missing == 0 && pr->ok == t->paid ? "PASS" : "FAIL", what);
-    snprintf(what, sizeof what, "stock + sold == S throughout (%lld + %lld == %d at the end; "
-             "%ld samples, %ld inconsistent, lowest stock %lld)", (long long)stock,
-             (long long)sold, b->s.stock, sa->samples, sa->bad_samples,
+    snprintf(what, sizeof what,
+             "stock + sold == S throughout (%lld + %lld == %d at the end; "
+             "%ld samples, %ld inconsistent, lowest stock %lld)",
+             (long long)stock, (long long)sold, b->s.stock, sa->samples, sa->bad_samples,
              (long long)sa->min_stock);
-    check(b, stock + sold == b->s.stock && sa->bad_samples == 0 && sa->min_stock >= 0 ? "PASS"
-                                                                                       : "FAIL",
+    check(b,
+          stock + sold == b->s.stock && sa->bad_samples == 0 && sa->min_stock >= 0 ? "PASS"
+                                                                                   : "FAIL",
           what);
     snprintf(what, sizeof what, "no user holds two pending-or-paid orders (%ld)", t->two_live);
     check(b, t->two_live == 0 ? "PASS" : "FAIL", what);
     qsort(t->delay_ms, t->ndelays, sizeof *t->delay_ms, cmp_double);
     double max = percentile(t->delay_ms, t->ndelays, 100);
-    snprintf(what, sizeof what, "cancelled within 1 s of pay_by (%zu cancellations: p50 %.0f ms, "
-             "p99 %.0f ms, max %.0f ms)", t->ndelays, percentile(t->delay_ms, t->ndelays, 50),
+    snprintf(what, sizeof what,
+             "cancelled within 1 s of pay_by (%zu cancellations: p50 %.0f ms, "
+             "p99 %.0f ms, max %.0f ms)",
+             t->ndelays, percentile(t->delay_ms, t->ndelays, 50),
              percentile(t->delay_ms, t->ndelays, 99), max);
     check(b, max <= 1000 ? "PASS" : "FAIL", what);
 }
@@ -777,8 +785,12 @@ static void run_payment(bench_t *b, sale_t *sa)
     for (int u = 0; u < s->users; u++)
         if (sa->ok_order[u] && (int)(rand_r(&seed) % 100) < s->pay_share)
             pr.users[pr.n++] = u;
-    phase_t ph = {.name = "pay", .total = pr.n, .next = pay_next, .answer = pay_answer,
-                  .progress = pay_progress, .ctx = &pr};
+    phase_t ph = {.name = "pay",
+                  .total = pr.n,
+                  .next = pay_next,
+                  .answer = pay_answer,
+                  .progress = pay_progress,
+                  .ctx = &pr};
     if (pr.n)
         run_phase(b, &ph);
     while (sa->monitor_busy) { /* let the last item poll finish */
@@ -792,8 +804,8 @@ static void run_payment(bench_t *b, sale_t *sa)
             curl_multi_poll(b->multi, NULL, 0, 50, NULL);
     }
     printf("payments: %zu buyers of %ld pay (%d%%): 200 %ld, 409 order_not_pending %ld (their "
-           "pay_by passed first), other %ld\n", pr.n, sa->created, s->pay_share, pr.ok, pr.late,
-           pr.other);
+           "pay_by passed first), other %ld\n",
+           pr.n, sa->created, s->pay_share, pr.ok, pr.late, pr.other);
     if (pr.n)
         print_latency("payments", &ph);
     if (pr.other)
@@ -838,8 +850,8 @@ static int reset_item(bench_t *b)
     snprintf(path, sizeof path, "/v1/items/%s", item);
     if (b->s.pay_timeout)
         snprintf(body, sizeof body,
-                 "{\"name\": \"bench\", \"stock\": %d, \"payment_timeout_ms\": %d}",
-                 b->s.stock, b->s.pay_timeout);
+                 "{\"name\": \"bench\", \"stock\": %d, \"payment_timeout_ms\": %d}", b->s.stock,
+                 b->s.pay_timeout);
     else
         snprintf(body, sizeof body, "{\"name\": \"bench\", \"stock\": %d}", b->s.stock);
     long st = request(b, "PUT", path, body, NULL);
@@ -866,8 +878,8 @@ static int run_seckill(bench_t *b)
     settings_t *s = &b->s;
     if (reset_item(b) != 0)
         return 2;
-    printf("sqlcached-bench seckill: %s item %s, S=%d U=%d K=%d C=%d\n", s->url, s->item,
-           s->stock, s->users, s->tries, s->conns);
+    printf("sqlcached-bench seckill: %s item %s, S=%d U=%d K=%d C=%d\n", s->url, s->item, s->stock,
+           s->users, s->tries, s->conns);
     if (s->pay_timeout)
         printf("payment mode: payment_timeout_ms %d, %d%% of the buyers pay\n", s->pay_timeout,
                s->pay_share);
@@ -879,8 +891,12 @@ static int run_seckill(bench_t *b)
     for (size_t i = 0; i < total; i++)
         sa.attempt_user[i] = (int)(i % (size_t)s->users);
     shuffle(sa.attempt_user, total, &s->seed);
-    phase_t ph = {.name = "sale", .total = total, .next = sale_next, .answer = sale_answer,
-                  .progress = sale_progress, .ctx = &sa};
+    phase_t ph = {.name = "sale",
+                  .total = total,
+                  .next = sale_next,
+                  .answer = sale_answer,
+                  .progress = sale_progress,
+                  .ctx = &sa};
     run_phase(b, &ph);
     while (sa.monitor_busy) { /* let the last item poll finish */
         int running, left;
@@ -973,29 +989,56 @@ static int parse_int(const char *s, int min, int max, int *out)
 
 static int parse_args(settings_t *s, int argc, char **argv)
 {
-    static const struct option longs[] = {
-        {"url", required_argument, NULL, 'u'}, {"item", required_argument, NULL, 'i'},
-        {"token", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 'r'},
-        {"pay-timeout", required_argument, NULL, 'p'},
-        {"pay-share", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {{"url", required_argument, NULL, 'u'},
+                                          {"item", required_argument, NULL, 'i'},
+                                          {"token", required_argument, NULL, 't'},
+                                          {"seed", required_argument, NULL, 'r'},
+                                          {"pay-timeout", required_argument, NULL, 'p'},
+                                          {"pay-share", required_argument, NULL, 's'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
     int opt, seed = 1;
     while ((opt = getopt_long(argc, argv, "S:U:K:C:P:h", longs, NULL)) != -1) {
         int rc = 0;
         switch (opt) {
-        case 'u': s->url = optarg; break;
-        case 'i': s->item = optarg; break;
-        case 't': s->token = optarg; break;
-        case 'r': rc = parse_int(optarg, 0, INT32_MAX, &seed); break;
-        case 'p': rc = parse_int(optarg, 1000, 86400000, &s->pay_timeout); break;
-        case 's': rc = parse_int(optarg, 0, 100, &s->pay_share); break;
-        case 'S': rc = parse_int(optarg, 0, 100000000, &s->stock); break;
-        case 'U': rc = parse_int(optarg, 1, 10000000, &s->users); break;
-        case 'K': rc = parse_int(optarg, 1, 1000, &s->tries); break;
-        case 'C': rc = parse_int(optarg, 1, 4096, &s->conns); break;
-        case 'P': rc = parse_int(optarg, 0, 100000000, &s->probes); break;
-        case 'h': usage(stdout); exit(0);
-        default: return -1;
+        case 'u':
+            s->url = optarg;
+            break;
+        case 'i':
+            s->item = optarg;
+            break;
+        case 't':
+            s->token = optarg;
+            break;
+        case 'r':
+            rc = parse_int(optarg, 0, INT32_MAX, &seed);
+            break;
+        case 'p':
+            rc = parse_int(optarg, 1000, 86400000, &s->pay_timeout);
+            break;
+        case 's':
+            rc = parse_int(optarg, 0, 100, &s->pay_share);
+            break;
+        case 'S':
+            rc = parse_int(optarg, 0, 100000000, &s->stock);
+            break;
+        case 'U':
+            rc = parse_int(optarg, 1, 10000000, &s->users);
+            break;
+        case 'K':
+            rc = parse_int(optarg, 1, 1000, &s->tries);
+            break;
+        case 'C':
+            rc = parse_int(optarg, 1, 4096, &s->conns);
+            break;
+        case 'P':
+            rc = parse_int(optarg, 0, 100000000, &s->probes);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            return -1;
         }
         if (rc != 0) {
             fprintf(stderr, "sqlcached-bench: bad value '%s'\n", optarg);
@@ -1005,7 +1048,9 @@ static int parse_args(settings_t *s, int argc, char **argv)
     s->seed = (unsigned)seed;
     size_t n = strlen(s->url);
     return n && s->url[n - 1] == '/' ? (fprintf(stderr, "sqlcached-bench: --url without "
-                                                        "trailing slash\n"), -1) : 0;
+                                                        "trailing slash\n"),
+                                        -1)
+                                     : 0;
 }
 
 static int bench_init(bench_t *b)
@@ -1055,8 +1100,13 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    bench_t b = {.s = {.url = "http://127.0.0.1:8080", .item = "bench-item", .stock = 100,
-                       .users = 10000, .tries = 2, .conns = 64, .probes = 20000,
+    bench_t b = {.s = {.url = "http://127.0.0.1:8080",
+                       .item = "bench-item",
+                       .stock = 100,
+                       .users = 10000,
+                       .tries = 2,
+                       .conns = 64,
+                       .probes = 20000,
                        .pay_share = 50}};
     if (parse_args(&b.s, argc - 1, argv + 1) != 0) {
         usage(stderr);

@@ -57,7 +57,7 @@ enum { MODE_REPLACE = 1, MODE_INVALIDATE = 2, MODE_BOTH = 3 };
 typedef struct run {
     unsigned ops, clients, keys, delay_us;
     bool guard_off;
-    int on_write;     /* MODE_REPLACE or MODE_INVALIDATE */
+    int on_write; /* MODE_REPLACE or MODE_INVALIDATE */
     uint64_t seed;
     int backend;      /* REL_SQLITE or REL_PG */
     pg_fixture_t *pg; /* the cluster (REL_PG) */
@@ -144,12 +144,11 @@ static void read_cache_stats(const daemon_t *d, outcome_t *o)
 static bool mode_honoured(const run_t *r, const outcome_t *o)
 {
     bool ok = strcmp(o->on_write, mode_name(r->on_write)) == 0 &&
-              (r->on_write == MODE_INVALIDATE ? o->write_replaced == 0
-                                              : o->write_replaced > 0);
+              (r->on_write == MODE_INVALIDATE ? o->write_replaced == 0 : o->write_replaced > 0);
     if (!ok)
         printf("consistency: --on-write %s NOT HONOURED: the daemon reports on_write %s, "
-               "%" PRId64 " cached copies replaced by writes\n", mode_name(r->on_write),
-               o->on_write, o->write_replaced);
+               "%" PRId64 " cached copies replaced by writes\n",
+               mode_name(r->on_write), o->on_write, o->write_replaced);
     return ok;
 }
 
@@ -162,9 +161,16 @@ static void run_measure(const run_t *r, outcome_t *out)
     char *dir = testutil_mkdtemp();
     char delay[32];
     snprintf(delay, sizeof delay, "%u", r->delay_us);
-    const char *args[] = {"--threads", "8", "--log-level", "warn", "--on-write",
-                          mode_name(r->on_write), "--testing-fill-delay-us", delay,
-                          r->guard_off ? "--testing-disable-fill-guard" : NULL, NULL};
+    const char *args[] = {"--threads",
+                          "8",
+                          "--log-level",
+                          "warn",
+                          "--on-write",
+                          mode_name(r->on_write),
+                          "--testing-fill-delay-us",
+                          delay,
+                          r->guard_off ? "--testing-disable-fill-guard" : NULL,
+                          NULL};
     daemon_t d;
     char url[256];
     if (r->backend == REL_PG && pg_fixture_new_db(r->pg, url, sizeof url) != 0)
@@ -176,7 +182,10 @@ static void run_measure(const run_t *r, outcome_t *out)
     unsigned per = r->ops / r->clients, total = 0;
     int64_t t0 = rel_now_ns();
     for (unsigned i = 0; ops && cl && i < r->clients; i++) {
-        cl[i] = (client_t){.run = r, .d = &d, .id = i, .log = ops + (size_t)i * per,
+        cl[i] = (client_t){.run = r,
+                           .d = &d,
+                           .id = i,
+                           .log = ops + (size_t)i * per,
                            .nops = i + 1 == r->clients ? r->ops - per * i : per};
         pthread_create(&cl[i].thread, NULL, client_main, &cl[i]);
     }
@@ -195,15 +204,14 @@ static void run_measure(const run_t *r, outcome_t *out)
         out->ops_per_s = r->ops / (secs > 0 ? secs : 1);
         printf("consistency: %s: on write %s, %s: %u ops (%u clients, %u keys, %.0f ops/s), "
                "reads checked %" PRIu64 ", writes checked %" PRIu64 ", violations %" PRIu64
-               " (stale %" PRIu64 ", resurrected %" PRIu64 ", missing %" PRIu64
-               ", phantom %" PRIu64 ", wrong value %" PRIu64 ", future %" PRIu64
-               ", version order %" PRIu64 ", not monotonic %" PRIu64 ", duplicate %" PRIu64
-               "), errors %" PRIu64 "\n",
+               " (stale %" PRIu64 ", resurrected %" PRIu64 ", missing %" PRIu64 ", phantom %" PRIu64
+               ", wrong value %" PRIu64 ", future %" PRIu64 ", version order %" PRIu64
+               ", not monotonic %" PRIu64 ", duplicate %" PRIu64 "), errors %" PRIu64 "\n",
                rel_backend_name(r->backend), mode_name(r->on_write),
-               r->guard_off ? "fill guard DISABLED" : "fill guard on", r->ops, r->clients,
-               r->keys, out->ops_per_s, rep.reads_checked, rep.writes_checked, v, rep.stale,
-               rep.resurrected, rep.missing, rep.phantom, rep.wrong_value, rep.future,
-               rep.version_order, rep.not_monotonic, rep.duplicate_version, rep.errors);
+               r->guard_off ? "fill guard DISABLED" : "fill guard on", r->ops, r->clients, r->keys,
+               out->ops_per_s, rep.reads_checked, rep.writes_checked, v, rep.stale, rep.resurrected,
+               rep.missing, rep.phantom, rep.wrong_value, rep.future, rep.version_order,
+               rep.not_monotonic, rep.duplicate_version, rep.errors);
         out->violations = rep.errors || stop_rc != 0 ? -1 : (int64_t)v;
     }
     fflush(stdout);
@@ -241,8 +249,10 @@ static int run_backend(const run_t *r, int modes, bool short_form, bool only_nor
             m.ops = r->ops / 2;
         int64_t v = run_once(&m);
         if (expect)
-            printf("consistency: %s: %s\n", name, v > 0 ? "violations reported, as expected "
-                   "of this daemon" : "NO VIOLATION REPORTED");
+            printf("consistency: %s: %s\n", name,
+                   v > 0 ? "violations reported, as expected "
+                           "of this daemon"
+                         : "NO VIOLATION REPORTED");
         rc |= expect ? v <= 0 : v != 0;
     }
     if (!only_normal) {
@@ -256,10 +266,12 @@ static int run_backend(const run_t *r, int modes, bool short_form, bool only_nor
             v = run_once(&bad);
         if (v > 0)
             printf("consistency: %s: the checker caught the disabled fill guard (%" PRId64
-                   " violations), as it must\n", name, v);
+                   " violations), as it must\n",
+                   name, v);
         else
             printf("consistency: %s: CHECKER BLIND: no violation with the fill guard "
-                   "disabled\n", name);
+                   "disabled\n",
+                   name);
         rc |= v <= 0;
     }
     return rc;
@@ -280,16 +292,46 @@ static void demo_row_i(const char *what, const outcome_t *o, int64_t (*get)(cons
     printf("\n");
 }
 
-static int64_t get_reads(const outcome_t *o) { return (int64_t)o->rep.reads_checked; }
-static int64_t get_viol(const outcome_t *o) { return o->violations; }
-static int64_t get_stale(const outcome_t *o) { return (int64_t)o->rep.stale; }
-static int64_t get_missing(const outcome_t *o) { return (int64_t)o->rep.missing; }
-static int64_t get_resurrected(const outcome_t *o) { return (int64_t)o->rep.resurrected; }
-static int64_t get_back(const outcome_t *o) { return (int64_t)o->rep.not_monotonic; }
-static int64_t get_dropped(const outcome_t *o) { return o->fills_dropped; }
-static int64_t get_replaced(const outcome_t *o) { return o->write_replaced; }
-static int64_t get_invalidated(const outcome_t *o) { return o->write_invalidated; }
-static int64_t get_ops_s(const outcome_t *o) { return (int64_t)o->ops_per_s; }
+static int64_t get_reads(const outcome_t *o)
+{
+    return (int64_t)o->rep.reads_checked;
+}
+static int64_t get_viol(const outcome_t *o)
+{
+    return o->violations;
+}
+static int64_t get_stale(const outcome_t *o)
+{
+    return (int64_t)o->rep.stale;
+}
+static int64_t get_missing(const outcome_t *o)
+{
+    return (int64_t)o->rep.missing;
+}
+static int64_t get_resurrected(const outcome_t *o)
+{
+    return (int64_t)o->rep.resurrected;
+}
+static int64_t get_back(const outcome_t *o)
+{
+    return (int64_t)o->rep.not_monotonic;
+}
+static int64_t get_dropped(const outcome_t *o)
+{
+    return o->fills_dropped;
+}
+static int64_t get_replaced(const outcome_t *o)
+{
+    return o->write_replaced;
+}
+static int64_t get_invalidated(const outcome_t *o)
+{
+    return o->write_invalidated;
+}
+static int64_t get_ops_s(const outcome_t *o)
+{
+    return (int64_t)o->ops_per_s;
+}
 
 /* The same load against three daemons on SQLite, side by side; 0 when the
  * guarded ones show no stale read and the unguarded one some. */
@@ -306,8 +348,8 @@ static int run_demo(const run_t *base)
         m.backend = REL_SQLITE;
         m.on_write = cols[i].on_write;
         m.guard_off = cols[i].guard_off;
-        printf("\n--- run %d: sqlcached --on-write %s%s --testing-fill-delay-us %u ---\n",
-               i + 1, mode_name(m.on_write), m.guard_off ? " --testing-disable-fill-guard" : "",
+        printf("\n--- run %d: sqlcached --on-write %s%s --testing-fill-delay-us %u ---\n", i + 1,
+               mode_name(m.on_write), m.guard_off ? " --testing-disable-fill-guard" : "",
                m.delay_us);
         run_measure(&m, &o[i]);
         if (m.guard_off && o[i].violations == 0) { /* a race: one more try if missed */
@@ -338,8 +380,8 @@ static int run_demo(const run_t *base)
     demo_row_i("operations per second", o, get_ops_s);
     bool ok = o[0].violations == 0 && o[1].violations == 0 && o[2].violations > 0;
     printf("\n%s\n", ok ? "result: as expected: no stale read with the guard (either mode), "
-                           "stale reads without it"
-                         : "result: NOT AS EXPECTED (see above)");
+                          "stale reads without it"
+                        : "result: NOT AS EXPECTED (see above)");
     return ok ? 0 : 1;
 }
 
@@ -347,8 +389,12 @@ int main(int argc, char **argv)
 {
     const char *wrapper = getenv("SQLCACHED_WRAPPER");
     bool slow = wrapper && *wrapper;
-    run_t r = {.ops = slow ? 2000 : 20000, .clients = slow ? 4 : 8, .keys = 4,
-               .delay_us = 300, .seed = (uint64_t)time(NULL), .on_write = MODE_REPLACE};
+    run_t r = {.ops = slow ? 2000 : 20000,
+               .clients = slow ? 4 : 8,
+               .keys = 4,
+               .delay_us = 300,
+               .seed = (uint64_t)time(NULL),
+               .on_write = MODE_REPLACE};
     bool only_normal = false, only_inject = false, expect = false, demo = false;
     bool short_form = true;
     int backends = REL_BOTH, modes = MODE_BOTH;
@@ -367,8 +413,7 @@ int main(int argc, char **argv)
                                                    : 0;
             if (!modes)
                 backends = -1;
-        }
-        else if (strcmp(argv[i], "--expect-violations") == 0)
+        } else if (strcmp(argv[i], "--expect-violations") == 0)
             expect = only_normal = true;
         else if (i + 1 < argc && strcmp(argv[i], "--ops") == 0)
             r.ops = (unsigned)atoi(argv[++i]), only_normal = !only_inject, short_form = false;

@@ -83,7 +83,7 @@ typedef struct run {
     uint64_t seed;
     int scenario;
     const char *on_write;
-    int scale;        /* timeouts x20 under a wrapper */
+    int scale; /* timeouts x20 under a wrapper */
     pg_fixture_t *pg;
 } run_t;
 
@@ -92,10 +92,10 @@ typedef struct shared {
     const run_t *run;
     const rel_cluster_t *cl;
     unsigned victim;
-    int alive[NODES];  /* atomic; 0 once the node is killed */
-    int paused;        /* atomic; 1 while the victim is stopped */
-    int64_t resumed;   /* when the victim was resumed or killed (ns) */
-    unsigned done;     /* atomic; operations done */
+    int alive[NODES]; /* atomic; 0 once the node is killed */
+    int paused;       /* atomic; 1 while the victim is stopped */
+    int64_t resumed;  /* when the victim was resumed or killed (ns) */
+    unsigned done;    /* atomic; operations done */
 } shared_t;
 
 typedef struct client {
@@ -136,8 +136,7 @@ static void *client_main(void *arg)
     unsigned ready = 0;
     uint64_t rng = r->seed * 0x9e3779b97f4a7c15ULL + cl->id + 1;
     for (; ready < NODES; ready++) {
-        long timeout = disturbed(r) && ready == sh->victim ? VICTIM_TIMEOUT_MS
-                                                           : CLIENT_TIMEOUT_MS;
+        long timeout = disturbed(r) && ready == sh->victim ? VICTIM_TIMEOUT_MS : CLIENT_TIMEOUT_MS;
         if (rel_client_init(&c[ready], sh->cl->d[ready].base_url, timeout * r->scale) != 0)
             break;
     }
@@ -171,8 +170,11 @@ static size_t warm_up(const run_t *r, const rel_cluster_t *cl, unsigned id, hop_
             continue;
         for (unsigned k = 0; k < r->keys; k++) {
             hop_t *o = &log[n++];
-            *o = (hop_t){.client = id, .node = (uint8_t)node, .key = (uint16_t)k,
-                         .kind = node == 0 ? HOP_PUT : HOP_GET, .value = 1000000 + k};
+            *o = (hop_t){.client = id,
+                         .node = (uint8_t)node,
+                         .key = (uint16_t)k,
+                         .kind = node == 0 ? HOP_PUT : HOP_GET,
+                         .value = 1000000 + k};
             kvops_send(&c, o);
             if (node == 0) { /* and read it back on node 0 too */
                 o = &log[n++];
@@ -215,9 +217,8 @@ static void print_pause_locks(const rel_cluster_t *cl, unsigned victim)
     static const char SQL_WAITING[] =
         "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'sqlcached-n%' "
         "AND application_name <> $1 AND wait_event_type = 'Lock'";
-    static const char SQL_LAST[] =
-        "SELECT query FROM pg_stat_activity WHERE application_name = $1 "
-        "AND state LIKE 'idle in transaction%' LIMIT 1";
+    static const char SQL_LAST[] = "SELECT query FROM pg_stat_activity WHERE application_name = $1 "
+                                   "AND state LIKE 'idle in transaction%' LIMIT 1";
     char err[256], name[32], last[160] = "";
     int64_t in_tx = -1, waiting = -1;
     snprintf(name, sizeof name, "sqlcached-n%u", victim);
@@ -230,8 +231,9 @@ static void print_pause_locks(const rel_cluster_t *cl, unsigned victim)
         dbread_query(db, SQL_LAST, 1, params, copy_text, last);
     if (in_tx >= 0 && waiting >= 0)
         printf("consistency-cluster: pause: node %u's sessions inside a transaction: %" PRId64
-               "%s%s%s, the other nodes' sessions waiting for a lock: %" PRId64 "\n", victim,
-               in_tx, last[0] ? " (last statement: " : "", last, last[0] ? ")" : "", waiting);
+               "%s%s%s, the other nodes' sessions waiting for a lock: %" PRId64 "\n",
+               victim, in_tx, last[0] ? " (last statement: " : "", last, last[0] ? ")" : "",
+               waiting);
     else
         printf("consistency-cluster: pause: cannot read pg_stat_activity: %s\n", err);
     dbread_close(db);
@@ -256,14 +258,15 @@ static void disturb(shared_t *sh, rel_cluster_t *cl)
         sh->resumed = rel_now_ns();
         __atomic_store_n(&sh->paused, 0, __ATOMIC_RELEASE);
         printf("consistency-cluster: node %u (pid %d) paused %d ms after %u operations; "
-               "%u operations completed meanwhile\n", sh->victim, (int)pid, PAUSE_MS, before,
+               "%u operations completed meanwhile\n",
+               sh->victim, (int)pid, PAUSE_MS, before,
                __atomic_load_n(&sh->done, __ATOMIC_ACQUIRE) - before);
     } else {
         __atomic_store_n(&sh->alive[sh->victim], 0, __ATOMIC_RELEASE);
         rel_cluster_kill(cl, sh->victim);
         sh->resumed = rel_now_ns();
-        printf("consistency-cluster: node %u (pid %d) killed after %u operations\n",
-               sh->victim, (int)pid, before);
+        printf("consistency-cluster: node %u (pid %d) killed after %u operations\n", sh->victim,
+               (int)pid, before);
     }
 }
 
@@ -273,8 +276,7 @@ static unsigned victim_reads_after(const shared_t *sh, const hop_t *ops, size_t 
 {
     unsigned k = 0;
     for (size_t i = 0; i < n; i++)
-        k += ops[i].node == sh->victim && ops[i].kind == HOP_GET &&
-             ops[i].invoke >= sh->resumed &&
+        k += ops[i].node == sh->victim && ops[i].kind == HOP_GET && ops[i].invoke >= sh->resumed &&
              (ops[i].result == HOP_OK || ops[i].result == HOP_ABSENT);
     return k;
 }
@@ -327,7 +329,9 @@ static int64_t run_scenario(const run_t *r)
     hop_t *ops = calloc(cap, sizeof *ops);
     client_t *cls = calloc(r->clients, sizeof *cls);
     uint64_t rng = r->seed ^ 0x5bd1e995u;
-    shared_t sh = {.run = r, .cl = &cl, .victim = (unsigned)(rel_rand(&rng) % NODES),
+    shared_t sh = {.run = r,
+                   .cl = &cl,
+                   .victim = (unsigned)(rel_rand(&rng) % NODES),
                    .alive = {1, 1, 1}};
     size_t warm = ops && cls ? warm_up(r, &cl, r->clients, ops + r->ops) : 0;
     unsigned per = r->ops / r->clients, total = 0;
@@ -335,7 +339,9 @@ static int64_t run_scenario(const run_t *r)
     unsigned started = 0;
     for (; ops && cls && started < r->clients; started++) {
         unsigned i = started;
-        cls[i] = (client_t){.sh = &sh, .id = i, .log = ops + (size_t)i * per,
+        cls[i] = (client_t){.sh = &sh,
+                            .id = i,
+                            .log = ops + (size_t)i * per,
                             .nops = i + 1 == r->clients ? r->ops - per * i : per};
         if (pthread_create(&cls[i].thread, NULL, client_main, &cls[i]) != 0)
             break;
@@ -354,31 +360,36 @@ static int64_t run_scenario(const run_t *r)
         history_check(ops, r->ops + warm, r->keys, &rep, stdout, 10) == 0) {
         uint64_t v = history_violations(&rep) - rep.not_monotonic;
         printf("consistency-cluster: %s: %u ops over %d nodes (%u clients, %u keys, on write "
-               "%s, %.0f ops/s; +%zu warm-up), reads checked %" PRIu64 ", writes checked %"
-               PRIu64 ", violations %" PRIu64 " (stale %" PRIu64 ", resurrected %" PRIu64
-               ", missing %" PRIu64 ", phantom %" PRIu64 ", wrong value %" PRIu64 ", future %"
-               PRIu64 ", version order %" PRIu64 ", duplicate %" PRIu64 "), indeterminate %"
-               PRIu64 " (reads of them %" PRIu64 "), errors %" PRIu64 "; not judged: a client "
-               "saw a version go back while the newer write was unanswered %" PRIu64 "\n", name, r->ops, NODES, r->clients, r->keys, r->on_write,
+               "%s, %.0f ops/s; +%zu warm-up), reads checked %" PRIu64 ", writes checked %" PRIu64
+               ", violations %" PRIu64 " (stale %" PRIu64 ", resurrected %" PRIu64
+               ", missing %" PRIu64 ", phantom %" PRIu64 ", wrong value %" PRIu64
+               ", future %" PRIu64 ", version order %" PRIu64 ", duplicate %" PRIu64
+               "), indeterminate %" PRIu64 " (reads of them %" PRIu64 "), errors %" PRIu64
+               "; not judged: a client "
+               "saw a version go back while the newer write was unanswered %" PRIu64 "\n",
+               name, r->ops, NODES, r->clients, r->keys, r->on_write,
                r->ops / (secs > 0 ? secs : 1), warm, rep.reads_checked, rep.writes_checked, v,
-               rep.stale, rep.resurrected, rep.missing, rep.phantom, rep.wrong_value,
-               rep.future, rep.version_order, rep.duplicate_version, rep.indeterminate,
-               rep.from_indeterminate, rep.errors, rep.not_monotonic);
+               rep.stale, rep.resurrected, rep.missing, rep.phantom, rep.wrong_value, rep.future,
+               rep.version_order, rep.duplicate_version, rep.indeterminate, rep.from_indeterminate,
+               rep.errors, rep.not_monotonic);
         result = rep.errors || stop_rc != 0 ? -1 : (int64_t)v;
         unsigned refused = refused_writes(ops, r->ops + warm);
         if (refused)
             printf("consistency-cluster: %s: %u writes answered 409/412 (taken as not "
-                   "applied)\n", name, refused);
+                   "applied)\n",
+                   name, refused);
         if (r->scenario == SC_PAUSE) {
             unsigned after = victim_reads_after(&sh, ops, r->ops);
             printf("consistency-cluster: pause: reads answered by node %u after it resumed: "
-                   "%u\n", sh.victim, after);
+                   "%u\n",
+                   sh.victim, after);
             if (after == 0)
                 result = -1; /* the scenario did not test what it is for */
         }
     } else {
         printf("consistency-cluster: %s: the run failed (%u of %u operations, %zu of %zu "
-               "warm-up)\n", name, total, r->ops, warm, warm_max);
+               "warm-up)\n",
+               name, total, r->ops, warm, warm_max);
     }
     fflush(stdout);
     free(ops);
@@ -395,7 +406,9 @@ static int run_one(const run_t *base, int scenario)
     if (scenario != SC_SELFTEST) {
         int64_t v = run_scenario(&r);
         printf("consistency-cluster: %s: %s\n", scenario_names[scenario],
-               v == 0 ? "ok, no stale read" : v > 0 ? "STALE READS FOUND" : "RUN FAILED");
+               v == 0  ? "ok, no stale read"
+               : v > 0 ? "STALE READS FOUND"
+                       : "RUN FAILED");
         return v != 0;
     }
     r.ops = r.ops / 2 > r.clients ? r.ops / 2 : r.ops;
@@ -406,7 +419,8 @@ static int run_one(const run_t *base, int scenario)
     }
     if (v > 0)
         printf("consistency-cluster: selftest: the checker caught the skipped cross-node "
-               "invalidation (%" PRId64 " violations), as it must\n", v);
+               "invalidation (%" PRId64 " violations), as it must\n",
+               v);
     else
         printf("consistency-cluster: selftest: CHECKER BLIND: no violation with "
                "--testing-skip-cluster-invalidation\n");
@@ -433,9 +447,14 @@ int main(int argc, char **argv)
 {
     const char *wrapper = getenv("SQLCACHED_WRAPPER");
     bool slow = wrapper && *wrapper;
-    run_t r = {.ops = slow ? 400 : 4000, .clients = slow ? 4 : 8, .keys = 4, .delay_us = 300,
-               .member_timeout_ms = slow ? 5000 : 1000, .seed = (uint64_t)time(NULL),
-               .on_write = "replace", .scale = slow ? 20 : 1};
+    run_t r = {.ops = slow ? 400 : 4000,
+               .clients = slow ? 4 : 8,
+               .keys = 4,
+               .delay_us = 300,
+               .member_timeout_ms = slow ? 5000 : 1000,
+               .seed = (uint64_t)time(NULL),
+               .on_write = "replace",
+               .scale = slow ? 20 : 1};
     int scenarios = slow ? (1 << SC_PLAIN) | (1 << SC_SELFTEST) : (1 << SC_COUNT) - 1;
     for (int i = 1; i < argc; i++) {
         if (i + 1 == argc)

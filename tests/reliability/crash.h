@@ -40,16 +40,15 @@
 
 /* What a domain found; the loop sums these per durability mode. */
 typedef struct rel_report {
-    uint64_t acked;       /* writes acknowledged (2xx) */
-    uint64_t in_doubt;    /* writes without an answer (resolved at restart) */
-    uint64_t lost;        /* acknowledged writes missing after a restart: must be 0 */
-    uint64_t violations;  /* any other broken promise (wrong value, bad version, ...) */
-    uint64_t partial;     /* of those: transactions stored in part (crash_txn.c) */
+    uint64_t acked;      /* writes acknowledged (2xx) */
+    uint64_t in_doubt;   /* writes without an answer (resolved at restart) */
+    uint64_t lost;       /* acknowledged writes missing after a restart: must be 0 */
+    uint64_t violations; /* any other broken promise (wrong value, bad version, ...) */
+    uint64_t partial;    /* of those: transactions stored in part (crash_txn.c) */
 } rel_report_t;
 
 /* Print one finding (prefixed with the domain name); counts nothing. */
-void rel_fail(const char *domain, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void rel_fail(const char *domain, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Note a version (ETag) the daemon acknowledged; the loop checks after each
  * kill that the persisted counter is not below the largest one. Thread-safe. */

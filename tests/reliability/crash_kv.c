@@ -30,22 +30,22 @@
 
 typedef struct kv_outcome {
     bool present;
-    int64_t version;        /* 0 = unknown (an in-doubt PUT) */
+    int64_t version; /* 0 = unknown (an in-doubt PUT) */
     char value[VALUE_MAX];
 } kv_outcome_t;
 
 typedef struct kv_key {
-    pthread_mutex_t lock;   /* held across each request on the key */
-    kv_outcome_t acked;     /* the state after the last answered operation */
+    pthread_mutex_t lock;            /* held across each request on the key */
+    kv_outcome_t acked;              /* the state after the last answered operation */
     kv_outcome_t doubts[MAX_DOUBTS]; /* unanswered operations since then */
     int ndoubts;
     uint64_t seq;
 } kv_key_t;
 
 typedef struct kv_counter {
-    pthread_mutex_t lock;   /* guards the sums, not held across requests */
-    int64_t base;           /* the value seen at the last restart */
-    int64_t acked, doubt;   /* sums of increments since then */
+    pthread_mutex_t lock; /* guards the sums, not held across requests */
+    int64_t base;         /* the value seen at the last restart */
+    int64_t acked, doubt; /* sums of increments since then */
 } kv_counter_t;
 
 typedef struct kv_model {
@@ -113,9 +113,10 @@ static void contradiction(kv_key_t *k, int idx, const kv_outcome_t *seen, const 
         count(&r->lost);
     else
         count(&r->violations);
-    rel_fail("kv", "key v%d (%s): expected %s v%" PRId64 " '%s' (+%d in doubt), saw %s v%" PRId64
-             " '%s'", idx, how, a->present ? "present" : "absent", a->version, a->value,
-             k->ndoubts, seen->present ? "present" : "absent", seen->version, seen->value);
+    rel_fail("kv",
+             "key v%d (%s): expected %s v%" PRId64 " '%s' (+%d in doubt), saw %s v%" PRId64 " '%s'",
+             idx, how, a->present ? "present" : "absent", a->version, a->value, k->ndoubts,
+             seen->present ? "present" : "absent", seen->version, seen->value);
 }
 
 /* An answer revealed the state `seen` of key k (lock held). */
@@ -297,12 +298,12 @@ static void check_counter(kv_counter_t *ctr, int idx, rel_client_t *c, rel_repor
     int64_t low = ctr->base + ctr->acked, high = low + ctr->doubt;
     if (value < low) {
         r->lost += (uint64_t)(low - value); /* counted in increments */
-        rel_fail("kv", "counter c%d = %" PRId64 ", below the %" PRId64 " acknowledged", idx,
-                 value, low);
+        rel_fail("kv", "counter c%d = %" PRId64 ", below the %" PRId64 " acknowledged", idx, value,
+                 low);
     } else if (value > high) {
         r->violations++;
-        rel_fail("kv", "counter c%d = %" PRId64 ", above acknowledged + in doubt = %" PRId64,
-                 idx, value, high);
+        rel_fail("kv", "counter c%d = %" PRId64 ", above acknowledged + in doubt = %" PRId64, idx,
+                 value, high);
     }
     ctr->base = value;
     ctr->acked = ctr->doubt = 0;

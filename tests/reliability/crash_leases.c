@@ -46,14 +46,14 @@ typedef struct ls_name {
     bool held;
     int owner;
     int64_t token, count, expires_at;
-    bool doubt;           /* a request without an answer since the last known state */
+    bool doubt; /* a request without an answer since the last known state */
 } ls_name_t;
 
 typedef struct ls_model {
     ls_name_t names[NAMES];
-    pthread_mutex_t tlock;  /* guards the tokens below */
-    int64_t max_token;      /* the largest token acknowledged */
-    int64_t *tokens;        /* tokens of new holdings acknowledged since the last restart */
+    pthread_mutex_t tlock; /* guards the tokens below */
+    int64_t max_token;     /* the largest token acknowledged */
+    int64_t *tokens;       /* tokens of new holdings acknowledged since the last restart */
     size_t ntokens, cap;
     unsigned probes;
 } ls_model_t;
@@ -129,9 +129,9 @@ static bool parse_lease(rel_client_t *c, int *owner, int64_t *token, int64_t *cn
                         int64_t *expires_at)
 {
     char who[32];
-    return rel_json_string(c, "owner", who, sizeof who) == 0 &&
-           sscanf(who, "o%d", owner) == 1 && rel_json_int(c, "token", token) == 0 &&
-           rel_json_int(c, "count", cnt) == 0 && rel_json_int(c, "expires_at", expires_at) == 0;
+    return rel_json_string(c, "owner", who, sizeof who) == 0 && sscanf(who, "o%d", owner) == 1 &&
+           rel_json_int(c, "token", token) == 0 && rel_json_int(c, "count", cnt) == 0 &&
+           rel_json_int(c, "expires_at", expires_at) == 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -145,8 +145,8 @@ static int acquire(ls_model_t *m, ls_name_t *n, int idx, int owner, rel_worker_t
     int ttl = TTL_MIN + (int)(rel_rand(&w->rng) % TTL_SPAN);
     char path[64], body[96];
     snprintf(path, sizeof path, "/v1/leases/crash-l%d/acquire", idx);
-    int len = snprintf(body, sizeof body, "{\"owner\":\"o%d\",\"ttl_ms\":%d,\"wait_ms\":0}",
-                       owner, ttl);
+    int len =
+        snprintf(body, sizeof body, "{\"owner\":\"o%d\",\"ttl_ms\":%d,\"wait_ms\":0}", owner, ttl);
     int64_t before = max_token(m), t0 = testutil_wall_ms();
     rel_transport_t t = rel_request(c, "POST", path, body, (size_t)len);
     int64_t t1 = testutil_wall_ms();
@@ -170,8 +170,10 @@ static int acquire(ls_model_t *m, ls_name_t *n, int idx, int owner, rel_worker_t
         bool reentrant = !free_ && n->owner == owner && token == n->token;
         if (!n->doubt && live && n->owner != owner) {
             count(&r->violations);
-            rel_fail("leases", "l%d: o%d got it (token %" PRId64 ") while o%d held it until %"
-                     PRId64 ", now %" PRId64, idx, owner, token, n->owner, n->expires_at, t1);
+            rel_fail("leases",
+                     "l%d: o%d got it (token %" PRId64 ") while o%d held it until %" PRId64
+                     ", now %" PRId64,
+                     idx, owner, token, n->owner, n->expires_at, t1);
         } else if (!n->doubt && live && n->owner == owner && !reentrant) {
             count(&r->violations);
             rel_fail("leases", "l%d: re-entrant acquire by o%d: token %" PRId64 ", held %" PRId64,
@@ -186,9 +188,10 @@ static int acquire(ls_model_t *m, ls_name_t *n, int idx, int owner, rel_worker_t
         } else {
             if (cnt != 1 || token <= before) {
                 count(&r->violations);
-                rel_fail("leases", "l%d: new holding with count %" PRId64 ", token %" PRId64
-                         " not above the %" PRId64 " acknowledged before", idx, cnt, token,
-                         before);
+                rel_fail("leases",
+                         "l%d: new holding with count %" PRId64 ", token %" PRId64
+                         " not above the %" PRId64 " acknowledged before",
+                         idx, cnt, token, before);
             }
             note_token(m, token);
         }
@@ -196,9 +199,9 @@ static int acquire(ls_model_t *m, ls_name_t *n, int idx, int owner, rel_worker_t
     } else if (c->status == 409 && strcmp(rel_problem_code(c), "lease_held") == 0) {
         if (!n->doubt && (free_ || (n->owner == owner && live))) {
             count(&r->violations);
-            rel_fail("leases", "l%d: o%d refused (lease_held); model: %s o%d until %" PRId64
-                     ", now %" PRId64, idx, owner, n->held ? "held by" : "free", n->owner,
-                     n->expires_at, t1);
+            rel_fail("leases",
+                     "l%d: o%d refused (lease_held); model: %s o%d until %" PRId64 ", now %" PRId64,
+                     idx, owner, n->held ? "held by" : "free", n->owner, n->expires_at, t1);
         }
         /* held by another owner: the model's holding stands (or stays in doubt) */
     } else {
@@ -209,8 +212,8 @@ static int acquire(ls_model_t *m, ls_name_t *n, int idx, int owner, rel_worker_t
 }
 
 /* release (renew = false) or renew */
-static int give_back(ls_model_t *m, ls_name_t *n, int idx, int owner, bool renew,
-                     rel_worker_t *w, rel_report_t *r)
+static int give_back(ls_model_t *m, ls_name_t *n, int idx, int owner, bool renew, rel_worker_t *w,
+                     rel_report_t *r)
 {
     (void)m;
     rel_client_t *c = w->client;
@@ -239,9 +242,10 @@ static int give_back(ls_model_t *m, ls_name_t *n, int idx, int owner, bool renew
         rel_json_int(c, "count", &cnt);
         if (!n->doubt && gone) {
             count(&r->violations);
-            rel_fail("leases", "l%d: %s by o%d accepted; model: %s o%d until %" PRId64
-                     ", now %" PRId64, idx, renew ? "renew" : "release", owner,
-                     n->held ? "held by" : "free", n->owner, n->expires_at, t0);
+            rel_fail("leases",
+                     "l%d: %s by o%d accepted; model: %s o%d until %" PRId64 ", now %" PRId64, idx,
+                     renew ? "renew" : "release", owner, n->held ? "held by" : "free", n->owner,
+                     n->expires_at, t0);
         } else if (!n->doubt && cnt != (renew ? n->count : n->count - 1)) {
             count(&r->violations);
             rel_fail("leases", "l%d: %s: count %" PRId64 " after %" PRId64, idx,
@@ -253,8 +257,8 @@ static int give_back(ls_model_t *m, ls_name_t *n, int idx, int owner, bool renew
             if (parse_lease(c, &who, &token, &cnt, &exp)) {
                 if (!n->doubt && token != n->token) {
                     count(&r->violations);
-                    rel_fail("leases", "l%d: renew changed the token %" PRId64 " to %" PRId64,
-                             idx, n->token, token);
+                    rel_fail("leases", "l%d: renew changed the token %" PRId64 " to %" PRId64, idx,
+                             n->token, token);
                 }
                 set_state(n, true, owner, token, cnt, exp);
             } else {
@@ -269,9 +273,9 @@ static int give_back(ls_model_t *m, ls_name_t *n, int idx, int owner, bool renew
     } else if (c->status == 409 && strcmp(rel_problem_code(c), "not_owner") == 0) {
         if (!n->doubt && live) {
             count(&r->violations);
-            rel_fail("leases", "l%d: %s by the holder o%d refused, held until %" PRId64
-                     ", now %" PRId64, idx, renew ? "renew" : "release", owner, n->expires_at,
-                     t1);
+            rel_fail("leases",
+                     "l%d: %s by the holder o%d refused, held until %" PRId64 ", now %" PRId64, idx,
+                     renew ? "renew" : "release", owner, n->expires_at, t1);
         }
         if (mine)
             n->held = false; /* expired (or lost) */
@@ -320,8 +324,10 @@ static void ls_check_file(void *model, dbread_t *db, rel_report_t *r)
     for (size_t i = 0; i < m->ntokens; i++)
         above += m->tokens[i] > persisted;
     r->lost += above ? above : 1;
-    rel_fail("leases", "file: fencing_token counter %" PRId64 ", %" PRId64 " acknowledged "
-             "(%" PRIu64 " tokens above it)", persisted, m->max_token, above);
+    rel_fail("leases",
+             "file: fencing_token counter %" PRId64 ", %" PRId64 " acknowledged "
+             "(%" PRIu64 " tokens above it)",
+             persisted, m->max_token, above);
 }
 
 static void check_name(ls_name_t *n, int idx, rel_client_t *c, rel_report_t *r)
@@ -348,17 +354,20 @@ static void check_name(ls_name_t *n, int idx, rel_client_t *c, rel_report_t *r)
     if (!n->doubt) {
         bool live = n->held && n->expires_at > t1 + SLACK_MS;
         bool free_ = !n->held || n->expires_at <= t0 - SLACK_MS;
-        if (live && (c->status != 200 || who != n->owner || token != n->token ||
-                     cnt != n->count || exp != n->expires_at)) {
+        if (live && (c->status != 200 || who != n->owner || token != n->token || cnt != n->count ||
+                     exp != n->expires_at)) {
             r->lost++;
-            rel_fail("leases", "l%d: held by o%d token %" PRId64 " count %" PRId64 " until %"
-                     PRId64 " (now %" PRId64 "), after restart: %ld %s", idx, n->owner,
-                     n->token, n->count, n->expires_at, t1, c->status, c->body);
+            rel_fail("leases",
+                     "l%d: held by o%d token %" PRId64 " count %" PRId64 " until %" PRId64
+                     " (now %" PRId64 "), after restart: %ld %s",
+                     idx, n->owner, n->token, n->count, n->expires_at, t1, c->status, c->body);
         } else if (free_ && c->status == 200) {
             r->violations++;
             if (n->held)
-                rel_fail("leases", "l%d: expired at %" PRId64 " (now %" PRId64 "), after "
-                         "restart: %s", idx, n->expires_at, t0, c->body);
+                rel_fail("leases",
+                         "l%d: expired at %" PRId64 " (now %" PRId64 "), after "
+                         "restart: %s",
+                         idx, n->expires_at, t0, c->body);
             else
                 rel_fail("leases", "l%d: free, after restart: %s", idx, c->body);
         }
@@ -373,11 +382,13 @@ static void probe_token(ls_model_t *m, rel_client_t *c, rel_report_t *r)
     const char body[] = "{\"owner\":\"o0\",\"ttl_ms\":100,\"wait_ms\":0}";
     snprintf(path, sizeof path, "/v1/leases/crash-lprobe%u/acquire", ++m->probes);
     int64_t before = m->max_token, token = 0;
-    if (rel_request(c, "POST", path, body, sizeof body - 1) != REL_ANSWERED ||
-        c->status != 200 || rel_json_int(c, "token", &token) != 0 || token <= before) {
+    if (rel_request(c, "POST", path, body, sizeof body - 1) != REL_ANSWERED || c->status != 200 ||
+        rel_json_int(c, "token", &token) != 0 || token <= before) {
         r->violations++;
-        rel_fail("leases", "probe acquire after restart: %ld, token %" PRId64
-                 ", largest acknowledged %" PRId64 " %s", c->status, token, before, c->body);
+        rel_fail("leases",
+                 "probe acquire after restart: %ld, token %" PRId64
+                 ", largest acknowledged %" PRId64 " %s",
+                 c->status, token, before, c->body);
         return;
     }
     r->acked++;

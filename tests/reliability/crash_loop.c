@@ -83,11 +83,7 @@
 
 /* The domains under test (see crash.h). */
 static const rel_domain_t *const domains[] = {
-    &rel_domain_kv,
-    &rel_domain_orders,
-    &rel_domain_leases,
-    &rel_domain_txn,
-    &rel_domain_queue,
+    &rel_domain_kv, &rel_domain_orders, &rel_domain_leases, &rel_domain_txn, &rel_domain_queue,
 };
 #define NDOMAINS (sizeof domains / sizeof domains[0])
 
@@ -99,21 +95,20 @@ static const rel_domain_t *const domains[] = {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static bool killing;          /* set before the kill, cleared after the checks */
+static bool killing; /* set before the kill, cleared after the checks */
 static bool stopping;
-static unsigned epoch;        /* bumped when the workers may go on */
+static unsigned epoch; /* bumped when the workers may go on */
 static unsigned parked;
-static uint64_t unexpected;   /* transport failures while the daemon was up */
-static unsigned nnodes = 1;   /* nodes of the run (set before the workers start) */
-static int victim = -1;       /* the node being killed, -1 between kills */
+static uint64_t unexpected; /* transport failures while the daemon was up */
+static unsigned nnodes = 1; /* nodes of the run (set before the workers start) */
+static int victim = -1;     /* the node being killed, -1 between kills */
 static int64_t max_acked_version;
 
 void rel_note_version(int64_t version)
 {
     int64_t cur = __atomic_load_n(&max_acked_version, __ATOMIC_RELAXED);
-    while (version > cur &&
-           !__atomic_compare_exchange_n(&max_acked_version, &cur, version, true,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    while (version > cur && !__atomic_compare_exchange_n(&max_acked_version, &cur, version, true,
+                                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         ;
 }
 
@@ -191,8 +186,8 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&lock);
         if (!killing || (int)node != victim) {
             unexpected++;
-            fprintf(stderr, "crash: worker %u: no answer from node %u while it was up\n",
-                    wk->w.id, node);
+            fprintf(stderr, "crash: worker %u: no answer from node %u while it was up\n", wk->w.id,
+                    node);
         }
         pthread_mutex_unlock(&lock);
         usleep(1000); /* the kill is being noticed: do not spin */
@@ -233,8 +228,8 @@ static void wait_sessions_gone(dbread_t *db, const char *app_name)
         usleep(10000);
     }
     if (n != 0)
-        fprintf(stderr, "crash: sessions of the killed daemon still there (%" PRId64 "): %s\n",
-                n, dbread_errmsg(db));
+        fprintf(stderr, "crash: sessions of the killed daemon still there (%" PRId64 "): %s\n", n,
+                dbread_errmsg(db));
 }
 static const char SQL_VERSION[] = "SELECT value FROM meta WHERE name = 'version'";
 
@@ -252,8 +247,8 @@ static int integrity_row(void *cls, int ncols, const char *const *cols)
 /* The database, read-only: SQLite's integrity_check (PostgreSQL keeps its
  * own), the version counter, each domain's check_file. `killed`: the node
  * just killed (whose sessions must be gone first). */
-static void check_file(const char *db_name, unsigned killed, void **models,
-                       rel_report_t *reports, uint64_t *corrupt)
+static void check_file(const char *db_name, unsigned killed, void **models, rel_report_t *reports,
+                       uint64_t *corrupt)
 {
     char app_name[32];
     rel_cluster_app_name(killed, app_name, sizeof app_name);
@@ -266,8 +261,8 @@ static void check_file(const char *db_name, unsigned killed, void **models,
     }
     if (dbread_is_pg(db))
         wait_sessions_gone(db, nnodes > 1 ? app_name : NULL);
-    if (!dbread_is_pg(db) && dbread_query(db, SQL_INTEGRITY, 0, NULL, integrity_row,
-                                          corrupt) != 0) {
+    if (!dbread_is_pg(db) &&
+        dbread_query(db, SQL_INTEGRITY, 0, NULL, integrity_row, corrupt) != 0) {
         fprintf(stderr, "crash: integrity_check: %s\n", dbread_errmsg(db));
         (*corrupt)++;
     }
@@ -276,8 +271,9 @@ static void check_file(const char *db_name, unsigned killed, void **models,
         persisted = -1;
     int64_t acked = __atomic_load_n(&max_acked_version, __ATOMIC_RELAXED);
     if (persisted < acked) {
-        fprintf(stderr, "crash: version counter went back: %" PRId64 " stored, %" PRId64
-                " acknowledged\n", persisted, acked);
+        fprintf(stderr,
+                "crash: version counter went back: %" PRId64 " stored, %" PRId64 " acknowledged\n",
+                persisted, acked);
         reports[0].violations++;
     }
     for (size_t i = 0; i < NDOMAINS; i++)
@@ -292,8 +288,10 @@ static void check_version_probe(rel_client_t *c, rel_report_t *r)
     int64_t acked = __atomic_load_n(&max_acked_version, __ATOMIC_RELAXED);
     if (rel_request(c, "PUT", "/v1/kv/crash-probe", "p", 1) != REL_ANSWERED ||
         (c->status != 200 && c->status != 201) || c->etag <= acked) {
-        fprintf(stderr, "crash: probe write after restart: status %ld, version %" PRId64
-                ", largest acknowledged %" PRId64 "\n", c->status, c->etag, acked);
+        fprintf(stderr,
+                "crash: probe write after restart: status %ld, version %" PRId64
+                ", largest acknowledged %" PRId64 "\n",
+                c->status, c->etag, acked);
         r->violations++;
         return;
     }
@@ -323,10 +321,10 @@ typedef struct params {
     unsigned cycles, workers, nodes;
     bool skip_invalidation; /* self-test: nodes that do not invalidate each other */
     uint64_t seed;
-    bool drop_wal; /* self-test: lose the WAL after each kill */
-    int backend;   /* REL_SQLITE or REL_PG */
-    pg_fixture_t *pg; /* the run's cluster (REL_PG) */
-    const char *on_write; /* the daemon's --on-write of this run */
+    bool drop_wal;          /* self-test: lose the WAL after each kill */
+    int backend;            /* REL_SQLITE or REL_PG */
+    pg_fixture_t *pg;       /* the run's cluster (REL_PG) */
+    const char *on_write;   /* the daemon's --on-write of this run */
     bool payment_unguarded; /* self-test: --testing-payment-unguarded */
 } params_t;
 
@@ -335,7 +333,7 @@ typedef struct outcome {
     uint64_t lost, corrupt, violations;
     uint64_t lost_by_domain[NDOMAINS];
     bool clean_stop;
-    uint64_t partial; /* transactions stored in part (crash_txn.c) */
+    uint64_t partial;                   /* transactions stored in part (crash_txn.c) */
     uint64_t found_by_domain[NDOMAINS]; /* lost + violations */
 } outcome_t;
 
@@ -350,8 +348,8 @@ static void drop_wal(const char *db_path)
 }
 
 /* Node `node` restarted on a new port: every client of it follows. */
-static void set_base(worker_t *wk, unsigned n, rel_client_t *main_clients,
-                     const rel_cluster_t *cl, unsigned node)
+static void set_base(worker_t *wk, unsigned n, rel_client_t *main_clients, const rel_cluster_t *cl,
+                     unsigned node)
 {
     for (unsigned i = 0; i < n; i++)
         rel_client_set_base(&wk[i].client[node], cl->d[node].base_url);
@@ -360,8 +358,7 @@ static void set_base(worker_t *wk, unsigned n, rel_client_t *main_clients,
 
 /* After a restart: every domain's check and the version probe through
  * every node, the restarted one first. */
-static void check_nodes(unsigned restarted, rel_client_t *mc, void **models,
-                        rel_report_t *reports)
+static void check_nodes(unsigned restarted, rel_client_t *mc, void **models, rel_report_t *reports)
 {
     for (unsigned k = 0; k < nnodes; k++) {
         unsigned node = (restarted + k) % nnodes;
@@ -400,8 +397,8 @@ static int kill_cycle(rel_cluster_t *cl, worker_t *wk, const params_t *p, rel_cl
     }
     set_base(wk, p->workers, mc, cl, v);
     if (nnodes > 1)
-        printf("crash: node %u killed, its sessions gone, restarted on %s, %u members up\n",
-               v, cl->d[v].base_url, nnodes);
+        printf("crash: node %u killed, its sessions gone, restarted on %s, %u members up\n", v,
+               cl->d[v].base_url, nnodes);
     check_nodes(v, mc, models, reports);
     pthread_mutex_lock(&lock);
     killing = false;
@@ -433,7 +430,8 @@ static unsigned start_workers(worker_t *wk, const params_t *p, const rel_cluster
 {
     for (unsigned i = 0; i < p->workers; i++) {
         memset(&wk[i], 0, sizeof wk[i]);
-        wk[i].w = (rel_worker_t){.client = &wk[i].client[0], .id = i,
+        wk[i].w = (rel_worker_t){.client = &wk[i].client[0],
+                                 .id = i,
                                  .rng = p->seed * 0x9e3779b97f4a7c15ULL + i + 1};
         wk[i].node_rng = p->seed * 0xbf58476d1ce4e5b9ULL + i + 1;
         wk[i].models = models;
@@ -515,8 +513,7 @@ static unsigned run_cycles(const char *mode, const params_t *p, void **models,
     else if (!(clients = init_clients(mc, &cl) == 0))
         fprintf(stderr, "crash: no client\n");
     else if ((started = start_workers(wk, p, &cl, models, reports)) == p->workers) {
-        while (done < p->cycles &&
-               kill_cycle(&cl, wk, p, mc, models, reports, &rng, corrupt) == 0)
+        while (done < p->cycles && kill_cycle(&cl, wk, p, mc, models, reports, &rng, corrupt) == 0)
             done++;
     }
     stop_workers(wk, started);
@@ -551,8 +548,8 @@ static outcome_t run_mode(const char *mode, const params_t *p)
         lost_by_domain[i] = reports[i].lost;
         printf("crash: backend=%s durability=%s on_write=%s domain=%s acked_writes=%" PRIu64
                " in_doubt=%" PRIu64 " lost_writes=%" PRIu64 " violations=%" PRIu64
-               " partial=%" PRIu64 "\n", bname,
-               mode, p->on_write ? p->on_write : "replace", domains[i]->name,
+               " partial=%" PRIu64 "\n",
+               bname, mode, p->on_write ? p->on_write : "replace", domains[i]->name,
                reports[i].acked, reports[i].in_doubt, reports[i].lost, reports[i].violations,
                reports[i].partial);
         sum.partial += reports[i].partial;
@@ -561,21 +558,21 @@ static outcome_t run_mode(const char *mode, const params_t *p)
         if (models[i])
             domains[i]->destroy(models[i]);
     }
-    printf("crash: %s%sbackend=%s durability=%s on_write=%s kill_cycles=%u/%u lost_writes=%"
-           PRIu64 " integrity_failures=%" PRIu64 " other_violations=%" PRIu64
+    printf("crash: %s%sbackend=%s durability=%s on_write=%s kill_cycles=%u/%u lost_writes=%" PRIu64
+           " integrity_failures=%" PRIu64 " other_violations=%" PRIu64
            " unanswered_while_up=%" PRIu64 " clean_stop=%s",
            p->drop_wal ? "SELF-TEST (WAL dropped) " : "",
-           p->skip_invalidation ? "SELF-TEST (--testing-skip-cluster-invalidation) " : "",
-           bname, mode, p->on_write ? p->on_write : "replace", done, p->cycles, sum.lost,
-           corrupt, sum.violations, unexpected, stop_rc == 0 ? "yes" : "no");
+           p->skip_invalidation ? "SELF-TEST (--testing-skip-cluster-invalidation) " : "", bname,
+           mode, p->on_write ? p->on_write : "replace", done, p->cycles, sum.lost, corrupt,
+           sum.violations, unexpected, stop_rc == 0 ? "yes" : "no");
     if (p->nodes > 1)
         printf(" nodes=%u", p->nodes);
     if (p->backend == REL_PG)
         printf(" kills_with_lingering_sessions=%" PRIu64, zombie_waits);
     printf("\n");
     fflush(stdout);
-    out = (outcome_t){done, sum.lost, corrupt, sum.violations + unexpected, {0}, stop_rc == 0,
-                      sum.partial, {0}};
+    out = (outcome_t){done, sum.lost,     corrupt,     sum.violations + unexpected,
+                      {0},  stop_rc == 0, sum.partial, {0}};
     memcpy(out.lost_by_domain, lost_by_domain, sizeof lost_by_domain);
     for (size_t i = 0; i < NDOMAINS; i++)
         out.found_by_domain[i] = reports[i].lost + reports[i].violations;
@@ -601,14 +598,13 @@ static int saw_loss(const outcome_t *o, const params_t *p, const char *what)
         }
     }
     if (rc == 0) {
-        printf("crash: self-test ok: %s was reported as %" PRIu64 " lost writes (", what,
-               o->lost);
+        printf("crash: self-test ok: %s was reported as %" PRIu64 " lost writes (", what, o->lost);
         for (size_t i = 0; i < NDOMAINS; i++)
             printf("%s%s %" PRIu64, i ? ", " : "", domains[i]->name, o->lost_by_domain[i]);
         printf(")\n");
     } else if (o->cycles != p->cycles || o->corrupt != 0)
-        printf("crash: SELF-TEST FAILED: %u/%u cycles, %" PRIu64 " integrity failures\n",
-               o->cycles, p->cycles, o->corrupt);
+        printf("crash: SELF-TEST FAILED: %u/%u cycles, %" PRIu64 " integrity failures\n", o->cycles,
+               p->cycles, o->corrupt);
     return rc;
 }
 
@@ -618,12 +614,14 @@ static int saw_loss(const outcome_t *o, const params_t *p, const char *what)
 static int saw_partial(const outcome_t *o, const params_t *p)
 {
     if (o->cycles == p->cycles && o->corrupt == 0 && o->partial > 0) {
-        printf("crash: self-test ok: transactions committed in two writes were reported as %"
-               PRIu64 " partial transactions\n", o->partial);
+        printf("crash: self-test ok: transactions committed in two writes were reported as %" PRIu64
+               " partial transactions\n",
+               o->partial);
         return 0;
     }
     printf("crash: SELF-TEST FAILED: transactions committed in two writes went unnoticed "
-           "(%u/%u cycles, %" PRIu64 " partial)\n", o->cycles, p->cycles, o->partial);
+           "(%u/%u cycles, %" PRIu64 " partial)\n",
+           o->cycles, p->cycles, o->partial);
     return 1;
 }
 
@@ -637,11 +635,13 @@ static int saw_broken(const outcome_t *o, const params_t *p, const char *name)
             continue;
         if (o->cycles == p->cycles && o->found_by_domain[i] > 0) {
             printf("crash: self-test ok: the broken daemon was caught by domain %s (%" PRIu64
-                   " lost writes or violations)\n", name, o->found_by_domain[i]);
+                   " lost writes or violations)\n",
+                   name, o->found_by_domain[i]);
             return 0;
         }
         printf("crash: SELF-TEST FAILED: the broken daemon went unnoticed by domain %s "
-               "(%u/%u cycles)\n", name, o->cycles, p->cycles);
+               "(%u/%u cycles)\n",
+               name, o->cycles, p->cycles);
         return 1;
     }
     printf("crash: no domain named %s\n", name);
@@ -672,15 +672,17 @@ static int stale_self_test(const params_t *base, unsigned cycles)
     outcome_t o = run_mode("normal", &p);
     uint64_t found = o.lost + o.violations;
     if (o.cycles == p.cycles && found > 0) {
-        printf("crash: self-test ok: --testing-skip-cluster-invalidation was reported as %"
-               PRIu64 " lost writes and %" PRIu64 " other violations (", o.lost, o.violations);
+        printf("crash: self-test ok: --testing-skip-cluster-invalidation was reported as %" PRIu64
+               " lost writes and %" PRIu64 " other violations (",
+               o.lost, o.violations);
         for (size_t i = 0; i < NDOMAINS; i++)
             printf("%s%s lost %" PRIu64, i ? ", " : "", domains[i]->name, o.lost_by_domain[i]);
         printf(")\n");
         return 0;
     }
     printf("crash: SELF-TEST FAILED: --testing-skip-cluster-invalidation went unnoticed "
-           "(%u/%u cycles, %" PRIu64 " found)\n", o.cycles, p.cycles, found);
+           "(%u/%u cycles, %" PRIu64 " found)\n",
+           o.cycles, p.cycles, found);
     return 1;
 }
 
@@ -695,7 +697,8 @@ static int payment_self_test(const params_t *base, unsigned cycles)
     outcome_t o = run_mode("normal", &p);
     if (o.cycles == p.cycles && o.violations > 0) {
         printf("crash: self-test ok: --testing-payment-unguarded was reported as %" PRIu64
-               " violations\n", o.violations);
+               " violations\n",
+               o.violations);
         return 0;
     }
     printf("crash: SELF-TEST FAILED: --testing-payment-unguarded went unnoticed (%u/%u cycles)\n",
@@ -734,12 +737,13 @@ static int run_backend(params_t *p, const char *modes, const char *on_writes, bo
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: test_crash [--cycles N] [--durability normal|full|both] "
-                    "[--workers 1..%d] [--seed S] [--backend sqlite|postgresql|both] "
-                    "[--on-write replace|invalidate|both] "
-                    "[--no-self-test] [--sabotage-drop-wal] [--expect-lost] [--expect-partial] "
-                    "[--nodes 1..%d (2 and more: --backend postgresql)] "
-                    "[--sabotage-skip-invalidation] [--sabotage-payment] [--expect-broken DOMAIN]\n",
+    fprintf(stderr,
+            "usage: test_crash [--cycles N] [--durability normal|full|both] "
+            "[--workers 1..%d] [--seed S] [--backend sqlite|postgresql|both] "
+            "[--on-write replace|invalidate|both] "
+            "[--no-self-test] [--sabotage-drop-wal] [--expect-lost] [--expect-partial] "
+            "[--nodes 1..%d (2 and more: --backend postgresql)] "
+            "[--sabotage-skip-invalidation] [--sabotage-payment] [--expect-broken DOMAIN]\n",
             MAX_WORKERS, REL_MAX_NODES);
     return 2;
 }

@@ -61,7 +61,7 @@
 #include "testutil.h"
 
 #define ITEMS 4
-#define USERS 64      /* per item; above STOCK_MAX so a sold-out item keeps new users */
+#define USERS 64 /* per item; above STOCK_MAX so a sold-out item keeps new users */
 #define STOCK_MIN 4
 #define STOCK_MAX 40
 #define RESET_ONE_IN 25
@@ -117,9 +117,9 @@ typedef struct pay_item {
 /* Figures of the payment part, printed when the model is destroyed. */
 typedef struct pay_figures {
     uint64_t placed, paid, user_cancelled, seen_auto_cancelled;
-    uint64_t paid_cancelled;  /* paid orders found cancelled: must be 0 */
-    uint64_t returned_twice;  /* items whose sold is not its live orders: must be 0 */
-    uint64_t late;            /* orders still pending 1 s after pay_by: must be 0 */
+    uint64_t paid_cancelled; /* paid orders found cancelled: must be 0 */
+    uint64_t returned_twice; /* items whose sold is not its live orders: must be 0 */
+    uint64_t late;           /* orders still pending 1 s after pay_by: must be 0 */
 } pay_figures_t;
 
 typedef struct ord_model {
@@ -205,8 +205,8 @@ static int reset_item(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r)
     int64_t stock = STOCK_MIN + (int64_t)(rel_rand(&w->rng) % (STOCK_MAX - STOCK_MIN + 1));
     char path[64], body[96];
     snprintf(path, sizeof path, "/v1/items/crash-item%d", idx);
-    int n = snprintf(body, sizeof body, "{\"name\":\"crash-r%u\",\"stock\":%" PRId64 "}", gen,
-                     stock);
+    int n =
+        snprintf(body, sizeof body, "{\"name\":\"crash-r%u\",\"stock\":%" PRId64 "}", gen, stock);
     rel_transport_t t = rel_request(w->client, "PUT", path, body, (size_t)n);
     long st = w->client->status;
     int rc = 0;
@@ -214,8 +214,7 @@ static int reset_item(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r)
     if (t != REL_ANSWERED) {
         count(&r->in_doubt);
         if (it->ndoubts == MAX_DOUBTS) { /* keep the latest */
-            memmove(it->doubt_gen, it->doubt_gen + 1,
-                    (MAX_DOUBTS - 1) * sizeof it->doubt_gen[0]);
+            memmove(it->doubt_gen, it->doubt_gen + 1, (MAX_DOUBTS - 1) * sizeof it->doubt_gen[0]);
             memmove(it->doubt_initial, it->doubt_initial + 1,
                     (MAX_DOUBTS - 1) * sizeof it->doubt_initial[0]);
             it->ndoubts--;
@@ -230,8 +229,10 @@ static int reset_item(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r)
             rel_note_version(version);
         if (st == 201 && had != 0 && doubt == 0) {
             count(&r->lost);
-            rel_fail("orders", "item %d: reset answered 201 (created): generation %u was "
-                     "acknowledged", idx, had);
+            rel_fail("orders",
+                     "item %d: reset answered 201 (created): generation %u was "
+                     "acknowledged",
+                     idx, had);
         } else if (st == 200 && had == 0 && doubt == 0) {
             count(&r->violations);
             rel_fail("orders", "item %d: first reset answered 200 (existed)", idx);
@@ -284,8 +285,8 @@ static int place_order(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r
         rel_json_int(c, "order_id", &id);
         if (known && before == U_ORDERED) {
             count(&r->violations);
-            rel_fail("orders", "item %d user u%d: a second order %" PRId64 " (holds %" PRId64
-                     ")", idx, u, id, us->order_id);
+            rel_fail("orders", "item %d user u%d: a second order %" PRId64 " (holds %" PRId64 ")",
+                     idx, u, id, us->order_id);
         }
         if (id <= 0) {
             count(&r->violations);
@@ -296,8 +297,8 @@ static int place_order(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r
     } else if (c->status == 409 && strcmp(rel_problem_code(c), "already_ordered") == 0) {
         if (known && before == U_NONE) {
             count(&r->violations);
-            rel_fail("orders", "item %d user u%d: already_ordered, but no order was placed",
-                     idx, u);
+            rel_fail("orders", "item %d user u%d: already_ordered, but no order was placed", idx,
+                     u);
         }
         if (before != U_ORDERED) {
             us->state = U_ORDERED;
@@ -306,8 +307,10 @@ static int place_order(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r
     } else if (c->status == 409 && strcmp(rel_problem_code(c), "sold_out") == 0) {
         if (known && before == U_ORDERED) {
             count(&r->violations);
-            rel_fail("orders", "item %d user u%d: sold_out, but the user holds order %" PRId64
-                     " (already_ordered must win)", idx, u, us->order_id);
+            rel_fail("orders",
+                     "item %d user u%d: sold_out, but the user holds order %" PRId64
+                     " (already_ordered must win)",
+                     idx, u, us->order_id);
         }
         /* An in-doubt order stays in doubt: its COMMIT may still be on its
          * way through PostgreSQL when another node answers this one (the
@@ -330,7 +333,6 @@ static int place_order(ord_item_t *it, int idx, rel_worker_t *w, rel_report_t *r
     return rc;
 }
 
-
 /* ------------------------------------------------------------------------
  * Payment deadlines: operations
  * ------------------------------------------------------------------------ */
@@ -347,8 +349,8 @@ static int pay_state_of(const char *s)
 }
 
 /* A paid order (acknowledged) must never be seen otherwise. */
-static void paid_seen_as(ord_model_t *m, int idx, int u, const pay_user_t *us, int seen,
-                         int64_t id, const char *how, rel_report_t *r)
+static void paid_seen_as(ord_model_t *m, int idx, int u, const pay_user_t *us, int seen, int64_t id,
+                         const char *how, rel_report_t *r)
 {
     if (us->state != P_PAID || seen == P_PAID || (us->order_id && id && id != us->order_id))
         return;
@@ -423,8 +425,8 @@ static int pay_order(ord_model_t *m, pay_user_t *us, int idx, int u, rel_worker_
     } else if (c->status == 409 && strcmp(rel_problem_code(c), "already_ordered") == 0) {
         if (us->state != P_DOUBT) {
             count(&r->violations);
-            rel_fail("orders", "pay item %d user u%d: already_ordered, no live order known",
-                     idx, u);
+            rel_fail("orders", "pay item %d user u%d: already_ordered, no live order known", idx,
+                     u);
         }
         us->state = P_DOUBT; /* read back next time */
     } else if (c->status == 409 && strcmp(rel_problem_code(c), "sold_out") == 0) {
@@ -437,8 +439,8 @@ static int pay_order(ord_model_t *m, pay_user_t *us, int idx, int u, rel_worker_
 }
 
 /* POST .../pay or .../cancel for a user whose order is pending or paid. */
-static int pay_settle(ord_model_t *m, pay_user_t *us, int idx, int u, bool pay,
-                      rel_worker_t *w, rel_report_t *r)
+static int pay_settle(ord_model_t *m, pay_user_t *us, int idx, int u, bool pay, rel_worker_t *w,
+                      rel_report_t *r)
 {
     char path[96];
     snprintf(path, sizeof path, "/v1/items/crash-pay%d/orders/u%d/%s", idx, u,
@@ -459,8 +461,8 @@ static int pay_settle(ord_model_t *m, pay_user_t *us, int idx, int u, bool pay,
         rel_json_string(c, "state", state, sizeof state);
         rel_json_int(c, "order_id", &id);
         int seen = pay_state_of(state);
-        paid_seen_as(m, idx, u, us, seen, id, pay ? "answered a pay with another state"
-                                                 : "cancelled by its user", r);
+        paid_seen_as(m, idx, u, us, seen, id,
+                     pay ? "answered a pay with another state" : "cancelled by its user", r);
         if (seen != (pay ? P_PAID : P_CANCELLED)) {
             count(&r->violations);
             rel_fail("orders", "%s answered 200 with state %s", path, state);
@@ -629,9 +631,10 @@ static int check_item_row(void *cls, int ncols, const char *const *cols)
         r->violations++;
         if (orders != sold && cols[0] && strncmp(cols[0], "crash-pay", 9) == 0)
             fc->m->fig.returned_twice++;
-        rel_fail("orders", "file: item %s: stock %" PRId64 " sold %" PRId64
-                 " initial_stock %" PRId64 " orders %" PRId64, cols[0] ? cols[0] : "?", stock,
-                 sold, initial, orders);
+        rel_fail("orders",
+                 "file: item %s: stock %" PRId64 " sold %" PRId64 " initial_stock %" PRId64
+                 " orders %" PRId64,
+                 cols[0] ? cols[0] : "?", stock, sold, initial, orders);
     }
     return 0;
 }
@@ -653,12 +656,11 @@ static int pay_order_row(void *cls, int ncols, const char *const *cols)
     file_check_t *fc = cls;
     int idx = -1, u = -1;
     if (ncols < 4 || !cols[0] || !cols[1] || !cols[3] ||
-        sscanf(cols[0], "crash-pay%d", &idx) != 1 || sscanf(cols[1], "u%d", &u) != 1 ||
-        idx < 0 || idx >= PAY_ITEMS || u < 0 || u >= PAY_USERS)
+        sscanf(cols[0], "crash-pay%d", &idx) != 1 || sscanf(cols[1], "u%d", &u) != 1 || idx < 0 ||
+        idx >= PAY_ITEMS || u < 0 || u >= PAY_USERS)
         return 0;
     const pay_user_t *us = &fc->m->pay[idx].users[u];
-    if (us->state == P_PAID && us->order_id == col_int(cols[2]) &&
-        strcmp(cols[3], "paid") != 0) {
+    if (us->state == P_PAID && us->order_id == col_int(cols[2]) && strcmp(cols[3], "paid") != 0) {
         fc->r->violations++;
         fc->m->fig.paid_cancelled++;
         rel_fail("orders", "file: pay item %d user u%d: paid order %s is %s", idx, u, cols[2],
@@ -716,12 +718,12 @@ static int check_users(ord_item_t *it, int idx, bool exact, rel_client_t *c, rel
             if (us->state == U_ORDERED && us->order_id != 0 && us->order_id != id) {
                 r->lost++;
                 (*lost_out)++;
-                rel_fail("orders", "item %d user u%d: order %" PRId64 " acknowledged, %" PRId64
-                         " found", idx, u, us->order_id, id);
+                rel_fail("orders",
+                         "item %d user u%d: order %" PRId64 " acknowledged, %" PRId64 " found", idx,
+                         u, us->order_id, id);
             } else if (exact && us->state == U_NONE) {
                 r->violations++;
-                rel_fail("orders", "item %d user u%d: order %" PRId64 " nobody placed", idx, u,
-                         id);
+                rel_fail("orders", "item %d user u%d: order %" PRId64 " nobody placed", idx, u, id);
             }
             us->state = U_ORDERED;
             us->order_id = id;
@@ -729,8 +731,8 @@ static int check_users(ord_item_t *it, int idx, bool exact, rel_client_t *c, rel
             if (us->state == U_ORDERED) {
                 r->lost++;
                 (*lost_out)++;
-                rel_fail("orders", "item %d user u%d: acknowledged order %" PRId64 " is gone",
-                         idx, u, us->order_id);
+                rel_fail("orders", "item %d user u%d: acknowledged order %" PRId64 " is gone", idx,
+                         u, us->order_id);
             }
             us->state = U_NONE;
             us->order_id = 0;
@@ -742,8 +744,7 @@ static int check_users(ord_item_t *it, int idx, bool exact, rel_client_t *c, rel
 
 /* A user without an order must be refused with sold_out exactly when the
  * stock is 0; with stock left the order is placed (and recorded). */
-static void check_sold_out(ord_item_t *it, int idx, int64_t stock, rel_client_t *c,
-                           rel_report_t *r)
+static void check_sold_out(ord_item_t *it, int idx, int64_t stock, rel_client_t *c, rel_report_t *r)
 {
     int u = 0;
     while (u < USERS && it->users[u].state != U_NONE)
@@ -792,8 +793,10 @@ static void check_item(ord_item_t *it, int idx, rel_client_t *c, rel_report_t *r
             for (int u = 0; u < USERS; u++)
                 acked += it->users[u].state == U_ORDERED;
             r->lost += 1 + (uint64_t)acked;
-            rel_fail("orders", "item %d: gone, reset to generation %u and %d orders "
-                     "acknowledged", idx, it->gen, acked);
+            rel_fail("orders",
+                     "item %d: gone, reset to generation %u and %d orders "
+                     "acknowledged",
+                     idx, it->gen, acked);
         }
         it->gen = 0;
         it->ndoubts = 0;
@@ -826,27 +829,27 @@ static void check_item(ord_item_t *it, int idx, rel_client_t *c, rel_report_t *r
         exact = false;
         if (seen < it->gen) {
             r->lost++;
-            rel_fail("orders", "item %d: generation %u acknowledged, %u found", idx, it->gen,
-                     seen);
+            rel_fail("orders", "item %d: generation %u acknowledged, %u found", idx, it->gen, seen);
         } else {
             r->violations++;
-            rel_fail("orders", "item %d: generation %u found, not acknowledged nor in doubt",
-                     idx, seen);
+            rel_fail("orders", "item %d: generation %u found, not acknowledged nor in doubt", idx,
+                     seen);
         }
     }
     it->ndoubts = 0;
     if (exact && stock + sold != it->initial) {
         r->violations++;
-        rel_fail("orders", "item %d: stock %" PRId64 " + sold %" PRId64 " != %" PRId64
-                 " (generation %u)", idx, stock, sold, it->initial, seen);
+        rel_fail("orders",
+                 "item %d: stock %" PRId64 " + sold %" PRId64 " != %" PRId64 " (generation %u)",
+                 idx, stock, sold, it->initial, seen);
     }
     int acked;
     uint64_t lost = 0;
     int found = check_users(it, idx, exact, c, r, &acked, &lost);
     if (sold < acked && lost == 0) {
         r->violations++;
-        rel_fail("orders", "item %d: sold %" PRId64 " below the %d acknowledged orders", idx,
-                 sold, acked);
+        rel_fail("orders", "item %d: sold %" PRId64 " below the %d acknowledged orders", idx, sold,
+                 acked);
     }
     if (sold != found) {
         r->violations++;
@@ -898,16 +901,18 @@ static int pay_read_back(ord_model_t *m, pay_user_t *us, int idx, int u, rel_cli
     if (us->state == P_PAID && (seen != P_PAID || (us->order_id && id != us->order_id))) {
         r->violations++;
         m->fig.paid_cancelled++;
-        rel_fail("orders", "pay item %d user u%d: paid order %" PRId64 " found as %" PRId64
-                 " %s", idx, u, us->order_id, id, state);
+        rel_fail("orders", "pay item %d user u%d: paid order %" PRId64 " found as %" PRId64 " %s",
+                 idx, u, us->order_id, id, state);
     } else if (us->state == P_CANCELLED && us->order_id == id && seen != P_CANCELLED) {
         r->lost++;
-        rel_fail("orders", "pay item %d user u%d: cancelled order %" PRId64 " found %s", idx,
-                 u, id, state);
+        rel_fail("orders", "pay item %d user u%d: cancelled order %" PRId64 " found %s", idx, u, id,
+                 state);
     } else if (us->state == P_PENDING && (id < us->order_id || seen == P_PAID)) {
         r->violations++;
-        rel_fail("orders", "pay item %d user u%d: pending order %" PRId64 " found as %" PRId64
-                 " %s (paid by nobody)", idx, u, us->order_id, id, state);
+        rel_fail("orders",
+                 "pay item %d user u%d: pending order %" PRId64 " found as %" PRId64
+                 " %s (paid by nobody)",
+                 idx, u, us->order_id, id, state);
     }
     if (us->state == P_PENDING && seen == P_CANCELLED)
         m->fig.seen_auto_cancelled++;
@@ -938,8 +943,10 @@ static void pay_check_late(ord_model_t *m, int idx, rel_client_t *c, rel_report_
         if (seen == P_PENDING) {
             r->violations++;
             m->fig.late++;
-            rel_fail("orders", "pay item %d user u%d: order %" PRId64 " still pending %" PRId64
-                     " ms after its pay_by", idx, u, us->order_id, testutil_wall_ms() - pay_by[u]);
+            rel_fail("orders",
+                     "pay item %d user u%d: order %" PRId64 " still pending %" PRId64
+                     " ms after its pay_by",
+                     idx, u, us->order_id, testutil_wall_ms() - pay_by[u]);
         }
     }
 }

@@ -41,9 +41,9 @@ typedef enum { J_NONE, J_ENQ_DOUBT, J_PRESENT, J_ACK_DOUBT, J_ACKED, J_ABSENT } 
 typedef struct cq_model {
     pthread_mutex_t lock;
     unsigned char state[MAX_JOBS];
-    int next;            /* ids handed to enqueues: 0..next-1 */
-    int64_t max_token;   /* the largest claim token acknowledged */
-    int64_t *tokens;     /* tokens acknowledged since the last restart */
+    int next;          /* ids handed to enqueues: 0..next-1 */
+    int64_t max_token; /* the largest claim token acknowledged */
+    int64_t *tokens;   /* tokens acknowledged since the last restart */
     size_t ntokens, cap;
     unsigned probes;
 } cq_model_t;
@@ -183,8 +183,9 @@ static int check_claimed(cq_model_t *m, const char *id, int64_t token, int64_t b
     }
     if (token <= before) {
         count(&r->violations);
-        rel_fail("queue", "claim token %" PRId64 " of j%d not above the %" PRId64
-                 " acknowledged before", token, n, before);
+        rel_fail("queue",
+                 "claim token %" PRId64 " of j%d not above the %" PRId64 " acknowledged before",
+                 token, n, before);
     }
     note_token_locked(m, token);
     if (s == J_ENQ_DOUBT)
@@ -217,8 +218,8 @@ static int claim_and_ack(cq_model_t *m, rel_worker_t *w, rel_report_t *r)
     rel_client_t *c = w->client;
     char body[96];
     int max = 1 + (int)(rel_rand(&w->rng) % 3);
-    int len = snprintf(body, sizeof body,
-                       "{\"worker\":\"c%u\",\"visibility_ms\":5000,\"max\":%d}", w->id, max);
+    int len = snprintf(body, sizeof body, "{\"worker\":\"c%u\",\"visibility_ms\":5000,\"max\":%d}",
+                       w->id, max);
     pthread_mutex_lock(&m->lock);
     int64_t before = m->max_token;
     pthread_mutex_unlock(&m->lock);
@@ -272,8 +273,10 @@ static void cq_check_file(void *model, dbread_t *db, rel_report_t *r)
     for (size_t i = 0; i < m->ntokens; i++)
         above += m->tokens[i] > persisted;
     r->lost += above ? above : 1;
-    rel_fail("queue", "file: claim_token counter %" PRId64 ", %" PRId64 " acknowledged "
-             "(%" PRIu64 " tokens above it)", persisted, m->max_token, above);
+    rel_fail("queue",
+             "file: claim_token counter %" PRId64 ", %" PRId64 " acknowledged "
+             "(%" PRIu64 " tokens above it)",
+             persisted, m->max_token, above);
 }
 
 /* GET job n: 1 present, 0 absent, -1 no usable answer. */
@@ -304,8 +307,10 @@ static void probe_token(cq_model_t *m, rel_client_t *c, rel_report_t *r)
         c->status != 200 || parse_jobs(c, ids, tokens) != 1 ||
         (token = tokens[0]) <= m->max_token) {
         r->violations++;
-        rel_fail("queue", "probe claim after restart: %ld, token %" PRId64
-                 ", largest acknowledged %" PRId64 " %s", c->status, token, m->max_token, c->body);
+        rel_fail("queue",
+                 "probe claim after restart: %ld, token %" PRId64 ", largest acknowledged %" PRId64
+                 " %s",
+                 c->status, token, m->max_token, c->body);
         return;
     }
     r->acked++;

@@ -81,23 +81,26 @@ typedef struct seen {
 
 /* Compare a seen state with the model (lock held), count what is wrong,
  * then adopt it. */
-static void observe(txn_group_t *g, int idx, const seen_t *s, const char *how,
-                    rel_report_t *r)
+static void observe(txn_group_t *g, int idx, const seen_t *s, const char *how, rel_report_t *r)
 {
     if (s->a != s->b || s->c - s->a != g->offset) {
         count(&r->partial);
         count(&r->violations);
-        rel_fail("txn", "group t%d (%s): partial transaction: a=%" PRId64 " b=%" PRId64
-                 " c=%" PRId64 " (expected a = b = c - %" PRId64 ")", idx, how, s->a, s->b,
-                 s->c, g->offset);
+        rel_fail("txn",
+                 "group t%d (%s): partial transaction: a=%" PRId64 " b=%" PRId64 " c=%" PRId64
+                 " (expected a = b = c - %" PRId64 ")",
+                 idx, how, s->a, s->b, s->c, g->offset);
     } else if (s->a < g->seq) {
         count(&r->lost);
-        rel_fail("txn", "group t%d (%s): transaction %" PRId64 " was acknowledged, %" PRId64
-                 " is stored", idx, how, g->seq, s->a);
+        rel_fail("txn",
+                 "group t%d (%s): transaction %" PRId64 " was acknowledged, %" PRId64 " is stored",
+                 idx, how, g->seq, s->a);
     } else if (s->a > g->seq + g->ndoubts) {
         count(&r->violations);
-        rel_fail("txn", "group t%d (%s): transaction %" PRId64 " stored, only %" PRId64
-                 " acknowledged and %d in doubt", idx, how, s->a, g->seq, g->ndoubts);
+        rel_fail("txn",
+                 "group t%d (%s): transaction %" PRId64 " stored, only %" PRId64
+                 " acknowledged and %d in doubt",
+                 idx, how, s->a, g->seq, g->ndoubts);
     }
     g->seq = s->a;
     g->offset = s->c - s->a;
@@ -131,11 +134,12 @@ static void answered(txn_group_t *g, int idx, json_t *body, rel_report_t *r)
     if (!succeeded) { /* the failure gets: what an in-doubt one left */
         if (g->ndoubts == 0) {
             count(&r->violations);
-            rel_fail("txn", "group t%d: compare on a's version %" PRId64 " failed, nobody "
-                     "else writes it", idx, g->version_a);
+            rel_fail("txn",
+                     "group t%d: compare on a's version %" PRId64 " failed, nobody "
+                     "else writes it",
+                     idx, g->version_a);
         }
-        seen_t s = {result_seq(json_array_get(results, 0)),
-                    result_seq(json_array_get(results, 1)),
+        seen_t s = {result_seq(json_array_get(results, 0)), result_seq(json_array_get(results, 1)),
                     result_seq(json_array_get(results, 2)),
                     result_int(json_array_get(results, 0), "version")};
         if (s.version_a < 0)
@@ -151,8 +155,10 @@ static void answered(txn_group_t *g, int idx, json_t *body, rel_report_t *r)
     if (seq != g->seq + 1 || va != result_int(json_array_get(results, 3), "version") ||
         c - seq != g->offset) {
         count(&r->violations);
-        rel_fail("txn", "group t%d: transaction %" PRId64 " answered get a=%" PRId64
-                 " (version %" PRId64 "), c=%" PRId64, idx, g->seq + 1, seq, va, c);
+        rel_fail("txn",
+                 "group t%d: transaction %" PRId64 " answered get a=%" PRId64 " (version %" PRId64
+                 "), c=%" PRId64,
+                 idx, g->seq + 1, seq, va, c);
     }
     g->seq = seq;
     g->offset = c - seq;

@@ -24,7 +24,7 @@ typedef struct key_index {
     int64_t *dc_max_invoke; /* latest invocation among dc[0..i] */
     const hop_t **di;       /* acknowledged and indeterminate deletes by invocation */
     int64_t *di_max_complete;
-    const hop_t **wu;       /* indeterminate writes */
+    const hop_t **wu; /* indeterminate writes */
     size_t nw, nd, ndi, nu;
 } key_index_t;
 
@@ -149,7 +149,9 @@ static int alloc_key(key_index_t *x)
     x->di_max_complete = malloc(di * sizeof *x->di_max_complete);
     x->wu = malloc(u * sizeof *x->wu);
     return x->wc && x->wc_max && x->wv && x->dc && x->di && x->dc_max_invoke &&
-                   x->di_max_complete && x->wu ? 0 : -1;
+                   x->di_max_complete && x->wu
+               ? 0
+               : -1;
 }
 
 static void sort_key(key_index_t *x)
@@ -160,7 +162,7 @@ static void sort_key(key_index_t *x)
     qsort(x->di, x->ndi, sizeof *x->di, by_invoke);
     for (size_t i = 0; i < x->nw; i++)
         x->wc_max[i] = i && x->wc_max[i - 1]->version > x->wc[i]->version ? x->wc_max[i - 1]
-                                                                         : x->wc[i];
+                                                                          : x->wc[i];
     for (size_t i = 0; i < x->nd; i++) {
         int64_t inv = x->dc[i]->invoke;
         x->dc_max_invoke[i] = i && x->dc_max_invoke[i - 1] > inv ? x->dc_max_invoke[i - 1] : inv;
@@ -223,14 +225,17 @@ static void report_op(printer_t *p, const char *what, const hop_t *o, const hop_
 {
     if (!p->out || p->budget-- <= 0)
         return;
-    fprintf(p->out, "violation: %s: client %u %s key %u at node %u -> %s v%" PRId64 " value %"
-            PRId64 " [%" PRId64 " .. %" PRId64 " us]", what, o->client, kind_names[o->kind],
-            o->key, o->node, o->result == HOP_OK ? "ok" : "absent", o->version, o->value,
-            o->invoke / 1000, o->complete / 1000);
+    fprintf(p->out,
+            "violation: %s: client %u %s key %u at node %u -> %s v%" PRId64 " value %" PRId64
+            " [%" PRId64 " .. %" PRId64 " us]",
+            what, o->client, kind_names[o->kind], o->key, o->node,
+            o->result == HOP_OK ? "ok" : "absent", o->version, o->value, o->invoke / 1000,
+            o->complete / 1000);
     if (other)
-        fprintf(p->out, "; conflicting: client %u %s at node %u -> %s v%" PRId64 " value %"
-                PRId64 " [%" PRId64 " .. %" PRId64 " us]", other->client,
-                kind_names[other->kind], other->node,
+        fprintf(p->out,
+                "; conflicting: client %u %s at node %u -> %s v%" PRId64 " value %" PRId64
+                " [%" PRId64 " .. %" PRId64 " us]",
+                other->client, kind_names[other->kind], other->node,
                 other->result == HOP_OK ? "ok" : "absent", other->version, other->value,
                 other->invoke / 1000, other->complete / 1000);
     fputc('\n', p->out);
@@ -284,8 +289,7 @@ static void check_read_value(const key_index_t *x, const hop_t *g, const hop_t *
     }
 }
 
-static void check_read(const key_index_t *x, const hop_t *g, history_report_t *r,
-                       printer_t *p)
+static void check_read(const key_index_t *x, const hop_t *g, history_report_t *r, printer_t *p)
 {
     size_t nw = completed_before(x->wc, x->nw, g->invoke);
     const hop_t *wmax = nw ? x->wc_max[nw - 1] : NULL;
@@ -331,8 +335,8 @@ static int check_versions(const hop_t *ops, size_t n, history_report_t *r, print
         r->writes_checked++;
         if (before && maxv[before - 1] >= wc[i]->version) {
             r->version_order++;
-            report_op(p, "version not above one acknowledged before this write was sent",
-                      wc[i], NULL);
+            report_op(p, "version not above one acknowledged before this write was sent", wc[i],
+                      NULL);
         }
     }
     free(wc), free(maxv);
@@ -341,7 +345,7 @@ static int check_versions(const hop_t *ops, size_t n, history_report_t *r, print
 
 typedef struct seen {
     int64_t maxv;
-    bool absent_since;  /* saw the key absent after seeing maxv */
+    bool absent_since;   /* saw the key absent after seeing maxv */
     const hop_t *at_max; /* the operation that showed maxv */
     const hop_t *absent; /* the one that showed the key absent since */
 } seen_t;
@@ -362,8 +366,8 @@ static int check_clients(const hop_t *ops, size_t n, unsigned nkeys, history_rep
             continue;
         seen_t *e = &s[(size_t)o->client * nkeys + o->key];
         bool versioned = o->result == HOP_OK && o->kind != HOP_DELETE;
-        bool absent = (o->kind == HOP_DELETE && o->result != HOP_ERROR &&
-                       o->result != HOP_OTHER && o->result != HOP_UNKNOWN) ||
+        bool absent = (o->kind == HOP_DELETE && o->result != HOP_ERROR && o->result != HOP_OTHER &&
+                       o->result != HOP_UNKNOWN) ||
                       (o->kind == HOP_GET && o->result == HOP_ABSENT);
         if (versioned) {
             if (o->version < e->maxv || (o->version == e->maxv && e->absent_since) ||
@@ -387,8 +391,8 @@ static int check_clients(const hop_t *ops, size_t n, unsigned nkeys, history_rep
     return 0;
 }
 
-int history_check(const hop_t *ops, size_t n, unsigned nkeys, history_report_t *r,
-                  FILE *out, int print)
+int history_check(const hop_t *ops, size_t n, unsigned nkeys, history_report_t *r, FILE *out,
+                  int print)
 {
     memset(r, 0, sizeof *r);
     printer_t p = {out, print};
@@ -397,9 +401,11 @@ int history_check(const hop_t *ops, size_t n, unsigned nkeys, history_report_t *
         if (ops[i].result != HOP_ERROR)
             continue;
         if (out && r->errors < 5)
-            fprintf(out, "error: client %u %s key %u at node %u [%" PRId64 " .. %" PRId64
-                    " us] -> %s %d\n", ops[i].client, kind_names[ops[i].kind], ops[i].key,
-                    ops[i].node, ops[i].invoke / 1000, ops[i].complete / 1000,
+            fprintf(out,
+                    "error: client %u %s key %u at node %u [%" PRId64 " .. %" PRId64
+                    " us] -> %s %d\n",
+                    ops[i].client, kind_names[ops[i].kind], ops[i].key, ops[i].node,
+                    ops[i].invoke / 1000, ops[i].complete / 1000,
                     ops[i].status ? "status" : "no answer, transport error",
                     ops[i].status ? (int)ops[i].status : (int)ops[i].transport_error);
         r->errors++;

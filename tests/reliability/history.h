@@ -57,11 +57,11 @@ typedef struct hop {
     int64_t value;            /* written (PUT), resulting (INCR) or read (GET) */
     uint32_t client;
     uint16_t key;
-    uint8_t kind;             /* hop_kind_t */
-    uint8_t result;           /* hop_result_t */
-    uint16_t status;          /* HTTP status, 0 = no answer */
-    uint8_t node;             /* the node asked (runs over several), else 0 */
-    uint8_t transport_error;  /* without an answer: the client's error code */
+    uint8_t kind;            /* hop_kind_t */
+    uint8_t result;          /* hop_result_t */
+    uint16_t status;         /* HTTP status, 0 = no answer */
+    uint8_t node;            /* the node asked (runs over several), else 0 */
+    uint8_t transport_error; /* without an answer: the client's error code */
 } hop_t;
 
 typedef struct history_report {
@@ -78,7 +78,7 @@ uint64_t history_violations(const history_report_t *r);
 /* Check ops[0..n) (any order; per client, ops must appear in the order the
  * client issued them). Prints up to `print` violations to out (may be
  * NULL). Sorts scratch copies; ops is not changed. 0, or -1 on ENOMEM. */
-int history_check(const hop_t *ops, size_t n, unsigned nkeys, history_report_t *r,
-                  FILE *out, int print);
+int history_check(const hop_t *ops, size_t n, unsigned nkeys, history_report_t *r, FILE *out,
+                  int print);
 
 #endif

@@ -12,10 +12,10 @@ static void record_answer(rel_client_t *c, hop_t *o)
 {
     long st = c->status;
     o->status = (uint16_t)st;
-    o->result = st >= 200 && st < 300 ? HOP_OK
-                : st == 404           ? HOP_ABSENT
+    o->result = st >= 200 && st < 300    ? HOP_OK
+                : st == 404              ? HOP_ABSENT
                 : st == 412 || st == 409 ? HOP_OTHER
-                                      : HOP_ERROR;
+                                         : HOP_ERROR;
     if (o->result != HOP_OK)
         return;
     if (o->kind == HOP_GET) {
@@ -56,8 +56,7 @@ void kvops_send(rel_client_t *c, hop_t *o)
         o->result = HOP_ERROR;
         o->status = 0;
         o->transport_error = (uint8_t)c->curl_code; /* for the error report */
-    }
-    else
+    } else
         record_answer(c, o);
 }
 

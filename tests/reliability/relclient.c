@@ -81,8 +81,8 @@ void rel_client_free(rel_client_t *c)
     memset(c, 0, sizeof *c);
 }
 
-rel_transport_t rel_request(rel_client_t *c, const char *method, const char *path,
-                            const void *body, size_t len)
+rel_transport_t rel_request(rel_client_t *c, const char *method, const char *path, const void *body,
+                            size_t len)
 {
     char url[1024];
     snprintf(url, sizeof url, "%s%s", c->base_url, path);

@@ -22,15 +22,15 @@ typedef enum rel_transport {
 
 typedef struct rel_client {
     CURL *curl;
-    char base_url[64];   /* "http://127.0.0.1:PORT" */
+    char base_url[64]; /* "http://127.0.0.1:PORT" */
     long timeout_ms;
     /* the last response */
     long status;
-    char *body;          /* NUL-terminated; owned, reused */
+    char *body; /* NUL-terminated; owned, reused */
     size_t len, cap;
-    int64_t etag;        /* the ETag as an integer version, -1 if none */
-    int retry_after;     /* seconds, -1 if none */
-    int curl_code;       /* CURLcode of the last request (0 = answered) */
+    int64_t etag;    /* the ETag as an integer version, -1 if none */
+    int retry_after; /* seconds, -1 if none */
+    int curl_code;   /* CURLcode of the last request (0 = answered) */
 } rel_client_t;
 
 /* 0, or -1 when libcurl cannot make a handle. */
@@ -43,8 +43,8 @@ void rel_client_free(rel_client_t *c);
 
 /* One request; body may be NULL (none). The path is appended to the base
  * URL as is. */
-rel_transport_t rel_request(rel_client_t *c, const char *method, const char *path,
-                            const void *body, size_t len);
+rel_transport_t rel_request(rel_client_t *c, const char *method, const char *path, const void *body,
+                            size_t len);
 
 /* The "code" member of the last problem+json body, "" if none (a
  * thread-local buffer: valid until this thread's next call). */

@@ -12,8 +12,8 @@
 #include "relpg.h"
 #include "testutil.h"
 
-int rel_cluster_start(rel_cluster_t *c, unsigned n, const char *url,
-                      const char *const extra_args[], bool app_names)
+int rel_cluster_start(rel_cluster_t *c, unsigned n, const char *url, const char *const extra_args[],
+                      bool app_names)
 {
     memset(c, 0, sizeof *c);
     if (n < 1 || n > REL_MAX_NODES)
@@ -53,7 +53,7 @@ static int members_up(const daemon_t *d, char *last, size_t len)
         size_t k;
         json_t *m;
         up = 0;
-        json_array_foreach(members, k, m) {
+        json_array_foreach (members, k, m) {
             const char *st = json_string_value(json_object_get(m, "state"));
             up += st && strcmp(st, "up") == 0;
         }
@@ -75,8 +75,7 @@ int rel_cluster_wait_up(const rel_cluster_t *c, unsigned up, int timeout_ms)
             return 0;
         usleep(50000);
     }
-    fprintf(stderr, "cluster: not every node sees %u members up; last /v1/cluster: %s\n", up,
-            last);
+    fprintf(stderr, "cluster: not every node sees %u members up; last /v1/cluster: %s\n", up, last);
     return -1;
 }
 

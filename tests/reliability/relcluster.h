@@ -22,7 +22,7 @@
 typedef struct rel_cluster {
     unsigned n;
     daemon_t d[REL_MAX_NODES];
-    char *dir[REL_MAX_NODES];   /* owned; removed by rel_cluster_free */
+    char *dir[REL_MAX_NODES]; /* owned; removed by rel_cluster_free */
     bool running[REL_MAX_NODES];
 } rel_cluster_t;
 
@@ -30,8 +30,8 @@ typedef struct rel_cluster {
  * NULL) and, when n > 1, wait (bounded) until each node sees n members
  * up. url NULL: one node on a SQLite file in its directory. 0, or -1
  * (printed; rel_cluster_free still cleans up). */
-int rel_cluster_start(rel_cluster_t *c, unsigned n, const char *url,
-                      const char *const extra_args[], bool app_names);
+int rel_cluster_start(rel_cluster_t *c, unsigned n, const char *url, const char *const extra_args[],
+                      bool app_names);
 
 /* Wait (bounded, timeout_ms, longer under $SQLCACHED_WRAPPER) until every
  * running node answers GET /v1/cluster with `up` members up. 0 or -1

@@ -36,8 +36,7 @@ int rel_pg_start(pg_fixture_t *f)
     return 0;
 }
 
-int rel_daemon_start(daemon_t *d, const char *dir, const char *db,
-                     const char *const extra_args[])
+int rel_daemon_start(daemon_t *d, const char *dir, const char *db, const char *const extra_args[])
 {
     if (!db)
         return daemon_start(d, dir, extra_args);

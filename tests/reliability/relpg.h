@@ -26,7 +26,6 @@ int rel_pg_start(pg_fixture_t *f);
 /* daemon_start(), but with --db `db` when db is not NULL (a URL); the
  * daemon's log and any file it makes stay in dir. Restart with
  * daemon_restart(). 0 or -1. */
-int rel_daemon_start(daemon_t *d, const char *dir, const char *db,
-                     const char *const extra_args[]);
+int rel_daemon_start(daemon_t *d, const char *dir, const char *db, const char *const extra_args[]);
 
 #endif

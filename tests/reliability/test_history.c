@@ -19,9 +19,16 @@
 static hop_t op(unsigned c, hop_kind_t kind, hop_result_t result, int64_t t0, int64_t t1,
                 int64_t version, int64_t value)
 {
-    return (hop_t){.client = c, .kind = kind, .result = result, .invoke = t0 * 1000000,
-                   .complete = t1 * 1000000, .version = version, .value = value,
-                   .status = result == HOP_OK ? 200 : result == HOP_ABSENT ? 404 : 0};
+    return (hop_t){.client = c,
+                   .kind = kind,
+                   .result = result,
+                   .invoke = t0 * 1000000,
+                   .complete = t1 * 1000000,
+                   .version = version,
+                   .value = value,
+                   .status = result == HOP_OK       ? 200
+                             : result == HOP_ABSENT ? 404
+                                                    : 0};
 }
 
 static history_report_t check(const hop_t *ops, size_t n)

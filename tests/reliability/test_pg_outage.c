@@ -194,8 +194,8 @@ static bool ok2xx(long st)
     return st >= 200 && st < 300;
 }
 
-static void check_writer(const writer_t *w, const stored_t *s, int64_t down_from,
-                         int64_t down_to, figures_t *f)
+static void check_writer(const writer_t *w, const stored_t *s, int64_t down_from, int64_t down_to,
+                         figures_t *f)
 {
     int64_t incr_acked = 0, incr_refused = 0;
     for (unsigned i = 0; i < w->n; i++) {
@@ -206,8 +206,10 @@ static void check_writer(const writer_t *w, const stored_t *s, int64_t down_from
             f->acked++;
             if (inside) {
                 f->acked_while_down++;
-                fprintf(stderr, "outage: writer %u write %u answered %ld while PostgreSQL was "
-                        "down\n", w->id, i, r->status);
+                fprintf(stderr,
+                        "outage: writer %u write %u answered %ld while PostgreSQL was "
+                        "down\n",
+                        w->id, i, r->status);
             } else if (touches) {
                 f->outage_2xx_edge++;
             }
@@ -251,8 +253,9 @@ static void check_writer(const writer_t *w, const stored_t *s, int64_t down_from
                 key, value, incr_acked);
     } else if (value > incr_acked) {
         f->refused_present += (uint64_t)(value - incr_acked);
-        fprintf(stderr, "outage: counter %s = %" PRId64 ", %" PRId64 " acknowledged, %" PRId64
-                " refused\n", key, value, incr_acked, incr_refused);
+        fprintf(stderr,
+                "outage: counter %s = %" PRId64 ", %" PRId64 " acknowledged, %" PRId64 " refused\n",
+                key, value, incr_acked, incr_refused);
     }
 }
 
@@ -347,8 +350,7 @@ int main(void)
     const char *args[] = {"--durability", "full", "--log-level", "warn", NULL};
     if (!dir || rel_pg_start(&pg) != 0)
         return 1;
-    if (pg_fixture_new_db(&pg, url, sizeof url) != 0 ||
-        rel_daemon_start(&d, dir, url, args) != 0) {
+    if (pg_fixture_new_db(&pg, url, sizeof url) != 0 || rel_daemon_start(&d, dir, url, args) != 0) {
         fprintf(stderr, "outage: cannot start the daemon on PostgreSQL\n");
         pg_fixture_stop(&pg);
         return 1;
@@ -419,28 +421,29 @@ int main(void)
         total += writers[i].n;
     }
     printf("outage: %" PRIu64 " writes by %d clients: %" PRIu64 " answered 2xx, %" PRIu64
-           " refused (503 or other), %" PRIu64 " other status, %" PRIu64 " unanswered\n", total,
-           WRITERS, f.acked, f.refused, f.other_status, f.unanswered);
+           " refused (503 or other), %" PRIu64 " other status, %" PRIu64 " unanswered\n",
+           total, WRITERS, f.acked, f.refused, f.other_status, f.unanswered);
     printf("outage: PostgreSQL stopped in %.0f ms, down %.0f ms; writes sent and answered "
            "while down: %" PRIu64 " (503: %" PRIu64 ", 2xx: %" PRIu64 "); 2xx overlapping the "
-           "stop or start: %" PRIu64 "\n", (double)(down_from - t_stop) / 1e6,
-           (double)(down_to - down_from) / 1e6, f.outage_writes, f.outage_503,
-           f.acked_while_down, f.outage_2xx_edge);
+           "stop or start: %" PRIu64 "\n",
+           (double)(down_from - t_stop) / 1e6, (double)(down_to - down_from) / 1e6, f.outage_writes,
+           f.outage_503, f.acked_while_down, f.outage_2xx_edge);
     printf("outage: /healthz while down %ld, after recovery %ld; cached reads while down: "
-           "%" PRIu64 " served, %" PRIu64 " refused, %" PRIu64 " wrong\n", health_down,
-           health_up, f.cached_reads_200, f.cached_reads_503, f.cached_reads_wrong);
+           "%" PRIu64 " served, %" PRIu64 " refused, %" PRIu64 " wrong\n",
+           health_down, health_up, f.cached_reads_200, f.cached_reads_503, f.cached_reads_wrong);
     if (recovered)
         printf("outage: recovered %.0f ms after PostgreSQL was started again (its start took "
-               "%.0f ms)\n", (double)(recovered - up_at) / 1e6, (double)(up_at - down_to) / 1e6);
+               "%.0f ms)\n",
+               (double)(recovered - up_at) / 1e6, (double)(up_at - down_to) / 1e6);
     else
         printf("outage: NOT RECOVERED within %d ms\n", RECOVERY_BOUND_MS * testutil_scale());
     printf("outage: no writes: /healthz answered 503 %" PRId64 " ms after PostgreSQL "
-           "stopped, 200 %" PRId64 " ms after it started again (-1: never)\n", idle_down_ms,
-           idle_up_ms);
+           "stopped, 200 %" PRId64 " ms after it started again (-1: never)\n",
+           idle_down_ms, idle_up_ms);
     printf("outage: checked in PostgreSQL: %" PRIu64 " acknowledged writes, lost %" PRIu64
            "; refused writes found stored %" PRIu64 "; COMMITs logged in doubt %u (answered "
-           "just before the connection ended: %u); clean stop %s\n", f.acked, f.lost,
-           f.refused_present, in_doubt, confirmed, stop_rc == 0 ? "yes" : "no");
+           "just before the connection ended: %u); clean stop %s\n",
+           f.acked, f.lost, f.refused_present, in_doubt, confirmed, stop_rc == 0 ? "yes" : "no");
     bool ok = rc == 0 && f.lost == 0 && f.acked_while_down == 0 && f.other_status == 0 &&
               f.unanswered == 0 && f.outage_writes > 0 && f.outage_503 == f.outage_writes &&
               (f.refused_present == 0 || in_doubt > 0) && f.cached_reads_wrong == 0 &&

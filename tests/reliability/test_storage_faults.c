@@ -110,8 +110,7 @@ static void assert_all_present(rel_client_t *c, const bool *acked, int n)
 /* GET /healthz answers `status`; when 503, a problem `unavailable` whose
  * last_error is `last_error` (NULL: not checked) and whose detail contains
  * `reason` (NULL: not checked). */
-static void assert_health(rel_client_t *c, long status, const char *last_error,
-                          const char *reason)
+static void assert_health(rel_client_t *c, long status, const char *last_error, const char *reason)
 {
     assert_int_equal(rel_request(c, "GET", "/healthz", NULL, 0), REL_ANSWERED);
     if (c->status != status)
@@ -185,8 +184,7 @@ static void test_storage_full_answers_507_and_recovers(void **state)
     /* still full for every kind of growing write; reads still served */
     char value[VALUE_LEN];
     value_of(full_at, value);
-    assert_int_equal(rel_request(&f.c, "PUT", "/v1/kv/full-more", value, VALUE_LEN),
-                     REL_ANSWERED);
+    assert_int_equal(rel_request(&f.c, "PUT", "/v1/kv/full-more", value, VALUE_LEN), REL_ANSWERED);
     assert_int_equal(f.c.status, 507);
     assert_all_present(&f.c, acked, full_at);
     assert_health(&f.c, 503, "storage_full", "database or disk is full");
@@ -219,13 +217,12 @@ static void test_storage_full_answers_507_and_recovers(void **state)
     assert_int_equal(f.c.status, 404);
     assert_int_equal(rel_request(&f.c, "GET", "/v1/kv/full-more", NULL, 0), REL_ANSWERED);
     assert_int_equal(f.c.status, 404);
-    assert_int_equal(rel_request(&f.c, "PUT", "/v1/kv/full-more", value, VALUE_LEN),
-                     REL_ANSWERED);
+    assert_int_equal(rel_request(&f.c, "PUT", "/v1/kv/full-more", value, VALUE_LEN), REL_ANSWERED);
     assert_int_equal(f.c.status, 201);
     assert_int_equal(rel_request(&f.c, "GET", "/v1/kv/full-more", NULL, 0), REL_ANSWERED);
     assert_int_equal(f.c.status, 200);
-    print_message("storage full after %d writes of %d bytes; all %d present after restart\n",
-                  n, VALUE_LEN, n);
+    print_message("storage full after %d writes of %d bytes; all %d present after restart\n", n,
+                  VALUE_LEN, n);
     finish(&f);
     assert_true(integrity_ok(f.d.db_path));
     testutil_rmdir(f.dir);
@@ -391,8 +388,8 @@ static void test_storage_io_error_answers_503_and_healthz(void **state)
         }
         failed_at = i;
         failed_status = f.c.status;
-        print_message("WAL limited to %d bytes: PUT %d answered %ld %s\n", WAL_LIMIT, i,
-                      f.c.status, f.c.body);
+        print_message("WAL limited to %d bytes: PUT %d answered %ld %s\n", WAL_LIMIT, i, f.c.status,
+                      f.c.body);
     }
     assert_true(n > 0 && failed_at > 0);
     assert_int_equal(failed_status, 503); /* was 500 internal */
@@ -530,7 +527,8 @@ static void test_storage_db_replaced_refuses_writes(void **state)
     int64_t ms = 0;
     int refused = put_until_refused(&f.c, acked, &ms);
     print_message("database replaced: first write refused after %d acknowledged, %lld ms: "
-                  "%ld %s\n", refused, (long long)ms, f.c.status, f.c.body);
+                  "%ld %s\n",
+                  refused, (long long)ms, f.c.status, f.c.body);
     assert_true(refused >= 0); /* was: every PUT 201, into a file nobody reads again */
     assert_int_equal(f.c.status, 503);
     assert_string_equal(rel_problem_code(&f.c), "unavailable");
