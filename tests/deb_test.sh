@@ -156,7 +156,8 @@ cc -std=c11 $(pkg-config --cflags sqlcached) -o "$tmp/embed" "$srcdir/tests/embe
     { cat "$tmp/embed.log"; fail "the program linked to libsqlcached.so failed"; }
 # shellcheck disable=SC2046
 cc -std=c11 $(pkg-config --cflags sqlcached) -o "$tmp/embed-static" "$srcdir/tests/embed.c" \
-    "$libdir/libsqlcached.a" $(pkg-config --libs sqlite3 libpq) -pthread -lm ||
+    "$libdir/libsqlcached.a" $(pkg-config --libs $(pkg-config --print-requires-private sqlcached)) \
+    -pthread -lm ||
     fail "cannot build against libsqlcached.a"
 "$tmp/embed-static" "$tmp/embed-static.db" >"$tmp/embed.log" 2>&1 ||
     { cat "$tmp/embed.log"; fail "the program linked to libsqlcached.a failed"; }
