@@ -49,6 +49,7 @@
  * 0.9.75, "Failed to remove listen FD from epoll set"; seen in CI).
  */
 #include "http.h"
+#include "http_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -76,23 +77,6 @@
  * the longest legitimate head is a 512-byte key percent-encoded (1.5 KiB),
  * prefix and after (3 KiB), a 4 KiB token and ordinary headers. */
 #define HTTP_HEADER_MEMORY (32 * 1024)
-
-struct http_server {
-    struct MHD_Daemon *daemon;
-    http_config_t cfg;
-    char *auth_token;
-    sqlcached_t *db;
-    metrics_t *metrics;
-    FILE *access_log;
-    pthread_mutex_t log_lock;
-    atomic_int in_flight;
-    uint16_t port;
-    pthread_mutex_t park_lock;
-    http_request_t *parked;      /* suspended requests, under park_lock */
-    bool stopping;               /* under park_lock: no more parking */
-    struct http_stream *streams; /* replying streams, under park_lock */
-    atomic_bool draining;        /* http_stop has begun: refuse new requests */
-};
 
 /* ------------------------------------------------------------------------
  * The routing table
@@ -189,8 +173,7 @@ static const problem_t *problem_for(const char *code)
  * Replies
  * ------------------------------------------------------------------------ */
 
-static enum MHD_Result queue(http_request_t *req, unsigned status, struct MHD_Response *resp,
-                             size_t bytes)
+enum MHD_Result queue(http_request_t *req, unsigned status, struct MHD_Response *resp, size_t bytes)
 {
     req->reply_bytes = bytes;
     if (!resp)
@@ -632,121 +615,6 @@ void http_resume(http_request_t *req)
         req->wake_pending = true; /* the handler has not parked yet */
     }
     pthread_mutex_unlock(&srv->park_lock);
-}
-
-/* ------------------------------------------------------------------------
- * Streams (http_reply_stream): the reader parks the connection itself,
- * from MHD's content reader callback (where libmicrohttpd allows
- * MHD_suspend_connection), when fn has nothing; http_stream_wake resumes
- * it. suspended and pending are under the server's park_lock, as the
- * streams list (resume_all ends them when the server stops).
- * ------------------------------------------------------------------------ */
-
-#define STREAM_BLOCK 4096
-
-struct http_stream {
-    http_server_t *srv;
-    struct MHD_Connection *conn;
-    http_stream_fn fn;
-    void *cls;
-    void (*free_cls)(void *cls);
-    bool replying; /* in srv->streams */
-    bool suspended, pending;
-    struct http_stream *prev, *next;
-};
-
-http_stream_t *http_stream_new(http_request_t *req)
-{
-    http_stream_t *s = calloc(1, sizeof *s);
-    if (s) {
-        s->srv = req->srv;
-        s->conn = req->conn;
-    }
-    return s;
-}
-
-void http_stream_free(http_stream_t *s)
-{
-    free(s);
-}
-
-void http_stream_wake(http_stream_t *s)
-{
-    pthread_mutex_lock(&s->srv->park_lock);
-    if (s->suspended) {
-        s->suspended = false;
-        MHD_resume_connection(s->conn);
-    } else {
-        s->pending = true;
-    }
-    pthread_mutex_unlock(&s->srv->park_lock);
-}
-
-static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    (void)pos;
-    http_stream_t *s = cls;
-    http_server_t *srv = s->srv;
-    for (int tries = 0; tries < 4; tries++) {
-        pthread_mutex_lock(&srv->park_lock);
-        bool stopping = srv->stopping;
-        s->pending = false;
-        pthread_mutex_unlock(&srv->park_lock);
-        ssize_t n = s->fn(s->cls, buf, max, stopping);
-        if (n > 0)
-            return n;
-        if (n < 0 || stopping)
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        pthread_mutex_lock(&srv->park_lock);
-        bool again = s->pending || srv->stopping;
-        if (!again) {
-            s->suspended = true;
-            MHD_suspend_connection(s->conn); /* MHD calls again once resumed */
-        }
-        pthread_mutex_unlock(&srv->park_lock);
-        if (!again)
-            return 0;
-    }
-    return 0; /* woken on every try: MHD calls again at once */
-}
-
-static void stream_end(void *cls)
-{
-    http_stream_t *s = cls;
-    s->free_cls(s->cls); /* no wake comes after it */
-    pthread_mutex_lock(&s->srv->park_lock);
-    if (s->prev)
-        s->prev->next = s->next;
-    else if (s->replying)
-        s->srv->streams = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    pthread_mutex_unlock(&s->srv->park_lock);
-    free(s);
-}
-
-enum MHD_Result http_reply_stream(http_request_t *req, http_stream_t *s, const char *content_type,
-                                  http_stream_fn fn, void *cls, void (*free_cls)(void *cls))
-{
-    s->fn = fn;
-    s->cls = cls;
-    s->free_cls = free_cls;
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
-                                                                  stream_read, s, stream_end);
-    if (!resp) {
-        stream_end(s);
-        return http_reply_problem(req, "unavailable", "out of memory");
-    }
-    pthread_mutex_lock(&req->srv->park_lock);
-    s->replying = true;
-    s->next = req->srv->streams;
-    if (s->next)
-        s->next->prev = s;
-    req->srv->streams = s;
-    pthread_mutex_unlock(&req->srv->park_lock);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    return queue(req, MHD_HTTP_OK, resp, 0);
 }
 
 /* Stop parking; wake every parked request with req->aborted set (but
