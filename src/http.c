@@ -173,7 +173,8 @@ static const problem_t *problem_for(const char *code)
  * Replies
  * ------------------------------------------------------------------------ */
 
-enum MHD_Result queue(http_request_t *req, unsigned status, struct MHD_Response *resp, size_t bytes)
+enum MHD_Result hi_queue(http_request_t *req, unsigned status, struct MHD_Response *resp,
+                         size_t bytes)
 {
     req->reply_bytes = bytes;
     if (!resp)
@@ -217,7 +218,7 @@ enum MHD_Result http_reply_text(http_request_t *req, char *text, const char *con
     struct MHD_Response *resp = text_response(text, content_type, &len);
     if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
-    return queue(req, MHD_HTTP_OK, resp, len);
+    return hi_queue(req, MHD_HTTP_OK, resp, len);
 }
 
 enum MHD_Result http_reply_static(http_request_t *req, const char *body, size_t len,
@@ -232,7 +233,7 @@ enum MHD_Result http_reply_static(http_request_t *req, const char *body, size_t 
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (csp)
         MHD_add_response_header(resp, "Content-Security-Policy", csp);
-    return queue(req, MHD_HTTP_OK, resp, len);
+    return hi_queue(req, MHD_HTTP_OK, resp, len);
 }
 
 /* A JSON response for obj (taken over; freed even on failure), its body
@@ -253,7 +254,7 @@ enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_
         return http_reply_problem(req, "unavailable", "out of memory");
     if (etag >= 0)
         add_etag(resp, etag);
-    return queue(req, status, resp, len);
+    return hi_queue(req, status, resp, len);
 }
 
 enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, json_t *obj,
@@ -264,7 +265,7 @@ enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, jso
     if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
     MHD_add_response_header(resp, name, value);
-    return queue(req, status, resp, len);
+    return hi_queue(req, status, resp, len);
 }
 
 enum MHD_Result http_reply_json(http_request_t *req, unsigned status, json_t *obj)
@@ -279,7 +280,7 @@ enum MHD_Result http_reply_empty(http_request_t *req, unsigned status, int64_t e
         return MHD_NO;
     if (etag >= 0)
         add_etag(resp, etag);
-    return queue(req, status, resp, 0);
+    return hi_queue(req, status, resp, 0);
 }
 
 /* The problem object as text; extra members (owned, may be NULL) are
@@ -324,7 +325,7 @@ static enum MHD_Result reply_problem_v(http_request_t *req, const char *code, js
     if (!resp)
         return MHD_NO;
     add_problem_headers(req, p, resp);
-    return queue(req, p->status, resp, len);
+    return hi_queue(req, p->status, resp, len);
 }
 
 enum MHD_Result http_reply_problem(http_request_t *req, const char *code, const char *fmt, ...)
@@ -374,7 +375,7 @@ enum MHD_Result http_reply_not_modified(http_request_t *req, sqlcached_value_t *
         MHD_add_response_header(resp, "X-Cache", value->from_cache ? "HIT" : "MISS");
     }
     sqlcached_value_release(value);
-    return queue(req, MHD_HTTP_NOT_MODIFIED, resp, 0);
+    return hi_queue(req, MHD_HTTP_NOT_MODIFIED, resp, 0);
 }
 
 enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
@@ -389,7 +390,7 @@ enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, value->content_type);
     add_etag(resp, value->version);
     MHD_add_response_header(resp, "X-Cache", value->from_cache ? "HIT" : "MISS");
-    return queue(req, MHD_HTTP_OK, resp, value->len);
+    return hi_queue(req, MHD_HTTP_OK, resp, value->len);
 }
 
 enum MHD_Result http_reply_value_header(http_request_t *req, sqlcached_value_t *value,
@@ -405,7 +406,7 @@ enum MHD_Result http_reply_value_header(http_request_t *req, sqlcached_value_t *
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, value->content_type);
     add_etag(resp, value->version);
     MHD_add_response_header(resp, name, hvalue);
-    return queue(req, MHD_HTTP_OK, resp, value->len);
+    return hi_queue(req, MHD_HTTP_OK, resp, value->len);
 }
 
 /* ------------------------------------------------------------------------

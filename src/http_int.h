@@ -50,7 +50,7 @@ struct http_stream {
 /* Queue resp (NULL: MHD_NO) as the request's reply with status, and drop
  * the caller's reference to it; bytes is the body's length for the access
  * log. Defined in http.c. */
-enum MHD_Result queue(http_request_t *req, unsigned status, struct MHD_Response *resp,
-                      size_t bytes);
+enum MHD_Result hi_queue(http_request_t *req, unsigned status, struct MHD_Response *resp,
+                         size_t bytes);
 
 #endif

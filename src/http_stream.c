@@ -114,5 +114,5 @@ enum MHD_Result http_reply_stream(http_request_t *req, http_stream_t *s, const c
     pthread_mutex_unlock(&req->srv->park_lock);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    return queue(req, MHD_HTTP_OK, resp, 0);
+    return hi_queue(req, MHD_HTTP_OK, resp, 0);
 }

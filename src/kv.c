@@ -119,7 +119,7 @@ void sqlcached_value_release(sqlcached_value_t *value)
     }
 }
 
-bool key_ok(const void *key, size_t klen)
+bool kvs_key_ok(const void *key, size_t klen)
 {
     return key && klen >= 1 && klen <= SQLCACHED_KEY_MAX;
 }
@@ -128,7 +128,7 @@ bool key_ok(const void *key, size_t klen)
  * Reads
  * ------------------------------------------------------------------------ */
 
-sqlcached_status_t copy_row(void *cls, const storage_kv_row_t *row)
+sqlcached_status_t kvs_copy_row(void *cls, const storage_kv_row_t *row)
 {
     row_copy_t *out = cls;
     out->value = value_new(row->value, row->value_len, row->content_type, row->content_type_len);
@@ -151,7 +151,7 @@ static sqlcached_status_t load_row(sqlcached_t *db, const void *key, size_t klen
         return SQLCACHED_UNAVAILABLE;
     atomic_fetch_add_explicit(&db->kv->storage_reads, 1, memory_order_relaxed);
     row_copy_t copy = {0};
-    sqlcached_status_t status = storage_kv_get(r, key, klen, now, copy_row, &copy);
+    sqlcached_status_t status = storage_kv_get(r, key, klen, now, kvs_copy_row, &copy);
     store_reader_release(db->store, r);
     if (status == SQLCACHED_OK) {
         *out = copy.value;
@@ -204,7 +204,7 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
                                     sqlcached_value_t **out)
 {
     *out = NULL;
-    if (!key_ok(key, klen))
+    if (!kvs_key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
     int64_t now = engine_now(db);
     read_expiry_t ex = {0, 0};
@@ -226,7 +226,7 @@ sqlcached_status_t sqlcached_kv_get(sqlcached_t *db, const void *key, size_t kle
     }
     if (status == SQLCACHED_OK) {
         if (ex.sliding_ms > 0)
-            slide_maybe(db, key, klen, v, &ex, now);
+            kvs_slide_maybe(db, key, klen, v, &ex, now);
         *out = &v->pub;
     }
     return status;
@@ -296,7 +296,7 @@ static bool matches(const sqlcached_match_t *m, int64_t current)
     return false;
 }
 
-bool preconditions_hold(const sqlcached_preconditions_t *pre, int64_t current)
+bool kvs_preconditions_hold(const sqlcached_preconditions_t *pre, int64_t current)
 {
     if (!pre)
         return true;
@@ -313,7 +313,7 @@ static bool match_ok(const sqlcached_match_t *m)
            (m->kind != SQLCACHED_MATCH_VERSIONS || (m->versions && m->count > 0));
 }
 
-bool preconditions_ok(const sqlcached_preconditions_t *pre)
+bool kvs_preconditions_ok(const sqlcached_preconditions_t *pre)
 {
     return !pre || (match_ok(&pre->if_match) && match_ok(&pre->if_none_match));
 }
@@ -352,7 +352,7 @@ static sqlcached_status_t tx_put(store_conn_t *w, void *arg)
     sqlcached_status_t st = storage_kv_version(w, p->key, p->klen, p->now, &current);
     if (st != SQLCACHED_OK)
         return st;
-    if (!preconditions_hold(p->pre, current))
+    if (!kvs_preconditions_hold(p->pre, current))
         return SQLCACHED_PRECONDITION_FAILED;
     st = store_counter_next(w, "version", &version);
     if (st == SQLCACHED_OK)
@@ -405,9 +405,10 @@ static sqlcached_status_t put_setup(sqlcached_t *db, const void *key, size_t kle
     if (!opts)
         opts = &none;
     const char *ct = opts->content_type ? opts->content_type : DEFAULT_CONTENT_TYPE;
-    if (!key_ok(key, klen) || (vlen && !value) || !content_type_ok(ct) ||
-        !preconditions_ok(&opts->pre) || opts->ttl_ms < 0 || opts->ttl_ms > SQLCACHED_TTL_MAX_MS ||
-        (opts->sliding && opts->ttl_ms == 0) || vlen > (size_t)INT32_MAX)
+    if (!kvs_key_ok(key, klen) || (vlen && !value) || !content_type_ok(ct) ||
+        !kvs_preconditions_ok(&opts->pre) || opts->ttl_ms < 0 ||
+        opts->ttl_ms > SQLCACHED_TTL_MAX_MS || (opts->sliding && opts->ttl_ms == 0) ||
+        vlen > (size_t)INT32_MAX)
         return SQLCACHED_INVALID_ARGUMENT;
     *job = (put_job_t){
         .db = db,
@@ -446,7 +447,7 @@ sqlcached_status_t sqlcached_kv_put(sqlcached_t *db, const void *key, size_t kle
 
 /* The end of an asynchronous call: free its record (the job and the
  * caller's completion), then call the completion. */
-void async_finish(void *record, sqlcached_done_fn done, void *cls, sqlcached_status_t st)
+void kvs_async_finish(void *record, sqlcached_done_fn done, void *cls, sqlcached_status_t st)
 {
     free(record);
     done(cls, st);
@@ -468,7 +469,7 @@ static void on_put_done(void *cls, sqlcached_status_t st)
     put_async_t *a = cls;
     if (st == SQLCACHED_OK && a->result)
         *a->result = a->job.result;
-    async_finish(a, a->done, a->cls, st);
+    kvs_async_finish(a, a->done, a->cls, st);
 }
 
 sqlcached_status_t sqlcached_kv_put_async(sqlcached_t *db, const void *key, size_t klen,
@@ -500,7 +501,7 @@ static sqlcached_status_t tx_delete(store_conn_t *w, void *arg)
     sqlcached_status_t st = storage_kv_version(w, d->key, d->klen, d->now, &current);
     if (st != SQLCACHED_OK)
         return st;
-    if (!preconditions_hold(d->pre, current))
+    if (!kvs_preconditions_hold(d->pre, current))
         return SQLCACHED_PRECONDITION_FAILED;
     if (current == 0)
         return SQLCACHED_NOT_FOUND;
@@ -513,7 +514,7 @@ static sqlcached_status_t tx_delete(store_conn_t *w, void *arg)
     return storage_kv_remove(w, d->key, d->klen);
 }
 
-void delete_committed(void *arg)
+void kvs_delete_committed(void *arg)
 {
     delete_job_t *d = arg;
     after_commit(d->db, d->key, d->klen, NULL, d->now);
@@ -522,10 +523,10 @@ void delete_committed(void *arg)
 sqlcached_status_t sqlcached_kv_delete(sqlcached_t *db, const void *key, size_t klen,
                                        const sqlcached_preconditions_t *pre)
 {
-    if (!key_ok(key, klen) || !preconditions_ok(pre))
+    if (!kvs_key_ok(key, klen) || !kvs_preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
     delete_job_t job = {db, key, klen, pre, engine_now(db)};
-    return store_write_then(db->store, tx_delete, delete_committed, &job);
+    return store_write_then(db->store, tx_delete, kvs_delete_committed, &job);
 }
 
 /* An asynchronous delete in flight: freed by on_delete_done. */
@@ -539,21 +540,21 @@ typedef struct delete_async {
 static void on_delete_done(void *cls, sqlcached_status_t st)
 {
     delete_async_t *a = cls;
-    async_finish(a, a->done, a->cls, st);
+    kvs_async_finish(a, a->done, a->cls, st);
 }
 
 sqlcached_status_t sqlcached_kv_delete_async(sqlcached_t *db, const void *key, size_t klen,
                                              const sqlcached_preconditions_t *pre,
                                              sqlcached_done_fn done, void *cls)
 {
-    if (!done || !key_ok(key, klen) || !preconditions_ok(pre))
+    if (!done || !kvs_key_ok(key, klen) || !kvs_preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
     delete_async_t *a = malloc(sizeof *a);
     if (!a)
         return SQLCACHED_NOMEM;
     *a = (delete_async_t){.job = {db, key, klen, pre, engine_now(db)}, .done = done, .cls = cls};
     sqlcached_status_t st =
-        store_write_async(db->store, tx_delete, delete_committed, &a->job, on_delete_done, a);
+        store_write_async(db->store, tx_delete, kvs_delete_committed, &a->job, on_delete_done, a);
     if (st != SQLCACHED_OK)
         free(a);
     return st;
@@ -644,7 +645,7 @@ static void incr_committed(void *arg)
 sqlcached_status_t sqlcached_kv_incr(sqlcached_t *db, const void *key, size_t klen, int64_t by,
                                      int64_t *value_out, int64_t *version_out)
 {
-    if (!key_ok(key, klen))
+    if (!kvs_key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
     incr_job_t job = {.db = db, .key = key, .klen = klen, .by = by, .now = engine_now(db)};
     sqlcached_status_t st = store_write_then(db->store, tx_incr, incr_committed, &job);
@@ -673,14 +674,14 @@ static void on_incr_done(void *cls, sqlcached_status_t st)
         *a->value_out = a->job.value;
     if (st == SQLCACHED_OK && a->version_out)
         *a->version_out = a->job.version;
-    async_finish(a, a->done, a->cls, st);
+    kvs_async_finish(a, a->done, a->cls, st);
 }
 
 sqlcached_status_t sqlcached_kv_incr_async(sqlcached_t *db, const void *key, size_t klen,
                                            int64_t by, int64_t *value_out, int64_t *version_out,
                                            sqlcached_done_fn done, void *cls)
 {
-    if (!done || !key_ok(key, klen))
+    if (!done || !kvs_key_ok(key, klen))
         return SQLCACHED_INVALID_ARGUMENT;
     incr_async_t *a = malloc(sizeof *a);
     if (!a)

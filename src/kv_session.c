@@ -179,8 +179,8 @@ static void slide_done(void *cls, sqlcached_status_t st)
 
 /* A read of a sliding key at `now` (v: the value answered): queue an
  * extension when the expiry the read saw is short of now + sliding_ms. */
-void slide_maybe(sqlcached_t *db, const void *key, size_t klen, kv_value_t *v,
-                 const read_expiry_t *ex, int64_t now)
+void kvs_slide_maybe(sqlcached_t *db, const void *key, size_t klen, kv_value_t *v,
+                     const read_expiry_t *ex, int64_t now)
 {
     int64_t needed = now + ex->sliding_ms;
     if (ex->expires_at <= 0 || ex->expires_at >= needed)
@@ -223,12 +223,12 @@ static sqlcached_status_t tx_take(store_conn_t *w, void *arg)
     sqlcached_value_release(t->value ? &t->value->pub : NULL);
     t->value = NULL;
     row_copy_t copy = {0};
-    sqlcached_status_t st = storage_kv_get(w, d->key, d->klen, d->now, copy_row, &copy);
+    sqlcached_status_t st = storage_kv_get(w, d->key, d->klen, d->now, kvs_copy_row, &copy);
     if (st != SQLCACHED_OK && st != SQLCACHED_NOT_FOUND)
         return st;
     t->value = copy.value;
     int64_t current = t->value ? t->value->pub.version : 0, version;
-    if (!preconditions_hold(d->pre, current))
+    if (!kvs_preconditions_hold(d->pre, current))
         return SQLCACHED_PRECONDITION_FAILED;
     if (current == 0)
         return SQLCACHED_NOT_FOUND;
@@ -255,10 +255,10 @@ sqlcached_status_t sqlcached_kv_take(sqlcached_t *db, const void *key, size_t kl
 {
     if (out)
         *out = NULL;
-    if (!key_ok(key, klen) || !preconditions_ok(pre))
+    if (!kvs_key_ok(key, klen) || !kvs_preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
     take_job_t job = {.del = {db, key, klen, pre, engine_now(db)}, .value = NULL};
-    sqlcached_status_t st = store_write_then(db->store, tx_take, delete_committed, &job);
+    sqlcached_status_t st = store_write_then(db->store, tx_take, kvs_delete_committed, &job);
     take_hand_out(&job, st, out);
     return st;
 }
@@ -275,7 +275,7 @@ static void on_take_done(void *cls, sqlcached_status_t st)
 {
     take_async_t *a = cls;
     take_hand_out(&a->job, st, a->out);
-    async_finish(a, a->done, a->cls, st);
+    kvs_async_finish(a, a->done, a->cls, st);
 }
 
 sqlcached_status_t sqlcached_kv_take_async(sqlcached_t *db, const void *key, size_t klen,
@@ -283,7 +283,7 @@ sqlcached_status_t sqlcached_kv_take_async(sqlcached_t *db, const void *key, siz
                                            sqlcached_value_t **out, sqlcached_done_fn done,
                                            void *cls)
 {
-    if (!done || !key_ok(key, klen) || !preconditions_ok(pre))
+    if (!done || !kvs_key_ok(key, klen) || !kvs_preconditions_ok(pre))
         return SQLCACHED_INVALID_ARGUMENT;
     if (out)
         *out = NULL;
@@ -295,7 +295,7 @@ sqlcached_status_t sqlcached_kv_take_async(sqlcached_t *db, const void *key, siz
                         .done = done,
                         .cls = cls};
     sqlcached_status_t st =
-        store_write_async(db->store, tx_take, delete_committed, &a->job, on_take_done, a);
+        store_write_async(db->store, tx_take, kvs_delete_committed, &a->job, on_take_done, a);
     if (st != SQLCACHED_OK)
         free(a);
     return st;
@@ -326,7 +326,7 @@ static sqlcached_status_t patch_read(void *cls, const storage_kv_row_t *row)
     j->result.version = row->version;
     j->expires_at = row->expires_at;
     j->row_sliding_ms = row->sliding_ms;
-    if (!preconditions_hold(j->pre, row->version))
+    if (!kvs_preconditions_hold(j->pre, row->version))
         return SQLCACHED_PRECONDITION_FAILED;
     return json_patch_apply(row->value, row->value_len, j->patch, &j->text, &j->text_len);
 }
@@ -353,7 +353,7 @@ static sqlcached_status_t tx_patch(store_conn_t *w, void *arg)
     j->expires_at = j->row_sliding_ms = 0;
     sqlcached_status_t st = storage_kv_get(w, j->key, j->klen, j->now, patch_read, j);
     if (st == SQLCACHED_NOT_FOUND) {
-        if (!preconditions_hold(j->pre, 0))
+        if (!kvs_preconditions_hold(j->pre, 0))
             return SQLCACHED_PRECONDITION_FAILED;
         st = json_patch_apply(NULL, 0, j->patch, &j->text, &j->text_len);
     }
@@ -397,7 +397,7 @@ static sqlcached_status_t patch_setup(sqlcached_t *db, const void *key, size_t k
     if (!opts)
         opts = &none;
     memset(job, 0, sizeof *job);
-    if (!key_ok(key, klen) || (plen && !patch) || !preconditions_ok(&opts->pre) ||
+    if (!kvs_key_ok(key, klen) || (plen && !patch) || !kvs_preconditions_ok(&opts->pre) ||
         opts->ttl_ms < 0 || opts->ttl_ms > SQLCACHED_TTL_MAX_MS ||
         (opts->sliding && opts->ttl_ms == 0))
         return SQLCACHED_INVALID_ARGUMENT;
@@ -441,7 +441,7 @@ static void on_patch_done(void *cls, sqlcached_status_t st)
     if (st == SQLCACHED_OK && a->result)
         *a->result = a->job.result;
     patch_job_clear(&a->job);
-    async_finish(a, a->done, a->cls, st);
+    kvs_async_finish(a, a->done, a->cls, st);
 }
 
 sqlcached_status_t sqlcached_kv_patch_async(sqlcached_t *db, const void *key, size_t klen,

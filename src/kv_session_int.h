@@ -35,7 +35,7 @@ typedef struct row_copy {
     int64_t sliding_ms;
 } row_copy_t;
 
-/* What a read learnt of the key's expiry, for slide_maybe(). */
+/* What a read learnt of the key's expiry, for kvs_slide_maybe(). */
 typedef struct read_expiry {
     int64_t expires_at, sliding_ms; /* sliding_ms 0: nothing to slide */
 } read_expiry_t;
@@ -52,24 +52,24 @@ typedef struct delete_job {
  * ------------------------------------------------------------------------ */
 
 /* A valid key: 1..SQLCACHED_KEY_MAX bytes. */
-bool key_ok(const void *key, size_t klen);
+bool kvs_key_ok(const void *key, size_t klen);
 
 /* Do the preconditions hold for `current` (0 = absent)? NULL: yes. */
-bool preconditions_hold(const sqlcached_preconditions_t *pre, int64_t current);
+bool kvs_preconditions_hold(const sqlcached_preconditions_t *pre, int64_t current);
 
 /* Are the preconditions well formed? NULL: yes. */
-bool preconditions_ok(const sqlcached_preconditions_t *pre);
+bool kvs_preconditions_ok(const sqlcached_preconditions_t *pre);
 
 /* The end of an asynchronous call: free(record), then done(cls, st). */
-void async_finish(void *record, sqlcached_done_fn done, void *cls, sqlcached_status_t st);
+void kvs_async_finish(void *record, sqlcached_done_fn done, void *cls, sqlcached_status_t st);
 
 /* A read callback (storage_kv_get): the row into a new value (cls: a
  * row_copy_t). */
-sqlcached_status_t copy_row(void *cls, const storage_kv_row_t *row);
+sqlcached_status_t kvs_copy_row(void *cls, const storage_kv_row_t *row);
 
 /* The commit hook of a delete (arg: a delete_job_t): kv.c's after-commit
  * path with no new value. */
-void delete_committed(void *arg);
+void kvs_delete_committed(void *arg);
 
 /* ------------------------------------------------------------------------
  * Given by kv_session.c
@@ -77,7 +77,7 @@ void delete_committed(void *arg);
 
 /* A read of a sliding key at `now` (v: the value answered): queue an
  * extension when the expiry the read saw is short of now + sliding_ms. */
-void slide_maybe(sqlcached_t *db, const void *key, size_t klen, kv_value_t *v,
-                 const read_expiry_t *ex, int64_t now);
+void kvs_slide_maybe(sqlcached_t *db, const void *key, size_t klen, kv_value_t *v,
+                     const read_expiry_t *ex, int64_t now);
 
 #endif

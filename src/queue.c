@@ -39,7 +39,7 @@
  * clock is noticed), and without a timeout while nobody waits.
  *
  * Ownership: a claim (qclaim_t) is allocated by sqlcached_queue_claim_async
- * and freed by complete(), after its done callback; its jobs list is handed
+ * and freed by qi_complete(), after its done callback; its jobs list is handed
  * to the caller (sqlcached_jobs_free) on success.
  *
  * The registry, the kicks and the timer thread are in queue_wait.c; what
@@ -70,7 +70,7 @@
  * Small helpers
  * ------------------------------------------------------------------------ */
 
-int64_t mono_ms(void)
+int64_t qi_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -192,7 +192,7 @@ static void do_not_running(queue_registry_t *reg)
 }
 
 /* A claim is no longer in flight (lock not held). */
-void not_running(queue_registry_t *reg)
+void qi_not_running(queue_registry_t *reg)
 {
     pthread_mutex_lock(&reg->lock);
     do_not_running(reg);
@@ -200,7 +200,7 @@ void not_running(queue_registry_t *reg)
 }
 
 /* Answer c (status; on OK its jobs go to the caller) and free it. */
-void complete(qclaim_t *c, sqlcached_status_t st)
+void qi_complete(qclaim_t *c, sqlcached_status_t st)
 {
     if (st == SQLCACHED_OK && c->jobs && c->jobs->count) {
         count(c->reg, c->queue, c->queue_len, STAT_CLAIMED, c->jobs->count);
@@ -285,7 +285,7 @@ static void claim_done(void *cls, sqlcached_status_t st);
 
 /* Queue c's write; false when it could not be queued. Counted in running
  * by the caller. */
-bool submit(qclaim_t *c, sqlcached_status_t *st)
+bool qi_submit(qclaim_t *c, sqlcached_status_t *st)
 {
     *st = store_write_async(c->reg->db->store, claim_write, NULL, c, claim_done, c);
     return *st == SQLCACHED_OK;
@@ -296,14 +296,15 @@ static void claim_done(void *cls, sqlcached_status_t st)
 {
     qclaim_t *c = cls;
     queue_registry_t *reg = c->reg;
-    bool answer = st != SQLCACHED_OK || c->jobs->count > 0 || !c->waits || mono_ms() >= c->deadline;
+    bool answer = st != SQLCACHED_OK || c->jobs->count > 0 || !c->waits ||
+                  qi_mono_ms() >= c->deadline;
     pthread_mutex_lock(&reg->lock);
     if (!answer && reg->stopping) {
         answer = true;
         st = SQLCACHED_UNAVAILABLE;
     }
     bool again = !answer && atomic_load(&reg->epoch) != c->epoch_seen;
-    if (!answer && !again && !do_park(reg, c)) {
+    if (!answer && !again && !qi_do_park(reg, c)) {
         answer = true;
         st = SQLCACHED_NOMEM;
     }
@@ -312,10 +313,10 @@ static void claim_done(void *cls, sqlcached_status_t st)
     pthread_mutex_unlock(&reg->lock);
     if (!answer && !again)
         return;
-    if (again && submit(c, &st))
+    if (again && qi_submit(c, &st))
         return; /* still in flight */
-    complete(c, st);
-    not_running(reg); /* last: queue_registry_stop() may free reg after it */
+    qi_complete(c, st);
+    qi_not_running(reg); /* last: queue_registry_stop() may free reg after it */
 }
 
 sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queue, size_t queue_len,
@@ -344,7 +345,7 @@ sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queu
     c->visibility_ms = visibility_ms;
     c->max = max;
     c->waits = wait_ms > 0;
-    c->deadline = mono_ms() + wait_ms;
+    c->deadline = qi_mono_ms() + wait_ms;
     c->out = out;
     c->done = done;
     c->cls = cls;
@@ -355,10 +356,10 @@ sqlcached_status_t sqlcached_queue_claim_async(sqlcached_t *db, const char *queu
         reg->running++;
     pthread_mutex_unlock(&reg->lock);
     sqlcached_status_t st = SQLCACHED_UNAVAILABLE;
-    if (!stopping && submit(c, &st))
+    if (!stopping && qi_submit(c, &st))
         return SQLCACHED_OK;
     if (!stopping)
-        not_running(reg);
+        qi_not_running(reg);
     sqlcached_jobs_free(jobs);
     free(c);
     return st;
@@ -443,7 +444,7 @@ static void wake_on_commit(void *arg)
 {
     job_call_t *j = arg;
     if (j->wakes)
-        job_due_at(j->reg, j->queue, j->queue_len, j->run_at);
+        qi_job_due_at(j->reg, j->queue, j->queue_len, j->run_at);
 }
 
 static sqlcached_status_t enqueue_write(store_conn_t *w, void *arg)

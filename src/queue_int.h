@@ -87,17 +87,17 @@ struct queue_registry {
  * ------------------------------------------------------------------------ */
 
 /* CLOCK_MONOTONIC in ms. */
-int64_t mono_ms(void);
+int64_t qi_mono_ms(void);
 
 /* Queue c's write; false when it could not be queued (*st says why).
  * Counted in running by the caller. */
-bool submit(qclaim_t *c, sqlcached_status_t *st);
+bool qi_submit(qclaim_t *c, sqlcached_status_t *st);
 
 /* Answer c (status; on OK its jobs go to the caller) and free it. */
-void complete(qclaim_t *c, sqlcached_status_t st);
+void qi_complete(qclaim_t *c, sqlcached_status_t st);
 
 /* A claim is no longer in flight (lock not held). */
-void not_running(queue_registry_t *reg);
+void qi_not_running(queue_registry_t *reg);
 
 /* ------------------------------------------------------------------------
  * Given by queue_wait.c
@@ -105,10 +105,10 @@ void not_running(queue_registry_t *reg);
 
 /* Under the lock: park c at the tail of its queue's entry; false when out
  * of memory. */
-bool do_park(queue_registry_t *reg, qclaim_t *c);
+bool qi_do_park(queue_registry_t *reg, qclaim_t *c);
 
 /* A job of queue is due at run_at (enqueued or nacked, here or on another
  * node): kick one parked claim if it is due now, else let the timer know. */
-void job_due_at(queue_registry_t *reg, const char *queue, size_t n, int64_t run_at);
+void qi_job_due_at(queue_registry_t *reg, const char *queue, size_t n, int64_t run_at);
 
 #endif

@@ -51,7 +51,7 @@ static qentry_t *do_get_entry(queue_registry_t *reg, const char *name, size_t n)
     memcpy(e->name, name, n);
     e->name_len = n;
     e->next_due = INT64_MAX;
-    e->checked_at = mono_ms();
+    e->checked_at = qi_mono_ms();
     qentry_t **bucket = &reg->buckets[name_hash(name, n) % QUEUE_BUCKETS];
     e->hnext = *bucket;
     *bucket = e;
@@ -78,7 +78,7 @@ static void do_drop_entry(queue_registry_t *reg, qentry_t *e)
 }
 
 /* Park c at the tail of its queue's entry; false when out of memory. */
-bool do_park(queue_registry_t *reg, qclaim_t *c)
+bool qi_do_park(queue_registry_t *reg, qclaim_t *c)
 {
     qentry_t *e = do_get_entry(reg, c->queue, c->queue_len);
     if (!e)
@@ -139,7 +139,7 @@ static void do_kick(queue_registry_t *reg, qentry_t *e, size_t n)
 
 /* A job of queue is due at run_at (enqueued or nacked, here or on another
  * node): kick one parked claim if it is due now, else let the timer know. */
-void job_due_at(queue_registry_t *reg, const char *queue, size_t n, int64_t run_at)
+void qi_job_due_at(queue_registry_t *reg, const char *queue, size_t n, int64_t run_at)
 {
     pthread_mutex_lock(&reg->lock);
     qentry_t *e = do_find_entry(reg, queue, n);
@@ -155,7 +155,7 @@ void job_due_at(queue_registry_t *reg, const char *queue, size_t n, int64_t run_
 void queue_remote_due(queue_registry_t *reg, const char *queue, size_t n, int64_t run_at)
 {
     atomic_fetch_add(&reg->epoch, 1);
-    job_due_at(reg, queue, n, run_at);
+    qi_job_due_at(reg, queue, n, run_at);
 }
 
 void queue_set_recheck(queue_registry_t *reg, int64_t ms)
@@ -237,10 +237,10 @@ static void run_kicked(queue_registry_t *reg, qclaim_t *list)
         next = c->next;
         c->next = NULL;
         sqlcached_status_t st;
-        if (submit(c, &st))
+        if (qi_submit(c, &st))
             continue;
-        complete(c, st);
-        not_running(reg);
+        qi_complete(c, st);
+        qi_not_running(reg);
     }
 }
 
@@ -250,7 +250,7 @@ static void *timer_main(void *arg)
     pthread_mutex_lock(&reg->lock);
     while (!reg->stopping) {
         qclaim_t *ended = NULL;
-        bool any = do_due(reg, mono_ms(), engine_now(reg->db), &ended);
+        bool any = do_due(reg, qi_mono_ms(), engine_now(reg->db), &ended);
         qclaim_t *kicked = reg->kicked;
         reg->kicked = NULL;
         if (any || kicked) {
@@ -258,7 +258,7 @@ static void *timer_main(void *arg)
             run_kicked(reg, kicked);
             for (qclaim_t *c = ended, *next; c; c = next) {
                 next = c->next;
-                complete(c, SQLCACHED_OK); /* waited to the end: no job */
+                qi_complete(c, SQLCACHED_OK); /* waited to the end: no job */
             }
             pthread_mutex_lock(&reg->lock);
             continue;
@@ -267,7 +267,7 @@ static void *timer_main(void *arg)
             pthread_cond_wait(&reg->timer_cond, &reg->lock);
             continue;
         }
-        int64_t sleep = do_sleep_ms(reg, mono_ms(), engine_now(reg->db));
+        int64_t sleep = do_sleep_ms(reg, qi_mono_ms(), engine_now(reg->db));
         if (sleep > 0)
             timed_wait(reg, sleep);
     }
@@ -332,7 +332,7 @@ void queue_registry_stop(queue_registry_t *reg)
     pthread_mutex_unlock(&reg->lock);
     for (qclaim_t *c = ended, *next; c; c = next) {
         next = c->next;
-        complete(c, SQLCACHED_UNAVAILABLE);
+        qi_complete(c, SQLCACHED_UNAVAILABLE);
     }
     pthread_mutex_lock(&reg->lock);
     while (reg->running > 0) /* bounded: each write in flight completes */
