@@ -34,31 +34,22 @@ die() {
 command -v wrk >/dev/null 2>&1 || die "wrk not found (bench/kv-wrk.sh installs it)"
 command -v curl >/dev/null 2>&1 || die "curl not found"
 
+# daemon_port and daemon_stop (bounded waits), shared with the test scripts
+# shellcheck source=tests/daemon.sh
+. "$srcdir/tests/daemon.sh"
+
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sqlcached-bench-XXXXXX")
 pid=""
 stop_daemon() {
     [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 300); do # up to 30 s
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    daemon_stop "$pid" || true
     pid=""
 }
 trap 'stop_daemon; rm -rf "$tmp"' EXIT
 
 "$bin" --listen 127.0.0.1:0 --db "$tmp/db" --durability "$durability" >"$tmp/daemon.log" 2>&1 &
 pid=$!
-port=""
-for _ in $(seq 1 100); do # up to 10 s
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/daemon.log" |
-           head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-done
+port=$(daemon_port "$tmp/daemon.log" "$pid")
 [ -n "$port" ] || { cat "$tmp/daemon.log" >&2; die "the daemon did not start"; }
 base=http://127.0.0.1:$port
 
