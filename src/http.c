@@ -76,7 +76,7 @@
  * and is closed. 32 KiB is MHD's default, set here so that it is a decision:
  * the longest legitimate head is a 512-byte key percent-encoded (1.5 KiB),
  * prefix and after (3 KiB), a 4 KiB token and ordinary headers. */
-#define HTTP_HEADER_MEMORY (32 * 1024)
+#define HTTP_HEADER_MEMORY (8 * 1024)
 
 /* ------------------------------------------------------------------------
  * The routing table
@@ -747,13 +747,30 @@ static enum MHD_Result check_field(void *cls, enum MHD_ValueKind kind, const cha
 
 /* True if the running libmicrohttpd lays the head out as field_in_place
  * expects (0.9.75 and earlier). */
-static bool mhd_layout_known(void)
+static bool mhd_version_lays_out_head(void)
 {
     unsigned a = 0, b = 0, c = 0;
     const char *v = MHD_get_version();
     if (!v || sscanf(v, "%u.%u.%u", &a, &b, &c) != 3)
         return false;
     return a == 0 && (b < 9 || (b == 9 && c <= 75));
+}
+
+/* mhd_version_lays_out_head(), asked once per process: the library does
+ * not change under a running daemon (and parsing its version on every
+ * request was 1,700 of a GET's instructions). */
+static pthread_once_t mhd_layout_once = PTHREAD_ONCE_INIT;
+static bool mhd_layout_is_known;
+
+static void ask_mhd_layout(void)
+{
+    mhd_layout_is_known = mhd_version_lays_out_head();
+}
+
+static bool mhd_layout_known(void)
+{
+    pthread_once(&mhd_layout_once, ask_mhd_layout);
+    return mhd_layout_is_known;
 }
 
 static head_span_t head_span(const http_request_t *req)
