@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "api.h"
+#include "json_text.h"
 #include "log.h"
 
 /* Parse a whole decimal string of digits into 1..max; false otherwise
@@ -127,14 +128,37 @@ static bool read_preconditions(http_request_t *req, api_etag_list_t *im, api_eta
     return true;
 }
 
-static json_t *key_json(const http_param_t *key)
+/* The text of a write's reply, {"key":K,"<name2>":v2,"<name3>":v3} with
+ * v3 null when v3_null (caller frees; NULL when out of memory): rendered
+ * without a jansson tree, the write path's replies being most of its
+ * allocations otherwise. */
+static char *write_reply_text(const http_param_t *key, const char *name2, int64_t v2,
+                              const char *name3, int64_t v3, bool v3_null)
 {
-    return json_stringn(key->data, key->len);
+    json_text_t t;
+    json_text_init(&t, key->len + 80);
+    json_text_raw(&t, "{", 1);
+    json_text_name(&t, "key");
+    json_text_string(&t, key->data, key->len);
+    json_text_raw(&t, ",", 1);
+    json_text_name(&t, name2);
+    json_text_int(&t, v2);
+    json_text_raw(&t, ",", 1);
+    json_text_name(&t, name3);
+    if (v3_null)
+        json_text_raw(&t, "null", 4);
+    else
+        json_text_int(&t, v3);
+    json_text_raw(&t, "}", 1);
+    size_t len;
+    return json_text_take(&t, &len);
 }
 
-static json_t *time_or_null(int64_t ms)
+/* {"key", "version", "expires_at"}: the reply of PUT and PATCH. */
+static char *stored_reply_text(const http_param_t *key, const sqlcached_write_result_t *res)
 {
-    return ms > 0 ? json_integer(ms) : json_null();
+    return write_reply_text(key, "version", res->version, "expires_at", res->expires_at,
+                            res->expires_at <= 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -383,11 +407,8 @@ static enum MHD_Result put_reply(http_request_t *req)
                                   SQLCACHED_CONTENT_TYPE_MAX);
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "the value was not stored");
-    json_t *body = json_pack("{s:o, s:I, s:o}", "key", key_json(key), "version",
-                             (json_int_t)ws->res.version, "expires_at",
-                             time_or_null(ws->res.expires_at));
-    return http_reply_json_etag(req, ws->res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK, body,
-                                ws->res.version);
+    return http_reply_json_text(req, ws->res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK,
+                                stored_reply_text(key, &ws->res), ws->res.version);
 }
 
 enum MHD_Result api_kv_put(http_request_t *req)
@@ -507,11 +528,8 @@ static enum MHD_Result patch_reply(http_request_t *req)
         return http_reply_problem(req, "not_json", "the stored value is not a JSON object");
     if (st != SQLCACHED_OK)
         return http_reply_status(req, st, "the value was not patched");
-    json_t *body = json_pack("{s:o, s:I, s:o}", "key", key_json(&req->params[0]), "version",
-                             (json_int_t)ws->res.version, "expires_at",
-                             time_or_null(ws->res.expires_at));
-    return http_reply_json_etag(req, ws->res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK, body,
-                                ws->res.version);
+    return http_reply_json_text(req, ws->res.created ? MHD_HTTP_CREATED : MHD_HTTP_OK,
+                                stored_reply_text(&req->params[0], &ws->res), ws->res.version);
 }
 
 enum MHD_Result api_kv_patch(http_request_t *req)
@@ -556,9 +574,10 @@ static enum MHD_Result incr_reply(http_request_t *req)
     if (ws->st != SQLCACHED_OK)
         return http_reply_status(req, ws->st, "the value was not changed");
     const http_param_t *key = &req->params[0];
-    json_t *out = json_pack("{s:o, s:I, s:I}", "key", key_json(key), "value", (json_int_t)ws->value,
-                            "version", (json_int_t)ws->version);
-    return http_reply_json_etag(req, MHD_HTTP_OK, out, ws->version);
+    return http_reply_json_text(req, MHD_HTTP_OK,
+                                write_reply_text(key, "value", ws->value, "version", ws->version,
+                                                 false),
+                                ws->version);
 }
 
 enum MHD_Result api_kv_incr(http_request_t *req)

@@ -163,6 +163,12 @@ enum MHD_Result http_reply_value_header(http_request_t *req, sqlcached_value_t *
 enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
                                      int64_t etag);
 
+/* Reply with a JSON text (taken over, freed with free(); NULL: out of
+ * memory, answered 503), with an ETag unless etag < 0. For texts built
+ * without a tree (json_text.h). */
+enum MHD_Result http_reply_json_text(http_request_t *req, unsigned status, char *text,
+                                     int64_t etag);
+
 /* http_reply_json with one more response header `name: value`. */
 enum MHD_Result http_reply_json_header(http_request_t *req, unsigned status, json_t *obj,
                                        const char *name, const char *value);
