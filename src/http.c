@@ -66,6 +66,7 @@
 
 #include "api.h"
 #include "http_framing.h"
+#include "json_text.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -189,10 +190,24 @@ enum MHD_Result hi_queue(http_request_t *req, unsigned status, struct MHD_Respon
     return r;
 }
 
+enum MHD_Result hi_queue_kept(http_request_t *req, unsigned status, struct MHD_Response *resp,
+                              size_t bytes)
+{
+    req->reply_bytes = bytes;
+    enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
+    req->replied = true;
+    req->status = (int)status;
+    return r;
+}
+
 static void add_etag(struct MHD_Response *resp, int64_t etag)
 {
     char buf[32];
-    snprintf(buf, sizeof buf, "\"%lld\"", (long long)etag);
+    size_t n = 0;
+    buf[n++] = '"';
+    n += json_text_format_int(buf + n, etag);
+    buf[n++] = '"';
+    buf[n] = '\0';
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, buf);
 }
 
@@ -250,6 +265,18 @@ enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_
 {
     size_t len = 0;
     struct MHD_Response *resp = json_response(obj, &len);
+    if (!resp)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    if (etag >= 0)
+        add_etag(resp, etag);
+    return hi_queue(req, status, resp, len);
+}
+
+enum MHD_Result http_reply_json_text(http_request_t *req, unsigned status, char *text,
+                                     int64_t etag)
+{
+    size_t len = 0;
+    struct MHD_Response *resp = text_response(text, "application/json", &len);
     if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
     if (etag >= 0)
@@ -378,35 +405,44 @@ enum MHD_Result http_reply_not_modified(http_request_t *req, sqlcached_value_t *
     return hi_queue(req, MHD_HTTP_NOT_MODIFIED, resp, 0);
 }
 
-enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
+struct MHD_Response *hi_value_response(sqlcached_value_t *value, const char *name,
+                                       const char *hvalue)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer_with_free_callback_cls(value->len, (void *)value->data,
                                                                release_value, value);
     if (!resp) {
         sqlcached_value_release(value);
-        return http_reply_problem(req, "unavailable", "out of memory");
+        return NULL;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, value->content_type);
     add_etag(resp, value->version);
-    MHD_add_response_header(resp, "X-Cache", value->from_cache ? "HIT" : "MISS");
-    return hi_queue(req, MHD_HTTP_OK, resp, value->len);
+    MHD_add_response_header(resp, name, hvalue);
+    return resp;
+}
+
+enum MHD_Result http_reply_value(http_request_t *req, sqlcached_value_t *value)
+{
+    /* a server that is stopping adds "Connection: close" (hi_queue), which
+     * a kept reply must not carry on */
+    if (value->from_cache && !atomic_load_explicit(&req->srv->draining, memory_order_relaxed))
+        return hi_reply_hit(req, value);
+    size_t len = value->len;
+    struct MHD_Response *resp =
+        hi_value_response(value, "X-Cache", value->from_cache ? "HIT" : "MISS");
+    if (!resp)
+        return http_reply_problem(req, "unavailable", "out of memory");
+    return hi_queue(req, MHD_HTTP_OK, resp, len);
 }
 
 enum MHD_Result http_reply_value_header(http_request_t *req, sqlcached_value_t *value,
                                         const char *name, const char *hvalue)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer_with_free_callback_cls(value->len, (void *)value->data,
-                                                               release_value, value);
-    if (!resp) {
-        sqlcached_value_release(value);
+    size_t len = value->len;
+    struct MHD_Response *resp = hi_value_response(value, name, hvalue);
+    if (!resp)
         return http_reply_problem(req, "unavailable", "out of memory");
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, value->content_type);
-    add_etag(resp, value->version);
-    MHD_add_response_header(resp, name, hvalue);
-    return hi_queue(req, MHD_HTTP_OK, resp, value->len);
+    return hi_queue(req, MHD_HTTP_OK, resp, len);
 }
 
 /* ------------------------------------------------------------------------

@@ -53,4 +53,22 @@ struct http_stream {
 enum MHD_Result hi_queue(http_request_t *req, unsigned status, struct MHD_Response *resp,
                          size_t bytes);
 
+/* hi_queue without dropping a reference: resp is kept by the caller and
+ * may be queued again (a kept reply of http_hits.c; nothing may add a
+ * header to it). Defined in http.c. */
+enum MHD_Result hi_queue_kept(http_request_t *req, unsigned status, struct MHD_Response *resp,
+                              size_t bytes);
+
+/* A 200 response for value: its bytes, Content-Type, ETag and the header
+ * `name: hvalue`. Takes the value reference, which the response releases
+ * when MHD frees it; NULL (and the reference released) when out of
+ * memory. Defined in http.c. */
+struct MHD_Response *hi_value_response(sqlcached_value_t *value, const char *name,
+                                       const char *hvalue);
+
+/* Reply 200 with a value served from the memory tier (from_cache), reusing
+ * the reply this worker thread built for the same tier entry before; takes
+ * the value reference. Defined in http_hits.c. */
+enum MHD_Result hi_reply_hit(http_request_t *req, sqlcached_value_t *value);
+
 #endif

@@ -427,6 +427,51 @@ static void test_http_kv_no_stale_reads(void **state)
     assert_int_equal(get_is(&f->d, "/v1/kv/fresh:a", "three", 5), v);
 }
 
+/* GET hits reuse the reply a worker thread built for the same tier entry
+ * (src/http_hits.c): more keys than its table has slots (so slots are
+ * taken over), each rewritten between reads with another Content-Type,
+ * and a value over the size it keeps. Every read must carry the bytes,
+ * type and version of the last write, never a kept older reply. */
+static void test_http_kv_kept_hit_replies(void **state)
+{
+    fixture_t *f = *state;
+    enum { KEYS = 150, ROUNDS = 3 };
+    static const char *const types[] = {"text/plain", "application/json"};
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int k = 0; k < KEYS; k++) {
+            char path[64], body[64], ct[64];
+            snprintf(path, sizeof path, "/v1/kv/kept:%d", k);
+            int len = snprintf(body, sizeof body, "\"r%d-k%d\"", round, k);
+            snprintf(ct, sizeof ct, "Content-Type: %s", types[(round + k) % 2]);
+            const char *h[] = {ct, NULL};
+            client_resp_t w = client_req(&f->d, "PUT", path, h, body, (size_t)len);
+            expect_status(&w, round == 0 ? 201 : 200);
+            int64_t v = etag_version(&w);
+            client_resp_free(&w);
+            for (int i = 0; i < 2; i++) {
+                client_resp_t r = client_req(&f->d, "GET", path, NULL, NULL, 0);
+                expect_status(&r, 200);
+                assert_int_equal(r.body_len, (size_t)len);
+                assert_memory_equal(r.body, body, (size_t)len);
+                assert_int_equal(etag_version(&r), v);
+                client_header_is(&r, "Content-Type", types[(round + k) % 2]);
+                if (i == 1)
+                    client_header_is(&r, "X-Cache", "HIT");
+                client_resp_free(&r);
+            }
+        }
+    }
+    static char big[80 * 1024]; /* over what a worker keeps */
+    for (int round = 0; round < 2; round++) {
+        memset(big, 'a' + round, sizeof big);
+        const char *h[] = {"Content-Type: application/octet-stream", NULL};
+        status_is(client_req(&f->d, "PUT", "/v1/kv/kept:big", h, big, sizeof big),
+                  round == 0 ? 201 : 200);
+        for (int i = 0; i < 2; i++)
+            get_is(&f->d, "/v1/kv/kept:big", big, sizeof big);
+    }
+}
+
 /* ------------------------------------------------------------------------
  * TTL
  * ------------------------------------------------------------------------ */
@@ -1876,6 +1921,7 @@ int main(void)
         cmocka_unit_test(test_http_kv_get_etag_and_cache_header),
         cmocka_unit_test(test_http_kv_get_if_none_match),
         cmocka_unit_test(test_http_kv_no_stale_reads),
+        cmocka_unit_test(test_http_kv_kept_hit_replies),
         cmocka_unit_test(test_http_kv_ttl_rejected),
         cmocka_unit_test(test_http_kv_ttl_expiry),
         cmocka_unit_test(test_http_kv_put_if_match),
