@@ -310,10 +310,73 @@ static void test_framing_valid_heads(void **state)
 #undef CASE
 
 /* ------------------------------------------------------------------------
+ * The head's size: 12 KiB of connection memory (src/http.c)
+ * ------------------------------------------------------------------------ */
+
+/* A request for GET /v1/kv with prefix and after each a 512-byte key
+ * percent-encoded (1.5 KiB each), a 4,096-byte bearer token (the longest
+ * --auth-token takes; without one configured the header is ignored),
+ * `extra` more bytes in one header, and browser-like headers. Caller
+ * frees. */
+static char *list_request(size_t extra, size_t *len)
+{
+    size_t cap = 16384 + extra;
+    char *req = malloc(cap);
+    assert_non_null(req);
+    size_t n = (size_t)snprintf(req, cap, "GET /v1/kv?prefix=");
+    for (int i = 0; i < 512; i++)
+        n += (size_t)snprintf(req + n, cap - n, "%s", i & 1 ? "%A9" : "%C3");
+    n += (size_t)snprintf(req + n, cap - n, "&after=");
+    for (int i = 0; i < 512; i++)
+        n += (size_t)snprintf(req + n, cap - n, "%s", i & 1 ? "%A9" : "%C3");
+    n += (size_t)snprintf(req + n, cap - n,
+                          "&limit=10 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
+                          "(KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\n"
+                          "Accept: application/json\r\nAccept-Language: en-US,en;q=0.9\r\n"
+                          "Connection: close\r\nAuthorization: Bearer ");
+    memset(req + n, 't', 4096);
+    n += 4096;
+    n += (size_t)snprintf(req + n, cap - n, "\r\nX-Extra: ");
+    memset(req + n, 'x', extra);
+    n += extra;
+    n += (size_t)snprintf(req + n, cap - n, "\r\n\r\n");
+    *len = n;
+    return req;
+}
+
+/* The longest legitimate head (about 7.4 KiB), and one 3 KiB longer, are
+ * answered; one that does not fit the connection's memory gets the
+ * library's 431. */
+static void test_framing_head_size(void **state)
+{
+    fixture_t *f = *state;
+    size_t len;
+    char *req = list_request(0, &len);
+    wire_t w;
+    exchange(&f->d, req, len, &w);
+    print_wire("the longest legitimate head", &w);
+    printf("    (%zu bytes)\n", len);
+    assert_int_equal(w.status, 200);
+    free(req);
+    req = list_request(3072, &len);
+    exchange(&f->d, req, len, &w);
+    print_wire("the longest legitimate head + 3 KiB", &w);
+    assert_int_equal(w.status, 200);
+    free(req);
+    req = list_request(6144, &len);
+    exchange(&f->d, req, len, &w);
+    print_wire("a head over 13 KiB", &w);
+    assert_int_equal(w.status, 431);
+    assert_true(w.closed);
+    free(req);
+}
+
+/* ------------------------------------------------------------------------
  * Requests libmicrohttpd drops: their memory
  * ------------------------------------------------------------------------ */
 
-#define QUERY_ARGS 600 /* more than the 32 KiB of a connection holds (~500) */
+#define QUERY_ARGS 600 /* more than the 12 KiB of a connection holds (~170) */
 
 static long rss_kib(pid_t pid)
 {
@@ -395,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_framing_bad_heads),
         cmocka_unit_test(test_framing_library_answers_once),
         cmocka_unit_test(test_framing_valid_heads),
+        cmocka_unit_test(test_framing_head_size),
         cmocka_unit_test(test_framing_dropped_requests_freed),
     };
     int failed = cmocka_run_group_tests_name("framing", tests, setup, daemon_fixture_stop);
