@@ -277,8 +277,7 @@ enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_
     return hi_queue(req, status, resp, len);
 }
 
-enum MHD_Result http_reply_json_text(http_request_t *req, unsigned status, char *text,
-                                     int64_t etag)
+enum MHD_Result http_reply_json_text(http_request_t *req, unsigned status, char *text, int64_t etag)
 {
     size_t len = 0;
     struct MHD_Response *resp = text_response(text, "application/json", &len);

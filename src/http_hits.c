@@ -30,7 +30,7 @@
 
 #define HIT_SLOT_BITS 6
 #define HIT_SLOTS (1u << HIT_SLOT_BITS)
-#define HIT_BYTES_MAX (64 * 1024)     /* larger values: the headers are noise */
+#define HIT_BYTES_MAX (64 * 1024) /* larger values: the headers are noise */
 
 typedef struct hit_slot {
     const void *data; /* the tier entry's bytes: its identity while kept */

@@ -65,9 +65,16 @@ static void test_utf8_and_runs(void **state)
 {
     (void)state;
     const char *samples[] = {
-        "plain key",        "caf\xc3\xa9",          "\xe2\x82\xac 5",       "\xf0\x9f\x98\x80",
-        "a\"b\\c/d",        "line\nbreak\ttab\r",   "\x01\x02\x1f\x7f end", "\"\"\"\\\\",
-        "user:42/session", "\xe2\x80\xa8\xe2\x80\xa9",
+        "plain key",
+        "caf\xc3\xa9",
+        "\xe2\x82\xac 5",
+        "\xf0\x9f\x98\x80",
+        "a\"b\\c/d",
+        "line\nbreak\ttab\r",
+        "\x01\x02\x1f\x7f end",
+        "\"\"\"\\\\",
+        "user:42/session",
+        "\xe2\x80\xa8\xe2\x80\xa9",
     };
     for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++)
         assert_same_string(samples[i], strlen(samples[i]));
@@ -81,8 +88,9 @@ static void test_utf8_and_runs(void **state)
 static void test_integers(void **state)
 {
     (void)state;
-    const int64_t values[] = {0, 1, -1, 9, 10, 99, 100, 1234567890123LL, -987654321,
-                              INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    const int64_t values[] = {0,          1,         -1,        9,
+                              10,         99,        100,       1234567890123LL,
+                              -987654321, INT64_MAX, INT64_MIN, INT64_MIN + 1};
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         char mine[32];
         size_t n = json_text_format_int(mine, values[i]);
