@@ -895,7 +895,7 @@ static bool append_body(http_server_t *srv, http_request_t *req, const char *dat
         return true;
     }
     if (req->body_len + n + 1 > req->body_cap) {
-        size_t cap = req->body_cap ? req->body_cap : 1024;
+        size_t cap = req->body_cap ? req->body_cap : 256;
         while (cap < req->body_len + n + 1)
             cap *= 2;
         char *grown = realloc(req->body, cap);
