@@ -17,7 +17,8 @@
  * cursor. While no watch is open it reads nothing on a kick (a reader
  * transaction per commit was 5% of a PUT's CPU): once per READ_EVERY_MS it
  * only moves an empty ring to the log's newest version, and the first
- * watch to open does the same, so it never starts with a backlog. Versions become visible in version order on both backends (one
+ * watch to open does the same, so it never starts with a backlog.
+ * Versions become visible in version order on both backends (one
  * writer on SQLite; storage_pg_watch.c says why on PostgreSQL, also with
  * several nodes), so "greater than the last one read" never skips one.
  *
