@@ -140,13 +140,11 @@ static char *write_reply_text(const http_param_t *key, const char *name2, int64_
     json_text_raw(&t, "{", 1);
     json_text_name(&t, "key");
     json_text_string(&t, key->data, key->len);
-    json_text_raw(&t, ",", 1);
-    json_text_name(&t, name2);
+    json_text_member(&t, name2);
     json_text_int(&t, v2);
-    json_text_raw(&t, ",", 1);
-    json_text_name(&t, name3);
+    json_text_member(&t, name3);
     if (v3_null)
-        json_text_raw(&t, "null", 4);
+        json_text_null(&t);
     else
         json_text_int(&t, v3);
     json_text_raw(&t, "}", 1);

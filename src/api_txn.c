@@ -239,34 +239,22 @@ static bool parse_txn(json_t *body, sqlcached_txn_t **out, http_error_t *err)
  * The answer
  * ------------------------------------------------------------------------ */
 
-/* Append a member `"name":` after a comma (json_text.h). */
-static void member(json_text_t *t, const char *name)
-{
-    json_text_raw(t, ",", 1);
-    json_text_name(t, name);
-}
-
-static void text_bool(json_text_t *t, bool b)
-{
-    json_text_raw(t, b ? "true" : "false", b ? 4 : 5);
-}
-
 /* A get's value: a string if it is UTF-8, else value_base64; null if the
  * key was absent. */
 static void get_value_text(json_text_t *t, const sqlcached_txn_result_t *r)
 {
     if (!r->found) {
-        member(t, "value");
-        json_text_raw(t, "null", 4);
+        json_text_member(t, "value");
+        json_text_null(t);
         return;
     }
     if (http_utf8_ok(r->value, r->vlen)) {
-        member(t, "value");
+        json_text_member(t, "value");
         json_text_string(t, r->value, r->vlen);
         return;
     }
     json_t *b64 = api_base64_json(r->value, r->vlen);
-    member(t, "value_base64");
+    json_text_member(t, "value_base64");
     if (b64)
         json_text_string(t, json_string_value(b64), json_string_length(b64));
     else
@@ -286,36 +274,36 @@ static void result_text(json_text_t *t, const sqlcached_txn_result_t *r)
     json_text_raw(t, "{", 1);
     json_text_name(t, "op");
     json_text_string(t, ops[r->op], strlen(ops[r->op]));
-    member(t, "key");
+    json_text_member(t, "key");
     json_text_string(t, r->key, r->klen);
     switch (r->op) {
     case SQLCACHED_TXN_GET:
-        member(t, "found");
-        text_bool(t, r->found);
+        json_text_member(t, "found");
+        json_text_bool(t, r->found);
         get_value_text(t, r);
-        member(t, "content_type");
+        json_text_member(t, "content_type");
         if (r->found)
             json_text_string(t, r->content_type, strlen(r->content_type));
         else
-            json_text_raw(t, "null", 4);
-        member(t, "version");
+            json_text_null(t);
+        json_text_member(t, "version");
         if (r->found)
             json_text_int(t, r->version);
         else
-            json_text_raw(t, "null", 4);
+            json_text_null(t);
         break;
     case SQLCACHED_TXN_PUT:
-        member(t, "version");
+        json_text_member(t, "version");
         json_text_int(t, r->version);
         break;
     case SQLCACHED_TXN_DELETE:
-        member(t, "deleted");
-        text_bool(t, r->found);
+        json_text_member(t, "deleted");
+        json_text_bool(t, r->found);
         break;
     default:
-        member(t, "value");
+        json_text_member(t, "value");
         json_text_int(t, r->number);
-        member(t, "version");
+        json_text_member(t, "version");
         json_text_int(t, r->version);
         break;
     }
@@ -332,8 +320,8 @@ static char *txn_text(const sqlcached_txn_t *txn)
     json_text_init(&t, 64 + n * 96);
     json_text_raw(&t, "{", 1);
     json_text_name(&t, "succeeded");
-    text_bool(&t, sqlcached_txn_succeeded(txn));
-    member(&t, "results");
+    json_text_bool(&t, sqlcached_txn_succeeded(txn));
+    json_text_member(&t, "results");
     json_text_raw(&t, "[", 1);
     for (size_t i = 0; i < n; i++) {
         if (i)

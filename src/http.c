@@ -189,10 +189,8 @@ enum MHD_Result hi_queue(http_request_t *req, unsigned status, struct MHD_Respon
     if (atomic_load_explicit(&req->srv->draining, memory_order_relaxed) &&
         !MHD_get_response_header(resp, MHD_HTTP_HEADER_CONNECTION))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
+    enum MHD_Result r = hi_queue_kept(req, status, resp, bytes);
     MHD_destroy_response(resp);
-    req->replied = true;
-    req->status = (int)status;
     return r;
 }
 
@@ -257,25 +255,26 @@ enum MHD_Result http_reply_static(http_request_t *req, const char *body, size_t 
     return hi_queue(req, MHD_HTTP_OK, resp, len);
 }
 
+/* The text of obj (taken over; freed even on failure; caller frees the
+ * text), NULL when out of memory. */
+static char *json_text_of(json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(obj);
+    return text;
+}
+
 /* A JSON response for obj (taken over; freed even on failure), its body
  * length in *len; NULL when out of memory. */
 static struct MHD_Response *json_response(json_t *obj, size_t *len)
 {
-    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
-    json_decref(obj);
-    return text_response(text, "application/json", len);
+    return text_response(json_text_of(obj), "application/json", len);
 }
 
 enum MHD_Result http_reply_json_etag(http_request_t *req, unsigned status, json_t *obj,
                                      int64_t etag)
 {
-    size_t len = 0;
-    struct MHD_Response *resp = json_response(obj, &len);
-    if (!resp)
-        return http_reply_problem(req, "unavailable", "out of memory");
-    if (etag >= 0)
-        add_etag(resp, etag);
-    return hi_queue(req, status, resp, len);
+    return http_reply_json_text(req, status, json_text_of(obj), etag);
 }
 
 enum MHD_Result http_reply_json_text(http_request_t *req, unsigned status, char *text, int64_t etag)

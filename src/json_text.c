@@ -102,6 +102,22 @@ void json_text_name(json_text_t *t, const char *name)
     json_text_raw(t, ":", 1);
 }
 
+void json_text_member(json_text_t *t, const char *name)
+{
+    json_text_raw(t, ",", 1);
+    json_text_name(t, name);
+}
+
+void json_text_bool(json_text_t *t, bool b)
+{
+    json_text_raw(t, b ? "true" : "false", b ? 4 : 5);
+}
+
+void json_text_null(json_text_t *t)
+{
+    json_text_raw(t, "null", 4);
+}
+
 size_t json_text_format_int(char *out, int64_t v)
 {
     char tmp[21];

@@ -36,8 +36,18 @@ void json_text_string(json_text_t *t, const char *s, size_t n);
 /* Append a member name and its colon: "name": (name is plain ASCII). */
 void json_text_name(json_text_t *t, const char *name);
 
+/* Append a comma, then the member name and its colon: ,"name": (for every
+ * member after an object's first). */
+void json_text_member(json_text_t *t, const char *name);
+
 /* Append v in decimal. */
 void json_text_int(json_text_t *t, int64_t v);
+
+/* Append true or false. */
+void json_text_bool(json_text_t *t, bool b);
+
+/* Append null. */
+void json_text_null(json_text_t *t);
 
 /* The NUL-terminated text (caller frees) and its length in *len; NULL (and
  * the buffer freed) if any step failed. */

@@ -412,12 +412,7 @@ watch_hub_t *watch_hub_open(sqlcached_t *db, char *err, size_t errlen)
     h->db = db;
     h->keep = db->opts.watch_history > 0 ? db->opts.watch_history : SQLCACHED_WATCH_HISTORY_DEFAULT;
     h->max_watches = db->opts.max_watchers ? db->opts.max_watchers : SQLCACHED_MAX_WATCHERS_DEFAULT;
-    store_conn_t *r = store_reader_acquire(db->store);
-    int64_t trimmed = 0;
-    sqlcached_status_t st = r ? storage_watch(r)->edges(r, &trimmed, &h->head)
-                              : SQLCACHED_UNAVAILABLE;
-    if (r)
-        store_reader_release(db->store, r);
+    sqlcached_status_t st = read_newest(h, &h->head);
     if (st != SQLCACHED_OK) {
         snprintf(err, errlen, "cannot read the change log: %s", sqlcached_status_name(st));
         free(h->ring);

@@ -101,7 +101,8 @@ static void test_integers(void **state)
     }
 }
 
-/* {"key":K,"version":V,"expires_at":null|E} as api_kv.c writes it */
+/* {"key":K,"version":V,"expires_at":null|E,"found":B}, written as api_kv.c
+ * and api_txn.c write their replies */
 static void test_reply_object(void **state)
 {
     (void)state;
@@ -112,22 +113,23 @@ static void test_reply_object(void **state)
         json_text_raw(&t, "{", 1);
         json_text_name(&t, "key");
         json_text_string(&t, key, strlen(key));
-        json_text_raw(&t, ",", 1);
-        json_text_name(&t, "version");
+        json_text_member(&t, "version");
         json_text_int(&t, 42);
-        json_text_raw(&t, ",", 1);
-        json_text_name(&t, "expires_at");
+        json_text_member(&t, "expires_at");
         if (with_expiry)
             json_text_int(&t, 1764000000000LL);
         else
-            json_text_raw(&t, "null", 4);
+            json_text_null(&t);
+        json_text_member(&t, "found");
+        json_text_bool(&t, with_expiry);
         json_text_raw(&t, "}", 1);
         size_t len;
         char *mine = json_text_take(&t, &len);
         assert_non_null(mine);
-        json_t *obj = json_pack("{s:s, s:I, s:o}", "key", key, "version", (json_int_t)42,
+        json_t *obj = json_pack("{s:s, s:I, s:o, s:b}", "key", key, "version", (json_int_t)42,
                                 "expires_at",
-                                with_expiry ? json_integer(1764000000000LL) : json_null());
+                                with_expiry ? json_integer(1764000000000LL) : json_null(), "found",
+                                with_expiry);
         char *theirs = json_dumps(obj, JSON_COMPACT);
         json_decref(obj);
         assert_string_equal(mine, theirs);
